@@ -1,0 +1,337 @@
+"""Start, check and stop real Apache Kafka (KRaft) and HiveMQ CE on loopback.
+
+Jars come from Maven Central (resolved once by Maven, copied under ``<home>/lib``);
+broker data and logs live under ``<home>`` too, so ``rm -rf .streamtrain`` resets everything.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from streamtrain import logs
+from streamtrain.kafka import ensure_topics
+from streamtrain.settings import StackSettings
+from streamtrain.topics import pipeline_topics
+
+log = logs.get("stack")
+
+JAVA_DIR = Path(str(resources.files("stack") / "java"))
+
+
+class StackError(RuntimeError):
+    """Raised with a message that says what failed and where its log is."""
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    home: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "run" / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "logs" / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        # A zombie left by a parent that never reaped it is not running.
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+            if state == "Z":
+                return None
+        except (FileNotFoundError, IndexError):
+            return None
+        return pid
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalStack:
+    """The two brokers of the local pipeline, managed as detached processes with pid files."""
+
+    def __init__(self, settings: StackSettings | None = None) -> None:
+        self.settings = settings or StackSettings()
+        self.home = self.settings.home.resolve()
+        self.kafka = Service("kafka", self.settings.kafka_port, self.home)
+        self.hivemq = Service("hivemq", self.settings.mqtt_port, self.home)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.settings.kafka_port}"
+
+    @property
+    def controller_port(self) -> int:
+        return self.settings.kafka_controller_port or self.settings.kafka_port + 1
+
+    # ---------------------------------------------------------------- jars
+    def _resolve(self, pom: str, version_prop: str, version: str, target: Path) -> Path:
+        marker = target / ".complete"
+        if marker.exists():
+            return target
+        mvn = shutil.which("mvn")
+        if not mvn:
+            raise StackError("Maven (mvn) is not on PATH; it is needed once to fetch the broker jars from Maven Central")
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.info("resolving_jars", pom=pom, version=version, target=str(target))
+        cmd = [mvn, "-q", "-B", "-f", str(JAVA_DIR / pom), f"-D{version_prop}={version}",
+               "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
+               f"-DoutputDirectory={tmp}"]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise StackError(f"Maven could not resolve {pom} ({version}):\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        marker.write_text(version)
+        return target
+
+    def kafka_lib(self) -> Path:
+        v = self.settings.kafka_version
+        return self._resolve("kafka-pom.xml", "kafka.version", v, self.home / "lib" / f"kafka-{v}")
+
+    def hivemq_lib(self) -> Path:
+        v = self.settings.hivemq_version
+        return self._resolve("hivemq-pom.xml", "hivemq.version", v, self.home / "lib" / f"hivemq-{v}")
+
+    # ---------------------------------------------------------------- config
+    def _kafka_config(self) -> Path:
+        conf_dir = self.home / "kafka"
+        conf_dir.mkdir(parents=True, exist_ok=True)
+        data = conf_dir / "data"
+        port, cport = self.settings.kafka_port, self.controller_port
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{cport}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(data),
+            "num.partitions": "3",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "5",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            "message.max.bytes": str(2 * 1024 * 1024 + 1024),
+            "log.cleaner.enable": "true",
+            "log.retention.check.interval.ms": "60000",
+        }
+        path = conf_dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        return path
+
+    def _hivemq_config(self) -> tuple[Path, Path, Path]:
+        base = self.home / "hivemq"
+        conf, data, ext = base / "conf", base / "data", base / "extensions"
+        for d in (conf, data, ext):
+            d.mkdir(parents=True, exist_ok=True)
+        # File persistence keeps sessions and queued QoS 1 messages across broker restarts.
+        # The queue must hold a bridge outage's worth of messages for the shared subscription.
+        (conf / "config.xml").write_text(f"""<?xml version="1.0"?>
+<hivemq>
+    <listeners>
+        <tcp-listener>
+            <port>{self.settings.mqtt_port}</port>
+            <bind-address>127.0.0.1</bind-address>
+        </tcp-listener>
+    </listeners>
+    <mqtt>
+        <queued-messages>
+            <max-queue-size>2000000</max-queue-size>
+            <strategy>discard</strategy>
+        </queued-messages>
+        <receive-maximum>
+            <server-receive-maximum>1000</server-receive-maximum>
+        </receive-maximum>
+    </mqtt>
+    <persistence>
+        <mode>file</mode>
+    </persistence>
+    <anonymous-usage-statistics>
+        <enabled>false</enabled>
+    </anonymous-usage-statistics>
+</hivemq>
+""")
+        return conf, data, ext
+
+    # ---------------------------------------------------------------- processes
+    def _spawn(self, svc: Service, cmd: list[str], env: dict | None = None) -> int:
+        svc.log_file.parent.mkdir(parents=True, exist_ok=True)
+        svc.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(svc.log_file, "ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, env={**os.environ, **(env or {})}, cwd=self.home)
+        svc.pid_file.write_text(str(proc.pid))
+        log.info("process_started", service=svc.name, pid=proc.pid, port=svc.port, log=str(svc.log_file))
+        return proc.pid
+
+    def _java(self) -> str:
+        java = shutil.which("java")
+        if not java:
+            raise StackError("java is not on PATH; Java 17 runs both brokers")
+        return java
+
+    def start_kafka(self) -> None:
+        if self.kafka.pid():
+            return
+        if port_open(self.settings.kafka_port):
+            raise StackError(f"port {self.settings.kafka_port} is taken by another process; pick another with --kafka-port")
+        lib = self.kafka_lib()
+        conf = self._kafka_config()
+        cp = f"{lib}/*"
+        java = self._java()
+        meta = self.home / "kafka" / "data" / "meta.properties"
+        if not meta.exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            res = subprocess.run([java, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                                  "-c", str(conf)], capture_output=True, text=True)
+            if res.returncode != 0:
+                raise StackError(f"formatting Kafka storage failed:\n{res.stdout}{res.stderr}")
+        self._spawn(self.kafka, [java, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC",
+                                 f"-Dlog4j.configuration=file:{JAVA_DIR / 'kafka-log4j.properties'}",
+                                 "-cp", cp, "kafka.Kafka", str(conf)])
+
+    def start_hivemq(self) -> None:
+        if self.hivemq.pid():
+            return
+        if port_open(self.settings.mqtt_port):
+            raise StackError(f"port {self.settings.mqtt_port} is taken by another process; pick another with --mqtt-port")
+        lib = self.hivemq_lib()
+        conf, data, ext = self._hivemq_config()
+        self._spawn(self.hivemq, [self._java(), "-Xms128m", "-Xmx768m",
+                                  "-cp", f"{lib}/*", str(JAVA_DIR / "HiveMQLauncher.java"),
+                                  str(conf), str(data), str(ext)])
+
+    # ---------------------------------------------------------------- readiness
+    def kafka_ready(self) -> bool:
+        if not port_open(self.settings.kafka_port):
+            return False
+        from confluent_kafka.admin import AdminClient
+        try:
+            md = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000}).list_topics(timeout=2)
+            return md.controller_id >= 0 or bool(md.brokers)
+        except Exception:  # noqa: BLE001 - not ready yet, whatever the cause
+            return False
+
+    def hivemq_ready(self) -> bool:
+        if not port_open(self.settings.mqtt_port):
+            return False
+        import paho.mqtt.client as mqtt
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamtrain-probe-{uuid.uuid4().hex[:8]}",
+                             protocol=mqtt.MQTTv5)
+        try:
+            rc = client.connect("127.0.0.1", self.settings.mqtt_port, keepalive=5)
+            if rc != 0:
+                return False
+            deadline = time.monotonic() + 3
+            while not client.is_connected() and time.monotonic() < deadline:
+                client.loop(0.1)
+            ok = client.is_connected()
+            client.disconnect()
+            return ok
+        except OSError:
+            return False
+
+    def _wait(self, svc: Service, ready, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready():
+                log.info("service_ready", service=svc.name, port=svc.port)
+                return
+            if svc.pid() is None:
+                tail = svc.log_file.read_text(errors="replace")[-3000:] if svc.log_file.exists() else ""
+                raise StackError(f"{svc.name} exited during start-up; last lines of {svc.log_file}:\n{tail}")
+            time.sleep(0.5)
+        raise StackError(f"{svc.name} not ready on port {svc.port} after {timeout:.0f}s; see {svc.log_file}")
+
+    # ---------------------------------------------------------------- public API
+    def up(self, create_topics: bool = True) -> dict:
+        """Start whatever is not running, wait until both are ready, create the topics. Idempotent."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        # Resolve both sets of jars before starting anything, so a resolution failure starts nothing.
+        self.kafka_lib()
+        self.hivemq_lib()
+        self.start_kafka()
+        self.start_hivemq()
+        self._wait(self.kafka, self.kafka_ready, self.settings.ready_timeout_s)
+        self._wait(self.hivemq, self.hivemq_ready, self.settings.ready_timeout_s)
+        if create_topics:
+            s = self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
+            ensure_topics(self.bootstrap, pipeline_topics(s, self.settings.partitions, self.settings.retention_hours))
+        return self.status()
+
+    def status(self) -> dict:
+        return {
+            "kafka": {"pid": self.kafka.pid(), "bootstrap": self.bootstrap, "ready": self.kafka_ready(),
+                      "log": str(self.kafka.log_file)},
+            "hivemq": {"pid": self.hivemq.pid(), "mqtt": f"127.0.0.1:{self.settings.mqtt_port}",
+                       "ready": self.hivemq_ready(), "log": str(self.hivemq.log_file)},
+            "home": str(self.home),
+        }
+
+    def stop_service(self, svc: Service, timeout: float = 45.0, kill: bool = False) -> None:
+        pid = svc.pid()
+        if pid is None:
+            svc.pid_file.unlink(missing_ok=True)
+            return
+        os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while svc.pid() is not None and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.2)
+        if svc.pid() is not None:
+            log.warning("process_kill", service=svc.name, pid=pid, reason=f"still running {timeout:.0f}s after SIGTERM")
+            os.killpg(pid, signal.SIGKILL)
+            time.sleep(0.5)
+            _reap(pid)
+        svc.pid_file.unlink(missing_ok=True)
+        log.info("process_stopped", service=svc.name, pid=pid)
+
+    def down(self) -> None:
+        """Stop HiveMQ first (no new input), then Kafka; both with SIGTERM for a clean shutdown."""
+        self.stop_service(self.hivemq)
+        self.stop_service(self.kafka)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,43 @@
+"""Typed settings, one env prefix (STREAMTRAIN_) for every program.
+
+The same names work on a laptop (env vars or CLI flags) and in a Pod (env from the
+operator). Program-specific classes extend ``CommonSettings``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Connection and topic settings shared by every StreamTrain program."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMTRAIN_", extra="ignore")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    mqtt_host: str = Field("127.0.0.1", description="MQTT broker host")
+    mqtt_port: int = Field(1883, description="MQTT broker TCP port")
+    topic_raw: str = Field("streamtrain.telemetry.raw", description="Validated device telemetry, keyed by device id")
+    topic_deadletter: str = Field("streamtrain.deadletter", description="Rejected input with the reason in headers")
+    topic_features: str = Field("streamtrain.telemetry.features", description="Preprocessed feature records")
+    topic_windows: str = Field("streamtrain.telemetry.windows", description="Per-device tumbling-window aggregates")
+    topic_models: str = Field("streamtrain.models", description="Compacted topic carrying model versions")
+    topic_scores: str = Field("streamtrain.scores", description="Anomaly scores, one per feature record")
+    log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR")
+    log_format: str = Field("json", description="Log line format: json or console")
+    metrics_port: int = Field(0, description="Prometheus /metrics and /healthz port; 0 disables the server")
+
+
+class StackSettings(CommonSettings):
+    """Where the local broker stack keeps its jars, data and logs."""
+
+    home: Path = Field(Path(".streamtrain"), description="Project-local directory for jars, broker data and logs")
+    kafka_port: int = Field(9092, description="Kafka PLAINTEXT listener port on 127.0.0.1")
+    kafka_controller_port: int = Field(0, description="KRaft controller port; 0 means kafka_port + 1")
+    kafka_version: str = Field("3.9.1", description="Apache Kafka version resolved from Maven Central")
+    hivemq_version: str = Field("2025.5", description="HiveMQ CE embedded version resolved from Maven Central")
+    partitions: int = Field(6, description="Partitions of the raw, features and scores topics")
+    retention_hours: int = Field(72, description="Retention of the stream topics")
+    ready_timeout_s: float = Field(120.0, description="How long `stack up` waits for both brokers to be ready")

@@ -1,0 +1,1 @@
+"""The `streamtrain` command: one entry point that dispatches to the programs."""

@@ -1,0 +1,90 @@
+"""`streamtrain` command line. Each subcommand imports its program lazily, so
+`streamtrain --help` stays fast and a program's heavy imports load only when it runs."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from streamtrain import logs
+from streamtrain.settings import StackSettings
+
+
+def _overrides(**kwargs) -> dict:
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (env STREAMTRAIN_LOG_LEVEL).")
+@click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
+              help="Structured JSON lines (default) or console lines (env STREAMTRAIN_LOG_FORMAT).")
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> None:
+    """StreamTrain: streaming machine learning for IoT fleets.
+
+    Devices publish over MQTT, the bridge forwards to Kafka, the stream is preprocessed,
+    a TensorFlow model is trained straight from Kafka, and the scorer picks up each new
+    model version from the models topic while it scores the live stream.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["log"] = _overrides(log_level=log_level, log_format=log_format)
+    base = StackSettings(**ctx.obj["log"])
+    logs.configure(base.log_level, base.log_format)
+
+
+# ------------------------------------------------------------------ stack
+@cli.group()
+def stack() -> None:
+    """Run real Apache Kafka (KRaft) and HiveMQ CE on this machine, no Docker needed."""
+
+
+def _stack_options(f):
+    f = click.option("--home", type=click.Path(path_type=Path), default=None,
+                     help="Directory for jars, broker data and logs (default .streamtrain).")(f)
+    f = click.option("--kafka-port", type=int, default=None, help="Kafka listener port (default 9092).")(f)
+    f = click.option("--mqtt-port", type=int, default=None, help="MQTT listener port (default 1883).")(f)
+    return f
+
+
+def _local_stack(ctx, home, kafka_port, mqtt_port):
+    from stack.local import LocalStack
+    return LocalStack(StackSettings(**ctx.obj["log"], **_overrides(home=home, kafka_port=kafka_port, mqtt_port=mqtt_port)))
+
+
+@stack.command("up")
+@_stack_options
+@click.pass_context
+def stack_up(ctx, home, kafka_port, mqtt_port) -> None:
+    """Start both brokers (if not running), wait until ready, create the pipeline topics."""
+    from stack.local import StackError
+    try:
+        status = _local_stack(ctx, home, kafka_port, mqtt_port).up()
+    except StackError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(status, indent=2))
+
+
+@stack.command("status")
+@_stack_options
+@click.pass_context
+def stack_status(ctx, home, kafka_port, mqtt_port) -> None:
+    """Show pids, endpoints and readiness of both brokers (exit 1 unless both are ready)."""
+    status = _local_stack(ctx, home, kafka_port, mqtt_port).status()
+    click.echo(json.dumps(status, indent=2))
+    sys.exit(0 if status["kafka"]["ready"] and status["hivemq"]["ready"] else 1)
+
+
+@stack.command("down")
+@_stack_options
+@click.pass_context
+def stack_down(ctx, home, kafka_port, mqtt_port) -> None:
+    """Stop HiveMQ and Kafka cleanly (SIGTERM, then SIGKILL after a grace period)."""
+    _local_stack(ctx, home, kafka_port, mqtt_port).down()
+    click.echo("stack stopped")
+
+
+if __name__ == "__main__":
+    cli()
