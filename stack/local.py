@@ -84,6 +84,7 @@ class LocalStack:
     def __init__(self, settings: StackSettings | None = None) -> None:
         self.settings = settings or StackSettings()
         self.home = self.settings.home.resolve()
+        self.lib_root = (self.settings.jars or self.home / "lib").resolve()
         self.kafka = Service("kafka", self.settings.kafka_port, self.home)
         self.hivemq = Service("hivemq", self.settings.mqtt_port, self.home)
 
@@ -119,11 +120,11 @@ class LocalStack:
 
     def kafka_lib(self) -> Path:
         v = self.settings.kafka_version
-        return self._resolve("kafka-pom.xml", "kafka.version", v, self.home / "lib" / f"kafka-{v}")
+        return self._resolve("kafka-pom.xml", "kafka.version", v, self.lib_root / f"kafka-{v}")
 
     def hivemq_lib(self) -> Path:
         v = self.settings.hivemq_version
-        return self._resolve("hivemq-pom.xml", "hivemq.version", v, self.home / "lib" / f"hivemq-{v}")
+        return self._resolve("hivemq-pom.xml", "hivemq.version", v, self.lib_root / f"hivemq-{v}")
 
     # ---------------------------------------------------------------- config
     def _kafka_config(self) -> Path:

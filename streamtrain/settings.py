@@ -34,6 +34,7 @@ class StackSettings(CommonSettings):
     """Where the local broker stack keeps its jars, data and logs."""
 
     home: Path = Field(Path(".streamtrain"), description="Project-local directory for jars, broker data and logs")
+    jars: Path | None = Field(None, description="Where resolved broker jars are cached; default <home>/lib")
     kafka_port: int = Field(9092, description="Kafka PLAINTEXT listener port on 127.0.0.1")
     kafka_controller_port: int = Field(0, description="KRaft controller port; 0 means kafka_port + 1")
     kafka_version: str = Field("3.9.1", description="Apache Kafka version resolved from Maven Central")

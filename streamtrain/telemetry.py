@@ -1,0 +1,139 @@
+"""The telemetry message: one flat JSON object per reading.
+
+    {"device_id": "dev-00042", "ts": 1764052800.25, "seq": 17,
+     "temperature": 71.3, "current": 1.92, "vibration": 0.31, "pressure": 3.02,
+     "device_type": "pump", "label": 0, "anomaly": null}
+
+``device_id``, ``ts`` (epoch seconds) and ``seq`` (per-device, from 0) are required; every
+other field is a finite number (a sensor channel) except the reserved ones below. ``label``
+and ``anomaly`` carry ground truth and are never used as features.
+
+``validate`` turns raw MQTT input into a ``Reading`` or a ``Rejection`` with a reason code;
+it never raises on bad input.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+TOPIC = re.compile(r"^devices/([^/]+)/telemetry$")
+MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_CHANNELS = 64
+
+#: Fields that are not sensor channels.
+RESERVED = {"device_id", "ts", "seq", "label", "anomaly", "device_type"}
+#: Ground-truth fields: passed through the pipeline, never features.
+GROUND_TRUTH = ("label", "anomaly")
+
+REASONS = (
+    "oversized", "malformed_json", "not_an_object", "missing_field", "wrong_type",
+    "non_finite", "bad_topic", "topic_mismatch", "unknown_device", "too_many_fields",
+)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    detail: str
+
+
+@dataclass
+class Reading:
+    device_id: str
+    ts: float
+    seq: int
+    channels: dict[str, float]
+    label: int | None = None
+    anomaly: str | None = None
+    device_type: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {"device_id": self.device_id, "ts": self.ts, "seq": self.seq, **self.channels}
+        if self.device_type is not None:
+            d["device_type"] = self.device_type
+        if self.label is not None:
+            d["label"] = self.label
+        if self.anomaly is not None:
+            d["anomaly"] = self.anomaly
+        return d
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+def _reject_constant(token: str):
+    # json.loads would turn NaN / Infinity into floats; keep them as a typed rejection instead.
+    raise ValueError(f"non-finite number {token}")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def device_from_topic(topic: str) -> str | None:
+    m = TOPIC.match(topic)
+    return m.group(1) if m else None
+
+
+def validate(payload: bytes, topic: str | None = None, *, max_bytes: int = MAX_PAYLOAD_BYTES,
+             known_devices: frozenset[str] | None = None) -> Reading | Rejection:
+    """Check one MQTT payload (and its topic, when given) against the telemetry schema."""
+    if len(payload) > max_bytes:
+        return Rejection("oversized", f"{len(payload)} bytes > limit {max_bytes}")
+    topic_device = None
+    if topic is not None:
+        topic_device = device_from_topic(topic)
+        if topic_device is None:
+            return Rejection("bad_topic", f"topic {topic!r} is not devices/<id>/telemetry")
+    try:
+        obj = json.loads(payload, parse_constant=_reject_constant)
+    except ValueError as exc:
+        if "non-finite" in str(exc):
+            return Rejection("non_finite", str(exc))
+        return Rejection("malformed_json", str(exc)[:200])
+    if not isinstance(obj, dict):
+        return Rejection("not_an_object", f"payload is a JSON {type(obj).__name__}, not an object")
+    for name in ("device_id", "ts", "seq"):
+        if name not in obj:
+            return Rejection("missing_field", f"required field {name!r} is missing")
+    device_id, ts, seq = obj["device_id"], obj["ts"], obj["seq"]
+    if not isinstance(device_id, str) or not DEVICE_ID.match(device_id):
+        return Rejection("wrong_type", "device_id must be a string of 1-64 characters [A-Za-z0-9_.:-]")
+    if not _is_number(ts):
+        return Rejection("wrong_type", "ts must be a number (epoch seconds)")
+    if not math.isfinite(ts):
+        return Rejection("non_finite", "ts is not finite")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        return Rejection("wrong_type", "seq must be a non-negative integer")
+    if topic_device is not None and topic_device != device_id:
+        return Rejection("topic_mismatch", f"device_id {device_id!r} published on the topic of {topic_device!r}")
+    if known_devices is not None and device_id not in known_devices:
+        return Rejection("unknown_device", f"device {device_id!r} is not registered")
+    if len(obj) > MAX_CHANNELS + len(RESERVED):
+        return Rejection("too_many_fields", f"{len(obj)} fields > limit {MAX_CHANNELS + len(RESERVED)}")
+    channels: dict[str, float] = {}
+    for key, value in obj.items():
+        if key in RESERVED:
+            continue
+        if not _is_number(value):
+            return Rejection("wrong_type", f"channel {key!r} must be a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            return Rejection("non_finite", f"channel {key!r} is not finite")
+        channels[key] = float(value)
+    label = obj.get("label")
+    if label is not None:
+        if isinstance(label, bool):
+            label = int(label)
+        if label not in (0, 1):
+            return Rejection("wrong_type", "label must be 0, 1, true, false or null")
+    anomaly = obj.get("anomaly")
+    if anomaly is not None and not isinstance(anomaly, str):
+        return Rejection("wrong_type", "anomaly must be a string or null")
+    device_type = obj.get("device_type")
+    if device_type is not None and not isinstance(device_type, str):
+        return Rejection("wrong_type", "device_type must be a string or null")
+    return Reading(device_id, float(ts), seq, channels, label, anomaly, device_type)
