@@ -2,6 +2,7 @@
 `streamtrain --help` stays fast and a program's heavy imports load only when it runs."""
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,44 @@ def _overrides(**kwargs) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Subcommands that live in the programs' own packages, as "module:attribute" of a click command.
+PROGRAMS = {
+    "simulate": ("simulator.cli:command", "Publish telemetry from a simulated fleet or a CSV replay over MQTT."),
+    "bridge": ("bridge.cli:command", "Forward MQTT telemetry to the Kafka raw topic, at least once."),
+    "preprocess": ("preprocessor.cli:command", "Preprocess the raw topic into features (embedded engine) or print ksqlDB."),
+    "train": ("trainer.cli:command", "Train a model from the features topic and publish it to the models topic."),
+    "score": ("scorer.cli:command", "Score the features stream live with hot model updates."),
+    "evaluate": ("scorer.evaluate:command", "Quality of the scores topic against ground-truth labels."),
+    "demo": ("streamtrain_cli.demo:command", "Run the whole pipeline locally on real brokers and report quality."),
+}
+
+
+class LazyGroup(click.Group):
+    """Loads a program's command only when it is invoked (or its help is asked for)."""
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(PROGRAMS))
+
+    def get_command(self, ctx, name):
+        if name in PROGRAMS:
+            module, attr = PROGRAMS[name][0].split(":")
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ModuleNotFoundError as exc:
+                if exc.name and module.startswith(exc.name):
+                    return click.Command(name, help=f"(not available in this build: {exc})",
+                                         callback=lambda: sys.exit(f"{name}: not available: {exc}"))
+                raise
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(n, PROGRAMS[n][1] if n in PROGRAMS else super(LazyGroup, self).get_command(ctx, n).get_short_help_str())
+                for n in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (env STREAMTRAIN_LOG_LEVEL).")
 @click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
               help="Structured JSON lines (default) or console lines (env STREAMTRAIN_LOG_FORMAT).")

@@ -1,0 +1,30 @@
+# StreamTrain developer targets. `make help` lists them all.
+PY ?= .venv/bin/python
+STREAMTRAIN ?= .venv/bin/streamtrain
+
+.DEFAULT_GOAL := help
+
+.PHONY: help install demo test stack-up stack-down stack-status
+
+help: ## List every target with its description
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+install: ## Create .venv and install the pinned dependencies (requirements.lock) and the project
+	bash .ci/install
+
+demo: install ## Run the whole pipeline locally on real Kafka + HiveMQ and print the quality table
+	$(STREAMTRAIN) --log-format console demo
+
+test: install ## Run the default test suite (real brokers, real TensorFlow)
+	$(PY) -m pytest -q
+
+stack-up: install ## Start Kafka and HiveMQ on loopback and create the topics
+	$(STREAMTRAIN) --log-format console stack up
+
+stack-status: ## Show whether both brokers are running and ready
+	$(STREAMTRAIN) stack status
+
+stack-down: ## Stop both brokers cleanly
+	$(STREAMTRAIN) --log-format console stack down
+
+-include mk/*.mk
