@@ -92,3 +92,47 @@ def flush_or_raise(producer: Producer, timeout: float = 30.0) -> None:
     remaining = producer.flush(timeout)
     if remaining:
         raise RuntimeError(f"{remaining} Kafka messages still undelivered after {timeout}s")
+
+
+def read_topic(bootstrap: str, topic: str, *, until=None, timeout: float = 30.0,
+               isolation: str = "read_committed") -> list:
+    """Read a topic from the beginning without a consumer group (nothing is committed).
+
+    Stops when ``until(messages)`` is true, or (without ``until``) once every partition has
+    been read to the end offset seen at the start, or when ``timeout`` has passed. Returns confluent_kafka Message objects in arrival order.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "streamtrain-reader", "enable.auto.commit": False,
+                         "isolation.level": isolation, "auto.offset.reset": "earliest"})
+    try:
+        md = consumer.list_topics(topic, timeout=10)
+        if md.topics[topic].error is not None:
+            raise RuntimeError(f"topic {topic}: {md.topics[topic].error}")
+        parts = sorted(md.topics[topic].partitions)
+        ends = {}
+        for p in parts:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            ends[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            batch = consumer.consume(1000, 0.2)
+            for m in batch:
+                if m.error():
+                    continue
+                out.append(m)
+            if until is not None:
+                if until(out):
+                    return out
+                if time.monotonic() > deadline:
+                    return out
+            else:
+                # position() moves past transaction markers too, unlike the last offset read.
+                pos = consumer.position([TopicPartition(topic, p) for p in parts])
+                if all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0 for tp in pos) \
+                        or time.monotonic() > deadline:
+                    return out
+    finally:
+        consumer.close()

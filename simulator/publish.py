@@ -1,0 +1,197 @@
+"""Publishing loops: the simulated fleet and the CSV replay, both over MQTT QoS 1."""
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from simulator.fleet import Fleet
+from streamtrain import logs
+from streamtrain.lifecycle import StopFlag
+from streamtrain.mqtt import AsyncPublisher
+
+log = logs.get("simulator")
+
+
+@dataclass
+class PublishReport:
+    published: int = 0
+    acked: int = 0
+    anomalies: int = 0
+    devices: int = 0
+    seconds: float = 0.0
+    unacked_at_exit: int = 0
+    per_device_last_seq: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "per_device_last_seq"}
+        d["rate_per_s"] = round(self.published / self.seconds, 1) if self.seconds else 0.0
+        return d
+
+
+def topic_for(device_id: str) -> str:
+    return f"devices/{device_id}/telemetry"
+
+
+async def _open(host: str, port: int, connections: int, max_inflight: int, prefix: str) -> list[AsyncPublisher]:
+    pubs = [AsyncPublisher(host, port, client_id=f"{prefix}-{i}-{int(time.time() * 1000) % 10**8}",
+                           max_inflight=max_inflight) for i in range(connections)]
+    await asyncio.gather(*(p.connect() for p in pubs))
+    return pubs
+
+
+async def _close(pubs: list[AsyncPublisher], report: PublishReport, drain_timeout: float) -> None:
+    await asyncio.gather(*(p.drain(drain_timeout) for p in pubs))
+    report.published = sum(p.published for p in pubs)
+    report.acked = sum(p.acked for p in pubs)
+    report.unacked_at_exit = report.published - report.acked
+    for p in pubs:
+        p.close()
+
+
+async def run_fleet(fleet: Fleet, host: str, port: int, *, rate: float, count: int | None,
+                    duration: float | None, connections: int, max_inflight: int = 500,
+                    stop: StopFlag | None = None, progress_every: float = 5.0,
+                    drain_timeout: float = 60.0) -> PublishReport:
+    """Publish ``count`` readings per device (or for ``duration`` seconds) at ``rate`` per device.
+
+    Each device keeps its own phase within the period, so the fleet's load is spread evenly.
+    """
+    n = fleet.cfg.devices
+    connections = max(1, min(connections, n))
+    pubs = await _open(host, port, connections, max_inflight, "streamtrain-sim")
+    report = PublishReport(devices=n)
+    period = 1.0 / rate if rate > 0 else 0.0
+    offsets = fleet.rng.uniform(0, period, n) if period else np.zeros(n)
+    order = np.argsort(offsets)
+    started = time.monotonic()
+    wall0 = time.time()
+    last_progress = started
+    k = 0
+    try:
+        while True:
+            if stop is not None and stop.is_set():
+                log.info("simulator_stopping", reason=stop.signal_name or "stop requested", seq=k)
+                break
+            if count is not None and k >= count:
+                break
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+            tick = started + k * period
+            ts = wall0 + k * period + offsets
+            msgs = fleet.messages(ts)
+            for pos, i in enumerate(order):
+                if period:
+                    delay = tick + offsets[i] - time.monotonic()
+                    if delay > 0.002:
+                        await asyncio.sleep(delay)
+                device_id, msg = msgs[i]
+                report.anomalies += msg["label"]
+                await pubs[i % connections].publish(topic_for(device_id), json.dumps(msg, separators=(",", ":")).encode())
+                if pos % 256 == 255:
+                    await asyncio.sleep(0)  # let other tasks run when publishing flat out
+            k += 1
+            now = time.monotonic()
+            if now - last_progress >= progress_every:
+                last_progress = now
+                sent = sum(p.published for p in pubs)
+                log.info("simulator_progress", seq=k, published=sent, acked=sum(p.acked for p in pubs),
+                         rate_per_s=round(sent / (now - started), 1))
+    finally:
+        report.seconds = time.monotonic() - started
+        await _close(pubs, report, drain_timeout)
+        report.per_device_last_seq = {d: k - 1 for d in fleet.device_ids}
+    log.info("simulator_done", **report.as_dict())
+    return report
+
+
+# ---------------------------------------------------------------- CSV replay
+@dataclass
+class CsvReplayConfig:
+    path: Path
+    device_id: str | None = None          # one device for the whole file...
+    device_column: str | None = None      # ...or one per row from this column
+    timestamp_column: str = "timestamp"
+    label_column: str | None = None
+    speed: float = 1.0                    # 1 = real time, 10 = ten times faster, 0 = as fast as possible
+
+
+def _parse_ts(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def read_csv_rows(cfg: CsvReplayConfig) -> list[tuple[str, dict]]:
+    """Rows of the CSV as telemetry dicts, in file order. Raises ValueError with the row on bad input."""
+    if not (cfg.device_id or cfg.device_column):
+        raise ValueError("give --device-id (one device for the whole file) or --device-column")
+    with open(cfg.path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None:
+            raise ValueError(f"{cfg.path}: empty file, no header row")
+        cols = reader.fieldnames
+        if cfg.timestamp_column not in cols:
+            raise ValueError(f"{cfg.path}: no timestamp column {cfg.timestamp_column!r} (columns: {cols})")
+        for c in (cfg.label_column, cfg.device_column):
+            if c and c not in cols:
+                raise ValueError(f"{cfg.path}: no column {c!r} (columns: {cols})")
+        skip = {cfg.timestamp_column, cfg.label_column, cfg.device_column}
+        seqs: dict[str, int] = {}
+        rows = []
+        for lineno, row in enumerate(reader, start=2):
+            device_id = row[cfg.device_column] if cfg.device_column else cfg.device_id
+            try:
+                msg = {"device_id": device_id, "ts": _parse_ts(row[cfg.timestamp_column])}
+            except ValueError as exc:
+                raise ValueError(f"{cfg.path}:{lineno}: bad timestamp {row[cfg.timestamp_column]!r}: {exc}") from None
+            msg["seq"] = seqs.get(device_id, 0)
+            seqs[device_id] = msg["seq"] + 1
+            for col, value in row.items():
+                if col in skip or col is None or value in (None, ""):
+                    continue
+                try:
+                    number = float(value)
+                except ValueError:
+                    continue  # non-numeric columns are not sensor channels
+                if math.isfinite(number):
+                    msg[col] = number
+            if cfg.label_column:
+                raw = (row[cfg.label_column] or "0").strip().lower()
+                msg["label"] = 1 if raw in ("1", "true", "yes", "anomaly", "1.0") else 0
+            rows.append((device_id, msg))
+    return rows
+
+
+async def replay_csv(cfg: CsvReplayConfig, host: str, port: int, *, max_inflight: int = 500,
+                     stop: StopFlag | None = None, drain_timeout: float = 60.0) -> PublishReport:
+    """Publish the CSV's rows in file order; timing follows the timestamp column / speed."""
+    rows = read_csv_rows(cfg)
+    pubs = await _open(host, port, 1, max_inflight, "streamtrain-replay")
+    report = PublishReport(devices=len({d for d, _ in rows}))
+    started = time.monotonic()
+    first_ts = rows[0][1]["ts"] if rows else 0.0
+    try:
+        for device_id, msg in rows:
+            if stop is not None and stop.is_set():
+                break
+            if cfg.speed > 0:
+                delay = started + (msg["ts"] - first_ts) / cfg.speed - time.monotonic()
+                if delay > 0.002:
+                    await asyncio.sleep(delay)
+            report.anomalies += msg.get("label", 0)
+            await pubs[0].publish(topic_for(device_id), json.dumps(msg, separators=(",", ":")).encode())
+            report.per_device_last_seq[device_id] = msg["seq"]
+    finally:
+        report.seconds = time.monotonic() - started
+        await _close(pubs, report, drain_timeout)
+    log.info("replay_done", file=str(cfg.path), **report.as_dict())
+    return report

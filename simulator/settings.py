@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from streamtrain.settings import CommonSettings
+
+
+class SimulatorSettings(CommonSettings):
+    """Settings of `streamtrain simulate` (env prefix STREAMTRAIN_)."""
+
+    devices: int = Field(100, ge=1, description="Number of simulated devices")
+    rate: float = Field(1.0, ge=0, description="Readings per second per device (0 = as fast as possible)")
+    count: int | None = Field(None, ge=1, description="Readings per device, then stop (default: run until stopped)")
+    duration_s: float | None = Field(None, gt=0, description="Stop after this many seconds")
+    anomaly_rate: float = Field(0.004, ge=0, lt=1, description="Probability per reading that an anomaly episode starts")
+    seed: int = Field(42, description="Seed that makes a run reproducible")
+    connections: int = Field(4, ge=1, description="MQTT connections the fleet's devices share")
+    max_inflight: int = Field(500, ge=1, description="Unacknowledged QoS 1 messages per connection")

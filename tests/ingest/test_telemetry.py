@@ -1,0 +1,56 @@
+"""Unit tests of the telemetry schema: each kind of bad input gets its reason; nothing raises."""
+import json
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from streamtrain import telemetry
+from streamtrain.telemetry import Reading, Rejection, validate
+
+GOOD = {"device_id": "dev-1", "ts": 1764052800.5, "seq": 3, "temperature": 70.1, "current": 2, "label": 0}
+
+
+def test_good_reading_keeps_channels_and_ground_truth_apart():
+    r = validate(json.dumps(GOOD).encode(), "devices/dev-1/telemetry")
+    assert isinstance(r, Reading)
+    assert r.channels == {"temperature": 70.1, "current": 2.0}
+    assert r.label == 0 and r.seq == 3
+    assert json.loads(r.to_json())["label"] == 0
+
+
+@pytest.mark.parametrize("payload,topic,reason", [
+    (b"x" * (telemetry.MAX_PAYLOAD_BYTES + 1), "devices/dev-1/telemetry", "oversized"),
+    (b"{not json", "devices/dev-1/telemetry", "malformed_json"),
+    (b"[1,2]", "devices/dev-1/telemetry", "not_an_object"),
+    (json.dumps({"device_id": "dev-1", "ts": 1.0}).encode(), "devices/dev-1/telemetry", "missing_field"),
+    (json.dumps({**GOOD, "temperature": "hot"}).encode(), "devices/dev-1/telemetry", "wrong_type"),
+    (json.dumps({**GOOD, "seq": -1}).encode(), "devices/dev-1/telemetry", "wrong_type"),
+    (json.dumps({**GOOD, "seq": True}).encode(), "devices/dev-1/telemetry", "wrong_type"),
+    (b'{"device_id":"dev-1","ts":1.0,"seq":1,"temperature":NaN}', "devices/dev-1/telemetry", "non_finite"),
+    (b'{"device_id":"dev-1","ts":1.0,"seq":1,"temperature":Infinity}', "devices/dev-1/telemetry", "non_finite"),
+    (json.dumps({**GOOD, "temperature": 1e400}).encode(), "devices/dev-1/telemetry", "non_finite"),
+    (json.dumps(GOOD).encode(), "devices/dev-2/telemetry", "topic_mismatch"),
+    (json.dumps(GOOD).encode(), "sensors/dev-1", "bad_topic"),
+    (json.dumps({**GOOD, "label": 7}).encode(), "devices/dev-1/telemetry", "wrong_type"),
+])
+def test_bad_input_is_rejected_with_its_reason(payload, topic, reason):
+    r = validate(payload, topic)
+    assert isinstance(r, Rejection), r
+    assert r.reason == reason
+    assert r.reason in telemetry.REASONS
+
+
+def test_unknown_device_is_rejected_when_a_registry_is_given():
+    r = validate(json.dumps(GOOD).encode(), "devices/dev-1/telemetry", known_devices=frozenset({"dev-9"}))
+    assert isinstance(r, Rejection) and r.reason == "unknown_device"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode)
+       | st.dictionaries(st.text(max_size=10), st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
+                                                          st.text(max_size=5)), max_size=8).map(lambda d: json.dumps(d).encode()))
+def test_validate_never_raises(payload):
+    r = validate(payload, "devices/dev-1/telemetry")
+    assert isinstance(r, (Reading, Rejection))
+    if isinstance(r, Rejection):
+        assert r.reason in telemetry.REASONS and r.detail

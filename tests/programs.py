@@ -1,0 +1,80 @@
+"""Run StreamTrain programs as real subprocesses in tests, with their logs kept for failures."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from streamtrain.settings import CommonSettings
+
+STREAMTRAIN = [sys.executable, "-m", "streamtrain_cli.main"]
+
+
+def settings_env(s: CommonSettings, **extra) -> dict:
+    env = dict(os.environ)
+    for name, value in s.model_dump().items():
+        if value is not None:
+            env[f"STREAMTRAIN_{name.upper()}"] = str(value)
+    for name, value in extra.items():
+        env[f"STREAMTRAIN_{name.upper()}"] = str(value)
+    env["STREAMTRAIN_LOG_FORMAT"] = "json"
+    return env
+
+
+class Program:
+    """One `streamtrain <command>` subprocess."""
+
+    def __init__(self, args: list[str], env: dict, log_path: Path) -> None:
+        self.args, self.env, self.log_path = args, env, log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Program":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(STREAMTRAIN + self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_log(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.args[0]} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        raise AssertionError(f"{self.args[0]}: {text!r} not logged within {timeout}s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+                raise AssertionError(f"{self.args[0]} ignored SIGTERM for {timeout}s:\n{self.log()[-3000:]}")
+        return self.proc.returncode
+
+
+def drop_mqtt_session(port: int, client_id: str) -> None:
+    """End a persistent MQTT session so it stops queueing messages for later tests."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.connect("127.0.0.1", port, clean_start=True)
+    c.loop_start()
+    deadline = time.monotonic() + 5
+    while not c.is_connected() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    c.disconnect()
+    c.loop_stop()
