@@ -106,6 +106,7 @@ class Bridge:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.acks = _InOrderAcks(self.client)
         self.mqtt_connected = threading.Event()
         self.kafka_ok = True
@@ -121,6 +122,13 @@ class Bridge:
         self.mqtt_connected.set()
         log.info("mqtt_connected", client_id=self.s.client_id, subscription=topic,
                  session_present=bool(flags.session_present))
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.error("mqtt_subscribe_refused", reasons=failed)
+        else:
+            log.info("mqtt_subscribed", subscription=f"$share/{self.s.share_group}/{self.s.subscription}")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.mqtt_connected.clear()
