@@ -1,0 +1,1 @@
+"""The live scorer program and the quality evaluation of its output."""

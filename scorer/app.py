@@ -1,0 +1,288 @@
+"""The live scorer: features topic -> micro-batches -> champion model -> scores topic.
+
+Per batch: consume, decode, score with the champion (and the challenger in shadow), produce
+the scores, wait for their delivery, then store the batch's offsets (committed in the
+background). Model switches happen only between batches. Records that cannot be scored
+(missing or non-finite features, not JSON) go to the dead-letter topic with the reason.
+"""
+from __future__ import annotations
+
+import json
+import math
+import socket
+import threading
+import time
+from collections import defaultdict
+
+import numpy as np
+from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import Field
+
+from scorer.models import ModelRegistry, ModelWatcher
+from streamtrain import logs
+from streamtrain.kafka import consumer_config, dead_letter_headers, producer_config
+from streamtrain.lifecycle import StopFlag
+from streamtrain.metrics import MetricsServer
+from streamtrain.settings import CommonSettings
+
+log = logs.get("scorer")
+
+
+class ScoreSettings(CommonSettings):
+    """Settings of `streamtrain score` (env prefix STREAMTRAIN_)."""
+
+    group_id: str = Field("streamtrain-scorer", description="Consumer group of the scorer replicas")
+    instance_id: str = Field(default_factory=socket.gethostname, description="Name of this replica in logs and scores")
+    batch_size: int = Field(512, ge=1, description="Most records scored in one micro-batch")
+    batch_wait_ms: int = Field(50, ge=0, description="Longest wait to fill a micro-batch")
+    challenger: bool = Field(False, description="New versions score in shadow until promoted (champion/challenger)")
+    promote_after: int = Field(0, ge=0, description="Auto-promote a challenger after this many shadow records (0 = only on request)")
+    promote_min_agreement: float = Field(0.95, ge=0, le=1, description="Agreement with the champion needed to auto-promote")
+    model_wait_s: float = Field(0, ge=0, description="Exit non-zero if no model arrives in this time (0 = wait forever)")
+
+
+class ScorerMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.scored = Counter("streamtrain_scorer_records_scored", "Records scored", ["model_version"], registry=r)
+        self.flagged = Counter("streamtrain_scorer_anomalies", "Records flagged as anomalous", registry=r)
+        self.deadlettered = Counter("streamtrain_scorer_deadlettered", "Records that could not be scored", ["reason"], registry=r)
+        self.refused = Counter("streamtrain_scorer_models_refused", "Model versions refused", ["reason"], registry=r)
+        self.batch_seconds = Histogram("streamtrain_scorer_batch_seconds", "Consume-to-commit time of a micro-batch",
+                                       buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5), registry=r)
+        self.lag_seconds = Histogram("streamtrain_scorer_end_to_end_seconds", "Reading timestamp to score delivery",
+                                     buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60), registry=r)
+        self.model_version = Gauge("streamtrain_scorer_model_version", "Champion model version", registry=r)
+        self.anomaly_rate = Gauge("streamtrain_scorer_anomaly_rate", "Fraction flagged in the last batch", registry=r)
+        self.challenger_version = Gauge("streamtrain_scorer_challenger_version", "Challenger version (0 = none)", registry=r)
+        self.challenger_agreement = Gauge("streamtrain_scorer_challenger_agreement",
+                                          "Fraction of shadow records where challenger and champion agree", registry=r)
+        self.challenger_anomaly_rate = Gauge("streamtrain_scorer_challenger_anomaly_rate",
+                                             "Fraction the challenger flags", registry=r)
+
+
+class _Shadow:
+    """Running agreement between champion and challenger since the challenger arrived."""
+
+    def __init__(self) -> None:
+        self.records = self.agree = self.flagged = 0
+
+    def add(self, champion_flags: np.ndarray, challenger_flags: np.ndarray) -> None:
+        self.records += len(champion_flags)
+        self.agree += int((champion_flags == challenger_flags).sum())
+        self.flagged += int(challenger_flags.sum())
+
+    @property
+    def agreement(self) -> float:
+        return self.agree / self.records if self.records else 0.0
+
+
+class Scorer:
+    def __init__(self, settings: ScoreSettings, stop: StopFlag | None = None) -> None:
+        self.s = settings
+        self.stop = stop or StopFlag()
+        self.metrics = ScorerMetrics()
+        self.registry = ModelRegistry(settings.challenger)
+        self._stop_event = threading.Event()
+        self.watcher = ModelWatcher(settings.kafka_bootstrap, settings.topic_models, self.registry,
+                                    lambda reason: self.metrics.refused.labels(reason).inc(), self._stop_event)
+        self.consumer = Consumer(consumer_config(settings.kafka_bootstrap, settings.group_id, **{
+            "enable.auto.commit": True, "auto.commit.interval.ms": 1000, "client.id": settings.instance_id}))
+        self.producer = Producer(producer_config(settings.kafka_bootstrap, **{"client.id": settings.instance_id,
+                                                                              "linger.ms": 2}))
+        self.shadow = _Shadow()
+        self._delivery_errors: list[str] = []
+
+    # ---------------------------------------------------------------- helpers
+    def ready(self) -> bool:
+        return self.registry.champion is not None and self.watcher.is_alive()
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        # Work of a batch is finished before the next poll, so stored offsets are complete: commit them now
+        # so the partition's next owner starts exactly after the last score.
+        try:
+            consumer.commit(asynchronous=False)
+        except Exception as exc:  # noqa: BLE001 - nothing stored yet is a normal case
+            log.debug("commit_on_revoke", detail=str(exc))
+        log.info("partitions_revoked", partitions=[p.partition for p in partitions])
+
+    def _on_assign(self, consumer, partitions) -> None:
+        log.info("partitions_assigned", partitions=[p.partition for p in partitions])
+
+    def _decode(self, msgs, features: list[str]):
+        rows, keep, bad = [], [], []
+        for m in msgs:
+            try:
+                body = json.loads(m.value())
+                if not isinstance(body, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                bad.append((m, "malformed_json", str(exc)[:200]))
+                continue
+            missing = [f for f in features if f not in body]
+            if missing:
+                bad.append((m, "missing_feature", f"missing {missing}"))
+                continue
+            vals = [body[f] for f in features]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
+                bad.append((m, "bad_feature_value", "features must be finite numbers"))
+                continue
+            rows.append(vals)
+            keep.append((m, body))
+        x = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(features))
+        return x, keep, bad
+
+    def _delivered(self, err, msg) -> None:
+        if err is not None:
+            self._delivery_errors.append(f"{msg.topic()}: {err}")
+
+    # ---------------------------------------------------------------- the loop
+    def run(self) -> int:
+        server = MetricsServer(self.metrics.registry, self.s.metrics_port, self.ready).start() \
+            if self.s.metrics_port else None
+        self.watcher.start()
+        log.info("scorer_started", features_topic=self.s.topic_features, scores_topic=self.s.topic_scores,
+                 models_topic=self.s.topic_models, group=self.s.group_id, challenger_mode=self.s.challenger,
+                 metrics_port=server.port if server else None)
+        try:
+            if not self._wait_for_model():
+                return 0 if self.stop.is_set() else 3
+            self.consumer.subscribe([self.s.topic_features], on_assign=self._on_assign, on_revoke=self._on_revoke)
+            while not self.stop.is_set():
+                if self.watcher.error is not None:
+                    log.error("scorer_exiting", reason=f"model watcher failed: {self.watcher.error}")
+                    return 4
+                self._apply_model_events()
+                msgs = self.consumer.consume(self.s.batch_size, self.s.batch_wait_ms / 1000)
+                for m in msgs:
+                    if m.error():
+                        log.warning("consume_error", error=str(m.error()))
+                msgs = [m for m in msgs if not m.error()]
+                if msgs:
+                    self._score_batch(msgs)
+            return 0
+        finally:
+            self._shutdown(server)
+
+    def _wait_for_model(self) -> bool:
+        t0 = time.monotonic()
+        logged = 0.0
+        while self.registry.champion is None:
+            self._apply_model_events()
+            if self.registry.champion is not None:
+                break
+            if self.stop.is_set():
+                return False
+            if self.watcher.error is not None:
+                raise RuntimeError(f"model watcher failed: {self.watcher.error}")
+            waited = time.monotonic() - t0
+            if self.s.model_wait_s and waited > self.s.model_wait_s:
+                log.error("no_model", waited_s=round(waited), topic=self.s.topic_models)
+                return False
+            if waited - logged >= 10:
+                logged = waited
+                log.info("waiting_for_model", topic=self.s.topic_models, waited_s=round(waited))
+            time.sleep(0.1)
+        return True
+
+    def _apply_model_events(self) -> None:
+        for event, old, new in self.registry.apply():
+            log.info(event, old_version=old, new_version=new)
+            if event == "challenger_loaded":
+                self.shadow = _Shadow()
+        champion, challenger = self.registry.champion, self.registry.challenger
+        self.metrics.model_version.set(champion.version if champion else 0)
+        self.metrics.challenger_version.set(challenger.version if challenger else 0)
+
+    def _score_batch(self, msgs) -> None:
+        t0 = time.monotonic()
+        champion, challenger = self.registry.champion, self.registry.challenger
+        x, keep, bad = self._decode(msgs, champion.feature_names)
+        if len(keep):
+            scores = champion.score(x)
+            flags = scores > champion.threshold
+            ch_scores = ch_flags = None
+            if challenger is not None and challenger.feature_names == champion.feature_names:
+                ch_scores = challenger.score(x)
+                ch_flags = ch_scores > challenger.threshold
+                self.shadow.add(flags, ch_flags)
+            now = time.time()
+            for i, (m, body) in enumerate(keep):
+                out = {
+                    "device_id": body.get("device_id"), "seq": body.get("seq"), "ts": body.get("ts"),
+                    "model_version": champion.version, "score": float(scores[i]),
+                    "threshold": float(champion.threshold), "is_anomaly": bool(flags[i]),
+                    "scored_at": now, "scorer": "python", "instance": self.s.instance_id,
+                    "source": {"partition": m.partition(), "offset": m.offset()},
+                }
+                for gt in ("label", "anomaly", "device_type"):
+                    if gt in body:
+                        out["anomaly_kind" if gt == "anomaly" else gt] = body[gt]
+                if ch_scores is not None:
+                    out["challenger"] = {"model_version": challenger.version, "score": float(ch_scores[i]),
+                                         "is_anomaly": bool(ch_flags[i])}
+                self.producer.produce(self.s.topic_scores, json.dumps(out).encode(), key=m.key(),
+                                      on_delivery=self._delivered)
+                self.producer.poll(0)
+            self.metrics.scored.labels(str(champion.version)).inc(len(keep))
+            self.metrics.flagged.inc(int(flags.sum()))
+            self.metrics.anomaly_rate.set(float(flags.mean()))
+        for m, reason, detail in bad:
+            self.producer.produce(self.s.topic_deadletter, m.value(), key=m.key(), on_delivery=self._delivered,
+                                  headers=dead_letter_headers(reason, f"kafka:{m.topic()}/{m.partition()}@{m.offset()}",
+                                                              detail))
+            self.metrics.deadlettered.labels(reason).inc()
+        self._deliver_then_store(msgs)
+        done = time.time()
+        for _, body in keep:
+            ts = body.get("ts")
+            if isinstance(ts, (int, float)):
+                self.metrics.lag_seconds.observe(max(0.0, done - ts))
+        self.metrics.batch_seconds.observe(time.monotonic() - t0)
+        if challenger is not None:
+            self._maybe_promote()
+
+    def _deliver_then_store(self, msgs) -> None:
+        """Offsets move only once every score and dead letter of the batch is in Kafka."""
+        while True:
+            remaining = self.producer.flush(10)
+            if self._delivery_errors:
+                errors, self._delivery_errors = self._delivery_errors, []
+                # Without a delivery the offsets must not move: crash-restart re-scores from the last commit.
+                raise RuntimeError(f"score delivery failed: {errors[:3]}")
+            if remaining == 0:
+                break
+            log.warning("scores_undelivered", remaining=remaining, action="waiting")
+        highest: dict[int, int] = defaultdict(lambda: -1)
+        for m in msgs:
+            highest[m.partition()] = max(highest[m.partition()], m.offset())
+        self.consumer.store_offsets(offsets=[TopicPartition(msgs[0].topic(), p, o + 1) for p, o in highest.items()])
+
+    def _maybe_promote(self) -> None:
+        self.metrics.challenger_agreement.set(self.shadow.agreement)
+        if self.shadow.records:
+            self.metrics.challenger_anomaly_rate.set(self.shadow.flagged / self.shadow.records)
+        if self.s.promote_after and self.shadow.records >= self.s.promote_after:
+            if self.shadow.agreement >= self.s.promote_min_agreement:
+                event, old, new = self.registry.promote()
+                log.info(event, old_version=old, new_version=new, rule="auto", agreement=round(self.shadow.agreement, 4),
+                         shadow_records=self.shadow.records)
+                self.shadow = _Shadow()
+            elif self.shadow.records % max(1, self.s.promote_after) < self.s.batch_size:
+                log.info("challenger_not_promoted", agreement=round(self.shadow.agreement, 4),
+                         needed=self.s.promote_min_agreement, shadow_records=self.shadow.records)
+
+    def _shutdown(self, server) -> None:
+        log.info("scorer_stopping", reason=self.stop.signal_name or "stop requested")
+        self._stop_event.set()
+        try:
+            self.producer.flush(30)
+            self.consumer.commit(asynchronous=False)
+        except Exception as exc:  # noqa: BLE001 - nothing to commit is fine at shutdown
+            log.debug("final_commit", detail=str(exc))
+        self.consumer.close()
+        self.watcher.join(5)
+        if server:
+            server.stop()
+        log.info("scorer_stopped")

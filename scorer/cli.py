@@ -1,0 +1,47 @@
+"""`streamtrain score`: live scoring with hot model updates (or a promotion request)."""
+from __future__ import annotations
+
+import sys
+
+import click
+from confluent_kafka import Producer
+
+from scorer.app import Scorer, ScoreSettings
+from scorer.models import promote_record
+from streamtrain.kafka import flush_or_raise, producer_config
+from streamtrain.lifecycle import StopFlag
+
+
+@click.command("score")
+@click.option("--kafka-bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:9092).")
+@click.option("--group-id", help="Consumer group shared by scorer replicas.")
+@click.option("--batch-size", type=int, help="Most records per micro-batch (default 512).")
+@click.option("--challenger/--no-challenger", default=None,
+              help="Score new versions in shadow as challenger until promoted.")
+@click.option("--promote-after", type=int, help="Auto-promote a challenger after N shadow records (0 = never).")
+@click.option("--promote-min-agreement", type=float, help="Agreement needed for auto-promotion (default 0.95).")
+@click.option("--promote", "promote_version", type=int,
+              help="Ask running scorers to promote this challenger version, then exit.")
+@click.option("--metrics-port", type=int, help="Port of /metrics, /healthz, /readyz (0 = off).")
+@click.option("--model-wait", "model_wait_s", type=float, help="Exit with code 3 if no model arrives in time.")
+@click.option("--topic-features", help="Features topic to score.")
+@click.option("--topic-scores", help="Scores topic to write.")
+@click.option("--topic-models", help="Models topic to follow.")
+@click.pass_context
+def command(ctx, promote_version, **given) -> None:
+    """Score the features topic with the newest model, switching versions live.
+
+    The newest valid version on the models topic is loaded at start; each new version is
+    loaded and warmed in the background and switched in between two micro-batches. A
+    version that cannot be loaded is refused and the current one keeps serving. Offsets
+    are committed only after the scores are delivered. Stops cleanly on SIGTERM.
+    """
+    settings = ScoreSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
+    if promote_version is not None:
+        producer = Producer(producer_config(settings.kafka_bootstrap))
+        key, value = promote_record(promote_version)
+        producer.produce(settings.topic_models, value, key=key)
+        flush_or_raise(producer)
+        click.echo(f"promotion of version {promote_version} requested on {settings.topic_models}")
+        return
+    sys.exit(Scorer(settings, StopFlag().install()).run())

@@ -1,0 +1,185 @@
+"""Which model scores: the champion, an optional challenger in shadow, and how versions arrive.
+
+A background thread tails the models topic, assembles each version, loads and warms it
+fully, and only then offers it to the scoring loop, which switches references between two
+batches (never mid-batch, never unloading first). A version that cannot be loaded is
+refused, counted and logged; the current one keeps serving.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from streamtrain import logs
+from streamtrain.modelcodec import ModelAssembler, ModelRejected, ModelVersion
+from streamtrain.model import LoadedModel
+
+log = logs.get("scorer.models")
+
+CONTROL_PREFIX = b"control/"
+
+
+def promote_record(version: int) -> tuple[bytes, bytes]:
+    """Key and value of a control record on the models topic asking scorers to promote ``version``."""
+    return b"control/promote", json.dumps({"version": version, "at": time.time()}).encode()
+
+
+@dataclass
+class Offer:
+    model: LoadedModel
+    role: str  # "champion" or "challenger"
+
+
+class ModelRegistry:
+    """Thread-safe hand-over point between the model watcher and the scoring loop."""
+
+    def __init__(self, challenger_mode: bool) -> None:
+        self.challenger_mode = challenger_mode
+        self._lock = threading.Lock()
+        self._offers: list[Offer] = []
+        self._promote: int | None = None
+        self.champion: LoadedModel | None = None
+        self.challenger: LoadedModel | None = None
+        self.highest_seen = 0
+
+    # watcher thread
+    def offer(self, model: LoadedModel) -> None:
+        with self._lock:
+            if model.version <= self.highest_seen:
+                log.info("model_ignored", version=model.version, reason=f"not newer than {self.highest_seen}")
+                return
+            self.highest_seen = model.version
+            role = "challenger" if self.challenger_mode and self.champion is not None else "champion"
+            self._offers.append(Offer(model, role))
+
+    def request_promotion(self, version: int) -> None:
+        with self._lock:
+            self._promote = version
+
+    # scoring loop, between batches
+    def apply(self) -> list[tuple[str, int | None, int]]:
+        """Take pending offers and promotion requests. Returns (event, old_version, new_version) tuples."""
+        events = []
+        with self._lock:
+            offers, self._offers = self._offers, []
+            promote, self._promote = self._promote, None
+        for offer in offers:
+            if offer.role == "champion" or self.champion is None:
+                old = self.champion.version if self.champion else None
+                self.champion = offer.model
+                events.append(("champion_switched", old, offer.model.version))
+            else:
+                old = self.challenger.version if self.challenger else None
+                self.challenger = offer.model
+                events.append(("challenger_loaded", old, offer.model.version))
+        if promote is not None:
+            if self.challenger is not None and self.challenger.version == promote:
+                events.append(self.promote())
+            else:
+                log.warning("promotion_refused", version=promote,
+                            reason="not the current challenger",
+                            challenger=self.challenger.version if self.challenger else None)
+        return events
+
+    def promote(self) -> tuple[str, int | None, int]:
+        old = self.champion.version if self.champion else None
+        self.champion, self.challenger = self.challenger, None
+        return ("challenger_promoted", old, self.champion.version)
+
+
+class ModelWatcher(threading.Thread):
+    """Tails the models topic (one partition, read from the start, no consumer group)."""
+
+    def __init__(self, bootstrap: str, topic: str, registry: ModelRegistry, on_refused, stop_event) -> None:
+        super().__init__(name="model-watcher", daemon=True)
+        self.bootstrap, self.topic, self.registry = bootstrap, topic, registry
+        self.on_refused = on_refused
+        self.stop_event = stop_event
+        self.caught_up = threading.Event()
+        self.error: Exception | None = None
+
+    def _load(self, mv: ModelVersion) -> LoadedModel | None:
+        t0 = time.monotonic()
+        try:
+            model = LoadedModel.from_version(mv)
+            model.warm()
+        except ModelRejected as exc:
+            self._refuse(mv.metadata.get("version"), exc.reason, exc.detail)
+            return None
+        except Exception as exc:  # noqa: BLE001 - any failure to load means: refuse, keep serving
+            self._refuse(mv.metadata.get("version"), "load_failed", repr(exc)[:300])
+            return None
+        log.info("model_loaded", version=model.version, features=model.feature_names, threshold=model.threshold,
+                 load_ms=round((time.monotonic() - t0) * 1000, 1))
+        return model
+
+    def _refuse(self, version, reason: str, detail: str) -> None:
+        log.error("model_refused", version=version, reason=reason, detail=detail)
+        self.on_refused(reason)
+
+    def run(self) -> None:
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "streamtrain-model-watcher",
+                             "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                             "fetch.message.max.bytes": 4 * 1024 * 1024})
+        try:
+            _, end = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=10)
+            consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+            assembler = ModelAssembler()
+            backlog: list[ModelVersion] = []
+            position = 0
+            if end == 0:
+                self._catch_up(backlog)
+            while not self.stop_event.is_set():
+                msg = consumer.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                position = msg.offset() + 1
+                key = msg.key() or b""
+                if key.startswith(CONTROL_PREFIX):
+                    self._control(key, msg.value())
+                else:
+                    try:
+                        mv = assembler.add(msg.key(), msg.value(), msg.headers())
+                    except ModelRejected as exc:
+                        self._refuse(None, exc.reason, exc.detail)
+                        mv = None
+                    if mv is not None:
+                        if self.caught_up.is_set():
+                            model = self._load(mv)
+                            if model is not None:
+                                self.registry.offer(model)
+                        else:
+                            backlog.append(mv)
+                if not self.caught_up.is_set() and position >= end:
+                    self._catch_up(backlog)
+        except Exception as exc:  # noqa: BLE001 - surfaced to the scoring loop, which exits non-zero
+            self.error = exc
+            log.exception("model_watcher_failed")
+        finally:
+            consumer.close()
+
+    def _catch_up(self, backlog: list[ModelVersion]) -> None:
+        """At start only the newest loadable version matters; older ones fall back in order."""
+        for mv in sorted(backlog, key=lambda m: m.metadata.get("version", 0), reverse=True):
+            model = self._load(mv)
+            if model is not None:
+                self.registry.offer(model)
+                break
+        backlog.clear()
+        self.caught_up.set()
+        log.info("models_caught_up", champion=self.registry.highest_seen or None)
+
+    def _control(self, key: bytes, value: bytes | None) -> None:
+        try:
+            body = json.loads(value or b"{}")
+            version = int(body["version"])
+        except (ValueError, KeyError, TypeError) as exc:
+            self._refuse(None, "bad_control", f"{key!r}: {exc}")
+            return
+        if key == b"control/promote" and self.caught_up.is_set():
+            log.info("promotion_requested", version=version)
+            self.registry.request_promotion(version)
