@@ -102,7 +102,7 @@ class Bridge:
             "linger.ms": 10,
             "error_cb": self._kafka_error,
         }))
-        self.client = make_client(settings.client_id, clean_start=False, manual_ack=True)
+        self.client = make_client(settings.client_id, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

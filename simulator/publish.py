@@ -52,8 +52,7 @@ async def _close(pubs: list[AsyncPublisher], report: PublishReport, drain_timeou
     report.published = sum(p.published for p in pubs)
     report.acked = sum(p.acked for p in pubs)
     report.unacked_at_exit = report.published - report.acked
-    for p in pubs:
-        p.close()
+    await asyncio.gather(*(p.close() for p in pubs))
 
 
 async def run_fleet(fleet: Fleet, host: str, port: int, *, rate: float, count: int | None,
