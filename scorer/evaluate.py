@@ -1,0 +1,53 @@
+"""`streamtrain evaluate`: quality of the scores topic against the ground truth it carries."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from streamtrain.kafka import read_topic
+from streamtrain.quality import evaluate, format_table
+from streamtrain.settings import CommonSettings
+
+
+def read_scores(bootstrap: str, topic: str, timeout: float = 60.0) -> list[dict]:
+    out = []
+    for m in read_topic(bootstrap, topic, timeout=timeout):
+        try:
+            out.append(json.loads(m.value()))
+        except ValueError:
+            continue
+    return out
+
+
+@click.command("evaluate")
+@click.option("--kafka-bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:9092).")
+@click.option("--topic-scores", help="Scores topic to read (default streamtrain.scores).")
+@click.option("--per-device", is_flag=True, help="Also print one line per device.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def command(ctx, kafka_bootstrap, topic_scores, per_device, as_json) -> None:
+    """Precision, recall, F1, false- and missed-alarm rates per model version and overall.
+
+    Reads the scores topic from the beginning (read committed); the first score of each
+    (device_id, seq) counts and later ones are reported as duplicates.
+    """
+    given = {k: v for k, v in dict(kafka_bootstrap=kafka_bootstrap, topic_scores=topic_scores).items() if v}
+    s = CommonSettings(**(ctx.obj or {}).get("log", {}), **given)
+    scores = read_scores(s.kafka_bootstrap, s.topic_scores)
+    if not scores:
+        click.echo(f"no scores on {s.topic_scores}", err=True)
+        sys.exit(1)
+    ev = evaluate(scores)
+    if as_json:
+        click.echo(json.dumps({"overall": ev.overall.as_dict(),
+                               "by_version": {str(k): q.as_dict() for k, q in ev.by_version.items()},
+                               "by_device": {k: q.as_dict() for k, q in ev.by_device.items()} if per_device else None,
+                               "unlabelled": ev.unlabelled, "duplicates": ev.duplicates}, indent=2))
+        return
+    click.echo(format_table(ev))
+    if per_device:
+        for device, q in sorted(ev.by_device.items()):
+            d = q.as_dict()
+            click.echo(f"{device:>16} records={d['records']} precision={d['precision']} recall={d['recall']} f1={d['f1']}")

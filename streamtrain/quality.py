@@ -1,0 +1,99 @@
+"""Detection quality of scores against ground-truth labels: precision, recall, F1, alarm rates."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+
+@dataclass
+class Quality:
+    tp: int = 0
+    fp: int = 0
+    tn: int = 0
+    fn: int = 0
+
+    def add(self, predicted: bool, actual: bool) -> None:
+        if predicted and actual:
+            self.tp += 1
+        elif predicted:
+            self.fp += 1
+        elif actual:
+            self.fn += 1
+        else:
+            self.tn += 1
+
+    @property
+    def records(self) -> int:
+        return self.tp + self.fp + self.tn + self.fn
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    @property
+    def false_alarm_rate(self) -> float:
+        """Share of normal readings flagged."""
+        return self.fp / (self.fp + self.tn) if self.fp + self.tn else 0.0
+
+    @property
+    def missed_alarm_rate(self) -> float:
+        """Share of anomalous readings not flagged."""
+        return self.fn / (self.fn + self.tp) if self.fn + self.tp else 0.0
+
+    def as_dict(self) -> dict:
+        return {"records": self.records, "anomalies": self.tp + self.fn, "tp": self.tp, "fp": self.fp,
+                "fn": self.fn, "tn": self.tn, "precision": round(self.precision, 4), "recall": round(self.recall, 4),
+                "f1": round(self.f1, 4), "false_alarm_rate": round(self.false_alarm_rate, 4),
+                "missed_alarm_rate": round(self.missed_alarm_rate, 4)}
+
+
+@dataclass
+class Evaluation:
+    overall: Quality
+    by_version: dict[int, Quality]
+    by_device: dict[str, Quality]
+    unlabelled: int
+    duplicates: int
+
+
+def evaluate(scores: list[dict], skip_warmup: bool = True) -> Evaluation:
+    """Quality of score records (first score per (device_id, seq) counts; later ones are duplicates)."""
+    overall, by_version, by_device = Quality(), defaultdict(Quality), defaultdict(Quality)
+    seen: set = set()
+    unlabelled = duplicates = 0
+    for s in scores:
+        key = (s.get("device_id"), s.get("seq"))
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        if s.get("label") is None:
+            unlabelled += 1
+            continue
+        predicted, actual = bool(s.get("is_anomaly")), bool(s["label"])
+        overall.add(predicted, actual)
+        by_version[s.get("model_version")].add(predicted, actual)
+        by_device[s.get("device_id")].add(predicted, actual)
+    return Evaluation(overall, dict(by_version), dict(by_device), unlabelled, duplicates)
+
+
+def format_table(ev: Evaluation) -> str:
+    cols = ("records", "anomalies", "precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate")
+    head = f"{'model':>8} " + " ".join(f"{c:>17}" for c in cols)
+    lines = [head, "-" * len(head)]
+    rows = [(f"v{v}", q) for v, q in sorted(ev.by_version.items(), key=lambda kv: (kv[0] is None, kv[0]))]
+    rows.append(("all", ev.overall))
+    for name, q in rows:
+        d = q.as_dict()
+        lines.append(f"{name:>8} " + " ".join(f"{d[c]:>17}" for c in cols))
+    lines.append(f"unlabelled={ev.unlabelled} duplicates={ev.duplicates}")
+    return "\n".join(lines)
