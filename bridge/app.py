@@ -22,7 +22,7 @@ from streamtrain import logs, telemetry
 from streamtrain.kafka import dead_letter_headers, producer_config
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer
-from streamtrain.mqtt import connect_properties, make_client
+from streamtrain.mqtt import connect_properties, make_client, no_delay
 from streamtrain.settings import CommonSettings
 
 log = logs.get("bridge")
@@ -117,6 +117,7 @@ class Bridge:
         if reason_code.is_failure:
             log.error("mqtt_refused", reason=str(reason_code))
             return
+        no_delay(client.socket())
         topic = f"$share/{self.s.share_group}/{self.s.subscription}"
         client.subscribe(topic, qos=1)
         self.mqtt_connected.set()
