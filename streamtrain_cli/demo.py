@@ -1,0 +1,211 @@
+"""`streamtrain demo`: the whole pipeline on this machine, on real brokers, in a few minutes.
+
+stack up -> bridge, preprocess -> simulator with anomalies -> train v1 from Kafka -> scorer ->
+train v2 on newer data while traffic flows -> scorer swaps to v2 live -> quality per version
+-> HTML report -> everything stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import click
+
+from streamtrain import logs
+from streamtrain.kafka import read_topic
+from streamtrain.quality import evaluate, format_table
+from streamtrain.settings import CommonSettings, StackSettings
+
+log = logs.get("demo")
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+class Proc:
+    def __init__(self, name: str, args: list[str], env: dict, logdir: Path) -> None:
+        self.name = name
+        self.log_path = logdir / f"{name}.log"
+        self.out = open(self.log_path, "ab")
+        self.p = subprocess.Popen([sys.executable, "-m", "streamtrain_cli.main", *args], env=env,
+                                  stdout=self.out, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def tail(self, n: int = 2000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:]
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.alive():
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(10)
+        self.out.close()
+        return self.p.returncode
+
+
+def _env(s: CommonSettings, **extra) -> dict:
+    env = dict(os.environ)
+    for k, v in {**s.model_dump(), **extra}.items():
+        if v is not None:
+            env[f"STREAMTRAIN_{k.upper()}"] = str(v)
+    return env
+
+
+def _count(s: CommonSettings, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "streamtrain-demo-count"})
+    try:
+        md = c.list_topics(topic, timeout=10)
+        total = 0
+        for p in md.topics[topic].partitions:
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += hi - lo
+        return total
+    finally:
+        c.close()
+
+
+def _wait(what: str, cond, timeout: float, procs: list[Proc], every: float = 5.0) -> None:
+    t0 = time.monotonic()
+    last = 0.0
+    while True:
+        ok, progress = cond()
+        if ok:
+            click.echo(f"  ✓ {what} ({progress}, {time.monotonic() - t0:.0f}s)")
+            return
+        for p in procs:
+            if not p.alive():
+                raise DemoError(f"{p.name} exited with {p.p.returncode} while waiting for {what}:\n{p.tail()}")
+        if time.monotonic() - t0 > timeout:
+            raise DemoError(f"timed out after {timeout:.0f}s waiting for {what} ({progress})")
+        if time.monotonic() - last >= every:
+            last = time.monotonic()
+            click.echo(f"    … {what}: {progress}")
+        time.sleep(0.5)
+
+
+def _train(name: str, s: CommonSettings, logdir: Path, args: list[str], procs: list[Proc]) -> dict:
+    t0 = time.monotonic()
+    p = Proc(name, ["train", *args], _env(s), logdir)
+    while p.alive():
+        for other in procs:
+            if not other.alive():
+                raise DemoError(f"{other.name} exited while training:\n{other.tail()}")
+        time.sleep(0.5)
+    if p.p.returncode != 0:
+        raise DemoError(f"{name} failed ({p.p.returncode}):\n{p.tail()}")
+    p.stop()
+    from streamtrain.modelcodec import read_versions
+    versions = read_versions(s.kafka_bootstrap, s.topic_models)
+    if not versions:
+        raise DemoError(f"{name} finished but no model version is on {s.topic_models}")
+    meta = versions[-1].metadata
+    click.echo(f"  ✓ {name}: model v{meta['version']} trained on {meta.get('record_count', '?')} records "
+               f"in {time.monotonic() - t0:.0f}s (threshold {meta.get('threshold', 0):.4g})")
+    return meta
+
+
+@click.command("demo")
+@click.option("--devices", default=50, show_default=True, help="Simulated devices.")
+@click.option("--rate", default=10.0, show_default=True, help="Readings per second per device.")
+@click.option("--v1-records", default=15000, show_default=True, help="Feature records before training v1.")
+@click.option("--v2-records", default=15000, show_default=True, help="Newer feature records before training v2.")
+@click.option("--epochs", default=15, show_default=True, help="Training epochs per version.")
+@click.option("--seed", default=42, show_default=True, help="Simulator seed.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=Path("reports/demo"),
+              show_default=True, help="Where the HTML report goes.")
+@click.option("--keep-stack", is_flag=True, help="Leave Kafka and HiveMQ running at the end.")
+@click.pass_context
+def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir, keep_stack) -> None:
+    """Run the whole pipeline locally on real Kafka + HiveMQ and print the quality table."""
+    from stack.local import LocalStack, StackError
+    started = time.monotonic()
+    run = uuid.uuid4().hex[:6]
+    stack_settings = StackSettings(**(ctx.obj or {}).get("log", {}))
+    stack = LocalStack(stack_settings)
+    logdir = stack.home / "logs" / f"demo-{run}"
+    logdir.mkdir(parents=True, exist_ok=True)
+    s = CommonSettings(
+        kafka_bootstrap=stack.bootstrap, mqtt_port=stack_settings.mqtt_port,
+        **{f"topic_{t}": f"streamtrain.demo-{run}.{t}" for t in ("raw", "features", "windows", "scores", "models")},
+        topic_deadletter=f"streamtrain.demo-{run}.deadletter", log_format="json",
+    )
+    click.echo(f"StreamTrain demo {run}: {devices} devices × {rate}/s, topics streamtrain.demo-{run}.*, logs {logdir}")
+    procs: list[Proc] = []
+    try:
+        click.echo("1/7 starting Kafka (KRaft) and HiveMQ CE …")
+        stack.up()
+        from streamtrain.kafka import ensure_topics
+        from streamtrain.topics import pipeline_topics
+        ensure_topics(s.kafka_bootstrap, pipeline_topics(s, partitions=3))
+        click.echo(f"  ✓ Kafka {stack.bootstrap}, MQTT 127.0.0.1:{stack_settings.mqtt_port}")
+
+        click.echo("2/7 starting bridge and preprocessing …")
+        bridge = Proc("bridge", ["bridge"], _env(s, client_id=f"demo-{run}", share_group=f"demo-{run}"), logdir)
+        pre = Proc("preprocess", ["preprocess"], _env(s), logdir)
+        procs += [bridge, pre]
+        _wait("bridge subscribed", lambda: ('"mqtt_subscribed"' in bridge.tail(100000), "starting"), 60, procs)
+
+        click.echo("3/7 simulating the fleet with injected anomalies …")
+        sim = Proc("simulator", ["simulate", "--devices", str(devices), "--rate", str(rate), "--seed", str(seed)],
+                   _env(s), logdir)
+        procs.append(sim)
+        _wait(f"{v1_records} feature records", lambda: ((n := _count(s, s.topic_features)) >= v1_records,
+                                                        f"{n} records"), 300, procs)
+
+        click.echo("4/7 training model v1 straight from Kafka …")
+        v1 = _train("train-v1", s, logdir, ["--epochs", str(epochs), "--max-records", str(v1_records)], procs)
+
+        click.echo("5/7 starting the live scorer …")
+        scorer = Proc("scorer", ["score"], _env(s), logdir)
+        procs.append(scorer)
+        _wait("scores flowing", lambda: ((n := _count(s, s.topic_scores)) > 0, f"{n} scores"), 120, procs)
+
+        click.echo("6/7 training model v2 on newer data while traffic flows …")
+        start = _count(s, s.topic_features)
+        _wait(f"{v2_records} newer feature records",
+              lambda: ((n := _count(s, s.topic_features) - start) >= v2_records, f"{n} records"), 300, procs)
+        v2 = _train("train-v2", s, logdir, ["--epochs", str(epochs), "--max-records", str(v2_records),
+                                            "--from-end"], procs)
+        _wait("scorer on v2", lambda: (f'"new_version": {v2["version"]}' in scorer.tail(200000), "waiting"), 120, procs)
+        time.sleep(5)  # some traffic scored by v2
+
+        click.echo("7/7 draining and stopping …")
+        sim.stop()
+        procs.remove(sim)
+        features_total = _count(s, s.topic_features)
+        _wait("every feature record scored",
+              lambda: ((n := _count(s, s.topic_scores)) >= features_total, f"{n}/{features_total}"), 120, procs)
+    except (DemoError, StackError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        for p in procs:
+            p.stop()
+        if not keep_stack:
+            stack.down()
+        sys.exit(1)
+    for p in reversed(procs):
+        p.stop()
+    scores = [json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, s.topic_scores, timeout=60)]
+    ev = evaluate(scores)
+    click.echo("")
+    click.echo(format_table(ev))
+    from streamtrain_cli.report import write_report
+    from streamtrain.modelcodec import read_versions
+    models = [mv.metadata for mv in read_versions(s.kafka_bootstrap, s.topic_models)]
+    path = write_report(report_dir, scores, ev, models, title=f"StreamTrain demo {run}")
+    click.echo(f"\nreport: {path}")
+    if not keep_stack:
+        stack.down()
+    click.echo(f"done in {time.monotonic() - started:.0f}s; stack {'left running' if keep_stack else 'stopped'}")
