@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +17,15 @@ import uuid
 
 from simulator.fleet import Fleet, FleetConfig
 from simulator.publish import run_fleet
+
+
+def drop_session(client_id: str) -> None:
+    """A persistent session left behind keeps queueing every later message (and costs HiveMQ CPU)."""
+    import paho.mqtt.client as mqtt
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.connect("127.0.0.1", 1883, clean_start=True)
+    c.loop(1)
+    c.disconnect()
 
 
 def forwarded(port: int) -> float:
@@ -32,7 +42,7 @@ def main(devices: int = 200, count: int = 250) -> None:
     publish_only = total / (time.monotonic() - t0)
     group = f"bench-{uuid.uuid4().hex[:6]}"
     bridge = subprocess.Popen([sys.executable, "-m", "streamtrain_cli.main", "bridge", "--metrics-port", "9488",
-                               "--client-id", group], env={"STREAMTRAIN_SHARE_GROUP": group, "PATH": "/usr/bin"},
+                               "--client-id", group], env={**os.environ, "STREAMTRAIN_SHARE_GROUP": group},
                               stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -52,6 +62,7 @@ def main(devices: int = 200, count: int = 250) -> None:
     finally:
         bridge.terminate()
         bridge.wait(30)
+        drop_session(group)
     print(json.dumps({"messages": total, "publish_only_msgs_per_s": round(publish_only),
                       "through_bridge_msgs_per_s": round(through_bridge),
                       "ratio": round(through_bridge / publish_only, 3)}))

@@ -10,10 +10,12 @@ messages in flight, which is the back-pressure towards the broker under overload
 from __future__ import annotations
 
 import collections
-import socket
+import select
 import threading
+import socket
 import time
 
+import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import Field
@@ -38,6 +40,10 @@ class BridgeSettings(CommonSettings):
                            description="MQTT client id; keep it stable so a restart resumes the persistent session")
     share_group: str = Field("streamtrain-bridge", description="Shared subscription group of all bridge processes")
     subscription: str = Field("devices/+/telemetry", description="MQTT topic filter of device telemetry")
+    connections: int = Field(1, ge=1, le=64, description=(
+        "MQTT connections in the shared group, each with its own in-flight window. More is faster "
+        "(measured 3.1k -> 5.2k msg/s with 4), but the broker spreads one device's messages over "
+        "them, so per-device order in Kafka is kept only with 1"))
     receive_maximum: int = Field(1000, ge=1, le=65535, description="Unacknowledged MQTT messages in flight (back-pressure)")
     session_expiry_s: int = Field(24 * 3600, description="How long the broker keeps this bridge's session while it is away")
     max_payload_bytes: int = Field(telemetry.MAX_PAYLOAD_BYTES, description="Larger payloads are dead-lettered as oversized")
@@ -90,6 +96,23 @@ class _InOrderAcks:
         return len(self.pending)
 
 
+class _Link:
+    """One MQTT connection of the bridge: its own client id, session, and in-order acks."""
+
+    def __init__(self, client_id: str, bridge: "Bridge") -> None:
+        self.client_id = client_id
+        self.client = make_client(client_id, manual_ack=True)
+        self.client.user_data_set(self)
+        self.client.on_connect = bridge._on_connect
+        self.client.on_disconnect = bridge._on_disconnect
+        self.client.on_message = bridge._on_message
+        self.client.on_subscribe = bridge._on_subscribe
+        self.acks = _InOrderAcks(self.client)
+        self.connected = False
+        self.next_attempt = 0.0
+        self.backoff = 0.5
+
+
 class Bridge:
     def __init__(self, settings: BridgeSettings, stop: StopFlag | None = None) -> None:
         self.s = settings
@@ -99,70 +122,73 @@ class Bridge:
         self.producer = Producer(producer_config(settings.kafka_bootstrap, **{
             "client.id": settings.client_id,
             "queue.buffering.max.messages": 100000,
-            "linger.ms": 10,
+            # Every message waits for its delivery before its PUBACK, and the broker sends a
+            # bounded window: throughput = window / latency, so keep latency short.
+            "linger.ms": 1,
             "error_cb": self._kafka_error,
         }))
-        self.client = make_client(settings.client_id, manual_ack=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = self._on_subscribe
-        self.acks = _InOrderAcks(self.client)
-        self.mqtt_connected = threading.Event()
+        ids = [settings.client_id] if settings.connections == 1 else \
+            [f"{settings.client_id}-{i}" for i in range(settings.connections)]
+        self.links = [_Link(cid, self) for cid in ids]
         self.kafka_ok = True
         self.draining = False
 
-    # ---------------------------------------------------------------- MQTT side (paho thread)
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    @property
+    def topic_filter(self) -> str:
+        return f"$share/{self.s.share_group}/{self.s.subscription}"
+
+    # ---------------------------------------------------------------- MQTT side
+    def _on_connect(self, client, link: _Link, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("mqtt_refused", reason=str(reason_code))
+            log.error("mqtt_refused", client_id=link.client_id, reason=str(reason_code))
             return
         no_delay(client.socket())
-        topic = f"$share/{self.s.share_group}/{self.s.subscription}"
-        client.subscribe(topic, qos=1)
-        self.mqtt_connected.set()
-        log.info("mqtt_connected", client_id=self.s.client_id, subscription=topic,
+        client.subscribe(self.topic_filter, qos=1)
+        link.connected = True
+        link.backoff = 0.5
+        log.info("mqtt_connected", client_id=link.client_id, subscription=self.topic_filter,
                  session_present=bool(flags.session_present))
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client, link: _Link, mid, reason_codes, properties) -> None:
         failed = [str(rc) for rc in reason_codes if rc.is_failure]
         if failed:
-            log.error("mqtt_subscribe_refused", reasons=failed)
+            log.error("mqtt_subscribe_refused", client_id=link.client_id, reasons=failed)
         else:
-            log.info("mqtt_subscribed", subscription=f"$share/{self.s.share_group}/{self.s.subscription}")
+            log.info("mqtt_subscribed", client_id=link.client_id, subscription=self.topic_filter)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.mqtt_connected.clear()
+    def _on_disconnect(self, client, link: _Link, flags, reason_code, properties) -> None:
+        link.connected = False
         if not self.stop.is_set():
-            log.warning("mqtt_disconnected", reason=str(reason_code))
+            log.warning("mqtt_disconnected", client_id=link.client_id, reason=str(reason_code))
 
-    def _on_message(self, client, userdata, msg) -> None:
+    def _on_message(self, client, link: _Link, msg) -> None:
         if self.draining:
             return  # not acknowledged: the broker keeps it in the session and delivers it again
         t0 = time.monotonic()
         self.metrics.received.inc()
         self.metrics.inflight.inc()
-        token = self.acks.received(msg.mid, msg.qos)
+        token = link.acks.received(msg.mid, msg.qos)
         result = telemetry.validate(msg.payload, msg.topic, max_bytes=self.s.max_payload_bytes, known_devices=self.known)
         if isinstance(result, telemetry.Reading):
             self._produce(self.s.topic_raw, result.device_id.encode(), result.to_json(),
-                          [("mqtt.topic", msg.topic.encode())], token, t0, None)
+                          [("mqtt.topic", msg.topic.encode())], link, token, t0, None)
         else:
             payload = msg.payload[:DEADLETTER_PAYLOAD_LIMIT]
             detail = result.detail if len(msg.payload) <= DEADLETTER_PAYLOAD_LIMIT else \
                 f"{result.detail}; payload cut to {DEADLETTER_PAYLOAD_LIMIT} of {len(msg.payload)} bytes"
             device = telemetry.device_from_topic(msg.topic)
             self._produce(self.s.topic_deadletter, device.encode() if device else None, payload,
-                          dead_letter_headers(result.reason, f"mqtt:{msg.topic}", detail), token, t0, result.reason)
+                          dead_letter_headers(result.reason, f"mqtt:{msg.topic}", detail), link, token, t0,
+                          result.reason)
 
-    def _produce(self, topic, key, value, headers, token, t0, reason) -> None:
+    def _produce(self, topic, key, value, headers, link: _Link, token, t0, reason) -> None:
         def delivered(err, _msg):
             if err is not None:
                 # Idempotent producer retries internally; reaching here means it gave up: try again.
                 self.metrics.delivery_errors.inc()
                 self.kafka_ok = False
                 log.warning("kafka_delivery_failed", topic=topic, error=str(err), action="retry")
-                self._produce(topic, key, value, headers, token, t0, reason)
+                self._produce(topic, key, value, headers, link, token, t0, reason)
                 return
             self.kafka_ok = True
             if reason is None:
@@ -171,15 +197,15 @@ class Bridge:
                 self.metrics.deadlettered.labels(reason).inc()
             self.metrics.latency.observe(time.monotonic() - t0)
             self.metrics.inflight.dec()
-            self.acks.done(token)
+            link.acks.done(token)
 
         while True:
             try:
                 self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
                 return
             except BufferError:
-                # Local queue full: wait for deliveries (the poll thread runs them); MQTT waits with us.
-                time.sleep(0.005)
+                # Local queue full: serve deliveries until there is room; MQTT waits with us.
+                self.producer.poll(0.005)
 
     def _kafka_error(self, err: KafkaError) -> None:
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
@@ -188,37 +214,78 @@ class Bridge:
 
     # ---------------------------------------------------------------- lifecycle
     def ready(self) -> bool:
-        return self.mqtt_connected.is_set() and self.kafka_ok
+        return all(link.connected for link in self.links) and self.kafka_ok
+
+    def _try_connect(self, link: _Link) -> None:
+        now = time.monotonic()
+        if now < link.next_attempt:
+            return
+        try:
+            link.client.connect(self.s.mqtt_host, self.s.mqtt_port, keepalive=30, clean_start=False,
+                                properties=connect_properties(self.s.session_expiry_s, self.s.receive_maximum))
+        except OSError as exc:
+            log.warning("mqtt_connect_failed", client_id=link.client_id, error=str(exc), retry_in_s=link.backoff)
+            link.next_attempt = now + link.backoff
+            link.backoff = min(link.backoff * 2, 10.0)
 
     def run(self) -> None:
+        """One thread drives everything: the MQTT sockets and Kafka delivery callbacks.
+
+        (With paho's own network thread, every PUBACK sent from the Kafka callback thread wakes
+        it through a socket pair and the two threads contend for the GIL.)
+        """
         server = MetricsServer(self.metrics.registry, self.s.metrics_port, self.ready).start() \
             if self.s.metrics_port else None
-        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
-        self.client.connect_async(self.s.mqtt_host, self.s.mqtt_port, keepalive=30, clean_start=False,
-                                  properties=connect_properties(self.s.session_expiry_s, self.s.receive_maximum))
-        self.client.loop_start()
         log.info("bridge_started", mqtt=f"{self.s.mqtt_host}:{self.s.mqtt_port}", kafka=self.s.kafka_bootstrap,
                  raw_topic=self.s.topic_raw, deadletter_topic=self.s.topic_deadletter,
-                 metrics_port=server.port if server else None)
+                 connections=len(self.links), metrics_port=server.port if server else None)
         try:
             while not self.stop.is_set():
-                self.producer.poll(0.05)
+                for link in self.links:
+                    if link.client.socket() is None:
+                        link.connected = False
+                        self._try_connect(link)
+                self._pump(0.005)
         finally:
             self._shutdown(server)
 
+    def _pump(self, timeout: float) -> None:
+        by_sock = {link.client.socket(): link for link in self.links if link.client.socket() is not None}
+        if not by_sock:
+            self.producer.poll(timeout)
+            return
+        wants = [sock for sock, link in by_sock.items() if link.client.want_write()]
+        readable, _, _ = select.select(list(by_sock), wants, [], timeout)
+        for sock in readable:
+            client = by_sock[sock].client
+            for _ in range(1000):  # paho reads one packet per call
+                if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or client.socket() is None:
+                    break
+                if not select.select([sock], [], [], 0)[0]:
+                    break
+        self.producer.poll(0)
+        for link in by_sock.values():
+            if link.client.socket() is not None and link.client.want_write():
+                link.client.loop_write()
+            link.client.loop_misc()
+
     def _shutdown(self, server) -> None:
-        log.info("bridge_stopping", reason=self.stop.signal_name or "stop requested", inflight=len(self.acks))
+        inflight = sum(len(link.acks) for link in self.links)
+        log.info("bridge_stopping", reason=self.stop.signal_name or "stop requested", inflight=inflight)
         # Stop taking messages, deliver what was accepted, let the acks go out, then disconnect.
         # No unsubscribe: the persistent session must keep queueing while the bridge is away.
         self.draining = True
         remaining = self.producer.flush(30)
         deadline = time.monotonic() + 5
-        while len(self.acks) and time.monotonic() < deadline:
-            self.producer.poll(0.05)
-        time.sleep(0.2)  # the paho thread writes the last PUBACKs
-        self.client.disconnect()
-        self.client.loop_stop()
+        while time.monotonic() < deadline:
+            self._pump(0.01)  # writes the last PUBACKs
+            if not any(len(link.acks) or link.client.want_write() for link in self.links):
+                break
+        for link in self.links:
+            link.client.disconnect()
+            if link.client.socket() is not None and link.client.want_write():
+                link.client.loop_write()
         if server:
             server.stop()
-        log.info("bridge_stopped", undelivered=remaining, unacked=len(self.acks),
+        log.info("bridge_stopped", undelivered=remaining, unacked=sum(len(link.acks) for link in self.links),
                  forwarded=self.metrics.forwarded._value.get(), received=self.metrics.received._value.get())

@@ -16,6 +16,7 @@ from streamtrain.lifecycle import StopFlag
 @click.option("--topic-deadletter", help="Dead-letter topic.")
 @click.option("--metrics-port", type=int, help="Port of /metrics, /healthz, /readyz (0 = off).")
 @click.option("--receive-maximum", type=int, help="MQTT messages in flight before back-pressure (default 1000).")
+@click.option("--connections", type=int, help="MQTT connections (default 1; more is faster but does not keep per-device order).")
 @click.option("--known-devices", help="Comma-separated allowed device ids (default: any).")
 @click.pass_context
 def command(ctx, **given) -> None:
