@@ -6,6 +6,7 @@ import collections
 import csv
 import json
 import time
+import urllib.request
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -13,6 +14,7 @@ import pytest
 
 from simulator.fleet import Fleet, FleetConfig
 from simulator.publish import CsvReplayConfig, replay_csv, run_fleet
+from stack.local import free_port
 from streamtrain.kafka import headers_dict, read_topic
 from tests.programs import Program, drop_mqtt_session, settings_env
 
@@ -116,8 +118,19 @@ def bad_payloads(prefix: str, n: int) -> list[tuple[str, bytes, str]]:
     return kinds
 
 
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
 def test_bad_payloads_all_dead_lettered_while_good_traffic_completes(pipeline, bridge_factory):
-    bridge = bridge_factory()
+    metrics_port = free_port()
+    bridge = bridge_factory(metrics_port=metrics_port)
     prefix = f"x{uuid.uuid4().hex[:6]}"
     bad = bad_payloads(prefix, 1000)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -144,6 +157,14 @@ def test_bad_payloads_all_dead_lettered_while_good_traffic_completes(pipeline, b
     good = read_until_complete(pipeline, expected)
     assert set(raw_keys(good)) == expected
     assert bridge.proc.poll() is None  # still running after 1000 bad inputs
+    m = scrape(metrics_port)
+    assert m["streamtrain_bridge_received_total"] == 2000
+    assert m["streamtrain_bridge_forwarded_total"] == 1000
+    assert sum(v for k, v in m.items() if k.startswith("streamtrain_bridge_deadlettered_total")) == 1000
+    assert m['streamtrain_bridge_deadlettered_total{reason="oversized"}'] == want["oversized"]
+    assert m["streamtrain_bridge_inflight"] == 0
+    assert m["streamtrain_bridge_delivery_seconds_count"] == 2000
+    assert urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5).status == 200
 
 
 def test_bridge_sigkill_mid_stream_loses_nothing(pipeline, bridge_factory):
