@@ -221,7 +221,8 @@ class LocalStack:
         meta = self.home / "kafka" / "data" / "meta.properties"
         if not meta.exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            res = subprocess.run([java, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+            # "--cluster-id=" form: an id starting with "-" would otherwise be read as an option.
+            res = subprocess.run([java, "-cp", cp, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                                   "-c", str(conf)], capture_output=True, text=True)
             if res.returncode != 0:
                 raise StackError(f"formatting Kafka storage failed:\n{res.stdout}{res.stderr}")
