@@ -1,0 +1,174 @@
+"""How a model version travels on the compacted models topic.
+
+A version is a set of records with keys under ``model/<version>/``:
+
+    model/<version>/chunk/<i>   artefact bytes, at most CHUNK_BYTES each
+    model/<version>/manifest    JSON metadata + sha256, size and chunk count (written last)
+
+Chunks let artefacts larger than one Kafka message through; the manifest comes last, so a
+reader that sees it has every chunk before it (one partition keeps order). Compaction keeps
+the newest record per key, so every version stays complete on the topic. Readers verify size
+and checksum before a version is handed on; anything else is a ``ModelRejected`` with a reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+CHUNK_BYTES = 900 * 1024
+MAX_ARTEFACT_BYTES = 256 * 1024 * 1024
+FORMAT_VERSION = 1
+KEY = re.compile(rb"^model/(\d{1,9})/(manifest|chunk/(\d{1,6}))$")
+REQUIRED = ("version", "feature_names", "threshold", "format")
+
+
+class ModelRejected(Exception):
+    """A model version (or a record claiming to be part of one) that must not be served."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class ModelVersion:
+    metadata: dict
+    artefact: bytes
+
+    @property
+    def version(self) -> int:
+        return int(self.metadata["version"])
+
+
+def encode(artefact: bytes, metadata: dict) -> list[tuple[bytes, bytes]]:
+    """(key, value) records of one version, chunks first, manifest last."""
+    version = int(metadata["version"])
+    if len(artefact) > MAX_ARTEFACT_BYTES:
+        raise ModelRejected("too_large", f"{len(artefact)} bytes > {MAX_ARTEFACT_BYTES}")
+    chunks = [artefact[i:i + CHUNK_BYTES] for i in range(0, len(artefact), CHUNK_BYTES)] or [b""]
+    manifest = {
+        "codec": FORMAT_VERSION,
+        "sha256": hashlib.sha256(artefact).hexdigest(),
+        "size": len(artefact),
+        "chunks": len(chunks),
+        "metadata": {**metadata, "sha256": hashlib.sha256(artefact).hexdigest()},
+    }
+    records = [(f"model/{version}/chunk/{i}".encode(), c) for i, c in enumerate(chunks)]
+    records.append((f"model/{version}/manifest".encode(), json.dumps(manifest).encode()))
+    return records
+
+
+def publish_model(producer, topic: str, artefact: bytes, metadata: dict, timeout: float = 60.0) -> None:
+    """Write one version to the models topic and wait until Kafka has all of it."""
+    errors: list[str] = []
+
+    def delivered(err, msg):
+        if err is not None:
+            errors.append(str(err))
+
+    for key, value in encode(artefact, metadata):
+        while True:
+            try:
+                producer.produce(topic, value, key=key, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    remaining = producer.flush(timeout)
+    if remaining or errors:
+        raise RuntimeError(f"model v{metadata.get('version')} not fully published: "
+                           f"{remaining} undelivered, errors {errors[:3]}")
+
+
+class ModelAssembler:
+    """Feed it every record of the models topic in order; it returns each version it completes."""
+
+    def __init__(self) -> None:
+        self._chunks: dict[int, dict[int, bytes]] = {}
+
+    def add(self, key: bytes | None, value: bytes | None, headers=None) -> ModelVersion | None:
+        if key is None:
+            raise ModelRejected("bad_key", "record without a key on the models topic")
+        m = KEY.match(key)
+        if not m:
+            raise ModelRejected("bad_key", f"unexpected key {key[:80]!r}")
+        version = int(m.group(1))
+        if value is None:
+            self._chunks.pop(version, None)  # tombstone: the version was deleted
+            return None
+        if m.group(2) != b"manifest":
+            parts = self._chunks.setdefault(version, {})
+            parts[int(m.group(3))] = value
+            if sum(len(p) for p in parts.values()) > MAX_ARTEFACT_BYTES:
+                self._chunks.pop(version, None)
+                raise ModelRejected("too_large", f"v{version} exceeds {MAX_ARTEFACT_BYTES} bytes")
+            return None
+        parts = self._chunks.pop(version, {})
+        try:
+            manifest = json.loads(value)
+            if not isinstance(manifest, dict):
+                raise ValueError("manifest is not a JSON object")
+            count, size, digest = int(manifest["chunks"]), int(manifest["size"]), str(manifest["sha256"])
+            metadata = manifest["metadata"]
+            if not isinstance(metadata, dict):
+                raise ValueError("metadata is not a JSON object")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelRejected("bad_metadata", f"v{version}: {exc}") from None
+        if manifest.get("codec") != FORMAT_VERSION:
+            raise ModelRejected("incompatible", f"v{version}: codec {manifest.get('codec')!r}, expected {FORMAT_VERSION}")
+        missing = [i for i in range(count) if i not in parts]
+        if missing:
+            raise ModelRejected("truncated", f"v{version}: chunks {missing[:5]} of {count} missing")
+        artefact = b"".join(parts[i] for i in range(count))
+        if len(artefact) != size:
+            raise ModelRejected("truncated", f"v{version}: {len(artefact)} bytes, manifest says {size}")
+        if hashlib.sha256(artefact).hexdigest() != digest:
+            raise ModelRejected("checksum", f"v{version}: sha256 mismatch")
+        absent = [k for k in REQUIRED if k not in metadata]
+        if absent:
+            raise ModelRejected("bad_metadata", f"v{version}: metadata lacks {absent}")
+        if metadata.get("version") != version:
+            raise ModelRejected("bad_metadata", f"key says v{version}, metadata says {metadata.get('version')!r}")
+        return ModelVersion(metadata, artefact)
+
+
+def read_versions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[ModelVersion]:
+    """Every complete, valid version on the topic, in topic order (bad ones are skipped)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "streamtrain-model-reader", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", "fetch.message.max.bytes": 4 * 1024 * 1024})
+    try:
+        _, end = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=timeout)
+        if end == 0:
+            return []
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        assembler, out = ModelAssembler(), []
+        import time
+        deadline = time.monotonic() + timeout
+        position = -1
+        while position < end - 1 and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            position = msg.offset()
+            if (msg.key() or b"").startswith(b"control/"):
+                continue
+            try:
+                mv = assembler.add(msg.key(), msg.value(), msg.headers())
+            except ModelRejected:
+                continue
+            if mv is not None:
+                out.append(mv)
+        return out
+    finally:
+        c.close()
+
+
+def latest_version(bootstrap: str, topic: str) -> int:
+    """Highest version number on the topic, or 0."""
+    versions = read_versions(bootstrap, topic)
+    return max((mv.version for mv in versions), default=0)
