@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import click
 
 from streamtrain import logs
 from streamtrain.settings import StackSettings
+
+# TensorFlow's C++ INFO/WARNING lines (e.g. the end of every tf.data epoch) are not events.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _overrides(**kwargs) -> dict:

@@ -1,0 +1,204 @@
+"""A ``tf.data`` source fed straight from a Kafka topic with confluent-kafka: no files.
+
+The bounds (an offset range per partition, a record count, or a time window) are resolved
+once into exact ``[start, end)`` offsets per partition, so every epoch reads the same records
+and the model's metadata can say exactly what it was trained on. Partitions are assigned
+directly (no consumer group): reading for training never commits anything.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+
+from streamtrain import logs
+
+log = logs.get("kafka_dataset")
+RESERVED = {"device_id", "ts", "seq", "label", "anomaly", "device_type"}
+
+
+@dataclass(frozen=True)
+class SourceRange:
+    topic: str
+    partitions: dict[int, tuple[int, int]]  # partition -> [start, end)
+
+    @property
+    def records(self) -> int:
+        return sum(e - s for s, e in self.partitions.values())
+
+    def as_dict(self) -> dict:
+        return {"topic": self.topic, "partitions": {str(p): [s, e] for p, (s, e) in sorted(self.partitions.items())}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SourceRange":
+        return cls(d["topic"], {int(p): (int(v[0]), int(v[1])) for p, v in d["partitions"].items()})
+
+
+def _consumer(bootstrap: str) -> Consumer:
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": "streamtrain-trainer-reader",
+                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                     "enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024})
+
+
+def resolve_range(bootstrap: str, topic: str, *, max_records: int | None = None, newest: bool = False,
+                  after: SourceRange | None = None, since_ms: int | None = None,
+                  until_ms: int | None = None) -> SourceRange:
+    """Exact per-partition offsets for the requested bounds.
+
+    ``max_records`` takes the oldest (or, with ``newest``, the newest) records, split across
+    partitions in proportion to what each holds; ``after`` starts where a previous range ended;
+    ``since_ms``/``until_ms`` bound by record timestamps.
+    """
+    c = _consumer(bootstrap)
+    try:
+        md = c.list_topics(topic, timeout=10)
+        if topic not in md.topics or md.topics[topic].error is not None:
+            raise ValueError(f"topic {topic!r} does not exist on {bootstrap}")
+        parts = sorted(md.topics[topic].partitions)
+        bounds = {}
+        for p in parts:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if after is not None and p in after.partitions:
+                low = max(low, after.partitions[p][1])
+            bounds[p] = [low, high]
+        for ms, idx in ((since_ms, 0), (until_ms, 1)):
+            if ms is None:
+                continue
+            found = c.offsets_for_times([TopicPartition(topic, p, ms) for p in parts], timeout=10)
+            for tp in found:
+                if tp.offset >= 0:
+                    bounds[tp.partition][idx] = max(bounds[tp.partition][0], tp.offset) if idx == 0 \
+                        else min(bounds[tp.partition][1], tp.offset)
+                elif idx == 0:
+                    bounds[tp.partition][0] = bounds[tp.partition][1]  # nothing that new
+        total = sum(max(0, e - s) for s, e in bounds.values())
+        if max_records is not None and total > max_records:
+            quota = {p: int(math.floor(max_records * max(0, e - s) / total)) for p, (s, e) in bounds.items()}
+            short = max_records - sum(quota.values())
+            for p in sorted(bounds, key=lambda p: -(bounds[p][1] - bounds[p][0]))[:short]:
+                quota[p] += 1
+            for p, (s, e) in bounds.items():
+                bounds[p] = [e - quota[p], e] if newest else [s, s + quota[p]]
+        return SourceRange(topic, {p: (s, max(s, e)) for p, (s, e) in bounds.items()})
+    finally:
+        c.close()
+
+
+def decode(value: bytes, feature_names: list[str]) -> tuple[list[float], int] | None:
+    """Feature vector and label (-1 when absent) of one record, or None when unusable."""
+    try:
+        body = json.loads(value)
+        row = [float(body[f]) for f in feature_names]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not all(math.isfinite(v) for v in row):
+        return None
+    label = body.get("label")
+    return row, (int(label) if isinstance(label, (int, bool)) else -1)
+
+
+def infer_features(bootstrap: str, rng: SourceRange, sample: int = 200) -> list[str]:
+    """Numeric fields of the first records, minus identity and ground-truth fields, sorted."""
+    names: set[str] = set()
+    for body in iter_json(bootstrap, rng, limit=sample):
+        names |= {k for k, v in body.items() if k not in RESERVED and isinstance(v, (int, float))
+                  and not isinstance(v, bool)}
+    return sorted(names)
+
+
+def iter_json(bootstrap: str, rng: SourceRange, limit: int | None = None) -> Iterator[dict]:
+    n = 0
+    for msgs in iter_messages(bootstrap, rng):
+        for m in msgs:
+            try:
+                yield json.loads(m.value())
+            except ValueError:
+                continue
+            n += 1
+            if limit is not None and n >= limit:
+                return
+
+
+def iter_messages(bootstrap: str, rng: SourceRange, batch: int = 5000):
+    """Batches of messages of the range, each partition from start up to (not including) end."""
+    todo = {p: se for p, se in rng.partitions.items() if se[1] > se[0]}
+    if not todo:
+        return
+    c = _consumer(bootstrap)
+    try:
+        c.assign([TopicPartition(rng.topic, p, s) for p, (s, _) in todo.items()])
+        while todo:
+            msgs = c.consume(batch, 1.0)
+            out = []
+            for m in msgs:
+                if m.error():
+                    continue  # partition EOF events; ends are known in advance
+                p = m.partition()
+                if p not in todo:
+                    continue
+                if m.offset() < todo[p][1]:
+                    out.append(m)
+                if m.offset() >= todo[p][1] - 1:
+                    del todo[p]
+                    c.incremental_unassign([TopicPartition(rng.topic, p)])
+            if out:
+                yield out
+    finally:
+        c.close()
+
+
+class KafkaSource:
+    """Feature rows of a fixed range, as numpy batches or a re-readable ``tf.data.Dataset``."""
+
+    def __init__(self, bootstrap: str, rng: SourceRange, feature_names: list[str]) -> None:
+        self.bootstrap, self.range, self.feature_names = bootstrap, rng, list(feature_names)
+        self.skipped = 0
+        self.reads = 0
+
+    def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        self.reads += 1
+        skipped = 0
+        for msgs in iter_messages(self.bootstrap, self.range):
+            rows, labels = [], []
+            for m in msgs:
+                r = decode(m.value(), self.feature_names)
+                if r is None:
+                    skipped += 1
+                    continue
+                rows.append(r[0])
+                labels.append(r[1])
+            if rows:
+                yield np.asarray(rows, dtype=np.float32), np.asarray(labels, dtype=np.int32)
+        self.skipped = skipped
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for x, y in self.batches():
+            xs.append(x)
+            ys.append(y)
+        n = len(self.feature_names)
+        if not xs:
+            return np.zeros((0, n), np.float32), np.zeros(0, np.int32)
+        return np.concatenate(xs), np.concatenate(ys)
+
+    def dataset(self, batch_size: int, *, cache: bool = False, shuffle: int = 0, seed: int = 0):
+        """Rows as ``(x, x)`` pairs for an autoencoder; each epoch re-reads Kafka unless ``cache``."""
+        import tensorflow as tf  # noqa: PLC0415
+
+        n = len(self.feature_names)
+
+        def chunks():
+            for x, _ in self.batches():
+                yield x
+
+        # Whole consume() batches cross into TensorFlow; unbatch/batch run in the graph.
+        ds = tf.data.Dataset.from_generator(chunks, output_signature=tf.TensorSpec((None, n), tf.float32)).unbatch()
+        if cache:
+            ds = ds.cache()
+        if shuffle:
+            ds = ds.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).map(lambda x: (x, x)).prefetch(tf.data.AUTOTUNE)

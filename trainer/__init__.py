@@ -1,0 +1,1 @@
+"""The trainer program: TensorFlow trained straight from the features topic."""

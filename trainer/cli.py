@@ -1,0 +1,88 @@
+"""`streamtrain train`: train from Kafka, publish to the models topic (once or continuously)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from streamtrain import logs
+from streamtrain.lifecycle import StopFlag
+from trainer.train import TrainError, TrainSettings, reproduce, train_once
+
+log = logs.get("trainer")
+
+
+@click.command("train")
+@click.option("--kafka-bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:9092).")
+@click.option("--topic-features", help="Features topic to train from.")
+@click.option("--topic-models", help="Models topic to publish to.")
+@click.option("--max-records", "train_records", type=int, help="Records to train on (default 20000).")
+@click.option("--from-end/--from-start", default=None, help="Newest records (default: oldest) of the topic.")
+@click.option("--since-last", is_flag=True, default=None, help="Start where the newest published version ended.")
+@click.option("--since-ms", type=int, help="Only records at or after this timestamp (epoch ms).")
+@click.option("--until-ms", type=int, help="Only records before this timestamp (epoch ms).")
+@click.option("--features", help="Comma-separated feature names (default: every numeric field found).")
+@click.option("--epochs", type=int, help="Epochs over the same offset range (default 20).")
+@click.option("--batch-size", type=int, help="Rows per step (default 256).")
+@click.option("--layers", help="Hidden layer widths, e.g. 16,4,16.")
+@click.option("--cache/--reread", default=None, help="Cache the first Kafka read instead of re-reading per epoch.")
+@click.option("--backend", type=click.Choice(["confluent", "tfio"]), help="Kafka reader behind tf.data.")
+@click.option("--tensorboard-dir", type=click.Path(path_type=Path), help="Write TensorBoard logs here.")
+@click.option("--continuous", is_flag=True, help="Retrain every --every-records new records or --every-seconds.")
+@click.option("--every-records", type=int, default=20000, show_default=True, help="Continuous: new records per version.")
+@click.option("--every-seconds", type=float, default=0, show_default=True, help="Continuous: also retrain after this long.")
+@click.option("--reproduce", "reproduce_version", type=int, help="Retrain this version from its metadata and compare.")
+@click.pass_context
+def command(ctx, continuous, every_records, every_seconds, reproduce_version, **given) -> None:
+    """Train the anomaly model from the features topic and publish it as a new version.
+
+    The offset range is resolved once into exact per-partition offsets; tf.data re-reads that
+    range from Kafka each epoch (or caches it with --cache). Normalization is learned from the
+    stream and the threshold from the training errors. The version's metadata records the
+    range, features, normalization, threshold, config and loss history.
+    """
+    s = TrainSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
+    try:
+        if reproduce_version is not None:
+            click.echo(json.dumps(reproduce(s, reproduce_version), indent=2, default=str))
+            return
+        if not continuous:
+            meta = train_once(s)
+            click.echo(json.dumps({k: meta[k] for k in ("version", "record_count", "threshold", "source")}))
+            return
+        _continuous(s, every_records, every_seconds)
+    except TrainError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _continuous(s: TrainSettings, every_records: int, every_seconds: float) -> None:
+    from streamtrain.kafka_dataset import resolve_range
+    from streamtrain.modelcodec import read_versions
+    from streamtrain.kafka_dataset import SourceRange
+
+    stop = StopFlag().install()
+    s = s.model_copy(update={"since_last": True, "from_end": True})
+    last = time.monotonic()
+    log.info("continuous_training", every_records=every_records, every_seconds=every_seconds or None)
+    while not stop.is_set():
+        versions = read_versions(s.kafka_bootstrap, s.topic_models)
+        after = SourceRange.from_dict(versions[-1].metadata["source"]) if versions else None
+        fresh = resolve_range(s.kafka_bootstrap, s.topic_features, after=after).records
+        due = fresh >= every_records or (every_seconds and time.monotonic() - last >= every_seconds
+                                         and fresh >= s.min_records)
+        if due:
+            try:
+                train_once(s.model_copy(update={"train_records": min(fresh, s.train_records or fresh)}))
+            except TrainError as exc:
+                log.warning("training_skipped", reason=str(exc))
+            last = time.monotonic()
+        else:
+            stop.wait(2.0)
+    log.info("continuous_training_stopped", reason=stop.signal_name)
