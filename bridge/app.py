@@ -170,8 +170,9 @@ class Bridge:
         token = link.acks.received(msg.mid, msg.qos)
         result = telemetry.validate(msg.payload, msg.topic, max_bytes=self.s.max_payload_bytes, known_devices=self.known)
         if isinstance(result, telemetry.Reading):
+            # The record's Kafka timestamp is the device's: event time for windows downstream (ksqlDB ROWTIME).
             self._produce(self.s.topic_raw, result.device_id.encode(), result.to_json(),
-                          [("mqtt.topic", msg.topic.encode())], link, token, t0, None)
+                          [("mqtt.topic", msg.topic.encode())], link, token, t0, None, int(result.ts * 1000))
         else:
             payload = msg.payload[:DEADLETTER_PAYLOAD_LIMIT]
             detail = result.detail if len(msg.payload) <= DEADLETTER_PAYLOAD_LIMIT else \
@@ -181,14 +182,14 @@ class Bridge:
                           dead_letter_headers(result.reason, f"mqtt:{msg.topic}", detail), link, token, t0,
                           result.reason)
 
-    def _produce(self, topic, key, value, headers, link: _Link, token, t0, reason) -> None:
+    def _produce(self, topic, key, value, headers, link: _Link, token, t0, reason, timestamp: int = 0) -> None:
         def delivered(err, _msg):
             if err is not None:
                 # Idempotent producer retries internally; reaching here means it gave up: try again.
                 self.metrics.delivery_errors.inc()
                 self.kafka_ok = False
                 log.warning("kafka_delivery_failed", topic=topic, error=str(err), action="retry")
-                self._produce(topic, key, value, headers, link, token, t0, reason)
+                self._produce(topic, key, value, headers, link, token, t0, reason, timestamp)
                 return
             self.kafka_ok = True
             if reason is None:
@@ -201,7 +202,8 @@ class Bridge:
 
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered,
+                                      timestamp=timestamp)
                 return
             except BufferError:
                 # Local queue full: serve deliveries until there is room; MQTT waits with us.

@@ -1,0 +1,1 @@
+"""The preprocessing program: raw topic -> embedded engine -> features and windows topics."""

@@ -1,0 +1,46 @@
+"""`streamtrain preprocess`: run the embedded engine, or print the ksqlDB statements."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from preprocessor.app import PreprocessSettings, Preprocessor
+from streamtrain.lifecycle import StopFlag
+from streamtrain.preprocessing.ksql import render
+from streamtrain.preprocessing.spec import PreprocessSpec, SpecError
+
+
+@click.command("preprocess")
+@click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Preprocessing spec (YAML/JSON); default: the built-in spec.")
+@click.option("--ksql", is_flag=True, help="Print the ksqlDB statements for the spec and exit.")
+@click.option("--check", is_flag=True, help="Only validate the spec and print its feature names.")
+@click.option("--kafka-bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:9092).")
+@click.option("--topic-raw", help="Raw topic to read.")
+@click.option("--topic-features", help="Features topic to write.")
+@click.option("--topic-windows", help="Window aggregates topic to write.")
+@click.option("--metrics-port", type=int, help="Port of /metrics (0 = off).")
+@click.pass_context
+def command(ctx, spec_path, ksql, check, **given) -> None:
+    """Filter, select and derive features and per-device windows from the raw stream.
+
+    The same spec renders to ksqlDB (--ksql) for a cluster. A spec that cannot be expressed
+    is rejected with a message before anything starts.
+    """
+    s = PreprocessSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None},
+                           **({"spec_path": spec_path} if spec_path else {}))
+    try:
+        spec = PreprocessSpec.load(s.spec_path) if s.spec_path else PreprocessSpec.default()
+    except (SpecError, ValidationError) as exc:
+        click.echo(f"error: invalid preprocessing spec: {exc}", err=True)
+        sys.exit(2)
+    if ksql:
+        click.echo("\n\n".join(render(spec, s)))
+        return
+    if check:
+        click.echo(f"ok: features {spec.feature_names}")
+        return
+    sys.exit(Preprocessor(s, spec, StopFlag().install()).run())
