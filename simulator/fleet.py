@@ -62,7 +62,10 @@ class Fleet:
         self.scale = self.gain * 0.25 + self.noise
         self.period = self.rng.uniform(60, 240, n)  # readings per load cycle
         self.phase = self.rng.uniform(0, 2 * np.pi, n)
-        self.drift_rate = self.rng.normal(0, 0.0005, (n, len(CHANNELS))) * self.scale
+        # Slow drift: each channel wanders by about its noise level over thousands of readings.
+        self.drift_amp = self.rng.uniform(0.5, 1.5, (n, len(CHANNELS))) * self.noise
+        self.drift_period = self.rng.uniform(2000, 6000, (n, 1))
+        self.drift_phase = self.rng.uniform(0, 2 * np.pi, (n, len(CHANNELS)))
         # Anomaly episode state per device.
         self.kind = np.full(n, -1)          # index into ANOMALY_KINDS, -1 = healthy
         self.left = np.zeros(n, dtype=int)  # readings left in the episode
@@ -75,7 +78,8 @@ class Fleet:
         """Readings for the next seq: (values [n, channels], label [n], kind index [n], -1 = none)."""
         n, k, rng = self.cfg.devices, self.seq, self.rng
         load = 0.5 + 0.3 * np.sin(2 * np.pi * k / self.period + self.phase) + 0.02 * rng.standard_normal(n)
-        values = self.base + np.outer(load, self.gain) + self.drift_rate * k + rng.standard_normal((n, 4)) * self.noise
+        drift = self.drift_amp * np.sin(2 * np.pi * k / self.drift_period + self.drift_phase)
+        values = self.base + np.outer(load, self.gain) + drift + rng.standard_normal((n, 4)) * self.noise
         # Start new episodes on healthy devices.
         kinds = [ANOMALY_KINDS.index(x) for x in self.cfg.anomaly_kinds]
         start = (self.kind < 0) & (rng.random(n) < self.cfg.anomaly_rate) & (k > 0)

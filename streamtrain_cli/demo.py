@@ -127,12 +127,17 @@ def _train(name: str, s: CommonSettings, logdir: Path, args: list[str], procs: l
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), default=Path("reports/demo"),
               show_default=True, help="Where the HTML report goes.")
 @click.option("--keep-stack", is_flag=True, help="Leave Kafka and HiveMQ running at the end.")
+@click.option("--run-id", default=None, help="Names this run's topics streamtrain.demo-<run-id>.* (default: random).")
 @click.pass_context
-def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir, keep_stack) -> None:
-    """Run the whole pipeline locally on real Kafka + HiveMQ and print the quality table."""
+def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir, keep_stack, run_id) -> None:
+    """Run the whole pipeline locally on real Kafka + HiveMQ and print the quality table.
+
+    Ports and the data directory follow the stack settings (STREAMTRAIN_KAFKA_PORT,
+    STREAMTRAIN_MQTT_PORT, STREAMTRAIN_HOME); an already running stack is reused.
+    """
     from stack.local import LocalStack, StackError
     started = time.monotonic()
-    run = uuid.uuid4().hex[:6]
+    run = run_id or uuid.uuid4().hex[:6]
     stack_settings = StackSettings(**(ctx.obj or {}).get("log", {}))
     stack = LocalStack(stack_settings)
     logdir = stack.home / "logs" / f"demo-{run}"
