@@ -21,12 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 
 CHANNELS = ("temperature", "current", "vibration", "pressure")
-#: Per-channel: baseline, baseline spread across devices, load gain, noise sigma.
+#: Per-channel: baseline, baseline spread across devices, load gain, noise sigma. Devices of
+#: one type differ by about their noise level (a fleet of different types is another matter).
 _CHANNEL_MODEL = {
-    "temperature": (60.0, 2.0, 25.0, 0.4),
-    "current": (1.5, 0.05, 2.0, 0.03),
-    "vibration": (0.30, 0.01, 0.40, 0.008),
-    "pressure": (3.0, 0.05, 1.5, 0.03),
+    "temperature": (60.0, 0.5, 25.0, 0.4),
+    "current": (1.5, 0.02, 2.0, 0.03),
+    "vibration": (0.30, 0.005, 0.40, 0.008),
+    "pressure": (3.0, 0.02, 1.5, 0.03),
 }
 ANOMALY_KINDS = ("spike", "stuck", "drift", "correlated")
 
