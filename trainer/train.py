@@ -40,7 +40,7 @@ class TrainSettings(CommonSettings):
     learning_rate: float = Field(0.005, gt=0, description="Adam learning rate")
     cache: bool = Field(False, description="Cache the first read in memory instead of re-reading Kafka per epoch")
     validation_fraction: float = Field(0.1, ge=0, lt=0.5, description="Share of each batch held out for validation")
-    threshold_k: float = Field(8.0, gt=0, description="Threshold = median + k * MAD of training errors")
+    threshold_k: float = Field(10.0, gt=0, description="Threshold = median + k * MAD of training errors")
     seed: int = Field(7, description="Seed for weights and shuffling")
     tensorboard_dir: Path | None = Field(None, description="TensorBoard logs go here (default: none)")
     min_records: int = Field(500, ge=1, description="Refuse to train on fewer usable records")
