@@ -126,8 +126,17 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
     ds = ds.map(normalize)
     val_every = int(round(1 / s.validation_fraction)) if s.validation_fraction else 0
     if val_every:
-        train_ds = ds.enumerate().filter(lambda i, xy: i % val_every != 0).map(lambda i, xy: xy)
-        val_ds = ds.enumerate().filter(lambda i, xy: i % val_every == 0).map(lambda i, xy: xy)
+        def is_train(i, xy):
+            return i % val_every != 0
+
+        def is_validation(i, xy):
+            return i % val_every == 0
+
+        def drop_index(i, xy):
+            return xy
+
+        train_ds = ds.enumerate().filter(is_train).map(drop_index)
+        val_ds = ds.enumerate().filter(is_validation).map(drop_index)
     else:
         train_ds, val_ds = ds, None
 
