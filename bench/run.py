@@ -55,6 +55,8 @@ class Figure:
 
 
 class Bench:
+    Figure = Figure
+
     def __init__(self, quick: bool) -> None:
         self.quick = quick
         self.figures: list[Figure] = []

@@ -1,6 +1,7 @@
 """`streamtrain score`: live scoring with hot model updates (or a promotion request)."""
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -22,13 +23,18 @@ from streamtrain.lifecycle import StopFlag
 @click.option("--promote-min-agreement", type=float, help="Agreement needed for auto-promotion (default 0.95).")
 @click.option("--promote", "promote_version", type=int,
               help="Ask running scorers to promote this challenger version, then exit.")
+@click.option("--batch", "batch_mode", is_flag=True, help="Score a fixed range offline through tf.data, then exit.")
+@click.option("--max-records", type=int, help="--batch: records to score (default: the whole topic).")
+@click.option("--from-end", is_flag=True, help="--batch: the newest records instead of the oldest.")
+@click.option("--model-version", type=int, help="--batch: model version (default: newest).")
+@click.option("--output-topic", help="--batch: where scores go (default: <scores topic>.batch).")
 @click.option("--metrics-port", type=int, help="Port of /metrics, /healthz, /readyz (0 = off).")
 @click.option("--model-wait", "model_wait_s", type=float, help="Exit with code 3 if no model arrives in time.")
 @click.option("--topic-features", help="Features topic to score.")
 @click.option("--topic-scores", help="Scores topic to write.")
 @click.option("--topic-models", help="Models topic to follow.")
 @click.pass_context
-def command(ctx, promote_version, **given) -> None:
+def command(ctx, promote_version, batch_mode, max_records, from_end, model_version, output_topic, **given) -> None:
     """Score the features topic with the newest model, switching versions live.
 
     The newest valid version on the models topic is loaded at start; each new version is
@@ -43,5 +49,15 @@ def command(ctx, promote_version, **given) -> None:
         producer.produce(settings.topic_models, value, key=key)
         flush_or_raise(producer)
         click.echo(f"promotion of version {promote_version} requested on {settings.topic_models}")
+        return
+    if batch_mode:
+        from scorer.batch import score_range
+        try:
+            summary = score_range(settings, max_records=max_records, from_end=from_end, version=model_version,
+                                  output_topic=output_topic or f"{settings.topic_scores}.batch")
+        except (ValueError, KeyError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        click.echo(json.dumps(summary, indent=2))
         return
     sys.exit(Scorer(settings, StopFlag().install()).run())

@@ -146,7 +146,9 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
         import keras  # noqa: PLC0415
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(s.tensorboard_dir / f"v{version or 'next'}")))
     reads_before = source.reads
+    t_fit = time.monotonic()
     history = model.fit(train_ds, validation_data=val_ds, epochs=s.epochs, verbose=0, callbacks=callbacks)
+    fit_seconds = time.monotonic() - t_fit
     epochs_read = source.reads - reads_before
 
     # Threshold from the errors of the (normalized) training rows, read once more from Kafka.
@@ -184,6 +186,7 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
         "metrics": {k: [float(v) for v in vals] for k, vals in history.history.items()},
         "kafka_reads_during_fit": epochs_read,
         "train_seconds": round(time.monotonic() - t_start, 2),
+        "fit_seconds": round(fit_seconds, 3),
         "records_per_second": round(n_rows * s.epochs / max(time.monotonic() - t_start, 1e-6), 1),
     }
     if publish:

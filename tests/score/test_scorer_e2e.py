@@ -169,3 +169,28 @@ def test_scorer_sigkill_and_restart_leaves_nothing_unscored(pipeline, tmp_path):
     keys = collections.Counter((s["device_id"], s["seq"]) for s in scores)
     assert expected <= set(keys)
     print(f"inputs={len(expected)} scores={len(scores)} re-scored after SIGKILL={sum(c - 1 for c in keys.values())}")
+
+
+@pytest.mark.e2e
+def test_batch_scoring_through_tf_data_matches_the_model(pipeline, tmp_path):
+    from streamtrain.model import LoadedModel
+    from streamtrain.modelcodec import read_versions
+
+    stream = FeatureStream(pipeline, seed=11)
+    stream.send(60)
+    train(pipeline, tmp_path, "train-v1", records=1200)
+    out = f"{pipeline.topic_scores}.batch"
+    prog = Program(["score", "--batch", "--max-records", "600", "--output-topic", out], settings_env(pipeline),
+                   tmp_path / "batch.log").start()
+    assert prog.proc.wait(300) == 0, prog.log()[-3000:]
+    scores = [json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, out, timeout=30)]
+    assert len(scores) == 600
+    model = LoadedModel.from_version(read_versions(pipeline.kafka_bootstrap, pipeline.topic_models)[-1])
+    by_key = {(s["device_id"], s["seq"]): s["score"] for s in scores}
+    rows = [r for r in (json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, pipeline.topic_features,
+                                                                   timeout=30))
+            if (r["device_id"], r["seq"]) in by_key]
+    x = np.asarray([[r[f] for f in model.feature_names] for r in rows], np.float32)
+    expected = model.score(x)
+    got = np.asarray([by_key[(r["device_id"], r["seq"])] for r in rows])
+    assert np.allclose(got, expected, rtol=1e-4, atol=1e-7)

@@ -1,0 +1,162 @@
+"""Bench figures of the trainer, the scorer and the hot swap (called by bench/run.py)."""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+from confluent_kafka import Producer
+
+from streamtrain.kafka import producer_config, read_topic
+from streamtrain.model import LoadedModel
+from streamtrain.modelcodec import read_versions
+
+
+def fill_features(s, n: int, seed: int = 0, rate: float | None = None, stop: threading.Event | None = None) -> int:
+    rng = np.random.default_rng(seed)
+    p = Producer(producer_config(s.kafka_bootstrap, **{"linger.ms": 5}))
+    sent = 0
+    t0 = time.monotonic()
+    while sent < n and not (stop and stop.is_set()):
+        load = rng.uniform(0.2, 0.8)
+        d = f"d{sent % 50}"
+        r = {"device_id": d, "ts": time.time(), "seq": sent // 50, "current": 1.5 + 2 * load + rng.normal(0, .03),
+             "pressure": 3 + 1.5 * load + rng.normal(0, .03), "temperature": 60 + 25 * load + rng.normal(0, .4),
+             "vibration": .3 + .4 * load + rng.normal(0, .008), "label": 0}
+        while True:
+            try:
+                p.produce(s.topic_features, json.dumps(r).encode(), key=d.encode())
+                break
+            except BufferError:
+                p.poll(0.01)
+        sent += 1
+        if sent % 1000 == 0:
+            p.poll(0)
+        if rate:
+            ahead = sent / rate - (time.monotonic() - t0)
+            if ahead > 0.002:
+                time.sleep(ahead)
+    p.flush(60)
+    return sent
+
+
+def training(bench, n: int, epochs: int = 3) -> None:
+    from trainer.train import TrainSettings, build_autoencoder, train_once
+    s = bench.settings()
+    fill_features(s, n)
+    ts = TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features, topic_models=s.topic_models,
+                       train_records=n, epochs=epochs, validation_fraction=0)
+    meta = train_once(ts)
+    kafka_rate = meta["record_count"] * epochs / meta["fit_seconds"]
+    # Same model, same batches, fed from an in-memory array.
+    x = np.random.default_rng(1).normal(size=(n, len(meta["feature_names"]))).astype(np.float32)
+    model = build_autoencoder(x.shape[1], meta["config"]["layers"], ts.learning_rate, ts.seed)
+    t0 = time.monotonic()
+    model.fit(x, x, epochs=epochs, batch_size=ts.batch_size, verbose=0, shuffle=True)
+    memory_rate = n * epochs / (time.monotonic() - t0)
+    bench.add(bench.Figure("train from Kafka (tf.data)", n, "kafka", kafka_rate, "in-memory", memory_rate, "rec/s",
+                           f"{epochs} epochs re-read"))
+    if n <= 20000:
+        tfio_meta = train_once(ts.model_copy(update={"backend": "tfio"}), publish=False)
+        bench.add(bench.Figure("train via tensorflow-io", n, "tfio", n * epochs / tfio_meta["fit_seconds"],
+                               "in-memory", memory_rate, "rec/s"))
+    bench.model_settings = s
+
+
+def scoring(bench, n: int) -> None:
+    s = bench.settings()
+    fill_features(s, n + 2000, seed=3)
+    from trainer.train import TrainSettings, train_once
+    train_once(TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features,
+                             topic_models=s.topic_models, train_records=2000, epochs=2))
+    model = LoadedModel.from_version(read_versions(s.kafka_bootstrap, s.topic_models)[-1])
+    x = np.random.default_rng(2).normal(60, 10, size=(n, len(model.feature_names))).astype(np.float32)
+    model.warm()
+    t0 = time.monotonic()
+    for i in range(0, n, 512):
+        model.score(x[i:i + 512])
+    predict_rate = n / (time.monotonic() - t0)
+    total = n + 2000
+    proc, log = _scorer(bench, s, "bench-scorer")
+    try:
+        t0 = _wait_first_score(s, proc, log)
+        read_topic(s.kafka_bootstrap, s.topic_scores, until=lambda m: len(m) >= total, timeout=600)
+        rate = total / (time.monotonic() - t0)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    bench.add(bench.Figure("scorer consume->score->produce", total, "scorer", rate, "batch predict", predict_rate,
+                           "rec/s", "micro-batch 512, offsets after delivery"))
+
+
+def _scorer(bench, s, name: str):
+    env = {**os.environ, **{f"STREAMTRAIN_{k.upper()}": str(v) for k, v in s.model_dump().items() if v is not None},
+           "STREAMTRAIN_GROUP_ID": f"{name}-{s.topic_scores}"}
+    log_path = bench.stack.home / f"{name}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "streamtrain_cli.main", "score"], env=env,
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    return proc, log_path
+
+
+def _wait_first_score(s, proc, log_path) -> float:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if b'"champion_switched"' in log_path.read_bytes():
+            return time.monotonic()
+        if proc.poll() is not None:
+            raise RuntimeError(log_path.read_text()[-2000:])
+        time.sleep(0.05)
+    raise RuntimeError("scorer did not load a model")
+
+
+def latency_and_swap(bench, rate: float, seconds: float) -> None:
+    s = bench.settings()
+    fill_features(s, 3000, seed=5)
+    from trainer.train import TrainSettings, train_once
+    ts = TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features,
+                       topic_models=s.topic_models, train_records=3000, epochs=2)
+    train_once(ts)
+    proc, log = _scorer(bench, s, "bench-swap")
+    stop = threading.Event()
+    try:
+        _wait_first_score(s, proc, log)
+        t = threading.Thread(target=fill_features, args=(s, 10**9, 9, rate, stop), daemon=True)
+        t.start()
+        time.sleep(seconds / 2)
+        train_once(ts.model_copy(update={"from_end": True}))
+        time.sleep(seconds / 2)
+        stop.set()
+        t.join(30)
+        time.sleep(2)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    scores = [json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, s.topic_scores, timeout=60)]
+    live = [x for x in scores if x["scored_at"] - x["ts"] < 60]
+    lat = sorted((x["scored_at"] - x["ts"]) * 1000 for x in live)
+    bench.add(bench.Figure("input->score latency p50", len(lat), "latency", statistics.median(lat), "", 0, "ms",
+                           f"at {rate:.0f} rec/s"))
+    bench.add(bench.Figure("input->score latency p99", len(lat), "latency", lat[int(len(lat) * .99) - 1], "", 0, "ms",
+                           f"at {rate:.0f} rec/s"))
+    times = sorted((x["scored_at"], x["model_version"]) for x in live)
+    gaps = [(b[0] - a[0]) * 1000 for a, b in zip(times, times[1:])]
+    switch = next((i for i, (a, b) in enumerate(zip(times, times[1:])) if a[1] != b[1]), None)
+    if switch is not None:
+        around = gaps[max(0, switch - 50): switch + 50]
+        typical = statistics.median(gaps)
+        bench.add(bench.Figure("hot swap: longest score pause", len(around), "pause", max(around), "typical gap",
+                               typical, "ms", "between batches at the v1->v2 switch"))
+
+
+def run(bench) -> None:
+    sizes = [10_000] if bench.quick else [10_000, 50_000, 200_000]
+    for n in sizes:
+        training(bench, n)
+    for n in sizes:
+        scoring(bench, n)
+    latency_and_swap(bench, 300, 10 if bench.quick else 30)
