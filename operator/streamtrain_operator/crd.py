@@ -1,0 +1,243 @@
+"""The StreamingTraining CRD, generated from Python so the preprocessing part is the exact
+schema of ``PreprocessSpec`` (one source of truth) turned into a structural OpenAPI v3 schema.
+
+``python -m streamtrain_operator.crd > charts/streamtrain/crds/streamingtrainings.yaml``
+regenerates the committed file; a test fails when they drift apart.
+"""
+from __future__ import annotations
+
+import sys
+
+import yaml
+
+from streamtrain.preprocessing.spec import PreprocessSpec, json_schema
+from streamtrain_operator import GROUP, KIND, PLURAL, VERSION
+
+#: Pydantic JSON-schema keys the Kubernetes structural schema does not accept.
+_DROP = {"title", "$defs", "examples"}
+
+
+def _structural(node: dict, defs: dict) -> dict:
+    """Inline $refs, turn ``anyOf: [X, null]`` into ``nullable`` and exclusive bounds into inclusive ones."""
+    if "$ref" in node:
+        target = defs[node["$ref"].split("/")[-1]]
+        return _structural({**target, **{k: v for k, v in node.items() if k != "$ref"}}, defs)
+    out: dict = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "anyOf":
+            branches = [b for b in value if b.get("type") != "null"]
+            if len(branches) == 1 and len(value) == 2:
+                out.update(_structural(branches[0], defs))
+                out["nullable"] = True
+                continue
+        if key == "exclusiveMinimum" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            out["minimum"] = value + 1  # only used on integers (PositiveInt)
+            continue
+        if key == "properties":
+            out[key] = {k: _structural(v, defs) for k, v in value.items()}
+        elif key == "items":
+            out[key] = _structural(value, defs)
+        else:
+            out[key] = value
+    if out.get("additionalProperties") is False:
+        del out["additionalProperties"]  # not allowed next to properties in a structural schema; validate.py closes objects
+    return out
+
+
+def preprocessing_schema() -> dict:
+    raw = json_schema()
+    schema = _structural(raw, raw.get("$defs", {}))
+    schema["description"] = ("Preprocessing of raw telemetry into features: the same spec as "
+                             "`streamtrain preprocess --spec` (filter, features, derived, windows, label)")
+    schema["properties"]["engine"] = {
+        "type": "string", "enum": ["embedded", "ksqldb"], "default": "embedded",
+        "description": "embedded: the `streamtrain preprocess` program; ksqldb: a ksqlDB server running the rendered queries",
+    }
+    schema["default"] = PreprocessSpec.default().model_dump(mode="json") | {"engine": "embedded"}
+    return schema
+
+
+def secret_key_ref(what: str) -> dict:
+    return {
+        "type": "object", "description": f"{what}, only ever read from a Secret",
+        "required": ["secretKeyRef"],
+        "properties": {"secretKeyRef": {
+            "type": "object", "required": ["name", "key"],
+            "properties": {"name": {"type": "string", "minLength": 1, "description": "Secret name (same namespace)"},
+                           "key": {"type": "string", "minLength": 1, "description": "Key inside the Secret"}},
+        }},
+    }
+
+
+def _obj(description: str, properties: dict, **extra) -> dict:
+    return {"type": "object", "description": description, "default": {}, "properties": properties, **extra}
+
+
+def _int(description: str, default: int | None, minimum: int | None = None, maximum: int | None = None) -> dict:
+    s: dict = {"type": "integer", "description": description}
+    if default is not None:
+        s["default"] = default
+    if minimum is not None:
+        s["minimum"] = minimum
+    if maximum is not None:
+        s["maximum"] = maximum
+    return s
+
+
+def _num(description: str, default: float, minimum: float | None = None, maximum: float | None = None) -> dict:
+    s: dict = {"type": "number", "description": description, "default": default}
+    if minimum is not None:
+        s["minimum"] = minimum
+    if maximum is not None:
+        s["maximum"] = maximum
+    return s
+
+
+def _str(description: str, default: str | None = None, **extra) -> dict:
+    s: dict = {"type": "string", "description": description, **extra}
+    if default is not None:
+        s["default"] = default
+    return s
+
+
+CRON = r"^(@(hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+DNS_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+def spec_schema() -> dict:
+    return _obj("Desired pipeline: fleet -> MQTT -> bridge -> Kafka -> preprocess -> trainer -> scorer", {
+        "image": _obj("Image of the StreamTrain programs (images/Dockerfile)", {
+            "repository": _str("Image repository", "ghcr.io/streamtrain/streamtrain", minLength=1),
+            "tag": _str("Image tag", "0.1.0", minLength=1),
+            "pullPolicy": _str("Image pull policy", "IfNotPresent", enum=["Always", "IfNotPresent", "Never"]),
+        }),
+        "fleet": _obj("Simulated device fleet; turn it off when real devices publish to MQTT", {
+            "simulated": {"type": "boolean", "default": True, "description": "Run the simulator Deployment"},
+            "devices": _int("Number of simulated devices", 100, 1, 100000),
+            "rate": _num("Readings per second per device", 1.0, 0.0, 1000.0),
+            "anomalyRate": _num("Probability per reading that an anomaly episode starts", 0.004, 0.0, 0.5),
+            "seed": _int("Seed that makes the simulated fleet reproducible", 42),
+        }),
+        "mqtt": _obj("MQTT broker the devices publish to", {
+            "mode": _str("managed: a HiveMQ CE Deployment owned by this resource; external: an existing broker",
+                         "managed", enum=["managed", "external"]),
+            "host": _str("External broker host (mode=external)", pattern=DNS_NAME),
+            "port": _int("Broker TCP port", 1883, 1, 65535),
+            "image": _str("HiveMQ CE image (mode=managed)", "hivemq/hivemq-ce:2025.5"),
+            "username": secret_key_ref("MQTT user name"),
+            "password": secret_key_ref("MQTT password"),
+        }, **{"x-kubernetes-validations": [
+            {"rule": "self.mode != 'external' || has(self.host)",
+             "message": "mqtt.host is required when mqtt.mode is external"}]}),
+        "kafka": _obj("Kafka cluster of the pipeline's topics", {
+            "mode": _str("managed: a Strimzi Kafka (KRaft) owned by this resource; external: an existing cluster",
+                         "managed", enum=["managed", "external"]),
+            "bootstrap": _str("External bootstrap servers host:port[,host:port] (mode=external)",
+                              pattern=r"^[^,\s]+:[0-9]+(,[^,\s]+:[0-9]+)*$"),
+            "version": _str("Kafka version run by Strimzi (mode=managed)", "3.9.0"),
+            "replicas": _int("Broker+controller nodes of the managed cluster", 1, 1, 9),
+            "storage": _str("Persistent volume size per node (mode=managed)", "10Gi", pattern=QUANTITY),
+            "partitions": _int("Partitions of the raw, features, windows and scores topics", 6, 1, 1024),
+            "replicationFactor": _int("Replication factor of every topic", 1, 1, 9),
+            "retentionHours": _int("Retention of the stream topics", 72, 1, 24 * 365),
+        }, **{"x-kubernetes-validations": [
+            {"rule": "self.mode != 'external' || has(self.bootstrap)",
+             "message": "kafka.bootstrap is required when kafka.mode is external"},
+            {"rule": "self.replicationFactor <= self.replicas || self.mode == 'external'",
+             "message": "kafka.replicationFactor cannot exceed kafka.replicas"}]}),
+        "preprocessing": preprocessing_schema(),
+        "model": _obj("Autoencoder and training data", {
+            "layers": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 4096},
+                       "minItems": 1, "maxItems": 16, "default": [16, 4, 16], "description": "Hidden layer widths"},
+            "epochs": _int("Passes over the same offset range", 20, 1, 1000),
+            "trainRecords": _int("Records per training run (the newest)", 20000, 100),
+            "thresholdK": _num("Anomaly threshold = median + k * MAD of training errors", 10.0, 0.1),
+        }),
+        "training": _obj("When model versions are trained; each run is one Job that publishes one version", {
+            "schedule": _str("Cron schedule of retraining (a CronJob); empty: a single Job per spec change",
+                             "", pattern=r"^$|" + CRON),
+            "resources": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                          "description": "Container resources of the trainer (requests/limits)"},
+        }),
+        "scorer": _obj("Live scoring with hot model swaps", {
+            "replicas": _int("Scorer replicas (one consumer group)", 2, 0, 64),
+            "challenger": _obj("Champion/challenger: new versions score in shadow until promoted", {
+                "enabled": {"type": "boolean", "default": False, "description": "Shadow new versions first"},
+                "promoteAfter": _int("Auto-promote after this many shadow records (0 = only on request)", 0, 0),
+                "minAgreement": _num("Agreement with the champion needed to auto-promote", 0.95, 0.0, 1.0),
+            }),
+        }),
+    }, **{"x-kubernetes-validations": [
+        {"rule": "self.fleet.simulated == false || self.mqtt.mode == 'managed' || has(self.mqtt.host)",
+         "message": "a simulated fleet needs a broker: mqtt.mode managed or mqtt.host"}]})
+
+
+def status_schema() -> dict:
+    return {"type": "object", "description": "Observed state, written by the operator", "properties": {
+        "phase": _str("Pending, Progressing, Ready or Failed"),
+        "observedGeneration": {"type": "integer", "format": "int64"},
+        "modelVersion": _str("Newest model version on the models topic"),
+        "anomalyRate": _str("Share of recent scores flagged as anomalies"),
+        "lastTraining": {"type": "object", "description": "Result of the newest trainer run", "properties": {
+            "job": _str("Job name"), "result": _str("Succeeded, Failed or Running"),
+            "finishedAt": _str("RFC 3339 time", format="date-time")}},
+        "children": {"type": "array", "description": "Children this resource owns",
+                     "items": {"type": "string"}},
+        "conditions": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
+                       "items": {"type": "object", "required": ["type", "status"], "properties": {
+                           "type": _str("Ready, or <Child>Ready for each child"),
+                           "status": _str("True, False or Unknown", enum=["True", "False", "Unknown"]),
+                           "reason": _str("CamelCase reason"),
+                           "message": _str("Human-readable detail"),
+                           "lastTransitionTime": _str("When status last changed", format="date-time"),
+                           "observedGeneration": {"type": "integer", "format": "int64"}}}},
+    }}
+
+
+def crd() -> dict:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}",
+                     "labels": {"app.kubernetes.io/name": "streamtrain", "app.kubernetes.io/part-of": "streamtrain"}},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {"plural": PLURAL, "singular": "streamingtraining", "kind": KIND,
+                      "shortNames": ["st"], "categories": ["streamtrain"]},
+            "versions": [{
+                "name": VERSION, "served": True, "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                    {"name": "Model", "type": "string", "jsonPath": ".status.modelVersion"},
+                    {"name": "AnomalyRate", "type": "string", "jsonPath": ".status.anomalyRate"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "A streaming training pipeline for an IoT fleet",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": spec_schema(),
+                        "status": status_schema(),
+                    },
+                }},
+            }],
+        },
+    }
+
+
+def main() -> None:
+    sys.stdout.write("# Generated by `python -m streamtrain_operator.crd` (operator/streamtrain_operator/crd.py).\n"
+                     "# Do not edit by hand: a test compares this file with the generator.\n")
+    yaml.safe_dump(crd(), sys.stdout, sort_keys=False, width=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Offline checks of a StreamingTraining against the CRD, with the messages the API server would give.
+
+The API server enforces the openAPIV3Schema and evaluates the CEL rules (x-kubernetes-validations).
+Here the schema is checked with ``jsonschema`` (objects closed, as ``kubectl`` strict field
+validation does) and each CEL rule by its Python twin in ``CEL_TWINS``; a test fails if a rule
+has no twin. The same module fills in the schema's defaults, as the API server does on create.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import jsonschema
+
+from streamtrain_operator.crd import crd
+
+
+def _get(d: dict, path: str, default: Any = None) -> Any:
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return default
+        d = d[part]
+    return d
+
+
+#: CEL rule (as written in the CRD) -> the same predicate in Python, over the defaulted object.
+CEL_TWINS: dict[str, Callable[[dict], bool]] = {
+    "self.mode != 'external' || has(self.host)": lambda s: s.get("mode") != "external" or "host" in s,
+    "self.mode != 'external' || has(self.bootstrap)": lambda s: s.get("mode") != "external" or "bootstrap" in s,
+    "self.replicationFactor <= self.replicas || self.mode == 'external'":
+        lambda s: s.get("replicationFactor", 1) <= s.get("replicas", 1) or s.get("mode") == "external",
+    "self.fleet.simulated == false || self.mqtt.mode == 'managed' || has(self.mqtt.host)":
+        lambda s: not _get(s, "fleet.simulated", True) or _get(s, "mqtt.mode") == "managed" or "host" in s["mqtt"],
+}
+
+
+def openapi_schema() -> dict:
+    return crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def to_jsonschema(node: dict) -> dict:
+    """OpenAPI v3 (structural) -> JSON Schema: nullable becomes a null type, objects are closed."""
+    out = {k: v for k, v in node.items() if not k.startswith("x-kubernetes")}
+    if node.get("nullable"):
+        out.pop("nullable")
+        out["type"] = [node["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    if "properties" in node:
+        out["properties"] = {k: to_jsonschema(v) for k, v in node["properties"].items()}
+        if not node.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if "items" in node:
+        out["items"] = to_jsonschema(node["items"])
+    return out
+
+
+def apply_defaults(node: dict, value: Any) -> Any:
+    """Fill defaults top-down like the API server: a missing field with a default gets it, recursively."""
+    if not isinstance(value, dict) or "properties" not in node:
+        if isinstance(value, list) and "items" in node:
+            return [apply_defaults(node["items"], v) for v in value]
+        return value
+    out = dict(value)
+    for name, sub in node["properties"].items():
+        if name not in out and "default" in sub:
+            out[name] = copy.deepcopy(sub["default"])
+        if name in out:
+            out[name] = apply_defaults(sub, out[name])
+    return out
+
+
+def defaulted(resource: dict) -> dict:
+    """The resource as stored after the API server applied the CRD defaults."""
+    return apply_defaults(openapi_schema(), resource)
+
+
+def _cel_errors(node: dict, value: Any, path: str) -> list[str]:
+    errors = []
+    if not isinstance(value, dict):
+        return errors
+    for rule in node.get("x-kubernetes-validations", []):
+        if not CEL_TWINS[rule["rule"]](value):
+            errors.append(f"{path}: Invalid value: {rule['message']}")
+    for name, sub in node.get("properties", {}).items():
+        if name in value:
+            errors.extend(_cel_errors(sub, value[name], f"{path}.{name}"))
+    return errors
+
+
+def errors(resource: dict) -> list[str]:
+    """Every reason the API server would reject ``resource`` (empty when it is valid), one line each."""
+    schema = openapi_schema()
+    validator = jsonschema.Draft7Validator(to_jsonschema(schema))
+    out = []
+    for err in sorted(validator.iter_errors(resource), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) for p in err.absolute_path) or "<root>"
+        out.append(f"{where}: {err.message}")
+    if not out:
+        out = _cel_errors(schema, defaulted(resource), "<root>")
+        out = [e.replace("<root>.", "") for e in out]
+    return out
+
+
+def cel_rules() -> list[str]:
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            found.extend(r["rule"] for r in node.get("x-kubernetes-validations", []))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(openapi_schema())
+    return found

@@ -1,0 +1,131 @@
+"""The StreamingTraining CRD: generated file in sync, valid for Kubernetes, examples accepted,
+invalid resources rejected with a message that names the field."""
+from __future__ import annotations
+
+import copy
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.k8s.conftest import EXAMPLES, KUBE_VERSIONS, ROOT, load_example
+
+from streamtrain_operator import crd as crd_module  # noqa: E402  (path set in conftest)
+from streamtrain_operator import validate
+
+CRD_FILE = ROOT / "charts/streamtrain/crds/streamingtrainings.yaml"
+
+
+def test_committed_crd_matches_generator():
+    assert yaml.safe_load(CRD_FILE.read_text()) == crd_module.crd(), (
+        "regenerate: PYTHONPATH=operator python -m streamtrain_operator.crd > " + str(CRD_FILE.relative_to(ROOT)))
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_crd_validates_against_kubernetes(version):
+    kubernetes_validate.validate(crd_module.crd(), version, strict=True)
+
+
+def test_crd_names_columns_and_status():
+    c = crd_module.crd()
+    assert c["metadata"]["name"] == "streamingtrainings.streamtrain.io"
+    assert c["spec"]["names"]["kind"] == "StreamingTraining" and c["spec"]["names"]["shortNames"] == ["st"]
+    v = c["spec"]["versions"][0]
+    assert v["subresources"] == {"status": {}}
+    assert [col["name"] for col in v["additionalPrinterColumns"]] == ["Phase", "Model", "AnomalyRate", "Age"]
+    status = v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert {"phase", "conditions", "modelVersion", "lastTraining"} <= set(status)
+
+
+def _structural_violations(node, path="", in_junctor=False):
+    """The structural-schema rules the API server enforces: a type everywhere outside junctors,
+    no additionalProperties next to properties, no $ref."""
+    bad = []
+    if "$ref" in node:
+        bad.append(f"{path}: $ref")
+    if not in_junctor and "type" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+        bad.append(f"{path}: no type")
+    if "properties" in node and "additionalProperties" in node:
+        bad.append(f"{path}: properties and additionalProperties")
+    for k, sub in node.get("properties", {}).items():
+        bad += _structural_violations(sub, f"{path}.{k}", in_junctor)
+    if "items" in node:
+        bad += _structural_violations(node["items"], f"{path}[]", in_junctor)
+    for j in ("anyOf", "oneOf", "allOf"):
+        for i, sub in enumerate(node.get(j, [])):
+            bad += _structural_violations(sub, f"{path}.{j}[{i}]", True)
+    return bad
+
+
+def test_schema_is_structural():
+    assert _structural_violations(validate.openapi_schema()) == []
+
+
+def test_every_cel_rule_has_a_python_twin():
+    rules = validate.cel_rules()
+    assert len(rules) >= 4
+    assert set(rules) <= set(validate.CEL_TWINS)
+
+
+def test_preprocessing_default_is_the_local_default():
+    from streamtrain.preprocessing.spec import PreprocessSpec
+    pre = validate.defaulted(load_example(ROOT / "examples/minimal.yaml"))["spec"]["preprocessing"]
+    assert pre.pop("engine") == "embedded"
+    assert PreprocessSpec.model_validate(pre) == PreprocessSpec.default()
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_examples_are_valid(path):
+    resource = load_example(path)
+    assert validate.errors(resource) == []
+    # Defaults are themselves valid (the API server requires it).
+    assert validate.errors(validate.defaulted(resource)) == []
+
+
+def test_defaults_fill_minimal():
+    spec = validate.defaulted(load_example(ROOT / "examples/minimal.yaml"))["spec"]
+    assert spec["fleet"]["devices"] == 100 and spec["scorer"]["replicas"] == 2
+    assert spec["mqtt"]["mode"] == "managed" and spec["kafka"]["mode"] == "managed"
+    assert spec["model"]["layers"] == [16, 4, 16]
+
+
+def _with(change: dict) -> dict:
+    r = copy.deepcopy(load_example(ROOT / "examples/minimal.yaml"))
+    r["spec"] = change
+    return r
+
+
+INVALID = [
+    ({"fleet": {"devices": 0}}, "spec.fleet.devices: 0 is less than the minimum of 1"),
+    ({"fleet": {"anomalyRate": 2}}, "spec.fleet.anomalyRate: 2 is greater than the maximum of 0.5"),
+    ({"fleet": {"size": 10}}, "spec.fleet: Additional properties are not allowed ('size' was unexpected)"),
+    ({"mqtt": {"mode": "external"}}, "spec.mqtt: Invalid value: mqtt.host is required when mqtt.mode is external"),
+    ({"mqtt": {"mode": "cloud"}}, "spec.mqtt.mode: 'cloud' is not one of ['managed', 'external']"),
+    ({"mqtt": {"password": "hunter2"}}, "spec.mqtt.password: 'hunter2' is not of type 'object'"),
+    ({"mqtt": {"password": {"secretKeyRef": {"name": "s"}}}}, "spec.mqtt.password.secretKeyRef: 'key' is a required property"),
+    ({"kafka": {"mode": "external"}}, "spec.kafka: Invalid value: kafka.bootstrap is required when kafka.mode is external"),
+    ({"kafka": {"mode": "external", "bootstrap": "kafka"}}, "spec.kafka.bootstrap: 'kafka' does not match"),
+    ({"kafka": {"replicationFactor": 3}}, "spec.kafka: Invalid value: kafka.replicationFactor cannot exceed kafka.replicas"),
+    ({"kafka": {"partitions": 0}}, "spec.kafka.partitions: 0 is less than the minimum of 1"),
+    ({"preprocessing": {"features": []}}, "spec.preprocessing.features: [] should be non-empty"),
+    ({"preprocessing": {"features": ["t"], "engine": "flink"}}, "spec.preprocessing.engine: 'flink' is not one of"),
+    ({"preprocessing": {"features": ["t"], "windows": {"size_seconds": 0}}},
+     "spec.preprocessing.windows.size_seconds: 0 is less than the minimum of 1"),
+    ({"training": {"schedule": "every hour"}}, "spec.training.schedule: 'every hour' does not match"),
+    ({"scorer": {"replicas": -1}}, "spec.scorer.replicas: -1 is less than the minimum of 0"),
+    ({"scorer": {"challenger": {"minAgreement": 1.5}}}, "spec.scorer.challenger.minAgreement: 1.5 is greater than"),
+    ({"model": {"layers": []}}, "spec.model.layers: [] should be non-empty"),
+]
+
+
+@pytest.mark.parametrize("spec,message", INVALID, ids=[m.split(":")[0] + f"-{i}" for i, (_, m) in enumerate(INVALID)])
+def test_invalid_resources_rejected_with_clear_message(spec, message):
+    errs = validate.errors(_with(spec))
+    assert errs, f"accepted: {spec}"
+    assert any(e.startswith(message) for e in errs), errs
+
+
+def test_missing_spec_rejected():
+    r = load_example(ROOT / "examples/minimal.yaml")
+    del r["spec"]
+    assert validate.errors(r) == ["<root>: 'spec' is a required property"]
