@@ -194,3 +194,33 @@ def test_batch_scoring_through_tf_data_matches_the_model(pipeline, tmp_path):
     expected = model.score(x)
     got = np.asarray([by_key[(r["device_id"], r["seq"])] for r in rows])
     assert np.allclose(got, expected, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.e2e
+def test_challenger_scores_in_shadow_until_promoted(pipeline, tmp_path):
+    stream = FeatureStream(pipeline, seed=13)
+    stream.send(100)
+    train(pipeline, tmp_path, "train-v1", records=2000)
+    scorer = start_scorer(pipeline, tmp_path, challenger="true", metrics_port=(port := __import__(
+        "stack.local", fromlist=["free_port"]).free_port()))
+    scorer.wait_log('"new_version": 1', timeout=120)
+    train(pipeline, tmp_path, "train-v2", records=2000)
+    scorer.wait_log('"challenger_loaded"', timeout=120)
+    stream.send(30)
+    first = set(stream.sent)
+    wait_scores(pipeline, first)
+    # Ask the running scorer to promote v2, then send more traffic.
+    prog = Program(["score", "--promote", "2"], settings_env(pipeline), tmp_path / "promote.log").start()
+    assert prog.proc.wait(60) == 0, prog.log()
+    scorer.wait_log('"challenger_promoted"', timeout=60)
+    metrics = __import__("urllib.request", fromlist=["urlopen"]).urlopen(
+        f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    stream.send(30)
+    scores = wait_scores(pipeline, set(stream.sent))
+    assert scorer.stop() == 0
+    shadow = [s for s in scores if "challenger" in s]
+    assert shadow and all(s["model_version"] == 1 and s["challenger"]["model_version"] == 2 for s in shadow)
+    after = [s for s in scores if (s["device_id"], s["seq"]) not in first]
+    assert after and all(s["model_version"] == 2 and "challenger" not in s for s in after[-200:])
+    assert "streamtrain_scorer_challenger_agreement" in metrics
+    assert "streamtrain_scorer_model_version 1.0" in metrics or "streamtrain_scorer_model_version 2.0" in metrics
