@@ -1,0 +1,294 @@
+"""Pure rendering: one defaulted StreamingTraining spec in, the list of child manifests out.
+
+No Kubernetes client here: every function takes data and returns data, so the whole pipeline's
+shape is tested without a cluster. Names follow the data flow: hivemq -> bridge -> kafka ->
+preprocess (or ksqldb) -> train -> score.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import yaml
+
+from streamtrain.preprocessing import ksql
+from streamtrain.preprocessing.spec import PreprocessSpec
+from streamtrain.settings import CommonSettings
+from streamtrain.topics import pipeline_topics
+
+STRIMZI_API = "kafka.strimzi.io/v1"  # Strimzi 1.2.0, pinned in the chart
+METRICS_PORT = 9100
+MQTT_PORT_NAME = "mqtt"
+SPEC_MOUNT = "/etc/streamtrain"
+KSQL_MOUNT = "/etc/ksqldb"
+KSQL_IMAGE = "confluentinc/ksqldb-server:0.29.0"
+UID = 10001  # the non-root user of images/Dockerfile
+
+Manifest = dict[str, Any]
+
+
+def labels(name: str, component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "streamtrain", "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/component": component, "app.kubernetes.io/part-of": "streamtrain",
+            "app.kubernetes.io/managed-by": "streamtrain-operator"}
+
+
+def selector(name: str, component: str) -> dict[str, str]:
+    """Only immutable identity: a Deployment's selector can never change."""
+    return {"app.kubernetes.io/name": "streamtrain", "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/component": component}
+
+
+def _meta(name: str, child: str, component: str, namespace: str) -> dict:
+    return {"name": child, "namespace": namespace, "labels": labels(name, component)}
+
+
+# --- connection points ---------------------------------------------------------------------------
+
+def kafka_bootstrap(name: str, spec: dict) -> str:
+    k = spec["kafka"]
+    return k["bootstrap"] if k["mode"] == "external" else f"{name}-kafka-bootstrap:9092"
+
+
+def mqtt_endpoint(name: str, spec: dict) -> tuple[str, int]:
+    m = spec["mqtt"]
+    return (m["host"], m["port"]) if m["mode"] == "external" else (f"{name}-hivemq", m["port"])
+
+
+def settings_for(name: str, spec: dict) -> CommonSettings:
+    host, port = mqtt_endpoint(name, spec)
+    return CommonSettings(kafka_bootstrap=kafka_bootstrap(name, spec), mqtt_host=host, mqtt_port=port)
+
+
+def preprocess_spec(spec: dict) -> PreprocessSpec:
+    """The preprocessing part as the programs read it; raises SpecError/ValidationError when it cannot run."""
+    return PreprocessSpec.model_validate({k: v for k, v in spec["preprocessing"].items() if k != "engine"})
+
+
+# --- environment: the one place spec fields become STREAMTRAIN_* settings -----------------------
+
+def _v(key: str, value: Any) -> dict:
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return {"name": f"STREAMTRAIN_{key}", "value": str(value)}
+
+
+def _secret(key: str, ref: dict) -> dict:
+    r = ref["secretKeyRef"]
+    return {"name": f"STREAMTRAIN_{key}", "valueFrom": {"secretKeyRef": {"name": r["name"], "key": r["key"]}}}
+
+
+def env(program: str, name: str, spec: dict) -> list[dict]:
+    """Environment of one program: common connection settings plus the program's own, same names as locally."""
+    s = settings_for(name, spec)
+    out = [_v("KAFKA_BOOTSTRAP", s.kafka_bootstrap), _v("LOG_FORMAT", "json"), _v("METRICS_PORT", METRICS_PORT)]
+    if program in ("simulate", "bridge"):
+        out += [_v("MQTT_HOST", s.mqtt_host), _v("MQTT_PORT", s.mqtt_port)]
+        for field, key in (("username", "MQTT_USERNAME"), ("password", "MQTT_PASSWORD")):
+            if field in spec["mqtt"]:
+                out.append(_secret(key, spec["mqtt"][field]))
+    if program == "simulate":
+        f = spec["fleet"]
+        out += [_v("DEVICES", f["devices"]), _v("RATE", f["rate"]), _v("ANOMALY_RATE", f["anomalyRate"]),
+                _v("SEED", f["seed"])]
+    elif program == "bridge":
+        out += [_v("SHARE_GROUP", f"{name}-bridge")]
+    elif program == "preprocess":
+        out += [_v("SPEC_PATH", f"{SPEC_MOUNT}/preprocessing.yaml"), _v("GROUP_ID", f"{name}-preprocess")]
+    elif program == "train":
+        m = spec["model"]
+        out += [_v("TRAIN_RECORDS", m["trainRecords"]), _v("FROM_END", True), _v("EPOCHS", m["epochs"]),
+                _v("LAYERS", ",".join(str(w) for w in m["layers"])), _v("THRESHOLD_K", m["thresholdK"]),
+                _v("FEATURES", ",".join(preprocess_spec(spec).feature_names))]
+    elif program == "score":
+        c = spec["scorer"]["challenger"]
+        out += [_v("GROUP_ID", f"{name}-scorer"), _v("CHALLENGER", c["enabled"]),
+                _v("PROMOTE_AFTER", c["promoteAfter"]), _v("PROMOTE_MIN_AGREEMENT", c["minAgreement"])]
+    return out
+
+
+# --- pods ----------------------------------------------------------------------------------------
+
+def _container_security() -> dict:
+    return {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _probe(path: str) -> dict:
+    return {"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": 10, "failureThreshold": 3}
+
+
+def program_pod(program: str, name: str, spec: dict, component: str, config_map: str | None = None,
+                resources: dict | None = None, restart: str = "Always") -> dict:
+    """Pod template of a StreamTrain program: non-root, read-only root, /tmp on an emptyDir, probes on /healthz, /readyz."""
+    img = spec["image"]
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
+    if config_map:
+        mounts.append({"name": "preprocessing", "mountPath": SPEC_MOUNT, "readOnly": True})
+        volumes.append({"name": "preprocessing", "configMap": {"name": config_map}})
+    container = {
+        "name": program, "image": f"{img['repository']}:{img['tag']}", "imagePullPolicy": img["pullPolicy"],
+        "args": [program], "env": env(program, name, spec),
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "securityContext": _container_security(), "volumeMounts": mounts,
+        "resources": resources or {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    }
+    if restart == "Always":
+        container["livenessProbe"] = _probe("/healthz")
+        container["readinessProbe"] = _probe("/readyz")
+    return {"metadata": {"labels": labels(name, component),
+                         "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT)}},
+            "spec": {"restartPolicy": restart, "securityContext": {"runAsNonRoot": True, "fsGroup": UID},
+                     "containers": [container], "volumes": volumes}}
+
+
+def deployment(name: str, namespace: str, component: str, replicas: int, pod: dict) -> Manifest:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name, f"{name}-{component}", component, namespace),
+            "spec": {"replicas": replicas, "selector": {"matchLabels": selector(name, component)}, "template": pod}}
+
+
+def service(name: str, namespace: str, component: str, ports: list[dict]) -> Manifest:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(name, f"{name}-{component}", component, namespace),
+            "spec": {"selector": selector(name, component), "ports": ports}}
+
+
+# --- children --------------------------------------------------------------------------------------
+
+def strimzi(name: str, namespace: str, spec: dict) -> list[Manifest]:
+    """A KRaft Kafka cluster: one dual-role (controller+broker) node pool and one KafkaTopic per pipeline topic."""
+    k = spec["kafka"]
+    cluster_label = {"strimzi.io/cluster": name}
+    rf = k["replicationFactor"]
+    kafka = {
+        "apiVersion": STRIMZI_API, "kind": "Kafka", "metadata": _meta(name, name, "kafka", namespace),
+        "spec": {
+            "kafka": {
+                "version": k["version"],
+                "listeners": [{"name": "plain", "port": 9092, "type": "internal", "tls": False}],
+                "config": {"offsets.topic.replication.factor": rf, "transaction.state.log.replication.factor": rf,
+                           "transaction.state.log.min.isr": min(rf, 2), "default.replication.factor": rf,
+                           "min.insync.replicas": min(rf, 2)},
+            },
+            "entityOperator": {"topicOperator": {}},
+        },
+    }
+    pool = {
+        "apiVersion": STRIMZI_API, "kind": "KafkaNodePool",
+        "metadata": {**_meta(name, f"{name}-dual", "kafka", namespace),
+                     "labels": {**labels(name, "kafka"), **cluster_label}},
+        "spec": {"replicas": k["replicas"], "roles": ["controller", "broker"],
+                 "storage": {"type": "jbod", "volumes": [{"id": 0, "type": "persistent-claim", "size": k["storage"],
+                                                           "deleteClaim": True, "kraftMetadata": "shared"}]}},
+    }
+    return [kafka, pool, *kafka_topics(name, namespace, spec)]
+
+
+def kafka_topics(name: str, namespace: str, spec: dict) -> list[Manifest]:
+    k = spec["kafka"]
+    out = []
+    for t in pipeline_topics(settings_for(name, spec), k["partitions"], k["retentionHours"]):
+        out.append({
+            "apiVersion": STRIMZI_API, "kind": "KafkaTopic",
+            "metadata": {**_meta(name, f"{name}-{t.name}".replace("_", "-"), "kafka", namespace),
+                         "labels": {**labels(name, "kafka"), "strimzi.io/cluster": name}},
+            "spec": {"topicName": t.name, "partitions": t.partitions, "replicas": k["replicationFactor"],
+                     "config": dict(t.config)},
+        })
+    return out
+
+
+def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
+    port = spec["mqtt"]["port"]
+    pod = {"metadata": {"labels": labels(name, "hivemq")}, "spec": {
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10000, "fsGroup": 10000},
+        "containers": [{
+            "name": "hivemq", "image": spec["mqtt"]["image"],
+            "ports": [{"name": MQTT_PORT_NAME, "containerPort": 1883, "protocol": "TCP"}],
+            "readinessProbe": {"tcpSocket": {"port": MQTT_PORT_NAME}, "periodSeconds": 5},
+            "livenessProbe": {"tcpSocket": {"port": MQTT_PORT_NAME}, "initialDelaySeconds": 30, "periodSeconds": 10},
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+            "volumeMounts": [{"name": "data", "mountPath": "/opt/hivemq/data"},
+                             {"name": "log", "mountPath": "/opt/hivemq/log"}],
+        }],
+        "volumes": [{"name": "data", "emptyDir": {}}, {"name": "log", "emptyDir": {}}]}}
+    return [deployment(name, namespace, "hivemq", 1, pod),
+            service(name, namespace, "hivemq", [{"name": MQTT_PORT_NAME, "port": port, "targetPort": MQTT_PORT_NAME,
+                                                 "protocol": "TCP"}])]
+
+
+def preprocessing(name: str, namespace: str, spec: dict) -> list[Manifest]:
+    """Either the embedded engine (`streamtrain preprocess`) or ksqlDB running the same spec rendered to SQL."""
+    pre = preprocess_spec(spec)
+    if spec["preprocessing"]["engine"] == "ksqldb":
+        statements = ksql.render(pre, settings_for(name, spec))
+        cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, f"{name}-ksqldb-queries", "ksqldb", namespace),
+              "data": {"queries.sql": "\n\n".join(statements) + "\n"}}
+        pod = {"metadata": {"labels": labels(name, "ksqldb"), "annotations": {"streamtrain.io/queries-hash": digest(cm["data"])}},
+               "spec": {"securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+                        "containers": [{
+                            "name": "ksqldb", "image": KSQL_IMAGE,
+                            "env": [{"name": "KSQL_BOOTSTRAP_SERVERS", "value": kafka_bootstrap(name, spec)},
+                                    {"name": "KSQL_KSQL_SERVICE_ID", "value": f"{name}_"},
+                                    {"name": "KSQL_KSQL_QUERIES_FILE", "value": f"{KSQL_MOUNT}/queries.sql"},
+                                    {"name": "KSQL_LISTENERS", "value": "http://0.0.0.0:8088"}],
+                            "ports": [{"name": "http", "containerPort": 8088, "protocol": "TCP"}],
+                            "readinessProbe": {"httpGet": {"path": "/healthcheck", "port": "http"}, "periodSeconds": 10},
+                            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                            "resources": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+                            "volumeMounts": [{"name": "queries", "mountPath": KSQL_MOUNT, "readOnly": True}]}],
+                        "volumes": [{"name": "queries", "configMap": {"name": cm["metadata"]["name"]}}]}}
+        return [cm, deployment(name, namespace, "ksqldb", 1, pod)]
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, f"{name}-preprocessing", "preprocess", namespace),
+          "data": {"preprocessing.yaml": yaml.safe_dump(pre.model_dump(mode="json"), sort_keys=False)}}
+    pod = program_pod("preprocess", name, spec, "preprocess", config_map=cm["metadata"]["name"])
+    # A changed spec must restart the preprocessors: the hash in the template rolls the Deployment.
+    pod["metadata"]["annotations"]["streamtrain.io/preprocessing-hash"] = digest(cm["data"])
+    return [cm, deployment(name, namespace, "preprocess", 1, pod)]
+
+
+def digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def training_hash(spec: dict) -> str:
+    """Identity of a model version's recipe: a new one means a new training Job."""
+    return digest({"model": spec["model"], "preprocessing": spec["preprocessing"], "image": spec["image"]})
+
+
+def trainer(name: str, namespace: str, spec: dict) -> list[Manifest]:
+    """One Job per recipe (publishes one model version right away) and, with a schedule, a CronJob for retraining."""
+    resources = spec["training"].get("resources") or {"requests": {"cpu": "500m", "memory": "1Gi"},
+                                                      "limits": {"memory": "3Gi"}}
+    job_spec = {"backoffLimit": 8,  # the first run may start before enough features exist: retry with back-off
+                "template": program_pod("train", name, spec, "train", resources=resources, restart="OnFailure")}
+    job = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {**_meta(name, f"{name}-train-{training_hash(spec)}", "train", namespace)},
+           "spec": job_spec}
+    out = [job]
+    if spec["training"]["schedule"]:
+        out.append({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": _meta(name, f"{name}-train", "train", namespace),
+                    "spec": {"schedule": spec["training"]["schedule"], "concurrencyPolicy": "Forbid",
+                             "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 3,
+                             "jobTemplate": {"metadata": {"labels": labels(name, "train")}, "spec": job_spec}}})
+    return out
+
+
+def render(name: str, namespace: str, spec: dict) -> list[Manifest]:
+    """Every child of one StreamingTraining, in data-flow order. ``spec`` must already carry the CRD defaults."""
+    children: list[Manifest] = []
+    if spec["mqtt"]["mode"] == "managed":
+        children += hivemq(name, namespace, spec)
+    if spec["fleet"]["simulated"]:
+        children.append(deployment(name, namespace, "simulator", 1, program_pod("simulate", name, spec, "simulator")))
+    children.append(deployment(name, namespace, "bridge", 1, program_pod("bridge", name, spec, "bridge")))
+    if spec["kafka"]["mode"] == "managed":
+        children += strimzi(name, namespace, spec)
+    children += preprocessing(name, namespace, spec)
+    children += trainer(name, namespace, spec)
+    children.append(deployment(name, namespace, "scorer", spec["scorer"]["replicas"],
+                               program_pod("score", name, spec, "scorer")))
+    return children
