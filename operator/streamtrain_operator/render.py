@@ -291,4 +291,15 @@ def render(name: str, namespace: str, spec: dict) -> list[Manifest]:
     children += trainer(name, namespace, spec)
     children.append(deployment(name, namespace, "scorer", spec["scorer"]["replicas"],
                                program_pod("score", name, spec, "scorer")))
+    children += metrics_services(name, namespace)
     return children
+
+
+def metrics_services(name: str, namespace: str) -> list[Manifest]:
+    """/metrics of every program of this pipeline (the chart's ServiceMonitor selects it), and of the
+    scorers alone, where the operator reads the model version and anomaly rate for the status."""
+    port = [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}]
+    every = service(name, namespace, "metrics", port)
+    every["spec"]["selector"] = {"app.kubernetes.io/name": "streamtrain", "app.kubernetes.io/instance": name}
+    every["spec"]["clusterIP"] = "None"  # headless: Prometheus scrapes each Pod, not a random one
+    return [every, service(name, namespace, "scorer", port)]

@@ -1,0 +1,201 @@
+"""The Helm chart rendered by a real Helm (helm-python-sdk: the Helm Go SDK, no binary), linted
+strictly, and every manifest validated offline for several Kubernetes versions."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
+
+from streamtrain_operator import render, validate
+
+CHART = ROOT / "charts/streamtrain"
+EVERYTHING = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
+              "grafana": {"enabled": True}}
+#: Kinds served by CRDs of other projects: kubernetes-validate has no schema for them.
+FOREIGN = {"ServiceMonitor"}
+
+
+def rendered(values: dict | None = None, namespace: str = "streamtrain") -> list[dict]:
+    chart = helm.Chart.load(str(CHART))
+    out = chart.render(values or {}, name="st", namespace=namespace)
+    docs = []
+    for path, text in out.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def notes(values: dict | None = None, namespace: str = "streamtrain") -> str:
+    out = helm.Chart.load(str(CHART)).render(values or {}, name="st", namespace=namespace)
+    return next(t for p, t in out.items() if p.endswith("NOTES.txt"))
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+@pytest.mark.parametrize("values", [{}, EVERYTHING], ids=["defaults", "everything"])
+def test_rendered_manifests_validate(values, version):
+    docs = rendered(values)
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Pod"} <= kinds
+    for d in docs:
+        if d["kind"] not in FOREIGN:
+            kubernetes_validate.validate(d, version, strict=True)
+    crd = yaml.safe_load((CHART / "crds/streamingtrainings.yaml").read_text())
+    kubernetes_validate.validate(crd, version, strict=True)
+
+
+def test_optional_pieces_follow_their_flags():
+    assert {d["kind"] for d in rendered()} & {"ServiceMonitor"} == set()
+    assert not [d for d in rendered() if d["kind"] == "ConfigMap"]
+    docs = rendered(EVERYTHING)
+    sm = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1" and sm["metadata"]["labels"]["release"] == "kps"
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+    # The ServiceMonitor selects exactly the metrics Services the operator renders per pipeline.
+    spec = validate.defaulted(load_example(ROOT / "examples/minimal.yaml"))["spec"]
+    svc = next(m for m in render.render("demo", "ns", spec) if m["metadata"]["name"] == "demo-metrics")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert any(p["name"] == "metrics" for p in svc["spec"]["ports"])
+    dash = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dash["data"]["streamtrain.json"])["uid"] == "streamtrain"
+
+
+def test_dashboard_queries_metrics_the_programs_export():
+    source = "".join(p.read_text() for d in ("streamtrain", "bridge", "scorer", "preprocessor", "trainer")
+                     for p in (ROOT / d).rglob("*.py"))
+    exported = set(re.findall(r'(?:Counter|Gauge|Histogram)\(\s*"([a-z_]+)"', source))
+    dash = json.loads((CHART / "dashboards/streamtrain.json").read_text())
+    used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"streamtrain_[a-z_]+", t["expr"])}
+    assert used
+    for metric in used:
+        assert re.sub(r"_(total|bucket)$", "", metric) in exported, metric
+
+
+def test_labels_and_selectors():
+    docs = rendered()
+    for d in docs:
+        labels = d["metadata"]["labels"]
+        for key in ("name", "instance", "version", "component", "part-of", "managed-by"):
+            assert f"app.kubernetes.io/{key}" in labels, (d["kind"], key)
+        assert labels["helm.sh/chart"] == "streamtrain-0.1.0"
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    assert set(dep["spec"]["selector"]["matchLabels"]) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert c["livenessProbe"]["httpGet"]["port"] == "health"
+    assert "--standalone" in c["args"] and c["args"][-1] == "/app/operator/main.py"
+
+
+def test_long_release_names_are_truncated_to_63():
+    chart = helm.Chart.load(str(CHART))
+    out = chart.render({}, name="a" * 60, namespace="ns")
+    for path, text in out.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for d in yaml.safe_load_all(text):
+            if d and "metadata" in d:
+                assert len(d["metadata"]["name"]) <= 63
+
+
+def test_values_schema_rejects_bad_values():
+    chart = helm.Chart.load(str(CHART))
+    chart.validate_schema({})
+    for bad in ({"operator": {"replicas": 2, "image": {"repository": "x"}}},
+                {"operator": {"image": {"repository": "x", "pullPolicy": "Sometimes"}, "replicas": 1}},
+                {"metrics": {"serviceMonitor": {"enabled": "yes"}}},
+                {"typo": True}):
+        with pytest.raises(helm.HelmError):
+            chart.validate_schema(bad)
+
+
+def test_every_value_is_commented():
+    """Each value has a "# --" comment right above it or above the block it belongs to."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+
+    def commented(i: int) -> bool:
+        return i > 0 and lines[i - 1].strip().startswith("# --")
+
+    def parent(i: int) -> int | None:
+        indent = len(lines[i]) - len(lines[i].lstrip())
+        for j in range(i - 1, -1, -1):
+            s = lines[j]
+            if s.strip() and not s.strip().startswith("#") and len(s) - len(s.lstrip()) < indent:
+                return j
+        return None
+
+    for i, line in enumerate(lines):
+        s = line.strip()
+        if not s or s.startswith("#") or s.endswith(":"):
+            continue
+        j: int | None = i
+        while j is not None and not commented(j):
+            j = parent(j)
+        assert j is not None, f"uncommented value: {line!r}"
+
+
+def test_rbac_is_commented_and_covers_every_child():
+    text = (CHART / "templates/rbac.yaml").read_text()
+    rule_lines = text.splitlines()
+    for i, line in enumerate(rule_lines):
+        if line.strip().startswith("- apiGroups:"):
+            assert rule_lines[i - 1].strip().startswith("#"), f"rule without a reason: {line}"
+    role = next(d for d in rendered() if d["kind"] == "ClusterRole")
+    allowed = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert all("*" not in v for v in allowed.values()) and all("*" not in r for _, r in allowed)
+    plural = {"Deployment": "deployments", "Service": "services", "ConfigMap": "configmaps", "Job": "jobs",
+              "CronJob": "cronjobs", "Kafka": "kafkas", "KafkaNodePool": "kafkanodepools", "KafkaTopic": "kafkatopics"}
+    for example in ("minimal", "full", "external"):
+        spec = validate.defaulted(load_example(ROOT / f"examples/{example}.yaml"))["spec"]
+        for m in render.render("x", "ns", spec):
+            group = m["apiVersion"].rpartition("/")[0]
+            assert {"create", "patch", "get", "list"} <= allowed[(group, plural[m["kind"]])], m["kind"]
+    assert allowed[("streamtrain.io", "streamingtrainings/status")] == {"get", "patch"}
+    assert not any(r in {"secrets", "pods"} for _, r in allowed), "the operator never reads Secrets or Pods"
+
+
+def test_helm_test_pod():
+    pod = next(d for d in rendered() if d["kind"] == "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["containers"][0]["command"] == ["python", "-m", "streamtrain_operator.selftest"]
+    assert (ROOT / "operator/streamtrain_operator/selftest.py").exists()
+
+
+def test_notes_name_the_namespace():
+    text = notes(namespace="pipelines")
+    assert "kubectl --namespace pipelines apply -f examples/minimal.yaml" in text
+    assert "strimzi.enabled=true" in text
+    assert "strimzi.enabled=true" not in notes({"strimzi": {"enabled": True}}, namespace="pipelines")
+
+
+def test_strimzi_dependency_is_pinned_behind_a_condition():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    dep = next(d for d in chart["dependencies"] if d["name"] == "strimzi-kafka-operator")
+    assert dep["condition"] == "strimzi.enabled" and dep["version"] == "1.2.0"
+    assert dep["repository"] == "oci://quay.io/strimzi-helm"
+    assert render.STRIMZI_API == "kafka.strimzi.io/v1"  # what Strimzi 1.2.0 serves
+
+
+@pytest.mark.parametrize("version", ["v1.29.0", "v1.32.0", "v1.37.0"])
+def test_helm_lint_strict(version, tmp_path):
+    """Strict lint of the chart as committed: the only finding may be the Strimzi dependency, which
+    `helm dependency build` fetches (network) and tests never do. A copy without that stanza must be clean."""
+    report = helm.lint(str(CHART), {}, strict=True, kube_version=version)
+    assert report["errors"] == ["chart directory is missing these dependencies: strimzi-kafka-operator"], report
+    copy = tmp_path / "streamtrain"
+    shutil.copytree(CHART, copy)
+    meta = yaml.safe_load((copy / "Chart.yaml").read_text())
+    del meta["dependencies"]
+    (copy / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    for values in ({}, EVERYTHING):
+        report = helm.lint(str(copy), values, strict=True, kube_version=version)
+        assert report["errors"] == [], report
+        assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
