@@ -127,19 +127,23 @@ class Bench:
             if got[0] >= n:
                 done.set()
 
+        subscribed = threading.Event()
+
         def on_connect(client, userdata, flags, rc, props):
             no_delay(client.socket())
             client.subscribe("devices/+/telemetry", qos=1)
 
         sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         sub.on_message, sub.on_connect = on_message, on_connect
+        sub.on_subscribe = lambda *a: subscribed.set()
         sub.connect("127.0.0.1", port)
         sub.loop_start()
-        time.sleep(1)
+        if not subscribed.wait(30):
+            raise RuntimeError("MQTT subscription not acknowledged")
         fleet = Fleet(FleetConfig(devices=devices, device_prefix=prefix))
         t0 = time.perf_counter()
         asyncio.run(run_fleet(fleet, "127.0.0.1", port, rate=0, count=n // devices, duration=None, connections=4))
-        done.wait(300)
+        done.wait(120)
         rate = got[0] / (time.perf_counter() - t0)
         sub.disconnect()
         sub.loop_stop()
@@ -233,15 +237,16 @@ class Bench:
               f"{os.cpu_count()} cores, Python {platform.python_version()}", flush=True)
         self.stack.up(create_topics=False)
         try:
-            sizes = [10_000] if self.quick else [10_000, 100_000]
+            sizes = [5_000] if self.quick else [10_000, 100_000]
             for n in sizes:
-                self.kafka_alone(n * 5)
+                self.kafka_alone(n * 4)
             for n in sizes:
                 self.ingestion(n, connections=1)
-            self.ingestion(sizes[-1], connections=4)
-            self.ingest_latency(500, 10 if self.quick else 30)
+            if not self.quick:
+                self.ingestion(sizes[-1], connections=4)
+            self.ingest_latency(500, 5 if self.quick else 30)
             for devices in ([2000] if self.quick else [2000, 10_000]):
-                self.simulator_scale(devices, 10 if self.quick else 20)
+                self.simulator_scale(devices, 5 if self.quick else 20)
             self.extra_stages()
         finally:
             self.stack.down()
@@ -278,6 +283,8 @@ class Bench:
 
 
 def main() -> None:
+    import faulthandler
+    faulthandler.register(signal.SIGUSR1)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally: stop the brokers
     ap.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") == "1",

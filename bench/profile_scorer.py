@@ -1,0 +1,47 @@
+"""Profile the slowest stage (the live scorer) with pyinstrument; writes bench/profiles/scorer.txt.
+
+Starts its own brokers like bench/run.py, fills the features topic, trains v1, then runs
+`streamtrain score` under pyinstrument until every record is scored and stops it with SIGTERM.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.run import REPO, Bench
+from bench.stages import fill_features
+from streamtrain.kafka import read_topic
+from trainer.train import TrainSettings, train_once
+
+
+def main(n: int = 30000) -> None:
+    bench = Bench(quick=True)
+    bench.stack.up(create_topics=False)
+    try:
+        s = bench.settings()
+        fill_features(s, n)
+        train_once(TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features,
+                                 topic_models=s.topic_models, train_records=5000, epochs=2))
+        out = REPO / "bench" / "profiles"
+        out.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **{f"STREAMTRAIN_{k.upper()}": str(v) for k, v in s.model_dump().items() if v is not None},
+               "STREAMTRAIN_GROUP_ID": "profile"}
+        proc = subprocess.Popen([sys.executable, "-m", "pyinstrument", "-o", str(out / "scorer.txt"),
+                                 "-m", "streamtrain_cli.main", "score"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t0 = time.monotonic()
+        read_topic(s.kafka_bootstrap, s.topic_scores, until=lambda m: len(m) >= n, timeout=600)
+        print(f"scored {n} records in {time.monotonic() - t0:.1f}s (incl. start-up)")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+        print(f"wrote {out / 'scorer.txt'}")
+    finally:
+        bench.stack.down()
+
+
+if __name__ == "__main__":
+    main()
