@@ -1,0 +1,54 @@
+"""images/Dockerfile, checked structurally (no Docker engine here, so it is not built in tests):
+pinned base, multi-stage, non-root numeric user matching the Pods, read-only-root friendly, and
+every path it copies exists."""
+from __future__ import annotations
+
+import re
+
+from tests.k8s.conftest import ROOT
+
+from streamtrain_operator import render
+
+DOCKERFILE = (ROOT / "images/Dockerfile").read_text()
+INSTRUCTIONS = [line for line in DOCKERFILE.splitlines() if line and not line.startswith("#")]
+
+
+def test_base_is_pinned_to_a_patch_version():
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", DOCKERFILE, re.M).group(1)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+|python@sha256:[0-9a-f]{64}", base), base
+    assert "latest" not in base
+
+
+def test_multi_stage_and_non_root():
+    stages = re.findall(r"^FROM \S+ AS (\w+)$", DOCKERFILE, re.M)
+    assert stages == ["build", "runtime"]
+    runtime = DOCKERFILE.split("AS runtime", 1)[1]
+    assert "COPY --from=build /opt/venv /opt/venv" in runtime
+    user = re.search(r"^USER (\S+)$", runtime, re.M).group(1)
+    uid = re.search(r"^ARG UID=(\d+)$", runtime, re.M).group(1)
+    assert user == "${UID}:${UID}" and int(uid) == render.UID != 0
+    assert "pip" not in runtime.split("USER")[0].replace("PIP_", ""), "no installs in the runtime stage"
+
+
+def test_read_only_root_filesystem_friendly():
+    assert "PYTHONDONTWRITEBYTECODE=1" in DOCKERFILE
+    assert "HOME=/tmp" in DOCKERFILE and "MPLCONFIGDIR=/tmp" in DOCKERFILE
+
+
+def test_dependencies_are_the_lock():
+    assert "--constraint /tmp/constraints.txt" in DOCKERFILE and "COPY requirements.lock" in DOCKERFILE
+
+
+def test_copied_paths_exist():
+    for line in INSTRUCTIONS:
+        m = re.match(r"^COPY (?!--from)(.+) (\S+)$", line)
+        if m:
+            for src in m.group(1).split():
+                assert (ROOT / src).exists(), src
+
+
+def test_entrypoint_and_operator_paths_match_the_chart():
+    assert 'ENTRYPOINT ["streamtrain"]' in DOCKERFILE
+    deployment = (ROOT / "charts/streamtrain/templates/deployment.yaml").read_text()
+    assert "/app/operator/main.py" in deployment and "COPY operator /app/operator" in DOCKERFILE
+    assert "PYTHONPATH=/app/operator" in DOCKERFILE

@@ -1,0 +1,61 @@
+"""skaffold.yaml against skaffold's own published JSON schema (v4beta11, vendored), plus what the
+schema cannot know: the paths exist, the chart gets the built image, profiles for kind and minikube."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from tests.k8s.conftest import ROOT
+
+from streamtrain_operator import validate
+
+SCHEMA = json.loads((Path(__file__).parent / "schemas/skaffold/v4beta11.json").read_text())
+CONFIG = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
+
+
+def _errors(config: dict) -> list[str]:
+    v = jsonschema.Draft7Validator(SCHEMA)
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(config)]
+
+
+def test_validates_against_skaffold_schema():
+    assert CONFIG["apiVersion"] == "skaffold/v4beta11"
+    assert _errors(CONFIG) == []
+
+
+def test_schema_rejects_a_typo():
+    bad = copy.deepcopy(CONFIG)
+    bad["deploy"]["helm"]["releases"][0]["chartPth"] = "charts/streamtrain"
+    assert _errors(bad)
+
+
+def test_paths_exist_and_image_reaches_the_chart():
+    artifact = CONFIG["build"]["artifacts"][0]
+    assert (ROOT / artifact["context"] / artifact["docker"]["dockerfile"]).is_file()
+    release = CONFIG["deploy"]["helm"]["releases"][0]
+    assert (ROOT / release["chartPath"] / "Chart.yaml").is_file()
+    image = artifact["image"].replace("/", "_").replace(".", "_").replace("-", "_")
+    assert release["setValueTemplates"]["operator.image.repository"] == f"{{{{.IMAGE_REPO_{image}}}}}"
+    assert release["setValueTemplates"]["operator.image.tag"] == f"{{{{.IMAGE_TAG_{image}}}}}"
+    for path in CONFIG["manifests"]["rawYaml"]:
+        assert (ROOT / path).is_file()
+
+
+def test_dev_example_runs_the_built_image():
+    example = yaml.safe_load((ROOT / "examples/dev.yaml").read_text())
+    assert validate.errors(example) == []
+    assert example["spec"]["image"]["repository"] == CONFIG["build"]["artifacts"][0]["image"]
+    assert example["spec"]["image"]["tag"] == CONFIG["build"]["tagPolicy"]["envTemplate"]["template"]
+
+
+def test_profiles_for_kind_and_minikube():
+    profiles = {p["name"]: p for p in CONFIG["profiles"]}
+    assert set(profiles) >= {"kind", "minikube"}
+    assert profiles["kind"]["activation"][0]["kubeContext"] == "kind-.*"
+    assert profiles["minikube"]["activation"][0]["kubeContext"] == "minikube"
+    for p in profiles.values():
+        assert p["build"]["local"]["push"] is False
