@@ -1,0 +1,30 @@
+# Kubernetes: CRD, operator, chart, image, skaffold. Tests need no cluster; the run targets do.
+# Target names avoid digits: `make help` lists names matching [a-zA-Z_-]+.
+.PHONY: kube-test kube-crd kube-lint kube-template kube-kind kube-minikube kube-down
+
+KIND_CLUSTER ?= streamtrain
+K8S_VERSION ?= v1.32.0
+
+kube-test: install ## Kubernetes tests without a cluster: CRD, rendering, chart, operator on kmock, skaffold, image
+	$(PY) -m pytest -q tests/k8s
+
+kube-crd: ## Regenerate charts/streamtrain/crds/streamingtrainings.yaml from operator/streamtrain_operator/crd.py
+	PYTHONPATH=operator $(PY) -m streamtrain_operator.crd > charts/streamtrain/crds/streamingtrainings.yaml
+
+kube-lint: ## helm lint --strict of charts/streamtrain (Helm SDK, no binary; K8S_VERSION=v1.29.0 to change)
+	$(PY) -c "import helm_python as h, json, sys; r = h.lint('charts/streamtrain', {}, strict=True, kube_version='$(K8S_VERSION)'); print(json.dumps(r, indent=1)); sys.exit(bool([e for e in r['errors'] if 'missing these dependencies' not in e]))"
+
+kube-template: ## Print the chart's manifests as `helm template` would (release "streamtrain", namespace "streamtrain")
+	$(PY) -c "import helm_python as h; [print('---\n# ' + p + '\n' + t) for p, t in h.Chart.load('charts/streamtrain').render({}, name='streamtrain', namespace='streamtrain').items()]"
+
+kube-kind: ## Create a kind cluster and run the whole pipeline on it with skaffold (needs docker, kind, skaffold, helm)
+	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER)
+	skaffold run -p kind --kube-context kind-$(KIND_CLUSTER)
+
+kube-minikube: ## Start minikube and run the whole pipeline on it with skaffold (needs minikube, skaffold, helm)
+	minikube status >/dev/null 2>&1 || minikube start --cpus 4 --memory 8g
+	skaffold run -p minikube --kube-context minikube
+
+kube-down: ## Delete the example pipeline and uninstall the chart (the cluster stays)
+	kubectl -n streamtrain delete streamingtrainings --all --wait=true
+	skaffold delete
