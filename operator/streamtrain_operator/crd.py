@@ -222,6 +222,11 @@ def crd() -> dict:
                     "type": "object",
                     "description": "A streaming training pipeline for an IoT fleet",
                     "required": ["spec"],
+                    # Children are named "<name>-<role>[-<hash>]"; Services must stay DNS-1035 labels (63)
+                    # with Strimzi's "-kafka-bootstrap", and CronJob names at most 52 characters.
+                    "x-kubernetes-validations": [
+                        {"rule": "self.metadata.name.size() <= 40",
+                         "message": "metadata.name must be at most 40 characters (children append suffixes)"}],
                     "properties": {
                         "apiVersion": {"type": "string"}, "kind": {"type": "string"},
                         "metadata": {"type": "object"},

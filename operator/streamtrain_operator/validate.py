@@ -25,6 +25,7 @@ def _get(d: dict, path: str, default: Any = None) -> Any:
 
 #: CEL rule (as written in the CRD) -> the same predicate in Python, over the defaulted object.
 CEL_TWINS: dict[str, Callable[[dict], bool]] = {
+    "self.metadata.name.size() <= 40": lambda r: len(_get(r, "metadata.name", "")) <= 40,
     "self.mode != 'external' || has(self.host)": lambda s: s.get("mode") != "external" or "host" in s,
     "self.mode != 'external' || has(self.bootstrap)": lambda s: s.get("mode") != "external" or "bootstrap" in s,
     "self.replicationFactor <= self.replicas || self.mode == 'external'":
@@ -98,7 +99,8 @@ def errors(resource: dict) -> list[str]:
         out.append(f"{where}: {err.message}")
     if not out:
         out = _cel_errors(schema, defaulted(resource), "<root>")
-        out = [e.replace("<root>.", "") for e in out]
+        out = [e.replace("<root>.", "").replace("<root>: ", "metadata.name: ") if "metadata.name" in e
+               else e.replace("<root>.", "") for e in out]
     return out
 
 

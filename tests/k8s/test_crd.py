@@ -129,3 +129,19 @@ def test_missing_spec_rejected():
     r = load_example(ROOT / "examples/minimal.yaml")
     del r["spec"]
     assert validate.errors(r) == ["<root>: 'spec' is a required property"]
+
+
+def test_long_names_rejected_and_the_longest_allowed_fits_every_child():
+    from streamtrain_operator import render
+    r = load_example(ROOT / "examples/full.yaml")
+    r["metadata"]["name"] = "p" * 41
+    assert validate.errors(r) == ["metadata.name: Invalid value: metadata.name must be at most 40 characters "
+                                  "(children append suffixes)"]
+    r["metadata"]["name"] = "p" * 40
+    assert validate.errors(r) == []
+    children = render.render(r["metadata"]["name"], "ns", validate.defaulted(r)["spec"])
+    for m in children:
+        limit = {"CronJob": 52, "KafkaTopic": 253, "ConfigMap": 253}.get(m["kind"], 63)
+        assert len(m["metadata"]["name"]) <= limit, m["metadata"]["name"]
+    # Strimzi's bootstrap Service for the cluster must be a DNS-1035 label too.
+    assert len(render.kafka_bootstrap(r["metadata"]["name"], validate.defaulted(r)["spec"]).split(":")[0]) <= 63
