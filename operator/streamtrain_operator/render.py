@@ -18,7 +18,7 @@ from streamtrain.settings import CommonSettings
 from streamtrain.topics import pipeline_topics
 
 STRIMZI_API = "kafka.strimzi.io/v1"  # Strimzi 1.2.0, pinned in the chart
-METRICS_PORT = 9100
+METRICS_PORT = 9400  # same port in every Pod; probes and the metrics Services use it
 MQTT_PORT_NAME = "mqtt"
 SPEC_MOUNT = "/etc/streamtrain"
 KSQL_MOUNT = "/etc/ksqldb"

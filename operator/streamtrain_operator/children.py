@@ -1,0 +1,51 @@
+"""Pure glue between one StreamingTraining object and its children: desired set (rendered, adopted),
+what to prune, and which observed object belongs to which component. No I/O."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kopf
+
+from streamtrain_operator import render, validate
+
+Manifest = dict[str, Any]
+
+
+def key(m: Manifest) -> tuple[str, str]:
+    return m["kind"], m["metadata"]["name"]
+
+
+def desired(body: dict) -> list[Manifest]:
+    """Every child of ``body`` with owner references (so Kubernetes GC deletes them with the resource).
+
+    Defaults are applied again here: the API server already did, but an object stored before a new
+    default existed must render the same way."""
+    resource = validate.defaulted(copy.deepcopy(dict(body)))
+    meta = resource["metadata"]
+    children = render.render(meta["name"], meta["namespace"], resource["spec"])
+    kopf.adopt(children, owner=body)
+    return children
+
+
+def stale(existing: list[Manifest], wanted: list[Manifest]) -> list[Manifest]:
+    """Children that exist but are no longer desired (e.g. mqtt.mode -> external removes HiveMQ).
+
+    Jobs are never pruned: each is one model version's training run, kept for its logs and removed
+    with the resource by garbage collection."""
+    names = {key(m) for m in wanted}
+    return [m for m in existing if key(m) not in names and m["kind"] != "Job"]
+
+
+def observed_by_component(wanted: list[Manifest], existing: list[Manifest]) -> dict[str, list[tuple[Manifest, Manifest | None]]]:
+    found = {key(m): m for m in existing}
+    out: dict[str, list[tuple[Manifest, Manifest | None]]] = {}
+    for m in wanted:
+        component = m["metadata"]["labels"]["app.kubernetes.io/component"]
+        out.setdefault(component, []).append((m, found.get(key(m))))
+    return out
+
+
+def training_jobs(existing: list[Manifest]) -> list[Manifest]:
+    return [m for m in existing if m["kind"] == "Job"
+            and m["metadata"]["labels"].get("app.kubernetes.io/component") == "train"]

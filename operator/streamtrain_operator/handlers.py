@@ -1,0 +1,104 @@
+"""kopf handlers: thin. Each reads the resource, calls the pure functions of ``children``/``status``
+and the few API calls of ``kube``, and writes ``patch.status``. Run with ``kopf run operator/main.py``."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import aiohttp
+import kopf
+import pydantic
+
+from streamtrain_operator import GROUP, PLURAL, VERSION, children, kube, render, status
+from streamtrain.preprocessing.spec import SpecError
+
+#: How often child readiness is re-read into status.conditions (seconds).
+STATUS_INTERVAL = float(os.environ.get("STREAMTRAIN_OPERATOR_STATUS_INTERVAL", "10"))
+RESOURCE = (GROUP, VERSION, PLURAL)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_) -> None:
+    settings.posting.level = logging.WARNING  # events on the resource only for problems
+    settings.persistence.finalizer = f"{GROUP}/operator"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    settings.watching.server_timeout = 270  # reconnect the watch before proxies drop it
+    settings.background.cancellation_polling = 1.0  # on deletion, re-check the stopping timer every second (default: a minute)
+
+
+@kopf.on.probe(id="reconciled")
+def probe(memo: kopf.Memo, **_) -> int:
+    return memo.get("reconciled", 0)
+
+
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+@kopf.on.resume(*RESOURCE)
+async def reconcile(body: kopf.Body, name: str, namespace: str, meta: kopf.Meta, patch: kopf.Patch,
+                    memo: kopf.Memo, logger: kopf.Logger, **_) -> None:
+    """Bring the children to the spec: create or patch each, delete those no longer wanted.
+
+    Idempotent (create, 409 -> merge patch), so a restart or a replayed event repeats no work."""
+    try:
+        wanted = children.desired(body)
+    except (SpecError, pydantic.ValidationError, ValueError) as exc:
+        patch.status["phase"] = "Failed"
+        patch.status["conditions"] = [{"type": "Ready", "status": "False", "reason": "InvalidSpec",
+                                       "message": str(exc)[:1000], "lastTransitionTime": status.now()}]
+        raise kopf.PermanentError(f"spec cannot run: {exc}") from exc
+    for child in wanted:
+        outcome = await kube.apply(child)
+        logger.info("%s %s/%s", outcome, child["kind"], child["metadata"]["name"])
+    for old in children.stale(await kube.owned(namespace, name), wanted):
+        await kube.delete(old)
+        logger.info("deleted %s/%s", old["kind"], old["metadata"]["name"])
+    patch.status["children"] = [f"{c['kind']}/{c['metadata']['name']}" for c in wanted]
+    patch.status["observedGeneration"] = meta.get("generation")
+    if (body.get("status") or {}).get("phase") in (None, "Failed", "Pending"):
+        patch.status["phase"] = "Progressing"
+    memo["reconciled"] = memo.get("reconciled", 0) + 1
+
+
+@kopf.timer(*RESOURCE, interval=STATUS_INTERVAL, initial_delay=STATUS_INTERVAL / 2)
+async def observe(body: kopf.Body, name: str, namespace: str, meta: kopf.Meta, patch: kopf.Patch, **_) -> None:
+    """Child readiness -> conditions and phase; trainer Jobs -> lastTraining; scorers -> model version."""
+    current = body.get("status") or {}
+    if current.get("phase") == "Failed" and (current.get("conditions") or [{}])[0].get("reason") == "InvalidSpec":
+        return  # nothing to observe until the spec is fixed
+    wanted = children.desired(body)
+    existing = await kube.owned(namespace, name)
+    conds = status.conditions(children.observed_by_component(wanted, existing), current.get("conditions") or [],
+                              meta.get("generation"))
+    new = {"conditions": conds, "phase": status.phase(conds)}
+    training = status.last_training(children.training_jobs(existing))
+    if training:
+        new["lastTraining"] = training
+    new.update(await scorer_metrics(name, namespace))
+    if _strip(new) != _strip({k: current.get(k) for k in new}):
+        for k, v in new.items():
+            patch.status[k] = v
+
+
+def _strip(s: dict) -> dict:
+    """Status without timestamps, to patch only on a real change (no churn every interval)."""
+    out = dict(s)
+    out["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in s.get("conditions") or []]
+    return out
+
+
+async def scorer_metrics(name: str, namespace: str) -> dict[str, str]:
+    """Model version and anomaly rate from the scorers' /metrics (in the cluster only; empty elsewhere).
+
+    Not an API call: an unreachable scorer just leaves the printer columns as they were."""
+    if "KUBERNETES_SERVICE_HOST" not in os.environ:
+        return {}
+    url = f"http://{name}-scorer.{namespace}.svc:{render.METRICS_PORT}/metrics"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+            async with session.get(url) as resp:
+                return status.scorer_metrics(await resp.text()) if resp.status == 200 else {}
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return {}

@@ -1,0 +1,93 @@
+"""The operator's few Kubernetes calls (lightkube, async: the event loop never blocks).
+
+Configuration comes from the environment the way kopf's own login does: in-cluster ServiceAccount
+first, then $KUBECONFIG (or ~/.kube/config) as the fallback on a laptop.
+"""
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from httpx2 import HTTPStatusError  # the HTTP library lightkube 1.x is built on
+from lightkube import AsyncClient, KubeConfig
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.types import PatchType
+
+Manifest = dict[str, Any]
+
+#: Resource (plural) of every kind the operator renders; RBAC in the chart grants exactly these.
+PLURAL = {"Deployment": "deployments", "Service": "services", "ConfigMap": "configmaps", "Job": "jobs",
+          "CronJob": "cronjobs", "Kafka": "kafkas", "KafkaNodePool": "kafkanodepools", "KafkaTopic": "kafkatopics"}
+#: Kind by apiVersion, for listing what already exists (pruning and readiness).
+KINDS = {"v1": ("Service", "ConfigMap"), "apps/v1": ("Deployment",), "batch/v1": ("Job", "CronJob"),
+         "kafka.strimzi.io/v1": ("Kafka", "KafkaNodePool", "KafkaTopic")}
+FIELD_MANAGER = "streamtrain-operator"
+
+
+def _code(exc: HTTPStatusError) -> int:
+    """HTTP status of a failed call. lightkube raises its ApiError (a subclass) only for replies typed exactly
+    ``application/json``; some servers add a charset, so the base class and the response code are used."""
+    return exc.response.status_code
+
+
+@cache
+def resource(api_version: str, kind: str):
+    group, _, version = api_version.rpartition("/")
+    return create_namespaced_resource(group, version, kind, PLURAL[kind])
+
+
+@cache
+def client() -> AsyncClient:
+    return AsyncClient(config=KubeConfig.from_env(), field_manager=FIELD_MANAGER)
+
+
+async def apply(manifest: Manifest) -> str:
+    """Create the child, or merge-patch it to the desired state when it exists. Returns what happened.
+
+    Any other API error propagates: kopf retries the handler (never log-and-continue).
+    """
+    res = resource(manifest["apiVersion"], manifest["kind"])
+    meta = manifest["metadata"]
+    try:
+        await client().create(res.from_dict(manifest), namespace=meta["namespace"])
+        return "created"
+    except HTTPStatusError as exc:
+        if _code(exc) != 409:
+            raise
+    await client().patch(res, meta["name"], manifest, namespace=meta["namespace"], patch_type=PatchType.MERGE)
+    return "patched"
+
+
+async def get(api_version: str, kind: str, name: str, namespace: str) -> Manifest | None:
+    try:
+        obj = await client().get(resource(api_version, kind), name, namespace=namespace)
+    except HTTPStatusError as exc:
+        if _code(exc) == 404:
+            return None
+        raise
+    return obj.to_dict()
+
+
+async def owned(namespace: str, instance: str) -> list[Manifest]:
+    """Every child this operator labelled for one StreamingTraining (label selector, one list per kind)."""
+    selector = {"app.kubernetes.io/instance": instance, "app.kubernetes.io/managed-by": FIELD_MANAGER}
+    out = []
+    for api_version, kinds in KINDS.items():
+        for kind in kinds:
+            async for obj in client().list(resource(api_version, kind), namespace=namespace, labels=selector):
+                d = obj.to_dict()
+                if not selector.items() <= (d["metadata"].get("labels") or {}).items():
+                    continue  # the server filtered already; this keeps the contract without relying on it
+                d.setdefault("apiVersion", api_version)
+                d.setdefault("kind", kind)
+                out.append(d)
+    return out
+
+
+async def delete(manifest: Manifest) -> None:
+    try:
+        await client().delete(resource(manifest["apiVersion"], manifest["kind"]), manifest["metadata"]["name"],
+                              namespace=manifest["metadata"]["namespace"])
+    except HTTPStatusError as exc:
+        if _code(exc) != 404:  # already gone is what we wanted
+            raise

@@ -1,0 +1,125 @@
+"""Pure status logic: observed children in, Kubernetes-style conditions and a phase out.
+
+kopf has no conditions of its own; these functions decide them so the handlers only read and write.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+Manifest = dict[str, Any]
+
+#: Condition type of each child component (one per component, not per object).
+CONDITION = {"hivemq": "MqttReady", "simulator": "SimulatorReady", "bridge": "BridgeReady", "kafka": "KafkaReady",
+             "preprocess": "PreprocessingReady", "ksqldb": "PreprocessingReady", "train": "TrainingReady",
+             "scorer": "ScorerReady"}
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _strimzi_ready(obj: Manifest) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions", []))
+
+
+def child_ready(obj: Manifest | None) -> tuple[bool, str]:
+    """Whether one observed child is ready, with a one-line reason. ``None``: not created yet."""
+    if obj is None:
+        return False, "not created yet"
+    kind, st = obj["kind"], obj.get("status") or {}
+    name = obj["metadata"]["name"]
+    if kind == "Deployment":
+        want = (obj.get("spec") or {}).get("replicas", 1)
+        have = st.get("readyReplicas", 0) or 0
+        return have >= want, f"{name}: {have}/{want} replicas ready"
+    if kind in ("Kafka", "KafkaNodePool", "KafkaTopic"):
+        if kind == "KafkaNodePool":  # Strimzi reports node pools through the Kafka's Ready condition
+            return True, f"{name}: node pool"
+        ok = _strimzi_ready(obj)
+        return ok, f"{name}: {'Ready' if ok else 'not Ready'}"
+    if kind == "Job":
+        if st.get("succeeded"):
+            return True, f"{name}: succeeded"
+        if any(c.get("type") == "Failed" and c.get("status") == "True" for c in st.get("conditions", [])):
+            return False, f"{name}: failed"
+        return False, f"{name}: running"
+    return True, f"{name}: exists"  # Services, ConfigMaps, CronJobs are ready once they exist
+
+
+def conditions(observed: dict[str, list[tuple[Manifest, Manifest | None]]], previous: list[dict],
+               generation: int | None) -> list[dict]:
+    """One condition per component from (desired, observed) pairs, plus the overall ``Ready``.
+
+    lastTransitionTime only moves when a condition's status flips, as Kubernetes conventions ask.
+    """
+    before = {c["type"]: c for c in previous or []}
+    out: dict[str, dict] = {}
+    for component, pairs in observed.items():
+        ctype = CONDITION.get(component)
+        if ctype is None:
+            continue
+        results = [child_ready(obj) for _, obj in pairs]
+        ok = all(r for r, _ in results)
+        msgs = [m for r, m in results if not r] or [m for _, m in results]
+        prev = out.get(ctype)
+        if prev is not None:  # two components on one condition: ready only if both are
+            ok = ok and prev["status"] == "True"
+        out[ctype] = {"type": ctype, "status": "True" if ok else "False",
+                      "reason": "ChildrenReady" if ok else "ChildrenNotReady", "message": "; ".join(msgs)}
+    pending = sorted(t for t, c in out.items() if c["status"] != "True")
+    out["Ready"] = {"type": "Ready", "status": "False" if pending else "True",
+                    "reason": "Waiting" if pending else "PipelineReady",
+                    "message": ("waiting for " + ", ".join(pending)) if pending else "every child is ready"}
+    result = []
+    for ctype, cond in out.items():
+        if generation is not None:
+            cond["observedGeneration"] = generation
+        old = before.get(ctype)
+        cond["lastTransitionTime"] = old["lastTransitionTime"] if old and old.get("status") == cond["status"] \
+            and old.get("lastTransitionTime") else now()
+        result.append(cond)
+    return result
+
+
+def phase(conds: list[dict], failed: bool = False) -> str:
+    if failed:
+        return "Failed"
+    ready = next((c for c in conds if c["type"] == "Ready"), None)
+    if ready is None:
+        return "Pending"
+    return "Ready" if ready["status"] == "True" else "Progressing"
+
+
+def last_training(jobs: list[Manifest]) -> dict | None:
+    """Result of the newest trainer Job (by creation time), for status.lastTraining."""
+    if not jobs:
+        return None
+    job = max(jobs, key=lambda j: j["metadata"].get("creationTimestamp") or "")
+    st = job.get("status") or {}
+    if st.get("succeeded"):
+        result = "Succeeded"
+    elif any(c.get("type") == "Failed" and c.get("status") == "True" for c in st.get("conditions", [])):
+        result = "Failed"
+    else:
+        result = "Running"
+    out = {"job": job["metadata"]["name"], "result": result}
+    if st.get("completionTime"):
+        out["finishedAt"] = st["completionTime"]
+    return out
+
+
+_SAMPLE = re.compile(r"^(streamtrain_scorer_model_version|streamtrain_scorer_anomaly_rate)(?:\{[^}]*\})?\s+(\S+)$", re.M)
+
+
+def scorer_metrics(text: str) -> dict[str, str]:
+    """modelVersion and anomalyRate from a scorer's Prometheus /metrics text (what the printer columns show)."""
+    found = {m.group(1): float(m.group(2)) for m in _SAMPLE.finditer(text)}
+    out = {}
+    if found.get("streamtrain_scorer_model_version"):
+        out["modelVersion"] = str(int(found["streamtrain_scorer_model_version"]))
+    if "streamtrain_scorer_anomaly_rate" in found:
+        out["anomalyRate"] = f"{found['streamtrain_scorer_anomaly_rate']:.4f}"
+    return out
