@@ -1,0 +1,70 @@
+"""Pure status logic and the adopted children, without a cluster."""
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+
+from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
+
+from streamtrain_operator import children, status
+
+
+def body(example: str = "full") -> dict:
+    b = load_example(ROOT / f"examples/{example}.yaml")
+    b["metadata"].update(namespace="ns", uid="u-1")
+    return b
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_adopted_children_validate_and_are_owned(version):
+    for m in children.desired(body()):
+        assert m["metadata"]["ownerReferences"][0]["uid"] == "u-1" and m["metadata"]["namespace"] == "ns"
+        if not m["apiVersion"].startswith("kafka.strimzi.io"):  # Strimzi kinds: tests/k8s/test_render.py
+            kubernetes_validate.validate(m, version, strict=True)
+
+
+def test_stale_children_are_pruned_but_training_jobs_kept():
+    wanted = children.desired(body())
+    external = body()
+    external["spec"]["mqtt"] = {"mode": "external", "host": "mqtt.example", "port": 1883}
+    now = children.desired(external)
+    old_job = {"kind": "Job", "metadata": {"name": "plant-7-train-old"}}
+    gone = {children.key(m) for m in children.stale(wanted + [old_job], now)}
+    assert gone == {("Deployment", "plant-7-hivemq"), ("Service", "plant-7-hivemq")}
+
+
+def deployment(name: str, want: int, ready: int) -> dict:
+    return {"kind": "Deployment", "metadata": {"name": name}, "spec": {"replicas": want},
+            "status": {"readyReplicas": ready}}
+
+
+def test_conditions_follow_children_and_keep_transition_times():
+    d = deployment("x-scorer", 2, 1)
+    conds = status.conditions({"scorer": [(d, d)], "kafka": [({}, None)]}, [], 3)
+    by = {c["type"]: c for c in conds}
+    assert by["ScorerReady"]["status"] == "False" and "1/2" in by["ScorerReady"]["message"]
+    assert by["KafkaReady"]["message"] == "not created yet"
+    assert by["Ready"]["status"] == "False" and "KafkaReady" in by["Ready"]["message"]
+    assert status.phase(conds) == "Progressing" and by["Ready"]["observedGeneration"] == 3
+    kafka = {"kind": "Kafka", "metadata": {"name": "x"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    ok = deployment("x-scorer", 2, 2)
+    conds2 = status.conditions({"scorer": [(ok, ok)], "kafka": [(kafka, kafka)]},
+                               [{**c, "lastTransitionTime": "2020-01-01T00:00:00Z"} for c in conds], 3)
+    assert status.phase(conds2) == "Ready"
+    # Flipped conditions get a new transition time; none stays at the old one here since all flipped.
+    assert all(c["lastTransitionTime"] != "2020-01-01T00:00:00Z" for c in conds2)
+    conds3 = status.conditions({"scorer": [(ok, ok)], "kafka": [(kafka, kafka)]}, conds2, 3)
+    assert [c["lastTransitionTime"] for c in conds3] == [c["lastTransitionTime"] for c in conds2]
+
+
+def test_last_training_and_scorer_metrics():
+    jobs = [{"kind": "Job", "metadata": {"name": "a", "creationTimestamp": "2026-01-01T00:00:00Z"},
+             "status": {"succeeded": 1, "completionTime": "2026-01-01T00:05:00Z"}},
+            {"kind": "Job", "metadata": {"name": "b", "creationTimestamp": "2026-01-02T00:00:00Z"},
+             "status": {"conditions": [{"type": "Failed", "status": "True"}]}}]
+    assert status.last_training(jobs) == {"job": "b", "result": "Failed"}
+    assert status.last_training(jobs[:1]) == {"job": "a", "result": "Succeeded", "finishedAt": "2026-01-01T00:05:00Z"}
+    text = ("# HELP streamtrain_scorer_model_version Champion model version\n"
+            "streamtrain_scorer_model_version 7.0\nstreamtrain_scorer_anomaly_rate 0.0125\n")
+    assert status.scorer_metrics(text) == {"modelVersion": "7", "anomalyRate": "0.0125"}
+    assert status.scorer_metrics("streamtrain_scorer_model_version 0.0\n") == {}
