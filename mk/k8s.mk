@@ -1,31 +1,30 @@
-# Kubernetes targets: chart, CRD, operator and image. No cluster needed except for the kind-* and kube-dev targets.
-# Target names avoid digits (k8s): the help target lists names matching [a-zA-Z_-]+.
+# Kubernetes: CRD, operator, chart, image, skaffold. Tests need no cluster; the run targets do.
+# Target names avoid digits: `make help` lists names matching [a-zA-Z_-]+.
+.PHONY: kube-test kube-crd kube-lint kube-template kube-kind kube-minikube kube-down
+
 KIND_CLUSTER ?= streamtrain
-K8S_NAMESPACE ?= streamtrain
-IMAGE ?= ghcr.io/streamtrain/streamtrain:0.1.0
+K8S_VERSION ?= v1.32.0
 
-.PHONY: kube-test kube-crd kube-operator kube-image kind-up kind-down kube-dev
-
-kube-test: install ## Kubernetes tests: chart render+lint, schemas of 3 Kubernetes versions, Strimzi, operator on kmock, skaffold schema
+kube-test: install ## Kubernetes tests without a cluster: CRD, rendering, chart, operator on kmock, skaffold, image
 	$(PY) -m pytest -q tests/k8s
 
-kube-crd: install ## Regenerate charts/streamtrain/crds/streamingtrainings.yaml from operator/streamtrain_operator/crd.py
+kube-crd: ## Regenerate charts/streamtrain/crds/streamingtrainings.yaml from operator/streamtrain_operator/crd.py
 	PYTHONPATH=operator $(PY) -m streamtrain_operator.crd > charts/streamtrain/crds/streamingtrainings.yaml
 
-kube-operator: install ## Run the operator against the current kubectl context (kubeconfig), all namespaces
-	.venv/bin/kopf run --standalone --all-namespaces operator/main.py
+kube-lint: ## helm lint --strict of charts/streamtrain (Helm SDK, no binary; K8S_VERSION=v1.29.0 to change)
+	$(PY) -c "import helm_python as h, json, sys; r = h.lint('charts/streamtrain', {}, strict=True, kube_version='$(K8S_VERSION)'); print(json.dumps(r, indent=1)); sys.exit(bool([e for e in r['errors'] if 'missing these dependencies' not in e]))"
 
-kube-image: ## Build the one StreamTrain image (needs Docker)
-	docker build -f images/Dockerfile -t $(IMAGE) .
+kube-template: ## Print the chart's manifests as `helm template` would (release "streamtrain", namespace "streamtrain")
+	$(PY) -c "import helm_python as h; [print('---\n# ' + p + '\n' + t) for p, t in h.Chart.load('charts/streamtrain').render({}, name='streamtrain', namespace='streamtrain').items()]"
 
-kind-up: kube-image ## Create a kind cluster, load the image, install the chart with Strimzi
+kube-kind: ## Create a kind cluster and run the whole pipeline on it with skaffold (needs docker, kind, skaffold, helm)
 	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER)
-	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
-	helm dependency build charts/streamtrain
-	helm upgrade --install streamtrain charts/streamtrain --namespace $(K8S_NAMESPACE) --create-namespace --set strimzi.enabled=true --wait
+	skaffold run -p kind --kube-context kind-$(KIND_CLUSTER)
 
-kind-down: ## Delete the kind cluster
-	kind delete cluster --name $(KIND_CLUSTER)
+kube-minikube: ## Start minikube and run the whole pipeline on it with skaffold (needs minikube, skaffold, helm)
+	minikube status >/dev/null 2>&1 || minikube start --cpus 4 --memory 8g
+	skaffold run -p minikube --kube-context minikube
 
-kube-dev: ## skaffold dev loop on kind (SKAFFOLD_PROFILE=minikube for minikube)
-	skaffold dev -p $${SKAFFOLD_PROFILE:-kind}
+kube-down: ## Delete the example pipeline and uninstall the chart (the cluster stays)
+	kubectl -n streamtrain delete streamingtrainings --all --wait=true
+	skaffold delete
