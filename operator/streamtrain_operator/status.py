@@ -11,7 +11,7 @@ from typing import Any
 Manifest = dict[str, Any]
 
 #: Condition type of each child component (one per component, not per object).
-CONDITION = {"hivemq": "MqttReady", "simulator": "SimulatorReady", "bridge": "BridgeReady", "kafka": "KafkaReady",
+CONDITION = {"hivemq": "HivemqReady", "simulator": "SimulatorReady", "bridge": "BridgeReady", "kafka": "KafkaReady",
              "preprocess": "PreprocessingReady", "ksqldb": "PreprocessingReady", "train": "TrainingReady",
              "scorer": "ScorerReady"}
 

@@ -144,7 +144,7 @@ async def test_lifecycle_create_update_status_delete(emulator):
             await asyncio.sleep(0.05)
         conds = {c["type"]: c["status"] for c in st["conditions"]}
         assert conds["Ready"] == "False" and conds["KafkaReady"] == "False" and conds["ScorerReady"] == "False"
-        assert {"MqttReady", "SimulatorReady", "BridgeReady", "PreprocessingReady", "TrainingReady"} <= set(conds)
+        assert {"HivemqReady", "SimulatorReady", "BridgeReady", "PreprocessingReady", "TrainingReady"} <= set(conds)
         assert st["phase"] == "Progressing"
 
         # ... and they move as children become ready.
