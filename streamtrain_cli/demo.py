@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -94,6 +95,17 @@ def _wait(what: str, cond, timeout: float, procs: list[Proc], every: float = 5.0
             last = time.monotonic()
             click.echo(f"    … {what}: {progress}")
         time.sleep(0.5)
+
+
+def _stable(counter, polls: int = 4):
+    """A condition that holds once ``counter()`` has not changed for ``polls`` checks in a row."""
+    seen: list[int] = []
+
+    def cond():
+        seen.append(counter())
+        recent = seen[-polls:]
+        return len(recent) == polls and len(set(recent)) == 1, f"{seen[-1]} records"
+    return cond
 
 
 def _train(name: str, s: CommonSettings, logdir: Path, args: list[str], procs: list[Proc]) -> dict:
@@ -188,8 +200,19 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
         time.sleep(5)  # some traffic scored by v2
 
         click.echo("7/7 draining and stopping …")
+        # Upstream first: each stage stops only once everything before it has reached Kafka.
         sim.stop()
         procs.remove(sim)
+        published = [int(x) for x in re.findall(r'"published": (\d+)', sim.tail(100000))]
+        if not published:
+            raise DemoError(f"simulator ended without its report:\n{sim.tail()}")
+        _wait("bridge drained", lambda: ((n := _count(s, s.topic_raw)) >= published[-1],
+                                         f"{n}/{published[-1]} in the raw topic"), 120, procs)
+        bridge.stop()
+        procs.remove(bridge)
+        _wait("preprocessing drained", _stable(lambda: _count(s, s.topic_features)), 120, procs)
+        pre.stop()
+        procs.remove(pre)
         features_total = _count(s, s.topic_features)
         _wait("every feature record scored",
               lambda: ((n := _count(s, s.topic_scores)) >= features_total, f"{n}/{features_total}"), 120, procs)
