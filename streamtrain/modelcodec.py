@@ -167,8 +167,3 @@ def read_versions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Mod
     finally:
         c.close()
 
-
-def latest_version(bootstrap: str, topic: str) -> int:
-    """Highest version number on the topic, or 0."""
-    versions = read_versions(bootstrap, topic)
-    return max((mv.version for mv in versions), default=0)

@@ -6,7 +6,6 @@ choose the threshold from the training reconstruction errors -> publish artefact
 """
 from __future__ import annotations
 
-import os
 import socket
 import time
 from pathlib import Path
@@ -233,6 +232,3 @@ def reproduce(s: TrainSettings, version: int) -> dict:
             "threshold": (meta["threshold"], again["threshold"]),
             "final_loss": (meta["metrics"]["loss"][-1], again["metrics"]["loss"][-1])}
 
-
-def tensorboard_default() -> Path:
-    return Path(os.environ.get("STREAMTRAIN_HOME", ".streamtrain")) / "tensorboard"
