@@ -237,15 +237,18 @@ class Bench:
               f"{os.cpu_count()} cores, Python {platform.python_version()}", flush=True)
         self.stack.up(create_topics=False)
         try:
-            sizes = [5_000] if self.quick else [10_000, 100_000]
-            for n in sizes:
-                self.kafka_alone(n * 4)
+            # Full run: every figure at 3 sizes (or offered loads) so the cost curve shows.
+            sizes = [5_000] if self.quick else [10_000, 30_000, 100_000]
+            for n in ([20_000] if self.quick else [100_000, 300_000, 1_000_000]):
+                self.kafka_alone(n)
             for n in sizes:
                 self.ingestion(n, connections=1)
             if not self.quick:
-                self.ingestion(sizes[-1], connections=4)
-            self.ingest_latency(500, 5 if self.quick else 30)
-            for devices in ([2000] if self.quick else [2000, 10_000]):
+                for n in sizes:
+                    self.ingestion(n, connections=4)
+            for rate in ([500] if self.quick else [200, 500, 1000]):
+                self.ingest_latency(rate, 5 if self.quick else 20)
+            for devices in ([2000] if self.quick else [2000, 5000, 10_000]):
                 self.simulator_scale(devices, 5 if self.quick else 20)
             self.extra_stages()
         finally:

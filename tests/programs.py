@@ -32,6 +32,7 @@ class Program:
     def __init__(self, args: list[str], env: dict, log_path: Path) -> None:
         self.args, self.env, self.log_path = args, env, log_path
         self.proc: subprocess.Popen | None = None
+        self.killed = False  # set by kill(): its exit code is then no failure
 
     def start(self) -> "Program":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +54,7 @@ class Program:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def kill(self) -> None:
+        self.killed = True
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
