@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -34,7 +34,7 @@ from stack.local import LocalStack, free_port  # noqa: E402
 from streamtrain import logs  # noqa: E402
 from streamtrain.kafka import ensure_topics, producer_config  # noqa: E402
 from streamtrain.mqtt import no_delay  # noqa: E402
-from streamtrain.settings import CommonSettings, StackSettings  # noqa: E402
+from streamtrain.settings import CommonSettings, StackSettings, settings_env  # noqa: E402
 from streamtrain.topics import TopicSpec, pipeline_topics  # noqa: E402
 
 
@@ -150,10 +150,7 @@ class Bench:
         return rate
 
     def _bridge(self, s: CommonSettings, group: str, connections: int) -> subprocess.Popen:
-        env = {**os.environ, "STREAMTRAIN_SHARE_GROUP": group, "STREAMTRAIN_CLIENT_ID": group,
-               "STREAMTRAIN_CONNECTIONS": str(connections), "STREAMTRAIN_MQTT_PORT": str(s.mqtt_port),
-               "STREAMTRAIN_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "STREAMTRAIN_TOPIC_RAW": s.topic_raw,
-               "STREAMTRAIN_TOPIC_DEADLETTER": s.topic_deadletter}
+        env = settings_env(s, share_group=group, client_id=group, connections=connections)
         log = open(self.stack.home / f"{group}.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "streamtrain_cli.main", "bridge"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from confluent_kafka import Producer
 from streamtrain.kafka import producer_config, read_topic
 from streamtrain.model import LoadedModel
 from streamtrain.modelcodec import read_versions
+from streamtrain.settings import settings_env
 
 
 def fill_features(s, n: int, seed: int = 0, rate: float | None = None, stop: threading.Event | None = None) -> int:
@@ -112,8 +112,7 @@ def scoring(bench, n: int) -> None:
 
 
 def _scorer(bench, s, name: str):
-    env = {**os.environ, **{f"STREAMTRAIN_{k.upper()}": str(v) for k, v in s.model_dump().items() if v is not None},
-           "STREAMTRAIN_GROUP_ID": f"{name}-{s.topic_scores}"}
+    env = settings_env(s, group_id=f"{name}-{s.topic_scores}")
     log_path = bench.stack.home / f"{name}.log"
     proc = subprocess.Popen([sys.executable, "-m", "streamtrain_cli.main", "score"], env=env,
                             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)

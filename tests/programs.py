@@ -1,7 +1,6 @@
 """Run StreamTrain programs as real subprocesses in tests, with their logs kept for failures."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,19 +10,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from streamtrain.settings import CommonSettings
+from streamtrain.settings import settings_env as streamtrain_settings_env
 
 STREAMTRAIN = [sys.executable, "-m", "streamtrain_cli.main"]
 
 
 def settings_env(s: CommonSettings, **extra) -> dict:
-    env = dict(os.environ)
-    for name, value in s.model_dump().items():
-        if value is not None:
-            env[f"STREAMTRAIN_{name.upper()}"] = str(value)
-    for name, value in extra.items():
-        env[f"STREAMTRAIN_{name.upper()}"] = str(value)
-    env["STREAMTRAIN_LOG_FORMAT"] = "json"
-    return env
+    return {**streamtrain_settings_env(s, **extra), "STREAMTRAIN_LOG_FORMAT": "json"}
 
 
 class Program:
