@@ -253,11 +253,8 @@ class Bench:
         self.write()
 
     def extra_stages(self) -> None:
-        """Training, scoring and hot-swap figures live in bench/stages.py once those stages exist."""
-        try:
-            from bench import stages
-        except ImportError:
-            return
+        """Training, scoring and hot-swap figures (bench/stages.py)."""
+        from bench import stages
         stages.run(self)
 
     def write(self) -> None:

@@ -177,9 +177,9 @@ def run(bench) -> None:
     sizes = [5_000] if bench.quick else [10_000, 50_000, 200_000]
     for n in sizes:
         training(bench, n)
-    for n in ([5_000] if bench.quick else [2_000, 5_000, 10_000]):
+    for n in ([2_000] if bench.quick else [2_000, 5_000, 10_000]):
         training_tfio(bench, n)
     for n in sizes:
         scoring(bench, n)
     for rate in ([300] if bench.quick else [100, 300, 1000]):
-        latency_and_swap(bench, rate, 10 if bench.quick else 20)
+        latency_and_swap(bench, rate, 6 if bench.quick else 20)
