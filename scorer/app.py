@@ -32,6 +32,8 @@ from streamtrain.settings import CommonSettings
 
 log = logs.get("scorer")
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 class ScoreSettings(CommonSettings):
     """Settings of `streamtrain score` (env prefix STREAMTRAIN_)."""
@@ -159,7 +161,7 @@ class Scorer:
                 body = json.loads(m.value())
                 if not isinstance(body, dict):
                     raise ValueError("not a JSON object")
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 bad.append((m, "malformed_json", str(exc)[:200]))
                 continue
             missing = [f for f in features if f not in body]
@@ -167,8 +169,10 @@ class Scorer:
                 bad.append((m, "missing_feature", f"missing {missing}"))
                 continue
             vals = [body[f] for f in features]
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
-                bad.append((m, "bad_feature_value", "features must be finite numbers"))
+            # Finite after the cast to float32 too (3.5e38 is a finite double but an infinite float32).
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                       and abs(v) <= FLOAT32_MAX for v in vals):
+                bad.append((m, "bad_feature_value", "features must be finite numbers within float32 range"))
                 continue
             rows.append(vals)
             keep.append((m, body))
