@@ -55,6 +55,22 @@ class Proc:
         return self.p.returncode
 
 
+def _behind(s: CommonSettings, topic: str, group: str) -> int:
+    """Records of ``topic`` after the offsets ``group`` committed (the scorer commits its offsets in
+    the same transaction as the scores, so 0 means every record's score is committed)."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": group})
+    try:
+        parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
+        behind = 0
+        for tp in c.committed(parts, timeout=10):
+            _, hi = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+            behind += hi - max(tp.offset, 0)
+        return behind
+    finally:
+        c.close()
+
+
 def _count(s: CommonSettings, topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
     c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "streamtrain-demo-count"})
@@ -206,7 +222,7 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
         procs.remove(pre)
         features_total = _count(s, s.topic_features)
         _wait("every feature record scored",
-              lambda: ((n := _count(s, s.topic_scores)) >= features_total, f"{n}/{features_total}"), 120, procs)
+              lambda: ((n := _behind(s, s.topic_features, "streamtrain-scorer")) == 0, f"{n} to score"), 120, procs)
     except (DemoError, StackError) as exc:
         click.echo(f"error: {exc}", err=True)
         for p in procs:
