@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from typing import Literal
 
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -40,6 +41,8 @@ class ScoreSettings(CommonSettings):
     promote_after: int = Field(0, ge=0, description="Auto-promote a challenger after this many shadow records (0 = only on request)")
     promote_min_agreement: float = Field(0.95, ge=0, le=1, description="Agreement with the champion needed to auto-promote")
     model_wait_s: float = Field(0, ge=0, description="Exit non-zero if no model arrives in this time (0 = wait forever)")
+    engine: Literal["python", "kafka-streams"] = Field(
+        "python", description="python (this process) or kafka-streams (the JVM scorer in scorer/streams)")
 
 
 class ScorerMetrics:

@@ -1,0 +1,2 @@
+package streamtrain.compare;
+final class Nop {}
