@@ -16,13 +16,25 @@ from tests.programs import Program, settings_env
 from tests.score.test_scorer_e2e import DEVICES, FeatureStream, train, wait_scores
 
 
-def start_streams_scorer(pipeline, tmp_path, name: str = "streams-scorer", **extra) -> Program:
+@pytest.fixture
+def programs():
+    """Programs a test starts; any still running when it ends (a failed assertion) are killed."""
+    started: list[Program] = []
+    yield started
+    for p in started:
+        if p.proc is not None and p.proc.poll() is None:
+            p.kill()
+
+
+def start_streams_scorer(pipeline, tmp_path, programs, name: str = "streams-scorer", **extra) -> Program:
     env = settings_env(pipeline, group_id=f"streams-{pipeline.topic_scores}", instance_id=name, **extra)
-    return Program(["score", "--engine", "kafka-streams"], env, tmp_path / f"{name}.log").start()
+    prog = Program(["score", "--engine", "kafka-streams"], env, tmp_path / f"{name}.log").start()
+    programs.append(prog)
+    return prog
 
 
 @pytest.mark.e2e
-def test_java_and_python_scorers_agree_on_flags_and_scores(pipeline, tmp_path):
+def test_java_and_python_scorers_agree_on_flags_and_scores(pipeline, tmp_path, programs):
     stream = FeatureStream(pipeline, seed=11)
     stream.send(100)
     train(pipeline, tmp_path, "train-v1", records=2000)
@@ -42,7 +54,8 @@ def test_java_and_python_scorers_agree_on_flags_and_scores(pipeline, tmp_path):
     ensure_topics(pipeline.kafka_bootstrap, [TopicSpec(java_scores, partitions=3)])
     python = Program(["score"], settings_env(pipeline, group_id=f"py-{pipeline.topic_scores}", batch_size=200),
                      tmp_path / "python-scorer.log").start()
-    java = start_streams_scorer(pipeline.model_copy(update={"topic_scores": java_scores}), tmp_path)
+    programs.append(python)
+    java = start_streams_scorer(pipeline.model_copy(update={"topic_scores": java_scores}), tmp_path, programs)
     py_scores = wait_scores(pipeline, expected)
     jv_scores = wait_scores(pipeline.model_copy(update={"topic_scores": java_scores}), expected)
     assert python.stop() == 0, python.log()[-3000:]
@@ -69,11 +82,11 @@ def test_java_and_python_scorers_agree_on_flags_and_scores(pipeline, tmp_path):
 
 
 @pytest.mark.e2e
-def test_streams_hot_swap_under_load_scores_every_input_exactly_once_in_version_order(pipeline, tmp_path):
+def test_streams_hot_swap_under_load_scores_every_input_exactly_once_in_version_order(pipeline, tmp_path, programs):
     stream = FeatureStream(pipeline)
     stream.send(150)
     train(pipeline, tmp_path, "train-v1", records=3000)
-    scorer = start_streams_scorer(pipeline, tmp_path)
+    scorer = start_streams_scorer(pipeline, tmp_path, programs)
     scorer.wait_log('"new_version": 1', timeout=180)
     stream.start(per_second=400)
     import time
@@ -96,22 +109,23 @@ def test_streams_hot_swap_under_load_scores_every_input_exactly_once_in_version_
     duplicates = {k: c for k, c in keys.items() if c > 1}
     assert not duplicates, f"{len(duplicates)} inputs scored more than once"
     by_partition = collections.defaultdict(list)
-    for s in scores:
+    for s in sorted(scores, key=lambda s: (s["source"]["partition"], s["source"]["offset"])):
         by_partition[s["source"]["partition"]].append(s["model_version"])
-    for part, versions in by_partition.items():
+    assert len(by_partition) == 3
+    for part, versions in by_partition.items():  # in input order
         switches = [(a, b) for a, b in zip(versions, versions[1:]) if a != b]
         assert switches == [(1, 2)], f"partition {part}: switches {switches}"
     assert {s["scorer"] for s in scores} == {"kafka-streams"}
 
 
 @pytest.mark.e2e
-def test_streams_scorer_refuses_corrupt_models_and_keeps_serving(pipeline, tmp_path):
+def test_streams_scorer_refuses_corrupt_models_and_keeps_serving(pipeline, tmp_path, programs):
     from streamtrain.modelcodec import publish_model, read_versions
 
     stream = FeatureStream(pipeline, seed=5)
     stream.send(100)
     train(pipeline, tmp_path, "train-v1", records=2000)
-    scorer = start_streams_scorer(pipeline, tmp_path, metrics_port=0)
+    scorer = start_streams_scorer(pipeline, tmp_path, programs)
     scorer.wait_log('"new_version": 1', timeout=180)
 
     good = read_versions(pipeline.kafka_bootstrap, pipeline.topic_models)[-1]
@@ -125,9 +139,11 @@ def test_streams_scorer_refuses_corrupt_models_and_keeps_serving(pipeline, tmp_p
                   attachments={"onnx": good.attachments["onnx"][:100]})
     # v4: a real model without the ONNX export (as published before the trainer exported it).
     publish_model(producer, pipeline.topic_models, good.artefact, {**good.metadata, "version": 4})
-    producer.produce(pipeline.topic_models, b"\x00\xff garbage", key=b"model/garbage")
-    producer.produce(pipeline.topic_models, b"{}", key=None)
-    assert producer.flush(10) == 0
+    # A record that is not part of any model (a compacted topic takes no record without a key).
+    errors = []
+    producer.produce(pipeline.topic_models, b"\x00\xff garbage", key=b"model/garbage",
+                     on_delivery=lambda err, _: errors.append(err) if err else None)
+    assert producer.flush(10) == 0 and not errors
     for reason in ("not_a_model", "load_failed", "incompatible", "bad_key"):
         scorer.wait_log(f'"reason": "{reason}"', timeout=60)
 

@@ -30,9 +30,9 @@ public final class Main {
         t.addSource("features", Serdes.ByteArray().deserializer(), Serdes.ByteArray().deserializer(), s.topicFeatures());
         t.addProcessor("score", () -> new ScoreProcessor(s, registry, metrics), "features");
         t.addSink(ScoreProcessor.SCORES_SINK, s.topicScores(), Serdes.ByteArray().serializer(),
-                Serdes.ByteArray().serializer(), "score");
+                Serdes.ByteArray().serializer(), new SameAsPythonPartitioner(), "score");
         t.addSink(ScoreProcessor.DEADLETTER_SINK, s.topicDeadletter(), Serdes.ByteArray().serializer(),
-                Serdes.ByteArray().serializer(), "score");
+                Serdes.ByteArray().serializer(), new SameAsPythonPartitioner(), "score");
         return t;
     }
 

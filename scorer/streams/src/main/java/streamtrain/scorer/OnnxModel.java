@@ -7,6 +7,8 @@ import ai.onnxruntime.OrtSession;
 import ai.onnxruntime.TensorInfo;
 import com.fasterxml.jackson.databind.JsonNode;
 import java.io.ByteArrayInputStream;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
 import java.util.ArrayList;
 import java.util.List;
@@ -32,6 +34,9 @@ final class OnnxModel implements AutoCloseable {
     final float[] mean;
     private final OrtSession session;
     private final String input;
+    /** One row's input, reused: ORT reads a direct buffer in place, so a call allocates only its result. */
+    private final FloatBuffer oneRow;
+    private final OnnxTensor oneRowTensor;
 
     private OnnxModel(int version, List<String> featureNames, double threshold, float[] mean, OrtSession session) {
         this.version = version;
@@ -41,6 +46,12 @@ final class OnnxModel implements AutoCloseable {
         this.mean = mean;
         this.session = session;
         this.input = session.getInputNames().iterator().next();
+        this.oneRow = ByteBuffer.allocateDirect(4 * featureNames.size()).order(ByteOrder.nativeOrder()).asFloatBuffer();
+        try {
+            this.oneRowTensor = OnnxTensor.createTensor(ENV, oneRow, new long[] {1, featureNames.size()});
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
     }
 
     static OnnxModel load(ModelAssembler.Version mv) throws ModelRejected {
@@ -143,6 +154,16 @@ final class OnnxModel implements AutoCloseable {
         }
     }
 
+    /** Score of one row (float32, like numpy). Only the stream thread calls it. */
+    float scoreOne(float[] row) throws Exception {
+        oneRow.clear();
+        oneRow.put(row, 0, featureNames.size());
+        oneRow.flip();
+        try (OrtSession.Result r = session.run(Map.of(input, oneRowTensor))) {
+            return ((float[]) r.get(0).getValue())[0];
+        }
+    }
+
     /** Scores of {@code rows} rows laid out row-major in {@code x} (float32, like numpy). */
     float[] score(float[] x, int rows) throws Exception {
         if (rows == 0) {
@@ -166,6 +187,7 @@ final class OnnxModel implements AutoCloseable {
 
     @Override
     public void close() {
+        oneRowTensor.close();
         closeQuietly(session);
     }
 

@@ -89,9 +89,9 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         float score, chScore = 0;
         boolean shadow = challenger != null && challenger.featureNames.equals(features);
         try {
-            score = champion.score(row, 1)[0];
+            score = champion.scoreOne(row);
             if (shadow) {
-                chScore = challenger.score(row, 1)[0];
+                chScore = challenger.scoreOne(row);
             }
         } catch (Exception e) {
             // The graph ran at load time; failing now is not this record's fault: stop rather than drop it.

@@ -1,2 +1,0 @@
-package streamtrain.compare;
-final class Nop {}
