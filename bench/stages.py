@@ -109,20 +109,43 @@ def scoring(bench, n: int) -> None:
         proc.wait(60)
     bench.add(bench.Figure("scorer consume->score->produce", total, "scorer", rate, "batch predict", predict_rate,
                            "rec/s", "micro-batch 512, offsets after delivery"))
+    jvm_rate = streams_scoring(bench, s, total)
+    bench.add(bench.Figure("kafka-streams scorer consume->score->produce", total, "kafka-streams scorer", jvm_rate,
+                           "batch predict", predict_rate, "rec/s",
+                           f"one record per ONNX call, exactly_once_v2; python scorer {rate:,.0f} rec/s"))
 
 
-def _scorer(bench, s, name: str):
+def streams_scoring(bench, s, total: int) -> float:
+    """The Kafka Streams scorer on the same features and model, into a scores topic of its own."""
+    from scorer.streams_engine import build
+    from streamtrain.kafka import ensure_topics
+    from streamtrain.topics import TopicSpec
+    build()
+    jvm = s.model_copy(update={"topic_scores": f"{s.topic_scores}.jvm"})
+    ensure_topics(jvm.kafka_bootstrap, [TopicSpec(jvm.topic_scores, 3)])
+    proc, log = _scorer(bench, jvm, "bench-streams-scorer", engine="kafka-streams")
+    try:
+        # From the moment its stream thread runs (group joined, first champion in place).
+        t0 = _wait_first_score(jvm, proc, log, marker=b'"state": "RUNNING"')
+        read_topic(jvm.kafka_bootstrap, jvm.topic_scores, until=lambda m: len(m) >= total, timeout=600)
+        return total / (time.monotonic() - t0)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def _scorer(bench, s, name: str, engine: str = "python"):
     env = settings_env(s, group_id=f"{name}-{s.topic_scores}")
     log_path = bench.stack.home / f"{name}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "streamtrain_cli.main", "score"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "streamtrain_cli.main", "score", "--engine", engine], env=env,
                             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
     return proc, log_path
 
 
-def _wait_first_score(s, proc, log_path) -> float:
+def _wait_first_score(s, proc, log_path, marker: bytes = b'"champion_switched"') -> float:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if b'"champion_switched"' in log_path.read_bytes():
+        if marker in log_path.read_bytes():
             return time.monotonic()
         if proc.poll() is not None:
             raise RuntimeError(log_path.read_text()[-2000:])

@@ -55,6 +55,8 @@ class ScoreSettings(CommonSettings):
         "visible to read_committed readers when it commits"))
     transaction_timeout_ms: int = Field(30000, ge=1000, description=(
         "exactly_once: the broker aborts a transaction left open this long by a crashed scorer"))
+    engine: Literal["python", "kafka-streams"] = Field(
+        "python", description="python (this process) or kafka-streams (the JVM scorer in scorer/streams)")
 
 
 class ScorerMetrics:

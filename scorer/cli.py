@@ -15,6 +15,9 @@ from streamtrain.lifecycle import StopFlag
 
 @click.command("score")
 @click.option("--kafka-bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:9092).")
+@click.option("--engine", type=click.Choice(["python", "kafka-streams"]),
+              help="python (default) or kafka-streams: the JVM scorer (Kafka Streams + ONNX Runtime, exactly once), "
+                   "built with Maven on first use.")
 @click.option("--group-id", help="Consumer group shared by scorer replicas.")
 @click.option("--batch-size", type=int, help="Most records per micro-batch (default 512).")
 @click.option("--challenger/--no-challenger", default=None,
@@ -46,6 +49,9 @@ def command(ctx, promote_version, batch_mode, max_records, from_end, model_versi
     scores and consumed offsets commit in one Kafka transaction (exactly once for readers with
     isolation.level=read_committed); --guarantee at_least_once commits offsets only after the
     scores are delivered. Stops cleanly on SIGTERM.
+
+    --engine kafka-streams runs the same scoring as a Kafka Streams application (scorer/streams)
+    with exactly-once processing; it needs Java 17 and Maven, and the model versions' ONNX export.
     """
     settings = ScoreSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
     if promote_version is not None:
@@ -65,4 +71,11 @@ def command(ctx, promote_version, batch_mode, max_records, from_end, model_versi
             sys.exit(2)
         click.echo(json.dumps(summary, indent=2))
         return
+    if settings.engine == "kafka-streams":
+        from scorer.streams_engine import BuildError, exec_scorer
+        try:
+            exec_scorer(settings)
+        except BuildError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
     sys.exit(Scorer(settings, StopFlag().install()).run())

@@ -5,6 +5,12 @@ A version is a set of records with keys under ``model/<version>/``:
     model/<version>/chunk/<i>   artefact bytes, at most CHUNK_BYTES each
     model/<version>/manifest    JSON metadata + sha256, size and chunk count (written last)
 
+A version may carry attachments (e.g. ``onnx``: the same model exported for the JVM scorer).
+Their bytes follow the artefact's in the same chunk sequence (chunk numbers from the
+artefact's count on) and the manifest's ``attachments`` says which chunks are whose, with
+size and sha256. Readers that predate attachments assemble only the first ``chunks``
+chunks, so older scorers keep working unchanged.
+
 Chunks let artefacts larger than one Kafka message through; the manifest comes last, so a
 reader that sees it has every chunk before it (one partition keeps order). Compaction keeps
 the newest record per key, so every version stays complete on the topic. Readers verify size
@@ -15,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -23,6 +29,7 @@ CHUNK_BYTES = 900 * 1024
 MAX_ARTEFACT_BYTES = 256 * 1024 * 1024
 FORMAT_VERSION = 1
 KEY = re.compile(rb"^model/(\d{1,9})/(manifest|chunk/(\d{1,6}))$")
+ATTACHMENT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 REQUIRED = ("version", "feature_names", "threshold", "format")
 
 
@@ -39,18 +46,24 @@ class ModelRejected(Exception):
 class ModelVersion:
     metadata: dict
     artefact: bytes
+    attachments: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def version(self) -> int:
         return int(self.metadata["version"])
 
 
-def encode(artefact: bytes, metadata: dict) -> list[tuple[bytes, bytes]]:
-    """(key, value) records of one version, chunks first, manifest last."""
+def _split(data: bytes) -> list[bytes]:
+    return [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+
+
+def encode(artefact: bytes, metadata: dict, attachments: dict[str, bytes] | None = None) -> list[tuple[bytes, bytes]]:
+    """(key, value) records of one version, chunks first (artefact, then attachments), manifest last."""
     version = int(metadata["version"])
-    if len(artefact) > MAX_ARTEFACT_BYTES:
-        raise ModelRejected("too_large", f"{len(artefact)} bytes > {MAX_ARTEFACT_BYTES}")
-    chunks = [artefact[i:i + CHUNK_BYTES] for i in range(0, len(artefact), CHUNK_BYTES)] or [b""]
+    total = len(artefact) + sum(len(a) for a in (attachments or {}).values())
+    if total > MAX_ARTEFACT_BYTES:
+        raise ModelRejected("too_large", f"{total} bytes > {MAX_ARTEFACT_BYTES}")
+    chunks = _split(artefact)
     manifest = {
         "codec": FORMAT_VERSION,
         "sha256": hashlib.sha256(artefact).hexdigest(),
@@ -58,12 +71,22 @@ def encode(artefact: bytes, metadata: dict) -> list[tuple[bytes, bytes]]:
         "chunks": len(chunks),
         "metadata": {**metadata, "sha256": hashlib.sha256(artefact).hexdigest()},
     }
+    if attachments:
+        manifest["attachments"] = {}
+        for name, data in sorted(attachments.items()):
+            if not ATTACHMENT_NAME.match(name):
+                raise ValueError(f"attachment name {name!r} must match {ATTACHMENT_NAME.pattern}")
+            part = _split(data)
+            manifest["attachments"][name] = {"first_chunk": len(chunks), "chunks": len(part), "size": len(data),
+                                             "sha256": hashlib.sha256(data).hexdigest()}
+            chunks.extend(part)
     records = [(f"model/{version}/chunk/{i}".encode(), c) for i, c in enumerate(chunks)]
     records.append((f"model/{version}/manifest".encode(), json.dumps(manifest).encode()))
     return records
 
 
-def publish_model(producer, topic: str, artefact: bytes, metadata: dict, timeout: float = 60.0) -> None:
+def publish_model(producer, topic: str, artefact: bytes, metadata: dict, timeout: float = 60.0,
+                  attachments: dict[str, bytes] | None = None) -> None:
     """Write one version to the models topic and wait until Kafka has all of it."""
     errors: list[str] = []
 
@@ -71,7 +94,7 @@ def publish_model(producer, topic: str, artefact: bytes, metadata: dict, timeout
         if err is not None:
             errors.append(str(err))
 
-    for key, value in encode(artefact, metadata):
+    for key, value in encode(artefact, metadata, attachments):
         while True:
             try:
                 producer.produce(topic, value, key=key, on_delivery=delivered)
@@ -140,7 +163,33 @@ class ModelAssembler:
             raise ModelRejected("bad_metadata", f"v{version}: metadata lacks {absent}")
         if metadata.get("version") != version:
             raise ModelRejected("bad_metadata", f"key says v{version}, metadata says {metadata.get('version')!r}")
-        return ModelVersion(metadata, artefact)
+        return ModelVersion(metadata, artefact, _attachments(version, manifest, parts, count))
+
+
+def _attachments(version: int, manifest: dict, parts: dict[int, bytes], artefact_chunks: int) -> dict[str, bytes]:
+    """Attachments listed in the manifest, each checked like the artefact (a bad one refuses the version)."""
+    listed = manifest.get("attachments") or {}
+    if not isinstance(listed, dict):
+        raise ModelRejected("bad_metadata", f"v{version}: attachments is not a JSON object")
+    out = {}
+    for name, info in listed.items():
+        try:
+            first, count = int(info["first_chunk"]), int(info["chunks"])
+            size, digest = int(info["size"]), str(info["sha256"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelRejected("bad_metadata", f"v{version}: attachment {name!r}: {exc}") from None
+        if first < artefact_chunks or count < 1:
+            raise ModelRejected("bad_metadata", f"v{version}: attachment {name!r} overlaps the artefact's chunks")
+        missing = [i for i in range(first, first + count) if i not in parts]
+        if missing:
+            raise ModelRejected("truncated", f"v{version}: attachment {name!r} chunks {missing[:5]} missing")
+        data = b"".join(parts[i] for i in range(first, first + count))
+        if len(data) != size:
+            raise ModelRejected("truncated", f"v{version}: attachment {name!r} has {len(data)} bytes, manifest says {size}")
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ModelRejected("checksum", f"v{version}: attachment {name!r} sha256 mismatch")
+        out[name] = data
+    return out
 
 
 def read_versions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[ModelVersion]:

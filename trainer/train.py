@@ -19,6 +19,7 @@ from streamtrain.kafka import producer_config
 from streamtrain.kafka_dataset import KafkaSource, SourceRange, infer_features, resolve_range
 from streamtrain.model import ARTEFACT_FORMAT, reconstruction_error, save_artefact
 from streamtrain.modelcodec import publish_model, read_versions
+from streamtrain.onnx_export import ONNX_ATTACHMENT, NotExportable, export_scoring_graph
 from streamtrain.settings import CommonSettings
 
 log = logs.get("trainer")
@@ -152,7 +153,10 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
 
     # Threshold from the errors of the (normalized) training rows, read once more from Kafka.
     errors = []
+    raw_sample = None
     for x, _ in source.batches():
+        if raw_sample is None:
+            raw_sample = x[:64]
         xn = (x - mean32) / std32
         errors.append(reconstruction_error(xn, model(xn, training=False).numpy()))
     errors = np.concatenate(errors)
@@ -190,12 +194,22 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
     }
     if publish:
         producer = Producer(producer_config(s.kafka_bootstrap, **{"message.max.bytes": 2 * 1024 * 1024}))
-        publish_model(producer, s.topic_models, save_artefact(model), meta)
+        publish_model(producer, s.topic_models, save_artefact(model), meta,
+                      attachments=_exports(model, mean32, std32, raw_sample))
         log.info("model_published", version=version, parent_version=parent, topic=s.topic_models,
                  records=n_rows, threshold=round(threshold, 6), final_loss=meta["metrics"]["loss"][-1],
                  seconds=meta["train_seconds"])
     meta["_model"] = model
     return meta
+
+
+def _exports(model, mean32, std32, sample) -> dict[str, bytes]:
+    """The same model for scorers outside Python (the Kafka Streams scorer reads the ONNX graph)."""
+    try:
+        return {ONNX_ATTACHMENT: export_scoring_graph(model, mean32, std32, check_rows=sample)}
+    except NotExportable as exc:
+        log.warning("onnx_not_exported", reason=str(exc))
+        return {}
 
 
 class _ProgressLog:

@@ -165,6 +165,10 @@ def spec_schema() -> dict:
         }),
         "scorer": _obj("Live scoring with hot model swaps", {
             "replicas": _int("Scorer replicas (one consumer group)", 2, 0, 64),
+            "engine": _str("python (micro-batches, TensorFlow) or kafka-streams (JVM Kafka Streams application, "
+                           "ONNX Runtime, exactly once)", "python", enum=["python", "kafka-streams"]),
+            "streamsImage": _str("Image of the kafka-streams scorer (images/scorer-streams.Dockerfile); "
+                                 "empty: <image.repository>-scorer-streams:<image.tag>", ""),
             "challenger": _obj("Champion/challenger: new versions score in shadow until promoted", {
                 "enabled": {"type": "boolean", "default": False, "description": "Shadow new versions first"},
                 "promoteAfter": _int("Auto-promote after this many shadow records (0 = only on request)", 0, 0),

@@ -103,7 +103,7 @@ def env(program: str, name: str, spec: dict) -> list[dict]:
                 _v("FEATURES", ",".join(preprocess_spec(spec).feature_names))]
     elif program == "score":
         c = spec["scorer"]["challenger"]
-        out += [_v("GROUP_ID", f"{name}-scorer"), _v("CHALLENGER", c["enabled"]),
+        out += [_v("GROUP_ID", f"{name}-scorer"), _v("ENGINE", spec["scorer"]["engine"]), _v("CHALLENGER", c["enabled"]),
                 _v("PROMOTE_AFTER", c["promoteAfter"]), _v("PROMOTE_MIN_AGREEMENT", c["minAgreement"])]
     return out
 
@@ -143,6 +143,18 @@ def program_pod(program: str, name: str, spec: dict, component: str, config_map:
                          "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT)}},
             "spec": {"restartPolicy": restart, "securityContext": {"runAsNonRoot": True, "fsGroup": UID},
                      "containers": [container], "volumes": volumes}}
+
+
+def scorer_pod(name: str, spec: dict) -> dict:
+    """The Python scorer, or the Kafka Streams scorer: its own image (a JVM whose entrypoint is the
+    scorer), the same STREAMTRAIN_* environment, probes and hardening."""
+    pod = program_pod("score", name, spec, "scorer")
+    if spec["scorer"]["engine"] == "kafka-streams":
+        img = spec["image"]
+        c = pod["spec"]["containers"][0]
+        c["image"] = spec["scorer"].get("streamsImage") or f"{img['repository']}-scorer-streams:{img['tag']}"
+        del c["args"]
+    return pod
 
 
 def deployment(name: str, namespace: str, component: str, replicas: int, pod: dict) -> Manifest:
@@ -289,8 +301,7 @@ def render(name: str, namespace: str, spec: dict) -> list[Manifest]:
         children += strimzi(name, namespace, spec)
     children += preprocessing(name, namespace, spec)
     children += trainer(name, namespace, spec)
-    children.append(deployment(name, namespace, "scorer", spec["scorer"]["replicas"],
-                               program_pod("score", name, spec, "scorer")))
+    children.append(deployment(name, namespace, "scorer", spec["scorer"]["replicas"], scorer_pod(name, spec)))
     children += metrics_services(name, namespace)
     return children
 

@@ -152,7 +152,7 @@ def test_new_recipe_new_training_job_same_schedule_same_cronjob():
     assert job() == job()
     assert job() != job(lambda s: s["model"].update(epochs=5))
     assert job() != job(lambda s: s["preprocessing"].update(filter="temperature > 0"))
-    assert job() == job(lambda s: s["scorer"].update(replicas=7))
+    assert job() == job(lambda s: s.setdefault("scorer", {}).update(replicas=7))
 
 
 def test_preprocessing_change_rolls_the_preprocessor():
@@ -180,3 +180,20 @@ def test_bad_preprocessing_is_refused_before_rendering():
     with pytest.raises((SpecError, ValueError), match="label"):
         children("minimal", lambda s: s.update(preprocessing={"features": ["temperature"], "derived": [
             {"name": "leak", "expr": "label * 2"}]}))
+
+
+def test_kafka_streams_engine_runs_the_jvm_scorer_image_with_the_same_settings():
+    def scorer(change=None):
+        return next(m for m in children("minimal", change) if m["metadata"]["name"] == "demo-scorer")
+
+    py = scorer()["spec"]["template"]["spec"]["containers"][0]
+    jvm = scorer(lambda s: s.setdefault("scorer", {}).update(engine="kafka-streams"))["spec"]["template"]["spec"]["containers"][0]
+    assert py["args"] == ["score"] and "args" not in jvm
+    assert jvm["image"] == py["image"].replace(":", "-scorer-streams:", 1)
+    env = {e["name"]: e.get("value") for e in jvm["env"]}
+    assert env["STREAMTRAIN_ENGINE"] == "kafka-streams"
+    assert {k: v for k, v in env.items() if k != "STREAMTRAIN_ENGINE"} == \
+        {e["name"]: e.get("value") for e in py["env"] if e["name"] != "STREAMTRAIN_ENGINE"}
+    assert jvm["securityContext"] == py["securityContext"] and jvm["readinessProbe"] == py["readinessProbe"]
+    custom = scorer(lambda s: s.setdefault("scorer", {}).update(engine="kafka-streams", streamsImage="reg/jvm-scorer:1"))
+    assert custom["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/jvm-scorer:1"

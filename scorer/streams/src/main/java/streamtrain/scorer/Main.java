@@ -1,0 +1,154 @@
+package streamtrain.scorer;
+
+import java.nio.file.Files;
+import java.time.Duration;
+import java.util.Properties;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.common.serialization.Serdes;
+import org.apache.kafka.streams.KafkaStreams;
+import org.apache.kafka.streams.StreamsConfig;
+import org.apache.kafka.streams.Topology;
+import org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler;
+import sun.misc.Signal;
+
+/**
+ * The Kafka Streams scorer: features topic -> champion model (ONNX Runtime) -> scores topic,
+ * exactly once (exactly_once_v2: scores, dead letters and input offsets commit in one
+ * transaction). Models come from the models topic through {@link ModelWatcher} and switch
+ * between records. Exit codes as the Python scorer: 0 stopped by SIGTERM/SIGINT, 3 no model
+ * arrived within STREAMTRAIN_MODEL_WAIT_S, 4 the model watcher or the stream failed.
+ */
+public final class Main {
+    private static final Log LOG = new Log("scorer");
+
+    private Main() {}
+
+    static Topology topology(Settings s, ModelRegistry registry, ScorerMetrics metrics) {
+        Topology t = new Topology();
+        t.addSource("features", Serdes.ByteArray().deserializer(), Serdes.ByteArray().deserializer(), s.topicFeatures());
+        t.addProcessor("score", () -> new ScoreProcessor(s, registry, metrics), "features");
+        t.addSink(ScoreProcessor.SCORES_SINK, s.topicScores(), Serdes.ByteArray().serializer(),
+                Serdes.ByteArray().serializer(), new SameAsPythonPartitioner(), "score");
+        t.addSink(ScoreProcessor.DEADLETTER_SINK, s.topicDeadletter(), Serdes.ByteArray().serializer(),
+                Serdes.ByteArray().serializer(), new SameAsPythonPartitioner(), "score");
+        return t;
+    }
+
+    static Properties streamsConfig(Settings s) throws Exception {
+        Properties p = new Properties();
+        p.put(StreamsConfig.APPLICATION_ID_CONFIG, s.groupId());
+        p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, s.kafkaBootstrap());
+        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
+        p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, String.valueOf(s.commitIntervalMs()));
+        p.put(StreamsConfig.CLIENT_ID_CONFIG, s.instanceId());
+        // One stream thread: a replaced model's native session is released as soon as the switch is made.
+        p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, "1");
+        p.put(StreamsConfig.STATE_DIR_CONFIG, Files.createTempDirectory("streamtrain-streams-").toString());
+        p.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
+        p.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), "10000");
+        p.put(StreamsConfig.consumerPrefix(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG), "1000");
+        return p;
+    }
+
+    public static void main(String[] args) throws Exception {
+        Settings s = Settings.fromEnv(System.getenv());
+        Log.setLevel(s.logLevel());
+        System.exit(run(s));
+    }
+
+    static int run(Settings s) throws Exception {
+        CountDownLatch stop = new CountDownLatch(1);
+        String[] signal = {null};
+        for (String name : new String[] {"TERM", "INT"}) {
+            Signal.handle(new Signal(name), sig -> {
+                signal[0] = "SIG" + sig.getName();
+                stop.countDown();
+            });
+        }
+        ScorerMetrics metrics = new ScorerMetrics();
+        ModelRegistry registry = new ModelRegistry(s.challenger());
+        ModelWatcher watcher = new ModelWatcher(s, registry, reason -> metrics.refused.labelValues(reason).inc());
+        KafkaStreams[] streams = {null};
+        Integer port = null;
+        if (s.metricsPort() > 0) {
+            port = metrics.serve(s.metricsPort(), () -> streams[0] != null
+                    && streams[0].state() == KafkaStreams.State.RUNNING && watcher.isAlive());
+        }
+        watcher.start();
+        LOG.info("scorer_started", "features_topic", s.topicFeatures(), "scores_topic", s.topicScores(),
+                "models_topic", s.topicModels(), "group", s.groupId(), "challenger_mode", s.challenger(),
+                "metrics_port", port, "engine", "kafka-streams", "processing_guarantee", "exactly_once_v2");
+        int rc = 0;
+        try {
+            Integer waited = waitForModel(s, registry, watcher, stop);
+            if (waited != null) {
+                return waited;
+            }
+            // The first champion is taken here, before any record; later switches happen between records.
+            for (ModelRegistry.Event e : registry.apply()) {
+                LOG.info(e.name(), "old_version", e.oldVersion(), "new_version", e.newVersion());
+            }
+            metrics.modelVersion.set(registry.champion().version);
+            streams[0] = new KafkaStreams(topology(s, registry, metrics), streamsConfig(s));
+            streams[0].setStateListener((now, before) -> LOG.info("streams_state", "state", now.name(),
+                    "previous", before.name()));
+            String[] failure = {null};
+            streams[0].setUncaughtExceptionHandler(exc -> {
+                failure[0] = String.valueOf(exc);
+                LOG.error("stream_failed", "error", failure[0]);
+                stop.countDown();
+                return StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.SHUTDOWN_CLIENT;
+            });
+            streams[0].start();
+            while (!stop.await(200, TimeUnit.MILLISECONDS)) {
+                if (watcher.error != null) {
+                    LOG.error("scorer_exiting", "reason", "model watcher failed: " + watcher.error);
+                    return rc = 4;
+                }
+                if (streams[0].state() == KafkaStreams.State.ERROR) {
+                    return rc = 4;
+                }
+            }
+            return rc = failure[0] != null ? 4 : 0;
+        } finally {
+            LOG.info("scorer_stopping", "reason", signal[0] != null ? signal[0] : "stop requested");
+            if (streams[0] != null) {
+                // Finishes the open transaction (or aborts it, to be redone by the next owner) and leaves the group.
+                streams[0].close(new KafkaStreams.CloseOptions().leaveGroup(true).timeout(Duration.ofSeconds(30)));
+            }
+            watcher.shutdown();
+            watcher.join(5000);
+            metrics.stop();
+            LOG.info("scorer_stopped", "exit_code", rc);
+        }
+    }
+
+    /** Null once a champion is waiting to be taken; otherwise the exit code. */
+    private static Integer waitForModel(Settings s, ModelRegistry registry, ModelWatcher watcher,
+                                        CountDownLatch stop) throws Exception {
+        long t0 = System.nanoTime();
+        double logged = 0;
+        while (registry.highestSeen() == 0) {
+            if (watcher.error != null) {
+                LOG.error("scorer_exiting", "reason", "model watcher failed: " + watcher.error);
+                return 4;
+            }
+            double waited = (System.nanoTime() - t0) / 1e9;
+            if (s.modelWaitS() > 0 && waited > s.modelWaitS()) {
+                LOG.error("no_model", "waited_s", Math.round(waited), "topic", s.topicModels());
+                return 3;
+            }
+            if (waited - logged >= 10) {
+                logged = waited;
+                LOG.info("waiting_for_model", "topic", s.topicModels(), "waited_s", Math.round(waited));
+            }
+            if (stop.await(100, TimeUnit.MILLISECONDS)) {
+                return 0;
+            }
+        }
+        return null;
+    }
+
+}

@@ -1,0 +1,166 @@
+package streamtrain.scorer;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Properties;
+import java.util.function.Consumer;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+
+/**
+ * Tails the compacted models topic (one partition, from the start, no consumer group) like
+ * scorer/models.py ModelWatcher: assembles versions, loads and warms each fully, then offers
+ * it. At start only the newest loadable version of the backlog is loaded. Promotion requests
+ * arrive as control records.
+ */
+final class ModelWatcher extends Thread {
+    private static final Log LOG = new Log("scorer.models");
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private final Settings settings;
+    private final ModelRegistry registry;
+    private final Consumer<String> onRefused;
+    private volatile boolean stopping;
+    private volatile boolean caughtUp;
+    volatile Exception error;
+
+    ModelWatcher(Settings settings, ModelRegistry registry, Consumer<String> onRefused) {
+        super("model-watcher");
+        setDaemon(true);
+        this.settings = settings;
+        this.registry = registry;
+        this.onRefused = onRefused;
+    }
+
+    boolean caughtUp() {
+        return caughtUp;
+    }
+
+    void shutdown() {
+        stopping = true;
+    }
+
+    @Override
+    public void run() {
+        Properties p = new Properties();
+        p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, settings.kafkaBootstrap());
+        p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+        p.put(ConsumerConfig.MAX_PARTITION_FETCH_BYTES_CONFIG, String.valueOf(4 * 1024 * 1024));
+        p.put(ConsumerConfig.CLIENT_ID_CONFIG, settings.instanceId() + "-model-watcher");
+        try (KafkaConsumer<byte[], byte[]> consumer =
+                     new KafkaConsumer<>(p, new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
+            TopicPartition tp = new TopicPartition(settings.topicModels(), 0);
+            consumer.assign(List.of(tp));
+            consumer.seekToBeginning(List.of(tp));
+            long end = consumer.endOffsets(List.of(tp), Duration.ofSeconds(30)).get(tp);
+            ModelAssembler assembler = new ModelAssembler();
+            List<ModelAssembler.Version> backlog = new ArrayList<>();
+            if (end == 0) {
+                catchUp(backlog);
+            }
+            while (!stopping) {
+                for (ConsumerRecord<byte[], byte[]> rec : consumer.poll(Duration.ofMillis(200))) {
+                    byte[] key = rec.key() == null ? new byte[0] : rec.key();
+                    String k = new String(key, StandardCharsets.UTF_8);
+                    if (k.startsWith("control/")) {
+                        control(k, rec.value());
+                        continue;
+                    }
+                    ModelAssembler.Version mv = null;
+                    try {
+                        mv = assembler.add(rec.key(), rec.value());
+                    } catch (ModelRejected e) {
+                        refuse(null, e.reason, e.detail);
+                    }
+                    if (mv != null) {
+                        if (caughtUp) {
+                            OnnxModel model = load(mv);
+                            if (model != null && !registry.offer(model)) {
+                                model.close();
+                            }
+                        } else {
+                            backlog.add(mv);
+                        }
+                    }
+                }
+                if (!caughtUp && consumer.position(tp) >= end) {
+                    catchUp(backlog);
+                }
+            }
+        } catch (Exception e) {
+            error = e;
+            LOG.error("model_watcher_failed", "error", String.valueOf(e));
+        }
+    }
+
+    private void catchUp(List<ModelAssembler.Version> backlog) {
+        backlog.sort(Comparator.comparingInt(ModelAssembler.Version::version).reversed());
+        for (ModelAssembler.Version mv : backlog) {
+            OnnxModel model = load(mv);
+            if (model != null) {
+                if (!registry.offer(model)) {
+                    model.close();
+                }
+                break;
+            }
+        }
+        backlog.clear();
+        caughtUp = true;
+        int champion = registry.highestSeen();
+        LOG.info("models_caught_up", "champion", champion == 0 ? null : champion);
+    }
+
+    private OnnxModel load(ModelAssembler.Version mv) {
+        long t0 = System.nanoTime();
+        OnnxModel model = null;
+        try {
+            model = OnnxModel.load(mv);
+            model.warm();
+        } catch (ModelRejected e) {
+            refuse(mv.version(), e.reason, e.detail);
+            return null;
+        } catch (Exception e) {
+            if (model != null) {
+                model.close();
+            }
+            refuse(mv.version(), "load_failed", String.valueOf(e));
+            return null;
+        }
+        LOG.info("model_loaded", "version", model.version, "features", model.featureNames,
+                "threshold", model.threshold, "load_ms", Math.round((System.nanoTime() - t0) / 1e5) / 10.0,
+                "engine", "onnxruntime");
+        return model;
+    }
+
+    private void refuse(Integer version, String reason, String detail) {
+        LOG.error("model_refused", "version", version, "reason", reason, "detail", detail);
+        onRefused.accept(reason);
+    }
+
+    private void control(String key, byte[] value) {
+        int version;
+        try {
+            JsonNode body = JSON.readTree(value == null ? "{}".getBytes(StandardCharsets.UTF_8) : value);
+            JsonNode v = body == null ? null : body.get("version");
+            if (v == null || !v.canConvertToInt()) {
+                throw new IllegalArgumentException("no integer 'version'");
+            }
+            version = v.asInt();
+        } catch (Exception e) {
+            refuse(null, "bad_control", key + ": " + e.getMessage());
+            return;
+        }
+        if (key.equals("control/promote") && caughtUp) {
+            LOG.info("promotion_requested", "version", version);
+            registry.requestPromotion(version);
+        }
+    }
+}

@@ -1,0 +1,64 @@
+package streamtrain.scorer;
+
+import java.net.InetAddress;
+import java.util.Map;
+
+/**
+ * The Python scorer's settings (env prefix STREAMTRAIN_, same names and defaults), so one
+ * environment runs either engine.
+ */
+record Settings(
+        String kafkaBootstrap,
+        String topicFeatures,
+        String topicScores,
+        String topicModels,
+        String topicDeadletter,
+        String groupId,
+        String instanceId,
+        boolean challenger,
+        long promoteAfter,
+        double promoteMinAgreement,
+        double modelWaitS,
+        int metricsPort,
+        String logLevel,
+        long commitIntervalMs) {
+
+    static Settings fromEnv(Map<String, String> env) {
+        return new Settings(
+                get(env, "KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+                get(env, "TOPIC_FEATURES", "streamtrain.telemetry.features"),
+                get(env, "TOPIC_SCORES", "streamtrain.scores"),
+                get(env, "TOPIC_MODELS", "streamtrain.models"),
+                get(env, "TOPIC_DEADLETTER", "streamtrain.deadletter"),
+                get(env, "GROUP_ID", "streamtrain-scorer"),
+                get(env, "INSTANCE_ID", hostname()),
+                bool(get(env, "CHALLENGER", "false")),
+                Long.parseLong(get(env, "PROMOTE_AFTER", "0")),
+                Double.parseDouble(get(env, "PROMOTE_MIN_AGREEMENT", "0.95")),
+                Double.parseDouble(get(env, "MODEL_WAIT_S", "0")),
+                Integer.parseInt(get(env, "METRICS_PORT", "0")),
+                get(env, "LOG_LEVEL", "INFO"),
+                Long.parseLong(get(env, "COMMIT_INTERVAL_MS", "100")));
+    }
+
+    private static String get(Map<String, String> env, String name, String fallback) {
+        String v = env.get("STREAMTRAIN_" + name);
+        return v == null || v.isBlank() ? fallback : v.trim();
+    }
+
+    private static boolean bool(String v) {
+        return switch (v.toLowerCase()) {
+            case "1", "true", "yes", "on" -> true;
+            case "0", "false", "no", "off" -> false;
+            default -> throw new IllegalArgumentException("not a boolean: " + v);
+        };
+    }
+
+    private static String hostname() {
+        try {
+            return InetAddress.getLocalHost().getHostName();
+        } catch (Exception e) {
+            return "kafka-streams-scorer";
+        }
+    }
+}

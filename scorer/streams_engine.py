@@ -1,0 +1,67 @@
+"""`streamtrain score --engine kafka-streams`: build the Kafka Streams scorer (scorer/streams,
+Maven) when its jar is missing or older than its sources, then run it in place of this
+process with the same STREAMTRAIN_ settings, so signals and the exit code are the JVM's."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from streamtrain import logs
+from streamtrain.settings import CommonSettings
+
+log = logs.get("scorer.streams")
+
+MODULE = Path(__file__).resolve().parent / "streams"
+JAR = MODULE / "target" / "streamtrain-scorer-streams.jar"
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def _stale() -> bool:
+    if not JAR.exists():
+        return True
+    built = JAR.stat().st_mtime
+    sources = [MODULE / "pom.xml", *(p for p in (MODULE / "src" / "main").rglob("*") if p.is_file())]
+    return any(p.stat().st_mtime > built for p in sources)
+
+
+def build(force: bool = False) -> Path:
+    """The runnable jar (dependencies in target/lib); Maven runs offline first, online if the cache lacks something."""
+    if not force and not _stale():
+        return JAR
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise BuildError("Maven (mvn) is not on PATH; it builds the Kafka Streams scorer (scorer/streams)")
+    base = [mvn, "-q", "-B", "-f", str(MODULE / "pom.xml"), "package"]
+    for cmd in (base[:1] + ["-o"] + base[1:], base):
+        log.info("building_streams_scorer", command=" ".join(cmd[1:]))
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode == 0 and JAR.exists():
+            return JAR
+    raise BuildError(f"mvn package failed for {MODULE}:\n{(res.stdout + res.stderr)[-3000:]}")
+
+
+def settings_env(settings: CommonSettings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"STREAMTRAIN_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def java_command(jar: Path) -> list[str]:
+    java = shutil.which("java")
+    if not java:
+        raise BuildError("java is not on PATH; the Kafka Streams scorer needs Java 17")
+    return [java, "-jar", str(jar)]
+
+
+def exec_scorer(settings: CommonSettings) -> None:
+    """Replace this process with the JVM scorer (never returns)."""
+    cmd = java_command(build())
+    log.info("starting_streams_scorer", jar=str(JAR))
+    os.execve(cmd[0], cmd, settings_env(settings))
