@@ -18,7 +18,9 @@ import time
 import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 
 from streamtrain import logs, telemetry
 from streamtrain.kafka import dead_letter_headers, producer_config
@@ -48,6 +50,14 @@ class BridgeSettings(CommonSettings):
     session_expiry_s: int = Field(24 * 3600, description="How long the broker keeps this bridge's session while it is away")
     max_payload_bytes: int = Field(telemetry.MAX_PAYLOAD_BYTES, description="Larger payloads are dead-lettered as oversized")
     known_devices: str | None = Field(None, description="Comma-separated device ids; others are dead-lettered (default: any)")
+    mqtt_username: str | None = Field(None, description="The bridge's MQTT identity (role bridge in the broker's users file)")
+    mqtt_password: SecretStr | None = Field(None, description="Its password (prefer mqtt_password_file)")
+    mqtt_password_file: Path | None = Field(None, description="File holding the password, e.g. a mounted Secret")
+
+    def password(self) -> str | None:
+        if self.mqtt_password_file is not None:
+            return self.mqtt_password_file.read_text().strip()
+        return self.mqtt_password.get_secret_value() if self.mqtt_password else None
 
 
 class BridgeMetrics:
@@ -101,7 +111,8 @@ class _Link:
 
     def __init__(self, client_id: str, bridge: "Bridge") -> None:
         self.client_id = client_id
-        self.client = make_client(client_id, manual_ack=True)
+        self.client = make_client(client_id, manual_ack=True, username=bridge.s.mqtt_username,
+                                  password=bridge.s.password())
         self.client.user_data_set(self)
         self.client.on_connect = bridge._on_connect
         self.client.on_disconnect = bridge._on_disconnect
@@ -140,7 +151,10 @@ class Bridge:
     # ---------------------------------------------------------------- MQTT side
     def _on_connect(self, client, link: _Link, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("mqtt_refused", client_id=link.client_id, reason=str(reason_code))
+            log.error("mqtt_refused", client_id=link.client_id, reason=str(reason_code), username=self.s.mqtt_username,
+                      retry_in_s=link.backoff)
+            link.next_attempt = time.monotonic() + link.backoff
+            link.backoff = min(link.backoff * 2, 10.0)
             return
         no_delay(client.socket())
         client.subscribe(self.topic_filter, qos=1)
