@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 
 from streamtrain import logs, telemetry
-from streamtrain.kafka import dead_letter_headers, producer_config
+from streamtrain.kafka import KafkaHealth, dead_letter_headers, producer_config
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer
 from streamtrain.mqtt import connect_properties, make_client, no_delay
@@ -141,7 +141,7 @@ class Bridge:
         ids = [settings.client_id] if settings.connections == 1 else \
             [f"{settings.client_id}-{i}" for i in range(settings.connections)]
         self.links = [_Link(cid, self) for cid in ids]
-        self.kafka_ok = True
+        self.kafka_health = KafkaHealth()
         self.draining = False
 
     @property
@@ -201,11 +201,11 @@ class Bridge:
             if err is not None:
                 # Idempotent producer retries internally; reaching here means it gave up: try again.
                 self.metrics.delivery_errors.inc()
-                self.kafka_ok = False
+                self.kafka_health.up = False
                 log.warning("kafka_delivery_failed", topic=topic, error=str(err), action="retry")
                 self._produce(topic, key, value, headers, link, token, t0, reason, timestamp)
                 return
-            self.kafka_ok = True
+            self.kafka_health.up = True
             if reason is None:
                 self.metrics.forwarded.inc()
             else:
@@ -224,13 +224,12 @@ class Bridge:
                 self.producer.poll(0.005)
 
     def _kafka_error(self, err: KafkaError) -> None:
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            self.kafka_ok = False
-        log.warning("kafka_error", error=str(err))
+        self.kafka_health.error_cb(err)
 
     # ---------------------------------------------------------------- lifecycle
     def ready(self) -> bool:
-        return all(link.connected for link in self.links) and self.kafka_ok
+        return all(link.connected for link in self.links) and \
+            self.kafka_health.ok(lambda: self.producer.list_topics(self.s.topic_raw, timeout=2))
 
     def _try_connect(self, link: _Link) -> None:
         now = time.monotonic()

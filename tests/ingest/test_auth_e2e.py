@@ -89,62 +89,68 @@ def test_devices_and_bridge_authenticate_and_devices_publish_only_to_their_own_t
     env = settings_env(pipeline, mqtt_port=port, client_id=group, share_group=group, metrics_port=metrics_port,
                        mqtt_username="bridge-1", mqtt_password_file=password_file)
     bridge = Program(["bridge"], env, tmp_path / "bridge.log").start()
-    bridge.wait_log('"mqtt_subscribed"', timeout=60)
+    wrong = None
+    try:
+        bridge.wait_log('"mqtt_subscribed"', timeout=60)
 
-    # A bridge with a wrong password is refused, logs it and is not ready.
-    intruder_port = free_port()
-    wrong = Program(["bridge"], settings_env(pipeline, mqtt_port=port, client_id=f"{group}-x", share_group=group,
-                                             metrics_port=intruder_port, mqtt_username="bridge-1",
-                                             mqtt_password="guess"), tmp_path / "intruder-bridge.log").start()
-    wrong.wait_log('"mqtt_refused"', timeout=60)
+        # A bridge with a wrong password is refused, logs it and is not ready.
+        intruder_port = free_port()
+        wrong = Program(["bridge"], settings_env(pipeline, mqtt_port=port, client_id=f"{group}-x", share_group=group,
+                                                 metrics_port=intruder_port, mqtt_username="bridge-1",
+                                                 mqtt_password="guess"), tmp_path / "intruder-bridge.log").start()
+        wrong.wait_log('"mqtt_refused"', timeout=60)
 
-    good = Device(port, "dev-a", PASSWORDS["dev-a"])
-    assert not good.connack.is_failure
-    mids = [good.publish("devices/dev-a/telemetry", reading("dev-a", i)) for i in range(20)]
-    wait_for(lambda: all(m in good.pubacks for m in mids), "PUBACKs")
-    assert all(not good.pubacks[m].is_failure for m in mids)
-    # Publishing to another device's topic: PUBACK "Not authorized", never forwarded (and HiveMQ then
-    # disconnects the device, which reconnects; one at a time so no retransmission blurs the count).
-    for i in range(3):
-        mid = good.publish("devices/dev-b/telemetry", reading("dev-b", 1000 + i))
-        wait_for(lambda: mid in good.pubacks, "PUBACK of a spoofed message")
-        assert good.pubacks[mid].getName() == "Not authorized"
-    wait_for(lambda: good.client.is_connected(), "device reconnect")
-    # Devices may not read other devices' telemetry.
-    good.client.subscribe("devices/+/telemetry", qos=1)
-    wait_for(lambda: good.subacks, "SUBACK")
-    assert good.subacks[0].is_failure
+        good = Device(port, "dev-a", PASSWORDS["dev-a"])
+        assert not good.connack.is_failure
+        mids = [good.publish("devices/dev-a/telemetry", reading("dev-a", i)) for i in range(20)]
+        wait_for(lambda: all(m in good.pubacks for m in mids), "PUBACKs")
+        assert all(not good.pubacks[m].is_failure for m in mids)
+        # Publishing to another device's topic: PUBACK "Not authorized", never forwarded (and HiveMQ then
+        # disconnects the device, which reconnects; one at a time so no retransmission blurs the count).
+        for i in range(3):
+            mid = good.publish("devices/dev-b/telemetry", reading("dev-b", 1000 + i))
+            wait_for(lambda: mid in good.pubacks, "PUBACK of a spoofed message")
+            assert good.pubacks[mid].getName() == "Not authorized"
+        wait_for(lambda: good.client.is_connected(), "device reconnect")
+        # Devices may not read other devices' telemetry.
+        good.client.subscribe("devices/+/telemetry", qos=1)
+        wait_for(lambda: good.subacks, "SUBACK")
+        assert good.subacks[0].is_failure
 
-    wrong_password = Device(port, "dev-b", "not-bravo")
-    unknown = Device(port, "dev-zz", "whatever")
-    anonymous = Device(port, None, None)
-    for refused in (wrong_password, unknown, anonymous):
-        assert refused.connack.is_failure and refused.connack.getName() == "Bad user name or password"
-        refused.close()
+        wrong_password = Device(port, "dev-b", "not-bravo")
+        unknown = Device(port, "dev-zz", "whatever")
+        anonymous = Device(port, None, None)
+        for refused in (wrong_password, unknown, anonymous):
+            assert refused.connack.is_failure and refused.connack.getName() == "Bad user name or password"
+            refused.close()
 
-    msgs = read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, until=lambda m: len(m) >= 20, timeout=60)
-    assert sorted(json.loads(m.value())["seq"] for m in msgs) == list(range(20))
-    assert all(m.key() == b"dev-a" for m in msgs)
-    time.sleep(1)  # give any wrongly forwarded message the chance to show up
-    after = read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, timeout=10) + \
-        read_topic(pipeline.kafka_bootstrap, pipeline.topic_deadletter, timeout=10)
-    assert not [m for m in after if b"dev-b" in (m.value() or b"")]
+        msgs = read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, until=lambda m: len(m) >= 20, timeout=60)
+        assert sorted(json.loads(m.value())["seq"] for m in msgs) == list(range(20))
+        assert all(m.key() == b"dev-a" for m in msgs)
+        time.sleep(1)  # give any wrongly forwarded message the chance to show up
+        after = read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, timeout=10) + \
+            read_topic(pipeline.kafka_bootstrap, pipeline.topic_deadletter, timeout=10)
+        assert not [m for m in after if b"dev-b" in (m.value() or b"")]
 
-    broker_log = log_path.read_text()
-    refused_connects = [json.loads(line) for line in broker_log.splitlines() if '"mqtt_auth_refused"' in line]
-    refused_publishes = [json.loads(line) for line in broker_log.splitlines() if '"mqtt_publish_refused"' in line]
-    print(f"refused connects={len(refused_connects)} publishes={len(refused_publishes)}")
-    assert {r["reason"] for r in refused_connects} >= {"wrong password", "unknown user", "no credentials"}
-    assert any(r["username"] == "bridge-1" for r in refused_connects)  # the intruding bridge
-    assert int(refused_connects[-1]["refused_connects_total"]) == len(refused_connects)
-    assert len(refused_publishes) == 3 and refused_publishes[-1]["refused_publishes_total"] == "3"
-    assert all(r["username"] == "dev-a" and r["topic"] == "devices/dev-b/telemetry" for r in refused_publishes)
-    assert '"mqtt_subscribe_refused"' in broker_log
+        broker_log = log_path.read_text()
+        refused_connects = [json.loads(line) for line in broker_log.splitlines() if '"mqtt_auth_refused"' in line]
+        refused_publishes = [json.loads(line) for line in broker_log.splitlines() if '"mqtt_publish_refused"' in line]
+        print(f"refused connects={len(refused_connects)} publishes={len(refused_publishes)}")
+        assert {r["reason"] for r in refused_connects} >= {"wrong password", "unknown user", "no credentials"}
+        assert any(r["username"] == "bridge-1" for r in refused_connects)  # the intruding bridge
+        assert int(refused_connects[-1]["refused_connects_total"]) == len(refused_connects)
+        assert len(refused_publishes) == 3 and refused_publishes[-1]["refused_publishes_total"] == "3"
+        assert all(r["username"] == "dev-a" and r["topic"] == "devices/dev-b/telemetry" for r in refused_publishes)
+        assert '"mqtt_subscribe_refused"' in broker_log
 
-    assert urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5).status == 200
-    with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(f"http://127.0.0.1:{intruder_port}/readyz", timeout=5)
-    assert info.value.code == 503
-    good.close()
-    assert wrong.stop() == 0
-    assert bridge.stop() == 0
+        assert urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5).status == 200
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{intruder_port}/readyz", timeout=5)
+        assert info.value.code == 503
+        good.close()
+        assert wrong.stop() == 0
+        assert bridge.stop() == 0
+    finally:
+        for prog in (bridge, wrong):
+            if prog is not None and prog.proc.poll() is None:
+                prog.kill()
