@@ -158,6 +158,9 @@ class ModelWatcher(threading.Thread):
         except ModelRejected as exc:
             self._refuse(None, exc.reason, exc.detail)
             return
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the watcher (and the scorer)
+            self._refuse(None, "bad_record", repr(exc)[:300])
+            return
         if mv is None:
             return
         if self.caught_up.is_set():

@@ -53,3 +53,6 @@ class StackSettings(CommonSettings):
     partitions: int = Field(6, description="Partitions of the raw, features and scores topics")
     retention_hours: int = Field(72, description="Retention of the stream topics")
     ready_timeout_s: float = Field(120.0, description="How long `stack up` waits for both brokers to be ready")
+    mqtt_users_file: Path | None = Field(None, description=(
+        "MQTT credentials (`streamtrain stack passwd`); when set, HiveMQ refuses clients not in it, "
+        "devices publish only to devices/<user>/telemetry and only bridges subscribe"))
