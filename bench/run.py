@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -34,7 +34,7 @@ from stack.local import LocalStack, free_port  # noqa: E402
 from streamtrain import logs  # noqa: E402
 from streamtrain.kafka import ensure_topics, producer_config  # noqa: E402
 from streamtrain.mqtt import no_delay  # noqa: E402
-from streamtrain.settings import CommonSettings, StackSettings  # noqa: E402
+from streamtrain.settings import CommonSettings, StackSettings, settings_env  # noqa: E402
 from streamtrain.topics import TopicSpec, pipeline_topics  # noqa: E402
 
 
@@ -150,10 +150,7 @@ class Bench:
         return rate
 
     def _bridge(self, s: CommonSettings, group: str, connections: int) -> subprocess.Popen:
-        env = {**os.environ, "STREAMTRAIN_SHARE_GROUP": group, "STREAMTRAIN_CLIENT_ID": group,
-               "STREAMTRAIN_CONNECTIONS": str(connections), "STREAMTRAIN_MQTT_PORT": str(s.mqtt_port),
-               "STREAMTRAIN_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "STREAMTRAIN_TOPIC_RAW": s.topic_raw,
-               "STREAMTRAIN_TOPIC_DEADLETTER": s.topic_deadletter}
+        env = settings_env(s, share_group=group, client_id=group, connections=connections)
         log = open(self.stack.home / f"{group}.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "streamtrain_cli.main", "bridge"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
@@ -237,15 +234,18 @@ class Bench:
               f"{os.cpu_count()} cores, Python {platform.python_version()}", flush=True)
         self.stack.up(create_topics=False)
         try:
-            sizes = [5_000] if self.quick else [10_000, 100_000]
-            for n in sizes:
-                self.kafka_alone(n * 4)
+            # Full run: every figure at 3 sizes (or offered loads) so the cost curve shows.
+            sizes = [5_000] if self.quick else [5_000, 20_000, 60_000]  # ingestion: ~2k msg/s
+            for n in ([20_000] if self.quick else [100_000, 300_000, 1_000_000]):
+                self.kafka_alone(n)
             for n in sizes:
                 self.ingestion(n, connections=1)
             if not self.quick:
-                self.ingestion(sizes[-1], connections=4)
-            self.ingest_latency(500, 5 if self.quick else 30)
-            for devices in ([2000] if self.quick else [2000, 10_000]):
+                for n in sizes:
+                    self.ingestion(n, connections=4)
+            for rate in ([500] if self.quick else [200, 500, 1000]):
+                self.ingest_latency(rate, 5 if self.quick else 20)
+            for devices in ([2000] if self.quick else [2000, 5000, 10_000]):
                 self.simulator_scale(devices, 5 if self.quick else 20)
             self.extra_stages()
         finally:
@@ -253,11 +253,8 @@ class Bench:
         self.write()
 
     def extra_stages(self) -> None:
-        """Training, scoring and hot-swap figures live in bench/stages.py once those stages exist."""
-        try:
-            from bench import stages
-        except ImportError:
-            return
+        """Training, scoring and hot-swap figures (bench/stages.py)."""
+        from bench import stages
         stages.run(self)
 
     def write(self) -> None:

@@ -48,6 +48,10 @@ class BridgeSettings(CommonSettings):
     session_expiry_s: int = Field(24 * 3600, description="How long the broker keeps this bridge's session while it is away")
     max_payload_bytes: int = Field(telemetry.MAX_PAYLOAD_BYTES, description="Larger payloads are dead-lettered as oversized")
     known_devices: str | None = Field(None, description="Comma-separated device ids; others are dead-lettered (default: any)")
+    resubscribe_idle_s: float = Field(5.0, gt=0, description=(
+        "Send the SUBSCRIBE again after this long without a message and with nothing in flight. HiveMQ CE can "
+        "lose track of a shared subscriber that subscribed right after connecting (it then never polls the "
+        "shared queue for it again: hivemq-community-edition#558); a SUBSCRIBE makes it poll. Harmless otherwise"))
 
 
 class BridgeMetrics:
@@ -60,6 +64,8 @@ class BridgeMetrics:
                                     ["reason"], registry=r)
         self.delivery_errors = Counter("streamtrain_bridge_delivery_errors", "Kafka delivery failures (retried)", registry=r)
         self.inflight = Gauge("streamtrain_bridge_inflight", "Messages received and not yet acknowledged", registry=r)
+        self.resubscribes = Counter("streamtrain_bridge_resubscribes",
+                                    "SUBSCRIBEs sent again after an idle spell (shared-queue poll nudges)", registry=r)
         self.latency = Histogram("streamtrain_bridge_delivery_seconds", "MQTT receive to Kafka delivery",
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10), registry=r)
 
@@ -109,6 +115,8 @@ class _Link:
         self.client.on_subscribe = bridge._on_subscribe
         self.acks = _InOrderAcks(self.client)
         self.connected = False
+        self.subscribed = False
+        self.last_message = time.monotonic()
         self.next_attempt = 0.0
         self.backoff = 0.5
 
@@ -145,6 +153,8 @@ class Bridge:
         no_delay(client.socket())
         client.subscribe(self.topic_filter, qos=1)
         link.connected = True
+        link.subscribed = False
+        link.last_message = time.monotonic()
         link.backoff = 0.5
         log.info("mqtt_connected", client_id=link.client_id, subscription=self.topic_filter,
                  session_present=bool(flags.session_present))
@@ -153,8 +163,24 @@ class Bridge:
         failed = [str(rc) for rc in reason_codes if rc.is_failure]
         if failed:
             log.error("mqtt_subscribe_refused", client_id=link.client_id, reasons=failed)
-        else:
+        elif not link.subscribed:
+            link.subscribed = True
             log.info("mqtt_subscribed", client_id=link.client_id, subscription=self.topic_filter)
+            # Once more now that the broker has surely finished its connect-time poll (see resubscribe_idle_s).
+            self._resubscribe(link)
+
+    def _resubscribe(self, link: _Link) -> None:
+        link.client.subscribe(self.topic_filter, qos=1)
+        link.last_message = time.monotonic()
+        self.metrics.resubscribes.inc()
+        log.debug("mqtt_resubscribed", client_id=link.client_id, subscription=self.topic_filter)
+
+    def _nudge_idle(self) -> None:
+        now = time.monotonic()
+        for link in self.links:
+            if link.subscribed and link.connected and not len(link.acks) \
+                    and now - link.last_message > self.s.resubscribe_idle_s:
+                self._resubscribe(link)
 
     def _on_disconnect(self, client, link: _Link, flags, reason_code, properties) -> None:
         link.connected = False
@@ -164,7 +190,7 @@ class Bridge:
     def _on_message(self, client, link: _Link, msg) -> None:
         if self.draining:
             return  # not acknowledged: the broker keeps it in the session and delivers it again
-        t0 = time.monotonic()
+        t0 = link.last_message = time.monotonic()
         self.metrics.received.inc()
         self.metrics.inflight.inc()
         token = link.acks.received(msg.mid, msg.qos)
@@ -248,6 +274,7 @@ class Bridge:
                         link.connected = False
                         self._try_connect(link)
                 self._pump(0.005)
+                self._nudge_idle()
         finally:
             self._shutdown(server)
 

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 
 from streamtrain import logs
-from streamtrain.kafka import consumer_config, dead_letter_headers, producer_config
+from streamtrain.kafka import KafkaHealth, consumer_config, dead_letter_headers, deliver_then_store, producer_config
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer
 from streamtrain.preprocessing.engine import Engine
@@ -40,8 +39,11 @@ class Preprocessor:
         self.m_filtered = Counter("streamtrain_preprocess_filtered", "Records dropped by the spec's filter", registry=r)
         self.m_dead = Counter("streamtrain_preprocess_deadlettered", "Records that failed", ["reason"], registry=r)
         self.m_windows = Counter("streamtrain_preprocess_windows_out", "Window aggregates produced", registry=r)
-        self.consumer = Consumer(consumer_config(s.kafka_bootstrap, s.group_id, **{"enable.auto.commit": True}))
-        self.producer = Producer(producer_config(s.kafka_bootstrap, **{"linger.ms": 5}))
+        self.kafka_health = KafkaHealth()
+        self.consumer = Consumer(consumer_config(s.kafka_bootstrap, s.group_id, **{
+            "enable.auto.commit": True, "error_cb": self.kafka_health.error_cb}))
+        self.producer = Producer(producer_config(s.kafka_bootstrap, **{"linger.ms": 5,
+                                                                        "error_cb": self.kafka_health.error_cb}))
         self.errors: list[str] = []
 
     def _delivered(self, err, msg) -> None:
@@ -84,19 +86,11 @@ class Preprocessor:
                                                           detail))
         self.m_dead.labels(reason).inc()
 
-    def _commit_after_delivery(self, msgs) -> None:
-        while self.producer.flush(10):
-            log.warning("outputs_undelivered", action="waiting")
-        if self.errors:
-            errors, self.errors = self.errors, []
-            raise RuntimeError(f"output delivery failed: {errors[:3]}")
-        highest: dict[int, int] = defaultdict(lambda: -1)
-        for m in msgs:
-            highest[m.partition()] = max(highest[m.partition()], m.offset())
-        self.consumer.store_offsets(offsets=[TopicPartition(msgs[0].topic(), p, o + 1) for p, o in highest.items()])
+    def ready(self) -> bool:
+        return self.kafka_health.ok(lambda: self.consumer.list_topics(self.s.topic_raw, timeout=2))
 
     def run(self) -> int:
-        server = MetricsServer(self.registry, self.s.metrics_port).start() if self.s.metrics_port else None
+        server = MetricsServer(self.registry, self.s.metrics_port, self.ready).start() if self.s.metrics_port else None
         self.consumer.subscribe([self.s.topic_raw])
         log.info("preprocess_started", raw_topic=self.s.topic_raw, features_topic=self.s.topic_features,
                  windows_topic=self.s.topic_windows, features=self.spec.feature_names,
@@ -108,7 +102,7 @@ class Preprocessor:
                 if not msgs:
                     continue
                 self.process_batch(msgs)
-                self._commit_after_delivery(msgs)
+                deliver_then_store(self.producer, self.consumer, msgs, self.errors)
                 if time.monotonic() - last_progress > 10:
                     last_progress = time.monotonic()
                     log.info("preprocess_progress", records_in=self.m_in._value.get(),

@@ -1,9 +1,12 @@
 """The live scorer: features topic -> micro-batches -> champion model -> scores topic.
 
 Per batch: consume, decode, score with the champion (and the challenger in shadow), produce
-the scores, wait for their delivery, then store the batch's offsets (committed in the
-background). Model switches happen only between batches. Records that cannot be scored
-(missing or non-finite features, not JSON) go to the dead-letter topic with the reason.
+the scores. Then, exactly once (the default): the scores, dead letters and the consumed offsets
+commit as one Kafka transaction (every ``transaction_interval_ms``), so readers of the scores
+topic with read_committed see each input scored once whatever crashes. At least once: wait for
+delivery, then store the batch's offsets (committed in the background); a crash re-scores the
+records since the last commit. Model switches happen only between batches. Records that cannot
+be scored (missing or non-finite features, not JSON) go to the dead-letter topic with the reason.
 """
 from __future__ import annotations
 
@@ -12,22 +15,24 @@ import math
 import socket
 import threading
 import time
-from collections import defaultdict
 from typing import Literal
 
 import numpy as np
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import Field
 
 from scorer.models import ModelRegistry, ModelWatcher
 from streamtrain import logs
-from streamtrain.kafka import consumer_config, dead_letter_headers, producer_config
+from streamtrain.kafka import (ExactlyOnce, KafkaHealth, consumer_config, dead_letter_headers, deliver_then_store,
+                               producer_config)
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer
 from streamtrain.settings import CommonSettings
 
 log = logs.get("scorer")
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class ScoreSettings(CommonSettings):
@@ -41,6 +46,15 @@ class ScoreSettings(CommonSettings):
     promote_after: int = Field(0, ge=0, description="Auto-promote a challenger after this many shadow records (0 = only on request)")
     promote_min_agreement: float = Field(0.95, ge=0, le=1, description="Agreement with the champion needed to auto-promote")
     model_wait_s: float = Field(0, ge=0, description="Exit non-zero if no model arrives in this time (0 = wait forever)")
+    guarantee: Literal["exactly_once", "at_least_once"] = Field("exactly_once", description=(
+        "exactly_once: scores and consumed offsets commit in one Kafka transaction (read the scores "
+        "topic with isolation.level=read_committed); at_least_once: no transactions, a crash re-scores "
+        "the records since the last offset commit (duplicates possible, somewhat faster)"))
+    transaction_interval_ms: int = Field(100, ge=1, description=(
+        "exactly_once: longest time a transaction stays open (batches per commit); scores become "
+        "visible to read_committed readers when it commits"))
+    transaction_timeout_ms: int = Field(30000, ge=1000, description=(
+        "exactly_once: the broker aborts a transaction left open this long by a crashed scorer"))
     engine: Literal["python", "kafka-streams"] = Field(
         "python", description="python (this process) or kafka-streams (the JVM scorer in scorer/streams)")
 
@@ -90,25 +104,54 @@ class Scorer:
         self._stop_event = threading.Event()
         self.watcher = ModelWatcher(settings.kafka_bootstrap, settings.topic_models, self.registry,
                                     lambda reason: self.metrics.refused.labels(reason).inc(), self._stop_event)
-        self.consumer = Consumer(consumer_config(settings.kafka_bootstrap, settings.group_id, **{
-            "enable.auto.commit": True, "auto.commit.interval.ms": 1000, "client.id": settings.instance_id}))
-        self.producer = Producer(producer_config(settings.kafka_bootstrap, **{"client.id": settings.instance_id,
-                                                                              "linger.ms": 2}))
+        self.exactly_once = settings.guarantee == "exactly_once"
+        self.kafka_health = KafkaHealth()
+        consumer_extra = {"client.id": settings.instance_id, "error_cb": self.kafka_health.error_cb}
+        producer_extra = {"client.id": settings.instance_id, "linger.ms": 2, "error_cb": self.kafka_health.error_cb}
+        if self.exactly_once:
+            # Offsets go through the producer's transaction, never through the consumer; inputs
+            # written by transactions are read only once committed.
+            consumer_extra.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
+            # Stable per replica: a restarted replica fences its dead predecessor and aborts its open
+            # transaction at once instead of waiting for the transaction timeout.
+            producer_extra.update({"transactional.id": self.transactional_id,
+                                   "transaction.timeout.ms": settings.transaction_timeout_ms})
+        else:
+            consumer_extra.update({"enable.auto.commit": True, "auto.commit.interval.ms": 1000})
+        self.consumer = Consumer(consumer_config(settings.kafka_bootstrap, settings.group_id, **consumer_extra))
+        self.producer = Producer(producer_config(settings.kafka_bootstrap, **producer_extra))
+        self.txn: ExactlyOnce | None = None
         self.shadow = _Shadow()
         self._delivery_errors: list[str] = []
+        self._uncommitted_ts: list[float] = []
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.s.group_id}.{self.s.instance_id}"
 
     # ---------------------------------------------------------------- helpers
     def ready(self) -> bool:
-        return self.registry.champion is not None and self.watcher.is_alive()
+        return (self.registry.champion is not None and self.watcher.is_alive()
+                and self.kafka_health.ok(lambda: self.consumer.list_topics(self.s.topic_features, timeout=2)))
 
     def _on_revoke(self, consumer, partitions) -> None:
-        # Work of a batch is finished before the next poll, so stored offsets are complete: commit them now
+        # Work of a batch is finished before the next poll, so its outputs are complete: commit now
         # so the partition's next owner starts exactly after the last score.
-        try:
-            consumer.commit(asynchronous=False)
-        except Exception as exc:  # noqa: BLE001 - nothing stored yet is a normal case
-            log.debug("commit_on_revoke", detail=str(exc))
+        if self.txn is not None:
+            self._commit_transaction(exclude=partitions)
+        else:
+            try:
+                consumer.commit(asynchronous=False)
+            except Exception as exc:  # noqa: BLE001 - nothing stored yet is a normal case
+                log.debug("commit_on_revoke", detail=str(exc))
         log.info("partitions_revoked", partitions=[p.partition for p in partitions])
+
+    def _on_lost(self, consumer, partitions) -> None:
+        # The group moved on without us: our offsets would be refused, the new owner redoes the work.
+        if self.txn is not None and self.txn.open:
+            self.txn.abort(exclude=partitions)
+            self._uncommitted_ts.clear()
+        log.warning("partitions_lost", partitions=[p.partition for p in partitions])
 
     def _on_assign(self, consumer, partitions) -> None:
         log.info("partitions_assigned", partitions=[p.partition for p in partitions])
@@ -120,7 +163,7 @@ class Scorer:
                 body = json.loads(m.value())
                 if not isinstance(body, dict):
                     raise ValueError("not a JSON object")
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 bad.append((m, "malformed_json", str(exc)[:200]))
                 continue
             missing = [f for f in features if f not in body]
@@ -128,8 +171,10 @@ class Scorer:
                 bad.append((m, "missing_feature", f"missing {missing}"))
                 continue
             vals = [body[f] for f in features]
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
-                bad.append((m, "bad_feature_value", "features must be finite numbers"))
+            # Finite after the cast to float32 too (3.5e38 is a finite double but an infinite float32).
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                       and abs(v) <= FLOAT32_MAX for v in vals):
+                bad.append((m, "bad_feature_value", "features must be finite numbers within float32 range"))
                 continue
             rows.append(vals)
             keep.append((m, body))
@@ -151,7 +196,11 @@ class Scorer:
         try:
             if not self._wait_for_model():
                 return 0 if self.stop.is_set() else 3
-            self.consumer.subscribe([self.s.topic_features], on_assign=self._on_assign, on_revoke=self._on_revoke)
+            if self.exactly_once:
+                self.txn = ExactlyOnce(self.producer, self.consumer, self.s.transaction_interval_ms / 1000)
+                log.info("transactions_ready", transactional_id=self.transactional_id)
+            self.consumer.subscribe([self.s.topic_features], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                    on_lost=self._on_lost)
             while not self.stop.is_set():
                 if self.watcher.error is not None:
                     log.error("scorer_exiting", reason=f"model watcher failed: {self.watcher.error}")
@@ -164,7 +213,14 @@ class Scorer:
                 msgs = [m for m in msgs if not m.error()]
                 if msgs:
                     self._score_batch(msgs)
+                if self.txn is not None and (self.txn.due() or not msgs):
+                    self._commit_transaction()
             return 0
+        except KafkaException as exc:
+            # Fatal for the transactional producer (e.g. fenced by a replica with the same instance id).
+            log.error("scorer_exiting", reason=f"Kafka: {exc.args[0]}", transactional_id=self.transactional_id
+                      if self.exactly_once else None)
+            return 5
         finally:
             self._shutdown(server)
 
@@ -198,8 +254,27 @@ class Scorer:
         self.metrics.model_version.set(champion.version if champion else 0)
         self.metrics.challenger_version.set(challenger.version if challenger else 0)
 
+    def _commit_transaction(self, exclude=()) -> None:
+        committed = self.txn.commit(exclude=exclude)
+        self._delivery_errors.clear()  # a failed delivery aborts the transaction; nothing else to do
+        if committed:
+            done = time.time()
+            for ts in self._uncommitted_ts:
+                self.metrics.lag_seconds.observe(max(0.0, done - ts))
+        self._uncommitted_ts.clear()
+
+    def _send(self, topic: str, value: bytes, key, headers=None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key=key, headers=headers, on_delivery=self._delivered)
+                return
+            except BufferError:
+                self.producer.poll(0.01)  # local queue full: let deliveries drain it
+
     def _score_batch(self, msgs) -> None:
         t0 = time.monotonic()
+        if self.txn is not None:
+            self.txn.begin()
         champion, challenger = self.registry.champion, self.registry.challenger
         x, keep, bad = self._decode(msgs, champion.feature_names)
         if len(keep):
@@ -225,42 +300,27 @@ class Scorer:
                 if ch_scores is not None:
                     out["challenger"] = {"model_version": challenger.version, "score": float(ch_scores[i]),
                                          "is_anomaly": bool(ch_flags[i])}
-                self.producer.produce(self.s.topic_scores, json.dumps(out).encode(), key=m.key(),
-                                      on_delivery=self._delivered)
+                self._send(self.s.topic_scores, json.dumps(out).encode(), m.key())
                 self.producer.poll(0)
             self.metrics.scored.labels(str(champion.version)).inc(len(keep))
             self.metrics.flagged.inc(int(flags.sum()))
             self.metrics.anomaly_rate.set(float(flags.mean()))
         for m, reason, detail in bad:
-            self.producer.produce(self.s.topic_deadletter, m.value(), key=m.key(), on_delivery=self._delivered,
-                                  headers=dead_letter_headers(reason, f"kafka:{m.topic()}/{m.partition()}@{m.offset()}",
-                                                              detail))
+            self._send(self.s.topic_deadletter, m.value(), m.key(),
+                       dead_letter_headers(reason, f"kafka:{m.topic()}/{m.partition()}@{m.offset()}", detail))
             self.metrics.deadlettered.labels(reason).inc()
-        self._deliver_then_store(msgs)
-        done = time.time()
-        for _, body in keep:
-            ts = body.get("ts")
-            if isinstance(ts, (int, float)):
+        stamps = [ts for _, body in keep if isinstance(ts := body.get("ts"), (int, float))]
+        if self.txn is not None:
+            self.txn.add(msgs)
+            self._uncommitted_ts.extend(stamps)
+        else:
+            deliver_then_store(self.producer, self.consumer, msgs, self._delivery_errors, what="scores")
+            done = time.time()
+            for ts in stamps:
                 self.metrics.lag_seconds.observe(max(0.0, done - ts))
         self.metrics.batch_seconds.observe(time.monotonic() - t0)
         if challenger is not None:
             self._maybe_promote()
-
-    def _deliver_then_store(self, msgs) -> None:
-        """Offsets move only once every score and dead letter of the batch is in Kafka."""
-        while True:
-            remaining = self.producer.flush(10)
-            if self._delivery_errors:
-                errors, self._delivery_errors = self._delivery_errors, []
-                # Without a delivery the offsets must not move: crash-restart re-scores from the last commit.
-                raise RuntimeError(f"score delivery failed: {errors[:3]}")
-            if remaining == 0:
-                break
-            log.warning("scores_undelivered", remaining=remaining, action="waiting")
-        highest: dict[int, int] = defaultdict(lambda: -1)
-        for m in msgs:
-            highest[m.partition()] = max(highest[m.partition()], m.offset())
-        self.consumer.store_offsets(offsets=[TopicPartition(msgs[0].topic(), p, o + 1) for p, o in highest.items()])
 
     def _maybe_promote(self) -> None:
         self.metrics.challenger_agreement.set(self.shadow.agreement)
@@ -280,8 +340,12 @@ class Scorer:
         log.info("scorer_stopping", reason=self.stop.signal_name or "stop requested")
         self._stop_event.set()
         try:
-            self.producer.flush(30)
-            self.consumer.commit(asynchronous=False)
+            if self.txn is not None:
+                self._commit_transaction()
+                log.info("transactions_summary", committed=self.txn.commits, aborted=self.txn.aborts)
+            else:
+                self.producer.flush(30)
+                self.consumer.commit(asynchronous=False)
         except Exception as exc:  # noqa: BLE001 - nothing to commit is fine at shutdown
             log.debug("final_commit", detail=str(exc))
         self.consumer.close()

@@ -24,6 +24,9 @@ from streamtrain.lifecycle import StopFlag
               help="Score new versions in shadow as challenger until promoted.")
 @click.option("--promote-after", type=int, help="Auto-promote a challenger after N shadow records (0 = never).")
 @click.option("--promote-min-agreement", type=float, help="Agreement needed for auto-promotion (default 0.95).")
+@click.option("--guarantee", type=click.Choice(["exactly_once", "at_least_once"]),
+              help="exactly_once (default): scores and offsets in one Kafka transaction; at_least_once: no "
+                   "transactions, a crash may re-score records.")
 @click.option("--promote", "promote_version", type=int,
               help="Ask running scorers to promote this challenger version, then exit.")
 @click.option("--batch", "batch_mode", is_flag=True, help="Score a fixed range offline through tf.data, then exit.")
@@ -42,8 +45,10 @@ def command(ctx, promote_version, batch_mode, max_records, from_end, model_versi
 
     The newest valid version on the models topic is loaded at start; each new version is
     loaded and warmed in the background and switched in between two micro-batches. A
-    version that cannot be loaded is refused and the current one keeps serving. Offsets
-    are committed only after the scores are delivered. Stops cleanly on SIGTERM.
+    version that cannot be loaded is refused and the current one keeps serving. By default
+    scores and consumed offsets commit in one Kafka transaction (exactly once for readers with
+    isolation.level=read_committed); --guarantee at_least_once commits offsets only after the
+    scores are delivered. Stops cleanly on SIGTERM.
 
     --engine kafka-streams runs the same scoring as a Kafka Streams application (scorer/streams)
     with exactly-once processing; it needs Java 17 and Maven, and the model versions' ONNX export.

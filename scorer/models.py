@@ -138,22 +138,7 @@ class ModelWatcher(threading.Thread):
                 if msg is None or msg.error():
                     continue
                 position = msg.offset() + 1
-                key = msg.key() or b""
-                if key.startswith(CONTROL_PREFIX):
-                    self._control(key, msg.value())
-                else:
-                    try:
-                        mv = assembler.add(msg.key(), msg.value(), msg.headers())
-                    except ModelRejected as exc:
-                        self._refuse(None, exc.reason, exc.detail)
-                        mv = None
-                    if mv is not None:
-                        if self.caught_up.is_set():
-                            model = self._load(mv)
-                            if model is not None:
-                                self.registry.offer(model)
-                        else:
-                            backlog.append(mv)
+                self.handle(assembler, backlog, msg.key(), msg.value(), msg.headers())
                 if not self.caught_up.is_set() and position >= end:
                     self._catch_up(backlog)
         except Exception as exc:  # noqa: BLE001 - surfaced to the scoring loop, which exits non-zero
@@ -161,6 +146,26 @@ class ModelWatcher(threading.Thread):
             log.exception("model_watcher_failed")
         finally:
             consumer.close()
+
+    def handle(self, assembler: ModelAssembler, backlog: list[ModelVersion], key: bytes | None, value: bytes | None,
+               headers=None) -> None:
+        """One record of the models topic: a control request, part of a version, or refused."""
+        if (key or b"").startswith(CONTROL_PREFIX):
+            self._control(key, value)
+            return
+        try:
+            mv = assembler.add(key, value, headers)
+        except ModelRejected as exc:
+            self._refuse(None, exc.reason, exc.detail)
+            return
+        if mv is None:
+            return
+        if self.caught_up.is_set():
+            model = self._load(mv)
+            if model is not None:
+                self.registry.offer(model)
+        else:
+            backlog.append(mv)
 
     def _catch_up(self, backlog: list[ModelVersion]) -> None:
         """At start only the newest loadable version matters; older ones fall back in order."""
@@ -177,8 +182,8 @@ class ModelWatcher(threading.Thread):
         try:
             body = json.loads(value or b"{}")
             version = int(body["version"])
-        except (ValueError, KeyError, TypeError) as exc:
-            self._refuse(None, "bad_control", f"{key!r}: {exc}")
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            self._refuse(None, "bad_control", f"{key[:80]!r}: {str(exc)[:200]}")
             return
         if key == b"control/promote" and self.caught_up.is_set():
             log.info("promotion_requested", version=version)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from simulator.fleet import Fleet
-from streamtrain import logs
+from streamtrain import logs, telemetry
 from streamtrain.lifecycle import StopFlag
 from streamtrain.mqtt import AsyncPublisher
 
@@ -122,51 +122,75 @@ class CsvReplayConfig:
     speed: float = 1.0                    # 1 = real time, 10 = ten times faster, 0 = as fast as possible
 
 
-def _parse_ts(value: str) -> float:
+def _parse_ts(value: str | None) -> float:
+    if value is None or not value.strip():
+        raise ValueError("empty")
     try:
-        return float(value)
+        ts = float(value)
     except ValueError:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        ts = datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp()
+    if not math.isfinite(ts):
+        raise ValueError("not a finite time")
+    return ts
 
 
 def read_csv_rows(cfg: CsvReplayConfig) -> list[tuple[str, dict]]:
-    """Rows of the CSV as telemetry dicts, in file order. Raises ValueError with the row on bad input."""
+    """Rows of the CSV as telemetry dicts, in file order.
+
+    Every row becomes a message the bridge accepts (checked with ``telemetry.validate``), or the
+    whole file is refused with a ValueError naming the file and line: a replay never publishes
+    half a file of which part would be dead-lettered.
+    """
     if not (cfg.device_id or cfg.device_column):
         raise ValueError("give --device-id (one device for the whole file) or --device-column")
-    with open(cfg.path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None:
-            raise ValueError(f"{cfg.path}: empty file, no header row")
-        cols = reader.fieldnames
-        if cfg.timestamp_column not in cols:
-            raise ValueError(f"{cfg.path}: no timestamp column {cfg.timestamp_column!r} (columns: {cols})")
-        for c in (cfg.label_column, cfg.device_column):
-            if c and c not in cols:
-                raise ValueError(f"{cfg.path}: no column {c!r} (columns: {cols})")
-        skip = {cfg.timestamp_column, cfg.label_column, cfg.device_column}
-        seqs: dict[str, int] = {}
-        rows = []
-        for lineno, row in enumerate(reader, start=2):
-            device_id = row[cfg.device_column] if cfg.device_column else cfg.device_id
+    try:
+        with open(cfg.path, newline="", encoding="utf-8") as fh:
+            return _rows(cfg, csv.DictReader(fh))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{cfg.path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise ValueError(f"{cfg.path}: not a readable CSV file: {exc}") from None
+
+
+def _rows(cfg: CsvReplayConfig, reader: csv.DictReader) -> list[tuple[str, dict]]:
+    if reader.fieldnames is None:
+        raise ValueError(f"{cfg.path}: empty file, no header row")
+    cols = reader.fieldnames
+    if cfg.timestamp_column not in cols:
+        raise ValueError(f"{cfg.path}: no timestamp column {cfg.timestamp_column!r} (columns: {cols[:20]})")
+    for c in (cfg.label_column, cfg.device_column):
+        if c and c not in cols:
+            raise ValueError(f"{cfg.path}: no column {c!r} (columns: {cols[:20]})")
+    skip = {cfg.timestamp_column, cfg.label_column, cfg.device_column}
+    seqs: dict[str, int] = {}
+    rows = []
+    for row in reader:
+        where = f"{cfg.path}:{reader.line_num}"
+        device_id = row[cfg.device_column] if cfg.device_column else cfg.device_id
+        if not isinstance(device_id, str) or not telemetry.DEVICE_ID.match(device_id):
+            raise ValueError(f"{where}: device id {device_id!r} is not 1-64 characters [A-Za-z0-9_.:-]")
+        try:
+            msg = {"device_id": device_id, "ts": _parse_ts(row[cfg.timestamp_column])}
+        except (ValueError, TypeError, OverflowError, OSError) as exc:
+            raise ValueError(f"{where}: bad timestamp {row[cfg.timestamp_column]!r}: {exc}") from None
+        msg["seq"] = seqs.get(device_id, 0)
+        seqs[device_id] = msg["seq"] + 1
+        for col, value in row.items():
+            if col in skip or col is None or not isinstance(value, str) or value == "" or col in telemetry.RESERVED:
+                continue
             try:
-                msg = {"device_id": device_id, "ts": _parse_ts(row[cfg.timestamp_column])}
-            except ValueError as exc:
-                raise ValueError(f"{cfg.path}:{lineno}: bad timestamp {row[cfg.timestamp_column]!r}: {exc}") from None
-            msg["seq"] = seqs.get(device_id, 0)
-            seqs[device_id] = msg["seq"] + 1
-            for col, value in row.items():
-                if col in skip or col is None or value in (None, ""):
-                    continue
-                try:
-                    number = float(value)
-                except ValueError:
-                    continue  # non-numeric columns are not sensor channels
-                if math.isfinite(number):
-                    msg[col] = number
-            if cfg.label_column:
-                raw = (row[cfg.label_column] or "0").strip().lower()
-                msg["label"] = 1 if raw in ("1", "true", "yes", "anomaly", "1.0") else 0
-            rows.append((device_id, msg))
+                number = float(value)
+            except ValueError:
+                continue  # non-numeric columns are not sensor channels
+            if math.isfinite(number):
+                msg[col] = number
+        if cfg.label_column:
+            raw = (row[cfg.label_column] or "0").strip().lower()
+            msg["label"] = 1 if raw in ("1", "true", "yes", "anomaly", "1.0") else 0
+        checked = telemetry.validate(json.dumps(msg, separators=(",", ":")).encode(), topic_for(device_id))
+        if isinstance(checked, telemetry.Rejection):
+            raise ValueError(f"{where}: the bridge would reject this row ({checked.reason}: {checked.detail})")
+        rows.append((device_id, msg))
     return rows
 
 

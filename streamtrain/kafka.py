@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Iterable
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamtrain import logs
@@ -82,6 +83,161 @@ def dead_letter_headers(reason: str, source: str, detail: str = "") -> list[tupl
     if detail:
         headers.append(("streamtrain.detail", detail[:1000].encode("utf-8", "replace")))
     return headers
+
+
+def next_offsets(msgs) -> list[TopicPartition]:
+    """Per partition of ``msgs``, the offset after the last one: what to commit once they are done."""
+    highest: dict[tuple[str, int], int] = {}
+    for m in msgs:
+        key = (m.topic(), m.partition())
+        highest[key] = max(highest.get(key, -1), m.offset())
+    return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
+
+
+def deliver_then_store(producer: Producer, consumer, msgs, errors: list[str], what: str = "outputs") -> None:
+    """At least once: wait until every output of ``msgs`` is in Kafka, then store their offsets.
+
+    ``errors`` is the list the producer's delivery callbacks append to. A failed delivery raises:
+    without it the offsets must not move, and a restart redoes the batch from the last commit.
+    """
+    while True:
+        remaining = producer.flush(10)
+        if errors:
+            failed, errors[:] = list(errors), []
+            raise RuntimeError(f"{what} delivery failed: {failed[:3]}")
+        if remaining == 0:
+            break
+        log.warning(f"{what}_undelivered", remaining=remaining, action="waiting")
+    if msgs:
+        consumer.store_offsets(offsets=next_offsets(msgs))
+
+
+class KafkaHealth:
+    """Whether the brokers are reachable, for /readyz: an ``error_cb`` marks them down, a probe
+    (only while marked down) marks them up again."""
+
+    DOWN = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE)
+
+    def __init__(self) -> None:
+        self.up = True
+        self.last_error = ""
+
+    def error_cb(self, err: KafkaError) -> None:
+        if err.code() in self.DOWN:
+            self.up = False
+            self.last_error = str(err)
+        log.warning("kafka_error", error=str(err))
+
+    def ok(self, probe: Callable[[], object]) -> bool:
+        if not self.up:
+            try:
+                probe()
+                self.up = True
+            except Exception:  # noqa: BLE001 - still unreachable
+                return False
+        return True
+
+
+class ExactlyOnce:
+    """consume -> produce -> commit as Kafka transactions (``send_offsets_to_transaction``).
+
+    Outputs of the consumed records and their offsets commit together or not at all; readers
+    with ``isolation.level=read_committed`` see each output once. A transaction may span several
+    batches (fewer commits, more throughput); ``due()`` says when to commit. On an abortable error
+    the transaction is aborted and the consumer rewound to its first record, so the work is redone.
+    A fatal error (another instance with the same ``transactional.id`` fenced this one) raises.
+    """
+
+    def __init__(self, producer: Producer, consumer, commit_interval_s: float, timeout: float = 30.0) -> None:
+        self.producer, self.consumer = producer, consumer
+        self.commit_interval_s = commit_interval_s
+        self.timeout = timeout
+        self.first: dict[tuple[str, int], int] = {}
+        self.batch_msgs: list = []
+        self.opened_at: float | None = None
+        self.commits = self.aborts = 0
+        self._init()
+
+    def _init(self) -> None:
+        while True:
+            try:
+                self.producer.init_transactions(self.timeout)
+                return
+            except KafkaException as exc:
+                if exc.args[0].retriable():
+                    log.warning("init_transactions_retry", error=str(exc.args[0]))
+                    continue
+                raise
+
+    @property
+    def open(self) -> bool:
+        return self.opened_at is not None
+
+    def begin(self) -> None:
+        if not self.open:
+            self.producer.begin_transaction()
+            self.opened_at = time.monotonic()
+
+    def add(self, msgs) -> None:
+        """Record that ``msgs`` were processed inside the open transaction."""
+        for m in msgs:
+            self.first.setdefault((m.topic(), m.partition()), m.offset())
+        self.batch_msgs.extend(msgs)
+
+    def due(self) -> bool:
+        return self.open and time.monotonic() - self.opened_at >= self.commit_interval_s
+
+    def commit(self, exclude=()) -> bool:
+        """Commit outputs and offsets together. Returns False if the transaction had to be aborted
+        (``exclude``: partitions not to rewind then, e.g. the ones being revoked)."""
+        if not self.open:
+            return True
+        try:
+            if self.batch_msgs:
+                self._retry(lambda: self.producer.send_offsets_to_transaction(
+                    next_offsets(self.batch_msgs), self.consumer.consumer_group_metadata(), self.timeout))
+            self._retry(lambda: self.producer.commit_transaction(self.timeout))
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.txn_requires_abort():
+                log.warning("transaction_aborted", error=str(err), records=len(self.batch_msgs))
+                self.abort(exclude=exclude)
+                return False
+            raise
+        self.commits += 1
+        self._clear()
+        return True
+
+    def _retry(self, call) -> None:
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.retriable() and not err.txn_requires_abort():
+                    log.warning("transaction_retry", error=str(err))
+                    continue
+                raise
+
+    def abort(self, exclude=()) -> None:
+        """Abort the open transaction and rewind the consumer to redo its records (except in ``exclude``)."""
+        if not self.open:
+            return
+        self._retry(lambda: self.producer.abort_transaction(self.timeout))
+        self.aborts += 1
+        skip = {(tp.topic, tp.partition) for tp in exclude}
+        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()} - skip
+        for (topic, part), offset in self.first.items():
+            if (topic, part) in assigned:
+                # A failed seek raises: better a restart from the committed offsets than a skipped record.
+                self.consumer.seek(TopicPartition(topic, part, offset))
+        self._clear()
+
+    def _clear(self) -> None:
+        self.first.clear()
+        self.batch_msgs = []
+        self.opened_at = None
 
 
 def headers_dict(msg) -> dict[str, str]:

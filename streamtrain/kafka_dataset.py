@@ -93,7 +93,7 @@ def decode(value: bytes, feature_names: list[str]) -> tuple[list[float], int] | 
     try:
         body = json.loads(value)
         row = [float(body[f]) for f in feature_names]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None
     if not all(math.isfinite(v) for v in row):
         return None
@@ -115,9 +115,12 @@ def iter_json(bootstrap: str, rng: SourceRange, limit: int | None = None) -> Ite
     for msgs in iter_messages(bootstrap, rng):
         for m in msgs:
             try:
-                yield json.loads(m.value())
-            except ValueError:
+                body = json.loads(m.value())
+            except (ValueError, RecursionError):
                 continue
+            if not isinstance(body, dict):
+                continue
+            yield body
             n += 1
             if limit is not None and n >= limit:
                 return

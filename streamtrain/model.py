@@ -62,11 +62,16 @@ class LoadedModel:
             raise ModelRejected("bad_metadata", f"threshold {meta.get('threshold')!r} is not a number") from None
         if not np.isfinite(threshold) or threshold <= 0:
             raise ModelRejected("bad_metadata", f"threshold {threshold} must be finite and positive")
+        if not isinstance(meta.get("version"), int) or isinstance(meta.get("version"), bool):
+            raise ModelRejected("bad_metadata", f"version {str(meta.get('version'))[:40]!r} is not an integer")
         norm = meta.get("normalization") or {}
+        if not isinstance(norm, dict):
+            raise ModelRejected("bad_metadata", "normalization must be an object with mean and std")
         for key in ("mean", "std"):
             vals = norm.get(key)
-            if not isinstance(vals, list) or len(vals) != len(names):
-                raise ModelRejected("bad_metadata", f"normalization.{key} must have {len(names)} numbers")
+            if not isinstance(vals, list) or len(vals) != len(names) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in vals):
+                raise ModelRejected("bad_metadata", f"normalization.{key} must have {len(names)} finite numbers")
         if not zipfile.is_zipfile(io.BytesIO(mv.artefact)):
             raise ModelRejected("not_a_model", f"artefact of {len(mv.artefact)} bytes is not a .keras archive")
         keras = _keras()

@@ -140,10 +140,16 @@ class ModelAssembler:
             metadata = manifest["metadata"]
             if not isinstance(metadata, dict):
                 raise ValueError("metadata is not a JSON object")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ModelRejected("bad_metadata", f"v{version}: {exc}") from None
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise ModelRejected("bad_metadata", f"v{version}: {str(exc)[:200]}") from None
         if manifest.get("codec") != FORMAT_VERSION:
-            raise ModelRejected("incompatible", f"v{version}: codec {manifest.get('codec')!r}, expected {FORMAT_VERSION}")
+            raise ModelRejected("incompatible", f"v{version}: codec {str(manifest.get('codec'))[:40]!r}, "
+                                                f"expected {FORMAT_VERSION}")
+        # Checked before anything loops over them: a manifest claiming 10^9 chunks must not stall the reader.
+        if not 0 <= size <= MAX_ARTEFACT_BYTES:
+            raise ModelRejected("too_large" if size > 0 else "bad_metadata", f"v{version}: size {size}")
+        if not 0 <= count <= MAX_ARTEFACT_BYTES // CHUNK_BYTES + 1:
+            raise ModelRejected("bad_metadata", f"v{version}: {count} chunks")
         missing = [i for i in range(count) if i not in parts]
         if missing:
             raise ModelRejected("truncated", f"v{version}: chunks {missing[:5]} of {count} missing")

@@ -5,10 +5,21 @@ operator). Program-specific classes extend ``CommonSettings``.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def settings_env(settings: BaseSettings, **extra) -> dict[str, str]:
+    """This process's environment plus ``settings`` (and ``extra`` fields) as STREAMTRAIN_ variables:
+    how a parent hands its settings to a child program (demo, tests, bench)."""
+    env = dict(os.environ)
+    for name, value in {**settings.model_dump(), **extra}.items():
+        if value is not None:
+            env[f"STREAMTRAIN_{name.upper()}"] = str(value)
+    return env
 
 
 class CommonSettings(BaseSettings):

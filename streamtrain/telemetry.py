@@ -95,6 +95,10 @@ def validate(payload: bytes, topic: str | None = None, *, max_bytes: int = MAX_P
         if "non-finite" in str(exc):
             return Rejection("non_finite", str(exc))
         return Rejection("malformed_json", str(exc)[:200])
+    except RecursionError:
+        # A few KB of "[[[[" exhaust the decoder's stack; it must not take the bridge down (and
+        # come back with the unacknowledged message after every restart).
+        return Rejection("malformed_json", "JSON nested too deeply")
     if not isinstance(obj, dict):
         return Rejection("not_an_object", f"payload is a JSON {type(obj).__name__}, not an object")
     for name in ("device_id", "ts", "seq"):

@@ -7,7 +7,6 @@ train v2 on newer data while traffic flows -> scorer swaps to v2 live -> quality
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -21,7 +20,7 @@ import click
 from streamtrain import logs
 from streamtrain.kafka import read_topic
 from streamtrain.quality import evaluate, format_table
-from streamtrain.settings import CommonSettings, StackSettings
+from streamtrain.settings import CommonSettings, StackSettings, settings_env
 
 log = logs.get("demo")
 
@@ -56,12 +55,20 @@ class Proc:
         return self.p.returncode
 
 
-def _env(s: CommonSettings, **extra) -> dict:
-    env = dict(os.environ)
-    for k, v in {**s.model_dump(), **extra}.items():
-        if v is not None:
-            env[f"STREAMTRAIN_{k.upper()}"] = str(v)
-    return env
+def _behind(s: CommonSettings, topic: str, group: str) -> int:
+    """Records of ``topic`` after the offsets ``group`` committed (the scorer commits its offsets in
+    the same transaction as the scores, so 0 means every record's score is committed)."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": group})
+    try:
+        parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
+        behind = 0
+        for tp in c.committed(parts, timeout=10):
+            _, hi = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+            behind += hi - max(tp.offset, 0)
+        return behind
+    finally:
+        c.close()
 
 
 def _count(s: CommonSettings, topic: str) -> int:
@@ -110,7 +117,7 @@ def _stable(counter, polls: int = 4):
 
 def _train(name: str, s: CommonSettings, logdir: Path, args: list[str], procs: list[Proc]) -> dict:
     t0 = time.monotonic()
-    p = Proc(name, ["train", *args], _env(s), logdir)
+    p = Proc(name, ["train", *args], settings_env(s), logdir)
     while p.alive():
         for other in procs:
             if not other.alive():
@@ -170,14 +177,14 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
         click.echo(f"  ✓ Kafka {stack.bootstrap}, MQTT 127.0.0.1:{stack_settings.mqtt_port}")
 
         click.echo("2/7 starting bridge and preprocessing …")
-        bridge = Proc("bridge", ["bridge"], _env(s, client_id=f"demo-{run}", share_group=f"demo-{run}"), logdir)
-        pre = Proc("preprocess", ["preprocess"], _env(s), logdir)
+        bridge = Proc("bridge", ["bridge"], settings_env(s, client_id=f"demo-{run}", share_group=f"demo-{run}"), logdir)
+        pre = Proc("preprocess", ["preprocess"], settings_env(s), logdir)
         procs += [bridge, pre]
         _wait("bridge subscribed", lambda: ('"mqtt_subscribed"' in bridge.tail(100000), "starting"), 60, procs)
 
         click.echo("3/7 simulating the fleet with injected anomalies …")
         sim = Proc("simulator", ["simulate", "--devices", str(devices), "--rate", str(rate), "--seed", str(seed)],
-                   _env(s), logdir)
+                   settings_env(s), logdir)
         procs.append(sim)
         _wait(f"{v1_records} feature records", lambda: ((n := _count(s, s.topic_features)) >= v1_records,
                                                         f"{n} records"), 300, procs)
@@ -186,7 +193,7 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
         v1 = _train("train-v1", s, logdir, ["--epochs", str(epochs), "--max-records", str(v1_records)], procs)
 
         click.echo("5/7 starting the live scorer …")
-        scorer = Proc("scorer", ["score"], _env(s), logdir)
+        scorer = Proc("scorer", ["score"], settings_env(s), logdir)
         procs.append(scorer)
         _wait("scores flowing", lambda: ((n := _count(s, s.topic_scores)) > 0, f"{n} scores"), 120, procs)
 
@@ -215,7 +222,7 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
         procs.remove(pre)
         features_total = _count(s, s.topic_features)
         _wait("every feature record scored",
-              lambda: ((n := _count(s, s.topic_scores)) >= features_total, f"{n}/{features_total}"), 120, procs)
+              lambda: ((n := _behind(s, s.topic_features, "streamtrain-scorer")) == 0, f"{n} to score"), 120, procs)
     except (DemoError, StackError) as exc:
         click.echo(f"error: {exc}", err=True)
         for p in procs:

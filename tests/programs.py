@@ -1,7 +1,6 @@
 """Run StreamTrain programs as real subprocesses in tests, with their logs kept for failures."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,19 +10,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from streamtrain.settings import CommonSettings
+from streamtrain.settings import settings_env as streamtrain_settings_env
 
 STREAMTRAIN = [sys.executable, "-m", "streamtrain_cli.main"]
 
 
 def settings_env(s: CommonSettings, **extra) -> dict:
-    env = dict(os.environ)
-    for name, value in s.model_dump().items():
-        if value is not None:
-            env[f"STREAMTRAIN_{name.upper()}"] = str(value)
-    for name, value in extra.items():
-        env[f"STREAMTRAIN_{name.upper()}"] = str(value)
-    env["STREAMTRAIN_LOG_FORMAT"] = "json"
-    return env
+    return {**streamtrain_settings_env(s, **extra), "STREAMTRAIN_LOG_FORMAT": "json"}
 
 
 class Program:
@@ -32,6 +25,7 @@ class Program:
     def __init__(self, args: list[str], env: dict, log_path: Path) -> None:
         self.args, self.env, self.log_path = args, env, log_path
         self.proc: subprocess.Popen | None = None
+        self.killed = False  # set by kill(): its exit code is then no failure
 
     def start(self) -> "Program":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +47,7 @@ class Program:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def kill(self) -> None:
+        self.killed = True
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 

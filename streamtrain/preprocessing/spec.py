@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from sqlglot import exp
 
 NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+#: Deeper expressions are refused: compiling and rendering them recursively must not exhaust the stack.
+MAX_DEPTH = 64
 IDENTITY = ("device_id", "ts", "seq")
 GROUND_TRUTH = ("label", "anomaly")
 RESERVED = set(IDENTITY) | set(GROUND_TRUTH) | {"device_type"}
@@ -78,7 +80,10 @@ class PreprocessSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "PreprocessSpec":
-        check(self)
+        try:
+            check(self)
+        except RecursionError:
+            raise SpecError(f"an expression is nested too deeply (at most {MAX_DEPTH} levels)") from None
         return self
 
     @classmethod
@@ -98,7 +103,11 @@ def parse_expression(text: str, where: str) -> exp.Expression:
     try:
         tree = sqlglot.parse_one(text)
     except sqlglot.errors.ParseError as exc:
-        raise SpecError(f"{where}: cannot parse {text!r}: {str(exc).splitlines()[0]}") from None
+        raise SpecError(f"{where}: cannot parse {text[:200]!r}: {str(exc).splitlines()[0]}") from None
+    except (sqlglot.errors.SqlglotError, RecursionError) as exc:
+        raise SpecError(f"{where}: cannot parse {text[:200]!r}: {type(exc).__name__}") from None
+    if tree is None:
+        raise SpecError(f"{where}: empty expression")
     return tree
 
 
@@ -108,6 +117,8 @@ def columns(tree: exp.Expression) -> list[str]:
 
 def _check_nodes(tree: exp.Expression, allowed: tuple, where: str) -> None:
     for node in tree.walk():
+        if node.depth > MAX_DEPTH:
+            raise SpecError(f"{where}: nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, LEAVES):
             if isinstance(node, exp.Literal) and node.is_string:
                 raise SpecError(f"{where}: string literal {node.sql()} not supported; numbers only")

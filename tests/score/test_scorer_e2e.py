@@ -124,7 +124,8 @@ def test_corrupt_model_is_refused_and_previous_version_keeps_serving(pipeline, t
     stream = FeatureStream(pipeline, seed=5)
     stream.send(100)
     train(pipeline, tmp_path, "train-v1", records=2000)
-    scorer = start_scorer(pipeline, tmp_path)
+    # At least once here (the other tests run the default, exactly once): refusal works in both.
+    scorer = start_scorer(pipeline, tmp_path, guarantee="at_least_once")
     scorer.wait_log('"new_version": 1', timeout=120)
 
     good = read_versions(pipeline.kafka_bootstrap, pipeline.topic_models)[-1]
@@ -168,7 +169,11 @@ def test_scorer_sigkill_and_restart_leaves_nothing_unscored(pipeline, tmp_path):
     assert restarted.stop() == 0
     keys = collections.Counter((s["device_id"], s["seq"]) for s in scores)
     assert expected <= set(keys)
-    print(f"inputs={len(expected)} scores={len(scores)} re-scored after SIGKILL={sum(c - 1 for c in keys.values())}")
+    duplicates = sum(c - 1 for c in keys.values())
+    print(f"inputs={len(expected)} scores={len(scores)} re-scored after SIGKILL={duplicates}")
+    # Exactly once (the default): the killed scorer's open transaction was aborted by the restart.
+    assert duplicates == 0
+    assert '"transactions_ready"' in restarted.log()
 
 
 @pytest.mark.e2e
