@@ -177,10 +177,13 @@ def _attachments(version: int, manifest: dict, parts: dict[int, bytes], artefact
         try:
             first, count = int(info["first_chunk"]), int(info["chunks"])
             size, digest = int(info["size"]), str(info["sha256"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelRejected("bad_metadata", f"v{version}: attachment {name!r}: {exc}") from None
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ModelRejected("bad_metadata", f"v{version}: attachment {str(name)[:40]!r}: {str(exc)[:200]}") from None
         if first < artefact_chunks or count < 1:
             raise ModelRejected("bad_metadata", f"v{version}: attachment {name!r} overlaps the artefact's chunks")
+        # As for the artefact: bounds first, so a claim of 10^9 chunks cannot stall the reader.
+        if count > MAX_ARTEFACT_BYTES // CHUNK_BYTES + 1 or not 0 <= size <= MAX_ARTEFACT_BYTES:
+            raise ModelRejected("bad_metadata", f"v{version}: attachment {name!r}: {count} chunks, {size} bytes")
         missing = [i for i in range(first, first + count) if i not in parts]
         if missing:
             raise ModelRejected("truncated", f"v{version}: attachment {name!r} chunks {missing[:5]} missing")

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import collections
 import json
+import re
+import urllib.request
 
 import numpy as np
 import pytest
 from confluent_kafka import Producer
 
+from stack.local import free_port
 from streamtrain.kafka import ensure_topics, producer_config, read_topic
 from streamtrain.topics import TopicSpec
 from tests.programs import Program, settings_env
@@ -125,7 +128,8 @@ def test_streams_scorer_refuses_corrupt_models_and_keeps_serving(pipeline, tmp_p
     stream = FeatureStream(pipeline, seed=5)
     stream.send(100)
     train(pipeline, tmp_path, "train-v1", records=2000)
-    scorer = start_streams_scorer(pipeline, tmp_path, programs)
+    port = free_port()
+    scorer = start_streams_scorer(pipeline, tmp_path, programs, metrics_port=port)
     scorer.wait_log('"new_version": 1', timeout=180)
 
     good = read_versions(pipeline.kafka_bootstrap, pipeline.topic_models)[-1]
@@ -152,4 +156,11 @@ def test_streams_scorer_refuses_corrupt_models_and_keeps_serving(pipeline, tmp_p
     assert scorer.proc.poll() is None, "the scorer must survive corrupt models"
     assert {s["model_version"] for s in scores} == {1}
     assert len(scores) == len(set(stream.sent))
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    for reason in ("not_a_model", "load_failed", "incompatible", "bad_key"):
+        assert f'streamtrain_scorer_models_refused_total{{reason="{reason}"}} 1.0' in metrics, metrics
+    assert 'streamtrain_scorer_model_version 1.0' in metrics
+    scored = re.search(r'^streamtrain_scorer_records_scored_total\{model_version="1"\} (\S+)$', metrics, re.M)
+    assert scored and float(scored.group(1)) >= len(scores)  # a retried (aborted) transaction counts again
+    assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10).status == 200
     assert scorer.stop() == 0

@@ -6,6 +6,7 @@ import java.util.Properties;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.streams.KafkaStreams;
 import org.apache.kafka.streams.StreamsConfig;
@@ -40,8 +41,13 @@ public final class Main {
         Properties p = new Properties();
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, s.groupId());
         p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, s.kafkaBootstrap());
-        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
-        p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, String.valueOf(s.commitIntervalMs()));
+        // The Python scorer's guarantee setting: exactly_once (default) or at_least_once; its
+        // transaction interval is how often Streams commits (one transaction per commit).
+        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG,
+                s.exactlyOnce() ? StreamsConfig.EXACTLY_ONCE_V2 : StreamsConfig.AT_LEAST_ONCE);
+        p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, String.valueOf(s.transactionIntervalMs()));
+        p.put(StreamsConfig.producerPrefix(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG),
+                String.valueOf(s.transactionTimeoutMs()));
         p.put(StreamsConfig.CLIENT_ID_CONFIG, s.instanceId());
         // One stream thread: a replaced model's native session is released as soon as the switch is made.
         p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, "1");
@@ -79,7 +85,7 @@ public final class Main {
         watcher.start();
         LOG.info("scorer_started", "features_topic", s.topicFeatures(), "scores_topic", s.topicScores(),
                 "models_topic", s.topicModels(), "group", s.groupId(), "challenger_mode", s.challenger(),
-                "metrics_port", port, "engine", "kafka-streams", "processing_guarantee", "exactly_once_v2");
+                "metrics_port", port, "engine", "kafka-streams", "guarantee", s.guarantee());
         int rc = 0;
         try {
             Integer waited = waitForModel(s, registry, watcher, stop);

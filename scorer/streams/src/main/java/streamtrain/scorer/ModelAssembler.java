@@ -23,6 +23,7 @@ import java.util.regex.Pattern;
 final class ModelAssembler {
     static final int FORMAT_VERSION = 1;
     static final long MAX_ARTEFACT_BYTES = 256L * 1024 * 1024;
+    static final long CHUNK_BYTES = 900 * 1024;
     private static final Pattern KEY = Pattern.compile("^model/(\\d{1,9})/(manifest|chunk/(\\d{1,6}))$");
     private static final String[] REQUIRED = {"version", "feature_names", "threshold", "format"};
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -60,7 +61,7 @@ final class ModelAssembler {
             parts = Map.of();
         }
         JsonNode manifest;
-        int count;
+        long count;
         long size;
         String digest;
         JsonNode metadata;
@@ -69,7 +70,7 @@ final class ModelAssembler {
             if (manifest == null || !manifest.isObject()) {
                 throw new IllegalArgumentException("manifest is not a JSON object");
             }
-            count = required(manifest, "chunks").asInt();
+            count = required(manifest, "chunks").asLong();
             size = required(manifest, "size").asLong();
             digest = required(manifest, "sha256").asText();
             metadata = required(manifest, "metadata");
@@ -83,7 +84,14 @@ final class ModelAssembler {
         if (codec == null || !codec.isIntegralNumber() || codec.asInt() != FORMAT_VERSION) {
             throw new ModelRejected("incompatible", "v" + version + ": codec " + codec + ", expected " + FORMAT_VERSION);
         }
-        byte[] artefact = join(version, "artefact", parts, 0, count);
+        // Checked before anything loops over them: a manifest claiming 10^9 chunks must not stall the reader.
+        if (size < 0 || size > MAX_ARTEFACT_BYTES) {
+            throw new ModelRejected(size > 0 ? "too_large" : "bad_metadata", "v" + version + ": size " + size);
+        }
+        if (count < 0 || count > MAX_ARTEFACT_BYTES / CHUNK_BYTES + 1) {
+            throw new ModelRejected("bad_metadata", "v" + version + ": " + count + " chunks");
+        }
+        byte[] artefact = join(version, "artefact", parts, 0, (int) count);
         if (artefact.length != size) {
             throw new ModelRejected("truncated", "v" + version + ": " + artefact.length + " bytes, manifest says " + size);
         }
@@ -103,7 +111,7 @@ final class ModelAssembler {
         if (!mv.isIntegralNumber() || mv.asLong() != version) {
             throw new ModelRejected("bad_metadata", "key says v" + version + ", metadata says " + mv);
         }
-        return new Version(version, metadata, artefact, attachments(version, manifest, parts, count));
+        return new Version(version, metadata, artefact, attachments(version, manifest, parts, (int) count));
     }
 
     private static Map<String, byte[]> attachments(int version, JsonNode manifest, Map<Integer, byte[]> parts,
@@ -120,21 +128,23 @@ final class ModelAssembler {
             Map.Entry<String, JsonNode> e = it.next();
             String name = e.getKey();
             JsonNode info = e.getValue();
-            int first, count;
+            long first, count;
             long size;
             String digest;
             try {
-                first = required(info, "first_chunk").asInt();
-                count = required(info, "chunks").asInt();
+                first = required(info, "first_chunk").asLong();
+                count = required(info, "chunks").asLong();
                 size = required(info, "size").asLong();
                 digest = required(info, "sha256").asText();
             } catch (Exception ex) {
                 throw new ModelRejected("bad_metadata", "v" + version + ": attachment '" + name + "': " + ex.getMessage());
             }
-            if (first < artefactChunks || count < 1) {
+            if (first < artefactChunks || first > Integer.MAX_VALUE / 2 || count < 1
+                    || count > MAX_ARTEFACT_BYTES / CHUNK_BYTES + 1
+                    || size < 0 || size > MAX_ARTEFACT_BYTES) {
                 throw new ModelRejected("bad_metadata", "v" + version + ": attachment '" + name + "' overlaps the artefact's chunks");
             }
-            byte[] data = join(version, "attachment '" + name + "'", parts, first, count);
+            byte[] data = join(version, "attachment '" + name + "'", parts, (int) first, (int) count);
             if (data.length != size) {
                 throw new ModelRejected("truncated", "v" + version + ": attachment '" + name + "' has " + data.length
                         + " bytes, manifest says " + size);

@@ -6,6 +6,7 @@ import ai.onnxruntime.OrtEnvironment;
 import ai.onnxruntime.OrtSession;
 import ai.onnxruntime.TensorInfo;
 import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.JsonNodeFactory;
 import java.io.ByteArrayInputStream;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -87,12 +88,26 @@ final class OnnxModel implements AutoCloseable {
         if (!Double.isFinite(threshold) || threshold <= 0) {
             throw new ModelRejected("bad_metadata", "threshold " + threshold + " must be finite and positive");
         }
-        JsonNode norm = meta.path("normalization");
+        JsonNode version = meta.get("version");
+        if (version == null || !version.isIntegralNumber()) {
+            throw new ModelRejected("bad_metadata", "version " + version + " is not an integer");
+        }
+        JsonNode norm = meta.get("normalization");
+        if (norm == null || norm.isNull() || (norm.isObject() && norm.isEmpty())) {
+            norm = JsonNodeFactory.instance.objectNode();
+        } else if (!norm.isObject()) {
+            throw new ModelRejected("bad_metadata", "normalization must be an object with mean and std");
+        }
         float[] mean = new float[features.size()];
         for (String key : new String[] {"mean", "std"}) {
             JsonNode vals = norm.get(key);
-            if (vals == null || !vals.isArray() || vals.size() != features.size()) {
-                throw new ModelRejected("bad_metadata", "normalization." + key + " must have " + features.size() + " numbers");
+            boolean ok = vals != null && vals.isArray() && vals.size() == features.size();
+            for (int i = 0; ok && i < vals.size(); i++) {
+                ok = vals.get(i).isNumber() && Double.isFinite(vals.get(i).asDouble());
+            }
+            if (!ok) {
+                throw new ModelRejected("bad_metadata", "normalization." + key + " must have " + features.size()
+                        + " finite numbers");
             }
             if (key.equals("mean")) {
                 for (int i = 0; i < mean.length; i++) {

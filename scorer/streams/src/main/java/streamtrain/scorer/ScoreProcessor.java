@@ -80,8 +80,9 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         }
         for (int i = 0; i < row.length; i++) {
             JsonNode v = body.get(features.get(i));
-            if (!v.isNumber() || !Double.isFinite(v.asDouble())) {
-                deadLetter(record, where, "bad_feature_value", "features must be finite numbers");
+            // Finite after the cast to float32 too (3.5e38 is a finite double but an infinite float32).
+            if (!v.isNumber() || !Double.isFinite(v.asDouble()) || Math.abs(v.asDouble()) > Float.MAX_VALUE) {
+                deadLetter(record, where, "bad_feature_value", "features must be finite numbers within float32 range");
                 return;
             }
             row[i] = (float) v.asDouble();

@@ -21,7 +21,9 @@ record Settings(
         double modelWaitS,
         int metricsPort,
         String logLevel,
-        long commitIntervalMs) {
+        String guarantee,
+        long transactionIntervalMs,
+        long transactionTimeoutMs) {
 
     static Settings fromEnv(Map<String, String> env) {
         return new Settings(
@@ -38,7 +40,22 @@ record Settings(
                 Double.parseDouble(get(env, "MODEL_WAIT_S", "0")),
                 Integer.parseInt(get(env, "METRICS_PORT", "0")),
                 get(env, "LOG_LEVEL", "INFO"),
-                Long.parseLong(get(env, "COMMIT_INTERVAL_MS", "100")));
+                oneOf(get(env, "GUARANTEE", "exactly_once"), "exactly_once", "at_least_once"),
+                Long.parseLong(get(env, "TRANSACTION_INTERVAL_MS", "100")),
+                Long.parseLong(get(env, "TRANSACTION_TIMEOUT_MS", "30000")));
+    }
+
+    boolean exactlyOnce() {
+        return guarantee.equals("exactly_once");
+    }
+
+    private static String oneOf(String v, String... allowed) {
+        for (String a : allowed) {
+            if (a.equals(v)) {
+                return v;
+            }
+        }
+        throw new IllegalArgumentException("STREAMTRAIN_GUARANTEE must be one of " + String.join(", ", allowed) + ": " + v);
     }
 
     private static String get(Map<String, String> env, String name, String fallback) {
