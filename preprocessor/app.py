@@ -40,6 +40,7 @@ class Preprocessor:
         self.m_filtered = Counter("streamtrain_preprocess_filtered", "Records dropped by the spec's filter", registry=r)
         self.m_dead = Counter("streamtrain_preprocess_deadlettered", "Records that failed", ["reason"], registry=r)
         self.m_windows = Counter("streamtrain_preprocess_windows_out", "Window aggregates produced", registry=r)
+        self.m_sequences = Counter("streamtrain_preprocess_sequences_out", "Per-device sequences produced", registry=r)
         self.consumer = Consumer(consumer_config(s.kafka_bootstrap, s.group_id, **{"enable.auto.commit": True}))
         self.producer = Producer(producer_config(s.kafka_bootstrap, **{"linger.ms": 5}))
         self.errors: list[str] = []
@@ -76,6 +77,10 @@ class Preprocessor:
                                   timestamp=int(float(f["ts"]) * 1000), on_delivery=self._delivered)
             self.m_out.inc()
             self._emit_windows(result.windows)
+            for q in result.sequences:
+                self.producer.produce(self.s.topic_sequences, json.dumps(q, separators=(",", ":")).encode(),
+                                      key=m.key(), timestamp=int(float(q["ts"]) * 1000), on_delivery=self._delivered)
+            self.m_sequences.inc(len(result.sequences))
             self.producer.poll(0)
 
     def _dead(self, m, reason: str, detail: str) -> None:
@@ -100,7 +105,9 @@ class Preprocessor:
         self.consumer.subscribe([self.s.topic_raw])
         log.info("preprocess_started", raw_topic=self.s.topic_raw, features_topic=self.s.topic_features,
                  windows_topic=self.s.topic_windows, features=self.spec.feature_names,
-                 window_s=self.spec.windows.size_seconds if self.spec.windows else None)
+                 window_s=self.spec.windows.size_seconds if self.spec.windows else None,
+                 sequences_topic=self.s.topic_sequences if self.spec.sequences else None,
+                 sequence_length=self.spec.sequences.length if self.spec.sequences else None)
         last_progress = time.monotonic()
         try:
             while not self.stop.is_set():
