@@ -33,13 +33,13 @@ from simulator.fleet import CHANNELS
 DEVICE_TYPES: dict[str, dict[str, tuple[float, float, float, float]]] = {
     "pump": {
         "temperature": (62.0, 8.0, 12.0, 0.30), "current": (1.8, 0.45, 1.0, 0.02),
-        "vibration": (0.30, 0.08, 0.25, 0.006), "pressure": (3.0, 0.6, 1.2, 0.03)},
+        "vibration": (0.30, 0.10, 0.25, 0.006), "pressure": (3.0, 0.6, 1.2, 0.03)},
     "compressor": {
         "temperature": (88.0, 8.0, 18.0, 0.50), "current": (4.0, 0.8, 2.5, 0.05),
-        "vibration": (0.60, 0.12, 0.50, 0.012), "pressure": (8.0, 1.0, 3.0, 0.06)},
+        "vibration": (0.60, 0.15, 0.50, 0.012), "pressure": (8.0, 1.0, 3.0, 0.06)},
     "fan": {
         "temperature": (42.0, 6.0, 8.0, 0.25), "current": (0.9, 0.25, 0.6, 0.015),
-        "vibration": (0.15, 0.05, 0.20, 0.004), "pressure": (1.2, 0.3, 0.4, 0.015)},
+        "vibration": (0.15, 0.06, 0.20, 0.004), "pressure": (1.2, 0.3, 0.4, 0.015)},
 }
 HETERO_KINDS = ("spike", "degraded", "stuck")
 #: Degraded patterns: channel index -> shift in units of the device's spread of that channel.

@@ -122,3 +122,26 @@ def test_new_and_warming_devices_are_scored_with_the_fallback_and_marked(fleet_r
         assert all(r["baseline_records"] == 0 for r in fallback)
         assert all(r["baseline_records"] >= 50 for r in scores[key] if r["baseline"] == "device")
     assert {r["baseline"] for r in scores[("dense", "global")]} == {"global"}
+
+
+@pytest.mark.e2e
+def test_evaluate_prints_quality_per_device_and_writes_the_report(fleet_run, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.programs import settings_env
+    s, _, scores, _, _ = fleet_run
+    topic = f"{s.topic_scores}.dense-device"
+    env = settings_env(s.model_copy(update={"topic_scores": topic, "topic_models": f"{s.topic_models}.dense-device"}))
+    proc = subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "evaluate", "--per-device", "--report",
+                           str(tmp_path / "report")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for column in ("precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate"):
+        assert column in out
+    ev = evaluate(scores[("dense", "device")])
+    assert f"{ev.overall.as_dict()['f1']}" in out.split("all", 1)[1].splitlines()[0]
+    for device in ("dev-00000", "new-00002", "late-00000", "compressor", "fallback", "warmup"):
+        assert device in out
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "Quality per device" in html and "dev-00029" in html and html.count("data:image/png") >= 2
