@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 from preprocessor.app import PreprocessSettings, Preprocessor
 from scorer.app import Scorer, ScoreSettings
@@ -52,8 +52,12 @@ def count(bootstrap: str, topic: str) -> int:
 
 def wait_until(what: str, check, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
+    detail = None
     while time.monotonic() < deadline:
-        ok, detail = check()
+        try:
+            ok, detail = check()
+        except KafkaException as exc:  # e.g. a leader not elected yet for a topic just created
+            ok, detail = False, str(exc)
         if ok:
             return
         time.sleep(0.3)
