@@ -33,6 +33,7 @@ log = logs.get("trainer")
                    "readings from the sequences topic.")
 @click.option("--baselines", type=click.Choice(["global", "device"]),
               help="global (default): one normalization and threshold; device: per-device ones learned from the stream.")
+@click.option("--threshold-k", type=float, help="Threshold = median + k * MAD of training errors (default 10).")
 @click.option("--warmup-records", type=int, help="Records a device needs before its own baseline is used (default 50).")
 @click.option("--smoothing", help="Windowed model: flag when k of the last m readings exceed the threshold, as k/m.")
 @click.option("--conv-filters", help="Windowed model: encoder filters, the last is the bottleneck (default 16,1).")
