@@ -1,8 +1,9 @@
 """Per-device baselines: each device's own normalization and threshold, carried by the model version.
 
 A fleet is not uniform: one pump runs at 60 °C, its neighbour at 75 °C. The trainer learns,
-for every device with at least ``warmup_records`` training records, the mean and standard
-deviation of each feature and a threshold from that device's own training errors. Devices
+for every device with at least ``warmup_records`` training records, a location and scale of
+each feature (robust ones: median and IQR/1.349, stored under ``mean``/``std``, the names the
+scorer's arithmetic uses) and a threshold from that device's own training errors. Devices
 with less history, and devices never seen in training, are scored with the fleet-wide
 fallback (global mean, std and threshold), and their score records say which applied:
 

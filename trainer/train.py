@@ -153,9 +153,9 @@ def device_statistics(source: KafkaSource, warmup: int) -> tuple[DeviceBaselines
     stats = [robust_location_scale(np.asarray(per_device[d])) for d in ready]
     mean = np.asarray([m for m, _ in stats]).reshape(len(ready), -1)
     std = np.asarray([sd for _, sd in stats]).reshape(len(ready), -1)
+    warming = {str(d): len(v) for d, v in per_device.items() if d is not None and len(v) < warmup}
     b = DeviceBaselines(warmup, {d: i for i, d in enumerate(ready)}, mean, np.where(std > 1e-9, std, 1.0),
-                        np.ones(len(ready)), np.asarray([len(per_device[d]) for d in ready], dtype=np.int64),
-                        {str(d): len(v) for d, v in per_device.items() if d is not None and d not in set(ready)})
+                        np.ones(len(ready)), np.asarray([len(per_device[d]) for d in ready], dtype=np.int64), warming)
     return b, g_mean, np.where(g_std > 1e-9, g_std, 1.0), len(everything)
 
 
