@@ -136,3 +136,12 @@ def test_quality_per_device_and_per_baseline():
     assert ev.by_baseline["fallback"].fp == 5
     text = format_devices(ev)
     assert "a" in text and "0.05" in text and "fallback" in text
+
+
+def test_fleet_spec_in_docs_is_the_default_plus_sequences():
+    from pathlib import Path
+
+    from streamtrain.preprocessing.spec import PreprocessSpec
+    spec = PreprocessSpec.load(Path(__file__).resolve().parents[2] / "docs" / "fleet_spec.yaml")
+    assert spec.sequences.length == 16
+    assert spec.model_copy(update={"sequences": None}) == PreprocessSpec.default()
