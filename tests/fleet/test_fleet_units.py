@@ -145,3 +145,20 @@ def test_fleet_spec_in_docs_is_the_default_plus_sequences():
     spec = PreprocessSpec.load(Path(__file__).resolve().parents[2] / "docs" / "fleet_spec.yaml")
     assert spec.sequences.length == 16
     assert spec.model_copy(update={"sequences": None}) == PreprocessSpec.default()
+
+
+def test_simulate_profiles_build_the_right_fleet_and_reject_bad_options():
+    from simulator.cli import make_fleet
+    from simulator.fleet import Fleet
+    from simulator.settings import SimulatorSettings
+    s = SimulatorSettings(devices=6, seed=1)
+    assert isinstance(make_fleet("uniform", s, None, "pump", 0.05, "20,180"), Fleet)
+    fleet = make_fleet("heterogeneous", s, "spike,degraded,stuck", "pump,fan", 0.3, "30,60")
+    assert isinstance(fleet, HeterogeneousFleet) and set(fleet.device_types) == {"pump", "fan"}
+    assert fleet.cfg.episode_readings == (30, 60) and "stuck" in fleet.cfg.anomaly_kinds
+    msg = fleet.messages(np.zeros(6))[0][1]
+    assert msg["device_type"] == "pump" and set(CHANNELS) <= set(msg) and msg["label"] in (0, 1)
+    with pytest.raises(ValueError, match="episode-readings"):
+        make_fleet("heterogeneous", s, None, "pump", 0.05, "long")
+    with pytest.raises(ValueError, match="unknown device types"):
+        make_fleet("heterogeneous", s, None, "boat", 0.05, "20,180")
