@@ -74,6 +74,7 @@ class Preprocessor:
         self.txn: ExactlyOnce | None = None
         self.dedup = Deduplicator(s.dedup_window) if self.exactly_once and s.dedup_window else None
         self._txn_seen: list[tuple[str, int]] = []  # readings first seen in the open transaction
+        self.m_sequences = Counter("streamtrain_preprocess_sequences_out", "Per-device sequences produced", registry=r)
         self.errors: list[str] = []
 
     def _delivered(self, err, msg) -> None:
@@ -116,6 +117,10 @@ class Preprocessor:
             self._send(self.s.topic_features, json.dumps(f).encode(), key=m.key(), timestamp=int(float(f["ts"]) * 1000))
             self.m_out.inc()
             self._emit_windows(result.windows)
+            for q in result.sequences:
+                self._send(self.s.topic_sequences, json.dumps(q, separators=(",", ":")).encode(),
+                           key=m.key(), timestamp=int(float(q["ts"]) * 1000))
+            self.m_sequences.inc(len(result.sequences))
             self.producer.poll(0)
 
     def _dead(self, m, reason: str, detail: str) -> None:
@@ -208,7 +213,9 @@ class Preprocessor:
                                 on_lost=self._on_lost)
         log.info("preprocess_started", raw_topic=self.s.topic_raw, features_topic=self.s.topic_features,
                  windows_topic=self.s.topic_windows, features=self.spec.feature_names,
-                 window_s=self.spec.windows.size_seconds if self.spec.windows else None)
+                 window_s=self.spec.windows.size_seconds if self.spec.windows else None,
+                 sequences_topic=self.s.topic_sequences if self.spec.sequences else None,
+                 sequence_length=self.spec.sequences.length if self.spec.sequences else None)
         last_progress = time.monotonic()
         try:
             while not self.stop.is_set():

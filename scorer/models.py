@@ -106,6 +106,10 @@ class ModelWatcher(threading.Thread):
         t0 = time.monotonic()
         try:
             model = LoadedModel.from_version(mv)
+            serving = self.registry.champion or self.registry.challenger
+            if serving is not None and model.input_kind != serving.input_kind:
+                raise ModelRejected("incompatible", f"input {model.input_kind!r}, this scorer reads "
+                                                    f"{serving.input_kind!r} records")
             model.warm()
         except ModelRejected as exc:
             self._refuse(mv.metadata.get("version"), exc.reason, exc.detail)

@@ -34,6 +34,8 @@ class CommonSettings(BaseSettings):
     topic_deadletter: str = Field("streamtrain.deadletter", description="Rejected input with the reason in headers")
     topic_features: str = Field("streamtrain.telemetry.features", description="Preprocessed feature records")
     topic_windows: str = Field("streamtrain.telemetry.windows", description="Per-device tumbling-window aggregates")
+    topic_sequences: str = Field("streamtrain.telemetry.sequences",
+                                 description="Per-device windows of the last N feature records (windowed models)")
     topic_models: str = Field("streamtrain.models", description="Compacted topic carrying model versions")
     topic_scores: str = Field("streamtrain.scores", description="Anomaly scores, one per feature record")
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR")

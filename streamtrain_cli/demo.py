@@ -177,7 +177,7 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
     logdir.mkdir(parents=True, exist_ok=True)
     s = CommonSettings(
         kafka_bootstrap=stack.bootstrap, mqtt_port=stack_settings.mqtt_port,
-        **{f"topic_{t}": f"streamtrain.demo-{run}.{t}" for t in ("raw", "features", "windows", "scores", "models")},
+        **{f"topic_{t}": f"streamtrain.demo-{run}.{t}" for t in ("raw", "features", "windows", "sequences", "scores", "models")},
         topic_deadletter=f"streamtrain.demo-{run}.deadletter", log_format="json",
     )
     click.echo(f"StreamTrain demo {run}: {devices} devices × {rate}/s, topics streamtrain.demo-{run}.*, logs {logdir}")
