@@ -4,7 +4,7 @@ STREAMTRAIN ?= .venv/bin/streamtrain
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test stack-up stack-down stack-status
+.PHONY: help install demo test test-faults stack-up stack-down stack-status
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ demo: install ## Run the whole pipeline locally on real Kafka + HiveMQ and print
 
 test: install ## Run the default test suite (real brokers, real TensorFlow)
 	$(PY) -m pytest -q
+
+test-faults: install ## Chaos test: SIGKILL every program, restart Kafka and HiveMQ, check exactly-once scores (~5 min)
+	$(PY) -m pytest -q -s -m faults tests/faults
 
 stack-up: install ## Start Kafka and HiveMQ on loopback and create the topics
 	$(STREAMTRAIN) --log-format console stack up

@@ -73,7 +73,7 @@ class Bench:
         tag = uuid.uuid4().hex[:6]
         s = CommonSettings(kafka_bootstrap=self.stack.bootstrap, mqtt_port=self.stack.settings.mqtt_port,
                            **{f"topic_{t}": f"bench{tag}.{t}" for t in
-                              ("raw", "deadletter", "features", "windows", "models", "scores")})
+                              ("raw", "deadletter", "features", "windows", "sequences", "models", "scores")})
         specs = [TopicSpec(t.name, t.partitions, {**t.config, "message.timestamp.type": "LogAppendTime"})
                  for t in pipeline_topics(s, partitions=6)]
         ensure_topics(s.kafka_bootstrap, specs)

@@ -18,10 +18,12 @@ import time
 import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 
 from streamtrain import logs, telemetry
-from streamtrain.kafka import dead_letter_headers, producer_config
+from streamtrain.kafka import KafkaHealth, dead_letter_headers, producer_config
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer
 from streamtrain.mqtt import connect_properties, make_client, no_delay
@@ -52,6 +54,14 @@ class BridgeSettings(CommonSettings):
         "Send the SUBSCRIBE again after this long without a message and with nothing in flight. HiveMQ CE can "
         "lose track of a shared subscriber that subscribed right after connecting (it then never polls the "
         "shared queue for it again: hivemq-community-edition#558); a SUBSCRIBE makes it poll. Harmless otherwise"))
+    mqtt_username: str | None = Field(None, description="The bridge's MQTT identity (role bridge in the broker's users file)")
+    mqtt_password: SecretStr | None = Field(None, description="Its password (prefer mqtt_password_file)")
+    mqtt_password_file: Path | None = Field(None, description="File holding the password, e.g. a mounted Secret")
+
+    def password(self) -> str | None:
+        if self.mqtt_password_file is not None:
+            return self.mqtt_password_file.read_text().strip()
+        return self.mqtt_password.get_secret_value() if self.mqtt_password else None
 
 
 class BridgeMetrics:
@@ -107,7 +117,8 @@ class _Link:
 
     def __init__(self, client_id: str, bridge: "Bridge") -> None:
         self.client_id = client_id
-        self.client = make_client(client_id, manual_ack=True)
+        self.client = make_client(client_id, manual_ack=True, username=bridge.s.mqtt_username,
+                                  password=bridge.s.password())
         self.client.user_data_set(self)
         self.client.on_connect = bridge._on_connect
         self.client.on_disconnect = bridge._on_disconnect
@@ -138,7 +149,7 @@ class Bridge:
         ids = [settings.client_id] if settings.connections == 1 else \
             [f"{settings.client_id}-{i}" for i in range(settings.connections)]
         self.links = [_Link(cid, self) for cid in ids]
-        self.kafka_ok = True
+        self.kafka_health = KafkaHealth()
         self.draining = False
 
     @property
@@ -148,7 +159,10 @@ class Bridge:
     # ---------------------------------------------------------------- MQTT side
     def _on_connect(self, client, link: _Link, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("mqtt_refused", client_id=link.client_id, reason=str(reason_code))
+            log.error("mqtt_refused", client_id=link.client_id, reason=str(reason_code), username=self.s.mqtt_username,
+                      retry_in_s=link.backoff)
+            link.next_attempt = time.monotonic() + link.backoff
+            link.backoff = min(link.backoff * 2, 10.0)
             return
         no_delay(client.socket())
         client.subscribe(self.topic_filter, qos=1)
@@ -213,11 +227,11 @@ class Bridge:
             if err is not None:
                 # Idempotent producer retries internally; reaching here means it gave up: try again.
                 self.metrics.delivery_errors.inc()
-                self.kafka_ok = False
+                self.kafka_health.up = False
                 log.warning("kafka_delivery_failed", topic=topic, error=str(err), action="retry")
                 self._produce(topic, key, value, headers, link, token, t0, reason, timestamp)
                 return
-            self.kafka_ok = True
+            self.kafka_health.up = True
             if reason is None:
                 self.metrics.forwarded.inc()
             else:
@@ -236,13 +250,12 @@ class Bridge:
                 self.producer.poll(0.005)
 
     def _kafka_error(self, err: KafkaError) -> None:
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            self.kafka_ok = False
-        log.warning("kafka_error", error=str(err))
+        self.kafka_health.error_cb(err)
 
     # ---------------------------------------------------------------- lifecycle
     def ready(self) -> bool:
-        return all(link.connected for link in self.links) and self.kafka_ok
+        return all(link.connected for link in self.links) and \
+            self.kafka_health.ok(lambda: self.producer.list_topics(self.s.topic_raw, timeout=2))
 
     def _try_connect(self, link: _Link) -> None:
         now = time.monotonic()

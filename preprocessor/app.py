@@ -1,16 +1,27 @@
-"""raw -> features/windows with the embedded engine, at least once, offsets after delivery."""
+"""raw -> features/windows with the embedded engine.
+
+Exactly once (default): features, windows, dead letters and the raw offsets commit as one Kafka
+transaction. Repeated readings (same device and seq, which at-least-once ingestion delivers after
+a bridge crash or a broker restart) are dropped; the set of seen readings is rebuilt from the
+committed features topic whenever partitions are assigned, so it survives restarts.
+At least once: outputs are flushed, then the offsets stored; a crash repeats records.
+"""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
+from typing import Literal
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 
 from streamtrain import logs
-from streamtrain.kafka import KafkaHealth, consumer_config, dead_letter_headers, deliver_then_store, producer_config
+from streamtrain.dedup import Deduplicator
+from streamtrain.kafka import (ExactlyOnce, KafkaHealth, consumer_config, dead_letter_headers, deliver_then_store,
+                               producer_config)
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer
 from streamtrain.preprocessing.engine import Engine
@@ -26,6 +37,15 @@ class PreprocessSettings(CommonSettings):
     spec_path: Path | None = Field(None, description="Preprocessing spec (YAML/JSON); default: the built-in spec")
     group_id: str = Field("streamtrain-preprocess", description="Consumer group of the preprocessors")
     batch_size: int = Field(1000, ge=1, description="Most raw records per batch")
+    instance_id: str = Field(default_factory=socket.gethostname, description="Name of this replica (transactional id)")
+    guarantee: Literal["exactly_once", "at_least_once"] = Field("exactly_once", description=(
+        "exactly_once: outputs and raw offsets in one Kafka transaction, repeated readings dropped; "
+        "at_least_once: no transactions, no de-duplication"))
+    transaction_interval_ms: int = Field(100, ge=1, description="exactly_once: longest time a transaction stays open")
+    dedup_window: int = Field(4096, ge=0, description=(
+        "exactly_once: per device, seqs this far below the highest seen are remembered to drop repeats (0 = off)"))
+    dedup_restore_records: int = Field(50000, ge=0, description=(
+        "Newest records per features partition read back to rebuild the seen readings on assignment"))
 
 
 class Preprocessor:
@@ -39,11 +59,22 @@ class Preprocessor:
         self.m_filtered = Counter("streamtrain_preprocess_filtered", "Records dropped by the spec's filter", registry=r)
         self.m_dead = Counter("streamtrain_preprocess_deadlettered", "Records that failed", ["reason"], registry=r)
         self.m_windows = Counter("streamtrain_preprocess_windows_out", "Window aggregates produced", registry=r)
+        self.m_duplicates = Counter("streamtrain_preprocess_duplicates", "Repeated readings dropped", registry=r)
         self.kafka_health = KafkaHealth()
-        self.consumer = Consumer(consumer_config(s.kafka_bootstrap, s.group_id, **{
-            "enable.auto.commit": True, "error_cb": self.kafka_health.error_cb}))
-        self.producer = Producer(producer_config(s.kafka_bootstrap, **{"linger.ms": 5,
-                                                                        "error_cb": self.kafka_health.error_cb}))
+        self.exactly_once = s.guarantee == "exactly_once"
+        consumer_extra = {"error_cb": self.kafka_health.error_cb}
+        producer_extra = {"linger.ms": 5, "error_cb": self.kafka_health.error_cb}
+        if self.exactly_once:
+            consumer_extra.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
+            producer_extra.update({"transactional.id": f"{s.group_id}.{s.instance_id}"})
+        else:
+            consumer_extra["enable.auto.commit"] = True
+        self.consumer = Consumer(consumer_config(s.kafka_bootstrap, s.group_id, **consumer_extra))
+        self.producer = Producer(producer_config(s.kafka_bootstrap, **producer_extra))
+        self.txn: ExactlyOnce | None = None
+        self.dedup = Deduplicator(s.dedup_window) if self.exactly_once and s.dedup_window else None
+        self._txn_seen: list[tuple[str, int]] = []  # readings first seen in the open transaction
+        self.m_sequences = Counter("streamtrain_preprocess_sequences_out", "Per-device sequences produced", registry=r)
         self.errors: list[str] = []
 
     def _delivered(self, err, msg) -> None:
@@ -52,8 +83,8 @@ class Preprocessor:
 
     def _emit_windows(self, windows: list[dict]) -> None:
         for w in windows:
-            self.producer.produce(self.s.topic_windows, json.dumps(w).encode(), key=w["device_id"].encode(),
-                                  timestamp=w["window_start_ms"], on_delivery=self._delivered)
+            self._send(self.s.topic_windows, json.dumps(w).encode(), key=w["device_id"].encode(),
+                       timestamp=w["window_start_ms"])
         self.m_windows.inc(len(windows))
 
     def process_batch(self, msgs) -> None:
@@ -63,9 +94,18 @@ class Preprocessor:
                 record = json.loads(m.value())
                 if not isinstance(record, dict) or "device_id" not in record or "ts" not in record:
                     raise ValueError("not a telemetry object")
-            except ValueError as exc:
-                self._dead(m, "malformed_json", str(exc))
+            except (ValueError, RecursionError) as exc:
+                self._dead(m, "malformed_json", str(exc)[:200] or type(exc).__name__)
                 continue
+            if self.dedup is not None and isinstance(record.get("seq"), int):
+                seen = self.dedup.check(str(record["device_id"]), record["seq"])
+                if seen == "duplicate":
+                    self.m_duplicates.inc()
+                    continue
+                if seen == "too_old":
+                    self._dead(m, "too_old", f"seq {record['seq']} is {self.dedup.window}+ below the device's newest")
+                    continue
+                self._txn_seen.append((str(record["device_id"]), record["seq"]))
             result = self.engine.process(record)
             if result.error is not None:
                 self._dead(m, result.error.reason, str(result.error))
@@ -74,46 +114,143 @@ class Preprocessor:
                 self.m_filtered.inc()
                 continue
             f = result.features
-            self.producer.produce(self.s.topic_features, json.dumps(f).encode(), key=m.key(),
-                                  timestamp=int(float(f["ts"]) * 1000), on_delivery=self._delivered)
+            self._send(self.s.topic_features, json.dumps(f).encode(), key=m.key(), timestamp=int(float(f["ts"]) * 1000))
             self.m_out.inc()
             self._emit_windows(result.windows)
+            for q in result.sequences:
+                self._send(self.s.topic_sequences, json.dumps(q, separators=(",", ":")).encode(),
+                           key=m.key(), timestamp=int(float(q["ts"]) * 1000))
+            self.m_sequences.inc(len(result.sequences))
             self.producer.poll(0)
 
     def _dead(self, m, reason: str, detail: str) -> None:
-        self.producer.produce(self.s.topic_deadletter, m.value(), key=m.key(), on_delivery=self._delivered,
-                              headers=dead_letter_headers(reason, f"kafka:{m.topic()}/{m.partition()}@{m.offset()}",
-                                                          detail))
+        self._send(self.s.topic_deadletter, m.value(), key=m.key(),
+                   headers=dead_letter_headers(reason, f"kafka:{m.topic()}/{m.partition()}@{m.offset()}", detail))
         self.m_dead.labels(reason).inc()
+
+    def _forget_uncommitted(self) -> None:
+        if self.dedup is not None:
+            for device, seq in self._txn_seen:
+                self.dedup.remove(device, seq)
+        self._txn_seen.clear()
+        self.errors.clear()
+
+    def _commit(self, exclude=()) -> None:
+        if self.txn.commit(exclude=exclude):
+            self._txn_seen.clear()
+            self.errors.clear()
+
+    def _send(self, topic: str, value: bytes, **kw) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, on_delivery=self._delivered, **kw)
+                return
+            except BufferError:
+                self.producer.poll(0.01)
+
+    # ------------------------------------------------------------ exactly once
+    def _on_assign(self, consumer, partitions) -> None:
+        if self.dedup is not None:
+            self._restore_seen(partitions)
+        log.info("partitions_assigned", partitions=[p.partition for p in partitions])
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        if self.txn is not None:
+            self._commit(exclude=partitions)
+        log.info("partitions_revoked", partitions=[p.partition for p in partitions])
+
+    def _on_lost(self, consumer, partitions) -> None:
+        if self.txn is not None:
+            self.txn.abort(exclude=partitions)
+        log.warning("partitions_lost", partitions=[p.partition for p in partitions])
+
+    def _restore_seen(self, partitions) -> None:
+        """Rebuild the seen readings from the committed features: the raw and features topics are keyed
+        by device, so with equal partition counts raw partition p feeds features partition p."""
+        t0 = time.monotonic()
+        reader = Consumer({"bootstrap.servers": self.s.kafka_bootstrap, "group.id": f"{self.s.group_id}-restore",
+                           "enable.auto.commit": False, "isolation.level": "read_committed"})
+        try:
+            md = reader.list_topics(timeout=10).topics
+            same = len(md[self.s.topic_raw].partitions) == len(md[self.s.topic_features].partitions)
+            parts = [p.partition for p in partitions] if same else sorted(md[self.s.topic_features].partitions)
+            assign, ends = [], {}
+            for p in parts:
+                lo, hi = reader.get_watermark_offsets(TopicPartition(self.s.topic_features, p), timeout=10)
+                if hi > lo:
+                    start = max(lo, hi - self.s.dedup_restore_records) if self.s.dedup_restore_records else hi
+                    assign.append(TopicPartition(self.s.topic_features, p, start if start > lo else OFFSET_BEGINNING))
+                    ends[p] = hi
+            restored = 0
+            if assign:
+                reader.assign(assign)
+                while ends:
+                    for m in reader.consume(1000, 1.0):
+                        if m.error():
+                            continue
+                        try:
+                            body = json.loads(m.value())
+                            self.dedup.add(str(body["device_id"]), int(body["seq"]))
+                            restored += 1
+                        except (ValueError, KeyError, TypeError, RecursionError):
+                            pass
+                    for tp in reader.position([TopicPartition(self.s.topic_features, p) for p in list(ends)]):
+                        if tp.offset >= ends[tp.partition]:
+                            del ends[tp.partition]
+        finally:
+            reader.close()
+        log.info("dedup_restored", records=restored, devices=len(self.dedup), ms=round((time.monotonic() - t0) * 1000))
 
     def ready(self) -> bool:
         return self.kafka_health.ok(lambda: self.consumer.list_topics(self.s.topic_raw, timeout=2))
 
     def run(self) -> int:
         server = MetricsServer(self.registry, self.s.metrics_port, self.ready).start() if self.s.metrics_port else None
-        self.consumer.subscribe([self.s.topic_raw])
+        if self.exactly_once:
+            self.txn = ExactlyOnce(self.producer, self.consumer, self.s.transaction_interval_ms / 1000,
+                                   on_abort=self._forget_uncommitted)
+        self.consumer.subscribe([self.s.topic_raw], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
         log.info("preprocess_started", raw_topic=self.s.topic_raw, features_topic=self.s.topic_features,
                  windows_topic=self.s.topic_windows, features=self.spec.feature_names,
-                 window_s=self.spec.windows.size_seconds if self.spec.windows else None)
+                 window_s=self.spec.windows.size_seconds if self.spec.windows else None,
+                 sequences_topic=self.s.topic_sequences if self.spec.sequences else None,
+                 sequence_length=self.spec.sequences.length if self.spec.sequences else None)
         last_progress = time.monotonic()
         try:
             while not self.stop.is_set():
                 msgs = [m for m in self.consumer.consume(self.s.batch_size, 0.2) if not m.error()]
+                if msgs:
+                    if self.txn is not None:
+                        self.txn.begin()
+                    self.process_batch(msgs)
+                    if self.txn is None:
+                        deliver_then_store(self.producer, self.consumer, msgs, self.errors)
+                    else:
+                        self.txn.add(msgs)
+                if self.txn is not None and (self.txn.due() or not msgs):
+                    self._commit()  # a failed delivery aborts the transaction (rewound, redone)
                 if not msgs:
                     continue
-                self.process_batch(msgs)
-                deliver_then_store(self.producer, self.consumer, msgs, self.errors)
                 if time.monotonic() - last_progress > 10:
                     last_progress = time.monotonic()
                     log.info("preprocess_progress", records_in=self.m_in._value.get(),
                              features_out=self.m_out._value.get(), filtered=self.m_filtered._value.get())
             return 0
+        except KafkaException as exc:
+            log.error("preprocess_exiting", reason=f"Kafka: {exc.args[0]}")
+            return 5
         finally:
             # Open windows are emitted on a clean stop (they would otherwise wait for the next record).
-            self._emit_windows(self.engine.flush())
-            self.producer.flush(30)
             try:
-                self.consumer.commit(asynchronous=False)
+                if self.txn is not None:
+                    self.txn.begin()
+                self._emit_windows(self.engine.flush())
+                if self.txn is not None:
+                    self._commit()
+                else:
+                    self.producer.flush(30)
+                    self.consumer.commit(asynchronous=False)
             except Exception as exc:  # noqa: BLE001 - nothing stored is fine
                 log.debug("final_commit", detail=str(exc))
             self.consumer.close()

@@ -22,7 +22,11 @@ from streamtrain.preprocessing.spec import PreprocessSpec, SpecError
 @click.option("--topic-raw", help="Raw topic to read.")
 @click.option("--topic-features", help="Features topic to write.")
 @click.option("--topic-windows", help="Window aggregates topic to write.")
+@click.option("--topic-sequences", help="Per-device sequences topic to write (spec with sequences).")
 @click.option("--metrics-port", type=int, help="Port of /metrics (0 = off).")
+@click.option("--guarantee", type=click.Choice(["exactly_once", "at_least_once"]),
+              help="exactly_once (default): outputs and offsets in one Kafka transaction, repeated readings "
+                   "dropped; at_least_once: no transactions, no de-duplication.")
 @click.pass_context
 def command(ctx, spec_path, ksql, check, **given) -> None:
     """Filter, select and derive features and per-device windows from the raw stream.

@@ -11,7 +11,6 @@ be scored (missing or non-finite features, not JSON) go to the dead-letter topic
 from __future__ import annotations
 
 import json
-import math
 import socket
 import threading
 import time
@@ -28,11 +27,11 @@ from streamtrain.kafka import (ExactlyOnce, KafkaHealth, consumer_config, dead_l
                                producer_config)
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer
+from streamtrain.model import BadInput
 from streamtrain.settings import CommonSettings
 
 log = logs.get("scorer")
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class ScoreSettings(CommonSettings):
@@ -156,7 +155,7 @@ class Scorer:
     def _on_assign(self, consumer, partitions) -> None:
         log.info("partitions_assigned", partitions=[p.partition for p in partitions])
 
-    def _decode(self, msgs, features: list[str]):
+    def _decode(self, msgs, model):
         rows, keep, bad = [], [], []
         for m in msgs:
             try:
@@ -166,19 +165,13 @@ class Scorer:
             except (ValueError, RecursionError) as exc:
                 bad.append((m, "malformed_json", str(exc)[:200]))
                 continue
-            missing = [f for f in features if f not in body]
-            if missing:
-                bad.append((m, "missing_feature", f"missing {missing}"))
+            try:
+                rows.append(model.extract(body))
+            except BadInput as exc:
+                bad.append((m, exc.reason, str(exc)[:200]))
                 continue
-            vals = [body[f] for f in features]
-            # Finite after the cast to float32 too (3.5e38 is a finite double but an infinite float32).
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                       and abs(v) <= FLOAT32_MAX for v in vals):
-                bad.append((m, "bad_feature_value", "features must be finite numbers within float32 range"))
-                continue
-            rows.append(vals)
             keep.append((m, body))
-        x = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(features))
+        x = np.asarray(rows, dtype=np.float32) if rows else model.empty_input()
         return x, keep, bad
 
     def _delivered(self, err, msg) -> None:
@@ -199,7 +192,10 @@ class Scorer:
             if self.exactly_once:
                 self.txn = ExactlyOnce(self.producer, self.consumer, self.s.transaction_interval_ms / 1000)
                 log.info("transactions_ready", transactional_id=self.transactional_id)
-            self.consumer.subscribe([self.s.topic_features], on_assign=self._on_assign, on_revoke=self._on_revoke,
+            # A windowed model scores the per-device sequences, a dense one the feature records.
+            topic = self.s.topic_sequences if self.registry.champion.input_kind == "sequences" else self.s.topic_features
+            log.info("scoring_topic", topic=topic, input_kind=self.registry.champion.input_kind)
+            self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                     on_lost=self._on_lost)
             while not self.stop.is_set():
                 if self.watcher.error is not None:
@@ -276,21 +272,23 @@ class Scorer:
         if self.txn is not None:
             self.txn.begin()
         champion, challenger = self.registry.champion, self.registry.challenger
-        x, keep, bad = self._decode(msgs, champion.feature_names)
+        x, keep, bad = self._decode(msgs, champion)
         if len(keep):
-            scores = champion.score(x)
-            flags = scores > champion.threshold
+            devices = [body.get("device_id") for _, body in keep]
+            judged = champion.assess(x, devices)
+            scores, flags = judged.scores, judged.flags
             ch_scores = ch_flags = None
-            if challenger is not None and challenger.feature_names == champion.feature_names:
-                ch_scores = challenger.score(x)
-                ch_flags = ch_scores > challenger.threshold
+            if challenger is not None and challenger.feature_names == champion.feature_names \
+                    and challenger.window == champion.window:
+                ch_judged = challenger.assess(x, devices)
+                ch_scores, ch_flags = ch_judged.scores, ch_judged.flags
                 self.shadow.add(flags, ch_flags)
             now = time.time()
             for i, (m, body) in enumerate(keep):
                 out = {
                     "device_id": body.get("device_id"), "seq": body.get("seq"), "ts": body.get("ts"),
                     "model_version": champion.version, "score": float(scores[i]),
-                    "threshold": float(champion.threshold), "is_anomaly": bool(flags[i]),
+                    "threshold": float(judged.thresholds[i]), "is_anomaly": bool(flags[i]), **judged.fields(i),
                     "scored_at": now, "scorer": "python", "instance": self.s.instance_id,
                     "source": {"partition": m.partition(), "offset": m.offset()},
                 }

@@ -32,6 +32,9 @@ def score_range(settings, *, max_records: int | None, from_end: bool, version: i
         raise ValueError(f"no model version on {settings.topic_models}")
     chosen = versions[version] if version is not None else versions[max(versions)]
     model = LoadedModel.from_version(chosen)
+    if model.input_kind != "features" or model.baselines is not None:
+        raise ValueError(f"v{model.version} has per-device baselines or windowed input; offline batch scoring covers "
+                         "global dense models for now: score it live with `streamtrain score`")
     rng = resolve_range(settings.kafka_bootstrap, settings.topic_features, max_records=max_records, newest=from_end)
     n = len(model.feature_names)
     ids: list[dict] = []

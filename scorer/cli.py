@@ -37,6 +37,7 @@ from streamtrain.lifecycle import StopFlag
 @click.option("--metrics-port", type=int, help="Port of /metrics, /healthz, /readyz (0 = off).")
 @click.option("--model-wait", "model_wait_s", type=float, help="Exit with code 3 if no model arrives in time.")
 @click.option("--topic-features", help="Features topic to score.")
+@click.option("--topic-sequences", help="Sequences topic to score (models with windowed input).")
 @click.option("--topic-scores", help="Scores topic to write.")
 @click.option("--topic-models", help="Models topic to follow.")
 @click.pass_context

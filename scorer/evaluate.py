@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
 from streamtrain.kafka import read_topic
-from streamtrain.quality import evaluate, format_table
+from streamtrain.quality import evaluate, format_devices, format_table
 from streamtrain.settings import CommonSettings
 
 
@@ -24,16 +25,22 @@ def read_scores(bootstrap: str, topic: str, timeout: float = 60.0) -> list[dict]
 @click.command("evaluate")
 @click.option("--kafka-bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:9092).")
 @click.option("--topic-scores", help="Scores topic to read (default streamtrain.scores).")
-@click.option("--per-device", is_flag=True, help="Also print one line per device.")
+@click.option("--topic-models", help="Models topic (for the report's model table).")
+@click.option("--per-device", is_flag=True, help="Also print quality per device, per device type and per baseline.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write the HTML report (quality overall and per device, with plots) to this directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
-def command(ctx, kafka_bootstrap, topic_scores, per_device, as_json) -> None:
+def command(ctx, kafka_bootstrap, topic_scores, topic_models, per_device, as_json, report_dir) -> None:
     """Precision, recall, F1, false- and missed-alarm rates per model version and overall.
 
     Reads the scores topic from the beginning (read committed); the first score of each
-    (device_id, seq) counts and later ones are reported as duplicates.
+    (device_id, seq) counts and later ones are reported as duplicates. Precision: share of
+    alarms that were real; recall: share of anomalous readings caught; false-alarm rate:
+    share of normal readings flagged; missed-alarm rate: share of anomalous readings missed.
     """
-    given = {k: v for k, v in dict(kafka_bootstrap=kafka_bootstrap, topic_scores=topic_scores).items() if v}
+    given = {k: v for k, v in dict(kafka_bootstrap=kafka_bootstrap, topic_scores=topic_scores,
+                                   topic_models=topic_models).items() if v}
     s = CommonSettings(**(ctx.obj or {}).get("log", {}), **given)
     scores = read_scores(s.kafka_bootstrap, s.topic_scores)
     if not scores:
@@ -44,10 +51,17 @@ def command(ctx, kafka_bootstrap, topic_scores, per_device, as_json) -> None:
         click.echo(json.dumps({"overall": ev.overall.as_dict(),
                                "by_version": {str(k): q.as_dict() for k, q in ev.by_version.items()},
                                "by_device": {k: q.as_dict() for k, q in ev.by_device.items()} if per_device else None,
+                               "by_device_type": {k: q.as_dict() for k, q in ev.by_device_type.items()},
+                               "by_baseline": {k: q.as_dict() for k, q in ev.by_baseline.items()},
                                "unlabelled": ev.unlabelled, "duplicates": ev.duplicates}, indent=2))
         return
     click.echo(format_table(ev))
     if per_device:
-        for device, q in sorted(ev.by_device.items()):
-            d = q.as_dict()
-            click.echo(f"{device:>16} records={d['records']} precision={d['precision']} recall={d['recall']} f1={d['f1']}")
+        click.echo("")
+        click.echo(format_devices(ev))
+    if report_dir is not None:
+        from streamtrain.modelcodec import read_versions  # noqa: PLC0415
+        from streamtrain_cli.report import write_report  # noqa: PLC0415
+        models = [mv.metadata for mv in read_versions(s.kafka_bootstrap, s.topic_models)]
+        path = write_report(report_dir, scores, ev, models, f"StreamTrain quality: {s.topic_scores}")
+        click.echo(f"report: {path}")

@@ -106,6 +106,10 @@ class ModelWatcher(threading.Thread):
         t0 = time.monotonic()
         try:
             model = LoadedModel.from_version(mv)
+            serving = self.registry.champion or self.registry.challenger
+            if serving is not None and model.input_kind != serving.input_kind:
+                raise ModelRejected("incompatible", f"input {model.input_kind!r}, this scorer reads "
+                                                    f"{serving.input_kind!r} records")
             model.warm()
         except ModelRejected as exc:
             self._refuse(mv.metadata.get("version"), exc.reason, exc.detail)
@@ -157,6 +161,9 @@ class ModelWatcher(threading.Thread):
             mv = assembler.add(key, value, headers)
         except ModelRejected as exc:
             self._refuse(None, exc.reason, exc.detail)
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the watcher (and the scorer)
+            self._refuse(None, "bad_record", repr(exc)[:300])
             return
         if mv is None:
             return

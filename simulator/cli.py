@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from simulator.fleet import ANOMALY_KINDS, Fleet, FleetConfig
+from simulator.hetero import DEVICE_TYPES, HeteroConfig, HeterogeneousFleet
 from simulator.publish import CsvReplayConfig, replay_csv, run_fleet
 from simulator.settings import SimulatorSettings
 from streamtrain.lifecycle import StopFlag
@@ -21,8 +22,18 @@ from streamtrain.mqtt import MqttError
 @click.option("--count", type=int, help="Readings per device, then stop.")
 @click.option("--duration", "duration_s", type=float, help="Stop after this many seconds.")
 @click.option("--anomaly-rate", type=float, help="Probability per reading that an anomaly starts (default 0.004).")
-@click.option("--anomaly-kinds", default=",".join(ANOMALY_KINDS), show_default=True,
-              help="Comma-separated anomaly kinds to inject.")
+@click.option("--anomaly-kinds", default=None,
+              help=f"Comma-separated anomaly kinds to inject (uniform: {','.join(ANOMALY_KINDS)}; "
+                   "heterogeneous: spike,degraded,stuck, default spike,degraded).")
+@click.option("--profile", type=click.Choice(["uniform", "heterogeneous"]), default="uniform", show_default=True,
+              help="uniform: one device type, short episodes; heterogeneous: device types with their own "
+                   "baselines, noise and drift, and lasting degraded states.")
+@click.option("--device-types", default=",".join(DEVICE_TYPES), show_default=True,
+              help="Heterogeneous: comma-separated device types, assigned in turn.")
+@click.option("--fault-fraction", type=float, default=0.05, show_default=True,
+              help="Heterogeneous: aimed share of anomalous readings (0.01 rare faults, 0.3 long faulty periods).")
+@click.option("--episode-readings", default="20,180", show_default=True,
+              help="Heterogeneous: min,max readings of a lasting episode (degraded, stuck).")
 @click.option("--seed", type=int, help="Random seed (default 42).")
 @click.option("--connections", type=int, help="MQTT connections shared by the devices (default 4).")
 @click.option("--mqtt-host", help="MQTT broker host (default 127.0.0.1).")
@@ -36,13 +47,16 @@ from streamtrain.mqtt import MqttError
 @click.option("--speed", type=float, default=1.0, show_default=True,
               help="CSV replay: speed factor over the recorded timing (0 = as fast as possible).")
 @click.pass_context
-def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, seed, connections, mqtt_host,
-            mqtt_port, csv_path, device_id, device_column, timestamp_column, label_column, speed) -> None:
+def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, profile, device_types, fault_fraction,
+            episode_readings, seed, connections, mqtt_host, mqtt_port, csv_path, device_id, device_column,
+            timestamp_column, label_column, speed) -> None:
     """Publish JSON telemetry to devices/<id>/telemetry.
 
     Simulated readings carry device_id, ts, seq, four correlated channels (temperature,
     current, vibration, pressure) and ground truth in `label`/`anomaly`, never a feature.
-    With --csv, the file's numeric columns are replayed as channels instead.
+    With --csv, the file's numeric columns are replayed as channels instead. With
+    --profile heterogeneous, devices come from several types, each with its own baseline,
+    noise and drift, and faults include degraded states that last.
     """
     given = dict(devices=devices, rate=rate, count=count, duration_s=duration_s, anomaly_rate=anomaly_rate,
                  seed=seed, connections=connections, mqtt_host=mqtt_host, mqtt_port=mqtt_port)
@@ -53,8 +67,7 @@ def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, 
             cfg = CsvReplayConfig(csv_path, device_id, device_column, timestamp_column, label_column, speed)
             report = asyncio.run(replay_csv(cfg, s.mqtt_host, s.mqtt_port, max_inflight=s.max_inflight, stop=stop))
         else:
-            kinds = tuple(k.strip() for k in anomaly_kinds.split(",") if k.strip())
-            fleet = Fleet(FleetConfig(devices=s.devices, seed=s.seed, anomaly_rate=s.anomaly_rate, anomaly_kinds=kinds))
+            fleet = make_fleet(profile, s, anomaly_kinds, device_types, fault_fraction, episode_readings)
             report = asyncio.run(run_fleet(fleet, s.mqtt_host, s.mqtt_port, rate=s.rate, count=s.count,
                                            duration=s.duration_s, connections=s.connections,
                                            max_inflight=s.max_inflight, stop=stop))
@@ -63,3 +76,24 @@ def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, 
         sys.exit(2)
     click.echo(json.dumps(report.as_dict()))
     sys.exit(0 if report.unacked_at_exit == 0 else 1)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
+def make_fleet(profile: str, s: SimulatorSettings, anomaly_kinds: str | None, device_types: str,
+               fault_fraction: float, episode_readings: str):
+    """The fleet of a profile; ValueError with a clear message on bad options."""
+    if profile == "uniform":
+        kinds = _csv(anomaly_kinds) if anomaly_kinds is not None else ANOMALY_KINDS
+        return Fleet(FleetConfig(devices=s.devices, seed=s.seed, anomaly_rate=s.anomaly_rate, anomaly_kinds=kinds))
+    try:
+        lo, hi = (int(v) for v in episode_readings.split(","))
+    except ValueError:
+        raise ValueError(f"--episode-readings {episode_readings!r}: expected min,max (e.g. 20,180)") from None
+    cfg = HeteroConfig(devices=s.devices, seed=s.seed, types=_csv(device_types), fault_fraction=fault_fraction,
+                       episode_readings=(lo, hi))
+    if anomaly_kinds is not None:
+        cfg.anomaly_kinds = _csv(anomaly_kinds)
+    return HeterogeneousFleet(cfg)

@@ -237,9 +237,12 @@ class LocalStack:
             raise StackError(f"port {self.settings.mqtt_port} is taken by another process; pick another with --mqtt-port")
         lib = self.hivemq_lib()
         conf, data, ext = self._hivemq_config()
+        users = self.settings.mqtt_users_file
+        if users is not None and not Path(users).is_file():
+            raise StackError(f"MQTT users file {users} does not exist; create it with `streamtrain stack passwd`")
         self._spawn(self.hivemq, [self._java(), "-Xms128m", "-Xmx768m",
                                   "-cp", f"{lib}/*", str(JAVA_DIR / "HiveMQLauncher.java"),
-                                  str(conf), str(data), str(ext)])
+                                  str(conf), str(data), str(ext)] + ([str(Path(users).resolve())] if users else []))
 
     # ---------------------------------------------------------------- readiness
     def kafka_ready(self) -> bool:
@@ -258,16 +261,18 @@ class LocalStack:
         import paho.mqtt.client as mqtt
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamtrain-probe-{uuid.uuid4().hex[:8]}",
                              protocol=mqtt.MQTTv5)
+        answered = []
+        # Any CONNACK means the broker is up; with authentication on, the probe's is a refusal.
+        client.on_connect = lambda c, u, flags, reason, props: answered.append(reason)
         try:
             rc = client.connect("127.0.0.1", self.settings.mqtt_port, keepalive=5)
             if rc != 0:
                 return False
             deadline = time.monotonic() + 3
-            while not client.is_connected() and time.monotonic() < deadline:
+            while not answered and time.monotonic() < deadline:
                 client.loop(0.1)
-            ok = client.is_connected()
             client.disconnect()
-            return ok
+            return bool(answered)
         except OSError:
             return False
 
@@ -325,6 +330,16 @@ class LocalStack:
             _reap(pid)
         svc.pid_file.unlink(missing_ok=True)
         log.info("process_stopped", service=svc.name, pid=pid)
+
+    def restart_service(self, svc: Service, kill: bool = False) -> None:
+        """Stop one broker (SIGTERM, or SIGKILL with ``kill``) and start it again, waiting until ready."""
+        self.stop_service(svc, kill=kill)
+        if svc is self.kafka:
+            self.start_kafka()
+            self._wait(svc, self.kafka_ready, self.settings.ready_timeout_s)
+        else:
+            self.start_hivemq()
+            self._wait(svc, self.hivemq_ready, self.settings.ready_timeout_s)
 
     def down(self) -> None:
         """Stop HiveMQ first (no new input), then Kafka; both with SIGTERM for a clean shutdown."""

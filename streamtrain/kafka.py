@@ -113,14 +113,17 @@ def deliver_then_store(producer: Producer, consumer, msgs, errors: list[str], wh
 
 
 class KafkaHealth:
-    """Whether the brokers are reachable, for /readyz: an ``error_cb`` marks them down, a probe
-    (only while marked down) marks them up again."""
+    """Whether the brokers are reachable, for /readyz. A metadata request from the probe's own thread
+    decides (at most once a second): error callbacks alone are not enough, they are served only when
+    the main loop polls, and it may be blocked in a transaction call while the broker is away."""
 
     DOWN = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE)
 
-    def __init__(self) -> None:
+    def __init__(self, min_interval_s: float = 1.0) -> None:
         self.up = True
         self.last_error = ""
+        self.min_interval_s = min_interval_s
+        self._checked = 0.0
 
     def error_cb(self, err: KafkaError) -> None:
         if err.code() in self.DOWN:
@@ -129,13 +132,15 @@ class KafkaHealth:
         log.warning("kafka_error", error=str(err))
 
     def ok(self, probe: Callable[[], object]) -> bool:
-        if not self.up:
+        now = time.monotonic()
+        if now - self._checked >= self.min_interval_s:
+            self._checked = now
             try:
                 probe()
                 self.up = True
-            except Exception:  # noqa: BLE001 - still unreachable
-                return False
-        return True
+            except Exception:  # noqa: BLE001 - unreachable
+                self.up = False
+        return self.up
 
 
 class ExactlyOnce:
@@ -148,8 +153,10 @@ class ExactlyOnce:
     A fatal error (another instance with the same ``transactional.id`` fenced this one) raises.
     """
 
-    def __init__(self, producer: Producer, consumer, commit_interval_s: float, timeout: float = 30.0) -> None:
+    def __init__(self, producer: Producer, consumer, commit_interval_s: float, timeout: float = 30.0,
+                 on_abort: Callable[[], None] | None = None) -> None:
         self.producer, self.consumer = producer, consumer
+        self.on_abort = on_abort  # undo in-memory state that belonged to the aborted transaction
         self.commit_interval_s = commit_interval_s
         self.timeout = timeout
         self.first: dict[tuple[str, int], int] = {}
@@ -226,6 +233,8 @@ class ExactlyOnce:
             return
         self._retry(lambda: self.producer.abort_transaction(self.timeout))
         self.aborts += 1
+        if self.on_abort is not None:
+            self.on_abort()
         skip = {(tp.topic, tp.partition) for tp in exclude}
         assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()} - skip
         for (topic, part), offset in self.first.items():

@@ -92,22 +92,57 @@ def decode(value: bytes, feature_names: list[str]) -> tuple[list[float], int] | 
     """Feature vector and label (-1 when absent) of one record, or None when unusable."""
     try:
         body = json.loads(value)
-        row = [float(body[f]) for f in feature_names]
-    except (ValueError, KeyError, TypeError, RecursionError):
+    except (ValueError, RecursionError):
         return None
-    if not all(math.isfinite(v) for v in row):
+    row = decode_body(body, feature_names) if isinstance(body, dict) else None
+    if row is None:
         return None
     label = body.get("label")
     return row, (int(label) if isinstance(label, (int, bool)) else -1)
 
 
+def decode_body(body: dict, feature_names: list[str]) -> list[float] | None:
+    try:
+        row = [float(body[f]) for f in feature_names]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return row if all(math.isfinite(v) for v in row) else None
+
+
+def decode_window(body: dict, feature_names: list[str], window: int) -> list[list[float]] | None:
+    """The [window, features] rows of a sequence record (oldest first), or None when unusable."""
+    names, values = body.get("features"), body.get("values")
+    if not isinstance(names, list) or not isinstance(values, list) or len(values) != window:
+        return None
+    try:
+        cols = [names.index(f) for f in feature_names]
+        rows = [[float(r[c]) for c in cols] for r in values]
+    except (ValueError, TypeError, IndexError):
+        return None
+    if not all(math.isfinite(v) for r in rows for v in r):
+        return None
+    return rows
+
+
 def infer_features(bootstrap: str, rng: SourceRange, sample: int = 200) -> list[str]:
-    """Numeric fields of the first records, minus identity and ground-truth fields, sorted."""
+    """Numeric fields of the first records, minus identity and ground-truth fields, sorted.
+
+    For sequence records (``features`` + ``values``) the window's feature names, in order."""
     names: set[str] = set()
     for body in iter_json(bootstrap, rng, limit=sample):
+        if isinstance(body.get("features"), list) and isinstance(body.get("values"), list):
+            return [str(n) for n in body["features"]]
         names |= {k for k, v in body.items() if k not in RESERVED and isinstance(v, (int, float))
                   and not isinstance(v, bool)}
     return sorted(names)
+
+
+def infer_window(bootstrap: str, rng: SourceRange) -> int | None:
+    """Length of the sequence records of a range (None when they are plain feature records)."""
+    for body in iter_json(bootstrap, rng, limit=1):
+        values = body.get("values")
+        return len(values) if isinstance(values, list) else None
+    return None
 
 
 def iter_json(bootstrap: str, rng: SourceRange, limit: int | None = None) -> Iterator[dict]:
@@ -155,27 +190,51 @@ def iter_messages(bootstrap: str, rng: SourceRange, batch: int = 5000):
 
 
 class KafkaSource:
-    """Feature rows of a fixed range, as numpy batches or a re-readable ``tf.data.Dataset``."""
+    """Feature rows (or, with ``window``, sequences of rows) of a fixed range, as numpy batches
+    or a re-readable ``tf.data.Dataset``."""
 
-    def __init__(self, bootstrap: str, rng: SourceRange, feature_names: list[str]) -> None:
+    def __init__(self, bootstrap: str, rng: SourceRange, feature_names: list[str], window: int | None = None) -> None:
         self.bootstrap, self.range, self.feature_names = bootstrap, rng, list(feature_names)
+        self.window = window
         self.skipped = 0
         self.reads = 0
 
+    @property
+    def shape(self) -> tuple:
+        n = len(self.feature_names)
+        return (n,) if self.window is None else (self.window, n)
+
     def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for x, labels, _ in self.batches_with_devices():
+            yield x, labels
+
+    def batches_with_devices(self) -> Iterator[tuple[np.ndarray, np.ndarray, list]]:
+        """(inputs, labels, device ids) per consumed batch."""
         self.reads += 1
         skipped = 0
         for msgs in iter_messages(self.bootstrap, self.range):
-            rows, labels = [], []
+            rows, labels, devices = [], [], []
             for m in msgs:
-                r = decode(m.value(), self.feature_names)
-                if r is None:
+                try:
+                    body = json.loads(m.value())
+                except ValueError:
+                    body = None
+                if not isinstance(body, dict):
                     skipped += 1
                     continue
-                rows.append(r[0])
-                labels.append(r[1])
+                row = decode_body(body, self.feature_names) if self.window is None \
+                    else decode_window(body, self.feature_names, self.window)
+                if row is None:
+                    skipped += 1
+                    continue
+                label = body.get("label")
+                label = int(label) if isinstance(label, (int, bool)) else -1
+                device = body.get("device_id")
+                rows.append(row)
+                labels.append(label)
+                devices.append(device)
             if rows:
-                yield np.asarray(rows, dtype=np.float32), np.asarray(labels, dtype=np.int32)
+                yield np.asarray(rows, dtype=np.float32), np.asarray(labels, dtype=np.int32), devices
         self.skipped = skipped
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -188,18 +247,23 @@ class KafkaSource:
             return np.zeros((0, n), np.float32), np.zeros(0, np.int32)
         return np.concatenate(xs), np.concatenate(ys)
 
-    def dataset(self, batch_size: int, *, cache: bool = False, shuffle: int = 0, seed: int = 0):
-        """Rows as ``(x, x)`` pairs for an autoencoder; each epoch re-reads Kafka unless ``cache``."""
+    def dataset(self, batch_size: int, *, cache: bool = False, shuffle: int = 0, seed: int = 0, transform=None):
+        """Rows as ``(x, x)`` pairs for an autoencoder; each epoch re-reads Kafka unless ``cache``.
+
+        ``transform(x, devices) -> x`` (numpy, e.g. per-device normalization) runs on each batch
+        before it enters TensorFlow; it may drop rows."""
         import tensorflow as tf  # noqa: PLC0415
 
-        n = len(self.feature_names)
-
         def chunks():
-            for x, _ in self.batches():
-                yield x
+            for x, _, devices in self.batches_with_devices():
+                if transform is not None:
+                    x = transform(x, devices)
+                if len(x):
+                    yield x
 
         # Whole consume() batches cross into TensorFlow; unbatch/batch run in the graph.
-        ds = tf.data.Dataset.from_generator(chunks, output_signature=tf.TensorSpec((None, n), tf.float32)).unbatch()
+        ds = tf.data.Dataset.from_generator(
+            chunks, output_signature=tf.TensorSpec((None, *self.shape), tf.float32)).unbatch()
         if cache:
             ds = ds.cache()
         if shuffle:

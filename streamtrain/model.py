@@ -1,17 +1,30 @@
 """A model version ready to score: the Keras autoencoder plus what travels with it
-(feature names, normalization, threshold). Shared by the trainer (to save) and scorers."""
+(feature names, normalization, threshold, optional per-device baselines, input kind and
+smoothing). Shared by the trainer (to save) and scorers.
+
+Two input kinds: ``features`` (one feature record per score, a dense autoencoder) and
+``sequences`` (a device's last N feature records per score, a windowed autoencoder whose
+score is the reconstruction error of the newest reading). Optional k-of-m smoothing (windowed
+only) flags a reading when at least k of the device's last m readings exceed the threshold;
+the window carries those m readings, so the scorer stays stateless.
+"""
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
 import zipfile
 
 import numpy as np
 
+from streamtrain.baselines import DeviceBaselines
 from streamtrain.modelcodec import ModelRejected, ModelVersion
 
 ARTEFACT_FORMAT = "keras-v3"
+INPUT_KINDS = ("features", "sequences")
+#: What this reader implements; a version whose ``requires`` names anything else is refused.
+SUPPORTED = {"device_baselines", "sequences", "smoothing"}
 
 
 def _keras():
@@ -30,11 +43,44 @@ def save_artefact(model) -> bytes:
 
 
 def reconstruction_error(x_norm: np.ndarray, reconstructed: np.ndarray) -> np.ndarray:
-    return np.mean(np.square(x_norm - reconstructed), axis=1)
+    """Mean squared error over the feature axis: [rows] for rows, [windows, steps] for windows."""
+    return np.mean(np.square(x_norm - reconstructed), axis=-1)
+
+
+class BadInput(ValueError):
+    """A record this model cannot score; ``reason`` becomes the dead-letter reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class Assessment:
+    """Scores of one batch: score, threshold and decision per row, and which baseline applied."""
+
+    def __init__(self, scores: np.ndarray, thresholds: np.ndarray, flags: np.ndarray, baselines: list[str],
+                 baseline_records: list[int] | None) -> None:
+        self.scores, self.thresholds, self.flags = scores, thresholds, flags
+        self.baselines, self.baseline_records = baselines, baseline_records
+
+    def fields(self, i: int) -> dict:
+        """Additive fields of row i's score record."""
+        out = {"baseline": self.baselines[i]}
+        if self.baseline_records is not None:
+            out["baseline_records"] = self.baseline_records[i]
+        return out
+
+
+#: Inputs must stay finite after the cast to float32 (3.5e38 is a finite double but an infinite float32).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= FLOAT32_MAX
 
 
 class LoadedModel:
-    """Scores raw feature rows: normalize with the training statistics, reconstruct, MSE."""
+    """Scores raw feature rows (or windows): normalize with the training statistics, reconstruct, MSE."""
 
     def __init__(self, keras_model, metadata: dict) -> None:
         self.keras_model = keras_model
@@ -47,6 +93,12 @@ class LoadedModel:
         self.mean = np.asarray(norm.get("mean", [0.0] * n), dtype=np.float32)
         self.std = np.asarray(norm.get("std", [1.0] * n), dtype=np.float32)
         self.std = np.where(self.std > 1e-9, self.std, 1.0).astype(np.float32)
+        spec = metadata.get("input") or {}
+        self.input_kind = spec.get("kind", "features")
+        self.window = int(spec["length"]) if self.input_kind == "sequences" else None
+        self.baselines = DeviceBaselines.from_metadata(metadata, n)
+        smoothing = metadata.get("smoothing") or {}
+        self.smoothing = (int(smoothing["k"]), int(smoothing["m"])) if smoothing else None
 
     @classmethod
     def from_version(cls, mv: ModelVersion) -> "LoadedModel":
@@ -72,6 +124,28 @@ class LoadedModel:
             if not isinstance(vals, list) or len(vals) != len(names) or not all(
                     isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in vals):
                 raise ModelRejected("bad_metadata", f"normalization.{key} must have {len(names)} finite numbers")
+        unknown = set(meta.get("requires") or []) - SUPPORTED
+        if unknown:
+            raise ModelRejected("incompatible", f"requires {sorted(unknown)}, this scorer supports {sorted(SUPPORTED)}")
+        spec = meta.get("input") or {}
+        kind = spec.get("kind", "features")
+        if kind not in INPUT_KINDS:
+            raise ModelRejected("incompatible", f"input kind {kind!r}, expected one of {INPUT_KINDS}")
+        window = None
+        if kind == "sequences":
+            try:
+                window = int(spec["length"])
+            except (KeyError, TypeError, ValueError):
+                raise ModelRejected("bad_metadata", "input.length must be the window length") from None
+        smoothing = meta.get("smoothing")
+        if smoothing:
+            try:
+                k, m = int(smoothing["k"]), int(smoothing["m"])
+            except (KeyError, TypeError, ValueError):
+                raise ModelRejected("bad_metadata", "smoothing must be {k, m}") from None
+            if not (1 <= k <= m and window and m <= window):
+                raise ModelRejected("bad_metadata", f"smoothing {k} of {m} needs 1 <= k <= m <= window ({window})")
+        DeviceBaselines.from_metadata(meta, len(names))  # raises ModelRejected when malformed
         if not zipfile.is_zipfile(io.BytesIO(mv.artefact)):
             raise ModelRejected("not_a_model", f"artefact of {len(mv.artefact)} bytes is not a .keras archive")
         keras = _keras()
@@ -87,17 +161,88 @@ class LoadedModel:
         in_shape, out_shape = tuple(km.input_shape), tuple(km.output_shape)
         if in_shape[-1] != n or out_shape[-1] != n:
             raise ModelRejected("incompatible", f"model maps {in_shape} -> {out_shape}, metadata has {n} features")
+        if window is not None and (len(in_shape) != 3 or in_shape[1] != window):
+            raise ModelRejected("incompatible", f"model input {in_shape} is not a window of {window} readings")
         return cls(km, meta)
 
+    # ------------------------------------------------------------ input
+    def extract(self, body: dict) -> list:
+        """The model input of one record (a feature row, or a window of rows); BadInput when unusable."""
+        if self.input_kind == "features":
+            missing = [f for f in self.feature_names if f not in body]
+            if missing:
+                raise BadInput("missing_feature", f"missing {missing}")
+            vals = [body[f] for f in self.feature_names]
+            if not all(_is_number(v) for v in vals):
+                raise BadInput("bad_feature_value", "features must be finite numbers within float32 range")
+            return vals
+        names, values = body.get("features"), body.get("values")
+        if not isinstance(names, list) or not isinstance(values, list):
+            raise BadInput("not_a_sequence", "a sequence record needs 'features' and 'values'")
+        missing = [f for f in self.feature_names if f not in names]
+        if missing:
+            raise BadInput("missing_feature", f"missing {missing}")
+        if len(values) != self.window:
+            raise BadInput("bad_window", f"{len(values)} readings, the model needs {self.window}")
+        cols = [names.index(f) for f in self.feature_names]
+        try:
+            rows = [[row[c] for c in cols] for row in values]
+        except (TypeError, IndexError):
+            raise BadInput("bad_window", "every reading of the window needs every feature") from None
+        if not all(_is_number(v) for row in rows for v in row):
+            raise BadInput("bad_feature_value", "features must be finite numbers within float32 range")
+        return rows
+
+    def empty_input(self) -> np.ndarray:
+        shape = (0, len(self.feature_names)) if self.window is None else (0, self.window, len(self.feature_names))
+        return np.zeros(shape, np.float32)
+
+    # ------------------------------------------------------------ scoring
     def normalize(self, x: np.ndarray) -> np.ndarray:
         return (np.asarray(x, dtype=np.float32) - self.mean) / self.std
 
+    def _errors(self, xn: np.ndarray) -> np.ndarray:
+        """Reconstruction errors: [rows] (dense) or [windows, steps] (windowed)."""
+        return reconstruction_error(xn, self.keras_model(xn, training=False).numpy())
+
     def score(self, x: np.ndarray) -> np.ndarray:
+        """Fleet-wide score (global normalization) of each row or window's newest reading."""
         if len(x) == 0:
             return np.zeros(0, dtype=np.float32)
-        xn = self.normalize(x)
-        rec = self.keras_model(xn, training=False).numpy()
-        return reconstruction_error(xn, rec)
+        e = self._errors(self.normalize(x))
+        return e[:, -1] if e.ndim == 2 else e
+
+    def assess(self, x: np.ndarray, devices: list) -> Assessment:
+        """Score a batch with each device's own baseline (or the fallback) and decide per row."""
+        x = np.asarray(x, dtype=np.float32)
+        b = self.baselines
+        if b is None:
+            mean, std = self.mean, self.std
+            thresholds = np.full(len(x), self.threshold, dtype=np.float32)
+            kinds, records = ["global"] * len(x), None
+        else:
+            idx, kinds, records = b.lookup(devices)
+            own = idx >= 0
+            mean = np.where(own[:, None], b.mean[np.maximum(idx, 0)], self.mean)
+            std = np.where(own[:, None], b.std[np.maximum(idx, 0)], self.std)
+            thresholds = np.where(own, b.threshold[np.maximum(idx, 0)], self.threshold).astype(np.float32)
+            if x.ndim == 3:
+                mean, std = mean[:, None, :], std[:, None, :]
+        if len(x) == 0:
+            return Assessment(np.zeros(0, np.float32), thresholds, np.zeros(0, bool), kinds, records)
+        e = self._errors((x - mean) / std)
+        if e.ndim == 2:
+            scores = e[:, -1]
+            if self.smoothing:
+                k, m = self.smoothing
+                flags = (e[:, -m:] > thresholds[:, None]).sum(axis=1) >= k
+            else:
+                flags = scores > thresholds
+        else:
+            scores, flags = e, e > thresholds
+        return Assessment(scores, thresholds, flags, kinds, records)
 
     def warm(self) -> None:
-        self.score(np.tile(self.mean, (8, 1)))
+        x = np.tile(self.mean, (8, 1)) if self.window is None else np.tile(self.mean, (8, self.window, 1))
+        self.score(x)
+        self.assess(x, [None] * 8)

@@ -140,7 +140,8 @@ class ModelAssembler:
             metadata = manifest["metadata"]
             if not isinstance(metadata, dict):
                 raise ValueError("metadata is not a JSON object")
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:
+            # OverflowError: "size": Infinity would otherwise escape and stop the model watcher.
             raise ModelRejected("bad_metadata", f"v{version}: {str(exc)[:200]}") from None
         if manifest.get("codec") != FORMAT_VERSION:
             raise ModelRejected("incompatible", f"v{version}: codec {str(manifest.get('codec'))[:40]!r}, "

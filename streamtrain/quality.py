@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -63,11 +63,14 @@ class Evaluation:
     by_device: dict[str, Quality]
     unlabelled: int
     duplicates: int
+    by_baseline: dict[str, Quality] = field(default_factory=dict)     # device / warmup / fallback / global
+    by_device_type: dict[str, Quality] = field(default_factory=dict)
 
 
 def evaluate(scores: list[dict], skip_warmup: bool = True) -> Evaluation:
     """Quality of score records (first score per (device_id, seq) counts; later ones are duplicates)."""
     overall, by_version, by_device = Quality(), defaultdict(Quality), defaultdict(Quality)
+    by_baseline, by_type = defaultdict(Quality), defaultdict(Quality)
     seen: set = set()
     unlabelled = duplicates = 0
     for s in scores:
@@ -83,7 +86,34 @@ def evaluate(scores: list[dict], skip_warmup: bool = True) -> Evaluation:
         overall.add(predicted, actual)
         by_version[s.get("model_version")].add(predicted, actual)
         by_device[s.get("device_id")].add(predicted, actual)
-    return Evaluation(overall, dict(by_version), dict(by_device), unlabelled, duplicates)
+        by_baseline[s.get("baseline") or "global"].add(predicted, actual)
+        if s.get("device_type") is not None:
+            by_type[s["device_type"]].add(predicted, actual)
+    return Evaluation(overall, dict(by_version), dict(by_device), unlabelled, duplicates, dict(by_baseline),
+                      dict(by_type))
+
+
+COLUMNS = ("records", "anomalies", "precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate")
+
+
+def _rows(title: str, rows: list[tuple[str, Quality]], width: int) -> list[str]:
+    head = f"{title:>{width}} " + " ".join(f"{c:>17}" for c in COLUMNS)
+    lines = [head, "-" * len(head)]
+    for name, q in rows:
+        d = q.as_dict()
+        lines.append(f"{name:>{width}} " + " ".join(f"{d[c]:>17}" for c in COLUMNS))
+    return lines
+
+
+def format_devices(ev: Evaluation) -> str:
+    """Quality per device, then per device type and per baseline kind (which normalization scored it)."""
+    width = max([6] + [len(str(d)) for d in ev.by_device])
+    lines = _rows("device", sorted(((str(d), q) for d, q in ev.by_device.items())), width)
+    if ev.by_device_type:
+        lines += [""] + _rows("type", sorted(ev.by_device_type.items()), width)
+    if ev.by_baseline:
+        lines += [""] + _rows("baseline", sorted(ev.by_baseline.items()), width)
+    return "\n".join(lines)
 
 
 def format_table(ev: Evaluation) -> str:

@@ -34,6 +34,8 @@ class CommonSettings(BaseSettings):
     topic_deadletter: str = Field("streamtrain.deadletter", description="Rejected input with the reason in headers")
     topic_features: str = Field("streamtrain.telemetry.features", description="Preprocessed feature records")
     topic_windows: str = Field("streamtrain.telemetry.windows", description="Per-device tumbling-window aggregates")
+    topic_sequences: str = Field("streamtrain.telemetry.sequences",
+                                 description="Per-device windows of the last N feature records (windowed models)")
     topic_models: str = Field("streamtrain.models", description="Compacted topic carrying model versions")
     topic_scores: str = Field("streamtrain.scores", description="Anomaly scores, one per feature record")
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR")
@@ -53,3 +55,6 @@ class StackSettings(CommonSettings):
     partitions: int = Field(6, description="Partitions of the raw, features and scores topics")
     retention_hours: int = Field(72, description="Retention of the stream topics")
     ready_timeout_s: float = Field(120.0, description="How long `stack up` waits for both brokers to be ready")
+    mqtt_users_file: Path | None = Field(None, description=(
+        "MQTT credentials (`streamtrain stack passwd`); when set, HiveMQ refuses clients not in it, "
+        "devices publish only to devices/<user>/telemetry and only bridges subscribe"))

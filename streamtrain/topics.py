@@ -23,6 +23,7 @@ def pipeline_topics(settings: CommonSettings, partitions: int = 6, retention_hou
         TopicSpec(settings.topic_raw, partitions, stream),
         TopicSpec(settings.topic_features, partitions, stream),
         TopicSpec(settings.topic_windows, partitions, stream),
+        TopicSpec(settings.topic_sequences, partitions, stream),
         TopicSpec(settings.topic_scores, partitions, stream),
         # Dead letters are kept longer: someone has to look at them.
         TopicSpec(settings.topic_deadletter, 3, {"retention.ms": str(14 * 24 * HOUR_MS), "cleanup.policy": "delete"}),

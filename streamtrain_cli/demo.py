@@ -57,16 +57,30 @@ class Proc:
 
 def _behind(s: CommonSettings, topic: str, group: str) -> int:
     """Records of ``topic`` after the offsets ``group`` committed (the scorer commits its offsets in
-    the same transaction as the scores, so 0 means every record's score is committed)."""
-    from confluent_kafka import Consumer, TopicPartition
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": group})
+    the same transaction as the scores, so 0 means every record's score is committed). Counted by
+    reading them: a transactional topic's end offset also counts commit markers."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": group, "enable.auto.commit": False,
+                  "isolation.level": "read_committed"})
     try:
         parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
-        behind = 0
+        ends, start = {}, []
         for tp in c.committed(parts, timeout=10):
             _, hi = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-            behind += hi - max(tp.offset, 0)
-        return behind
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            if hi > max(tp.offset, 0):
+                ends[tp.partition] = hi
+                start.append(TopicPartition(topic, tp.partition, offset))
+        if not start:
+            return 0
+        c.assign(start)
+        behind, deadline = 0, time.monotonic() + 30
+        while ends and time.monotonic() < deadline:
+            behind += sum(1 for m in c.consume(1000, 0.5) if not m.error())
+            for tp in c.position([TopicPartition(topic, p) for p in list(ends)]):
+                if tp.offset >= ends[tp.partition]:
+                    del ends[tp.partition]
+        return behind + len(ends)  # a partition not read to its end counts as behind
     finally:
         c.close()
 
@@ -163,7 +177,7 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
     logdir.mkdir(parents=True, exist_ok=True)
     s = CommonSettings(
         kafka_bootstrap=stack.bootstrap, mqtt_port=stack_settings.mqtt_port,
-        **{f"topic_{t}": f"streamtrain.demo-{run}.{t}" for t in ("raw", "features", "windows", "scores", "models")},
+        **{f"topic_{t}": f"streamtrain.demo-{run}.{t}" for t in ("raw", "features", "windows", "sequences", "scores", "models")},
         topic_deadletter=f"streamtrain.demo-{run}.deadletter", log_format="json",
     )
     click.echo(f"StreamTrain demo {run}: {devices} devices × {rate}/s, topics streamtrain.demo-{run}.*, logs {logdir}")

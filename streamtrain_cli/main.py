@@ -119,6 +119,32 @@ def stack_status(ctx, home, kafka_port, mqtt_port) -> None:
     sys.exit(0 if status["kafka"]["ready"] and status["hivemq"]["ready"] else 1)
 
 
+@stack.command("passwd")
+@click.argument("user")
+@click.option("--role", type=click.Choice(["device", "bridge"]), required=True,
+              help="device: publishes only to devices/<user>/telemetry; bridge: subscribes to device telemetry.")
+@click.option("--file", "path", type=click.Path(path_type=Path), default=None,
+              help="Credentials file (default: STREAMTRAIN_MQTT_USERS_FILE or <home>/mqtt-users).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin instead of prompting.")
+@click.pass_context
+def stack_passwd(ctx, user, role, path, password_stdin) -> None:
+    """Add or change an MQTT identity in the broker's credentials file (stores a PBKDF2 hash only).
+
+    Start the stack with STREAMTRAIN_MQTT_USERS_FILE pointing at the file to enforce it.
+    """
+    from streamtrain.credentials import set_user
+    settings = StackSettings(**ctx.obj["log"])
+    path = path or settings.mqtt_users_file or settings.home / "mqtt-users"
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else \
+        click.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        set_user(path, user, role, password)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"{user} ({role}) written to {path}")
+
+
 @stack.command("down")
 @_stack_options
 @click.pass_context

@@ -1,5 +1,6 @@
 """HTML report of a run: training loss per version, anomaly score over time with the true
-anomalies marked, and quality per model version. Plots are embedded PNGs (one file to share)."""
+anomalies marked, quality per model version, and quality per device, device type and baseline
+(precision, recall, F1, false- and missed-alarm rates). Plots are embedded PNGs (one file to share)."""
 from __future__ import annotations
 
 import base64
@@ -23,6 +24,10 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}
 <table><tr><th>model</th>{% for c in cols %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for name, row in rows %}<tr><td>{{ name }}</td>{% for c in cols %}<td>{{ row[c] }}</td>{% endfor %}</tr>{% endfor %}
 </table><p>unlabelled: {{ ev.unlabelled }}, duplicate scores: {{ ev.duplicates }}</p>
+{% for heading, first, table in breakdowns %}<h2>{{ heading }}</h2>
+<table><tr><th>{{ first }}</th>{% for c in cols %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for name, row in table %}<tr><td>{{ name }}</td>{% for c in cols %}<td>{{ row[c] }}</td>{% endfor %}</tr>{% endfor %}
+</table>{% endfor %}
 <h2>Model versions</h2>
 <table><tr><th>version</th><th>parent</th><th>records</th><th>threshold</th><th>source offsets</th></tr>
 {% for m in models %}<tr><td>{{ m.get('version') }}</td><td>{{ m.get('parent_version') }}</td>
@@ -96,8 +101,34 @@ def write_report(directory: Path, scores: list[dict], ev: Evaluation, models: li
         ax.set_xticks(versions, [f"v{v}" for v in versions]), ax.set_ylim(0, 1.05), ax.legend()
         plots.append(("Quality per model version", _png(fig)))
 
+    if ev.by_device:
+        plots.append(("Quality per device", _per_device_plot(ev)))
+
     rows = [(f"v{v}", q.as_dict()) for v, q in sorted(ev.by_version.items(), key=lambda kv: (kv[0] is None, kv[0]))]
     rows.append(("all", ev.overall.as_dict()))
+    breakdowns = [(heading, first, [(str(k), q.as_dict()) for k, q in sorted(groups.items(), key=lambda kv: str(kv[0]))])
+                  for heading, first, groups in (("Quality per device type", "type", ev.by_device_type),
+                                                 ("Quality per baseline (which normalization scored)", "baseline",
+                                                  ev.by_baseline),
+                                                 ("Quality per device", "device", ev.by_device)) if groups]
     path = directory / "index.html"
-    path.write_text(PAGE.render(title=title, cols=COLS, rows=rows, ev=ev, models=models, plots=plots))
+    path.write_text(PAGE.render(title=title, cols=COLS, rows=rows, ev=ev, models=models, plots=plots,
+                                breakdowns=breakdowns))
     return path
+
+
+def _per_device_plot(ev: Evaluation) -> str:
+    """F1, recall and precision per device (bars) and false-/missed-alarm rates (markers)."""
+    devices = sorted(ev.by_device, key=str)
+    q = [ev.by_device[d] for d in devices]
+    x = list(range(len(devices)))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(7, 0.35 * len(devices)), 5.5), sharex=True)
+    width = 0.27
+    for i, metric in enumerate(("precision", "recall", "f1")):
+        top.bar([v + (i - 1) * width for v in x], [getattr(r, metric) for r in q], width, label=metric)
+    top.set_ylim(0, 1.05), top.legend(fontsize=8, ncol=3), top.set_ylabel("share")
+    bottom.plot(x, [r.false_alarm_rate for r in q], "o", label="false-alarm rate (normal readings flagged)")
+    bottom.plot(x, [r.missed_alarm_rate for r in q], "x", label="missed-alarm rate (anomalies not flagged)")
+    bottom.set_ylim(-0.02, 1.02), bottom.legend(fontsize=8), bottom.set_ylabel("rate")
+    bottom.set_xticks(x, [str(d) for d in devices], rotation=90, fontsize=7)
+    return _png(fig)

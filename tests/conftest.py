@@ -49,6 +49,7 @@ def pipeline(local_stack) -> CommonSettings:
         topic_deadletter=f"t{tag}.deadletter",
         topic_features=f"t{tag}.features",
         topic_windows=f"t{tag}.windows",
+        topic_sequences=f"t{tag}.sequences",
         topic_models=f"t{tag}.models",
         topic_scores=f"t{tag}.scores",
     )

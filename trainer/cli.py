@@ -27,7 +27,17 @@ log = logs.get("trainer")
 @click.option("--features", help="Comma-separated feature names (default: every numeric field found).")
 @click.option("--epochs", type=int, help="Epochs over the same offset range (default 20).")
 @click.option("--batch-size", type=int, help="Rows per step (default 256).")
-@click.option("--layers", help="Hidden layer widths, e.g. 16,4,16.")
+@click.option("--layers", help="Dense model: hidden layer widths, e.g. 16,4,16.")
+@click.option("--model", "model_kind", type=click.Choice(["dense", "windowed"]),
+              help="dense (default): single feature records; windowed: 1-D conv autoencoder over a device's last N "
+                   "readings from the sequences topic.")
+@click.option("--baselines", type=click.Choice(["global", "device"]),
+              help="global (default): one normalization and threshold; device: per-device ones learned from the stream.")
+@click.option("--threshold-k", type=float, help="Threshold = median + k * MAD of training errors (default 10).")
+@click.option("--warmup-records", type=int, help="Records a device needs before its own baseline is used (default 50).")
+@click.option("--smoothing", help="Windowed model: flag when k of the last m readings exceed the threshold, as k/m.")
+@click.option("--conv-filters", help="Windowed model: encoder filters, the last is the bottleneck (default 16,1).")
+@click.option("--topic-sequences", help="Sequences topic the windowed model trains from.")
 @click.option("--cache/--reread", default=None, help="Cache the first Kafka read instead of re-reading per epoch.")
 @click.option("--backend", type=click.Choice(["confluent", "tfio"]), help="Kafka reader behind tf.data.")
 @click.option("--tensorboard-dir", type=click.Path(path_type=Path), help="Write TensorBoard logs here.")
@@ -41,7 +51,8 @@ def command(ctx, continuous, every_records, every_seconds, reproduce_version, **
 
     The offset range is resolved once into exact per-partition offsets; tf.data re-reads that
     range from Kafka each epoch (or caches it with --cache). Normalization is learned from the
-    stream and the threshold from the training errors. The version's metadata records the
+    stream and the threshold from the training errors; with --baselines device, per device,
+    with the fleet's statistics as the fallback for devices without enough history. The version's metadata records the
     range, features, normalization, threshold, config and loss history.
     """
     s = TrainSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
@@ -74,7 +85,8 @@ def _continuous(s: TrainSettings, every_records: int, every_seconds: float) -> N
     while not stop.is_set():
         versions = read_versions(s.kafka_bootstrap, s.topic_models)
         after = SourceRange.from_dict(versions[-1].metadata["source"]) if versions else None
-        fresh = resolve_range(s.kafka_bootstrap, s.topic_features, after=after).records
+        topic = s.topic_sequences if s.model_kind == "windowed" else s.topic_features
+        fresh = resolve_range(s.kafka_bootstrap, topic, after=after).records
         due = fresh >= every_records or (every_seconds and time.monotonic() - last >= every_seconds
                                          and fresh >= s.min_records)
         if due:

@@ -3,10 +3,17 @@
 filter -> features + derived (+ identity and ground truth passed through) -> per-device
 event-time tumbling windows over the records that passed. A window [k*size, (k+1)*size) of a
 device is emitted when a later record of that device arrives past its end, or on flush().
+
+With ``sequences``, every feature record of a device that has at least N records also yields
+a sequence: the device's last N feature vectors (oldest first), with the identity and ground
+truth of the newest one. Sequences follow arrival order per device (the raw topic is keyed by
+device, so one partition holds a device's records in order); the history lives in memory, so
+after a restart a device's first N-1 records yield no sequence again (its warm-up).
 """
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 from streamtrain.preprocessing.compile import EvalError, compile_expr, finite
@@ -19,6 +26,7 @@ PASSTHROUGH = ("device_type", "label", "anomaly")
 class Result:
     features: dict | None = None          # the feature record, or None when filtered out / failed
     windows: list[dict] = field(default_factory=list)
+    sequences: list[dict] = field(default_factory=list)
     error: EvalError | None = None        # why the record could not be processed (dead letter)
     filtered: bool = False
 
@@ -41,6 +49,8 @@ class Engine:
         self.agg_fields = sorted({a.field for a in self.aggs})
         self.open: dict[str, _Window] = {}
         self.passthrough = [f for f in PASSTHROUGH if f != spec.label] + ([spec.label] if spec.label else [])
+        self.seq_length = spec.sequences.length if spec.sequences else None
+        self.history: dict[str, deque] = {}
 
     def process(self, record: dict) -> Result:
         try:
@@ -62,7 +72,24 @@ class Engine:
         except (TypeError, ValueError, OverflowError) as exc:
             return Result(error=EvalError("expression_error", str(exc)))
         windows = self._window(out) if self.size else []
-        return Result(features=out, windows=windows)
+        sequences = self._sequence(out) if self.seq_length else []
+        return Result(features=out, windows=windows, sequences=sequences)
+
+    def _sequence(self, rec: dict) -> list[dict]:
+        names = self.spec.feature_names
+        h = self.history.get(rec["device_id"])
+        if h is None:
+            h = self.history[rec["device_id"]] = deque(maxlen=self.seq_length)
+        h.append([rec[n] for n in names])
+        if len(h) < self.seq_length:
+            return []
+        out = {k: rec[k] for k in IDENTITY if k in rec}
+        out["features"] = names
+        out["values"] = [list(v) for v in h]
+        for k in self.passthrough:
+            if k in rec:
+                out[k] = rec[k]
+        return [out]
 
     def _window(self, rec: dict) -> list[dict]:
         device, ts = rec["device_id"], float(rec["ts"])

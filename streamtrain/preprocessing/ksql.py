@@ -60,4 +60,8 @@ def render(spec: PreprocessSpec, settings: CommonSettings) -> list[str]:
     if windows:
         statements.append(f"CREATE TABLE IF NOT EXISTS {TABLE_WINDOWS} WITH (KAFKA_TOPIC='{settings.topic_windows}', "
                           f"KEY_FORMAT='KAFKA', VALUE_FORMAT='JSON') AS\n{windows}\nEMIT FINAL;")
+    if spec.sequences:
+        # ksqlDB has no "last N rows of a key" per record; the embedded engine builds them.
+        statements.append(f"-- sequences (last {spec.sequences.length} records per device) for "
+                          f"'{settings.topic_sequences}' are built by `streamtrain preprocess`, not by ksqlDB.")
     return statements

@@ -8,6 +8,8 @@
       size_seconds: 10
       aggregates:
         - {name: temperature_avg, fn: avg, field: temperature}
+    sequences:                                             # per-device sliding windows of the last N
+      length: 16                                           #   readings (for windowed models)
     label: label                                           # ground truth: passed through, never a feature
 
 Expressions are parsed with sqlglot and checked before anything runs: only arithmetic,
@@ -63,6 +65,11 @@ class Windows(BaseModel):
     aggregates: list[Aggregate] = Field(default_factory=list, description="Aggregates per device and window")
 
 
+class Sequences(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    length: int = Field(16, ge=2, le=512, description="Readings per window: a device's last N feature records")
+
+
 class PreprocessSpec(BaseModel):
     """Filter, features, derived fields, windows and the label field of a pipeline."""
 
@@ -71,6 +78,8 @@ class PreprocessSpec(BaseModel):
     features: list[str] = Field(min_length=1, description="Raw numeric fields used as model features")
     derived: list[Derived] = Field(default_factory=list, description="Derived features, computed in order")
     windows: Windows | None = Field(None, description="Per-device tumbling-window aggregates")
+    sequences: Sequences | None = Field(None, description="Per-device sliding windows of the last N feature records "
+                                                          "(sequences topic, input of windowed models)")
     label: str | None = Field("label", description="Ground-truth field, passed through and never a feature")
 
     @property

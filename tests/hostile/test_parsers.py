@@ -219,7 +219,7 @@ def test_csv_files_of_any_bytes_replay_or_fail_with_a_value_error(tmp_path, cont
 META = {"version": 3, "feature_names": ["a", "b"], "threshold": 0.5, "format": "keras-v3",
         "normalization": {"mean": [0.0, 0.0], "std": [1.0, 1.0]}}
 REASONS = {"bad_key", "too_large", "bad_metadata", "incompatible", "truncated", "checksum", "not_a_model",
-           "load_failed", "bad_control"}
+           "load_failed", "bad_control", "bad_record"}
 
 
 def manifest(artefact: bytes, chunks: int, **changes) -> bytes:
@@ -246,6 +246,7 @@ hostile_manifests = st.one_of(
                                                       b"model/999999999/chunk/999999", b"control/promote"]),
                                     st.binary(max_size=30)),
                           st.one_of(st.none(), hostile_manifests)), max_size=12))
+@example([(b"model/3/manifest", manifest(b"", 1, size=float("inf")))])
 def test_model_records_assemble_or_are_refused_with_a_reason(records):
     asm = ModelAssembler()
     for key, value in records:
