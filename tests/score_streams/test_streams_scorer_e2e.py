@@ -76,7 +76,7 @@ def test_java_and_python_scorers_agree_on_flags_and_scores(pipeline, tmp_path, p
     np.testing.assert_allclose([jv[k]["score"] for k in keys], [py[k]["score"] for k in keys], rtol=1e-5, atol=0)
     one_py, one_jv = py[keys[0]], jv[keys[0]]
     assert one_jv["scorer"] == "kafka-streams" and one_py["scorer"] == "python"
-    same_fields = {"device_id", "seq", "ts", "model_version", "threshold", "label", "source"}
+    same_fields = {"device_id", "seq", "ts", "model_version", "threshold", "baseline", "label", "source"}
     assert {f: one_jv[f] for f in same_fields} == {f: one_py[f] for f in same_fields}
     assert set(one_jv) == set(one_py)
     dead = read_topic(pipeline.kafka_bootstrap, pipeline.topic_deadletter, timeout=10)

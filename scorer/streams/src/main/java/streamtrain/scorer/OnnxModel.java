@@ -61,6 +61,16 @@ final class OnnxModel implements AutoCloseable {
         if (!ARTEFACT_FORMAT.equals(format)) {
             throw new ModelRejected("incompatible", "artefact format '" + format + "', expected " + ARTEFACT_FORMAT);
         }
+        // Per-device baselines, sequences and smoothing (streamtrain/model.py SUPPORTED) are Python-only:
+        // such versions carry no ONNX export and are refused here with the reason.
+        JsonNode requires = meta.get("requires");
+        if (requires != null && requires.isArray() && !requires.isEmpty()) {
+            throw new ModelRejected("incompatible", "requires " + requires + ", this scorer supports []");
+        }
+        String kind = meta.path("input").path("kind").asText("features");
+        if (!kind.equals("features")) {
+            throw new ModelRejected("incompatible", "input kind '" + kind + "', this scorer scores features only");
+        }
         JsonNode names = meta.get("feature_names");
         List<String> features = new ArrayList<>();
         if (names == null || !names.isArray() || names.isEmpty()) {

@@ -105,8 +105,10 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         out.set("ts", body.get("ts"));
         out.put("model_version", champion.version);
         out.put("score", (double) score);
-        out.put("threshold", champion.threshold);
+        // As streamtrain/model.py Assessment: the threshold applied (float32), and whose baseline it is.
+        out.put("threshold", (double) champion.thresholdF32);
         out.put("is_anomaly", flag);
+        out.put("baseline", "global");
         out.put("scored_at", System.currentTimeMillis() / 1000.0);
         out.put("scorer", "kafka-streams");
         out.put("instance", settings.instanceId());
