@@ -54,14 +54,26 @@ def gauge(port: int, name: str) -> float:
     return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
-def test_10x_burst_memory_bounded_backlog_drains_nothing_lost(pipeline, tmp_path):
+@pytest.fixture
+def started():
+    """Programs left running by a failed test are killed, not orphaned."""
+    programs: list[Program] = []
+    yield programs
+    for prog in programs:
+        if prog.proc.poll() is None:
+            prog.kill()
+
+
+def test_10x_burst_memory_bounded_backlog_drains_nothing_lost(pipeline, tmp_path, started):
     ports = {n: free_port() for n in ("bridge", "preprocess", "score")}
 
     def start(name: str, args: list[str], **extra) -> Program:
         env = settings_env(pipeline, metrics_port=ports.get(name, 0), client_id=f"ov-{pipeline.topic_raw}",
                            share_group=f"ov-{pipeline.topic_raw}", group_id=f"{name}-{pipeline.topic_raw}",
                            instance_id=f"ov-{name}", **extra)
-        return Program(args, env, tmp_path / f"{name}.log").start()
+        prog = Program(args, env, tmp_path / f"{name}.log").start()
+        started.append(prog)
+        return prog
 
     bridge = start("bridge", ["bridge"])
     bridge.wait_log('"mqtt_subscribed"', 60)
