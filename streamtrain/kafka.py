@@ -215,15 +215,17 @@ class ExactlyOnce:
         self._clear()
         return True
 
-    def _retry(self, call) -> None:
-        while True:
+    def _retry(self, call, attempts: int = 10) -> None:
+        """Retry retriable errors (a broker away for a while), but not forever: after ``attempts``
+        the error is raised, the program exits non-zero and its supervisor restarts it."""
+        for attempt in range(1, attempts + 1):
             try:
                 call()
                 return
             except KafkaException as exc:
                 err = exc.args[0]
-                if err.retriable() and not err.txn_requires_abort():
-                    log.warning("transaction_retry", error=str(err))
+                if attempt < attempts and err.retriable() and not err.txn_requires_abort():
+                    log.warning("transaction_retry", error=str(err), attempt=attempt)
                     continue
                 raise
 

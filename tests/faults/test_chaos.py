@@ -106,13 +106,25 @@ class Pipeline:
         return Program(["train"], env, self.tmp / f"train-{n}.log").start()
 
 
-def test_kill_everything_and_restart_both_brokers_every_reading_scored_exactly_once(own_stack, tmp_path):
+@pytest.fixture
+def cleanup():
+    """Programs left running by a failed test are killed, not orphaned."""
+    programs: list = []
+    yield programs
+    for group in programs:
+        for prog in list(group.values()) if isinstance(group, dict) else group:
+            if prog.proc.poll() is None:
+                prog.kill()
+
+
+def test_kill_everything_and_restart_both_brokers_every_reading_scored_exactly_once(own_stack, tmp_path, cleanup):
     tag = uuid.uuid4().hex[:6]
     s = CommonSettings(kafka_bootstrap=own_stack.bootstrap, mqtt_port=own_stack.settings.mqtt_port,
                        **{f"topic_{t}": f"chaos{tag}.{t}" for t in ("raw", "deadletter", "features", "windows",
                                                                      "models", "scores")})
     ensure_topics(s.kafka_bootstrap, pipeline_topics(s, partitions=3))
     p = Pipeline(s, tmp_path)
+    cleanup.append(p.procs)
     table: list[tuple[str, str]] = []
     p.start("bridge").wait_log('"mqtt_subscribed"', 60)
     p.start("preprocess")
