@@ -108,7 +108,7 @@ def scoring(bench, n: int) -> None:
         proc.terminate()
         proc.wait(60)
     bench.add(bench.Figure("scorer consume->score->produce", total, "scorer", rate, "batch predict", predict_rate,
-                           "rec/s", "micro-batch 512, offsets after delivery"))
+                           "rec/s", "micro-batch 512, exactly once (one transaction per 100 ms)"))
     jvm_rate = streams_scoring(bench, s, total)
     bench.add(bench.Figure("kafka-streams scorer consume->score->produce", total, "kafka-streams scorer", jvm_rate,
                            "batch predict", predict_rate, "rec/s",
