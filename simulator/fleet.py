@@ -122,14 +122,20 @@ class Fleet:
         """The next seq as (device_id, telemetry dict) pairs; ``ts`` is each device's timestamp."""
         seq = self.seq
         values, label, kind = self.step()
-        out = []
-        for i, device_id in enumerate(self.device_ids):
-            msg = {"device_id": device_id, "ts": round(float(ts[i]), 3), "seq": seq}
-            row = values[i]
-            for j, name in enumerate(CHANNELS):
-                msg[name] = round(float(row[j]), 4)
-            msg["device_type"] = self.cfg.device_type
-            msg["label"] = int(label[i])
-            msg["anomaly"] = ANOMALY_KINDS[kind[i]] if kind[i] >= 0 else None
-            out.append((device_id, msg))
-        return out
+        return telemetry_messages(self.device_ids, ts, seq, values, label, kind, ANOMALY_KINDS,
+                                  [self.cfg.device_type] * len(self.device_ids))
+
+
+def telemetry_messages(device_ids, ts, seq: int, values: np.ndarray, label: np.ndarray, kind: np.ndarray,
+                       kind_names, device_types) -> list[tuple[str, dict]]:
+    """One step of a fleet as (device_id, telemetry dict) pairs; ``kind`` indexes ``kind_names`` (-1: normal)."""
+    out = []
+    for i, device_id in enumerate(device_ids):
+        msg = {"device_id": device_id, "ts": round(float(ts[i]), 3), "seq": seq}
+        for j, name in enumerate(CHANNELS):
+            msg[name] = round(float(values[i, j]), 4)
+        msg["device_type"] = device_types[i]
+        msg["label"] = int(label[i])
+        msg["anomaly"] = kind_names[kind[i]] if kind[i] >= 0 else None
+        out.append((device_id, msg))
+    return out

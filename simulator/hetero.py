@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.fleet import CHANNELS
+from simulator.fleet import CHANNELS, telemetry_messages
 
 #: Per device type and channel: (baseline, device-to-device spread of the baseline, load gain, noise sigma).
 DEVICE_TYPES: dict[str, dict[str, tuple[float, float, float, float]]] = {
@@ -157,13 +157,4 @@ class HeterogeneousFleet:
     def messages(self, ts: np.ndarray) -> list[tuple[str, dict]]:
         seq = self.seq
         values, label, kind = self.step()
-        out = []
-        for i, device_id in enumerate(self.device_ids):
-            msg = {"device_id": device_id, "ts": round(float(ts[i]), 3), "seq": seq}
-            for j, name in enumerate(CHANNELS):
-                msg[name] = round(float(values[i, j]), 4)
-            msg["device_type"] = self.device_types[i]
-            msg["label"] = int(label[i])
-            msg["anomaly"] = HETERO_KINDS[kind[i]] if kind[i] >= 0 else None
-            out.append((device_id, msg))
-        return out
+        return telemetry_messages(self.device_ids, ts, seq, values, label, kind, HETERO_KINDS, self.device_types)
