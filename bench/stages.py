@@ -45,44 +45,44 @@ def fill_features(s, n: int, seed: int = 0, rate: float | None = None, stop: thr
     return sent
 
 
-def training(bench, n: int, epochs: int = 3) -> None:
-    from trainer.train import TrainSettings, build_autoencoder, train_once
+def _train_settings(bench, n: int, epochs: int, **extra):
+    from trainer.train import TrainSettings
     s = bench.settings()
     fill_features(s, n)
-    ts = TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features, topic_models=s.topic_models,
-                       train_records=n, epochs=epochs, validation_fraction=0)
-    meta = train_once(ts)
-    kafka_rate = meta["record_count"] * epochs / meta["fit_seconds"]
-    # Same model, same batches, fed from an in-memory array.
+    return s, TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features,
+                            topic_models=s.topic_models, train_records=n, epochs=epochs, validation_fraction=0, **extra)
+
+
+def _in_memory_rate(ts, meta: dict, n: int, epochs: int) -> float:
+    """The limit: the same model, same batches, fed from an in-memory array."""
+    from trainer.train import build_autoencoder
     x = np.random.default_rng(1).normal(size=(n, len(meta["feature_names"]))).astype(np.float32)
     model = build_autoencoder(x.shape[1], meta["config"]["layers"], ts.learning_rate, ts.seed)
     t0 = time.monotonic()
     model.fit(x, x, epochs=epochs, batch_size=ts.batch_size, verbose=0, shuffle=True)
-    memory_rate = n * epochs / (time.monotonic() - t0)
+    return n * epochs / (time.monotonic() - t0)
+
+
+def training(bench, n: int, epochs: int = 3) -> None:
+    from trainer.train import train_once
+    _, ts = _train_settings(bench, n, epochs)
+    meta = train_once(ts)
+    kafka_rate = meta["record_count"] * epochs / meta["fit_seconds"]
+    memory_rate = _in_memory_rate(ts, meta, n, epochs)
     bench.add(bench.Figure("train from Kafka (tf.data)", n, "kafka", kafka_rate, "in-memory", memory_rate, "rec/s",
                            f"{epochs} epochs re-read"))
     cached = train_once(ts.model_copy(update={"cache": True}), publish=False)
     bench.add(bench.Figure("train from Kafka, cached", n, "kafka+cache", n * epochs / cached["fit_seconds"],
                            "in-memory", memory_rate, "rec/s", "first epoch reads Kafka"))
-    bench.model_settings = s
-    return memory_rate
 
 
 def training_tfio(bench, n: int, epochs: int = 3) -> None:
     """tensorflow-io's Kafka dataset is ~15x slower than ours: its own (smaller) sizes keep the run short."""
-    from trainer.train import TrainSettings, build_autoencoder, train_once
-    s = bench.settings()
-    fill_features(s, n)
-    ts = TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features, topic_models=s.topic_models,
-                       train_records=n, epochs=epochs, validation_fraction=0, backend="tfio")
+    from trainer.train import train_once
+    _, ts = _train_settings(bench, n, epochs, backend="tfio")
     meta = train_once(ts, publish=False)
-    x = np.random.default_rng(1).normal(size=(n, len(meta["feature_names"]))).astype(np.float32)
-    model = build_autoencoder(x.shape[1], meta["config"]["layers"], ts.learning_rate, ts.seed)
-    t0 = time.monotonic()
-    model.fit(x, x, epochs=epochs, batch_size=ts.batch_size, verbose=0, shuffle=True)
-    memory_rate = n * epochs / (time.monotonic() - t0)
     bench.add(bench.Figure("train via tensorflow-io", n, "tfio", meta["record_count"] * epochs / meta["fit_seconds"],
-                           "in-memory", memory_rate, "rec/s", "reader re-created per epoch"))
+                           "in-memory", _in_memory_rate(ts, meta, n, epochs), "rec/s", "reader re-created per epoch"))
 
 
 def scoring(bench, n: int) -> None:
