@@ -32,7 +32,7 @@ from simulator.fleet import Fleet, FleetConfig  # noqa: E402
 from simulator.publish import run_fleet  # noqa: E402
 from stack.local import LocalStack, free_port  # noqa: E402
 from streamtrain import logs  # noqa: E402
-from streamtrain.kafka import ensure_topics, producer_config  # noqa: E402
+from streamtrain.kafka import client_config, ensure_topics, producer_config  # noqa: E402
 from streamtrain.mqtt import no_delay  # noqa: E402
 from streamtrain.settings import CommonSettings, StackSettings, settings_env  # noqa: E402
 from streamtrain.topics import TopicSpec, pipeline_topics  # noqa: E402
@@ -97,8 +97,8 @@ class Bench:
                 p.poll(0)
         p.flush(60)
         produce_rate = n / (time.perf_counter() - t0)
-        c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:6]}",
-                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c = Consumer(client_config(s.kafka_bootstrap, **{"group.id": f"bench-{uuid.uuid4().hex[:6]}",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False}))
         c.subscribe([s.topic_raw])
         got, t0 = 0, time.perf_counter()
         while got < n:
@@ -162,8 +162,8 @@ class Bench:
         return proc
 
     def _drain_raw(self, s: CommonSettings, expected: int, timeout: float = 600) -> tuple[int, list[float]]:
-        c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:6]}",
-                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c = Consumer(client_config(s.kafka_bootstrap, **{"group.id": f"bench-{uuid.uuid4().hex[:6]}",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False}))
         c.subscribe([s.topic_raw])
         keys, latencies = set(), []
         deadline = time.monotonic() + timeout

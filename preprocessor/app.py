@@ -20,8 +20,8 @@ from pydantic import Field
 
 from streamtrain import logs
 from streamtrain.dedup import Deduplicator
-from streamtrain.kafka import (ExactlyOnce, KafkaHealth, consumer_config, dead_letter_headers, deliver_then_store,
-                               producer_config)
+from streamtrain.kafka import (ExactlyOnce, KafkaHealth, client_config, consumer_config, dead_letter_headers,
+                               deliver_then_store, producer_config)
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer
 from streamtrain.preprocessing.engine import Engine
@@ -168,8 +168,8 @@ class Preprocessor:
         """Rebuild the seen readings from the committed features: the raw and features topics are keyed
         by device, so with equal partition counts raw partition p feeds features partition p."""
         t0 = time.monotonic()
-        reader = Consumer({"bootstrap.servers": self.s.kafka_bootstrap, "group.id": f"{self.s.group_id}-restore",
-                           "enable.auto.commit": False, "isolation.level": "read_committed"})
+        reader = Consumer(client_config(self.s.kafka_bootstrap, **{"group.id": f"{self.s.group_id}-restore",
+                           "enable.auto.commit": False, "isolation.level": "read_committed"}))
         try:
             md = reader.list_topics(timeout=10).topics
             same = len(md[self.s.topic_raw].partitions) == len(md[self.s.topic_features].partitions)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streamtrain import logs
+from streamtrain.kafka import client_config
 from streamtrain.modelcodec import ModelAssembler, ModelRejected, ModelVersion
 from streamtrain.model import LoadedModel
 
@@ -126,9 +127,9 @@ class ModelWatcher(threading.Thread):
         self.on_refused(reason)
 
     def run(self) -> None:
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "streamtrain-model-watcher",
+        consumer = Consumer(client_config(self.bootstrap, **{"group.id": "streamtrain-model-watcher",
                              "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                             "fetch.message.max.bytes": 4 * 1024 * 1024})
+                             "fetch.message.max.bytes": 4 * 1024 * 1024}))
         try:
             _, end = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=10)
             consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])

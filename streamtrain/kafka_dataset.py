@@ -16,6 +16,7 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
 from streamtrain import logs
+from streamtrain.kafka import client_config
 
 log = logs.get("kafka_dataset")
 RESERVED = {"device_id", "ts", "seq", "label", "anomaly", "device_type"}
@@ -39,9 +40,9 @@ class SourceRange:
 
 
 def _consumer(bootstrap: str) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": "streamtrain-trainer-reader",
+    return Consumer(client_config(bootstrap, **{"group.id": "streamtrain-trainer-reader",
                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                     "enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024})
+                     "enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024}))
 
 
 def resolve_range(bootstrap: str, topic: str, *, max_records: int | None = None, newest: bool = False,

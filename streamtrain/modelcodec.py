@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from streamtrain.kafka import client_config
+
 CHUNK_BYTES = 900 * 1024
 MAX_ARTEFACT_BYTES = 256 * 1024 * 1024
 FORMAT_VERSION = 1
@@ -198,8 +200,8 @@ def _attachments(version: int, manifest: dict, parts: dict[int, bytes], artefact
 
 def read_versions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[ModelVersion]:
     """Every complete, valid version on the topic, in topic order (bad ones are skipped)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "streamtrain-model-reader", "enable.auto.commit": False,
-                  "auto.offset.reset": "earliest", "fetch.message.max.bytes": 4 * 1024 * 1024})
+    c = Consumer(client_config(bootstrap, **{"group.id": "streamtrain-model-reader", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", "fetch.message.max.bytes": 4 * 1024 * 1024}))
     try:
         _, end = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=timeout)
         if end == 0:

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from streamtrain import logs
-from streamtrain.kafka import read_topic
+from streamtrain.kafka import client_config, read_topic
 from streamtrain.quality import evaluate, format_table
 from streamtrain.settings import CommonSettings, StackSettings, settings_env
 
@@ -60,8 +60,8 @@ def _behind(s: CommonSettings, topic: str, group: str) -> int:
     the same transaction as the scores, so 0 means every record's score is committed). Counted by
     reading them: a transactional topic's end offset also counts commit markers."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": group, "enable.auto.commit": False,
-                  "isolation.level": "read_committed"})
+    c = Consumer(client_config(s.kafka_bootstrap, **{"group.id": group, "enable.auto.commit": False,
+                  "isolation.level": "read_committed"}))
     try:
         parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
         ends, start = {}, []
@@ -87,7 +87,7 @@ def _behind(s: CommonSettings, topic: str, group: str) -> int:
 
 def _count(s: CommonSettings, topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "streamtrain-demo-count"})
+    c = Consumer(client_config(s.kafka_bootstrap, **{"group.id": "streamtrain-demo-count"}))
     try:
         md = c.list_topics(topic, timeout=10)
         total = 0
