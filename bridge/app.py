@@ -16,7 +16,7 @@ import socket
 import time
 
 import paho.mqtt.client as mqtt
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pathlib import Path
 
@@ -33,6 +33,9 @@ log = logs.get("bridge")
 
 #: Dead letters keep the payload; beyond this size it is cut (and the header says so).
 DEADLETTER_PAYLOAD_LIMIT = 512 * 1024
+#: A record Kafka would not take (broker gone past the producer's retries, topic not authorized)
+#: is produced again after this pause; its MQTT message stays unacknowledged meanwhile.
+RETRY_DELAY_S = 1.0
 
 
 class BridgeSettings(CommonSettings):
@@ -151,6 +154,8 @@ class Bridge:
         self.links = [_Link(cid, self) for cid in ids]
         self.kafka_health = KafkaHealth()
         self.draining = False
+        self.retries: collections.deque[tuple[float, tuple]] = collections.deque()
+        self._failure_logged = 0.0
 
     @property
     def topic_filter(self) -> str:
@@ -222,14 +227,29 @@ class Bridge:
                           dead_letter_headers(result.reason, f"mqtt:{msg.topic}", detail), link, token, t0,
                           result.reason)
 
+    def _retry_later(self, args: tuple, error) -> None:
+        """Idempotent producer retries internally; reaching here means it gave up (or the record was refused
+        outright): produce again after a pause, logging at most once a second."""
+        self.metrics.delivery_errors.inc()
+        self.kafka_health.up = False
+        self.retries.append((time.monotonic() + RETRY_DELAY_S, args))
+        now = time.monotonic()
+        if now - self._failure_logged >= 1.0:
+            self._failure_logged = now
+            log.warning("kafka_delivery_failed", topic=args[0], error=str(error), action=f"retry in {RETRY_DELAY_S}s",
+                        waiting=len(self.retries))
+
+    def _retry_due(self) -> None:
+        now = time.monotonic()
+        while self.retries and self.retries[0][0] <= now and not self.draining:
+            self._produce(*self.retries.popleft()[1])
+
     def _produce(self, topic, key, value, headers, link: _Link, token, t0, reason, timestamp: int = 0) -> None:
+        args = (topic, key, value, headers, link, token, t0, reason, timestamp)
+
         def delivered(err, _msg):
             if err is not None:
-                # Idempotent producer retries internally; reaching here means it gave up: try again.
-                self.metrics.delivery_errors.inc()
-                self.kafka_health.up = False
-                log.warning("kafka_delivery_failed", topic=topic, error=str(err), action="retry")
-                self._produce(topic, key, value, headers, link, token, t0, reason, timestamp)
+                self._retry_later(args, err)
                 return
             self.kafka_health.up = True
             if reason is None:
@@ -248,6 +268,9 @@ class Bridge:
             except BufferError:
                 # Local queue full: serve deliveries until there is room; MQTT waits with us.
                 self.producer.poll(0.005)
+            except KafkaException as exc:
+                self._retry_later(args, exc.args[0])
+                return
 
     def _kafka_error(self, err: KafkaError) -> None:
         self.kafka_health.error_cb(err)
@@ -287,6 +310,7 @@ class Bridge:
                         link.connected = False
                         self._try_connect(link)
                 self._pump(0.005)
+                self._retry_due()
                 self._nudge_idle()
         finally:
             self._shutdown(server)
@@ -313,7 +337,8 @@ class Bridge:
 
     def _shutdown(self, server) -> None:
         inflight = sum(len(link.acks) for link in self.links)
-        log.info("bridge_stopping", reason=self.stop.signal_name or "stop requested", inflight=inflight)
+        log.info("bridge_stopping", reason=self.stop.signal_name or "stop requested", inflight=inflight,
+                 unacknowledged_for_redelivery=len(self.retries))
         # Stop taking messages, deliver what was accepted, let the acks go out, then disconnect.
         # No unsubscribe: the persistent session must keep queueing while the bridge is away.
         self.draining = True

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streamtrain import logs
-from streamtrain.kafka import client_config
+from streamtrain.kafka import READER_GROUP, client_config
 from streamtrain.modelcodec import ModelAssembler, ModelRejected, ModelVersion
 from streamtrain.model import LoadedModel
 
@@ -127,7 +127,7 @@ class ModelWatcher(threading.Thread):
         self.on_refused(reason)
 
     def run(self) -> None:
-        consumer = Consumer(client_config(self.bootstrap, **{"group.id": "streamtrain-model-watcher",
+        consumer = Consumer(client_config(self.bootstrap, **{"group.id": f"{READER_GROUP}.model-watcher",
                              "enable.auto.commit": False, "auto.offset.reset": "earliest",
                              "fetch.message.max.bytes": 4 * 1024 * 1024}))
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -17,14 +18,21 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+
 from streamtrain import logs
-from streamtrain.kafka import ensure_topics
-from streamtrain.settings import StackSettings
+from streamtrain.kafka import client_config, ensure_topics
+from streamtrain.settings import CommonSettings, StackSettings
 from streamtrain.topics import pipeline_topics
 
 log = logs.get("stack")
 
 JAVA_DIR = Path(str(resources.files("stack") / "java"))
+#: The broker's certificate subject; with TLS client auth on the controller listener it is the
+#: broker's own principal, a super user like the admin.
+BROKER_DN = "CN=streamtrain-broker"
+ADMIN = "admin"
+SCRAM = "SCRAM-SHA-512"
 
 
 class StackError(RuntimeError):
@@ -84,6 +92,10 @@ class LocalStack:
     def __init__(self, settings: StackSettings | None = None) -> None:
         self.settings = settings or StackSettings()
         self.home = self.settings.home.resolve()
+        recorded = self.home / "kafka" / "auth"
+        if "kafka_auth" not in self.settings.model_fields_set and recorded.exists():
+            # `status`, `down` and `kafka-user` of a stack started with --kafka-auth scram need no flag.
+            self.settings = self.settings.model_copy(update={"kafka_auth": recorded.read_text().strip()})
         self.lib_root = (self.settings.jars or self.home / "lib").resolve()
         self.kafka = Service("kafka", self.settings.kafka_port, self.home)
         self.hivemq = Service("hivemq", self.settings.mqtt_port, self.home)
@@ -154,9 +166,125 @@ class LocalStack:
             "log.cleaner.enable": "true",
             "log.retention.check.interval.ms": "60000",
         }
+        if self.settings.kafka_auth == "scram":
+            props.update(self._scram_props(port, cport))
         path = conf_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        path.chmod(0o600)  # holds the admin's and the key store's passwords
         return path
+
+    # ---------------------------------------------------------------- SASL/SCRAM over TLS
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "kafka" / "secrets"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.secrets_dir / "ca.pem"
+
+    def password_file(self, user: str) -> Path:
+        return self.secrets_dir / f"{user}.password"
+
+    def _secret(self, name: str) -> str:
+        """A random secret kept in a 0600 file under <home>, made on first use."""
+        path = self.password_file(name)
+        if not path.exists():
+            self.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(secrets.token_urlsafe(24) + "\n")
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        return path.read_text().strip()
+
+    def _tls(self) -> tuple[Path, str]:
+        """A self-signed broker certificate for 127.0.0.1 (keytool ships with Java); its PEM is the CA clients trust."""
+        store = self.secrets_dir / "broker.p12"
+        password = self._secret("keystore")
+        if not (store.exists() and self.ca_file.exists()):
+            keytool = shutil.which("keytool") or str(Path(self._java()).resolve().parent / "keytool")
+            store.unlink(missing_ok=True)
+            for cmd in ([keytool, "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
+                         "-dname", BROKER_DN, "-ext", "SAN=ip:127.0.0.1,dns:localhost", "-validity", "3650",
+                         "-storetype", "PKCS12", "-keystore", str(store), "-storepass", password],
+                        [keytool, "-exportcert", "-rfc", "-alias", "broker", "-keystore", str(store),
+                         "-storepass", password, "-file", str(self.ca_file)]):
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                if res.returncode != 0:
+                    raise StackError(f"making the broker's TLS certificate failed ({cmd[1]}):\n{res.stdout}{res.stderr}")
+            store.chmod(0o600)
+            log.info("tls_certificate_created", subject=BROKER_DN, ca=str(self.ca_file))
+        return store, password
+
+    def _scram_props(self, port: int, cport: int) -> dict:
+        store, store_password = self._tls()
+        admin = self._secret(ADMIN)
+        jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" password="{admin}";'
+        return {
+            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port}",
+            # The controller listener takes no SCRAM (its credentials live in the metadata it serves):
+            # the broker proves itself there with its certificate instead.
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SSL",
+            "listener.name.controller.ssl.client.auth": "required",
+            "inter.broker.listener.name": "SASL_SSL",
+            "sasl.enabled.mechanisms": SCRAM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM,
+            f"listener.name.sasl_ssl.{SCRAM.lower()}.sasl.jaas.config": jaas,
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(store),
+            "ssl.keystore.password": store_password,
+            "ssl.key.password": store_password,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.ca_file),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{ADMIN};User:{BROKER_DN}",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
+    def client_security(self, user: str = ADMIN) -> dict:
+        """librdkafka settings of ``user`` against this stack (empty without authentication)."""
+        if self.settings.kafka_auth != "scram":
+            return {}
+        return {"security.protocol": "SASL_SSL", "sasl.mechanism": SCRAM, "sasl.username": user,
+                "sasl.password": self.password_file(user).read_text().strip(), "ssl.ca.location": str(self.ca_file)}
+
+    def client_env(self, user: str) -> dict[str, str]:
+        """STREAMTRAIN_KAFKA_* variables with which a program connects as ``user``."""
+        if self.settings.kafka_auth != "scram":
+            return {}
+        return {"STREAMTRAIN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "STREAMTRAIN_KAFKA_SASL_MECHANISM": SCRAM,
+                "STREAMTRAIN_KAFKA_USERNAME": user, "STREAMTRAIN_KAFKA_PASSWORD_FILE": str(self.password_file(user)),
+                "STREAMTRAIN_KAFKA_CA_FILE": str(self.ca_file)}
+
+    def admin(self):
+        from confluent_kafka.admin import AdminClient
+        return AdminClient(client_config(self.bootstrap, **self.client_security()))
+
+    def kafka_user(self, user: str, program: str, group: str | None = None,
+                   topics: CommonSettings | None = None) -> dict[str, str]:
+        """Create (or re-key) a SCRAM user holding exactly ``program``'s ACLs on the topics named by
+        ``topics`` (default: this stack's settings); returns the user's client env."""
+        from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+        from streamtrain.access import acl_bindings
+        if self.settings.kafka_auth != "scram":
+            raise StackError("Kafka users need the stack started with --kafka-auth scram")
+        if user == ADMIN:
+            raise StackError(f"{ADMIN!r} is the stack's super user; pick another name")
+        admin, password = self.admin(), self._secret(user)
+        upsert = UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+                                              password.encode())
+        bindings = acl_bindings(program, user, topics or self.settings, group)
+        try:
+            for fut in admin.alter_user_scram_credentials([upsert]).values():
+                fut.result()
+            for fut in admin.create_acls(bindings).values():
+                fut.result()
+        except KafkaException as exc:
+            raise StackError(f"creating Kafka user {user!r} failed: {exc.args[0]}") from exc
+        log.info("kafka_user_ready", user=user, program=program, acls=len(bindings),
+                 password_file=str(self.password_file(user)))
+        return self.client_env(user)
 
     def _hivemq_config(self) -> tuple[Path, Path, Path]:
         base = self.home / "hivemq"
@@ -219,13 +347,22 @@ class LocalStack:
         cp = f"{lib}/*"
         java = self._java()
         meta = self.home / "kafka" / "data" / "meta.properties"
+        formatted_auth = self.home / "kafka" / "auth"
         if not meta.exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             # "--cluster-id=" form: an id starting with "-" would otherwise be read as an option.
-            res = subprocess.run([java, "-cp", cp, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-                                  "-c", str(conf)], capture_output=True, text=True)
+            cmd = [java, "-cp", cp, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(conf)]
+            if self.settings.kafka_auth == "scram":
+                # The admin must exist before the first start: its SCRAM credential goes into the metadata log.
+                cmd += ["--add-scram", f"{SCRAM}=[name={ADMIN},password={self._secret(ADMIN)}]"]
+            res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
                 raise StackError(f"formatting Kafka storage failed:\n{res.stdout}{res.stderr}")
+            formatted_auth.write_text(self.settings.kafka_auth)
+        elif self.settings.kafka_auth == "scram" and \
+                (formatted_auth.read_text().strip() if formatted_auth.exists() else "none") != "scram":
+            raise StackError(f"the Kafka data under {meta.parent} was made without authentication, so it has no "
+                             f"admin user; stop the stack and remove {meta.parent} to start it with --kafka-auth scram")
         self._spawn(self.kafka, [java, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC",
                                  f"-Dlog4j.configuration=file:{JAVA_DIR / 'kafka-log4j.properties'}",
                                  "-cp", cp, "kafka.Kafka", str(conf)])
@@ -250,7 +387,8 @@ class LocalStack:
             return False
         from confluent_kafka.admin import AdminClient
         try:
-            md = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000}).list_topics(timeout=2)
+            md = AdminClient(client_config(self.bootstrap, **self.client_security(), **{"socket.timeout.ms": 2000}))\
+                .list_topics(timeout=2)
             return md.controller_id >= 0 or bool(md.brokers)
         except Exception:  # noqa: BLE001 - not ready yet, whatever the cause
             return False
@@ -301,13 +439,16 @@ class LocalStack:
         self._wait(self.hivemq, self.hivemq_ready, self.settings.ready_timeout_s)
         if create_topics:
             s = self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
-            ensure_topics(self.bootstrap, pipeline_topics(s, self.settings.partitions, self.settings.retention_hours))
+            ensure_topics(self.bootstrap, pipeline_topics(s, self.settings.partitions, self.settings.retention_hours),
+                          **self.client_security())
         return self.status()
 
     def status(self) -> dict:
         return {
             "kafka": {"pid": self.kafka.pid(), "bootstrap": self.bootstrap, "ready": self.kafka_ready(),
-                      "log": str(self.kafka.log_file)},
+                      "log": str(self.kafka.log_file),
+                      **({"security": "SASL_SSL/" + SCRAM, "admin": self.client_env(ADMIN)}
+                         if self.settings.kafka_auth == "scram" else {})},
             "hivemq": {"pid": self.hivemq.pid(), "mqtt": f"127.0.0.1:{self.settings.mqtt_port}",
                        "ready": self.hivemq_ready(), "log": str(self.hivemq.log_file)},
             "home": str(self.home),

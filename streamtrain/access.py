@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streamtrain.kafka import READER_GROUP
 from streamtrain.settings import CommonSettings
 
 #: Programs that talk to Kafka and the group each uses by default (the simulator speaks MQTT only).
@@ -42,6 +43,10 @@ def _write(*topics: str) -> list[Grant]:
     return [Grant("topic", t, operations=("Write", "Describe")) for t in topics]
 
 
+#: Assign-only readers (training ranges, model versions, scores) still look up their group's coordinator.
+_READER = [Grant("group", READER_GROUP, "prefix", ("Describe",))]
+
+
 def _group(group: str) -> list[Grant]:
     # Prefix: the group itself, its helper groups and its transactional ids share the name.
     return [Grant("group", group, "prefix", ("Read", "Describe")),
@@ -49,7 +54,16 @@ def _group(group: str) -> list[Grant]:
 
 
 def grants(program: str, s: CommonSettings, group: str | None = None) -> list[Grant]:
-    """Everything ``program`` needs and nothing more; ``group`` overrides its default consumer group."""
+    """Everything ``program`` needs and nothing more, one grant per resource; ``group`` overrides its
+    default consumer group."""
+    merged: dict[tuple, list[str]] = {}
+    for g in _needs(program, s, group):
+        ops = merged.setdefault((g.resource, g.name, g.pattern), [])
+        ops += [op for op in g.operations if op not in ops]
+    return [Grant(r, n, p, tuple(ops)) for (r, n, p), ops in merged.items()]
+
+
+def _needs(program: str, s: CommonSettings, group: str | None) -> list[Grant]:
     if program not in DEFAULT_GROUPS:
         raise ValueError(f"unknown program {program!r}; one of {', '.join(PROGRAMS)}")
     group = group or DEFAULT_GROUPS[program]
@@ -65,12 +79,12 @@ def grants(program: str, s: CommonSettings, group: str | None = None) -> list[Gr
     if program == "train":
         # Reads the models topic for the parent version; produces model versions.
         return [*_read(s.topic_features, s.topic_windows, s.topic_sequences, s.topic_models),
-                *_write(s.topic_models), *produce]
+                *_write(s.topic_models), *_READER, *produce]
     if program in ("score", "score-streams"):
         return [*_read(s.topic_features, s.topic_sequences, s.topic_models),
-                *_write(s.topic_scores, s.topic_deadletter), *_group(group), *produce]
+                *_write(s.topic_scores, s.topic_deadletter), *_group(group), *_READER, *produce]
     # evaluate: reads scores and the model versions they name, writes nothing.
-    return _read(s.topic_scores, s.topic_models)
+    return [*_read(s.topic_scores, s.topic_models), *_READER]
 
 
 def strimzi_acls(program: str, s: CommonSettings, group: str | None = None) -> list[dict]:

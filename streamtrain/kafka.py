@@ -17,6 +17,11 @@ from streamtrain.topics import TopicSpec
 log = logs.get("kafka")
 
 
+#: Prefix of the consumer groups of assign-only readers, which never commit: librdkafka still looks up
+#: their group's coordinator, so each reading program holds Describe on this prefix (streamtrain.access).
+READER_GROUP = "streamtrain-reader"
+
+
 class KafkaSecurityError(ValueError):
     """The Kafka client security settings are incomplete or point at files that cannot be read."""
 
@@ -308,7 +313,7 @@ def flush_or_raise(producer: Producer, timeout: float = 30.0) -> None:
 
 
 def read_topic(bootstrap: str, topic: str, *, until=None, timeout: float = 30.0,
-               isolation: str = "read_committed") -> list:
+               isolation: str = "read_committed", **client) -> list:
     """Read a topic from the beginning without a consumer group (nothing is committed).
 
     Stops when ``until(messages)`` is true, or (without ``until``) once every partition has
@@ -316,8 +321,9 @@ def read_topic(bootstrap: str, topic: str, *, until=None, timeout: float = 30.0,
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer(client_config(bootstrap, **{"group.id": "streamtrain-reader", "enable.auto.commit": False,
-                                                    "isolation.level": isolation, "auto.offset.reset": "earliest"}))
+    consumer = Consumer(client_config(bootstrap, **{"group.id": READER_GROUP, "enable.auto.commit": False,
+                                                    "isolation.level": isolation, "auto.offset.reset": "earliest",
+                                                    **client}))
     try:
         md = consumer.list_topics(topic, timeout=10)
         if md.topics[topic].error is not None:

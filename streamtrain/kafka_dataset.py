@@ -16,7 +16,7 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
 from streamtrain import logs
-from streamtrain.kafka import client_config
+from streamtrain.kafka import READER_GROUP, client_config
 
 log = logs.get("kafka_dataset")
 RESERVED = {"device_id", "ts", "seq", "label", "anomaly", "device_type"}
@@ -40,7 +40,7 @@ class SourceRange:
 
 
 def _consumer(bootstrap: str) -> Consumer:
-    return Consumer(client_config(bootstrap, **{"group.id": "streamtrain-trainer-reader",
+    return Consumer(client_config(bootstrap, **{"group.id": f"{READER_GROUP}.trainer",
                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
                      "enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024}))
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from streamtrain.kafka import client_config
+from streamtrain.kafka import READER_GROUP, client_config
 
 CHUNK_BYTES = 900 * 1024
 MAX_ARTEFACT_BYTES = 256 * 1024 * 1024
@@ -200,7 +200,7 @@ def _attachments(version: int, manifest: dict, parts: dict[int, bytes], artefact
 
 def read_versions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[ModelVersion]:
     """Every complete, valid version on the topic, in topic order (bad ones are skipped)."""
-    c = Consumer(client_config(bootstrap, **{"group.id": "streamtrain-model-reader", "enable.auto.commit": False,
+    c = Consumer(client_config(bootstrap, **{"group.id": f"{READER_GROUP}.models", "enable.auto.commit": False,
                   "auto.offset.reset": "earliest", "fetch.message.max.bytes": 4 * 1024 * 1024}))
     try:
         _, end = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=timeout)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +56,9 @@ class StackSettings(CommonSettings):
     partitions: int = Field(6, description="Partitions of the raw, features and scores topics")
     retention_hours: int = Field(72, description="Retention of the stream topics")
     ready_timeout_s: float = Field(120.0, description="How long `stack up` waits for both brokers to be ready")
+    kafka_auth: Literal["none", "scram"] = Field("none", description=(
+        "none: a PLAINTEXT listener; scram: SASL/SCRAM-SHA-512 over TLS (a self-signed certificate made "
+        "on first start), ACLs enforced, an admin user; add program users with `stack kafka-user`"))
     mqtt_users_file: Path | None = Field(None, description=(
         "MQTT credentials (`streamtrain stack passwd`); when set, HiveMQ refuses clients not in it, "
         "devices publish only to devices/<user>/telemetry and only bridges subscribe"))

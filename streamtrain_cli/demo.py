@@ -7,6 +7,7 @@ train v2 on newer data while traffic flows -> scorer swaps to v2 live -> quality
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -16,9 +17,10 @@ import uuid
 from pathlib import Path
 
 import click
+from confluent_kafka import KafkaException
 
 from streamtrain import logs
-from streamtrain.kafka import client_config, read_topic
+from streamtrain.kafka import READER_GROUP, client_config, read_topic
 from streamtrain.quality import evaluate, format_table
 from streamtrain.settings import CommonSettings, StackSettings, settings_env
 
@@ -87,7 +89,7 @@ def _behind(s: CommonSettings, topic: str, group: str) -> int:
 
 def _count(s: CommonSettings, topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
-    c = Consumer(client_config(s.kafka_bootstrap, **{"group.id": "streamtrain-demo-count"}))
+    c = Consumer(client_config(s.kafka_bootstrap, **{"group.id": f"{READER_GROUP}.demo-count"}))
     try:
         md = c.list_topics(topic, timeout=10)
         total = 0
@@ -129,9 +131,9 @@ def _stable(counter, polls: int = 4):
     return cond
 
 
-def _train(name: str, s: CommonSettings, logdir: Path, args: list[str], procs: list[Proc]) -> dict:
+def _train(name: str, s: CommonSettings, env: dict, logdir: Path, args: list[str], procs: list[Proc]) -> dict:
     t0 = time.monotonic()
-    p = Proc(name, ["train", *args], settings_env(s), logdir)
+    p = Proc(name, ["train", *args], env, logdir)
     while p.alive():
         for other in procs:
             if not other.alive():
@@ -150,6 +152,24 @@ def _train(name: str, s: CommonSettings, logdir: Path, args: list[str], procs: l
     return meta
 
 
+def _program_envs(stack, s: CommonSettings, run: str):
+    """Each program's environment. On a SCRAM stack every program gets a Kafka user of its own, holding
+    only the ACLs of streamtrain.access, and the demo itself reads as the admin; no program inherits
+    another's credentials."""
+    security = ("STREAMTRAIN_KAFKA_SECURITY_PROTOCOL", "STREAMTRAIN_KAFKA_SASL_MECHANISM",
+                "STREAMTRAIN_KAFKA_USERNAME", "STREAMTRAIN_KAFKA_PASSWORD_FILE", "STREAMTRAIN_KAFKA_CA_FILE")
+    users: dict[str, dict] = {}
+    if stack.settings.kafka_auth == "scram":
+        from stack.local import ADMIN
+        os.environ.update(stack.client_env(ADMIN))
+        users = {p: stack.kafka_user(f"demo-{run}-{p}", p, topics=s) for p in ("bridge", "preprocess", "train", "score")}
+
+    def env(program: str, **extra) -> dict:
+        out = {k: v for k, v in settings_env(s, **extra).items() if k not in security}
+        return {**out, **users.get(program, {})}
+    return env
+
+
 @click.command("demo")
 @click.option("--devices", default=50, show_default=True, help="Simulated devices.")
 @click.option("--rate", default=10.0, show_default=True, help="Readings per second per device.")
@@ -161,8 +181,12 @@ def _train(name: str, s: CommonSettings, logdir: Path, args: list[str], procs: l
               show_default=True, help="Where the HTML report goes.")
 @click.option("--keep-stack", is_flag=True, help="Leave Kafka and HiveMQ running at the end.")
 @click.option("--run-id", default=None, help="Names this run's topics streamtrain.demo-<run-id>.* (default: random).")
+@click.option("--kafka-auth", type=click.Choice(["none", "scram"]), default=None,
+              help="scram: Kafka with SASL/SCRAM over TLS and ACLs; each program runs as its own Kafka user "
+                   "holding only its topics (default: as the stack was made, else none).")
 @click.pass_context
-def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir, keep_stack, run_id) -> None:
+def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir, keep_stack, run_id,
+            kafka_auth) -> None:
     """Run the whole pipeline locally on real Kafka + HiveMQ and print the quality table.
 
     Ports and the data directory follow the stack settings (STREAMTRAIN_KAFKA_PORT,
@@ -171,7 +195,7 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
     from stack.local import LocalStack, StackError
     started = time.monotonic()
     run = run_id or uuid.uuid4().hex[:6]
-    stack_settings = StackSettings(**(ctx.obj or {}).get("log", {}))
+    stack_settings = StackSettings(**(ctx.obj or {}).get("log", {}), **({"kafka_auth": kafka_auth} if kafka_auth else {}))
     stack = LocalStack(stack_settings)
     logdir = stack.home / "logs" / f"demo-{run}"
     logdir.mkdir(parents=True, exist_ok=True)
@@ -185,29 +209,31 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
     try:
         click.echo("1/7 starting Kafka (KRaft) and HiveMQ CE …")
         stack.up()
+        env = _program_envs(stack, s, run)
         from streamtrain.kafka import ensure_topics
         from streamtrain.topics import pipeline_topics
         ensure_topics(s.kafka_bootstrap, pipeline_topics(s, partitions=3))
-        click.echo(f"  ✓ Kafka {stack.bootstrap}, MQTT 127.0.0.1:{stack_settings.mqtt_port}")
+        security = "SASL/SCRAM over TLS, a Kafka user per program" if stack.settings.kafka_auth == "scram" else "plaintext"
+        click.echo(f"  ✓ Kafka {stack.bootstrap} ({security}), MQTT 127.0.0.1:{stack_settings.mqtt_port}")
 
         click.echo("2/7 starting bridge and preprocessing …")
-        bridge = Proc("bridge", ["bridge"], settings_env(s, client_id=f"demo-{run}", share_group=f"demo-{run}"), logdir)
-        pre = Proc("preprocess", ["preprocess"], settings_env(s), logdir)
+        bridge = Proc("bridge", ["bridge"], env("bridge", client_id=f"demo-{run}", share_group=f"demo-{run}"), logdir)
+        pre = Proc("preprocess", ["preprocess"], env("preprocess"), logdir)
         procs += [bridge, pre]
         _wait("bridge subscribed", lambda: ('"mqtt_subscribed"' in bridge.tail(100000), "starting"), 60, procs)
 
         click.echo("3/7 simulating the fleet with injected anomalies …")
         sim = Proc("simulator", ["simulate", "--devices", str(devices), "--rate", str(rate), "--seed", str(seed)],
-                   settings_env(s), logdir)
+                   env("simulate"), logdir)
         procs.append(sim)
         _wait(f"{v1_records} feature records", lambda: ((n := _count(s, s.topic_features)) >= v1_records,
                                                         f"{n} records"), 300, procs)
 
         click.echo("4/7 training model v1 straight from Kafka …")
-        v1 = _train("train-v1", s, logdir, ["--epochs", str(epochs), "--max-records", str(v1_records)], procs)
+        v1 = _train("train-v1", s, env("train"), logdir, ["--epochs", str(epochs), "--max-records", str(v1_records)], procs)
 
         click.echo("5/7 starting the live scorer …")
-        scorer = Proc("scorer", ["score"], settings_env(s), logdir)
+        scorer = Proc("scorer", ["score"], env("score"), logdir)
         procs.append(scorer)
         _wait("scores flowing", lambda: ((n := _count(s, s.topic_scores)) > 0, f"{n} scores"), 120, procs)
 
@@ -215,7 +241,7 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
         start = _count(s, s.topic_features)
         _wait(f"{v2_records} newer feature records",
               lambda: ((n := _count(s, s.topic_features) - start) >= v2_records, f"{n} records"), 300, procs)
-        v2 = _train("train-v2", s, logdir, ["--epochs", str(epochs), "--max-records", str(v2_records),
+        v2 = _train("train-v2", s, env("train"), logdir, ["--epochs", str(epochs), "--max-records", str(v2_records),
                                             "--from-end"], procs)
         _wait("scorer on v2", lambda: (f'"new_version": {v2["version"]}' in scorer.tail(200000), "waiting"), 120, procs)
         time.sleep(5)  # some traffic scored by v2
@@ -237,7 +263,7 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
         features_total = _count(s, s.topic_features)
         _wait("every feature record scored",
               lambda: ((n := _behind(s, s.topic_features, "streamtrain-scorer")) == 0, f"{n} to score"), 120, procs)
-    except (DemoError, StackError) as exc:
+    except (DemoError, StackError, KafkaException) as exc:
         click.echo(f"error: {exc}", err=True)
         for p in procs:
             p.stop()

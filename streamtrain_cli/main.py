@@ -97,16 +97,43 @@ def _local_stack(ctx, home, kafka_port, mqtt_port):
 
 @stack.command("up")
 @_stack_options
+@click.option("--kafka-auth", type=click.Choice(["none", "scram"]), default=None,
+              help="scram: SASL/SCRAM-SHA-512 over TLS with ACLs (env STREAMTRAIN_KAFKA_AUTH; default none). "
+                   "Chosen when the Kafka data is first made.")
 @click.pass_context
-def stack_up(ctx, home, kafka_port, mqtt_port) -> None:
+def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth) -> None:
     """Start both brokers (if not running), wait until ready, create the pipeline topics."""
     from stack.local import StackError
     try:
+        if kafka_auth:
+            ctx.obj["log"]["kafka_auth"] = kafka_auth
         status = _local_stack(ctx, home, kafka_port, mqtt_port).up()
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     click.echo(json.dumps(status, indent=2))
+
+
+@stack.command("kafka-user")
+@click.argument("user")
+@click.option("--program", type=click.Choice(["bridge", "preprocess", "train", "score", "score-streams", "evaluate"]),
+              required=True, help="Grant exactly this program's topics, consumer group and transactional ids.")
+@click.option("--group", default=None, help="The program's consumer group, if not its default.")
+@_stack_options
+@click.pass_context
+def stack_kafka_user(ctx, user, program, group, home, kafka_port, mqtt_port) -> None:
+    """Create a Kafka SCRAM user for one program (stack started with --kafka-auth scram).
+
+    The password is made at random and kept in a 0600 file under <home>/kafka/secrets; prints the
+    STREAMTRAIN_KAFKA_* lines to export before starting the program as that user.
+    """
+    from stack.local import StackError
+    try:
+        env = _local_stack(ctx, home, kafka_port, mqtt_port).kafka_user(user, program, group)
+    except StackError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo("\n".join(f"export {k}={v}" for k, v in env.items()))
 
 
 @stack.command("status")
