@@ -354,3 +354,10 @@ def test_third_party_pods_are_read_only_and_hardened(component):
     for m in c["volumeMounts"]:
         if not m.get("readOnly"):
             assert "emptyDir" in vols[m["name"]], m
+
+
+def test_turning_authentication_off_prunes_the_users():
+    from streamtrain_operator import children
+    before, after = rendered(), rendered(change=kafka(authentication="none"))
+    pruned = {children.key(m) for m in children.stale(before, after)}
+    assert pruned == {("KafkaUser", u) for u in users(before)}
