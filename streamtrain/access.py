@@ -21,6 +21,7 @@ DEFAULT_GROUPS = {
     "score": "streamtrain-scorer",
     "score-streams": "streamtrain-scorer",
     "evaluate": None,
+    "ksqldb": "default_",  # for ksqlDB the "group" is its ksql.service.id (default `default_`)
 }
 PROGRAMS = tuple(DEFAULT_GROUPS)
 
@@ -53,20 +54,41 @@ def _group(group: str) -> list[Grant]:
             Grant("transactionalId", group, "prefix", ("Write", "Describe"))]
 
 
-def grants(program: str, s: CommonSettings, group: str | None = None) -> list[Grant]:
+def ksqldb_grants(s: CommonSettings, service_id: str, windows: bool = True) -> list[Grant]:
+    """ksqlDB running the rendered preprocessing queries headless (``ksql.queries.file``).
+
+    As ksqlDB's security guide lists for headless servers on Kafka >= 2.0: DescribeConfigs on the
+    cluster, All on its internal topics and groups (prefix ``_confluent-ksql-<service id>``: changelog,
+    repartition topics, one consumer group per query) and on its processing log topic
+    (``<service id>ksql_processing_log``), Read on the inputs and Write on the outputs (which exist:
+    KafkaTopics, so no Create). Transactional ids share the internal prefix (exactly-once queries).
+    Never the sequences topic: ksqlDB does not build sequences."""
+    internal = f"_confluent-ksql-{service_id}"
+    out = [Grant("cluster", operations=("DescribeConfigs",)), *_read(s.topic_raw), *_write(s.topic_features)]
+    if windows:  # the windows table is computed from the features stream
+        out += [*_read(s.topic_features), *_write(s.topic_windows)]
+    return [*out, Grant("topic", internal, "prefix", ("All",)), Grant("group", internal, "prefix", ("All",)),
+            Grant("transactionalId", internal, "prefix", ("Write", "Describe")),
+            Grant("topic", f"{service_id}ksql_processing_log", operations=("All",))]
+
+
+def grants(program: str, s: CommonSettings, group: str | None = None, windows: bool = True) -> list[Grant]:
     """Everything ``program`` needs and nothing more, one grant per resource; ``group`` overrides its
-    default consumer group."""
+    default consumer group (for ksqldb: its service id; ``windows``: whether its queries build the
+    windows table)."""
     merged: dict[tuple, list[str]] = {}
-    for g in _needs(program, s, group):
+    for g in _needs(program, s, group, windows):
         ops = merged.setdefault((g.resource, g.name, g.pattern), [])
         ops += [op for op in g.operations if op not in ops]
     return [Grant(r, n, p, tuple(ops)) for (r, n, p), ops in merged.items()]
 
 
-def _needs(program: str, s: CommonSettings, group: str | None) -> list[Grant]:
+def _needs(program: str, s: CommonSettings, group: str | None, windows: bool) -> list[Grant]:
     if program not in DEFAULT_GROUPS:
         raise ValueError(f"unknown program {program!r}; one of {', '.join(PROGRAMS)}")
     group = group or DEFAULT_GROUPS[program]
+    if program == "ksqldb":
+        return ksqldb_grants(s, group, windows)
     # Idempotent producers need no cluster-wide IdempotentWrite: Write on a topic suffices (KIP-679).
     produce: list[Grant] = []
     if program == "bridge":
@@ -87,17 +109,18 @@ def _needs(program: str, s: CommonSettings, group: str | None) -> list[Grant]:
     return [*_read(s.topic_scores, s.topic_models), *_READER]
 
 
-def strimzi_acls(program: str, s: CommonSettings, group: str | None = None) -> list[dict]:
+def strimzi_acls(program: str, s: CommonSettings, group: str | None = None, windows: bool = True) -> list[dict]:
     """The ``spec.authorization.acls`` of a Strimzi ``KafkaUser`` for ``program``."""
     out = []
-    for g in grants(program, s, group):
+    for g in grants(program, s, group, windows):
         resource = {"type": g.resource} if g.resource == "cluster" else \
             {"type": g.resource, "name": g.name, "patternType": g.pattern}
         out.append({"resource": resource, "operations": list(g.operations), "host": "*"})
     return out
 
 
-def acl_bindings(program: str, principal: str, s: CommonSettings, group: str | None = None) -> list:
+def acl_bindings(program: str, principal: str, s: CommonSettings, group: str | None = None,
+                 windows: bool = True) -> list:
     """confluent-kafka ``AclBinding``s for ``User:<principal>`` (the local stack's authorizer)."""
     from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
 
@@ -105,9 +128,10 @@ def acl_bindings(program: str, principal: str, s: CommonSettings, group: str | N
              "transactionalId": ResourceType.TRANSACTIONAL_ID, "cluster": ResourceType.BROKER}
     patterns = {"literal": ResourcePatternType.LITERAL, "prefix": ResourcePatternType.PREFIXED}
     ops = {"Read": AclOperation.READ, "Write": AclOperation.WRITE, "Describe": AclOperation.DESCRIBE,
-           "IdempotentWrite": AclOperation.IDEMPOTENT_WRITE}
+           "IdempotentWrite": AclOperation.IDEMPOTENT_WRITE, "DescribeConfigs": AclOperation.DESCRIBE_CONFIGS,
+           "All": AclOperation.ALL}
     out = []
-    for g in grants(program, s, group):
+    for g in grants(program, s, group, windows):
         name = "kafka-cluster" if g.resource == "cluster" else g.name
         for op in g.operations:
             out.append(AclBinding(kinds[g.resource], name, patterns[g.pattern], f"User:{principal}", "*",

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from streamtrain import logs
+from streamtrain.access import PROGRAMS as KAFKA_PROGRAMS
 from streamtrain.settings import StackSettings
 
 # TensorFlow's C++ INFO/WARNING lines (e.g. the end of every tf.data epoch) are not events.
@@ -116,7 +117,7 @@ def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth) -> None:
 
 @stack.command("kafka-user")
 @click.argument("user")
-@click.option("--program", type=click.Choice(["bridge", "preprocess", "train", "score", "score-streams", "evaluate"]),
+@click.option("--program", type=click.Choice(list(KAFKA_PROGRAMS)),
               required=True, help="Grant exactly this program's topics, consumer group and transactional ids.")
 @click.option("--group", default=None, help="The program's consumer group, if not its default.")
 @_stack_options

@@ -71,6 +71,13 @@ def secret_key_ref(what: str) -> dict:
     }
 
 
+def secret_key(what: str) -> dict:
+    """A {name, key} reference to one key of a Secret in the resource's namespace."""
+    return {"type": "object", "description": f"{what}, only ever read from a Secret", "required": ["name", "key"],
+            "properties": {"name": {"type": "string", "minLength": 1, "description": "Secret name (same namespace)"},
+                           "key": {"type": "string", "minLength": 1, "description": "Key inside the Secret"}}}
+
+
 def _obj(description: str, properties: dict, **extra) -> dict:
     return {"type": "object", "description": description, "default": {}, "properties": properties, **extra}
 
@@ -144,11 +151,31 @@ def spec_schema() -> dict:
             "partitions": _int("Partitions of the raw, features, windows and scores topics", 6, 1, 1024),
             "replicationFactor": _int("Replication factor of every topic", 1, 1, 9),
             "retentionHours": _int("Retention of the stream topics", 72, 1, 24 * 365),
+            "authentication": _str(
+                "How the programs authenticate to Kafka. scram-sha-512: SASL SCRAM-SHA-512 over TLS; for a managed "
+                "cluster the operator creates one KafkaUser per program with exactly its ACLs (the default: "
+                "secure unless `none` is chosen); for an external cluster give username and passwordSecretRef "
+                "(and caSecretRef unless the brokers' CA is publicly trusted). none: plaintext, no users (the "
+                "default for an external cluster)", enum=["scram-sha-512", "none"]),
+            "username": _str("SASL user of every program on an external cluster (mode=external, scram-sha-512)",
+                             minLength=1),
+            "passwordSecretRef": secret_key("SASL password of `username` (mode=external, scram-sha-512)"),
+            "caSecretRef": secret_key("PEM CA certificate that signed the external brokers' certificates"),
         }, **{"x-kubernetes-validations": [
             {"rule": "self.mode != 'external' || has(self.bootstrap)",
              "message": "kafka.bootstrap is required when kafka.mode is external"},
             {"rule": "self.replicationFactor <= self.replicas || self.mode == 'external'",
-             "message": "kafka.replicationFactor cannot exceed kafka.replicas"}]}),
+             "message": "kafka.replicationFactor cannot exceed kafka.replicas"},
+            {"rule": "self.mode != 'external' || !has(self.authentication) || self.authentication != 'scram-sha-512' "
+                     "|| (has(self.username) && has(self.passwordSecretRef))",
+             "message": "kafka.username and kafka.passwordSecretRef are required for scram-sha-512 on an external Kafka"},
+            {"rule": "self.mode == 'external' || (!has(self.username) && !has(self.passwordSecretRef) "
+                     "&& !has(self.caSecretRef))",
+             "message": "kafka.username, passwordSecretRef and caSecretRef are for mode external; "
+                        "the operator creates the managed cluster's users"},
+            {"rule": "(!has(self.username) && !has(self.passwordSecretRef) && !has(self.caSecretRef)) "
+                     "|| (has(self.authentication) && self.authentication == 'scram-sha-512')",
+             "message": "kafka.username, passwordSecretRef and caSecretRef need kafka.authentication: scram-sha-512"}]}),
         "preprocessing": preprocessing_schema(),
         "model": _obj("Autoencoder and training data", {
             "layers": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 4096},

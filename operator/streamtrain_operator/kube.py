@@ -17,10 +17,11 @@ Manifest = dict[str, Any]
 
 #: Resource (plural) of every kind the operator renders; RBAC in the chart grants exactly these.
 PLURAL = {"Deployment": "deployments", "Service": "services", "ConfigMap": "configmaps", "Job": "jobs",
-          "CronJob": "cronjobs", "Kafka": "kafkas", "KafkaNodePool": "kafkanodepools", "KafkaTopic": "kafkatopics"}
+          "CronJob": "cronjobs", "Kafka": "kafkas", "KafkaNodePool": "kafkanodepools", "KafkaTopic": "kafkatopics",
+          "KafkaUser": "kafkausers"}
 #: Kind by apiVersion, for listing what already exists (pruning and readiness).
 KINDS = {"v1": ("Service", "ConfigMap"), "apps/v1": ("Deployment",), "batch/v1": ("Job", "CronJob"),
-         "kafka.strimzi.io/v1": ("Kafka", "KafkaNodePool", "KafkaTopic")}
+         "kafka.strimzi.io/v1": ("Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser")}
 FIELD_MANAGER = "streamtrain-operator"
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from streamtrain import access
+from streamtrain.kafka import KafkaSecurity
 from streamtrain.preprocessing import ksql
 from streamtrain.preprocessing.spec import PreprocessSpec
 from streamtrain.settings import CommonSettings
@@ -21,7 +23,13 @@ STRIMZI_API = "kafka.strimzi.io/v1"  # Strimzi 1.2.0, pinned in the chart
 METRICS_PORT = 9400  # same port in every Pod; probes and the metrics Services use it
 MQTT_PORT_NAME = "mqtt"
 SPEC_MOUNT = "/etc/streamtrain"
-KSQL_MOUNT = "/etc/ksqldb"
+KSQL_MOUNT = "/etc/ksqldb-queries"  # not /etc/ksqldb: the image writes its properties there at start
+KSQL_CONFIG = "/etc/ksqldb"
+KAFKA_USER_MOUNT = "/var/run/streamtrain/kafka-user"  # the password (a Secret key) as a file
+KAFKA_CA_MOUNT = "/var/run/streamtrain/kafka-ca"  # the PEM CA of the brokers' certificates
+SCRAM = "scram-sha-512"  # spec.kafka.authentication; Strimzi's name of the mechanism
+SASL_MECHANISM = "SCRAM-SHA-512"  # the same, as Kafka clients spell it
+PLAIN_PORT, TLS_PORT = 9092, 9093
 KSQL_IMAGE = "confluentinc/ksqldb-server:0.29.0"
 UID = 10001  # the non-root user of images/Dockerfile
 
@@ -48,7 +56,125 @@ def _meta(name: str, child: str, component: str, namespace: str) -> dict:
 
 def kafka_bootstrap(name: str, spec: dict) -> str:
     k = spec["kafka"]
-    return k["bootstrap"] if k["mode"] == "external" else f"{name}-kafka-bootstrap:9092"
+    if k["mode"] == "external":
+        return k["bootstrap"]
+    return f"{name}-kafka-bootstrap:{TLS_PORT if kafka_authentication(spec) == SCRAM else PLAIN_PORT}"
+
+
+def kafka_authentication(spec: dict) -> str:
+    """scram-sha-512 or none. Unset means secure for a managed cluster (the operator creates the users)
+    and none for an external one (whose credentials only the user can name)."""
+    k = spec["kafka"]
+    return k.get("authentication") or (SCRAM if k["mode"] == "managed" else "none")
+
+
+def kafka_users_managed(spec: dict) -> bool:
+    """Whether the operator creates a KafkaUser per program (managed cluster with SCRAM)."""
+    return spec["kafka"]["mode"] == "managed" and kafka_authentication(spec) == SCRAM
+
+
+def group_id(name: str, component: str) -> str:
+    """Consumer group of a component (also the prefix of its transactional ids)."""
+    return f"{name}-{component}"
+
+
+def ksql_service_id(name: str) -> str:
+    return f"{name}_"
+
+
+def kafka_principals(name: str, spec: dict) -> list[tuple[str, str, str | None]]:
+    """(component, access program, group) of every workload that talks to Kafka; the simulator speaks MQTT only."""
+    out: list[tuple[str, str, str | None]] = [("bridge", "bridge", None)]
+    if spec["preprocessing"]["engine"] == "ksqldb":
+        out.append(("ksqldb", "ksqldb", ksql_service_id(name)))
+    else:
+        out.append(("preprocess", "preprocess", group_id(name, "preprocess")))
+    out.append(("train", "train", None))
+    out.append(("scorer", "score-streams" if spec["scorer"]["engine"] == "kafka-streams" else "score",
+                group_id(name, "scorer")))
+    return out
+
+
+def kafka_user(name: str, component: str) -> str:
+    """Name of a component's KafkaUser: also its SCRAM user name and the name of the Secret Strimzi writes."""
+    return f"{name}-{component}-kafka"
+
+
+def kafka_credentials(name: str, spec: dict, component: str) -> dict | None:
+    """Where one component's Kafka credentials live: user name, password and CA as Secret keys ({name, key}),
+    and for ksqlDB the JAAS line Strimzi writes next to the password. None without authentication."""
+    k = spec["kafka"]
+    if kafka_authentication(spec) != SCRAM or component not in {c for c, _, _ in kafka_principals(name, spec)}:
+        return None
+    if k["mode"] == "managed":
+        user = kafka_user(name, component)
+        return {"username": user, "password": {"name": user, "key": "password"},
+                "jaas": {"name": user, "key": "sasl.jaas.config"},
+                "ca": {"name": f"{name}-cluster-ca-cert", "key": "ca.crt"}}
+    return {"username": k["username"], "password": dict(k["passwordSecretRef"]), "jaas": None,
+            "ca": dict(k["caSecretRef"]) if "caSecretRef" in k else None}
+
+
+def kafka_volumes(creds: dict | None, password_file: bool = True) -> tuple[list[dict], list[dict]]:
+    """Read-only Secret volumes (only the one key each) and their mounts for a component's credentials.
+    ``password_file=False``: only the CA (ksqlDB takes its password in the JAAS line instead)."""
+    if creds is None:
+        return [], []
+    volumes, mounts = [], []
+    for vol, ref, path, mount in (("kafka-user", creds["password"] if password_file else None, "password", KAFKA_USER_MOUNT),
+                                  ("kafka-ca", creds["ca"], "ca.crt", KAFKA_CA_MOUNT)):
+        if ref is None:
+            continue
+        volumes.append({"name": vol, "secret": {"secretName": ref["name"], "items": [{"key": ref["key"], "path": path}],
+                                                "defaultMode": 0o440}})
+        mounts.append({"name": vol, "mountPath": mount, "readOnly": True})
+    return volumes, mounts
+
+
+def _security(field: str, value: Any) -> dict:
+    """One KafkaSecurity setting as an env var: the name comes from the settings class, never a literal."""
+    if field not in KafkaSecurity.model_fields:
+        raise KeyError(f"{field} is no KafkaSecurity field")
+    return {"name": f"{KafkaSecurity.model_config['env_prefix']}{field.upper()}", "value": str(value)}
+
+
+def kafka_security_env(creds: dict | None) -> list[dict]:
+    """STREAMTRAIN_KAFKA_* of a StreamTrain program: SASL_SSL with the mounted password and CA files."""
+    if creds is None:
+        return []
+    out = [_security("security_protocol", "SASL_SSL"), _security("sasl_mechanism", SASL_MECHANISM),
+           _security("username", creds["username"]), _security("password_file", f"{KAFKA_USER_MOUNT}/password")]
+    if creds["ca"] is not None:
+        out.append(_security("ca_file", f"{KAFKA_CA_MOUNT}/ca.crt"))
+    return out
+
+
+def _ksql(prop: str, value: str | None = None, secret: dict | None = None) -> dict:
+    """A ksqlDB server property as the image reads it from the environment (KSQL_ + upper case, . -> _)."""
+    e: dict = {"name": "KSQL_" + prop.upper().replace(".", "_")}
+    if secret is not None:
+        e["valueFrom"] = {"secretKeyRef": {"name": secret["name"], "key": secret["key"]}}
+    else:
+        e["value"] = value
+    return e
+
+
+def ksql_security_env(creds: dict | None) -> list[dict]:
+    """The same security for ksqlDB's Kafka clients: the JAAS line comes from a Secret (Strimzi writes one;
+    for an external cluster it is assembled by Kubernetes from the password Secret), the CA as a PEM truststore."""
+    if creds is None:
+        return []
+    out = [_ksql("security.protocol", "SASL_SSL"), _ksql("sasl.mechanism", SASL_MECHANISM)]
+    if creds["jaas"] is not None:
+        out.append(_ksql("sasl.jaas.config", secret=creds["jaas"]))
+    else:
+        # Not KSQL_-prefixed, so the image does not copy it into its properties; $(...) is expanded by the kubelet.
+        out.append({"name": "KAFKA_SASL_PASSWORD", "valueFrom": {"secretKeyRef": dict(creds["password"])}})
+        out.append(_ksql("sasl.jaas.config", "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                                             f'username="{creds["username"]}" password="$(KAFKA_SASL_PASSWORD)";'))
+    if creds["ca"] is not None:
+        out += [_ksql("ssl.truststore.type", "PEM"), _ksql("ssl.truststore.location", f"{KAFKA_CA_MOUNT}/ca.crt")]
+    return out
 
 
 def mqtt_endpoint(name: str, spec: dict) -> tuple[str, int]:
@@ -95,7 +221,7 @@ def env(program: str, name: str, spec: dict) -> list[dict]:
     elif program == "bridge":
         out += [_v("SHARE_GROUP", f"{name}-bridge")]
     elif program == "preprocess":
-        out += [_v("SPEC_PATH", f"{SPEC_MOUNT}/preprocessing.yaml"), _v("GROUP_ID", f"{name}-preprocess")]
+        out += [_v("SPEC_PATH", f"{SPEC_MOUNT}/preprocessing.yaml"), _v("GROUP_ID", group_id(name, "preprocess"))]
     elif program == "train":
         m = spec["model"]
         out += [_v("TRAIN_RECORDS", m["trainRecords"]), _v("FROM_END", True), _v("EPOCHS", m["epochs"]),
@@ -103,9 +229,13 @@ def env(program: str, name: str, spec: dict) -> list[dict]:
                 _v("FEATURES", ",".join(preprocess_spec(spec).feature_names))]
     elif program == "score":
         c = spec["scorer"]["challenger"]
-        out += [_v("GROUP_ID", f"{name}-scorer"), _v("ENGINE", spec["scorer"]["engine"]), _v("CHALLENGER", c["enabled"]),
+        out += [_v("GROUP_ID", group_id(name, "scorer")), _v("ENGINE", spec["scorer"]["engine"]), _v("CHALLENGER", c["enabled"]),
                 _v("PROMOTE_AFTER", c["promoteAfter"]), _v("PROMOTE_MIN_AGREEMENT", c["minAgreement"])]
-    return out
+    return out + kafka_security_env(kafka_credentials(name, spec, COMPONENT.get(program, program)))
+
+
+#: Component (child name suffix, KafkaUser) of each program.
+COMPONENT = {"simulate": "simulator", "bridge": "bridge", "preprocess": "preprocess", "train": "train", "score": "scorer"}
 
 
 # --- pods ----------------------------------------------------------------------------------------
@@ -114,6 +244,21 @@ def _container_security() -> dict:
     return {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+#: The uid the HiveMQ CE image runs as, and every path it writes: persistence, logs, and the JVM's
+#: temporary files (Netty unpacks its native transport there). Its extensions folder stays the
+#: image's own (read-only): an emptyDir there would hide the bundled allow-all extension.
+HIVEMQ_UID = 10000
+HIVEMQ_WRITES = {"data": "/opt/hivemq/data", "log": "/opt/hivemq/log", "tmp": "/tmp"}
+#: The ksqlDB image (uid 1000, appuser) writes its properties and log4j files into /etc/ksqldb at start
+#: (from the KSQL_* environment) and Kafka Streams state under java.io.tmpdir.
+KSQL_UID = 1000
+
+
+def _image_security(uid: int) -> dict:
+    """The hardening of our pods for third-party images that run as their own non-root uid."""
+    return {**_container_security(), "runAsUser": uid, "runAsGroup": uid}
 
 
 def _probe(path: str) -> dict:
@@ -129,6 +274,9 @@ def program_pod(program: str, name: str, spec: dict, component: str, config_map:
     if config_map:
         mounts.append({"name": "preprocessing", "mountPath": SPEC_MOUNT, "readOnly": True})
         volumes.append({"name": "preprocessing", "configMap": {"name": config_map}})
+    kafka_vols, kafka_mounts = kafka_volumes(kafka_credentials(name, spec, COMPONENT[program]))
+    volumes += kafka_vols
+    mounts += kafka_mounts
     container = {
         "name": program, "image": f"{img['repository']}:{img['tag']}", "imagePullPolicy": img["pullPolicy"],
         "args": [program], "env": env(program, name, spec),
@@ -174,19 +322,27 @@ def strimzi(name: str, namespace: str, spec: dict) -> list[Manifest]:
     k = spec["kafka"]
     cluster_label = {"strimzi.io/cluster": name}
     rf = k["replicationFactor"]
+    secure = kafka_users_managed(spec)
+    # With SCRAM: one TLS listener where every client authenticates, and ACLs (simple authorization)
+    # decide what each KafkaUser may do; no plain listener is left for an intruder.
+    listener = ({"name": "tls", "port": TLS_PORT, "type": "internal", "tls": True, "authentication": {"type": SCRAM}}
+                if secure else {"name": "plain", "port": PLAIN_PORT, "type": "internal", "tls": False})
     kafka = {
         "apiVersion": STRIMZI_API, "kind": "Kafka", "metadata": _meta(name, name, "kafka", namespace),
         "spec": {
             "kafka": {
                 "version": k["version"],
-                "listeners": [{"name": "plain", "port": 9092, "type": "internal", "tls": False}],
+                "listeners": [listener],
                 "config": {"offsets.topic.replication.factor": rf, "transaction.state.log.replication.factor": rf,
                            "transaction.state.log.min.isr": min(rf, 2), "default.replication.factor": rf,
                            "min.insync.replicas": min(rf, 2)},
             },
-            "entityOperator": {"topicOperator": {}},
+            # The User Operator turns the KafkaUsers into SCRAM credentials (Secrets) and ACLs.
+            "entityOperator": {"topicOperator": {}, "userOperator": {}} if secure else {"topicOperator": {}},
         },
     }
+    if secure:
+        kafka["spec"]["kafka"]["authorization"] = {"type": "simple"}
     pool = {
         "apiVersion": STRIMZI_API, "kind": "KafkaNodePool",
         "metadata": {**_meta(name, f"{name}-dual", "kafka", namespace),
@@ -195,7 +351,28 @@ def strimzi(name: str, namespace: str, spec: dict) -> list[Manifest]:
                  "storage": {"type": "jbod", "volumes": [{"id": 0, "type": "persistent-claim", "size": k["storage"],
                                                            "deleteClaim": True, "kraftMetadata": "shared"}]}},
     }
-    return [kafka, pool, *kafka_topics(name, namespace, spec)]
+    return [kafka, pool, *kafka_topics(name, namespace, spec), *kafka_users(name, namespace, spec)]
+
+
+def kafka_users(name: str, namespace: str, spec: dict) -> list[Manifest]:
+    """One KafkaUser per program that talks to Kafka, with exactly its ACLs (streamtrain.access). Strimzi
+    answers with a Secret of the same name holding the generated password (keys password, sasl.jaas.config)."""
+    if not kafka_users_managed(spec):
+        return []
+    s = settings_for(name, spec)
+    windows = bool(spec["preprocessing"].get("windows"))
+    out = []
+    for component, program, group in kafka_principals(name, spec):
+        out.append({
+            "apiVersion": STRIMZI_API, "kind": "KafkaUser",
+            "metadata": {**_meta(name, kafka_user(name, component), "kafka", namespace),
+                         "labels": {**labels(name, "kafka"), "strimzi.io/cluster": name,
+                                    "streamtrain.io/program": program}},
+            "spec": {"authentication": {"type": SCRAM},
+                     "authorization": {"type": "simple",
+                                       "acls": access.strimzi_acls(program, s, group, windows=windows)}},
+        })
+    return out
 
 
 def kafka_topics(name: str, namespace: str, spec: dict) -> list[Manifest]:
@@ -215,18 +392,17 @@ def kafka_topics(name: str, namespace: str, spec: dict) -> list[Manifest]:
 def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
     port = spec["mqtt"]["port"]
     pod = {"metadata": {"labels": labels(name, "hivemq")}, "spec": {
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10000, "fsGroup": 10000},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": HIVEMQ_UID, "fsGroup": HIVEMQ_UID},
         "containers": [{
             "name": "hivemq", "image": spec["mqtt"]["image"],
             "ports": [{"name": MQTT_PORT_NAME, "containerPort": 1883, "protocol": "TCP"}],
             "readinessProbe": {"tcpSocket": {"port": MQTT_PORT_NAME}, "periodSeconds": 5},
             "livenessProbe": {"tcpSocket": {"port": MQTT_PORT_NAME}, "initialDelaySeconds": 30, "periodSeconds": 10},
-            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "securityContext": _image_security(HIVEMQ_UID),
             "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
-            "volumeMounts": [{"name": "data", "mountPath": "/opt/hivemq/data"},
-                             {"name": "log", "mountPath": "/opt/hivemq/log"}],
+            "volumeMounts": [{"name": v, "mountPath": path} for v, path in HIVEMQ_WRITES.items()],
         }],
-        "volumes": [{"name": "data", "emptyDir": {}}, {"name": "log", "emptyDir": {}}]}}
+        "volumes": [{"name": v, "emptyDir": {}} for v in HIVEMQ_WRITES]}}
     return [deployment(name, namespace, "hivemq", 1, pod),
             service(name, namespace, "hivemq", [{"name": MQTT_PORT_NAME, "port": port, "targetPort": MQTT_PORT_NAME,
                                                  "protocol": "TCP"}])]
@@ -239,20 +415,27 @@ def preprocessing(name: str, namespace: str, spec: dict) -> list[Manifest]:
         statements = ksql.render(pre, settings_for(name, spec))
         cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, f"{name}-ksqldb-queries", "ksqldb", namespace),
               "data": {"queries.sql": "\n\n".join(statements) + "\n"}}
+        creds = kafka_credentials(name, spec, "ksqldb")
+        kafka_vols, kafka_mounts = kafka_volumes(creds, password_file=False)
         pod = {"metadata": {"labels": labels(name, "ksqldb"), "annotations": {"streamtrain.io/queries-hash": digest(cm["data"])}},
-               "spec": {"securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+               "spec": {"securityContext": {"runAsNonRoot": True, "runAsUser": KSQL_UID, "fsGroup": KSQL_UID},
                         "containers": [{
                             "name": "ksqldb", "image": KSQL_IMAGE,
-                            "env": [{"name": "KSQL_BOOTSTRAP_SERVERS", "value": kafka_bootstrap(name, spec)},
-                                    {"name": "KSQL_KSQL_SERVICE_ID", "value": f"{name}_"},
-                                    {"name": "KSQL_KSQL_QUERIES_FILE", "value": f"{KSQL_MOUNT}/queries.sql"},
-                                    {"name": "KSQL_LISTENERS", "value": "http://0.0.0.0:8088"}],
+                            "env": [_ksql("bootstrap.servers", kafka_bootstrap(name, spec)),
+                                    _ksql("ksql.service.id", ksql_service_id(name)),
+                                    _ksql("ksql.queries.file", f"{KSQL_MOUNT}/queries.sql"),
+                                    _ksql("listeners", "http://0.0.0.0:8088"), *ksql_security_env(creds)],
                             "ports": [{"name": "http", "containerPort": 8088, "protocol": "TCP"}],
                             "readinessProbe": {"httpGet": {"path": "/healthcheck", "port": "http"}, "periodSeconds": 10},
-                            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                            "securityContext": _image_security(KSQL_UID),
                             "resources": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
-                            "volumeMounts": [{"name": "queries", "mountPath": KSQL_MOUNT, "readOnly": True}]}],
-                        "volumes": [{"name": "queries", "configMap": {"name": cm["metadata"]["name"]}}]}}
+                            "volumeMounts": [{"name": "queries", "mountPath": KSQL_MOUNT, "readOnly": True},
+                                             {"name": "config", "mountPath": KSQL_CONFIG},
+                                             {"name": "tmp", "mountPath": "/tmp"}, *kafka_mounts]}],
+                        # The generated properties may hold the JAAS line: memory, never the node's disk.
+                        "volumes": [{"name": "queries", "configMap": {"name": cm["metadata"]["name"]}},
+                                    {"name": "config", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+                                    {"name": "tmp", "emptyDir": {}}, *kafka_vols]}}
         return [cm, deployment(name, namespace, "ksqldb", 1, pod)]
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, f"{name}-preprocessing", "preprocess", namespace),
           "data": {"preprocessing.yaml": yaml.safe_dump(pre.model_dump(mode="json"), sort_keys=False)}}

@@ -35,7 +35,7 @@ def child_ready(obj: Manifest | None) -> tuple[bool, str]:
         want = (obj.get("spec") or {}).get("replicas", 1)
         have = st.get("readyReplicas", 0) or 0
         return have >= want, f"{name}: {have}/{want} replicas ready"
-    if kind in ("Kafka", "KafkaNodePool", "KafkaTopic"):
+    if kind in ("Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"):
         if kind == "KafkaNodePool":  # Strimzi reports node pools through the Kafka's Ready condition
             return True, f"{name}: node pool"
         ok = _strimzi_ready(obj)

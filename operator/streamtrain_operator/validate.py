@@ -30,6 +30,15 @@ CEL_TWINS: dict[str, Callable[[dict], bool]] = {
     "self.mode != 'external' || has(self.bootstrap)": lambda s: s.get("mode") != "external" or "bootstrap" in s,
     "self.replicationFactor <= self.replicas || self.mode == 'external'":
         lambda s: s.get("replicationFactor", 1) <= s.get("replicas", 1) or s.get("mode") == "external",
+    "self.mode != 'external' || !has(self.authentication) || self.authentication != 'scram-sha-512' "
+    "|| (has(self.username) && has(self.passwordSecretRef))":
+        lambda s: s.get("mode") != "external" or s.get("authentication") != "scram-sha-512"
+        or ("username" in s and "passwordSecretRef" in s),
+    "self.mode == 'external' || (!has(self.username) && !has(self.passwordSecretRef) && !has(self.caSecretRef))":
+        lambda s: s.get("mode") == "external" or not ({"username", "passwordSecretRef", "caSecretRef"} & set(s)),
+    "(!has(self.username) && !has(self.passwordSecretRef) && !has(self.caSecretRef)) "
+    "|| (has(self.authentication) && self.authentication == 'scram-sha-512')":
+        lambda s: not ({"username", "passwordSecretRef", "caSecretRef"} & set(s)) or s.get("authentication") == "scram-sha-512",
     "self.fleet.simulated == false || self.mqtt.mode == 'managed' || has(self.mqtt.host)":
         lambda s: not _get(s, "fleet.simulated", True) or _get(s, "mqtt.mode") == "managed" or "host" in s["mqtt"],
 }

@@ -152,7 +152,7 @@ def test_rbac_is_commented_and_covers_every_child():
     allowed = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert all("*" not in v for v in allowed.values()) and all("*" not in r for _, r in allowed)
     plural = {"Deployment": "deployments", "Service": "services", "ConfigMap": "configmaps", "Job": "jobs",
-              "CronJob": "cronjobs", "Kafka": "kafkas", "KafkaNodePool": "kafkanodepools", "KafkaTopic": "kafkatopics"}
+              "CronJob": "cronjobs", "Kafka": "kafkas", "KafkaNodePool": "kafkanodepools", "KafkaTopic": "kafkatopics", "KafkaUser": "kafkausers"}
     for example in ("minimal", "full", "external"):
         spec = validate.defaulted(load_example(ROOT / f"examples/{example}.yaml"))["spec"]
         for m in render.render("x", "ns", spec):

@@ -28,7 +28,8 @@ PATHS = {"Deployment": "/apis/apps/v1/namespaces/{ns}/deployments", "Service": "
          "CronJob": "/apis/batch/v1/namespaces/{ns}/cronjobs",
          "Kafka": "/apis/kafka.strimzi.io/v1/namespaces/{ns}/kafkas",
          "KafkaNodePool": "/apis/kafka.strimzi.io/v1/namespaces/{ns}/kafkanodepools",
-         "KafkaTopic": "/apis/kafka.strimzi.io/v1/namespaces/{ns}/kafkatopics"}
+         "KafkaTopic": "/apis/kafka.strimzi.io/v1/namespaces/{ns}/kafkatopics",
+         "KafkaUser": "/apis/kafka.strimzi.io/v1/namespaces/{ns}/kafkausers"}
 DEADLINE = 60.0  # generous: the machine is shared; passing runs take 10-25 s in total
 VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
 
@@ -58,7 +59,8 @@ def emulator(kmock, tmp_path, monkeypatch):
     kmock.resources.load_bundled()
     kmock.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = kmock.ResourceInfo(
         kind="StreamingTraining", namespaced=True, subresources={"status"}, verbs=VERBS)
-    for plural, kind in (("kafkas", "Kafka"), ("kafkanodepools", "KafkaNodePool"), ("kafkatopics", "KafkaTopic")):
+    for plural, kind in (("kafkas", "Kafka"), ("kafkanodepools", "KafkaNodePool"), ("kafkatopics", "KafkaTopic"),
+                         ("kafkausers", "KafkaUser")):
         kmock.resources[f"kafka.strimzi.io/v1/{plural}"] = kmock.ResourceInfo(
             kind=kind, namespaced=True, subresources={"status"}, verbs=VERBS)
     # One configuration for kopf's login and the operator's client, as in a laptop setup.
@@ -99,7 +101,8 @@ async def mark_ready(kmock, obj: dict) -> None:
     status = {"Deployment": {"readyReplicas": (obj.get("spec") or {}).get("replicas", 1)},
               "Job": {"succeeded": 1, "completionTime": "2026-11-25T09:00:00Z"},
               "Kafka": {"conditions": [{"type": "Ready", "status": "True"}]},
-              "KafkaTopic": {"conditions": [{"type": "Ready", "status": "True"}]}}.get(kind)
+              "KafkaTopic": {"conditions": [{"type": "Ready", "status": "True"}]},
+              "KafkaUser": {"conditions": [{"type": "Ready", "status": "True"}]}}.get(kind)
     if status is None:
         return
     url = PATHS[kind].format(ns=NS) + "/" + obj["metadata"]["name"] + "/status"
@@ -120,7 +123,7 @@ async def test_lifecycle_create_update_status_delete(emulator):
             assert resp.status in (200, 201), await resp.text()
         wanted = children.desired(body)
         kinds = {m["kind"] for m in wanted}
-        assert {"Kafka", "KafkaNodePool", "KafkaTopic", "Deployment", "Job", "CronJob", "ConfigMap", "Service"} <= kinds
+        assert {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "Deployment", "Job", "CronJob", "ConfigMap", "Service"} <= kinds
         found: dict = {}
 
         async def all_children():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import jsonschema
@@ -13,10 +14,11 @@ import pytest
 
 from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 
+from streamtrain.kafka import KafkaSecurity
 from streamtrain_operator import render, validate
 
 STRIMZI = Path(__file__).parent / "schemas/strimzi-1.2.0"
-STRIMZI_KINDS = {"Kafka": "kafka", "KafkaNodePool": "kafkanodepool", "KafkaTopic": "kafkatopic"}
+STRIMZI_KINDS = {"Kafka": "kafka", "KafkaNodePool": "kafkanodepool", "KafkaTopic": "kafkatopic", "KafkaUser": "kafkauser"}
 #: Settings fields the operator passes although no program reads them yet (credentials are Secret-only by design).
 NOT_YET_READ = {"MQTT_USERNAME", "MQTT_PASSWORD"}
 
@@ -108,10 +110,12 @@ def test_ksqldb_queries_are_the_rendered_preprocessing():
     cm = next(m for m in children("full") if m["metadata"]["name"] == "plant-7-ksqldb-queries")
     for statement in ksql.render(render.preprocess_spec(spec), render.settings_for("plant-7", spec)):
         assert statement in cm["data"]["queries.sql"]
-    dep = next(m for m in children("full") if m["metadata"]["name"] == "plant-7-ksqldb")
-    env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["KSQL_KSQL_QUERIES_FILE"] == "/etc/ksqldb/queries.sql"
-    assert env["KSQL_BOOTSTRAP_SERVERS"] == "plant-7-kafka-bootstrap:9092"
+    dep = next(m for m in children("full") if m["metadata"]["name"] == "plant-7-ksqldb" and m["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KSQL_KSQL_QUERIES_FILE"] == "/etc/ksqldb-queries/queries.sql"
+    assert env["KSQL_BOOTSTRAP_SERVERS"] == "plant-7-kafka-bootstrap:9093"  # the SCRAM/TLS listener (default)
+    mounts = {v["mountPath"]: v for v in dep["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts["/etc/ksqldb-queries"]["readOnly"] and not mounts["/etc/ksqldb"].get("readOnly")
 
 
 SETTINGS = {"simulate": "simulator.settings:SimulatorSettings", "bridge": "bridge.app:BridgeSettings",
@@ -121,7 +125,7 @@ SETTINGS = {"simulate": "simulator.settings:SimulatorSettings", "bridge": "bridg
 
 @pytest.mark.parametrize("program", SETTINGS)
 @pytest.mark.parametrize("example", ["minimal", "full", "external"])
-def test_env_is_what_the_program_reads(program, example, monkeypatch):
+def test_env_is_what_the_program_reads(program, example, monkeypatch, tmp_path):
     """Every STREAMTRAIN_* variable names a settings field and parses; a typo in the mapping fails here."""
     import importlib
     module, cls = SETTINGS[program].split(":")
@@ -129,12 +133,22 @@ def test_env_is_what_the_program_reads(program, example, monkeypatch):
     spec = validate.defaulted(load_example(ROOT / f"examples/{example}.yaml"))["spec"]
     env = render.env(program, "x", spec)
     fields = {f.upper() for f in settings_cls.model_fields}
+    security = {KafkaSecurity.model_config["env_prefix"] + f.upper() for f in KafkaSecurity.model_fields}
     for e in env:
         key = e["name"].removeprefix("STREAMTRAIN_")
-        assert key in fields or key in NOT_YET_READ, f"{program}: {e['name']} is no field of {cls}"
+        assert key in fields or key in NOT_YET_READ or e["name"] in security, f"{program}: {e['name']} is no field of {cls}"
         if "value" in e:
             monkeypatch.setenv(e["name"], e["value"])
     settings = settings_cls()
+    if program != "simulate" and any(e["name"] in security for e in env):
+        # The Kafka client security parses too, with the mounted files where the Pod has them.
+        for var, content in (("STREAMTRAIN_KAFKA_PASSWORD_FILE", "not-a-real-password"), ("STREAMTRAIN_KAFKA_CA_FILE", "PEM")):
+            if var in os.environ:
+                f = tmp_path / os.path.basename(os.environ[var])
+                f.write_text(content)
+                monkeypatch.setenv(var, str(f))
+        sec = KafkaSecurity()
+        assert sec.security_protocol == "SASL_SSL" and sec.librdkafka()["sasl.mechanism"] == "SCRAM-SHA-512"
     assert settings.kafka_bootstrap == render.kafka_bootstrap("x", spec)
     assert settings.metrics_port == render.METRICS_PORT
 
