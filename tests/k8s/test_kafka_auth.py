@@ -14,7 +14,7 @@ import pytest
 
 from tests.k8s.conftest import EXAMPLES, ROOT, load_example
 
-from streamtrain.kafka import KafkaSecurity
+from streamtrain.kafka import READER_GROUP, KafkaSecurity
 from streamtrain_operator import crd, render, validate
 
 STRIMZI = Path(__file__).parent / "schemas/strimzi-1.2.0"
@@ -293,6 +293,11 @@ def test_acls_cover_exactly_the_topics_each_program_uses(variant, monkeypatch):
         assert not any("All" in a["operations"] or a["resource"]["type"] == "cluster"
                        for a in acls if component != "ksqldb"), component
         groups = {a["resource"]["name"] for a in acls if a["resource"]["type"] == "group"}
+        # Assign-only readers (trainer ranges, model watcher) only look up the shared reader prefix.
+        readers = {a["resource"]["name"] for a in acls if a["resource"]["type"] == "group"
+                   and a["operations"] == ["Describe"]}
+        assert readers == ({READER_GROUP} if component in ("train", "scorer") else set()), component
+        groups -= readers
         if component == "ksqldb":
             internal = f"_confluent-ksql-{env['KSQL_KSQL_SERVICE_ID']['value']}"
             assert groups == {internal}
