@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from streamtrain import logs
-from streamtrain.settings import CommonSettings
+from streamtrain.settings import CommonSettings, settings_env
 
 log = logs.get("scorer.streams")
 
@@ -43,14 +43,6 @@ def build(force: bool = False) -> Path:
         if res.returncode == 0 and JAR.exists():
             return JAR
     raise BuildError(f"mvn package failed for {MODULE}:\n{(res.stdout + res.stderr)[-3000:]}")
-
-
-def settings_env(settings: CommonSettings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"STREAMTRAIN_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
 
 
 def java_command(jar: Path) -> list[str]:

@@ -19,7 +19,8 @@ def settings_env(settings: BaseSettings, **extra) -> dict[str, str]:
     env = dict(os.environ)
     for name, value in {**settings.model_dump(), **extra}.items():
         if value is not None:
-            env[f"STREAMTRAIN_{name.upper()}"] = str(value)
+            # Lower-case booleans: the JVM scorer reads the same variables.
+            env[f"STREAMTRAIN_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     return env
 
 

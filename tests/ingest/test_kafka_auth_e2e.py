@@ -168,3 +168,35 @@ def test_pipeline_runs_with_every_program_as_its_own_kafka_user(scram_stack, tmp
     assert ev.duplicates == 0
     assert ev.overall.records == len(features) > 0, "every feature record scored exactly once"
     assert {1, 2} <= set(ev.by_version)
+
+
+def test_kafka_streams_scorer_runs_as_its_own_kafka_user(scram_stack, topics, tmp_path, monkeypatch):
+    """The JVM scorer reads the same STREAMTRAIN_KAFKA_* variables: over SASL/SCRAM + TLS, holding only the
+    score-streams ACLs (its application id is its group and transactional-id prefix), it scores every record."""
+    from tests.programs import Program, settings_env
+    from tests.score.test_scorer_e2e import FeatureStream, train, wait_scores
+
+    def run_as(env: dict) -> None:
+        for k in [k for k in os.environ if k.startswith("STREAMTRAIN_KAFKA_")]:
+            monkeypatch.delenv(k)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+
+    run_as(scram_stack.client_env(ADMIN))
+    stream = FeatureStream(topics, seed=5)
+    stream.send(100)
+    run_as(scram_stack.kafka_user(f"train-{uuid.uuid4().hex[:4]}", "train", topics=topics))
+    train(topics, tmp_path, "train-v1", records=2000)
+    group = f"streams-{uuid.uuid4().hex[:6]}"
+    run_as(scram_stack.kafka_user(f"streams-{uuid.uuid4().hex[:4]}", "score-streams", group=group, topics=topics))
+    java = Program(["score", "--engine", "kafka-streams"], settings_env(topics, group_id=group, instance_id="auth"),
+                   tmp_path / "streams-scorer.log").start()
+    try:
+        run_as(scram_stack.client_env(ADMIN))
+        scores = wait_scores(topics, set(stream.sent))
+    finally:
+        rc = java.stop()
+    assert rc == 0, java.log()[-3000:]
+    keys = [(s["device_id"], s["seq"]) for s in scores]
+    assert len(keys) == len(set(keys)) == len(stream.sent), "every record scored exactly once"
+    assert {s["scorer"] for s in scores} == {"kafka-streams"} and {s["model_version"] for s in scores} == {1}

@@ -41,6 +41,7 @@ public final class Main {
         Properties p = new Properties();
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, s.groupId());
         p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, s.kafkaBootstrap());
+        p.putAll(s.kafkaSecurity());
         // The Python scorer's guarantee setting: exactly_once (default) or at_least_once; its
         // transaction interval is how often Streams commits (one transaction per commit).
         p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG,

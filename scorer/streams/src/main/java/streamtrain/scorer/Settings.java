@@ -1,6 +1,10 @@
 package streamtrain.scorer;
 
+import java.io.IOException;
 import java.net.InetAddress;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
@@ -23,7 +27,8 @@ record Settings(
         String logLevel,
         String guarantee,
         long transactionIntervalMs,
-        long transactionTimeoutMs) {
+        long transactionTimeoutMs,
+        Map<String, String> kafkaSecurity) {
 
     static Settings fromEnv(Map<String, String> env) {
         return new Settings(
@@ -42,7 +47,51 @@ record Settings(
                 get(env, "LOG_LEVEL", "INFO"),
                 oneOf(get(env, "GUARANTEE", "exactly_once"), "exactly_once", "at_least_once"),
                 Long.parseLong(get(env, "TRANSACTION_INTERVAL_MS", "100")),
-                Long.parseLong(get(env, "TRANSACTION_TIMEOUT_MS", "30000")));
+                Long.parseLong(get(env, "TRANSACTION_TIMEOUT_MS", "30000")),
+                kafkaSecurity(env));
+    }
+
+    /**
+     * Client security from the same STREAMTRAIN_KAFKA_* variables as the Python programs
+     * (streamtrain/kafka.py KafkaSecurity): SASL/SCRAM with the password read from a file (a mounted
+     * Secret), TLS trusting a PEM CA file. Applied to every client Streams and the model watcher make.
+     */
+    static Map<String, String> kafkaSecurity(Map<String, String> env) {
+        String protocol = oneOf(get(env, "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+                "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL");
+        Map<String, String> out = new LinkedHashMap<>();
+        out.put("security.protocol", protocol);
+        if (protocol.startsWith("SASL")) {
+            String mechanism = oneOf(get(env, "KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"), "SCRAM-SHA-512", "SCRAM-SHA-256");
+            String user = get(env, "KAFKA_USERNAME", "");
+            String passwordFile = get(env, "KAFKA_PASSWORD_FILE", "");
+            if (user.isEmpty() || passwordFile.isEmpty()) {
+                throw new IllegalArgumentException("STREAMTRAIN_KAFKA_SECURITY_PROTOCOL=" + protocol
+                        + " needs STREAMTRAIN_KAFKA_USERNAME and STREAMTRAIN_KAFKA_PASSWORD_FILE");
+            }
+            String password;
+            try {
+                password = Files.readString(Path.of(passwordFile)).strip();
+            } catch (IOException e) {
+                throw new IllegalArgumentException("Kafka password file " + passwordFile + " cannot be read: " + e);
+            }
+            out.put("sasl.mechanism", mechanism);
+            out.put("sasl.jaas.config", "org.apache.kafka.common.security.scram.ScramLoginModule required username=\""
+                    + jaasQuote(user) + "\" password=\"" + jaasQuote(password) + "\";");
+        }
+        String ca = get(env, "KAFKA_CA_FILE", "");
+        if (protocol.endsWith("SSL") && !ca.isEmpty()) {
+            if (!Files.isRegularFile(Path.of(ca))) {
+                throw new IllegalArgumentException("Kafka CA file " + ca + " does not exist or is not a file");
+            }
+            out.put("ssl.truststore.type", "PEM");
+            out.put("ssl.truststore.location", ca);
+        }
+        return out;
+    }
+
+    private static String jaasQuote(String v) {
+        return v.replace("\\", "\\\\").replace("\"", "\\\"");
     }
 
     boolean exactlyOnce() {
