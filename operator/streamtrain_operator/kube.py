@@ -43,20 +43,21 @@ def client() -> AsyncClient:
 
 
 async def apply(manifest: Manifest) -> str:
-    """Create the child, or merge-patch it to the desired state when it exists. Returns what happened.
+    """Merge-patch the child to the desired state, or create it when it does not exist yet. Returns
+    what happened. Patch first: children exist on every reconcile but the first, so one call each.
 
     Any other API error propagates: kopf retries the handler (never log-and-continue).
     """
     res = resource(manifest["apiVersion"], manifest["kind"])
     meta = manifest["metadata"]
     try:
-        await client().create(res.from_dict(manifest), namespace=meta["namespace"])
-        return "created"
+        await client().patch(res, meta["name"], manifest, namespace=meta["namespace"], patch_type=PatchType.MERGE)
+        return "patched"
     except HTTPStatusError as exc:
-        if _code(exc) != 409:
+        if _code(exc) != 404:
             raise
-    await client().patch(res, meta["name"], manifest, namespace=meta["namespace"], patch_type=PatchType.MERGE)
-    return "patched"
+    await client().create(res.from_dict(manifest), namespace=meta["namespace"])
+    return "created"
 
 
 async def get(api_version: str, kind: str, name: str, namespace: str) -> Manifest | None:

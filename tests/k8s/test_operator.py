@@ -30,7 +30,10 @@ PATHS = {"Deployment": "/apis/apps/v1/namespaces/{ns}/deployments", "Service": "
          "KafkaNodePool": "/apis/kafka.strimzi.io/v1/namespaces/{ns}/kafkanodepools",
          "KafkaTopic": "/apis/kafka.strimzi.io/v1/namespaces/{ns}/kafkatopics",
          "KafkaUser": "/apis/kafka.strimzi.io/v1/namespaces/{ns}/kafkausers"}
-DEADLINE = 60.0  # generous: the machine is shared; passing runs take 10-25 s in total
+DEADLINE = 120.0  # generous: the machine is shared; passing runs take 10-25 s in total
+# kmock matches each request against its whole request history, so every request costs more than the
+# last: poll at a pace that keeps the history short (at 50 ms the test's own GETs made it CPU-bound).
+POLL = 0.5
 VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
 
 
@@ -45,7 +48,7 @@ async def eventually(check, what: str, deadline: float = DEADLINE):
                 return last
         except (KeyError, StopIteration, TypeError, IndexError) as exc:
             last = exc
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(POLL)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
@@ -132,7 +135,7 @@ async def test_lifecycle_create_update_status_delete(emulator):
         end = time.monotonic() + DEADLINE
         while not await all_children():
             assert time.monotonic() < end, f"missing: {sorted(set(map(children.key, wanted)) - set(found))}"
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(POLL)
         for obj in found.values():
             ref = obj["metadata"]["ownerReferences"]
             assert ref == [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "StreamingTraining", "name": "plant-7",
@@ -144,7 +147,7 @@ async def test_lifecycle_create_update_status_delete(emulator):
         end = time.monotonic() + DEADLINE
         while not (st := await cr_status()).get("conditions"):
             assert time.monotonic() < end, st
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(POLL)
         conds = {c["type"]: c["status"] for c in st["conditions"]}
         assert conds["Ready"] == "False" and conds["KafkaReady"] == "False" and conds["ScorerReady"] == "False"
         assert {"HivemqReady", "SimulatorReady", "BridgeReady", "PreprocessingReady", "TrainingReady"} <= set(conds)
@@ -156,7 +159,7 @@ async def test_lifecycle_create_update_status_delete(emulator):
         end = time.monotonic() + DEADLINE
         while (st := await cr_status()).get("phase") != "Ready":
             assert time.monotonic() < end, st
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(POLL)
         assert all(c["status"] == "True" for c in st["conditions"]), st["conditions"]
         assert st["lastTraining"]["result"] == "Succeeded"
 
@@ -188,7 +191,7 @@ async def test_lifecycle_create_update_status_delete(emulator):
         end = time.monotonic() + DEADLINE
         while not await updated():
             assert time.monotonic() < end, "spec change not reconciled"
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(POLL)
 
         # 4. Delete: the resource goes away (no finalizer left behind); every remaining child is owned by it.
         async with kmock.delete(f"{CR_PATH}/plant-7") as resp:
@@ -196,7 +199,7 @@ async def test_lifecycle_create_update_status_delete(emulator):
         end = time.monotonic() + DEADLINE
         while await fetch(kmock, f"{CR_PATH}/plant-7") is not None:
             assert time.monotonic() < end, "resource not deleted"
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(POLL)
         remaining = await children_of(kmock, wanted + new_wanted)
         assert remaining
         for obj in remaining.values():
