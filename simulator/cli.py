@@ -12,8 +12,11 @@ from simulator.fleet import ANOMALY_KINDS, Fleet, FleetConfig
 from simulator.hetero import DEVICE_TYPES, HeteroConfig, HeterogeneousFleet
 from simulator.publish import CsvReplayConfig, replay_csv, run_fleet
 from simulator.settings import SimulatorSettings
+from streamtrain import logs
 from streamtrain.lifecycle import StopFlag
 from streamtrain.mqtt import MqttError
+
+log = logs.get("simulator")
 
 
 @click.command("simulate")
@@ -36,6 +39,13 @@ from streamtrain.mqtt import MqttError
               help="Heterogeneous: min,max readings of a lasting episode (degraded, stuck).")
 @click.option("--seed", type=int, help="Random seed (default 42).")
 @click.option("--connections", type=int, help="MQTT connections shared by the devices (default 4).")
+@click.option("--credentials", "credentials_file", type=click.Path(path_type=Path),
+              help="device_id:password file (0600; `streamtrain stack passwd-fleet` writes one): each device "
+                   "connects on its own connection as itself (client id and user = device id). The fleet's "
+                   "device ids are the file's, in file order (--devices takes the first N, default all); "
+                   "--connections is ignored. CSV replay: every device of the file needs a line. Devices the "
+                   "broker refuses are named on stderr and in the report's `refused`, publish nothing, and "
+                   "the exit code is 1.")
 @click.option("--mqtt-host", help="MQTT broker host (default 127.0.0.1).")
 @click.option("--mqtt-port", type=int, help="MQTT broker port (default 1883).")
 @click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -48,8 +58,8 @@ from streamtrain.mqtt import MqttError
               help="CSV replay: speed factor over the recorded timing (0 = as fast as possible).")
 @click.pass_context
 def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, profile, device_types, fault_fraction,
-            episode_readings, seed, connections, mqtt_host, mqtt_port, csv_path, device_id, device_column,
-            timestamp_column, label_column, speed) -> None:
+            episode_readings, seed, connections, credentials_file, mqtt_host, mqtt_port, csv_path, device_id,
+            device_column, timestamp_column, label_column, speed) -> None:
     """Publish JSON telemetry to devices/<id>/telemetry.
 
     Simulated readings carry device_id, ts, seq, four correlated channels (temperature,
@@ -59,23 +69,53 @@ def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, 
     noise and drift, and faults include degraded states that last.
     """
     given = dict(devices=devices, rate=rate, count=count, duration_s=duration_s, anomaly_rate=anomaly_rate,
-                 seed=seed, connections=connections, mqtt_host=mqtt_host, mqtt_port=mqtt_port)
+                 seed=seed, connections=connections, mqtt_host=mqtt_host, mqtt_port=mqtt_port,
+                 credentials_file=credentials_file)
     s = SimulatorSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
     stop = StopFlag().install()
     try:
+        passwords = load_passwords(s.credentials_file) if s.credentials_file else None
         if csv_path:
             cfg = CsvReplayConfig(csv_path, device_id, device_column, timestamp_column, label_column, speed)
-            report = asyncio.run(replay_csv(cfg, s.mqtt_host, s.mqtt_port, max_inflight=s.max_inflight, stop=stop))
+            report = asyncio.run(replay_csv(cfg, s.mqtt_host, s.mqtt_port, max_inflight=s.max_inflight, stop=stop,
+                                            passwords=passwords))
         else:
-            fleet = make_fleet(profile, s, anomaly_kinds, device_types, fault_fraction, episode_readings)
+            ids = fleet_device_ids(passwords, s) if passwords else None
+            if ids:
+                s = s.model_copy(update={"devices": len(ids)})
+            fleet = make_fleet(profile, s, anomaly_kinds, device_types, fault_fraction, episode_readings, ids)
             report = asyncio.run(run_fleet(fleet, s.mqtt_host, s.mqtt_port, rate=s.rate, count=s.count,
                                            duration=s.duration_s, connections=s.connections,
-                                           max_inflight=s.max_inflight, stop=stop))
+                                           max_inflight=s.max_inflight, stop=stop, passwords=passwords))
     except (ValueError, MqttError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    if report.refused:
+        shown = ", ".join(f"{d} ({why})" for d, why in list(report.refused.items())[:10])
+        click.echo(f"error: the broker refused {len(report.refused)} device(s): {shown}"
+                   + (", ..." if len(report.refused) > 10 else ""), err=True)
     click.echo(json.dumps(report.as_dict()))
-    sys.exit(0 if report.unacked_at_exit == 0 else 1)
+    sys.exit(0 if report.unacked_at_exit == 0 and not report.refused else 1)
+
+
+def load_passwords(path: Path) -> dict[str, str]:
+    """The credentials file's {device_id: password}; ValueError (never showing a password) if unusable."""
+    from streamtrain.credentials import loose_permissions, read_device_passwords
+    passwords = read_device_passwords(path)
+    if loose_permissions(path):
+        log.warning("credentials_file_permissions", file=str(path), mode=oct(path.stat().st_mode & 0o777),
+                    expected="0600")
+    return passwords
+
+
+def fleet_device_ids(passwords: dict[str, str], s: SimulatorSettings) -> list[str]:
+    """The simulated fleet's device ids: the credentials file's, in file order; the first --devices if given."""
+    ids = list(passwords)
+    if "devices" not in s.model_fields_set:
+        return ids
+    if s.devices > len(ids):
+        raise ValueError(f"--devices {s.devices}: the credentials file has only {len(ids)} devices")
+    return ids[:s.devices]
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -83,8 +123,19 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def make_fleet(profile: str, s: SimulatorSettings, anomaly_kinds: str | None, device_types: str,
-               fault_fraction: float, episode_readings: str):
-    """The fleet of a profile; ValueError with a clear message on bad options."""
+               fault_fraction: float, episode_readings: str, device_ids: list[str] | None = None):
+    """The fleet of a profile (named by ``device_ids`` if given, one per device); ValueError with a
+    clear message on bad options."""
+    fleet = _make_fleet(profile, s, anomaly_kinds, device_types, fault_fraction, episode_readings)
+    if device_ids is not None:
+        if len(device_ids) != len(fleet.device_ids):
+            raise ValueError(f"{len(device_ids)} device ids for a fleet of {len(fleet.device_ids)}")
+        fleet.device_ids = list(device_ids)
+    return fleet
+
+
+def _make_fleet(profile: str, s: SimulatorSettings, anomaly_kinds: str | None, device_types: str,
+                fault_fraction: float, episode_readings: str):
     if profile == "uniform":
         kinds = _csv(anomaly_kinds) if anomaly_kinds is not None else ANOMALY_KINDS
         return Fleet(FleetConfig(devices=s.devices, seed=s.seed, anomaly_rate=s.anomaly_rate, anomaly_kinds=kinds))

@@ -15,7 +15,7 @@ import numpy as np
 from simulator.fleet import Fleet
 from streamtrain import logs, telemetry
 from streamtrain.lifecycle import StopFlag
-from streamtrain.mqtt import AsyncPublisher
+from streamtrain.mqtt import AsyncPublisher, MqttError
 
 log = logs.get("simulator")
 
@@ -29,9 +29,11 @@ class PublishReport:
     seconds: float = 0.0
     unacked_at_exit: int = 0
     per_device_last_seq: dict = field(default_factory=dict)
+    #: With per-device credentials: devices the broker refused ({device_id: reason}); they publish nothing.
+    refused: dict | None = None
 
     def as_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "per_device_last_seq"}
+        d = {k: v for k, v in self.__dict__.items() if k != "per_device_last_seq" and not (k == "refused" and v is None)}
         d["rate_per_s"] = round(self.published / self.seconds, 1) if self.seconds else 0.0
         return d
 
@@ -47,6 +49,59 @@ async def _open(host: str, port: int, connections: int, max_inflight: int, prefi
     return pubs
 
 
+#: Connects (TCP + CONNACK, a PBKDF2 check on the broker) in flight at once when each device connects as itself.
+CONNECT_CONCURRENCY = 64
+
+
+def require_passwords(device_ids, passwords: dict[str, str]) -> None:
+    """ValueError naming the devices the credentials file has no password for."""
+    missing = [d for d in dict.fromkeys(device_ids) if d not in passwords]
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise ValueError(f"the credentials file has no password for {len(missing)} device(s): {shown}")
+
+
+async def _open_devices(host: str, port: int, device_ids, passwords: dict[str, str], max_inflight: int,
+                        report: PublishReport) -> dict[str, AsyncPublisher]:
+    """One connection per device, authenticated as the device (client id = user = device id).
+
+    A device the broker refuses (CONNACK failure: bad user name or password, not authorized) is
+    logged and recorded in ``report.refused`` and gets no connection; any other failure (broker
+    unreachable, no CONNACK in time) closes every connection and raises MqttError.
+    """
+    require_passwords(device_ids, passwords)
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    pubs = {d: AsyncPublisher(host, port, client_id=d, username=d, password=passwords[d], max_inflight=max_inflight)
+            for d in dict.fromkeys(device_ids)}
+
+    async def one(pub: AsyncPublisher) -> None:
+        async with gate:
+            await pub.connect()
+
+    started = time.monotonic()
+    results = await asyncio.gather(*(one(p) for p in pubs.values()), return_exceptions=True)
+    report.refused = {}
+    failure = None
+    for (device_id, pub), result in zip(list(pubs.items()), results):
+        if result is None:
+            continue
+        del pubs[device_id]
+        if isinstance(result, MqttError) and pub.refused_reason:
+            report.refused[device_id] = pub.refused_reason
+            log.error("simulator_device_refused", device=device_id, reason=pub.refused_reason)
+        elif failure is None:
+            failure = MqttError(f"device {device_id}: {result}") if isinstance(result, MqttError) else result
+    if failure is not None:
+        await asyncio.gather(*(p.close() for p in pubs.values()))
+        raise failure
+    log.info("simulator_devices_connected", connected=len(pubs), refused=len(report.refused),
+             seconds=round(time.monotonic() - started, 3))
+    if not pubs:
+        raise MqttError(f"the broker refused every device ({len(report.refused)}), e.g. "
+                        f"{next(iter(report.refused))}: {next(iter(report.refused.values()))}")
+    return pubs
+
+
 async def _close(pubs: list[AsyncPublisher], report: PublishReport, drain_timeout: float) -> None:
     await asyncio.gather(*(p.drain(drain_timeout) for p in pubs))
     report.published = sum(p.published for p in pubs)
@@ -58,18 +113,26 @@ async def _close(pubs: list[AsyncPublisher], report: PublishReport, drain_timeou
 async def run_fleet(fleet: Fleet, host: str, port: int, *, rate: float, count: int | None,
                     duration: float | None, connections: int, max_inflight: int = 500,
                     stop: StopFlag | None = None, progress_every: float = 5.0,
-                    drain_timeout: float = 60.0) -> PublishReport:
+                    drain_timeout: float = 60.0, passwords: dict[str, str] | None = None) -> PublishReport:
     """Publish ``count`` readings per device (or for ``duration`` seconds) at ``rate`` per device.
 
     Each device keeps its own phase within the period, so the fleet's load is spread evenly.
+    With ``passwords`` ({device_id: password}) each device has its own connection, authenticated
+    as itself, instead of sharing ``connections``; devices the broker refuses publish nothing.
     """
     n = fleet.cfg.devices
-    connections = max(1, min(connections, n))
-    pubs = await _open(host, port, connections, max_inflight, "streamtrain-sim")
     report = PublishReport(devices=n)
+    if passwords is None:
+        connections = max(1, min(connections, n))
+        pubs = targets = await _open(host, port, connections, max_inflight, "streamtrain-sim")
+    else:
+        by_device = await _open_devices(host, port, fleet.device_ids, passwords, max_inflight, report)
+        pubs, targets, connections = list(by_device.values()), [by_device.get(d) for d in fleet.device_ids], n
     period = 1.0 / rate if rate > 0 else 0.0
     offsets = fleet.rng.uniform(0, period, n) if period else np.zeros(n)
     order = np.argsort(offsets)
+    if report.refused:
+        order = np.array([i for i in order if targets[i] is not None], dtype=int)
     started = time.monotonic()
     wall0 = time.time()
     last_progress = started
@@ -93,7 +156,7 @@ async def run_fleet(fleet: Fleet, host: str, port: int, *, rate: float, count: i
                         await asyncio.sleep(delay)
                 device_id, msg = msgs[i]
                 report.anomalies += msg["label"]
-                await pubs[i % connections].publish(topic_for(device_id), json.dumps(msg, separators=(",", ":")).encode())
+                await targets[i % connections].publish(topic_for(device_id), json.dumps(msg, separators=(",", ":")).encode())
                 if pos % 256 == 255:
                     await asyncio.sleep(0)  # let other tasks run when publishing flat out
             k += 1
@@ -106,7 +169,7 @@ async def run_fleet(fleet: Fleet, host: str, port: int, *, rate: float, count: i
     finally:
         report.seconds = time.monotonic() - started
         await _close(pubs, report, drain_timeout)
-        report.per_device_last_seq = {d: k - 1 for d in fleet.device_ids}
+        report.per_device_last_seq = {d: k - 1 for d in fleet.device_ids if d not in (report.refused or ())}
     log.info("simulator_done", **report.as_dict())
     return report
 
@@ -195,11 +258,21 @@ def _rows(cfg: CsvReplayConfig, reader: csv.DictReader) -> list[tuple[str, dict]
 
 
 async def replay_csv(cfg: CsvReplayConfig, host: str, port: int, *, max_inflight: int = 500,
-                     stop: StopFlag | None = None, drain_timeout: float = 60.0) -> PublishReport:
-    """Publish the CSV's rows in file order; timing follows the timestamp column / speed."""
+                     stop: StopFlag | None = None, drain_timeout: float = 60.0,
+                     passwords: dict[str, str] | None = None) -> PublishReport:
+    """Publish the CSV's rows in file order; timing follows the timestamp column / speed.
+
+    With ``passwords`` ({device_id: password}, one for every device of the file) each device has its
+    own connection, authenticated as itself; the rows of devices the broker refuses are skipped.
+    """
     rows = read_csv_rows(cfg)
-    pubs = await _open(host, port, 1, max_inflight, "streamtrain-replay")
     report = PublishReport(devices=len({d for d, _ in rows}))
+    if passwords is None:
+        pubs = await _open(host, port, 1, max_inflight, "streamtrain-replay")
+        by_device = None
+    else:
+        by_device = await _open_devices(host, port, [d for d, _ in rows], passwords, max_inflight, report)
+        pubs = list(by_device.values())
     started = time.monotonic()
     first_ts = rows[0][1]["ts"] if rows else 0.0
     try:
@@ -210,8 +283,12 @@ async def replay_csv(cfg: CsvReplayConfig, host: str, port: int, *, max_inflight
                 delay = started + (msg["ts"] - first_ts) / cfg.speed - time.monotonic()
                 if delay > 0.002:
                     await asyncio.sleep(delay)
+            if by_device is None:
+                pub = pubs[0]
+            elif (pub := by_device.get(device_id)) is None:
+                continue  # refused by the broker
             report.anomalies += msg.get("label", 0)
-            await pubs[0].publish(topic_for(device_id), json.dumps(msg, separators=(",", ":")).encode())
+            await pub.publish(topic_for(device_id), json.dumps(msg, separators=(",", ":")).encode())
             report.per_device_last_seq[device_id] = msg["seq"]
     finally:
         report.seconds = time.monotonic() - started

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from streamtrain.settings import CommonSettings
@@ -16,3 +18,7 @@ class SimulatorSettings(CommonSettings):
     seed: int = Field(42, description="Seed that makes a run reproducible")
     connections: int = Field(4, ge=1, description="MQTT connections the fleet's devices share")
     max_inflight: int = Field(500, ge=1, description="Unacknowledged QoS 1 messages per connection")
+    credentials_file: Path | None = Field(None, description=(
+        "device_id:password lines (mode 0600, e.g. from `streamtrain stack passwd-fleet`): each device then "
+        "connects on its own MQTT connection as itself, the fleet's device ids are the file's (--devices takes "
+        "the first N) and --connections is ignored; a CSV replay needs a line for each of its devices"))

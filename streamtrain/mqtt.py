@@ -148,9 +148,10 @@ class AsyncPublisher:
         self._misc = asyncio.create_task(self._housekeeping())
         deadline = time.monotonic() + timeout
         while not self.connected.is_set():
-            if self.refused_reason:
-                raise MqttError(f"MQTT broker {self.host}:{self.port} refused the connection: {self.refused_reason}")
-            if time.monotonic() > deadline:
+            if self.refused_reason or time.monotonic() > deadline:
+                await self.close()  # no reconnect attempts in the background after a refusal
+                if self.refused_reason:
+                    raise MqttError(f"MQTT broker {self.host}:{self.port} refused the connection: {self.refused_reason}")
                 raise MqttError(f"could not connect to MQTT broker {self.host}:{self.port} within {timeout:.0f}s")
             await asyncio.sleep(0.01)
 

@@ -21,6 +21,7 @@ from tests.conftest import REPO
 from tests.programs import Program, settings_env
 
 PASSWORDS = {"dev-a": "alpha-secret", "dev-b": "bravo-secret", "bridge-1": "bridge-secret"}
+FLEET = 20  # simulated devices with their own credentials (stack passwd-fleet)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,9 @@ def auth_broker(local_stack, tmp_path_factory):
         # Through the CLI, as an operator would (password on stdin, never on the command line).
         subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "stack", "passwd", user, "--role", role,
                         "--file", str(users), "--password-stdin"], input=password + "\n", text=True, check=True)
+    # A simulated fleet's identities in one go, as an operator would.
+    subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "stack", "passwd-fleet", "--devices", str(FLEET),
+                    "--prefix", "fleet", "--out", str(home / "fleet-creds"), "--file", str(users)], check=True)
     assert "secret" not in users.read_text()
     stack = LocalStack(StackSettings(home=home, jars=REPO / ".streamtrain" / "lib", mqtt_port=free_port(),
                                      kafka_port=local_stack.settings.kafka_port, mqtt_users_file=users))
@@ -154,3 +158,118 @@ def test_devices_and_bridge_authenticate_and_devices_publish_only_to_their_own_t
         for prog in (bridge, wrong):
             if prog is not None and prog.proc.poll() is None:
                 prog.kill()
+
+
+# ------------------------------------------------ the simulator, each device as itself
+def start_bridge(pipeline, port: int, tmp_path) -> Program:
+    """A bridge with its own identity (bridge-1), subscribed."""
+    group = f"auth-{uuid.uuid4().hex[:6]}"
+    password_file = tmp_path / "bridge-password"
+    password_file.write_text(PASSWORDS["bridge-1"] + "\n")
+    env = settings_env(pipeline, mqtt_port=port, client_id=group, share_group=group, metrics_port=free_port(),
+                       mqtt_username="bridge-1", mqtt_password_file=password_file)
+    bridge = Program(["bridge"], env, tmp_path / "bridge.log").start()
+    bridge.wait_log('"mqtt_subscribed"', timeout=60)
+    return bridge
+
+
+def simulate(pipeline, port: int, *args: str) -> tuple[int, dict, str]:
+    """`streamtrain simulate ARGS` against ``port``: exit code, JSON report, stderr (with the JSON log)."""
+    env = settings_env(pipeline, mqtt_port=port)
+    done = subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "simulate", *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+    report = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
+    return done.returncode, report, done.stderr
+
+
+def connect_seconds(stderr: str) -> float:
+    line = next(json.loads(x) for x in stderr.splitlines() if '"simulator_devices_connected"' in x)
+    return line["seconds"]
+
+
+def arrived(pipeline, expected: int) -> list[tuple[str, int]]:
+    msgs = read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, until=lambda m: len(m) >= expected, timeout=60)
+    time.sleep(1)  # anything beyond the expected shows up too
+    msgs += read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, timeout=5)[len(msgs):]
+    pairs = []
+    for m in msgs:
+        body = json.loads(m.value())
+        assert m.key().decode() == body["device_id"]
+        pairs.append((body["device_id"], body["seq"]))
+    return pairs
+
+
+def test_simulated_fleet_and_csv_replay_publish_each_device_as_itself(pipeline, auth_broker, tmp_path):
+    port = auth_broker.settings.mqtt_port
+    creds = auth_broker.settings.home / "fleet-creds"
+    passwords = dict(line.split(":", 1) for line in creds.read_text().splitlines())
+    ids = list(passwords)
+    assert len(ids) == FLEET and (creds.stat().st_mode & 0o777) == 0o600
+    bridge = start_bridge(pipeline, port, tmp_path)
+    try:
+        # Without credentials the authenticating broker lets nothing in: the gap this closes.
+        code, _, err = simulate(pipeline, port, "--devices", "3", "--count", "1")
+        assert code == 2 and "refused the connection: Bad user name or password" in err
+
+        # The fleet: the file's first FLEET - 3 devices, 10 readings each, flat out.
+        fleet = ids[:FLEET - 3]
+        code, report, err = simulate(pipeline, port, "--credentials", str(creds), "--devices", str(len(fleet)),
+                                     "--count", "10", "--rate", "0")
+        assert code == 0, err[-3000:]
+        assert report["devices"] == len(fleet) and report["refused"] == {}
+        assert report["published"] == report["acked"] == 10 * len(fleet) and report["unacked_at_exit"] == 0
+        print(f"{len(fleet)} authenticated devices connected in {connect_seconds(err)}s")
+
+        # CSV replay of the other three devices, one connection each, ids from the device column.
+        csv = tmp_path / "replay.csv"
+        csv.write_text("timestamp,device,temperature\n" + "".join(
+            f"{1700000000 + r},{d},{20 + r}\n" for r in range(4) for d in ids[FLEET - 3:]))
+        code, report, err = simulate(pipeline, port, "--credentials", str(creds), "--csv", str(csv),
+                                     "--device-column", "device", "--speed", "0")
+        assert code == 0, err[-3000:]
+        assert report["devices"] == 3 and report["published"] == report["acked"] == 12 and report["refused"] == {}
+
+        expected = {(d, k) for d in fleet for k in range(10)} | {(d, k) for d in ids[FLEET - 3:] for k in range(4)}
+        pairs = arrived(pipeline, len(expected))
+        assert sorted(pairs) == sorted(expected)  # every (device, seq) once, nothing else
+
+        broker_log = auth_broker.hivemq.log_file.read_text()
+        assert not any(f'"username":"{d}"' in line for d in ids for line in broker_log.splitlines()
+                       if '"mqtt_auth_refused"' in line or '"mqtt_publish_refused"' in line)
+        assert not any(p in err for p in passwords.values())
+        assert bridge.stop() == 0
+    finally:
+        if bridge.proc.poll() is None:
+            bridge.kill()
+
+
+def test_a_device_with_a_wrong_password_is_refused_by_name_and_nothing_of_it_arrives(pipeline, auth_broker, tmp_path):
+    port = auth_broker.settings.mqtt_port
+    lines = (auth_broker.settings.home / "fleet-creds").read_text().splitlines()
+    victim = lines[7].split(":", 1)[0]
+    lines[7] = f"{victim}:not-its-password"
+    creds = tmp_path / "creds"
+    creds.write_text("\n".join(lines) + "\n")
+    creds.chmod(0o600)
+    bridge = start_bridge(pipeline, port, tmp_path)
+    try:
+        code, report, err = simulate(pipeline, port, "--credentials", str(creds), "--count", "5", "--rate", "0")
+        assert code == 1, err[-3000:]
+        assert f"error: the broker refused 1 device(s): {victim} (Bad user name or password)" in err
+        assert report["refused"] == {victim: "Bad user name or password"}
+        # Honest counts: the others' readings only, all acknowledged.
+        assert report["published"] == report["acked"] == 5 * (FLEET - 1) and report["unacked_at_exit"] == 0
+        assert "not-its-password" not in err
+
+        pairs = arrived(pipeline, 5 * (FLEET - 1))
+        assert not [p for p in pairs if p[0] == victim]
+        assert sorted(pairs) == sorted((line.split(":", 1)[0], k) for line in lines if not line.startswith(victim)
+                                       for k in range(5))
+        refused = [json.loads(line) for line in auth_broker.hivemq.log_file.read_text().splitlines()
+                   if '"mqtt_auth_refused"' in line and f'"username":"{victim}"' in line]
+        # Refused once: no reconnect attempts after the refusal.
+        assert len(refused) == 1 and refused[0]["reason"] == "wrong password" and refused[0]["client_id"] == victim
+        assert bridge.stop() == 0
+    finally:
+        if bridge.proc.poll() is None:
+            bridge.kill()
