@@ -3,6 +3,7 @@ test session on free loopback ports, with data in a temporary directory (the jar
 under .streamtrain/lib is reused). Each test gets its own topic names."""
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -17,25 +18,25 @@ from streamtrain.topics import pipeline_topics
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def local_stack(tmp_path_factory):
+@contextlib.contextmanager
+def running_stack(home: Path, **overrides):
+    """Kafka + HiveMQ on free loopback ports with data under ``home`` (the jar cache is shared), stopped at the end."""
     from stack.local import LocalStack, free_port
-    logs.configure(os.environ.get("STREAMTRAIN_LOG_LEVEL", "INFO"), "console")
-    kafka_port = free_port()
-    settings = StackSettings(
-        home=tmp_path_factory.mktemp("stack"),
-        jars=REPO / ".streamtrain" / "lib",
-        kafka_port=kafka_port,
-        kafka_controller_port=free_port(),
-        mqtt_port=free_port(),
-        partitions=3,
-    )
-    stack = LocalStack(settings)
+    stack = LocalStack(StackSettings(home=home, jars=REPO / ".streamtrain" / "lib", kafka_port=free_port(),
+                                     kafka_controller_port=free_port(), mqtt_port=free_port(), partitions=3,
+                                     **overrides))
     try:
         stack.up(create_topics=False)
         yield stack
     finally:
         stack.down()
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory):
+    logs.configure(os.environ.get("STREAMTRAIN_LOG_LEVEL", "INFO"), "console")
+    with running_stack(tmp_path_factory.mktemp("stack")) as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -13,27 +13,21 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from stack.local import ADMIN, LocalStack, free_port
+from stack.local import ADMIN
 from streamtrain.access import PROGRAMS, grants
 from streamtrain.kafka import READER_GROUP, ensure_topics, read_topic
 from streamtrain.quality import evaluate
-from streamtrain.settings import CommonSettings, StackSettings
+from streamtrain.settings import CommonSettings
 from streamtrain.topics import pipeline_topics
-from tests.conftest import REPO
+from tests.conftest import running_stack
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def scram_stack(tmp_path_factory):
-    stack = LocalStack(StackSettings(home=tmp_path_factory.mktemp("scram"), jars=REPO / ".streamtrain" / "lib",
-                                     kafka_port=free_port(), kafka_controller_port=free_port(),
-                                     mqtt_port=free_port(), partitions=3, kafka_auth="scram"))
-    try:
-        stack.up(create_topics=False)
+    with running_stack(tmp_path_factory.mktemp("scram"), kafka_auth="scram") as stack:
         yield stack
-    finally:
-        stack.down()
 
 
 @pytest.fixture
