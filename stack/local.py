@@ -86,6 +86,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def hivemq_config_xml(port: int, bind: str) -> str:
+    """HiveMQ's config.xml: one TCP listener on bind:port. The same settings run in the Kubernetes image
+    (images/hivemq-config.xml, bind 0.0.0.0 and port 1883; a test keeps the two equal).
+
+    File persistence keeps sessions and queued QoS 1 messages across broker restarts.
+    The queue must hold a bridge outage's worth of messages for the shared subscription."""
+    return f"""<?xml version="1.0"?>
+<hivemq>
+    <listeners>
+        <tcp-listener>
+            <port>{port}</port>
+            <bind-address>{bind}</bind-address>
+        </tcp-listener>
+    </listeners>
+    <mqtt>
+        <queued-messages>
+            <max-queue-size>2000000</max-queue-size>
+            <strategy>discard</strategy>
+        </queued-messages>
+        <receive-maximum>
+            <server-receive-maximum>1000</server-receive-maximum>
+        </receive-maximum>
+    </mqtt>
+    <persistence>
+        <mode>file</mode>
+    </persistence>
+    <anonymous-usage-statistics>
+        <enabled>false</enabled>
+    </anonymous-usage-statistics>
+</hivemq>
+"""
+
+
 class LocalStack:
     """The two brokers of the local pipeline, managed as detached processes with pid files."""
 
@@ -291,33 +324,7 @@ class LocalStack:
         conf, data, ext = base / "conf", base / "data", base / "extensions"
         for d in (conf, data, ext):
             d.mkdir(parents=True, exist_ok=True)
-        # File persistence keeps sessions and queued QoS 1 messages across broker restarts.
-        # The queue must hold a bridge outage's worth of messages for the shared subscription.
-        (conf / "config.xml").write_text(f"""<?xml version="1.0"?>
-<hivemq>
-    <listeners>
-        <tcp-listener>
-            <port>{self.settings.mqtt_port}</port>
-            <bind-address>127.0.0.1</bind-address>
-        </tcp-listener>
-    </listeners>
-    <mqtt>
-        <queued-messages>
-            <max-queue-size>2000000</max-queue-size>
-            <strategy>discard</strategy>
-        </queued-messages>
-        <receive-maximum>
-            <server-receive-maximum>1000</server-receive-maximum>
-        </receive-maximum>
-    </mqtt>
-    <persistence>
-        <mode>file</mode>
-    </persistence>
-    <anonymous-usage-statistics>
-        <enabled>false</enabled>
-    </anonymous-usage-statistics>
-</hivemq>
-""")
+        (conf / "config.xml").write_text(hivemq_config_xml(self.settings.mqtt_port, "127.0.0.1"))
         return conf, data, ext
 
     # ---------------------------------------------------------------- processes

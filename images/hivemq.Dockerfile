@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1
+# HiveMQ CE (embedded edition) run by StreamTrain's own launcher (stack/java/HiveMQLauncher.java),
+# the same broker as the local stack: given a users file (`streamtrain stack passwd` /
+# `stack passwd-fleet`) it authenticates every client and lets a device publish only to
+# devices/<its user>/telemetry and only bridge users subscribe. The operator runs it for
+# spec.mqtt.authentication: credentials and appends the mounted users file to the arguments.
+# Build from the repository root:
+#   docker build -f images/hivemq.Dockerfile -t ghcr.io/streamtrain/streamtrain-hivemq:dev .
+#
+# Pinned bases (Maven + JDK 17 to resolve the jars, JRE 17 to run); pin digests in your mirror for
+# byte-for-byte rebuilds. HIVEMQ_VERSION is hivemq-pom.xml's hivemq.version (the local stack's default).
+ARG MAVEN_IMAGE=maven:3.9.9-eclipse-temurin-17
+ARG JRE_IMAGE=eclipse-temurin:17.0.13_11-jre-jammy
+
+# ---- build: the HiveMQ CE jars from Maven Central, as stack/local.py resolves them --------------
+FROM ${MAVEN_IMAGE} AS build
+ARG HIVEMQ_VERSION=2025.5
+WORKDIR /src
+COPY stack/java/hivemq-pom.xml ./hivemq-pom.xml
+RUN mvn -q -B -f hivemq-pom.xml -Dhivemq.version=${HIVEMQ_VERSION} \
+      org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies -DoutputDirectory=/opt/hivemq/lib
+
+# ---- runtime: the JRE, the jars, the launcher source and config.xml, a fixed non-root user ------
+FROM ${JRE_IMAGE} AS runtime
+ARG UID=10001
+RUN groupadd --system --gid ${UID} streamtrain \
+ && useradd --system --uid ${UID} --gid ${UID} --home-dir /opt/hivemq --shell /usr/sbin/nologin streamtrain \
+ && mkdir -p /opt/hivemq/data /opt/hivemq/log /opt/hivemq/extensions \
+ && chown ${UID}:${UID} /opt/hivemq/data /opt/hivemq/log
+COPY --from=build /opt/hivemq/lib /opt/hivemq/lib
+# Run as a single source file (compiled in memory at start: nothing is written to the image).
+COPY stack/java/HiveMQLauncher.java /opt/streamtrain/HiveMQLauncher.java
+# The local stack's config.xml (stack/local.py hivemq_config_xml) with the listener on 0.0.0.0:1883.
+COPY images/hivemq-config.xml /opt/streamtrain/conf/config.xml
+# Read-only root filesystem: HiveMQ writes only its data folder (file persistence), its log folder
+# and the JVM's temporary files (Netty unpacks its native transport there), emptyDirs in the Pod the
+# operator renders. The extensions folder stays empty and read-only: the launcher embeds its
+# authentication extension itself.
+ENV HOME=/tmp \
+    HIVEMQ_HOME=/opt/hivemq \
+    HIVEMQ_LOG_FOLDER=/opt/hivemq/log
+WORKDIR /opt/hivemq
+USER ${UID}:${UID}
+EXPOSE 1883
+# Arguments: <config-folder> <data-folder> <extensions-folder> [users-file]; the Pod's args add the users file.
+ENTRYPOINT ["java", "-XX:MaxRAMPercentage=75", "-Djava.io.tmpdir=/tmp", "-Dhivemq.home=/opt/hivemq", \
+            "-cp", "/opt/hivemq/lib/*", "/opt/streamtrain/HiveMQLauncher.java", \
+            "/opt/streamtrain/conf", "/opt/hivemq/data", "/opt/hivemq/extensions"]
