@@ -127,18 +127,40 @@ def spec_schema() -> dict:
             "rate": _num("Readings per second per device", 1.0, 0.0, 1000.0),
             "anomalyRate": _num("Probability per reading that an anomaly episode starts", 0.004, 0.0, 0.5),
             "seed": _int("Seed that makes the simulated fleet reproducible", 42),
+            "credentialsSecretRef": secret_key(
+                "The simulator's device_id:password lines (`streamtrain stack passwd-fleet --out`), one MQTT identity "
+                "per device (required with mqtt.authentication: credentials); it needs at least `devices` lines"),
         }),
         "mqtt": _obj("MQTT broker the devices publish to", {
             "mode": _str("managed: a HiveMQ CE Deployment owned by this resource; external: an existing broker",
                          "managed", enum=["managed", "external"]),
             "host": _str("External broker host (mode=external)", pattern=DNS_NAME),
             "port": _int("Broker TCP port", 1883, 1, 65535),
-            "image": _str("HiveMQ CE image (mode=managed)", "hivemq/hivemq-ce:2025.5"),
-            "username": secret_key_ref("MQTT user name"),
-            "password": secret_key_ref("MQTT password"),
+            "image": _str("HiveMQ CE image (mode=managed, authentication none)", "hivemq/hivemq-ce:2025.5"),
+            "authentication": _str(
+                "Who may connect to the managed broker. none: anyone (the stock image's allow-all extension). "
+                "credentials: HiveMQ runs StreamTrain's launcher (images/hivemq.Dockerfile) with the users file of "
+                "usersSecretRef: unknown users and wrong passwords are refused, a device publishes only to "
+                "devices/<its user>/telemetry, only bridge users subscribe; needs usersSecretRef, username and "
+                "password (the bridge's identity) and, for a simulated fleet, fleet.credentialsSecretRef",
+                "none", enum=["none", "credentials"]),
+            "usersSecretRef": secret_key("The broker's users file: user:role:pbkdf2_sha256$... lines, hashes only "
+                                         "(`streamtrain stack passwd` / `passwd-fleet`; authentication credentials)"),
+            "launcherImage": _str("Image of HiveMQ CE run by StreamTrain's launcher (authentication credentials); "
+                                  "empty: <image.repository>-hivemq:<image.tag>", ""),
+            "username": secret_key_ref("MQTT user name of the bridge (role bridge in the users file)"),
+            "password": secret_key_ref("MQTT password of the bridge"),
         }, **{"x-kubernetes-validations": [
             {"rule": "self.mode != 'external' || has(self.host)",
-             "message": "mqtt.host is required when mqtt.mode is external"}]}),
+             "message": "mqtt.host is required when mqtt.mode is external"},
+            {"rule": "self.authentication != 'credentials' || self.mode == 'managed'",
+             "message": "mqtt.authentication credentials is for mode managed (an external broker checks its own users)"},
+            {"rule": "self.authentication != 'credentials' || "
+                     "(has(self.usersSecretRef) && has(self.username) && has(self.password))",
+             "message": "mqtt.usersSecretRef, mqtt.username and mqtt.password are required when "
+                        "mqtt.authentication is credentials"},
+            {"rule": "!has(self.usersSecretRef) || self.authentication == 'credentials'",
+             "message": "mqtt.usersSecretRef needs mqtt.authentication: credentials"}]}),
         "kafka": _obj("Kafka cluster of the pipeline's topics", {
             "mode": _str("managed: a Strimzi Kafka (KRaft) owned by this resource; external: an existing cluster",
                          "managed", enum=["managed", "external"]),
@@ -204,7 +226,12 @@ def spec_schema() -> dict:
         }),
     }, **{"x-kubernetes-validations": [
         {"rule": "self.fleet.simulated == false || self.mqtt.mode == 'managed' || has(self.mqtt.host)",
-         "message": "a simulated fleet needs a broker: mqtt.mode managed or mqtt.host"}]})
+         "message": "a simulated fleet needs a broker: mqtt.mode managed or mqtt.host"},
+        {"rule": "self.fleet.simulated == false || self.mqtt.authentication != 'credentials' "
+                 "|| has(self.fleet.credentialsSecretRef)",
+         "message": "fleet.credentialsSecretRef is required for a simulated fleet when mqtt.authentication is credentials"},
+        {"rule": "!has(self.fleet.credentialsSecretRef) || self.mqtt.authentication == 'credentials'",
+         "message": "fleet.credentialsSecretRef needs mqtt.authentication: credentials"}]})
 
 
 def status_schema() -> dict:

@@ -27,6 +27,10 @@ KSQL_MOUNT = "/etc/ksqldb-queries"  # not /etc/ksqldb: the image writes its prop
 KSQL_CONFIG = "/etc/ksqldb"
 KAFKA_USER_MOUNT = "/var/run/streamtrain/kafka-user"  # the password (a Secret key) as a file
 KAFKA_CA_MOUNT = "/var/run/streamtrain/kafka-ca"  # the PEM CA of the brokers' certificates
+MQTT_USERS_MOUNT = "/var/run/streamtrain/mqtt-users"  # the broker's users file (hashes), HiveMQ only
+MQTT_PASSWORD_MOUNT = "/var/run/streamtrain/mqtt-password"  # the bridge's MQTT password
+MQTT_DEVICES_MOUNT = "/var/run/streamtrain/mqtt-devices"  # the simulator's device_id:password lines
+CREDENTIALS = "credentials"  # spec.mqtt.authentication: the broker checks every client against a users file
 SCRAM = "scram-sha-512"  # spec.kafka.authentication; Strimzi's name of the mechanism
 SASL_MECHANISM = "SCRAM-SHA-512"  # the same, as Kafka clients spell it
 PLAIN_PORT, TLS_PORT = 9092, 9093
@@ -182,6 +186,34 @@ def mqtt_endpoint(name: str, spec: dict) -> tuple[str, int]:
     return (m["host"], m["port"]) if m["mode"] == "external" else (f"{name}-hivemq", m["port"])
 
 
+def mqtt_credentials(spec: dict) -> bool:
+    """Whether the managed broker authenticates (spec.mqtt.authentication: credentials)."""
+    return spec["mqtt"]["mode"] == "managed" and spec["mqtt"].get("authentication", "none") == CREDENTIALS
+
+
+def secret_file_volume(volume: str, ref: dict, filename: str, mount: str) -> tuple[dict, dict]:
+    """One key of a Secret as a read-only file ``mount/filename``: the volume and its mount."""
+    return ({"name": volume, "secret": {"secretName": ref["name"], "items": [{"key": ref["key"], "path": filename}],
+                                        "defaultMode": 0o440}},
+            {"name": volume, "mountPath": mount, "readOnly": True})
+
+
+def mqtt_volumes(program: str, spec: dict) -> tuple[list[dict], list[dict]]:
+    """With broker credentials: the bridge's password and the simulator's device passwords, each Pod
+    only its own Secret key, as files (never in the environment)."""
+    if not mqtt_credentials(spec):
+        return [], []
+    if program == "bridge":
+        v, m = secret_file_volume("mqtt-password", spec["mqtt"]["password"]["secretKeyRef"], "password",
+                                  MQTT_PASSWORD_MOUNT)
+    elif program == "simulate":
+        v, m = secret_file_volume("mqtt-devices", spec["fleet"]["credentialsSecretRef"], "credentials",
+                                  MQTT_DEVICES_MOUNT)
+    else:
+        return [], []
+    return [v], [m]
+
+
 def settings_for(name: str, spec: dict) -> CommonSettings:
     host, port = mqtt_endpoint(name, spec)
     return CommonSettings(kafka_bootstrap=kafka_bootstrap(name, spec), mqtt_host=host, mqtt_port=port)
@@ -211,9 +243,18 @@ def env(program: str, name: str, spec: dict) -> list[dict]:
     out = [_v("KAFKA_BOOTSTRAP", s.kafka_bootstrap), _v("LOG_FORMAT", "json"), _v("METRICS_PORT", METRICS_PORT)]
     if program in ("simulate", "bridge"):
         out += [_v("MQTT_HOST", s.mqtt_host), _v("MQTT_PORT", s.mqtt_port)]
-        for field, key in (("username", "MQTT_USERNAME"), ("password", "MQTT_PASSWORD")):
-            if field in spec["mqtt"]:
-                out.append(_secret(key, spec["mqtt"][field]))
+        if mqtt_credentials(spec):
+            # The bridge's identity: the name from its Secret, the password as a mounted file. The
+            # simulator's devices are their own users (credentials file) and never see the bridge's.
+            if program == "simulate":
+                out.append(_v("CREDENTIALS_FILE", f"{MQTT_DEVICES_MOUNT}/credentials"))
+            else:
+                out += [_secret("MQTT_USERNAME", spec["mqtt"]["username"]),
+                        _v("MQTT_PASSWORD_FILE", f"{MQTT_PASSWORD_MOUNT}/password")]
+        else:
+            for field, key in (("username", "MQTT_USERNAME"), ("password", "MQTT_PASSWORD")):
+                if field in spec["mqtt"]:
+                    out.append(_secret(key, spec["mqtt"][field]))
     if program == "simulate":
         f = spec["fleet"]
         out += [_v("DEVICES", f["devices"]), _v("RATE", f["rate"]), _v("ANOMALY_RATE", f["anomalyRate"]),
@@ -277,6 +318,9 @@ def program_pod(program: str, name: str, spec: dict, component: str, config_map:
     kafka_vols, kafka_mounts = kafka_volumes(kafka_credentials(name, spec, COMPONENT[program]))
     volumes += kafka_vols
     mounts += kafka_mounts
+    mqtt_vols, mqtt_mounts = mqtt_volumes(program, spec)
+    volumes += mqtt_vols
+    mounts += mqtt_mounts
     container = {
         "name": program, "image": f"{img['repository']}:{img['tag']}", "imagePullPolicy": img["pullPolicy"],
         "args": [program], "env": env(program, name, spec),
@@ -389,7 +433,19 @@ def kafka_topics(name: str, namespace: str, spec: dict) -> list[Manifest]:
     return out
 
 
+#: StreamTrain's HiveMQ image (images/hivemq.Dockerfile, uid UID): the launcher writes persistence
+#: to its data folder, logs to its log folder and the JVM's temporary files to /tmp.
+LAUNCHER_WRITES = {"data": "/opt/hivemq/data", "log": "/opt/hivemq/log", "tmp": "/tmp"}
+
+
+def hivemq_launcher_image(spec: dict) -> str:
+    img = spec["image"]
+    return spec["mqtt"].get("launcherImage") or f"{img['repository']}-hivemq:{img['tag']}"
+
+
 def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
+    if mqtt_credentials(spec):
+        return hivemq_with_credentials(name, namespace, spec)
     port = spec["mqtt"]["port"]
     pod = {"metadata": {"labels": labels(name, "hivemq")}, "spec": {
         "securityContext": {"runAsNonRoot": True, "runAsUser": HIVEMQ_UID, "fsGroup": HIVEMQ_UID},
@@ -403,6 +459,33 @@ def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
             "volumeMounts": [{"name": v, "mountPath": path} for v, path in HIVEMQ_WRITES.items()],
         }],
         "volumes": [{"name": v, "emptyDir": {}} for v in HIVEMQ_WRITES]}}
+    return [deployment(name, namespace, "hivemq", 1, pod),
+            service(name, namespace, "hivemq", [{"name": MQTT_PORT_NAME, "port": port, "targetPort": MQTT_PORT_NAME,
+                                                 "protocol": "TCP"}])]
+
+
+def hivemq_with_credentials(name: str, namespace: str, spec: dict) -> list[Manifest]:
+    """HiveMQ CE run by StreamTrain's launcher (images/hivemq.Dockerfile) with the users file of
+    spec.mqtt.usersSecretRef mounted read-only and passed as the launcher's last argument: it refuses
+    unknown users and wrong passwords and authorizes devices and the bridge (README "Who may connect").
+    The launcher reads the file at start: after changing the Secret, restart the Deployment."""
+    port = spec["mqtt"]["port"]
+    img = spec["image"]
+    users_vol, users_mount = secret_file_volume("mqtt-users", spec["mqtt"]["usersSecretRef"], "users",
+                                                MQTT_USERS_MOUNT)
+    pod = {"metadata": {"labels": labels(name, "hivemq")}, "spec": {
+        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "fsGroup": UID},
+        "containers": [{
+            "name": "hivemq", "image": hivemq_launcher_image(spec), "imagePullPolicy": img["pullPolicy"],
+            "args": [f"{MQTT_USERS_MOUNT}/users"],
+            "ports": [{"name": MQTT_PORT_NAME, "containerPort": 1883, "protocol": "TCP"}],
+            "readinessProbe": {"tcpSocket": {"port": MQTT_PORT_NAME}, "periodSeconds": 5},
+            "livenessProbe": {"tcpSocket": {"port": MQTT_PORT_NAME}, "initialDelaySeconds": 30, "periodSeconds": 10},
+            "securityContext": _container_security(),
+            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+            "volumeMounts": [*({"name": v, "mountPath": path} for v, path in LAUNCHER_WRITES.items()), users_mount],
+        }],
+        "volumes": [*({"name": v, "emptyDir": {}} for v in LAUNCHER_WRITES), users_vol]}}
     return [deployment(name, namespace, "hivemq", 1, pod),
             service(name, namespace, "hivemq", [{"name": MQTT_PORT_NAME, "port": port, "targetPort": MQTT_PORT_NAME,
                                                  "protocol": "TCP"}])]

@@ -41,6 +41,17 @@ CEL_TWINS: dict[str, Callable[[dict], bool]] = {
         lambda s: not ({"username", "passwordSecretRef", "caSecretRef"} & set(s)) or s.get("authentication") == "scram-sha-512",
     "self.fleet.simulated == false || self.mqtt.mode == 'managed' || has(self.mqtt.host)":
         lambda s: not _get(s, "fleet.simulated", True) or _get(s, "mqtt.mode") == "managed" or "host" in s["mqtt"],
+    "self.authentication != 'credentials' || self.mode == 'managed'":
+        lambda s: s.get("authentication") != "credentials" or s.get("mode") == "managed",
+    "self.authentication != 'credentials' || (has(self.usersSecretRef) && has(self.username) && has(self.password))":
+        lambda s: s.get("authentication") != "credentials" or {"usersSecretRef", "username", "password"} <= set(s),
+    "!has(self.usersSecretRef) || self.authentication == 'credentials'":
+        lambda s: "usersSecretRef" not in s or s.get("authentication") == "credentials",
+    "self.fleet.simulated == false || self.mqtt.authentication != 'credentials' || has(self.fleet.credentialsSecretRef)":
+        lambda s: not _get(s, "fleet.simulated", True) or _get(s, "mqtt.authentication") != "credentials"
+        or "credentialsSecretRef" in s["fleet"],
+    "!has(self.fleet.credentialsSecretRef) || self.mqtt.authentication == 'credentials'":
+        lambda s: "credentialsSecretRef" not in s["fleet"] or _get(s, "mqtt.authentication") == "credentials",
 }
 
 

@@ -31,7 +31,7 @@ def children(example: str, change=None) -> list[dict]:
     return render.render(r["metadata"]["name"], "pipelines", spec)
 
 
-ALL = [(ex, m) for ex in ("minimal", "full", "external") for m in children(ex)]
+ALL = [(ex, m) for ex in ("minimal", "full", "external", "secure") for m in children(ex)]
 
 
 def _id(item):
@@ -124,7 +124,7 @@ SETTINGS = {"simulate": "simulator.settings:SimulatorSettings", "bridge": "bridg
 
 
 @pytest.mark.parametrize("program", SETTINGS)
-@pytest.mark.parametrize("example", ["minimal", "full", "external"])
+@pytest.mark.parametrize("example", ["minimal", "full", "external", "secure"])
 def test_env_is_what_the_program_reads(program, example, monkeypatch, tmp_path):
     """Every STREAMTRAIN_* variable names a settings field and parses; a typo in the mapping fails here."""
     import importlib
