@@ -134,6 +134,7 @@ def test_each_program_user_holds_exactly_its_topics(scram_stack, topics):
     assert seen["evaluate"][0] == [] and topics.topic_raw not in seen["evaluate"][1]
 
 
+@pytest.mark.faults  # 2-3 minutes: in `make test-faults` (run by .ci/run), not the default suite
 def test_pipeline_runs_with_every_program_as_its_own_kafka_user(scram_stack, tmp_path):
     """The demo on the SCRAM stack: bridge, preprocessor (transactions, its group), trainer and scorer
     (transactions, model watcher) each run as a user of their own, and still nothing is lost or doubled."""
