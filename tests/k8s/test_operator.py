@@ -193,6 +193,18 @@ async def test_lifecycle_create_update_status_delete(emulator):
             assert time.monotonic() < end, "spec change not reconciled"
             await asyncio.sleep(POLL)
 
+        # ... and kopf has recorded it as handled. (A DELETE that reaches kmock while kopf is still
+        # storing the handled spec leaves kopf re-running the update for ever against the emulator.)
+        async def update_recorded():
+            meta = ((await fetch(kmock, f"{CR_PATH}/plant-7")) or {}).get("metadata") or {}
+            handled = (meta.get("annotations") or {}).get(f"{GROUP}/last-handled-configuration", "")
+            progress = [k for k in meta.get("annotations") or {} if k.startswith(f"{GROUP}/reconcile")]
+            return "temperature > -10" in handled and not progress
+        end = time.monotonic() + DEADLINE
+        while not await update_recorded():
+            assert time.monotonic() < end, "kopf did not record the handled update"
+            await asyncio.sleep(POLL)
+
         # 4. Delete: the resource goes away (no finalizer left behind); every remaining child is owned by it.
         async with kmock.delete(f"{CR_PATH}/plant-7") as resp:
             assert resp.status in (200, 202), await resp.text()
