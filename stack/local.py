@@ -21,7 +21,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from streamtrain import logs
-from streamtrain.kafka import client_config, ensure_topics
+from streamtrain.kafka import KafkaSecurity, client_config, ensure_topics
 from streamtrain.settings import CommonSettings, StackSettings
 from streamtrain.topics import pipeline_topics
 
@@ -274,20 +274,21 @@ class LocalStack:
             "allow.everyone.if.no.acl.found": "false",
         }
 
-    def client_security(self, user: str = ADMIN) -> dict:
-        """librdkafka settings of ``user`` against this stack (empty without authentication)."""
+    def _security(self, user: str) -> dict[str, str]:
+        """``user``'s KafkaSecurity fields against this stack (empty without authentication)."""
         if self.settings.kafka_auth != "scram":
             return {}
-        return {"security.protocol": "SASL_SSL", "sasl.mechanism": SCRAM, "sasl.username": user,
-                "sasl.password": self.password_file(user).read_text().strip(), "ssl.ca.location": str(self.ca_file)}
+        return {"security_protocol": "SASL_SSL", "sasl_mechanism": SCRAM, "username": user,
+                "password_file": str(self.password_file(user)), "ca_file": str(self.ca_file)}
+
+    def client_security(self, user: str = ADMIN) -> dict:
+        """librdkafka settings of ``user`` against this stack, made as every program makes its own."""
+        fields = self._security(user)
+        return KafkaSecurity(**fields).librdkafka() if fields else {}
 
     def client_env(self, user: str) -> dict[str, str]:
         """STREAMTRAIN_KAFKA_* variables with which a program connects as ``user``."""
-        if self.settings.kafka_auth != "scram":
-            return {}
-        return {"STREAMTRAIN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "STREAMTRAIN_KAFKA_SASL_MECHANISM": SCRAM,
-                "STREAMTRAIN_KAFKA_USERNAME": user, "STREAMTRAIN_KAFKA_PASSWORD_FILE": str(self.password_file(user)),
-                "STREAMTRAIN_KAFKA_CA_FILE": str(self.ca_file)}
+        return {f"STREAMTRAIN_KAFKA_{k.upper()}": v for k, v in self._security(user).items()}
 
     def admin(self):
         from confluent_kafka.admin import AdminClient

@@ -20,7 +20,7 @@ import click
 from confluent_kafka import KafkaException
 
 from streamtrain import logs
-from streamtrain.kafka import READER_GROUP, client_config, read_topic
+from streamtrain.kafka import READER_GROUP, KafkaSecurity, client_config, read_topic
 from streamtrain.quality import evaluate, format_table
 from streamtrain.settings import CommonSettings, StackSettings, settings_env
 
@@ -156,8 +156,7 @@ def _program_envs(stack, s: CommonSettings, run: str):
     """Each program's environment. On a SCRAM stack every program gets a Kafka user of its own, holding
     only the ACLs of streamtrain.access, and the demo itself reads as the admin; no program inherits
     another's credentials."""
-    security = ("STREAMTRAIN_KAFKA_SECURITY_PROTOCOL", "STREAMTRAIN_KAFKA_SASL_MECHANISM",
-                "STREAMTRAIN_KAFKA_USERNAME", "STREAMTRAIN_KAFKA_PASSWORD_FILE", "STREAMTRAIN_KAFKA_CA_FILE")
+    security = {f"STREAMTRAIN_KAFKA_{field.upper()}" for field in KafkaSecurity.model_fields}
     users: dict[str, dict] = {}
     if stack.settings.kafka_auth == "scram":
         from stack.local import ADMIN

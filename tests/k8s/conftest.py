@@ -17,6 +17,26 @@ KUBE_VERSIONS = ("1.29.0", "1.32.0", "1.37.0")
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
+def assert_pinned_multi_stage_non_root(text: str) -> None:
+    """A Dockerfile with Maven build + JRE runtime stages: pinned bases, non-root runtime with the
+    operator's UID, nothing resolved at runtime, every COPY source present in the repository."""
+    import re
+
+    from streamtrain_operator import render
+    for arg in ("MAVEN_IMAGE", "JRE_IMAGE"):
+        base = re.search(rf"^ARG {arg}=(\S+)$", text, re.M).group(1)
+        assert re.search(r":\d+\.\d+\.\d+", base) and "latest" not in base, base
+    assert re.findall(r"^FROM \S+ AS (\w+)$", text, re.M) == ["build", "runtime"]
+    runtime = text.split("AS runtime", 1)[1]
+    assert re.search(r"^USER \$\{UID\}:\$\{UID\}$", runtime, re.M)
+    assert int(re.search(r"^ARG UID=(\d+)$", runtime, re.M).group(1)) == render.UID
+    assert "mvn" not in runtime, "the runtime stage resolves nothing"
+    for line in text.splitlines():
+        m = re.match(r"^COPY (?!--from)(\S+) (\S+)$", line)
+        if m:
+            assert (ROOT / m.group(1)).exists(), m.group(1)
+
+
 def load_example(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 

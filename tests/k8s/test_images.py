@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.k8s.conftest import ROOT
+from tests.k8s.conftest import ROOT, assert_pinned_multi_stage_non_root
 
 from streamtrain_operator import render
 
@@ -56,16 +56,5 @@ def test_entrypoint_and_operator_paths_match_the_chart():
 
 def test_streams_scorer_image_is_pinned_non_root_and_copies_what_exists():
     text = (ROOT / "images/scorer-streams.Dockerfile").read_text()
-    for arg in ("MAVEN_IMAGE", "JRE_IMAGE"):
-        base = re.search(rf"^ARG {arg}=(\S+)$", text, re.M).group(1)
-        assert re.search(r":\d+\.\d+\.\d+", base) and "latest" not in base, base
-    assert re.findall(r"^FROM \S+ AS (\w+)$", text, re.M) == ["build", "runtime"]
-    runtime = text.split("AS runtime", 1)[1]
-    assert re.search(r"^USER \$\{UID\}:\$\{UID\}$", runtime, re.M)
-    assert int(re.search(r"^ARG UID=(\d+)$", runtime, re.M).group(1)) == render.UID
-    assert "mvn" not in runtime, "the runtime stage builds nothing"
-    for line in text.splitlines():
-        m = re.match(r"^COPY (?!--from)(\S+) (\S+)$", line)
-        if m:
-            assert (ROOT / m.group(1)).exists(), m.group(1)
+    assert_pinned_multi_stage_non_root(text)
     assert '"-jar", "/app/streamtrain-scorer-streams.jar"' in text

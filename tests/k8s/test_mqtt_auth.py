@@ -12,7 +12,7 @@ import re
 import pytest
 import yaml
 
-from tests.k8s.conftest import ROOT, load_example
+from tests.k8s.conftest import ROOT, assert_pinned_multi_stage_non_root, load_example
 
 from streamtrain_operator import render, validate
 
@@ -248,19 +248,8 @@ def _entrypoint() -> list[str]:
 
 
 def test_launcher_image_is_pinned_multi_stage_and_non_root():
-    for arg in ("MAVEN_IMAGE", "JRE_IMAGE"):
-        base = re.search(rf"^ARG {arg}=(\S+)$", DOCKERFILE, re.M).group(1)
-        assert re.search(r":\d+\.\d+\.\d+", base) and "latest" not in base, base
+    assert_pinned_multi_stage_non_root(DOCKERFILE)
     assert "temurin-17" in DOCKERFILE and re.search(r"^ARG JRE_IMAGE=eclipse-temurin:17\.", DOCKERFILE, re.M)
-    assert re.findall(r"^FROM \S+ AS (\w+)$", DOCKERFILE, re.M) == ["build", "runtime"]
-    runtime = DOCKERFILE.split("AS runtime", 1)[1]
-    assert re.search(r"^USER \$\{UID\}:\$\{UID\}$", runtime, re.M)
-    assert int(re.search(r"^ARG UID=(\d+)$", runtime, re.M).group(1)) == render.UID
-    assert "mvn" not in runtime, "the runtime stage resolves nothing"
-    for line in DOCKERFILE.splitlines():
-        m = re.match(r"^COPY (?!--from)(\S+) (\S+)$", line)
-        if m:
-            assert (ROOT / m.group(1)).exists(), m.group(1)
 
 
 def test_launcher_image_resolves_the_jars_like_the_local_stack():
