@@ -1,9 +1,18 @@
 # Kubernetes: CRD, operator, chart, image, skaffold. Tests need no cluster; the run targets do.
 # Target names avoid digits: `make help` lists names matching [a-zA-Z_-]+.
-.PHONY: kube-test kube-crd kube-lint kube-template kube-kind kube-minikube kube-down
+.PHONY: test-k8s kube-build kube-up kube-test kube-crd kube-lint kube-template kube-kind kube-minikube kube-down
 
 KIND_CLUSTER ?= streamtrain
 K8S_VERSION ?= v1.32.0
+
+test-k8s: install ## Real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok; built once, ~10 min cold): CRD, helm install/upgrade/test/uninstall, the operator under its ServiceAccount
+	$(PY) -m pytest -q -m kube tests/k8s
+
+kube-build: ## Build the control plane, kubectl, helm and kwok from the Go module proxy into .streamtrain/kube (cached)
+	bash tools/kube/build.sh
+
+kube-up: install ## Start a real control plane on loopback in the foreground (prints KUBECONFIG; Ctrl-C stops it)
+	$(PY) -m tests.k8s.controlplane up
 
 kube-test: install ## Kubernetes tests without a cluster: CRD, rendering, chart, operator on kmock, skaffold, image
 	$(PY) -m pytest -q tests/k8s

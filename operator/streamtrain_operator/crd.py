@@ -79,7 +79,14 @@ def secret_key(what: str) -> dict:
 
 
 def _obj(description: str, properties: dict, **extra) -> dict:
-    return {"type": "object", "description": description, "default": {}, "properties": properties, **extra}
+    """An object whose default is made of its fields' defaults, spelled out.
+
+    A real API server evaluates the CEL rules (``x-kubernetes-validations``) against each literal
+    ``default`` *before* nested defaults are filled in, so ``default: {}`` under a rule that reads
+    ``self.mode`` is rejected with "no such key: mode". Nested objects already carry their full
+    default, so this composes down the tree."""
+    default = {name: field["default"] for name, field in properties.items() if "default" in field}
+    return {"type": "object", "description": description, "default": default, "properties": properties, **extra}
 
 
 def _int(description: str, default: int | None, minimum: int | None = None, maximum: int | None = None) -> dict:

@@ -7,6 +7,7 @@ import logging
 import os
 
 import aiohttp
+import httpx2
 import kopf
 import pydantic
 
@@ -19,14 +20,32 @@ RESOURCE = (GROUP, VERSION, PLURAL)
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_) -> None:
-    settings.posting.level = logging.WARNING  # events on the resource only for problems
-    settings.persistence.finalizer = f"{GROUP}/operator"
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_) -> None:
+    # Problems become Kubernetes Events on the resource (`kubectl describe` shows them): kopf posts
+    # handler loggers' messages only when `posting.loggers` is on, and it is off by default.
+    settings.posting.enabled = True
+    settings.posting.loggers = True
+    settings.posting.level = logging.WARNING
+    settings.persistence.finalizer = f"{GROUP}/operator"  # none is added (below); kopf removes an old one
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
     settings.watching.server_timeout = 270  # reconnect the watch before proxies drop it
-    settings.background.cancellation_polling = 1.0  # on deletion, re-check the stopping timer every second (default: a minute)
+    # No finalizer: children go with their owner by garbage collection, so nothing needs the operator
+    # at deletion. (A kopf timer or daemon would add one, and a resource deleted while the operator
+    # is down, or after `helm uninstall`, would then stay Terminating for ever.) Status is observed by
+    # one operator-wide task instead; a finalizer left by an older version is still removed by kopf.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # lightkube's HTTP client logs every request at INFO
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    memo["observer"] = asyncio.create_task(observe_forever(logger))
+
+
+@kopf.on.cleanup()
+async def stop_observer(memo: kopf.Memo, **_) -> None:
+    task = memo.get("observer")
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @kopf.on.probe(id="reconciled")
@@ -62,29 +81,47 @@ async def reconcile(body: kopf.Body, name: str, namespace: str, meta: kopf.Meta,
     memo["reconciled"] = memo.get("reconciled", 0) + 1
 
 
-@kopf.timer(*RESOURCE, interval=STATUS_INTERVAL, initial_delay=STATUS_INTERVAL / 2)
-async def observe(body: kopf.Body, name: str, namespace: str, meta: kopf.Meta, patch: kopf.Patch, **_) -> None:
+async def observe_forever(logger: logging.Logger | logging.LoggerAdapter) -> None:
+    """Every STATUS_INTERVAL: each StreamingTraining's children -> its status. A failed API call is
+    logged and retried on the next round (this is a loop, not a kopf handler that could retry)."""
+    while True:
+        await asyncio.sleep(STATUS_INTERVAL)
+        try:
+            for body in await kube.streaming_trainings():
+                await observe(body)
+        except (httpx2.HTTPError, OSError) as exc:
+            logger.warning("status round failed, retrying in %.0f s: %s", STATUS_INTERVAL, exc)
+
+
+async def observe(body: dict) -> None:
     """Child readiness -> conditions and phase; trainer Jobs -> lastTraining; scorers -> model version."""
-    current = body.get("status") or {}
+    meta, current = body["metadata"], body.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        return
     if current.get("phase") == "Failed" and (current.get("conditions") or [{}])[0].get("reason") == "InvalidSpec":
         return  # nothing to observe until the spec is fixed
-    wanted = children.desired(body)
+    name, namespace = meta["name"], meta["namespace"]
+    try:
+        wanted = children.desired(body)
+    except (SpecError, pydantic.ValidationError, ValueError):
+        return  # the reconcile handler reports an invalid spec
     existing = await kube.owned(namespace, name)
     conds = status.conditions(children.observed_by_component(wanted, existing), current.get("conditions") or [],
                               meta.get("generation"))
-    new = {"conditions": conds, "phase": status.phase(conds)}
+    new: dict = {"conditions": conds, "phase": status.phase(conds)}
     training = status.last_training(children.training_jobs(existing))
     if training:
         new["lastTraining"] = training
     new.update(await scorer_metrics(name, namespace))
     if _strip(new) != _strip({k: current.get(k) for k in new}):
-        for k, v in new.items():
-            patch.status[k] = v
+        await kube.patch_status(namespace, name, new)
 
 
 def _strip(s: dict) -> dict:
     """Status without timestamps, to patch only on a real change (no churn every interval)."""
     out = dict(s)
+    if out.get("lastTraining"):  # a null (JSON merge patch: remove) equals an absent key
+        out["lastTraining"] = {k: v for k, v in out["lastTraining"].items() if v is not None}
     out["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in s.get("conditions") or []]
     return out
 

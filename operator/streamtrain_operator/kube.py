@@ -11,6 +11,8 @@ from typing import Any
 from httpx2 import HTTPStatusError  # the HTTP library lightkube 1.x is built on
 from lightkube import AsyncClient, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
+
+from streamtrain_operator import GROUP, KIND, PLURAL as CR_PLURAL, VERSION
 from lightkube.types import PatchType
 
 Manifest = dict[str, Any]
@@ -92,4 +94,24 @@ async def delete(manifest: Manifest) -> None:
                               namespace=manifest["metadata"]["namespace"])
     except HTTPStatusError as exc:
         if _code(exc) != 404:  # already gone is what we wanted
+            raise
+
+
+@cache
+def custom_resource():
+    return create_namespaced_resource(GROUP, VERSION, KIND, CR_PLURAL)
+
+
+async def streaming_trainings() -> list[Manifest]:
+    """Every StreamingTraining in the namespaces the operator can list."""
+    return [obj.to_dict() async for obj in client().list(custom_resource(), namespace="*")]
+
+
+async def patch_status(namespace: str, name: str, status: dict) -> None:
+    """Merge-patch the status subresource (a None value removes that key). Gone already: nothing to do."""
+    try:
+        await client().patch(custom_resource().Status, name, {"status": status}, namespace=namespace,
+                             patch_type=PatchType.MERGE)
+    except HTTPStatusError as exc:
+        if _code(exc) != 404:
             raise

@@ -105,10 +105,9 @@ def last_training(jobs: list[Manifest]) -> dict | None:
         result = "Failed"
     else:
         result = "Running"
-    out = {"job": job["metadata"]["name"], "result": result}
-    if st.get("completionTime"):
-        out["finishedAt"] = st["completionTime"]
-    return out
+    # Every key, null when unknown: status is written with a JSON merge patch, which keeps the keys a
+    # new value leaves out (a running Job must not show the previous Job's finishedAt).
+    return {"job": job["metadata"]["name"], "result": result, "finishedAt": st.get("completionTime")}
 
 
 _SAMPLE = re.compile(r"^(streamtrain_scorer_model_version|streamtrain_scorer_anomaly_rate)(?:\{[^}]*\})?\s+(\S+)$", re.M)

@@ -44,3 +44,49 @@ def load_example(path: Path) -> dict:
 @pytest.fixture(params=EXAMPLES, ids=lambda p: p.stem)
 def example(request) -> dict:
     return load_example(request.param)
+
+
+# --- A real control plane (make test-k8s): built once from the Go module proxy, started per session. ---
+
+CHART = ROOT / "charts/streamtrain"
+RELEASE, RELEASE_NS = "st", "streamtrain"
+#: The Strimzi kinds the operator creates, served here from Strimzi 1.2.0's own schemas (the Strimzi
+#: operator image cannot be had here, so its CRDs stand in for its installation).
+STRIMZI_KINDS = {"kafka": ("Kafka", "kafkas"), "kafkanodepool": ("KafkaNodePool", "kafkanodepools"),
+                 "kafkatopic": ("KafkaTopic", "kafkatopics"), "kafkauser": ("KafkaUser", "kafkausers")}
+
+
+def strimzi_crds() -> list[dict]:
+    import json
+    out = []
+    for stem, (kind, plural) in STRIMZI_KINDS.items():
+        schema = json.loads((ROOT / f"tests/k8s/schemas/strimzi-1.2.0/{stem}.json").read_text())
+        out.append({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                    "metadata": {"name": f"{plural}.kafka.strimzi.io"},
+                    "spec": {"group": "kafka.strimzi.io", "scope": "Namespaced",
+                             "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
+                                       "listKind": f"{kind}List"},
+                             "versions": [{"name": "v1", "served": True, "storage": True,
+                                           "subresources": {"status": {}}, "schema": {"openAPIV3Schema": schema}}]}})
+    return out
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory):
+    from tests.k8s import controlplane
+    with controlplane.running(tmp_path_factory.mktemp("kube")) as cp:
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def crds(control_plane):
+    """The chart installed by a real `helm install` (its crds/ folder creates the CRD) next to Strimzi's CRDs."""
+    import json
+    cp = control_plane
+    for crd in strimzi_crds():
+        cp.kubectl("create", "-f", "-", input=json.dumps(crd))
+    cp.kubectl("wait", "--for", "condition=Established", "--timeout", "60s",
+               *[f"crd/{plural}.kafka.strimzi.io" for _, plural in STRIMZI_KINDS.values()])
+    cp.helm("install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", "--wait", "--timeout", "180s")
+    cp.kubectl("wait", "--for", "condition=Established", "--timeout", "60s", "crd/streamingtrainings.streamtrain.io")
+    return cp

@@ -62,7 +62,8 @@ def test_last_training_and_scorer_metrics():
              "status": {"succeeded": 1, "completionTime": "2026-01-01T00:05:00Z"}},
             {"kind": "Job", "metadata": {"name": "b", "creationTimestamp": "2026-01-02T00:00:00Z"},
              "status": {"conditions": [{"type": "Failed", "status": "True"}]}}]
-    assert status.last_training(jobs) == {"job": "b", "result": "Failed"}
+    # finishedAt is null, not absent: a JSON merge patch must remove the previous Job's time.
+    assert status.last_training(jobs) == {"job": "b", "result": "Failed", "finishedAt": None}
     assert status.last_training(jobs[:1]) == {"job": "a", "result": "Succeeded", "finishedAt": "2026-01-01T00:05:00Z"}
     text = ("# HELP streamtrain_scorer_model_version Champion model version\n"
             "streamtrain_scorer_model_version 7.0\nstreamtrain_scorer_anomaly_rate 0.0125\n")

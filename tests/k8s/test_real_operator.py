@@ -1,0 +1,231 @@
+"""The operator against a real kube-apiserver, under the chart's own ServiceAccount (never as admin).
+
+Pods run on a kwok fake node (they become ready, and Job Pods complete, without containers); the
+controller-manager's Deployment, Job and garbage-collection controllers are the real ones. Strimzi's
+CRDs are served but its operator cannot run here, so the test marks Kafka resources ready as Strimzi
+would. The last test uninstalls the chart (tests in this file run in order, after test_real_chart.py)."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.k8s.conftest import RELEASE, RELEASE_NS, ROOT, load_example
+from tests.k8s.controlplane import kubeconfig
+
+from streamtrain_operator import children
+
+pytestmark = pytest.mark.kube
+
+NS = "plant"
+DEADLINE = 120.0
+STRIMZI_KINDS = ("Kafka", "KafkaTopic", "KafkaUser")
+
+
+def eventually(check, what: str, deadline: float = DEADLINE, every: float = 0.5):
+    end = time.monotonic() + deadline
+    last = None
+    while time.monotonic() < end:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+class Operator:
+    """``kopf run`` of operator/main.py as a process, authenticated with the chart ServiceAccount's token."""
+
+    def __init__(self, cp, workdir):
+        self.cp, self.proc = cp, None
+        self.log = workdir / "operator.log"
+        sa = cp.kubectl("get", "serviceaccount", "-n", RELEASE_NS, "-l", f"app.kubernetes.io/instance={RELEASE}",
+                        "-o", "jsonpath={.items[0].metadata.name}").stdout
+        token = cp.kubectl("create", "token", sa, "-n", RELEASE_NS, "--duration", "2h").stdout.strip()
+        self.kubeconfig = workdir / "operator.kubeconfig"
+        self.kubeconfig.write_text(kubeconfig(cp.server, cp.pki, user=f"system:serviceaccount:{RELEASE_NS}:{sa}",
+                                              token=token))
+
+    def start(self) -> None:
+        env = {**self.cp.env(), "KUBECONFIG": str(self.kubeconfig), "STREAMTRAIN_OPERATOR_STATUS_INTERVAL": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "kopf", "run", "--standalone", "-A",
+                                      str(ROOT / "operator/main.py")], env=env, stdout=open(self.log, "ab"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> int:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        code = self.proc.wait(timeout=60)
+        self.proc = None
+        return code
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
+
+@pytest.fixture(scope="module")
+def operator(crds, tmp_path_factory):
+    crds.kubectl("create", "namespace", NS, check=False)
+    op = Operator(crds, tmp_path_factory.mktemp("operator"))
+    yield op
+    if op.proc is not None:
+        op.stop()
+
+
+def get(cp, kind: str, name: str, ns: str = NS) -> dict | None:
+    res = cp.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
+    return json.loads(res.stdout) if res.returncode == 0 else None
+
+
+def create(cp, name: str, example: str = "minimal") -> dict:
+    body = load_example(ROOT / f"examples/{example}.yaml")
+    body["metadata"] = {"name": name, "namespace": NS}
+    cp.kubectl("create", "-f", "-", input=json.dumps(body))
+    return get(cp, "streamingtraining", name)
+
+
+def owned_children(cp, name: str) -> list[dict]:
+    kinds = "deployments,services,configmaps,jobs,cronjobs,kafkas,kafkanodepools,kafkatopics,kafkausers"
+    items = json.loads(cp.kubectl("get", kinds, "-n", NS, "-l", f"app.kubernetes.io/instance={name}",
+                                  "-o", "json").stdout)["items"]
+    return items
+
+
+def wait_for_children(cp, body: dict) -> list[dict]:
+    wanted = {children.key(m) for m in children.desired(body)}
+
+    def all_there():
+        have = {(o["kind"], o["metadata"]["name"]) for o in owned_children(cp, body["metadata"]["name"])}
+        return have if wanted <= have else None
+    eventually(all_there, f"every child of {body['metadata']['name']}: {sorted(wanted)}")
+    return [o for o in owned_children(cp, body["metadata"]["name"]) if children.key(o) in wanted]
+
+
+def act_as_strimzi(cp, objs: list[dict]) -> None:
+    """What the Strimzi operator would write: Ready conditions on its resources."""
+    for o in objs:
+        if o["kind"] in STRIMZI_KINDS:
+            cp.kubectl("patch", o["kind"].lower(), o["metadata"]["name"], "-n", NS, "--subresource=status",
+                       "--type=merge", "-p", json.dumps({"status": {"conditions": [
+                           {"type": "Ready", "status": "True"}]}}))
+
+
+def check_last_training(cp, status: dict) -> None:
+    """lastTraining describes exactly one Job: Running has no finishedAt; finishedAt is that Job's."""
+    lt = status.get("lastTraining")
+    if not lt:
+        return
+    if lt["result"] == "Running":
+        assert "finishedAt" not in lt, lt
+    if "finishedAt" in lt:
+        job = get(cp, "job", lt["job"])
+        assert job is not None and job["status"].get("completionTime") == lt["finishedAt"], (lt, job and job["status"])
+
+
+def test_operator_identity_is_least_privilege(operator):
+    def can(verb_resource: str, ns: str = NS) -> bool:
+        res = operator.cp.kubectl("auth", "can-i", *verb_resource.split(), "-n", ns, check=False,
+                                  kubeconfig=operator.kubeconfig)
+        return res.stdout.strip() == "yes"
+    assert can("create deployments") and can("patch streamingtrainings/status") and can("create events")
+    assert can("update streamingtrainings/finalizers")  # OwnerReferencesPermissionEnforcement needs it
+    assert not can("get secrets") and not can("create pods") and not can("delete namespaces")
+
+
+def test_lifecycle_children_status_update_events_delete(operator):
+    cp = operator.cp
+    operator.start()
+    body = create(cp, "plant-1")
+    objs = wait_for_children(cp, body)
+    uid = body["metadata"]["uid"]
+    for o in objs:  # accepted by the server's admission (blockOwnerDeletion needs the finalizers right)
+        assert o["metadata"]["ownerReferences"] == [{
+            "apiVersion": "streamtrain.io/v1alpha1", "kind": "StreamingTraining", "name": "plant-1", "uid": uid,
+            "controller": True, "blockOwnerDeletion": True}], o["metadata"]
+
+    # Conditions follow the real controllers: not ready while Strimzi has not reported ...
+    def status():
+        st = (get(cp, "streamingtraining", "plant-1") or {}).get("status") or {}
+        check_last_training(cp, st)
+        return st
+    st = eventually(lambda: (s := status()).get("conditions") and s, "conditions")
+    assert st["phase"] == "Progressing"
+    # ... kwok-run Pods make the Deployments ready and the trainer Job complete; Strimzi's part is played here.
+    act_as_strimzi(cp, objs)
+    st = eventually(lambda: (s := status()).get("phase") == "Ready" and s, "phase Ready", deadline=180)
+    assert all(c["status"] == "True" for c in st["conditions"]), st["conditions"]
+    job = next(o for o in objs if o["kind"] == "Job")
+    st = eventually(lambda: (s := status()).get("lastTraining", {}).get("result") == "Succeeded" and s, "training")
+    done = get(cp, "job", job["metadata"]["name"])
+    assert st["lastTraining"] == {"job": job["metadata"]["name"], "result": "Succeeded",
+                                  "finishedAt": done["status"]["completionTime"]}
+    table = cp.kubectl("get", "st", "plant-1", "-n", NS).stdout
+    assert table.split("\n")[0].split()[:3] == ["NAME", "PHASE", "MODEL"] and " Ready " in table, table
+
+    # A spec change patches children, prunes HiveMQ, and the new recipe's Job becomes lastTraining alone.
+    spec = copy.deepcopy(body["spec"])
+    spec["fleet"]["devices"] = 50
+    spec["mqtt"] = {"mode": "external", "host": "mqtt.plant.example", "port": 8883}
+    spec["model"]["epochs"] = 3
+    cp.kubectl("patch", "streamingtraining", "plant-1", "-n", NS, "--type=merge", "-p", json.dumps({"spec": spec}))
+    new_job = next(m["metadata"]["name"] for m in children.desired({**body, "spec": spec}) if m["kind"] == "Job")
+    assert new_job != job["metadata"]["name"]
+
+    def updated():
+        sim = get(cp, "deployment", "plant-1-simulator")
+        env = {e["name"]: e.get("value") for e in sim["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return (env["STREAMTRAIN_DEVICES"] == "50" and get(cp, "deployment", "plant-1-hivemq") is None
+                and get(cp, "job", new_job) is not None)
+    eventually(updated, "the spec change reconciled")
+    st = eventually(lambda: (s := status()).get("lastTraining", {}).get("job") == new_job
+                    and s["lastTraining"]["result"] == "Succeeded" and s, "the new Job in lastTraining")
+    assert st["lastTraining"]["finishedAt"] == get(cp, "job", new_job)["status"]["completionTime"]
+
+    # A spec the operator cannot run: Failed, InvalidSpec, and a Kubernetes Event saying why.
+    cp.kubectl("patch", "streamingtraining", "plant-1", "-n", NS, "--type=merge",
+               "-p", json.dumps({"spec": {"preprocessing": {"filter": "temperature >>> 3"}}}))
+    st = eventually(lambda: (s := status()).get("phase") == "Failed" and s, "phase Failed")
+    assert st["conditions"][0]["reason"] == "InvalidSpec" and "temperature" in st["conditions"][0]["message"]
+
+    def event():
+        evs = json.loads(cp.kubectl("get", "events", "-n", NS, "-o", "json",
+                                    "--field-selector", "involvedObject.name=plant-1").stdout)["items"]
+        return [e for e in evs if "spec cannot run" in e.get("message", "")]
+    evs = eventually(event, "an Event for the invalid spec")
+    assert evs[0]["involvedObject"]["kind"] == "StreamingTraining" and evs[0]["type"] != "Normal", evs[0]
+
+    # Delete: the resource goes, garbage collection takes every child.
+    cp.kubectl("delete", "streamingtraining", "plant-1", "-n", NS, "--wait=true", "--timeout=60s")
+    eventually(lambda: owned_children(cp, "plant-1") == [], "every child of plant-1 garbage-collected")
+    assert operator.stop() == 0, operator.output()
+    assert "Traceback" not in operator.output(), operator.output()
+
+
+def test_delete_while_the_operator_is_down_leaves_nothing_stuck(operator):
+    cp = operator.cp
+    operator.start()
+    body = create(cp, "plant-2")
+    wait_for_children(cp, body)
+    assert operator.stop() == 0, operator.output()
+    assert not get(cp, "streamingtraining", "plant-2")["metadata"].get("finalizers")
+    cp.kubectl("delete", "streamingtraining", "plant-2", "-n", NS, "--wait=true", "--timeout=30s")
+    eventually(lambda: owned_children(cp, "plant-2") == [], "every child of plant-2 garbage-collected")
+
+
+def test_helm_uninstall_before_the_resources_then_namespace_deletion(operator):
+    cp = operator.cp
+    operator.start()
+    body = create(cp, "plant-3")
+    wait_for_children(cp, body)
+    assert operator.stop() == 0, operator.output()
+    cp.helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", "--timeout", "120s")
+    assert get(cp, "deployment", "st-streamtrain", ns=RELEASE_NS) is None
+    # CRDs stay (Helm never deletes crds/): the resource is still readable, and nothing blocks its deletion.
+    assert get(cp, "streamingtraining", "plant-3") is not None
+    cp.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=90s")
+    assert cp.kubectl("get", "namespace", NS, check=False).returncode != 0

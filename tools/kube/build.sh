@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Builds a real Kubernetes control plane from the Go module proxy, once, into the project's
+# cache (.streamtrain/kube/<version>/bin): etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl, helm and kwok; with --node also the kubelet.
+# Cold: about 10 minutes on 2 cores. Warm: it only checks that every binary is there.
+#
+# The wrapper module requires k8s.io/kubernetes and replaces every staging module that
+# kubernetes' own go.mod replaces with the matching published v0.x version; the list is read
+# from that go.mod, never written by hand (new staging modules appear between versions).
+set -euo pipefail
+
+K8S_VERSION=${K8S_VERSION:-v1.35.4}
+ETCD_VERSION=${ETCD_VERSION:-v3.5.35}
+HELM_VERSION=${HELM_VERSION:-v3.22.0}
+KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cache=${STREAMTRAIN_KUBE_CACHE:-$root/.streamtrain/kube}
+bin=$cache/$K8S_VERSION/bin
+work=$cache/$K8S_VERSION/src
+with_node=0
+for arg in "$@"; do
+  case $arg in
+    --node) with_node=1 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; echo "usage: $0 [--node]"; exit 0 ;;
+    *) echo "error: unknown argument $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+command -v go >/dev/null || { echo "error: go is required to build the control plane" >&2; exit 1; }
+mkdir -p "$bin" "$work"
+export GOFLAGS="${GOFLAGS:--buildvcs=false} -p=2"
+export CGO_ENABLED=0
+
+log() { printf '%s kube-build %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+build_kubernetes() {
+  local wanted=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  [ "$with_node" = 1 ] && wanted+=(kubelet)
+  local missing=() name
+  for name in "${wanted[@]}"; do [ -x "$bin/$name" ] || missing+=("$name"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "building ${missing[*]} $K8S_VERSION (cold: about 7 minutes)"
+  local mod=$work/kubernetes
+  mkdir -p "$mod"
+  (
+    cd "$mod"
+    [ -f go.mod ] || go mod init streamtrain.local/kubebuild >/dev/null 2>&1
+    go mod edit -require "k8s.io/kubernetes@$K8S_VERSION"
+    local upstream
+    upstream=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')
+    [ -f "$upstream" ] || { echo "error: could not download k8s.io/kubernetes@$K8S_VERSION's go.mod" >&2; exit 1; }
+    local staging_version=v0.${K8S_VERSION#v1.}
+    # Every "k8s.io/X => ./staging/src/k8s.io/X" line becomes "k8s.io/X => k8s.io/X v0.N.P".
+    local count=0 module
+    for module in $(grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging/src/' "$upstream" | awk '{print $1}'); do
+      go mod edit -replace "$module=$module@$staging_version"
+      count=$((count + 1))
+    done
+    [ "$count" -gt 0 ] || { echo "error: no staging replace lines found in $upstream" >&2; exit 1; }
+    log "replaced $count staging modules with $staging_version"
+    local pkgs=()
+    for name in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$name"); done
+    go get "${pkgs[@]/%/@$K8S_VERSION}" >/dev/null
+    local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+    local v=k8s.io/component-base/version
+    go build -trimpath -o "$bin/" \
+      -ldflags "-s -w -X $v.gitVersion=$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean -X $v.buildDate=1970-01-01T00:00:00Z" \
+      "${pkgs[@]}"
+  )
+}
+
+build_etcd() {
+  [ -x "$bin/etcd" ] && return 0
+  log "building etcd $ETCD_VERSION (cold: about 40 s)"
+  local mod=$work/etcd
+  mkdir -p "$mod"
+  (
+    cd "$mod"
+    [ -f go.mod ] || go mod init streamtrain.local/etcdbuild >/dev/null 2>&1
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
+    go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3
+  )
+}
+
+go_install() { # name module version
+  [ -x "$bin/$1" ] && return 0
+  log "building $1 $3 (cold: about 90 s)"
+  GOBIN=$bin go install -trimpath -ldflags "-s -w" "$2@$3"
+}
+
+build_etcd
+build_kubernetes
+go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
+# kwok's stage files (fake Pod/Node lifecycles) ship in its module source.
+if [ ! -d "$cache/$K8S_VERSION/kwok-stages" ]; then
+  src=$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage
+  [ -d "$src" ] || (cd "$work/etcd" && go mod download "sigs.k8s.io/kwok@$KWOK_VERSION")
+  mkdir -p "$cache/$K8S_VERSION/kwok-stages"
+  cp -r "$src"/. "$cache/$K8S_VERSION/kwok-stages/"
+  chmod -R u+w "$cache/$K8S_VERSION/kwok-stages"
+fi
+log "ready: $(ls "$bin" | tr '\n' ' ')in $bin"
+echo "$bin"
