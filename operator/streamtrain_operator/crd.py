@@ -24,8 +24,8 @@ def _structural(node: dict, defs: dict) -> dict:
         return _structural({**target, **{k: v for k, v in node.items() if k != "$ref"}}, defs)
     out: dict = {}
     for key, value in node.items():
-        if key in _DROP:
-            continue
+        if key in _DROP or (key == "default" and value is None):
+            continue  # the API server drops a null default; so must the committed CRD and its offline twin
         if key == "anyOf":
             branches = [b for b in value if b.get("type") != "null"]
             if len(branches) == 1 and len(value) == 2:
@@ -101,11 +101,19 @@ def _int(description: str, default: int | None, minimum: int | None = None, maxi
 
 
 def _num(description: str, default: float, minimum: float | None = None, maximum: float | None = None) -> dict:
+    """A number with bounds. A fractional bound becomes a CEL rule: the API server (1.35) prints
+    ``maximum: 0.5`` as "should be less than or equal to 0", which names the wrong limit."""
     s: dict = {"type": "number", "description": description, "default": default}
-    if minimum is not None:
-        s["minimum"] = minimum
-    if maximum is not None:
-        s["maximum"] = maximum
+    rules = []
+    for key, bound, op, word in (("minimum", minimum, ">=", "greater"), ("maximum", maximum, "<=", "less")):
+        if bound is None:
+            continue
+        if float(bound).is_integer():
+            s[key] = bound
+        else:
+            rules.append({"rule": f"self {op} {bound}", "message": f"should be {word} than or equal to {bound}"})
+    if rules:
+        s["x-kubernetes-validations"] = rules
     return s
 
 

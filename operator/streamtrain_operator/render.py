@@ -528,8 +528,18 @@ def preprocessing(name: str, namespace: str, spec: dict) -> list[Manifest]:
     return [cm, deployment(name, namespace, "preprocess", 1, pod)]
 
 
+def without_nulls(data: Any) -> Any:
+    """A null field and an absent one are the same spec: a JSON merge patch turns the first into the
+    second on the API server, which must not change a recipe's identity."""
+    if isinstance(data, dict):
+        return {k: without_nulls(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [without_nulls(v) for v in data]
+    return data
+
+
 def digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+    return hashlib.sha256(json.dumps(without_nulls(data), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def training_hash(spec: dict) -> str:

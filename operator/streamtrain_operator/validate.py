@@ -50,6 +50,9 @@ CEL_TWINS: dict[str, Callable[[dict], bool]] = {
     "self.fleet.simulated == false || self.mqtt.authentication != 'credentials' || has(self.fleet.credentialsSecretRef)":
         lambda s: not _get(s, "fleet.simulated", True) or _get(s, "mqtt.authentication") != "credentials"
         or "credentialsSecretRef" in s["fleet"],
+    # Fractional bounds (crd._num): fleet.anomalyRate, model.thresholdK.
+    "self <= 0.5": lambda v: v <= 0.5,
+    "self >= 0.1": lambda v: v >= 0.1,
     "!has(self.fleet.credentialsSecretRef) || self.mqtt.authentication == 'credentials'":
         lambda s: "credentialsSecretRef" not in s["fleet"] or _get(s, "mqtt.authentication") == "credentials",
 }
@@ -98,11 +101,11 @@ def defaulted(resource: dict) -> dict:
 
 def _cel_errors(node: dict, value: Any, path: str) -> list[str]:
     errors = []
-    if not isinstance(value, dict):
-        return errors
     for rule in node.get("x-kubernetes-validations", []):
         if not CEL_TWINS[rule["rule"]](value):
             errors.append(f"{path}: Invalid value: {rule['message']}")
+    if not isinstance(value, dict):
+        return errors
     for name, sub in node.get("properties", {}).items():
         if name in value:
             errors.extend(_cel_errors(sub, value[name], f"{path}.{name}"))

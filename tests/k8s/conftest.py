@@ -67,7 +67,8 @@ def strimzi_crds() -> list[dict]:
                              "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
                                        "listKind": f"{kind}List"},
                              "versions": [{"name": "v1", "served": True, "storage": True,
-                                           "subresources": {"status": {}}, "schema": {"openAPIV3Schema": schema}}]}})
+                                           "subresources": {"status": {}},
+                                           "schema": {"openAPIV3Schema": schema["openAPIV3Schema"]}}]}})
     return out
 
 

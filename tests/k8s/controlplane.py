@@ -180,7 +180,7 @@ class ControlPlane:
                     "--secure-port", str(free_port()), "--bind-address", "127.0.0.1",
                     "--service-account-private-key-file", str(pki / "sa.key"), "--root-ca-file", str(pki / "ca.crt"),
                     "--cluster-signing-cert-file", str(pki / "ca.crt"), "--cluster-signing-key-file", str(pki / "ca.key"),
-                    "--use-service-account-credentials=false", "--controllers", "*,-nodelifecycle", "-v", "1")
+                    "--use-service-account-credentials=false", "-v", "1")
         self._start("kube-scheduler", "--kubeconfig", kc, "--leader-elect=false",
                     "--secure-port", str(free_port()), "--bind-address", "127.0.0.1", "-v", "1")
         self._start_kwok()
@@ -188,7 +188,9 @@ class ControlPlane:
 
     def _start_kwok(self) -> None:
         stages = self.bin.parent / "kwok-stages"
-        configs = [p for sub in ("node/fast", "pod/fast", "pod/general") for p in sorted((stages / sub).glob("*.yaml"))]
+        configs = [p for sub in ("node/fast", "node/heartbeat-with-lease", "pod/fast")
+                   for p in sorted((stages / sub).glob("*.yaml")) if p.name != "kustomization.yaml"]
+        configs += sorted((Path(__file__).parent / "kwok").glob("*.yaml"))
         args = ["--kubeconfig", str(self.kubeconfig), "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--node-ip", "127.0.0.1", "--server-address", f"127.0.0.1:{free_port()}"]
@@ -202,6 +204,12 @@ class ControlPlane:
                        "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"}}}
         import json
         self.kubectl("apply", "-f", "-", input=json.dumps(node))
+        # Schedulable once kwok reports it Ready and the node-lifecycle controller lifts the not-ready taint.
+        end = time.monotonic() + 60
+        while self.kubectl("get", "node", FAKE_NODE, "-o", "jsonpath={.spec.taints}").stdout.strip():
+            if time.monotonic() > end:
+                raise RuntimeError(f"{FAKE_NODE} still tainted after 60 s:\n{self.logs('kwok')}")
+            time.sleep(0.5)
 
     def down(self) -> None:
         for name in reversed(list(self.procs)):

@@ -97,7 +97,8 @@ def _with(change: dict) -> dict:
 
 INVALID = [
     ({"fleet": {"devices": 0}}, "spec.fleet.devices: 0 is less than the minimum of 1"),
-    ({"fleet": {"anomalyRate": 2}}, "spec.fleet.anomalyRate: 2 is greater than the maximum of 0.5"),
+    ({"fleet": {"anomalyRate": 2}}, "spec.fleet.anomalyRate: Invalid value: should be less than or equal to 0.5"),
+    ({"model": {"thresholdK": 0.05}}, "spec.model.thresholdK: Invalid value: should be greater than or equal to 0.1"),
     ({"fleet": {"size": 10}}, "spec.fleet: Additional properties are not allowed ('size' was unexpected)"),
     ({"mqtt": {"mode": "external"}}, "spec.mqtt: Invalid value: mqtt.host is required when mqtt.mode is external"),
     ({"mqtt": {"mode": "cloud"}}, "spec.mqtt.mode: 'cloud' is not one of ['managed', 'external']"),

@@ -27,6 +27,7 @@ def namespace(crds):
 
 
 def server_create(cp, resource: dict, *extra: str):
+    resource = {**resource, "metadata": {**resource["metadata"], "namespace": NS}}
     return cp.kubectl("create", "--dry-run=server", "-n", NS, "-f", "-", *extra, check=False,
                       input=json.dumps(resource))
 
@@ -61,7 +62,7 @@ def test_defaults_are_filled_by_the_server(namespace):
 
 
 def _limit(message: str) -> str | None:
-    m = re.search(r"(?:minimum|maximum) of (\S+)", message)
+    m = re.search(r"(?:minimum of|maximum of|than or equal to) (\S+)", message)
     return m.group(1) if m else None
 
 

@@ -133,7 +133,7 @@ def test_operator_identity_is_least_privilege(operator):
                                   kubeconfig=operator.kubeconfig)
         return res.stdout.strip() == "yes"
     assert can("create deployments") and can("patch streamingtrainings/status") and can("create events")
-    assert can("update streamingtrainings/finalizers")  # OwnerReferencesPermissionEnforcement needs it
+    assert can("update streamingtrainings --subresource=finalizers")  # OwnerReferencesPermissionEnforcement needs it
     assert not can("get secrets") and not can("create pods") and not can("delete namespaces")
 
 
@@ -179,9 +179,15 @@ def test_lifecycle_children_status_update_events_delete(operator):
     def updated():
         sim = get(cp, "deployment", "plant-1-simulator")
         env = {e["name"]: e.get("value") for e in sim["spec"]["template"]["spec"]["containers"][0]["env"]}
-        return (env["STREAMTRAIN_DEVICES"] == "50" and get(cp, "deployment", "plant-1-hivemq") is None
-                and get(cp, "job", new_job) is not None)
-    eventually(updated, "the spec change reconciled")
+        state = {"devices": env["STREAMTRAIN_DEVICES"], "hivemq gone": get(cp, "deployment", "plant-1-hivemq") is None,
+                 "jobs": [o["metadata"]["name"] for o in owned_children(cp, "plant-1") if o["kind"] == "Job"]}
+        seen.append(state)
+        return state["devices"] == "50" and state["hivemq gone"] and new_job in state["jobs"]
+    seen: list[dict] = []
+    try:
+        eventually(updated, "the spec change reconciled")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; wanted Job {new_job}, last seen {seen[-1:]}") from None
     st = eventually(lambda: (s := status()).get("lastTraining", {}).get("job") == new_job
                     and s["lastTraining"]["result"] == "Succeeded" and s, "the new Job in lastTraining")
     assert st["lastTraining"]["finishedAt"] == get(cp, "job", new_job)["status"]["completionTime"]

@@ -211,3 +211,16 @@ def test_kafka_streams_engine_runs_the_jvm_scorer_image_with_the_same_settings()
     assert jvm["securityContext"] == py["securityContext"] and jvm["readinessProbe"] == py["readinessProbe"]
     custom = scorer(lambda s: s.setdefault("scorer", {}).update(engine="kafka-streams", streamsImage="reg/jvm-scorer:1"))
     assert custom["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/jvm-scorer:1"
+
+
+def test_a_null_field_and_an_absent_one_are_the_same_recipe():
+    """A merge patch that sends `filter: null` removes the key on the server; the Job must not change."""
+    spec = validate.defaulted(load_example(ROOT / "examples/minimal.yaml"))["spec"]
+    with_null = copy.deepcopy(spec)
+    with_null["preprocessing"]["filter"] = None
+    without = copy.deepcopy(spec)
+    without["preprocessing"].pop("filter", None)
+    assert render.training_hash(with_null) == render.training_hash(without)
+    changed = copy.deepcopy(spec)
+    changed["preprocessing"]["filter"] = "temperature > 0"
+    assert render.training_hash(changed) != render.training_hash(without)

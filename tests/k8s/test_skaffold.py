@@ -15,6 +15,7 @@ from streamtrain_operator import validate
 
 SCHEMA = json.loads((Path(__file__).parent / "schemas/skaffold/v4beta11.json").read_text())
 CONFIG = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
+RELEASE = next(r for r in CONFIG["deploy"]["helm"]["releases"] if r["name"] == "streamtrain")
 
 
 def _errors(config: dict) -> list[str]:
@@ -29,14 +30,14 @@ def test_validates_against_skaffold_schema():
 
 def test_schema_rejects_a_typo():
     bad = copy.deepcopy(CONFIG)
-    bad["deploy"]["helm"]["releases"][0]["chartPth"] = "charts/streamtrain"
+    bad["deploy"]["helm"]["releases"][1]["chartPth"] = "charts/streamtrain"
     assert _errors(bad)
 
 
 def test_paths_exist_and_image_reaches_the_chart():
     artifact = CONFIG["build"]["artifacts"][0]
     assert (ROOT / artifact["context"] / artifact["docker"]["dockerfile"]).is_file()
-    release = CONFIG["deploy"]["helm"]["releases"][0]
+    release = RELEASE
     assert (ROOT / release["chartPath"] / "Chart.yaml").is_file()
     image = artifact["image"].replace("/", "_").replace(".", "_").replace("-", "_")
     assert release["setValueTemplates"]["operator.image.repository"] == f"{{{{.IMAGE_REPO_{image}}}}}"
@@ -50,6 +51,13 @@ def test_dev_example_runs_the_built_image():
     assert validate.errors(example) == []
     assert example["spec"]["image"]["repository"] == CONFIG["build"]["artifacts"][0]["image"]
     assert example["spec"]["image"]["tag"] == CONFIG["build"]["tagPolicy"]["envTemplate"]["template"]
+
+
+def test_strimzi_is_its_own_pinned_release_before_the_chart():
+    releases = CONFIG["deploy"]["helm"]["releases"]
+    assert [r["name"] for r in releases] == ["strimzi", "streamtrain"]
+    assert releases[0]["remoteChart"] == "oci://quay.io/strimzi-helm/strimzi-kafka-operator"
+    assert releases[0]["version"] == "1.2.0"
 
 
 def test_profiles_for_kind_and_minikube():
