@@ -27,6 +27,10 @@ from streamtrain.preprocessing.spec import PreprocessSpec, SpecError
 @click.option("--guarantee", type=click.Choice(["exactly_once", "at_least_once"]),
               help="exactly_once (default): outputs and offsets in one Kafka transaction, repeated readings "
                    "dropped; at_least_once: no transactions, no de-duplication.")
+@click.option("--dedup-window", type=int,
+              help="exactly_once: per device, how many seqs below its newest are remembered to drop repeats and "
+                   "dead-letter reused seqs (default 4096; 0 = off; older ones are dead-lettered as too_old).")
+@click.option("--group-id", help="Consumer group of the preprocessors (default streamtrain-preprocess).")
 @click.pass_context
 def command(ctx, spec_path, ksql, check, **given) -> None:
     """Filter, select and derive features and per-device windows from the raw stream.
