@@ -10,7 +10,9 @@ from confluent_kafka import Producer
 from scorer.app import Scorer, ScoreSettings
 from scorer.models import promote_record
 from streamtrain.kafka import flush_or_raise, producer_config
+from streamtrain import start_position
 from streamtrain.lifecycle import StopFlag
+from streamtrain.start_position import START_AT_HELP
 
 
 @click.command("score")
@@ -27,6 +29,7 @@ from streamtrain.lifecycle import StopFlag
 @click.option("--guarantee", type=click.Choice(["exactly_once", "at_least_once"]),
               help="exactly_once (default): scores and offsets in one Kafka transaction; at_least_once: no "
                    "transactions, a crash may re-score records.")
+@click.option("--start-at", type=click.Choice(["committed", "earliest", "latest"]), help=START_AT_HELP)
 @click.option("--promote", "promote_version", type=int,
               help="Ask running scorers to promote this challenger version, then exit.")
 @click.option("--batch", "batch_mode", is_flag=True, help="Score a fixed range offline through tf.data, then exit.")
@@ -74,6 +77,10 @@ def command(ctx, promote_version, batch_mode, max_records, from_end, model_versi
         return
     if settings.engine == "kafka-streams":
         from scorer.streams_engine import BuildError, exec_scorer
+        # The Kafka Streams scorer (application id = the group id) reads the features topic.
+        start_position.apply(settings.kafka_bootstrap, settings.group_id, settings.topic_features, settings.start_at,
+                             start_position.snapshot(settings.kafka_bootstrap, [settings.topic_features],
+                                                     settings.start_at))
         try:
             exec_scorer(settings)
         except BuildError as exc:
