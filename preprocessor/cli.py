@@ -8,6 +8,7 @@ import click
 from pydantic import ValidationError
 
 from preprocessor.app import PreprocessSettings, Preprocessor
+from streamtrain.kafka import require_topics
 from streamtrain.lifecycle import StopFlag
 from streamtrain.preprocessing.ksql import render
 from streamtrain.preprocessing.spec import PreprocessSpec, SpecError
@@ -51,4 +52,6 @@ def command(ctx, spec_path, ksql, check, **given) -> None:
     if check:
         click.echo(f"ok: features {spec.feature_names}")
         return
+    require_topics(s, [s.topic_features, s.topic_windows if spec.windows else None, s.topic_deadletter,
+                       s.topic_sequences if spec.sequences else None])
     sys.exit(Preprocessor(s, spec, StopFlag().install()).run())

@@ -54,7 +54,8 @@ def snapshot(bootstrap: str, topics: list[str], start_at: StartAt) -> dict[str, 
 def apply(bootstrap: str, group: str, topic: str, start_at: StartAt,
           taken: dict[str, list[TopicPartition]]) -> bool:
     """Move ``group``'s committed offsets on ``topic`` to the snapshot ``taken`` (see ``snapshot``).
-    Returns whether they moved; logs what was skipped or is to be re-read."""
+    Returns whether they moved; logs how many offsets (records and transaction markers) are skipped
+    or read again."""
     if start_at == "committed":
         log.info("start_position", group=group, topic=topic, start_at=start_at)
         return False
@@ -74,7 +75,7 @@ def apply(bootstrap: str, group: str, topic: str, start_at: StartAt,
     skipped = sum(max(0, moved[p] - before.get(p, 0)) for p in moved)
     again = sum(max(0, before[p] - moved[p]) for p in moved if p in before)
     log.info("start_position", group=group, topic=topic, start_at=start_at, offsets=moved,
-             records_skipped=skipped, records_to_read_again=again)
+             offsets_skipped=skipped, offsets_to_read_again=again)
     return True
 
 
