@@ -58,6 +58,9 @@ class ScoreSettings(CommonSettings):
     transaction_timeout_ms: int = Field(30000, ge=1000, description=(
         "exactly_once: the broker aborts a transaction left open this long by a crashed scorer"))
     start_at: StartAt = Field("committed", description=START_AT_HELP)
+    start_at_once: bool = Field(False, description=(
+        "Apply start_at only while the group has no committed offsets (its first start): restarts resume "
+        "where it stopped. The operator sets it, since Pods restart on their own"))
     engine: Literal["python", "kafka-streams"] = Field(
         "python", description="python (this process) or kafka-streams (the JVM scorer in scorer/streams)")
 
@@ -222,7 +225,8 @@ class Scorer:
             # A windowed model scores the per-device sequences, a dense one the feature records.
             topic = self.s.topic_sequences if self.registry.champion.input_kind == "sequences" else self.s.topic_features
             log.info("scoring_topic", topic=topic, input_kind=self.registry.champion.input_kind)
-            start_position.apply(self.s.kafka_bootstrap, self.s.group_id, topic, self.s.start_at, start_offsets)
+            start_position.apply(self.s.kafka_bootstrap, self.s.group_id, topic, self.s.start_at, start_offsets,
+                                 self.s.start_at_once)
             self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                     on_lost=self._on_lost)
             while not self.stop.is_set():

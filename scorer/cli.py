@@ -10,7 +10,6 @@ from confluent_kafka import Producer
 from scorer.app import Scorer, ScoreSettings
 from scorer.models import promote_record
 from streamtrain.kafka import flush_or_raise, producer_config, require_topics
-from streamtrain import start_position
 from streamtrain.lifecycle import StopFlag
 from streamtrain.start_position import START_AT_HELP
 
@@ -82,10 +81,6 @@ def command(ctx, promote_version, batch_mode, max_records, from_end, model_versi
         return
     if settings.engine == "kafka-streams":
         from scorer.streams_engine import BuildError, exec_scorer
-        # The Kafka Streams scorer (application id = the group id) reads the features topic.
-        start_position.apply(settings.kafka_bootstrap, settings.group_id, settings.topic_features, settings.start_at,
-                             start_position.snapshot(settings.kafka_bootstrap, [settings.topic_features],
-                                                     settings.start_at))
         try:
             exec_scorer(settings)
         except BuildError as exc:

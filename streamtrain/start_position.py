@@ -52,10 +52,11 @@ def snapshot(bootstrap: str, topics: list[str], start_at: StartAt) -> dict[str, 
 
 
 def apply(bootstrap: str, group: str, topic: str, start_at: StartAt,
-          taken: dict[str, list[TopicPartition]]) -> bool:
+          taken: dict[str, list[TopicPartition]], new_group_only: bool = False) -> bool:
     """Move ``group``'s committed offsets on ``topic`` to the snapshot ``taken`` (see ``snapshot``).
-    Returns whether they moved; logs how many offsets (records and transaction markers) are skipped
-    or read again."""
+    With ``new_group_only``, only if the group has committed nothing on ``topic`` yet (a long-running
+    service whose restarts must resume, not skip). Returns whether they moved; logs how many offsets
+    (records and transaction markers) are skipped or read again."""
     if start_at == "committed":
         log.info("start_position", group=group, topic=topic, start_at=start_at)
         return False
@@ -64,6 +65,10 @@ def apply(bootstrap: str, group: str, topic: str, start_at: StartAt,
         offsets = snapshot(bootstrap, [topic], "earliest").get(topic, [])
     admin = AdminClient(client_config(bootstrap))
     before = _committed(admin, group, topic)
+    if new_group_only and before:
+        log.info("start_position", group=group, topic=topic, start_at="committed", asked=start_at,
+                 why="the group has committed offsets: a restart resumes (start_at_once)")
+        return False
     try:
         future = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, offsets)])[group]
         future.result(timeout=30)

@@ -211,3 +211,12 @@ def test_kafka_streams_engine_runs_the_jvm_scorer_image_with_the_same_settings()
     assert jvm["securityContext"] == py["securityContext"] and jvm["readinessProbe"] == py["readinessProbe"]
     custom = scorer(lambda s: s.setdefault("scorer", {}).update(engine="kafka-streams", streamsImage="reg/jvm-scorer:1"))
     assert custom["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/jvm-scorer:1"
+
+
+def test_scorer_start_position_reaches_the_scorer_for_its_groups_first_start_only():
+    def scorer_env(change=None):
+        dep = next(m for m in children("minimal", change) if m["metadata"]["name"] == "demo-scorer")
+        return {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert scorer_env()["STREAMTRAIN_START_AT"] == "committed"
+    env = scorer_env(lambda s: s.setdefault("scorer", {}).update(startAt="latest"))
+    assert env["STREAMTRAIN_START_AT"] == "latest" and env["STREAMTRAIN_START_AT_ONCE"] == "true"
