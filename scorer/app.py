@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import Field
 
 from scorer.models import ModelRegistry, ModelWatcher
-from streamtrain import logs
+from streamtrain import logs, start_position
 from streamtrain.kafka import (ExactlyOnce, KafkaHealth, consumer_config, dead_letter_headers, deliver_then_store,
                                producer_config)
 from streamtrain.lifecycle import StopFlag
@@ -30,7 +30,6 @@ from streamtrain.metrics import MetricsServer
 from streamtrain.model import BadInput
 from streamtrain.settings import CommonSettings
 from streamtrain.start_position import START_AT_HELP, StartAt
-from streamtrain import start_position
 from streamtrain.topics import ARRIVED_HEADER
 
 log = logs.get("scorer")
@@ -210,13 +209,13 @@ class Scorer:
         server = MetricsServer(self.metrics.registry, self.s.metrics_port, self.ready).start() \
             if self.s.metrics_port else None
         self.watcher.start()
-        # Offsets `--start-at` means are read now: `latest` scores what arrives after this start.
-        start_offsets = start_position.snapshot(self.s.kafka_bootstrap, [self.s.topic_features, self.s.topic_sequences],
-                                                self.s.start_at)
         log.info("scorer_started", features_topic=self.s.topic_features, scores_topic=self.s.topic_scores,
                  models_topic=self.s.topic_models, group=self.s.group_id, challenger_mode=self.s.challenger,
                  metrics_port=server.port if server else None)
         try:
+            # Offsets `--start-at` means are read now: `latest` scores what arrives after this start.
+            start_offsets = start_position.snapshot(
+                self.s.kafka_bootstrap, [self.s.topic_features, self.s.topic_sequences], self.s.start_at)
             if not self._wait_for_model():
                 return 0 if self.stop.is_set() else 3
             if self.exactly_once:
