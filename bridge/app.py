@@ -215,9 +215,10 @@ class Bridge:
         token = link.acks.received(msg.mid, msg.qos)
         result = telemetry.validate(msg.payload, msg.topic, max_bytes=self.s.max_payload_bytes, known_devices=self.known)
         if isinstance(result, telemetry.Reading):
-            # The record's Kafka timestamp is the device's: event time for windows downstream (ksqlDB ROWTIME).
+            # The record's Kafka timestamp is its arrival (now; the topics append with LogAppendTime anyway), so
+            # retention counts from arrival however old the reading is; its event time is the `ts` field.
             self._produce(self.s.topic_raw, result.device_id.encode(), result.to_json(),
-                          [("mqtt.topic", msg.topic.encode())], link, token, t0, None, int(result.ts * 1000))
+                          [("mqtt.topic", msg.topic.encode())], link, token, t0, None)
         else:
             payload = msg.payload[:DEADLETTER_PAYLOAD_LIMIT]
             detail = result.detail if len(msg.payload) <= DEADLETTER_PAYLOAD_LIMIT else \
@@ -244,8 +245,8 @@ class Bridge:
         while self.retries and self.retries[0][0] <= now and not self.draining:
             self._produce(*self.retries.popleft()[1])
 
-    def _produce(self, topic, key, value, headers, link: _Link, token, t0, reason, timestamp: int = 0) -> None:
-        args = (topic, key, value, headers, link, token, t0, reason, timestamp)
+    def _produce(self, topic, key, value, headers, link: _Link, token, t0, reason) -> None:
+        args = (topic, key, value, headers, link, token, t0, reason)
 
         def delivered(err, _msg):
             if err is not None:
@@ -262,8 +263,7 @@ class Bridge:
 
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered,
-                                      timestamp=timestamp)
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
                 return
             except BufferError:
                 # Local queue full: serve deliveries until there is room; MQTT waits with us.

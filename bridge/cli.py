@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from bridge.app import Bridge, BridgeSettings
+from streamtrain.kafka import require_topics
 from streamtrain.lifecycle import StopFlag
 
 
@@ -27,4 +28,5 @@ def command(ctx, **given) -> None:
     it. Several bridges may run side by side (shared subscription). Stops cleanly on SIGTERM.
     """
     settings = BridgeSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
+    require_topics(settings, [settings.topic_raw, settings.topic_deadletter])
     Bridge(settings, StopFlag().install()).run()

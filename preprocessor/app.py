@@ -1,9 +1,11 @@
 """raw -> features/windows with the embedded engine.
 
 Exactly once (default): features, windows, dead letters and the raw offsets commit as one Kafka
-transaction. Repeated readings (same device and seq, which at-least-once ingestion delivers after
-a bridge crash or a broker restart) are dropped; the set of seen readings is rebuilt from the
-committed features topic whenever partitions are assigned, so it survives restarts.
+transaction. Repeated readings (same device, seq and content, which at-least-once ingestion
+delivers after a bridge crash or a broker restart) are dropped and logged; a different reading
+under a (device, seq) already seen is dead-lettered as ``seq_reused``. The seen readings (with a
+fingerprint of each, carried in a header of its features record) are rebuilt from the committed
+features topic whenever partitions are assigned, so they survive restarts.
 At least once: outputs are flushed, then the offsets stored; a crash repeats records.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 
 from streamtrain import logs
-from streamtrain.dedup import Deduplicator
+from streamtrain.dedup import FINGERPRINT_HEADER, Deduplicator, fingerprint
 from streamtrain.kafka import (ExactlyOnce, KafkaHealth, client_config, consumer_config, dead_letter_headers,
                                deliver_then_store, producer_config)
 from streamtrain.lifecycle import StopFlag
@@ -27,6 +29,7 @@ from streamtrain.metrics import MetricsServer
 from streamtrain.preprocessing.engine import Engine
 from streamtrain.preprocessing.spec import PreprocessSpec
 from streamtrain.settings import CommonSettings
+from streamtrain.topics import ARRIVED_HEADER
 
 log = logs.get("preprocess")
 
@@ -43,7 +46,8 @@ class PreprocessSettings(CommonSettings):
         "at_least_once: no transactions, no de-duplication"))
     transaction_interval_ms: int = Field(100, ge=1, description="exactly_once: longest time a transaction stays open")
     dedup_window: int = Field(4096, ge=0, description=(
-        "exactly_once: per device, seqs this far below the highest seen are remembered to drop repeats (0 = off)"))
+        "exactly_once: per device, seqs this far below the highest seen are remembered to drop repeats and "
+        "dead-letter reused seqs (0 = off)"))
     dedup_restore_records: int = Field(50000, ge=0, description=(
         "Newest records per features partition read back to rebuild the seen readings on assignment"))
 
@@ -83,11 +87,11 @@ class Preprocessor:
 
     def _emit_windows(self, windows: list[dict]) -> None:
         for w in windows:
-            self._send(self.s.topic_windows, json.dumps(w).encode(), key=w["device_id"].encode(),
-                       timestamp=w["window_start_ms"])
+            self._send(self.s.topic_windows, json.dumps(w).encode(), key=w["device_id"].encode())
         self.m_windows.inc(len(windows))
 
     def process_batch(self, msgs) -> None:
+        repeats: dict[str, list[tuple[str, int]]] = {"duplicate": [], "reused": []}
         for m in msgs:
             self.m_in.inc()
             try:
@@ -97,31 +101,58 @@ class Preprocessor:
             except (ValueError, RecursionError) as exc:
                 self._dead(m, "malformed_json", str(exc)[:200] or type(exc).__name__)
                 continue
+            reading = None
             if self.dedup is not None and isinstance(record.get("seq"), int):
-                seen = self.dedup.check(str(record["device_id"]), record["seq"])
+                device, seq, reading = str(record["device_id"]), record["seq"], fingerprint(record)
+                seen = self.dedup.check(device, seq, reading)
                 if seen == "duplicate":
                     self.m_duplicates.inc()
+                    repeats["duplicate"].append((device, seq))
+                    continue
+                if seen == "reused":
+                    repeats["reused"].append((device, seq))
+                    self._dead(m, "seq_reused", f"device {device} seq {seq} already carried a different reading; "
+                               "a replay must continue the device's seqs (a seq column, or `simulate --csv`, which "
+                               "continues after the last seq it published)")
                     continue
                 if seen == "too_old":
-                    self._dead(m, "too_old", f"seq {record['seq']} is {self.dedup.window}+ below the device's newest")
+                    self._dead(m, "too_old", f"seq {seq} is {self.dedup.window}+ below the device's newest")
                     continue
-                self._txn_seen.append((str(record["device_id"]), record["seq"]))
-            result = self.engine.process(record)
-            if result.error is not None:
-                self._dead(m, result.error.reason, str(result.error))
-                continue
-            if result.filtered:
-                self.m_filtered.inc()
-                continue
-            f = result.features
-            self._send(self.s.topic_features, json.dumps(f).encode(), key=m.key(), timestamp=int(float(f["ts"]) * 1000))
-            self.m_out.inc()
-            self._emit_windows(result.windows)
-            for q in result.sequences:
-                self._send(self.s.topic_sequences, json.dumps(q, separators=(",", ":")).encode(),
-                           key=m.key(), timestamp=int(float(q["ts"]) * 1000))
-            self.m_sequences.inc(len(result.sequences))
-            self.producer.poll(0)
+                self._txn_seen.append((device, seq))
+            self._process(m, record, reading)
+        self._log_repeats(repeats, msgs)
+
+    def _log_repeats(self, repeats: dict[str, list[tuple[str, int]]], msgs) -> None:
+        """One line per batch and kind: a replay of thousands of readings must not flood the log."""
+        where = f"{msgs[0].topic()}/{msgs[0].partition()}@{msgs[0].offset()}" if msgs else ""
+        if repeats["duplicate"]:
+            log.info("duplicates_dropped", count=len(repeats["duplicate"]), first=repeats["duplicate"][:3],
+                     batch_from=where, why="the same reading (device, seq and content) again: at-least-once redelivery")
+        if repeats["reused"]:
+            log.warning("seq_reused_deadlettered", count=len(repeats["reused"]), first=repeats["reused"][:3],
+                        batch_from=where, topic=self.s.topic_deadletter,
+                        why="a different reading under a (device, seq) already seen")
+
+    def _process(self, m, record: dict, reading: str | None) -> None:
+        result = self.engine.process(record)
+        if result.error is not None:
+            self._dead(m, result.error.reason, str(result.error))
+            return
+        if result.filtered:
+            self.m_filtered.inc()
+            return
+        # Outputs are stamped with their arrival (the topics append with LogAppendTime): retention counts
+        # from arrival. Event time stays in `ts`; when the reading reached Kafka travels in a header.
+        arrived = [(ARRIVED_HEADER, str(m.timestamp()[1]).encode())]
+        headers = arrived + ([(FINGERPRINT_HEADER, reading.encode())] if reading else [])
+        self._send(self.s.topic_features, json.dumps(result.features).encode(), key=m.key(), headers=headers)
+        self.m_out.inc()
+        self._emit_windows(result.windows)
+        for q in result.sequences:
+            self._send(self.s.topic_sequences, json.dumps(q, separators=(",", ":")).encode(),
+                       key=m.key(), headers=arrived)
+        self.m_sequences.inc(len(result.sequences))
+        self.producer.poll(0)
 
     def _dead(self, m, reason: str, detail: str) -> None:
         self._send(self.s.topic_deadletter, m.value(), key=m.key(),
@@ -190,7 +221,9 @@ class Preprocessor:
                             continue
                         try:
                             body = json.loads(m.value())
-                            self.dedup.add(str(body["device_id"]), int(body["seq"]))
+                            reading = dict(m.headers() or []).get(FINGERPRINT_HEADER)
+                            self.dedup.add(str(body["device_id"]), int(body["seq"]),
+                                           reading.decode() if reading else None)
                             restored += 1
                         except (ValueError, KeyError, TypeError, RecursionError):
                             pass

@@ -8,6 +8,7 @@ import click
 from pydantic import ValidationError
 
 from preprocessor.app import PreprocessSettings, Preprocessor
+from streamtrain.kafka import require_topics
 from streamtrain.lifecycle import StopFlag
 from streamtrain.preprocessing.ksql import render
 from streamtrain.preprocessing.spec import PreprocessSpec, SpecError
@@ -27,6 +28,10 @@ from streamtrain.preprocessing.spec import PreprocessSpec, SpecError
 @click.option("--guarantee", type=click.Choice(["exactly_once", "at_least_once"]),
               help="exactly_once (default): outputs and offsets in one Kafka transaction, repeated readings "
                    "dropped; at_least_once: no transactions, no de-duplication.")
+@click.option("--dedup-window", type=int,
+              help="exactly_once: per device, how many seqs below its newest are remembered to drop repeats and "
+                   "dead-letter reused seqs (default 4096; 0 = off; older ones are dead-lettered as too_old).")
+@click.option("--group-id", help="Consumer group of the preprocessors (default streamtrain-preprocess).")
 @click.pass_context
 def command(ctx, spec_path, ksql, check, **given) -> None:
     """Filter, select and derive features and per-device windows from the raw stream.
@@ -47,4 +52,6 @@ def command(ctx, spec_path, ksql, check, **given) -> None:
     if check:
         click.echo(f"ok: features {spec.feature_names}")
         return
+    require_topics(s, [s.topic_features, s.topic_windows if spec.windows else None, s.topic_deadletter,
+                       s.topic_sequences if spec.sequences else None])
     sys.exit(Preprocessor(s, spec, StopFlag().install()).run())

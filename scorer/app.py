@@ -22,13 +22,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import Field
 
 from scorer.models import ModelRegistry, ModelWatcher
-from streamtrain import logs
+from streamtrain import logs, start_position
 from streamtrain.kafka import (ExactlyOnce, KafkaHealth, consumer_config, dead_letter_headers, deliver_then_store,
                                producer_config)
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer
 from streamtrain.model import BadInput
 from streamtrain.settings import CommonSettings
+from streamtrain.start_position import START_AT_HELP, StartAt
+from streamtrain.topics import ARRIVED_HEADER
 
 log = logs.get("scorer")
 
@@ -54,8 +56,30 @@ class ScoreSettings(CommonSettings):
         "visible to read_committed readers when it commits"))
     transaction_timeout_ms: int = Field(30000, ge=1000, description=(
         "exactly_once: the broker aborts a transaction left open this long by a crashed scorer"))
+    start_at: StartAt = Field("committed", description=START_AT_HELP)
+    start_at_once: bool = Field(False, description=(
+        "Apply start_at only while the group has no committed offsets (its first start): restarts resume "
+        "where it stopped. The operator sets it, since Pods restart on their own"))
     engine: Literal["python", "kafka-streams"] = Field(
         "python", description="python (this process) or kafka-streams (the JVM scorer in scorer/streams)")
+
+
+PROCESSING_LAG_HELP = ("Processing lag: the reading's arrival in Kafka (raw topic) to its score's delivery "
+                       "(commit, exactly once); independent of how old the reading is")
+EVENT_AGE_HELP = "Event-time age: the reading's own timestamp (ts) to its score's delivery; years for a replayed recording"
+EVENT_AGE_BUCKETS = (.1, 1, 10, 60, 600, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400, 10 * 365 * 86400)
+
+
+def arrival_s(m) -> float:
+    """When the scored record's reading reached Kafka: the preprocessor's header, else the record's own
+    (arrival) timestamp."""
+    for key, value in m.headers() or ():
+        if key == ARRIVED_HEADER and value:
+            try:
+                return int(value) / 1000
+            except ValueError:
+                break
+    return m.timestamp()[1] / 1000
 
 
 class ScorerMetrics:
@@ -67,8 +91,10 @@ class ScorerMetrics:
         self.refused = Counter("streamtrain_scorer_models_refused", "Model versions refused", ["reason"], registry=r)
         self.batch_seconds = Histogram("streamtrain_scorer_batch_seconds", "Consume-to-commit time of a micro-batch",
                                        buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5), registry=r)
-        self.lag_seconds = Histogram("streamtrain_scorer_end_to_end_seconds", "Reading timestamp to score delivery",
+        self.lag_seconds = Histogram("streamtrain_scorer_end_to_end_seconds", PROCESSING_LAG_HELP,
                                      buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60), registry=r)
+        self.event_age = Histogram("streamtrain_scorer_event_age_seconds", EVENT_AGE_HELP,
+                                   buckets=EVENT_AGE_BUCKETS, registry=r)
         self.model_version = Gauge("streamtrain_scorer_model_version", "Champion model version", registry=r)
         self.anomaly_rate = Gauge("streamtrain_scorer_anomaly_rate", "Fraction flagged in the last batch", registry=r)
         self.challenger_version = Gauge("streamtrain_scorer_challenger_version", "Challenger version (0 = none)", registry=r)
@@ -122,7 +148,7 @@ class Scorer:
         self.txn: ExactlyOnce | None = None
         self.shadow = _Shadow()
         self._delivery_errors: list[str] = []
-        self._uncommitted_ts: list[float] = []
+        self._uncommitted_ts: list[tuple[float, float | None]] = []  # (arrival, event time) of uncommitted scores
 
     @property
     def transactional_id(self) -> str:
@@ -187,6 +213,9 @@ class Scorer:
                  models_topic=self.s.topic_models, group=self.s.group_id, challenger_mode=self.s.challenger,
                  metrics_port=server.port if server else None)
         try:
+            # Offsets `--start-at` means are read now: `latest` scores what arrives after this start.
+            start_offsets = start_position.snapshot(
+                self.s.kafka_bootstrap, [self.s.topic_features, self.s.topic_sequences], self.s.start_at)
             if not self._wait_for_model():
                 return 0 if self.stop.is_set() else 3
             if self.exactly_once:
@@ -195,6 +224,8 @@ class Scorer:
             # A windowed model scores the per-device sequences, a dense one the feature records.
             topic = self.s.topic_sequences if self.registry.champion.input_kind == "sequences" else self.s.topic_features
             log.info("scoring_topic", topic=topic, input_kind=self.registry.champion.input_kind)
+            start_position.apply(self.s.kafka_bootstrap, self.s.group_id, topic, self.s.start_at, start_offsets,
+                                 self.s.start_at_once)
             self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                     on_lost=self._on_lost)
             while not self.stop.is_set():
@@ -254,10 +285,15 @@ class Scorer:
         committed = self.txn.commit(exclude=exclude)
         self._delivery_errors.clear()  # a failed delivery aborts the transaction; nothing else to do
         if committed:
-            done = time.time()
-            for ts in self._uncommitted_ts:
-                self.metrics.lag_seconds.observe(max(0.0, done - ts))
+            self._observe_delivered(self._uncommitted_ts)
         self._uncommitted_ts.clear()
+
+    def _observe_delivered(self, stamps: list[tuple[float, float | None]]) -> None:
+        done = time.time()
+        for arrived, ts in stamps:
+            self.metrics.lag_seconds.observe(max(0.0, done - arrived))
+            if ts is not None:
+                self.metrics.event_age.observe(max(0.0, done - ts))
 
     def _send(self, topic: str, value: bytes, key, headers=None) -> None:
         while True:
@@ -307,15 +343,14 @@ class Scorer:
             self._send(self.s.topic_deadletter, m.value(), m.key(),
                        dead_letter_headers(reason, f"kafka:{m.topic()}/{m.partition()}@{m.offset()}", detail))
             self.metrics.deadlettered.labels(reason).inc()
-        stamps = [ts for _, body in keep if isinstance(ts := body.get("ts"), (int, float))]
+        stamps = [(arrival_s(m), float(ts) if isinstance(ts := body.get("ts"), (int, float)) else None)
+                  for m, body in keep]
         if self.txn is not None:
             self.txn.add(msgs)
             self._uncommitted_ts.extend(stamps)
         else:
             deliver_then_store(self.producer, self.consumer, msgs, self._delivery_errors, what="scores")
-            done = time.time()
-            for ts in stamps:
-                self.metrics.lag_seconds.observe(max(0.0, done - ts))
+            self._observe_delivered(stamps)
         self.metrics.batch_seconds.observe(time.monotonic() - t0)
         if challenger is not None:
             self._maybe_promote()

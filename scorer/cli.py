@@ -9,8 +9,9 @@ from confluent_kafka import Producer
 
 from scorer.app import Scorer, ScoreSettings
 from scorer.models import promote_record
-from streamtrain.kafka import flush_or_raise, producer_config
+from streamtrain.kafka import flush_or_raise, producer_config, require_topics
 from streamtrain.lifecycle import StopFlag
+from streamtrain.start_position import START_AT_HELP
 
 
 @click.command("score")
@@ -27,6 +28,10 @@ from streamtrain.lifecycle import StopFlag
 @click.option("--guarantee", type=click.Choice(["exactly_once", "at_least_once"]),
               help="exactly_once (default): scores and offsets in one Kafka transaction; at_least_once: no "
                    "transactions, a crash may re-score records.")
+@click.option("--start-at", type=click.Choice(["committed", "earliest", "latest"]), help=START_AT_HELP)
+@click.option("--transaction-interval-ms", type=int,
+              help="exactly_once: longest time a transaction stays open (default 100 ms).")
+@click.option("--instance-id", help="Name of this replica in logs, scores and its transactional id (default: host name).")
 @click.option("--promote", "promote_version", type=int,
               help="Ask running scorers to promote this challenger version, then exit.")
 @click.option("--batch", "batch_mode", is_flag=True, help="Score a fixed range offline through tf.data, then exit.")
@@ -55,6 +60,8 @@ def command(ctx, promote_version, batch_mode, max_records, from_end, model_versi
     with exactly-once processing; it needs Java 17 and Maven, and the model versions' ONNX export.
     """
     settings = ScoreSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
+    require_topics(settings, [settings.topic_models] if promote_version is not None or batch_mode else
+                   [settings.topic_models, settings.topic_scores, settings.topic_deadletter])
     if promote_version is not None:
         producer = Producer(producer_config(settings.kafka_bootstrap))
         key, value = promote_record(promote_version)

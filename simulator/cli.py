@@ -10,7 +10,8 @@ import click
 
 from simulator.fleet import ANOMALY_KINDS, Fleet, FleetConfig
 from simulator.hetero import DEVICE_TYPES, HeteroConfig, HeterogeneousFleet
-from simulator.publish import CsvReplayConfig, replay_csv, run_fleet
+from simulator import seqstate
+from simulator.publish import CsvReplayConfig, PublishReport, replay_csv, run_fleet
 from simulator.settings import SimulatorSettings
 from streamtrain import logs
 from streamtrain.lifecycle import StopFlag
@@ -56,10 +57,16 @@ log = logs.get("simulator")
 @click.option("--label-column", help="CSV replay: ground-truth label column (0/1).")
 @click.option("--speed", type=float, default=1.0, show_default=True,
               help="CSV replay: speed factor over the recorded timing (0 = as fast as possible).")
+@click.option("--seq-column", default="seq", show_default=True,
+              help="CSV replay: column holding each reading's seq (whole number >= 0). Without it, each device's "
+                   "seqs continue after the newest one an earlier replay published to the same broker.")
+@click.option("--seq-state", "seq_state_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV replay: file remembering the newest seq per broker and device "
+                   "(default .streamtrain/replay-seqs.json).")
 @click.pass_context
 def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, profile, device_types, fault_fraction,
             episode_readings, seed, connections, credentials_file, mqtt_host, mqtt_port, csv_path, device_id,
-            device_column, timestamp_column, label_column, speed) -> None:
+            device_column, timestamp_column, label_column, speed, seq_column, seq_state_file) -> None:
     """Publish JSON telemetry to devices/<id>/telemetry.
 
     Simulated readings carry device_id, ts, seq, four correlated channels (temperature,
@@ -70,15 +77,21 @@ def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, 
     """
     given = dict(devices=devices, rate=rate, count=count, duration_s=duration_s, anomaly_rate=anomaly_rate,
                  seed=seed, connections=connections, mqtt_host=mqtt_host, mqtt_port=mqtt_port,
-                 credentials_file=credentials_file)
+                 credentials_file=credentials_file, seq_state_file=seq_state_file)
     s = SimulatorSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
     stop = StopFlag().install()
     try:
         passwords = load_passwords(s.credentials_file) if s.credentials_file else None
         if csv_path:
-            cfg = CsvReplayConfig(csv_path, device_id, device_column, timestamp_column, label_column, speed)
-            report = asyncio.run(replay_csv(cfg, s.mqtt_host, s.mqtt_port, max_inflight=s.max_inflight, stop=stop,
-                                            passwords=passwords))
+            broker = f"{s.mqtt_host}:{s.mqtt_port}"
+            cfg = CsvReplayConfig(csv_path, device_id, device_column, timestamp_column, label_column, speed,
+                                  seq_column, seqstate.next_seqs(s.seq_state_file, broker))
+            report = PublishReport()
+            try:
+                asyncio.run(replay_csv(cfg, s.mqtt_host, s.mqtt_port, max_inflight=s.max_inflight, stop=stop,
+                                       passwords=passwords, report=report))
+            finally:
+                seqstate.remember(s.seq_state_file, broker, report.per_device_last_seq)
         else:
             ids = fleet_device_ids(passwords, s) if passwords else None
             if ids:

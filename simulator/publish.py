@@ -183,6 +183,8 @@ class CsvReplayConfig:
     timestamp_column: str = "timestamp"
     label_column: str | None = None
     speed: float = 1.0                    # 1 = real time, 10 = ten times faster, 0 = as fast as possible
+    seq_column: str = "seq"               # the readings' seqs, when the file has this column...
+    first_seqs: dict = field(default_factory=dict)  # ...else each device's seqs start here (default 0)
 
 
 def _parse_ts(value: str | None) -> float:
@@ -195,6 +197,23 @@ def _parse_ts(value: str | None) -> float:
     if not math.isfinite(ts):
         raise ValueError("not a finite time")
     return ts
+
+
+def _parse_seq(value: str | None, where: str) -> int:
+    text = (value or "").strip()
+    try:
+        if text.isdigit() or text.startswith("-") and text[1:].isdigit():
+            seq = int(text)
+        else:  # "17.0", as spreadsheets and pandas write whole numbers
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError
+            seq = int(number)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{where}: seq {value!r} is not a whole number") from None
+    if seq < 0:
+        raise ValueError(f"{where}: seq {seq} is negative")
+    return seq
 
 
 def read_csv_rows(cfg: CsvReplayConfig) -> list[tuple[str, dict]]:
@@ -224,8 +243,9 @@ def _rows(cfg: CsvReplayConfig, reader: csv.DictReader) -> list[tuple[str, dict]
     for c in (cfg.label_column, cfg.device_column):
         if c and c not in cols:
             raise ValueError(f"{cfg.path}: no column {c!r} (columns: {cols[:20]})")
-    skip = {cfg.timestamp_column, cfg.label_column, cfg.device_column}
-    seqs: dict[str, int] = {}
+    skip = {cfg.timestamp_column, cfg.label_column, cfg.device_column, cfg.seq_column}
+    has_seq = cfg.seq_column in cols
+    seqs: dict[str, int] = dict(cfg.first_seqs)
     rows = []
     for row in reader:
         where = f"{cfg.path}:{reader.line_num}"
@@ -236,8 +256,11 @@ def _rows(cfg: CsvReplayConfig, reader: csv.DictReader) -> list[tuple[str, dict]
             msg = {"device_id": device_id, "ts": _parse_ts(row[cfg.timestamp_column])}
         except (ValueError, TypeError, OverflowError, OSError) as exc:
             raise ValueError(f"{where}: bad timestamp {row[cfg.timestamp_column]!r}: {exc}") from None
-        msg["seq"] = seqs.get(device_id, 0)
-        seqs[device_id] = msg["seq"] + 1
+        if has_seq:
+            msg["seq"] = _parse_seq(row[cfg.seq_column], where)
+        else:
+            msg["seq"] = seqs.get(device_id, 0)
+            seqs[device_id] = msg["seq"] + 1
         for col, value in row.items():
             if col in skip or col is None or not isinstance(value, str) or value == "" or col in telemetry.RESERVED:
                 continue
@@ -259,14 +282,17 @@ def _rows(cfg: CsvReplayConfig, reader: csv.DictReader) -> list[tuple[str, dict]
 
 async def replay_csv(cfg: CsvReplayConfig, host: str, port: int, *, max_inflight: int = 500,
                      stop: StopFlag | None = None, drain_timeout: float = 60.0,
-                     passwords: dict[str, str] | None = None) -> PublishReport:
+                     passwords: dict[str, str] | None = None, report: PublishReport | None = None) -> PublishReport:
     """Publish the CSV's rows in file order; timing follows the timestamp column / speed.
+
+    ``report`` (filled as the replay goes, also when it fails half-way) says what was published.
 
     With ``passwords`` ({device_id: password}, one for every device of the file) each device has its
     own connection, authenticated as itself; the rows of devices the broker refuses are skipped.
     """
     rows = read_csv_rows(cfg)
-    report = PublishReport(devices=len({d for d, _ in rows}))
+    report = report if report is not None else PublishReport()
+    report.devices = len({d for d, _ in rows})
     if passwords is None:
         pubs = await _open(host, port, 1, max_inflight, "streamtrain-replay")
         by_device = None
@@ -289,7 +315,7 @@ async def replay_csv(cfg: CsvReplayConfig, host: str, port: int, *, max_inflight
                 continue  # refused by the broker
             report.anomalies += msg.get("label", 0)
             await pub.publish(topic_for(device_id), json.dumps(msg, separators=(",", ":")).encode())
-            report.per_device_last_seq[device_id] = msg["seq"]
+            report.per_device_last_seq[device_id] = max(msg["seq"], report.per_device_last_seq.get(device_id, -1))
     finally:
         report.seconds = time.monotonic() - started
         await _close(pubs, report, drain_timeout)

@@ -22,3 +22,6 @@ class SimulatorSettings(CommonSettings):
         "device_id:password lines (mode 0600, e.g. from `streamtrain stack passwd-fleet`): each device then "
         "connects on its own MQTT connection as itself, the fleet's device ids are the file's (--devices takes "
         "the first N) and --connections is ignored; a CSV replay needs a line for each of its devices"))
+    seq_state_file: Path = Field(Path(".streamtrain/replay-seqs.json"), description=(
+        "CSV replay without a seq column: the newest seq published per broker and device; the next replay of a "
+        "device continues after it, so a second replay never reuses a (device, seq) the pipeline has seen"))

@@ -1,39 +1,56 @@
-"""Drop repeated (device_id, seq) readings: what at-least-once ingestion may deliver twice.
+"""Tell repeated readings from readings that reuse an identity.
 
 MQTT QoS 1 redelivers after a bridge crash (forwarded, not yet acknowledged) and devices resend
 unacknowledged messages after a broker restart; both repeat a reading with the same device and
-seq shortly after the original. Per device this keeps the seqs seen within ``window`` of the
-highest one; a seq older than that is reported as ``too_old`` (it cannot be told apart from a
-repeat, so it is dead-lettered, never silently dropped).
+seq, and the same content, shortly after the original: a ``duplicate``, dropped. A *different*
+reading under a (device, seq) already seen (a replay that numbered its seqs from 0 again, a device
+whose counter was reset) is ``reused``: it must never be dropped silently, the caller dead-letters
+it. Per device this keeps, for the seqs within ``window`` of the highest one, a fingerprint of the
+reading; a seq older than that is ``too_old`` (it cannot be told apart from a repeat, so it is
+dead-lettered too).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import OrderedDict
+
+#: Header of a features record carrying the fingerprint of the raw reading it came from, so the
+#: seen readings (with their fingerprints) can be rebuilt from the features topic after a restart.
+FINGERPRINT_HEADER = "streamtrain.reading"
+
+
+def fingerprint(record: dict) -> str:
+    """A short digest of the reading's whole content (key order does not matter)."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 class Deduplicator:
     def __init__(self, window: int = 4096, max_devices: int = 200_000) -> None:
         self.window = window
         self.max_devices = max_devices
-        self._seen: OrderedDict[str, tuple[int, set[int]]] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[int, dict[int, str | None]]] = OrderedDict()
 
-    def check(self, device: str, seq: int) -> str:
-        """'new' (and remember it), 'duplicate' or 'too_old'."""
-        high, recent = self._seen.get(device, (-1, set()))
+    def check(self, device: str, seq: int, reading: str | None = None) -> str:
+        """'new' (and remember it), 'duplicate' (the same reading again), 'reused' (another reading
+        under a seen seq) or 'too_old'. ``reading`` is the fingerprint; None compares as the same."""
+        high, recent = self._seen.get(device, (-1, {}))
         if seq in recent:
-            return "duplicate"
+            known = recent[seq]
+            return "duplicate" if known is None or reading is None or known == reading else "reused"
         if seq <= high - self.window:
             return "too_old"
-        self.add(device, seq)
+        self.add(device, seq, reading)
         return "new"
 
-    def add(self, device: str, seq: int) -> None:
-        high, recent = self._seen.pop(device, (-1, set()))
-        recent.add(seq)
+    def add(self, device: str, seq: int, reading: str | None = None) -> None:
+        high, recent = self._seen.pop(device, (-1, {}))
+        recent[seq] = reading
         if seq > high:
             high = seq
             if len(recent) > 2 * self.window:  # prune now and then, not on every record
-                recent = {s for s in recent if s > high - self.window}
+                recent = {s: r for s, r in recent.items() if s > high - self.window}
         self._seen[device] = (high, recent)  # most recently used last
         if len(self._seen) > self.max_devices:
             self._seen.popitem(last=False)
@@ -42,7 +59,7 @@ class Deduplicator:
         """Undo ``check``'s remembering (its transaction was aborted and the record will come again)."""
         entry = self._seen.get(device)
         if entry is not None:
-            entry[1].discard(seq)
+            entry[1].pop(seq, None)
 
     def forget(self, devices) -> None:
         for d in devices:

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamtrain import logs
-from streamtrain.topics import TopicSpec
+from streamtrain.topics import TopicSpec, pipeline_topics
 
 log = logs.get("kafka")
 
@@ -126,6 +126,44 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 3
     for name in created:
         log.info("topic_created", topic=name)
     return created
+
+
+class TopicsMissing(RuntimeError):
+    """A topic the program needs does not exist and could not be created."""
+
+
+def create_missing_topics(settings, names: Iterable[str], **client) -> list[str]:
+    """Create those of ``names`` (the program's topics) that do not exist yet, with the pipeline's settings
+    for their role (``pipeline_topics``; stream topics get as many partitions as the raw topic has), so a
+    custom topic name works on first use. Returns the names created; raises TopicsMissing naming the
+    command that creates them when Kafka refuses (e.g. no CreateTopics right under ACLs)."""
+    wanted = set(names)
+    admin = AdminClient(client_config(settings.kafka_bootstrap, **client))
+    md = admin.list_topics(timeout=30).topics
+    if not wanted - set(md):
+        return []
+    raw = md.get(settings.topic_raw)
+    partitions = len(raw.partitions) if raw is not None and raw.error is None and raw.partitions else 6
+    specs = [t for t in pipeline_topics(settings, partitions=partitions) if t.name in wanted]
+    try:
+        return ensure_topics(settings.kafka_bootstrap, specs, **client)
+    except KafkaException as exc:
+        missing = sorted(wanted - set(md))
+        env = " ".join(f"STREAMTRAIN_{f.upper()}={getattr(settings, f)}" for f in type(settings).model_fields
+                       if f.startswith("topic_") and getattr(settings, f) in missing)
+        raise TopicsMissing(f"topic(s) {', '.join(missing)} do not exist and could not be created ({exc.args[0]}); "
+                            f"create them with the pipeline's settings: `{env} streamtrain stack up` on the local "
+                            "stack, or as KafkaTopics on Kubernetes (the operator creates those of the resource)") \
+            from None
+
+
+def require_topics(settings, names: Iterable[str]) -> None:
+    """For a program's start: create its missing output topics, or exit (code 2) with the error logged."""
+    try:
+        create_missing_topics(settings, [n for n in names if n])
+    except TopicsMissing as exc:
+        log.error("topics_missing", error=str(exc))
+        raise SystemExit(2) from None
 
 
 def dead_letter_headers(reason: str, source: str, detail: str = "") -> list[tuple[str, bytes]]:

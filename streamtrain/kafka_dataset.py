@@ -26,6 +26,9 @@ RESERVED = {"device_id", "ts", "seq", "label", "anomaly", "device_type"}
 class SourceRange:
     topic: str
     partitions: dict[int, tuple[int, int]]  # partition -> [start, end)
+    #: Offsets before the range that the bounds asked for but Kafka no longer holds (retention or
+    #: deletion): the range starts at the oldest retained record of those partitions.
+    gone: int = 0
 
     @property
     def records(self) -> int:
@@ -52,7 +55,8 @@ def resolve_range(bootstrap: str, topic: str, *, max_records: int | None = None,
 
     ``max_records`` takes the oldest (or, with ``newest``, the newest) records, split across
     partitions in proportion to what each holds; ``after`` starts where a previous range ended;
-    ``since_ms``/``until_ms`` bound by record timestamps.
+    ``since_ms``/``until_ms`` bound by record timestamps (arrival times: the stream topics append with
+    LogAppendTime).
     """
     c = _consumer(bootstrap)
     try:
@@ -60,9 +64,10 @@ def resolve_range(bootstrap: str, topic: str, *, max_records: int | None = None,
         if topic not in md.topics or md.topics[topic].error is not None:
             raise ValueError(f"topic {topic!r} does not exist on {bootstrap}")
         parts = sorted(md.topics[topic].partitions)
-        bounds = {}
+        bounds, oldest = {}, {}
         for p in parts:
             low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            oldest[p] = low
             if after is not None and p in after.partitions:
                 low = max(low, after.partitions[p][1])
             bounds[p] = [low, high]
@@ -84,7 +89,11 @@ def resolve_range(bootstrap: str, topic: str, *, max_records: int | None = None,
                 quota[p] += 1
             for p, (s, e) in bounds.items():
                 bounds[p] = [e - quota[p], e] if newest else [s, s + quota[p]]
-        return SourceRange(topic, {p: (s, max(s, e)) for p, (s, e) in bounds.items()})
+        # Starting at a partition's oldest retained record when that is not offset 0 (and no earlier bound
+        # cut the range there) means records the range would have held are gone.
+        gone = sum(oldest[p] for p, (s, e) in bounds.items()
+                   if s == oldest[p] > 0 and since_ms is None and not (after and p in after.partitions))
+        return SourceRange(topic, {p: (s, max(s, e)) for p, (s, e) in bounds.items()}, gone)
     finally:
         c.close()
 

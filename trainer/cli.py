@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from streamtrain import logs
+from streamtrain.kafka import require_topics
 from streamtrain.lifecycle import StopFlag
 from trainer.train import TrainError, TrainSettings, reproduce, train_once
 
@@ -22,8 +23,8 @@ log = logs.get("trainer")
 @click.option("--max-records", "train_records", type=int, help="Records to train on (default 20000).")
 @click.option("--from-end/--from-start", default=None, help="Newest records (default: oldest) of the topic.")
 @click.option("--since-last", is_flag=True, default=None, help="Start where the newest published version ended.")
-@click.option("--since-ms", type=int, help="Only records at or after this timestamp (epoch ms).")
-@click.option("--until-ms", type=int, help="Only records before this timestamp (epoch ms).")
+@click.option("--since-ms", type=int, help="Only records that arrived in Kafka at or after this time (epoch ms).")
+@click.option("--until-ms", type=int, help="Only records that arrived in Kafka before this time (epoch ms).")
 @click.option("--features", help="Comma-separated feature names (default: every numeric field found).")
 @click.option("--epochs", type=int, help="Epochs over the same offset range (default 20).")
 @click.option("--batch-size", type=int, help="Rows per step (default 256).")
@@ -56,6 +57,7 @@ def command(ctx, continuous, every_records, every_seconds, reproduce_version, **
     range, features, normalization, threshold, config and loss history.
     """
     s = TrainSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
+    require_topics(s, [s.topic_models])
     try:
         if reproduce_version is not None:
             click.echo(json.dumps(reproduce(s, reproduce_version), indent=2, default=str))

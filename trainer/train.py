@@ -40,8 +40,8 @@ class TrainSettings(CommonSettings):
     train_records: int | None = Field(20000, ge=1, description="Records to train on (the newest with from_end)")
     from_end: bool = Field(False, description="Train on the newest records instead of the oldest")
     since_last: bool = Field(False, description="Start where the newest published version's range ended")
-    since_ms: int | None = Field(None, description="Only records with a timestamp at or after this (epoch ms)")
-    until_ms: int | None = Field(None, description="Only records with a timestamp before this (epoch ms)")
+    since_ms: int | None = Field(None, description="Only records that arrived in Kafka at or after this (epoch ms)")
+    until_ms: int | None = Field(None, description="Only records that arrived in Kafka before this (epoch ms)")
     features: str | None = Field(None, description="Comma-separated feature names (default: numeric fields found)")
     epochs: int = Field(20, ge=1, description="Passes over the same offset range")
     batch_size: int = Field(256, ge=1, description="Rows per training step")
@@ -203,6 +203,9 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
                 after = SourceRange.from_dict(previous[-1].metadata["source"])
         rng = resolve_range(s.kafka_bootstrap, topic, max_records=s.train_records, newest=s.from_end,
                             after=after, since_ms=s.since_ms, until_ms=s.until_ms)
+    if rng.gone:
+        log.warning("training_data_gone", topic=rng.topic, offsets_gone=rng.gone,
+                    why="the range starts at the oldest retained record: older ones were deleted (retention?)")
     if rng.records < s.min_records:
         raise TrainError(f"only {rng.records} records in range on {rng.topic} (need {s.min_records}); "
                          "let more data arrive or lower --min-records")
@@ -338,6 +341,7 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
         "source": rng.as_dict(),
         "record_count": int(n_rows),
         "skipped_records": int(source.skipped),
+        "offsets_gone_before_range": int(rng.gone),
         "feature_names": features,
         "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
         "threshold": float(threshold),

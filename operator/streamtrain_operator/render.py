@@ -271,7 +271,9 @@ def env(program: str, name: str, spec: dict) -> list[dict]:
     elif program == "score":
         c = spec["scorer"]["challenger"]
         out += [_v("GROUP_ID", group_id(name, "scorer")), _v("ENGINE", spec["scorer"]["engine"]), _v("CHALLENGER", c["enabled"]),
-                _v("PROMOTE_AFTER", c["promoteAfter"]), _v("PROMOTE_MIN_AGREEMENT", c["minAgreement"])]
+                _v("PROMOTE_AFTER", c["promoteAfter"]), _v("PROMOTE_MIN_AGREEMENT", c["minAgreement"]),
+                # Where a new scorer group starts; Pods restart on their own, so only the group's first start.
+                _v("START_AT", spec["scorer"].get("startAt", "committed")), _v("START_AT_ONCE", True)]
     return out + kafka_security_env(kafka_credentials(name, spec, COMPONENT.get(program, program)))
 
 

@@ -1,8 +1,11 @@
 """ksqlDB rendering of a preprocessing spec: the same semantics as the embedded engine.
 
-The raw stream is declared over the raw topic (JSON, key device_id). The bridge stamps each
-Kafka record with the device's timestamp, so ROWTIME is the event time the engine uses for
-windows. Statements are deterministic text, kept under golden tests.
+The raw stream is declared over the raw topic (JSON, key device_id). Kafka records are stamped
+with their arrival (the stream topics append with LogAppendTime, so retention counts from arrival
+however old a replayed reading is); the reading's event time is its ``ts`` field (epoch seconds).
+The features stream therefore carries ``event_ms`` (``ts`` in milliseconds) and names it as its
+``TIMESTAMP``: ROWTIME downstream, and so the windows, use event time like the engine does.
+Statements are deterministic text, kept under golden tests.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from streamtrain.settings import CommonSettings
 STREAM_RAW = "STREAMTRAIN_RAW"
 STREAM_FEATURES = "STREAMTRAIN_FEATURES"
 TABLE_WINDOWS = "STREAMTRAIN_WINDOWS"
+#: Column of the features stream holding the event time in ms: its TIMESTAMP (ROWTIME of windows).
+EVENT_TIME = "event_ms"
 
 
 def sql_expr(text: str, where: str) -> str:
@@ -31,6 +36,7 @@ def select_features(spec: PreprocessSpec, source: str = STREAM_RAW) -> str:
         inlined[d.name] = tree.sql(dialect="")
         cols.append(f"({inlined[d.name]}) AS {d.name}")
     cols += ["device_type"] + ([spec.label] if spec.label else []) + (["anomaly"] if spec.label != "anomaly" else [])
+    cols.append(f"CAST(FLOOR(ts * 1000) AS BIGINT) AS {EVENT_TIME}")
     where = f"\nWHERE {sql_expr(spec.filter, 'filter')}" if spec.filter else ""
     return f"SELECT {', '.join(cols)}\nFROM {source}{where}"
 
@@ -54,7 +60,7 @@ def render(spec: PreprocessSpec, settings: CommonSettings) -> list[str]:
         f"CREATE STREAM IF NOT EXISTS {STREAM_RAW} (\n  " + ",\n  ".join(raw_cols) + "\n) WITH (KAFKA_TOPIC='"
         f"{settings.topic_raw}', KEY_FORMAT='KAFKA', VALUE_FORMAT='JSON');",
         f"CREATE STREAM IF NOT EXISTS {STREAM_FEATURES} WITH (KAFKA_TOPIC='{settings.topic_features}', "
-        f"KEY_FORMAT='KAFKA', VALUE_FORMAT='JSON') AS\n{select_features(spec)}\nEMIT CHANGES;",
+        f"KEY_FORMAT='KAFKA', VALUE_FORMAT='JSON', TIMESTAMP='{EVENT_TIME}') AS\n{select_features(spec)}\nEMIT CHANGES;",
     ]
     windows = select_windows(spec)
     if windows:

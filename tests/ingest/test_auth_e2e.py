@@ -225,7 +225,8 @@ def test_simulated_fleet_and_csv_replay_publish_each_device_as_itself(pipeline, 
         csv.write_text("timestamp,device,temperature\n" + "".join(
             f"{1700000000 + r},{d},{20 + r}\n" for r in range(4) for d in ids[FLEET - 3:]))
         code, report, err = simulate(pipeline, port, "--credentials", str(creds), "--csv", str(csv),
-                                     "--device-column", "device", "--speed", "0")
+                                     "--device-column", "device", "--speed", "0",
+                                     "--seq-state", str(tmp_path / "replay-seqs.json"))
         assert code == 0, err[-3000:]
         assert report["devices"] == 3 and report["published"] == report["acked"] == 12 and report["refused"] == {}
 

@@ -224,3 +224,12 @@ def test_a_null_field_and_an_absent_one_are_the_same_recipe():
     changed = copy.deepcopy(spec)
     changed["preprocessing"]["filter"] = "temperature > 0"
     assert render.training_hash(changed) != render.training_hash(without)
+
+
+def test_scorer_start_position_reaches_the_scorer_for_its_groups_first_start_only():
+    def scorer_env(change=None):
+        dep = next(m for m in children("minimal", change) if m["metadata"]["name"] == "demo-scorer")
+        return {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert scorer_env()["STREAMTRAIN_START_AT"] == "committed"
+    env = scorer_env(lambda s: s.setdefault("scorer", {}).update(startAt="latest"))
+    assert env["STREAMTRAIN_START_AT"] == "latest" and env["STREAMTRAIN_START_AT_ONCE"] == "true"

@@ -3,7 +3,8 @@
 ksqlDB cannot run here (no Docker, not on Maven Central), so the rendered SELECTs are executed
 by a real SQL engine (DuckDB) on the same input: this checks the SQL semantics of what we
 render, not a running ksqlDB. Tumbling windows become GROUP BY device_id, FLOOR(ts / size),
-which is what WINDOW TUMBLING computes over ROWTIME (the bridge stamps records with ts).
+which is what WINDOW TUMBLING computes over ROWTIME (the features stream's TIMESTAMP column
+event_ms, the reading's ts in milliseconds: Kafka record timestamps are arrival times).
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def run_sql(spec: PreprocessSpec, records: list[dict]) -> tuple[list[dict], list
     if wsql:
         size = spec.windows.size_seconds
         con.execute(f"CREATE TABLE STREAMTRAIN_FEATURES AS {features_sql}")
-        bucket = f"CAST(FLOOR(ts / {size}) * {size} * 1000 AS BIGINT)"
+        # ksqlDB windows over ROWTIME, which the features stream takes from its event_ms column (TIMESTAMP=).
+        bucket = f"CAST(FLOOR(event_ms / {size * 1000}) * {size * 1000} AS BIGINT)"
         wsql = wsql.replace("WINDOWSTART AS window_start_ms, WINDOWEND AS window_end_ms",
                             f"{bucket} AS window_start_ms, {bucket} + {size * 1000} AS window_end_ms")
         wsql = re.sub(r"\nWINDOW TUMBLING \(SIZE \d+ SECONDS\)", "", wsql)

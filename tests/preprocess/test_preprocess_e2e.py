@@ -41,3 +41,37 @@ def test_preprocess_program_writes_exactly_what_the_engine_computes(pipeline, tm
     windows = [json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, pipeline.topic_windows, timeout=30)]
     assert windows and all(w["readings"] >= 1 and w["window_end_ms"] - w["window_start_ms"] == 10_000 for w in windows)
     assert sum(w["readings"] for w in windows) == len(expected)  # every feature record in exactly one window
+
+
+def test_after_a_restart_a_repeat_is_dropped_and_a_reused_seq_dead_lettered(pipeline, tmp_path):
+    """The seen readings and their fingerprints come back from the features topic's headers."""
+    readings = [{"device_id": "r", "ts": 100.0 + i, "seq": i, "temperature": 70.0, "current": 1.0, "vibration": 0.3,
+                 "pressure": 3.0} for i in range(10)]
+    p = Producer(producer_config(pipeline.kafka_bootstrap))
+
+    def send(batch):
+        for r in batch:
+            p.produce(pipeline.topic_raw, json.dumps(r).encode(), key=b"r")
+        assert p.flush(30) == 0
+
+    def run_until(features: int, dead: int, log: str) -> Program:
+        prog = Program(["preprocess"], settings_env(pipeline, group_id=f"pr-{pipeline.topic_raw}"),
+                       tmp_path / log).start()
+        read_topic(pipeline.kafka_bootstrap, pipeline.topic_features, until=lambda m: len(m) >= features, timeout=90)
+        read_topic(pipeline.kafka_bootstrap, pipeline.topic_deadletter, until=lambda m: len(m) >= dead, timeout=30)
+        assert prog.stop() == 0, prog.log()[-2000:]
+        return prog
+
+    send(readings)
+    run_until(10, 0, "first.log")
+    send([readings[3], {**readings[4], "temperature": 71.0}, {**readings[9], "seq": 10, "ts": 110.0}])
+    second = run_until(11, 1, "second.log")
+
+    feats = [json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, pipeline.topic_features)]
+    assert sorted(f["seq"] for f in feats) == list(range(11))
+    (dead,) = read_topic(pipeline.kafka_bootstrap, pipeline.topic_deadletter)
+    assert headers_dict(dead)["streamtrain.reason"] == "seq_reused" and json.loads(dead.value())["temperature"] == 71.0
+    lines = [json.loads(x) for x in second.log().splitlines() if x.startswith("{")]
+    assert any(x["event"] == "dedup_restored" and x["records"] == 10 for x in lines)
+    assert any(x["event"] == "duplicates_dropped" and x["count"] == 1 for x in lines)
+    assert any(x["event"] == "seq_reused_deadlettered" and x["level"] == "warning" for x in lines)

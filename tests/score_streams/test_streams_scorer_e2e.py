@@ -83,6 +83,21 @@ def test_java_and_python_scorers_agree_on_flags_and_scores(pipeline, tmp_path, p
     reasons = collections.Counter(dict(m.headers())["streamtrain.reason"].decode() for m in dead)
     assert reasons == {"malformed_json": 2, "missing_feature": 2}, "one dead letter per scorer and bad record"
 
+    # A new group started at the end (STREAMTRAIN_START_AT, as the operator sets it) scores only what follows.
+    late = pipeline.model_copy(update={"topic_scores": f"{pipeline.topic_scores}.late"})
+    ensure_topics(pipeline.kafka_bootstrap, [TopicSpec(late.topic_scores, partitions=3)])
+    java = start_streams_scorer(late, tmp_path, programs, name="late", start_at="latest", start_at_once="true")
+    java.wait_log('"start_position"', timeout=120)
+    after = set()
+    for d in DEVICES:
+        r = stream.record(d)
+        producer.produce(pipeline.topic_features, json.dumps(r).encode(), key=d.encode())
+        after.add((d, r["seq"]))
+    assert producer.flush(30) == 0
+    late_scores = wait_scores(late, after)
+    assert java.stop() == 0, java.log()[-3000:]
+    assert sorted((s["device_id"], s["seq"]) for s in late_scores) == sorted(after)
+
 
 @pytest.mark.e2e
 def test_streams_hot_swap_under_load_scores_every_input_exactly_once_in_version_order(pipeline, tmp_path, programs):

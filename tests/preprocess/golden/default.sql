@@ -11,8 +11,8 @@ CREATE STREAM IF NOT EXISTS STREAMTRAIN_RAW (
   anomaly VARCHAR
 ) WITH (KAFKA_TOPIC='streamtrain.telemetry.raw', KEY_FORMAT='KAFKA', VALUE_FORMAT='JSON');
 
-CREATE STREAM IF NOT EXISTS STREAMTRAIN_FEATURES WITH (KAFKA_TOPIC='streamtrain.telemetry.features', KEY_FORMAT='KAFKA', VALUE_FORMAT='JSON') AS
-SELECT device_id, ts, seq, temperature, current, vibration, pressure, (current * pressure) AS power, device_type, label, anomaly
+CREATE STREAM IF NOT EXISTS STREAMTRAIN_FEATURES WITH (KAFKA_TOPIC='streamtrain.telemetry.features', KEY_FORMAT='KAFKA', VALUE_FORMAT='JSON', TIMESTAMP='event_ms') AS
+SELECT device_id, ts, seq, temperature, current, vibration, pressure, (current * pressure) AS power, device_type, label, anomaly, CAST(FLOOR(ts * 1000) AS BIGINT) AS event_ms
 FROM STREAMTRAIN_RAW
 WHERE temperature > -40 AND temperature < 200 AND pressure >= 0
 EMIT CHANGES;

@@ -11,8 +11,8 @@ CREATE STREAM IF NOT EXISTS STREAMTRAIN_RAW (
   anomaly VARCHAR
 ) WITH (KAFKA_TOPIC='streamtrain.telemetry.raw', KEY_FORMAT='KAFKA', VALUE_FORMAT='JSON');
 
-CREATE STREAM IF NOT EXISTS STREAMTRAIN_FEATURES WITH (KAFKA_TOPIC='streamtrain.telemetry.features', KEY_FORMAT='KAFKA', VALUE_FORMAT='JSON') AS
-SELECT device_id, ts, seq, temperature, current, vibration, pressure, (current * pressure) AS power, (ABS(temperature - 60) / 2 + -current) AS spread, (SQRT(ABS(vibration)) + LN(pressure + 10) - EXP(current / 10)) AS shaped, (ROUND(temperature, 1) + FLOOR(current) + CEIL(pressure) + SIGN(temperature - 70)) AS stepped, (GREATEST(current, pressure, 2) - LEAST(vibration, 1) + (current * pressure) / 4) AS bounded, device_type, label, anomaly
+CREATE STREAM IF NOT EXISTS STREAMTRAIN_FEATURES WITH (KAFKA_TOPIC='streamtrain.telemetry.features', KEY_FORMAT='KAFKA', VALUE_FORMAT='JSON', TIMESTAMP='event_ms') AS
+SELECT device_id, ts, seq, temperature, current, vibration, pressure, (current * pressure) AS power, (ABS(temperature - 60) / 2 + -current) AS spread, (SQRT(ABS(vibration)) + LN(pressure + 10) - EXP(current / 10)) AS shaped, (ROUND(temperature, 1) + FLOOR(current) + CEIL(pressure) + SIGN(temperature - 70)) AS stepped, (GREATEST(current, pressure, 2) - LEAST(vibration, 1) + (current * pressure) / 4) AS bounded, device_type, label, anomaly, CAST(FLOOR(ts * 1000) AS BIGINT) AS event_ms
 FROM STREAMTRAIN_RAW
 WHERE (temperature > -40 AND NOT temperature >= 150) OR (pressure <> 3.5 AND seq <= 100000) AND vibration < 10
 EMIT CHANGES;

@@ -2,11 +2,13 @@ package streamtrain.scorer;
 
 import java.nio.file.Files;
 import java.time.Duration;
+import java.util.Map;
 import java.util.Properties;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.streams.KafkaStreams;
 import org.apache.kafka.streams.StreamsConfig;
@@ -84,6 +86,8 @@ public final class Main {
                     && streams[0].state() == KafkaStreams.State.RUNNING && watcher.isAlive());
         }
         watcher.start();
+        // Offsets STREAMTRAIN_START_AT means are read now: latest scores what arrives after this start.
+        Map<TopicPartition, Long> startOffsets = StartPosition.snapshot(s);
         LOG.info("scorer_started", "features_topic", s.topicFeatures(), "scores_topic", s.topicScores(),
                 "models_topic", s.topicModels(), "group", s.groupId(), "challenger_mode", s.challenger(),
                 "metrics_port", port, "engine", "kafka-streams", "guarantee", s.guarantee());
@@ -98,6 +102,7 @@ public final class Main {
                 LOG.info(e.name(), "old_version", e.oldVersion(), "new_version", e.newVersion());
             }
             metrics.modelVersion.set(registry.champion().version);
+            StartPosition.apply(s, startOffsets);
             streams[0] = new KafkaStreams(topology(s, registry, metrics), streamsConfig(s));
             streams[0].setStateListener((now, before) -> LOG.info("streams_state", "state", now.name(),
                     "previous", before.name()));

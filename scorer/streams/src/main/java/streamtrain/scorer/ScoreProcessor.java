@@ -8,6 +8,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
+import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.internals.RecordHeaders;
 import org.apache.kafka.streams.processor.api.Processor;
 import org.apache.kafka.streams.processor.api.ProcessorContext;
@@ -23,6 +24,8 @@ import org.apache.kafka.streams.processor.api.RecordMetadata;
 final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> {
     static final String SCORES_SINK = "scores";
     static final String DEADLETTER_SINK = "deadletter";
+    /** streamtrain/topics.py ARRIVED_HEADER: when the reading reached Kafka (epoch ms), set by the preprocessor. */
+    static final String ARRIVED_HEADER = "streamtrain.arrived_ms";
     private static final Log LOG = new Log("scorer");
     // Python's json.loads accepts NaN and Infinity; they are then refused as non-finite values, not as bad JSON.
     private static final ObjectMapper JSON = JsonMapper.builder()
@@ -141,9 +144,11 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         if (flag) {
             metrics.flagged.inc();
         }
+        double now = System.currentTimeMillis() / 1000.0;
+        metrics.lagSeconds.observe(Math.max(0.0, now - arrivalSeconds(record)));
         JsonNode ts = body.get("ts");
         if (ts != null && ts.isNumber()) {
-            metrics.lagSeconds.observe(Math.max(0.0, System.currentTimeMillis() / 1000.0 - ts.asDouble()));
+            metrics.eventAge.observe(Math.max(0.0, now - ts.asDouble()));
         }
         windowRecords++;
         windowFlagged += flag ? 1 : 0;
@@ -203,5 +208,18 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         }
         context.forward(new Record<>(record.key(), record.value(), record.timestamp(), headers), DEADLETTER_SINK);
         metrics.deadlettered.labelValues(reason).inc();
+    }
+
+    /** When the record's reading reached Kafka: the preprocessor's header, else the record's (arrival) timestamp. */
+    static double arrivalSeconds(Record<byte[], byte[]> record) {
+        Header arrived = record.headers().lastHeader(ARRIVED_HEADER);
+        if (arrived != null && arrived.value() != null) {
+            try {
+                return Long.parseLong(new String(arrived.value(), StandardCharsets.UTF_8)) / 1000.0;
+            } catch (NumberFormatException e) {
+                // not ours: fall back to the record's timestamp
+            }
+        }
+        return record.timestamp() / 1000.0;
     }
 }

@@ -24,8 +24,13 @@ final class ScorerMetrics {
     final Counter refused = Counter.builder().name("streamtrain_scorer_models_refused")
             .help("Model versions refused").labelNames("reason").register(registry);
     final Histogram lagSeconds = Histogram.builder().name("streamtrain_scorer_end_to_end_seconds")
-            .help("Reading timestamp to score (the Kafka Streams scorer: to scoring, before its transaction commits)")
+            .help("Processing lag: the reading's arrival in Kafka (raw topic) to its score (the Kafka Streams scorer: "
+                  + "to scoring, before its transaction commits); independent of how old the reading is")
             .classicUpperBounds(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60).register(registry);
+    final Histogram eventAge = Histogram.builder().name("streamtrain_scorer_event_age_seconds")
+            .help("Event-time age: the reading's own timestamp (ts) to its score; years for a replayed recording")
+            .classicUpperBounds(.1, 1, 10, 60, 600, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400,
+                    10 * 365 * 86400.0).register(registry);
     final Gauge modelVersion = Gauge.builder().name("streamtrain_scorer_model_version")
             .help("Champion model version").register(registry);
     final Gauge anomalyRate = Gauge.builder().name("streamtrain_scorer_anomaly_rate")

@@ -28,6 +28,8 @@ record Settings(
         String guarantee,
         long transactionIntervalMs,
         long transactionTimeoutMs,
+        String startAt,
+        boolean startAtOnce,
         Map<String, String> kafkaSecurity) {
 
     static Settings fromEnv(Map<String, String> env) {
@@ -48,6 +50,8 @@ record Settings(
                 oneOf(get(env, "GUARANTEE", "exactly_once"), "exactly_once", "at_least_once"),
                 Long.parseLong(get(env, "TRANSACTION_INTERVAL_MS", "100")),
                 Long.parseLong(get(env, "TRANSACTION_TIMEOUT_MS", "30000")),
+                oneOf(get(env, "START_AT", "committed"), "committed", "earliest", "latest"),
+                bool(get(env, "START_AT_ONCE", "false")),
                 kafkaSecurity(env));
     }
 
@@ -104,7 +108,7 @@ record Settings(
                 return v;
             }
         }
-        throw new IllegalArgumentException("STREAMTRAIN_GUARANTEE must be one of " + String.join(", ", allowed) + ": " + v);
+        throw new IllegalArgumentException("must be one of " + String.join(", ", allowed) + ": " + v);
     }
 
     private static String get(Map<String, String> env, String name, String fallback) {

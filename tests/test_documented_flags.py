@@ -1,0 +1,33 @@
+"""Every `--flag` the README and docs show for a streamtrain command exists on some streamtrain command
+(flags of other tools in the docs: kubectl, helm, kind, minikube, kafka-configs.sh, are listed)."""
+import re
+from pathlib import Path
+
+import click
+
+from streamtrain_cli.main import cli
+
+REPO = Path(__file__).resolve().parents[1]
+OTHER_TOOLS = {"--add-config", "--alter", "--bootstrap-server", "--cpus", "--create-namespace", "--entity-name",
+               "--entity-type", "--follow", "--from", "--from-file", "--from-literal", "--memory", "--name",
+               "--namespace", "--set", "--tail", "--type", "--watch"}
+
+
+def all_options(group: click.Group) -> set[str]:
+    ctx = click.Context(group)
+    found = set()
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        if isinstance(cmd, click.Group):
+            found |= all_options(cmd)
+        for param in cmd.params:
+            found |= {o for o in [*param.opts, *param.secondary_opts] if o.startswith("--")}
+    return found
+
+
+def test_every_documented_flag_exists():
+    documented = set()
+    for doc in [REPO / "README.md", *(REPO / "docs").glob("*.md"), REPO / "scorer" / "streams" / "README.md"]:
+        documented |= set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", doc.read_text()))
+    known = all_options(cli) | {o for p in cli.params for o in p.opts} | {"--help"}
+    assert sorted(documented - known - OTHER_TOOLS) == []
