@@ -260,8 +260,8 @@ class Preprocessor:
                     self.consumer.commit(asynchronous=False)
             except Exception as exc:  # noqa: BLE001 - nothing stored is fine
                 log.debug("final_commit", detail=str(exc))
-            self.consumer.close()
             if server:
-                server.stop()
+                server.stop()  # first: a scrape asks ready(), which must not meet a closing consumer
+            self.consumer.close()
             log.info("preprocess_stopped", reason=self.stop.signal_name, records_in=self.m_in._value.get(),
                      features_out=self.m_out._value.get())

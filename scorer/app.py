@@ -259,6 +259,9 @@ class Scorer:
             if event == "challenger_loaded":
                 self.shadow = _Shadow()
         champion, challenger = self.registry.champion, self.registry.challenger
+        for model in (champion, challenger):
+            if model is not None:  # the version's series at 0 before its first score: rate() counts them all
+                self.metrics.scored.labels(str(model.version))
         self.metrics.model_version.set(champion.version if champion else 0)
         self.metrics.challenger_version.set(challenger.version if challenger else 0)
 
@@ -358,8 +361,8 @@ class Scorer:
                 self.consumer.commit(asynchronous=False)
         except Exception as exc:  # noqa: BLE001 - nothing to commit is fine at shutdown
             log.debug("final_commit", detail=str(exc))
+        if server:
+            server.stop()  # first: a scrape asks ready(), which must not meet a closing consumer
         self.consumer.close()
         self.watcher.join(5)
-        if server:
-            server.stop()
         log.info("scorer_stopped")

@@ -83,6 +83,7 @@ class LocalPrometheus:
             return
         if port_open(self.service.port):
             raise StackError(f"port {self.service.port} is taken by another process; pick another Prometheus port")
+        (self.dir / "port").write_text(str(self.service.port))
         spawn(self.service, [prometheus_binary(), f"--config.file={config_file}",
                              f"--storage.tsdb.path={self.dir / 'data'}", "--storage.tsdb.retention.time=2d",
                              f"--web.listen-address=127.0.0.1:{self.service.port}", "--web.enable-lifecycle",
@@ -132,3 +133,12 @@ class LocalPrometheus:
 
 def local_targets() -> list[Target]:
     return [Target(component, port) for component, port in LOCAL_PORTS.items()]
+
+
+def running_prometheus(home: Path) -> LocalPrometheus | None:
+    """The Prometheus `stack up --monitoring` started under ``home``, if it runs (on the port it recorded)."""
+    prom = LocalPrometheus(home)
+    if prom.service.pid() is None:
+        return None
+    port_file = prom.dir / "port"
+    return LocalPrometheus(home, int(port_file.read_text())) if port_file.exists() else prom

@@ -1,11 +1,11 @@
 """Consumer lag as Prometheus gauges, per assigned partition, measured by the consumer itself.
 
 Records: the partition's end offset minus this consumer's position after its work on a batch is
-done (records written and not yet processed). Seconds, in processing time: how long ago this
-consumer first learnt that the oldest unprocessed record existed (the first time the end offset
-it saw moved past its position). Event time plays no part, so replayed old readings do not count
-as lag. Both are 0 when the consumer is caught up; a consumer that has just started with a backlog
-counts the seconds from its start.
+done (records written and not yet processed). Seconds, in processing time: how long ago the oldest
+unprocessed record reached the partition, estimated from the end offsets this consumer has seen
+over time (interpolated between the two samples around its offset, like kafka-lag-exporter).
+Event time plays no part, so replayed old readings do not count as lag. Both are 0 when the
+consumer is caught up; a consumer that has just started with a backlog counts from its start.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class ConsumerLag:
     """Call ``update(consumer)`` after each batch's work is done (it rate-limits itself) and
     ``forget(partitions)`` when partitions are revoked or lost."""
 
-    def __init__(self, registry: CollectorRegistry, group: str, interval_s: float = 1.0,
+    def __init__(self, registry: CollectorRegistry, group: str, interval_s: float = 0.5,
                  refresh_s: float = 10.0) -> None:
         self.group = group
         self.interval_s, self.refresh_s = interval_s, refresh_s
@@ -69,13 +69,24 @@ class ConsumerLag:
         samples = self._samples.setdefault((topic, partition), collections.deque(maxlen=MAX_SAMPLES))
         if not samples or end > samples[-1][0]:
             samples.append((end, now))
-        while samples and samples[0][0] <= position:
-            samples.popleft()  # every record below that end offset is processed
+        while len(samples) > 1 and samples[1][0] <= position:
+            samples.popleft()  # keep one sample at or below the position: the start of its interval
         behind = max(0, end - position)
         labels = (self.group, topic, str(partition))
         self.records.labels(*labels).set(behind)
-        # The first end offset seen beyond the position is when the oldest unprocessed record became known.
-        self.seconds.labels(*labels).set(round(now - samples[0][1], 3) if behind and samples else 0.0)
+        self.seconds.labels(*labels).set(round(now - self._arrival(samples, position), 3) if behind else 0.0)
+
+    @staticmethod
+    def _arrival(samples, offset: int) -> float:
+        """When the record at ``offset`` reached the partition: between the last sample whose end offset
+        did not include it and the first that did, in proportion to the offsets."""
+        (e0, t0) = samples[0]
+        if e0 > offset or len(samples) == 1:
+            return t0  # already there at the first sample: at least that old
+        e1, t1 = next(((e, t) for e, t in samples if e > offset), (e0, t0))
+        if e1 == e0:
+            return t0
+        return t0 + (t1 - t0) * (offset - e0) / (e1 - e0)
 
     def forget(self, partitions) -> None:
         for tp in partitions:
