@@ -61,3 +61,12 @@ def test_servicemonitor_gives_series_the_labels_the_dashboard_and_alerts_group_b
     assert "app.kubernetes.io/instance" in sm["spec"]["targetLabels"]
     assert "app.kubernetes.io/part-of" in sm["spec"]["targetLabels"]
     assert sm["spec"]["podTargetLabels"] == ["app.kubernetes.io/component"]
+
+
+def test_notes_point_to_the_alerts_only_when_monitoring_is_on():
+    def notes(values: dict) -> str:
+        out = helm.Chart.load(str(CHART)).render(values, name="st", namespace="pipelines")
+        return next(t for p, t in out.items() if p.endswith("NOTES.txt"))
+    assert "StreamTrain* alerts" not in notes({})
+    text = notes(ENABLED)
+    assert "get prometheusrule st-streamtrain-alerts" in text and "--namespace pipelines" in text
