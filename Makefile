@@ -4,7 +4,7 @@ STREAMTRAIN ?= .venv/bin/streamtrain
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test test-faults stack-up stack-down stack-status
+.PHONY: help install demo test test-faults stack-up monitoring stack-down stack-status
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -24,10 +24,13 @@ test-faults: install ## Chaos, overload, and the whole pipeline under per-progra
 stack-up: install ## Start Kafka and HiveMQ on loopback and create the topics
 	$(STREAMTRAIN) --log-format console stack up
 
+monitoring: install ## stack-up plus Prometheus with StreamTrain's alerts on http://127.0.0.1:9090 (programs on --metrics-port 9401-9403)
+	$(STREAMTRAIN) --log-format console stack up --monitoring
+
 stack-status: ## Show whether both brokers are running and ready
 	$(STREAMTRAIN) stack status
 
-stack-down: ## Stop both brokers cleanly
+stack-down: ## Stop Prometheus (if running) and both brokers cleanly
 	$(STREAMTRAIN) --log-format console stack down
 
 -include mk/*.mk

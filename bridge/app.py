@@ -25,7 +25,7 @@ from pydantic import Field, SecretStr
 from streamtrain import logs, telemetry
 from streamtrain.kafka import KafkaHealth, dead_letter_headers, producer_config
 from streamtrain.lifecycle import StopFlag
-from streamtrain.metrics import MetricsServer
+from streamtrain.metrics import MetricsServer, zero_labels
 from streamtrain.mqtt import connect_properties, make_client, no_delay
 from streamtrain.settings import CommonSettings
 
@@ -75,6 +75,7 @@ class BridgeMetrics:
         self.forwarded = Counter("streamtrain_bridge_forwarded", "Messages delivered to the raw topic", registry=r)
         self.deadlettered = Counter("streamtrain_bridge_deadlettered", "Messages delivered to the dead-letter topic",
                                     ["reason"], registry=r)
+        zero_labels(self.deadlettered, telemetry.REASONS)
         self.delivery_errors = Counter("streamtrain_bridge_delivery_errors", "Kafka delivery failures (retried)", registry=r)
         self.inflight = Gauge("streamtrain_bridge_inflight", "Messages received and not yet acknowledged", registry=r)
         self.resubscribes = Counter("streamtrain_bridge_resubscribes",

@@ -24,8 +24,10 @@ from streamtrain import logs
 from streamtrain.dedup import FINGERPRINT_HEADER, Deduplicator, fingerprint
 from streamtrain.kafka import (ExactlyOnce, KafkaHealth, client_config, consumer_config, dead_letter_headers,
                                deliver_then_store, producer_config)
+from streamtrain.lag import ConsumerLag
 from streamtrain.lifecycle import StopFlag
-from streamtrain.metrics import MetricsServer
+from streamtrain.metrics import MetricsServer, zero_labels
+from streamtrain.preprocessing.compile import EvalError
 from streamtrain.preprocessing.engine import Engine
 from streamtrain.preprocessing.spec import PreprocessSpec
 from streamtrain.settings import CommonSettings
@@ -62,8 +64,10 @@ class Preprocessor:
         self.m_out = Counter("streamtrain_preprocess_features_out", "Feature records produced", registry=r)
         self.m_filtered = Counter("streamtrain_preprocess_filtered", "Records dropped by the spec's filter", registry=r)
         self.m_dead = Counter("streamtrain_preprocess_deadlettered", "Records that failed", ["reason"], registry=r)
+        zero_labels(self.m_dead, ("malformed_json", "too_old", *EvalError.REASONS))
         self.m_windows = Counter("streamtrain_preprocess_windows_out", "Window aggregates produced", registry=r)
         self.m_duplicates = Counter("streamtrain_preprocess_duplicates", "Repeated readings dropped", registry=r)
+        self.lag = ConsumerLag(r, s.group_id)
         self.kafka_health = KafkaHealth()
         self.exactly_once = s.guarantee == "exactly_once"
         consumer_extra = {"error_cb": self.kafka_health.error_cb}
@@ -188,11 +192,13 @@ class Preprocessor:
     def _on_revoke(self, consumer, partitions) -> None:
         if self.txn is not None:
             self._commit(exclude=partitions)
+        self.lag.forget(partitions)
         log.info("partitions_revoked", partitions=[p.partition for p in partitions])
 
     def _on_lost(self, consumer, partitions) -> None:
         if self.txn is not None:
             self.txn.abort(exclude=partitions)
+        self.lag.forget(partitions)
         log.warning("partitions_lost", partitions=[p.partition for p in partitions])
 
     def _restore_seen(self, partitions) -> None:
@@ -263,6 +269,7 @@ class Preprocessor:
                         self.txn.add(msgs)
                 if self.txn is not None and (self.txn.due() or not msgs):
                     self._commit()  # a failed delivery aborts the transaction (rewound, redone)
+                self.lag.update(self.consumer)
                 if not msgs:
                     continue
                 if time.monotonic() - last_progress > 10:
@@ -286,8 +293,8 @@ class Preprocessor:
                     self.consumer.commit(asynchronous=False)
             except Exception as exc:  # noqa: BLE001 - nothing stored is fine
                 log.debug("final_commit", detail=str(exc))
-            self.consumer.close()
             if server:
-                server.stop()
+                server.stop()  # first: a scrape asks ready(), which must not meet a closing consumer
+            self.consumer.close()
             log.info("preprocess_stopped", reason=self.stop.signal_name, records_in=self.m_in._value.get(),
                      features_out=self.m_out._value.get())

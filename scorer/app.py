@@ -25,15 +25,15 @@ from scorer.models import ModelRegistry, ModelWatcher
 from streamtrain import logs, start_position
 from streamtrain.kafka import (ExactlyOnce, KafkaHealth, consumer_config, dead_letter_headers, deliver_then_store,
                                producer_config)
+from streamtrain.lag import ConsumerLag
 from streamtrain.lifecycle import StopFlag
-from streamtrain.metrics import MetricsServer
+from streamtrain.metrics import MetricsServer, zero_labels
 from streamtrain.model import BadInput
 from streamtrain.settings import CommonSettings
 from streamtrain.start_position import START_AT_HELP, StartAt
 from streamtrain.topics import ARRIVED_HEADER
 
 log = logs.get("scorer")
-
 
 
 class ScoreSettings(CommonSettings):
@@ -83,12 +83,17 @@ def arrival_s(m) -> float:
 
 
 class ScorerMetrics:
-    def __init__(self) -> None:
+    def __init__(self, group: str) -> None:
         r = self.registry = CollectorRegistry()
+        self.lag = ConsumerLag(r, group)
         self.scored = Counter("streamtrain_scorer_records_scored", "Records scored", ["model_version"], registry=r)
         self.flagged = Counter("streamtrain_scorer_anomalies", "Records flagged as anomalous", registry=r)
         self.deadlettered = Counter("streamtrain_scorer_deadlettered", "Records that could not be scored", ["reason"], registry=r)
+        zero_labels(self.deadlettered, ("malformed_json", *BadInput.REASONS))
         self.refused = Counter("streamtrain_scorer_models_refused", "Model versions refused", ["reason"], registry=r)
+        # A gauge present from the start: a labelled counter born at 1 shows no increase() to an alert.
+        self.last_refused = Gauge("streamtrain_scorer_last_model_refused_timestamp_seconds",
+                                  "Unix time of the latest model refusal (0 = none since start)", registry=r)
         self.batch_seconds = Histogram("streamtrain_scorer_batch_seconds", "Consume-to-commit time of a micro-batch",
                                        buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5), registry=r)
         self.lag_seconds = Histogram("streamtrain_scorer_end_to_end_seconds", PROCESSING_LAG_HELP,
@@ -124,11 +129,11 @@ class Scorer:
     def __init__(self, settings: ScoreSettings, stop: StopFlag | None = None) -> None:
         self.s = settings
         self.stop = stop or StopFlag()
-        self.metrics = ScorerMetrics()
+        self.metrics = ScorerMetrics(settings.group_id)
         self.registry = ModelRegistry(settings.challenger)
         self._stop_event = threading.Event()
         self.watcher = ModelWatcher(settings.kafka_bootstrap, settings.topic_models, self.registry,
-                                    lambda reason: self.metrics.refused.labels(reason).inc(), self._stop_event)
+                                    self._refused, self._stop_event)
         self.exactly_once = settings.guarantee == "exactly_once"
         self.kafka_health = KafkaHealth()
         consumer_extra = {"client.id": settings.instance_id, "error_cb": self.kafka_health.error_cb}
@@ -155,6 +160,10 @@ class Scorer:
         return f"{self.s.group_id}.{self.s.instance_id}"
 
     # ---------------------------------------------------------------- helpers
+    def _refused(self, reason: str) -> None:
+        self.metrics.refused.labels(reason).inc()
+        self.metrics.last_refused.set_to_current_time()
+
     def ready(self) -> bool:
         return (self.registry.champion is not None and self.watcher.is_alive()
                 and self.kafka_health.ok(lambda: self.consumer.list_topics(self.s.topic_features, timeout=2)))
@@ -169,6 +178,7 @@ class Scorer:
                 consumer.commit(asynchronous=False)
             except Exception as exc:  # noqa: BLE001 - nothing stored yet is a normal case
                 log.debug("commit_on_revoke", detail=str(exc))
+        self.metrics.lag.forget(partitions)
         log.info("partitions_revoked", partitions=[p.partition for p in partitions])
 
     def _on_lost(self, consumer, partitions) -> None:
@@ -176,6 +186,7 @@ class Scorer:
         if self.txn is not None and self.txn.open:
             self.txn.abort(exclude=partitions)
             self._uncommitted_ts.clear()
+        self.metrics.lag.forget(partitions)
         log.warning("partitions_lost", partitions=[p.partition for p in partitions])
 
     def _on_assign(self, consumer, partitions) -> None:
@@ -242,6 +253,7 @@ class Scorer:
                     self._score_batch(msgs)
                 if self.txn is not None and (self.txn.due() or not msgs):
                     self._commit_transaction()
+                self.metrics.lag.update(self.consumer)
             return 0
         except KafkaException as exc:
             # Fatal for the transactional producer (e.g. fenced by a replica with the same instance id).
@@ -278,6 +290,9 @@ class Scorer:
             if event == "challenger_loaded":
                 self.shadow = _Shadow()
         champion, challenger = self.registry.champion, self.registry.challenger
+        for model in (champion, challenger):
+            if model is not None:  # the version's series at 0 before its first score: rate() counts them all
+                self.metrics.scored.labels(str(model.version))
         self.metrics.model_version.set(champion.version if champion else 0)
         self.metrics.challenger_version.set(challenger.version if challenger else 0)
 
@@ -381,8 +396,8 @@ class Scorer:
                 self.consumer.commit(asynchronous=False)
         except Exception as exc:  # noqa: BLE001 - nothing to commit is fine at shutdown
             log.debug("final_commit", detail=str(exc))
+        if server:
+            server.stop()  # first: a scrape asks ready(), which must not meet a closing consumer
         self.consumer.close()
         self.watcher.join(5)
-        if server:
-            server.stop()
         log.info("scorer_stopped")

@@ -330,14 +330,7 @@ class LocalStack:
 
     # ---------------------------------------------------------------- processes
     def _spawn(self, svc: Service, cmd: list[str], env: dict | None = None) -> int:
-        svc.log_file.parent.mkdir(parents=True, exist_ok=True)
-        svc.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(svc.log_file, "ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, env={**os.environ, **(env or {})}, cwd=self.home)
-        svc.pid_file.write_text(str(proc.pid))
-        log.info("process_started", service=svc.name, pid=proc.pid, port=svc.port, log=str(svc.log_file))
-        return proc.pid
+        return spawn(svc, cmd, env, cwd=self.home)
 
     def _java(self) -> str:
         java = shutil.which("java")
@@ -463,22 +456,7 @@ class LocalStack:
         }
 
     def stop_service(self, svc: Service, timeout: float = 45.0, kill: bool = False) -> None:
-        pid = svc.pid()
-        if pid is None:
-            svc.pid_file.unlink(missing_ok=True)
-            return
-        os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while svc.pid() is not None and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.2)
-        if svc.pid() is not None:
-            log.warning("process_kill", service=svc.name, pid=pid, reason=f"still running {timeout:.0f}s after SIGTERM")
-            os.killpg(pid, signal.SIGKILL)
-            time.sleep(0.5)
-            _reap(pid)
-        svc.pid_file.unlink(missing_ok=True)
-        log.info("process_stopped", service=svc.name, pid=pid)
+        stop(svc, timeout, kill)
 
     def restart_service(self, svc: Service, kill: bool = False) -> None:
         """Stop one broker (SIGTERM, or SIGKILL with ``kill``) and start it again, waiting until ready."""
@@ -494,6 +472,38 @@ class LocalStack:
         """Stop HiveMQ first (no new input), then Kafka; both with SIGTERM for a clean shutdown."""
         self.stop_service(self.hivemq)
         self.stop_service(self.kafka)
+
+
+def spawn(svc: Service, cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> int:
+    """Start ``cmd`` detached (own session) with its output in the service's log and its pid in its pid file."""
+    svc.log_file.parent.mkdir(parents=True, exist_ok=True)
+    svc.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(svc.log_file, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, **(env or {})}, cwd=cwd or svc.home)
+    svc.pid_file.write_text(str(proc.pid))
+    log.info("process_started", service=svc.name, pid=proc.pid, port=svc.port, log=str(svc.log_file))
+    return proc.pid
+
+
+def stop(svc: Service, timeout: float = 45.0, kill: bool = False) -> None:
+    """SIGTERM (or SIGKILL with ``kill``) to the service's process group; SIGKILL after ``timeout``."""
+    pid = svc.pid()
+    if pid is None:
+        svc.pid_file.unlink(missing_ok=True)
+        return
+    os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while svc.pid() is not None and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.2)
+    if svc.pid() is not None:
+        log.warning("process_kill", service=svc.name, pid=pid, reason=f"still running {timeout:.0f}s after SIGTERM")
+        os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        _reap(pid)
+    svc.pid_file.unlink(missing_ok=True)
+    log.info("process_stopped", service=svc.name, pid=pid)
 
 
 def _reap(pid: int) -> None:

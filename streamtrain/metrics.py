@@ -6,15 +6,41 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+READY = "streamtrain_ready"
+
+
+def zero_labels(counter, values) -> None:
+    """Export ``counter{label=v}`` at 0 for every known value: a series born at 1 shows no increase to
+    rate() or increase(), so the first burst of a new dead-letter reason would be invisible."""
+    for value in values:
+        counter.labels(value)
+
+
+class ReadyCollector:
+    """``streamtrain_ready``: what /readyz answers, asked at each scrape, so alerts see a program that
+    runs but cannot work (no broker, no model) and not only one that is gone."""
+
+    def __init__(self, ready: Callable[[], bool]) -> None:
+        self.ready = ready
+
+    def describe(self):
+        return [GaugeMetricFamily(READY, "1 when the program is ready (/readyz answers 200), else 0")]
+
+    def collect(self):
+        yield GaugeMetricFamily(READY, "1 when the program is ready (/readyz answers 200), else 0",
+                                value=1.0 if self.ready() else 0.0)
 
 
 class MetricsServer:
-    """Serves /metrics (Prometheus text), /healthz (alive) and /readyz (ready() is True)."""
+    """Serves /metrics (Prometheus text, with ``streamtrain_ready``), /healthz (alive) and /readyz (ready() is True)."""
 
     def __init__(self, registry: CollectorRegistry, port: int, ready: Callable[[], bool] = lambda: True,
                  host: str = "0.0.0.0") -> None:
         self.registry = registry
         self.ready = ready
+        registry.register(ReadyCollector(ready))
         outer = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -50,6 +50,9 @@ def reconstruction_error(x_norm: np.ndarray, reconstructed: np.ndarray) -> np.nd
 class BadInput(ValueError):
     """A record this model cannot score; ``reason`` becomes the dead-letter reason."""
 
+    #: Every reason raised (exported at 0 from the start by the scorer).
+    REASONS = ("missing_feature", "bad_feature_value", "not_a_sequence", "bad_window")
+
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason

@@ -101,14 +101,24 @@ def _local_stack(ctx, home, kafka_port, mqtt_port):
 @click.option("--kafka-auth", type=click.Choice(["none", "scram"]), default=None,
               help="scram: SASL/SCRAM-SHA-512 over TLS with ACLs (env STREAMTRAIN_KAFKA_AUTH; default none). "
                    "Chosen when the Kafka data is first made.")
+@click.option("--monitoring", is_flag=True,
+              help="Also run Prometheus (Debian's prometheus package) with StreamTrain's alerts, scraping the "
+                   "bridge, preprocess and score programs started with --metrics-port 9401, 9402 and 9403.")
+@click.option("--prometheus-port", type=int, default=None, help="Prometheus web port with --monitoring (default 9090).")
 @click.pass_context
-def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth) -> None:
+def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, monitoring, prometheus_port) -> None:
     """Start both brokers (if not running), wait until ready, create the pipeline topics."""
     from stack.local import StackError
     try:
         if kafka_auth:
             ctx.obj["log"]["kafka_auth"] = kafka_auth
-        status = _local_stack(ctx, home, kafka_port, mqtt_port).up()
+        stack = _local_stack(ctx, home, kafka_port, mqtt_port)
+        status = stack.up()
+        if monitoring:
+            from stack.monitoring import PROMETHEUS_PORT, RULES, LocalPrometheus, local_targets, prometheus_config
+            prom = LocalPrometheus(stack.home, prometheus_port or PROMETHEUS_PORT)
+            prom.start(prometheus_config(local_targets(), [RULES], interval="5s"))
+            status["prometheus"] = prom.status()
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -141,8 +151,13 @@ def stack_kafka_user(ctx, user, program, group, home, kafka_port, mqtt_port) -> 
 @_stack_options
 @click.pass_context
 def stack_status(ctx, home, kafka_port, mqtt_port) -> None:
-    """Show pids, endpoints and readiness of both brokers (exit 1 unless both are ready)."""
-    status = _local_stack(ctx, home, kafka_port, mqtt_port).status()
+    """Show pids, endpoints and readiness of both brokers (exit 1 unless both are ready), and of
+    Prometheus when `stack up --monitoring` started it."""
+    from stack.monitoring import running_prometheus
+    stack = _local_stack(ctx, home, kafka_port, mqtt_port)
+    status = stack.status()
+    if (prom := running_prometheus(stack.home)) is not None:
+        status["prometheus"] = prom.status()
     click.echo(json.dumps(status, indent=2))
     sys.exit(0 if status["kafka"]["ready"] and status["hivemq"]["ready"] else 1)
 
@@ -207,8 +222,13 @@ def stack_passwd_fleet(ctx, devices, prefix, out, path) -> None:
 @_stack_options
 @click.pass_context
 def stack_down(ctx, home, kafka_port, mqtt_port) -> None:
-    """Stop HiveMQ and Kafka cleanly (SIGTERM, then SIGKILL after a grace period)."""
-    _local_stack(ctx, home, kafka_port, mqtt_port).down()
+    """Stop Prometheus (if `stack up --monitoring` started it), HiveMQ and Kafka cleanly (SIGTERM, then
+    SIGKILL after a grace period)."""
+    from stack.monitoring import running_prometheus
+    stack = _local_stack(ctx, home, kafka_port, mqtt_port)
+    if (prom := running_prometheus(stack.home)) is not None:
+        prom.stop()
+    stack.down()
     click.echo("stack stopped")
 
 

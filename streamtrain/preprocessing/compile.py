@@ -12,6 +12,10 @@ from sqlglot import exp
 
 
 class EvalError(ValueError):
+    #: Every reason an evaluation fails with (dead-letter reasons; exported at 0 from the start).
+    REASONS = ("missing_field", "wrong_type", "division_by_zero", "domain_error", "non_finite", "expression_error",
+               "unsupported")
+
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason

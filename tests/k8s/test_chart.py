@@ -15,10 +15,12 @@ from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 from streamtrain_operator import render, validate
 
 CHART = ROOT / "charts/streamtrain"
-EVERYTHING = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
+EVERYTHING = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+                          "prometheusRule": {"enabled": True}},
               "grafana": {"enabled": True}}
-#: Kinds served by CRDs of other projects: kubernetes-validate has no schema for them.
-FOREIGN = {"ServiceMonitor"}
+#: Kinds served by CRDs of other projects: kubernetes-validate has no schema for them (the Prometheus
+#: Operator's are checked against its CRD schemas in test_prometheus_rule.py).
+FOREIGN = {"ServiceMonitor", "PrometheusRule"}
 
 
 def rendered(values: dict | None = None, namespace: str = "streamtrain") -> list[dict]:
@@ -51,7 +53,7 @@ def test_rendered_manifests_validate(values, version):
 
 
 def test_optional_pieces_follow_their_flags():
-    assert {d["kind"] for d in rendered()} & {"ServiceMonitor"} == set()
+    assert {d["kind"] for d in rendered()} & {"ServiceMonitor", "PrometheusRule"} == set()
     assert not [d for d in rendered() if d["kind"] == "ConfigMap"]
     docs = rendered(EVERYTHING)
     sm = next(d for d in docs if d["kind"] == "ServiceMonitor")
