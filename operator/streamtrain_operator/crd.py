@@ -231,6 +231,9 @@ def spec_schema() -> dict:
             "replicas": _int("Scorer replicas (one consumer group)", 2, 0, 64),
             "engine": _str("python (micro-batches, TensorFlow) or kafka-streams (JVM Kafka Streams application, "
                            "ONNX Runtime, exactly once)", "python", enum=["python", "kafka-streams"]),
+            "startAt": _str("Where a new scorer group starts reading: committed (its offsets, else the earliest), "
+                            "earliest, or latest (only what arrives after it starts); applied on the group's first "
+                            "start only, so Pod restarts resume", "committed", enum=["committed", "earliest", "latest"]),
             "streamsImage": _str("Image of the kafka-streams scorer (images/scorer-streams.Dockerfile); "
                                  "empty: <image.repository>-scorer-streams:<image.tag>", ""),
             "challenger": _obj("Champion/challenger: new versions score in shadow until promoted", {
