@@ -10,7 +10,7 @@ from streamtrain_cli.main import cli
 REPO = Path(__file__).resolve().parents[1]
 OTHER_TOOLS = {"--add-config", "--alter", "--bootstrap-server", "--cpus", "--create-namespace", "--entity-name",
                "--entity-type", "--follow", "--from", "--from-file", "--from-literal", "--memory", "--name",
-               "--namespace", "--set", "--tail", "--type", "--watch"}
+               "--namespace", "--set", "--tail", "--type", "--version", "--watch"}
 
 
 def all_options(group: click.Group) -> set[str]:
