@@ -12,31 +12,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.k8s.conftest import RELEASE, RELEASE_NS, ROOT, load_example
 from tests.k8s.controlplane import kubeconfig
+from tests.waiting import eventually
 
 from streamtrain_operator import children
 
 pytestmark = pytest.mark.kube
 
 NS = "plant"
-DEADLINE = 120.0
 STRIMZI_KINDS = ("Kafka", "KafkaTopic", "KafkaUser")
 
 
-def eventually(check, what: str, deadline: float = DEADLINE, every: float = 0.5):
-    end = time.monotonic() + deadline
-    last = None
-    while time.monotonic() < end:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 class Operator:
@@ -157,7 +147,7 @@ def test_lifecycle_children_status_update_events_delete(operator):
     assert st["phase"] == "Progressing"
     # ... kwok-run Pods make the Deployments ready and the trainer Job complete; Strimzi's part is played here.
     act_as_strimzi(cp, objs)
-    st = eventually(lambda: (s := status()).get("phase") == "Ready" and s, "phase Ready", deadline=180)
+    st = eventually(lambda: (s := status()).get("phase") == "Ready" and s, "phase Ready", timeout=180)
     assert all(c["status"] == "True" for c in st["conditions"]), st["conditions"]
     job = next(o for o in objs if o["kind"] == "Job")
     st = eventually(lambda: (s := status()).get("lastTraining", {}).get("result") == "Succeeded" and s, "training")
@@ -212,12 +202,17 @@ def test_lifecycle_children_status_update_events_delete(operator):
     assert "Traceback" not in operator.output(), operator.output()
 
 
+def created_then_operator_stopped(operator, name: str) -> dict:
+    operator.start()
+    body = create(operator.cp, name)
+    wait_for_children(operator.cp, body)
+    assert operator.stop() == 0, operator.output()
+    return body
+
+
 def test_delete_while_the_operator_is_down_leaves_nothing_stuck(operator):
     cp = operator.cp
-    operator.start()
-    body = create(cp, "plant-2")
-    wait_for_children(cp, body)
-    assert operator.stop() == 0, operator.output()
+    created_then_operator_stopped(operator, "plant-2")
     assert not get(cp, "streamingtraining", "plant-2")["metadata"].get("finalizers")
     cp.kubectl("delete", "streamingtraining", "plant-2", "-n", NS, "--wait=true", "--timeout=30s")
     eventually(lambda: owned_children(cp, "plant-2") == [], "every child of plant-2 garbage-collected")
@@ -225,10 +220,7 @@ def test_delete_while_the_operator_is_down_leaves_nothing_stuck(operator):
 
 def test_helm_uninstall_before_the_resources_then_namespace_deletion(operator):
     cp = operator.cp
-    operator.start()
-    body = create(cp, "plant-3")
-    wait_for_children(cp, body)
-    assert operator.stop() == 0, operator.output()
+    created_then_operator_stopped(operator, "plant-3")
     cp.helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", "--timeout", "120s")
     assert get(cp, "deployment", "st-streamtrain", ns=RELEASE_NS) is None
     # CRDs stay (Helm never deletes crds/): the resource is still readable, and nothing blocks its deletion.

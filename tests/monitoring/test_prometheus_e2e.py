@@ -26,6 +26,7 @@ from streamtrain.preprocessing.spec import PreprocessSpec
 from streamtrain.topics import TopicSpec
 from tests.ingest.test_bridge_e2e import bad_payloads, bridge_factory, scrape, simulate  # noqa: F401
 from tests.programs import Program, settings_env
+from tests.waiting import eventually
 
 NAMESPACE = "streamtrain-test"
 BACKLOG = 50_000  # raw readings written at once while the preprocessor runs: seconds of work for it
@@ -35,13 +36,7 @@ WINDOW_S = 300  # the dashboard's rate(...[5m])
 
 
 def wait_for(what: str, check, timeout: float = 120.0, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout}s")
+    return eventually(check, what, timeout=timeout, every=every)
 
 
 def readings(prefix: str, devices: int, steps: int, seed: int) -> list[dict]:
