@@ -25,6 +25,8 @@ from pydantic import Field
 from streamtrain import logs
 from streamtrain.kafka import producer_config
 from streamtrain.baselines import DeviceBaselines
+from trainer.statistics import (Moments, baselines_from_rows, device_thresholds, newest_rows, robust_threshold,
+                                training_health)
 from streamtrain.kafka_dataset import KafkaSource, SourceRange, infer_features, infer_window, resolve_range
 from streamtrain.model import ARTEFACT_FORMAT, reconstruction_error, save_artefact
 from streamtrain.modelcodec import publish_model, read_versions
@@ -121,20 +123,9 @@ def parse_smoothing(text: str | None) -> tuple[int, int] | None:
     return k, m
 
 
-def newest_rows(x: np.ndarray) -> np.ndarray:
-    """The reading each input scores: the row itself, or a window's newest row."""
-    return x[:, -1, :] if x.ndim == 3 else x
-
-
-def robust_location_scale(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column median and IQR / 1.349 (the standard deviation for normal data), std as a floor guard."""
-    q25, med, q75 = np.percentile(rows, [25, 50, 75], axis=0)
-    scale = (q75 - q25) / 1.349
-    return med, np.where(scale > 1e-9, scale, rows.std(0))
-
-
-def device_statistics(source: KafkaSource, warmup: int) -> tuple[DeviceBaselines, np.ndarray, np.ndarray, int]:
-    """Per-device median/scale (devices with >= ``warmup`` records) and the fleet's mean/std, in one pass.
+def device_statistics(source: KafkaSource, warmup: int) -> tuple[DeviceBaselines, np.ndarray, np.ndarray, int, dict]:
+    """Per-device location/scale (devices with >= ``warmup`` records), the fleet's mean/std, the row
+    count and the scale floors applied (``trainer.statistics``), in one pass.
 
     Each reading counts once: a window contributes its newest row."""
     per_device: dict = {}
@@ -142,22 +133,8 @@ def device_statistics(source: KafkaSource, warmup: int) -> tuple[DeviceBaselines
         rows = newest_rows(x).astype(np.float64)
         for d, row in zip(devices, rows):
             per_device.setdefault(d, []).append(row)
-    if not per_device:
-        n = len(source.feature_names)
-        empty = DeviceBaselines(warmup, {}, np.zeros((0, n)), np.ones((0, n)), np.zeros(0), np.zeros(0, int), {})
-        return empty, np.zeros(n), np.ones(n), 0
-    everything = np.concatenate([np.asarray(v) for v in per_device.values()])
-    g_mean, g_std = everything.mean(0), everything.std(0)
-    ready = sorted(d for d, v in per_device.items() if len(v) >= warmup and d is not None)
-    # Robust location and scale (median, IQR / 1.349): a lasting fault inside a device's training
-    # history must not become part of its baseline.
-    stats = [robust_location_scale(np.asarray(per_device[d])) for d in ready]
-    mean = np.asarray([m for m, _ in stats]).reshape(len(ready), -1)
-    std = np.asarray([sd for _, sd in stats]).reshape(len(ready), -1)
-    warming = {str(d): len(v) for d, v in per_device.items() if d is not None and len(v) < warmup}
-    b = DeviceBaselines(warmup, {d: i for i, d in enumerate(ready)}, mean, np.where(std > 1e-9, std, 1.0),
-                        np.ones(len(ready)), np.asarray([len(per_device[d]) for d in ready], dtype=np.int64), warming)
-    return b, g_mean, np.where(g_std > 1e-9, g_std, 1.0), len(everything)
+    return baselines_from_rows({d: np.asarray(v) for d, v in per_device.items()}, warmup,
+                               len(source.feature_names))
 
 
 def stream_moments(source: KafkaSource) -> tuple[np.ndarray, np.ndarray, int]:
@@ -173,12 +150,6 @@ def stream_moments(source: KafkaSource) -> tuple[np.ndarray, np.ndarray, int]:
     mean = total / n
     std = np.sqrt(np.maximum(total_sq / n - mean ** 2, 0.0))
     return mean, np.where(std > 1e-9, std, 1.0), n
-
-
-def robust_threshold(errors: np.ndarray, k: float) -> float:
-    med = float(np.median(errors))
-    mad = float(np.median(np.abs(errors - med))) * 1.4826
-    return med + k * max(mad, 1e-9)
 
 
 def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | None = None,
@@ -221,9 +192,9 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
              features=features, model=s.model_kind, baselines=s.baselines, window=window)
 
     source = KafkaSource(s.kafka_bootstrap, rng, features, window)
-    baselines = None
+    baselines, floors = None, None
     if per_device:
-        baselines, mean, std, n_rows = device_statistics(source, s.warmup_records)
+        baselines, mean, std, n_rows, floors = device_statistics(source, s.warmup_records)
         if not baselines.index:
             raise TrainError(f"no device has {s.warmup_records} records in the range; lower --warmup-records "
                              "or train on more records")
@@ -294,6 +265,7 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
     # Thresholds from the errors of the (normalized) training inputs, read once more from Kafka.
     errors, fallback_errors, error_devices = [], [], []
     raw_sample = None  # rows the ONNX export is checked against
+    moments = Moments()  # of the inputs as the network saw them: the constant predictor's error
     for x, _, devices in source.batches_with_devices():
         if raw_sample is None:
             raw_sample = x[:64]
@@ -303,14 +275,21 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
             error_devices += [d for d, keep in zip(devices, own) if keep]
             fallback_errors.append(newest_errors((x - mean32) / std32))
         else:
-            errors.append(newest_errors((x - mean32) / std32))
+            xn = (x - mean32) / std32
+            errors.append(newest_errors(xn))
+        moments.add(xn)
     errors = np.concatenate(errors)
+    health = training_health(history.history, moments.mean_variance())
+    if health["status"] != "ok":
+        log.warning("training_unhealthy", status=health["status"], problems=health["problems"],
+                    final_loss=health["final_loss"], final_val_loss=health["final_val_loss"],
+                    constant_predictor_loss=health["constant_predictor_loss"])
     if per_device:
         by_device: dict = {}
         for d, e in zip(error_devices, errors):
             by_device.setdefault(d, []).append(e)
         ids = sorted(baselines.index, key=baselines.index.get)
-        baselines.threshold = np.asarray([robust_threshold(np.asarray(by_device[d]), s.threshold_k) for d in ids])
+        baselines.threshold = device_thresholds([np.asarray(by_device[d]) for d in ids], s.threshold_k)
         threshold = robust_threshold(np.concatenate(fallback_errors), s.threshold_k)
         row_thresholds = np.asarray([baselines.threshold[baselines.index[d]] for d in error_devices])
         anomaly_rate = float((errors > row_thresholds).mean())
@@ -350,6 +329,7 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
                    "model_kind": s.model_kind, "baselines": s.baselines, "warmup_records": s.warmup_records,
                    "smoothing": s.smoothing, "conv_filters": filters, "kernel_size": s.kernel_size},
         "metrics": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "training_health": health,
         "kafka_reads_during_fit": epochs_read,
         "train_seconds": round(time.monotonic() - t_start, 2),
         "fit_seconds": round(fit_seconds, 3),
@@ -357,6 +337,8 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
     }
     if per_device:
         meta["baselines"] = baselines.as_metadata()
+        meta["scale_floors"] = {"rule": "scale >= max(resolution, fleet scale / 20); constant: fleet scale",
+                                "raised": {kind: dict(zip(features, counts)) for kind, counts in floors.items()}}
     if smoothing:
         meta["smoothing"] = {"k": smoothing[0], "m": smoothing[1]}
     size = len(json.dumps(meta))
@@ -370,6 +352,7 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
         log.info("model_published", version=version, parent_version=parent, topic=s.topic_models,
                  records=n_rows, threshold=round(threshold, 6), final_loss=meta["metrics"]["loss"][-1],
                  seconds=meta["train_seconds"], model=meta["model"], baselines=s.baselines,
+                 training_health=health["status"],
                  devices=len(baselines.index) if baselines else None)
     meta["_model"] = model
     return meta
