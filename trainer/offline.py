@@ -13,7 +13,7 @@ import numpy as np
 
 from streamtrain.model import LoadedModel, reconstruction_error
 from trainer.statistics import Moments, baselines_from_rows, device_thresholds, training_health
-from trainer.train import TrainSettings, build_autoencoder
+from trainer.train import TrainSettings, build_autoencoder, epochs_for
 
 
 @dataclass
@@ -26,12 +26,16 @@ class Fitted:
 
 
 def fit_arrays(train: dict[str, np.ndarray], **overrides) -> Fitted:
-    """Fit on {device: training rows [readings, features]} with TrainSettings' defaults (+ overrides)."""
-    s = TrainSettings(baselines="device", **overrides)
+    """Fit on {device: training rows [readings, features]} with TrainSettings' defaults (+ overrides;
+    per-device baselines unless ``baselines="global"``)."""
+    s = TrainSettings(**{"baselines": "device", **overrides})
     n_features = next(iter(train.values())).shape[1]
     baselines, mean, std, _, _ = baselines_from_rows(train, s.warmup_records, n_features)
-    devices = sorted(baselines.index, key=baselines.index.get)
-    xs = [(np.asarray(train[d], np.float64) - baselines.mean[i]) / baselines.std[i] for i, d in enumerate(devices)]
+    devices = sorted(baselines.index, key=baselines.index.get) if s.baselines == "device" else sorted(train)
+    if s.baselines == "device":
+        xs = [(np.asarray(train[d], np.float64) - baselines.mean[i]) / baselines.std[i] for i, d in enumerate(devices)]
+    else:
+        xs = [(np.asarray(train[d], np.float64) - mean) / std for d in devices]
     owner = np.concatenate([np.full(len(x), i) for i, x in enumerate(xs)])
     xn = np.concatenate(xs).astype(np.float32)
     rng = np.random.default_rng(s.seed)
@@ -41,14 +45,16 @@ def fit_arrays(train: dict[str, np.ndarray], **overrides) -> Fitted:
         hold[order[::int(round(1 / s.validation_fraction))]] = True
     layers = [int(w) for w in s.layers.split(",") if w.strip()]
     model = build_autoencoder(n_features, layers, s.learning_rate, s.seed)
-    history = model.fit(xn[~hold], xn[~hold], batch_size=s.batch_size, epochs=s.epochs, shuffle=True, verbose=0,
-                        validation_data=(xn[hold], xn[hold]) if hold.any() else None)
+    history = model.fit(xn[~hold], xn[~hold], batch_size=s.batch_size, epochs=epochs_for(s, len(xn)), shuffle=True,
+                        verbose=0, validation_data=(xn[hold], xn[hold]) if hold.any() else None)
     errors = reconstruction_error(xn, model(xn, training=False).numpy())
-    baselines.threshold = device_thresholds([errors[owner == i] for i in range(len(devices))], s.threshold_k)
     moments = Moments()
     moments.add(xn)
     health = training_health(history.history, moments.mean_variance())
     meta = {"version": 0, "feature_names": [f"f{i}" for i in range(n_features)],
             "normalization": {"mean": list(map(float, mean)), "std": list(map(float, std))},
-            "threshold": float(np.max(baselines.threshold)), "baselines": baselines.as_metadata()}
+            "threshold": device_thresholds([errors], s.threshold_k)[0]}
+    if s.baselines == "device":
+        baselines.threshold = device_thresholds([errors[owner == i] for i in range(len(devices))], s.threshold_k)
+        meta["baselines"] = baselines.as_metadata()
     return Fitted(LoadedModel(model, meta), health)

@@ -13,6 +13,7 @@ its own training errors, after ``warmup_records``; the fleet's statistics as the
 from __future__ import annotations
 
 import json
+import math
 import socket
 import time
 from pathlib import Path
@@ -45,13 +46,17 @@ class TrainSettings(CommonSettings):
     since_ms: int | None = Field(None, description="Only records with a timestamp at or after this (epoch ms)")
     until_ms: int | None = Field(None, description="Only records with a timestamp before this (epoch ms)")
     features: str | None = Field(None, description="Comma-separated feature names (default: numeric fields found)")
-    epochs: int = Field(20, ge=1, description="Passes over the same offset range")
+    epochs: int | None = Field(None, ge=1, description="Passes over the same offset range; default: 20, or more "
+                                                       "for a small range (see min_steps)")
+    min_steps: int = Field(1500, ge=0, description="Without epochs: optimizer steps a run takes at least, so a small "
+                                                   "range (a few hundred readings per device) still converges; at "
+                                                   "most 200 epochs")
     batch_size: int = Field(256, ge=1, description="Rows per training step")
     layers: str = Field("16,4,16", description="Hidden layer widths of the autoencoder, comma-separated")
     learning_rate: float = Field(0.005, gt=0, description="Adam learning rate")
     cache: bool = Field(False, description="Cache the first read in memory instead of re-reading Kafka per epoch")
     validation_fraction: float = Field(0.1, ge=0, lt=0.5, description="Share of each batch held out for validation")
-    threshold_k: float = Field(10.0, gt=0, description="Threshold = median + k * MAD of training errors")
+    threshold_k: float = Field(8.0, gt=0, description="Threshold = median + k * MAD of training errors")
     seed: int = Field(7, description="Seed for weights and shuffling")
     tensorboard_dir: Path | None = Field(None, description="TensorBoard logs go here (default: none)")
     min_records: int = Field(500, ge=1, description="Refuse to train on fewer usable records")
@@ -76,6 +81,19 @@ class TrainError(RuntimeError):
 
 #: The manifest is one Kafka record (at most 2 MiB on the models topic): room for ~10,000 device baselines.
 MAX_METADATA_BYTES = 1_800_000
+
+
+#: Epochs when none are given, and the most a small range gets to reach ``min_steps``.
+DEFAULT_EPOCHS, MAX_AUTO_EPOCHS = 20, 200
+
+
+def epochs_for(s: TrainSettings, rows: int) -> int:
+    """Epochs of a run over ``rows`` inputs: ``epochs`` when given; otherwise 20, or as many as
+    ``min_steps`` optimizer steps take (at most 200)."""
+    if s.epochs is not None:
+        return s.epochs
+    steps_per_epoch = max(1, math.ceil(rows * (1 - s.validation_fraction) / s.batch_size))
+    return int(min(MAX_AUTO_EPOCHS, max(DEFAULT_EPOCHS, math.ceil(s.min_steps / steps_per_epoch))))
 
 
 def build_autoencoder(n_features: int, layers: list[int], learning_rate: float, seed: int):
@@ -248,13 +266,14 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
         model = build_conv_autoencoder(window, len(features), filters, s.kernel_size, s.learning_rate, s.seed)
     else:
         model = build_autoencoder(len(features), layers, s.learning_rate, s.seed)
-    callbacks = [_ProgressLog(s.epochs)]
+    epochs = epochs_for(s, int(baselines.records.sum()) if per_device else n_rows)
+    callbacks = [_ProgressLog(epochs)]
     if s.tensorboard_dir:
         import keras  # noqa: PLC0415
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(s.tensorboard_dir / f"v{version or 'next'}")))
     reads_before = source.reads
     t_fit = time.monotonic()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=s.epochs, verbose=0, callbacks=callbacks)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, callbacks=callbacks)
     fit_seconds = time.monotonic() - t_fit
     epochs_read = source.reads - reads_before
 
@@ -323,7 +342,8 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
         "threshold_rule": f"median + {s.threshold_k} * MAD of training reconstruction errors"
                           + (" (per device; this one is the fleet-wide fallback)" if per_device else ""),
         "training_anomaly_rate": anomaly_rate,
-        "config": {"layers": layers, "epochs": s.epochs, "batch_size": s.batch_size,
+        "config": {"layers": layers, "epochs": s.epochs, "epochs_run": epochs, "min_steps": s.min_steps,
+                   "batch_size": s.batch_size,
                    "learning_rate": s.learning_rate, "seed": s.seed, "validation_fraction": s.validation_fraction,
                    "threshold_k": s.threshold_k, "backend": s.backend, "cache": s.cache,
                    "model_kind": s.model_kind, "baselines": s.baselines, "warmup_records": s.warmup_records,
@@ -333,7 +353,7 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
         "kafka_reads_during_fit": epochs_read,
         "train_seconds": round(time.monotonic() - t_start, 2),
         "fit_seconds": round(fit_seconds, 3),
-        "records_per_second": round(n_rows * s.epochs / max(time.monotonic() - t_start, 1e-6), 1),
+        "records_per_second": round(n_rows * epochs / max(time.monotonic() - t_start, 1e-6), 1),
     }
     if per_device:
         meta["baselines"] = baselines.as_metadata()
@@ -389,9 +409,10 @@ def reproduce(s: TrainSettings, version: int) -> dict:
     meta = versions[version].metadata
     cfg = meta["config"]
     s2 = s.model_copy(update={
-        "features": ",".join(meta["feature_names"]), "epochs": cfg["epochs"], "batch_size": cfg["batch_size"],
+        "features": ",".join(meta["feature_names"]), "epochs": cfg.get("epochs_run", cfg["epochs"]), "batch_size": cfg["batch_size"],
         "layers": ",".join(str(w) for w in cfg["layers"]), "learning_rate": cfg["learning_rate"],
         "seed": cfg["seed"], "validation_fraction": cfg["validation_fraction"], "threshold_k": cfg["threshold_k"],
+        "min_steps": cfg.get("min_steps", 0),  # versions from before min_steps trained exactly `epochs`
         **{k: cfg[k] for k in ("model_kind", "baselines", "warmup_records", "smoothing", "kernel_size") if k in cfg},
         **({"conv_filters": ",".join(str(f) for f in cfg["conv_filters"])} if "conv_filters" in cfg else {}),
         ("topic_sequences" if cfg.get("model_kind") == "windowed" else "topic_features"): meta["source"]["topic"]})
