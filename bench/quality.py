@@ -172,9 +172,9 @@ def main() -> None:
     split = {d: (train[d][0], test[d][0], test[d][1]) for d in sorted(test)}
     table = {f"StreamTrain (`train {' '.join(TRAIN_ARGS[:2])}`, defaults)": quality_from(ours["overall"])}
     table.update({name: quality_of(flags, labels) for name, (flags, labels) in run_baselines(split).items()})
+    verdicts = ", ".join(f"v{v} {h['status']}" for v, h in health.items()) or "n/a"
     print(f"\nquality on the recorded fleet ({datetime.now(timezone.utc):%Y-%m-%d}, "
-          f"{time.monotonic() - started:.0f} s, training health: "
-          f"{', '.join(f'v{v} {h['status']}' for v, h in health.items()) or 'n/a'})\n")
+          f"{time.monotonic() - started:.0f} s, training health: {verdicts})\n")
     print(HEADER)
     for name, q in table.items():
         print(row(name, q))

@@ -149,6 +149,9 @@ def device_recording(cfg: RecordedConfig, index: int) -> tuple[np.ndarray, np.nd
         for k in steps:
             values[k:, v] += rng.choice([-0.5, 0.5])
         values[rng.integers(0, cfg.train_readings, 2), v] += 0.5  # two readings in training off by one step
+    for c, resolution in enumerate(model[:, 4]):  # what the sensors' converters report
+        if resolution:
+            values[:, c] = np.round(values[:, c] / resolution) * resolution
     # The valve position: a two-state channel that follows the operating point.
     values[:, CHANNELS.index("valve")] = (smooth > np.median(op[:cfg.train_readings])).astype(float)
     return values, labels, episodes

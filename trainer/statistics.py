@@ -11,7 +11,8 @@ below a floor:
 
 - the channel's **resolution** on that device: the smallest step between two distinct values
   in its training history (one step of a quantised channel is then at most one unit);
-- **1/20 of the fleet's scale** of that feature (the median over devices of their IQR scales):
+- **1/20 of the fleet's scale** of that feature (the median of the other floors' results over
+  the devices where it moves):
   a device may be much quieter than its neighbours, not a thousand times quieter;
 - a feature that is **constant** over the device's whole training history has no scale of its
   own: it gets the fleet's scale of that feature, or, when the whole fleet is constant on it,
@@ -55,17 +56,17 @@ def resolution(rows: np.ndarray) -> np.ndarray:
 def floored_scales(location: np.ndarray, scale: np.ndarray, steps: np.ndarray, constant: np.ndarray
                    ) -> tuple[np.ndarray, dict[str, list[int]]]:
     """Apply the floors (module docstring) to [devices, features] scales; also how many each raised."""
-    positive = np.where(scale > 0, scale, np.nan)
-    with np.errstate(all="ignore"):
-        fleet = np.nanmedian(positive, axis=0) if len(scale) else np.zeros(scale.shape[1])
-    fleet = np.nan_to_num(fleet, nan=0.0)
+    own = np.maximum(scale, steps)  # a quantised channel: at least one step
+    fleet = np.zeros(own.shape[1])
+    for c in range(own.shape[1]):
+        moving = own[:, c][~constant[:, c] & (own[:, c] > 0)]
+        fleet[c] = float(np.median(moving)) if len(moving) else 0.0
     magnitude = np.abs(location) * 0.01
     for_constant = np.where(fleet > 0, fleet, np.where(magnitude > 0, magnitude, 1.0))
-    floor = np.maximum(steps, FLEET_SCALE_SHARE * fleet)
-    out = np.where(constant, for_constant, np.maximum(scale, floor))
-    raised = {"resolution": [int(v) for v in np.sum(~constant & (steps > scale) & (steps >= floor), axis=0)],
-              "fleet": [int(v) for v in np.sum(~constant & (floor > scale) & (FLEET_SCALE_SHARE * fleet > steps),
-                                               axis=0)],
+    out = np.where(constant, for_constant, np.maximum(own, FLEET_SCALE_SHARE * fleet))
+    raised = {"resolution": [int(v) for v in np.sum(~constant & (steps > scale) & (own >= FLEET_SCALE_SHARE * fleet),
+                                                    axis=0)],
+              "fleet": [int(v) for v in np.sum(~constant & (FLEET_SCALE_SHARE * fleet > own), axis=0)],
               "constant": [int(v) for v in np.sum(constant, axis=0)]}
     return out, raised
 
