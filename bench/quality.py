@@ -149,7 +149,7 @@ def main() -> None:
     stack = LocalStack(StackSettings(home=home, jars=REPO / ".streamtrain" / "lib", kafka_port=free_port(),
                                      kafka_controller_port=free_port(), mqtt_port=free_port()))
     stack.up(create_topics=False)
-    logs = home / "logs"
+    logs = home / "programs"
     logs.mkdir()
     try:
         tag = uuid.uuid4().hex[:6]

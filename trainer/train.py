@@ -236,8 +236,11 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
     def normalize(x, y):
         return (x - mean32) / std32, (y - mean32) / std32
 
+    epochs = epochs_for(s, int(baselines.records.sum()) if per_device else n_rows)
+    # A small range given extra epochs (no --epochs) is read from Kafka once and cached: it is small.
+    cache = s.cache or (s.epochs is None and epochs > DEFAULT_EPOCHS)
     if per_device:
-        ds = source.dataset(s.batch_size, cache=s.cache, shuffle=4096, seed=s.seed,
+        ds = source.dataset(s.batch_size, cache=cache, shuffle=4096, seed=s.seed,
                             transform=lambda x, devices: per_device_normalize(x, devices)[0])
     elif s.backend == "tfio":
         if windowed:
@@ -245,7 +248,7 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
         from trainer.tfio_source import tfio_dataset  # noqa: PLC0415
         ds = tfio_dataset(s.kafka_bootstrap, rng, features, s.batch_size).map(normalize)
     else:
-        ds = source.dataset(s.batch_size, cache=s.cache, shuffle=4096, seed=s.seed).map(normalize)
+        ds = source.dataset(s.batch_size, cache=cache, shuffle=4096, seed=s.seed).map(normalize)
     val_every = int(round(1 / s.validation_fraction)) if s.validation_fraction else 0
     if val_every:
         def is_train(i, xy):
@@ -266,7 +269,6 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
         model = build_conv_autoencoder(window, len(features), filters, s.kernel_size, s.learning_rate, s.seed)
     else:
         model = build_autoencoder(len(features), layers, s.learning_rate, s.seed)
-    epochs = epochs_for(s, int(baselines.records.sum()) if per_device else n_rows)
     callbacks = [_ProgressLog(epochs)]
     if s.tensorboard_dir:
         import keras  # noqa: PLC0415
@@ -345,7 +347,7 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
         "config": {"layers": layers, "epochs": s.epochs, "epochs_run": epochs, "min_steps": s.min_steps,
                    "batch_size": s.batch_size,
                    "learning_rate": s.learning_rate, "seed": s.seed, "validation_fraction": s.validation_fraction,
-                   "threshold_k": s.threshold_k, "backend": s.backend, "cache": s.cache,
+                   "threshold_k": s.threshold_k, "backend": s.backend, "cache": cache,
                    "model_kind": s.model_kind, "baselines": s.baselines, "warmup_records": s.warmup_records,
                    "smoothing": s.smoothing, "conv_filters": filters, "kernel_size": s.kernel_size},
         "metrics": {k: [float(v) for v in vals] for k, vals in history.history.items()},
