@@ -22,6 +22,8 @@ The manifest records, per feature, how many devices' scales a floor raised (``sc
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from streamtrain.baselines import DeviceBaselines
@@ -30,6 +32,19 @@ from streamtrain.baselines import DeviceBaselines
 FLEET_SCALE_SHARE = 1 / 20
 #: A model whose validation error is above this share of a constant predictor's learned next to nothing.
 CONSTANT_PREDICTOR_RATIO = 0.9
+
+
+#: Epochs when none are given, and the most a small range gets to reach ``min_steps``.
+DEFAULT_EPOCHS, MAX_AUTO_EPOCHS = 20, 200
+
+
+def epochs_for(s, rows: int) -> int:
+    """Epochs of a run over ``rows`` inputs: ``epochs`` when given; otherwise 20, or as many as
+    ``min_steps`` optimizer steps take (at most 200)."""
+    if s.epochs is not None:
+        return s.epochs
+    steps_per_epoch = max(1, math.ceil(rows * (1 - s.validation_fraction) / s.batch_size))
+    return int(min(MAX_AUTO_EPOCHS, max(DEFAULT_EPOCHS, math.ceil(s.min_steps / steps_per_epoch))))
 
 
 def newest_rows(x: np.ndarray) -> np.ndarray:

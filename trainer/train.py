@@ -13,7 +13,6 @@ its own training errors, after ``warmup_records``; the fleet's statistics as the
 from __future__ import annotations
 
 import json
-import math
 import socket
 import time
 from pathlib import Path
@@ -26,13 +25,13 @@ from pydantic import Field
 from streamtrain import logs
 from streamtrain.kafka import producer_config
 from streamtrain.baselines import DeviceBaselines
-from trainer.statistics import (Moments, baselines_from_rows, device_thresholds, newest_rows, robust_threshold,
-                                training_health)
 from streamtrain.kafka_dataset import KafkaSource, SourceRange, infer_features, infer_window, resolve_range
 from streamtrain.model import ARTEFACT_FORMAT, reconstruction_error, save_artefact
 from streamtrain.modelcodec import publish_model, read_versions
 from streamtrain.onnx_export import ONNX_ATTACHMENT, NotExportable, export_scoring_graph
 from streamtrain.settings import CommonSettings
+from trainer.statistics import (DEFAULT_EPOCHS, Moments, baselines_from_rows, device_thresholds, epochs_for,
+                                newest_rows, robust_threshold, training_health)
 
 log = logs.get("trainer")
 
@@ -81,19 +80,6 @@ class TrainError(RuntimeError):
 
 #: The manifest is one Kafka record (at most 2 MiB on the models topic): room for ~10,000 device baselines.
 MAX_METADATA_BYTES = 1_800_000
-
-
-#: Epochs when none are given, and the most a small range gets to reach ``min_steps``.
-DEFAULT_EPOCHS, MAX_AUTO_EPOCHS = 20, 200
-
-
-def epochs_for(s: TrainSettings, rows: int) -> int:
-    """Epochs of a run over ``rows`` inputs: ``epochs`` when given; otherwise 20, or as many as
-    ``min_steps`` optimizer steps take (at most 200)."""
-    if s.epochs is not None:
-        return s.epochs
-    steps_per_epoch = max(1, math.ceil(rows * (1 - s.validation_fraction) / s.batch_size))
-    return int(min(MAX_AUTO_EPOCHS, max(DEFAULT_EPOCHS, math.ceil(s.min_steps / steps_per_epoch))))
 
 
 def build_autoencoder(n_features: int, layers: list[int], learning_rate: float, seed: int):

@@ -55,3 +55,11 @@ def test_training_health_verdicts():
     rising = training_health({"loss": [0.5, 0.7, 0.9]}, 10.0)
     assert rising["status"] == "not_converged" and "did not fall" in rising["problems"][0]
     assert training_health({"loss": [0.5, float("nan")]}, 1.0)["status"] == "not_converged"
+
+
+def test_a_small_range_gets_enough_optimizer_steps_unless_epochs_are_given():
+    from trainer.train import TrainSettings, epochs_for
+    assert epochs_for(TrainSettings(), 3200) == 125          # 12 steps per epoch, 1,500 steps
+    assert epochs_for(TrainSettings(), 200_000) == 20        # a large range: the usual 20
+    assert epochs_for(TrainSettings(), 100) == 200           # capped
+    assert epochs_for(TrainSettings(epochs=3), 3200) == 3    # given: exactly that
