@@ -53,8 +53,8 @@ def test_a_constant_channel_does_not_wreck_per_device_training(pipeline):
     health = meta["training_health"]
     assert health["status"] == "ok" and health["error_ratio"] < 0.5, health
     assert meta["metrics"]["loss"][-1] < 1.0, meta["metrics"]["loss"][-5:]  # not the ~1e3 of a collapsed scale
-    b = meta["baselines"]
-    voltage, valve = CHANNELS.index("voltage"), CHANNELS.index("valve")
+    b, names = meta["baselines"], meta["feature_names"]  # inferred from the records, in sorted order
+    voltage, valve = names.index("voltage"), names.index("valve")
     # Constant over the whole fleet: 1 % of its magnitude; the two-valued valve: its resolution (1).
     assert all(row[voltage] == pytest.approx(2.3) for row in b["std"]), b["std"]
     assert all(row[valve] == pytest.approx(1.0) for row in b["std"]), b["std"]
@@ -63,11 +63,11 @@ def test_a_constant_channel_does_not_wreck_per_device_training(pipeline):
 
     model = LoadedModel.from_version(read_versions(pipeline.kafka_bootstrap, pipeline.topic_models)[-1])
     fresh = {d: recording(rng, i, 200) for i, d in enumerate(data)}
-    normal = np.concatenate(list(fresh.values())).astype(np.float32)
+    normal = np.concatenate(list(fresh.values()))[:, [CHANNELS.index(f) for f in names]].astype(np.float32)
     devices = [d for d, rows in fresh.items() for _ in rows]
     assert model.assess(normal, devices).flags.mean() < 0.05
     broken = normal.copy()
-    broken[:, CHANNELS.index("temperature")] += 15  # far from what current and pressure imply
+    broken[:, names.index("temperature")] += 15  # far from what current and pressure imply
     assert model.assess(broken, devices).flags.mean() > 0.95
 
 
