@@ -1,3 +1,7 @@
 .PHONY: bench
 bench: install ## Benchmarks as ratios against limits measured in the same run (QUICK=1 for a short run)
 	QUICK=$(QUICK) $(PY) -m bench.run
+
+.PHONY: bench-quality
+bench-quality: install ## Detection quality on the recorded fleet through the live pipeline, next to PCA T2+Q and Isolation Forest (~5 min)
+	$(PY) -m bench.quality

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from streamtrain.kafka import read_topic
-from streamtrain.quality import evaluate, format_devices, format_table
+from streamtrain.quality import evaluate, format_devices, format_health, format_table
 from streamtrain.settings import CommonSettings
 
 
@@ -20,6 +20,20 @@ def read_scores(bootstrap: str, topic: str, timeout: float = 60.0) -> list[dict]
         except ValueError:
             continue
     return out
+
+
+def training_health(bootstrap: str, topic: str, versions: list[int]) -> dict[int, dict]:
+    """{version: its manifest's training_health} for the scored versions (empty when the models
+    topic cannot be read; versions trained before the check existed say ``unknown``)."""
+    from confluent_kafka import KafkaException  # noqa: PLC0415
+
+    from streamtrain.modelcodec import read_versions  # noqa: PLC0415
+    try:
+        manifests = {mv.version: mv.metadata for mv in read_versions(bootstrap, topic)}
+    except KafkaException:
+        return {}
+    return {v: manifests.get(v, {}).get("training_health") or {"status": "unknown", "problems": []}
+            for v in sorted(versions) if v in manifests}
 
 
 @click.command("evaluate")
@@ -38,6 +52,8 @@ def command(ctx, kafka_bootstrap, topic_scores, topic_models, per_device, as_jso
     (device_id, seq) counts and later ones are reported as duplicates. Precision: share of
     alarms that were real; recall: share of anomalous readings caught; false-alarm rate:
     share of normal readings flagged; missed-alarm rate: share of anomalous readings missed.
+    Below the table, each scored version's training health from its manifest (--topic-models):
+    whether training converged and beat a constant predictor.
     """
     given = {k: v for k, v in dict(kafka_bootstrap=kafka_bootstrap, topic_scores=topic_scores,
                                    topic_models=topic_models).items() if v}
@@ -47,15 +63,19 @@ def command(ctx, kafka_bootstrap, topic_scores, topic_models, per_device, as_jso
         click.echo(f"no scores on {s.topic_scores}", err=True)
         sys.exit(1)
     ev = evaluate(scores)
+    health = training_health(s.kafka_bootstrap, s.topic_models, [v for v in ev.by_version if v is not None])
     if as_json:
         click.echo(json.dumps({"overall": ev.overall.as_dict(),
                                "by_version": {str(k): q.as_dict() for k, q in ev.by_version.items()},
                                "by_device": {k: q.as_dict() for k, q in ev.by_device.items()} if per_device else None,
                                "by_device_type": {k: q.as_dict() for k, q in ev.by_device_type.items()},
                                "by_baseline": {k: q.as_dict() for k, q in ev.by_baseline.items()},
-                               "unlabelled": ev.unlabelled, "duplicates": ev.duplicates}, indent=2))
+                               "unlabelled": ev.unlabelled, "duplicates": ev.duplicates,
+                               "training_health": {str(v): h for v, h in health.items()}}, indent=2))
         return
     click.echo(format_table(ev))
+    if health:
+        click.echo(format_health(health))
     if per_device:
         click.echo("")
         click.echo(format_devices(ev))

@@ -127,3 +127,17 @@ def format_table(ev: Evaluation) -> str:
         lines.append(f"{name:>8} " + " ".join(f"{d[c]:>17}" for c in cols))
     lines.append(f"unlabelled={ev.unlabelled} duplicates={ev.duplicates}")
     return "\n".join(lines)
+
+
+def format_health(health: dict[int, dict]) -> str:
+    """One line per model version: did its training converge and beat a constant predictor?"""
+    lines = []
+    for v, h in sorted(health.items()):
+        if h.get("status") == "unknown":
+            lines.append(f"v{v} training: unknown (its manifest has no training health)")
+        elif h.get("status") == "ok":
+            lines.append(f"v{v} training: ok (error {h.get('error_ratio')} x a constant predictor's)")
+        else:
+            lines.append(f"v{v} training: WARNING {h.get('status')}: " + "; ".join(h.get("problems") or
+                                                                                 ["no health in its manifest"]))
+    return "\n".join(lines)

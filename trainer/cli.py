@@ -26,7 +26,10 @@ log = logs.get("trainer")
 @click.option("--since-ms", type=int, help="Only records that arrived in Kafka at or after this time (epoch ms).")
 @click.option("--until-ms", type=int, help="Only records that arrived in Kafka before this time (epoch ms).")
 @click.option("--features", help="Comma-separated feature names (default: every numeric field found).")
-@click.option("--epochs", type=int, help="Epochs over the same offset range (default 20).")
+@click.option("--epochs", type=int, help="Epochs over the same offset range (default: 20, more for a small range; "
+                                         "see --min-steps).")
+@click.option("--min-steps", type=int, help="Without --epochs: optimizer steps a run takes at least (default 1500), "
+                                            "so a range of a few thousand records gets more epochs (at most 200).")
 @click.option("--batch-size", type=int, help="Rows per step (default 256).")
 @click.option("--layers", help="Dense model: hidden layer widths, e.g. 16,4,16.")
 @click.option("--model", "model_kind", type=click.Choice(["dense", "windowed"]),
@@ -34,7 +37,7 @@ log = logs.get("trainer")
                    "readings from the sequences topic.")
 @click.option("--baselines", type=click.Choice(["global", "device"]),
               help="global (default): one normalization and threshold; device: per-device ones learned from the stream.")
-@click.option("--threshold-k", type=float, help="Threshold = median + k * MAD of training errors (default 10).")
+@click.option("--threshold-k", type=float, help="Threshold = median + k * MAD of training errors (default 8).")
 @click.option("--warmup-records", type=int, help="Records a device needs before its own baseline is used (default 50).")
 @click.option("--smoothing", help="Windowed model: flag when k of the last m readings exceed the threshold, as k/m.")
 @click.option("--conv-filters", help="Windowed model: encoder filters, the last is the bottleneck (default 16,1).")

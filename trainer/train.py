@@ -30,6 +30,8 @@ from streamtrain.model import ARTEFACT_FORMAT, reconstruction_error, save_artefa
 from streamtrain.modelcodec import publish_model, read_versions
 from streamtrain.onnx_export import ONNX_ATTACHMENT, NotExportable, export_scoring_graph
 from streamtrain.settings import CommonSettings
+from trainer.statistics import (DEFAULT_EPOCHS, Moments, baselines_from_rows, device_thresholds, epochs_for,
+                                newest_rows, robust_threshold, training_health)
 
 log = logs.get("trainer")
 
@@ -43,13 +45,17 @@ class TrainSettings(CommonSettings):
     since_ms: int | None = Field(None, description="Only records that arrived in Kafka at or after this (epoch ms)")
     until_ms: int | None = Field(None, description="Only records that arrived in Kafka before this (epoch ms)")
     features: str | None = Field(None, description="Comma-separated feature names (default: numeric fields found)")
-    epochs: int = Field(20, ge=1, description="Passes over the same offset range")
+    epochs: int | None = Field(None, ge=1, description="Passes over the same offset range; default: 20, or more "
+                                                       "for a small range (see min_steps)")
+    min_steps: int = Field(1500, ge=0, description="Without epochs: optimizer steps a run takes at least, so a small "
+                                                   "range (a few hundred readings per device) still converges; at "
+                                                   "most 200 epochs")
     batch_size: int = Field(256, ge=1, description="Rows per training step")
     layers: str = Field("16,4,16", description="Hidden layer widths of the autoencoder, comma-separated")
     learning_rate: float = Field(0.005, gt=0, description="Adam learning rate")
     cache: bool = Field(False, description="Cache the first read in memory instead of re-reading Kafka per epoch")
     validation_fraction: float = Field(0.1, ge=0, lt=0.5, description="Share of each batch held out for validation")
-    threshold_k: float = Field(10.0, gt=0, description="Threshold = median + k * MAD of training errors")
+    threshold_k: float = Field(8.0, gt=0, description="Threshold = median + k * MAD of training errors")
     seed: int = Field(7, description="Seed for weights and shuffling")
     tensorboard_dir: Path | None = Field(None, description="TensorBoard logs go here (default: none)")
     min_records: int = Field(500, ge=1, description="Refuse to train on fewer usable records")
@@ -121,20 +127,9 @@ def parse_smoothing(text: str | None) -> tuple[int, int] | None:
     return k, m
 
 
-def newest_rows(x: np.ndarray) -> np.ndarray:
-    """The reading each input scores: the row itself, or a window's newest row."""
-    return x[:, -1, :] if x.ndim == 3 else x
-
-
-def robust_location_scale(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column median and IQR / 1.349 (the standard deviation for normal data), std as a floor guard."""
-    q25, med, q75 = np.percentile(rows, [25, 50, 75], axis=0)
-    scale = (q75 - q25) / 1.349
-    return med, np.where(scale > 1e-9, scale, rows.std(0))
-
-
-def device_statistics(source: KafkaSource, warmup: int) -> tuple[DeviceBaselines, np.ndarray, np.ndarray, int]:
-    """Per-device median/scale (devices with >= ``warmup`` records) and the fleet's mean/std, in one pass.
+def device_statistics(source: KafkaSource, warmup: int) -> tuple[DeviceBaselines, np.ndarray, np.ndarray, int, dict]:
+    """Per-device location/scale (devices with >= ``warmup`` records), the fleet's mean/std, the row
+    count and the scale floors applied (``trainer.statistics``), in one pass.
 
     Each reading counts once: a window contributes its newest row."""
     per_device: dict = {}
@@ -142,22 +137,8 @@ def device_statistics(source: KafkaSource, warmup: int) -> tuple[DeviceBaselines
         rows = newest_rows(x).astype(np.float64)
         for d, row in zip(devices, rows):
             per_device.setdefault(d, []).append(row)
-    if not per_device:
-        n = len(source.feature_names)
-        empty = DeviceBaselines(warmup, {}, np.zeros((0, n)), np.ones((0, n)), np.zeros(0), np.zeros(0, int), {})
-        return empty, np.zeros(n), np.ones(n), 0
-    everything = np.concatenate([np.asarray(v) for v in per_device.values()])
-    g_mean, g_std = everything.mean(0), everything.std(0)
-    ready = sorted(d for d, v in per_device.items() if len(v) >= warmup and d is not None)
-    # Robust location and scale (median, IQR / 1.349): a lasting fault inside a device's training
-    # history must not become part of its baseline.
-    stats = [robust_location_scale(np.asarray(per_device[d])) for d in ready]
-    mean = np.asarray([m for m, _ in stats]).reshape(len(ready), -1)
-    std = np.asarray([sd for _, sd in stats]).reshape(len(ready), -1)
-    warming = {str(d): len(v) for d, v in per_device.items() if d is not None and len(v) < warmup}
-    b = DeviceBaselines(warmup, {d: i for i, d in enumerate(ready)}, mean, np.where(std > 1e-9, std, 1.0),
-                        np.ones(len(ready)), np.asarray([len(per_device[d]) for d in ready], dtype=np.int64), warming)
-    return b, g_mean, np.where(g_std > 1e-9, g_std, 1.0), len(everything)
+    return baselines_from_rows({d: np.asarray(v) for d, v in per_device.items()}, warmup,
+                               len(source.feature_names))
 
 
 def stream_moments(source: KafkaSource) -> tuple[np.ndarray, np.ndarray, int]:
@@ -173,12 +154,6 @@ def stream_moments(source: KafkaSource) -> tuple[np.ndarray, np.ndarray, int]:
     mean = total / n
     std = np.sqrt(np.maximum(total_sq / n - mean ** 2, 0.0))
     return mean, np.where(std > 1e-9, std, 1.0), n
-
-
-def robust_threshold(errors: np.ndarray, k: float) -> float:
-    med = float(np.median(errors))
-    mad = float(np.median(np.abs(errors - med))) * 1.4826
-    return med + k * max(mad, 1e-9)
 
 
 def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | None = None,
@@ -224,9 +199,9 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
              features=features, model=s.model_kind, baselines=s.baselines, window=window)
 
     source = KafkaSource(s.kafka_bootstrap, rng, features, window)
-    baselines = None
+    baselines, floors = None, None
     if per_device:
-        baselines, mean, std, n_rows = device_statistics(source, s.warmup_records)
+        baselines, mean, std, n_rows, floors = device_statistics(source, s.warmup_records)
         if not baselines.index:
             raise TrainError(f"no device has {s.warmup_records} records in the range; lower --warmup-records "
                              "or train on more records")
@@ -250,8 +225,11 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
     def normalize(x, y):
         return (x - mean32) / std32, (y - mean32) / std32
 
+    epochs = epochs_for(s, int(baselines.records.sum()) if per_device else n_rows)
+    # A small range given extra epochs (no --epochs) is read from Kafka once and cached: it is small.
+    cache = s.cache or (s.epochs is None and epochs > DEFAULT_EPOCHS)
     if per_device:
-        ds = source.dataset(s.batch_size, cache=s.cache, shuffle=4096, seed=s.seed,
+        ds = source.dataset(s.batch_size, cache=cache, shuffle=4096, seed=s.seed,
                             transform=lambda x, devices: per_device_normalize(x, devices)[0])
     elif s.backend == "tfio":
         if windowed:
@@ -259,7 +237,7 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
         from trainer.tfio_source import tfio_dataset  # noqa: PLC0415
         ds = tfio_dataset(s.kafka_bootstrap, rng, features, s.batch_size).map(normalize)
     else:
-        ds = source.dataset(s.batch_size, cache=s.cache, shuffle=4096, seed=s.seed).map(normalize)
+        ds = source.dataset(s.batch_size, cache=cache, shuffle=4096, seed=s.seed).map(normalize)
     val_every = int(round(1 / s.validation_fraction)) if s.validation_fraction else 0
     if val_every:
         def is_train(i, xy):
@@ -280,13 +258,13 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
         model = build_conv_autoencoder(window, len(features), filters, s.kernel_size, s.learning_rate, s.seed)
     else:
         model = build_autoencoder(len(features), layers, s.learning_rate, s.seed)
-    callbacks = [_ProgressLog(s.epochs)]
+    callbacks = [_ProgressLog(epochs)]
     if s.tensorboard_dir:
         import keras  # noqa: PLC0415
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(s.tensorboard_dir / f"v{version or 'next'}")))
     reads_before = source.reads
     t_fit = time.monotonic()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=s.epochs, verbose=0, callbacks=callbacks)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, callbacks=callbacks)
     fit_seconds = time.monotonic() - t_fit
     epochs_read = source.reads - reads_before
 
@@ -297,6 +275,7 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
     # Thresholds from the errors of the (normalized) training inputs, read once more from Kafka.
     errors, fallback_errors, error_devices = [], [], []
     raw_sample = None  # rows the ONNX export is checked against
+    moments = Moments()  # of the inputs as the network saw them: the constant predictor's error
     for x, _, devices in source.batches_with_devices():
         if raw_sample is None:
             raw_sample = x[:64]
@@ -306,14 +285,21 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
             error_devices += [d for d, keep in zip(devices, own) if keep]
             fallback_errors.append(newest_errors((x - mean32) / std32))
         else:
-            errors.append(newest_errors((x - mean32) / std32))
+            xn = (x - mean32) / std32
+            errors.append(newest_errors(xn))
+        moments.add(xn)
     errors = np.concatenate(errors)
+    health = training_health(history.history, moments.mean_variance())
+    if health["status"] != "ok":
+        log.warning("training_unhealthy", status=health["status"], problems=health["problems"],
+                    final_loss=health["final_loss"], final_val_loss=health["final_val_loss"],
+                    constant_predictor_loss=health["constant_predictor_loss"])
     if per_device:
         by_device: dict = {}
         for d, e in zip(error_devices, errors):
             by_device.setdefault(d, []).append(e)
         ids = sorted(baselines.index, key=baselines.index.get)
-        baselines.threshold = np.asarray([robust_threshold(np.asarray(by_device[d]), s.threshold_k) for d in ids])
+        baselines.threshold = device_thresholds([np.asarray(by_device[d]) for d in ids], s.threshold_k)
         threshold = robust_threshold(np.concatenate(fallback_errors), s.threshold_k)
         row_thresholds = np.asarray([baselines.threshold[baselines.index[d]] for d in error_devices])
         anomaly_rate = float((errors > row_thresholds).mean())
@@ -348,19 +334,23 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
         "threshold_rule": f"median + {s.threshold_k} * MAD of training reconstruction errors"
                           + (" (per device; this one is the fleet-wide fallback)" if per_device else ""),
         "training_anomaly_rate": anomaly_rate,
-        "config": {"layers": layers, "epochs": s.epochs, "batch_size": s.batch_size,
+        "config": {"layers": layers, "epochs": s.epochs, "epochs_run": epochs, "min_steps": s.min_steps,
+                   "batch_size": s.batch_size,
                    "learning_rate": s.learning_rate, "seed": s.seed, "validation_fraction": s.validation_fraction,
-                   "threshold_k": s.threshold_k, "backend": s.backend, "cache": s.cache,
+                   "threshold_k": s.threshold_k, "backend": s.backend, "cache": cache,
                    "model_kind": s.model_kind, "baselines": s.baselines, "warmup_records": s.warmup_records,
                    "smoothing": s.smoothing, "conv_filters": filters, "kernel_size": s.kernel_size},
         "metrics": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "training_health": health,
         "kafka_reads_during_fit": epochs_read,
         "train_seconds": round(time.monotonic() - t_start, 2),
         "fit_seconds": round(fit_seconds, 3),
-        "records_per_second": round(n_rows * s.epochs / max(time.monotonic() - t_start, 1e-6), 1),
+        "records_per_second": round(n_rows * epochs / max(time.monotonic() - t_start, 1e-6), 1),
     }
     if per_device:
         meta["baselines"] = baselines.as_metadata()
+        meta["scale_floors"] = {"rule": "scale >= max(resolution, fleet scale / 20); constant: fleet scale",
+                                "raised": {kind: dict(zip(features, counts)) for kind, counts in floors.items()}}
     if smoothing:
         meta["smoothing"] = {"k": smoothing[0], "m": smoothing[1]}
     size = len(json.dumps(meta))
@@ -374,6 +364,7 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
         log.info("model_published", version=version, parent_version=parent, topic=s.topic_models,
                  records=n_rows, threshold=round(threshold, 6), final_loss=meta["metrics"]["loss"][-1],
                  seconds=meta["train_seconds"], model=meta["model"], baselines=s.baselines,
+                 training_health=health["status"],
                  devices=len(baselines.index) if baselines else None)
     meta["_model"] = model
     return meta
@@ -410,9 +401,10 @@ def reproduce(s: TrainSettings, version: int) -> dict:
     meta = versions[version].metadata
     cfg = meta["config"]
     s2 = s.model_copy(update={
-        "features": ",".join(meta["feature_names"]), "epochs": cfg["epochs"], "batch_size": cfg["batch_size"],
+        "features": ",".join(meta["feature_names"]), "epochs": cfg.get("epochs_run", cfg["epochs"]), "batch_size": cfg["batch_size"],
         "layers": ",".join(str(w) for w in cfg["layers"]), "learning_rate": cfg["learning_rate"],
         "seed": cfg["seed"], "validation_fraction": cfg["validation_fraction"], "threshold_k": cfg["threshold_k"],
+        "min_steps": cfg.get("min_steps", 0),  # versions from before min_steps trained exactly `epochs`
         **{k: cfg[k] for k in ("model_kind", "baselines", "warmup_records", "smoothing", "kernel_size") if k in cfg},
         **({"conv_filters": ",".join(str(f) for f in cfg["conv_filters"])} if "conv_filters" in cfg else {}),
         ("topic_sequences" if cfg.get("model_kind") == "windowed" else "topic_features"): meta["source"]["topic"]})
