@@ -39,6 +39,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.security.MessageDigest;
+import java.util.Arrays;
 import java.util.Base64;
 import java.util.HashMap;
 import java.util.Map;
@@ -51,8 +52,15 @@ import java.util.regex.Pattern;
 
 public class HiveMQLauncher {
     public static void main(String[] args) throws Exception {
+        String usage = "usage: HiveMQLauncher <config-folder> <data-folder> <extensions-folder> [users-file]\n"
+                + "Starts HiveMQ CE with the config.xml of <config-folder>; with [users-file] (`streamtrain stack passwd`)\n"
+                + "every client must authenticate and devices publish only to devices/<user>/telemetry. SIGTERM stops it.";
+        if (Arrays.asList(args).contains("--help")) {
+            System.out.println(usage);
+            return;
+        }
         if (args.length != 3 && args.length != 4) {
-            System.err.println("usage: HiveMQLauncher <config-folder> <data-folder> <extensions-folder> [users-file]");
+            System.err.println(usage);
             System.exit(2);
         }
         String refused = refusedWrite(Path.of(args[1]));

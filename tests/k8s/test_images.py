@@ -58,3 +58,11 @@ def test_streams_scorer_image_is_pinned_non_root_and_copies_what_exists():
     text = (ROOT / "images/scorer-streams.Dockerfile").read_text()
     assert_pinned_multi_stage_non_root(text)
     assert '"-jar", "/app/streamtrain-scorer-streams.jar"' in text
+
+
+def test_hivemq_image_folders_are_writable_on_a_root_owned_volume():
+    """podman's --tmpfs (and any volume whose root keeps the image folder's mode) is owned by root:
+    the launcher image's data and log folders are 1777, like /tmp, so uid 10001 can lock data.lock."""
+    from streamtrain_operator import render
+    text = (ROOT / "images/hivemq.Dockerfile").read_text()
+    assert f"chmod 1777 {render.LAUNCHER_WRITES['data']} {render.LAUNCHER_WRITES['log']}" in text
