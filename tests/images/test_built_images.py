@@ -128,7 +128,7 @@ def test_launcher_and_bridge_images_carry_a_device_into_kafka(pipeline, users_fi
 
 def test_streams_scorer_image_is_ready_on_kafka_and_stops_cleanly(pipeline, containers):
     metrics_port = free_port()
-    env = container_env(settings_env(pipeline, metrics_port=metrics_port, client_id=f"img-{uuid.uuid4().hex[:6]}"))
+    env = container_env(settings_env(pipeline, metrics_port=metrics_port, group_id=f"img-{uuid.uuid4().hex[:6]}"))
     scorer = containers(IMAGES["scorer-streams"], env=env, options=[*HARDENED, "--network", "host"])
     scorer.wait_log("scorer_started")
     assert wait_status(f"http://127.0.0.1:{metrics_port}/healthz")

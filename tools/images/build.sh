@@ -30,7 +30,10 @@ PACKAGES=(runc podman buildah skopeo debootstrap containernetworking-plugins uid
           maven)
 
 log() { printf '%s images: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-locked() { flock "$LOCK" "$@"; }
+# Runs a command under the shared lock and logs how long it ran once it had the lock.
+locked() {
+  flock "$LOCK" bash -c 'SECONDS=0; "$@" && rc=0 || rc=$?; echo "$(date -u +%H:%M:%S) images: ${SECONDS} s (lock held): ${*:1:3}..." >&2; exit $rc' locked "$@"
+}
 have_image() { podman image exists "$1"; }
 # The value of `ARG NAME=value` in a Dockerfile: the stand-ins follow the Dockerfiles' pins.
 arg_default() { sed -n "s/^ARG $2=//p" "$ROOT/$1" | head -n1; }
@@ -87,7 +90,9 @@ base_debian() {
   rm -rf "$root"
   locked debootstrap --variant=minbase bookworm "$root" "$(mirror)" >"$CACHE/debootstrap.log" 2>&1 \
     || { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
-  tar -C "$root" --numeric-owner -c . | podman import --change 'CMD ["/bin/bash"]' - localhost/debian:bookworm >/dev/null
+  # Like the official slim images: no package lists or downloaded packages (every stand-in runs apt-get update).
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+  tar -C "$root" --numeric-owner -c . | podman import -q --change 'CMD ["/bin/bash"]' - localhost/debian:bookworm >/dev/null
   rm -rf "$root"
 }
 
@@ -137,11 +142,11 @@ build() {
     log "building $REPOSITORY${name#streamtrain}:$VERSION from ${DOCKERFILES[$name]}"
     locked podman build --network host --pull=never -f "${DOCKERFILES[$name]}" \
       -t "$REPOSITORY${name#streamtrain}:$VERSION" -t "$REPOSITORY${name#streamtrain}:dev" .
-    log "built $name in $(( $(date +%s) - started )) s"
+    log "built $name in $(( $(date +%s) - started )) s with the wait for the lock"
   done
   local ctx; ctx=$(context pause "$(command -v catatonit)")
   locked podman build --network host --pull=never -q -f "$HERE/pause.Containerfile" -t "$PAUSE" "$ctx" >/dev/null
-  podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^($REPOSITORY|${PAUSE%:*})" >&2
+  podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^($REPOSITORY|${PAUSE%:*})" >&2  || true
 }
 
 check() {
