@@ -74,6 +74,21 @@ class Container:
                 raise AssertionError(f"{text!r} not logged within {timeout}s:\n{self.logs()[-4000:]}")
             time.sleep(0.2)
 
+    def wait_exit(self, timeout: float = 300) -> int:
+        deadline = time.monotonic() + timeout
+        while self.state()["Running"]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} still running after {timeout}s:\n{self.logs()[-4000:]}")
+            time.sleep(0.5)
+        return self.state()["ExitCode"]
+
+    def wait_http(self, url: str, timeout: float = 120) -> str:
+        """The body of ``url`` once it answers 200; the container's log on failure."""
+        try:
+            return wait_status(url, 200, timeout)
+        except (AssertionError, OSError) as e:
+            raise AssertionError(f"{e}\n{self.logs()[-4000:]}") from e
+
     def stop(self, timeout: int = 30) -> int:
         """SIGTERM, then the exit code (podman kills after ``timeout`` s: a test then sees 137)."""
         podman("stop", "-t", str(timeout), self.name, timeout=timeout + 30)

@@ -17,8 +17,9 @@ from stack.local import free_port
 from streamtrain.kafka import read_topic
 from streamtrain_operator import render
 from tests.conftest import REPO
-from tests.images.conftest import HARDENED, IMAGES, PAUSE, USER, container_env, podman, wait_status
+from tests.images.conftest import HARDENED, IMAGES, PAUSE, USER, container_env, podman
 from tests.ingest.test_auth_e2e import Device, reading, wait_for
+from tests.score.test_scorer_e2e import FeatureStream, wait_scores
 from tests.programs import settings_env
 
 pytestmark = pytest.mark.images
@@ -104,8 +105,8 @@ def test_launcher_and_bridge_images_carry_a_device_into_kafka(pipeline, users_fi
     bridge = containers(IMAGES["streamtrain"], "bridge", env=env, options=[
         *HARDENED, "--network", "host", "-v", f"{password}:/var/run/streamtrain/mqtt-bridge/password:ro"])
     bridge.wait_log('"mqtt_subscribed"')
-    assert wait_status(f"http://127.0.0.1:{metrics_port}/healthz") and wait_status(
-        f"http://127.0.0.1:{metrics_port}/readyz")
+    bridge.wait_http(f"http://127.0.0.1:{metrics_port}/healthz")
+    bridge.wait_http(f"http://127.0.0.1:{metrics_port}/readyz")
 
     device = Device(mqtt_port, "dev-a", PASSWORDS["dev-a"])
     assert not device.connack.is_failure
@@ -118,22 +119,33 @@ def test_launcher_and_bridge_images_carry_a_device_into_kafka(pipeline, users_fi
     intruder.close()
     records = read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, until=lambda m: len(m) >= 50, timeout=60)
     assert sorted(json.loads(r.value())["seq"] for r in records) == list(range(50))
-    metrics = wait_status(f"http://127.0.0.1:{metrics_port}/metrics")
-    assert "streamtrain_" in metrics
+    assert "streamtrain_bridge" in bridge.wait_http(f"http://127.0.0.1:{metrics_port}/metrics")
 
     assert bridge.stop() == 0, bridge.logs()[-3000:]
     # The JVM ends with 128+SIGTERM after its shutdown hook has stopped HiveMQ (not killed: 137).
     assert hivemq.stop() == 143 and '"hivemq_stopping"' in hivemq.logs() and "Shutdown completed" in hivemq.logs()
 
 
-def test_streams_scorer_image_is_ready_on_kafka_and_stops_cleanly(pipeline, containers):
+def test_trainer_image_trains_and_the_streams_scorer_image_scores_with_its_model(pipeline, containers):
+    stream = FeatureStream(pipeline, seed=5)
+    stream.send(100)
+    # TensorFlow on a read-only root: caches and HOME under /tmp.
+    trainer = containers(IMAGES["streamtrain"], "train", options=[*HARDENED, "--network", "host"],
+                         env=container_env(settings_env(pipeline, train_records=2000, epochs=3)))
+    assert trainer.wait_exit(300) == 0, trainer.logs()[-4000:]
+    assert "model_published" in trainer.logs(), trainer.logs()[-2000:]
+
     metrics_port = free_port()
     env = container_env(settings_env(pipeline, metrics_port=metrics_port, group_id=f"img-{uuid.uuid4().hex[:6]}"))
     scorer = containers(IMAGES["scorer-streams"], env=env, options=[*HARDENED, "--network", "host"])
-    scorer.wait_log("scorer_started")
-    assert wait_status(f"http://127.0.0.1:{metrics_port}/healthz")
-    wait_status(f"http://127.0.0.1:{metrics_port}/readyz")  # Kafka Streams RUNNING, ONNX Runtime unpacked in /tmp
-    assert "streamtrain_scorer_records_scored" in wait_status(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert scorer.wait_http(f"http://127.0.0.1:{metrics_port}/healthz") == "ok\n"
+    # Ready once the model is loaded (ONNX Runtime unpacks its native library into /tmp) and Streams runs.
+    scorer.wait_http(f"http://127.0.0.1:{metrics_port}/readyz")
+    expected = set(stream.sent)
+    scores = wait_scores(pipeline, expected)
+    assert len(scores) == len(expected) and {s["scorer"] for s in scores} == {"kafka-streams"}
+    assert {s["model_version"] for s in scores} == {1}
+    assert "streamtrain_scorer_records_scored" in scorer.wait_http(f"http://127.0.0.1:{metrics_port}/metrics")
     assert scorer.stop() == 0, scorer.logs()[-3000:]
 
 

@@ -146,12 +146,11 @@ build() {
   done
   local ctx; ctx=$(context pause "$(command -v catatonit)")
   locked podman build --network host --pull=never -q -f "$HERE/pause.Containerfile" -t "$PAUSE" "$ctx" >/dev/null
-  podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^($REPOSITORY|${PAUSE%:*})" >&2  || true
+  podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^($REPOSITORY|${PAUSE%:*})" >&2 || true
 }
 
-check() {
-  STREAMTRAIN_IMAGE_REPOSITORY=$REPOSITORY STREAMTRAIN_IMAGE_TAG=$VERSION \
-    "${PY:-.venv/bin/python}" -m pytest -q -m images tests/images
+check() {  # real Kafka and HiveMQ, TensorFlow in a container: heavy, so under the lock too
+  locked "${PY:-.venv/bin/python}" -m pytest -q -m images tests/images
 }
 
 export_archives() {
