@@ -159,7 +159,7 @@ export_archives() {
   for name in "${!DOCKERFILES[@]}" pause; do
     image=$([ "$name" = pause ] && echo "$PAUSE" || echo "$REPOSITORY${name#streamtrain}:$VERSION")
     rm -f "$OUT/$name.tar"
-    podman save --format oci-archive -o "$OUT/$name.tar" "$image"
+    locked podman save -q --format oci-archive -o "$OUT/$name.tar" "$image"  # compresses: a minute of CPU for all
     log "exported $image to $OUT/$name.tar ($(du -h "$OUT/$name.tar" | cut -f1))"
   done
 }
