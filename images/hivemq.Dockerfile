@@ -19,22 +19,27 @@ WORKDIR /src
 COPY stack/java/hivemq-pom.xml ./hivemq-pom.xml
 RUN mvn -q -B -f hivemq-pom.xml -Dhivemq.version=${HIVEMQ_VERSION} \
       org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies -DoutputDirectory=/opt/hivemq/lib
+# The launcher compiled here: a JRE image has no jdk.compiler module, which running it as a
+# single-file source program (as the local stack does) would need.
+COPY stack/java/HiveMQLauncher.java ./HiveMQLauncher.java
+RUN javac --release 17 -cp '/opt/hivemq/lib/*' -d /opt/streamtrain/classes HiveMQLauncher.java
 
-# ---- runtime: the JRE, the jars, the launcher source and config.xml, a fixed non-root user ------
+# ---- runtime: the JRE, the jars, the compiled launcher and config.xml, a fixed non-root user -----
 FROM ${JRE_IMAGE} AS runtime
 ARG UID=10001
 RUN groupadd --system --gid ${UID} streamtrain \
  && useradd --system --uid ${UID} --gid ${UID} --home-dir /opt/hivemq --shell /usr/sbin/nologin streamtrain \
  && mkdir -p /opt/hivemq/data /opt/hivemq/log /opt/hivemq/extensions \
- && chown ${UID}:${UID} /opt/hivemq/data /opt/hivemq/log
+ && chown ${UID}:${UID} /opt/hivemq/data /opt/hivemq/log \
+ && chmod 1777 /opt/hivemq/data /opt/hivemq/log
 COPY --from=build /opt/hivemq/lib /opt/hivemq/lib
-# Run as a single source file (compiled in memory at start: nothing is written to the image).
-COPY stack/java/HiveMQLauncher.java /opt/streamtrain/HiveMQLauncher.java
+COPY --from=build /opt/streamtrain/classes /opt/streamtrain/classes
 # The local stack's config.xml (stack/local.py hivemq_config_xml) with the listener on 0.0.0.0:1883.
 COPY images/hivemq-config.xml /opt/streamtrain/conf/config.xml
 # Read-only root filesystem: HiveMQ writes only its data folder (file persistence), its log folder
 # and the JVM's temporary files (Netty unpacks its native transport there), emptyDirs in the Pod the
-# operator renders. The extensions folder stays empty and read-only: the launcher embeds its
+# operator renders. Data and log folders are mode 1777 like /tmp: a tmpfs mounted there without
+# options (podman's --tmpfs is root-owned and takes the folder's mode) is writable by any uid. The extensions folder stays empty and read-only: the launcher embeds its
 # authentication extension itself.
 ENV HOME=/tmp \
     HIVEMQ_HOME=/opt/hivemq \
@@ -44,5 +49,5 @@ USER ${UID}:${UID}
 EXPOSE 1883
 # Arguments: <config-folder> <data-folder> <extensions-folder> [users-file]; the Pod's args add the users file.
 ENTRYPOINT ["java", "-XX:MaxRAMPercentage=75", "-Djava.io.tmpdir=/tmp", "-Dhivemq.home=/opt/hivemq", \
-            "-cp", "/opt/hivemq/lib/*", "/opt/streamtrain/HiveMQLauncher.java", \
+            "-cp", "/opt/streamtrain/classes:/opt/hivemq/lib/*", "HiveMQLauncher", \
             "/opt/streamtrain/conf", "/opt/hivemq/data", "/opt/hivemq/extensions"]

@@ -1,6 +1,7 @@
 // Starts HiveMQ CE (embedded edition) with the given config/data/extensions folders
-// and stops it cleanly on SIGTERM. Run without a build:
+// and stops it cleanly on SIGTERM. Run without a build (the local stack; needs a JDK's jdk.compiler):
 //   java -cp "<jars>/*" HiveMQLauncher.java CONF DATA EXT [USERS_FILE]
+// or compiled (images/hivemq.Dockerfile): java -cp "<classes>:<jars>/*" HiveMQLauncher CONF DATA EXT [USERS_FILE]
 // With USERS_FILE, an embedded extension authenticates every client against it and authorizes
 // what each may do: a device publishes only to devices/<its user name>/telemetry and subscribes
 // to nothing; a bridge subscribes to device telemetry and publishes nothing. Refusals are logged
@@ -36,7 +37,9 @@ import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.security.MessageDigest;
+import java.util.Arrays;
 import java.util.Base64;
 import java.util.HashMap;
 import java.util.Map;
@@ -49,8 +52,22 @@ import java.util.regex.Pattern;
 
 public class HiveMQLauncher {
     public static void main(String[] args) throws Exception {
+        String usage = "usage: HiveMQLauncher <config-folder> <data-folder> <extensions-folder> [users-file]\n"
+                + "Starts HiveMQ CE with the config.xml of <config-folder>; with [users-file] (`streamtrain stack passwd`)\n"
+                + "every client must authenticate and devices publish only to devices/<user>/telemetry. SIGTERM stops it.";
+        if (Arrays.asList(args).contains("--help")) {
+            System.out.println(usage);
+            return;
+        }
         if (args.length != 3 && args.length != 4) {
-            System.err.println("usage: HiveMQLauncher <config-folder> <data-folder> <extensions-folder> [users-file]");
+            System.err.println(usage);
+            System.exit(2);
+        }
+        String refused = refusedWrite(Path.of(args[1]));
+        if (refused != null) {  // HiveMQ would fail later with a stack trace (AccessDeniedException data.lock)
+            log("hivemq_data_folder_not_writable", "folder", args[1], "user", System.getProperty("user.name"),
+                    "error", refused, "fix", "mount a folder this user can write there (Kubernetes: an emptyDir; "
+                            + "podman: --tmpfs " + args[1] + " or a volume)");
             System.exit(2);
         }
         EmbeddedHiveMQBuilder builder = EmbeddedHiveMQ.builder()
@@ -80,6 +97,24 @@ public class HiveMQLauncher {
         hivemq.start().join();
         System.out.println("{\"event\":\"hivemq_started\"}");
         stopped.await();
+    }
+
+    /** Why this user cannot create files in the data folder (HiveMQ locks data.lock there), or null. */
+    static String refusedWrite(Path folder) {
+        try {
+            Files.createDirectories(folder);
+            Files.delete(Files.createTempFile(folder, ".write-check", ".tmp"));
+            return null;
+        } catch (Exception e) {
+            String state = "";
+            try {
+                state = " (owner " + Files.getOwner(folder).getName() + ", mode "
+                        + PosixFilePermissions.toString(Files.getPosixFilePermissions(folder)) + ")";
+            } catch (Exception ignored) {
+                // the folder may not exist at all: the error says so
+            }
+            return e + state;
+        }
     }
 
     /** One JSON line on stdout (the broker's log file): event, then key/value pairs. */

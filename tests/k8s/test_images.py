@@ -58,3 +58,42 @@ def test_streams_scorer_image_is_pinned_non_root_and_copies_what_exists():
     text = (ROOT / "images/scorer-streams.Dockerfile").read_text()
     assert_pinned_multi_stage_non_root(text)
     assert '"-jar", "/app/streamtrain-scorer-streams.jar"' in text
+
+
+def test_hivemq_image_folders_are_writable_on_a_root_owned_volume():
+    """podman's --tmpfs (and any volume whose root keeps the image folder's mode) is owned by root:
+    the launcher image's data and log folders are 1777, like /tmp, so uid 10001 can lock data.lock."""
+    from streamtrain_operator import render
+    text = (ROOT / "images/hivemq.Dockerfile").read_text()
+    assert f"chmod 1777 {render.LAUNCHER_WRITES['data']} {render.LAUNCHER_WRITES['log']}" in text
+
+
+def test_every_module_the_operator_imports_is_installed_in_the_image():
+    """Each third-party module that operator/ imports comes with a package the image installs (the
+    project's dependencies plus the operator's extra names on the pip line) or one they require."""
+    import ast
+    import sys
+    from importlib import metadata
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    def requires(dist: str) -> list[str]:  # what pip installs for it here (no extras, markers evaluated)
+        reqs = [Requirement(r) for r in metadata.requires(dist) or []]
+        return [canonicalize_name(r.name) for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""})]
+
+    line = re.search(r"pip install --constraint /tmp/constraints.txt \. (.+?) \\", DOCKERFILE).group(1)
+    wanted = ["streamtrain"] + [canonicalize_name(n) for n in line.split()]  # `.` is the project
+    installed: set[str] = set()
+    while wanted:
+        name = wanted.pop()
+        if name not in installed:
+            installed.add(name)
+            wanted += requires(name)
+    providers = metadata.packages_distributions()
+    for path in (ROOT / "operator").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"streamtrain_operator"}:
+                dists = {canonicalize_name(d) for d in providers.get(top, [])}
+                assert dists & installed, f"{path.name} imports {top} ({dists or 'not installed'}): not in the image"

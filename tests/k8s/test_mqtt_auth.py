@@ -265,10 +265,15 @@ def test_launcher_image_resolves_the_jars_like_the_local_stack():
 def test_entrypoint_and_pod_args_are_the_launchers_arguments():
     ep = _entrypoint()
     assert ep[0] == "java" and "-Djava.io.tmpdir=/tmp" in ep
-    assert ep[ep.index("-cp") + 1] == "/opt/hivemq/lib/*"
-    i = ep.index("/opt/streamtrain/HiveMQLauncher.java")
+    # Compiled in the build stage (a JRE has no jdk.compiler to run it as a source file), run from its classes.
+    assert ep[ep.index("-cp") + 1] == "/opt/streamtrain/classes:/opt/hivemq/lib/*"
+    build, runtime = DOCKERFILE.split("AS runtime", 1)
+    assert "COPY stack/java/HiveMQLauncher.java ./HiveMQLauncher.java" in build
+    assert "javac --release 17 -cp '/opt/hivemq/lib/*' -d /opt/streamtrain/classes HiveMQLauncher.java" in build
+    assert "COPY --from=build /opt/streamtrain/classes /opt/streamtrain/classes" in runtime
+    assert "HiveMQLauncher.java" not in runtime
+    i = ep.index("HiveMQLauncher")
     conf, data, ext = ep[i + 1:]
-    assert "COPY stack/java/HiveMQLauncher.java /opt/streamtrain/HiveMQLauncher.java" in DOCKERFILE
     assert f"COPY images/hivemq-config.xml {conf}/config.xml" in DOCKERFILE
     assert data == render.LAUNCHER_WRITES["data"]
     assert f"HIVEMQ_LOG_FOLDER={render.LAUNCHER_WRITES['log']}" in DOCKERFILE
