@@ -350,6 +350,23 @@ def flush_or_raise(producer: Producer, timeout: float = 30.0) -> None:
         raise RuntimeError(f"{remaining} Kafka messages still undelivered after {timeout}s")
 
 
+#: Errors of a partition whose leadership is still settling (a topic created a moment ago, a broker restarting).
+_SETTLING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
+             KafkaError._TRANSPORT, KafkaError._TIMED_OUT}
+
+
+def _end_offset(consumer, partition, deadline: float) -> int:
+    """High watermark of one partition, asking again while its leadership settles (until ``deadline``)."""
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=10)[1]
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not (err.retriable() or err.code() in _SETTLING) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_topic(bootstrap: str, topic: str, *, until=None, timeout: float = 30.0,
                isolation: str = "read_committed", **client) -> list:
     """Read a topic from the beginning without a consumer group (nothing is committed).
@@ -367,10 +384,7 @@ def read_topic(bootstrap: str, topic: str, *, until=None, timeout: float = 30.0,
         if md.topics[topic].error is not None:
             raise RuntimeError(f"topic {topic}: {md.topics[topic].error}")
         parts = sorted(md.topics[topic].partitions)
-        ends = {}
-        for p in parts:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            ends[p] = high
+        ends = {p: _end_offset(consumer, TopicPartition(topic, p), time.monotonic() + timeout) for p in parts}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         out = []
         deadline = time.monotonic() + timeout

@@ -116,10 +116,15 @@ def test_devices_and_bridge_authenticate_and_devices_publish_only_to_their_own_t
             wait_for(lambda: mid in good.pubacks, "PUBACK of a spoofed message")
             assert good.pubacks[mid].getName() == "Not authorized"
         wait_for(lambda: good.client.is_connected(), "device reconnect")
-        # Devices may not read other devices' telemetry.
-        good.client.subscribe("devices/+/telemetry", qos=1)
-        wait_for(lambda: good.subacks, "SUBACK")
-        assert good.subacks[0].is_failure
+        # Devices may not read other devices' telemetry. A SUBSCRIBE sent while HiveMQ is still closing the
+        # connection of the last refused publish is lost with it: ask again on the new connection.
+        def suback() -> bool:
+            if not good.subacks and good.client.is_connected():
+                good.client.subscribe("devices/+/telemetry", qos=1)
+                time.sleep(2)
+            return bool(good.subacks)
+        wait_for(suback, "SUBACK")
+        assert good.subacks and all(code.is_failure for code in good.subacks)
 
         wrong_password = Device(port, "dev-b", "not-bravo")
         unknown = Device(port, "dev-zz", "whatever")
