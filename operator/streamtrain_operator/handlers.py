@@ -17,6 +17,8 @@ from streamtrain.preprocessing.spec import SpecError
 #: How often child readiness is re-read into status.conditions (seconds).
 STATUS_INTERVAL = float(os.environ.get("STREAMTRAIN_OPERATOR_STATUS_INTERVAL", "10"))
 RESOURCE = (GROUP, VERSION, PLURAL)
+#: What rendering raises for a spec the schema accepted but the pipeline cannot run.
+INVALID_SPEC = (SpecError, pydantic.ValidationError, ValueError)
 
 
 @kopf.on.startup()
@@ -36,7 +38,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     # is down, or after `helm uninstall`, would then stay Terminating for ever.) Status is observed by
     # one operator-wide task instead; a finalizer left by an older version is still removed by kopf.
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # lightkube's HTTP client logs every request at INFO
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     memo["observer"] = asyncio.create_task(observe_forever(logger))
 
 
@@ -63,7 +64,7 @@ async def reconcile(body: kopf.Body, name: str, namespace: str, meta: kopf.Meta,
     Idempotent (create, 409 -> merge patch), so a restart or a replayed event repeats no work."""
     try:
         wanted = children.desired(body)
-    except (SpecError, pydantic.ValidationError, ValueError) as exc:
+    except INVALID_SPEC as exc:
         patch.status["phase"] = "Failed"
         patch.status["conditions"] = [{"type": "Ready", "status": "False", "reason": "InvalidSpec",
                                        "message": str(exc)[:1000], "lastTransitionTime": status.now()}]
@@ -103,7 +104,7 @@ async def observe(body: dict) -> None:
     name, namespace = meta["name"], meta["namespace"]
     try:
         wanted = children.desired(body)
-    except (SpecError, pydantic.ValidationError, ValueError):
+    except INVALID_SPEC:
         return  # the reconcile handler reports an invalid spec
     existing = await kube.owned(namespace, name)
     conds = status.conditions(children.observed_by_component(wanted, existing), current.get("conditions") or [],
@@ -118,10 +119,9 @@ async def observe(body: dict) -> None:
 
 
 def _strip(s: dict) -> dict:
-    """Status without timestamps, to patch only on a real change (no churn every interval)."""
-    out = dict(s)
-    if out.get("lastTraining"):  # a null (JSON merge patch: remove) equals an absent key
-        out["lastTraining"] = {k: v for k, v in out["lastTraining"].items() if v is not None}
+    """Status without timestamps and nulls (in a merge patch a null removes the key, so it equals an
+    absent one), to patch only on a real change (no churn every interval)."""
+    out = render.without_nulls(s)
     out["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in s.get("conditions") or []]
     return out
 

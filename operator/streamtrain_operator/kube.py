@@ -11,9 +11,10 @@ from typing import Any
 from httpx2 import HTTPStatusError  # the HTTP library lightkube 1.x is built on
 from lightkube import AsyncClient, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
-
-from streamtrain_operator import GROUP, KIND, PLURAL as CR_PLURAL, VERSION
 from lightkube.types import PatchType
+
+from streamtrain_operator import GROUP, KIND, VERSION
+from streamtrain_operator import PLURAL as CR_PLURAL
 
 Manifest = dict[str, Any]
 

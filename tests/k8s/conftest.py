@@ -2,6 +2,7 @@
 as ``operator``, which would shadow the standard library), so its directory goes on sys.path."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -57,7 +58,6 @@ STRIMZI_KINDS = {"kafka": ("Kafka", "kafkas"), "kafkanodepool": ("KafkaNodePool"
 
 
 def strimzi_crds() -> list[dict]:
-    import json
     out = []
     for stem, (kind, plural) in STRIMZI_KINDS.items():
         schema = json.loads((ROOT / f"tests/k8s/schemas/strimzi-1.2.0/{stem}.json").read_text())
@@ -82,7 +82,6 @@ def control_plane(tmp_path_factory):
 @pytest.fixture(scope="session")
 def crds(control_plane):
     """The chart installed by a real `helm install` (its crds/ folder creates the CRD) next to Strimzi's CRDs."""
-    import json
     cp = control_plane
     for crd in strimzi_crds():
         cp.kubectl("create", "-f", "-", input=json.dumps(crd))

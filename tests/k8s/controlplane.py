@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -24,6 +25,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "tools/kube/build.sh"
@@ -73,7 +76,6 @@ def make_pki(d: Path) -> None:
 def kubeconfig(server: str, pki: Path, user: str = "admin", token: str | None = None, namespace: str = "default") -> str:
     cred = {"token": token} if token else {"client-certificate": str(pki / "admin.crt"),
                                            "client-key": str(pki / "admin.key")}
-    import yaml
     return yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "test",
         "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")}}],
@@ -202,7 +204,6 @@ class ControlPlane:
             "labels": {"kubernetes.io/hostname": FAKE_NODE, "kubernetes.io/os": "linux", "type": "kwok"}},
             "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "pods": "500"},
                        "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"}}}
-        import json
         self.kubectl("apply", "-f", "-", input=json.dumps(node))
         # Schedulable once kwok reports it Ready and the node-lifecycle controller lifts the not-ready taint.
         end = time.monotonic() + 60
