@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Sequence
 
 import pytest
 
@@ -51,7 +52,7 @@ def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.C
 class Container:
     """One detached container, removed at the end; its log is kept for failures."""
 
-    def __init__(self, image: str, *args: str, options: list[str] = (), env: dict | None = None) -> None:
+    def __init__(self, image: str, *args: str, options: Sequence[str] = (), env: dict | None = None) -> None:
         self.name = f"streamtrain-test-{uuid.uuid4().hex[:8]}"
         env_args = [a for k, v in (env or {}).items() for a in ("--env", f"{k}={v}")]
         podman("run", "-d", "--name", self.name, *options, *env_args, image, *args)
