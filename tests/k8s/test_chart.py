@@ -12,6 +12,7 @@ import yaml
 
 from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 
+from streamtrain import __version__
 from streamtrain.operator import render, validate
 
 CHART = ROOT / "charts/streamtrain"
@@ -86,7 +87,7 @@ def test_labels_and_selectors():
         labels = d["metadata"]["labels"]
         for key in ("name", "instance", "version", "component", "part-of", "managed-by"):
             assert f"app.kubernetes.io/{key}" in labels, (d["kind"], key)
-        assert labels["helm.sh/chart"] == "streamtrain-0.1.0"
+        assert labels["helm.sh/chart"] == f"streamtrain-{__version__}"
     dep = next(d for d in docs if d["kind"] == "Deployment")
     assert set(dep["spec"]["selector"]["matchLabels"]) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
     c = dep["spec"]["template"]["spec"]["containers"][0]
