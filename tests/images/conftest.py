@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import REPO
 
-from streamtrain.operator import render
+from streamtrain.operator import render, validate
 
 os.environ["CONTAINERS_CONF"] = str(REPO / "tools/images/containers.conf")
 USER = f"{render.UID}:{render.UID}"
@@ -32,10 +32,13 @@ def _chart(path: str, pattern: str) -> str:
     return re.search(pattern, (REPO / path).read_text(), re.M).group(1)
 
 
-REPOSITORY = _chart("charts/streamtrain/values.yaml", r"^operator:\n  image:\n(?:    #.*\n)*    repository: (\S+)")
+#: The programs' image: a StreamingTraining's default spec.image; the operator's: the chart's.
+REPOSITORY = validate.defaulted({"spec": {}})["spec"]["image"]["repository"]
+OPERATOR_REPOSITORY = _chart("charts/streamtrain/values.yaml", r"^operator:\n  image:\n(?:    #.*\n)*    repository: (\S+)")
 VERSION = _chart("charts/streamtrain/Chart.yaml", r'^appVersion: "?([^"\s]+)"?')
 #: The names the chart and the operator use (render.py: <repository>-hivemq, <repository>-scorer-streams).
 IMAGES = {"streamtrain": f"{REPOSITORY}:{VERSION}",
+          "operator": f"{OPERATOR_REPOSITORY}:{VERSION}",
           "hivemq": render.hivemq_launcher_image({"image": {"repository": REPOSITORY, "tag": VERSION}, "mqtt": {}}),
           "scorer-streams": f"{REPOSITORY}-scorer-streams:{VERSION}"}
 PAUSE = "registry.k8s.io/pause:3.10"
