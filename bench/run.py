@@ -25,8 +25,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from confluent_kafka import Consumer, Producer
 
-REPO = Path(__file__).resolve().parents[1]
-
 from streamtrain.simulator.fleet import Fleet, FleetConfig
 from streamtrain.simulator.publish import run_fleet
 from streamtrain.stack.local import LocalStack, free_port
@@ -35,6 +33,8 @@ from streamtrain.kafka import client_config, ensure_topics, producer_config
 from streamtrain.mqtt import no_delay
 from streamtrain.settings import CommonSettings, StackSettings, settings_env
 from streamtrain.topics import TopicSpec, pipeline_topics
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass

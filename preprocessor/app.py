@@ -14,7 +14,7 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter
@@ -70,8 +70,8 @@ class Preprocessor:
         self.lag = ConsumerLag(r, s.group_id)
         self.kafka_health = KafkaHealth()
         self.exactly_once = s.guarantee == "exactly_once"
-        consumer_extra = {"error_cb": self.kafka_health.error_cb}
-        producer_extra = {"linger.ms": 5, "error_cb": self.kafka_health.error_cb}
+        consumer_extra: dict[str, Any] = {"error_cb": self.kafka_health.error_cb}
+        producer_extra: dict[str, Any] = {"linger.ms": 5, "error_cb": self.kafka_health.error_cb}
         if self.exactly_once:
             consumer_extra.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
             producer_extra.update({"transactional.id": f"{s.group_id}.{s.instance_id}"})

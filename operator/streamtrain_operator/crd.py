@@ -10,6 +10,7 @@ import sys
 
 import yaml
 
+from streamtrain import __version__
 from streamtrain.preprocessing.spec import PreprocessSpec, json_schema
 from streamtrain.operator import GROUP, KIND, PLURAL, VERSION
 
@@ -133,7 +134,7 @@ def spec_schema() -> dict:
     return _obj("Desired pipeline: fleet -> MQTT -> bridge -> Kafka -> preprocess -> trainer -> scorer", {
         "image": _obj("Image of the StreamTrain programs (images/Dockerfile)", {
             "repository": _str("Image repository", "ghcr.io/streamtrain/streamtrain", minLength=1),
-            "tag": _str("Image tag", "0.1.0", minLength=1),
+            "tag": _str("Image tag", __version__, minLength=1),
             "pullPolicy": _str("Image pull policy", "IfNotPresent", enum=["Always", "IfNotPresent", "Never"]),
         }),
         "fleet": _obj("Simulated device fleet; turn it off when real devices publish to MQTT", {

@@ -59,7 +59,8 @@ async def apply(manifest: Manifest) -> str:
     except HTTPStatusError as exc:
         if _code(exc) != 404:
             raise
-    await client().create(res.from_dict(manifest), namespace=meta["namespace"])
+    # lightkube types create() per resource class; a generic resource built at run time matches none
+    await client().create(res.from_dict(manifest), namespace=meta["namespace"])  # type: ignore[call-overload]
     return "created"
 
 
@@ -75,7 +76,7 @@ async def get(api_version: str, kind: str, name: str, namespace: str) -> Manifes
 
 async def owned(namespace: str, instance: str) -> list[Manifest]:
     """Every child this operator labelled for one StreamingTraining (label selector, one list per kind)."""
-    selector = {"app.kubernetes.io/instance": instance, "app.kubernetes.io/managed-by": FIELD_MANAGER}
+    selector: dict[str, Any] = {"app.kubernetes.io/instance": instance, "app.kubernetes.io/managed-by": FIELD_MANAGER}
     out = []
     for api_version, kinds in KINDS.items():
         for kind in kinds:

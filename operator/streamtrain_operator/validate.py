@@ -24,7 +24,7 @@ def _get(d: dict, path: str, default: Any = None) -> Any:
 
 
 #: CEL rule (as written in the CRD) -> the same predicate in Python, over the defaulted object.
-CEL_TWINS: dict[str, Callable[[dict], bool]] = {
+CEL_TWINS: dict[str, Callable[[Any], bool]] = {  # a rule's `self` is an object or a number
     "self.metadata.name.size() <= 40": lambda r: len(_get(r, "metadata.name", "")) <= 40,
     "self.mode != 'external' || has(self.host)": lambda s: s.get("mode") != "external" or "host" in s,
     "self.mode != 'external' || has(self.bootstrap)": lambda s: s.get("mode") != "external" or "bootstrap" in s,

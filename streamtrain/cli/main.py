@@ -47,8 +47,9 @@ class LazyGroup(click.Group):
                 return getattr(importlib.import_module(module), attr)
             except ModuleNotFoundError as exc:
                 if exc.name and module.startswith(exc.name):
+                    reason = f"{name}: not available: {exc}"  # `exc` is unbound once the except block ends
                     return click.Command(name, help=f"(not available in this build: {exc})",
-                                         callback=lambda: sys.exit(f"{name}: not available: {exc}"))
+                                         callback=lambda: sys.exit(reason))
                 raise
         return super().get_command(ctx, name)
 

@@ -54,6 +54,19 @@ def test_every_streamtrain_command_answers_help_and_the_operator_imports():
     assert "operator-ok" in operator.stdout, operator.stdout + operator.stderr
 
 
+def test_operator_image_runs_the_operator_and_carries_no_tensorflow():
+    """The chart's operator Deployment and `helm test` Pod run this image (EXTRAS=operator)."""
+    script = ("import importlib.util, streamtrain.operator.handlers, streamtrain.operator.selftest; "
+              "print('operator-ok', [m for m in ('tensorflow', 'keras', 'matplotlib') if importlib.util.find_spec(m)])")
+    done = podman("run", "--rm", *HARDENED, "--entrypoint", "python", IMAGES["operator"], "-c", script, check=False)
+    assert "operator-ok []" in done.stdout, done.stdout + done.stderr
+    kopf = podman("run", "--rm", *HARDENED, "--entrypoint", "kopf", IMAGES["operator"], "run", "--help", check=False)
+    assert kopf.returncode == 0 and "--standalone" in kopf.stdout, kopf.stdout + kopf.stderr
+    sizes = {name: int(podman("image", "inspect", "--format", "{{.Size}}", IMAGES[name]).stdout)
+             for name in ("streamtrain", "operator")}
+    assert sizes["operator"] < sizes["streamtrain"] / 2, sizes
+
+
 def test_launcher_image_has_no_compiler_and_answers_help():
     modules = podman("run", "--rm", "--entrypoint", "java", IMAGES["hivemq"], "--list-modules").stdout
     assert "java.base@17" in modules and "jdk.compiler" not in modules  # a JRE: the launcher is precompiled
@@ -161,7 +174,7 @@ def test_pause_image_holds_a_sandbox_and_ends_on_sigint(containers):
 
 def test_built_from_the_repository_dockerfiles():
     """The images carry the Dockerfiles' own entrypoints (built unmodified, tools/images/build.sh)."""
-    for name, dockerfile in {"streamtrain": "Dockerfile", "hivemq": "hivemq.Dockerfile",
+    for name, dockerfile in {"streamtrain": "Dockerfile", "operator": "Dockerfile", "hivemq": "hivemq.Dockerfile",
                              "scorer-streams": "scorer-streams.Dockerfile"}.items():
         text = (REPO / "images" / dockerfile).read_text().replace("\\\n", "")
         declared = json.loads(next(line for line in text.splitlines() if line.startswith("ENTRYPOINT "))[11:])

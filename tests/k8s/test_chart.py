@@ -12,6 +12,7 @@ import yaml
 
 from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 
+from streamtrain import __version__
 from streamtrain.operator import render, validate
 
 CHART = ROOT / "charts/streamtrain"
@@ -86,7 +87,7 @@ def test_labels_and_selectors():
         labels = d["metadata"]["labels"]
         for key in ("name", "instance", "version", "component", "part-of", "managed-by"):
             assert f"app.kubernetes.io/{key}" in labels, (d["kind"], key)
-        assert labels["helm.sh/chart"] == "streamtrain-0.1.0"
+        assert labels["helm.sh/chart"] == f"streamtrain-{__version__}"
     dep = next(d for d in docs if d["kind"] == "Deployment")
     assert set(dep["spec"]["selector"]["matchLabels"]) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
     c = dep["spec"]["template"]["spec"]["containers"][0]
@@ -161,6 +162,22 @@ def test_rbac_is_commented_and_covers_every_child():
             assert {"create", "patch", "get", "list"} <= allowed[(group, plural[m["kind"]])], m["kind"]
     assert allowed[("streamtrain.io", "streamingtrainings/status")] == {"get", "patch"}
     assert not any(r in {"secrets", "pods"} for _, r in allowed), "the operator never reads Secrets or Pods"
+
+
+def test_operator_and_test_pod_run_the_operator_image_without_tensorflow():
+    """The operator's image (images/Dockerfile with EXTRAS=operator, tools/images/build.sh), not the
+    programs' image that children run (the StreamingTraining's spec.image)."""
+    docs = rendered()
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    pod = next(d for d in docs if d["kind"] == "Pod")
+    operator_image = f"ghcr.io/streamtrain/streamtrain-operator:{__version__}"
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == operator_image
+    assert pod["spec"]["containers"][0]["image"] == operator_image
+    programs = validate.defaulted({"spec": {}})["spec"]["image"]
+    assert f"{programs['repository']}:{programs['tag']}" != operator_image
+    custom = rendered({"operator": {"image": {"repository": "r.example/op", "tag": "t1"}, "replicas": 1}})
+    assert {c["image"] for d in custom if d["kind"] in ("Deployment", "Pod")
+            for c in (d["spec"].get("template", d)["spec"]["containers"])} == {"r.example/op:t1"}
 
 
 def test_helm_test_pod():

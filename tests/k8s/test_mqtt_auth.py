@@ -14,6 +14,7 @@ import yaml
 
 from tests.k8s.conftest import ROOT, assert_pinned_multi_stage_non_root, load_example
 
+from streamtrain import __version__
 from streamtrain.operator import render, validate
 
 SECURE = load_example(ROOT / "examples/secure.yaml")
@@ -82,7 +83,7 @@ def _hardened(pod: dict) -> None:
 def test_hivemq_runs_the_launcher_image_with_the_users_file_mounted_read_only():
     pod = _pod(_secure(), "hivemq")
     c = pod["containers"][0]
-    assert c["image"] == "ghcr.io/streamtrain/streamtrain-hivemq:0.1.0"  # <image.repository>-hivemq:<tag>
+    assert c["image"] == f"ghcr.io/streamtrain/streamtrain-hivemq:{__version__}"  # <image.repository>-hivemq:<tag>
     users = _volume(pod, "mqtt-users")
     assert users["secret"]["secretName"] == "secure-mqtt-users"
     assert users["secret"]["items"] == [{"key": "users", "path": "users"}]
