@@ -6,6 +6,7 @@ The pieces live beside this module: ``jars``, ``kafka_node``, ``hivemq``, ``secu
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from streamtrain import logs
@@ -13,13 +14,14 @@ from streamtrain.kafka import client_config, ensure_topics
 from streamtrain.settings import CommonSettings, StackSettings
 from streamtrain.stack import hivemq, jars, kafka_node, security
 from streamtrain.stack.hivemq import hivemq_config_xml
-from streamtrain.stack.processes import Service, StackError, free_port, java, port_open, spawn, stop, wait_ready
+from streamtrain.stack.processes import (Service, StackError, free_port, free_port_range, java, port_open, spawn, stop, stop_all,
+                                        wait_ready)
 from streamtrain.stack.security import ADMIN, BROKER_DN, SCRAM, StackSecrets
 from streamtrain.topics import pipeline_topics
 
 # Names other modules and tests import from here.
 __all__ = ["ADMIN", "BROKER_DN", "SCRAM", "LocalStack", "Service", "StackError", "free_port", "hivemq_config_xml",
-           "port_open", "spawn", "stop"]
+           "free_port_range", "port_open", "spawn", "stop"]
 
 log = logs.get("stack")
 
@@ -34,18 +36,28 @@ class LocalStack:
         if "kafka_auth" not in self.settings.model_fields_set and recorded.exists():
             # `status`, `down` and `kafka-user` of a stack started with --kafka-auth scram need no flag.
             self.settings = self.settings.model_copy(update={"kafka_auth": recorded.read_text().strip()})
+        brokers = self.home / "kafka" / "brokers"
+        if "kafka_brokers" not in self.settings.model_fields_set and brokers.exists():
+            self.settings = self.settings.model_copy(update={"kafka_brokers": int(brokers.read_text())})
         self.lib_root = (self.settings.jars or self.home / "lib").resolve()
         self.secrets = StackSecrets(self.home / "kafka")
-        self.kafka = Service("kafka", self.settings.kafka_port, self.home)
+        #: Node 1 keeps the single node's names (service ``kafka``, data in <home>/kafka/data).
+        self.kafka_nodes = [Service("kafka" if i == 1 else f"kafka-{i}", self.settings.kafka_port + i - 1, self.home)
+                            for i in range(1, self.settings.kafka_brokers + 1)]
+        self.kafka = self.kafka_nodes[0]
         self.hivemq = Service("hivemq", self.settings.mqtt_port, self.home)
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.settings.kafka_port}"
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.kafka_nodes)
 
     @property
     def controller_port(self) -> int:
-        return self.settings.kafka_controller_port or self.settings.kafka_port + 1
+        """The first node's controller port; node i listens on this + i - 1."""
+        return self.settings.kafka_controller_port or self.settings.kafka_port + self.settings.kafka_brokers
+
+    def node_dir(self, node: int) -> Path:
+        return self.home / "kafka" if node == 1 else self.home / "kafka" / f"node-{node}"
 
     @property
     def scram(self) -> bool:
@@ -97,27 +109,44 @@ class LocalStack:
 
     # ---------------------------------------------------------------- processes
     def start_kafka(self) -> None:
-        if self.kafka.pid():
+        """Start every Kafka node that is not running (without waiting: a quorum needs most of them up)."""
+        for node in range(1, len(self.kafka_nodes) + 1):
+            self.start_kafka_node(node)
+
+    def start_kafka_node(self, node: int) -> None:
+        svc = self.kafka_nodes[node - 1]
+        if svc.pid():
             return
-        if port_open(self.settings.kafka_port):
-            raise StackError(f"port {self.settings.kafka_port} is taken by another process; pick another with --kafka-port")
-        lib, conf_dir = self.kafka_lib(), self.home / "kafka"
-        port, cport = self.settings.kafka_port, self.controller_port
-        props = kafka_node.server_properties(port, cport, conf_dir / "data")
+        if port_open(svc.port):
+            raise StackError(f"port {svc.port} is taken by another process; pick another with --kafka-port")
+        lib, conf_dir, n = self.kafka_lib(), self.node_dir(node), len(self.kafka_nodes)
+        cports = [self.controller_port + i for i in range(n)]
+        props = kafka_node.server_properties(node, svc.port, cports[node - 1], conf_dir / "data",
+                                             kafka_node.voters(cports), n)
         if self.scram:
-            props.update(self.secrets.broker_props(port, cport))
+            props.update(self.secrets.broker_props(svc.port, cports[node - 1]))
         conf = kafka_node.write_properties(conf_dir / "server.properties", props)
         meta = conf_dir / "data" / "meta.properties"
-        formatted_auth = conf_dir / "auth"
+        formatted_auth, formatted_brokers = self.home / "kafka" / "auth", self.home / "kafka" / "brokers"
+        recorded = int(formatted_brokers.read_text()) if formatted_brokers.exists() else 1
+        if (self.home / "kafka" / "data" / "meta.properties").exists() and recorded != n:
+            raise StackError(f"the Kafka data under {self.home / 'kafka'} was made for {recorded} broker(s); stop "
+                             f"the stack and remove that folder to start it with {n}")
         if not meta.exists():
+            # Every node of a cluster is formatted with the same id, chosen by the first.
+            id_file = self.home / "kafka" / "cluster-id"
+            if not id_file.exists():
+                id_file.write_text(kafka_node.new_cluster_id())
             # With SCRAM the admin must exist before the first start: its credential goes into the metadata log.
-            kafka_node.format_storage(java(), lib, conf, kafka_node.new_cluster_id(),
+            kafka_node.format_storage(java(), lib, conf, id_file.read_text().strip(),
                                       self.secrets.format_args() if self.scram else [])
             formatted_auth.write_text(self.settings.kafka_auth)
+            formatted_brokers.write_text(str(n))
         elif self.scram and (formatted_auth.read_text().strip() if formatted_auth.exists() else "none") != "scram":
             raise StackError(f"the Kafka data under {meta.parent} was made without authentication, so it has no "
                              f"admin user; stop the stack and remove {meta.parent} to start it with --kafka-auth scram")
-        spawn(self.kafka, kafka_node.command(java(), lib, conf), cwd=self.home)
+        # Several nodes share two cores and the programs' memory: each gets a smaller heap.
+        spawn(svc, kafka_node.command(java(), lib, conf, "1g" if n == 1 else "512m"), cwd=self.home)
 
     def start_hivemq(self) -> None:
         if self.hivemq.pid():
@@ -130,7 +159,10 @@ class LocalStack:
 
     # ---------------------------------------------------------------- readiness
     def kafka_ready(self) -> bool:
-        return kafka_node.ready(self.bootstrap, self.settings.kafka_port, self.client_security())
+        return all(self.kafka_node_ready(i) for i in range(1, len(self.kafka_nodes) + 1))
+
+    def kafka_node_ready(self, node: int) -> bool:
+        return kafka_node.ready(self.kafka_nodes[node - 1].port, self.client_security(), len(self.kafka_nodes))
 
     def hivemq_ready(self) -> bool:
         return hivemq.ready(self.settings.mqtt_port)
@@ -147,18 +179,25 @@ class LocalStack:
         self.hivemq_lib()
         self.start_kafka()
         self.start_hivemq()
-        self._wait(self.kafka, self.kafka_ready, self.settings.ready_timeout_s)
+        for node, svc in enumerate(self.kafka_nodes, start=1):
+            self._wait(svc, lambda node=node: self.kafka_node_ready(node), self.settings.ready_timeout_s)
         self._wait(self.hivemq, self.hivemq_ready, self.settings.ready_timeout_s)
         if create_topics:
             s = self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
-            ensure_topics(self.bootstrap, pipeline_topics(s, self.settings.partitions, self.settings.retention_hours),
-                          **self.client_security())
+            specs = pipeline_topics(s, self.settings.partitions, self.settings.retention_hours)
+            if len(self.kafka_nodes) >= 3:
+                # Written on each topic too (not only as the brokers' default), so it shows where it is read.
+                specs = [replace(t, config={**t.config, "min.insync.replicas": "2"}) for t in specs]
+            ensure_topics(self.bootstrap, specs, **self.client_security())
         return self.status()
 
     def status(self) -> dict:
+        nodes = [{"node": i, "pid": svc.pid(), "port": svc.port, "ready": self.kafka_node_ready(i),
+                  "log": str(svc.log_file)} for i, svc in enumerate(self.kafka_nodes, start=1)]
         return {
-            "kafka": {"pid": self.kafka.pid(), "bootstrap": self.bootstrap, "ready": self.kafka_ready(),
+            "kafka": {"pid": self.kafka.pid(), "bootstrap": self.bootstrap, "ready": all(n["ready"] for n in nodes),
                       "log": str(self.kafka.log_file),
+                      **({"brokers": nodes} if len(nodes) > 1 else {}),
                       **({"security": "SASL_SSL/" + SCRAM, "admin": self.client_env(ADMIN)} if self.scram else {})},
             "hivemq": {"pid": self.hivemq.pid(), "mqtt": f"127.0.0.1:{self.settings.mqtt_port}",
                        "ready": self.hivemq_ready(), "log": str(self.hivemq.log_file)},
@@ -171,14 +210,16 @@ class LocalStack:
     def restart_service(self, svc: Service, kill: bool = False) -> None:
         """Stop one broker (SIGTERM, or SIGKILL with ``kill``) and start it again, waiting until ready."""
         self.stop_service(svc, kill=kill)
-        if svc is self.kafka:
-            self.start_kafka()
-            self._wait(svc, self.kafka_ready, self.settings.ready_timeout_s)
+        if svc in self.kafka_nodes:
+            node = self.kafka_nodes.index(svc) + 1
+            self.start_kafka_node(node)
+            self._wait(svc, lambda: self.kafka_node_ready(node), self.settings.ready_timeout_s)
         else:
             self.start_hivemq()
             self._wait(svc, self.hivemq_ready, self.settings.ready_timeout_s)
 
     def down(self) -> None:
-        """Stop HiveMQ first (no new input), then Kafka; both with SIGTERM for a clean shutdown."""
+        """Stop HiveMQ first (no new input), then Kafka; both with SIGTERM for a clean shutdown. The Kafka
+        nodes are told all at once: the last ones stopped one by one would wait for a quorum that is gone."""
         self.stop_service(self.hivemq)
-        self.stop_service(self.kafka)
+        stop_all(self.kafka_nodes)

@@ -67,6 +67,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_range(count: int, attempts: int = 50) -> int:
+    """The first of ``count`` consecutive loopback ports that are free now (a multi-node stack's)."""
+    for _ in range(attempts):
+        base = free_port()
+        if base + count <= 65535 and all(_bindable(base + i) for i in range(count)):
+            return base
+    raise StackError(f"found no {count} consecutive free ports on 127.0.0.1")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def java() -> str:
     path = shutil.which("java")
     if not path:
@@ -118,6 +136,15 @@ def stop(svc: Service, timeout: float = 45.0, kill: bool = False) -> None:
         _reap(pid)
     svc.pid_file.unlink(missing_ok=True)
     log.info("process_stopped", service=svc.name, pid=pid)
+
+
+def stop_all(services: list[Service], timeout: float = 45.0) -> None:
+    """SIGTERM to every service at once, then wait for each (SIGKILL after ``timeout``)."""
+    for svc in services:
+        if (pid := svc.pid()) is not None:
+            os.killpg(pid, signal.SIGTERM)
+    for svc in services:
+        stop(svc, timeout)
 
 
 def _reap(pid: int) -> None:
