@@ -257,7 +257,7 @@ def test_launcher_image_resolves_the_jars_like_the_local_stack():
     build = DOCKERFILE.split("AS runtime", 1)[0]
     assert "COPY stack/java/hivemq-pom.xml" in build
     assert "maven-dependency-plugin:3.8.1:copy-dependencies" in build
-    assert "maven-dependency-plugin:3.8.1:copy-dependencies" in (ROOT / "stack/local.py").read_text()
+    assert "maven-dependency-plugin:3.8.1:copy-dependencies" in (ROOT / "stack/jars.py").read_text()
     pom = (ROOT / "stack/java/hivemq-pom.xml").read_text()
     version = re.search(r"<hivemq.version>([^<]+)</hivemq.version>", pom).group(1)
     assert re.search(rf"^ARG HIVEMQ_VERSION={re.escape(version)}$", build, re.M)
