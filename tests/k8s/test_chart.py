@@ -13,6 +13,7 @@ import yaml
 from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 
 from streamtrain.operator import render, validate
+from streamtrain.operator.render import strimzi
 
 CHART = ROOT / "charts/streamtrain"
 EVERYTHING = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
@@ -183,7 +184,7 @@ def test_no_chart_dependency_and_strimzi_pinned_in_the_notes():
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert "dependencies" not in chart
     assert "--version 1.2.0" in notes()
-    assert render.STRIMZI_API == "kafka.strimzi.io/v1"  # what Strimzi 1.2.0 serves
+    assert strimzi.STRIMZI_API == "kafka.strimzi.io/v1"  # what Strimzi 1.2.0 serves
 
 
 @pytest.mark.parametrize("version", ["v1.29.0", "v1.32.0", "v1.37.0"])

@@ -134,6 +134,7 @@ def test_missing_spec_rejected():
 
 def test_long_names_rejected_and_the_longest_allowed_fits_every_child():
     from streamtrain.operator import render
+    from streamtrain.operator.render import connections
     r = load_example(ROOT / "examples/full.yaml")
     r["metadata"]["name"] = "p" * 41
     assert validate.errors(r) == ["metadata.name: Invalid value: metadata.name must be at most 40 characters "
@@ -145,4 +146,4 @@ def test_long_names_rejected_and_the_longest_allowed_fits_every_child():
         limit = {"CronJob": 52, "KafkaTopic": 253, "ConfigMap": 253}.get(m["kind"], 63)
         assert len(m["metadata"]["name"]) <= limit, m["metadata"]["name"]
     # Strimzi's bootstrap Service for the cluster must be a DNS-1035 label too.
-    assert len(render.kafka_bootstrap(r["metadata"]["name"], validate.defaulted(r)["spec"]).split(":")[0]) <= 63
+    assert len(connections.kafka_bootstrap(r["metadata"]["name"], validate.defaulted(r)["spec"]).split(":")[0]) <= 63
