@@ -3,12 +3,13 @@
 No Kubernetes client here: every function takes data and returns data, so the whole pipeline's
 shape is tested without a cluster. One module per kind of child, named after the data flow:
 ``hivemq`` -> ``programs`` (simulator, bridge) -> ``strimzi`` -> ``programs`` (preprocessor) or
-``ksqldb`` -> ``trainer`` -> ``programs`` (scorers) -> ``monitoring``; ``connections`` says how they
-reach the brokers and ``objects`` holds the shapes they share.
+``ksqldb`` -> ``trainer`` -> ``programs`` (scorers) and ``autoscaling`` -> ``monitoring``;
+``availability`` gives every Deployment its PodDisruptionBudget, ``connections`` says how the children
+reach the brokers and ``objects`` holds the shapes they share (with the topology spread of every Pod).
 """
 from __future__ import annotations
 
-from streamtrain.operator.render import hivemq, ksqldb, monitoring, programs, strimzi, trainer
+from streamtrain.operator.render import autoscaling, availability, hivemq, ksqldb, monitoring, programs, strimzi, trainer
 from streamtrain.operator.render.objects import Manifest
 
 
@@ -28,5 +29,6 @@ def render(name: str, namespace: str, spec: dict) -> list[Manifest]:
         children += programs.preprocessor(name, namespace, spec)
     children += trainer.trainer(name, namespace, spec)
     children += programs.scorer(name, namespace, spec)
+    children += autoscaling.scorer_autoscaling(name, namespace, spec)
     children += monitoring.metrics_services(name, namespace)
-    return children
+    return availability.with_disruption_budgets(children)

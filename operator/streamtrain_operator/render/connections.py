@@ -104,11 +104,15 @@ def kafka_volumes(creds: dict | None, password_file: bool = True) -> tuple[list[
     return volumes, mounts
 
 
-def _security(field: str, value: Any) -> dict:
-    """One KafkaSecurity setting as an env var: the name comes from the settings class, never a literal."""
+def kafka_security_variable(field: str) -> str:
+    """Environment variable of one KafkaSecurity setting: the name comes from the settings class, never a literal."""
     if field not in KafkaSecurity.model_fields:
         raise KeyError(f"{field} is no KafkaSecurity field")
-    return {"name": f"{KafkaSecurity.model_config['env_prefix']}{field.upper()}", "value": str(value)}
+    return f"{KafkaSecurity.model_config['env_prefix']}{field.upper()}"
+
+
+def _security(field: str, value: Any) -> dict:
+    return {"name": kafka_security_variable(field), "value": str(value)}
 
 
 def kafka_security_env(creds: dict | None) -> list[dict]:
@@ -153,6 +157,10 @@ def settings_for(name: str, spec: dict) -> CommonSettings:
     return CommonSettings(kafka_bootstrap=kafka_bootstrap(name, spec), mqtt_host=host, mqtt_port=port)
 
 
+#: Fields of spec.preprocessing that say how it runs (engine, instances), not what it computes.
+RUNTIME_FIELDS = ("engine", "replicas")
+
+
 def preprocess_spec(spec: dict) -> PreprocessSpec:
     """The preprocessing part as the programs read it; raises SpecError/ValidationError when it cannot run."""
-    return PreprocessSpec.model_validate({k: v for k, v in spec["preprocessing"].items() if k != "engine"})
+    return PreprocessSpec.model_validate({k: v for k, v in spec["preprocessing"].items() if k not in RUNTIME_FIELDS})

@@ -69,4 +69,5 @@ def ksqldb(name: str, namespace: str, spec: dict) -> list[Manifest]:
                     "volumes": [{"name": "queries", "configMap": {"name": cm["metadata"]["name"]}},
                                 {"name": "config", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
                                 {"name": "tmp", "emptyDir": {}}, *kafka_vols]}}
-    return [cm, deployment(name, namespace, "ksqldb", 1, pod)]
+    # Servers with one ksql.service.id share the queries' partitions like any consumer group.
+    return [cm, deployment(name, namespace, "ksqldb", spec["preprocessing"]["replicas"], pod)]

@@ -39,9 +39,26 @@ def image_security(uid: int) -> dict:
     return {**container_security(), "runAsUser": uid, "runAsGroup": uid}
 
 
-def deployment(name: str, namespace: str, component: str, replicas: int, pod: dict) -> Manifest:
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name, f"{name}-{component}", component, namespace),
-            "spec": {"replicas": replicas, "selector": {"matchLabels": selector(name, component)}, "template": pod}}
+#: Where replicas of one Deployment should not pile up: other zones first, then other nodes. Soft
+#: (ScheduleAnyway): a one-node cluster still runs everything; pod-template-hash spreads each rollout's
+#: own Pods rather than counting the old ones still terminating.
+SPREAD_KEYS = ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+
+
+def topology_spread(name: str, component: str) -> list[dict]:
+    return [{"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": selector(name, component)}, "matchLabelKeys": ["pod-template-hash"]}
+            for key in SPREAD_KEYS]
+
+
+def deployment(name: str, namespace: str, component: str, replicas: int | None, pod: dict) -> Manifest:
+    """A Deployment whose Pods spread over zones and nodes. ``replicas=None``: an autoscaler owns the count."""
+    pod = {**pod, "spec": {**pod["spec"], "topologySpreadConstraints": topology_spread(name, component)}}
+    spec = {"replicas": replicas, "selector": {"matchLabels": selector(name, component)}, "template": pod}
+    if replicas is None:
+        del spec["replicas"]
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": meta(name, f"{name}-{component}", component, namespace), "spec": spec}
 
 
 def service(name: str, namespace: str, component: str, ports: list[dict]) -> Manifest:

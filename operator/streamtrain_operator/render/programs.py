@@ -121,7 +121,7 @@ def preprocessor(name: str, namespace: str, spec: dict) -> list[Manifest]:
     pod = program_pod("preprocess", name, spec, "preprocess", config_map=cm["metadata"]["name"])
     # A changed spec must restart the preprocessors: the hash in the template rolls the Deployment.
     pod["metadata"]["annotations"]["streamtrain.io/preprocessing-hash"] = digest(cm["data"])
-    return [cm, deployment(name, namespace, "preprocess", 1, pod)]
+    return [cm, deployment(name, namespace, "preprocess", spec["preprocessing"]["replicas"], pod)]
 
 
 def scorer_pod(name: str, spec: dict) -> dict:
@@ -137,4 +137,8 @@ def scorer_pod(name: str, spec: dict) -> dict:
 
 
 def scorer(name: str, namespace: str, spec: dict) -> list[Manifest]:
-    return [deployment(name, namespace, "scorer", spec["scorer"]["replicas"], scorer_pod(name, spec))]
+    """The scorers' Deployment. Autoscaled, it names no replica count: KEDA's HorizontalPodAutoscaler owns
+    it, and a count in every reconcile's patch would fight it (a new Deployment then starts with one)."""
+    s = spec["scorer"]
+    return [deployment(name, namespace, "scorer", None if s["autoscaling"]["enabled"] else s["replicas"],
+                       scorer_pod(name, spec))]

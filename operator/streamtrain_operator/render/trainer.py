@@ -7,8 +7,10 @@ from streamtrain.operator.render.programs import program_pod
 
 
 def training_hash(spec: dict) -> str:
-    """Identity of a model version's recipe: a new one means a new training Job."""
-    return digest({"model": spec["model"], "preprocessing": spec["preprocessing"], "image": spec["image"]})
+    """Identity of a model version's recipe: a new one means a new training Job. The engine counts (its
+    features may differ in the last digits); how many instances run it does not."""
+    pre = {k: v for k, v in spec["preprocessing"].items() if k != "replicas"}
+    return digest({"model": spec["model"], "preprocessing": pre, "image": spec["image"]})
 
 
 def trainer(name: str, namespace: str, spec: dict) -> list[Manifest]:
