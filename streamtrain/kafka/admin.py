@@ -16,14 +16,18 @@ log = logs.get("kafka")
 
 
 def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0, **client) -> list[str]:
-    """Create missing topics; existing ones are left alone. Returns the names created."""
+    """Create missing topics; existing ones are left alone. Returns the names created.
+
+    Replicas: the spec's, or the cluster's ``default.replication.factor`` (one on a single broker,
+    three on the local 3-broker stack or a production cluster)."""
     admin = AdminClient(client_config(bootstrap, **client))
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [s for s in specs if s.name not in existing]
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=s.config) for s in missing],
+        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
+         for s in missing],
         operation_timeout=timeout,
     )
     created = []

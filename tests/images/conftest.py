@@ -20,10 +20,14 @@ import pytest
 
 from tests.conftest import REPO
 
+<<<<<<< HEAD
 from streamtrain.operator import render, validate
+=======
+from streamtrain.operator.render import hivemq, objects
+>>>>>>> kube16
 
 os.environ["CONTAINERS_CONF"] = str(REPO / "tools/images/containers.conf")
-USER = f"{render.UID}:{render.UID}"
+USER = f"{objects.UID}:{objects.UID}"
 #: As the operator runs them: read-only root, non-root, /tmp on a volume (an emptyDir in the Pod).
 HARDENED = ["--read-only", "--user", USER, "--tmpfs", "/tmp"]
 
@@ -36,10 +40,14 @@ def _chart(path: str, pattern: str) -> str:
 REPOSITORY = validate.defaulted({"spec": {}})["spec"]["image"]["repository"]
 OPERATOR_REPOSITORY = _chart("charts/streamtrain/values.yaml", r"^operator:\n  image:\n(?:    #.*\n)*    repository: (\S+)")
 VERSION = _chart("charts/streamtrain/Chart.yaml", r'^appVersion: "?([^"\s]+)"?')
-#: The names the chart and the operator use (render.py: <repository>-hivemq, <repository>-scorer-streams).
+#: The names the chart and the operator use (render/hivemq.py, render/programs.py: <repository>-hivemq, <repository>-scorer-streams).
 IMAGES = {"streamtrain": f"{REPOSITORY}:{VERSION}",
+<<<<<<< HEAD
           "operator": f"{OPERATOR_REPOSITORY}:{VERSION}",
           "hivemq": render.hivemq_launcher_image({"image": {"repository": REPOSITORY, "tag": VERSION}, "mqtt": {}}),
+=======
+          "hivemq": hivemq.hivemq_launcher_image({"image": {"repository": REPOSITORY, "tag": VERSION}, "mqtt": {}}),
+>>>>>>> kube16
           "scorer-streams": f"{REPOSITORY}-scorer-streams:{VERSION}"}
 PAUSE = "registry.k8s.io/pause:3.10"
 

@@ -15,7 +15,7 @@ import pytest
 
 from streamtrain.stack.local import free_port
 from streamtrain.kafka import read_topic
-from streamtrain.operator import render
+from streamtrain.operator.render import connections, hivemq, objects
 from tests.conftest import REPO
 from tests.images.conftest import HARDENED, IMAGES, PAUSE, USER, container_env, podman
 from tests.ingest.test_auth_e2e import Device, reading, wait_for
@@ -25,7 +25,7 @@ from tests.programs import settings_env
 pytestmark = pytest.mark.images
 
 PASSWORDS = {"dev-a": "alpha-secret", "bridge-1": "bridge-secret"}
-HIVEMQ_DATA, HIVEMQ_LOG = render.LAUNCHER_WRITES["data"], render.LAUNCHER_WRITES["log"]
+HIVEMQ_DATA, HIVEMQ_LOG = hivemq.WRITES["data"], hivemq.WRITES["log"]
 
 
 @pytest.mark.parametrize("name", sorted(IMAGES))
@@ -33,7 +33,7 @@ def test_runs_as_the_pods_non_root_uid_on_a_read_only_root(name):
     image = IMAGES[name]
     assert podman("image", "inspect", "--format", "{{.Config.User}}", image).stdout.strip() == USER
     # The image's own user (no --user), as a runtime without runAsUser starts it.
-    assert podman("run", "--rm", "--read-only", "--entrypoint", "id", image, "-u").stdout.strip() == str(render.UID)
+    assert podman("run", "--rm", "--read-only", "--entrypoint", "id", image, "-u").stdout.strip() == str(objects.UID)
     wrote = podman("run", "--rm", "--read-only", "--entrypoint", "sh", image, "-c", "touch /app/x /opt/x",
                    check=False)
     assert wrote.returncode != 0 and "Read-only file system" in wrote.stderr
@@ -90,7 +90,7 @@ def users_file(tmp_path):
                         "bridge" if user.startswith("bridge") else "device", "--file", str(users), "--password-stdin"],
                        input=password + "\n", text=True, check=True)
     # As the Pod mounts its Secret: defaultMode 0440, group fsGroup.
-    os.chown(users, 0, render.UID)
+    os.chown(users, 0, objects.UID)
     users.chmod(0o440)
     return users
 
@@ -99,9 +99,9 @@ def test_launcher_and_bridge_images_carry_a_device_into_kafka(pipeline, users_fi
     mqtt_port, metrics_port = free_port(), free_port()
     # The finding: podman's --tmpfs is root-owned and takes the image folder's mode; HiveMQ locks
     # data.lock in it as uid 10001.
-    hivemq = containers(IMAGES["hivemq"], f"{render.MQTT_USERS_MOUNT}/users", options=[
+    hivemq = containers(IMAGES["hivemq"], f"{connections.MQTT_USERS_MOUNT}/users", options=[
         *HARDENED, "--tmpfs", HIVEMQ_DATA, "--tmpfs", HIVEMQ_LOG, "-p", f"127.0.0.1:{mqtt_port}:1883",
-        "-v", f"{users_file}:{render.MQTT_USERS_MOUNT}/users:ro"])
+        "-v", f"{users_file}:{connections.MQTT_USERS_MOUNT}/users:ro"])
     hivemq.wait_log('"hivemq_started"')
     owner = podman("exec", hivemq.name, "stat", "-c", "%U %a", HIVEMQ_DATA, f"{HIVEMQ_DATA}/data.lock").stdout.split()
     assert owner == ["root", "1777", "streamtrain", "644"], owner
@@ -109,7 +109,7 @@ def test_launcher_and_bridge_images_carry_a_device_into_kafka(pipeline, users_fi
 
     password = tmp_path / "bridge-password"
     password.write_text(PASSWORDS["bridge-1"] + "\n")
-    os.chown(password, 0, render.UID)
+    os.chown(password, 0, objects.UID)
     password.chmod(0o440)
     group = f"img-{uuid.uuid4().hex[:6]}"
     env = container_env(settings_env(pipeline, mqtt_port=mqtt_port, client_id=group, share_group=group,
