@@ -78,16 +78,11 @@ async def get(api_version: str, kind: str, name: str, namespace: str) -> Manifes
 
 
 async def owned(namespace: str, instance: str) -> list[Manifest]:
-<<<<<<< HEAD
-    """Every child this operator labelled for one StreamingTraining (label selector, one list per kind)."""
-    selector: dict[str, Any] = {"app.kubernetes.io/instance": instance, "app.kubernetes.io/managed-by": FIELD_MANAGER}
-=======
     """Every child this operator labelled for one StreamingTraining (label selector, one list per kind).
 
     A kind the cluster does not serve (404: KEDA or Strimzi not installed) has no objects: a pipeline
     that needs none of them must not fail for their absence."""
-    selector = {"app.kubernetes.io/instance": instance, "app.kubernetes.io/managed-by": FIELD_MANAGER}
->>>>>>> kube16
+    selector: dict[str, Any] = {"app.kubernetes.io/instance": instance, "app.kubernetes.io/managed-by": FIELD_MANAGER}
     out = []
     for api_version, kinds in KINDS.items():
         for kind in kinds:

@@ -20,11 +20,8 @@ import pytest
 
 from tests.conftest import REPO
 
-<<<<<<< HEAD
-from streamtrain.operator import render, validate
-=======
+from streamtrain.operator import validate
 from streamtrain.operator.render import hivemq, objects
->>>>>>> kube16
 
 os.environ["CONTAINERS_CONF"] = str(REPO / "tools/images/containers.conf")
 USER = f"{objects.UID}:{objects.UID}"
@@ -42,12 +39,8 @@ OPERATOR_REPOSITORY = _chart("charts/streamtrain/values.yaml", r"^operator:\n  i
 VERSION = _chart("charts/streamtrain/Chart.yaml", r'^appVersion: "?([^"\s]+)"?')
 #: The names the chart and the operator use (render/hivemq.py, render/programs.py: <repository>-hivemq, <repository>-scorer-streams).
 IMAGES = {"streamtrain": f"{REPOSITORY}:{VERSION}",
-<<<<<<< HEAD
           "operator": f"{OPERATOR_REPOSITORY}:{VERSION}",
-          "hivemq": render.hivemq_launcher_image({"image": {"repository": REPOSITORY, "tag": VERSION}, "mqtt": {}}),
-=======
           "hivemq": hivemq.hivemq_launcher_image({"image": {"repository": REPOSITORY, "tag": VERSION}, "mqtt": {}}),
->>>>>>> kube16
           "scorer-streams": f"{REPOSITORY}-scorer-streams:{VERSION}"}
 PAUSE = "registry.k8s.io/pause:3.10"
 
