@@ -5,6 +5,8 @@ import time
 import uuid
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+
 from streamtrain.stack.jars import JAVA_DIR
 from streamtrain.stack.processes import StackError, port_open
 
@@ -64,7 +66,6 @@ def ready(port: int) -> bool:
     """Whether a broker answers a CONNECT on ``port`` (any CONNACK, even a refusal, counts)."""
     if not port_open(port):
         return False
-    import paho.mqtt.client as mqtt
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamtrain-probe-{uuid.uuid4().hex[:8]}",
                          protocol=mqtt.MQTTv5)
     answered = []

@@ -4,7 +4,10 @@ from __future__ import annotations
 import base64
 import subprocess
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
 
 from streamtrain.kafka import client_config
 from streamtrain.stack.jars import JAVA_DIR
@@ -59,7 +62,7 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
-def format_storage(java: str, lib: Path, conf: Path, cluster_id: str, extra: list[str] = ()) -> None:
+def format_storage(java: str, lib: Path, conf: Path, cluster_id: str, extra: Sequence[str] = ()) -> None:
     """Format the node's log dirs (once, before its first start)."""
     # "--cluster-id=" form: an id starting with "-" would otherwise be read as an option.
     cmd = [java, "-cp", f"{lib}/*", "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
@@ -80,7 +83,6 @@ def ready(port: int, security: dict, brokers: int = 1) -> bool:
     ``brokers`` of the cluster when there are several: topics with three replicas need all three)."""
     if not port_open(port):
         return False
-    from confluent_kafka.admin import AdminClient
     try:
         md = AdminClient(client_config(f"127.0.0.1:{port}", **security, **{"socket.timeout.ms": 2000}))\
             .list_topics(timeout=2)

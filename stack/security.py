@@ -5,11 +5,14 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
+from typing import Any
 from pathlib import Path
 
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
 from streamtrain import logs
+from streamtrain.access import acl_bindings
 from streamtrain.kafka import KafkaSecurity
 from streamtrain.settings import CommonSettings
 from streamtrain.stack.processes import StackError, java
@@ -103,7 +106,7 @@ class StackSecrets:
                 "password_file": str(self.password_file(user)), "ca_file": str(self.ca_file)}
 
 
-def client_security(fields: dict[str, str]) -> dict:
+def client_security(fields: dict[str, Any]) -> dict:
     """librdkafka settings from KafkaSecurity fields, made as every program makes its own."""
     return KafkaSecurity(**fields).librdkafka() if fields else {}
 
@@ -116,9 +119,6 @@ def client_env(fields: dict[str, str]) -> dict[str, str]:
 def create_user(admin, stack_secrets: StackSecrets, user: str, program: str, group: str | None,
                 topics: CommonSettings) -> None:
     """Create (or re-key) a SCRAM user holding exactly ``program``'s ACLs on the topics named by ``topics``."""
-    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
-
-    from streamtrain.access import acl_bindings
     if user == ADMIN:
         raise StackError(f"{ADMIN!r} is the stack's super user; pick another name")
     password = stack_secrets.secret(user)

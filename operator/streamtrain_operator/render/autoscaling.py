@@ -31,7 +31,7 @@ def scorer_autoscaling(name: str, namespace: str, spec: dict) -> list[Manifest]:
     if not a["enabled"]:
         return []
     creds = kafka_credentials(name, spec, "scorer")
-    trigger = {"type": "kafka", "metadata": {
+    trigger: Manifest = {"type": "kafka", "metadata": {
         "bootstrapServers": kafka_bootstrap(name, spec),
         "consumerGroup": group_id(name, "scorer"),
         "topic": settings_for(name, spec).topic_features,

@@ -46,7 +46,7 @@ def ksql_security_env(creds: dict | None) -> list[dict]:
 
 def ksqldb(name: str, namespace: str, spec: dict) -> list[Manifest]:
     statements = ksql.render(preprocess_spec(spec), settings_for(name, spec))
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(name, f"{name}-ksqldb-queries", "ksqldb", namespace),
+    cm: Manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(name, f"{name}-ksqldb-queries", "ksqldb", namespace),
           "data": {"queries.sql": "\n\n".join(statements) + "\n"}}
     creds = kafka_credentials(name, spec, "ksqldb")
     kafka_vols, kafka_mounts = kafka_volumes(creds, password_file=False)

@@ -78,7 +78,7 @@ def program_pod(program: str, name: str, spec: dict, component: str, config_map:
                 resources: dict | None = None, restart: str = "Always") -> dict:
     """Pod template of a StreamTrain program: non-root, read-only root, /tmp on an emptyDir, probes on /healthz, /readyz."""
     img = spec["image"]
-    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
     if config_map:
         mounts.append({"name": "preprocessing", "mountPath": SPEC_MOUNT, "readOnly": True})
@@ -116,7 +116,7 @@ def bridge(name: str, namespace: str, spec: dict) -> list[Manifest]:
 def preprocessor(name: str, namespace: str, spec: dict) -> list[Manifest]:
     """The embedded engine (`streamtrain preprocess`) with the spec as a mounted file."""
     pre = preprocess_spec(spec)
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(name, f"{name}-preprocessing", "preprocess", namespace),
+    cm: Manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(name, f"{name}-preprocessing", "preprocess", namespace),
           "data": {"preprocessing.yaml": yaml.safe_dump(pre.model_dump(mode="json"), sort_keys=False)}}
     pod = program_pod("preprocess", name, spec, "preprocess", config_map=cm["metadata"]["name"])
     # A changed spec must restart the preprocessors: the hash in the template rolls the Deployment.

@@ -26,7 +26,7 @@ def strimzi(name: str, namespace: str, spec: dict) -> list[Manifest]:
     # decide what each KafkaUser may do; no plain listener is left for an intruder.
     listener = ({"name": "tls", "port": TLS_PORT, "type": "internal", "tls": True, "authentication": {"type": SCRAM}}
                 if secure else {"name": "plain", "port": PLAIN_PORT, "type": "internal", "tls": False})
-    kafka = {
+    kafka: Manifest = {
         "apiVersion": STRIMZI_API, "kind": "Kafka", "metadata": meta(name, name, "kafka", namespace),
         "spec": {
             "kafka": {
