@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streamtrain import logs
+from streamtrain import exitcodes, logs
 from streamtrain.topics import TopicSpec, pipeline_topics
 
 log = logs.get("kafka")
@@ -158,12 +158,12 @@ def create_missing_topics(settings, names: Iterable[str], **client) -> list[str]
 
 
 def require_topics(settings, names: Iterable[str]) -> None:
-    """For a program's start: create its missing output topics, or exit (code 2) with the error logged."""
+    """For a program's start: create its missing output topics, or exit (CONFIG) with the error logged."""
     try:
         create_missing_topics(settings, [n for n in names if n])
     except TopicsMissing as exc:
         log.error("topics_missing", error=str(exc))
-        raise SystemExit(2) from None
+        raise SystemExit(exitcodes.CONFIG) from None
 
 
 def dead_letter_headers(reason: str, source: str, detail: str = "") -> list[tuple[str, bytes]]:
