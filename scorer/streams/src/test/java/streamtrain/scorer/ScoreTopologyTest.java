@@ -258,7 +258,7 @@ class ScoreTopologyTest {
     }
 
     @Test
-    void aNewerVersionIsNotTakenBeforeTheWatcherHasLoadedIt() {
+    void theWatcherOffersAVersionAndOnlyTheStreamThreadTakesIt() {
         assertNull(registry.champion());
         publish(1);
         assertEquals(1, registry.highestSeen());
