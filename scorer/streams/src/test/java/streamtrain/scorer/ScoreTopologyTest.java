@@ -12,6 +12,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Base64;
 import java.util.List;
 import java.util.Map;
@@ -190,10 +191,10 @@ class ScoreTopologyTest {
                 int first = onnx.get("first_chunk").asInt();
                 onnx.put("chunks", 1);
                 onnx.put("size", 100);
-                onnx.put("sha256", ModelAssembler.sha256(java.util.Arrays.copyOf(graphChunk(first), 100)));
+                onnx.put("sha256", ModelAssembler.sha256(Arrays.copyOf(graphChunk(first), 100)));
                 value = JSON.writeValueAsBytes(manifest);
             } else if (key.endsWith("/chunk/" + onnxFirstChunk())) {
-                value = java.util.Arrays.copyOf(value, 100);
+                value = Arrays.copyOf(value, 100);
             }
             watcher.accept(bytes(key), value);
         }
