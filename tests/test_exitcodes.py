@@ -68,7 +68,7 @@ def test_an_invalid_preprocessing_spec_exits_config(tmp_path):
 
 
 def test_the_streams_scorer_exits_config_on_invalid_settings():
-    done = _run(java_command(build()), _env(kafka_bootstrap="127.0.0.1:9", guarantee="sometimes"))
+    done = _run(java_command(build(tests=False)), _env(kafka_bootstrap="127.0.0.1:9", guarantee="sometimes"))
     assert done.returncode == exitcodes.CONFIG, done.stdout + done.stderr
     assert '"settings_invalid"' in done.stdout + done.stderr and "sometimes" in done.stdout + done.stderr
 
