@@ -4,7 +4,6 @@ make valid against them. The brokered producers (bridge, preprocess program, bot
 in their end-to-end tests."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jsonschema

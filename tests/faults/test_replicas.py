@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
@@ -67,9 +68,9 @@ def model(cluster, tmp_path_factory):
 
 def topics(cluster: LocalStack, name: str) -> CommonSettings:
     tag = f"{name}{uuid.uuid4().hex[:6]}"
-    s = CommonSettings(kafka_bootstrap=cluster.bootstrap, mqtt_port=cluster.settings.mqtt_port,
-                       **{f"topic_{t}": f"{tag}.{t}" for t in ("raw", "deadletter", "features", "windows",
-                                                               "sequences", "models", "scores")})
+    names: dict[str, Any] = {f"topic_{t}": f"{tag}.{t}" for t in ("raw", "deadletter", "features", "windows",
+                                                                  "sequences", "models", "scores")}
+    s = CommonSettings(kafka_bootstrap=cluster.bootstrap, mqtt_port=cluster.settings.mqtt_port, **names)
     ensure_topics(s.kafka_bootstrap, pipeline_topics(s, partitions=PARTITIONS))
     return s
 
@@ -103,7 +104,8 @@ class Publishing:
 
     def __init__(self, s: CommonSettings, devices: int, rate: float, tag: str) -> None:
         self.fleet = Fleet(FleetConfig(devices=devices, seed=9, device_prefix=tag))
-        self.stop_flag, self.result = StopFlag(), {}
+        self.stop_flag = StopFlag()
+        self.result: dict[str, Any] = {}
         self.thread = threading.Thread(target=lambda: self.result.update(report=asyncio.run(run_fleet(
             self.fleet, "127.0.0.1", s.mqtt_port, rate=rate, count=None, duration=None, connections=2,
             stop=self.stop_flag, drain_timeout=120))), daemon=True)
