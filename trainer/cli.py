@@ -11,6 +11,8 @@ import click
 from streamtrain import logs
 from streamtrain.kafka import require_topics
 from streamtrain.lifecycle import StopFlag
+from streamtrain.trainer.distributed import run_local_workers
+from streamtrain.trainer.plan import resolve_source_range
 from streamtrain.trainer.train import TrainError, TrainSettings, reproduce, train_once
 
 log = logs.get("trainer")
@@ -44,13 +46,17 @@ log = logs.get("trainer")
 @click.option("--topic-sequences", help="Sequences topic the windowed model trains from.")
 @click.option("--cache/--reread", default=None, help="Cache the first Kafka read instead of re-reading per epoch.")
 @click.option("--backend", type=click.Choice(["confluent", "tfio"]), help="Kafka reader behind tf.data.")
+@click.option("--readers", type=int, help="Partitions read in parallel, decoding ahead of training (default 3).")
 @click.option("--tensorboard-dir", type=click.Path(path_type=Path), help="Write TensorBoard logs here.")
 @click.option("--continuous", is_flag=True, help="Retrain every --every-records new records or --every-seconds.")
 @click.option("--every-records", type=int, default=20000, show_default=True, help="Continuous: new records per version.")
 @click.option("--every-seconds", type=float, default=0, show_default=True, help="Continuous: also retrain after this long.")
 @click.option("--reproduce", "reproduce_version", type=int, help="Retrain this version from its metadata and compare.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Train with N local worker processes (MultiWorkerMirroredStrategy), each reading its own "
+                   "partitions; the first publishes. With TF_CONFIG set, this process is one worker of that cluster.")
 @click.pass_context
-def command(ctx, continuous, every_records, every_seconds, reproduce_version, **given) -> None:
+def command(ctx, continuous, every_records, every_seconds, reproduce_version, workers, **given) -> None:
     """Train the anomaly model from the features topic and publish it as a new version.
 
     The offset range is resolved once into exact per-partition offsets; tf.data re-reads that
@@ -62,11 +68,20 @@ def command(ctx, continuous, every_records, every_seconds, reproduce_version, **
     s = TrainSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
     require_topics(s, [s.topic_models])
     try:
+        if workers > 1:
+            if continuous:
+                raise TrainError("--continuous trains with one worker")
+            _local_workers(s, workers, reproduce_version)
+            return
         if reproduce_version is not None:
-            click.echo(json.dumps(reproduce(s, reproduce_version), indent=2, default=str))
+            again = reproduce(s, reproduce_version)
+            if not again.get("worker"):
+                click.echo(json.dumps(again, indent=2, default=str))
             return
         if not continuous:
             meta = train_once(s)
+            if meta.get("worker"):
+                return  # a worker that is not the chief: the chief prints the version
             click.echo(json.dumps({k: meta[k] for k in ("version", "record_count", "threshold", "source")}))
             return
         _continuous(s, every_records, every_seconds)
@@ -76,6 +91,17 @@ def command(ctx, continuous, every_records, every_seconds, reproduce_version, **
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+def _local_workers(s: TrainSettings, workers: int, reproduce_version: int | None) -> None:
+    """N local processes of one cluster; the range is resolved here once so that all train on the same records."""
+    if reproduce_version is None and not s.source_range:
+        s = s.model_copy(update={"source_range": json.dumps(resolve_source_range(s).as_dict())})
+    code, out = run_local_workers(s, workers, [] if reproduce_version is None else ["--reproduce", str(reproduce_version)])
+    click.echo(out, nl=False)
+    if code:
+        click.echo(f"error: a worker exited with {code}", err=True)
+        sys.exit(code)
 
 
 def _continuous(s: TrainSettings, every_records: int, every_seconds: float) -> None:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamtrain.model import LoadedModel, reconstruction_error
-from streamtrain.trainer.statistics import Moments, baselines_from_rows, device_thresholds, training_health
-from streamtrain.trainer.train import TrainSettings, build_autoencoder, epochs_for
+from streamtrain.trainer.networks import build_autoencoder
+from streamtrain.trainer.settings import TrainSettings
+from streamtrain.trainer.statistics import Moments, baselines_from_rows, device_thresholds, epochs_for, training_health
 
 
 @dataclass

@@ -10,8 +10,10 @@ import pytest
 from confluent_kafka import Producer
 
 from streamtrain.kafka import producer_config
+from streamtrain.kafka_dataset import KafkaSource, resolve_range
 from streamtrain.model import LoadedModel, save_artefact
 from streamtrain.modelcodec import publish_model, read_versions
+from streamtrain.trainer.tfio_source import tfio_dataset
 from streamtrain.trainer.train import TrainSettings, build_autoencoder, reproduce, train_once
 
 FEATURES = ["current", "pressure", "temperature", "vibration"]
@@ -83,6 +85,23 @@ def test_tensorflow_io_backend_trains_against_our_broker(pipeline):
     meta = train_once(settings_for(pipeline, train_records=1000, backend="tfio", epochs=2))
     assert meta["record_count"] == 1000 and meta["config"]["backend"] == "tfio"
     assert len(meta["metrics"]["loss"]) == 2
+
+
+@pytest.mark.e2e
+def test_both_readers_read_exactly_the_offset_range(pipeline):
+    """The newest 300 of 900 records (every partition starts past offset 0), read by the parallel
+    confluent-kafka reader and by tensorflow-io: the same rows, each once."""
+    produce_features(pipeline, 900, seed=6)
+    rng = resolve_range(pipeline.kafka_bootstrap, pipeline.topic_features, max_records=300, newest=True)
+    assert rng.records == 300 and all(s > 0 for s, _ in rng.partitions.values())
+    expected = sorted(map(tuple, np.round(KafkaSource(pipeline.kafka_bootstrap, rng, FEATURES).arrays()[0], 5)))
+    assert len(expected) == 300
+    oldest = KafkaSource(pipeline.kafka_bootstrap, resolve_range(pipeline.kafka_bootstrap, pipeline.topic_features,
+                                                                 max_records=300), FEATURES).arrays()[0]
+    assert sorted(map(tuple, np.round(oldest, 5))) != expected  # a range that starts elsewhere reads other rows
+    for _ in range(2):  # and again: each epoch creates its readers anew
+        got = np.concatenate([x.numpy() for x, _ in tfio_dataset(pipeline.kafka_bootstrap, rng, FEATURES, 64)])
+        assert sorted(map(tuple, np.round(got, 5))) == expected
 
 
 @pytest.mark.e2e
