@@ -212,13 +212,22 @@ def latency_and_swap(bench, rate: float, seconds: float) -> None:
                                "pause at switch", pause, "ms", f"{len(batches)} batches; 1.0 = no pause"))
 
 
+def _training_sizes(bench) -> list[int]:
+    return [5_000] if bench.quick else [10_000, 50_000, 200_000]
+
+
 def run_training(bench) -> None:
-    sizes = [5_000] if bench.quick else [10_000, 50_000, 200_000]
-    for n in sizes:
+    for n in _training_sizes(bench):
         training(bench, n)
+
+
+def run_training_tfio(bench) -> None:
     for n in ([2_000] if bench.quick else [2_000, 5_000, 10_000]):
         training_tfio(bench, n)
-    for n in sizes:
+
+
+def run_training_workers(bench) -> None:
+    for n in _training_sizes(bench):
         training_workers(bench, n)
 
 
@@ -230,7 +239,8 @@ def run_scoring(bench) -> None:
 
 
 #: Stage groups ``python -m bench.run --only NAME`` runs alone.
-GROUPS = {"training": run_training, "scoring": run_scoring}
+GROUPS = {"training": run_training, "training-tfio": run_training_tfio, "training-workers": run_training_workers,
+          "scoring": run_scoring}
 
 
 def run(bench) -> None:

@@ -141,16 +141,22 @@ def iter_json(bootstrap: str, rng: SourceRange, limit: int | None = None) -> Ite
                 return
 
 
-def iter_messages(bootstrap: str, rng: SourceRange, batch: int = 5000):
-    """Batches of messages of the range, each partition from start up to (not including) end."""
+def iter_messages(bootstrap: str, rng: SourceRange, batch: int = 5000, on_drained=None):
+    """Batches of messages of the range, each partition from start up to (not including) end.
+
+    ``on_drained()`` is called once the last batch is handed out, before the consumer closes
+    (closing a consumer can take a second: a reader that waits for it would idle)."""
     todo = {p: se for p, se in rng.partitions.items() if se[1] > se[0]}
     if not todo:
         return
     c = _consumer(bootstrap)
     try:
         c.assign([TopicPartition(rng.topic, p, s) for p, (s, _) in todo.items()])
+        nxt = {p: s for p, (s, _) in todo.items()}
         while todo:
-            msgs = c.consume(batch, 1.0)
+            # No more than the range still holds: consume() waits its whole timeout for a batch it cannot fill.
+            want = max(1, min(batch, sum(todo[p][1] - nxt[p] for p in todo)))
+            msgs = c.consume(want, 0.5)
             out = []
             for m in msgs:
                 if m.error():
@@ -158,6 +164,7 @@ def iter_messages(bootstrap: str, rng: SourceRange, batch: int = 5000):
                 p = m.partition()
                 if p not in todo:
                     continue
+                nxt[p] = m.offset() + 1
                 if m.offset() < todo[p][1]:
                     out.append(m)
                 if m.offset() >= todo[p][1] - 1:
@@ -172,10 +179,10 @@ def iter_messages(bootstrap: str, rng: SourceRange, batch: int = 5000):
                         c.incremental_unassign([TopicPartition(rng.topic, tp.partition)])
             if out:
                 yield out
+        if on_drained is not None:
+            on_drained()
     finally:
         c.close()
-
-
 
 
 _DONE = object()
@@ -212,14 +219,21 @@ def read_decoded(bootstrap: str, rng: SourceRange, decoder: BatchDecoder, reader
         return False
 
     def read(share: SourceRange) -> None:
+        done = []
+
+        def drained() -> None:
+            done.append(put(_DONE))
+
         try:
-            for msgs in iter_messages(bootstrap, share):
+            for msgs in iter_messages(bootstrap, share, on_drained=drained):
                 if not put(decoder.decode([m.value() for m in msgs])):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the iterating thread, raised there
-            put(exc)
+            if not done:
+                put(exc)
         finally:
-            put(_DONE)
+            if not done:
+                put(_DONE)
 
     threads = [threading.Thread(target=read, args=(share,), name=f"kafka-read-{i}", daemon=True)
                for i, share in enumerate(shares)]
@@ -236,9 +250,7 @@ def read_decoded(bootstrap: str, rng: SourceRange, decoder: BatchDecoder, reader
             else:
                 yield item
     finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
+        stop.set()  # the threads close their consumers on their own: nobody waits for that
 
 
 def shuffled_batches(chunks: Iterator[np.ndarray], batch_size: int, buffer: int,

@@ -99,26 +99,34 @@ def fit_distributed(s: TrainSettings, plan: TrainingPlan, norm: Normalization, c
     def fleet(x, y):
         return norm.fleet(x), norm.fleet(y)
 
+    # Batches of the global size from this worker's own rows; the strategy splits each among the
+    # replicas in sync, so a step takes ``per_worker_batch`` rows here. No auto-sharding: the
+    # partitions already are this worker's share.
     if norm.baselines is not None:
-        ds = mine.dataset(per_worker_batch, shuffle=4096, seed=s.seed + cluster.index,
+        ds = mine.dataset(s.batch_size, shuffle=4096, seed=s.seed + cluster.index,
                           transform=lambda x, devices: norm.per_device(x, devices)[0])
     else:
-        ds = mine.dataset(per_worker_batch, shuffle=4096, seed=s.seed + cluster.index).map(fleet)
+        ds = mine.dataset(s.batch_size, shuffle=4096, seed=s.seed + cluster.index).map(fleet)
     train_ds, val_ds = split_validation(ds, s.validation_fraction if val_steps else 0)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
 
-    def distributed(part):
-        # Each worker's own dataset, as it is: no sharding, no re-batching by the strategy.
-        return strategy.distribute_datasets_from_function(lambda _ctx: part.repeat().with_options(options))
+    def endless(part):
+        return part.repeat().with_options(options)
 
-    with strategy.scope():
-        model = build_network(s, plan)
     reads_before = mine.reads
     t_fit = time.monotonic()
-    history = model.fit(distributed(train_ds), steps_per_epoch=steps, epochs=epochs, verbose=0,
-                        validation_data=distributed(val_ds) if val_ds is not None else None,
-                        validation_steps=val_steps or None, callbacks=[progress_log(epochs)])
+    with strategy.scope():
+        model = build_network(s, plan)
+        # Keras 3.15's fit() under a strategy first builds the model from one batch reduced with
+        # strategy.reduce("MEAN"), which MultiWorkerMirroredStrategy cannot do eagerly ("Attempt to
+        # convert a value (PerReplica...) to a Tensor"). Without a strategy of its own the model is
+        # built when the step is traced, as with no strategy at all; fit() runs inside the scope, so
+        # the step, the dataset and the optimizer still run on the strategy.
+        model._distribute_strategy = None
+        history = model.fit(endless(train_ds), steps_per_epoch=steps, epochs=epochs, verbose=0,
+                            validation_data=endless(val_ds) if val_ds is not None else None,
+                            validation_steps=val_steps or None, callbacks=[progress_log(epochs)])
     fit_seconds = time.monotonic() - t_fit
     # The same weights in a model outside the strategy: thresholds, saving and export as for one worker.
     plain = build_network(s, plan)
@@ -146,6 +154,10 @@ def barrier(strategy) -> None:
         raise TrainError(f"barrier: {arrived} of {strategy.num_replicas_in_sync} workers arrived")
 
 
+#: Seconds the other workers get to end after the first one ends.
+EXIT_GRACE = 60.0
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -166,7 +178,10 @@ def run_local_workers(s: TrainSettings, workers: int, args: list[str] | None = N
                                       stdout=subprocess.PIPE if i == 0 else subprocess.DEVNULL, text=True))
     log.info("local_workers_started", workers=workers, hosts=hosts, pids=[p.pid for p in procs])
 
+    signalled: list[float] = []
+
     def pass_on(signum, _frame):
+        signalled.append(time.monotonic())
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
@@ -174,11 +189,21 @@ def run_local_workers(s: TrainSettings, workers: int, args: list[str] | None = N
     previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGTERM, signal.SIGINT)}
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        # A worker that fails leaves the others waiting in a collective forever: stop them all.
+        # A worker that fails leaves the others waiting in a collective forever, and one that ends
+        # leaves the rest at most a grace period to end too: then all are stopped (SIGKILL: TensorFlow's
+        # multi-worker runtime takes SIGTERM for a preemption notice).
+        first_exit = None
         while any(p.poll() is None for p in procs):
-            if any(p.returncode not in (None, 0) for p in procs) or (deadline and time.monotonic() > deadline):
-                log.warning("local_workers_stopped", codes=[p.returncode for p in procs],
-                            why="a worker failed" if not deadline or time.monotonic() <= deadline else "timeout")
+            now = time.monotonic()
+            if first_exit is None and any(p.returncode is not None for p in procs):
+                first_exit = now
+            why = ("a worker failed" if any(p.returncode not in (None, 0) for p in procs)
+                   else "timeout" if deadline and now > deadline
+                   else "a worker ended, the others did not" if first_exit and now - first_exit > EXIT_GRACE
+                   else "stopped by a signal" if signalled and now - signalled[0] > 10
+                   else None)
+            if why:
+                log.warning("local_workers_stopped", codes=[p.returncode for p in procs], why=why)
                 for p in procs:
                     if p.poll() is None:
                         p.kill()

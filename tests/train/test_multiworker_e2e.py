@@ -19,7 +19,7 @@ from tests.train.test_trainer_e2e import FEATURES, produce_features
 TOLERANCE = {"f1": 0.05, "false_alarm_rate": 0.02, "missed_alarm_rate": 0.05}
 
 
-def labelled(seed: int, n: int = 3000, shift: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+def labelled(seed: int, n: int = 3000, shift: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
     """Readings like the training data; every 10th has a temperature ``shift`` degrees off what the load implies."""
     rng = np.random.default_rng(seed)
     load = rng.uniform(0.2, 0.8, n)
