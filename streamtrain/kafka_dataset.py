@@ -5,6 +5,7 @@ once into exact ``[start, end)`` offsets per partition, so every epoch reads the
 and the model's metadata can say exactly what it was trained on. Partitions are assigned
 directly (no consumer group): reading for training never commits anything.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,19 @@ from streamtrain import logs
 from streamtrain.kafka import READER_GROUP, client_config
 from streamtrain.record_decode import BatchDecoder, Decoded, decode, decode_body, decode_window
 
-__all__ = ["KafkaSource", "SourceRange", "decode", "decode_body", "decode_window", "infer_features", "infer_window",
-           "iter_json", "iter_messages", "read_decoded", "resolve_range"]
+__all__ = [
+    "KafkaSource",
+    "SourceRange",
+    "decode",
+    "decode_body",
+    "decode_window",
+    "infer_features",
+    "infer_window",
+    "iter_json",
+    "iter_messages",
+    "read_decoded",
+    "resolve_range",
+]
 
 log = logs.get("kafka_dataset")
 RESERVED = {"device_id", "ts", "seq", "label", "anomaly", "device_type"}
@@ -49,14 +61,30 @@ class SourceRange:
 
 
 def _consumer(bootstrap: str) -> Consumer:
-    return Consumer(client_config(bootstrap, **{"group.id": f"{READER_GROUP}.trainer",
-                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                     "enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024}))
+    return Consumer(
+        client_config(
+            bootstrap,
+            **{
+                "group.id": f"{READER_GROUP}.trainer",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+            },
+        )
+    )
 
 
-def resolve_range(bootstrap: str, topic: str, *, max_records: int | None = None, newest: bool = False,
-                  after: SourceRange | None = None, since_ms: int | None = None,
-                  until_ms: int | None = None) -> SourceRange:
+def resolve_range(
+    bootstrap: str,
+    topic: str,
+    *,
+    max_records: int | None = None,
+    newest: bool = False,
+    after: SourceRange | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+) -> SourceRange:
     """Exact per-partition offsets for the requested bounds.
 
     ``max_records`` takes the oldest (or, with ``newest``, the newest) records, split across
@@ -83,8 +111,9 @@ def resolve_range(bootstrap: str, topic: str, *, max_records: int | None = None,
             found = c.offsets_for_times([TopicPartition(topic, p, ms) for p in parts], timeout=10)
             for tp in found:
                 if tp.offset >= 0:
-                    bounds[tp.partition][idx] = max(bounds[tp.partition][0], tp.offset) if idx == 0 \
-                        else min(bounds[tp.partition][1], tp.offset)
+                    bounds[tp.partition][idx] = (
+                        max(bounds[tp.partition][0], tp.offset) if idx == 0 else min(bounds[tp.partition][1], tp.offset)
+                    )
                 elif idx == 0:
                     bounds[tp.partition][0] = bounds[tp.partition][1]  # nothing that new
         total = sum(max(0, e - s) for s, e in bounds.values())
@@ -97,8 +126,11 @@ def resolve_range(bootstrap: str, topic: str, *, max_records: int | None = None,
                 bounds[p] = [e - quota[p], e] if newest else [s, s + quota[p]]
         # Starting at a partition's oldest retained record when that is not offset 0 (and no earlier bound
         # cut the range there) means records the range would have held are gone.
-        gone = sum(oldest[p] for p, (s, e) in bounds.items()
-                   if s == oldest[p] > 0 and since_ms is None and not (after and p in after.partitions))
+        gone = sum(
+            oldest[p]
+            for p, (s, e) in bounds.items()
+            if s == oldest[p] > 0 and since_ms is None and not (after and p in after.partitions)
+        )
         return SourceRange(topic, {p: (s, max(s, e)) for p, (s, e) in bounds.items()}, gone)
     finally:
         c.close()
@@ -112,8 +144,9 @@ def infer_features(bootstrap: str, rng: SourceRange, sample: int = 200) -> list[
     for body in iter_json(bootstrap, rng, limit=sample):
         if isinstance(body.get("features"), list) and isinstance(body.get("values"), list):
             return [str(n) for n in body["features"]]
-        names |= {k for k, v in body.items() if k not in RESERVED and isinstance(v, (int, float))
-                  and not isinstance(v, bool)}
+        names |= {
+            k for k, v in body.items() if k not in RESERVED and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
     return sorted(names)
 
 
@@ -195,8 +228,9 @@ def split_range(rng: SourceRange, parts: int) -> list[SourceRange]:
     return [SourceRange(rng.topic, {p: rng.partitions[p] for p in g}) for g in groups]
 
 
-def read_decoded(bootstrap: str, rng: SourceRange, decoder: BatchDecoder, readers: int = 3,
-                 depth: int = 8) -> Iterator[Decoded]:
+def read_decoded(
+    bootstrap: str, rng: SourceRange, decoder: BatchDecoder, readers: int = 3, depth: int = 8
+) -> Iterator[Decoded]:
     """Decoded batches of the range, read and decoded off the caller's thread.
 
     ``readers`` threads each read a share of the partitions with a consumer of their own and
@@ -235,8 +269,10 @@ def read_decoded(bootstrap: str, rng: SourceRange, decoder: BatchDecoder, reader
             if not done:
                 put(_DONE)
 
-    threads = [threading.Thread(target=read, args=(share,), name=f"kafka-read-{i}", daemon=True)
-               for i, share in enumerate(shares)]
+    threads = [
+        threading.Thread(target=read, args=(share,), name=f"kafka-read-{i}", daemon=True)
+        for i, share in enumerate(shares)
+    ]
     for t in threads:
         t.start()
     try:
@@ -253,8 +289,9 @@ def read_decoded(bootstrap: str, rng: SourceRange, decoder: BatchDecoder, reader
         stop.set()  # the threads close their consumers on their own: nobody waits for that
 
 
-def shuffled_batches(chunks: Iterator[np.ndarray], batch_size: int, buffer: int,
-                     rng: np.random.Generator | None) -> Iterator[np.ndarray]:
+def shuffled_batches(
+    chunks: Iterator[np.ndarray], batch_size: int, buffer: int, rng: np.random.Generator | None
+) -> Iterator[np.ndarray]:
     """Rows of ``chunks`` in full batches of ``batch_size`` (the last may be short), shuffled within
     windows of at least ``buffer`` rows (in arrival order without ``rng``)."""
     pool: list[np.ndarray] = []
@@ -268,21 +305,22 @@ def shuffled_batches(chunks: Iterator[np.ndarray], batch_size: int, buffer: int,
         rows = rows[rng.permutation(len(rows))] if rng is not None else rows
         full = len(rows) // batch_size * batch_size
         for i in range(0, full, batch_size):
-            yield rows[i:i + batch_size]
+            yield rows[i : i + batch_size]
         pool, held = [rows[full:]], len(rows) - full
     if held:
         rows = np.concatenate(pool)
         rows = rows[rng.permutation(len(rows))] if rng is not None else rows
         for i in range(0, len(rows), batch_size):
-            yield rows[i:i + batch_size]
+            yield rows[i : i + batch_size]
 
 
 class KafkaSource:
     """Feature rows (or, with ``window``, sequences of rows) of a fixed range, as numpy batches
     or a re-readable ``tf.data.Dataset``. ``readers`` threads read the partitions in parallel."""
 
-    def __init__(self, bootstrap: str, rng: SourceRange, feature_names: list[str], window: int | None = None,
-                 readers: int = 3) -> None:
+    def __init__(
+        self, bootstrap: str, rng: SourceRange, feature_names: list[str], window: int | None = None, readers: int = 3
+    ) -> None:
         self.bootstrap, self.range, self.feature_names = bootstrap, rng, list(feature_names)
         self.window = window
         self.readers = readers

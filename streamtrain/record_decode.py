@@ -7,6 +7,7 @@ the arrays with numpy; only a batch holding a record that does not fit that stri
 record with ``decode_body`` / ``decode_window``, the reference rules, which then decide what
 is skipped. Both paths give the same rows for the same records.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,10 +60,10 @@ def decode_window(body: dict, feature_names: list[str], window: int) -> list[lis
 class Decoded:
     """The usable records of one batch."""
 
-    x: np.ndarray          # float32 [rows, features] or [rows, window, features]
-    labels: np.ndarray     # int32, -1 where absent
-    devices: list          # device_id of each row (None where absent)
-    skipped: int           # records of the batch that were not usable
+    x: np.ndarray  # float32 [rows, features] or [rows, window, features]
+    labels: np.ndarray  # int32, -1 where absent
+    devices: list  # device_id of each row (None where absent)
+    skipped: int  # records of the batch that were not usable
 
 
 _Label = Union[int, bool, None]  # noqa: UP007 - msgspec reads the annotation at run time
@@ -133,8 +134,12 @@ class BatchDecoder:
         label_arr = np.asarray(labels, dtype=np.int32)
         if usable.all():
             return Decoded(x.astype(np.float32), label_arr, devices, 0)
-        return Decoded(x[usable].astype(np.float32), label_arr[usable],
-                       [d for d, ok in zip(devices, usable) if ok], int((~usable).sum()))
+        return Decoded(
+            x[usable].astype(np.float32),
+            label_arr[usable],
+            [d for d, ok in zip(devices, usable) if ok],
+            int((~usable).sum()),
+        )
 
     def _windows(self, names: list, values: list) -> np.ndarray | None:
         """[records, window, features] when every record names the same features in the same order."""
@@ -159,8 +164,11 @@ class BatchDecoder:
             if not isinstance(body, dict):
                 skipped += 1
                 continue
-            row = decode_body(body, self.feature_names) if self.window is None \
+            row = (
+                decode_body(body, self.feature_names)
+                if self.window is None
                 else decode_window(body, self.feature_names, self.window)
+            )
             if row is None:
                 skipped += 1
                 continue

@@ -11,6 +11,7 @@ Where the cluster comes from: ``TF_CONFIG`` (TensorFlow's own variable), or
 ``STREAMTRAIN_WORKER_HOSTS`` plus ``JOB_COMPLETION_INDEX`` (a Kubernetes indexed Job), or
 ``streamtrain train --workers N`` which starts N local processes on loopback ports.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,8 @@ log = logs.get("trainer")
 
 @dataclass(frozen=True)
 class Cluster:
-    hosts: list[str]   # host:port of every worker, in index order
-    index: int         # this worker
+    hosts: list[str]  # host:port of every worker, in index order
+    index: int  # this worker
 
     @property
     def workers(self) -> int:
@@ -59,7 +60,9 @@ class Cluster:
             cfg = json.loads(env["TF_CONFIG"])
             return cls(list(cfg["cluster"]["worker"]), int(cfg["task"]["index"]))
         if env.get("STREAMTRAIN_WORKER_HOSTS") and env.get("JOB_COMPLETION_INDEX") is not None:
-            return cls([h.strip() for h in env["STREAMTRAIN_WORKER_HOSTS"].split(",")], int(env["JOB_COMPLETION_INDEX"]))
+            return cls(
+                [h.strip() for h in env["STREAMTRAIN_WORKER_HOSTS"].split(",")], int(env["JOB_COMPLETION_INDEX"])
+            )
         return None
 
 
@@ -67,8 +70,10 @@ def assignment(source_range: SourceRange, workers: int) -> list[SourceRange]:
     """Each worker's share of the range: its partitions, dealt round-robin."""
     shares = split_range(source_range, workers)
     if len(shares) < workers:
-        raise TrainError(f"{workers} workers need at least {workers} partitions with records in the range "
-                         f"({len(shares)} have records on {source_range.topic})")
+        raise TrainError(
+            f"{workers} workers need at least {workers} partitions with records in the range "
+            f"({len(shares)} have records on {source_range.topic})"
+        )
     return shares
 
 
@@ -76,11 +81,13 @@ def start_strategy(cluster: Cluster):
     """The strategy, created before any other TensorFlow work (collectives are configured at start-up)."""
     os.environ["TF_CONFIG"] = cluster.tf_config()
     import tensorflow as tf  # noqa: PLC0415
+
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
-def fit_distributed(s: TrainSettings, plan: TrainingPlan, norm: Normalization, cluster: Cluster, strategy,
-                    version: int | None) -> tuple[FitResult, dict]:
+def fit_distributed(
+    s: TrainSettings, plan: TrainingPlan, norm: Normalization, cluster: Cluster, strategy, version: int | None
+) -> tuple[FitResult, dict]:
     """Fit on this worker's partitions in step with the others; (result, the distribution for the manifest)."""
     import tensorflow as tf  # noqa: PLC0415
 
@@ -103,8 +110,12 @@ def fit_distributed(s: TrainSettings, plan: TrainingPlan, norm: Normalization, c
     # replicas in sync, so a step takes ``per_worker_batch`` rows here. No auto-sharding: the
     # partitions already are this worker's share.
     if norm.baselines is not None:
-        ds = mine.dataset(s.batch_size, shuffle=4096, seed=s.seed + cluster.index,
-                          transform=lambda x, devices: norm.per_device(x, devices)[0])
+        ds = mine.dataset(
+            s.batch_size,
+            shuffle=4096,
+            seed=s.seed + cluster.index,
+            transform=lambda x, devices: norm.per_device(x, devices)[0],
+        )
     else:
         ds = mine.dataset(s.batch_size, shuffle=4096, seed=s.seed + cluster.index).map(fleet)
     train_ds, val_ds = split_validation(ds, s.validation_fraction if val_steps else 0)
@@ -124,18 +135,35 @@ def fit_distributed(s: TrainSettings, plan: TrainingPlan, norm: Normalization, c
         # built when the step is traced, as with no strategy at all; fit() runs inside the scope, so
         # the step, the dataset and the optimizer still run on the strategy.
         model._distribute_strategy = None
-        history = model.fit(endless(train_ds), steps_per_epoch=steps, epochs=epochs, verbose=0,
-                            validation_data=endless(val_ds) if val_ds is not None else None,
-                            validation_steps=val_steps or None, callbacks=[progress_log(epochs)])
+        history = model.fit(
+            endless(train_ds),
+            steps_per_epoch=steps,
+            epochs=epochs,
+            verbose=0,
+            validation_data=endless(val_ds) if val_ds is not None else None,
+            validation_steps=val_steps or None,
+            callbacks=[progress_log(epochs)],
+        )
     fit_seconds = time.monotonic() - t_fit
     # The same weights in a model outside the strategy: thresholds, saving and export as for one worker.
     plain = build_network(s, plan)
     plain.set_weights(model.get_weights())
-    distribution = {"strategy": "MultiWorkerMirroredStrategy", "workers": cluster.workers,
-                    "partitions": {str(i): sorted(sh.partitions) for i, sh in enumerate(shares)},
-                    "per_worker_batch": per_worker_batch, "steps_per_epoch": steps, "validation_steps": val_steps}
-    log.info("distributed_fit_done", worker=cluster.index, workers=cluster.workers, seconds=round(fit_seconds, 2),
-             partitions=sorted(shares[cluster.index].partitions), steps_per_epoch=steps)
+    distribution = {
+        "strategy": "MultiWorkerMirroredStrategy",
+        "workers": cluster.workers,
+        "partitions": {str(i): sorted(sh.partitions) for i, sh in enumerate(shares)},
+        "per_worker_batch": per_worker_batch,
+        "steps_per_epoch": steps,
+        "validation_steps": val_steps,
+    }
+    log.info(
+        "distributed_fit_done",
+        worker=cluster.index,
+        workers=cluster.workers,
+        seconds=round(fit_seconds, 2),
+        partitions=sorted(shares[cluster.index].partitions),
+        steps_per_epoch=steps,
+    )
     return FitResult(plain, history.history, epochs, False, fit_seconds, mine.reads - reads_before), distribution
 
 
@@ -146,8 +174,9 @@ def barrier(strategy) -> None:
 
     @tf.function
     def arrive():
-        return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, tf.constant(1.0)))
+        return strategy.run(
+            lambda: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.constant(1.0))
+        )
 
     arrived = float(strategy.experimental_local_results(arrive())[0])
     if int(round(arrived)) != strategy.num_replicas_in_sync:
@@ -164,8 +193,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_local_workers(s: TrainSettings, workers: int, args: list[str] | None = None,
-                      timeout: float | None = None) -> tuple[int, str]:
+def run_local_workers(
+    s: TrainSettings, workers: int, args: list[str] | None = None, timeout: float | None = None
+) -> tuple[int, str]:
     """Run ``streamtrain train`` as ``workers`` local processes of one cluster; (exit code, chief's stdout).
 
     ``s`` reaches the workers as STREAMTRAIN_ variables; SIGTERM/SIGINT are passed on to them."""
@@ -174,8 +204,14 @@ def run_local_workers(s: TrainSettings, workers: int, args: list[str] | None = N
     for i in range(workers):
         env = settings_env(s)
         env["TF_CONFIG"] = Cluster(hosts, i).tf_config()
-        procs.append(subprocess.Popen([sys.executable, "-m", "streamtrain.cli.main", "train", *(args or [])], env=env,
-                                      stdout=subprocess.PIPE if i == 0 else subprocess.DEVNULL, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "streamtrain.cli.main", "train", *(args or [])],
+                env=env,
+                stdout=subprocess.PIPE if i == 0 else subprocess.DEVNULL,
+                text=True,
+            )
+        )
     log.info("local_workers_started", workers=workers, hosts=hosts, pids=[p.pid for p in procs])
 
     signalled: list[float] = []
@@ -197,11 +233,17 @@ def run_local_workers(s: TrainSettings, workers: int, args: list[str] | None = N
             now = time.monotonic()
             if first_exit is None and any(p.returncode is not None for p in procs):
                 first_exit = now
-            why = ("a worker failed" if any(p.returncode not in (None, 0) for p in procs)
-                   else "timeout" if deadline and now > deadline
-                   else "a worker ended, the others did not" if first_exit and now - first_exit > EXIT_GRACE
-                   else "stopped by a signal" if signalled and now - signalled[0] > 10
-                   else None)
+            why = (
+                "a worker failed"
+                if any(p.returncode not in (None, 0) for p in procs)
+                else "timeout"
+                if deadline and now > deadline
+                else "a worker ended, the others did not"
+                if first_exit and now - first_exit > EXIT_GRACE
+                else "stopped by a signal"
+                if signalled and now - signalled[0] > 10
+                else None
+            )
             if why:
                 log.warning("local_workers_stopped", codes=[p.returncode for p in procs], why=why)
                 for p in procs:

@@ -3,6 +3,7 @@
 ``global``: one mean/std for the fleet. ``device``: each device's own location/scale
 (``streamtrain.trainer.statistics``), the fleet's mean/std as the fallback.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,9 +22,9 @@ class Normalization:
 
     mean: np.ndarray
     std: np.ndarray
-    rows: int                               # usable readings in the range
+    rows: int  # usable readings in the range
     baselines: DeviceBaselines | None = None
-    floors: dict | None = None              # how many devices' scales each floor raised
+    floors: dict | None = None  # how many devices' scales each floor raised
 
     @property
     def mean32(self) -> np.ndarray:
@@ -64,8 +65,7 @@ def device_statistics(source: KafkaSource, warmup: int) -> tuple[DeviceBaselines
         rows = newest_rows(x).astype(np.float64)
         for d, row in zip(devices, rows):
             per_device.setdefault(d, []).append(row)
-    return baselines_from_rows({d: np.asarray(v) for d, v in per_device.items()}, warmup,
-                               len(source.feature_names))
+    return baselines_from_rows({d: np.asarray(v) for d, v in per_device.items()}, warmup, len(source.feature_names))
 
 
 def stream_moments(source: KafkaSource) -> tuple[np.ndarray, np.ndarray, int]:
@@ -74,12 +74,12 @@ def stream_moments(source: KafkaSource) -> tuple[np.ndarray, np.ndarray, int]:
     for x in source.inputs():
         x64 = newest_rows(x).astype(np.float64)
         total = x64.sum(0) if total is None else total + x64.sum(0)
-        total_sq = (x64 ** 2).sum(0) if total_sq is None else total_sq + (x64 ** 2).sum(0)
+        total_sq = (x64**2).sum(0) if total_sq is None else total_sq + (x64**2).sum(0)
         n += len(x)
     if n == 0:
         return np.zeros(0), np.ones(0), 0
     mean = total / n
-    std = np.sqrt(np.maximum(total_sq / n - mean ** 2, 0.0))
+    std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
     return mean, np.where(std > 1e-9, std, 1.0), n
 
 
@@ -87,8 +87,10 @@ def learn_normalization(s: TrainSettings, source: KafkaSource) -> Normalization:
     if s.baselines == "device":
         baselines, mean, std, rows, floors = device_statistics(source, s.warmup_records)
         if not baselines.index:
-            raise TrainError(f"no device has {s.warmup_records} records in the range; lower --warmup-records "
-                             "or train on more records")
+            raise TrainError(
+                f"no device has {s.warmup_records} records in the range; lower --warmup-records "
+                "or train on more records"
+            )
         norm = Normalization(mean, std, rows, baselines, floors)
     else:
         norm = Normalization(*stream_moments(source))

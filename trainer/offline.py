@@ -5,6 +5,7 @@ threshold rule and training-health check as `streamtrain train --baselines devic
 scorer's own arithmetic (``LoadedModel.assess``) to flag readings. Only the reading differs:
 arrays in memory instead of tf.data over Kafka.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ def fit_arrays(train: dict[str, np.ndarray], **overrides) -> Fitted:
     s = TrainSettings(**{"baselines": "device", **overrides})
     n_features = next(iter(train.values())).shape[1]
     baselines, mean, std, _, _ = baselines_from_rows(train, s.warmup_records, n_features)
-    devices = sorted(baselines.index, key=baselines.index.get) if s.baselines == "device" else sorted(train)
+    devices = sorted(baselines.index, key=baselines.index.__getitem__) if s.baselines == "device" else sorted(train)
     if s.baselines == "device":
         xs = [(np.asarray(train[d], np.float64) - baselines.mean[i]) / baselines.std[i] for i, d in enumerate(devices)]
     else:
@@ -43,18 +44,28 @@ def fit_arrays(train: dict[str, np.ndarray], **overrides) -> Fitted:
     order = rng.permutation(len(xn))
     hold = np.zeros(len(xn), bool)
     if s.validation_fraction:
-        hold[order[::int(round(1 / s.validation_fraction))]] = True
+        hold[order[:: int(round(1 / s.validation_fraction))]] = True
     layers = [int(w) for w in s.layers.split(",") if w.strip()]
     model = build_autoencoder(n_features, layers, s.learning_rate, s.seed)
-    history = model.fit(xn[~hold], xn[~hold], batch_size=s.batch_size, epochs=epochs_for(s, len(xn)), shuffle=True,
-                        verbose=0, validation_data=(xn[hold], xn[hold]) if hold.any() else None)
+    history = model.fit(
+        xn[~hold],
+        xn[~hold],
+        batch_size=s.batch_size,
+        epochs=epochs_for(s, len(xn)),
+        shuffle=True,
+        verbose=0,
+        validation_data=(xn[hold], xn[hold]) if hold.any() else None,
+    )
     errors = reconstruction_error(xn, model(xn, training=False).numpy())
     moments = Moments()
     moments.add(xn)
     health = training_health(history.history, moments.mean_variance())
-    meta = {"version": 0, "feature_names": [f"f{i}" for i in range(n_features)],
-            "normalization": {"mean": list(map(float, mean)), "std": list(map(float, std))},
-            "threshold": device_thresholds([errors], s.threshold_k)[0]}
+    meta = {
+        "version": 0,
+        "feature_names": [f"f{i}" for i in range(n_features)],
+        "normalization": {"mean": list(map(float, mean)), "std": list(map(float, std))},
+        "threshold": device_thresholds([errors], s.threshold_k)[0],
+    }
     if s.baselines == "device":
         baselines.threshold = device_thresholds([errors[owner == i] for i in range(len(devices))], s.threshold_k)
         meta["baselines"] = baselines.as_metadata()

@@ -2,6 +2,7 @@
 
 Nothing is trained here; the result says what will be read and which network will be built.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,9 +21,9 @@ class TrainingPlan:
 
     source_range: SourceRange
     features: list[str]
-    window: int | None           # readings per sequence (windowed model), None for feature records
-    layers: list[int]            # dense model's hidden widths
-    filters: list[int]           # windowed model's encoder filters
+    window: int | None  # readings per sequence (windowed model), None for feature records
+    layers: list[int]  # dense model's hidden widths
+    filters: list[int]  # windowed model's encoder filters
     smoothing: tuple[int, int] | None
 
     @property
@@ -65,8 +66,15 @@ def resolve_source_range(s: TrainSettings) -> SourceRange:
         previous = read_versions(s.kafka_bootstrap, s.topic_models)
         if previous:
             after = SourceRange.from_dict(previous[-1].metadata["source"])
-    return resolve_range(s.kafka_bootstrap, source_topic(s), max_records=s.train_records, newest=s.from_end,
-                         after=after, since_ms=s.since_ms, until_ms=s.until_ms)
+    return resolve_range(
+        s.kafka_bootstrap,
+        source_topic(s),
+        max_records=s.train_records,
+        newest=s.from_end,
+        after=after,
+        since_ms=s.since_ms,
+        until_ms=s.until_ms,
+    )
 
 
 def plan_training(s: TrainSettings, source_range: SourceRange | None = None) -> TrainingPlan:
@@ -75,22 +83,44 @@ def plan_training(s: TrainSettings, source_range: SourceRange | None = None) -> 
     windowed = s.model_kind == "windowed"
     rng = source_range if source_range is not None else resolve_source_range(s)
     if rng.gone:
-        log.warning("training_data_gone", topic=rng.topic, offsets_gone=rng.gone,
-                    why="the range starts at the oldest retained record: older ones were deleted (retention?)")
+        log.warning(
+            "training_data_gone",
+            topic=rng.topic,
+            offsets_gone=rng.gone,
+            why="the range starts at the oldest retained record: older ones were deleted (retention?)",
+        )
     if rng.records < s.min_records:
-        raise TrainError(f"only {rng.records} records in range on {rng.topic} (need {s.min_records}); "
-                         "let more data arrive or lower --min-records")
+        raise TrainError(
+            f"only {rng.records} records in range on {rng.topic} (need {s.min_records}); "
+            "let more data arrive or lower --min-records"
+        )
     features = [f.strip() for f in s.features.split(",")] if s.features else infer_features(s.kafka_bootstrap, rng)
     if not features:
         raise TrainError(f"no numeric feature fields found on {rng.topic}")
     window = infer_window(s.kafka_bootstrap, rng) if windowed else None
     if windowed and not window:
-        raise TrainError(f"{rng.topic} holds no sequence records; give the preprocessing spec a 'sequences' "
-                         "section and point the trainer at its sequences topic")
+        raise TrainError(
+            f"{rng.topic} holds no sequence records; give the preprocessing spec a 'sequences' "
+            "section and point the trainer at its sequences topic"
+        )
     if smoothing and smoothing[1] > window:
         raise TrainError(f"smoothing over {smoothing[1]} readings needs windows of at least that many ({window})")
-    plan = TrainingPlan(rng, features, window, [int(w) for w in s.layers.split(",") if w.strip()],
-                        [int(w) for w in s.conv_filters.split(",") if w.strip()], smoothing)
-    log.info("training_range", topic=rng.topic, partitions=rng.as_dict()["partitions"], records=rng.records,
-             features=features, model=s.model_kind, baselines=s.baselines, window=window)
+    plan = TrainingPlan(
+        rng,
+        features,
+        window,
+        [int(w) for w in s.layers.split(",") if w.strip()],
+        [int(w) for w in s.conv_filters.split(",") if w.strip()],
+        smoothing,
+    )
+    log.info(
+        "training_range",
+        topic=rng.topic,
+        partitions=rng.as_dict()["partitions"],
+        records=rng.records,
+        features=features,
+        model=s.model_kind,
+        baselines=s.baselines,
+        window=window,
+    )
     return plan

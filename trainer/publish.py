@@ -1,4 +1,5 @@
 """Step 6 of a run: number the version and publish artefact + manifest (+ ONNX export) to the models topic."""
+
 from __future__ import annotations
 
 from confluent_kafka import Producer
@@ -26,13 +27,27 @@ def number_version(s: TrainSettings, version: int | None, parent: int | None) ->
 
 def publish_version(s: TrainSettings, model, meta: dict, norm: Normalization, raw_sample) -> None:
     producer = Producer(producer_config(s.kafka_bootstrap, **{"message.max.bytes": 2 * 1024 * 1024}))
-    publish_model(producer, s.topic_models, save_artefact(model), meta,
-                  attachments={} if meta["requires"] else exports(model, norm, raw_sample))
-    log.info("model_published", version=meta["version"], parent_version=meta["parent_version"], topic=s.topic_models,
-             records=meta["record_count"], threshold=round(meta["threshold"], 6),
-             final_loss=meta["metrics"]["loss"][-1], seconds=meta["train_seconds"], model=meta["model"],
-             baselines=s.baselines, training_health=meta["training_health"]["status"],
-             devices=len(norm.baselines.index) if norm.baselines else None)
+    publish_model(
+        producer,
+        s.topic_models,
+        save_artefact(model),
+        meta,
+        attachments={} if meta["requires"] else exports(model, norm, raw_sample),
+    )
+    log.info(
+        "model_published",
+        version=meta["version"],
+        parent_version=meta["parent_version"],
+        topic=s.topic_models,
+        records=meta["record_count"],
+        threshold=round(meta["threshold"], 6),
+        final_loss=meta["metrics"]["loss"][-1],
+        seconds=meta["train_seconds"],
+        model=meta["model"],
+        baselines=s.baselines,
+        training_health=meta["training_health"]["status"],
+        devices=len(norm.baselines.index) if norm.baselines else None,
+    )
 
 
 def exports(model, norm: Normalization, sample) -> dict[str, bytes]:

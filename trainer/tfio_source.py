@@ -7,6 +7,7 @@ partition's offset range and works, also across epochs (it is re-created per ite
 offsets in a consumer group, so a second epoch over the same range needs a new group, and it
 ends only by ``stream_timeout``: we use the per-partition reader with exact offset ranges.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,13 +38,17 @@ def tfio_dataset(bootstrap: str, rng: SourceRange, feature_names: list[str], bat
         p, start, end = span[0], span[1], span[2]
         # IODataset.from_kafka takes the range as start/stop (an ``offset=`` would be swallowed by its
         # **kwargs and read from offset 0).
-        ds = tfio.IODataset.from_kafka(rng.topic, partition=tf.cast(p, tf.int32), start=start, stop=end,
-                                       servers=bootstrap)
+        ds = tfio.IODataset.from_kafka(
+            rng.topic, partition=tf.cast(p, tf.int32), start=start, stop=end, servers=bootstrap
+        )
         return ds.take(end - start).map(lambda item: item.message).batch(4096)
 
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(spans, tf.int64)).interleave(
-        read_partition, cycle_length=max(1, min(readers, len(spans))), num_parallel_calls=max(1, min(readers, len(spans))),
-        deterministic=False)
+        read_partition,
+        cycle_length=max(1, min(readers, len(spans))),
+        num_parallel_calls=max(1, min(readers, len(spans))),
+        deterministic=False,
+    )
     ds = ds.map(lambda m: tf.numpy_function(decode, [m], tf.float32), num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     ds = ds.map(lambda x: tf.ensure_shape(x, (n,)))
     return ds.batch(batch_size).map(lambda x: (x, x)).prefetch(tf.data.AUTOTUNE)

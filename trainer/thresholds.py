@@ -1,5 +1,6 @@
 """Step 4 of a run: thresholds from the reconstruction errors of the training inputs (read once
 more from Kafka), the training anomaly rate, and the run's health."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,9 +19,9 @@ log = logs.get("trainer")
 
 @dataclass
 class Thresholds:
-    threshold: float           # the fleet's (with per-device baselines: the fallback's)
-    anomaly_rate: float        # share of training inputs above their threshold
-    health: dict               # ``training_health`` of the run
+    threshold: float  # the fleet's (with per-device baselines: the fallback's)
+    anomaly_rate: float  # share of training inputs above their threshold
+    health: dict  # ``training_health`` of the run
     raw_sample: np.ndarray | None  # raw rows the ONNX export is checked against
 
 
@@ -51,9 +52,14 @@ def choose_thresholds(source: KafkaSource, norm: Normalization, fitted: FitResul
     all_errors = np.concatenate(errors)
     health = training_health(fitted.history, moments.mean_variance())
     if health["status"] != "ok":
-        log.warning("training_unhealthy", status=health["status"], problems=health["problems"],
-                    final_loss=health["final_loss"], final_val_loss=health["final_val_loss"],
-                    constant_predictor_loss=health["constant_predictor_loss"])
+        log.warning(
+            "training_unhealthy",
+            status=health["status"],
+            problems=health["problems"],
+            final_loss=health["final_loss"],
+            final_val_loss=health["final_val_loss"],
+            constant_predictor_loss=health["constant_predictor_loss"],
+        )
     if per_device:
         b = norm.baselines
         by_device: dict = {}

@@ -15,6 +15,7 @@ sequences topic the preprocessor builds). Two normalizations: ``global`` (one me
 one threshold for the fleet) and ``device`` (each device's own mean/std and threshold from
 its own training errors, after ``warmup_records``; the fleet's statistics as the fallback).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,12 +36,25 @@ from streamtrain.trainer.settings import TrainError, TrainSettings
 from streamtrain.trainer.statistics import epochs_for
 from streamtrain.trainer.thresholds import choose_thresholds
 
-__all__ = ["MAX_METADATA_BYTES", "TrainError", "TrainSettings", "build_autoencoder", "build_conv_autoencoder",
-           "epochs_for", "reproduce", "train_once"]
+__all__ = [
+    "MAX_METADATA_BYTES",
+    "TrainError",
+    "TrainSettings",
+    "build_autoencoder",
+    "build_conv_autoencoder",
+    "epochs_for",
+    "reproduce",
+    "train_once",
+]
 
 
-def train_once(s: TrainSettings, source_range: SourceRange | None = None, version: int | None = None,
-               parent: int | None = None, publish: bool = True) -> dict:
+def train_once(
+    s: TrainSettings,
+    source_range: SourceRange | None = None,
+    version: int | None = None,
+    parent: int | None = None,
+    publish: bool = True,
+) -> dict:
     """Train one version over ``source_range`` (default: the range the settings' bounds resolve to);
     returns its metadata (published unless ``publish`` is False), the Keras model under ``_model``."""
     started = time.monotonic()
@@ -58,17 +72,36 @@ def train_once(s: TrainSettings, source_range: SourceRange | None = None, versio
         fitted, distribution = fit_distributed(s, plan, norm, cluster, strategy, version)
         if not cluster.chief:  # the chief alone chooses thresholds and publishes
             barrier(strategy)
-            return {"version": None, "worker": cluster.index, "record_count": norm.rows, "threshold": None,
-                    "source": plan.source_range.as_dict(), "_model": fitted.model}
+            return {
+                "version": None,
+                "worker": cluster.index,
+                "record_count": norm.rows,
+                "threshold": None,
+                "source": plan.source_range.as_dict(),
+                "_model": fitted.model,
+            }
     else:
         fitted = fit(s, plan, source, norm, version)
-        distribution = {"strategy": None, "workers": 1,
-                        "partitions": {"0": sorted(p for p, (a, b) in plan.source_range.partitions.items() if b > a)}}
+        distribution = {
+            "strategy": None,
+            "workers": 1,
+            "partitions": {"0": sorted(p for p, (a, b) in plan.source_range.partitions.items() if b > a)},
+        }
     th = choose_thresholds(source, norm, fitted, s.threshold_k)
     if publish:
         version, parent = number_version(s, version, parent)
-    meta = build_manifest(s, plan, norm, fitted, th, version=version, parent=parent, skipped=source.skipped,
-                          started=started, distribution=distribution)
+    meta = build_manifest(
+        s,
+        plan,
+        norm,
+        fitted,
+        th,
+        version=version,
+        parent=parent,
+        skipped=source.skipped,
+        started=started,
+        distribution=distribution,
+    )
     if publish:
         publish_version(s, fitted.model, meta, norm, th.raw_sample)
     if cluster:
@@ -86,23 +119,38 @@ def reproduce(s: TrainSettings, version: int) -> dict:
     cfg = meta["config"]
     cluster = Cluster.from_env()
     if cfg.get("workers", 1) != (cluster.workers if cluster else 1):
-        raise TrainError(f"version {version} was trained by {cfg.get('workers', 1)} worker(s): reproduce it with "
-                         f"--workers {cfg.get('workers', 1)} (the same partitions per worker)")
-    s2 = s.model_copy(update={
-        "features": ",".join(meta["feature_names"]), "epochs": cfg.get("epochs_run", cfg["epochs"]),
-        "batch_size": cfg["batch_size"],
-        "layers": ",".join(str(w) for w in cfg["layers"]), "learning_rate": cfg["learning_rate"],
-        "seed": cfg["seed"], "validation_fraction": cfg["validation_fraction"], "threshold_k": cfg["threshold_k"],
-        "min_steps": cfg.get("min_steps", 0),  # versions from before min_steps trained exactly `epochs`
-        **{k: cfg[k] for k in ("model_kind", "baselines", "warmup_records", "smoothing", "kernel_size") if k in cfg},
-        **({"conv_filters": ",".join(str(f) for f in cfg["conv_filters"])} if "conv_filters" in cfg else {}),
-        ("topic_sequences" if cfg.get("model_kind") == "windowed" else "topic_features"): meta["source"]["topic"]})
-    again = train_once(s2, SourceRange.from_dict(meta["source"]), version=version,
-                       parent=meta.get("parent_version"), publish=False)
+        raise TrainError(
+            f"version {version} was trained by {cfg.get('workers', 1)} worker(s): reproduce it with "
+            f"--workers {cfg.get('workers', 1)} (the same partitions per worker)"
+        )
+    s2 = s.model_copy(
+        update={
+            "features": ",".join(meta["feature_names"]),
+            "epochs": cfg.get("epochs_run", cfg["epochs"]),
+            "batch_size": cfg["batch_size"],
+            "layers": ",".join(str(w) for w in cfg["layers"]),
+            "learning_rate": cfg["learning_rate"],
+            "seed": cfg["seed"],
+            "validation_fraction": cfg["validation_fraction"],
+            "threshold_k": cfg["threshold_k"],
+            "min_steps": cfg.get("min_steps", 0),  # versions from before min_steps trained exactly `epochs`
+            **{
+                k: cfg[k] for k in ("model_kind", "baselines", "warmup_records", "smoothing", "kernel_size") if k in cfg
+            },
+            **({"conv_filters": ",".join(str(f) for f in cfg["conv_filters"])} if "conv_filters" in cfg else {}),
+            ("topic_sequences" if cfg.get("model_kind") == "windowed" else "topic_features"): meta["source"]["topic"],
+        }
+    )
+    again = train_once(
+        s2, SourceRange.from_dict(meta["source"]), version=version, parent=meta.get("parent_version"), publish=False
+    )
     if again.get("worker"):
         return {"version": version, "worker": again["worker"]}
-    return {"version": version, "record_count": (meta["record_count"], again["record_count"]),
-            "normalization_equal": np.allclose(meta["normalization"]["mean"], again["normalization"]["mean"])
-            and np.allclose(meta["normalization"]["std"], again["normalization"]["std"]),
-            "threshold": (meta["threshold"], again["threshold"]),
-            "final_loss": (meta["metrics"]["loss"][-1], again["metrics"]["loss"][-1])}
+    return {
+        "version": version,
+        "record_count": (meta["record_count"], again["record_count"]),
+        "normalization_equal": np.allclose(meta["normalization"]["mean"], again["normalization"]["mean"])
+        and np.allclose(meta["normalization"]["std"], again["normalization"]["std"]),
+        "threshold": (meta["threshold"], again["threshold"]),
+        "final_loss": (meta["metrics"]["loss"][-1], again["metrics"]["loss"][-1]),
+    }

@@ -13,6 +13,7 @@ Every worker must train on the same records, so the range's end is pinned at ren
 Pure functions: they take the single-worker Job that ``render.trainer`` renders and return new
 manifests; nothing here talks to the API server.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,13 +35,17 @@ def indexed_training(job: Manifest, workers: int, until_ms: int) -> list[Manifes
         raise ValueError("an indexed training Job needs at least 2 workers; render the plain Job for one")
     meta = job["metadata"]
     service_name = f"{meta['name']}-workers"[:63]
-    service = {"apiVersion": "v1", "kind": "Service",
-               "metadata": {"name": service_name, "namespace": meta["namespace"], "labels": dict(meta["labels"])},
-               "spec": {"clusterIP": "None",  # headless: one DNS name per Pod
-                        "publishNotReadyAddresses": True,  # workers dial each other before any is Ready
-                        "selector": {"batch.kubernetes.io/job-name": meta["name"]},
-                        "ports": [{"name": "tf-worker", "port": WORKER_PORT, "targetPort": WORKER_PORT,
-                                   "protocol": "TCP"}]}}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": service_name, "namespace": meta["namespace"], "labels": dict(meta["labels"])},
+        "spec": {
+            "clusterIP": "None",  # headless: one DNS name per Pod
+            "publishNotReadyAddresses": True,  # workers dial each other before any is Ready
+            "selector": {"batch.kubernetes.io/job-name": meta["name"]},
+            "ports": [{"name": "tf-worker", "port": WORKER_PORT, "targetPort": WORKER_PORT, "protocol": "TCP"}],
+        },
+    }
     indexed = copy.deepcopy(job)
     spec = indexed["spec"]
     spec.update({"completionMode": "Indexed", "completions": workers, "parallelism": workers})
@@ -48,9 +53,12 @@ def indexed_training(job: Manifest, workers: int, until_ms: int) -> list[Manifes
     pod["subdomain"] = service_name
     container = pod["containers"][0]  # the trainer (program_pod renders one container)
     env = [e for e in container.get("env", []) if e["name"] not in ("STREAMTRAIN_WORKER_HOSTS", "STREAMTRAIN_UNTIL_MS")]
-    env += [{"name": "STREAMTRAIN_WORKER_HOSTS", "value": ",".join(worker_hosts(meta["name"], service_name, workers))},
-            {"name": "STREAMTRAIN_UNTIL_MS", "value": str(int(until_ms))}]
+    env += [
+        {"name": "STREAMTRAIN_WORKER_HOSTS", "value": ",".join(worker_hosts(meta["name"], service_name, workers))},
+        {"name": "STREAMTRAIN_UNTIL_MS", "value": str(int(until_ms))},
+    ]
     container["env"] = env
     container["ports"] = [p for p in container.get("ports", []) if p.get("containerPort") != WORKER_PORT] + [
-        {"name": "tf-worker", "containerPort": WORKER_PORT, "protocol": "TCP"}]
+        {"name": "tf-worker", "containerPort": WORKER_PORT, "protocol": "TCP"}
+    ]
     return [service, indexed]

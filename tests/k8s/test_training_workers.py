@@ -1,11 +1,13 @@
 """The indexed training Job for several workers: strict Kubernetes schemas, and the hosts and
 index a worker reads resolve to the Cluster the trainer builds (no cluster needed)."""
+
 from __future__ import annotations
 
 import kubernetes_validate
 import pytest
 
-from streamtrain.operator import render, validate
+from streamtrain.operator import validate
+from streamtrain.operator.render.trainer import trainer
 from streamtrain.operator.training_workers import indexed_training
 from streamtrain.trainer.distributed import Cluster
 from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
@@ -14,7 +16,7 @@ from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 def plain_job() -> dict:
     r = load_example(ROOT / "examples/minimal.yaml")
     spec = validate.defaulted(r)["spec"]
-    return next(m for m in render.trainer(r["metadata"]["name"], "pipelines", spec) if m["kind"] == "Job")
+    return next(m for m in trainer(r["metadata"]["name"], "pipelines", spec) if m["kind"] == "Job")
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
@@ -32,8 +34,9 @@ def test_each_pod_finds_the_cluster_and_its_own_index():
     assert env["STREAMTRAIN_UNTIL_MS"] == "1700000000000"  # every worker resolves the same range
     name = job["metadata"]["name"]
     for index in (0, 1):
-        cluster = Cluster.from_env({"STREAMTRAIN_WORKER_HOSTS": env["STREAMTRAIN_WORKER_HOSTS"],
-                                    "JOB_COMPLETION_INDEX": str(index)})
+        cluster = Cluster.from_env(
+            {"STREAMTRAIN_WORKER_HOSTS": env["STREAMTRAIN_WORKER_HOSTS"], "JOB_COMPLETION_INDEX": str(index)}
+        )
         assert cluster.index == index and cluster.workers == 2
         assert cluster.hosts[index] == f"{name}-{index}.{service['metadata']['name']}:2222"
     assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": name}

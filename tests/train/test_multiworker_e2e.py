@@ -1,6 +1,7 @@
 """Two workers (MultiWorkerMirroredStrategy, two local processes, each reading its own partitions)
 publish one version whose detection quality on labelled data matches a single worker's trained on
 the same range, and whose manifest says which partitions each worker read."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from streamtrain.modelcodec import read_versions
 from streamtrain.quality import Quality
 from streamtrain.trainer.distributed import run_local_workers
 from streamtrain.trainer.train import TrainSettings, train_once
-from tests.train.test_trainer_e2e import FEATURES, produce_features
+from tests.train.test_trainer_e2e import produce_features
 
 #: Largest difference between the two versions' F1, false-alarm and missed-alarm rates on the same data.
 TOLERANCE = {"f1": 0.05, "false_alarm_rate": 0.02, "missed_alarm_rate": 0.05}
@@ -23,8 +24,14 @@ def labelled(seed: int, n: int = 3000, shift: float = 5.0) -> tuple[np.ndarray, 
     """Readings like the training data; every 10th has a temperature ``shift`` degrees off what the load implies."""
     rng = np.random.default_rng(seed)
     load = rng.uniform(0.2, 0.8, n)
-    x = np.column_stack([1.5 + 2 * load + rng.normal(0, .03, n), 3 + 1.5 * load + rng.normal(0, .03, n),
-                         60 + 25 * load + rng.normal(0, .4, n), .3 + .4 * load + rng.normal(0, .008, n)])
+    x = np.column_stack(
+        [
+            1.5 + 2 * load + rng.normal(0, 0.03, n),
+            3 + 1.5 * load + rng.normal(0, 0.03, n),
+            60 + 25 * load + rng.normal(0, 0.4, n),
+            0.3 + 0.4 * load + rng.normal(0, 0.008, n),
+        ]
+    )
     y = np.zeros(n, bool)
     y[::10] = True
     x[y, 2] += shift * rng.choice([-1, 1], y.sum())
@@ -42,11 +49,16 @@ def quality(mv, x: np.ndarray, y: np.ndarray) -> dict:
 @pytest.mark.e2e
 def test_two_workers_publish_one_version_as_good_as_one_worker(pipeline):
     produce_features(pipeline, 6000, seed=11)
-    s = TrainSettings(kafka_bootstrap=pipeline.kafka_bootstrap, topic_features=pipeline.topic_features,
-                      topic_models=pipeline.topic_models, train_records=6000, epochs=8, min_records=100)
+    s = TrainSettings(
+        kafka_bootstrap=pipeline.kafka_bootstrap,
+        topic_features=pipeline.topic_features,
+        topic_models=pipeline.topic_models,
+        train_records=6000,
+        epochs=8,
+        min_records=100,
+    )
     single = train_once(s)
-    code, out = run_local_workers(s.model_copy(update={"source_range": json.dumps(single["source"])}), 2,
-                                  timeout=600)
+    code, out = run_local_workers(s.model_copy(update={"source_range": json.dumps(single["source"])}), 2, timeout=600)
     assert code == 0, out
     assert json.loads(out)["version"] == 2
 

@@ -1,5 +1,6 @@
 """The batch decoder gives exactly the rows, labels, devices and skip counts of the record-by-record
 reference rules, for clean batches (the vectorised path) and for batches with bad records."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamtrain.kafka_dataset import split_range, shuffled_batches, SourceRange
+from streamtrain.kafka_dataset import SourceRange, shuffled_batches, split_range
 from streamtrain.record_decode import BatchDecoder, decode_body, decode_window
 
 FEATURES = ["current", "pressure", "temperature"]
@@ -49,8 +50,16 @@ def check(values: list[bytes], window: int | None = None) -> BatchDecoder:
 
 
 def record(i: int, **extra) -> bytes:
-    body = {"device_id": f"d{i % 3}", "ts": 1.5, "seq": i, "current": 1.0 + i, "pressure": 3,
-            "temperature": -60.25 * i, "label": i % 2, **extra}
+    body = {
+        "device_id": f"d{i % 3}",
+        "ts": 1.5,
+        "seq": i,
+        "current": 1.0 + i,
+        "pressure": 3,
+        "temperature": -60.25 * i,
+        "label": i % 2,
+        **extra,
+    }
     return json.dumps(body).encode()
 
 
@@ -60,9 +69,17 @@ def test_a_clean_batch_decodes_like_the_reference():
 
 
 def test_bad_records_are_skipped_exactly_as_the_reference_skips_them():
-    bad = [b"not json", b"[1, 2]", record(1, current="2.5"), record(2, pressure=None), record(3, label="x"),
-           json.dumps({"current": 1, "pressure": 2}).encode(), record(4, temperature=1e400),
-           b'{"current": NaN, "pressure": 1, "temperature": 2}', record(5, current=True)]
+    bad = [
+        b"not json",
+        b"[1, 2]",
+        record(1, current="2.5"),
+        record(2, pressure=None),
+        record(3, label="x"),
+        json.dumps({"current": 1, "pressure": 2}).encode(),
+        record(4, temperature=1e400),
+        b'{"current": NaN, "pressure": 1, "temperature": 2}',
+        record(5, current=True),
+    ]
     for one in bad:
         check([record(i) for i in range(5)] + [one] + [record(7)])
 
@@ -75,17 +92,36 @@ def sequence(i: int, names=("temperature", "current", "pressure", "vibration"), 
 def test_sequence_batches_decode_like_the_reference():
     assert check([sequence(i) for i in range(20)], window=4).fallbacks == 0
     assert BatchDecoder(["current"], identities=False).decode([record(1), record(2)]).x.shape == (2, 1)
-    check([sequence(1), sequence(2, length=3), sequence(3, names=("pressure", "current", "temperature")),
-           sequence(4, names=("current",)), b'{"features": ["current"], "values": "x"}'], window=4)
+    check(
+        [
+            sequence(1),
+            sequence(2, length=3),
+            sequence(3, names=("pressure", "current", "temperature")),
+            sequence(4, names=("current",)),
+            b'{"features": ["current"], "values": "x"}',
+        ],
+        window=4,
+    )
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=False), st.integers(-2**60, 2**60),
-                          st.booleans(), st.none(), st.text(max_size=3)), min_size=3, max_size=30))
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=False),
+            st.integers(-(2**60), 2**60),
+            st.booleans(),
+            st.none(),
+            st.text(max_size=3),
+        ),
+        min_size=3,
+        max_size=30,
+    )
+)
 def test_any_mix_of_values_decodes_like_the_reference(values):
     out = []
     for i in range(0, len(values) - 2, 3):
-        out.append(json.dumps(dict(zip(FEATURES, values[i:i + 3]), device_id=i)).encode())
+        out.append(json.dumps(dict(zip(FEATURES, values[i : i + 3]), device_id=i)).encode())
     check(out)
 
 
