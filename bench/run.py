@@ -56,8 +56,9 @@ class Figure:
 class Bench:
     Figure = Figure
 
-    def __init__(self, quick: bool) -> None:
+    def __init__(self, quick: bool, only: list[str] | None = None) -> None:
         self.quick = quick
+        self.only = only or []
         self.figures: list[Figure] = []
         home = Path(tempfile.mkdtemp(prefix="streamtrain-bench-"))
         self.stack = LocalStack(StackSettings(home=home, jars=REPO / ".streamtrain" / "lib", kafka_port=free_port(),
@@ -238,6 +239,15 @@ class Bench:
         print(f"StreamTrain bench ({'quick' if self.quick else 'full'}) on {platform.node()}: "
               f"{os.cpu_count()} cores, Python {platform.python_version()}", flush=True)
         self.stack.up(create_topics=False)
+        if self.only:
+            from bench import stages
+            try:
+                for name in self.only:
+                    stages.GROUPS[name](self)
+            finally:
+                self.stack.down()
+            self.write()
+            return
         try:
             # Full run: every figure at 3 sizes (or offered loads) so the cost curve shows.
             sizes = [5_000] if self.quick else [5_000, 20_000, 60_000]  # ingestion: ~2k msg/s
@@ -275,7 +285,8 @@ class Bench:
         data = {"machine": {"node": platform.node(), "cores": os.cpu_count(), "python": platform.python_version()},
                 "quick": self.quick, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "figures": [asdict(f) for f in self.figures], "pipeline_load": getattr(self, "load", None)}
-        (out / "latest.json").write_text(json.dumps(data, indent=2))
+        name = "latest" if not self.only else "latest-" + "-".join(self.only)  # a partial run keeps the full one
+        (out / f"{name}.json").write_text(json.dumps(data, indent=2))
         try:
             import matplotlib
             matplotlib.use("Agg")
@@ -285,10 +296,10 @@ class Bench:
             ax.barh([f"{f.stage} n={f.size}" for f in figs], [f.ratio for f in figs])
             ax.axvline(1.0, color="k", lw=0.8)
             ax.set_xlabel("ours / limit")
-            fig.savefig(out / "latest.png", bbox_inches="tight", dpi=90)
+            fig.savefig(out / f"{name}.png", bbox_inches="tight", dpi=90)
         except Exception as exc:  # noqa: BLE001 - the table and JSON matter more than the plot
             print(f"plot skipped: {exc}")
-        print(f"\nwrote {out / 'latest.json'}")
+        print(f"\nwrote {out / name}.json")
 
 
 def main() -> None:
@@ -298,7 +309,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally: stop the brokers
     ap.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") == "1",
                     help="small sizes only (also QUICK=1)")
-    Bench(ap.parse_args().quick).run()
+    from bench.stages import GROUPS
+    ap.add_argument("--only", action="append", choices=sorted(GROUPS),
+                    help="run only this stage group (repeatable); writes results/latest-<group>.json")
+    args = ap.parse_args()
+    Bench(args.quick, args.only).run()
 
 
 if __name__ == "__main__":

@@ -85,6 +85,22 @@ def training_tfio(bench, n: int, epochs: int = 3) -> None:
                            "in-memory", _in_memory_rate(ts, meta, n, epochs), "rec/s", "reader re-created per epoch"))
 
 
+def training_workers(bench, n: int, epochs: int = 3, workers: int = 2) -> None:
+    """One worker against ``workers`` local worker processes (MultiWorkerMirroredStrategy) on the same range."""
+    from streamtrain.trainer.distributed import run_local_workers
+    from streamtrain.trainer.train import train_once
+    s, ts = _train_settings(bench, n, epochs)
+    one = train_once(ts)
+    code, out = run_local_workers(ts.model_copy(update={"source_range": json.dumps(one["source"])}), workers,
+                                  timeout=900)
+    if code:
+        raise RuntimeError(f"{workers} workers exited with {code}: {out}")
+    many = read_versions(s.kafka_bootstrap, s.topic_models)[-1].metadata
+    rate = lambda meta: meta["record_count"] * epochs / meta["fit_seconds"]  # noqa: E731
+    bench.add(bench.Figure(f"train, {workers} workers vs 1", n, f"{workers} workers", rate(many), "1 worker",
+                           rate(one), "rec/s", f"{epochs} epochs re-read; local processes on one machine"))
+
+
 def scoring(bench, n: int) -> None:
     s = bench.settings()
     fill_features(s, n + 2000, seed=3)
@@ -196,13 +212,37 @@ def latency_and_swap(bench, rate: float, seconds: float) -> None:
                                "pause at switch", pause, "ms", f"{len(batches)} batches; 1.0 = no pause"))
 
 
-def run(bench) -> None:
-    sizes = [5_000] if bench.quick else [10_000, 50_000, 200_000]
-    for n in sizes:
+def _training_sizes(bench) -> list[int]:
+    return [5_000] if bench.quick else [10_000, 50_000, 200_000]
+
+
+def run_training(bench) -> None:
+    for n in _training_sizes(bench):
         training(bench, n)
+
+
+def run_training_tfio(bench) -> None:
     for n in ([2_000] if bench.quick else [2_000, 5_000, 10_000]):
         training_tfio(bench, n)
-    for n in sizes:
+
+
+def run_training_workers(bench) -> None:
+    for n in _training_sizes(bench):
+        training_workers(bench, n)
+
+
+def run_scoring(bench) -> None:
+    for n in [5_000] if bench.quick else [10_000, 50_000, 200_000]:
         scoring(bench, n)
     for rate in ([300] if bench.quick else [100, 300, 1000]):
         latency_and_swap(bench, rate, 6 if bench.quick else 20)
+
+
+#: Stage groups ``python -m bench.run --only NAME`` runs alone.
+GROUPS = {"training": run_training, "training-tfio": run_training_tfio, "training-workers": run_training_workers,
+          "scoring": run_scoring}
+
+
+def run(bench) -> None:
+    for group in GROUPS.values():
+        group(bench)

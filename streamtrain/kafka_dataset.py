@@ -5,10 +5,13 @@ once into exact ``[start, end)`` offsets per partition, so every epoch reads the
 and the model's metadata can say exactly what it was trained on. Partitions are assigned
 directly (no consumer group): reading for training never commits anything.
 """
+
 from __future__ import annotations
 
 import json
 import math
+import queue
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -17,6 +20,21 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streamtrain import logs
 from streamtrain.kafka import READER_GROUP, client_config
+from streamtrain.record_decode import BatchDecoder, Decoded, decode, decode_body, decode_window
+
+__all__ = [
+    "KafkaSource",
+    "SourceRange",
+    "decode",
+    "decode_body",
+    "decode_window",
+    "infer_features",
+    "infer_window",
+    "iter_json",
+    "iter_messages",
+    "read_decoded",
+    "resolve_range",
+]
 
 log = logs.get("kafka_dataset")
 RESERVED = {"device_id", "ts", "seq", "label", "anomaly", "device_type"}
@@ -43,14 +61,30 @@ class SourceRange:
 
 
 def _consumer(bootstrap: str) -> Consumer:
-    return Consumer(client_config(bootstrap, **{"group.id": f"{READER_GROUP}.trainer",
-                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                     "enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024}))
+    return Consumer(
+        client_config(
+            bootstrap,
+            **{
+                "group.id": f"{READER_GROUP}.trainer",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+            },
+        )
+    )
 
 
-def resolve_range(bootstrap: str, topic: str, *, max_records: int | None = None, newest: bool = False,
-                  after: SourceRange | None = None, since_ms: int | None = None,
-                  until_ms: int | None = None) -> SourceRange:
+def resolve_range(
+    bootstrap: str,
+    topic: str,
+    *,
+    max_records: int | None = None,
+    newest: bool = False,
+    after: SourceRange | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+) -> SourceRange:
     """Exact per-partition offsets for the requested bounds.
 
     ``max_records`` takes the oldest (or, with ``newest``, the newest) records, split across
@@ -77,8 +111,9 @@ def resolve_range(bootstrap: str, topic: str, *, max_records: int | None = None,
             found = c.offsets_for_times([TopicPartition(topic, p, ms) for p in parts], timeout=10)
             for tp in found:
                 if tp.offset >= 0:
-                    bounds[tp.partition][idx] = max(bounds[tp.partition][0], tp.offset) if idx == 0 \
-                        else min(bounds[tp.partition][1], tp.offset)
+                    bounds[tp.partition][idx] = (
+                        max(bounds[tp.partition][0], tp.offset) if idx == 0 else min(bounds[tp.partition][1], tp.offset)
+                    )
                 elif idx == 0:
                     bounds[tp.partition][0] = bounds[tp.partition][1]  # nothing that new
         total = sum(max(0, e - s) for s, e in bounds.values())
@@ -91,47 +126,14 @@ def resolve_range(bootstrap: str, topic: str, *, max_records: int | None = None,
                 bounds[p] = [e - quota[p], e] if newest else [s, s + quota[p]]
         # Starting at a partition's oldest retained record when that is not offset 0 (and no earlier bound
         # cut the range there) means records the range would have held are gone.
-        gone = sum(oldest[p] for p, (s, e) in bounds.items()
-                   if s == oldest[p] > 0 and since_ms is None and not (after and p in after.partitions))
+        gone = sum(
+            oldest[p]
+            for p, (s, e) in bounds.items()
+            if s == oldest[p] > 0 and since_ms is None and not (after and p in after.partitions)
+        )
         return SourceRange(topic, {p: (s, max(s, e)) for p, (s, e) in bounds.items()}, gone)
     finally:
         c.close()
-
-
-def decode(value: bytes, feature_names: list[str]) -> tuple[list[float], int] | None:
-    """Feature vector and label (-1 when absent) of one record, or None when unusable."""
-    try:
-        body = json.loads(value)
-    except (ValueError, RecursionError):
-        return None
-    row = decode_body(body, feature_names) if isinstance(body, dict) else None
-    if row is None:
-        return None
-    label = body.get("label")
-    return row, (int(label) if isinstance(label, (int, bool)) else -1)
-
-
-def decode_body(body: dict, feature_names: list[str]) -> list[float] | None:
-    try:
-        row = [float(body[f]) for f in feature_names]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return row if all(math.isfinite(v) for v in row) else None
-
-
-def decode_window(body: dict, feature_names: list[str], window: int) -> list[list[float]] | None:
-    """The [window, features] rows of a sequence record (oldest first), or None when unusable."""
-    names, values = body.get("features"), body.get("values")
-    if not isinstance(names, list) or not isinstance(values, list) or len(values) != window:
-        return None
-    try:
-        cols = [names.index(f) for f in feature_names]
-        rows = [[float(r[c]) for c in cols] for r in values]
-    except (ValueError, TypeError, IndexError):
-        return None
-    if not all(math.isfinite(v) for r in rows for v in r):
-        return None
-    return rows
 
 
 def infer_features(bootstrap: str, rng: SourceRange, sample: int = 200) -> list[str]:
@@ -142,8 +144,9 @@ def infer_features(bootstrap: str, rng: SourceRange, sample: int = 200) -> list[
     for body in iter_json(bootstrap, rng, limit=sample):
         if isinstance(body.get("features"), list) and isinstance(body.get("values"), list):
             return [str(n) for n in body["features"]]
-        names |= {k for k, v in body.items() if k not in RESERVED and isinstance(v, (int, float))
-                  and not isinstance(v, bool)}
+        names |= {
+            k for k, v in body.items() if k not in RESERVED and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
     return sorted(names)
 
 
@@ -171,16 +174,22 @@ def iter_json(bootstrap: str, rng: SourceRange, limit: int | None = None) -> Ite
                 return
 
 
-def iter_messages(bootstrap: str, rng: SourceRange, batch: int = 5000):
-    """Batches of messages of the range, each partition from start up to (not including) end."""
+def iter_messages(bootstrap: str, rng: SourceRange, batch: int = 5000, on_drained=None):
+    """Batches of messages of the range, each partition from start up to (not including) end.
+
+    ``on_drained()`` is called once the last batch is handed out, before the consumer closes
+    (closing a consumer can take a second: a reader that waits for it would idle)."""
     todo = {p: se for p, se in rng.partitions.items() if se[1] > se[0]}
     if not todo:
         return
     c = _consumer(bootstrap)
     try:
         c.assign([TopicPartition(rng.topic, p, s) for p, (s, _) in todo.items()])
+        nxt = {p: s for p, (s, _) in todo.items()}
         while todo:
-            msgs = c.consume(batch, 1.0)
+            # No more than the range still holds: consume() waits its whole timeout for a batch it cannot fill.
+            want = max(1, min(batch, sum(todo[p][1] - nxt[p] for p in todo)))
+            msgs = c.consume(want, 0.5)
             out = []
             for m in msgs:
                 if m.error():
@@ -188,6 +197,7 @@ def iter_messages(bootstrap: str, rng: SourceRange, batch: int = 5000):
                 p = m.partition()
                 if p not in todo:
                     continue
+                nxt[p] = m.offset() + 1
                 if m.offset() < todo[p][1]:
                     out.append(m)
                 if m.offset() >= todo[p][1] - 1:
@@ -202,17 +212,120 @@ def iter_messages(bootstrap: str, rng: SourceRange, batch: int = 5000):
                         c.incremental_unassign([TopicPartition(rng.topic, tp.partition)])
             if out:
                 yield out
+        if on_drained is not None:
+            on_drained()
     finally:
         c.close()
 
 
+_DONE = object()
+
+
+def split_range(rng: SourceRange, parts: int) -> list[SourceRange]:
+    """The range's non-empty partitions dealt round-robin into at most ``parts`` ranges."""
+    busy = sorted(p for p, (s, e) in rng.partitions.items() if e > s)
+    groups = [busy[i::parts] for i in range(min(parts, len(busy)))]
+    return [SourceRange(rng.topic, {p: rng.partitions[p] for p in g}) for g in groups]
+
+
+def read_decoded(
+    bootstrap: str, rng: SourceRange, decoder: BatchDecoder, readers: int = 3, depth: int = 8
+) -> Iterator[Decoded]:
+    """Decoded batches of the range, read and decoded off the caller's thread.
+
+    ``readers`` threads each read a share of the partitions with a consumer of their own and
+    decode whole consumed batches at once (``BatchDecoder``); up to ``depth`` decoded batches wait
+    in a queue, so reading runs ahead of whoever iterates (the training step). Batches of
+    different partitions interleave; within a partition they keep offset order."""
+    shares = split_range(rng, readers)
+    if not shares:
+        return
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read(share: SourceRange) -> None:
+        done = []
+
+        def drained() -> None:
+            done.append(put(_DONE))
+
+        try:
+            for msgs in iter_messages(bootstrap, share, on_drained=drained):
+                if not put(decoder.decode([m.value() for m in msgs])):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the iterating thread, raised there
+            if not done:
+                put(exc)
+        finally:
+            if not done:
+                put(_DONE)
+
+    threads = [
+        threading.Thread(target=read, args=(share,), name=f"kafka-read-{i}", daemon=True)
+        for i, share in enumerate(shares)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        running = len(threads)
+        while running:
+            item = out.get()
+            if item is _DONE:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        stop.set()  # the threads close their consumers on their own: nobody waits for that
+
+
+def shuffled_batches(
+    chunks: Iterator[np.ndarray], batch_size: int, buffer: int, rng: np.random.Generator | None
+) -> Iterator[np.ndarray]:
+    """Rows of ``chunks`` in full batches of ``batch_size`` (the last may be short), shuffled within
+    windows of at least ``buffer`` rows (in arrival order without ``rng``)."""
+    pool: list[np.ndarray] = []
+    held = 0
+    for x in chunks:
+        pool.append(x)
+        held += len(x)
+        if held < buffer:
+            continue
+        rows = np.concatenate(pool)
+        rows = rows[rng.permutation(len(rows))] if rng is not None else rows
+        full = len(rows) // batch_size * batch_size
+        for i in range(0, full, batch_size):
+            yield rows[i : i + batch_size]
+        pool, held = [rows[full:]], len(rows) - full
+    if held:
+        rows = np.concatenate(pool)
+        rows = rows[rng.permutation(len(rows))] if rng is not None else rows
+        for i in range(0, len(rows), batch_size):
+            yield rows[i : i + batch_size]
+
+
 class KafkaSource:
     """Feature rows (or, with ``window``, sequences of rows) of a fixed range, as numpy batches
-    or a re-readable ``tf.data.Dataset``."""
+    or a re-readable ``tf.data.Dataset``. ``readers`` threads read the partitions in parallel."""
 
-    def __init__(self, bootstrap: str, rng: SourceRange, feature_names: list[str], window: int | None = None) -> None:
+    def __init__(
+        self, bootstrap: str, rng: SourceRange, feature_names: list[str], window: int | None = None, readers: int = 3
+    ) -> None:
         self.bootstrap, self.range, self.feature_names = bootstrap, rng, list(feature_names)
         self.window = window
+        self.readers = readers
+        self.decoder = BatchDecoder(self.feature_names, window)
+        self.inputs_only = BatchDecoder(self.feature_names, window, identities=False)
         self.skipped = 0
         self.reads = 0
 
@@ -227,31 +340,21 @@ class KafkaSource:
 
     def batches_with_devices(self) -> Iterator[tuple[np.ndarray, np.ndarray, list]]:
         """(inputs, labels, device ids) per consumed batch."""
+        for d in self._read(self.decoder):
+            yield d.x, d.labels, d.devices
+
+    def inputs(self) -> Iterator[np.ndarray]:
+        """The inputs alone per consumed batch (labels and device ids are not decoded)."""
+        for d in self._read(self.inputs_only):
+            yield d.x
+
+    def _read(self, decoder: BatchDecoder) -> Iterator[Decoded]:
         self.reads += 1
         skipped = 0
-        for msgs in iter_messages(self.bootstrap, self.range):
-            rows, labels, devices = [], [], []
-            for m in msgs:
-                try:
-                    body = json.loads(m.value())
-                except ValueError:
-                    body = None
-                if not isinstance(body, dict):
-                    skipped += 1
-                    continue
-                row = decode_body(body, self.feature_names) if self.window is None \
-                    else decode_window(body, self.feature_names, self.window)
-                if row is None:
-                    skipped += 1
-                    continue
-                label = body.get("label")
-                label = int(label) if isinstance(label, (int, bool)) else -1
-                device = body.get("device_id")
-                rows.append(row)
-                labels.append(label)
-                devices.append(device)
-            if rows:
-                yield np.asarray(rows, dtype=np.float32), np.asarray(labels, dtype=np.int32), devices
+        for d in read_decoded(self.bootstrap, self.range, decoder, self.readers):
+            skipped += d.skipped
+            if len(d.x):
+                yield d
         self.skipped = skipped
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -259,30 +362,40 @@ class KafkaSource:
         for x, y in self.batches():
             xs.append(x)
             ys.append(y)
-        n = len(self.feature_names)
         if not xs:
-            return np.zeros((0, n), np.float32), np.zeros(0, np.int32)
+            return np.zeros((0, *self.shape), np.float32), np.zeros(0, np.int32)
         return np.concatenate(xs), np.concatenate(ys)
 
     def dataset(self, batch_size: int, *, cache: bool = False, shuffle: int = 0, seed: int = 0, transform=None):
         """Rows as ``(x, x)`` pairs for an autoencoder; each epoch re-reads Kafka unless ``cache``.
 
         ``transform(x, devices) -> x`` (numpy, e.g. per-device normalization) runs on each batch
-        before it enters TensorFlow; it may drop rows."""
+        before it enters TensorFlow; it may drop rows. Re-read epochs are batched and shuffled in
+        numpy (one tensor per training step crosses into TensorFlow); a cached range is shuffled
+        row by row by tf.data."""
         import tensorflow as tf  # noqa: PLC0415
 
         def chunks():
+            if transform is None:
+                yield from self.inputs()
+                return
             for x, _, devices in self.batches_with_devices():
-                if transform is not None:
-                    x = transform(x, devices)
+                x = transform(x, devices)
                 if len(x):
                     yield x
 
-        # Whole consume() batches cross into TensorFlow; unbatch/batch run in the graph.
-        ds = tf.data.Dataset.from_generator(
-            chunks, output_signature=tf.TensorSpec((None, *self.shape), tf.float32)).unbatch()
+        spec = tf.TensorSpec((None, *self.shape), tf.float32)
         if cache:
-            ds = ds.cache()
-        if shuffle:
-            ds = ds.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size).map(lambda x: (x, x)).prefetch(tf.data.AUTOTUNE)
+            ds = tf.data.Dataset.from_generator(chunks, output_signature=spec).unbatch().cache()
+            if shuffle:
+                ds = ds.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
+            return ds.batch(batch_size).map(lambda x: (x, x)).prefetch(tf.data.AUTOTUNE)
+        passes = [0]
+
+        def batches():
+            passes[0] += 1
+            order = np.random.default_rng([seed, passes[0]]) if shuffle else None
+            yield from shuffled_batches(chunks(), batch_size, max(shuffle, batch_size), order)
+
+        ds = tf.data.Dataset.from_generator(batches, output_signature=spec)
+        return ds.map(lambda x: (x, x)).prefetch(tf.data.AUTOTUNE)

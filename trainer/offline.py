@@ -5,6 +5,7 @@ threshold rule and training-health check as `streamtrain train --baselines devic
 scorer's own arithmetic (``LoadedModel.assess``) to flag readings. Only the reading differs:
 arrays in memory instead of tf.data over Kafka.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamtrain.model import LoadedModel, reconstruction_error
-from streamtrain.trainer.statistics import Moments, baselines_from_rows, device_thresholds, training_health
-from streamtrain.trainer.train import TrainSettings, build_autoencoder, epochs_for
+from streamtrain.trainer.networks import build_autoencoder
+from streamtrain.trainer.settings import TrainSettings
+from streamtrain.trainer.statistics import Moments, baselines_from_rows, device_thresholds, epochs_for, training_health
 
 
 @dataclass
@@ -42,18 +44,28 @@ def fit_arrays(train: dict[str, np.ndarray], **overrides) -> Fitted:
     order = rng.permutation(len(xn))
     hold = np.zeros(len(xn), bool)
     if s.validation_fraction:
-        hold[order[::int(round(1 / s.validation_fraction))]] = True
+        hold[order[:: int(round(1 / s.validation_fraction))]] = True
     layers = [int(w) for w in s.layers.split(",") if w.strip()]
     model = build_autoencoder(n_features, layers, s.learning_rate, s.seed)
-    history = model.fit(xn[~hold], xn[~hold], batch_size=s.batch_size, epochs=epochs_for(s, len(xn)), shuffle=True,
-                        verbose=0, validation_data=(xn[hold], xn[hold]) if hold.any() else None)
+    history = model.fit(
+        xn[~hold],
+        xn[~hold],
+        batch_size=s.batch_size,
+        epochs=epochs_for(s, len(xn)),
+        shuffle=True,
+        verbose=0,
+        validation_data=(xn[hold], xn[hold]) if hold.any() else None,
+    )
     errors = reconstruction_error(xn, model(xn, training=False).numpy())
     moments = Moments()
     moments.add(xn)
     health = training_health(history.history, moments.mean_variance())
-    meta = {"version": 0, "feature_names": [f"f{i}" for i in range(n_features)],
-            "normalization": {"mean": list(map(float, mean)), "std": list(map(float, std))},
-            "threshold": device_thresholds([errors], s.threshold_k)[0]}
+    meta = {
+        "version": 0,
+        "feature_names": [f"f{i}" for i in range(n_features)],
+        "normalization": {"mean": list(map(float, mean)), "std": list(map(float, std))},
+        "threshold": device_thresholds([errors], s.threshold_k)[0],
+    }
     if s.baselines == "device":
         baselines.threshold = device_thresholds([errors[owner == i] for i in range(len(devices))], s.threshold_k)
         meta["baselines"] = baselines.as_metadata()

@@ -20,6 +20,7 @@ below a floor:
 
 The manifest records, per feature, how many devices' scales a floor raised (``scale_floors``).
 """
+
 from __future__ import annotations
 
 import math
@@ -68,8 +69,9 @@ def resolution(rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def floored_scales(location: np.ndarray, scale: np.ndarray, steps: np.ndarray, constant: np.ndarray
-                   ) -> tuple[np.ndarray, dict[str, list[int]]]:
+def floored_scales(
+    location: np.ndarray, scale: np.ndarray, steps: np.ndarray, constant: np.ndarray
+) -> tuple[np.ndarray, dict[str, list[int]]]:
     """Apply the floors (module docstring) to [devices, features] scales; also how many each raised."""
     own = np.maximum(scale, steps)  # a quantised channel: at least one step
     fleet = np.zeros(own.shape[1])
@@ -79,15 +81,19 @@ def floored_scales(location: np.ndarray, scale: np.ndarray, steps: np.ndarray, c
     magnitude = np.abs(location) * 0.01
     for_constant = np.where(fleet > 0, fleet, np.where(magnitude > 0, magnitude, 1.0))
     out = np.where(constant, for_constant, np.maximum(own, FLEET_SCALE_SHARE * fleet))
-    raised = {"resolution": [int(v) for v in np.sum(~constant & (steps > scale) & (own >= FLEET_SCALE_SHARE * fleet),
-                                                    axis=0)],
-              "fleet": [int(v) for v in np.sum(~constant & (FLEET_SCALE_SHARE * fleet > own), axis=0)],
-              "constant": [int(v) for v in np.sum(constant, axis=0)]}
+    raised = {
+        "resolution": [
+            int(v) for v in np.sum(~constant & (steps > scale) & (own >= FLEET_SCALE_SHARE * fleet), axis=0)
+        ],
+        "fleet": [int(v) for v in np.sum(~constant & (FLEET_SCALE_SHARE * fleet > own), axis=0)],
+        "constant": [int(v) for v in np.sum(constant, axis=0)],
+    }
     return out, raised
 
 
-def baselines_from_rows(per_device: dict, warmup: int, n_features: int
-                        ) -> tuple[DeviceBaselines, np.ndarray, np.ndarray, int, dict]:
+def baselines_from_rows(
+    per_device: dict, warmup: int, n_features: int
+) -> tuple[DeviceBaselines, np.ndarray, np.ndarray, int, dict]:
     """Per-device baselines, the fleet's mean/std, the row count and the floors applied, from each
     device's training rows [readings, features]."""
     if not per_device:
@@ -105,8 +111,15 @@ def baselines_from_rows(per_device: dict, warmup: int, n_features: int
     constant = np.asarray([r.min(0) == r.max(0) for r in rows]).reshape(len(ready), n_features)
     scale, raised = floored_scales(location, scale, steps, constant)
     warming = {str(d): len(v) for d, v in per_device.items() if d is not None and len(v) < warmup}
-    b = DeviceBaselines(warmup, {d: i for i, d in enumerate(ready)}, location, scale, np.ones(len(ready)),
-                        np.asarray([len(per_device[d]) for d in ready], dtype=np.int64), warming)
+    b = DeviceBaselines(
+        warmup,
+        {d: i for i, d in enumerate(ready)},
+        location,
+        scale,
+        np.ones(len(ready)),
+        np.asarray([len(per_device[d]) for d in ready], dtype=np.int64),
+        warming,
+    )
     return b, g_mean, np.where(g_std > 1e-9, g_std, 1.0), len(everything), raised
 
 
@@ -139,12 +152,18 @@ def training_health(history: dict[str, list[float]], constant_loss: float) -> di
         problems.append(f"not_converged: the loss did not fall ({loss[0]:.4g} -> {loss[-1]:.4g})")
     ratio = final / constant_loss if constant_loss > 0 and np.isfinite(final) else float("nan")
     if not ratio < CONSTANT_PREDICTOR_RATIO:
-        problems.append(f"no_better_than_constant: {'validation' if val else 'training'} error {final:.4g} vs "
-                        f"{constant_loss:.4g} for predicting each feature's mean")
-    return {"status": problems[0].split(":")[0] if problems else "ok", "problems": problems,
-            "final_loss": loss[-1] if loss else None, "final_val_loss": val[-1] if val else None,
-            "constant_predictor_loss": round(float(constant_loss), 6),
-            "error_ratio": round(ratio, 4) if np.isfinite(ratio) else None}
+        problems.append(
+            f"no_better_than_constant: {'validation' if val else 'training'} error {final:.4g} vs "
+            f"{constant_loss:.4g} for predicting each feature's mean"
+        )
+    return {
+        "status": problems[0].split(":")[0] if problems else "ok",
+        "problems": problems,
+        "final_loss": loss[-1] if loss else None,
+        "final_val_loss": val[-1] if val else None,
+        "constant_predictor_loss": round(float(constant_loss), 6),
+        "error_ratio": round(ratio, 4) if np.isfinite(ratio) else None,
+    }
 
 
 class Moments:
@@ -157,10 +176,10 @@ class Moments:
         rows = newest_rows(np.asarray(x, np.float64))
         self.n += len(rows)
         self.total = self.total + rows.sum(0)
-        self.total_sq = self.total_sq + (rows ** 2).sum(0)
+        self.total_sq = self.total_sq + (rows**2).sum(0)
 
     def mean_variance(self) -> float:
         if not self.n:
             return float("nan")
         mean = self.total / self.n
-        return float(np.mean(np.maximum(self.total_sq / self.n - mean ** 2, 0.0)))
+        return float(np.mean(np.maximum(self.total_sq / self.n - mean**2, 0.0)))

@@ -1,9 +1,11 @@
 """Unit tests of the model codec: what travels on the models topic, and what is refused."""
+
 import hashlib
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamtrain.modelcodec import CHUNK_BYTES, ModelAssembler, ModelRejected, encode
 
@@ -44,14 +46,37 @@ def test_flipped_byte_is_refused_by_checksum():
     assert info.value.reason == "checksum"
 
 
-@pytest.mark.parametrize("manifest,reason", [
-    (b"not json", "bad_metadata"),
-    (json.dumps({"codec": 99, "chunks": 0, "size": 0, "sha256": "", "metadata": META}).encode(), "incompatible"),
-    (json.dumps({"codec": 1, "chunks": 0, "size": 0, "sha256": hashlib.sha256(b"").hexdigest(),
-                 "metadata": {"version": 3}}).encode(), "bad_metadata"),
-    (json.dumps({"codec": 1, "chunks": 0, "size": 0, "sha256": hashlib.sha256(b"").hexdigest(),
-                 "metadata": {**META, "version": 4}}).encode(), "bad_metadata"),
-])
+@pytest.mark.parametrize(
+    "manifest,reason",
+    [
+        (b"not json", "bad_metadata"),
+        (json.dumps({"codec": 99, "chunks": 0, "size": 0, "sha256": "", "metadata": META}).encode(), "incompatible"),
+        (
+            json.dumps(
+                {
+                    "codec": 1,
+                    "chunks": 0,
+                    "size": 0,
+                    "sha256": hashlib.sha256(b"").hexdigest(),
+                    "metadata": {"version": 3},
+                }
+            ).encode(),
+            "bad_metadata",
+        ),
+        (
+            json.dumps(
+                {
+                    "codec": 1,
+                    "chunks": 0,
+                    "size": 0,
+                    "sha256": hashlib.sha256(b"").hexdigest(),
+                    "metadata": {**META, "version": 4},
+                }
+            ).encode(),
+            "bad_metadata",
+        ),
+    ],
+)
 def test_bad_manifests_are_refused_with_a_reason(manifest, reason):
     with pytest.raises(ModelRejected) as info:
         ModelAssembler().add(b"model/3/manifest", manifest)
@@ -59,9 +84,19 @@ def test_bad_manifests_are_refused_with_a_reason(manifest, reason):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.one_of(st.none(), st.binary(max_size=30),
-                                    st.sampled_from([b"model/1/manifest", b"model/1/chunk/0", b"model/2/chunk/1"])),
-                          st.one_of(st.none(), st.binary(max_size=200))), max_size=20))
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(
+                st.none(),
+                st.binary(max_size=30),
+                st.sampled_from([b"model/1/manifest", b"model/1/chunk/0", b"model/2/chunk/1"]),
+            ),
+            st.one_of(st.none(), st.binary(max_size=200)),
+        ),
+        max_size=20,
+    )
+)
 def test_garbage_never_raises_anything_but_model_rejected(records):
     asm = ModelAssembler()
     for k, v in records:

@@ -1,4 +1,5 @@
 """The per-device scale floors and the training-health verdict, on arrays (no brokers)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,16 +12,18 @@ def test_scales_never_collapse_on_constant_quantised_or_near_constant_channels()
     rng = np.random.default_rng(0)
     per_device = {}
     for d in range(5):
-        rows = np.column_stack([
-            10 + rng.normal(0, 1 + d, 300),                 # ordinary channel, scales 1..5
-            np.round(rng.normal(0.4, 0.01, 300) / 0.05) * 0.05,  # quantised to 0.05, nearly always one value
-            np.full(300, 229.0),                            # constant on this device...
-            5 + rng.normal(0, 0.2, 300),                    # ordinary channel
-        ])
+        rows = np.column_stack(
+            [
+                10 + rng.normal(0, 1 + d, 300),  # ordinary channel, scales 1..5
+                np.round(rng.normal(0.4, 0.01, 300) / 0.05) * 0.05,  # quantised to 0.05, nearly always one value
+                np.full(300, 229.0),  # constant on this device...
+                5 + rng.normal(0, 0.2, 300),  # ordinary channel
+            ]
+        )
         if d == 0:
-            rows[:, 3] = 5 + rng.normal(0, 1e-7, 300)       # ...and float noise around a constant
+            rows[:, 3] = 5 + rng.normal(0, 1e-7, 300)  # ...and float noise around a constant
         if d >= 3:
-            rows[:, 2] = 229 + rng.normal(0, 0.5, 300)      # but not on every device
+            rows[:, 2] = 229 + rng.normal(0, 0.5, 300)  # but not on every device
         per_device[f"d{d}"] = rows
     b, *_, floors = baselines_from_rows(per_device, 50, 4)
     std = b.std
@@ -38,8 +41,9 @@ def test_scales_never_collapse_on_constant_quantised_or_near_constant_channels()
 
 
 def test_a_channel_constant_across_the_fleet_gets_one_percent_of_its_magnitude():
-    b, *_ = baselines_from_rows({f"d{d}": np.column_stack([np.arange(100.0), np.full(100, -40.0)])
-                                 for d in range(3)}, 50, 2)
+    b, *_ = baselines_from_rows(
+        {f"d{d}": np.column_stack([np.arange(100.0), np.full(100, -40.0)]) for d in range(3)}, 50, 2
+    )
     assert np.allclose(b.std[:, 1], 0.4)
 
 
@@ -59,7 +63,8 @@ def test_training_health_verdicts():
 
 def test_a_small_range_gets_enough_optimizer_steps_unless_epochs_are_given():
     from streamtrain.trainer.train import TrainSettings, epochs_for
-    assert epochs_for(TrainSettings(), 3200) == 125          # 12 steps per epoch, 1,500 steps
-    assert epochs_for(TrainSettings(), 200_000) == 20        # a large range: the usual 20
-    assert epochs_for(TrainSettings(), 100) == 200           # capped
-    assert epochs_for(TrainSettings(epochs=3), 3200) == 3    # given: exactly that
+
+    assert epochs_for(TrainSettings(), 3200) == 125  # 12 steps per epoch, 1,500 steps
+    assert epochs_for(TrainSettings(), 200_000) == 20  # a large range: the usual 20
+    assert epochs_for(TrainSettings(), 100) == 200  # capped
+    assert epochs_for(TrainSettings(epochs=3), 3200) == 3  # given: exactly that

@@ -1,5 +1,6 @@
 """Training straight from Kafka with real TensorFlow: exact ranges, stream normalization,
 several epochs re-read, model versions on the topic, tensorflow-io backend, reproduction."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,10 @@ import pytest
 from confluent_kafka import Producer
 
 from streamtrain.kafka import producer_config
+from streamtrain.kafka_dataset import KafkaSource, resolve_range
 from streamtrain.model import LoadedModel, save_artefact
 from streamtrain.modelcodec import publish_model, read_versions
+from streamtrain.trainer.tfio_source import tfio_dataset
 from streamtrain.trainer.train import TrainSettings, build_autoencoder, reproduce, train_once
 
 FEATURES = ["current", "pressure", "temperature", "vibration"]
@@ -24,10 +27,16 @@ def produce_features(pipeline, n: int, seed: int = 0) -> np.ndarray:
     rows = []
     for i in range(n):
         load = rng.uniform(0.2, 0.8)
-        r: dict[str, Any] = {"device_id": f"d{i % 10}", "ts": time.time(), "seq": i // 10,
-             "current": 1.5 + 2 * load + rng.normal(0, .03), "pressure": 3 + 1.5 * load + rng.normal(0, .03),
-             "temperature": 60 + 25 * load + rng.normal(0, .4), "vibration": .3 + .4 * load + rng.normal(0, .008),
-             "label": 0}
+        r: dict[str, Any] = {
+            "device_id": f"d{i % 10}",
+            "ts": time.time(),
+            "seq": i // 10,
+            "current": 1.5 + 2 * load + rng.normal(0, 0.03),
+            "pressure": 3 + 1.5 * load + rng.normal(0, 0.03),
+            "temperature": 60 + 25 * load + rng.normal(0, 0.4),
+            "vibration": 0.3 + 0.4 * load + rng.normal(0, 0.008),
+            "label": 0,
+        }
         rows.append([r[f] for f in FEATURES])
         p.produce(pipeline.topic_features, json.dumps(r).encode(), key=r["device_id"].encode())
     assert p.flush(30) == 0
@@ -35,8 +44,12 @@ def produce_features(pipeline, n: int, seed: int = 0) -> np.ndarray:
 
 
 def settings_for(pipeline, **kw) -> TrainSettings:
-    return TrainSettings(kafka_bootstrap=pipeline.kafka_bootstrap, topic_features=pipeline.topic_features,
-                         topic_models=pipeline.topic_models, **{"epochs": 3, "min_records": 100, **kw})
+    return TrainSettings(
+        kafka_bootstrap=pipeline.kafka_bootstrap,
+        topic_features=pipeline.topic_features,
+        topic_models=pipeline.topic_models,
+        **{"epochs": 3, "min_records": 100, **kw},
+    )
 
 
 @pytest.mark.e2e
@@ -87,12 +100,38 @@ def test_tensorflow_io_backend_trains_against_our_broker(pipeline):
 
 
 @pytest.mark.e2e
+def test_both_readers_read_exactly_the_offset_range(pipeline):
+    """The newest 300 of 900 records (every partition starts past offset 0), read by the parallel
+    confluent-kafka reader and by tensorflow-io: the same rows, each once."""
+    produce_features(pipeline, 900, seed=6)
+    rng = resolve_range(pipeline.kafka_bootstrap, pipeline.topic_features, max_records=300, newest=True)
+    assert rng.records == 300 and all(s > 0 for s, _ in rng.partitions.values())
+    expected = sorted(map(tuple, np.round(KafkaSource(pipeline.kafka_bootstrap, rng, FEATURES).arrays()[0], 5)))
+    assert len(expected) == 300
+    oldest = KafkaSource(
+        pipeline.kafka_bootstrap,
+        resolve_range(pipeline.kafka_bootstrap, pipeline.topic_features, max_records=300),
+        FEATURES,
+    ).arrays()[0]
+    assert sorted(map(tuple, np.round(oldest, 5))) != expected  # a range that starts elsewhere reads other rows
+    for _ in range(2):  # and again: each epoch creates its readers anew
+        got = np.concatenate([x.numpy() for x, _ in tfio_dataset(pipeline.kafka_bootstrap, rng, FEATURES, 64)])
+        assert sorted(map(tuple, np.round(got, 5))) == expected
+
+
+@pytest.mark.e2e
 def test_model_bigger_than_one_kafka_message_round_trips(pipeline):
     model = build_autoencoder(4, [1024, 256, 1024], 0.001, seed=1)
     artefact = save_artefact(model)
     assert len(artefact) > 2 * 1024 * 1024  # above the broker's message.max.bytes
-    meta = {"version": 1, "parent_version": None, "feature_names": FEATURES, "threshold": 1.0,
-            "format": "keras-v3", "normalization": {"mean": [0.0] * 4, "std": [1.0] * 4}}
+    meta = {
+        "version": 1,
+        "parent_version": None,
+        "feature_names": FEATURES,
+        "threshold": 1.0,
+        "format": "keras-v3",
+        "normalization": {"mean": [0.0] * 4, "std": [1.0] * 4},
+    }
     publish_model(Producer(producer_config(pipeline.kafka_bootstrap)), pipeline.topic_models, artefact, meta)
     [mv] = read_versions(pipeline.kafka_bootstrap, pipeline.topic_models, timeout=30)
     assert mv.artefact == artefact
