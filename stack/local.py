@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient
+
 from streamtrain import logs
 from streamtrain.kafka import client_config, ensure_topics
 from streamtrain.settings import CommonSettings, StackSettings
@@ -95,7 +97,6 @@ class LocalStack:
         return security.client_env(self._security(user))
 
     def admin(self):
-        from confluent_kafka.admin import AdminClient
         return AdminClient(client_config(self.bootstrap, **self.client_security()))
 
     def kafka_user(self, user: str, program: str, group: str | None = None,

@@ -78,6 +78,7 @@ class BatchDecoder:
     def __init__(self, feature_names: list[str], window: int | None = None, identities: bool = True) -> None:
         self.feature_names, self.window, self.identities = list(feature_names), window, identities
         n = len(self.feature_names)
+        fields: list[tuple[Any, ...]]
         if window is None:
             fields = [(f"f{i}", float) for i in range(n)]
             rename = {f"f{i}": name for i, name in enumerate(self.feature_names)}
@@ -92,7 +93,7 @@ class BatchDecoder:
         else:
             # gc=False: decoded JSON cannot form reference cycles, so the structs skip the cycle collector.
             record = msgspec.defstruct("Record", fields, rename=rename, gc=False)
-            self._decoder = msgspec.json.Decoder(list[record])
+            self._decoder = msgspec.json.Decoder(list[record])  # type: ignore[valid-type]
         #: Batches decoded record by record because a record did not fit the strict shape.
         self.fallbacks = 0
         names = [f"f{i}" for i in range(n)] if window is None else ["features", "values"]

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from streamtrain import logs
@@ -60,7 +61,7 @@ class Cluster:
         return json.dumps({"cluster": {"worker": self.hosts}, "task": {"type": "worker", "index": self.index}})
 
     @classmethod
-    def from_env(cls, env: dict | None = None) -> "Cluster | None":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Cluster | None":
         env = os.environ if env is None else env
         if env.get("TF_CONFIG"):
             cfg = json.loads(env["TF_CONFIG"])
