@@ -223,11 +223,12 @@ class Scorer:
                     log.error("scorer_exiting", reason=f"model watcher failed: {self.watcher.error}")
                     return 4
                 self._apply_model_events()
-                msgs = self.consumer.consume(self.s.batch_size, self.s.batch_wait_ms / 1000)
-                for m in msgs:
-                    if m.error():
-                        log.warning("consume_error", error=str(m.error()))
-                msgs = [m for m in msgs if not m.error()]
+                consumed = self.consumer.consume(self.s.batch_size, self.s.batch_wait_ms / 1000)
+                msgs = [m for m in consumed if not m.error()]
+                if len(msgs) != len(consumed):
+                    for m in consumed:
+                        if m.error():
+                            log.warning("consume_error", error=str(m.error()))
                 if msgs:
                     self._score_batch(msgs)
                 if self.txn is not None and (self.txn.due() or not msgs):
