@@ -27,11 +27,15 @@ _ENCODE = msgspec.json.Encoder().encode
 
 
 def _row_type(feature_names: list[str]) -> type:
-    """A typed row: the model's features (any key spelling, hence f0..fn renamed) and the passed-through fields."""
+    """A typed row: the model's features (any key spelling, hence f0..fn renamed) and the passed-through
+    fields; a passed-through field that is also a feature reads the feature."""
     fields: list = [(f"f{i}", float) for i in range(len(feature_names))]
-    fields += [("device_id", Any, None), ("seq", Any, None), ("ts", Any, None)]
-    fields += [(name, Any, UNSET) for name, _ in GROUND_TRUTH]
-    return msgspec.defstruct("FeatureRow", fields, rename={f"f{i}": n for i, n in enumerate(feature_names)})
+    passed = [("device_id", None), ("seq", None), ("ts", None)] + [(name, UNSET) for name, _ in GROUND_TRUTH]
+    fields += [(name, Any, default) for name, default in passed if name not in feature_names]
+    aliases = {name: property(attrgetter(f"f{feature_names.index(name)}")) for name, _ in passed
+               if name in feature_names}
+    return msgspec.defstruct("FeatureRow", fields, rename={f"f{i}": n for i, n in enumerate(feature_names)},
+                             namespace=aliases)
 
 
 @dataclass
@@ -76,10 +80,13 @@ class BatchDecoder:
         """Typed rows aligned with ``values`` (None where the fast path does not accept the record)."""
         if None not in values:
             joined = b"\n".join(values)
-            # One record per line only if no record holds a line break of its own.
+            # One record per line only if no record holds a line break of its own; blank lines are
+            # skipped, so a blank record shows as a row too few.
             if joined.count(b"\n") == len(values) - 1:
                 try:
-                    return self._lines(joined)
+                    rows = self._lines(joined)
+                    if len(rows) == len(values):
+                        return rows
                 except (msgspec.DecodeError, ValueError):
                     pass  # some record is not for the fast path: find which, one by one
         return [self._try_one(v) for v in values]
