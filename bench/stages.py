@@ -102,6 +102,7 @@ def training_workers(bench, n: int, epochs: int = 3, workers: int = 2) -> None:
 
 
 def scoring(bench, n: int) -> None:
+    from streamtrain.scorer.app import ScoreSettings
     s = bench.settings()
     fill_features(s, n + 2000, seed=3)
     from streamtrain.trainer.train import TrainSettings, train_once
@@ -109,10 +110,13 @@ def scoring(bench, n: int) -> None:
                              topic_models=s.topic_models, train_records=2000, epochs=2))
     model = LoadedModel.from_version(read_versions(s.kafka_bootstrap, s.topic_models)[-1])
     x = np.random.default_rng(2).normal(60, 10, size=(n, len(model.feature_names))).astype(np.float32)
+    # The limit: the same model and call the scorer makes, on in-memory rows, as many per call as the
+    # scorer's micro-batch holds.
+    batch = ScoreSettings.model_fields["batch_size"].default
     model.warm()
     t0 = time.monotonic()
-    for i in range(0, n, 512):
-        model.score(x[i:i + 512])
+    for i in range(0, n, batch):
+        model.score(x[i:i + batch])
     predict_rate = n / (time.monotonic() - t0)
     total = n + 2000
     proc, log = _scorer(bench, s, "bench-scorer")
@@ -124,19 +128,20 @@ def scoring(bench, n: int) -> None:
         proc.terminate()
         proc.wait(60)
     bench.add(bench.Figure("scorer consume->score->produce", total, "scorer", rate, "batch predict", predict_rate,
-                           "rec/s", "micro-batch 512, exactly once (one transaction per 100 ms)"))
-    jvm_rate = streams_scoring(bench, s, total)
+                           "rec/s", f"micro-batch {batch}, exactly once (one transaction per 100 ms)"))
+    jvm_rate, onnx_rate = streams_scoring(bench, s, total)
     bench.add(bench.Figure("kafka-streams scorer consume->score->produce", total, "kafka-streams scorer", jvm_rate,
-                           "batch predict", predict_rate, "rec/s",
-                           f"one record per ONNX call, exactly_once_v2; python scorer {rate:,.0f} rec/s"))
+                           "ONNX Runtime batch", onnx_rate, "rec/s",
+                           f"up to {batch} records per ONNX call, exactly_once_v2; python scorer {rate:,.0f} rec/s"))
 
 
-def streams_scoring(bench, s, total: int) -> float:
-    """The Kafka Streams scorer on the same features and model, into a scores topic of its own."""
-    from streamtrain.scorer.streams_engine import build
+def streams_scoring(bench, s, total: int) -> tuple[float, float]:
+    """The Kafka Streams scorer on the same features and model, into a scores topic of its own, and its
+    limit: the same model in ONNX Runtime on in-memory rows (records/s of each)."""
+    from streamtrain.scorer.streams_engine import build, java_command
     from streamtrain.kafka import ensure_topics
     from streamtrain.topics import TopicSpec
-    build()
+    jar = build()
     jvm = s.model_copy(update={"topic_scores": f"{s.topic_scores}.jvm"})
     ensure_topics(jvm.kafka_bootstrap, [TopicSpec(jvm.topic_scores, 3)])
     proc, log = _scorer(bench, jvm, "bench-streams-scorer", engine="kafka-streams")
@@ -144,10 +149,14 @@ def streams_scoring(bench, s, total: int) -> float:
         # From the moment its stream thread runs (group joined, first champion in place).
         t0 = _wait_first_score(jvm, proc, log, marker=b'"state": "RUNNING"')
         read_topic(jvm.kafka_bootstrap, jvm.topic_scores, until=lambda m: len(m) >= total, timeout=600)
-        return total / (time.monotonic() - t0)
+        rate = total / (time.monotonic() - t0)
     finally:
         proc.terminate()
         proc.wait(60)
+    java = java_command(jar)[0]
+    out = subprocess.run([java, "-cp", str(jar), "streamtrain.scorer.OnnxCeiling", str(total)],
+                         env=settings_env(jvm), capture_output=True, text=True, timeout=300, check=True)
+    return rate, json.loads(out.stdout.strip().splitlines()[-1])["records_per_s"]
 
 
 def _scorer(bench, s, name: str, engine: str = "python"):

@@ -1,6 +1,8 @@
 """The Kafka Streams scorer (scorer/streams, JVM + ONNX Runtime) on real Kafka, with models
 trained by the real trainer: same flags and scores as the Python scorer, exactly-once hot
-swap under load, corrupt model versions refused while the previous one keeps serving."""
+swap under load, records held for a batched ONNX call forwarded before every commit (SIGKILL
+and restart lose or repeat none), corrupt model versions refused while the previous one keeps
+serving."""
 from __future__ import annotations
 
 import collections
@@ -139,6 +141,34 @@ def test_streams_hot_swap_under_load_scores_every_input_exactly_once_in_version_
         assert switches == [(1, 2)], f"partition {part}: switches {switches}"
     assert {s["scorer"] for s in scores} == {"kafka-streams"}
     assert_valid("score", scores)
+
+
+@pytest.mark.e2e
+def test_streams_held_records_are_scored_before_each_commit_and_survive_sigkill(pipeline, tmp_path, programs):
+    """Records wait in the processor for a batched ONNX call. With a batch that never fills and a wait
+    that never ends, only the flush before each commit can forward them: every score arriving shows it
+    runs; a SIGKILL with records held and a restart show no commit took the offset of an unscored record
+    (every input scored, none twice, read_committed)."""
+    import time
+    stream = FeatureStream(pipeline, seed=13)
+    stream.send(100)
+    train(pipeline, tmp_path, "train-v1", records=2000)
+    # A short transaction timeout: the killed instance's open transaction is aborted sooner.
+    held = {"batch_size": 1_000_000, "batch_wait_ms": 3_600_000, "transaction_timeout_ms": 10000}
+    first = start_streams_scorer(pipeline, tmp_path, programs, name="held-a", **held)
+    wait_scores(pipeline, set(stream.sent))
+    stream.start(per_second=400)
+    time.sleep(3)
+    first.kill()
+    restarted = start_streams_scorer(pipeline, tmp_path, programs, name="held-b", **held)
+    time.sleep(3)
+    stream.stop()
+    expected = set(stream.sent)
+    scores = wait_scores(pipeline, expected)
+    assert restarted.stop() == 0, restarted.log()[-3000:]
+    keys = collections.Counter((s["device_id"], s["seq"]) for s in scores)
+    assert set(keys) == expected
+    assert not {k: c for k, c in keys.items() if c > 1}, "an input scored twice"
 
 
 @pytest.mark.e2e

@@ -20,9 +20,10 @@ import sun.misc.Signal;
  * The Kafka Streams scorer: features topic -> champion model (ONNX Runtime) -> scores topic,
  * exactly once (exactly_once_v2: scores, dead letters and input offsets commit in one
  * transaction). Models come from the models topic through {@link ModelWatcher} and switch
- * between records. Exit codes as the Python scorer ({@link ExitCodes}): OK stopped by SIGTERM/SIGINT,
- * CONFIG invalid settings, NO_MODEL no model arrived within STREAMTRAIN_MODEL_WAIT_S, MODEL_WATCHER the
- * model watcher or the stream failed.
+ * between batches (records are scored many per ONNX call, {@link ScoreProcessor}). Exit codes as
+ * the Python scorer ({@link ExitCodes}): OK stopped by SIGTERM/SIGINT, CONFIG invalid settings,
+ * NO_MODEL no model arrived within STREAMTRAIN_MODEL_WAIT_S, MODEL_WATCHER the model watcher or the
+ * stream failed.
  */
 public final class Main {
     private static final Log LOG = new Log("scorer");
@@ -30,9 +31,15 @@ public final class Main {
     private Main() {}
 
     static Topology topology(Settings s, ModelRegistry registry, ScorerMetrics metrics) {
+        return topology(s, registry, metrics, Batching.DEFAULT);
+    }
+
+    static Topology topology(Settings s, ModelRegistry registry, ScorerMetrics metrics, Batching batching) {
         Topology t = new Topology();
         t.addSource("features", Serdes.ByteArray().deserializer(), Serdes.ByteArray().deserializer(), s.topicFeatures());
-        t.addProcessor("score", () -> new ScoreProcessor(s, registry, metrics), "features");
+        t.addProcessor("score", () -> new ScoreProcessor(s, registry, metrics, batching), "features");
+        // Tells each processor "commit ahead": it forwards the records held for its next ONNX call first.
+        t.addStateStore(FlushBeforeCommit.builder(), "score");
         t.addSink(ScoreProcessor.SCORES_SINK, s.topicScores(), Serdes.ByteArray().serializer(),
                 Serdes.ByteArray().serializer(), new SameAsPythonPartitioner(), "score");
         t.addSink(ScoreProcessor.DEADLETTER_SINK, s.topicDeadletter(), Serdes.ByteArray().serializer(),
@@ -106,13 +113,14 @@ public final class Main {
             if (waited != null) {
                 return waited;
             }
-            // The first champion is taken here, before any record; later switches happen between records.
+            // The first champion is taken here, before any record; later switches happen between batches.
             for (ModelRegistry.Event e : registry.apply()) {
                 LOG.info(e.name(), "old_version", e.oldVersion(), "new_version", e.newVersion());
             }
             metrics.modelVersion.set(registry.champion().version);
             StartPosition.apply(s, startOffsets);
-            streams[0] = new KafkaStreams(topology(s, registry, metrics), streamsConfig(s));
+            streams[0] = new KafkaStreams(topology(s, registry, metrics, Batching.fromEnv(System.getenv())),
+                    streamsConfig(s));
             streams[0].setStateListener((now, before) -> LOG.info("streams_state", "state", now.name(),
                     "previous", before.name()));
             String[] failure = {null};

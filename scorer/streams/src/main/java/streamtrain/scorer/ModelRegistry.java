@@ -6,7 +6,8 @@ import java.util.List;
 /**
  * Hand-over point between the model watcher thread and the stream thread, as in
  * scorer/models.py: the watcher offers fully loaded and warmed versions; the stream thread
- * takes them between two records, so a record is never scored half by one version.
+ * takes them between two batches, while no processor holds a record (see {@link #held()}), so a
+ * record is never scored half by one version and no version is closed while records wait for it.
  */
 final class ModelRegistry {
     record Event(String name, Integer oldVersion, int newVersion) {}
@@ -21,6 +22,8 @@ final class ModelRegistry {
     private int highestSeen;
     private volatile OnnxModel champion;
     private volatile OnnxModel challenger;
+    /** Records held by score processors for their next ONNX call (stream thread only). */
+    private int held;
 
     ModelRegistry(boolean challengerMode) {
         this.challengerMode = challengerMode;
@@ -32,6 +35,21 @@ final class ModelRegistry {
 
     OnnxModel challenger() {
         return challenger;
+    }
+
+    /** Stream thread: {@code n} more records wait to be scored by the current models. */
+    void hold(int n) {
+        held += n;
+    }
+
+    /** Stream thread: {@code n} held records were scored (or dropped with their task). */
+    void letGo(int n) {
+        held -= n;
+    }
+
+    /** Records waiting for the current models: models switch only when none do. */
+    int held() {
+        return held;
     }
 
     synchronized int highestSeen() {

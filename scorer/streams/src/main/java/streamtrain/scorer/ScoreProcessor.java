@@ -6,20 +6,32 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.json.JsonMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.nio.charset.StandardCharsets;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.internals.RecordHeaders;
+import org.apache.kafka.streams.processor.PunctuationType;
 import org.apache.kafka.streams.processor.api.Processor;
 import org.apache.kafka.streams.processor.api.ProcessorContext;
 import org.apache.kafka.streams.processor.api.Record;
 import org.apache.kafka.streams.processor.api.RecordMetadata;
+import org.apache.kafka.streams.processor.internals.InternalProcessorContext;
+import org.apache.kafka.streams.processor.internals.ProcessorNode;
+import org.apache.kafka.streams.processor.internals.ProcessorRecordContext;
 
 /**
- * Scores one feature record with the current champion (and the challenger in shadow) and
- * forwards the score, or the record to the dead-letter sink with the reason in headers. The
- * output has the Python scorer's fields (scorer/app.py) with {@code "scorer": "kafka-streams"}.
- * Model switches are taken between two records.
+ * Scores feature records with the current champion (and the challenger in shadow), many per ONNX
+ * call, and forwards each score, or the record to the dead-letter sink with the reason in headers
+ * (at once). The output has the Python scorer's fields (scorer/app.py) with
+ * {@code "scorer": "kafka-streams"}.
+ *
+ * <p>Valid records are held until the batch is full ({@link Batching#size()}), the wall-clock
+ * punctuator fires ({@link Batching#waitMs()}), or the task is about to commit
+ * ({@link FlushBeforeCommit}), whichever comes first; then one ONNX call scores them all and each
+ * score is forwarded with its own input's record context, as if processed alone. So no commit ever
+ * takes the offset of a record whose score was not forwarded in the same transaction. Model
+ * switches and promotions happen only while no processor of this scorer holds a record.
  */
 final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> {
     static final String SCORES_SINK = "scores";
@@ -32,30 +44,66 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
             .enable(JsonReadFeature.ALLOW_NON_NUMERIC_NUMBERS).build();
     private static final int RATE_WINDOW = 512;
 
+    /** A valid record waiting for its batch's ONNX call; its features are row {@code index} of {@code x}. */
+    private record Held(Record<byte[], byte[]> record, String topic, int partition, long offset, JsonNode body) {}
+
     private final Settings settings;
     private final ModelRegistry registry;
     private final ScorerMetrics metrics;
+    private final Batching batching;
     private ProcessorContext<byte[], byte[]> context;
-    private float[] row = new float[0];
+    /** Set when the records can be forwarded outside process() (not under a mock context): batches are possible. */
+    private InternalProcessorContext<byte[], byte[]> internal;
+    private ProcessorNode<?, ?, ?, ?> node;
+    private final List<Held> held = new ArrayList<>();
+    private float[] x = new float[0];
     private long shadowRecords, shadowAgree, shadowFlagged;
     private int windowRecords, windowFlagged;
 
     ScoreProcessor(Settings settings, ModelRegistry registry, ScorerMetrics metrics) {
+        this(settings, registry, metrics, Batching.DEFAULT);
+    }
+
+    ScoreProcessor(Settings settings, ModelRegistry registry, ScorerMetrics metrics, Batching batching) {
         this.settings = settings;
         this.registry = registry;
         this.metrics = metrics;
+        this.batching = batching;
     }
 
     @Override
+    @SuppressWarnings("unchecked")
     public void init(ProcessorContext<byte[], byte[]> context) {
         this.context = context;
+        FlushBeforeCommit store = null;
+        try {
+            store = context.getStateStore(FlushBeforeCommit.NAME);
+        } catch (RuntimeException e) {
+            // a topology without the store (or a mock context): score each record on its own
+        }
+        if (store != null && context instanceof InternalProcessorContext) {
+            internal = (InternalProcessorContext<byte[], byte[]>) context;
+            node = internal.currentNode();
+            store.beforeCommit(this::flush);
+            context.schedule(Duration.ofMillis(Math.max(1, batching.waitMs())), PunctuationType.WALL_CLOCK_TIME,
+                    now -> flush());
+        }
+    }
+
+    @Override
+    public void close() {
+        // Records still held belong to a task closed without a commit (dirty): their offsets were
+        // not committed either, the next owner scores them.
+        registry.letGo(held.size());
+        held.clear();
     }
 
     @Override
     public void process(Record<byte[], byte[]> record) {
-        applyModelEvents();
+        if (registry.held() == 0) {
+            applyModelEvents();
+        }
         OnnxModel champion = registry.champion();
-        OnnxModel challenger = registry.challenger();
         RecordMetadata where = context.recordMetadata().orElseThrow();
         JsonNode body;
         try {
@@ -78,30 +126,80 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
             deadLetter(record, where, "missing_feature", "missing " + missing);
             return;
         }
-        if (row.length != features.size()) {
-            row = new float[features.size()];
+        int n = features.size();
+        if (x.length < batching.size() * n) {
+            x = new float[batching.size() * n];
         }
-        for (int i = 0; i < row.length; i++) {
+        int base = held.size() * n;
+        for (int i = 0; i < n; i++) {
             JsonNode v = body.get(features.get(i));
             // Finite after the cast to float32 too (3.5e38 is a finite double but an infinite float32).
             if (!v.isNumber() || !Double.isFinite(v.asDouble()) || Math.abs(v.asDouble()) > Float.MAX_VALUE) {
                 deadLetter(record, where, "bad_feature_value", "features must be finite numbers within float32 range");
                 return;
             }
-            row[i] = (float) v.asDouble();
+            x[base + i] = (float) v.asDouble();
         }
-        float score, chScore = 0;
-        boolean shadow = challenger != null && challenger.featureNames.equals(features);
+        held.add(new Held(record, where.topic(), where.partition(), where.offset(), body));
+        registry.hold(1);
+        if (internal == null || held.size() >= batching.size()) {
+            flush();
+        }
+    }
+
+    /** Scores every held record with one call per model and forwards the scores. */
+    private void flush() {
+        if (held.isEmpty()) {
+            return;
+        }
+        OnnxModel champion = registry.champion();
+        OnnxModel challenger = registry.challenger();
+        boolean shadow = challenger != null && challenger.featureNames.equals(champion.featureNames);
+        int rows = held.size();
+        float[] scores, chScores = null;
         try {
-            score = champion.scoreOne(row);
+            scores = champion.score(x, rows);
             if (shadow) {
-                chScore = challenger.scoreOne(row);
+                chScores = challenger.score(x, rows);
             }
         } catch (Exception e) {
-            // The graph ran at load time; failing now is not this record's fault: stop rather than drop it.
+            // The graph ran at load time; failing now is not these records' fault: stop rather than drop them.
             throw new IllegalStateException("scoring failed with model v" + champion.version, e);
         }
-        boolean flag = score > champion.thresholdF32;
+        double now = System.currentTimeMillis() / 1000.0;
+        for (int r = 0; r < rows; r++) {
+            Held h = held.get(r);
+            boolean flag = scores[r] > champion.thresholdF32;
+            ObjectNode out = scoreRecord(h, champion, scores[r], flag, now);
+            if (shadow) {
+                boolean chFlag = chScores[r] > challenger.thresholdF32;
+                ObjectNode ch = out.putObject("challenger");
+                ch.put("model_version", challenger.version);
+                ch.put("score", (double) chScores[r]);
+                ch.put("is_anomaly", chFlag);
+                shadowRecords++;
+                shadowAgree += chFlag == flag ? 1 : 0;
+                shadowFlagged += chFlag ? 1 : 0;
+            }
+            byte[] value;
+            try {
+                value = JSON.writeValueAsBytes(out);
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
+            }
+            forwardAs(h, new Record<>(h.record.key(), value, h.record.timestamp(), new RecordHeaders()), SCORES_SINK);
+            observe(h, flag, now);
+        }
+        metrics.scored.labelValues(String.valueOf(champion.version)).inc(rows);
+        held.clear();
+        registry.letGo(rows);
+        if (shadow) {
+            maybePromote(rows);
+        }
+    }
+
+    private ObjectNode scoreRecord(Held h, OnnxModel champion, float score, boolean flag, double now) {
+        JsonNode body = h.body;
         ObjectNode out = JSON.createObjectNode();
         out.set("device_id", body.get("device_id"));
         out.set("seq", body.get("seq"));
@@ -112,41 +210,26 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         out.put("threshold", (double) champion.thresholdF32);
         out.put("is_anomaly", flag);
         out.put("baseline", "global");
-        out.put("scored_at", System.currentTimeMillis() / 1000.0);
+        out.put("scored_at", now);
         out.put("scorer", "kafka-streams");
         out.put("instance", settings.instanceId());
         ObjectNode source = out.putObject("source");
-        source.put("partition", where.partition());
-        source.put("offset", where.offset());
+        source.put("partition", h.partition);
+        source.put("offset", h.offset);
         for (String gt : new String[] {"label", "anomaly", "device_type"}) {
             if (body.has(gt)) {
                 out.set(gt.equals("anomaly") ? "anomaly_kind" : gt, body.get(gt));
             }
         }
-        if (shadow) {
-            boolean chFlag = chScore > challenger.thresholdF32;
-            ObjectNode ch = out.putObject("challenger");
-            ch.put("model_version", challenger.version);
-            ch.put("score", (double) chScore);
-            ch.put("is_anomaly", chFlag);
-            shadowRecords++;
-            shadowAgree += chFlag == flag ? 1 : 0;
-            shadowFlagged += chFlag ? 1 : 0;
-        }
-        byte[] value;
-        try {
-            value = JSON.writeValueAsBytes(out);
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
-        }
-        context.forward(new Record<>(record.key(), value, record.timestamp(), new RecordHeaders()), SCORES_SINK);
-        metrics.scored.labelValues(String.valueOf(champion.version)).inc();
+        return out;
+    }
+
+    private void observe(Held h, boolean flag, double now) {
         if (flag) {
             metrics.flagged.inc();
         }
-        double now = System.currentTimeMillis() / 1000.0;
-        metrics.lagSeconds.observe(Math.max(0.0, now - arrivalSeconds(record)));
-        JsonNode ts = body.get("ts");
+        metrics.lagSeconds.observe(Math.max(0.0, now - arrivalSeconds(h.record)));
+        JsonNode ts = h.body.get("ts");
         if (ts != null && ts.isNumber()) {
             metrics.eventAge.observe(Math.max(0.0, now - ts.asDouble()));
         }
@@ -156,8 +239,25 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
             metrics.anomalyRate.set((double) windowFlagged / windowRecords);
             windowRecords = windowFlagged = 0;
         }
-        if (shadow) {
-            maybePromote();
+    }
+
+    /** Forwards {@code out} as the processing of {@code h} would have, whatever scope flush() runs in
+     *  (process, punctuation, or the commit's cache flush). */
+    private void forwardAs(Held h, Record<byte[], byte[]> out, String sink) {
+        if (internal == null) {
+            context.forward(out, sink);
+            return;
+        }
+        ProcessorRecordContext previousContext = internal.recordContext();
+        ProcessorNode<?, ?, ?, ?> previousNode = internal.currentNode();
+        internal.setRecordContext(new ProcessorRecordContext(h.record.timestamp(), h.offset, h.partition, h.topic,
+                h.record.headers()));
+        internal.setCurrentNode(node);
+        try {
+            context.forward(out, sink);
+        } finally {
+            internal.setRecordContext(previousContext);
+            internal.setCurrentNode(previousNode);
         }
     }
 
@@ -178,7 +278,11 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         metrics.challengerVersion.set(challenger == null ? 0 : challenger.version);
     }
 
-    private void maybePromote() {
+    /** After a batch of {@code rows} shadow-scored records. */
+    private void maybePromote(int rows) {
+        if (registry.held() > 0) {
+            return;  // another task holds records for the current champion: promote after its flush
+        }
         double agreement = shadowRecords == 0 ? 0 : (double) shadowAgree / shadowRecords;
         metrics.challengerAgreement.set(agreement);
         metrics.challengerAnomalyRate.set(shadowRecords == 0 ? 0 : (double) shadowFlagged / shadowRecords);
@@ -190,7 +294,7 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
                 metrics.modelVersion.set(e.newVersion());
                 metrics.challengerVersion.set(0);
                 shadowRecords = shadowAgree = shadowFlagged = 0;
-            } else if (shadowRecords % settings.promoteAfter() == 0) {
+            } else if ((shadowRecords - rows) / settings.promoteAfter() != shadowRecords / settings.promoteAfter()) {
                 LOG.info("challenger_not_promoted", "agreement", Math.round(agreement * 1e4) / 1e4,
                         "needed", settings.promoteMinAgreement(), "shadow_records", shadowRecords);
             }
