@@ -5,3 +5,11 @@ LOADGEN := .streamtrain/bin/loadgen
 
 loadgen: ## Build the Go MQTT load generator into .streamtrain/bin/loadgen (go build cache: seconds when warm)
 	cd tools/loadgen && go build -trimpath -o $(CURDIR)/$(LOADGEN) .
+
+.PHONY: ingest-extension bench-ingest
+
+ingest-extension: ## Build and unit-test the HiveMQ ingestion extension (bridge/hivemq-extension, Maven; shared vectors)
+	mvn -q -B -f bridge/hivemq-extension/pom.xml package
+
+bench-ingest: install loadgen ## Ingestion as a ratio of HiveMQ's own QoS 1 rate (Go load generator, 4/16 connections): extension and Python bridge (COUNT=40000)
+	COUNT=$(COUNT) $(PY) -m bench.ingest_ceiling

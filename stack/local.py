@@ -326,7 +326,20 @@ class LocalStack:
         for d in (conf, data, ext):
             d.mkdir(parents=True, exist_ok=True)
         (conf / "config.xml").write_text(hivemq_config_xml(self.settings.mqtt_port, "127.0.0.1"))
+        from streamtrain.bridge import extension
+        if self.settings.ingest == "extension":
+            if self.settings.kafka_auth == "scram":
+                raise StackError("--ingest extension does not speak SASL/SCRAM to Kafka yet; use --ingest bridge")
+            extension.install(ext, self.ingest_properties())
+        else:
+            extension.uninstall(ext)
         return conf, data, ext
+
+    def ingest_properties(self) -> dict[str, str]:
+        """streamtrain-ingest.properties of the HiveMQ extension: this stack's Kafka and topics."""
+        s = self.settings
+        return {"kafka.bootstrap": self.bootstrap, "topic.raw": s.topic_raw, "topic.deadletter": s.topic_deadletter,
+                "metrics.port": str(s.ingest_metrics_port)}
 
     # ---------------------------------------------------------------- processes
     def _spawn(self, svc: Service, cmd: list[str], env: dict | None = None) -> int:
@@ -451,7 +464,9 @@ class LocalStack:
                       **({"security": "SASL_SSL/" + SCRAM, "admin": self.client_env(ADMIN)}
                          if self.settings.kafka_auth == "scram" else {})},
             "hivemq": {"pid": self.hivemq.pid(), "mqtt": f"127.0.0.1:{self.settings.mqtt_port}",
-                       "ready": self.hivemq_ready(), "log": str(self.hivemq.log_file)},
+                       "ready": self.hivemq_ready(), "log": str(self.hivemq.log_file),
+                       "ingest": "extension" if (self.home / "hivemq" / "extensions" / "streamtrain-ingest").exists()
+                       else "bridge"},
             "home": str(self.home),
         }
 

@@ -74,6 +74,14 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _finite(v) -> bool:
+    """math.isfinite, except that an integer too large for a float is not finite (rather than OverflowError)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def device_from_topic(topic: str) -> str | None:
     m = TOPIC.match(topic)
     return m.group(1) if m else None
@@ -109,7 +117,7 @@ def validate(payload: bytes, topic: str | None = None, *, max_bytes: int = MAX_P
         return Rejection("wrong_type", "device_id must be a string of 1-64 characters [A-Za-z0-9_.:-]")
     if not _is_number(ts):
         return Rejection("wrong_type", "ts must be a number (epoch seconds)")
-    if not math.isfinite(ts):
+    if not _finite(ts):
         return Rejection("non_finite", "ts is not finite")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         return Rejection("wrong_type", "seq must be a non-negative integer")
@@ -125,7 +133,7 @@ def validate(payload: bytes, topic: str | None = None, *, max_bytes: int = MAX_P
             continue
         if not _is_number(value):
             return Rejection("wrong_type", f"channel {key!r} must be a number, got {type(value).__name__}")
-        if not math.isfinite(value):
+        if not _finite(value):
             return Rejection("non_finite", f"channel {key!r} is not finite")
         channels[key] = float(value)
     label = obj.get("label")

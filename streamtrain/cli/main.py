@@ -105,13 +105,20 @@ def _local_stack(ctx, home, kafka_port, mqtt_port):
               help="Also run Prometheus (Debian's prometheus package) with StreamTrain's alerts, scraping the "
                    "bridge, preprocess and score programs started with --metrics-port 9401, 9402 and 9403.")
 @click.option("--prometheus-port", type=int, default=None, help="Prometheus web port with --monitoring (default 9090).")
+@click.option("--ingest", type=click.Choice(["bridge", "extension"]), default=None,
+              help="bridge (default): run `streamtrain bridge` to move telemetry to Kafka; extension: install "
+                   "StreamTrain's HiveMQ extension (built with Maven), which writes each PUBLISH to Kafka inside "
+                   "the broker before its PUBACK (env STREAMTRAIN_INGEST). Takes effect when HiveMQ starts.")
 @click.pass_context
-def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, monitoring, prometheus_port) -> None:
+def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, monitoring, prometheus_port, ingest) -> None:
     """Start both brokers (if not running), wait until ready, create the pipeline topics."""
     from streamtrain.stack.local import StackError
+    from streamtrain.bridge.extension import BuildError
     try:
         if kafka_auth:
             ctx.obj["log"]["kafka_auth"] = kafka_auth
+        if ingest:
+            ctx.obj["log"]["ingest"] = ingest
         stack = _local_stack(ctx, home, kafka_port, mqtt_port)
         status = stack.up()
         if monitoring:
@@ -119,7 +126,7 @@ def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, monitoring, prometheu
             prom = LocalPrometheus(stack.home, prometheus_port or PROMETHEUS_PORT)
             prom.start(prometheus_config(local_targets(), [RULES], interval="5s"))
             status["prometheus"] = prom.status()
-    except StackError as exc:
+    except (StackError, BuildError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     click.echo(json.dumps(status, indent=2))
