@@ -64,9 +64,10 @@ final class PyFormat {
     /** The shortest decimal that reads back as {@code d} (> 0); of two such, the nearer (as David Gay's dtoa). */
     private static BigDecimal shortest(double d) {
         // Fast path: Java 17's Double.toString reads back as d but is not always the shortest. With 15
-        // significant digits or fewer it is: two decimals of <= 15 digits never read as the same double.
+        // significant digits or fewer it is: two decimals of <= 15 digits never read as the same normal
+        // double (subnormals have fewer digits of precision, so they take the slow path).
         BigDecimal java = new BigDecimal(Double.toString(d)).stripTrailingZeros();
-        if (java.precision() <= 15) {
+        if (d >= Double.MIN_NORMAL && java.precision() <= 15) {
             return java;
         }
         BigDecimal exact = new BigDecimal(d);

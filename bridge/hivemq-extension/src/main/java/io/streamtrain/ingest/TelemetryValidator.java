@@ -24,7 +24,8 @@ import java.util.regex.Pattern;
  * Known difference: the detail of {@code malformed_json} is Jackson's message, not Python's.
  */
 public final class TelemetryValidator {
-    // UNIX_LINES: like Python's re, '$' also matches before one final "\n" and nothing else.
+    // Python's re.match: anchored at the start only, and '$' also matches before one final "\n" (UNIX_LINES:
+    // no other line terminator); hence lookingAt(), not matches().
     static final Pattern DEVICE_ID = Pattern.compile("^[A-Za-z0-9_.:-]{1,64}$", Pattern.UNIX_LINES);
     static final Pattern TOPIC = Pattern.compile("^devices/([^/]+)/telemetry$", Pattern.UNIX_LINES);
     public static final int MAX_PAYLOAD_BYTES = 16 * 1024;
@@ -74,7 +75,7 @@ public final class TelemetryValidator {
 
     public static String deviceFromTopic(String topic) {
         Matcher m = TOPIC.matcher(topic);
-        return m.matches() ? m.group(1) : null;
+        return m.lookingAt() ? m.group(1) : null;
     }
 
     public Result validate(byte[] payload, String topic) {
@@ -104,7 +105,7 @@ public final class TelemetryValidator {
             }
         }
         Object deviceId = obj.get("device_id"), ts = obj.get("ts"), seq = obj.get("seq");
-        if (!(deviceId instanceof String id) || !DEVICE_ID.matcher(id).matches()) {
+        if (!(deviceId instanceof String id) || !DEVICE_ID.matcher(id).lookingAt()) {
             return new Rejected("wrong_type", "device_id must be a string of 1-64 characters [A-Za-z0-9_.:-]");
         }
         if (!isNumber(ts)) {
@@ -229,7 +230,8 @@ public final class TelemetryValidator {
             }
             return doc;
         } catch (IOException e) {
-            String msg = String.valueOf(e.getOriginalMessage());
+            String msg = String.valueOf(e instanceof com.fasterxml.jackson.core.JsonProcessingException j
+                    ? j.getOriginalMessage() : e.getMessage());
             if (msg.contains("nesting depth")) {
                 throw new Invalid("malformed_json", "JSON nested too deeply");
             }
