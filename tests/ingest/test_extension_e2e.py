@@ -16,7 +16,7 @@ import pytest
 
 from streamtrain import telemetry
 from streamtrain.kafka import ensure_topics, headers_dict, read_topic
-from streamtrain.settings import CommonSettings, StackSettings
+from streamtrain.settings import StackSettings
 from streamtrain.stack import loadgen
 from streamtrain.stack.local import LocalStack, free_port
 from streamtrain.topics import pipeline_topics
@@ -35,8 +35,8 @@ def ingest_stack(local_stack, tmp_path_factory):
                              ingest_metrics_port=free_port(), topic_raw=f"x{tag}.raw",
                              topic_deadletter=f"x{tag}.deadletter")
     stack = LocalStack(settings)
-    ensure_topics(stack.bootstrap, pipeline_topics(CommonSettings(**settings.model_dump(include={
-        "topic_raw", "topic_deadletter"})), partitions=3))
+    ensure_topics(stack.bootstrap, [t for t in pipeline_topics(settings, partitions=3)
+                                    if t.name in (settings.topic_raw, settings.topic_deadletter)])
     stack.start_hivemq()
     try:
         stack._wait(stack.hivemq, stack.hivemq_ready, 120)
@@ -138,7 +138,7 @@ def test_kill_9_of_the_broker_loses_nothing_acknowledged(ingest_stack, tmp_path)
     summary = loadgen.summary(out)
     assert summary["failed"] > 0 or "mqtt_connection_lost" in err, (summary, err[-2000:])
     acked = acked_pairs(acked_file)
-    assert len(acked) == summary["acked"] > 10000
+    assert len(acked) == summary["acked"] > 5000
     in_kafka = collections.Counter(
         raw_pairs(ingest_stack, [m for m in read_topic(ingest_stack.bootstrap, ingest_stack.settings.topic_raw,
                                                        timeout=60) if m.key().decode().startswith(prefix)]))
