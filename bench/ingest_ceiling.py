@@ -113,7 +113,15 @@ def main() -> None:
             result = publish(stack, args.count, conns, f"x{conns}")
             result["in_raw_topic"] = raw_count(stack) - before
             figure(f"extension_{conns}conn", result)
+        # ack.mode=async for comparison: HiveMQ lets one async interceptor call per connection wait at a time.
+        stack.stop_service(stack.hivemq)
+        os.environ["STREAMTRAIN_INGEST_ACK_MODE"] = "async"
+        stack.start_hivemq()
+        stack._wait(stack.hivemq, stack.hivemq_ready, 120)
+        for conns in (4, 16):
+            figure(f"extension_async_{conns}conn", publish(stack, max(args.count // 4, 2000), conns, f"y{conns}"))
     finally:
+        os.environ.pop("STREAMTRAIN_INGEST_ACK_MODE", None)
         stack.down()
     ceiling = {c: figures[f"hivemq_alone_{c}conn"]["msg_per_s"] for c in (4, 16)}
     summary = {
@@ -122,6 +130,8 @@ def main() -> None:
         "extension_ratio": {c: round(figures[f"extension_{c}conn"]["msg_per_s"] / ceiling[c], 3) for c in (4, 16)},
         "extension_lost": {c: figures[f"extension_{c}conn"]["acked"] - figures[f"extension_{c}conn"]["in_raw_topic"]
                            for c in (4, 16)},
+        "extension_async_ratio": {c: round(figures[f"extension_async_{c}conn"]["msg_per_s"] / ceiling[c], 3)
+                                  for c in (4, 16)},
         "python_bridge_ratio_vs_4conn": {b: round(figures[f"python_bridge_{b}conn"]["msg_per_s"] / ceiling[4], 3)
                                          for b in (1, 4)},
     }

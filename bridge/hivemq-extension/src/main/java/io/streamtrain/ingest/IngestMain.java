@@ -27,15 +27,20 @@ public final class IngestMain implements ExtensionMain {
             IngestSettings s = IngestSettings.load(folder, System.getenv());
             producer = newProducer(s);
             metrics = new IngestMetrics();
-            KafkaIngestInterceptor interceptor = new KafkaIngestInterceptor(s, producer, metrics);
+            PubackGate gate = s.ackMode().equals("puback") ? new PubackGate(s.publishTimeoutS()) : null;
+            KafkaIngestInterceptor interceptor = new KafkaIngestInterceptor(s, producer, metrics, gate);
             if (s.metricsPort() > 0) {
                 metrics.serve(s.metricsHost(), s.metricsPort(),
                         () -> interceptor.kafkaUp);
             }
-            Services.initializerRegistry().setClientInitializer(
-                    (initInput, client) -> client.addPublishInboundInterceptor(interceptor));
+            Services.initializerRegistry().setClientInitializer((initInput, client) -> {
+                client.addPublishInboundInterceptor(interceptor);
+                if (gate != null) {
+                    client.addPubackOutboundInterceptor(gate);
+                }
+            });
             Log.event("ingest_started", "kafka", s.kafkaBootstrap(), "raw_topic", s.topicRaw(),
-                    "deadletter_topic", s.topicDeadletter(), "max_inflight", String.valueOf(s.maxInflight()),
+                    "deadletter_topic", s.topicDeadletter(), "max_inflight", String.valueOf(s.maxInflight()), "ack_mode", s.ackMode(),
                     "deliver_to_subscribers", String.valueOf(s.deliverToSubscribers()),
                     "metrics_port", String.valueOf(metrics.port()));
         } catch (Exception e) {

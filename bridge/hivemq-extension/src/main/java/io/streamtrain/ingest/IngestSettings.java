@@ -29,10 +29,18 @@ record IngestSettings(
         int maxInflight,
         boolean deliverToSubscribers,
         int publishTimeoutS,
+        String ackMode,
         Properties producer) {
 
     static final String FILE = "streamtrain-ingest.properties";
     static final String ENV_PREFIX = "STREAMTRAIN_INGEST_";
+
+    static String ackMode(String mode) {
+        if (!mode.equals("puback") && !mode.equals("async")) {
+            throw new IllegalArgumentException("ack.mode must be puback or async, not " + mode);
+        }
+        return mode;
+    }
 
     static IngestSettings load(Path folder, Map<String, String> env) throws IOException {
         Properties p = new Properties();
@@ -66,6 +74,7 @@ record IngestSettings(
                 Integer.parseInt(p.getProperty("max.inflight", "20000")),
                 Boolean.parseBoolean(p.getProperty("deliver.to.subscribers", "false")),
                 Integer.parseInt(p.getProperty("publish.timeout.s", "60")),
+                ackMode(p.getProperty("ack.mode", "puback")),
                 producer);
     }
 }

@@ -5,6 +5,7 @@ import com.hivemq.extension.sdk.api.async.TimeoutFallback;
 import com.hivemq.extension.sdk.api.interceptor.publish.PublishInboundInterceptor;
 import com.hivemq.extension.sdk.api.interceptor.publish.parameter.PublishInboundInput;
 import com.hivemq.extension.sdk.api.interceptor.publish.parameter.PublishInboundOutput;
+import com.hivemq.extension.sdk.api.packets.general.Qos;
 import com.hivemq.extension.sdk.api.packets.publish.AckReasonCode;
 import org.apache.kafka.clients.producer.Producer;
 import org.apache.kafka.clients.producer.ProducerRecord;
@@ -15,15 +16,17 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * Every PUBLISH on devices/+/telemetry: validated, written to Kafka (raw topic keyed by device id, or
- * the dead-letter topic with the reason in headers), and only then acknowledged. The PUBACK waits in
- * HiveMQ's async output until Kafka confirms; a failed or late delivery is never acknowledged (an MQTT 3
- * client is disconnected, an MQTT 5 client gets an error PUBACK), so the client sends it again.
+ * the dead-letter topic with the reason in headers), and only then acknowledged. ack.mode=puback (default):
+ * the PUBACK waits in {@link PubackGate}; ack.mode=async: it waits in HiveMQ's async output of this
+ * interceptor (one message per connection at a time). A failed or late delivery is never acknowledged:
+ * the client is disconnected (MQTT 5 in async mode: an error PUBACK), so it sends the message again.
  */
 final class KafkaIngestInterceptor implements PublishInboundInterceptor {
     /** Dead letters keep the payload; beyond this size it is cut (bridge/app.py DEADLETTER_PAYLOAD_LIMIT). */
@@ -34,11 +37,15 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
     private final Producer<byte[], byte[]> producer;
     private final IngestMetrics metrics;
     private final Semaphore inflight;
+    /** ack.mode=puback: the outbound PUBACK interceptor that waits for Kafka; null in ack.mode=async. */
+    private final PubackGate gate;
     private final AtomicLong lastFailureLog = new AtomicLong();
     volatile boolean kafkaUp = true;
 
-    KafkaIngestInterceptor(IngestSettings settings, Producer<byte[], byte[]> producer, IngestMetrics metrics) {
+    KafkaIngestInterceptor(IngestSettings settings, Producer<byte[], byte[]> producer, IngestMetrics metrics,
+                           PubackGate gate) {
         this.settings = settings;
+        this.gate = gate;
         this.validator = new TelemetryValidator(settings.maxPayloadBytes(), settings.knownDevices());
         this.producer = producer;
         this.metrics = metrics;
@@ -87,6 +94,10 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
             return;
         }
         metrics.inflight.inc();
+        if (gate != null) {
+            pipelined(input, output, record, reason, t0);
+            return;
+        }
         Async<PublishInboundOutput> async = output.async(Duration.ofSeconds(settings.publishTimeoutS()),
                 TimeoutFallback.FAILURE, AckReasonCode.UNSPECIFIED_ERROR, "Kafka did not confirm the message in time");
         String deadReason = reason;
@@ -97,31 +108,64 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
         }
     }
 
-    private void delivered(PublishInboundOutput output, Async<PublishInboundOutput> async, String reason, long t0,
-                           Exception error) {
+    /** ack.mode=puback: hand the record over and return; the PubackGate holds the PUBACK until Kafka confirms. */
+    private void pipelined(PublishInboundInput input, PublishInboundOutput output, ProducerRecord<byte[], byte[]> record,
+                           String reason, long t0) {
+        CompletableFuture<Void> delivery = new CompletableFuture<>();
+        if (input.getPublishPacket().getQos() != Qos.AT_MOST_ONCE) {
+            gate.expect(input.getClientInformation().getClientId(), input.getPublishPacket().getPacketId(), delivery);
+        }
+        try {
+            producer.send(record, (md, error) -> {
+                counted(reason, t0, error);
+                if (error == null) {
+                    delivery.complete(null);
+                } else {
+                    delivery.completeExceptionally(error);
+                }
+            });
+        } catch (RuntimeException e) {
+            counted(reason, t0, e);
+            delivery.completeExceptionally(e);
+        }
+        if (!settings.deliverToSubscribers()) {
+            output.preventPublishDelivery();  // PUBACK (held by the gate) without onward delivery
+        }
+    }
+
+    /** Metrics, health and the in-flight slot of one delivery outcome. */
+    private void counted(String reason, long t0, Exception error) {
         inflight.release();
         metrics.inflight.dec();
+        if (error == null) {
+            kafkaUp = true;
+            if (reason == null) {
+                metrics.forwarded.inc();
+            } else {
+                metrics.deadlettered.labelValues(reason).inc();
+            }
+            metrics.latency.observe((System.nanoTime() - t0) / 1e9);
+            return;
+        }
+        kafkaUp = false;
+        metrics.deliveryErrors.inc();
+        long now = System.currentTimeMillis();
+        long last = lastFailureLog.get();
+        if (now - last >= 1000 && lastFailureLog.compareAndSet(last, now)) {
+            Log.event("kafka_delivery_failed", "error", String.valueOf(error),
+                    "action", "not acknowledged; the client sends it again");
+        }
+    }
+
+    private void delivered(PublishInboundOutput output, Async<PublishInboundOutput> async, String reason, long t0,
+                           Exception error) {
+        counted(reason, t0, error);
         try {
             if (error == null) {
-                kafkaUp = true;
-                if (reason == null) {
-                    metrics.forwarded.inc();
-                } else {
-                    metrics.deadlettered.labelValues(reason).inc();
-                }
-                metrics.latency.observe((System.nanoTime() - t0) / 1e9);
                 if (!settings.deliverToSubscribers()) {
                     output.preventPublishDelivery();  // PUBACK (success) without onward delivery
                 }
             } else {
-                kafkaUp = false;
-                metrics.deliveryErrors.inc();
-                long now = System.currentTimeMillis();
-                long last = lastFailureLog.get();
-                if (now - last >= 1000 && lastFailureLog.compareAndSet(last, now)) {
-                    Log.event("kafka_delivery_failed", "error", String.valueOf(error),
-                            "action", "not acknowledged; the client sends it again");
-                }
                 output.preventPublishDelivery(AckReasonCode.UNSPECIFIED_ERROR, "Kafka delivery failed");
             }
         } catch (RuntimeException e) {
