@@ -13,9 +13,10 @@ from streamtrain.simulator.hetero import DEVICE_TYPES, HeteroConfig, Heterogeneo
 from streamtrain.simulator import seqstate
 from streamtrain.simulator.publish import CsvReplayConfig, PublishReport, replay_csv, run_fleet
 from streamtrain.simulator.settings import SimulatorSettings
-from streamtrain import logs
+from streamtrain import exitcodes, logs
 from streamtrain.lifecycle import StopFlag
 from streamtrain.mqtt import MqttError
+from streamtrain.settings import load
 
 log = logs.get("simulator")
 
@@ -78,7 +79,7 @@ def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, 
     given = dict(devices=devices, rate=rate, count=count, duration_s=duration_s, anomaly_rate=anomaly_rate,
                  seed=seed, connections=connections, mqtt_host=mqtt_host, mqtt_port=mqtt_port,
                  credentials_file=credentials_file, seq_state_file=seq_state_file)
-    s = SimulatorSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
+    s = load(SimulatorSettings, **(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
     stop = StopFlag().install()
     try:
         passwords = load_passwords(s.credentials_file) if s.credentials_file else None
@@ -102,13 +103,13 @@ def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, 
                                            max_inflight=s.max_inflight, stop=stop, passwords=passwords))
     except (ValueError, MqttError) as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exitcodes.CONFIG)
     if report.refused:
         shown = ", ".join(f"{d} ({why})" for d, why in list(report.refused.items())[:10])
         click.echo(f"error: the broker refused {len(report.refused)} device(s): {shown}"
                    + (", ..." if len(report.refused) > 10 else ""), err=True)
     click.echo(json.dumps(report.as_dict()))
-    sys.exit(0 if report.unacked_at_exit == 0 and not report.refused else 1)
+    sys.exit(exitcodes.OK if report.unacked_at_exit == 0 and not report.refused else exitcodes.FAILED)
 
 
 def load_passwords(path: Path) -> dict[str, str]:

@@ -7,10 +7,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamtrain import exitcodes, logs
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S], **values) -> S:
+    """A program's settings from its options (``values``) and the STREAMTRAIN_ environment; invalid ones end
+    the program with exit code CONFIG and one structured line naming every bad field."""
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(map(str, e['loc'])) or cls.__name__}: {e['msg']}" for e in exc.errors()]
+        logs.get("settings").error("settings_invalid", settings=cls.__name__, problems=problems,
+                                   fix="set the option or its STREAMTRAIN_ variable to a valid value")
+        raise SystemExit(exitcodes.CONFIG) from None
 
 
 def settings_env(settings: BaseSettings, **extra) -> dict[str, str]:
@@ -51,7 +67,12 @@ class StackSettings(CommonSettings):
     home: Path = Field(Path(".streamtrain"), description="Project-local directory for jars, broker data and logs")
     jars: Path | None = Field(None, description="Where resolved broker jars are cached; default <home>/lib")
     kafka_port: int = Field(9092, description="Kafka PLAINTEXT listener port on 127.0.0.1")
-    kafka_controller_port: int = Field(0, description="KRaft controller port; 0 means kafka_port + 1")
+    kafka_controller_port: int = Field(0, description=(
+        "KRaft controller port (of the first node); 0 means kafka_port + the number of brokers"))
+    kafka_brokers: int = Field(1, ge=1, le=9, description=(
+        "Kafka nodes (combined broker and controller, a quorum of all of them) on ports kafka_port, "
+        "kafka_port+1, ...; with 3 or more, topics get 3 replicas and min.insync.replicas=2. "
+        "Chosen when the Kafka data is first made"))
     kafka_version: str = Field("3.9.1", description="Apache Kafka version resolved from Maven Central")
     hivemq_version: str = Field("2025.5", description="HiveMQ CE embedded version resolved from Maven Central")
     partitions: int = Field(6, description="Partitions of the raw, features and scores topics")

@@ -11,7 +11,8 @@ import httpx2
 import kopf
 import pydantic
 
-from streamtrain.operator import GROUP, PLURAL, VERSION, children, kube, render, status
+from streamtrain.operator import GROUP, PLURAL, VERSION, children, kube, status
+from streamtrain.operator.render import objects
 from streamtrain.preprocessing.spec import SpecError
 
 #: How often child readiness is re-read into status.conditions (seconds).
@@ -121,7 +122,7 @@ async def observe(body: dict) -> None:
 def _strip(s: dict) -> dict:
     """Status without timestamps and nulls (in a merge patch a null removes the key, so it equals an
     absent one), to patch only on a real change (no churn every interval)."""
-    out = render.without_nulls(s)
+    out = objects.without_nulls(s)
     out["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in s.get("conditions") or []]
     return out
 
@@ -132,7 +133,7 @@ async def scorer_metrics(name: str, namespace: str) -> dict[str, str]:
     Not an API call: an unreachable scorer just leaves the printer columns as they were."""
     if "KUBERNETES_SERVICE_HOST" not in os.environ:
         return {}
-    url = f"http://{name}-scorer.{namespace}.svc:{render.METRICS_PORT}/metrics"
+    url = f"http://{name}-scorer.{namespace}.svc:{objects.METRICS_PORT}/metrics"
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
             async with session.get(url) as resp:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from streamtrain import logs
+from streamtrain import exitcodes, logs
 from streamtrain.access import PROGRAMS as KAFKA_PROGRAMS
-from streamtrain.settings import StackSettings
+from streamtrain.settings import StackSettings, load
 
 # TensorFlow's C++ INFO/WARNING lines (e.g. the end of every tf.data epoch) are not events.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -47,8 +47,9 @@ class LazyGroup(click.Group):
                 return getattr(importlib.import_module(module), attr)
             except ModuleNotFoundError as exc:
                 if exc.name and module.startswith(exc.name):
+                    reason = f"{name}: not available: {exc}"  # `exc` is unbound once the except block ends
                     return click.Command(name, help=f"(not available in this build: {exc})",
-                                         callback=lambda: sys.exit(f"{name}: not available: {exc}"))
+                                         callback=lambda: sys.exit(reason))
                 raise
         return super().get_command(ctx, name)
 
@@ -73,7 +74,7 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> No
     """
     ctx.ensure_object(dict)
     ctx.obj["log"] = _overrides(log_level=log_level, log_format=log_format)
-    base = StackSettings(**ctx.obj["log"])
+    base = load(StackSettings, **ctx.obj["log"])
     logs.configure(base.log_level, base.log_format)
 
 
@@ -101,6 +102,10 @@ def _local_stack(ctx, home, kafka_port, mqtt_port):
 @click.option("--kafka-auth", type=click.Choice(["none", "scram"]), default=None,
               help="scram: SASL/SCRAM-SHA-512 over TLS with ACLs (env STREAMTRAIN_KAFKA_AUTH; default none). "
                    "Chosen when the Kafka data is first made.")
+@click.option("--kafka-brokers", type=click.IntRange(1, 9), default=None,
+              help="Kafka nodes (broker and controller each, one quorum) on --kafka-port and the ports after it; "
+                   "with 3, topics get 3 replicas and min.insync.replicas=2 (env STREAMTRAIN_KAFKA_BROKERS; "
+                   "default 1). Chosen when the Kafka data is first made; status and down find it.")
 @click.option("--monitoring", is_flag=True,
               help="Also run Prometheus (Debian's prometheus package) with StreamTrain's alerts, scraping the "
                    "bridge, preprocess and score programs started with --metrics-port 9401, 9402 and 9403.")
@@ -110,13 +115,15 @@ def _local_stack(ctx, home, kafka_port, mqtt_port):
                    "StreamTrain's HiveMQ extension (built with Maven), which writes each PUBLISH to Kafka inside "
                    "the broker before its PUBACK (env STREAMTRAIN_INGEST). Takes effect when HiveMQ starts.")
 @click.pass_context
-def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, monitoring, prometheus_port, ingest) -> None:
+def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, kafka_brokers, monitoring, prometheus_port, ingest) -> None:
     """Start both brokers (if not running), wait until ready, create the pipeline topics."""
     from streamtrain.stack.local import StackError
     from streamtrain.bridge.extension import BuildError
     try:
         if kafka_auth:
             ctx.obj["log"]["kafka_auth"] = kafka_auth
+        if kafka_brokers:
+            ctx.obj["log"]["kafka_brokers"] = kafka_brokers
         if ingest:
             ctx.obj["log"]["ingest"] = ingest
         stack = _local_stack(ctx, home, kafka_port, mqtt_port)
@@ -128,7 +135,7 @@ def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, monitoring, prometheu
             status["prometheus"] = prom.status()
     except (StackError, BuildError) as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(exitcodes.FAILED)
     click.echo(json.dumps(status, indent=2))
 
 
@@ -150,7 +157,7 @@ def stack_kafka_user(ctx, user, program, group, home, kafka_port, mqtt_port) -> 
         env = _local_stack(ctx, home, kafka_port, mqtt_port).kafka_user(user, program, group)
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(exitcodes.FAILED)
     click.echo("\n".join(f"export {k}={v}" for k, v in env.items()))
 
 
@@ -166,7 +173,7 @@ def stack_status(ctx, home, kafka_port, mqtt_port) -> None:
     if (prom := running_prometheus(stack.home)) is not None:
         status["prometheus"] = prom.status()
     click.echo(json.dumps(status, indent=2))
-    sys.exit(0 if status["kafka"]["ready"] and status["hivemq"]["ready"] else 1)
+    sys.exit(exitcodes.OK if status["kafka"]["ready"] and status["hivemq"]["ready"] else exitcodes.FAILED)
 
 
 @stack.command("passwd")
@@ -191,7 +198,7 @@ def stack_passwd(ctx, user, role, path, password_stdin) -> None:
         set_user(path, user, role, password)
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exitcodes.CONFIG)
     click.echo(f"{user} ({role}) written to {path}")
 
 
@@ -220,7 +227,7 @@ def stack_passwd_fleet(ctx, devices, prefix, out, path) -> None:
         ids = list(make_fleet(path, out, devices, prefix))
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exitcodes.CONFIG)
     click.echo(f"{len(ids)} devices ({ids[0]} .. {ids[-1]}, role device) written to {path}, "
                f"passwords to {out} (0600) in {time.monotonic() - started:.1f}s")
 

@@ -15,7 +15,7 @@ def test_ingest_choice_installs_or_removes_the_extension(tmp_path):
     settings = StackSettings(home=tmp_path, jars=REPO / ".streamtrain" / "lib", kafka_port=19092, ingest="extension",
                              ingest_metrics_port=19404, topic_raw="t.raw", topic_deadletter="t.dead")
     stack = LocalStack(settings)
-    _, _, ext = stack._hivemq_config()
+    ext = stack.install_ingest()
     folder = ext / extension.EXTENSION_ID
     assert ET.parse(folder / "hivemq-extension.xml").getroot().findtext("id") == folder.name
     with zipfile.ZipFile(folder / "streamtrain-ingest.jar") as jar:
@@ -30,6 +30,6 @@ def test_ingest_choice_installs_or_removes_the_extension(tmp_path):
     assert stack.status()["hivemq"]["ingest"] == "extension"
 
     stack.settings = settings.model_copy(update={"ingest": "bridge"})
-    stack._hivemq_config()
+    stack.install_ingest()
     assert not folder.exists()
     assert stack.status()["hivemq"]["ingest"] == "bridge"

@@ -8,6 +8,7 @@ from streamtrain.preprocessing.engine import Engine
 from streamtrain.preprocessing.spec import PreprocessSpec
 from tests.preprocess.test_agreement import simulated
 from tests.programs import Program, settings_env
+from tests.records import assert_valid
 
 
 def test_preprocess_program_writes_exactly_what_the_engine_computes(pipeline, tmp_path):
@@ -33,6 +34,7 @@ def test_preprocess_program_writes_exactly_what_the_engine_computes(pipeline, tm
     assert prog.stop() == 0, prog.log()[-2000:]
     got = {(f["device_id"], f["seq"]): f for f in (json.loads(m.value()) for m in feats)}
     assert len(feats) == len(expected) == len(got)
+    assert_valid("features", feats)
     for e in expected:
         g = got[(e["device_id"], e["seq"])]
         assert g["power"] == e["power"] and g["label"] == e["label"]
@@ -72,6 +74,6 @@ def test_after_a_restart_a_repeat_is_dropped_and_a_reused_seq_dead_lettered(pipe
     (dead,) = read_topic(pipeline.kafka_bootstrap, pipeline.topic_deadletter)
     assert headers_dict(dead)["streamtrain.reason"] == "seq_reused" and json.loads(dead.value())["temperature"] == 71.0
     lines = [json.loads(x) for x in second.log().splitlines() if x.startswith("{")]
-    assert any(x["event"] == "dedup_restored" and x["records"] == 10 for x in lines)
+    assert any(x["event"] == "state_restored" and x["features"] == 10 for x in lines)
     assert any(x["event"] == "duplicates_dropped" and x["count"] == 1 for x in lines)
     assert any(x["event"] == "seq_reused_deadlettered" and x["level"] == "warning" for x in lines)

@@ -6,6 +6,7 @@ import collections
 import json
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from confluent_kafka import Producer
 
 from streamtrain.kafka import producer_config, read_topic
 from tests.programs import Program, settings_env
+from tests.records import assert_valid
 
 DEVICES = [f"sd-{i:03d}" for i in range(20)]
 
@@ -24,14 +26,14 @@ class FeatureStream:
         self.pipeline = pipeline
         self.rng = np.random.default_rng(seed)
         self.producer = Producer(producer_config(pipeline.kafka_bootstrap))
-        self.seq = collections.Counter()
+        self.seq: collections.Counter[str] = collections.Counter()
         self.sent: list[tuple[str, int]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def record(self, device: str, anomalous: bool = False) -> dict:
         load = self.rng.uniform(0.2, 0.8)
-        r = {"device_id": device, "ts": time.time(), "seq": self.seq[device],
+        r: dict[str, Any] = {"device_id": device, "ts": time.time(), "seq": self.seq[device],
              "temperature": 60 + 25 * load + self.rng.normal(0, 0.4),
              "current": 1.5 + 2 * load + self.rng.normal(0, 0.03),
              "vibration": 0.3 + 0.4 * load + self.rng.normal(0, 0.008),
@@ -108,6 +110,7 @@ def test_hot_swap_under_load_scores_every_input_once_and_switches_in_order(pipel
     assert set(keys) == expected
     duplicates = {k: c for k, c in keys.items() if c > 1}
     assert not duplicates, f"{len(duplicates)} inputs scored more than once"
+    assert_valid("score", scores)
     by_partition = collections.defaultdict(list)
     for s in scores:  # read_topic returns each partition in offset order
         by_partition[s["source"]["partition"]].append(s["model_version"])
@@ -190,6 +193,8 @@ def test_batch_scoring_through_tf_data_matches_the_model(pipeline, tmp_path):
     assert prog.proc.wait(300) == 0, prog.log()[-3000:]
     scores = [json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, out, timeout=30)]
     assert len(scores) == 600
+    assert_valid("score", scores)
+    assert {s["scorer"] for s in scores} == {"python-batch"}
     model = LoadedModel.from_version(read_versions(pipeline.kafka_bootstrap, pipeline.topic_models)[-1])
     by_key = {(s["device_id"], s["seq"]): s["score"] for s in scores}
     rows = [r for r in (json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, pipeline.topic_features,
@@ -225,6 +230,7 @@ def test_challenger_scores_in_shadow_until_promoted(pipeline, tmp_path):
     assert scorer.stop() == 0
     shadow = [s for s in scores if "challenger" in s]
     assert shadow and all(s["model_version"] == 1 and s["challenger"]["model_version"] == 2 for s in shadow)
+    assert_valid("score", scores)
     after = [s for s in scores if (s["device_id"], s["seq"]) not in first]
     assert after and all(s["model_version"] == 2 and "challenger" not in s for s in after[-200:])
     assert "streamtrain_scorer_challenger_agreement" in metrics

@@ -90,7 +90,10 @@ case("device_id with a final newline passes the pattern, as in Python", '{"devic
 case("ts string", rec(ts="1"), bad("wrong_type", "ts must be a number (epoch seconds)"))
 case("ts bool", rec(ts=True), bad("wrong_type", "ts must be a number (epoch seconds)"))
 SQ = "seq must be a non-negative integer"
-case("seq float", rec(seq=1.0), bad("wrong_type", SQ))
+case("seq 1.0 is the integer 1", rec(seq=1.0), ok('{"device_id":"dev-00001","ts":1764052800.25,"seq":1}'))
+case("seq 1e20 is an integer", rec(seq=1e20), ok('{"device_id":"dev-00001","ts":1764052800.25,"seq":100000000000000000000}'))
+case("seq fraction", rec(seq=1.5), bad("wrong_type", SQ))
+case("seq -1.0", rec(seq=-1.0), bad("wrong_type", SQ))
 case("seq negative", rec(seq=-1), bad("wrong_type", SQ))
 case("seq bool", rec(seq=True), bad("wrong_type", SQ))
 case("seq string", rec(seq="1"), bad("wrong_type", SQ))

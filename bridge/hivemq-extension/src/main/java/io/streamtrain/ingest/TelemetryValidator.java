@@ -114,6 +114,9 @@ public final class TelemetryValidator {
         if (!Double.isFinite(asDouble(ts))) {
             return new Rejected("non_finite", "ts is not finite");
         }
+        if (seq instanceof Double d && Double.isFinite(d) && d == Math.rint(d)) {
+            seq = integer(new java.math.BigDecimal(d).toBigIntegerExact());  // 3.0 is the integer 3 in JSON
+        }
         if (!(seq instanceof Long || seq instanceof BigInteger) || signum(seq) < 0) {
             return new Rejected("wrong_type", "seq must be a non-negative integer");
         }
@@ -186,6 +189,10 @@ public final class TelemetryValidator {
             PyFormat.appendJsonString(out, (String) anomaly);
         }
         return new Accepted(id, out.append('}').toString().getBytes(StandardCharsets.US_ASCII));
+    }
+
+    private static Object integer(BigInteger i) {
+        return i.bitLength() < 64 ? (Object) i.longValue() : i;
     }
 
     private static boolean isNumber(Object v) {
