@@ -11,6 +11,7 @@
 Prints one JSON line per figure and a summary with each ratio to the ceiling of the same connections.
 Run: `make bench-ingest` (COUNT=... to change the messages per figure).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,19 +46,30 @@ def raw_count(stack: LocalStack) -> int:
 
 
 def publish(stack: LocalStack, count: int, connections: int, prefix: str) -> dict:
-    return loadgen.run(stack.settings.mqtt_port, connections=connections, inflight=64, devices=1000, count=count,
-                       device_prefix=prefix)
+    return loadgen.run(
+        stack.settings.mqtt_port, connections=connections, inflight=64, devices=1000, count=count, device_prefix=prefix
+    )
 
 
 def through_bridge(stack: LocalStack, count: int, bridge_connections: int, home: Path) -> dict:
     """Load generator (4 connections) -> HiveMQ -> `streamtrain bridge` -> raw topic: msgs/s until the last is in Kafka."""
     group = f"bench-bridge-{bridge_connections}-{int(time.time())}"
-    env = {**os.environ, **settings_env(stack.settings, kafka_bootstrap=stack.bootstrap, client_id=group,
-                                        share_group=group, connections=bridge_connections, log_format="json")}
+    env = {
+        **os.environ,
+        **settings_env(
+            stack.settings,
+            kafka_bootstrap=stack.bootstrap,
+            client_id=group,
+            share_group=group,
+            connections=bridge_connections,
+            log_format="json",
+        ),
+    }
     log_file = home / f"{group}.log"
     with open(log_file, "wb") as out:
-        bridge = subprocess.Popen([sys.executable, "-m", "streamtrain.cli.main", "bridge"], env=env, stdout=out,
-                                  stderr=subprocess.STDOUT)
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "streamtrain.cli.main", "bridge"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 60
         while b'"mqtt_subscribed"' not in log_file.read_bytes():
@@ -80,15 +92,22 @@ def through_bridge(stack: LocalStack, count: int, bridge_connections: int, home:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=int(os.environ.get("COUNT") or 40000),
-                        help="messages per figure (default 40000)")
+    parser.add_argument(
+        "--count", type=int, default=int(os.environ.get("COUNT") or 40000), help="messages per figure (default 40000)"
+    )
     parser.add_argument("--keep", action="store_true", help="leave the stack's folder for a look at its logs")
     args = parser.parse_args()
     logs.configure("WARNING", "console")
     loadgen.build()
     home = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    settings = StackSettings(home=home, jars=REPO / ".streamtrain" / "lib", kafka_port=free_port(),
-                             kafka_controller_port=free_port(), mqtt_port=free_port(), partitions=6)
+    settings = StackSettings(
+        home=home,
+        jars=REPO / ".streamtrain" / "lib",
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        mqtt_port=free_port(),
+        partitions=6,
+    )
     stack = LocalStack(settings)
     figures: dict[str, dict] = {}
 
@@ -128,16 +147,20 @@ def main() -> None:
         "count": args.count,
         "hivemq_alone_msg_per_s": ceiling,
         "extension_ratio": {c: round(figures[f"extension_{c}conn"]["msg_per_s"] / ceiling[c], 3) for c in (4, 16)},
-        "extension_lost": {c: figures[f"extension_{c}conn"]["acked"] - figures[f"extension_{c}conn"]["in_raw_topic"]
-                           for c in (4, 16)},
-        "extension_async_ratio": {c: round(figures[f"extension_async_{c}conn"]["msg_per_s"] / ceiling[c], 3)
-                                  for c in (4, 16)},
-        "python_bridge_ratio_vs_4conn": {b: round(figures[f"python_bridge_{b}conn"]["msg_per_s"] / ceiling[4], 3)
-                                         for b in (1, 4)},
+        "extension_lost": {
+            c: figures[f"extension_{c}conn"]["acked"] - figures[f"extension_{c}conn"]["in_raw_topic"] for c in (4, 16)
+        },
+        "extension_async_ratio": {
+            c: round(figures[f"extension_async_{c}conn"]["msg_per_s"] / ceiling[c], 3) for c in (4, 16)
+        },
+        "python_bridge_ratio_vs_4conn": {
+            b: round(figures[f"python_bridge_{b}conn"]["msg_per_s"] / ceiling[4], 3) for b in (1, 4)
+        },
     }
     print(json.dumps({"summary": summary}), flush=True)
     if not args.keep:
         import shutil
+
         shutil.rmtree(home, ignore_errors=True)
 
 

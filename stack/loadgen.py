@@ -1,5 +1,6 @@
 """The Go MQTT load generator (tools/loadgen): built with the Go toolchain when missing or older than its
 sources (the Go build cache makes that seconds), run with flags, its JSON summary line returned."""
+
 from __future__ import annotations
 
 import json

@@ -110,7 +110,7 @@ class LocalStack:
     def install_ingest(self) -> Path:
         """Install (``ingest`` extension) or remove (bridge) the ingestion extension in HiveMQ's extensions
         folder, with this stack's Kafka and topics; HiveMQ reads the folder when it starts."""
-        from streamtrain.bridge import extension
+        from streamtrain.stack import ingest_extension as extension
         ext = self.home / "hivemq" / "extensions"
         ext.mkdir(parents=True, exist_ok=True)
         if self.settings.ingest == "extension":

@@ -117,8 +117,8 @@ def _local_stack(ctx, home, kafka_port, mqtt_port):
 @click.pass_context
 def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, kafka_brokers, monitoring, prometheus_port, ingest) -> None:
     """Start both brokers (if not running), wait until ready, create the pipeline topics."""
+    from streamtrain.stack.ingest_extension import BuildError
     from streamtrain.stack.local import StackError
-    from streamtrain.bridge.extension import BuildError
     try:
         if kafka_auth:
             ctx.obj["log"]["kafka_auth"] = kafka_auth

@@ -3,6 +3,7 @@
 The HiveMQ extension's TelemetryValidatorTest (bridge/hivemq-extension) reads the same file, so the
 two implementations accept the same records byte for byte and reject the same input for the same reason.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ def _payload(case: dict) -> bytes:
 @pytest.mark.parametrize("case", VECTORS["cases"], ids=[c["name"] for c in VECTORS["cases"]])
 def test_case(case):
     known = frozenset(case["known_devices"]) if "known_devices" in case else None
-    result = telemetry.validate(_payload(case), case["topic"],
-                                max_bytes=case.get("max_bytes", telemetry.MAX_PAYLOAD_BYTES), known_devices=known)
+    result = telemetry.validate(
+        _payload(case), case["topic"], max_bytes=case.get("max_bytes", telemetry.MAX_PAYLOAD_BYTES), known_devices=known
+    )
     if "record" in case:
         assert isinstance(result, telemetry.Reading), result
         assert result.to_json().decode() == case["record"]

@@ -4,6 +4,7 @@ is missing or older than its sources, and install it into a HiveMQ extensions fo
 Inside the broker it does what `streamtrain bridge` does from outside (same validation, reasons,
 dead-letter headers and metric names) and holds each PUBACK until Kafka has the record.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -12,9 +13,9 @@ from pathlib import Path
 
 from streamtrain import logs
 
-log = logs.get("bridge.extension")
+log = logs.get("stack.ingest_extension")
 
-MODULE = Path(__file__).resolve().parent / "hivemq-extension"
+MODULE = Path(__file__).resolve().parents[1] / "bridge" / "hivemq-extension"
 JAR = MODULE / "target" / "streamtrain-ingest.jar"
 #: HiveMQ requires the folder name to equal the id in hivemq-extension.xml.
 EXTENSION_ID = "streamtrain-ingest"
@@ -38,7 +39,9 @@ def build(force: bool = False) -> Path:
         return JAR
     mvn = shutil.which("mvn")
     if not mvn:
-        raise BuildError("Maven (mvn) is not on PATH; it builds the HiveMQ ingestion extension (bridge/hivemq-extension)")
+        raise BuildError(
+            "Maven (mvn) is not on PATH; it builds the HiveMQ ingestion extension (bridge/hivemq-extension)"
+        )
     base = [mvn, "-q", "-B", "-f", str(MODULE / "pom.xml"), "-DskipTests", "package"]
     for cmd in (base[:1] + ["-o"] + base[1:], base):
         log.info("building_ingest_extension", command=" ".join(cmd[1:]))
@@ -58,7 +61,9 @@ def install(extensions: Path, properties: dict[str, str]) -> Path:
     shutil.copy2(MODULE / "hivemq-extension.xml", folder / "hivemq-extension.xml")
     text = "".join(f"{k}={_escape(v)}\n" for k, v in properties.items())
     (folder / "streamtrain-ingest.properties").write_text(text)
-    log.info("ingest_extension_installed", folder=str(folder), **{k.replace(".", "_"): v for k, v in properties.items()})
+    log.info(
+        "ingest_extension_installed", folder=str(folder), **{k.replace(".", "_"): v for k, v in properties.items()}
+    )
     return folder
 
 
