@@ -108,6 +108,26 @@ class LocalStack:
         security.create_user(self.admin(), self.secrets, user, program, group, topics or self.settings)
         return self.client_env(user)
 
+    def install_ingest(self) -> Path:
+        """Install (``ingest`` extension) or remove (bridge) the ingestion extension in HiveMQ's extensions
+        folder, with this stack's Kafka and topics; HiveMQ reads the folder when it starts."""
+        from streamtrain.stack import ingest_extension as extension
+        ext = self.home / "hivemq" / "extensions"
+        ext.mkdir(parents=True, exist_ok=True)
+        if self.settings.ingest == "extension":
+            if self.scram:
+                raise StackError("--ingest extension does not speak SASL/SCRAM to Kafka yet; use --ingest bridge")
+            extension.install(ext, self.ingest_properties())
+        else:
+            extension.uninstall(ext)
+        return ext
+
+    def ingest_properties(self) -> dict[str, str]:
+        """streamtrain-ingest.properties of the HiveMQ extension: this stack's Kafka and topics."""
+        s = self.settings
+        return {"kafka.bootstrap": self.bootstrap, "topic.raw": s.topic_raw, "topic.deadletter": s.topic_deadletter,
+                "metrics.port": str(s.ingest_metrics_port)}
+
     # ---------------------------------------------------------------- processes
     def start_kafka(self) -> None:
         """Start every Kafka node that is not running (without waiting: a quorum needs most of them up)."""
@@ -156,6 +176,7 @@ class LocalStack:
             raise StackError(f"port {self.settings.mqtt_port} is taken by another process; pick another with --mqtt-port")
         cmd = hivemq.command(java(), self.hivemq_lib(), self.home / "hivemq", self.settings.mqtt_port,
                              self.settings.mqtt_users_file)
+        self.install_ingest()
         spawn(self.hivemq, cmd, cwd=self.home)
 
     # ---------------------------------------------------------------- readiness
@@ -201,7 +222,9 @@ class LocalStack:
                       **({"brokers": nodes} if len(nodes) > 1 else {}),
                       **({"security": "SASL_SSL/" + SCRAM, "admin": self.client_env(ADMIN)} if self.scram else {})},
             "hivemq": {"pid": self.hivemq.pid(), "mqtt": f"127.0.0.1:{self.settings.mqtt_port}",
-                       "ready": self.hivemq_ready(), "log": str(self.hivemq.log_file)},
+                       "ready": self.hivemq_ready(), "log": str(self.hivemq.log_file),
+                       "ingest": "extension" if (self.home / "hivemq" / "extensions" / "streamtrain-ingest").exists()
+                       else "bridge"},
             "home": str(self.home),
         }
 

@@ -81,6 +81,11 @@ class StackSettings(CommonSettings):
     kafka_auth: Literal["none", "scram"] = Field("none", description=(
         "none: a PLAINTEXT listener; scram: SASL/SCRAM-SHA-512 over TLS (a self-signed certificate made "
         "on first start), ACLs enforced, an admin user; add program users with `stack kafka-user`"))
+    ingest: Literal["bridge", "extension"] = Field("bridge", description=(
+        "bridge: HiveMQ as it is, `streamtrain bridge` moves telemetry to Kafka; extension: StreamTrain's HiveMQ "
+        "extension (bridge/hivemq-extension, built with Maven) validates and writes each PUBLISH to Kafka inside "
+        "the broker before its PUBACK, and no bridge is needed"))
+    ingest_metrics_port: int = Field(0, description="Prometheus port of the ingestion extension (0: none)")
     mqtt_users_file: Path | None = Field(None, description=(
         "MQTT credentials (`streamtrain stack passwd`); when set, HiveMQ refuses clients not in it, "
         "devices publish only to devices/<user>/telemetry and only bridges subscribe"))

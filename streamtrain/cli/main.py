@@ -110,15 +110,22 @@ def _local_stack(ctx, home, kafka_port, mqtt_port):
               help="Also run Prometheus (Debian's prometheus package) with StreamTrain's alerts, scraping the "
                    "bridge, preprocess and score programs started with --metrics-port 9401, 9402 and 9403.")
 @click.option("--prometheus-port", type=int, default=None, help="Prometheus web port with --monitoring (default 9090).")
+@click.option("--ingest", type=click.Choice(["bridge", "extension"]), default=None,
+              help="bridge (default): run `streamtrain bridge` to move telemetry to Kafka; extension: install "
+                   "StreamTrain's HiveMQ extension (built with Maven), which writes each PUBLISH to Kafka inside "
+                   "the broker before its PUBACK (env STREAMTRAIN_INGEST). Takes effect when HiveMQ starts.")
 @click.pass_context
-def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, kafka_brokers, monitoring, prometheus_port) -> None:
+def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, kafka_brokers, monitoring, prometheus_port, ingest) -> None:
     """Start both brokers (if not running), wait until ready, create the pipeline topics."""
+    from streamtrain.stack.ingest_extension import BuildError
     from streamtrain.stack.local import StackError
     try:
         if kafka_auth:
             ctx.obj["log"]["kafka_auth"] = kafka_auth
         if kafka_brokers:
             ctx.obj["log"]["kafka_brokers"] = kafka_brokers
+        if ingest:
+            ctx.obj["log"]["ingest"] = ingest
         stack = _local_stack(ctx, home, kafka_port, mqtt_port)
         status = stack.up()
         if monitoring:
@@ -126,7 +133,7 @@ def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, kafka_brokers, monito
             prom = LocalPrometheus(stack.home, prometheus_port or PROMETHEUS_PORT)
             prom.start(prometheus_config(local_targets(), [RULES], interval="5s"))
             status["prometheus"] = prom.status()
-    except StackError as exc:
+    except (StackError, BuildError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exitcodes.FAILED)
     click.echo(json.dumps(status, indent=2))

@@ -1,0 +1,80 @@
+package io.streamtrain.ingest;
+
+import com.sun.net.httpserver.HttpServer;
+import io.prometheus.metrics.core.metrics.Counter;
+import io.prometheus.metrics.core.metrics.Gauge;
+import io.prometheus.metrics.core.metrics.Histogram;
+import io.prometheus.metrics.expositionformats.PrometheusTextFormatWriter;
+import io.prometheus.metrics.model.registry.PrometheusRegistry;
+
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.OutputStream;
+import java.net.InetSocketAddress;
+import java.util.concurrent.Executors;
+import java.util.function.BooleanSupplier;
+
+/** The Python bridge's metric names (bridge/app.py BridgeMetrics), so dashboards and alerts read either. */
+final class IngestMetrics {
+    final PrometheusRegistry registry = new PrometheusRegistry();
+    final Counter received = Counter.builder().name("streamtrain_bridge_received")
+            .help("MQTT messages received").register(registry);
+    final Counter forwarded = Counter.builder().name("streamtrain_bridge_forwarded")
+            .help("Messages delivered to the raw topic").register(registry);
+    final Counter deadlettered = Counter.builder().name("streamtrain_bridge_deadlettered")
+            .help("Messages delivered to the dead-letter topic").labelNames("reason").register(registry);
+    final Counter deliveryErrors = Counter.builder().name("streamtrain_bridge_delivery_errors")
+            .help("Kafka delivery failures (the publish is not acknowledged; the client sends it again)")
+            .register(registry);
+    final Gauge inflight = Gauge.builder().name("streamtrain_bridge_inflight")
+            .help("Messages received and not yet acknowledged").register(registry);
+    final Histogram latency = Histogram.builder().name("streamtrain_bridge_delivery_seconds")
+            .help("MQTT receive to Kafka delivery").classicOnly()
+            .classicUpperBounds(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10).register(registry);
+    private HttpServer server;
+
+    IngestMetrics() {
+        for (String reason : TelemetryValidator.REASONS) {
+            deadlettered.labelValues(reason);  // every reason exported from the start, at 0
+        }
+    }
+
+    /** Serves /metrics and /healthz (200 while {@code healthy}, else 503) on host:port. */
+    void serve(String host, int port, BooleanSupplier healthy) throws IOException {
+        server = HttpServer.create(new InetSocketAddress(host, port), 0);
+        PrometheusTextFormatWriter writer = new PrometheusTextFormatWriter(false);
+        server.createContext("/metrics", exchange -> {
+            ByteArrayOutputStream body = new ByteArrayOutputStream();
+            writer.write(body, registry.scrape());
+            exchange.getResponseHeaders().set("Content-Type", writer.getContentType());
+            reply(exchange, 200, body.toByteArray());
+        });
+        server.createContext("/healthz", exchange -> {
+            boolean ok = healthy.getAsBoolean();
+            reply(exchange, ok ? 200 : 503, (ok ? "ok\n" : "kafka unavailable\n").getBytes());
+        });
+        server.setExecutor(Executors.newSingleThreadExecutor(r -> {
+            Thread t = new Thread(r, "streamtrain-ingest-metrics");
+            t.setDaemon(true);
+            return t;
+        }));
+        server.start();
+    }
+
+    int port() {
+        return server == null ? 0 : server.getAddress().getPort();
+    }
+
+    private static void reply(com.sun.net.httpserver.HttpExchange exchange, int status, byte[] body) throws IOException {
+        exchange.sendResponseHeaders(status, body.length);
+        try (OutputStream out = exchange.getResponseBody()) {
+            out.write(body);
+        }
+    }
+
+    void stop() {
+        if (server != null) {
+            server.stop(0);
+        }
+    }
+}

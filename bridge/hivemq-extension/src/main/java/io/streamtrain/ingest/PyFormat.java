@@ -1,0 +1,190 @@
+package io.streamtrain.ingest;
+
+import java.math.BigDecimal;
+import java.math.MathContext;
+import java.math.RoundingMode;
+
+/**
+ * Text exactly as CPython writes it, so records and dead-letter details are byte-identical to the
+ * Python bridge's: {@code repr(float)}, {@code repr(str)} and {@code json.dumps} strings (ensure_ascii).
+ */
+final class PyFormat {
+    private PyFormat() {
+    }
+
+    /** {@code repr(float)}: the shortest digits that read back as {@code d}, in Python's layout. */
+    static void appendFloat(StringBuilder out, double d) {
+        if (Double.isNaN(d) || Double.isInfinite(d)) {
+            throw new IllegalArgumentException("not finite: " + d);  // never written: validation rejects them
+        }
+        if (d == 0) {
+            out.append((Double.doubleToRawLongBits(d) < 0) ? "-0.0" : "0.0");
+            return;
+        }
+        BigDecimal shortest = shortest(Math.abs(d));
+        String digits = shortest.unscaledValue().toString();
+        // Strip trailing zeros of the digit string (keep at least one digit).
+        int end = digits.length();
+        while (end > 1 && digits.charAt(end - 1) == '0') {
+            end--;
+        }
+        int exp10 = digits.length() - 1 - shortest.scale();  // value = d.ddd x 10^exp10
+        digits = digits.substring(0, end);
+        if (d < 0) {
+            out.append('-');
+        }
+        if (exp10 < -4 || exp10 >= 16) {
+            out.append(digits.charAt(0));
+            if (digits.length() > 1) {
+                out.append('.').append(digits, 1, digits.length());
+            }
+            out.append('e').append(exp10 < 0 ? '-' : '+');
+            int e = Math.abs(exp10);
+            if (e < 10) {
+                out.append('0');
+            }
+            out.append(e);
+        } else if (exp10 < 0) {
+            out.append("0.");
+            for (int i = -1; i > exp10; i--) {
+                out.append('0');
+            }
+            out.append(digits);
+        } else if (digits.length() <= exp10 + 1) {
+            out.append(digits);
+            for (int i = digits.length(); i <= exp10; i++) {
+                out.append('0');
+            }
+            out.append(".0");
+        } else {
+            out.append(digits, 0, exp10 + 1).append('.').append(digits, exp10 + 1, digits.length());
+        }
+    }
+
+    /** The shortest decimal that reads back as {@code d} (> 0); of two such, the nearer (as David Gay's dtoa). */
+    private static BigDecimal shortest(double d) {
+        // Fast path: Java 17's Double.toString reads back as d but is not always the shortest. With 15
+        // significant digits or fewer it is: two decimals of <= 15 digits never read as the same normal
+        // double (subnormals have fewer digits of precision, so they take the slow path).
+        BigDecimal java = new BigDecimal(Double.toString(d)).stripTrailingZeros();
+        if (d >= Double.MIN_NORMAL && java.precision() <= 15) {
+            return java;
+        }
+        BigDecimal exact = new BigDecimal(d);
+        for (int p = 1; p <= 17; p++) {
+            BigDecimal nearest = exact.round(new MathContext(p, RoundingMode.HALF_EVEN));
+            if (nearest.doubleValue() == d) {
+                return nearest;
+            }
+            // The nearest p-digit decimal may fall just outside where the neighbour below is closer
+            // (powers of two); the other p-digit neighbour may still read back as d.
+            BigDecimal down = exact.round(new MathContext(p, RoundingMode.FLOOR));
+            BigDecimal up = exact.round(new MathContext(p, RoundingMode.CEILING));
+            boolean downOk = down.doubleValue() == d;
+            boolean upOk = up.doubleValue() == d;
+            if (downOk && upOk) {
+                return exact.subtract(down).compareTo(up.subtract(exact)) <= 0 ? down : up;
+            }
+            if (downOk) {
+                return down;
+            }
+            if (upOk) {
+                return up;
+            }
+        }
+        return exact.round(new MathContext(17, RoundingMode.HALF_EVEN));
+    }
+
+    /** {@code repr(str)}: quotes, escapes and printable characters as CPython chooses them. */
+    static String repr(String s) {
+        char quote = (s.indexOf('\'') >= 0 && s.indexOf('"') < 0) ? '"' : '\'';
+        StringBuilder out = new StringBuilder(s.length() + 2).append(quote);
+        for (int i = 0; i < s.length(); ) {
+            int cp = s.codePointAt(i);
+            i += Character.charCount(cp);
+            if (cp == quote || cp == '\\') {
+                out.append('\\').appendCodePoint(cp);
+            } else if (cp == '\t') {
+                out.append("\\t");
+            } else if (cp == '\n') {
+                out.append("\\n");
+            } else if (cp == '\r') {
+                out.append("\\r");
+            } else if (cp < 0x20 || cp == 0x7f) {
+                out.append(String.format("\\x%02x", cp));
+            } else if (cp < 0x7f || isPrintable(cp)) {
+                out.appendCodePoint(cp);
+            } else if (cp <= 0xff) {
+                out.append(String.format("\\x%02x", cp));
+            } else if (cp <= 0xffff) {
+                out.append(String.format("\\u%04x", cp));
+            } else {
+                out.append(String.format("\\U%08x", cp));
+            }
+        }
+        return out.append(quote).toString();
+    }
+
+    /** Python's str.isprintable for one code point: not a control, format, surrogate, private, unassigned or separator (but space). */
+    private static boolean isPrintable(int cp) {
+        if (cp == ' ') {
+            return true;
+        }
+        switch (Character.getType(cp)) {
+            case Character.CONTROL, Character.FORMAT, Character.SURROGATE, Character.PRIVATE_USE,
+                    Character.UNASSIGNED, Character.LINE_SEPARATOR, Character.PARAGRAPH_SEPARATOR,
+                    Character.SPACE_SEPARATOR:
+                return false;
+            default:
+                return true;
+        }
+    }
+
+    /** A JSON string as {@code json.dumps} writes it (ensure_ascii: everything outside space..~ escaped). */
+    static void appendJsonString(StringBuilder out, String s) {
+        out.append('"');
+        for (int i = 0; i < s.length(); i++) {
+            char c = s.charAt(i);
+            switch (c) {
+                case '"' -> out.append("\\\"");
+                case '\\' -> out.append("\\\\");
+                case '\n' -> out.append("\\n");
+                case '\r' -> out.append("\\r");
+                case '\t' -> out.append("\\t");
+                case '\b' -> out.append("\\b");
+                case '\f' -> out.append("\\f");
+                default -> {
+                    if (c < 0x20 || c > 0x7e) {
+                        out.append(String.format("\\u%04x", (int) c));
+                    } else {
+                        out.append(c);
+                    }
+                }
+            }
+        }
+        out.append('"');
+    }
+
+    /** Python's {@code type(v).__name__} for a decoded JSON value. */
+    static String typeName(Object v) {
+        if (v == null) {
+            return "NoneType";
+        }
+        if (v instanceof String) {
+            return "str";
+        }
+        if (v instanceof Boolean) {
+            return "bool";
+        }
+        if (v instanceof Double) {
+            return "float";
+        }
+        if (v instanceof Number) {
+            return "int";
+        }
+        if (v instanceof java.util.List) {
+            return "list";
+        }
+        return "dict";
+    }
+}

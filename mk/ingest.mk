@@ -1,0 +1,19 @@
+# Ingestion: the MQTT load generator (Go, tools/loadgen) that measures HiveMQ's own QoS 1 ceiling.
+.PHONY: loadgen
+
+LOADGEN := .streamtrain/bin/loadgen
+
+loadgen: ## Build the Go MQTT load generator into .streamtrain/bin/loadgen (go build cache: seconds when warm)
+	cd tools/loadgen && go build -trimpath -o $(CURDIR)/$(LOADGEN) .
+
+.PHONY: ingest-extension bench-ingest test-ingest-units
+
+ingest-extension: ## Build and unit-test the HiveMQ ingestion extension (bridge/hivemq-extension, Maven; shared vectors)
+	mvn -q -B -f bridge/hivemq-extension/pom.xml package
+
+bench-ingest: install loadgen ## Ingestion as a ratio of HiveMQ's own QoS 1 rate (Go load generator, 4/16 connections): extension and Python bridge (COUNT=40000)
+	COUNT=$(COUNT) $(PY) -m bench.ingest_ceiling
+
+test-ingest-units: ## Unit tests of the Go load generator and of the extension's validator on the shared vectors (Maven Surefire)
+	cd tools/loadgen && go test ./...
+	mvn -q -B -f bridge/hivemq-extension/pom.xml package
