@@ -57,8 +57,8 @@ class BatchDecoder:
         self.n = len(model.feature_names)
         self.row_type = _row_type(model.feature_names) if model.input_kind == "features" else None
         if self.row_type is not None:
-            self._one = msgspec.json.Decoder(self.row_type).decode
-            self._lines = msgspec.json.Decoder(self.row_type).decode_lines
+            self._one: Any = msgspec.json.Decoder(self.row_type).decode
+            self._lines: Any = msgspec.json.Decoder(self.row_type).decode_lines
             self._features = attrgetter(*(f"f{i}" for i in range(self.n)))
 
     def decode(self, msgs: list) -> Decoded:

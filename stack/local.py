@@ -11,6 +11,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from streamtrain.stack import ingest_extension as extension
 from streamtrain import logs
 from streamtrain.kafka import client_config, ensure_topics
 from streamtrain.settings import CommonSettings, StackSettings
@@ -111,7 +112,6 @@ class LocalStack:
     def install_ingest(self) -> Path:
         """Install (``ingest`` extension) or remove (bridge) the ingestion extension in HiveMQ's extensions
         folder, with this stack's Kafka and topics; HiveMQ reads the folder when it starts."""
-        from streamtrain.stack import ingest_extension as extension
         ext = self.home / "hivemq" / "extensions"
         ext.mkdir(parents=True, exist_ok=True)
         if self.settings.ingest == "extension":

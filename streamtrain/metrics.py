@@ -36,7 +36,7 @@ class ReadyCollector(Collector):
                                 value=1.0 if self.ready() else 0.0)
 
 
-class BatchHistogram:
+class BatchHistogram(Collector):
     """A Prometheus histogram fed a whole batch of observations at once (numpy), for hot loops where
     prometheus_client's per-value ``observe()`` (a lock and a bucket search each) would cost more
     than the work measured. Exposed exactly like a ``Histogram``: ``_bucket{le}``, ``_count``, ``_sum``."""

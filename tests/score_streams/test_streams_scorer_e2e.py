@@ -143,7 +143,7 @@ def test_streams_hot_swap_under_load_scores_every_input_exactly_once_in_version_
     assert_valid("score", scores)
 
 
-@pytest.mark.e2e
+@pytest.mark.faults  # ~70 s: a SIGKILL and a restart of the JVM scorer (make test-faults)
 def test_streams_held_records_are_scored_before_each_commit_and_survive_sigkill(pipeline, tmp_path, programs):
     """Records wait in the processor for a batched ONNX call. With a batch that never fills and a wait
     that never ends, only the flush before each commit can forward them: every score arriving shows it
