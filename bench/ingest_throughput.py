@@ -15,8 +15,8 @@ import time
 import urllib.request
 import uuid
 
-from simulator.fleet import Fleet, FleetConfig
-from simulator.publish import run_fleet
+from streamtrain.simulator.fleet import Fleet, FleetConfig
+from streamtrain.simulator.publish import run_fleet
 
 
 def drop_session(client_id: str) -> None:
@@ -41,7 +41,7 @@ def main(devices: int = 200, count: int = 250) -> None:
     rep = asyncio.run(run_fleet(fleet, "127.0.0.1", 1883, rate=0, count=count, duration=None, connections=4))
     publish_only = total / (time.monotonic() - t0)
     group = f"bench-{uuid.uuid4().hex[:6]}"
-    bridge = subprocess.Popen([sys.executable, "-m", "streamtrain_cli.main", "bridge", "--metrics-port", "9488",
+    bridge = subprocess.Popen([sys.executable, "-m", "streamtrain.cli.main", "bridge", "--metrics-port", "9488",
                                "--client-id", group], env={**os.environ, "STREAMTRAIN_SHARE_GROUP": group},
                               stderr=subprocess.DEVNULL)
     try:

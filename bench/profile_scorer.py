@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.run import REPO, Bench
 from bench.stages import fill_features
 from streamtrain.kafka import read_topic
-from trainer.train import TrainSettings, train_once
+from streamtrain.trainer.train import TrainSettings, train_once
 
 
 def main(n: int = 30000) -> None:
@@ -31,7 +31,7 @@ def main(n: int = 30000) -> None:
         env = {**os.environ, **{f"STREAMTRAIN_{k.upper()}": str(v) for k, v in s.model_dump().items() if v is not None},
                "STREAMTRAIN_GROUP_ID": "profile"}
         proc = subprocess.Popen([sys.executable, "-m", "pyinstrument", "-o", str(out / "scorer.txt"),
-                                 "-m", "streamtrain_cli.main", "score"], env=env,
+                                 "-m", "streamtrain.cli.main", "score"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t0 = time.monotonic()
         read_topic(s.kafka_bootstrap, s.topic_scores, until=lambda m: len(m) >= n, timeout=600)

@@ -38,8 +38,8 @@ import numpy as np
 
 from bench.baselines import run_baselines
 from bench.quality_offline import HEADER, quality_of, row
-from simulator.recorded import CHANNELS, RecordedConfig, write_recordings
-from stack.local import LocalStack, free_port
+from streamtrain.simulator.recorded import CHANNELS, RecordedConfig, write_recordings
+from streamtrain.stack.local import LocalStack, free_port
 from streamtrain.kafka import ensure_topics, read_topic
 from streamtrain.quality import Quality
 from streamtrain.settings import CommonSettings, StackSettings, settings_env
@@ -47,7 +47,7 @@ from streamtrain.topics import TopicSpec, pipeline_topics
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "bench" / "recorded_spec.yaml"
-STREAMTRAIN = [sys.executable, "-m", "streamtrain_cli.main"]
+STREAMTRAIN = [sys.executable, "-m", "streamtrain.cli.main"]
 #: Flags of `streamtrain train` for the benchmark: per-device baselines, everything else default.
 TRAIN_ARGS = ["--baselines", "device", "--max-records", "1000000"]
 

@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from bench.baselines import run_baselines
-from simulator.recorded import RecordedConfig, load_split
+from streamtrain.simulator.recorded import RecordedConfig, load_split
 from streamtrain.quality import Quality
 
 
@@ -38,7 +38,7 @@ HEADER = ("| detector | scored | precision | recall | F1 | false-alarm rate | mi
 
 def ours_offline(split: dict, **overrides) -> tuple[np.ndarray, np.ndarray, dict]:
     """Train StreamTrain's default model on the training parts and flag the test parts."""
-    from trainer.offline import fit_arrays  # noqa: PLC0415 - TensorFlow loads here
+    from streamtrain.trainer.offline import fit_arrays  # noqa: PLC0415 - TensorFlow loads here
     devices = sorted(split)
     fitted = fit_arrays({d: split[d][0] for d in devices}, **overrides)
     flags, labels = [], []
@@ -50,8 +50,8 @@ def ours_offline(split: dict, **overrides) -> tuple[np.ndarray, np.ndarray, dict
 
 def simulated_split(profile: str, seed: int) -> dict:
     """The live simulator's fleets as the quality tests and the demo use them: train, then test."""
-    from simulator.fleet import Fleet, FleetConfig  # noqa: PLC0415
-    from simulator.hetero import HeteroConfig, HeterogeneousFleet  # noqa: PLC0415
+    from streamtrain.simulator.fleet import Fleet, FleetConfig  # noqa: PLC0415
+    from streamtrain.simulator.hetero import HeteroConfig, HeterogeneousFleet  # noqa: PLC0415
     if profile == "heterogeneous":  # tests/fleet/test_fleet_quality_e2e.py
         fleet, train, total = HeterogeneousFleet(HeteroConfig(devices=30, seed=seed, fault_fraction=0.06,
                                                               episode_readings=(15, 60))), 300, 480

@@ -26,16 +26,15 @@ import paho.mqtt.client as mqtt
 from confluent_kafka import Consumer, Producer
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from simulator.fleet import Fleet, FleetConfig  # noqa: E402
-from simulator.publish import run_fleet  # noqa: E402
-from stack.local import LocalStack, free_port  # noqa: E402
-from streamtrain import logs  # noqa: E402
-from streamtrain.kafka import client_config, ensure_topics, producer_config  # noqa: E402
-from streamtrain.mqtt import no_delay  # noqa: E402
-from streamtrain.settings import CommonSettings, StackSettings, settings_env  # noqa: E402
-from streamtrain.topics import TopicSpec, pipeline_topics  # noqa: E402
+from streamtrain.simulator.fleet import Fleet, FleetConfig
+from streamtrain.simulator.publish import run_fleet
+from streamtrain.stack.local import LocalStack, free_port
+from streamtrain import logs
+from streamtrain.kafka import client_config, ensure_topics, producer_config
+from streamtrain.mqtt import no_delay
+from streamtrain.settings import CommonSettings, StackSettings, settings_env
+from streamtrain.topics import TopicSpec, pipeline_topics
 
 
 @dataclass
@@ -152,7 +151,7 @@ class Bench:
     def _bridge(self, s: CommonSettings, group: str, connections: int) -> subprocess.Popen:
         env = settings_env(s, share_group=group, client_id=group, connections=connections)
         log = open(self.stack.home / f"{group}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "streamtrain_cli.main", "bridge"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "streamtrain.cli.main", "bridge"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while b'"mqtt_subscribed"' not in (self.stack.home / f"{group}.log").read_bytes():

@@ -46,7 +46,7 @@ def fill_features(s, n: int, seed: int = 0, rate: float | None = None, stop: thr
 
 
 def _train_settings(bench, n: int, epochs: int, **extra):
-    from trainer.train import TrainSettings
+    from streamtrain.trainer.train import TrainSettings
     s = bench.settings()
     fill_features(s, n)
     return s, TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features,
@@ -55,7 +55,7 @@ def _train_settings(bench, n: int, epochs: int, **extra):
 
 def _in_memory_rate(ts, meta: dict, n: int, epochs: int) -> float:
     """The limit: the same model, same batches, fed from an in-memory array."""
-    from trainer.train import build_autoencoder
+    from streamtrain.trainer.train import build_autoencoder
     x = np.random.default_rng(1).normal(size=(n, len(meta["feature_names"]))).astype(np.float32)
     model = build_autoencoder(x.shape[1], meta["config"]["layers"], ts.learning_rate, ts.seed)
     t0 = time.monotonic()
@@ -64,7 +64,7 @@ def _in_memory_rate(ts, meta: dict, n: int, epochs: int) -> float:
 
 
 def training(bench, n: int, epochs: int = 3) -> None:
-    from trainer.train import train_once
+    from streamtrain.trainer.train import train_once
     _, ts = _train_settings(bench, n, epochs)
     meta = train_once(ts)
     kafka_rate = meta["record_count"] * epochs / meta["fit_seconds"]
@@ -78,7 +78,7 @@ def training(bench, n: int, epochs: int = 3) -> None:
 
 def training_tfio(bench, n: int, epochs: int = 3) -> None:
     """tensorflow-io's Kafka dataset is ~15x slower than ours: its own (smaller) sizes keep the run short."""
-    from trainer.train import train_once
+    from streamtrain.trainer.train import train_once
     _, ts = _train_settings(bench, n, epochs, backend="tfio")
     meta = train_once(ts, publish=False)
     bench.add(bench.Figure("train via tensorflow-io", n, "tfio", meta["record_count"] * epochs / meta["fit_seconds"],
@@ -88,7 +88,7 @@ def training_tfio(bench, n: int, epochs: int = 3) -> None:
 def scoring(bench, n: int) -> None:
     s = bench.settings()
     fill_features(s, n + 2000, seed=3)
-    from trainer.train import TrainSettings, train_once
+    from streamtrain.trainer.train import TrainSettings, train_once
     train_once(TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features,
                              topic_models=s.topic_models, train_records=2000, epochs=2))
     model = LoadedModel.from_version(read_versions(s.kafka_bootstrap, s.topic_models)[-1])
@@ -117,7 +117,7 @@ def scoring(bench, n: int) -> None:
 
 def streams_scoring(bench, s, total: int) -> float:
     """The Kafka Streams scorer on the same features and model, into a scores topic of its own."""
-    from scorer.streams_engine import build
+    from streamtrain.scorer.streams_engine import build
     from streamtrain.kafka import ensure_topics
     from streamtrain.topics import TopicSpec
     build()
@@ -137,7 +137,7 @@ def streams_scoring(bench, s, total: int) -> float:
 def _scorer(bench, s, name: str, engine: str = "python"):
     env = settings_env(s, group_id=f"{name}-{s.topic_scores}")
     log_path = bench.stack.home / f"{name}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "streamtrain_cli.main", "score", "--engine", engine], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "streamtrain.cli.main", "score", "--engine", engine], env=env,
                             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
     return proc, log_path
 
@@ -156,7 +156,7 @@ def _wait_first_score(s, proc, log_path, marker: bytes = b'"champion_switched"')
 def latency_and_swap(bench, rate: float, seconds: float) -> None:
     s = bench.settings()
     fill_features(s, 3000, seed=5)
-    from trainer.train import TrainSettings, train_once
+    from streamtrain.trainer.train import TrainSettings, train_once
     ts = TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features,
                        topic_models=s.topic_models, train_records=3000, epochs=2)
     train_once(ts)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from bridge.app import Bridge, BridgeSettings
+from streamtrain.bridge.app import Bridge, BridgeSettings
 from streamtrain.kafka import require_topics
 from streamtrain.lifecycle import StopFlag
 

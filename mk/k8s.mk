@@ -18,7 +18,7 @@ kube-test: install ## Kubernetes tests without a cluster: CRD, rendering, chart,
 	$(PY) -m pytest -q tests/k8s
 
 kube-crd: ## Regenerate charts/streamtrain/crds/streamingtrainings.yaml from operator/streamtrain_operator/crd.py
-	PYTHONPATH=operator $(PY) -m streamtrain_operator.crd > charts/streamtrain/crds/streamingtrainings.yaml
+	$(PY) -m streamtrain.operator.crd > charts/streamtrain/crds/streamingtrainings.yaml
 
 kube-lint: ## helm lint --strict of charts/streamtrain (Helm SDK, no binary; K8S_VERSION=v1.29.0 to change)
 	$(PY) -c "import helm_python as h, json, sys; r = h.lint('charts/streamtrain', {}, strict=True, kube_version='$(K8S_VERSION)'); print(json.dumps(r, indent=1)); sys.exit(bool([e for e in r['errors'] if 'missing these dependencies' not in e]))"

@@ -2,7 +2,7 @@
 .PHONY: streams-scorer streams-compare
 
 streams-scorer: ## Build the Kafka Streams scorer jar (offline from the Maven cache when possible)
-	$(PY) -c "from scorer.streams_engine import build; print(build(force=True))"
+	$(PY) -c "from streamtrain.scorer.streams_engine import build; print(build(force=True))"
 
 streams-compare: ## Build the TF-Java vs ONNX Runtime harness (scorer/streams/README.md)
 	mvn -q -B -f scorer/streams/pom.xml -P engine-compare package

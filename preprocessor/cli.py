@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from preprocessor.app import PreprocessSettings, Preprocessor
+from streamtrain.preprocessor.app import PreprocessSettings, Preprocessor
 from streamtrain.kafka import require_topics
 from streamtrain.lifecycle import StopFlag
 from streamtrain.preprocessing.ksql import render

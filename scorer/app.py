@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import Field
 
-from scorer.models import ModelRegistry, ModelWatcher
+from streamtrain.scorer.models import ModelRegistry, ModelWatcher
 from streamtrain import logs, start_position
 from streamtrain.kafka import (ExactlyOnce, KafkaHealth, consumer_config, dead_letter_headers, deliver_then_store,
                                producer_config)

@@ -7,8 +7,8 @@ import sys
 import click
 from confluent_kafka import Producer
 
-from scorer.app import Scorer, ScoreSettings
-from scorer.models import promote_record
+from streamtrain.scorer.app import Scorer, ScoreSettings
+from streamtrain.scorer.models import promote_record
 from streamtrain.kafka import flush_or_raise, producer_config, require_topics
 from streamtrain.lifecycle import StopFlag
 from streamtrain.start_position import START_AT_HELP
@@ -70,7 +70,7 @@ def command(ctx, promote_version, batch_mode, max_records, from_end, model_versi
         click.echo(f"promotion of version {promote_version} requested on {settings.topic_models}")
         return
     if batch_mode:
-        from scorer.batch import score_range
+        from streamtrain.scorer.batch import score_range
         try:
             summary = score_range(settings, max_records=max_records, from_end=from_end, version=model_version,
                                   output_topic=output_topic or f"{settings.topic_scores}.batch")
@@ -80,7 +80,7 @@ def command(ctx, promote_version, batch_mode, max_records, from_end, model_versi
         click.echo(json.dumps(summary, indent=2))
         return
     if settings.engine == "kafka-streams":
-        from scorer.streams_engine import BuildError, exec_scorer
+        from streamtrain.scorer.streams_engine import BuildError, exec_scorer
         try:
             exec_scorer(settings)
         except BuildError as exc:

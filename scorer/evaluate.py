@@ -81,7 +81,7 @@ def command(ctx, kafka_bootstrap, topic_scores, topic_models, per_device, as_jso
         click.echo(format_devices(ev))
     if report_dir is not None:
         from streamtrain.modelcodec import read_versions  # noqa: PLC0415
-        from streamtrain_cli.report import write_report  # noqa: PLC0415
+        from streamtrain.scorer.report import write_report  # noqa: PLC0415
         models = [mv.metadata for mv in read_versions(s.kafka_bootstrap, s.topic_models)]
         path = write_report(report_dir, scores, ev, models, f"StreamTrain quality: {s.topic_scores}")
         click.echo(f"report: {path}")

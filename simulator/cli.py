@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from simulator.fleet import ANOMALY_KINDS, Fleet, FleetConfig
-from simulator.hetero import DEVICE_TYPES, HeteroConfig, HeterogeneousFleet
-from simulator import seqstate
-from simulator.publish import CsvReplayConfig, PublishReport, replay_csv, run_fleet
-from simulator.settings import SimulatorSettings
+from streamtrain.simulator.fleet import ANOMALY_KINDS, Fleet, FleetConfig
+from streamtrain.simulator.hetero import DEVICE_TYPES, HeteroConfig, HeterogeneousFleet
+from streamtrain.simulator import seqstate
+from streamtrain.simulator.publish import CsvReplayConfig, PublishReport, replay_csv, run_fleet
+from streamtrain.simulator.settings import SimulatorSettings
 from streamtrain import logs
 from streamtrain.lifecycle import StopFlag
 from streamtrain.mqtt import MqttError

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.fleet import CHANNELS, telemetry_messages
+from streamtrain.simulator.fleet import CHANNELS, telemetry_messages
 
 #: Per device type and channel: (baseline, device-to-device spread of the baseline, load gain, noise sigma).
 DEVICE_TYPES: dict[str, dict[str, tuple[float, float, float, float]]] = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.fleet import Fleet
+from streamtrain.simulator.fleet import Fleet
 from streamtrain import logs, telemetry
 from streamtrain.lifecycle import StopFlag
 from streamtrain.mqtt import AsyncPublisher, MqttError

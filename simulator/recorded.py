@@ -23,7 +23,7 @@ restricted outlet (flow down, pressure and current up), a worn bearing (vibratio
 temperature up), cavitation (suction pressure down, vibration noisy, flow down), a drifting
 flow sensor. ``label`` is ground truth for evaluation, never a feature.
 
-``python -m simulator.recorded --out DIR`` writes ``DIR/train.csv`` and ``DIR/test.csv``
+``python -m streamtrain.simulator.recorded --out DIR`` writes ``DIR/train.csv`` and ``DIR/test.csv``
 (columns: device, timestamp, seq, the channels, label); a seed reproduces every value.
 """
 from __future__ import annotations

@@ -27,7 +27,7 @@ from streamtrain.topics import pipeline_topics
 
 log = logs.get("stack")
 
-JAVA_DIR = Path(str(resources.files("stack") / "java"))
+JAVA_DIR = Path(str(resources.files("streamtrain.stack") / "java"))
 #: The broker's certificate subject; with TLS client auth on the controller listener it is the
 #: broker's own principal, a super user like the admin.
 BROKER_DN = "CN=streamtrain-broker"

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 @contextlib.contextmanager
 def running_stack(home: Path, **overrides):
     """Kafka + HiveMQ on free loopback ports with data under ``home`` (the jar cache is shared), stopped at the end."""
-    from stack.local import LocalStack, free_port
+    from streamtrain.stack.local import LocalStack, free_port
     stack = LocalStack(StackSettings(home=home, jars=REPO / ".streamtrain" / "lib", kafka_port=free_port(),
                                      kafka_controller_port=free_port(), mqtt_port=free_port(), partitions=3,
                                      **overrides))

@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 from streamtrain.settings import CommonSettings
 from streamtrain.settings import settings_env as streamtrain_settings_env
 
-STREAMTRAIN = [sys.executable, "-m", "streamtrain_cli.main"]
+STREAMTRAIN = [sys.executable, "-m", "streamtrain.cli.main"]
 
 
 def settings_env(s: CommonSettings, **extra) -> dict:

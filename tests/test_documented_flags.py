@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from streamtrain_cli.main import cli
+from streamtrain.cli.main import cli
 
 REPO = Path(__file__).resolve().parents[1]
 OTHER_TOOLS = {"--add-config", "--alter", "--bootstrap-server", "--cpus", "--create-namespace", "--entity-name",

@@ -22,7 +22,7 @@ def test_demo_pipeline_reaches_f1_090_from_the_scores_topic(local_stack, tmp_pat
     env = {**os.environ, "STREAMTRAIN_HOME": str(st.home), "STREAMTRAIN_JARS": str(st.jars),
            "STREAMTRAIN_KAFKA_PORT": str(st.kafka_port), "STREAMTRAIN_KAFKA_CONTROLLER_PORT": str(st.kafka_controller_port),
            "STREAMTRAIN_MQTT_PORT": str(st.mqtt_port)}
-    proc = subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "--log-format", "console", "demo",
+    proc = subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "--log-format", "console", "demo",
                            "--run-id", run, "--keep-stack", "--devices", "40", "--rate", "10",
                            "--v1-records", "12000", "--v2-records", "8000", "--epochs", "15",
                            "--report", str(tmp_path / "report")],

@@ -11,7 +11,7 @@ import click
 from streamtrain import logs
 from streamtrain.kafka import require_topics
 from streamtrain.lifecycle import StopFlag
-from trainer.train import TrainError, TrainSettings, reproduce, train_once
+from streamtrain.trainer.train import TrainError, TrainSettings, reproduce, train_once
 
 log = logs.get("trainer")
 

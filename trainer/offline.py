@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamtrain.model import LoadedModel, reconstruction_error
-from trainer.statistics import Moments, baselines_from_rows, device_thresholds, training_health
-from trainer.train import TrainSettings, build_autoencoder, epochs_for
+from streamtrain.trainer.statistics import Moments, baselines_from_rows, device_thresholds, training_health
+from streamtrain.trainer.train import TrainSettings, build_autoencoder, epochs_for
 
 
 @dataclass

@@ -30,7 +30,7 @@ from streamtrain.model import ARTEFACT_FORMAT, reconstruction_error, save_artefa
 from streamtrain.modelcodec import publish_model, read_versions
 from streamtrain.onnx_export import ONNX_ATTACHMENT, NotExportable, export_scoring_graph
 from streamtrain.settings import CommonSettings
-from trainer.statistics import (DEFAULT_EPOCHS, Moments, baselines_from_rows, device_thresholds, epochs_for,
+from streamtrain.trainer.statistics import (DEFAULT_EPOCHS, Moments, baselines_from_rows, device_thresholds, epochs_for,
                                 newest_rows, robust_threshold, training_health)
 
 log = logs.get("trainer")
@@ -129,7 +129,7 @@ def parse_smoothing(text: str | None) -> tuple[int, int] | None:
 
 def device_statistics(source: KafkaSource, warmup: int) -> tuple[DeviceBaselines, np.ndarray, np.ndarray, int, dict]:
     """Per-device location/scale (devices with >= ``warmup`` records), the fleet's mean/std, the row
-    count and the scale floors applied (``trainer.statistics``), in one pass.
+    count and the scale floors applied (``streamtrain.trainer.statistics``), in one pass.
 
     Each reading counts once: a window contributes its newest row."""
     per_device: dict = {}
@@ -234,7 +234,7 @@ def train_once(s: TrainSettings, rng: SourceRange | None = None, version: int | 
     elif s.backend == "tfio":
         if windowed:
             raise TrainError("the windowed model reads sequences with the confluent backend")
-        from trainer.tfio_source import tfio_dataset  # noqa: PLC0415
+        from streamtrain.trainer.tfio_source import tfio_dataset  # noqa: PLC0415
         ds = tfio_dataset(s.kafka_bootstrap, rng, features, s.batch_size).map(normalize)
     else:
         ds = source.dataset(s.batch_size, cache=cache, shuffle=4096, seed=s.seed).map(normalize)

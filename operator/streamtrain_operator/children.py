@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from streamtrain_operator import render, validate
+from streamtrain.operator import render, validate
 
 Manifest = dict[str, Any]
 

@@ -11,7 +11,7 @@ import httpx2
 import kopf
 import pydantic
 
-from streamtrain_operator import GROUP, PLURAL, VERSION, children, kube, render, status
+from streamtrain.operator import GROUP, PLURAL, VERSION, children, kube, render, status
 from streamtrain.preprocessing.spec import SpecError
 
 #: How often child readiness is re-read into status.conditions (seconds).

@@ -13,8 +13,8 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
-from streamtrain_operator import GROUP, KIND, VERSION
-from streamtrain_operator import PLURAL as CR_PLURAL
+from streamtrain.operator import GROUP, KIND, VERSION
+from streamtrain.operator import PLURAL as CR_PLURAL
 
 Manifest = dict[str, Any]
 

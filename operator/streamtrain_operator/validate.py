@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import jsonschema
 
-from streamtrain_operator.crd import crd
+from streamtrain.operator.crd import crd
 
 
 def _get(d: dict, path: str, default: Any = None) -> Any:

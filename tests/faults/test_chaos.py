@@ -17,9 +17,9 @@ import uuid
 
 import pytest
 
-from simulator.fleet import Fleet, FleetConfig
-from simulator.publish import run_fleet
-from stack.local import LocalStack, free_port
+from streamtrain.simulator.fleet import Fleet, FleetConfig
+from streamtrain.simulator.publish import run_fleet
+from streamtrain.stack.local import LocalStack, free_port
 from streamtrain.kafka import ensure_topics, read_topic
 from streamtrain.lifecycle import StopFlag
 from streamtrain.settings import CommonSettings, StackSettings

@@ -17,9 +17,9 @@ import uuid
 import psutil
 import pytest
 
-from simulator.fleet import Fleet, FleetConfig
-from simulator.publish import run_fleet
-from stack.local import free_port
+from streamtrain.simulator.fleet import Fleet, FleetConfig
+from streamtrain.simulator.publish import run_fleet
+from streamtrain.stack.local import free_port
 from streamtrain.kafka import read_topic
 from tests.programs import Program, settings_env
 

@@ -10,9 +10,9 @@ import uuid
 
 from confluent_kafka import KafkaException, Producer
 
-from preprocessor.app import PreprocessSettings, Preprocessor
-from scorer.app import Scorer, ScoreSettings
-from simulator.hetero import HeteroConfig, HeterogeneousFleet
+from streamtrain.preprocessor.app import PreprocessSettings, Preprocessor
+from streamtrain.scorer.app import Scorer, ScoreSettings
+from streamtrain.simulator.hetero import HeteroConfig, HeterogeneousFleet
 from streamtrain.kafka import ensure_topics, producer_config, read_topic
 from streamtrain.lifecycle import StopFlag
 from streamtrain.preprocessing.spec import PreprocessSpec

@@ -15,14 +15,14 @@ import pytest
 
 from confluent_kafka import Producer
 
-from simulator.hetero import HeteroConfig, HeterogeneousFleet
+from streamtrain.simulator.hetero import HeteroConfig, HeterogeneousFleet
 from streamtrain.kafka import ensure_topics, producer_config
 from streamtrain.modelcodec import publish_model, read_versions
 from streamtrain.quality import evaluate, format_table
 from streamtrain.topics import pipeline_topics
 from tests.fleet.stream import (SEQUENCE_LENGTH, FleetFeed, count, fleet_settings, preprocessor, score_all,
                                 wait_until)
-from trainer.train import TrainSettings, train_once
+from streamtrain.trainer.train import TrainSettings, train_once
 
 TRAIN_STEPS, TOTAL_STEPS, LATE_STEPS = 300, 480, 20
 CFG = HeteroConfig(devices=30, seed=2026, fault_fraction=0.06, episode_readings=(15, 60))
@@ -148,7 +148,7 @@ def test_evaluate_prints_quality_per_device_and_writes_the_report(fleet_run, tmp
     s, _, scores, _, _ = fleet_run
     topic = f"{s.topic_scores}.dense-device"
     env = settings_env(s.model_copy(update={"topic_scores": topic, "topic_models": f"{s.topic_models}.dense-device"}))
-    proc = subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "evaluate", "--per-device", "--report",
+    proc = subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "evaluate", "--per-device", "--report",
                            str(tmp_path / "report")], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.fleet import CHANNELS
-from simulator.hetero import _PATTERNS, HETERO_KINDS, HeteroConfig, HeterogeneousFleet
+from streamtrain.simulator.fleet import CHANNELS
+from streamtrain.simulator.hetero import _PATTERNS, HETERO_KINDS, HeteroConfig, HeterogeneousFleet
 from streamtrain.preprocessing.engine import Engine
 from streamtrain.quality import evaluate, format_devices
 from tests.fleet.stream import spec_with_sequences
@@ -77,7 +77,7 @@ def test_engine_builds_per_device_sequences_of_the_last_n_readings():
 
 def _model(meta_extra: dict, window: int | None = None):
     from streamtrain.model import LoadedModel
-    from trainer.train import build_autoencoder, build_conv_autoencoder
+    from streamtrain.trainer.train import build_autoencoder, build_conv_autoencoder
     km = build_autoencoder(2, [4, 1, 4], 0.01, 1) if window is None else build_conv_autoencoder(window, 2, [4, 1], 3,
                                                                                                   0.01, 1)
     meta = {"version": 1, "feature_names": ["a", "b"], "threshold": 0.5, "format": "keras-v3",
@@ -148,9 +148,9 @@ def test_fleet_spec_in_docs_is_the_default_plus_sequences():
 
 
 def test_simulate_profiles_build_the_right_fleet_and_reject_bad_options():
-    from simulator.cli import make_fleet
-    from simulator.fleet import Fleet
-    from simulator.settings import SimulatorSettings
+    from streamtrain.simulator.cli import make_fleet
+    from streamtrain.simulator.fleet import Fleet
+    from streamtrain.simulator.settings import SimulatorSettings
     s = SimulatorSettings(devices=6, seed=1)
     assert isinstance(make_fleet("uniform", s, None, "pump", 0.05, "20,180"), Fleet)
     fleet = make_fleet("heterogeneous", s, "spike,degraded,stuck", "pump,fan", 0.3, "30,60")

@@ -11,12 +11,12 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from simulator.hetero import HeteroConfig, HeterogeneousFleet
+from streamtrain.simulator.hetero import HeteroConfig, HeterogeneousFleet
 from streamtrain.kafka import producer_config, read_topic
 from streamtrain.preprocessing.engine import Engine
 from tests.fleet.stream import SEQUENCE_LENGTH, spec_with_sequences
 from tests.programs import Program, settings_env
-from trainer.train import TrainSettings, train_once
+from streamtrain.trainer.train import TrainSettings, train_once
 
 
 class SequenceStream:

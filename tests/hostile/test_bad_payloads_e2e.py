@@ -11,7 +11,7 @@ import uuid
 
 import paho.mqtt.client as mqtt
 
-from stack.local import free_port
+from streamtrain.stack.local import free_port
 from streamtrain import telemetry
 from streamtrain.kafka import headers_dict, read_topic
 from tests.ingest.test_bridge_e2e import bridge_factory, raw_keys, read_until_complete, scrape, simulate  # noqa: F401

@@ -21,7 +21,7 @@ import yaml
 from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 from pydantic import ValidationError
 
-from simulator.publish import CsvReplayConfig, read_csv_rows
+from streamtrain.simulator.publish import CsvReplayConfig, read_csv_rows
 from streamtrain import telemetry
 from streamtrain.modelcodec import FORMAT_VERSION, ModelAssembler, ModelRejected, ModelVersion, encode
 from streamtrain.preprocessing.engine import Engine
@@ -90,7 +90,7 @@ def test_deeply_nested_json_is_malformed_not_a_crash():
 @given(st.lists(st.one_of(st.binary(max_size=200), json_values.map(dumps), almost_readings.map(dumps),
                           st.just(deep(5000))), max_size=20))
 def test_scorer_decode_splits_every_record_into_scorable_or_dead_letter(values):
-    from scorer.app import Scorer
+    from streamtrain.scorer.app import Scorer
     from streamtrain.model import LoadedModel
 
     # Decoding needs the model's inputs only, not its network.
@@ -323,7 +323,7 @@ class _Champion:
                           st.one_of(st.none(), hostile_manifests, json_values.map(dumps))), max_size=12),
        st.binary(max_size=200))
 def test_hostile_model_records_never_change_the_serving_model(records, artefact):
-    from scorer.models import ModelRegistry, ModelWatcher
+    from streamtrain.scorer.models import ModelRegistry, ModelWatcher
 
     registry = ModelRegistry(challenger_mode=False)
     registry.champion = champion = _Champion()

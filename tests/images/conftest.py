@@ -10,7 +10,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,8 +19,7 @@ import pytest
 
 from tests.conftest import REPO
 
-sys.path.insert(0, str(REPO / "operator"))  # as tests/k8s: the operator package is not importable as `operator`
-from streamtrain_operator import render  # noqa: E402
+from streamtrain.operator import render
 
 os.environ["CONTAINERS_CONF"] = str(REPO / "tools/images/containers.conf")
 USER = f"{render.UID}:{render.UID}"

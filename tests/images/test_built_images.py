@@ -13,9 +13,9 @@ import uuid
 
 import pytest
 
-from stack.local import free_port
+from streamtrain.stack.local import free_port
 from streamtrain.kafka import read_topic
-from streamtrain_operator import render
+from streamtrain.operator import render
 from tests.conftest import REPO
 from tests.images.conftest import HARDENED, IMAGES, PAUSE, USER, container_env, podman
 from tests.ingest.test_auth_e2e import Device, reading, wait_for
@@ -40,7 +40,7 @@ def test_runs_as_the_pods_non_root_uid_on_a_read_only_root(name):
 
 
 def test_every_streamtrain_command_answers_help_and_the_operator_imports():
-    from streamtrain_cli.main import cli
+    from streamtrain.cli.main import cli
     commands = sorted(cli.list_commands(None))
     assert {"simulate", "bridge", "preprocess", "train", "score"} <= set(commands)
     script = "streamtrain --help >/dev/null || exit 1; " + " ".join(
@@ -50,7 +50,7 @@ def test_every_streamtrain_command_answers_help_and_the_operator_imports():
     # The default command is --help (CMD), and the operator's handlers import as `kopf run` loads them.
     assert "Usage:" in podman("run", "--rm", *HARDENED, IMAGES["streamtrain"]).stdout
     operator = podman("run", "--rm", *HARDENED, "--entrypoint", "python", IMAGES["streamtrain"], "-c",
-                      "import runpy; runpy.run_path('/app/operator/main.py'); print('operator-ok')", check=False)
+                      "import streamtrain.operator.handlers; print('operator-ok')", check=False)
     assert "operator-ok" in operator.stdout, operator.stdout + operator.stderr
 
 
@@ -73,7 +73,7 @@ def test_launcher_refuses_a_read_only_data_folder_with_a_clear_error():
 def users_file(tmp_path):
     users = tmp_path / "users"
     for user, password in PASSWORDS.items():
-        subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "stack", "passwd", user, "--role",
+        subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "stack", "passwd", user, "--role",
                         "bridge" if user.startswith("bridge") else "device", "--file", str(users), "--password-stdin"],
                        input=password + "\n", text=True, check=True)
     # As the Pod mounts its Secret: defaultMode 0440, group fsGroup.

@@ -14,7 +14,7 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 
-from stack.local import LocalStack, free_port
+from streamtrain.stack.local import LocalStack, free_port
 from streamtrain.kafka import read_topic
 from streamtrain.settings import StackSettings
 from tests.conftest import REPO
@@ -31,10 +31,10 @@ def auth_broker(local_stack, tmp_path_factory):
     for user, password in PASSWORDS.items():
         role = "bridge" if user.startswith("bridge") else "device"
         # Through the CLI, as an operator would (password on stdin, never on the command line).
-        subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "stack", "passwd", user, "--role", role,
+        subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "stack", "passwd", user, "--role", role,
                         "--file", str(users), "--password-stdin"], input=password + "\n", text=True, check=True)
     # A simulated fleet's identities in one go, as an operator would.
-    subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "stack", "passwd-fleet", "--devices", str(FLEET),
+    subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "stack", "passwd-fleet", "--devices", str(FLEET),
                     "--prefix", "fleet", "--out", str(home / "fleet-creds"), "--file", str(users)], check=True)
     assert "secret" not in users.read_text()
     stack = LocalStack(StackSettings(home=home, jars=REPO / ".streamtrain" / "lib", mqtt_port=free_port(),
@@ -181,7 +181,7 @@ def start_bridge(pipeline, port: int, tmp_path) -> Program:
 def simulate(pipeline, port: int, *args: str) -> tuple[int, dict, str]:
     """`streamtrain simulate ARGS` against ``port``: exit code, JSON report, stderr (with the JSON log)."""
     env = settings_env(pipeline, mqtt_port=port)
-    done = subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "simulate", *args], env=env,
+    done = subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "simulate", *args], env=env,
                           capture_output=True, text=True, timeout=300)
     report = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
     return done.returncode, report, done.stderr

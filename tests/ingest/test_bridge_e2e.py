@@ -12,9 +12,9 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 
-from simulator.fleet import Fleet, FleetConfig
-from simulator.publish import CsvReplayConfig, replay_csv, run_fleet
-from stack.local import free_port
+from streamtrain.simulator.fleet import Fleet, FleetConfig
+from streamtrain.simulator.publish import CsvReplayConfig, replay_csv, run_fleet
+from streamtrain.stack.local import free_port
 from streamtrain.kafka import headers_dict, read_topic
 from tests.programs import Program, drop_mqtt_session, settings_env
 

@@ -8,9 +8,9 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from simulator.cli import command as simulate, fleet_device_ids, make_fleet
-from simulator.publish import require_passwords
-from simulator.settings import SimulatorSettings
+from streamtrain.simulator.cli import command as simulate, fleet_device_ids, make_fleet
+from streamtrain.simulator.publish import require_passwords
+from streamtrain.simulator.settings import SimulatorSettings
 from streamtrain.credentials import make_fleet as make_fleet_credentials, read_device_passwords, verify_password
 
 

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from stack.local import ADMIN
+from streamtrain.stack.local import ADMIN
 from streamtrain.access import PROGRAMS, grants
 from streamtrain.kafka import READER_GROUP, ensure_topics, read_topic
 from streamtrain.quality import evaluate
@@ -145,7 +145,7 @@ def test_pipeline_runs_with_every_program_as_its_own_kafka_user(scram_stack, tmp
                 "STREAMTRAIN_KAFKA_PORT": str(st.kafka_port),
                 "STREAMTRAIN_KAFKA_CONTROLLER_PORT": str(st.kafka_controller_port),
                 "STREAMTRAIN_MQTT_PORT": str(st.mqtt_port)})
-    proc = subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "--log-format", "console", "demo",
+    proc = subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "--log-format", "console", "demo",
                            "--kafka-auth", "scram", "--run-id", run, "--keep-stack", "--devices", "10",
                            "--rate", "10", "--v1-records", "1500", "--v2-records", "1000", "--epochs", "3",
                            "--report", str(tmp_path / "report")],

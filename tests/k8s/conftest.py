@@ -1,16 +1,14 @@
-"""Kubernetes tests: no cluster, no network. The operator package lives in operator/ (not importable
-as ``operator``, which would shadow the standard library), so its directory goes on sys.path."""
+"""Kubernetes tests: no cluster, no network. The operator is the installed package
+``streamtrain.operator`` (its source lives in operator/streamtrain_operator/)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "operator"))
 
 #: Kubernetes versions every manifest is validated against: the oldest supported, a middle one and
 #: the newest schema kubernetes-validate ships.
@@ -23,7 +21,7 @@ def assert_pinned_multi_stage_non_root(text: str) -> None:
     operator's UID, nothing resolved at runtime, every COPY source present in the repository."""
     import re
 
-    from streamtrain_operator import render
+    from streamtrain.operator import render
     for arg in ("MAVEN_IMAGE", "JRE_IMAGE"):
         base = re.search(rf"^ARG {arg}=(\S+)$", text, re.M).group(1)
         assert re.search(r":\d+\.\d+\.\d+", base) and "latest" not in base, base

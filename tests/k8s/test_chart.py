@@ -12,7 +12,7 @@ import yaml
 
 from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 
-from streamtrain_operator import render, validate
+from streamtrain.operator import render, validate
 
 CHART = ROOT / "charts/streamtrain"
 EVERYTHING = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
@@ -93,7 +93,7 @@ def test_labels_and_selectors():
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert c["livenessProbe"]["httpGet"]["port"] == "health"
-    assert "--standalone" in c["args"] and c["args"][-1] == "/app/operator/main.py"
+    assert "--standalone" in c["args"] and c["args"][-2:] == ["-m", "streamtrain.operator.handlers"]
 
 
 def test_long_release_names_are_truncated_to_63():
@@ -166,7 +166,7 @@ def test_rbac_is_commented_and_covers_every_child():
 def test_helm_test_pod():
     pod = next(d for d in rendered() if d["kind"] == "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    assert pod["spec"]["containers"][0]["command"] == ["python", "-m", "streamtrain_operator.selftest"]
+    assert pod["spec"]["containers"][0]["command"] == ["python", "-m", "streamtrain.operator.selftest"]
     assert (ROOT / "operator/streamtrain_operator/selftest.py").exists()
 
 

@@ -10,15 +10,15 @@ import yaml
 
 from tests.k8s.conftest import EXAMPLES, KUBE_VERSIONS, ROOT, load_example
 
-from streamtrain_operator import crd as crd_module  # noqa: E402  (path set in conftest)
-from streamtrain_operator import validate
+from streamtrain.operator import crd as crd_module  # noqa: E402  (path set in conftest)
+from streamtrain.operator import validate
 
 CRD_FILE = ROOT / "charts/streamtrain/crds/streamingtrainings.yaml"
 
 
 def test_committed_crd_matches_generator():
     assert yaml.safe_load(CRD_FILE.read_text()) == crd_module.crd(), (
-        "regenerate: PYTHONPATH=operator python -m streamtrain_operator.crd > " + str(CRD_FILE.relative_to(ROOT)))
+        "regenerate: python -m streamtrain.operator.crd > " + str(CRD_FILE.relative_to(ROOT)))
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
@@ -133,7 +133,7 @@ def test_missing_spec_rejected():
 
 
 def test_long_names_rejected_and_the_longest_allowed_fits_every_child():
-    from streamtrain_operator import render
+    from streamtrain.operator import render
     r = load_example(ROOT / "examples/full.yaml")
     r["metadata"]["name"] = "p" * 41
     assert validate.errors(r) == ["metadata.name: Invalid value: metadata.name must be at most 40 characters "

@@ -7,7 +7,7 @@ import re
 
 from tests.k8s.conftest import ROOT, assert_pinned_multi_stage_non_root
 
-from streamtrain_operator import render
+from streamtrain.operator import render
 
 DOCKERFILE = (ROOT / "images/Dockerfile").read_text()
 INSTRUCTIONS = [line for line in DOCKERFILE.splitlines() if line and not line.startswith("#")]
@@ -50,8 +50,8 @@ def test_copied_paths_exist():
 def test_entrypoint_and_operator_paths_match_the_chart():
     assert 'ENTRYPOINT ["streamtrain"]' in DOCKERFILE
     deployment = (ROOT / "charts/streamtrain/templates/deployment.yaml").read_text()
-    assert "/app/operator/main.py" in deployment and "COPY operator /app/operator" in DOCKERFILE
-    assert "PYTHONPATH=/app/operator" in DOCKERFILE
+    assert "- streamtrain.operator.handlers" in deployment and "COPY operator ./operator" in DOCKERFILE
+    assert "operator" in re.search(r"ARG EXTRAS=(\S+)", DOCKERFILE).group(1).split(",")
 
 
 def test_streams_scorer_image_is_pinned_non_root_and_copies_what_exists():
@@ -63,37 +63,39 @@ def test_streams_scorer_image_is_pinned_non_root_and_copies_what_exists():
 def test_hivemq_image_folders_are_writable_on_a_root_owned_volume():
     """podman's --tmpfs (and any volume whose root keeps the image folder's mode) is owned by root:
     the launcher image's data and log folders are 1777, like /tmp, so uid 10001 can lock data.lock."""
-    from streamtrain_operator import render
+    from streamtrain.operator import render
     text = (ROOT / "images/hivemq.Dockerfile").read_text()
     assert f"chmod 1777 {render.LAUNCHER_WRITES['data']} {render.LAUNCHER_WRITES['log']}" in text
 
 
-def test_every_module_the_operator_imports_is_installed_in_the_image():
-    """Each third-party module that operator/ imports comes with a package the image installs (the
-    project's dependencies plus the operator's extra names on the pip line) or one they require."""
+def test_every_module_the_operator_imports_is_installed_with_the_operator_extra():
+    """Each third-party module that operator/ imports comes with the base install plus the `operator`
+    extra (so an image built with EXTRAS=operator runs it, without TensorFlow), and the Dockerfile's
+    default EXTRAS include it."""
     import ast
     import sys
     from importlib import metadata
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    def requires(dist: str) -> list[str]:  # what pip installs for it here (no extras, markers evaluated)
+    def requires(dist: str, extra: str = "") -> list[str]:  # what pip installs for it (markers evaluated)
         reqs = [Requirement(r) for r in metadata.requires(dist) or []]
-        return [canonicalize_name(r.name) for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""})]
+        return [canonicalize_name(r.name) for r in reqs if r.marker is None or r.marker.evaluate({"extra": extra})]
 
-    line = re.search(r"pip install --constraint /tmp/constraints.txt \. (.+?) \\", DOCKERFILE).group(1)
-    wanted = ["streamtrain"] + [canonicalize_name(n) for n in line.split()]  # `.` is the project
-    installed: set[str] = set()
+    assert "operator" in re.search(r"ARG EXTRAS=(\S+)", DOCKERFILE).group(1).split(",")
+    wanted = requires("streamtrain", "operator")
+    installed: set[str] = {"streamtrain"}
     while wanted:
         name = wanted.pop()
         if name not in installed:
             installed.add(name)
             wanted += requires(name)
+    assert "tensorflow-cpu" not in installed
     providers = metadata.packages_distributions()
     for path in (ROOT / "operator").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
-            for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"streamtrain_operator"}:
+            for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"streamtrain"}:
                 dists = {canonicalize_name(d) for d in providers.get(top, [])}
                 assert dists & installed, f"{path.name} imports {top} ({dists or 'not installed'}): not in the image"

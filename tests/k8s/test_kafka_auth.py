@@ -15,7 +15,7 @@ import pytest
 from tests.k8s.conftest import EXAMPLES, ROOT, load_example
 
 from streamtrain.kafka import READER_GROUP, KafkaSecurity
-from streamtrain_operator import crd, render, validate
+from streamtrain.operator import crd, render, validate
 
 STRIMZI = Path(__file__).parent / "schemas/strimzi-1.2.0"
 SECURITY = {f: KafkaSecurity.model_config["env_prefix"] + f.upper() for f in KafkaSecurity.model_fields}
@@ -245,8 +245,8 @@ def test_authentication_field_in_the_crd():
 
 # --- ACLs: exactly the topics each program uses -------------------------------------------------------
 
-SETTINGS = {"bridge": "bridge.app:BridgeSettings", "preprocess": "preprocessor.app:PreprocessSettings",
-            "train": "trainer.train:TrainSettings", "scorer": "scorer.app:ScoreSettings"}
+SETTINGS = {"bridge": "streamtrain.bridge.app:BridgeSettings", "preprocess": "streamtrain.preprocessor.app:PreprocessSettings",
+            "train": "streamtrain.trainer.train:TrainSettings", "scorer": "streamtrain.scorer.app:ScoreSettings"}
 
 
 def uses(component: str, s, windows: bool) -> tuple[set[str], set[str]]:
@@ -362,7 +362,7 @@ def test_third_party_pods_are_read_only_and_hardened(component):
 
 
 def test_turning_authentication_off_prunes_the_users():
-    from streamtrain_operator import children
+    from streamtrain.operator import children
     before, after = rendered(), rendered(change=kafka(authentication="none"))
     pruned = {children.key(m) for m in children.stale(before, after)}
     assert pruned == {("KafkaUser", u) for u in users(before)}

@@ -14,7 +14,7 @@ import yaml
 
 from tests.k8s.conftest import ROOT, assert_pinned_multi_stage_non_root, load_example
 
-from streamtrain_operator import render, validate
+from streamtrain.operator import render, validate
 
 SECURE = load_example(ROOT / "examples/secure.yaml")
 DOCKERFILE = (ROOT / "images/hivemq.Dockerfile").read_text()
@@ -137,7 +137,7 @@ def test_bridge_references_only_its_own_secret_and_reads_the_password_from_a_fil
     assert mqtt_refs == {("secure-mqtt-bridge", "username"), ("secure-mqtt-bridge", "password")}
     _hardened(pod)
     # The bridge program reads exactly this: its settings take the file and return its content.
-    from bridge.app import BridgeSettings
+    from streamtrain.bridge.app import BridgeSettings
     (tmp_path / "password").write_text("from-the-secret\n")
     monkeypatch.setenv("STREAMTRAIN_MQTT_PASSWORD_FILE", str(tmp_path / "password"))
     monkeypatch.setenv("STREAMTRAIN_MQTT_USERNAME", "bridge")
@@ -156,7 +156,7 @@ def test_simulator_gets_its_devices_file_and_never_the_bridge_identity(monkeypat
     assert env["STREAMTRAIN_CREDENTIALS_FILE"]["value"] == f"{mount['mountPath']}/credentials"
     assert _secret_refs(pod) == {("secure-devices", "credentials")}  # the simulator speaks MQTT only
     _hardened(pod)
-    from simulator.settings import SimulatorSettings
+    from streamtrain.simulator.settings import SimulatorSettings
     monkeypatch.setenv("STREAMTRAIN_CREDENTIALS_FILE", env["STREAMTRAIN_CREDENTIALS_FILE"]["value"])
     assert str(SimulatorSettings().credentials_file) == env["STREAMTRAIN_CREDENTIALS_FILE"]["value"]
 
@@ -285,7 +285,7 @@ def test_entrypoint_and_pod_args_are_the_launchers_arguments():
 
 
 def test_shipped_config_is_the_local_stacks_listening_on_every_interface():
-    from stack.local import hivemq_config_xml
+    from streamtrain.stack.local import hivemq_config_xml
     shipped = (ROOT / "images/hivemq-config.xml").read_text()
     assert shipped == hivemq_config_xml(1883, "0.0.0.0")
     pod = _pod(_secure(), "hivemq")

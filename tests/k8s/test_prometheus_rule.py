@@ -11,10 +11,10 @@ import jsonschema
 import pytest
 import yaml
 
-from stack.monitoring import CHART, RULES
+from streamtrain.stack.monitoring import CHART, RULES
 from tests.k8s.conftest import ROOT
 
-from streamtrain_operator import validate
+from streamtrain.operator import validate
 
 SCHEMAS = ROOT / "tests/k8s/schemas/prometheus-operator-0.93.0"
 ENABLED = {"metrics": {"prometheusRule": {"enabled": True, "labels": {"release": "kps"}},

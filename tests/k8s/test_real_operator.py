@@ -19,7 +19,7 @@ from tests.k8s.conftest import RELEASE, RELEASE_NS, ROOT, load_example
 from tests.k8s.controlplane import kubeconfig
 from tests.waiting import eventually
 
-from streamtrain_operator import children
+from streamtrain.operator import children
 
 pytestmark = pytest.mark.kube
 
@@ -30,7 +30,7 @@ STRIMZI_KINDS = ("Kafka", "KafkaTopic", "KafkaUser")
 
 
 class Operator:
-    """``kopf run`` of operator/main.py as a process, authenticated with the chart ServiceAccount's token."""
+    """``kopf run -m streamtrain.operator.handlers`` as a process, authenticated with the chart ServiceAccount's token."""
 
     def __init__(self, cp, workdir):
         self.cp, self.proc = cp, None
@@ -45,7 +45,7 @@ class Operator:
     def start(self) -> None:
         env = {**self.cp.env(), "KUBECONFIG": str(self.kubeconfig), "STREAMTRAIN_OPERATOR_STATUS_INTERVAL": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "kopf", "run", "--standalone", "-A",
-                                      str(ROOT / "operator/main.py")], env=env, stdout=open(self.log, "ab"),
+                                      "-m", "streamtrain.operator.handlers"], env=env, stdout=open(self.log, "ab"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self) -> int:

@@ -15,7 +15,7 @@ import pytest
 from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 
 from streamtrain.kafka import KafkaSecurity
-from streamtrain_operator import render, validate
+from streamtrain.operator import render, validate
 
 STRIMZI = Path(__file__).parent / "schemas/strimzi-1.2.0"
 STRIMZI_KINDS = {"Kafka": "kafka", "KafkaNodePool": "kafkanodepool", "KafkaTopic": "kafkatopic", "KafkaUser": "kafkauser"}
@@ -118,9 +118,9 @@ def test_ksqldb_queries_are_the_rendered_preprocessing():
     assert mounts["/etc/ksqldb-queries"]["readOnly"] and not mounts["/etc/ksqldb"].get("readOnly")
 
 
-SETTINGS = {"simulate": "simulator.settings:SimulatorSettings", "bridge": "bridge.app:BridgeSettings",
-            "preprocess": "preprocessor.app:PreprocessSettings", "train": "trainer.train:TrainSettings",
-            "score": "scorer.app:ScoreSettings"}
+SETTINGS = {"simulate": "streamtrain.simulator.settings:SimulatorSettings", "bridge": "streamtrain.bridge.app:BridgeSettings",
+            "preprocess": "streamtrain.preprocessor.app:PreprocessSettings", "train": "streamtrain.trainer.train:TrainSettings",
+            "score": "streamtrain.scorer.app:ScoreSettings"}
 
 
 @pytest.mark.parametrize("program", SETTINGS)

@@ -11,7 +11,7 @@ import yaml
 
 from tests.k8s.conftest import ROOT
 
-from streamtrain_operator import validate
+from streamtrain.operator import validate
 
 SCHEMA = json.loads((Path(__file__).parent / "schemas/skaffold/v4beta11.json").read_text())
 CONFIG = yaml.safe_load((ROOT / "skaffold.yaml").read_text())

@@ -6,7 +6,7 @@ import pytest
 
 from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 
-from streamtrain_operator import children, status
+from streamtrain.operator import children, status
 
 
 def body(example: str = "full") -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stack.monitoring import CHART, RULES
+from streamtrain.stack.monitoring import CHART, RULES
 from streamtrain.model import BadInput
 from streamtrain.preprocessing.compile import EvalError
 

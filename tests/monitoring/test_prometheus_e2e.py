@@ -16,9 +16,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from confluent_kafka import Producer
 
-from simulator.fleet import Fleet, FleetConfig
-from stack.local import free_port
-from stack.monitoring import DASHBOARD, RULES, LocalPrometheus, Target, prometheus_config
+from streamtrain.simulator.fleet import Fleet, FleetConfig
+from streamtrain.stack.local import free_port
+from streamtrain.stack.monitoring import DASHBOARD, RULES, LocalPrometheus, Target, prometheus_config
 from streamtrain.kafka import ensure_topics, producer_config, read_topic
 from streamtrain.modelcodec import publish_model, read_versions
 from streamtrain.preprocessing.engine import Engine
@@ -63,7 +63,7 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]
 def train_v1(pipeline, tag: str) -> None:
     """v1 from the preprocessor's own features of other readings, on a topic of its own: the scorer's
     features topic stays empty until the burst, so Prometheus sees its counters at 0 first."""
-    from trainer.train import TrainSettings, train_once
+    from streamtrain.trainer.train import TrainSettings, train_once
     topic = f"t{tag}.train-features"
     ensure_topics(pipeline.kafka_bootstrap, [TopicSpec(topic, 3)])
     engine = Engine(PreprocessSpec.default())

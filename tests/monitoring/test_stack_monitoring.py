@@ -8,14 +8,14 @@ import subprocess
 import sys
 import time
 
-from stack.local import free_port
-from stack.monitoring import LOCAL_PORTS, running_prometheus
+from streamtrain.stack.local import free_port
+from streamtrain.stack.monitoring import LOCAL_PORTS, running_prometheus
 
 
 def cli(local_stack, *args: str) -> subprocess.CompletedProcess:
     st = local_stack.settings
     env = {**os.environ, "STREAMTRAIN_JARS": str(st.jars)}
-    return subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "--log-format", "console", "stack", *args,
+    return subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "--log-format", "console", "stack", *args,
                            "--home", str(st.home), "--kafka-port", str(st.kafka_port), "--mqtt-port", str(st.mqtt_port)],
                           env=env, capture_output=True, text=True, timeout=180)
 

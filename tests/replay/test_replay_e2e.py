@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stack.local import free_port
+from streamtrain.stack.local import free_port
 from streamtrain.kafka import headers_dict, read_topic
 from tests.fleet.stream import wait_until
 from tests.programs import STREAMTRAIN, Program, drop_mqtt_session, settings_env

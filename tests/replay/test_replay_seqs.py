@@ -2,8 +2,8 @@
 continue after the newest seq an earlier replay published to the same broker."""
 import pytest
 
-from simulator import seqstate
-from simulator.publish import CsvReplayConfig, read_csv_rows
+from streamtrain.simulator import seqstate
+from streamtrain.simulator.publish import CsvReplayConfig, read_csv_rows
 
 
 def rows(tmp_path, text: str, **cfg) -> list[tuple[str, int]]:

@@ -207,7 +207,7 @@ def test_challenger_scores_in_shadow_until_promoted(pipeline, tmp_path):
     stream.send(100)
     train(pipeline, tmp_path, "train-v1", records=2000)
     scorer = start_scorer(pipeline, tmp_path, challenger="true", metrics_port=(port := __import__(
-        "stack.local", fromlist=["free_port"]).free_port()))
+        "streamtrain.stack.local", fromlist=["free_port"]).free_port()))
     scorer.wait_log('"new_version": 1', timeout=120)
     train(pipeline, tmp_path, "train-v2", records=2000)
     scorer.wait_log('"challenger_loaded"', timeout=120)

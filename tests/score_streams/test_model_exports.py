@@ -52,7 +52,7 @@ def test_onnx_scoring_graph_matches_loaded_model_scores():
 
     from streamtrain.model import LoadedModel
     from streamtrain.onnx_export import export_scoring_graph
-    from trainer.train import build_autoencoder
+    from streamtrain.trainer.train import build_autoencoder
 
     rng = np.random.default_rng(1)
     km = build_autoencoder(4, [16, 3, 16], 1e-3, seed=2)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
-from stack.local import free_port
+from streamtrain.stack.local import free_port
 from streamtrain.kafka import ensure_topics, producer_config, read_topic
 from streamtrain.topics import TopicSpec
 from tests.programs import Program, settings_env

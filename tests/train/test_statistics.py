@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.statistics import baselines_from_rows, resolution, training_health
+from streamtrain.trainer.statistics import baselines_from_rows, resolution, training_health
 
 
 def test_scales_never_collapse_on_constant_quantised_or_near_constant_channels():
@@ -58,7 +58,7 @@ def test_training_health_verdicts():
 
 
 def test_a_small_range_gets_enough_optimizer_steps_unless_epochs_are_given():
-    from trainer.train import TrainSettings, epochs_for
+    from streamtrain.trainer.train import TrainSettings, epochs_for
     assert epochs_for(TrainSettings(), 3200) == 125          # 12 steps per epoch, 1,500 steps
     assert epochs_for(TrainSettings(), 200_000) == 20        # a large range: the usual 20
     assert epochs_for(TrainSettings(), 100) == 200           # capped

@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from streamtrain.kafka import producer_config
 from streamtrain.model import LoadedModel, save_artefact
 from streamtrain.modelcodec import publish_model, read_versions
-from trainer.train import TrainSettings, build_autoencoder, reproduce, train_once
+from streamtrain.trainer.train import TrainSettings, build_autoencoder, reproduce, train_once
 
 FEATURES = ["current", "pressure", "temperature", "vibration"]
 

@@ -16,7 +16,7 @@ from streamtrain.kafka import producer_config
 from streamtrain.model import LoadedModel
 from streamtrain.modelcodec import read_versions
 from tests.programs import settings_env
-from trainer.train import TrainSettings, train_once
+from streamtrain.trainer.train import TrainSettings, train_once
 
 DEVICES = 6
 CHANNELS = ["current", "pressure", "temperature", "voltage", "valve"]
@@ -78,7 +78,7 @@ def test_a_run_that_learns_nothing_says_so_in_log_manifest_and_evaluate(pipeline
     produce(pipeline, {f"n-{d}": rng.normal(0, 1, (200, len(names))) for d in range(4)}, names)
     env = settings_env(pipeline)
     # Twelve independent channels through a one-unit bottleneck: nothing to learn.
-    proc = subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "train", "--layers", "16,1,16",
+    proc = subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "train", "--layers", "16,1,16",
                            "--epochs", "5", "--cache"], env={**env, "STREAMTRAIN_MIN_RECORDS": "100"},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -94,10 +94,10 @@ def test_a_run_that_learns_nothing_says_so_in_log_manifest_and_evaluate(pipeline
         p.produce(pipeline.topic_scores, json.dumps({"device_id": "n-0", "seq": seq, "model_version": mv.version,
                                                      "is_anomaly": seq % 2 == 0, "label": 0}).encode())
     assert p.flush(30) == 0
-    out = subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "evaluate"], env=env,
+    out = subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "evaluate"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"v{mv.version} training: WARNING no_better_than_constant" in out.stdout, out.stdout
-    as_json = subprocess.run([sys.executable, "-m", "streamtrain_cli.main", "evaluate", "--json"], env=env,
+    as_json = subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "evaluate", "--json"], env=env,
                              capture_output=True, text=True, timeout=120)
     assert json.loads(as_json.stdout)["training_health"][str(mv.version)]["status"] == "no_better_than_constant"

@@ -36,7 +36,7 @@ class Proc:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self.out = open(self.log_path, "ab")
-        self.p = subprocess.Popen([sys.executable, "-m", "streamtrain_cli.main", *args], env=env,
+        self.p = subprocess.Popen([sys.executable, "-m", "streamtrain.cli.main", *args], env=env,
                                   stdout=self.out, stderr=subprocess.STDOUT)
 
     def alive(self) -> bool:
@@ -159,7 +159,7 @@ def _program_envs(stack, s: CommonSettings, run: str):
     security = {f"STREAMTRAIN_KAFKA_{field.upper()}" for field in KafkaSecurity.model_fields}
     users: dict[str, dict] = {}
     if stack.settings.kafka_auth == "scram":
-        from stack.local import ADMIN
+        from streamtrain.stack.local import ADMIN
         os.environ.update(stack.client_env(ADMIN))
         users = {p: stack.kafka_user(f"demo-{run}-{p}", p, topics=s) for p in ("bridge", "preprocess", "train", "score")}
 
@@ -191,7 +191,7 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
     Ports and the data directory follow the stack settings (STREAMTRAIN_KAFKA_PORT,
     STREAMTRAIN_MQTT_PORT, STREAMTRAIN_HOME); an already running stack is reused.
     """
-    from stack.local import LocalStack, StackError
+    from streamtrain.stack.local import LocalStack, StackError
     started = time.monotonic()
     run = run_id or uuid.uuid4().hex[:6]
     stack_settings = StackSettings(**(ctx.obj or {}).get("log", {}), **({"kafka_auth": kafka_auth} if kafka_auth else {}))
@@ -275,7 +275,7 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
     ev = evaluate(scores)
     click.echo("")
     click.echo(format_table(ev))
-    from streamtrain_cli.report import write_report
+    from streamtrain.scorer.report import write_report
     from streamtrain.modelcodec import read_versions
     models = [mv.metadata for mv in read_versions(s.kafka_bootstrap, s.topic_models)]
     path = write_report(report_dir, scores, ev, models, title=f"StreamTrain demo {run}")

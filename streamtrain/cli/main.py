@@ -24,13 +24,13 @@ def _overrides(**kwargs) -> dict:
 
 #: Subcommands that live in the programs' own packages, as "module:attribute" of a click command.
 PROGRAMS = {
-    "simulate": ("simulator.cli:command", "Publish telemetry from a simulated fleet or a CSV replay over MQTT."),
-    "bridge": ("bridge.cli:command", "Forward MQTT telemetry to the Kafka raw topic, at least once."),
-    "preprocess": ("preprocessor.cli:command", "Preprocess the raw topic into features (embedded engine) or print ksqlDB."),
-    "train": ("trainer.cli:command", "Train a model from the features topic and publish it to the models topic."),
-    "score": ("scorer.cli:command", "Score the features stream live with hot model updates."),
-    "evaluate": ("scorer.evaluate:command", "Quality of the scores topic against ground-truth labels."),
-    "demo": ("streamtrain_cli.demo:command", "Run the whole pipeline locally on real brokers and report quality."),
+    "simulate": ("streamtrain.simulator.cli:command", "Publish telemetry from a simulated fleet or a CSV replay over MQTT."),
+    "bridge": ("streamtrain.bridge.cli:command", "Forward MQTT telemetry to the Kafka raw topic, at least once."),
+    "preprocess": ("streamtrain.preprocessor.cli:command", "Preprocess the raw topic into features (embedded engine) or print ksqlDB."),
+    "train": ("streamtrain.trainer.cli:command", "Train a model from the features topic and publish it to the models topic."),
+    "score": ("streamtrain.scorer.cli:command", "Score the features stream live with hot model updates."),
+    "evaluate": ("streamtrain.scorer.evaluate:command", "Quality of the scores topic against ground-truth labels."),
+    "demo": ("streamtrain.cli.demo:command", "Run the whole pipeline locally on real brokers and report quality."),
 }
 
 
@@ -92,7 +92,7 @@ def _stack_options(f):
 
 
 def _local_stack(ctx, home, kafka_port, mqtt_port):
-    from stack.local import LocalStack
+    from streamtrain.stack.local import LocalStack
     return LocalStack(StackSettings(**ctx.obj["log"], **_overrides(home=home, kafka_port=kafka_port, mqtt_port=mqtt_port)))
 
 
@@ -108,14 +108,14 @@ def _local_stack(ctx, home, kafka_port, mqtt_port):
 @click.pass_context
 def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, monitoring, prometheus_port) -> None:
     """Start both brokers (if not running), wait until ready, create the pipeline topics."""
-    from stack.local import StackError
+    from streamtrain.stack.local import StackError
     try:
         if kafka_auth:
             ctx.obj["log"]["kafka_auth"] = kafka_auth
         stack = _local_stack(ctx, home, kafka_port, mqtt_port)
         status = stack.up()
         if monitoring:
-            from stack.monitoring import PROMETHEUS_PORT, RULES, LocalPrometheus, local_targets, prometheus_config
+            from streamtrain.stack.monitoring import PROMETHEUS_PORT, RULES, LocalPrometheus, local_targets, prometheus_config
             prom = LocalPrometheus(stack.home, prometheus_port or PROMETHEUS_PORT)
             prom.start(prometheus_config(local_targets(), [RULES], interval="5s"))
             status["prometheus"] = prom.status()
@@ -138,7 +138,7 @@ def stack_kafka_user(ctx, user, program, group, home, kafka_port, mqtt_port) -> 
     The password is made at random and kept in a 0600 file under <home>/kafka/secrets; prints the
     STREAMTRAIN_KAFKA_* lines to export before starting the program as that user.
     """
-    from stack.local import StackError
+    from streamtrain.stack.local import StackError
     try:
         env = _local_stack(ctx, home, kafka_port, mqtt_port).kafka_user(user, program, group)
     except StackError as exc:
@@ -153,7 +153,7 @@ def stack_kafka_user(ctx, user, program, group, home, kafka_port, mqtt_port) -> 
 def stack_status(ctx, home, kafka_port, mqtt_port) -> None:
     """Show pids, endpoints and readiness of both brokers (exit 1 unless both are ready), and of
     Prometheus when `stack up --monitoring` started it."""
-    from stack.monitoring import running_prometheus
+    from streamtrain.stack.monitoring import running_prometheus
     stack = _local_stack(ctx, home, kafka_port, mqtt_port)
     status = stack.status()
     if (prom := running_prometheus(stack.home)) is not None:
@@ -224,7 +224,7 @@ def stack_passwd_fleet(ctx, devices, prefix, out, path) -> None:
 def stack_down(ctx, home, kafka_port, mqtt_port) -> None:
     """Stop Prometheus (if `stack up --monitoring` started it), HiveMQ and Kafka cleanly (SIGTERM, then
     SIGKILL after a grace period)."""
-    from stack.monitoring import running_prometheus
+    from streamtrain.stack.monitoring import running_prometheus
     stack = _local_stack(ctx, home, kafka_port, mqtt_port)
     if (prom := running_prometheus(stack.home)) is not None:
         prom.stop()
