@@ -135,7 +135,7 @@ class LocalStack:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.settings.kafka_port}"
+        return f"{self.settings.bind_host}:{self.settings.kafka_port}"
 
     @property
     def controller_port(self) -> int:
@@ -181,8 +181,8 @@ class LocalStack:
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{cport}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "listeners": f"PLAINTEXT://{self.settings.bind_host}:{port},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"PLAINTEXT://{self.settings.bind_host}:{port}",
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
@@ -230,14 +230,15 @@ class LocalStack:
         return path.read_text().strip()
 
     def _tls(self) -> tuple[Path, str]:
-        """A self-signed broker certificate for 127.0.0.1 (keytool ships with Java); its PEM is the CA clients trust."""
+        """A self-signed broker certificate for 127.0.0.1 and bind_host (keytool ships with Java); its PEM is the CA clients trust."""
         store = self.secrets_dir / "broker.p12"
         password = self._secret("keystore")
         if not (store.exists() and self.ca_file.exists()):
             keytool = shutil.which("keytool") or str(Path(self._java()).resolve().parent / "keytool")
             store.unlink(missing_ok=True)
+            san = ",".join(f"ip:{ip}" for ip in dict.fromkeys(("127.0.0.1", self.settings.bind_host))) + ",dns:localhost"
             for cmd in ([keytool, "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
-                         "-dname", BROKER_DN, "-ext", "SAN=ip:127.0.0.1,dns:localhost", "-validity", "3650",
+                         "-dname", BROKER_DN, "-ext", f"SAN={san}", "-validity", "3650",
                          "-storetype", "PKCS12", "-keystore", str(store), "-storepass", password],
                         [keytool, "-exportcert", "-rfc", "-alias", "broker", "-keystore", str(store),
                          "-storepass", password, "-file", str(self.ca_file)]):
@@ -253,8 +254,8 @@ class LocalStack:
         admin = self._secret(ADMIN)
         jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" password="{admin}";'
         return {
-            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port}",
+            "listeners": f"SASL_SSL://{self.settings.bind_host}:{port},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"SASL_SSL://{self.settings.bind_host}:{port}",
             # The controller listener takes no SCRAM (its credentials live in the metadata it serves):
             # the broker proves itself there with its certificate instead.
             "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SSL",
@@ -325,7 +326,7 @@ class LocalStack:
         conf, data, ext = base / "conf", base / "data", base / "extensions"
         for d in (conf, data, ext):
             d.mkdir(parents=True, exist_ok=True)
-        (conf / "config.xml").write_text(hivemq_config_xml(self.settings.mqtt_port, "127.0.0.1"))
+        (conf / "config.xml").write_text(hivemq_config_xml(self.settings.mqtt_port, self.settings.bind_host))
         return conf, data, ext
 
     # ---------------------------------------------------------------- processes
@@ -341,7 +342,7 @@ class LocalStack:
     def start_kafka(self) -> None:
         if self.kafka.pid():
             return
-        if port_open(self.settings.kafka_port):
+        if port_open(self.settings.kafka_port, self.settings.bind_host):
             raise StackError(f"port {self.settings.kafka_port} is taken by another process; pick another with --kafka-port")
         lib = self.kafka_lib()
         conf = self._kafka_config()
@@ -371,7 +372,7 @@ class LocalStack:
     def start_hivemq(self) -> None:
         if self.hivemq.pid():
             return
-        if port_open(self.settings.mqtt_port):
+        if port_open(self.settings.mqtt_port, self.settings.bind_host):
             raise StackError(f"port {self.settings.mqtt_port} is taken by another process; pick another with --mqtt-port")
         lib = self.hivemq_lib()
         conf, data, ext = self._hivemq_config()
@@ -384,7 +385,7 @@ class LocalStack:
 
     # ---------------------------------------------------------------- readiness
     def kafka_ready(self) -> bool:
-        if not port_open(self.settings.kafka_port):
+        if not port_open(self.settings.kafka_port, self.settings.bind_host):
             return False
         from confluent_kafka.admin import AdminClient
         try:
@@ -395,7 +396,7 @@ class LocalStack:
             return False
 
     def hivemq_ready(self) -> bool:
-        if not port_open(self.settings.mqtt_port):
+        if not port_open(self.settings.mqtt_port, self.settings.bind_host):
             return False
         import paho.mqtt.client as mqtt
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamtrain-probe-{uuid.uuid4().hex[:8]}",
@@ -404,7 +405,7 @@ class LocalStack:
         # Any CONNACK means the broker is up; with authentication on, the probe's is a refusal.
         client.on_connect = lambda c, u, flags, reason, props: answered.append(reason)
         try:
-            rc = client.connect("127.0.0.1", self.settings.mqtt_port, keepalive=5)
+            rc = client.connect(self.settings.bind_host, self.settings.mqtt_port, keepalive=5)
             if rc != 0:
                 return False
             deadline = time.monotonic() + 3
@@ -450,7 +451,7 @@ class LocalStack:
                       "log": str(self.kafka.log_file),
                       **({"security": "SASL_SSL/" + SCRAM, "admin": self.client_env(ADMIN)}
                          if self.settings.kafka_auth == "scram" else {})},
-            "hivemq": {"pid": self.hivemq.pid(), "mqtt": f"127.0.0.1:{self.settings.mqtt_port}",
+            "hivemq": {"pid": self.hivemq.pid(), "mqtt": f"{self.settings.bind_host}:{self.settings.mqtt_port}",
                        "ready": self.hivemq_ready(), "log": str(self.hivemq.log_file)},
             "home": str(self.home),
         }

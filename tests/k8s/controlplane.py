@@ -175,7 +175,9 @@ class ControlPlane:
                     "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
                     "--service-cluster-ip-range", "10.96.0.0/16", "--authorization-mode", "RBAC",
                     "--enable-admission-plugins", EXTRA_ADMISSION, "--allow-privileged=true",
-                    "--endpoint-reconciler-type", "none", "-v", "1")
+                    "--endpoint-reconciler-type", "none",
+                    # A real node (node.py) is reached at its address: its name resolves nowhere here.
+                    "--kubelet-preferred-address-types", "InternalIP,Hostname", "-v", "1")
         self._ready(deadline)
         kc = str(self.kubeconfig)
         self._start("kube-controller-manager", "--kubeconfig", kc, "--leader-elect=false",

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -65,6 +66,29 @@ def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and res.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()}")
     return res
+
+
+#: iptables chains the kubelet (localnet guard, canaries) and the CNI firewall plugin leave behind;
+#: kube-proxy removes its own with --cleanup.
+LEFT_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT", "CNI-FORWARD", "CNI-ADMIN")
+
+
+def drop_chains(tool: str, chains: tuple[str, ...]) -> None:
+    """Remove the rules that jump to ``chains`` and then the chains, in every table."""
+    for table in ("filter", "nat", "mangle"):
+        res = _run(tool, "-t", table, "-S", check=False)
+        if res.returncode:
+            continue
+        rules = [shlex.split(line) for line in res.stdout.splitlines()]
+        for rule in rules:
+            if rule[0] == "-A" and rule[1] not in chains and "-j" in rule and rule[rule.index("-j") + 1] in chains:
+                _run(tool, "-t", table, "-D", *rule[1:], check=False)
+        for rule in rules:
+            if rule[0] == "-N" and rule[1] in chains:
+                _run(tool, "-t", table, "-F", rule[1], check=False)
+        for rule in rules:
+            if rule[0] == "-N" and rule[1] in chains:
+                _run(tool, "-t", table, "-X", rule[1], check=False)
 
 
 def _listening(host: str, port: int) -> bool:
@@ -332,6 +356,8 @@ class Node:
                 with contextlib.suppress(OSError):
                     root.rmdir()
         _run("ip", "link", "delete", BRIDGE, check=False)
+        for tool in ("iptables", "ip6tables"):
+            drop_chains(tool, LEFT_CHAINS)
 
     def _stop(self, name: str) -> None:
         proc = self.procs.pop(name, None)

@@ -1,4 +1,4 @@
-"""The operator as a process (``kopf run`` of operator/main.py) on a real control plane, authenticated
+"""The operator as a process (``kopf run -m streamtrain.operator.handlers``) on a real control plane, authenticated
 with a token of the chart's ServiceAccount: it never runs as admin."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from tests.k8s.conftest import RELEASE, RELEASE_NS, ROOT
+from tests.k8s.conftest import RELEASE, RELEASE_NS
 from tests.k8s.controlplane import kubeconfig
 
 
@@ -27,7 +27,7 @@ class Operator:
     def start(self) -> None:
         env = {**self.cp.env(), "KUBECONFIG": str(self.kubeconfig), "STREAMTRAIN_OPERATOR_STATUS_INTERVAL": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "kopf", "run", "--standalone", "-A",
-                                      str(ROOT / "operator/main.py")], env=env, stdout=open(self.log, "ab"),
+                                      "-m", "streamtrain.operator.handlers"], env=env, stdout=open(self.log, "ab"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self) -> int:
