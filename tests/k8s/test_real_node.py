@@ -1,11 +1,11 @@
 """A StreamingTraining on a real node: real Pods from our images, run by a kubelet on containerd.
 
 The control plane of ``controlplane.py`` plus the node of ``node.py`` (the kwok fake node is cordoned,
-so every Pod lands on the real one). Kafka is external (the local stack's real broker, listening on the
-Pods' bridge gateway; the Strimzi operator image cannot be had here), and so is MQTT (the local
-stack's HiveMQ CE on the same address: without cluster DNS and kube-proxy a Pod cannot reach a
-Service by name). The operator runs in-process under the chart's ServiceAccount, as in
-test_real_operator.py; it reads the scorers' /metrics at their Pod addresses for status.modelVersion.
+so every Pod lands on the real one). HiveMQ CE is managed: our launcher image with MQTT credentials
+from Secrets, reached by the simulator and the bridge by its Service name (CoreDNS, kube-proxy).
+Kafka is external: the local stack's real broker, listening on the Pods' bridge gateway (the Strimzi
+operator image cannot be had here). The operator runs in-process under the chart's ServiceAccount, as
+in test_real_operator.py; it reads the scorers' /metrics at their Pod addresses for status.modelVersion.
 
 Evidence asked for: the trainer Job's Pod ran on the kubelet (containerd container, exit 0), the
 scorer Pod runs, status.modelVersion becomes the first version and the scores on Kafka carry it;
@@ -17,6 +17,7 @@ import json
 
 import pytest
 
+from streamtrain.credentials import make_fleet, new_password, set_user
 from streamtrain.kafka import read_topic
 from streamtrain.settings import StackSettings
 from streamtrain.stack.local import LocalStack
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.kube, pytest.mark.node]
 
 NS = "plant"
 NAME = "line-1"
+DEVICES = 20
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,23 @@ def stack(node, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def operator(crds, stack, tmp_path_factory):
+def secrets(crds, tmp_path_factory) -> None:
+    """The MQTT identities as the docs make them: a users file of hashes for the broker, the bridge's
+    name and password, the devices' passwords for the simulator."""
+    d = tmp_path_factory.mktemp("mqtt")
+    bridge_password = new_password()
+    set_user(d / "users", "bridge", "bridge", bridge_password)
+    make_fleet(d / "users", d / "devices", DEVICES, "dev")
+    (d / "password").write_text(bridge_password)
     crds.kubectl("create", "namespace", NS, check=False)
+    for name, sources in (("mqtt-users", [f"--from-file=users={d / 'users'}"]),
+                          ("mqtt-bridge", ["--from-literal=username=bridge", f"--from-file=password={d / 'password'}"]),
+                          ("devices", [f"--from-file=credentials={d / 'devices'}"])):
+        crds.kubectl("create", "secret", "generic", f"{NAME}-{name}", "-n", NS, *sources)
+
+
+@pytest.fixture(scope="module")
+def operator(crds, stack, secrets, tmp_path_factory):
     op = Operator(crds, tmp_path_factory.mktemp("operator"))
     op.start()
     yield op
@@ -63,8 +80,12 @@ def operator(crds, stack, tmp_path_factory):
 def resource(stack) -> dict:
     return {"apiVersion": "streamtrain.io/v1alpha1", "kind": "StreamingTraining",
             "metadata": {"name": NAME, "namespace": NS},
-            "spec": {"fleet": {"devices": 20, "rate": 5.0},
-                     "mqtt": {"mode": "external", "host": real_node.GATEWAY, "port": stack.settings.mqtt_port},
+            "spec": {"fleet": {"devices": DEVICES, "rate": 5.0,
+                               "credentialsSecretRef": {"name": f"{NAME}-devices", "key": "credentials"}},
+                     "mqtt": {"authentication": "credentials",
+                              "usersSecretRef": {"name": f"{NAME}-mqtt-users", "key": "users"},
+                              "username": {"secretKeyRef": {"name": f"{NAME}-mqtt-bridge", "key": "username"}},
+                              "password": {"secretKeyRef": {"name": f"{NAME}-mqtt-bridge", "key": "password"}}},
                      "kafka": {"mode": "external", "bootstrap": stack.bootstrap},
                      "model": {"trainRecords": 600, "epochs": 2, "layers": [8, 2, 8]},
                      "training": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
@@ -122,6 +143,9 @@ def test_training_runs_on_the_real_node_and_a_new_version_reaches_the_running_sc
     cp.kubectl("apply", "-f", "-", input=json.dumps(resource(stack)))
 
     first = succeeded_job(cp, node, set())
+    for component in ("hivemq", "simulator", "bridge", "preprocess"):  # every program a real container there
+        running = [p for p in pods(cp, component) if p["status"]["phase"] == "Running"]
+        assert running and all(p["spec"]["nodeName"] == node.name for p in running), component
     eventually(lambda: model_version(cp) >= 1, "status.modelVersion from the scorer", timeout=300, every=2)
     v1 = model_version(cp)
     scorer = eventually(lambda: [p for p in pods(cp, "scorer") if p["status"]["phase"] == "Running"],
