@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from prometheus_client import CollectorRegistry
 
 from streamtrain.simulator.fleet import ANOMALY_KINDS, Fleet, FleetConfig
 from streamtrain.simulator.hetero import DEVICE_TYPES, HeteroConfig, HeterogeneousFleet
@@ -15,6 +16,7 @@ from streamtrain.simulator.publish import CsvReplayConfig, PublishReport, replay
 from streamtrain.simulator.settings import SimulatorSettings
 from streamtrain import logs
 from streamtrain.lifecycle import StopFlag
+from streamtrain.metrics import MetricsServer
 from streamtrain.mqtt import MqttError
 
 log = logs.get("simulator")
@@ -80,6 +82,9 @@ def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, 
                  credentials_file=credentials_file, seq_state_file=seq_state_file)
     s = SimulatorSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
     stop = StopFlag().install()
+    # /healthz and /readyz answer the kubelet's probes (the chart's Pods have them), /metrics carries
+    # streamtrain_ready like every program's. On Kubernetes the port is set (STREAMTRAIN_METRICS_PORT).
+    server = MetricsServer(CollectorRegistry(), s.metrics_port).start() if s.metrics_port else None
     try:
         passwords = load_passwords(s.credentials_file) if s.credentials_file else None
         if csv_path:
@@ -103,6 +108,9 @@ def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, 
     except (ValueError, MqttError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    finally:
+        if server is not None:
+            server.stop()
     if report.refused:
         shown = ", ".join(f"{d} ({why})" for d, why in list(report.refused.items())[:10])
         click.echo(f"error: the broker refused {len(report.refused)} device(s): {shown}"

@@ -35,6 +35,8 @@ K8S_VERSION = os.environ.get("K8S_VERSION", "v1.35.4")
 #: operator to hold ``<plural>/finalizers: update`` to set blockOwnerDeletion on its children.
 EXTRA_ADMISSION = "OwnerReferencesPermissionEnforcement"
 FAKE_NODE = "kwok-node-0"
+#: Service addresses (ClusterIPs); a real node (node.py) routes what kube-proxy does not translate nowhere.
+SERVICE_CIDR = "10.96.0.0/16"
 
 
 def free_port() -> int:
@@ -173,7 +175,7 @@ class ControlPlane:
                     "--service-account-key-file", str(pki / "sa.pub"),
                     "--service-account-signing-key-file", str(pki / "sa.key"),
                     "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-                    "--service-cluster-ip-range", "10.96.0.0/16", "--authorization-mode", "RBAC",
+                    "--service-cluster-ip-range", SERVICE_CIDR, "--authorization-mode", "RBAC",
                     "--enable-admission-plugins", EXTRA_ADMISSION, "--allow-privileged=true",
                     "--endpoint-reconciler-type", "none",
                     # A real node (node.py) is reached at its address: its name resolves nowhere here.

@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from tests.k8s import controlplane
-from tests.k8s.controlplane import ROOT, ControlPlane, _openssl, free_port, kubeconfig
+from tests.k8s.controlplane import ROOT, SERVICE_CIDR, ControlPlane, _openssl, free_port, kubeconfig
 
 IMAGES = ROOT / ".streamtrain/images"
 #: containerd's root (content store, snapshots) survives runs: importing the images costs a minute.
@@ -209,6 +209,9 @@ class Node:
         if GATEWAY not in _run("ip", "-4", "-o", "addr", "show", "dev", BRIDGE).stdout:
             _run("ip", "addr", "add", f"{GATEWAY}/{SUBNET.split('/')[1]}", "dev", BRIDGE)
         _run("ip", "link", "set", BRIDGE, "up")
+        # A Service address kube-proxy has not translated (yet) must fail at once, never leave the
+        # machine: here the default route ends at an HTTP proxy, whose answer the bridge once read as MQTT.
+        _run("ip", "route", "replace", "unreachable", SERVICE_CIDR)
 
     def containerd(self) -> None:
         d = self.workdir / "containerd"
@@ -356,6 +359,7 @@ class Node:
                 with contextlib.suppress(OSError):
                     root.rmdir()
         _run("ip", "link", "delete", BRIDGE, check=False)
+        _run("ip", "route", "delete", "unreachable", SERVICE_CIDR, check=False)
         for tool in ("iptables", "ip6tables"):
             drop_chains(tool, LEFT_CHAINS)
 

@@ -14,6 +14,7 @@ then a changed model spec trains a second version, which the running scorer take
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -116,10 +117,7 @@ def succeeded_job(cp, node, jobs_before: set[str]) -> dict:
                                      f"app.kubernetes.io/instance={NAME}").stdout)["items"]
         return next((j for j in jobs if j["metadata"]["name"] not in jobs_before and j["status"].get("succeeded")),
                     None)
-    try:
-        job = eventually(done, "the trainer Job to succeed on the real node", timeout=600, every=2)
-    except AssertionError:
-        raise AssertionError(diagnose(cp, node)) from None
+    job = eventually(done, "the trainer Job to succeed on the real node", timeout=600, every=2)
     pod = next(p for p in pods(cp, "train") if p["metadata"]["labels"].get("job-name") == job["metadata"]["name"]
                and p["status"]["phase"] == "Succeeded")
     assert pod["spec"]["nodeName"] == node.name
@@ -128,45 +126,72 @@ def succeeded_job(cp, node, jobs_before: set[str]) -> dict:
     return job
 
 
-def diagnose(cp, node) -> str:
-    out = [cp.kubectl("get", "pods", "-n", NS, "-o", "wide", check=False).stdout]
+def scores_of(stack, version: int) -> list:
+    """Scores on Kafka made by ``version`` (read from the start; stops at the first one, or after 120 s)."""
+    seen = {"checked": 0}
+
+    def found(ms: list) -> bool:
+        new, seen["checked"] = ms[seen["checked"]:], len(ms)
+        return any(json.loads(m.value()).get("model_version") == version for m in new)
+    ms = read_topic(stack.bootstrap, stack.settings.topic_scores, timeout=120, until=found)
+    return [m for m in ms if json.loads(m.value()).get("model_version") == version]
+
+
+def diagnose(cp, node, operator) -> str:
+    """What a failure needs: Pods, their containers and logs, the status, the operator and kubelet logs."""
+    out = [cp.kubectl("get", "pods,jobs", "-n", NS, "-o", "wide", check=False).stdout,
+           json.dumps((get(cp, "streamingtraining", NAME) or {}).get("status"), indent=1)]
     for p in json.loads(cp.kubectl("get", "pods", "-n", NS, "-o", "json").stdout)["items"]:
         name = p["metadata"]["name"]
-        out.append(f"--- {name}: {json.dumps(p['status'].get('containerStatuses'))[:800]}")
-        out.append(cp.kubectl("logs", "-n", NS, name, "--tail", "15", check=False).stdout)
-    out.append("--- kubelet\n" + node.logs("kubelet", 3000))
+        out.append(f"--- {name}: {json.dumps(p['status'].get('containerStatuses'))[:600]}")
+        out.append(cp.kubectl("logs", "-n", NS, name, "--tail", "12", check=False).stdout[-3000:])
+    out.append("--- operator\n" + operator.output()[-3000:])
+    out.append("--- kubelet\n" + node.logs("kubelet", 2000))
     return "\n".join(out)
 
 
+def stage(t0: float, what: str) -> None:
+    print(f"node test: {what} after {time.monotonic() - t0:.0f} s", flush=True)
+
+
 def test_training_runs_on_the_real_node_and_a_new_version_reaches_the_running_scorer(node, stack, operator):
-    cp = operator.cp
+    try:
+        run_pipeline(operator.cp, node, stack)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{diagnose(operator.cp, node, operator)}") from None
+
+
+def run_pipeline(cp, node, stack) -> None:
+    t0 = time.monotonic()
     cp.kubectl("apply", "-f", "-", input=json.dumps(resource(stack)))
 
     first = succeeded_job(cp, node, set())
+    stage(t0, f"trainer Job {first['metadata']['name']} succeeded")
     for component in ("hivemq", "simulator", "bridge", "preprocess"):  # every program a real container there
         running = [p for p in pods(cp, component) if p["status"]["phase"] == "Running"]
         assert running and all(p["spec"]["nodeName"] == node.name for p in running), component
     eventually(lambda: model_version(cp) >= 1, "status.modelVersion from the scorer", timeout=300, every=2)
     v1 = model_version(cp)
+    stage(t0, f"status.modelVersion {v1}")
     scorer = eventually(lambda: [p for p in pods(cp, "scorer") if p["status"]["phase"] == "Running"],
                         "a running scorer Pod")[0]
     assert scorer["spec"]["nodeName"] == node.name
-
-    def scored_by(version: int):
-        return read_topic(stack.bootstrap, stack.settings.topic_scores, timeout=60,
-                          until=lambda ms: any(json.loads(m.value()).get("model_version") == version for m in ms))
-    assert any(json.loads(m.value())["model_version"] == v1 for m in scored_by(v1))
+    assert scores_of(stack, v1), f"no score by version {v1} on Kafka"
 
     # A changed model recipe: a new Job, a new version, taken by the same scorer Pod without a restart.
     cp.kubectl("patch", "streamingtraining", NAME, "-n", NS, "--type=merge",
                "-p", json.dumps({"spec": {"model": {"epochs": 3}}}))
-    succeeded_job(cp, node, {first["metadata"]["name"]})
+    second = succeeded_job(cp, node, {first["metadata"]["name"]})
+    stage(t0, f"trainer Job {second['metadata']['name']} succeeded")
     eventually(lambda: model_version(cp) > v1, f"status.modelVersion after {v1}", timeout=300, every=2)
     v2 = model_version(cp)
-    assert any(json.loads(m.value())["model_version"] == v2 for m in scored_by(v2))
+    stage(t0, f"status.modelVersion {v2}")
     same = next(p for p in pods(cp, "scorer") if p["metadata"]["uid"] == scorer["metadata"]["uid"])
     assert same["status"]["containerStatuses"][0]["restartCount"] == 0, same["status"]
+    assert scores_of(stack, v2), f"no score by version {v2} on Kafka"
+    stage(t0, f"scores by version {v2} on Kafka")
 
     cp.kubectl("delete", "streamingtraining", NAME, "-n", NS, "--wait=true", "--timeout", "120s")
     eventually(lambda: not json.loads(cp.kubectl("get", "pods", "-n", NS, "-o", "json").stdout)["items"],
                "every Pod of the pipeline gone from the node", timeout=180, every=2)
+    stage(t0, "every Pod gone")
