@@ -14,7 +14,7 @@ test-node: install ## A StreamingTraining on a real node (containerd + runc + ku
 
 kube-node-up: install ## Start a real control plane and a real node (root) in the foreground (prints KUBECONFIG; Ctrl-C stops it)
 	bash tools/kube/build.sh --node
-	$(PY) -m tests.k8s.node up
+	$(PY) -m tests.k8s.controlplane up --node
 
 kube-build: ## Build the control plane, kubectl, helm and kwok from the Go module proxy into .streamtrain/kube (cached)
 	bash tools/kube/build.sh

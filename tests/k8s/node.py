@@ -12,7 +12,7 @@ Needs root (cgroups, mounts, network namespaces). Only one node per machine: the
 and the cgroup root are fixed names. Everything stops on exit, also on failure; Pods are stopped
 through the CRI (``crictl``) so their network namespaces and addresses are released.
 
-    python -m tests.k8s.node up     # control plane + node in the foreground; Ctrl-C stops both
+    python -m tests.k8s.controlplane up --node    # control plane + node in the foreground; Ctrl-C stops both
 """
 from __future__ import annotations
 
@@ -312,26 +312,3 @@ def running(cp: ControlPlane, workdir: Path | None = None):
         node.down()
         if own:
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.k8s.node", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up"], help="start the control plane and a node; wait for Ctrl-C")
-    parser.parse_args(argv)
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    with controlplane.running(node=True) as cp, running(cp) as node:
-        print(f"node {node.name} ready on {cp.server}\nexport KUBECONFIG={cp.kubeconfig}\n"
-              f"export PATH={cp.bin}:$PATH", flush=True)
-        try:
-            while not stop["now"]:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-    print("node and control plane stopped", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
