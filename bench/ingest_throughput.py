@@ -38,7 +38,7 @@ def main(devices: int = 200, count: int = 250) -> None:
     total = devices * count
     fleet = Fleet(FleetConfig(devices=devices, device_prefix=f"b{uuid.uuid4().hex[:4]}"))
     t0 = time.monotonic()
-    rep = asyncio.run(run_fleet(fleet, "127.0.0.1", 1883, rate=0, count=count, duration=None, connections=4))
+    asyncio.run(run_fleet(fleet, "127.0.0.1", 1883, rate=0, count=count, duration=None, connections=4))
     publish_only = total / (time.monotonic() - t0)
     group = f"bench-{uuid.uuid4().hex[:6]}"
     bridge = subprocess.Popen([sys.executable, "-m", "streamtrain.cli.main", "bridge", "--metrics-port", "9488",

@@ -25,8 +25,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from confluent_kafka import Consumer, Producer
 
-REPO = Path(__file__).resolve().parents[1]
-
 from streamtrain.simulator.fleet import Fleet, FleetConfig
 from streamtrain.simulator.publish import run_fleet
 from streamtrain.stack.local import LocalStack, free_port
@@ -35,6 +33,8 @@ from streamtrain.kafka import client_config, ensure_topics, producer_config
 from streamtrain.mqtt import no_delay
 from streamtrain.settings import CommonSettings, StackSettings, settings_env
 from streamtrain.topics import TopicSpec, pipeline_topics
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -106,10 +106,16 @@ class Bench:
                     got += 1
         consume_rate = n / (time.perf_counter() - t0)
         c.close()
-        self.kafka_ceiling = produce_rate
-        self.add(Figure("kafka produce (ceiling)", n, "produce", produce_rate, "produce", produce_rate, "rec/s",
-                        "confluent-kafka, idempotent, acks=all"))
-        self.add(Figure("kafka consume (ceiling)", n, "consume", consume_rate, "consume", consume_rate, "rec/s"))
+        # The ceiling: Kafka's own Java perf tools, same record, same guarantees, their own topic.
+        from bench import kafka_perf
+        java_topic = f"{s.topic_raw}.java"
+        ensure_topics(s.kafka_bootstrap, [TopicSpec(java_topic, 6, {})])
+        java_produce = kafka_perf.produce_rate(self.stack, java_topic, n, payload)
+        java_consume = kafka_perf.consume_rate(self.stack, java_topic, n)
+        self.add(Figure("kafka produce", n, "confluent-kafka", produce_rate, "java perf-test", java_produce, "rec/s",
+                        "idempotent, acks=all, linger 5 ms"))
+        self.add(Figure("kafka consume", n, "confluent-kafka", consume_rate, "java perf-test", java_consume, "rec/s",
+                        "group join included"))
 
     # ------------------------------------------------------------------ ingestion
     def _mqtt_subscriber_rate(self, n: int, devices: int) -> float:
@@ -247,6 +253,7 @@ class Bench:
             for devices in ([2000] if self.quick else [2000, 5000, 10_000]):
                 self.simulator_scale(devices, 5 if self.quick else 20)
             self.extra_stages()
+            self.pipeline_under_load()
         finally:
             self.stack.down()
         self.write()
@@ -256,12 +263,18 @@ class Bench:
         from bench import stages
         stages.run(self)
 
+    def pipeline_under_load(self) -> None:
+        """Load generator -> HiveMQ -> ingestion -> preprocess -> score at rising rates (bench/pipeline_load.py)."""
+        from bench import pipeline_load
+        rates, seconds = ([1000], 15) if self.quick else ([1000, 2500, 5000, 10_000], 120)
+        self.load = pipeline_load.run(self, rates, seconds)
+
     def write(self) -> None:
         out = REPO / "bench" / "results"
         out.mkdir(parents=True, exist_ok=True)
         data = {"machine": {"node": platform.node(), "cores": os.cpu_count(), "python": platform.python_version()},
                 "quick": self.quick, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "figures": [asdict(f) for f in self.figures]}
+                "figures": [asdict(f) for f in self.figures], "pipeline_load": getattr(self, "load", None)}
         (out / "latest.json").write_text(json.dumps(data, indent=2))
         try:
             import matplotlib

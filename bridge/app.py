@@ -90,7 +90,7 @@ class _InOrderAcks:
     def __init__(self, client) -> None:
         self.client = client
         self.lock = threading.Lock()
-        self.pending: collections.OrderedDict[int, bool] = collections.OrderedDict()
+        self.pending: collections.OrderedDict[int, tuple[int, int, bool]] = collections.OrderedDict()  # mid, qos, done
         self.seq = 0
 
     def received(self, mid: int, qos: int) -> int:

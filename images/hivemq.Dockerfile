@@ -12,7 +12,7 @@
 ARG MAVEN_IMAGE=maven:3.9.9-eclipse-temurin-17
 ARG JRE_IMAGE=eclipse-temurin:17.0.13_11-jre-jammy
 
-# ---- build: the HiveMQ CE jars from Maven Central, as stack/local.py resolves them --------------
+# ---- build: the HiveMQ CE jars from Maven Central, as stack/jars.py resolves them --------------
 FROM ${MAVEN_IMAGE} AS build
 ARG HIVEMQ_VERSION=2025.5
 WORKDIR /src
@@ -34,7 +34,7 @@ RUN groupadd --system --gid ${UID} streamtrain \
  && chmod 1777 /opt/hivemq/data /opt/hivemq/log
 COPY --from=build /opt/hivemq/lib /opt/hivemq/lib
 COPY --from=build /opt/streamtrain/classes /opt/streamtrain/classes
-# The local stack's config.xml (stack/local.py hivemq_config_xml) with the listener on 0.0.0.0:1883.
+# The local stack's config.xml (stack/hivemq.py hivemq_config_xml) with the listener on 0.0.0.0:1883.
 COPY images/hivemq-config.xml /opt/streamtrain/conf/config.xml
 # Read-only root filesystem: HiveMQ writes only its data folder (file persistence), its log folder
 # and the JVM's temporary files (Netty unpacks its native transport there), emptyDirs in the Pod the

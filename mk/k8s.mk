@@ -22,7 +22,7 @@ kube-build: ## Build the control plane, kubectl, helm and kwok from the Go modul
 kube-up: install ## Start a real control plane on loopback in the foreground (prints KUBECONFIG; Ctrl-C stops it)
 	$(PY) -m tests.k8s.controlplane up
 
-kube-test: install ## Kubernetes tests without a cluster: CRD, rendering, chart, operator on kmock, skaffold, image
+kube-test: install ## Kubernetes tests without a cluster: CRD, rendering, chart, skaffold, images (the marker kube ones run in test-k8s)
 	$(PY) -m pytest -q tests/k8s
 
 kube-crd: ## Regenerate charts/streamtrain/crds/streamingtrainings.yaml from operator/streamtrain_operator/crd.py

@@ -4,8 +4,10 @@ Exactly once (default): features, windows, dead letters and the raw offsets comm
 transaction. Repeated readings (same device, seq and content, which at-least-once ingestion
 delivers after a bridge crash or a broker restart) are dropped and logged; a different reading
 under a (device, seq) already seen is dead-lettered as ``seq_reused``. The seen readings (with a
-fingerprint of each, carried in a header of its features record) are rebuilt from the committed
-features topic whenever partitions are assigned, so they survive restarts.
+fingerprint of each, carried in a header of its features record), the open windows and the
+sequence histories are rebuilt from the committed windows and features topics whenever partitions
+are assigned (preprocessor/state.py), so they survive restarts and move with a partition from one
+replica to another; a revoked partition's devices are forgotten here, never emitted.
 At least once: outputs are flushed, then the offsets stored; a crash repeats records.
 """
 from __future__ import annotations
@@ -14,22 +16,23 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 
 from streamtrain import logs
 from streamtrain.dedup import FINGERPRINT_HEADER, Deduplicator, fingerprint
-from streamtrain.kafka import (ExactlyOnce, KafkaHealth, client_config, consumer_config, dead_letter_headers,
-                               deliver_then_store, producer_config)
+from streamtrain.kafka import (ExactlyOnce, KafkaHealth, consumer_config, dead_letter_headers, deliver_then_store,
+                               producer_config)
 from streamtrain.lag import ConsumerLag
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer, zero_labels
 from streamtrain.preprocessing.compile import EvalError
 from streamtrain.preprocessing.engine import Engine
 from streamtrain.preprocessing.spec import PreprocessSpec
+from streamtrain.preprocessor.state import rebuild
 from streamtrain.settings import CommonSettings
 from streamtrain.topics import ARRIVED_HEADER
 
@@ -51,7 +54,8 @@ class PreprocessSettings(CommonSettings):
         "exactly_once: per device, seqs this far below the highest seen are remembered to drop repeats and "
         "dead-letter reused seqs (0 = off)"))
     dedup_restore_records: int = Field(50000, ge=0, description=(
-        "Newest records per features partition read back to rebuild the seen readings on assignment"))
+        "Newest records per features (and windows) partition read back to rebuild the seen readings, open "
+        "windows and sequence histories on assignment (0 = none)"))
 
 
 class Preprocessor:
@@ -70,8 +74,8 @@ class Preprocessor:
         self.lag = ConsumerLag(r, s.group_id)
         self.kafka_health = KafkaHealth()
         self.exactly_once = s.guarantee == "exactly_once"
-        consumer_extra = {"error_cb": self.kafka_health.error_cb}
-        producer_extra = {"linger.ms": 5, "error_cb": self.kafka_health.error_cb}
+        consumer_extra: dict[str, Any] = {"error_cb": self.kafka_health.error_cb}
+        producer_extra: dict[str, Any] = {"linger.ms": 5, "error_cb": self.kafka_health.error_cb}
         if self.exactly_once:
             consumer_extra.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
             producer_extra.update({"transactional.id": f"{s.group_id}.{s.instance_id}"})
@@ -82,6 +86,7 @@ class Preprocessor:
         self.txn: ExactlyOnce | None = None
         self.dedup = Deduplicator(s.dedup_window) if self.exactly_once and s.dedup_window else None
         self._txn_seen: list[tuple[str, int]] = []  # readings first seen in the open transaction
+        self.devices: dict[int, set[str]] = {}  # per raw partition, the devices whose state is held here
         self.m_sequences = Counter("streamtrain_preprocess_sequences_out", "Per-device sequences produced", registry=r)
         self.errors: list[str] = []
 
@@ -98,6 +103,8 @@ class Preprocessor:
         repeats: dict[str, list[tuple[str, int]]] = {"duplicate": [], "reused": []}
         for m in msgs:
             self.m_in.inc()
+            if m.key():
+                self.devices.setdefault(m.partition(), set()).add(m.key().decode("utf-8", "replace"))
             try:
                 record = json.loads(m.value())
                 if not isinstance(record, dict) or "device_id" not in record or "ts" not in record:
@@ -164,11 +171,17 @@ class Preprocessor:
         self.m_dead.labels(reason).inc()
 
     def _forget_uncommitted(self) -> None:
+        """An aborted transaction's records come again: the state they changed goes back to the committed."""
         if self.dedup is not None:
             for device, seq in self._txn_seen:
                 self.dedup.remove(device, seq)
         self._txn_seen.clear()
         self.errors.clear()
+        if self.engine.size or self.engine.seq_length:
+            # Windows and histories cannot be undone record by record: rebuilt from what was committed.
+            held = list(self.devices)
+            self._drop_state(held)
+            self._restore_state(held)
 
     def _commit(self, exclude=()) -> None:
         if self.txn.commit(exclude=exclude):
@@ -185,60 +198,36 @@ class Preprocessor:
 
     # ------------------------------------------------------------ exactly once
     def _on_assign(self, consumer, partitions) -> None:
-        if self.dedup is not None:
-            self._restore_seen(partitions)
+        if partitions and (self.dedup is not None or self.engine.size or self.engine.seq_length):
+            self._restore_state([p.partition for p in partitions])
         log.info("partitions_assigned", partitions=[p.partition for p in partitions])
 
     def _on_revoke(self, consumer, partitions) -> None:
         if self.txn is not None:
             self._commit(exclude=partitions)
-        self.lag.forget(partitions)
+        self._forget(partitions)
         log.info("partitions_revoked", partitions=[p.partition for p in partitions])
 
     def _on_lost(self, consumer, partitions) -> None:
         if self.txn is not None:
             self.txn.abort(exclude=partitions)
-        self.lag.forget(partitions)
+        self._forget(partitions)
         log.warning("partitions_lost", partitions=[p.partition for p in partitions])
 
-    def _restore_seen(self, partitions) -> None:
-        """Rebuild the seen readings from the committed features: the raw and features topics are keyed
-        by device, so with equal partition counts raw partition p feeds features partition p."""
-        t0 = time.monotonic()
-        reader = Consumer(client_config(self.s.kafka_bootstrap, **{"group.id": f"{self.s.group_id}-restore",
-                           "enable.auto.commit": False, "isolation.level": "read_committed"}))
-        try:
-            md = reader.list_topics(timeout=10).topics
-            same = len(md[self.s.topic_raw].partitions) == len(md[self.s.topic_features].partitions)
-            parts = [p.partition for p in partitions] if same else sorted(md[self.s.topic_features].partitions)
-            assign, ends = [], {}
-            for p in parts:
-                lo, hi = reader.get_watermark_offsets(TopicPartition(self.s.topic_features, p), timeout=10)
-                if hi > lo:
-                    start = max(lo, hi - self.s.dedup_restore_records) if self.s.dedup_restore_records else hi
-                    assign.append(TopicPartition(self.s.topic_features, p, start if start > lo else OFFSET_BEGINNING))
-                    ends[p] = hi
-            restored = 0
-            if assign:
-                reader.assign(assign)
-                while ends:
-                    for m in reader.consume(1000, 1.0):
-                        if m.error():
-                            continue
-                        try:
-                            body = json.loads(m.value())
-                            reading = dict(m.headers() or []).get(FINGERPRINT_HEADER)
-                            self.dedup.add(str(body["device_id"]), int(body["seq"]),
-                                           reading.decode() if reading else None)
-                            restored += 1
-                        except (ValueError, KeyError, TypeError, RecursionError):
-                            pass
-                    for tp in reader.position([TopicPartition(self.s.topic_features, p) for p in list(ends)]):
-                        if tp.offset >= ends[tp.partition]:
-                            del ends[tp.partition]
-        finally:
-            reader.close()
-        log.info("dedup_restored", records=restored, devices=len(self.dedup), ms=round((time.monotonic() - t0) * 1000))
+    def _forget(self, partitions) -> None:
+        """The new owner of ``partitions`` rebuilds their devices' state; holding it here would go stale."""
+        self.lag.forget(partitions)
+        self._drop_state([p.partition for p in partitions])
+
+    def _drop_state(self, partitions: list[int]) -> None:
+        gone = set().union(*(self.devices.pop(p, set()) for p in partitions)) if partitions else set()
+        self.engine.forget(gone)
+        if self.dedup is not None:
+            self.dedup.forget(gone)
+
+    def _restore_state(self, partitions: list[int]) -> None:
+        for p, devices in rebuild(self.s, self.engine, self.dedup, partitions).items():
+            self.devices.setdefault(p, set()).update(devices)
 
     def ready(self) -> bool:
         return self.kafka_health.ok(lambda: self.consumer.list_topics(self.s.topic_raw, timeout=2))

@@ -66,7 +66,10 @@ def write_report(directory: Path, scores: list[dict], ev: Evaluation, models: li
         if val:
             ax.plot(range(1, len(val) + 1), val, "--", label=f"v{m.get('version')} validation")
     if drew:
-        ax.set_xlabel("epoch"), ax.set_ylabel("loss"), ax.set_yscale("log"), ax.legend()
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log")
+        ax.legend()
         plots.append(("Training loss", _png(fig)))
     else:
         plt.close(fig)
@@ -86,7 +89,8 @@ def write_report(directory: Path, scores: list[dict], ev: Evaluation, models: li
             switches = [b.get("seq") for a, b in zip(rows, rows[1:]) if a.get("model_version") != b.get("model_version")]
             for x in switches:
                 ax.axvline(x, color="green", lw=1)
-            ax.set_yscale("log"), ax.set_title(dev, fontsize=9)
+            ax.set_yscale("log")
+            ax.set_title(dev, fontsize=9)
         axes[0, 0].legend(fontsize=8)
         axes[-1, 0].set_xlabel("seq (green line: model switch)")
         plots.append(("Anomaly score over time", _png(fig)))
@@ -104,15 +108,15 @@ def write_report(directory: Path, scores: list[dict], ev: Evaluation, models: li
     if ev.by_device:
         plots.append(("Quality per device", _per_device_plot(ev)))
 
-    rows = [(f"v{v}", q.as_dict()) for v, q in sorted(ev.by_version.items(), key=lambda kv: (kv[0] is None, kv[0]))]
-    rows.append(("all", ev.overall.as_dict()))
+    table = [(f"v{v}", q.as_dict()) for v, q in sorted(ev.by_version.items(), key=lambda kv: (kv[0] is None, kv[0]))]
+    table.append(("all", ev.overall.as_dict()))
     breakdowns = [(heading, first, [(str(k), q.as_dict()) for k, q in sorted(groups.items(), key=lambda kv: str(kv[0]))])
                   for heading, first, groups in (("Quality per device type", "type", ev.by_device_type),
                                                  ("Quality per baseline (which normalization scored)", "baseline",
                                                   ev.by_baseline),
                                                  ("Quality per device", "device", ev.by_device)) if groups]
     path = directory / "index.html"
-    path.write_text(PAGE.render(title=title, cols=COLS, rows=rows, ev=ev, models=models, plots=plots,
+    path.write_text(PAGE.render(title=title, cols=COLS, rows=table, ev=ev, models=models, plots=plots,
                                 breakdowns=breakdowns))
     return path
 

@@ -23,6 +23,7 @@ mean episode length. A seed reproduces the exact values whatever the timing.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,7 +155,7 @@ class HeterogeneousFleet:
         self.seq += 1
         return values, label, kind_now
 
-    def messages(self, ts: np.ndarray) -> list[tuple[str, dict]]:
+    def messages(self, ts: Sequence[float] | np.ndarray) -> list[tuple[str, dict]]:
         seq = self.seq
         values, label, kind = self.step()
         return telemetry_messages(self.device_ids, ts, seq, values, label, kind, HETERO_KINDS, self.device_types)

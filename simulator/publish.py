@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -253,7 +254,7 @@ def _rows(cfg: CsvReplayConfig, reader: csv.DictReader) -> list[tuple[str, dict]
         if not isinstance(device_id, str) or not telemetry.DEVICE_ID.match(device_id):
             raise ValueError(f"{where}: device id {device_id!r} is not 1-64 characters [A-Za-z0-9_.:-]")
         try:
-            msg = {"device_id": device_id, "ts": _parse_ts(row[cfg.timestamp_column])}
+            msg: dict[str, Any] = {"device_id": device_id, "ts": _parse_ts(row[cfg.timestamp_column])}
         except (ValueError, TypeError, OverflowError, OSError) as exc:
             raise ValueError(f"{where}: bad timestamp {row[cfg.timestamp_column]!r}: {exc}") from None
         if has_seq:

@@ -28,6 +28,8 @@ flow sensor. ``label`` is ground truth for evaluation, never a feature.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import csv
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -116,14 +118,14 @@ def device_recording(cfg: RecordedConfig, index: int) -> tuple[np.ndarray, np.nd
         smooth[k] = smooth[k - 1] + (op[k] - smooth[k - 1]) / 10
         slow[k] = slow[k - 1] + (op[k] - slow[k - 1]) / 60
     drive = np.tile(smooth[:, None], (1, len(CHANNELS)))
-    for c in ("temperature", "thermocouple"):
-        drive[:, CHANNELS.index(c)] = slow
+    for name in ("temperature", "thermocouple"):
+        drive[:, CHANNELS.index(name)] = slow
     values = level + gain * drive + noise * rng.standard_normal((n, len(CHANNELS)))
     # Revisited operating points are never exactly the same.
     values += gain * 0.03 * rng.standard_normal(len(CHANNELS)) * np.sin(np.arange(n) / 300)[:, None]
     # Vibration grows with the square of the speed: a relation no linear model holds exactly.
-    for c in ("accel1", "accel2"):
-        values[:, CHANNELS.index(c)] += 0.08 * smooth ** 2
+    for name in ("accel1", "accel2"):
+        values[:, CHANNELS.index(name)] += 0.08 * smooth ** 2
     labels = np.zeros(n, dtype=np.int8)
     episodes = _episodes(rng, cfg)
     unit = np.where(gain != 0, np.abs(gain), noise * 5)
@@ -166,7 +168,7 @@ def write_recordings(cfg: RecordedConfig, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     header = ["device", "timestamp", "seq", *CHANNELS, "label"]
-    summary = {"devices": cfg.devices, "train_readings": 0, "test_readings": 0, "test_faulty": 0, "episodes": {}}
+    summary: dict[str, Any] = {"devices": cfg.devices, "train_readings": 0, "test_readings": 0, "test_faulty": 0, "episodes": {}}
     with open(out / "train.csv", "w", newline="") as ftrain, open(out / "test.csv", "w", newline="") as ftest:
         writers = (csv.writer(ftrain), csv.writer(ftest))
         for w in writers:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from streamtrain.stack.local import Service, StackError, port_open, spawn, stop
+from streamtrain.stack.processes import Service, StackError, port_open, spawn, stop
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "streamtrain"

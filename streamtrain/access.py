@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+
 from streamtrain.kafka import READER_GROUP
 from streamtrain.settings import CommonSettings
 
@@ -122,8 +124,6 @@ def strimzi_acls(program: str, s: CommonSettings, group: str | None = None, wind
 def acl_bindings(program: str, principal: str, s: CommonSettings, group: str | None = None,
                  windows: bool = True) -> list:
     """confluent-kafka ``AclBinding``s for ``User:<principal>`` (the local stack's authorizer)."""
-    from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
-
     kinds = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
              "transactionalId": ResourceType.TRANSACTIONAL_ID, "cluster": ResourceType.BROKER}
     patterns = {"literal": ResourcePatternType.LITERAL, "prefix": ResourcePatternType.PREFIXED}

@@ -44,7 +44,7 @@ class DeviceBaselines:
     seen: dict[str, int]    # devices with too little history: their training records
 
     def as_metadata(self, digits: int = 7) -> dict:
-        ids = sorted(self.index, key=self.index.get)
+        ids = sorted(self.index, key=self.index.__getitem__)
 
         def r(v):
             return float(f"{float(v):.{digits}g}")

@@ -7,6 +7,7 @@ from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 READY = "streamtrain_ready"
 
@@ -18,7 +19,7 @@ def zero_labels(counter, values) -> None:
         counter.labels(value)
 
 
-class ReadyCollector:
+class ReadyCollector(Collector):
     """``streamtrain_ready``: what /readyz answers, asked at each scrape, so alerts see a program that
     runs but cannot work (no broker, no model) and not only one that is gone."""
 

@@ -15,6 +15,7 @@ import math
 import os
 import tempfile
 import zipfile
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class Assessment:
 
     def fields(self, i: int) -> dict:
         """Additive fields of row i's score record."""
-        out = {"baseline": self.baselines[i]}
+        out: dict[str, Any] = {"baseline": self.baselines[i]}
         if self.baseline_records is not None:
             out["baseline_records"] = self.baseline_records[i]
         return out

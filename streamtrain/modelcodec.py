@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -66,7 +68,7 @@ def encode(artefact: bytes, metadata: dict, attachments: dict[str, bytes] | None
     if total > MAX_ARTEFACT_BYTES:
         raise ModelRejected("too_large", f"{total} bytes > {MAX_ARTEFACT_BYTES}")
     chunks = _split(artefact)
-    manifest = {
+    manifest: dict[str, Any] = {
         "codec": FORMAT_VERSION,
         "sha256": hashlib.sha256(artefact).hexdigest(),
         "size": len(artefact),
@@ -208,7 +210,6 @@ def read_versions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Mod
             return []
         c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         assembler, out = ModelAssembler(), []
-        import time
         deadline = time.monotonic() + timeout
         position = -1
         while position < end - 1 and time.monotonic() < deadline:

@@ -16,7 +16,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
 
-def make_client(client_id: str | None = None, *, manual_ack: bool = False, protocol: int = mqtt.MQTTv5,
+def make_client(client_id: str | None = None, *, manual_ack: bool = False, protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5,
                 username: str | None = None, password: str | None = None) -> mqtt.Client:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"st-{uuid.uuid4().hex[:12]}",
                          protocol=protocol, manual_ack=manual_ack)

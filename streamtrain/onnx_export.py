@@ -10,12 +10,13 @@ not exported (``NotExportable``), and the version then travels without an ONNX a
 from __future__ import annotations
 
 import numpy as np
+from collections.abc import Callable
 
 ONNX_ATTACHMENT = "onnx"
 OPSET = 17
 INPUT, OUTPUT = "features", "score"
 _ACTIVATIONS = {"linear": None, "tanh": "Tanh", "relu": "Relu", "sigmoid": "Sigmoid"}
-_NUMPY = {"linear": lambda a: a, "tanh": np.tanh, "relu": lambda a: np.maximum(a, 0),
+_NUMPY: dict[str, Callable[[np.ndarray], np.ndarray]] = {"linear": lambda a: a, "tanh": np.tanh, "relu": lambda a: np.maximum(a, 0),
           "sigmoid": lambda a: 1 / (1 + np.exp(-a))}
 
 

@@ -69,8 +69,11 @@ class Evaluation:
 
 def evaluate(scores: list[dict], skip_warmup: bool = True) -> Evaluation:
     """Quality of score records (first score per (device_id, seq) counts; later ones are duplicates)."""
-    overall, by_version, by_device = Quality(), defaultdict(Quality), defaultdict(Quality)
-    by_baseline, by_type = defaultdict(Quality), defaultdict(Quality)
+    overall = Quality()
+    by_version: defaultdict[int | None, Quality] = defaultdict(Quality)
+    by_device: defaultdict[str, Quality] = defaultdict(Quality)
+    by_baseline: defaultdict[str, Quality] = defaultdict(Quality)
+    by_type: defaultdict[str, Quality] = defaultdict(Quality)
     seen: set = set()
     unlabelled = duplicates = 0
     for s in scores:

@@ -51,10 +51,15 @@ class StackSettings(CommonSettings):
     home: Path = Field(Path(".streamtrain"), description="Project-local directory for jars, broker data and logs")
     jars: Path | None = Field(None, description="Where resolved broker jars are cached; default <home>/lib")
     bind_host: str = Field("127.0.0.1", description=(
-        "Address both brokers listen on and advertise (Kafka's controller stays on 127.0.0.1): 127.0.0.1 "
+        "Address the brokers listen on and advertise (Kafka's controllers stay on 127.0.0.1): 127.0.0.1 "
         "serves this machine only; a bridge's address serves containers on it too (a test node's Pods)"))
     kafka_port: int = Field(9092, description="Kafka client listener port on bind_host")
-    kafka_controller_port: int = Field(0, description="KRaft controller port; 0 means kafka_port + 1")
+    kafka_controller_port: int = Field(0, description=(
+        "KRaft controller port (of the first node); 0 means kafka_port + the number of brokers"))
+    kafka_brokers: int = Field(1, ge=1, le=9, description=(
+        "Kafka nodes (combined broker and controller, a quorum of all of them) on ports kafka_port, "
+        "kafka_port+1, ...; with 3 or more, topics get 3 replicas and min.insync.replicas=2. "
+        "Chosen when the Kafka data is first made"))
     kafka_version: str = Field("3.9.1", description="Apache Kafka version resolved from Maven Central")
     hivemq_version: str = Field("2025.5", description="HiveMQ CE embedded version resolved from Maven Central")
     partitions: int = Field(6, description="Partitions of the raw, features and scores topics")

@@ -14,6 +14,8 @@ class TopicSpec:
     name: str
     partitions: int
     config: dict[str, str] = field(default_factory=dict)
+    #: -1: the cluster's default.replication.factor
+    replication_factor: int = -1
 
 
 #: Stream topics keep their records for the retention *from when each record arrived*: the broker

@@ -31,7 +31,7 @@ def fit_arrays(train: dict[str, np.ndarray], **overrides) -> Fitted:
     s = TrainSettings(**{"baselines": "device", **overrides})
     n_features = next(iter(train.values())).shape[1]
     baselines, mean, std, _, _ = baselines_from_rows(train, s.warmup_records, n_features)
-    devices = sorted(baselines.index, key=baselines.index.get) if s.baselines == "device" else sorted(train)
+    devices = sorted(baselines.index, key=baselines.index.__getitem__) if s.baselines == "device" else sorted(train)
     if s.baselines == "device":
         xs = [(np.asarray(train[d], np.float64) - baselines.mean[i]) / baselines.std[i] for i, d in enumerate(devices)]
     else:

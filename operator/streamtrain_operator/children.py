@@ -3,6 +3,7 @@ what to prune, and which observed object belongs to which component. No I/O."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -16,7 +17,7 @@ def key(m: Manifest) -> tuple[str, str]:
     return m["kind"], m["metadata"]["name"]
 
 
-def desired(body: dict) -> list[Manifest]:
+def desired(body: Mapping[str, Any]) -> list[Manifest]:
     """Every child of ``body`` with owner references (so Kubernetes GC deletes them with the resource).
 
     Defaults are applied again here: the API server already did, but an object stored before a new
@@ -24,7 +25,7 @@ def desired(body: dict) -> list[Manifest]:
     resource = validate.defaulted(copy.deepcopy(dict(body)))
     meta = resource["metadata"]
     children = render.render(meta["name"], meta["namespace"], resource["spec"])
-    kopf.adopt(children, owner=body)
+    kopf.adopt(children, owner=body)  # type: ignore[arg-type]  # kopf types it as Body; a plain dict serves too
     return children
 
 

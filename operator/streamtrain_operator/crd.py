@@ -10,6 +10,7 @@ import sys
 
 import yaml
 
+from streamtrain import __version__
 from streamtrain.preprocessing.spec import PreprocessSpec, json_schema
 from streamtrain.operator import GROUP, KIND, PLURAL, VERSION
 
@@ -55,7 +56,10 @@ def preprocessing_schema() -> dict:
         "type": "string", "enum": ["embedded", "ksqldb"], "default": "embedded",
         "description": "embedded: the `streamtrain preprocess` program; ksqldb: a ksqlDB server running the rendered queries",
     }
-    schema["default"] = PreprocessSpec.default().model_dump(mode="json") | {"engine": "embedded"}
+    schema["properties"]["replicas"] = _int(
+        "Preprocessor instances (embedded) or ksqlDB servers, one consumer group: at most kafka.partitions",
+        1, 1, 1024)
+    schema["default"] = PreprocessSpec.default().model_dump(mode="json") | {"engine": "embedded", "replicas": 1}
     return schema
 
 
@@ -129,11 +133,29 @@ QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
 DNS_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 
+#: Consumers beyond the partition count of their topic get no partition: replicas are bounded by it. The
+#: error names the field (fieldPath) although the rule reads two branches of the spec.
+PARTITION_BOUNDS = [
+    {"rule": "self.scorer.replicas <= self.kafka.partitions", "fieldPath": ".scorer.replicas",
+     "message": "scorer.replicas cannot exceed kafka.partitions (a scorer beyond the partition count gets none)"},
+    {"rule": "self.preprocessing.replicas <= self.kafka.partitions", "fieldPath": ".preprocessing.replicas",
+     "message": "preprocessing.replicas cannot exceed kafka.partitions (an instance beyond the partition count "
+                "gets none)"},
+    {"rule": "!has(self.scorer.autoscaling.maxReplicas) || self.scorer.autoscaling.maxReplicas <= self.kafka.partitions",
+     "fieldPath": ".scorer.autoscaling.maxReplicas",
+     "message": "scorer.autoscaling.maxReplicas cannot exceed kafka.partitions"},
+    {"rule": "self.scorer.autoscaling.minReplicas <= (has(self.scorer.autoscaling.maxReplicas) "
+             "? self.scorer.autoscaling.maxReplicas : self.kafka.partitions)",
+     "fieldPath": ".scorer.autoscaling.minReplicas",
+     "message": "scorer.autoscaling.minReplicas cannot exceed maxReplicas (empty: kafka.partitions)"},
+]
+
+
 def spec_schema() -> dict:
     return _obj("Desired pipeline: fleet -> MQTT -> bridge -> Kafka -> preprocess -> trainer -> scorer", {
         "image": _obj("Image of the StreamTrain programs (images/Dockerfile)", {
             "repository": _str("Image repository", "ghcr.io/streamtrain/streamtrain", minLength=1),
-            "tag": _str("Image tag", "0.1.0", minLength=1),
+            "tag": _str("Image tag", __version__, minLength=1),
             "pullPolicy": _str("Image pull policy", "IfNotPresent", enum=["Always", "IfNotPresent", "Never"]),
         }),
         "fleet": _obj("Simulated device fleet; turn it off when real devices publish to MQTT", {
@@ -185,7 +207,9 @@ def spec_schema() -> dict:
                             pattern=r"^4\.[23]\.[0-9]+$"),
             "replicas": _int("Broker+controller nodes of the managed cluster", 1, 1, 9),
             "storage": _str("Persistent volume size per node (mode=managed)", "10Gi", pattern=QUANTITY),
-            "partitions": _int("Partitions of the raw, features, windows and scores topics", 6, 1, 1024),
+            "partitions": _int("Partitions of the raw, features, windows and scores topics; they bound the "
+                               "preprocessor and scorer replicas (for mode external: what those topics have)",
+                               6, 1, 1024),
             "replicationFactor": _int("Replication factor of every topic", 1, 1, 9),
             "retentionHours": _int("Retention of the stream topics", 72, 1, 24 * 365),
             "authentication": _str(
@@ -228,7 +252,18 @@ def spec_schema() -> dict:
                           "description": "Container resources of the trainer (requests/limits)"},
         }),
         "scorer": _obj("Live scoring with hot model swaps", {
-            "replicas": _int("Scorer replicas (one consumer group)", 2, 0, 64),
+            "replicas": _int("Scorer replicas (one consumer group): at most kafka.partitions, since a scorer "
+                             "beyond the partition count gets none", 2, 1, 1024),
+            "autoscaling": _obj("Scale the scorers on their consumer group's lag with a KEDA ScaledObject "
+                                "(needs KEDA 2.x in the cluster); replicas is then only the first count", {
+                "enabled": {"type": "boolean", "default": False, "description": "Render the KEDA ScaledObject"},
+                "minReplicas": _int("Fewest scorers", 1, 1, 1024),
+                "maxReplicas": _int("Most scorers; empty: kafka.partitions (the most that get a partition)",
+                                    None, 1, 1024),
+                "lagThreshold": _int("Target lag per scorer in records: KEDA adds scorers while the group's lag "
+                                     "divided by the scorers is above it", 1000, 1),
+                "pollingInterval": _int("Seconds between KEDA's lag checks", 15, 1, 3600),
+            }),
             "engine": _str("python (micro-batches, TensorFlow) or kafka-streams (JVM Kafka Streams application, "
                            "ONNX Runtime, exactly once)", "python", enum=["python", "kafka-streams"]),
             "startAt": _str("Where a new scorer group starts reading: committed (its offsets, else the earliest), "
@@ -249,7 +284,8 @@ def spec_schema() -> dict:
                  "|| has(self.fleet.credentialsSecretRef)",
          "message": "fleet.credentialsSecretRef is required for a simulated fleet when mqtt.authentication is credentials"},
         {"rule": "!has(self.fleet.credentialsSecretRef) || self.mqtt.authentication == 'credentials'",
-         "message": "fleet.credentialsSecretRef needs mqtt.authentication: credentials"}]})
+         "message": "fleet.credentialsSecretRef needs mqtt.authentication: credentials"},
+        *PARTITION_BOUNDS]})
 
 
 def status_schema() -> dict:

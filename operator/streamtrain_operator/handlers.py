@@ -11,7 +11,8 @@ import httpx2
 import kopf
 import pydantic
 
-from streamtrain.operator import GROUP, PLURAL, VERSION, children, kube, render, status
+from streamtrain.operator import GROUP, PLURAL, VERSION, children, kube, status
+from streamtrain.operator.render import objects
 from streamtrain.preprocessing.spec import SpecError
 
 #: How often child readiness is re-read into status.conditions (seconds).
@@ -121,7 +122,7 @@ async def observe(body: dict) -> None:
 def _strip(s: dict) -> dict:
     """Status without timestamps and nulls (in a merge patch a null removes the key, so it equals an
     absent one), to patch only on a real change (no churn every interval)."""
-    out = render.without_nulls(s)
+    out = objects.without_nulls(s)
     out["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in s.get("conditions") or []]
     return out
 
@@ -150,7 +151,7 @@ async def scorer_metrics(name: str, namespace: str) -> dict[str, str]:
 async def _metrics_text(session: aiohttp.ClientSession, address: str) -> str | None:
     host = f"[{address}]" if ":" in address else address
     try:
-        async with session.get(f"http://{host}:{render.METRICS_PORT}/metrics") as resp:
+        async with session.get(f"http://{host}:{objects.METRICS_PORT}/metrics") as resp:
             return await resp.text() if resp.status == 200 else None
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return None

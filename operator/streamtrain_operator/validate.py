@@ -24,7 +24,7 @@ def _get(d: dict, path: str, default: Any = None) -> Any:
 
 
 #: CEL rule (as written in the CRD) -> the same predicate in Python, over the defaulted object.
-CEL_TWINS: dict[str, Callable[[dict], bool]] = {
+CEL_TWINS: dict[str, Callable[[Any], bool]] = {  # a rule's `self` is an object or a number
     "self.metadata.name.size() <= 40": lambda r: len(_get(r, "metadata.name", "")) <= 40,
     "self.mode != 'external' || has(self.host)": lambda s: s.get("mode") != "external" or "host" in s,
     "self.mode != 'external' || has(self.bootstrap)": lambda s: s.get("mode") != "external" or "bootstrap" in s,
@@ -55,6 +55,16 @@ CEL_TWINS: dict[str, Callable[[dict], bool]] = {
     "self >= 0.1": lambda v: v >= 0.1,
     "!has(self.fleet.credentialsSecretRef) || self.mqtt.authentication == 'credentials'":
         lambda s: "credentialsSecretRef" not in s["fleet"] or _get(s, "mqtt.authentication") == "credentials",
+    "self.scorer.replicas <= self.kafka.partitions":
+        lambda s: _get(s, "scorer.replicas") <= _get(s, "kafka.partitions"),
+    "self.preprocessing.replicas <= self.kafka.partitions":
+        lambda s: _get(s, "preprocessing.replicas") <= _get(s, "kafka.partitions"),
+    "!has(self.scorer.autoscaling.maxReplicas) || self.scorer.autoscaling.maxReplicas <= self.kafka.partitions":
+        lambda s: _get(s, "scorer.autoscaling.maxReplicas", 0) <= _get(s, "kafka.partitions"),
+    "self.scorer.autoscaling.minReplicas <= (has(self.scorer.autoscaling.maxReplicas) "
+    "? self.scorer.autoscaling.maxReplicas : self.kafka.partitions)":
+        lambda s: _get(s, "scorer.autoscaling.minReplicas")
+        <= _get(s, "scorer.autoscaling.maxReplicas", _get(s, "kafka.partitions")),
 }
 
 
@@ -103,7 +113,8 @@ def _cel_errors(node: dict, value: Any, path: str) -> list[str]:
     errors = []
     for rule in node.get("x-kubernetes-validations", []):
         if not CEL_TWINS[rule["rule"]](value):
-            errors.append(f"{path}: Invalid value: {rule['message']}")
+            # fieldPath (relative to the rule's node) names the field the API server reports.
+            errors.append(f"{path}{rule.get('fieldPath', '')}: Invalid value: {rule['message']}")
     if not isinstance(value, dict):
         return errors
     for name, sub in node.get("properties", {}).items():

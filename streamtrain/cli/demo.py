@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import click
 from confluent_kafka import KafkaException
@@ -198,9 +199,10 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
     stack = LocalStack(stack_settings)
     logdir = stack.home / "logs" / f"demo-{run}"
     logdir.mkdir(parents=True, exist_ok=True)
+    topics: dict[str, Any] = {f"topic_{t}": f"streamtrain.demo-{run}.{t}"
+                              for t in ("raw", "features", "windows", "sequences", "scores", "models")}
     s = CommonSettings(
-        kafka_bootstrap=stack.bootstrap, mqtt_port=stack_settings.mqtt_port,
-        **{f"topic_{t}": f"streamtrain.demo-{run}.{t}" for t in ("raw", "features", "windows", "sequences", "scores", "models")},
+        kafka_bootstrap=stack.bootstrap, mqtt_port=stack_settings.mqtt_port, **topics,
         topic_deadletter=f"streamtrain.demo-{run}.deadletter", log_format="json",
     )
     click.echo(f"StreamTrain demo {run}: {devices} devices × {rate}/s, topics streamtrain.demo-{run}.*, logs {logdir}")
@@ -229,7 +231,7 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
                                                         f"{n} records"), 300, procs)
 
         click.echo("4/7 training model v1 straight from Kafka …")
-        v1 = _train("train-v1", s, env("train"), logdir, ["--epochs", str(epochs), "--max-records", str(v1_records)], procs)
+        _train("train-v1", s, env("train"), logdir, ["--epochs", str(epochs), "--max-records", str(v1_records)], procs)
 
         click.echo("5/7 starting the live scorer …")
         scorer = Proc("scorer", ["score"], env("score"), logdir)
@@ -259,7 +261,6 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
         _wait("preprocessing drained", _stable(lambda: _count(s, s.topic_features)), 120, procs)
         pre.stop()
         procs.remove(pre)
-        features_total = _count(s, s.topic_features)
         _wait("every feature record scored",
               lambda: ((n := _behind(s, s.topic_features, "streamtrain-scorer")) == 0, f"{n} to score"), 120, procs)
     except (DemoError, StackError, KafkaException) as exc:

@@ -47,8 +47,9 @@ class LazyGroup(click.Group):
                 return getattr(importlib.import_module(module), attr)
             except ModuleNotFoundError as exc:
                 if exc.name and module.startswith(exc.name):
+                    reason = f"{name}: not available: {exc}"  # `exc` is unbound once the except block ends
                     return click.Command(name, help=f"(not available in this build: {exc})",
-                                         callback=lambda: sys.exit(f"{name}: not available: {exc}"))
+                                         callback=lambda: sys.exit(reason))
                 raise
         return super().get_command(ctx, name)
 
@@ -101,17 +102,23 @@ def _local_stack(ctx, home, kafka_port, mqtt_port):
 @click.option("--kafka-auth", type=click.Choice(["none", "scram"]), default=None,
               help="scram: SASL/SCRAM-SHA-512 over TLS with ACLs (env STREAMTRAIN_KAFKA_AUTH; default none). "
                    "Chosen when the Kafka data is first made.")
+@click.option("--kafka-brokers", type=click.IntRange(1, 9), default=None,
+              help="Kafka nodes (broker and controller each, one quorum) on --kafka-port and the ports after it; "
+                   "with 3, topics get 3 replicas and min.insync.replicas=2 (env STREAMTRAIN_KAFKA_BROKERS; "
+                   "default 1). Chosen when the Kafka data is first made; status and down find it.")
 @click.option("--monitoring", is_flag=True,
               help="Also run Prometheus (Debian's prometheus package) with StreamTrain's alerts, scraping the "
                    "bridge, preprocess and score programs started with --metrics-port 9401, 9402 and 9403.")
 @click.option("--prometheus-port", type=int, default=None, help="Prometheus web port with --monitoring (default 9090).")
 @click.pass_context
-def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, monitoring, prometheus_port) -> None:
+def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, kafka_brokers, monitoring, prometheus_port) -> None:
     """Start both brokers (if not running), wait until ready, create the pipeline topics."""
     from streamtrain.stack.local import StackError
     try:
         if kafka_auth:
             ctx.obj["log"]["kafka_auth"] = kafka_auth
+        if kafka_brokers:
+            ctx.obj["log"]["kafka_brokers"] = kafka_brokers
         stack = _local_stack(ctx, home, kafka_port, mqtt_port)
         status = stack.up()
         if monitoring:

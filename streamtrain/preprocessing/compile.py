@@ -74,7 +74,7 @@ def compile_expr(node: exp.Expression) -> Fn:
         return column
     if isinstance(node, exp.Literal):
         value = float(node.this) if any(c in node.this for c in ".eE") else int(node.this)
-        return lambda r, v=value: v
+        return lambda r: value
     if isinstance(node, exp.And):
         a, b = compile_expr(node.this), compile_expr(node.expression)
         return lambda r: bool(a(r)) and bool(b(r))
@@ -87,18 +87,18 @@ def compile_expr(node: exp.Expression) -> Fn:
     for cls, op in BINARY.items():
         if type(node) is cls:
             a, b = compile_expr(node.this), compile_expr(node.expression)
-            return lambda r, a=a, b=b, op=op: op(a(r), b(r))
-    for cls, op in UNARY.items():
-        if type(node) is cls:
+            return lambda r: op(a(r), b(r))
+    for unary_cls, unary_op in UNARY.items():
+        if type(node) is unary_cls:
             a = compile_expr(node.this)
-            return lambda r, a=a, op=op: op(a(r))
+            return lambda r: unary_op(a(r))
     if isinstance(node, exp.Round):
         a = compile_expr(node.this)
         d = compile_expr(node.args["decimals"]) if node.args.get("decimals") else (lambda r: 0)
         return lambda r: _round(a(r), d(r))
     if isinstance(node, (exp.Greatest, exp.Least)):
         parts = [compile_expr(node.this)] + [compile_expr(e) for e in node.expressions]
-        pick = max if isinstance(node, exp.Greatest) else min
+        pick: Callable[..., object] = max if isinstance(node, exp.Greatest) else min
         return lambda r: pick(p(r) for p in parts)
     raise EvalError("unsupported", f"{node.key} is not supported")
 

@@ -7,8 +7,11 @@ device is emitted when a later record of that device arrives past its end, or on
 With ``sequences``, every feature record of a device that has at least N records also yields
 a sequence: the device's last N feature vectors (oldest first), with the identity and ground
 truth of the newest one. Sequences follow arrival order per device (the raw topic is keyed by
-device, so one partition holds a device's records in order); the history lives in memory, so
-after a restart a device's first N-1 records yield no sequence again (its warm-up).
+device, so one partition holds a device's records in order).
+
+Windows and histories live in memory and are a function of a device's feature records: ``restore``
+replays committed feature records (and ``emitted`` the windows already written) to rebuild them
+when a device's partition moves to this process (a restart, another replica's partitions).
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ class Engine:
         self.aggs = spec.windows.aggregates if spec.windows else []
         self.agg_fields = sorted({a.field for a in self.aggs})
         self.open: dict[str, _Window] = {}
+        self.closed: dict[str, float] = {}  # per device, the start of the newest window emitted
         self.passthrough = [f for f in PASSTHROUGH if f != spec.label] + ([spec.label] if spec.label else [])
         self.seq_length = spec.sequences.length if spec.sequences else None
         self.history: dict[str, deque] = {}
@@ -100,6 +104,8 @@ class Engine:
             emitted.append(self._close(device, w))
             w = None
         if w is None:
+            if start <= self.closed.get(device, -math.inf):
+                return emitted  # its window was emitted already (by a stop's flush): late, not aggregated
             w = self.open[device] = _Window(start, self.agg_fields)
         if start < w.start:
             # Late record for a window already emitted: counted by the caller as late, not aggregated.
@@ -109,6 +115,7 @@ class Engine:
         return emitted
 
     def _close(self, device: str, w: _Window) -> dict:
+        self.closed[device] = w.start
         out = {"device_id": device, "window_start_ms": int(w.start * 1000), "window_end_ms": int((w.start + self.size) * 1000)}
         for a in self.aggs:
             vals = w.values[a.field]
@@ -129,3 +136,28 @@ class Engine:
         out = [self._close(d, w) for d, w in self.open.items() if any(w.values.values()) or not self.agg_fields]
         self.open.clear()
         return out
+
+    # ------------------------------------------------------------ state that moves with partitions
+    def restore(self, features: dict) -> None:
+        """Replay one committed feature record into the device's window and history, emitting nothing:
+        what was emitted from it is in the output topics already."""
+        if self.size:
+            self._window(features)
+        if self.seq_length:
+            self._sequence(features)
+
+    def emitted(self, window: dict) -> None:
+        """A window record already written: its window (and older ones) are closed for its device."""
+        device, start = str(window["device_id"]), window["window_start_ms"] / 1000
+        if start > self.closed.get(device, -math.inf):
+            self.closed[device] = start
+        w = self.open.get(device)
+        if w is not None and w.start <= start:
+            del self.open[device]
+
+    def forget(self, devices) -> None:
+        """Drop the state of devices whose partitions went to another process (it rebuilds them)."""
+        for d in devices:
+            self.open.pop(d, None)
+            self.closed.pop(d, None)
+            self.history.pop(d, None)

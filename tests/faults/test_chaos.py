@@ -83,7 +83,7 @@ class Pipeline:
         self.s, self.tmp = s, tmp_path
         self.ports = {name: free_port() for name in ("bridge", "preprocess", "score")}
         self.procs: dict[str, Program] = {}
-        self.starts = collections.Counter()
+        self.starts: collections.Counter[str] = collections.Counter()
 
     def start(self, name: str, **extra) -> Program:
         self.starts[name] += 1
@@ -164,8 +164,8 @@ def test_kill_everything_and_restart_both_brokers_every_reading_scored_exactly_o
 
     # Kafka down: every program says not ready, then recovers on its own.
     own_stack.stop_service(own_stack.kafka)
-    down_for = {n: wait_until(lambda n=n: not ready(p.ports[n]), f"{n} not ready while Kafka is down", 60)
-                for n in p.ports}
+    for n in p.ports:
+        wait_until(lambda n=n: not ready(p.ports[n]), f"{n} not ready while Kafka is down", 60)
     time.sleep(3)
     own_stack.start_kafka()
     own_stack._wait(own_stack.kafka, own_stack.kafka_ready, 120)

@@ -36,7 +36,7 @@ class RssSampler(threading.Thread):
     def __init__(self, pids: dict[str, int]) -> None:
         super().__init__(daemon=True)
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
-        self.peak = collections.Counter()
+        self.peak: collections.Counter[str] = collections.Counter()
         self.done = threading.Event()
 
     def run(self) -> None:

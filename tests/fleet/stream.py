@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import uuid
+from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
@@ -24,9 +25,9 @@ SEQUENCE_LENGTH = 16
 
 def fleet_settings(bootstrap: str, tag: str | None = None) -> CommonSettings:
     tag = tag or uuid.uuid4().hex[:8]
-    s = CommonSettings(kafka_bootstrap=bootstrap, **{f"topic_{t}": f"f{tag}.{t}" for t in
-                                                     ("raw", "deadletter", "features", "windows", "sequences",
-                                                      "models", "scores")})
+    topics: dict[str, Any] = {f"topic_{t}": f"f{tag}.{t}" for t in
+                              ("raw", "deadletter", "features", "windows", "sequences", "models", "scores")}
+    s = CommonSettings(kafka_bootstrap=bootstrap, **topics)
     ensure_topics(bootstrap, pipeline_topics(s, partitions=3))
     return s
 

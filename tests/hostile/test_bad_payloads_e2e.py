@@ -58,7 +58,7 @@ def hostile_payloads(prefix: str, n: int, seed: int = 8) -> list[tuple[str, byte
     return out
 
 
-def test_10000_hostile_payloads_are_dead_lettered_with_reasons_and_good_traffic_completes(pipeline, bridge_factory):
+def test_10000_hostile_payloads_are_dead_lettered_with_reasons_and_good_traffic_completes(pipeline, bridge_factory):  # noqa: F811
     metrics_port = free_port()
     bridge = bridge_factory(metrics_port=metrics_port)
     prefix = f"h{uuid.uuid4().hex[:6]}"

@@ -14,15 +14,17 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Sequence
 
 import pytest
 
 from tests.conftest import REPO
 
-from streamtrain.operator import render
+from streamtrain.operator import validate
+from streamtrain.operator.render import hivemq, objects
 
 os.environ["CONTAINERS_CONF"] = str(REPO / "tools/images/containers.conf")
-USER = f"{render.UID}:{render.UID}"
+USER = f"{objects.UID}:{objects.UID}"
 #: As the operator runs them: read-only root, non-root, /tmp on a volume (an emptyDir in the Pod).
 HARDENED = ["--read-only", "--user", USER, "--tmpfs", "/tmp"]
 
@@ -31,11 +33,14 @@ def _chart(path: str, pattern: str) -> str:
     return re.search(pattern, (REPO / path).read_text(), re.M).group(1)
 
 
-REPOSITORY = _chart("charts/streamtrain/values.yaml", r"^operator:\n  image:\n(?:    #.*\n)*    repository: (\S+)")
+#: The programs' image: a StreamingTraining's default spec.image; the operator's: the chart's.
+REPOSITORY = validate.defaulted({"spec": {}})["spec"]["image"]["repository"]
+OPERATOR_REPOSITORY = _chart("charts/streamtrain/values.yaml", r"^operator:\n  image:\n(?:    #.*\n)*    repository: (\S+)")
 VERSION = _chart("charts/streamtrain/Chart.yaml", r'^appVersion: "?([^"\s]+)"?')
-#: The names the chart and the operator use (render.py: <repository>-hivemq, <repository>-scorer-streams).
+#: The names the chart and the operator use (render/hivemq.py, render/programs.py: <repository>-hivemq, <repository>-scorer-streams).
 IMAGES = {"streamtrain": f"{REPOSITORY}:{VERSION}",
-          "hivemq": render.hivemq_launcher_image({"image": {"repository": REPOSITORY, "tag": VERSION}, "mqtt": {}}),
+          "operator": f"{OPERATOR_REPOSITORY}:{VERSION}",
+          "hivemq": hivemq.hivemq_launcher_image({"image": {"repository": REPOSITORY, "tag": VERSION}, "mqtt": {}}),
           "scorer-streams": f"{REPOSITORY}-scorer-streams:{VERSION}"}
 PAUSE = "registry.k8s.io/pause:3.10"
 
@@ -51,7 +56,7 @@ def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.C
 class Container:
     """One detached container, removed at the end; its log is kept for failures."""
 
-    def __init__(self, image: str, *args: str, options: list[str] = (), env: dict | None = None) -> None:
+    def __init__(self, image: str, *args: str, options: Sequence[str] = (), env: dict | None = None) -> None:
         self.name = f"streamtrain-test-{uuid.uuid4().hex[:8]}"
         env_args = [a for k, v in (env or {}).items() for a in ("--env", f"{k}={v}")]
         podman("run", "-d", "--name", self.name, *options, *env_args, image, *args)

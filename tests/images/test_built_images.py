@@ -15,7 +15,7 @@ import pytest
 
 from streamtrain.stack.local import free_port
 from streamtrain.kafka import read_topic
-from streamtrain.operator import render
+from streamtrain.operator.render import connections, hivemq, objects
 from tests.conftest import REPO
 from tests.images.conftest import HARDENED, IMAGES, PAUSE, USER, container_env, podman
 from tests.ingest.test_auth_e2e import Device, reading, wait_for
@@ -25,7 +25,7 @@ from tests.programs import settings_env
 pytestmark = pytest.mark.images
 
 PASSWORDS = {"dev-a": "alpha-secret", "bridge-1": "bridge-secret"}
-HIVEMQ_DATA, HIVEMQ_LOG = render.LAUNCHER_WRITES["data"], render.LAUNCHER_WRITES["log"]
+HIVEMQ_DATA, HIVEMQ_LOG = hivemq.WRITES["data"], hivemq.WRITES["log"]
 
 
 @pytest.mark.parametrize("name", sorted(IMAGES))
@@ -33,7 +33,7 @@ def test_runs_as_the_pods_non_root_uid_on_a_read_only_root(name):
     image = IMAGES[name]
     assert podman("image", "inspect", "--format", "{{.Config.User}}", image).stdout.strip() == USER
     # The image's own user (no --user), as a runtime without runAsUser starts it.
-    assert podman("run", "--rm", "--read-only", "--entrypoint", "id", image, "-u").stdout.strip() == str(render.UID)
+    assert podman("run", "--rm", "--read-only", "--entrypoint", "id", image, "-u").stdout.strip() == str(objects.UID)
     wrote = podman("run", "--rm", "--read-only", "--entrypoint", "sh", image, "-c", "touch /app/x /opt/x",
                    check=False)
     assert wrote.returncode != 0 and "Read-only file system" in wrote.stderr
@@ -52,6 +52,19 @@ def test_every_streamtrain_command_answers_help_and_the_operator_imports():
     operator = podman("run", "--rm", *HARDENED, "--entrypoint", "python", IMAGES["streamtrain"], "-c",
                       "import streamtrain.operator.handlers; print('operator-ok')", check=False)
     assert "operator-ok" in operator.stdout, operator.stdout + operator.stderr
+
+
+def test_operator_image_runs_the_operator_and_carries_no_tensorflow():
+    """The chart's operator Deployment and `helm test` Pod run this image (EXTRAS=operator)."""
+    script = ("import importlib.util, streamtrain.operator.handlers, streamtrain.operator.selftest; "
+              "print('operator-ok', [m for m in ('tensorflow', 'keras', 'matplotlib') if importlib.util.find_spec(m)])")
+    done = podman("run", "--rm", *HARDENED, "--entrypoint", "python", IMAGES["operator"], "-c", script, check=False)
+    assert "operator-ok []" in done.stdout, done.stdout + done.stderr
+    kopf = podman("run", "--rm", *HARDENED, "--entrypoint", "kopf", IMAGES["operator"], "run", "--help", check=False)
+    assert kopf.returncode == 0 and "--standalone" in kopf.stdout, kopf.stdout + kopf.stderr
+    sizes = {name: int(podman("image", "inspect", "--format", "{{.Size}}", IMAGES[name]).stdout)
+             for name in ("streamtrain", "operator")}
+    assert sizes["operator"] < sizes["streamtrain"] / 2, sizes
 
 
 def test_launcher_image_has_no_compiler_and_answers_help():
@@ -77,7 +90,7 @@ def users_file(tmp_path):
                         "bridge" if user.startswith("bridge") else "device", "--file", str(users), "--password-stdin"],
                        input=password + "\n", text=True, check=True)
     # As the Pod mounts its Secret: defaultMode 0440, group fsGroup.
-    os.chown(users, 0, render.UID)
+    os.chown(users, 0, objects.UID)
     users.chmod(0o440)
     return users
 
@@ -86,9 +99,9 @@ def test_launcher_and_bridge_images_carry_a_device_into_kafka(pipeline, users_fi
     mqtt_port, metrics_port = free_port(), free_port()
     # The finding: podman's --tmpfs is root-owned and takes the image folder's mode; HiveMQ locks
     # data.lock in it as uid 10001.
-    hivemq = containers(IMAGES["hivemq"], f"{render.MQTT_USERS_MOUNT}/users", options=[
+    hivemq = containers(IMAGES["hivemq"], f"{connections.MQTT_USERS_MOUNT}/users", options=[
         *HARDENED, "--tmpfs", HIVEMQ_DATA, "--tmpfs", HIVEMQ_LOG, "-p", f"127.0.0.1:{mqtt_port}:1883",
-        "-v", f"{users_file}:{render.MQTT_USERS_MOUNT}/users:ro"])
+        "-v", f"{users_file}:{connections.MQTT_USERS_MOUNT}/users:ro"])
     hivemq.wait_log('"hivemq_started"')
     owner = podman("exec", hivemq.name, "stat", "-c", "%U %a", HIVEMQ_DATA, f"{HIVEMQ_DATA}/data.lock").stdout.split()
     assert owner == ["root", "1777", "streamtrain", "644"], owner
@@ -96,7 +109,7 @@ def test_launcher_and_bridge_images_carry_a_device_into_kafka(pipeline, users_fi
 
     password = tmp_path / "bridge-password"
     password.write_text(PASSWORDS["bridge-1"] + "\n")
-    os.chown(password, 0, render.UID)
+    os.chown(password, 0, objects.UID)
     password.chmod(0o440)
     group = f"img-{uuid.uuid4().hex[:6]}"
     env = container_env(settings_env(pipeline, mqtt_port=mqtt_port, client_id=group, share_group=group,
@@ -161,7 +174,7 @@ def test_pause_image_holds_a_sandbox_and_ends_on_sigint(containers):
 
 def test_built_from_the_repository_dockerfiles():
     """The images carry the Dockerfiles' own entrypoints (built unmodified, tools/images/build.sh)."""
-    for name, dockerfile in {"streamtrain": "Dockerfile", "hivemq": "hivemq.Dockerfile",
+    for name, dockerfile in {"streamtrain": "Dockerfile", "operator": "Dockerfile", "hivemq": "hivemq.Dockerfile",
                              "scorer-streams": "scorer-streams.Dockerfile"}.items():
         text = (REPO / "images" / dockerfile).read_text().replace("\\\n", "")
         declared = json.loads(next(line for line in text.splitlines() if line.startswith("ENTRYPOINT "))[11:])

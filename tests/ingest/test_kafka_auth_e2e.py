@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
@@ -33,9 +34,9 @@ def scram_stack(tmp_path_factory):
 @pytest.fixture
 def topics(scram_stack) -> CommonSettings:
     tag = uuid.uuid4().hex[:8]
-    s = CommonSettings(kafka_bootstrap=scram_stack.bootstrap, mqtt_port=scram_stack.settings.mqtt_port,
-                       **{f"topic_{t}": f"a{tag}.{t}" for t in
-                          ("raw", "deadletter", "features", "windows", "sequences", "models", "scores")})
+    topics: dict[str, Any] = {f"topic_{t}": f"a{tag}.{t}" for t in
+                              ("raw", "deadletter", "features", "windows", "sequences", "models", "scores")}
+    s = CommonSettings(kafka_bootstrap=scram_stack.bootstrap, mqtt_port=scram_stack.settings.mqtt_port, **topics)
     ensure_topics(s.kafka_bootstrap, pipeline_topics(s, partitions=1), **scram_stack.client_security())
     return s
 

@@ -21,14 +21,14 @@ def assert_pinned_multi_stage_non_root(text: str) -> None:
     operator's UID, nothing resolved at runtime, every COPY source present in the repository."""
     import re
 
-    from streamtrain.operator import render
+    from streamtrain.operator.render import objects
     for arg in ("MAVEN_IMAGE", "JRE_IMAGE"):
         base = re.search(rf"^ARG {arg}=(\S+)$", text, re.M).group(1)
         assert re.search(r":\d+\.\d+\.\d+", base) and "latest" not in base, base
     assert re.findall(r"^FROM \S+ AS (\w+)$", text, re.M) == ["build", "runtime"]
     runtime = text.split("AS runtime", 1)[1]
     assert re.search(r"^USER \$\{UID\}:\$\{UID\}$", runtime, re.M)
-    assert int(re.search(r"^ARG UID=(\d+)$", runtime, re.M).group(1)) == render.UID
+    assert int(re.search(r"^ARG UID=(\d+)$", runtime, re.M).group(1)) == objects.UID
     assert "mvn" not in runtime, "the runtime stage resolves nothing"
     for line in text.splitlines():
         m = re.match(r"^COPY (?!--from)(\S+) (\S+)$", line)

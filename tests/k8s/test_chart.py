@@ -12,7 +12,9 @@ import yaml
 
 from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 
-from streamtrain.operator import render, validate
+from streamtrain import __version__
+from streamtrain.operator import kube, render, validate
+from streamtrain.operator.render import strimzi
 
 CHART = ROOT / "charts/streamtrain"
 EVERYTHING = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
@@ -86,7 +88,7 @@ def test_labels_and_selectors():
         labels = d["metadata"]["labels"]
         for key in ("name", "instance", "version", "component", "part-of", "managed-by"):
             assert f"app.kubernetes.io/{key}" in labels, (d["kind"], key)
-        assert labels["helm.sh/chart"] == "streamtrain-0.1.0"
+        assert labels["helm.sh/chart"] == f"streamtrain-{__version__}"
     dep = next(d for d in docs if d["kind"] == "Deployment")
     assert set(dep["spec"]["selector"]["matchLabels"]) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
     c = dep["spec"]["template"]["spec"]["containers"][0]
@@ -152,15 +154,30 @@ def test_rbac_is_commented_and_covers_every_child():
     role = next(d for d in rendered() if d["kind"] == "ClusterRole")
     allowed = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert all("*" not in v for v in allowed.values()) and all("*" not in r for _, r in allowed)
-    plural = {"Deployment": "deployments", "Service": "services", "ConfigMap": "configmaps", "Job": "jobs",
-              "CronJob": "cronjobs", "Kafka": "kafkas", "KafkaNodePool": "kafkanodepools", "KafkaTopic": "kafkatopics", "KafkaUser": "kafkausers"}
-    for example in ("minimal", "full", "external"):
+    for example in ("minimal", "full", "external", "production"):
         spec = validate.defaulted(load_example(ROOT / f"examples/{example}.yaml"))["spec"]
         for m in render.render("x", "ns", spec):
             group = m["apiVersion"].rpartition("/")[0]
-            assert {"create", "patch", "get", "list"} <= allowed[(group, plural[m["kind"]])], m["kind"]
+            assert {"create", "patch", "get", "list", "delete"} <= allowed[(group, kube.PLURAL[m["kind"]])], m["kind"]
+            assert m["kind"] in kube.KINDS[m["apiVersion"]], f"{m['kind']} is never listed: never pruned"
     assert allowed[("streamtrain.io", "streamingtrainings/status")] == {"get", "patch"}
     assert not any(r in {"secrets", "pods"} for _, r in allowed), "the operator never reads Secrets or Pods"
+
+
+def test_operator_and_test_pod_run_the_operator_image_without_tensorflow():
+    """The operator's image (images/Dockerfile with EXTRAS=operator, tools/images/build.sh), not the
+    programs' image that children run (the StreamingTraining's spec.image)."""
+    docs = rendered()
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    pod = next(d for d in docs if d["kind"] == "Pod")
+    operator_image = f"ghcr.io/streamtrain/streamtrain-operator:{__version__}"
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == operator_image
+    assert pod["spec"]["containers"][0]["image"] == operator_image
+    programs = validate.defaulted({"spec": {}})["spec"]["image"]
+    assert f"{programs['repository']}:{programs['tag']}" != operator_image
+    custom = rendered({"operator": {"image": {"repository": "r.example/op", "tag": "t1"}, "replicas": 1}})
+    assert {c["image"] for d in custom if d["kind"] in ("Deployment", "Pod")
+            for c in (d["spec"].get("template", d)["spec"]["containers"])} == {"r.example/op:t1"}
 
 
 def test_helm_test_pod():
@@ -183,7 +200,7 @@ def test_no_chart_dependency_and_strimzi_pinned_in_the_notes():
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert "dependencies" not in chart
     assert "--version 1.2.0" in notes()
-    assert render.STRIMZI_API == "kafka.strimzi.io/v1"  # what Strimzi 1.2.0 serves
+    assert strimzi.STRIMZI_API == "kafka.strimzi.io/v1"  # what Strimzi 1.2.0 serves
 
 
 @pytest.mark.parametrize("version", ["v1.29.0", "v1.32.0", "v1.37.0"])

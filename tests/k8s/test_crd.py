@@ -70,7 +70,7 @@ def test_every_cel_rule_has_a_python_twin():
 def test_preprocessing_default_is_the_local_default():
     from streamtrain.preprocessing.spec import PreprocessSpec
     pre = validate.defaulted(load_example(ROOT / "examples/minimal.yaml"))["spec"]["preprocessing"]
-    assert pre.pop("engine") == "embedded"
+    assert pre.pop("engine") == "embedded" and pre.pop("replicas") == 1
     assert PreprocessSpec.model_validate(pre) == PreprocessSpec.default()
 
 
@@ -113,7 +113,19 @@ INVALID = [
     ({"preprocessing": {"features": ["t"], "windows": {"size_seconds": 0}}},
      "spec.preprocessing.windows.size_seconds: 0 is less than the minimum of 1"),
     ({"training": {"schedule": "every hour"}}, "spec.training.schedule: 'every hour' does not match"),
-    ({"scorer": {"replicas": -1}}, "spec.scorer.replicas: -1 is less than the minimum of 0"),
+    ({"scorer": {"replicas": 0}}, "spec.scorer.replicas: 0 is less than the minimum of 1"),
+    ({"scorer": {"replicas": 7}}, "spec.scorer.replicas: Invalid value: scorer.replicas cannot exceed kafka.partitions"),
+    ({"kafka": {"partitions": 3}, "scorer": {"replicas": 4}},
+     "spec.scorer.replicas: Invalid value: scorer.replicas cannot exceed kafka.partitions"),
+    ({"preprocessing": {"features": ["t"], "replicas": 7}},
+     "spec.preprocessing.replicas: Invalid value: preprocessing.replicas cannot exceed kafka.partitions"),
+    ({"preprocessing": {"features": ["t"], "replicas": 0}}, "spec.preprocessing.replicas: 0 is less than the minimum of 1"),
+    ({"scorer": {"autoscaling": {"enabled": True, "maxReplicas": 12}}},
+     "spec.scorer.autoscaling.maxReplicas: Invalid value: scorer.autoscaling.maxReplicas cannot exceed kafka.partitions"),
+    ({"scorer": {"replicas": 1, "autoscaling": {"minReplicas": 7}}},
+     "spec.scorer.autoscaling.minReplicas: Invalid value: scorer.autoscaling.minReplicas cannot exceed maxReplicas"),
+    ({"scorer": {"replicas": 1, "autoscaling": {"minReplicas": 3, "maxReplicas": 2}}},
+     "spec.scorer.autoscaling.minReplicas: Invalid value: scorer.autoscaling.minReplicas cannot exceed maxReplicas"),
     ({"scorer": {"challenger": {"minAgreement": 1.5}}}, "spec.scorer.challenger.minAgreement: 1.5 is greater than"),
     ({"model": {"layers": []}}, "spec.model.layers: [] should be non-empty"),
 ]
@@ -134,6 +146,7 @@ def test_missing_spec_rejected():
 
 def test_long_names_rejected_and_the_longest_allowed_fits_every_child():
     from streamtrain.operator import render
+    from streamtrain.operator.render import connections
     r = load_example(ROOT / "examples/full.yaml")
     r["metadata"]["name"] = "p" * 41
     assert validate.errors(r) == ["metadata.name: Invalid value: metadata.name must be at most 40 characters "
@@ -145,4 +158,4 @@ def test_long_names_rejected_and_the_longest_allowed_fits_every_child():
         limit = {"CronJob": 52, "KafkaTopic": 253, "ConfigMap": 253}.get(m["kind"], 63)
         assert len(m["metadata"]["name"]) <= limit, m["metadata"]["name"]
     # Strimzi's bootstrap Service for the cluster must be a DNS-1035 label too.
-    assert len(render.kafka_bootstrap(r["metadata"]["name"], validate.defaulted(r)["spec"]).split(":")[0]) <= 63
+    assert len(connections.kafka_bootstrap(r["metadata"]["name"], validate.defaulted(r)["spec"]).split(":")[0]) <= 63

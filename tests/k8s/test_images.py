@@ -7,7 +7,7 @@ import re
 
 from tests.k8s.conftest import ROOT, assert_pinned_multi_stage_non_root
 
-from streamtrain.operator import render
+from streamtrain.operator.render import hivemq, objects
 
 DOCKERFILE = (ROOT / "images/Dockerfile").read_text()
 INSTRUCTIONS = [line for line in DOCKERFILE.splitlines() if line and not line.startswith("#")]
@@ -26,7 +26,7 @@ def test_multi_stage_and_non_root():
     assert "COPY --from=build /opt/venv /opt/venv" in runtime
     user = re.search(r"^USER (\S+)$", runtime, re.M).group(1)
     uid = re.search(r"^ARG UID=(\d+)$", runtime, re.M).group(1)
-    assert user == "${UID}:${UID}" and int(uid) == render.UID != 0
+    assert user == "${UID}:${UID}" and int(uid) == objects.UID != 0
     assert "pip" not in runtime.split("USER")[0].replace("PIP_", ""), "no installs in the runtime stage"
 
 
@@ -63,9 +63,8 @@ def test_streams_scorer_image_is_pinned_non_root_and_copies_what_exists():
 def test_hivemq_image_folders_are_writable_on_a_root_owned_volume():
     """podman's --tmpfs (and any volume whose root keeps the image folder's mode) is owned by root:
     the launcher image's data and log folders are 1777, like /tmp, so uid 10001 can lock data.lock."""
-    from streamtrain.operator import render
     text = (ROOT / "images/hivemq.Dockerfile").read_text()
-    assert f"chmod 1777 {render.LAUNCHER_WRITES['data']} {render.LAUNCHER_WRITES['log']}" in text
+    assert f"chmod 1777 {hivemq.WRITES['data']} {hivemq.WRITES['log']}" in text
 
 
 def test_every_module_the_operator_imports_is_installed_with_the_operator_extra():

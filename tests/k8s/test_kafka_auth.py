@@ -16,6 +16,7 @@ from tests.k8s.conftest import EXAMPLES, ROOT, load_example
 
 from streamtrain.kafka import READER_GROUP, KafkaSecurity
 from streamtrain.operator import crd, render, validate
+from streamtrain.operator.render import connections, strimzi
 
 STRIMZI = Path(__file__).parent / "schemas/strimzi-1.2.0"
 SECURITY = {f: KafkaSecurity.model_config["env_prefix"] + f.upper() for f in KafkaSecurity.model_fields}
@@ -99,7 +100,7 @@ def test_kafka_users_and_secured_kafka_validate_against_strimzi(variant):
     checked = 0
     for m in children:
         if m["kind"] in ("KafkaUser", "Kafka"):
-            assert m["apiVersion"] == render.STRIMZI_API
+            assert m["apiVersion"] == strimzi.STRIMZI_API
             errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in _validator(m["kind"]).iter_errors(m)]
             assert errors == [], (m["metadata"]["name"], errors)
             checked += 1
@@ -136,7 +137,7 @@ def test_each_pod_uses_exactly_its_own_user_secret_and_the_ca(variant):
     mqtt = {spec["mqtt"][f]["secretKeyRef"]["name"] for f in ("username", "password") if f in spec["mqtt"]}
     external = spec["kafka"]["mode"] == "external"
     ca = "plant-kafka-ca" if external else f"{name}-cluster-ca-cert"
-    talkers = {c for c, _, _ in render.kafka_principals(name, spec)}
+    talkers = {c for c, _, _ in connections.kafka_principals(name, spec)}
     found = users(children)
     for component, pod in pods(children).items():
         refs = secrets_referenced(pod) - mqtt
@@ -275,7 +276,7 @@ def test_acls_cover_exactly_the_topics_each_program_uses(variant, monkeypatch):
     windows = bool(spec["preprocessing"].get("windows"))
     found = users(children)
     workloads = pods(children)
-    for component, program, group in render.kafka_principals(name, spec):
+    for component, program, group in connections.kafka_principals(name, spec):
         acls = found[f"{name}-{component}-kafka"]["spec"]["authorization"]["acls"]
         env = env_of(workloads[component])
         if component in SETTINGS:  # the program's own settings, read from its Pod's environment
@@ -285,7 +286,7 @@ def test_acls_cover_exactly_the_topics_each_program_uses(variant, monkeypatch):
                     monkeypatch.setenv(e["name"], e["value"])
             s = getattr(importlib.import_module(module), cls)()
         else:
-            s = render.settings_for(name, spec)
+            s = connections.settings_for(name, spec)
         read, write = uses(component, s, windows)
         assert literal_topics(acls, "Read") == read, component
         assert literal_topics(acls, "Write") == write, component

@@ -14,7 +14,9 @@ import yaml
 
 from tests.k8s.conftest import ROOT, assert_pinned_multi_stage_non_root, load_example
 
+from streamtrain import __version__
 from streamtrain.operator import render, validate
+from streamtrain.operator.render import hivemq, objects
 
 SECURE = load_example(ROOT / "examples/secure.yaml")
 DOCKERFILE = (ROOT / "images/hivemq.Dockerfile").read_text()
@@ -82,7 +84,7 @@ def _hardened(pod: dict) -> None:
 def test_hivemq_runs_the_launcher_image_with_the_users_file_mounted_read_only():
     pod = _pod(_secure(), "hivemq")
     c = pod["containers"][0]
-    assert c["image"] == "ghcr.io/streamtrain/streamtrain-hivemq:0.1.0"  # <image.repository>-hivemq:<tag>
+    assert c["image"] == f"ghcr.io/streamtrain/streamtrain-hivemq:{__version__}"  # <image.repository>-hivemq:<tag>
     users = _volume(pod, "mqtt-users")
     assert users["secret"]["secretName"] == "secure-mqtt-users"
     assert users["secret"]["items"] == [{"key": "users", "path": "users"}]
@@ -93,7 +95,7 @@ def test_hivemq_runs_the_launcher_image_with_the_users_file_mounted_read_only():
     assert c["args"] == [f"{mount['mountPath']}/users"]
     assert _secret_refs(pod) == {("secure-mqtt-users", "users")}
     _hardened(pod)
-    assert c["securityContext"]["runAsUser"] == render.UID
+    assert c["securityContext"]["runAsUser"] == objects.UID
 
 
 def test_hivemq_launcher_image_can_be_named():
@@ -104,7 +106,7 @@ def test_hivemq_launcher_image_can_be_named():
 def test_every_path_hivemq_writes_is_a_volume():
     pod = _pod(_secure(), "hivemq")
     mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
-    for path in render.LAUNCHER_WRITES.values():
+    for path in hivemq.WRITES.values():
         assert path in mounts and "emptyDir" in _volume(pod, mounts[path]), path
 
 
@@ -256,7 +258,7 @@ def test_launcher_image_resolves_the_jars_like_the_local_stack():
     build = DOCKERFILE.split("AS runtime", 1)[0]
     assert "COPY stack/java/hivemq-pom.xml" in build
     assert "maven-dependency-plugin:3.8.1:copy-dependencies" in build
-    assert "maven-dependency-plugin:3.8.1:copy-dependencies" in (ROOT / "stack/local.py").read_text()
+    assert "maven-dependency-plugin:3.8.1:copy-dependencies" in (ROOT / "stack/jars.py").read_text()
     pom = (ROOT / "stack/java/hivemq-pom.xml").read_text()
     version = re.search(r"<hivemq.version>([^<]+)</hivemq.version>", pom).group(1)
     assert re.search(rf"^ARG HIVEMQ_VERSION={re.escape(version)}$", build, re.M)
@@ -275,9 +277,9 @@ def test_entrypoint_and_pod_args_are_the_launchers_arguments():
     i = ep.index("HiveMQLauncher")
     conf, data, ext = ep[i + 1:]
     assert f"COPY images/hivemq-config.xml {conf}/config.xml" in DOCKERFILE
-    assert data == render.LAUNCHER_WRITES["data"]
-    assert f"HIVEMQ_LOG_FOLDER={render.LAUNCHER_WRITES['log']}" in DOCKERFILE
-    assert ext not in render.LAUNCHER_WRITES.values()  # read-only and empty: the launcher embeds its extension
+    assert data == hivemq.WRITES["data"]
+    assert f"HIVEMQ_LOG_FOLDER={hivemq.WRITES['log']}" in DOCKERFILE
+    assert ext not in hivemq.WRITES.values()  # read-only and empty: the launcher embeds its extension
     # conf, data, ext from the image plus the users file from the Pod: the launcher's 4-argument form.
     assert "args.length != 3 && args.length != 4" in LAUNCHER
     pod_args = _pod(_secure(), "hivemq")["containers"][0]["args"]
@@ -297,8 +299,8 @@ def test_skaffold_builds_the_launcher_image_where_the_operator_looks():
     config = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
     artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
     main = config["build"]["artifacts"][0]["image"]
-    hivemq = artifacts[f"{main}-hivemq"]
-    assert hivemq["docker"]["dockerfile"] == "images/hivemq.Dockerfile"
-    assert (ROOT / hivemq["context"] / hivemq["docker"]["dockerfile"]).is_file()
+    launcher = artifacts[f"{main}-hivemq"]
+    assert launcher["docker"]["dockerfile"] == "images/hivemq.Dockerfile"
+    assert (ROOT / launcher["context"] / launcher["docker"]["dockerfile"]).is_file()
     spec = {"image": {"repository": main, "tag": "dev"}, "mqtt": {}}
-    assert render.hivemq_launcher_image(spec) == f"{main}-hivemq:dev"
+    assert hivemq.hivemq_launcher_image(spec) == f"{main}-hivemq:dev"

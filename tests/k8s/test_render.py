@@ -16,6 +16,7 @@ from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 
 from streamtrain.kafka import KafkaSecurity
 from streamtrain.operator import render, validate
+from streamtrain.operator.render import connections, objects, programs, trainer
 
 STRIMZI = Path(__file__).parent / "schemas/strimzi-1.2.0"
 STRIMZI_KINDS = {"Kafka": "kafka", "KafkaNodePool": "kafkanodepool", "KafkaTopic": "kafkatopic", "KafkaUser": "kafkauser"}
@@ -108,7 +109,7 @@ def test_ksqldb_queries_are_the_rendered_preprocessing():
     from streamtrain.preprocessing import ksql
     spec = validate.defaulted(load_example(ROOT / "examples/full.yaml"))["spec"]
     cm = next(m for m in children("full") if m["metadata"]["name"] == "plant-7-ksqldb-queries")
-    for statement in ksql.render(render.preprocess_spec(spec), render.settings_for("plant-7", spec)):
+    for statement in ksql.render(connections.preprocess_spec(spec), connections.settings_for("plant-7", spec)):
         assert statement in cm["data"]["queries.sql"]
     dep = next(m for m in children("full") if m["metadata"]["name"] == "plant-7-ksqldb" and m["kind"] == "Deployment")
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -131,7 +132,7 @@ def test_env_is_what_the_program_reads(program, example, monkeypatch, tmp_path):
     module, cls = SETTINGS[program].split(":")
     settings_cls = getattr(importlib.import_module(module), cls)
     spec = validate.defaulted(load_example(ROOT / f"examples/{example}.yaml"))["spec"]
-    env = render.env(program, "x", spec)
+    env = programs.env(program, "x", spec)
     fields = {f.upper() for f in settings_cls.model_fields}
     security = {KafkaSecurity.model_config["env_prefix"] + f.upper() for f in KafkaSecurity.model_fields}
     for e in env:
@@ -149,8 +150,8 @@ def test_env_is_what_the_program_reads(program, example, monkeypatch, tmp_path):
                 monkeypatch.setenv(var, str(f))
         sec = KafkaSecurity()
         assert sec.security_protocol == "SASL_SSL" and sec.librdkafka()["sasl.mechanism"] == "SCRAM-SHA-512"
-    assert settings.kafka_bootstrap == render.kafka_bootstrap("x", spec)
-    assert settings.metrics_port == render.METRICS_PORT
+    assert settings.kafka_bootstrap == connections.kafka_bootstrap("x", spec)
+    assert settings.metrics_port == objects.METRICS_PORT
 
 
 def test_fleet_size_reaches_the_simulator():
@@ -220,10 +221,10 @@ def test_a_null_field_and_an_absent_one_are_the_same_recipe():
     with_null["preprocessing"]["filter"] = None
     without = copy.deepcopy(spec)
     without["preprocessing"].pop("filter", None)
-    assert render.training_hash(with_null) == render.training_hash(without)
+    assert trainer.training_hash(with_null) == trainer.training_hash(without)
     changed = copy.deepcopy(spec)
     changed["preprocessing"]["filter"] = "temperature > 0"
-    assert render.training_hash(changed) != render.training_hash(without)
+    assert trainer.training_hash(changed) != trainer.training_hash(without)
 
 
 def test_scorer_start_position_reaches_the_scorer_for_its_groups_first_start_only():

@@ -34,8 +34,10 @@ def test_schema_rejects_a_typo():
     assert _errors(bad)
 
 
-def test_paths_exist_and_image_reaches_the_chart():
-    artifact = CONFIG["build"]["artifacts"][0]
+def test_paths_exist_and_the_operator_image_reaches_the_chart():
+    values = yaml.safe_load((ROOT / "charts/streamtrain/values.yaml").read_text())
+    artifact = next(a for a in CONFIG["build"]["artifacts"] if a["image"] == values["operator"]["image"]["repository"])
+    assert artifact["docker"]["buildArgs"] == {"EXTRAS": "operator"}  # the operator's image carries no TensorFlow
     assert (ROOT / artifact["context"] / artifact["docker"]["dockerfile"]).is_file()
     release = RELEASE
     assert (ROOT / release["chartPath"] / "Chart.yaml").is_file()

@@ -30,7 +30,8 @@ def test_stale_children_are_pruned_but_training_jobs_kept():
     now = children.desired(external)
     old_job = {"kind": "Job", "metadata": {"name": "plant-7-train-old"}}
     gone = {children.key(m) for m in children.stale(wanted + [old_job], now)}
-    assert gone == {("Deployment", "plant-7-hivemq"), ("Service", "plant-7-hivemq")}
+    assert gone == {("Deployment", "plant-7-hivemq"), ("Service", "plant-7-hivemq"),
+                    ("PodDisruptionBudget", "plant-7-hivemq")}
 
 
 def deployment(name: str, want: int, ready: int) -> dict:

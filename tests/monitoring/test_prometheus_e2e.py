@@ -97,7 +97,8 @@ class DrainClock:
     an independent measure of how long the backlog took."""
 
     def __init__(self, port: int, target: float) -> None:
-        self.port, self.target, self.reached, self._stop = port, target, None, threading.Event()
+        self.port, self.target, self._stop = port, target, threading.Event()
+        self.reached: float | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:

@@ -72,6 +72,6 @@ def test_after_a_restart_a_repeat_is_dropped_and_a_reused_seq_dead_lettered(pipe
     (dead,) = read_topic(pipeline.kafka_bootstrap, pipeline.topic_deadletter)
     assert headers_dict(dead)["streamtrain.reason"] == "seq_reused" and json.loads(dead.value())["temperature"] == 71.0
     lines = [json.loads(x) for x in second.log().splitlines() if x.startswith("{")]
-    assert any(x["event"] == "dedup_restored" and x["records"] == 10 for x in lines)
+    assert any(x["event"] == "state_restored" and x["features"] == 10 for x in lines)
     assert any(x["event"] == "duplicates_dropped" and x["count"] == 1 for x in lines)
     assert any(x["event"] == "seq_reused_deadlettered" and x["level"] == "warning" for x in lines)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid

@@ -6,6 +6,7 @@ import collections
 import json
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,14 +25,14 @@ class FeatureStream:
         self.pipeline = pipeline
         self.rng = np.random.default_rng(seed)
         self.producer = Producer(producer_config(pipeline.kafka_bootstrap))
-        self.seq = collections.Counter()
+        self.seq: collections.Counter[str] = collections.Counter()
         self.sent: list[tuple[str, int]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def record(self, device: str, anomalous: bool = False) -> dict:
         load = self.rng.uniform(0.2, 0.8)
-        r = {"device_id": device, "ts": time.time(), "seq": self.seq[device],
+        r: dict[str, Any] = {"device_id": device, "ts": time.time(), "seq": self.seq[device],
              "temperature": 60 + 25 * load + self.rng.normal(0, 0.4),
              "current": 1.5 + 2 * load + self.rng.normal(0, 0.03),
              "vibration": 0.3 + 0.4 * load + self.rng.normal(0, 0.008),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ def produce_features(pipeline, n: int, seed: int = 0) -> np.ndarray:
     rows = []
     for i in range(n):
         load = rng.uniform(0.2, 0.8)
-        r = {"device_id": f"d{i % 10}", "ts": time.time(), "seq": i // 10,
+        r: dict[str, Any] = {"device_id": f"d{i % 10}", "ts": time.time(), "seq": i // 10,
              "current": 1.5 + 2 * load + rng.normal(0, .03), "pressure": 3 + 1.5 * load + rng.normal(0, .03),
              "temperature": 60 + 25 * load + rng.normal(0, .4), "vibration": .3 + .4 * load + rng.normal(0, .008),
              "label": 0}

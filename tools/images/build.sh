@@ -8,9 +8,11 @@
 #   bases   stand-in base images, made once and cached in podman's storage: a debootstrap of
 #           bookworm tagged localhost/debian:bookworm, then Python, Maven + JDK 17 and a JRE 17
 #           tagged with the exact names the Dockerfiles' ARG defaults use (docker.io/library/...)
-#   build   images/Dockerfile, images/hivemq.Dockerfile, images/scorer-streams.Dockerfile as they
-#           are, tagged <repository>[-hivemq|-scorer-streams]:<appVersion> and :dev (the names
-#           the chart, the operator and skaffold use), and the pause image registry.k8s.io/pause:3.10
+#   build   images/Dockerfile (twice: the programs' image, and the operator's with EXTRAS=operator,
+#           no TensorFlow), images/hivemq.Dockerfile, images/scorer-streams.Dockerfile as they are,
+#           tagged <repository>[-operator|-hivemq|-scorer-streams]:<appVersion> and :dev (the names
+#           the chart, the operator and skaffold use), and the pause image registry.k8s.io/pause:3.10.
+#           IMAGES="streamtrain-operator ..." builds only those.
 #   check   the built images started and checked by pytest (tests/images, marker `images`)
 #   export  `podman save --format oci-archive` of each image into .streamtrain/images/, for
 #           `ctr -n k8s.io images import .streamtrain/images/<name>.tar`
@@ -46,15 +48,22 @@ qualified() {
   esac
 }
 
-REPOSITORY=$(awk '/^operator:/ {o = 1} o && $1 == "repository:" {print $2; exit}' charts/streamtrain/values.yaml)
+# The programs' image: a StreamingTraining's default spec.image (the CRD); the operator's: the chart's.
+REPOSITORY=$(awk '$1 == "repository:" {print $2; exit}' charts/streamtrain/crds/streamingtrainings.yaml)
+OPERATOR_REPOSITORY=$(awk '/^operator:/ {o = 1} o && $1 == "repository:" {print $2; exit}' charts/streamtrain/values.yaml)
 VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/streamtrain/Chart.yaml)
 PYTHON_BASE=$(qualified "$(arg_default images/Dockerfile PYTHON_IMAGE)")
 MAVEN_BASE=$(qualified "$(arg_default images/hivemq.Dockerfile MAVEN_IMAGE)")
 JRE_BASE=$(qualified "$(arg_default images/hivemq.Dockerfile JRE_IMAGE)")
 PAUSE=registry.k8s.io/pause:3.10
 # name (the OCI archive's file name) -> Dockerfile
-declare -A DOCKERFILES=([streamtrain]=images/Dockerfile [streamtrain-hivemq]=images/hivemq.Dockerfile
+declare -A DOCKERFILES=([streamtrain]=images/Dockerfile [streamtrain-operator]=images/Dockerfile
+                        [streamtrain-hivemq]=images/hivemq.Dockerfile
                         [streamtrain-scorer-streams]=images/scorer-streams.Dockerfile)
+# The operator needs only the base install and the `operator` extra: no TensorFlow, no matplotlib.
+declare -A BUILD_ARGS=([streamtrain-operator]="--build-arg EXTRAS=operator")
+# The image name (without tag) of each.
+repository_of() { [ "$1" = streamtrain-operator ] && echo "$OPERATOR_REPOSITORY" || echo "$REPOSITORY${1#streamtrain}"; }
 
 setup() {
   [ -r /etc/debian_version ] || { echo "error: tools/images/build.sh needs Debian (bookworm)" >&2; exit 1; }
@@ -136,17 +145,20 @@ bases() {
 }
 
 build() {
-  local name started
-  for name in streamtrain streamtrain-hivemq streamtrain-scorer-streams; do
+  local name started repository
+  for name in ${IMAGES:-streamtrain streamtrain-operator streamtrain-hivemq streamtrain-scorer-streams}; do
+    [ -n "${DOCKERFILES[$name]:-}" ] || { echo "error: no image $name (${!DOCKERFILES[*]})" >&2; exit 2; }
     started=$(date +%s)
-    log "building $REPOSITORY${name#streamtrain}:$VERSION from ${DOCKERFILES[$name]}"
-    locked podman build --network host --pull=never -f "${DOCKERFILES[$name]}" \
-      -t "$REPOSITORY${name#streamtrain}:$VERSION" -t "$REPOSITORY${name#streamtrain}:dev" .
+    repository=$(repository_of "$name")
+    log "building $repository:$VERSION from ${DOCKERFILES[$name]} ${BUILD_ARGS[$name]:-}"
+    # shellcheck disable=SC2086  # BUILD_ARGS holds separate words
+    locked podman build --network host --pull=never -f "${DOCKERFILES[$name]}" ${BUILD_ARGS[$name]:-} \
+      -t "$repository:$VERSION" -t "$repository:dev" .
     log "built $name in $(( $(date +%s) - started )) s with the wait for the lock"
   done
   local ctx; ctx=$(context pause "$(command -v catatonit)")
   locked podman build --network host --pull=never -q -f "$HERE/pause.Containerfile" -t "$PAUSE" "$ctx" >/dev/null
-  podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^($REPOSITORY|${PAUSE%:*})" >&2 || true
+  podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^($REPOSITORY|$OPERATOR_REPOSITORY|${PAUSE%:*})" >&2 || true
 }
 
 check() {  # real Kafka and HiveMQ, TensorFlow in a container: heavy, so under the lock too
@@ -157,7 +169,7 @@ export_archives() {
   mkdir -p "$OUT"
   local name image
   for name in "${!DOCKERFILES[@]}" pause; do
-    image=$([ "$name" = pause ] && echo "$PAUSE" || echo "$REPOSITORY${name#streamtrain}:$VERSION")
+    image=$([ "$name" = pause ] && echo "$PAUSE" || echo "$(repository_of "$name"):$VERSION")
     rm -f "$OUT/$name.tar"
     locked podman save -q --format oci-archive -o "$OUT/$name.tar" "$image"  # compresses: a minute of CPU for all
     log "exported $image to $OUT/$name.tar ($(du -h "$OUT/$name.tar" | cut -f1))"

@@ -1,0 +1,58 @@
+"""The managed MQTT broker: HiveMQ CE as one Deployment and its Service.
+
+Without authentication the stock image (spec.mqtt.image) runs as its own uid with its bundled
+allow-all extension. With spec.mqtt.authentication: credentials, StreamTrain's launcher
+(images/hivemq.Dockerfile, uid UID) runs the same broker with the users file of
+spec.mqtt.usersSecretRef mounted read-only and passed as its last argument: it refuses unknown users
+and wrong passwords and authorizes devices and the bridge (README "Who may connect"). The launcher
+reads the file at start: after changing the Secret, restart the Deployment.
+"""
+from __future__ import annotations
+
+from streamtrain.operator.render.connections import MQTT_USERS_MOUNT, mqtt_credentials, secret_file_volume
+from streamtrain.operator.render.objects import UID, Manifest, deployment, image_security, labels, service
+
+MQTT_PORT_NAME = "mqtt"
+#: The uid the stock HiveMQ CE image runs as.
+HIVEMQ_UID = 10000
+#: Every path either image writes: persistence, logs, and the JVM's temporary files (Netty unpacks its
+#: native transport there). The extensions folder stays the image's own (read-only): an emptyDir there
+#: would hide the stock image's allow-all extension (the launcher embeds its own).
+WRITES = {"data": "/opt/hivemq/data", "log": "/opt/hivemq/log", "tmp": "/tmp"}
+
+
+def hivemq_launcher_image(spec: dict) -> str:
+    img = spec["image"]
+    return spec["mqtt"].get("launcherImage") or f"{img['repository']}-hivemq:{img['tag']}"
+
+
+def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
+    port = spec["mqtt"]["port"]
+    volumes = [{"name": v, "emptyDir": {}} for v in WRITES]
+    mounts = [{"name": v, "mountPath": path} for v, path in WRITES.items()]
+    if mqtt_credentials(spec):
+        users_vol, users_mount = secret_file_volume("mqtt-users", spec["mqtt"]["usersSecretRef"], "users",
+                                                    MQTT_USERS_MOUNT)
+        volumes.append(users_vol)
+        mounts.append(users_mount)
+        uid = UID
+        image = {"image": hivemq_launcher_image(spec), "imagePullPolicy": spec["image"]["pullPolicy"],
+                 "args": [f"{MQTT_USERS_MOUNT}/users"]}
+    else:
+        uid = HIVEMQ_UID
+        image = {"image": spec["mqtt"]["image"]}
+    pod = {"metadata": {"labels": labels(name, "hivemq")}, "spec": {
+        "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "fsGroup": uid},
+        "containers": [{
+            "name": "hivemq", **image,
+            "ports": [{"name": MQTT_PORT_NAME, "containerPort": 1883, "protocol": "TCP"}],
+            "readinessProbe": {"tcpSocket": {"port": MQTT_PORT_NAME}, "periodSeconds": 5},
+            "livenessProbe": {"tcpSocket": {"port": MQTT_PORT_NAME}, "initialDelaySeconds": 30, "periodSeconds": 10},
+            "securityContext": image_security(uid),
+            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+            "volumeMounts": mounts,
+        }],
+        "volumes": volumes}}
+    return [deployment(name, namespace, "hivemq", 1, pod),
+            service(name, namespace, "hivemq", [{"name": MQTT_PORT_NAME, "port": port, "targetPort": MQTT_PORT_NAME,
+                                                 "protocol": "TCP"}])]

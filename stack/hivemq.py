@@ -1,0 +1,84 @@
+"""HiveMQ CE on loopback: its configuration, its command line and the probe that says it is up."""
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from streamtrain.stack.jars import JAVA_DIR
+from streamtrain.stack.processes import StackError, port_open
+
+
+def hivemq_config_xml(port: int, bind: str) -> str:
+    """HiveMQ's config.xml: one TCP listener on bind:port. The same settings run in the Kubernetes image
+    (images/hivemq-config.xml, bind 0.0.0.0 and port 1883; a test keeps the two equal).
+
+    File persistence keeps sessions and queued QoS 1 messages across broker restarts.
+    The queue must hold a bridge outage's worth of messages for the shared subscription."""
+    return f"""<?xml version="1.0"?>
+<hivemq>
+    <listeners>
+        <tcp-listener>
+            <port>{port}</port>
+            <bind-address>{bind}</bind-address>
+        </tcp-listener>
+    </listeners>
+    <mqtt>
+        <queued-messages>
+            <max-queue-size>2000000</max-queue-size>
+            <strategy>discard</strategy>
+        </queued-messages>
+        <receive-maximum>
+            <server-receive-maximum>1000</server-receive-maximum>
+        </receive-maximum>
+    </mqtt>
+    <persistence>
+        <mode>file</mode>
+    </persistence>
+    <anonymous-usage-statistics>
+        <enabled>false</enabled>
+    </anonymous-usage-statistics>
+</hivemq>
+"""
+
+
+def write_config(base: Path, port: int, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
+    """The conf, data and extensions folders under ``base``, with a config.xml listening on ``host``."""
+    conf, data, ext = base / "conf", base / "data", base / "extensions"
+    for d in (conf, data, ext):
+        d.mkdir(parents=True, exist_ok=True)
+    (conf / "config.xml").write_text(hivemq_config_xml(port, host))
+    return conf, data, ext
+
+
+def command(java: str, lib: Path, base: Path, port: int, users: Path | None, host: str = "127.0.0.1") -> list[str]:
+    """The embedded broker's command line (HiveMQLauncher.java run as a source file)."""
+    if users is not None and not Path(users).is_file():
+        raise StackError(f"MQTT users file {users} does not exist; create it with `streamtrain stack passwd`")
+    conf, data, ext = write_config(base, port, host)
+    return [java, "-Xms128m", "-Xmx768m", "-cp", f"{lib}/*", str(JAVA_DIR / "HiveMQLauncher.java"),
+            str(conf), str(data), str(ext)] + ([str(Path(users).resolve())] if users else [])
+
+
+def ready(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a broker answers a CONNECT on ``port`` (any CONNACK, even a refusal, counts)."""
+    if not port_open(port, host):
+        return False
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamtrain-probe-{uuid.uuid4().hex[:8]}",
+                         protocol=mqtt.MQTTv5)
+    answered = []
+    # Any CONNACK means the broker is up; with authentication on, the probe's is a refusal.
+    client.on_connect = lambda c, u, flags, reason, props: answered.append(reason)
+    try:
+        rc = client.connect(host, port, keepalive=5)
+        if rc != 0:
+            return False
+        deadline = time.monotonic() + 3
+        while not answered and time.monotonic() < deadline:
+            client.loop(0.1)
+        client.disconnect()
+        return bool(answered)
+    except OSError:
+        return False

@@ -1,0 +1,43 @@
+"""At-least-once delivery: outputs reach Kafka before the offsets of their inputs are stored."""
+
+from __future__ import annotations
+
+from confluent_kafka import Producer, TopicPartition
+
+from streamtrain import logs
+
+log = logs.get("kafka")
+
+
+def next_offsets(msgs) -> list[TopicPartition]:
+    """Per partition of ``msgs``, the offset after the last one: what to commit once they are done."""
+    highest: dict[tuple[str, int], int] = {}
+    for m in msgs:
+        key = (m.topic(), m.partition())
+        highest[key] = max(highest.get(key, -1), m.offset())
+    return [TopicPartition(t, p, o + 1) for (t, p), o in highest.items()]
+
+
+def deliver_then_store(producer: Producer, consumer, msgs, errors: list[str], what: str = "outputs") -> None:
+    """At least once: wait until every output of ``msgs`` is in Kafka, then store their offsets.
+
+    ``errors`` is the list the producer's delivery callbacks append to. A failed delivery raises:
+    without it the offsets must not move, and a restart redoes the batch from the last commit.
+    """
+    while True:
+        remaining = producer.flush(10)
+        if errors:
+            failed, errors[:] = list(errors), []
+            raise RuntimeError(f"{what} delivery failed: {failed[:3]}")
+        if remaining == 0:
+            break
+        log.warning(f"{what}_undelivered", remaining=remaining, action="waiting")
+    if msgs:
+        consumer.store_offsets(offsets=next_offsets(msgs))
+
+
+def flush_or_raise(producer: Producer, timeout: float = 30.0) -> None:
+    """Wait until everything produced is delivered; raise if some of it is not within ``timeout``."""
+    remaining = producer.flush(timeout)
+    if remaining:
+        raise RuntimeError(f"{remaining} Kafka messages still undelivered after {timeout}s")

@@ -1,0 +1,82 @@
+"""Reading a whole topic without a consumer group (tests, the demo, the model topic's history)."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from streamtrain.kafka.config import READER_GROUP, client_config
+
+#: Errors of a partition whose leadership is still settling (a topic created a moment ago, a broker restarting).
+_SETTLING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+}
+
+
+def _end_offset(consumer, partition, deadline: float) -> int:
+    """High watermark of one partition, asking again while its leadership settles (until ``deadline``)."""
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=10)[1]
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not (err.retriable() or err.code() in _SETTLING) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def read_topic(
+    bootstrap: str, topic: str, *, until=None, timeout: float = 30.0, isolation: str = "read_committed", **client
+) -> list:
+    """Read a topic from the beginning without a consumer group (nothing is committed).
+
+    Stops when ``until(messages)`` is true, or (without ``until``) once every partition has
+    been read to the end offset seen at the start, or when ``timeout`` has passed. Returns confluent_kafka Message objects in arrival order.
+    """
+    consumer = Consumer(
+        client_config(
+            bootstrap,
+            **{
+                "group.id": READER_GROUP,
+                "enable.auto.commit": False,
+                "isolation.level": isolation,
+                "auto.offset.reset": "earliest",
+                **client,
+            },
+        )
+    )
+    try:
+        md = consumer.list_topics(topic, timeout=10)
+        if md.topics[topic].error is not None:
+            raise RuntimeError(f"topic {topic}: {md.topics[topic].error}")
+        parts = sorted(md.topics[topic].partitions)
+        ends = {p: _end_offset(consumer, TopicPartition(topic, p), time.monotonic() + timeout) for p in parts}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            batch = consumer.consume(1000, 0.2)
+            for m in batch:
+                if m.error():
+                    continue
+                out.append(m)
+            if until is not None:
+                if until(out):
+                    return out
+                if time.monotonic() > deadline:
+                    return out
+            else:
+                # position() moves past transaction markers too, unlike the last offset read.
+                pos = consumer.position([TopicPartition(topic, p) for p in parts])
+                if (
+                    all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0 for tp in pos)
+                    or time.monotonic() > deadline
+                ):
+                    return out
+    finally:
+        consumer.close()
