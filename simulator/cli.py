@@ -9,15 +9,15 @@ from pathlib import Path
 import click
 from prometheus_client import CollectorRegistry
 
-from streamtrain.simulator.fleet import ANOMALY_KINDS, Fleet, FleetConfig
-from streamtrain.simulator.hetero import DEVICE_TYPES, HeteroConfig, HeterogeneousFleet
-from streamtrain.simulator import seqstate
-from streamtrain.simulator.publish import CsvReplayConfig, PublishReport, replay_csv, run_fleet
-from streamtrain.simulator.settings import SimulatorSettings
 from streamtrain import logs
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer
 from streamtrain.mqtt import MqttError
+from streamtrain.simulator import seqstate
+from streamtrain.simulator.fleet import ANOMALY_KINDS, Fleet, FleetConfig
+from streamtrain.simulator.hetero import DEVICE_TYPES, HeteroConfig, HeterogeneousFleet
+from streamtrain.simulator.publish import CsvReplayConfig, PublishReport, replay_csv, run_fleet
+from streamtrain.simulator.settings import SimulatorSettings
 
 log = logs.get("simulator")
 

@@ -16,16 +16,14 @@ through the CRI (``crictl``) so their network namespaces and addresses are relea
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
-import shutil
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,10 +31,22 @@ from pathlib import Path
 
 import yaml
 
-from tests.k8s import controlplane
 from tests.k8s.controlplane import SERVICE_CIDR, ControlPlane, _openssl, free_port, kubeconfig
-from tests.k8s.node_config import (ARCHIVES, BRIDGE, CGROUP_ROOT, CLUSTER_DOMAIN, CONTAINERD_ROOT, GATEWAY, IMAGES,
-                                   NODE_NAME, PACKAGES, SUBNET, cni_config, containerd_config, kubelet_config)
+from tests.k8s.node_config import (
+    ARCHIVES,
+    BRIDGE,
+    CGROUP_ROOT,
+    CLUSTER_DOMAIN,
+    CONTAINERD_ROOT,
+    GATEWAY,
+    IMAGES,
+    NODE_NAME,
+    PACKAGES,
+    SUBNET,
+    cni_config,
+    containerd_config,
+    kubelet_config,
+)
 
 
 def ensure_packages() -> None:

@@ -11,11 +11,10 @@ import json
 
 import pytest
 
+from streamtrain.operator import children
 from tests.k8s.conftest import RELEASE, RELEASE_NS, ROOT, load_example
 from tests.k8s.operator_process import Operator
 from tests.waiting import eventually
-
-from streamtrain.operator import children
 
 pytestmark = pytest.mark.kube
 
