@@ -18,7 +18,7 @@ demo: install ## Run the whole pipeline locally on real Kafka + HiveMQ and print
 test: install ## Run the default test suite (real brokers, real TensorFlow)
 	$(PY) -m pytest -q
 
-test-faults: install ## Chaos, overload, and the whole pipeline under per-program Kafka ACLs: exactly-once scores (~8 min)
+test-faults: install ## Chaos, overload, per-program Kafka ACLs, a 3-broker kill and replicas added/removed: exactly-once scores (~15 min)
 	$(PY) -m pytest -q -s -m faults tests
 
 stack-up: install ## Start Kafka and HiveMQ on loopback and create the topics

@@ -6,6 +6,7 @@ import click
 from streamtrain.bridge.app import Bridge, BridgeSettings
 from streamtrain.kafka import require_topics
 from streamtrain.lifecycle import StopFlag
+from streamtrain.settings import load
 
 
 @click.command("bridge")
@@ -27,6 +28,6 @@ def command(ctx, **given) -> None:
     topic with the reason in headers. A message is acknowledged to MQTT only once Kafka has
     it. Several bridges may run side by side (shared subscription). Stops cleanly on SIGTERM.
     """
-    settings = BridgeSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
+    settings = load(BridgeSettings, **(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
     require_topics(settings, [settings.topic_raw, settings.topic_deadletter])
     Bridge(settings, StopFlag().install()).run()

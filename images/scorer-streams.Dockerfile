@@ -16,7 +16,8 @@ COPY scorer/streams/pom.xml ./pom.xml
 # Dependencies first (a layer that survives source edits).
 RUN mvn -q -B dependency:go-offline
 COPY scorer/streams/src ./src
-RUN mvn -q -B -o package
+# The unit tests (src/test) ran where the sources were checked (make streams-scorer, .ci/install).
+RUN mvn -q -B -o -Dmaven.test.skip=true package
 
 # ---- runtime: the JRE, the jar and its dependencies, a fixed non-root user ------------------------
 FROM ${JRE_IMAGE} AS runtime

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 
-from streamtrain import logs
+from streamtrain import exitcodes, logs
 from streamtrain.dedup import FINGERPRINT_HEADER, Deduplicator, fingerprint
 from streamtrain.kafka import (ExactlyOnce, KafkaHealth, consumer_config, dead_letter_headers, deliver_then_store,
                                producer_config)
@@ -265,10 +265,10 @@ class Preprocessor:
                     last_progress = time.monotonic()
                     log.info("preprocess_progress", records_in=self.m_in._value.get(),
                              features_out=self.m_out._value.get(), filtered=self.m_filtered._value.get())
-            return 0
+            return exitcodes.OK
         except KafkaException as exc:
             log.error("preprocess_exiting", reason=f"Kafka: {exc.args[0]}")
-            return 5
+            return exitcodes.KAFKA
         finally:
             # Open windows are emitted on a clean stop (they would otherwise wait for the next record).
             try:

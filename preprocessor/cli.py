@@ -7,11 +7,13 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from streamtrain import exitcodes
 from streamtrain.preprocessor.app import PreprocessSettings, Preprocessor
 from streamtrain.kafka import require_topics
 from streamtrain.lifecycle import StopFlag
 from streamtrain.preprocessing.ksql import render
 from streamtrain.preprocessing.spec import PreprocessSpec, SpecError
+from streamtrain.settings import load
 
 
 @click.command("preprocess")
@@ -39,13 +41,13 @@ def command(ctx, spec_path, ksql, check, **given) -> None:
     The same spec renders to ksqlDB (--ksql) for a cluster. A spec that cannot be expressed
     is rejected with a message before anything starts.
     """
-    s = PreprocessSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None},
-                           **({"spec_path": spec_path} if spec_path else {}))
+    s = load(PreprocessSettings, **(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None},
+             **({"spec_path": spec_path} if spec_path else {}))
     try:
         spec = PreprocessSpec.load(s.spec_path) if s.spec_path else PreprocessSpec.default()
     except (SpecError, ValidationError) as exc:
         click.echo(f"error: invalid preprocessing spec: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exitcodes.CONFIG)
     if ksql:
         click.echo("\n\n".join(render(spec, s)))
         return

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import Field
 
 from streamtrain.scorer.models import ModelRegistry, ModelWatcher
-from streamtrain import logs, start_position
+from streamtrain import exitcodes, logs, start_position
 from streamtrain.kafka import (ExactlyOnce, KafkaHealth, consumer_config, dead_letter_headers, deliver_then_store,
                                producer_config)
 from streamtrain.lag import ConsumerLag
@@ -227,8 +227,8 @@ class Scorer:
             # Offsets `--start-at` means are read now: `latest` scores what arrives after this start.
             start_offsets = start_position.snapshot(
                 self.s.kafka_bootstrap, [self.s.topic_features, self.s.topic_sequences], self.s.start_at)
-            if not self._wait_for_model():
-                return 0 if self.stop.is_set() else 3
+            if (code := self._wait_for_model()) is not None:
+                return code
             if self.exactly_once:
                 self.txn = ExactlyOnce(self.producer, self.consumer, self.s.transaction_interval_ms / 1000)
                 log.info("transactions_ready", transactional_id=self.transactional_id)
@@ -242,7 +242,7 @@ class Scorer:
             while not self.stop.is_set():
                 if self.watcher.error is not None:
                     log.error("scorer_exiting", reason=f"model watcher failed: {self.watcher.error}")
-                    return 4
+                    return exitcodes.MODEL_WATCHER
                 self._apply_model_events()
                 msgs = self.consumer.consume(self.s.batch_size, self.s.batch_wait_ms / 1000)
                 for m in msgs:
@@ -254,16 +254,17 @@ class Scorer:
                 if self.txn is not None and (self.txn.due() or not msgs):
                     self._commit_transaction()
                 self.metrics.lag.update(self.consumer)
-            return 0
+            return exitcodes.OK
         except KafkaException as exc:
             # Fatal for the transactional producer (e.g. fenced by a replica with the same instance id).
             log.error("scorer_exiting", reason=f"Kafka: {exc.args[0]}", transactional_id=self.transactional_id
                       if self.exactly_once else None)
-            return 5
+            return exitcodes.KAFKA
         finally:
             self._shutdown(server)
 
-    def _wait_for_model(self) -> bool:
+    def _wait_for_model(self) -> int | None:
+        """None once a champion is loaded; otherwise the exit code."""
         t0 = time.monotonic()
         logged = 0.0
         while self.registry.champion is None:
@@ -271,18 +272,19 @@ class Scorer:
             if self.registry.champion is not None:
                 break
             if self.stop.is_set():
-                return False
+                return exitcodes.OK
             if self.watcher.error is not None:
-                raise RuntimeError(f"model watcher failed: {self.watcher.error}")
+                log.error("scorer_exiting", reason=f"model watcher failed: {self.watcher.error}")
+                return exitcodes.MODEL_WATCHER
             waited = time.monotonic() - t0
             if self.s.model_wait_s and waited > self.s.model_wait_s:
                 log.error("no_model", waited_s=round(waited), topic=self.s.topic_models)
-                return False
+                return exitcodes.NO_MODEL
             if waited - logged >= 10:
                 logged = waited
                 log.info("waiting_for_model", topic=self.s.topic_models, waited_s=round(waited))
             time.sleep(0.1)
-        return True
+        return None
 
     def _apply_model_events(self) -> None:
         for event, old, new in self.registry.apply():

@@ -7,10 +7,12 @@ import sys
 import click
 from confluent_kafka import Producer
 
+from streamtrain import exitcodes
 from streamtrain.scorer.app import Scorer, ScoreSettings
 from streamtrain.scorer.models import promote_record
 from streamtrain.kafka import flush_or_raise, producer_config, require_topics
 from streamtrain.lifecycle import StopFlag
+from streamtrain.settings import load
 from streamtrain.start_position import START_AT_HELP
 
 
@@ -40,7 +42,8 @@ from streamtrain.start_position import START_AT_HELP
 @click.option("--model-version", type=int, help="--batch: model version (default: newest).")
 @click.option("--output-topic", help="--batch: where scores go (default: <scores topic>.batch).")
 @click.option("--metrics-port", type=int, help="Port of /metrics, /healthz, /readyz (0 = off).")
-@click.option("--model-wait", "model_wait_s", type=float, help="Exit with code 3 if no model arrives in time.")
+@click.option("--model-wait", "model_wait_s", type=float,
+              help=f"Exit with code {exitcodes.NO_MODEL} if no model arrives in time.")
 @click.option("--topic-features", help="Features topic to score.")
 @click.option("--topic-sequences", help="Sequences topic to score (models with windowed input).")
 @click.option("--topic-scores", help="Scores topic to write.")
@@ -59,7 +62,7 @@ def command(ctx, promote_version, batch_mode, max_records, from_end, model_versi
     --engine kafka-streams runs the same scoring as a Kafka Streams application (scorer/streams)
     with exactly-once processing; it needs Java 17 and Maven, and the model versions' ONNX export.
     """
-    settings = ScoreSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
+    settings = load(ScoreSettings, **(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
     require_topics(settings, [settings.topic_models] if promote_version is not None or batch_mode else
                    [settings.topic_models, settings.topic_scores, settings.topic_deadletter])
     if promote_version is not None:
@@ -76,7 +79,7 @@ def command(ctx, promote_version, batch_mode, max_records, from_end, model_versi
                                   output_topic=output_topic or f"{settings.topic_scores}.batch")
         except (ValueError, KeyError) as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(exitcodes.CONFIG)
         click.echo(json.dumps(summary, indent=2))
         return
     if settings.engine == "kafka-streams":
@@ -85,5 +88,5 @@ def command(ctx, promote_version, batch_mode, max_records, from_end, model_versi
             exec_scorer(settings)
         except BuildError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(exitcodes.CONFIG)
     sys.exit(Scorer(settings, StopFlag().install()).run())

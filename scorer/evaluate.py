@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
+from streamtrain import exitcodes
 from streamtrain.kafka import read_topic
 from streamtrain.quality import evaluate, format_devices, format_health, format_table
-from streamtrain.settings import CommonSettings
+from streamtrain.settings import CommonSettings, load
 
 
 def read_scores(bootstrap: str, topic: str, timeout: float = 60.0) -> list[dict]:
@@ -57,11 +58,11 @@ def command(ctx, kafka_bootstrap, topic_scores, topic_models, per_device, as_jso
     """
     given = {k: v for k, v in dict(kafka_bootstrap=kafka_bootstrap, topic_scores=topic_scores,
                                    topic_models=topic_models).items() if v}
-    s = CommonSettings(**(ctx.obj or {}).get("log", {}), **given)
+    s = load(CommonSettings, **(ctx.obj or {}).get("log", {}), **given)
     scores = read_scores(s.kafka_bootstrap, s.topic_scores)
     if not scores:
         click.echo(f"no scores on {s.topic_scores}", err=True)
-        sys.exit(1)
+        sys.exit(exitcodes.FAILED)
     ev = evaluate(scores)
     health = training_health(s.kafka_bootstrap, s.topic_models, [v for v in ev.by_version if v is not None])
     if as_json:

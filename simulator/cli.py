@@ -9,10 +9,11 @@ from pathlib import Path
 import click
 from prometheus_client import CollectorRegistry
 
-from streamtrain import logs
+from streamtrain import exitcodes, logs
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer
 from streamtrain.mqtt import MqttError
+from streamtrain.settings import load
 from streamtrain.simulator import seqstate
 from streamtrain.simulator.fleet import ANOMALY_KINDS, Fleet, FleetConfig
 from streamtrain.simulator.hetero import DEVICE_TYPES, HeteroConfig, HeterogeneousFleet
@@ -80,7 +81,7 @@ def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, 
     given = dict(devices=devices, rate=rate, count=count, duration_s=duration_s, anomaly_rate=anomaly_rate,
                  seed=seed, connections=connections, mqtt_host=mqtt_host, mqtt_port=mqtt_port,
                  credentials_file=credentials_file, seq_state_file=seq_state_file)
-    s = SimulatorSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
+    s = load(SimulatorSettings, **(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
     stop = StopFlag().install()
     # /healthz and /readyz answer the kubelet's probes (the chart's Pods have them), /metrics carries
     # streamtrain_ready like every program's. On Kubernetes the port is set (STREAMTRAIN_METRICS_PORT).
@@ -107,7 +108,7 @@ def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, 
                                            max_inflight=s.max_inflight, stop=stop, passwords=passwords))
     except (ValueError, MqttError) as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exitcodes.CONFIG)
     finally:
         if server is not None:
             server.stop()
@@ -116,7 +117,7 @@ def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, 
         click.echo(f"error: the broker refused {len(report.refused)} device(s): {shown}"
                    + (", ..." if len(report.refused) > 10 else ""), err=True)
     click.echo(json.dumps(report.as_dict()))
-    sys.exit(0 if report.unacked_at_exit == 0 and not report.refused else 1)
+    sys.exit(exitcodes.OK if report.unacked_at_exit == 0 and not report.refused else exitcodes.FAILED)
 
 
 def load_passwords(path: Path) -> dict[str, str]:

@@ -7,10 +7,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamtrain import exitcodes, logs
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S], **values) -> S:
+    """A program's settings from its options (``values``) and the STREAMTRAIN_ environment; invalid ones end
+    the program with exit code CONFIG and one structured line naming every bad field."""
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(map(str, e['loc'])) or cls.__name__}: {e['msg']}" for e in exc.errors()]
+        logs.get("settings").error("settings_invalid", settings=cls.__name__, problems=problems,
+                                   fix="set the option or its STREAMTRAIN_ variable to a valid value")
+        raise SystemExit(exitcodes.CONFIG) from None
 
 
 def settings_env(settings: BaseSettings, **extra) -> dict[str, str]:

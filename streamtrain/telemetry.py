@@ -9,7 +9,10 @@ other field is a finite number (a sensor channel) except the reserved ones below
 and ``anomaly`` carry ground truth and are never used as features.
 
 ``validate`` turns raw MQTT input into a ``Reading`` or a ``Rejection`` with a reason code;
-it never raises on bad input.
+it never raises on bad input. It accepts exactly the objects streamtrain/schemas/telemetry.schema.json
+accepts (tests/ingest/test_telemetry.py checks that on generated input) and takes its device id
+pattern, reserved fields and limits from that file; it is hand-written because it runs on every
+message of the bridge and names the reason of each rejection.
 """
 from __future__ import annotations
 
@@ -18,13 +21,17 @@ import math
 import re
 from dataclasses import dataclass, field
 
-DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-TOPIC = re.compile(r"^devices/([^/]+)/telemetry$")
-MAX_PAYLOAD_BYTES = 16 * 1024
-MAX_CHANNELS = 64
+from streamtrain import schemas
 
+_SCHEMA = schemas.load("telemetry")
+DEVICE_ID = re.compile(_SCHEMA["properties"]["device_id"]["pattern"])
+TOPIC = re.compile(r"^devices/([^/]+)/telemetry$")
+MAX_PAYLOAD_BYTES: int = _SCHEMA["x-streamtrain"]["max_payload_bytes"]
 #: Fields that are not sensor channels.
-RESERVED = {"device_id", "ts", "seq", "label", "anomaly", "device_type"}
+RESERVED = set(_SCHEMA["properties"])
+#: Fields of one reading, reserved ones included.
+MAX_FIELDS: int = _SCHEMA["maxProperties"]
+MAX_CHANNELS = MAX_FIELDS - len(RESERVED)
 #: Ground-truth fields: passed through the pipeline, never features.
 GROUND_TRUTH = ("label", "anomaly")
 
@@ -74,6 +81,14 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _finite(v: int | float) -> bool:
+    """Finite as a double: JSON allows integers far beyond the double range, a reading does not."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def device_from_topic(topic: str) -> str | None:
     m = TOPIC.match(topic)
     return m.group(1) if m else None
@@ -109,23 +124,25 @@ def validate(payload: bytes, topic: str | None = None, *, max_bytes: int = MAX_P
         return Rejection("wrong_type", "device_id must be a string of 1-64 characters [A-Za-z0-9_.:-]")
     if not _is_number(ts):
         return Rejection("wrong_type", "ts must be a number (epoch seconds)")
-    if not math.isfinite(ts):
+    if not _finite(ts):
         return Rejection("non_finite", "ts is not finite")
+    if isinstance(seq, float) and seq.is_integer():
+        seq = int(seq)  # 3.0 is the integer 3 in JSON (and in the schema)
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         return Rejection("wrong_type", "seq must be a non-negative integer")
     if topic_device is not None and topic_device != device_id:
         return Rejection("topic_mismatch", f"device_id {device_id!r} published on the topic of {topic_device!r}")
     if known_devices is not None and device_id not in known_devices:
         return Rejection("unknown_device", f"device {device_id!r} is not registered")
-    if len(obj) > MAX_CHANNELS + len(RESERVED):
-        return Rejection("too_many_fields", f"{len(obj)} fields > limit {MAX_CHANNELS + len(RESERVED)}")
+    if len(obj) > MAX_FIELDS:
+        return Rejection("too_many_fields", f"{len(obj)} fields > limit {MAX_FIELDS}")
     channels: dict[str, float] = {}
     for key, value in obj.items():
         if key in RESERVED:
             continue
         if not _is_number(value):
             return Rejection("wrong_type", f"channel {key!r} must be a number, got {type(value).__name__}")
-        if not math.isfinite(value):
+        if not _finite(value):
             return Rejection("non_finite", f"channel {key!r} is not finite")
         channels[key] = float(value)
     label = obj.get("label")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
-from streamtrain import logs
+from streamtrain import exitcodes, logs
 from streamtrain.kafka import require_topics
 from streamtrain.lifecycle import StopFlag
+from streamtrain.settings import load
 from streamtrain.trainer.train import TrainError, TrainSettings, reproduce, train_once
 
 log = logs.get("trainer")
@@ -59,7 +60,7 @@ def command(ctx, continuous, every_records, every_seconds, reproduce_version, **
     with the fleet's statistics as the fallback for devices without enough history. The version's metadata records the
     range, features, normalization, threshold, config and loss history.
     """
-    s = TrainSettings(**(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
+    s = load(TrainSettings, **(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
     require_topics(s, [s.topic_models])
     try:
         if reproduce_version is not None:
@@ -72,10 +73,10 @@ def command(ctx, continuous, every_records, every_seconds, reproduce_version, **
         _continuous(s, every_records, every_seconds)
     except TrainError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exitcodes.CONFIG)
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exitcodes.CONFIG)
 
 
 def _continuous(s: TrainSettings, every_records: int, every_seconds: float) -> None:

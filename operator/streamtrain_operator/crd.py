@@ -255,7 +255,8 @@ def spec_schema() -> dict:
             "replicas": _int("Scorer replicas (one consumer group): at most kafka.partitions, since a scorer "
                              "beyond the partition count gets none", 2, 1, 1024),
             "autoscaling": _obj("Scale the scorers on their consumer group's lag with a KEDA ScaledObject "
-                                "(needs KEDA 2.x in the cluster); replicas is then only the first count", {
+                                "(needs KEDA 2.x in the cluster); scorer.replicas is then unused: the "
+                                "HorizontalPodAutoscaler KEDA makes keeps the count within min/maxReplicas", {
                 "enabled": {"type": "boolean", "default": False, "description": "Render the KEDA ScaledObject"},
                 "minReplicas": _int("Fewest scorers", 1, 1, 1024),
                 "maxReplicas": _int("Most scorers; empty: kafka.partitions (the most that get a partition)",

@@ -20,7 +20,7 @@ from typing import Any
 import click
 from confluent_kafka import KafkaException
 
-from streamtrain import logs
+from streamtrain import exitcodes, logs
 from streamtrain.kafka import READER_GROUP, KafkaSecurity, client_config, read_topic
 from streamtrain.quality import evaluate, format_table
 from streamtrain.settings import CommonSettings, StackSettings, settings_env
@@ -269,7 +269,7 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
             p.stop()
         if not keep_stack:
             stack.down()
-        sys.exit(1)
+        sys.exit(exitcodes.FAILED)
     for p in reversed(procs):
         p.stop()
     scores = [json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, s.topic_scores, timeout=60)]

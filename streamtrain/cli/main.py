@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from streamtrain import logs
+from streamtrain import exitcodes, logs
 from streamtrain.access import PROGRAMS as KAFKA_PROGRAMS
-from streamtrain.settings import StackSettings
+from streamtrain.settings import StackSettings, load
 
 # TensorFlow's C++ INFO/WARNING lines (e.g. the end of every tf.data epoch) are not events.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -74,7 +74,7 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> No
     """
     ctx.ensure_object(dict)
     ctx.obj["log"] = _overrides(log_level=log_level, log_format=log_format)
-    base = StackSettings(**ctx.obj["log"])
+    base = load(StackSettings, **ctx.obj["log"])
     logs.configure(base.log_level, base.log_format)
 
 
@@ -128,7 +128,7 @@ def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, kafka_brokers, monito
             status["prometheus"] = prom.status()
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(exitcodes.FAILED)
     click.echo(json.dumps(status, indent=2))
 
 
@@ -150,7 +150,7 @@ def stack_kafka_user(ctx, user, program, group, home, kafka_port, mqtt_port) -> 
         env = _local_stack(ctx, home, kafka_port, mqtt_port).kafka_user(user, program, group)
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(exitcodes.FAILED)
     click.echo("\n".join(f"export {k}={v}" for k, v in env.items()))
 
 
@@ -166,7 +166,7 @@ def stack_status(ctx, home, kafka_port, mqtt_port) -> None:
     if (prom := running_prometheus(stack.home)) is not None:
         status["prometheus"] = prom.status()
     click.echo(json.dumps(status, indent=2))
-    sys.exit(0 if status["kafka"]["ready"] and status["hivemq"]["ready"] else 1)
+    sys.exit(exitcodes.OK if status["kafka"]["ready"] and status["hivemq"]["ready"] else exitcodes.FAILED)
 
 
 @stack.command("passwd")
@@ -191,7 +191,7 @@ def stack_passwd(ctx, user, role, path, password_stdin) -> None:
         set_user(path, user, role, password)
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exitcodes.CONFIG)
     click.echo(f"{user} ({role}) written to {path}")
 
 
@@ -220,7 +220,7 @@ def stack_passwd_fleet(ctx, devices, prefix, out, path) -> None:
         ids = list(make_fleet(path, out, devices, prefix))
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exitcodes.CONFIG)
     click.echo(f"{len(ids)} devices ({ids[0]} .. {ids[-1]}, role device) written to {path}, "
                f"passwords to {out} (0600) in {time.monotonic() - started:.1f}s")
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamtrain import logs
+from streamtrain import exitcodes, logs
 from streamtrain.kafka.config import client_config
 from streamtrain.topics import TopicSpec, pipeline_topics
 
@@ -90,9 +90,9 @@ def create_missing_topics(settings, names: Iterable[str], **client) -> list[str]
 
 
 def require_topics(settings, names: Iterable[str]) -> None:
-    """For a program's start: create its missing output topics, or exit (code 2) with the error logged."""
+    """For a program's start: create its missing output topics, or exit (CONFIG) with the error logged."""
     try:
         create_missing_topics(settings, [n for n in names if n])
     except TopicsMissing as exc:
         log.error("topics_missing", error=str(exc))
-        raise SystemExit(2) from None
+        raise SystemExit(exitcodes.CONFIG) from None

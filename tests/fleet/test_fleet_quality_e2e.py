@@ -23,6 +23,7 @@ from streamtrain.topics import pipeline_topics
 from tests.fleet.stream import (SEQUENCE_LENGTH, FleetFeed, count, fleet_settings, preprocessor, score_all,
                                 wait_until)
 from streamtrain.trainer.train import TrainSettings, train_once
+from tests.records import assert_valid
 
 TRAIN_STEPS, TOTAL_STEPS, LATE_STEPS = 300, 480, 20
 CFG = HeteroConfig(devices=30, seed=2026, fault_fraction=0.06, episode_readings=(15, 60))
@@ -137,6 +138,8 @@ def test_new_and_warming_devices_are_scored_with_the_fallback_and_marked(fleet_r
         assert all(r["baseline_records"] == 0 for r in fallback)
         assert all(r["baseline_records"] >= 50 for r in scores[key] if r["baseline"] == "device")
     assert {r["baseline"] for r in scores[("dense", "global")]} == {"global"}
+    for key in scores:  # per-device baselines, windowed input and smoothing: the same score record
+        assert_valid("score", scores[key])
 
 
 @pytest.mark.e2e

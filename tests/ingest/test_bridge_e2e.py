@@ -17,6 +17,7 @@ from streamtrain.simulator.publish import CsvReplayConfig, replay_csv, run_fleet
 from streamtrain.stack.local import free_port
 from streamtrain.kafka import headers_dict, read_topic
 from tests.programs import Program, drop_mqtt_session, settings_env
+from tests.records import assert_valid
 
 
 @pytest.fixture
@@ -77,6 +78,7 @@ def test_100_devices_x_200_messages_all_arrive(pipeline, bridge_factory):
     assert not missing, f"{len(missing)} missing; bridge log:\n{bridge.log()[-4000:]}"
     assert set(counts) == expected  # nothing foreign, nothing invented
     assert duplicates == 0  # one bridge, no crash: at-least-once allows none here
+    assert_valid("telemetry", msgs)
     # Keyed by device id, so each device's readings sit in one partition in seq order.
     by_device = collections.defaultdict(list)
     for m in msgs:
@@ -243,6 +245,7 @@ def test_csv_replay_arrives_in_order_per_device(pipeline, bridge_factory, tmp_pa
     assert report.published == 300 and report.unacked_at_exit == 0
     msgs = read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, until=lambda m: len(m) >= 300, timeout=60)
     assert len(msgs) == 300
+    assert_valid("telemetry", msgs)
     per_device = collections.defaultdict(list)
     for m in msgs:
         per_device[m.key().decode()].append(json.loads(m.value()))

@@ -54,3 +54,37 @@ def test_validate_never_raises(payload):
     assert isinstance(r, (Reading, Rejection))
     if isinstance(r, Rejection):
         assert r.reason in telemetry.REASONS and r.detail
+
+
+_FIELD_NAMES = st.sampled_from(sorted(telemetry.RESERVED)) | st.text(max_size=6)
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.integers(), st.floats(allow_nan=False),
+                    st.sampled_from([0, 1, 2.0, 1e308, 10**400, -(10**400)]), st.text(max_size=4),
+                    st.sampled_from(["dev-1", "x" * 65, "bad id", "pump"]), st.lists(st.integers(), max_size=2))
+
+
+@st.composite
+def _readings(draw):
+    """Objects near the schema's edges: the required fields mostly right, each sometimes wrong."""
+    obj = {"device_id": draw(st.sampled_from(["dev-1", "a:b.c_d-9"]) | _VALUES),
+           "ts": draw(st.floats(0, 2e9) | _VALUES), "seq": draw(st.integers(0, 10**6) | _VALUES)}
+    for name in ("device_id", "ts", "seq"):
+        if draw(st.integers(0, 15)) == 0:
+            del obj[name]
+    obj.update(draw(st.dictionaries(_FIELD_NAMES, _VALUES, max_size=6)))
+    if draw(st.integers(0, 20)) == 0:
+        obj.update({f"ch{i}": 1.0 for i in range(draw(st.integers(60, 70)))})
+    return obj
+
+
+@settings(max_examples=500, deadline=None)
+@given(_readings())
+def test_validate_accepts_exactly_what_the_telemetry_schema_accepts(obj):
+    """streamtrain/schemas/telemetry.schema.json is the contract; the bridge's fast check must agree with it,
+    and what the bridge writes to the raw topic (Reading.to_json) must be a valid telemetry record too."""
+    from streamtrain import schemas
+
+    r = validate(json.dumps(obj).encode(), None)
+    problems = schemas.errors("telemetry", obj)
+    assert isinstance(r, Reading) == (not problems), (r, problems)
+    if isinstance(r, Reading):
+        assert schemas.errors("telemetry", json.loads(r.to_json())) == []

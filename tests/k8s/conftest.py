@@ -49,24 +49,28 @@ def example(request) -> dict:
 
 CHART = ROOT / "charts/streamtrain"
 RELEASE, RELEASE_NS = "st", "streamtrain"
-#: The Strimzi kinds the operator creates, served here from Strimzi 1.2.0's own schemas (the Strimzi
-#: operator image cannot be had here, so its CRDs stand in for its installation).
+#: The Strimzi and KEDA kinds the operator creates, served here from Strimzi 1.2.0's and KEDA 2.21.0's own
+#: schemas (their operators cannot run here, so their CRDs stand in for their installation).
 STRIMZI_KINDS = {"kafka": ("Kafka", "kafkas"), "kafkanodepool": ("KafkaNodePool", "kafkanodepools"),
                  "kafkatopic": ("KafkaTopic", "kafkatopics"), "kafkauser": ("KafkaUser", "kafkausers")}
+KEDA_KINDS = {"scaledobject": ("ScaledObject", "scaledobjects"),
+              "triggerauthentication": ("TriggerAuthentication", "triggerauthentications")}
+FOREIGN_CRDS = {"strimzi-1.2.0": STRIMZI_KINDS, "keda-2.21.0": KEDA_KINDS}
 
 
-def strimzi_crds() -> list[dict]:
+def foreign_crds() -> list[dict]:
     out = []
-    for stem, (kind, plural) in STRIMZI_KINDS.items():
-        schema = json.loads((ROOT / f"tests/k8s/schemas/strimzi-1.2.0/{stem}.json").read_text())
-        out.append({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                    "metadata": {"name": f"{plural}.kafka.strimzi.io"},
-                    "spec": {"group": "kafka.strimzi.io", "scope": "Namespaced",
-                             "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
-                                       "listKind": f"{kind}List"},
-                             "versions": [{"name": "v1", "served": True, "storage": True,
-                                           "subresources": {"status": {}},
-                                           "schema": {"openAPIV3Schema": schema["openAPIV3Schema"]}}]}})
+    for folder, kinds in FOREIGN_CRDS.items():
+        for stem, (kind, plural) in kinds.items():
+            schema = json.loads((ROOT / f"tests/k8s/schemas/{folder}/{stem}.json").read_text())
+            out.append({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                        "metadata": {"name": f"{plural}.{schema['group']}"},
+                        "spec": {"group": schema["group"], "scope": "Namespaced",
+                                 "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
+                                           "listKind": f"{kind}List"},
+                                 "versions": [{"name": schema["version"], "served": True, "storage": True,
+                                               "subresources": {"status": {}},
+                                               "schema": {"openAPIV3Schema": schema["openAPIV3Schema"]}}]}})
     return out
 
 
@@ -79,12 +83,13 @@ def control_plane(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def crds(control_plane):
-    """The chart installed by a real `helm install` (its crds/ folder creates the CRD) next to Strimzi's CRDs."""
+    """The chart installed by a real `helm install` (its crds/ folder creates the CRD) next to Strimzi's and KEDA's CRDs."""
     cp = control_plane
-    for crd in strimzi_crds():
+    crds = foreign_crds()
+    for crd in crds:
         cp.kubectl("create", "-f", "-", input=json.dumps(crd))
     cp.kubectl("wait", "--for", "condition=Established", "--timeout", "60s",
-               *[f"crd/{plural}.kafka.strimzi.io" for _, plural in STRIMZI_KINDS.values()])
+               *[f"crd/{crd['metadata']['name']}" for crd in crds])
     cp.helm("install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", "--wait", "--timeout", "180s")
     cp.kubectl("wait", "--for", "condition=Established", "--timeout", "60s", "crd/streamingtrainings.streamtrain.io")
     return cp

@@ -46,7 +46,8 @@ def create(cp, name: str, example: str = "minimal") -> dict:
 
 
 def owned_children(cp, name: str) -> list[dict]:
-    kinds = "deployments,services,configmaps,jobs,cronjobs,kafkas,kafkanodepools,kafkatopics,kafkausers"
+    kinds = ("deployments,services,configmaps,jobs,cronjobs,poddisruptionbudgets,kafkas,kafkanodepools,kafkatopics,"
+             "kafkausers,scaledobjects,triggerauthentications")
     items = json.loads(cp.kubectl("get", kinds, "-n", NS, "-l", f"app.kubernetes.io/instance={name}",
                                   "-o", "json").stdout)["items"]
     return items
@@ -165,6 +166,30 @@ def test_lifecycle_children_status_update_events_delete(operator):
     # Delete: the resource goes, garbage collection takes every child.
     cp.kubectl("delete", "streamingtraining", "plant-1", "-n", NS, "--wait=true", "--timeout=60s")
     eventually(lambda: owned_children(cp, "plant-1") == [], "every child of plant-1 garbage-collected")
+    assert operator.stop() == 0, operator.output()
+    assert "Traceback" not in operator.output(), operator.output()
+
+
+def test_production_children_under_the_operators_identity(operator):
+    """The replicated, autoscaled example: the operator creates the budgets and KEDA's objects with its
+    own RBAC; the autoscaled scorers' Deployment gets its count from the autoscaler, never from a patch."""
+    cp = operator.cp
+    operator.start()
+    objs = wait_for_children(cp, create(cp, "fleet-1", "production"))
+    kinds = {o["kind"] for o in objs}
+    assert {"PodDisruptionBudget", "ScaledObject", "TriggerAuthentication", "KafkaNodePool"} <= kinds, kinds
+    deployments = [o for o in objs if o["kind"] == "Deployment"]
+    assert len([o for o in objs if o["kind"] == "PodDisruptionBudget"]) == len(deployments)
+    # What KEDA's HorizontalPodAutoscaler would do; the next reconcile must leave it be.
+    cp.kubectl("scale", "deployment", "fleet-1-scorer", "-n", NS, "--replicas=5")
+    cp.kubectl("patch", "streamingtraining", "fleet-1", "-n", NS, "--type=merge",
+               "-p", json.dumps({"spec": {"fleet": {"devices": 7}}}))
+    eventually(lambda: get(cp, "streamingtraining", "fleet-1")["status"].get("observedGeneration") == 2,
+               "the spec change reconciled")
+    assert get(cp, "deployment", "fleet-1-scorer")["spec"]["replicas"] == 5
+    assert get(cp, "deployment", "fleet-1-preprocess")["spec"]["replicas"] == 3
+    cp.kubectl("delete", "streamingtraining", "fleet-1", "-n", NS, "--wait=true", "--timeout=60s")
+    eventually(lambda: owned_children(cp, "fleet-1") == [], "every child of fleet-1 garbage-collected")
     assert operator.stop() == 0, operator.output()
     assert "Traceback" not in operator.output(), operator.output()
 

@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 
 import jsonschema
-import kubernetes_validate
 import pytest
 
-from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
+from tests.k8s.conftest import ROOT, load_example
 from tests.k8s.test_chart import rendered
 
 from streamtrain.operator import render, validate
@@ -186,9 +185,7 @@ def test_every_deployment_has_a_disruption_budget_and_a_topology_spread(example)
         spread = d["spec"]["template"]["spec"]["topologySpreadConstraints"]
         assert {c["topologyKey"] for c in spread} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
         assert all(c["labelSelector"]["matchLabels"] == selector for c in spread)
-        for version in KUBE_VERSIONS:
-            kubernetes_validate.validate(pdb, version, strict=True)
-            kubernetes_validate.validate(d, version, strict=True)
+    # Both kinds are validated strictly against the Kubernetes schemas with every child in test_render.py.
 
 
 def test_chart_operator_has_a_disruption_budget_and_a_topology_spread():

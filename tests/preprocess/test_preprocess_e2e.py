@@ -8,6 +8,7 @@ from streamtrain.preprocessing.engine import Engine
 from streamtrain.preprocessing.spec import PreprocessSpec
 from tests.preprocess.test_agreement import simulated
 from tests.programs import Program, settings_env
+from tests.records import assert_valid
 
 
 def test_preprocess_program_writes_exactly_what_the_engine_computes(pipeline, tmp_path):
@@ -33,6 +34,7 @@ def test_preprocess_program_writes_exactly_what_the_engine_computes(pipeline, tm
     assert prog.stop() == 0, prog.log()[-2000:]
     got = {(f["device_id"], f["seq"]): f for f in (json.loads(m.value()) for m in feats)}
     assert len(feats) == len(expected) == len(got)
+    assert_valid("features", feats)
     for e in expected:
         g = got[(e["device_id"], e["seq"])]
         assert g["power"] == e["power"] and g["label"] == e["label"]

@@ -14,6 +14,7 @@ from confluent_kafka import Producer
 
 from streamtrain.kafka import producer_config, read_topic
 from tests.programs import Program, settings_env
+from tests.records import assert_valid
 
 DEVICES = [f"sd-{i:03d}" for i in range(20)]
 
@@ -109,6 +110,7 @@ def test_hot_swap_under_load_scores_every_input_once_and_switches_in_order(pipel
     assert set(keys) == expected
     duplicates = {k: c for k, c in keys.items() if c > 1}
     assert not duplicates, f"{len(duplicates)} inputs scored more than once"
+    assert_valid("score", scores)
     by_partition = collections.defaultdict(list)
     for s in scores:  # read_topic returns each partition in offset order
         by_partition[s["source"]["partition"]].append(s["model_version"])
@@ -191,6 +193,8 @@ def test_batch_scoring_through_tf_data_matches_the_model(pipeline, tmp_path):
     assert prog.proc.wait(300) == 0, prog.log()[-3000:]
     scores = [json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, out, timeout=30)]
     assert len(scores) == 600
+    assert_valid("score", scores)
+    assert {s["scorer"] for s in scores} == {"python-batch"}
     model = LoadedModel.from_version(read_versions(pipeline.kafka_bootstrap, pipeline.topic_models)[-1])
     by_key = {(s["device_id"], s["seq"]): s["score"] for s in scores}
     rows = [r for r in (json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, pipeline.topic_features,
@@ -226,6 +230,7 @@ def test_challenger_scores_in_shadow_until_promoted(pipeline, tmp_path):
     assert scorer.stop() == 0
     shadow = [s for s in scores if "challenger" in s]
     assert shadow and all(s["model_version"] == 1 and s["challenger"]["model_version"] == 2 for s in shadow)
+    assert_valid("score", scores)
     after = [s for s in scores if (s["device_id"], s["seq"]) not in first]
     assert after and all(s["model_version"] == 2 and "challenger" not in s for s in after[-200:])
     assert "streamtrain_scorer_challenger_agreement" in metrics

@@ -77,3 +77,23 @@ def test_non_dense_models_are_not_exported():
     km = keras.Model(inp, keras.layers.Dense(4)(keras.layers.Dropout(0.1)(inp)))
     with pytest.raises(NotExportable):
         export_scoring_graph(km, np.zeros(4), np.ones(4))
+
+
+def test_topology_test_fixture_holds_what_the_python_scorer_scores():
+    """The Java topology tests (scorer/streams/src/test) expect the numbers in their fixture; those must be
+    what the Python scorer makes of the same model records and rows (tests/score_streams/topology_fixture.py)."""
+    import base64
+
+    from streamtrain.model import LoadedModel
+    from tests.score_streams.topology_fixture import FIXTURE, FEATURES, rows
+
+    data = json.loads(FIXTURE.read_text())
+    x = rows()
+    assert data["features"] == FEATURES and np.array_equal(np.asarray(data["rows"], np.float32), x)
+    for version, expected in data["versions"].items():
+        [mv] = _assemble([(k.encode(), base64.b64decode(v)) for k, v in expected["records"]])
+        assert mv.version == int(version) and "onnx" in mv.attachments
+        judged = LoadedModel.from_version(mv).assess(x, data["devices"])
+        np.testing.assert_allclose(expected["scores"], judged.scores, rtol=1e-6)
+        assert expected["flags"] == judged.flags.tolist()
+        assert any(expected["flags"]) and not all(expected["flags"])

@@ -16,6 +16,7 @@ from streamtrain.stack.local import free_port
 from streamtrain.kafka import ensure_topics, producer_config, read_topic
 from streamtrain.topics import TopicSpec
 from tests.programs import Program, settings_env
+from tests.records import assert_valid
 from tests.score.test_scorer_e2e import DEVICES, FeatureStream, train, wait_scores
 
 
@@ -68,6 +69,9 @@ def test_java_and_python_scorers_agree_on_flags_and_scores(pipeline, tmp_path, p
     jv = {(s["device_id"], s["seq"]): s for s in jv_scores}
     assert len(jv_scores) == len(jv) == len(expected), "every input scored once by the Java scorer"
     assert set(py) == set(jv) == expected
+    # One contract for both engines: streamtrain/schemas/score.schema.json (closed: no field of one engine alone).
+    assert_valid("score", jv_scores)
+    assert_valid("score", py_scores)
     keys = sorted(expected)
     flags_py = np.array([py[k]["is_anomaly"] for k in keys])
     flags_jv = np.array([jv[k]["is_anomaly"] for k in keys])
@@ -134,6 +138,7 @@ def test_streams_hot_swap_under_load_scores_every_input_exactly_once_in_version_
         switches = [(a, b) for a, b in zip(versions, versions[1:]) if a != b]
         assert switches == [(1, 2)], f"partition {part}: switches {switches}"
     assert {s["scorer"] for s in scores} == {"kafka-streams"}
+    assert_valid("score", scores)
 
 
 @pytest.mark.e2e

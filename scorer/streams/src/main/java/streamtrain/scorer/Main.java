@@ -20,8 +20,9 @@ import sun.misc.Signal;
  * The Kafka Streams scorer: features topic -> champion model (ONNX Runtime) -> scores topic,
  * exactly once (exactly_once_v2: scores, dead letters and input offsets commit in one
  * transaction). Models come from the models topic through {@link ModelWatcher} and switch
- * between records. Exit codes as the Python scorer: 0 stopped by SIGTERM/SIGINT, 3 no model
- * arrived within STREAMTRAIN_MODEL_WAIT_S, 4 the model watcher or the stream failed.
+ * between records. Exit codes as the Python scorer ({@link ExitCodes}): OK stopped by SIGTERM/SIGINT,
+ * CONFIG invalid settings, NO_MODEL no model arrived within STREAMTRAIN_MODEL_WAIT_S, MODEL_WATCHER the
+ * model watcher or the stream failed.
  */
 public final class Main {
     private static final Log LOG = new Log("scorer");
@@ -62,7 +63,15 @@ public final class Main {
     }
 
     public static void main(String[] args) throws Exception {
-        Settings s = Settings.fromEnv(System.getenv());
+        Settings s;
+        try {
+            s = Settings.fromEnv(System.getenv());
+        } catch (IllegalArgumentException e) {  // NumberFormatException included
+            LOG.error("settings_invalid", "error", String.valueOf(e.getMessage()),
+                    "fix", "set the STREAMTRAIN_ variable to a valid value");
+            System.exit(ExitCodes.CONFIG);
+            return;
+        }
         Log.setLevel(s.logLevel());
         System.exit(run(s));
     }
@@ -91,7 +100,7 @@ public final class Main {
         LOG.info("scorer_started", "features_topic", s.topicFeatures(), "scores_topic", s.topicScores(),
                 "models_topic", s.topicModels(), "group", s.groupId(), "challenger_mode", s.challenger(),
                 "metrics_port", port, "engine", "kafka-streams", "guarantee", s.guarantee());
-        int rc = 0;
+        int rc = ExitCodes.OK;
         try {
             Integer waited = waitForModel(s, registry, watcher, stop);
             if (waited != null) {
@@ -117,13 +126,13 @@ public final class Main {
             while (!stop.await(200, TimeUnit.MILLISECONDS)) {
                 if (watcher.error != null) {
                     LOG.error("scorer_exiting", "reason", "model watcher failed: " + watcher.error);
-                    return rc = 4;
+                    return rc = ExitCodes.MODEL_WATCHER;
                 }
                 if (streams[0].state() == KafkaStreams.State.ERROR) {
-                    return rc = 4;
+                    return rc = ExitCodes.MODEL_WATCHER;
                 }
             }
-            return rc = failure[0] != null ? 4 : 0;
+            return rc = failure[0] != null ? ExitCodes.MODEL_WATCHER : ExitCodes.OK;
         } finally {
             LOG.info("scorer_stopping", "reason", signal[0] != null ? signal[0] : "stop requested");
             if (streams[0] != null) {
@@ -145,19 +154,19 @@ public final class Main {
         while (registry.highestSeen() == 0) {
             if (watcher.error != null) {
                 LOG.error("scorer_exiting", "reason", "model watcher failed: " + watcher.error);
-                return 4;
+                return ExitCodes.MODEL_WATCHER;
             }
             double waited = (System.nanoTime() - t0) / 1e9;
             if (s.modelWaitS() > 0 && waited > s.modelWaitS()) {
                 LOG.error("no_model", "waited_s", Math.round(waited), "topic", s.topicModels());
-                return 3;
+                return ExitCodes.NO_MODEL;
             }
             if (waited - logged >= 10) {
                 logged = waited;
                 LOG.info("waiting_for_model", "topic", s.topicModels(), "waited_s", Math.round(waited));
             }
             if (stop.await(100, TimeUnit.MILLISECONDS)) {
-                return 0;
+                return ExitCodes.OK;
             }
         }
         return null;

@@ -27,6 +27,9 @@ final class ModelWatcher extends Thread {
     private final Settings settings;
     private final ModelRegistry registry;
     private final Consumer<String> onRefused;
+    private final ModelAssembler assembler = new ModelAssembler();
+    /** Versions read before the watcher caught up with the topic's end: only the newest loadable is loaded. */
+    private final List<ModelAssembler.Version> backlog = new ArrayList<>();
     private volatile boolean stopping;
     private volatile boolean caughtUp;
     volatile Exception error;
@@ -62,38 +65,15 @@ final class ModelWatcher extends Thread {
             consumer.assign(List.of(tp));
             consumer.seekToBeginning(List.of(tp));
             long end = consumer.endOffsets(List.of(tp), Duration.ofSeconds(30)).get(tp);
-            ModelAssembler assembler = new ModelAssembler();
-            List<ModelAssembler.Version> backlog = new ArrayList<>();
             if (end == 0) {
-                catchUp(backlog);
+                catchUp();
             }
             while (!stopping) {
                 for (ConsumerRecord<byte[], byte[]> rec : consumer.poll(Duration.ofMillis(200))) {
-                    byte[] key = rec.key() == null ? new byte[0] : rec.key();
-                    String k = new String(key, StandardCharsets.UTF_8);
-                    if (k.startsWith("control/")) {
-                        control(k, rec.value());
-                        continue;
-                    }
-                    ModelAssembler.Version mv = null;
-                    try {
-                        mv = assembler.add(rec.key(), rec.value());
-                    } catch (ModelRejected e) {
-                        refuse(null, e.reason, e.detail);
-                    }
-                    if (mv != null) {
-                        if (caughtUp) {
-                            OnnxModel model = load(mv);
-                            if (model != null && !registry.offer(model)) {
-                                model.close();
-                            }
-                        } else {
-                            backlog.add(mv);
-                        }
-                    }
+                    accept(rec.key(), rec.value());
                 }
                 if (!caughtUp && consumer.position(tp) >= end) {
-                    catchUp(backlog);
+                    catchUp();
                 }
             }
         } catch (Exception e) {
@@ -102,7 +82,34 @@ final class ModelWatcher extends Thread {
         }
     }
 
-    private void catchUp(List<ModelAssembler.Version> backlog) {
+    /** One record of the models topic, in topic order: a control request, or part of a model version. */
+    void accept(byte[] key, byte[] value) {
+        String k = new String(key == null ? new byte[0] : key, StandardCharsets.UTF_8);
+        if (k.startsWith("control/")) {
+            control(k, value);
+            return;
+        }
+        ModelAssembler.Version mv = null;
+        try {
+            mv = assembler.add(key, value);
+        } catch (ModelRejected e) {
+            refuse(null, e.reason, e.detail);
+        }
+        if (mv == null) {
+            return;
+        }
+        if (!caughtUp) {
+            backlog.add(mv);
+            return;
+        }
+        OnnxModel model = load(mv);
+        if (model != null && !registry.offer(model)) {
+            model.close();
+        }
+    }
+
+    /** The backlog is read: load its newest loadable version; later versions load as they arrive. */
+    void catchUp() {
         backlog.sort(Comparator.comparingInt(ModelAssembler.Version::version).reversed());
         for (ModelAssembler.Version mv : backlog) {
             OnnxModel model = load(mv);
