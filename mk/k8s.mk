@@ -1,12 +1,20 @@
 # Kubernetes: CRD, operator, chart, image, skaffold. Tests need no cluster; the run targets do.
 # Target names avoid digits: `make help` lists names matching [a-zA-Z_-]+.
-.PHONY: test-k8s kube-build kube-up kube-test kube-crd kube-lint kube-template kube-kind kube-minikube kube-down
+.PHONY: test-k8s test-node kube-node-up kube-build kube-up kube-test kube-crd kube-lint kube-template kube-kind kube-minikube kube-down
 
 KIND_CLUSTER ?= streamtrain
 K8S_VERSION ?= v1.32.0
 
 test-k8s: install ## Real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok; built once, ~10 min cold): CRD, helm install/upgrade/test/uninstall, the operator under its ServiceAccount
-	$(PY) -m pytest -q -m kube tests/k8s
+	$(PY) -m pytest -q -m "kube and not node" tests/k8s
+
+test-node: install ## A StreamingTraining on a real node (containerd + runc + kubelet; root): real Pods from our images, a model version rolled to the running scorer (needs `make images-export`)
+	bash tools/kube/build.sh --node
+	$(PY) -m pytest -q -s -m node tests/k8s
+
+kube-node-up: install ## Start a real control plane and a real node (root) in the foreground (prints KUBECONFIG; Ctrl-C stops it)
+	bash tools/kube/build.sh --node
+	$(PY) -m tests.k8s.controlplane up --node
 
 kube-build: ## Build the control plane, kubectl, helm and kwok from the Go module proxy into .streamtrain/kube (cached)
 	bash tools/kube/build.sh

@@ -7,16 +7,18 @@ import sys
 from pathlib import Path
 
 import click
+from prometheus_client import CollectorRegistry
 
-from streamtrain.simulator.fleet import ANOMALY_KINDS, Fleet, FleetConfig
-from streamtrain.simulator.hetero import DEVICE_TYPES, HeteroConfig, HeterogeneousFleet
-from streamtrain.simulator import seqstate
-from streamtrain.simulator.publish import CsvReplayConfig, PublishReport, replay_csv, run_fleet
-from streamtrain.simulator.settings import SimulatorSettings
 from streamtrain import exitcodes, logs
 from streamtrain.lifecycle import StopFlag
+from streamtrain.metrics import MetricsServer
 from streamtrain.mqtt import MqttError
 from streamtrain.settings import load
+from streamtrain.simulator import seqstate
+from streamtrain.simulator.fleet import ANOMALY_KINDS, Fleet, FleetConfig
+from streamtrain.simulator.hetero import DEVICE_TYPES, HeteroConfig, HeterogeneousFleet
+from streamtrain.simulator.publish import CsvReplayConfig, PublishReport, replay_csv, run_fleet
+from streamtrain.simulator.settings import SimulatorSettings
 
 log = logs.get("simulator")
 
@@ -81,6 +83,9 @@ def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, 
                  credentials_file=credentials_file, seq_state_file=seq_state_file)
     s = load(SimulatorSettings, **(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
     stop = StopFlag().install()
+    # /healthz and /readyz answer the kubelet's probes (the chart's Pods have them), /metrics carries
+    # streamtrain_ready like every program's. On Kubernetes the port is set (STREAMTRAIN_METRICS_PORT).
+    server = MetricsServer(CollectorRegistry(), s.metrics_port).start() if s.metrics_port else None
     try:
         passwords = load_passwords(s.credentials_file) if s.credentials_file else None
         if csv_path:
@@ -104,6 +109,9 @@ def command(ctx, devices, rate, count, duration_s, anomaly_rate, anomaly_kinds, 
     except (ValueError, MqttError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exitcodes.CONFIG)
+    finally:
+        if server is not None:
+            server.stop()
     if report.refused:
         shown = ", ".join(f"{d} ({why})" for d, why in list(report.refused.items())[:10])
         click.echo(f"error: the broker refused {len(report.refused)} device(s): {shown}"

@@ -44,27 +44,27 @@ def hivemq_config_xml(port: int, bind: str) -> str:
 """
 
 
-def write_config(base: Path, port: int) -> tuple[Path, Path, Path]:
-    """The conf, data and extensions folders under ``base``, with a loopback config.xml."""
+def write_config(base: Path, port: int, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
+    """The conf, data and extensions folders under ``base``, with a config.xml listening on ``host``."""
     conf, data, ext = base / "conf", base / "data", base / "extensions"
     for d in (conf, data, ext):
         d.mkdir(parents=True, exist_ok=True)
-    (conf / "config.xml").write_text(hivemq_config_xml(port, "127.0.0.1"))
+    (conf / "config.xml").write_text(hivemq_config_xml(port, host))
     return conf, data, ext
 
 
-def command(java: str, lib: Path, base: Path, port: int, users: Path | None) -> list[str]:
+def command(java: str, lib: Path, base: Path, port: int, users: Path | None, host: str = "127.0.0.1") -> list[str]:
     """The embedded broker's command line (HiveMQLauncher.java run as a source file)."""
     if users is not None and not Path(users).is_file():
         raise StackError(f"MQTT users file {users} does not exist; create it with `streamtrain stack passwd`")
-    conf, data, ext = write_config(base, port)
+    conf, data, ext = write_config(base, port, host)
     return [java, "-Xms128m", "-Xmx768m", "-cp", f"{lib}/*", str(JAVA_DIR / "HiveMQLauncher.java"),
             str(conf), str(data), str(ext)] + ([str(Path(users).resolve())] if users else [])
 
 
-def ready(port: int) -> bool:
+def ready(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a broker answers a CONNECT on ``port`` (any CONNACK, even a refusal, counts)."""
-    if not port_open(port):
+    if not port_open(port, host):
         return False
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamtrain-probe-{uuid.uuid4().hex[:8]}",
                          protocol=mqtt.MQTTv5)
@@ -72,7 +72,7 @@ def ready(port: int) -> bool:
     # Any CONNACK means the broker is up; with authentication on, the probe's is a refusal.
     client.on_connect = lambda c, u, flags, reason, props: answered.append(reason)
     try:
-        rc = client.connect("127.0.0.1", port, keepalive=5)
+        rc = client.connect(host, port, keepalive=5)
         if rc != 0:
             return False
         deadline = time.monotonic() + 3

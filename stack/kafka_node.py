@@ -14,8 +14,10 @@ from streamtrain.stack.jars import JAVA_DIR
 from streamtrain.stack.processes import StackError, port_open
 
 
-def server_properties(node_id: int, port: int, cport: int, data: Path, voters: str, nodes: int) -> dict[str, str]:
-    """A combined broker and controller node with PLAINTEXT listeners on loopback, one of ``nodes``
+def server_properties(node_id: int, port: int, cport: int, data: Path, voters: str, nodes: int,
+                      host: str = "127.0.0.1") -> dict[str, str]:
+    """A combined broker and controller node with a PLAINTEXT client listener on ``host`` (controllers on
+    loopback), one of ``nodes``
     whose controllers are ``voters``. With three or more nodes every topic (the internal ones and
     those created without a replica count) gets three replicas and accepts a write once two have it."""
     replicas = min(nodes, 3)
@@ -24,8 +26,8 @@ def server_properties(node_id: int, port: int, cport: int, data: Path, voters: s
         "process.roles": "broker,controller",
         "node.id": str(node_id),
         "controller.quorum.voters": voters,
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://127.0.0.1:{cport}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "inter.broker.listener.name": "PLAINTEXT",
@@ -78,13 +80,13 @@ def command(java: str, lib: Path, conf: Path, heap: str = "1g") -> list[str]:
             "-cp", f"{lib}/*", "kafka.Kafka", str(conf)]
 
 
-def ready(port: int, security: dict, brokers: int = 1) -> bool:
+def ready(port: int, security: dict, brokers: int = 1, host: str = "127.0.0.1") -> bool:
     """Whether the node on ``port`` answers a metadata request naming a controller or brokers (all
     ``brokers`` of the cluster when there are several: topics with three replicas need all three)."""
-    if not port_open(port):
+    if not port_open(port, host):
         return False
     try:
-        md = AdminClient(client_config(f"127.0.0.1:{port}", **security, **{"socket.timeout.ms": 2000}))\
+        md = AdminClient(client_config(f"{host}:{port}", **security, **{"socket.timeout.ms": 2000}))\
             .list_topics(timeout=2)
         if brokers > 1:
             return len(md.brokers) >= brokers

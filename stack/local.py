@@ -43,7 +43,7 @@ class LocalStack:
         if "kafka_brokers" not in self.settings.model_fields_set and brokers.exists():
             self.settings = self.settings.model_copy(update={"kafka_brokers": int(brokers.read_text())})
         self.lib_root = (self.settings.jars or self.home / "lib").resolve()
-        self.secrets = StackSecrets(self.home / "kafka")
+        self.secrets = StackSecrets(self.home / "kafka", self.settings.bind_host)
         #: Node 1 keeps the single node's names (service ``kafka``, data in <home>/kafka/data).
         self.kafka_nodes = [Service("kafka" if i == 1 else f"kafka-{i}", self.settings.kafka_port + i - 1, self.home)
                             for i in range(1, self.settings.kafka_brokers + 1)]
@@ -52,7 +52,7 @@ class LocalStack:
 
     @property
     def bootstrap(self) -> str:
-        return ",".join(f"127.0.0.1:{n.port}" for n in self.kafka_nodes)
+        return ",".join(f"{self.settings.bind_host}:{n.port}" for n in self.kafka_nodes)
 
     @property
     def controller_port(self) -> int:
@@ -138,12 +138,12 @@ class LocalStack:
         svc = self.kafka_nodes[node - 1]
         if svc.pid():
             return
-        if port_open(svc.port):
+        if port_open(svc.port, self.settings.bind_host):
             raise StackError(f"port {svc.port} is taken by another process; pick another with --kafka-port")
         lib, conf_dir, n = self.kafka_lib(), self.node_dir(node), len(self.kafka_nodes)
         cports = [self.controller_port + i for i in range(n)]
         props = kafka_node.server_properties(node, svc.port, cports[node - 1], conf_dir / "data",
-                                             kafka_node.voters(cports), n)
+                                             kafka_node.voters(cports), n, self.settings.bind_host)
         if self.scram:
             props.update(self.secrets.broker_props(svc.port, cports[node - 1]))
         conf = kafka_node.write_properties(conf_dir / "server.properties", props)
@@ -172,10 +172,10 @@ class LocalStack:
     def start_hivemq(self) -> None:
         if self.hivemq.pid():
             return
-        if port_open(self.settings.mqtt_port):
+        if port_open(self.settings.mqtt_port, self.settings.bind_host):
             raise StackError(f"port {self.settings.mqtt_port} is taken by another process; pick another with --mqtt-port")
         cmd = hivemq.command(java(), self.hivemq_lib(), self.home / "hivemq", self.settings.mqtt_port,
-                             self.settings.mqtt_users_file)
+                             self.settings.mqtt_users_file, self.settings.bind_host)
         self.install_ingest()
         spawn(self.hivemq, cmd, cwd=self.home)
 
@@ -184,10 +184,11 @@ class LocalStack:
         return all(self.kafka_node_ready(i) for i in range(1, len(self.kafka_nodes) + 1))
 
     def kafka_node_ready(self, node: int) -> bool:
-        return kafka_node.ready(self.kafka_nodes[node - 1].port, self.client_security(), len(self.kafka_nodes))
+        return kafka_node.ready(self.kafka_nodes[node - 1].port, self.client_security(), len(self.kafka_nodes),
+                                self.settings.bind_host)
 
     def hivemq_ready(self) -> bool:
-        return hivemq.ready(self.settings.mqtt_port)
+        return hivemq.ready(self.settings.mqtt_port, self.settings.bind_host)
 
     def _wait(self, svc: Service, ready, timeout: float) -> None:
         wait_ready(svc, ready, timeout)
@@ -221,7 +222,7 @@ class LocalStack:
                       "log": str(self.kafka.log_file),
                       **({"brokers": nodes} if len(nodes) > 1 else {}),
                       **({"security": "SASL_SSL/" + SCRAM, "admin": self.client_env(ADMIN)} if self.scram else {})},
-            "hivemq": {"pid": self.hivemq.pid(), "mqtt": f"127.0.0.1:{self.settings.mqtt_port}",
+            "hivemq": {"pid": self.hivemq.pid(), "mqtt": f"{self.settings.bind_host}:{self.settings.mqtt_port}",
                        "ready": self.hivemq_ready(), "log": str(self.hivemq.log_file),
                        "ingest": "extension" if (self.home / "hivemq" / "extensions" / "streamtrain-ingest").exists()
                        else "bridge"},

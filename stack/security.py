@@ -29,8 +29,9 @@ SCRAM = "SCRAM-SHA-512"
 class StackSecrets:
     """The secrets of one stack, kept under ``<kafka dir>/secrets``."""
 
-    def __init__(self, kafka_dir: Path) -> None:
+    def __init__(self, kafka_dir: Path, host: str = "127.0.0.1") -> None:
         self.dir = kafka_dir / "secrets"
+        self.host = host  # where the brokers listen for clients: in the certificate too
 
     @property
     def ca_file(self) -> Path:
@@ -51,14 +52,16 @@ class StackSecrets:
         return path.read_text().strip()
 
     def tls(self) -> tuple[Path, str]:
-        """A self-signed broker certificate for 127.0.0.1 (keytool ships with Java); its PEM is the CA clients trust."""
+        """A self-signed broker certificate for 127.0.0.1 and the client host (keytool ships with Java); its
+        PEM is the CA clients trust."""
         store = self.dir / "broker.p12"
         password = self.secret("keystore")
         if not (store.exists() and self.ca_file.exists()):
             keytool = shutil.which("keytool") or str(Path(java()).resolve().parent / "keytool")
             store.unlink(missing_ok=True)
+            san = ",".join(f"ip:{ip}" for ip in dict.fromkeys(("127.0.0.1", self.host))) + ",dns:localhost"
             for cmd in ([keytool, "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
-                         "-dname", BROKER_DN, "-ext", "SAN=ip:127.0.0.1,dns:localhost", "-validity", "3650",
+                         "-dname", BROKER_DN, "-ext", f"SAN={san}", "-validity", "3650",
                          "-storetype", "PKCS12", "-keystore", str(store), "-storepass", password],
                         [keytool, "-exportcert", "-rfc", "-alias", "broker", "-keystore", str(store),
                          "-storepass", password, "-file", str(self.ca_file)]):
@@ -75,8 +78,8 @@ class StackSecrets:
         admin = self.secret(ADMIN)
         jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" password="{admin}";'
         return {
-            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port}",
+            "listeners": f"SASL_SSL://{self.host}:{port},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"SASL_SSL://{self.host}:{port}",
             # The controller listener takes no SCRAM (its credentials live in the metadata it serves):
             # the broker proves itself there with its certificate instead.
             "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SSL",

@@ -66,7 +66,10 @@ class StackSettings(CommonSettings):
 
     home: Path = Field(Path(".streamtrain"), description="Project-local directory for jars, broker data and logs")
     jars: Path | None = Field(None, description="Where resolved broker jars are cached; default <home>/lib")
-    kafka_port: int = Field(9092, description="Kafka PLAINTEXT listener port on 127.0.0.1")
+    bind_host: str = Field("127.0.0.1", description=(
+        "Address the brokers listen on and advertise (Kafka's controllers stay on 127.0.0.1): 127.0.0.1 "
+        "serves this machine only; a bridge's address serves containers on it too (a test node's Pods)"))
+    kafka_port: int = Field(9092, description="Kafka client listener port on bind_host")
     kafka_controller_port: int = Field(0, description=(
         "KRaft controller port (of the first node); 0 means kafka_port + the number of brokers"))
     kafka_brokers: int = Field(1, ge=1, le=9, description=(

@@ -128,15 +128,30 @@ def _strip(s: dict) -> dict:
 
 
 async def scorer_metrics(name: str, namespace: str) -> dict[str, str]:
-    """Model version and anomaly rate from the scorers' /metrics (in the cluster only; empty elsewhere).
+    """Model version and anomaly rate from the /metrics of every ready scorer Pod, at the Pod addresses
+    the scorer Service's EndpointSlices list: no cluster DNS or Service routing needed, so the same
+    works in the cluster and from a machine on the Pod network, and every replica is asked (not one
+    picked by a Service).
 
-    Not an API call: an unreachable scorer just leaves the printer columns as they were."""
-    if "KUBERNETES_SERVICE_HOST" not in os.environ:
-        return {}
-    url = f"http://{name}-scorer.{namespace}.svc:{objects.METRICS_PORT}/metrics"
+    Best effort, like the printer columns it feeds: an unreachable scorer, or a role without
+    endpointslices (a chart older than this operator), leaves the status fields as they were while
+    the conditions are still written."""
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
-            async with session.get(url) as resp:
-                return status.scorer_metrics(await resp.text()) if resp.status == 200 else {}
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+        addresses = await kube.endpoint_addresses(namespace, f"{name}-scorer")
+    except httpx2.HTTPStatusError as exc:
+        logging.getLogger(__name__).warning("cannot list the scorers' EndpointSlices in %s: %s", namespace, exc)
         return {}
+    if not addresses:
+        return {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        texts = await asyncio.gather(*(_metrics_text(session, address) for address in addresses))
+    return status.combine_scorers([status.scorer_metrics(t) for t in texts if t is not None])
+
+
+async def _metrics_text(session: aiohttp.ClientSession, address: str) -> str | None:
+    host = f"[{address}]" if ":" in address else address
+    try:
+        async with session.get(f"http://{host}:{objects.METRICS_PORT}/metrics") as resp:
+            return await resp.text() if resp.status == 200 else None
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return None

@@ -11,6 +11,7 @@ from typing import Any
 from httpx2 import HTTPStatusError  # the HTTP library lightkube 1.x is built on
 from lightkube import AsyncClient, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
 from streamtrain.operator import GROUP, KIND, VERSION
@@ -130,3 +131,14 @@ async def patch_status(namespace: str, name: str, status: dict) -> None:
     except HTTPStatusError as exc:
         if _code(exc) != 404:
             raise
+
+
+async def endpoint_addresses(namespace: str, service: str) -> list[str]:
+    """Addresses of the ready endpoints of a Service, from its EndpointSlices."""
+    out = []
+    async for eps in client().list(EndpointSlice, namespace=namespace,
+                                   labels={"kubernetes.io/service-name": service}):
+        for ep in eps.endpoints or []:
+            if ep.conditions is None or ep.conditions.ready is not False:
+                out += ep.addresses
+    return out

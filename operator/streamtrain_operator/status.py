@@ -122,3 +122,16 @@ def scorer_metrics(text: str) -> dict[str, str]:
     if "streamtrain_scorer_anomaly_rate" in found:
         out["anomalyRate"] = f"{found['streamtrain_scorer_anomaly_rate']:.4f}"
     return out
+
+
+def combine_scorers(per_scorer: list[dict[str, str]]) -> dict[str, str]:
+    """One status from every scorer replica's metrics: the newest model version any of them serves
+    (the CRD's "newest model version") and the mean anomaly rate of those that report one."""
+    out = {}
+    versions = [int(m["modelVersion"]) for m in per_scorer if "modelVersion" in m]
+    if versions:
+        out["modelVersion"] = str(max(versions))
+    rates = [float(m["anomalyRate"]) for m in per_scorer if "anomalyRate" in m]
+    if rates:
+        out["anomalyRate"] = f"{sum(rates) / len(rates):.4f}"
+    return out

@@ -6,7 +6,7 @@ whose Pods run, become ready and complete without containers), built by ``tools/
 the Go module proxy and started here with certificates made by openssl. Everything stops on exit,
 also on failure.
 
-    python -m tests.k8s.controlplane up     # runs in the foreground; prints KUBECONFIG; Ctrl-C stops it
+    python -m tests.k8s.controlplane up [--node]   # in the foreground; prints KUBECONFIG; Ctrl-C stops it
 """
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ K8S_VERSION = os.environ.get("K8S_VERSION", "v1.35.4")
 #: operator to hold ``<plural>/finalizers: update`` to set blockOwnerDeletion on its children.
 EXTRA_ADMISSION = "OwnerReferencesPermissionEnforcement"
 FAKE_NODE = "kwok-node-0"
+#: Service addresses (ClusterIPs); a real node (node.py) routes what kube-proxy does not translate nowhere.
+SERVICE_CIDR = "10.96.0.0/16"
 
 
 def free_port() -> int:
@@ -173,9 +175,11 @@ class ControlPlane:
                     "--service-account-key-file", str(pki / "sa.pub"),
                     "--service-account-signing-key-file", str(pki / "sa.key"),
                     "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-                    "--service-cluster-ip-range", "10.96.0.0/16", "--authorization-mode", "RBAC",
+                    "--service-cluster-ip-range", SERVICE_CIDR, "--authorization-mode", "RBAC",
                     "--enable-admission-plugins", EXTRA_ADMISSION, "--allow-privileged=true",
-                    "--endpoint-reconciler-type", "none", "-v", "1")
+                    "--endpoint-reconciler-type", "none",
+                    # A real node (node.py) is reached at its address: its name resolves nowhere here.
+                    "--kubelet-preferred-address-types", "InternalIP,Hostname", "-v", "1")
         self._ready(deadline)
         kc = str(self.kubeconfig)
         self._start("kube-controller-manager", "--kubeconfig", kc, "--leader-elect=false",
@@ -251,22 +255,28 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "build"], help="up: start and wait for Ctrl-C; build: only build")
     parser.add_argument("--dir", type=Path, help="working folder (default: a temporary one, removed at the end)")
-    parser.add_argument("--node", action="store_true", help="also build the kubelet (a real node)")
+    parser.add_argument("--node", action="store_true",
+                        help="also a real node: build the kubelet, kube-proxy, CoreDNS, crictl; with up, start it "
+                             "(root; tests/k8s/node.py)")
     args = parser.parse_args(argv)
     if args.command == "build":
         print(build(node=args.node))
         return 0
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    with running(args.dir, node=args.node) as cp:
-        print(f"control plane {K8S_VERSION} ready at {cp.server}\nexport KUBECONFIG={cp.kubeconfig}\n"
-              f"export PATH={cp.bin}:$PATH", flush=True)
+    with contextlib.ExitStack() as stack:
+        cp = stack.enter_context(running(args.dir, node=args.node))
+        if args.node:
+            from tests.k8s import node  # noqa: PLC0415 - node.py builds on this module
+            stack.enter_context(node.running(cp))
+        print(f"control plane {K8S_VERSION}{' and a real node' if args.node else ''} ready at {cp.server}\n"
+              f"export KUBECONFIG={cp.kubeconfig}\nexport PATH={cp.bin}:$PATH", flush=True)
         try:
             while not stop["now"]:
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
-    print("control plane stopped", file=sys.stderr)
+    print("stopped", file=sys.stderr)
     return 0
 
 

@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
-from tests.k8s.conftest import RELEASE, RELEASE_NS, ROOT, load_example
-from tests.k8s.controlplane import kubeconfig
-from tests.waiting import eventually
-
 from streamtrain.operator import children
+from tests.k8s.conftest import RELEASE, RELEASE_NS, ROOT, load_example
+from tests.k8s.operator_process import Operator
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kube
 
@@ -27,35 +22,6 @@ NS = "plant"
 STRIMZI_KINDS = ("Kafka", "KafkaTopic", "KafkaUser")
 
 
-
-
-class Operator:
-    """``kopf run -m streamtrain.operator.handlers`` as a process, authenticated with the chart ServiceAccount's token."""
-
-    def __init__(self, cp, workdir):
-        self.cp, self.proc = cp, None
-        self.log = workdir / "operator.log"
-        sa = cp.kubectl("get", "serviceaccount", "-n", RELEASE_NS, "-l", f"app.kubernetes.io/instance={RELEASE}",
-                        "-o", "jsonpath={.items[0].metadata.name}").stdout
-        token = cp.kubectl("create", "token", sa, "-n", RELEASE_NS, "--duration", "2h").stdout.strip()
-        self.kubeconfig = workdir / "operator.kubeconfig"
-        self.kubeconfig.write_text(kubeconfig(cp.server, cp.pki, user=f"system:serviceaccount:{RELEASE_NS}:{sa}",
-                                              token=token))
-
-    def start(self) -> None:
-        env = {**self.cp.env(), "KUBECONFIG": str(self.kubeconfig), "STREAMTRAIN_OPERATOR_STATUS_INTERVAL": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "kopf", "run", "--standalone", "-A",
-                                      "-m", "streamtrain.operator.handlers"], env=env, stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop(self) -> int:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        code = self.proc.wait(timeout=60)
-        self.proc = None
-        return code
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:]
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +92,7 @@ def test_operator_identity_is_least_privilege(operator):
     assert can("create deployments") and can("patch streamingtrainings/status") and can("create events")
     assert can("update streamingtrainings --subresource=finalizers")  # OwnerReferencesPermissionEnforcement needs it
     assert not can("get secrets") and not can("create pods") and not can("delete namespaces")
+    assert can("list endpointslices.discovery.k8s.io") and not can("get endpointslices.discovery.k8s.io")
 
 
 def test_lifecycle_children_status_update_events_delete(operator):

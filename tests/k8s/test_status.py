@@ -70,3 +70,13 @@ def test_last_training_and_scorer_metrics():
             "streamtrain_scorer_model_version 7.0\nstreamtrain_scorer_anomaly_rate 0.0125\n")
     assert status.scorer_metrics(text) == {"modelVersion": "7", "anomalyRate": "0.0125"}
     assert status.scorer_metrics("streamtrain_scorer_model_version 0.0\n") == {}
+
+
+def test_scorer_replicas_combine_into_one_status():
+    # The newest version any replica serves; the mean rate of those that report one; a replica
+    # without a model yet (no version) does not hide the others'.
+    per = [{"modelVersion": "3", "anomalyRate": "0.0100"}, {"modelVersion": "4", "anomalyRate": "0.0300"},
+           {"anomalyRate": "0.0200"}]
+    assert status.combine_scorers(per) == {"modelVersion": "4", "anomalyRate": "0.0200"}
+    assert status.combine_scorers([{}, {}]) == {}
+    assert status.combine_scorers([]) == {}

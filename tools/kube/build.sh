@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds a real Kubernetes control plane from the Go module proxy, once, into the project's
 # cache (.streamtrain/kube/<version>/bin): etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, helm and kwok; with --node also the kubelet.
+# kube-scheduler, kubectl, helm and kwok; with --node also what a real node runs: the kubelet,
+# kube-proxy (Service addresses), CoreDNS (Service names; only the plugins a node's DNS needs) and
+# crictl (stops a node's Pods through the CRI, so their networks are released).
 # Cold: about 10 minutes on 2 cores. Warm: it only checks that every binary is there.
 #
 # The wrapper module requires k8s.io/kubernetes and replaces every staging module that
@@ -13,6 +15,8 @@ K8S_VERSION=${K8S_VERSION:-v1.35.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.5.35}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
+CRICTL_VERSION=${CRICTL_VERSION:-v1.34.0}  # the newest cri-tools the module proxy serves below 1.37
+COREDNS_VERSION=${COREDNS_VERSION:-v1.14.7}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${STREAMTRAIN_KUBE_CACHE:-$root/.streamtrain/kube}
 bin=$cache/$K8S_VERSION/bin
@@ -21,7 +25,7 @@ with_node=0
 for arg in "$@"; do
   case $arg in
     --node) with_node=1 ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; echo "usage: $0 [--node]"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; echo "usage: $0 [--node]"; exit 0 ;;
     *) echo "error: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -34,7 +38,7 @@ log() { printf '%s kube-build %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 build_kubernetes() {
   local wanted=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-  [ "$with_node" = 1 ] && wanted+=(kubelet)
+  [ "$with_node" = 1 ] && wanted+=(kubelet kube-proxy)
   local missing=() name
   for name in "${wanted[@]}"; do [ -x "$bin/$name" ] || missing+=("$name"); done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -81,6 +85,35 @@ build_etcd() {
   )
 }
 
+# CoreDNS the way its README describes builds with chosen plugins: a main package of our own that
+# imports coremain and the plugins, in the order of CoreDNS's plugin.cfg.
+build_coredns() {
+  [ -x "$bin/coredns" ] && return 0
+  log "building coredns $COREDNS_VERSION (cold: about 3 minutes)"
+  local mod=$work/coredns
+  mkdir -p "$mod"
+  (
+    cd "$mod"
+    [ -f go.mod ] || go mod init streamtrain.local/corednsbuild >/dev/null 2>&1
+    local plugins="bind errors log cache kubernetes forward"
+    {
+      echo 'package main'
+      echo 'import ('
+      echo '	"github.com/coredns/coredns/core/dnsserver"'
+      echo '	"github.com/coredns/coredns/coremain"'
+      for p in $plugins; do echo "	_ \"github.com/coredns/coredns/plugin/$p\""; done
+      echo ')'
+      printf 'func init() { dnsserver.Directives = []string{'
+      for p in $plugins; do printf '"%s", ' "$p"; done
+      echo '} }'
+      echo 'func main() { coremain.Run() }'
+    } > main.go
+    go get "github.com/coredns/coredns@$COREDNS_VERSION" >/dev/null
+    go mod tidy >/dev/null
+    go build -trimpath -ldflags "-s -w" -o "$bin/coredns" .
+  )
+}
+
 go_install() { # name module version
   [ -x "$bin/$1" ] && return 0
   log "building $1 $3 (cold: about 90 s)"
@@ -91,6 +124,10 @@ build_etcd
 build_kubernetes
 go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
+if [ "$with_node" = 1 ]; then
+  go_install crictl sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION"
+  build_coredns
+fi
 # kwok's stage files (fake Pod/Node lifecycles) ship in its module source.
 if [ ! -d "$cache/$K8S_VERSION/kwok-stages" ]; then
   src=$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage
