@@ -90,13 +90,14 @@ def test_deeply_nested_json_is_malformed_not_a_crash():
 @given(st.lists(st.one_of(st.binary(max_size=200), json_values.map(dumps), almost_readings.map(dumps),
                           st.just(deep(5000))), max_size=20))
 def test_scorer_decode_splits_every_record_into_scorable_or_dead_letter(values):
-    from streamtrain.scorer.app import Scorer
+    from streamtrain.scorer.records import BatchDecoder
     from streamtrain.model import LoadedModel
 
     # Decoding needs the model's inputs only, not its network.
     model = LoadedModel(None, {"version": 1, "feature_names": ["temperature", "current"], "threshold": 1.0})
     msgs = [SimpleNamespace(value=lambda v=v: v) for v in values]
-    x, keep, bad = Scorer._decode(None, msgs, model)
+    decoded = BatchDecoder(model).decode(msgs)
+    x, keep, bad = decoded.x, decoded.keep, decoded.bad
     assert len(keep) + len(bad) == len(msgs)
     assert x.shape == (len(keep), 2) and bool((abs(x) < math.inf).all())
     assert all(reason in ("malformed_json", "missing_feature", "bad_feature_value") and detail
