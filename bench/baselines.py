@@ -11,6 +11,7 @@ the same training split as StreamTrain's model and scored on the same test readi
 
 Both get the same per-device fit a practitioner would start from; neither is tuned to the data.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,20 +35,21 @@ def pca_t2_q(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     eig = full.explained_variance_
     comps = full.components_[:k]
     t = z_test @ comps.T
-    t2 = np.sum(t ** 2 / eig[:k], axis=1)
+    t2 = np.sum(t**2 / eig[:k], axis=1)
     t2_limit = k * (n - 1) * (n + 1) / (n * (n - k)) * stats.f.ppf(1 - ALPHA, k, n - k)
     residual = z_test - t @ comps
-    q = np.sum(residual ** 2, axis=1)
+    q = np.sum(residual**2, axis=1)
     rest = eig[k:]
-    theta1, theta2, theta3 = rest.sum(), (rest ** 2).sum(), (rest ** 3).sum()
+    theta1, theta2, theta3 = rest.sum(), (rest**2).sum(), (rest**3).sum()
     if theta1 <= 0 or theta2 <= 0:
         q_limit = np.inf
     else:
-        h0 = 1 - 2 * theta1 * theta3 / (3 * theta2 ** 2)
+        h0 = 1 - 2 * theta1 * theta3 / (3 * theta2**2)
         h0 = h0 if h0 > 0 else 1e-3
         c = stats.norm.ppf(1 - ALPHA)
-        q_limit = theta1 * (c * np.sqrt(2 * theta2 * h0 ** 2) / theta1 + 1
-                            + theta2 * h0 * (h0 - 1) / theta1 ** 2) ** (1 / h0)
+        q_limit = theta1 * (c * np.sqrt(2 * theta2 * h0**2) / theta1 + 1 + theta2 * h0 * (h0 - 1) / theta1**2) ** (
+            1 / h0
+        )
     return (t2 > t2_limit) | (q > q_limit)
 
 

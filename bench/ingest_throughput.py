@@ -3,6 +3,7 @@
 Runs against a running stack (`streamtrain stack up`). Prints msgs/s through the bridge and,
 as the limit in the same run, the publish rate of the simulator with no bridge subscribed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,6 +23,7 @@ from streamtrain.simulator.publish import run_fleet
 def drop_session(client_id: str) -> None:
     """A persistent session left behind keeps queueing every later message (and costs HiveMQ CPU)."""
     import paho.mqtt.client as mqtt
+
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     c.connect("127.0.0.1", 1883, clean_start=True)
     c.loop(1)
@@ -41,9 +43,11 @@ def main(devices: int = 200, count: int = 250) -> None:
     asyncio.run(run_fleet(fleet, "127.0.0.1", 1883, rate=0, count=count, duration=None, connections=4))
     publish_only = total / (time.monotonic() - t0)
     group = f"bench-{uuid.uuid4().hex[:6]}"
-    bridge = subprocess.Popen([sys.executable, "-m", "streamtrain.cli.main", "bridge", "--metrics-port", "9488",
-                               "--client-id", group], env={**os.environ, "STREAMTRAIN_SHARE_GROUP": group},
-                              stderr=subprocess.DEVNULL)
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "streamtrain.cli.main", "bridge", "--metrics-port", "9488", "--client-id", group],
+        env={**os.environ, "STREAMTRAIN_SHARE_GROUP": group},
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -63,9 +67,16 @@ def main(devices: int = 200, count: int = 250) -> None:
         bridge.terminate()
         bridge.wait(30)
         drop_session(group)
-    print(json.dumps({"messages": total, "publish_only_msgs_per_s": round(publish_only),
-                      "through_bridge_msgs_per_s": round(through_bridge),
-                      "ratio": round(through_bridge / publish_only, 3)}))
+    print(
+        json.dumps(
+            {
+                "messages": total,
+                "publish_only_msgs_per_s": round(publish_only),
+                "through_bridge_msgs_per_s": round(through_bridge),
+                "ratio": round(through_bridge / publish_only, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

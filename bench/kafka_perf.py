@@ -6,6 +6,7 @@ The jars come from Maven Central once (bench/java/kafka-tools-pom.xml, cached un
 record (our telemetry JSON) and the same producer guarantees as our Python clients (idempotent,
 acks=all), so ``python / java`` is a fair ratio.
 """
+
 from __future__ import annotations
 
 import re
@@ -44,9 +45,24 @@ def produce_rate(stack: LocalStack, topic: str, n: int, payload: bytes) -> float
     with tempfile.NamedTemporaryFile("wb", suffix=".txt") as f:
         f.write(payload)
         f.flush()
-        out = _java(stack, PRODUCER, "--topic", topic, "--num-records", str(n), "--throughput", "-1",
-                    "--payload-file", f.name, "--producer-props", f"bootstrap.servers={stack.bootstrap}",
-                    "acks=all", "enable.idempotence=true", "linger.ms=5", "batch.size=262144")
+        out = _java(
+            stack,
+            PRODUCER,
+            "--topic",
+            topic,
+            "--num-records",
+            str(n),
+            "--throughput",
+            "-1",
+            "--payload-file",
+            f.name,
+            "--producer-props",
+            f"bootstrap.servers={stack.bootstrap}",
+            "acks=all",
+            "enable.idempotence=true",
+            "linger.ms=5",
+            "batch.size=262144",
+        )
     # Last line: "N records sent, R records/sec (M MB/sec), ... ms avg latency, ..."
     m = re.search(r"(\d+) records sent, ([\d.]+) records/sec", out.strip().splitlines()[-1])
     if not m or int(m.group(1)) != n:
@@ -56,8 +72,20 @@ def produce_rate(stack: LocalStack, topic: str, n: int, payload: bytes) -> float
 
 def consume_rate(stack: LocalStack, topic: str, n: int) -> float:
     """Records/s that Kafka's Java consumer reads from the start of ``topic`` (group join included)."""
-    out = _java(stack, CONSUMER, "--bootstrap-server", stack.bootstrap, "--topic", topic, "--messages", str(n),
-                "--group", f"bench-perf-{uuid.uuid4().hex[:6]}", "--timeout", "60000")
+    out = _java(
+        stack,
+        CONSUMER,
+        "--bootstrap-server",
+        stack.bootstrap,
+        "--topic",
+        topic,
+        "--messages",
+        str(n),
+        "--group",
+        f"bench-perf-{uuid.uuid4().hex[:6]}",
+        "--timeout",
+        "60000",
+    )
     lines = [ln for ln in out.strip().splitlines() if ln.strip()]
     header = [h.strip() for h in lines[-2].split(",")]
     values = dict(zip(header, (v.strip() for v in lines[-1].split(","))))

@@ -8,6 +8,7 @@ and bench/results/load.json (docs/capacity.md is computed from it).
 
 ``python -m bench.pipeline_load [--quick] [--rates 1000,2500] [--seconds 60] [--ingest bridge]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,14 +42,16 @@ def loadgen() -> Path:
     """The Go load generator (tools/loadgen), built when missing (seconds with a warm Go cache)."""
     if not LOADGEN.exists():
         LOADGEN.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["go", "build", "-trimpath", "-o", str(LOADGEN), "."], cwd=REPO / "tools" / "loadgen",
-                       check=True)
+        subprocess.run(
+            ["go", "build", "-trimpath", "-o", str(LOADGEN), "."], cwd=REPO / "tools" / "loadgen", check=True
+        )
     return LOADGEN
 
 
 @dataclass
 class Usage:
     """CPU seconds and peak RSS of one process over a phase."""
+
     cpu_start: float = 0.0
     cpu_end: float = 0.0
     rss_peak: int = 0
@@ -57,6 +60,7 @@ class Usage:
 @dataclass
 class Sampler:
     """Samples CPU and RSS of named processes once a second on its own thread."""
+
     procs: dict[str, psutil.Process]
     usage: dict[str, Usage] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -93,8 +97,10 @@ class Sampler:
         self.seconds = time.monotonic() - self.started
 
     def report(self) -> dict[str, dict]:
-        return {n: {"cores": round((u.cpu_end - u.cpu_start) / self.seconds, 3),
-                    "rss_mb": round(u.rss_peak / 2**20, 1)} for n, u in self.usage.items()}
+        return {
+            n: {"cores": round((u.cpu_end - u.cpu_start) / self.seconds, 3), "rss_mb": round(u.rss_peak / 2**20, 1)}
+            for n, u in self.usage.items()
+        }
 
 
 def broker_processes(home: Path) -> dict[str, psutil.Process]:
@@ -110,11 +116,36 @@ def broker_processes(home: Path) -> dict[str, psutil.Process]:
     return found
 
 
-def run_loadgen(s: CommonSettings, *, rate: float, devices: int, prefix: str, seq_start: int,
-                count: int | None = None, seconds: float | None = None, acked: Path | None = None) -> dict:
-    cmd = [str(loadgen()), "--port", str(s.mqtt_port), "--connections", "8", "--inflight", "64",
-           "--devices", str(devices), "--device-prefix", prefix, "--rate", str(rate),
-           "--seq-start", str(seq_start), "--client-prefix", f"load-{uuid.uuid4().hex[:5]}"]
+def run_loadgen(
+    s: CommonSettings,
+    *,
+    rate: float,
+    devices: int,
+    prefix: str,
+    seq_start: int,
+    count: int | None = None,
+    seconds: float | None = None,
+    acked: Path | None = None,
+) -> dict:
+    cmd = [
+        str(loadgen()),
+        "--port",
+        str(s.mqtt_port),
+        "--connections",
+        "8",
+        "--inflight",
+        "64",
+        "--devices",
+        str(devices),
+        "--device-prefix",
+        prefix,
+        "--rate",
+        str(rate),
+        "--seq-start",
+        str(seq_start),
+        "--client-prefix",
+        f"load-{uuid.uuid4().hex[:5]}",
+    ]
     cmd += ["--count", str(count)] if count else ["--duration", f"{seconds}s"]
     if acked:
         cmd += ["--acked-out", str(acked)]
@@ -129,9 +160,16 @@ class Tail:
     current phase's devices: (record, broker append time in s)."""
 
     def __init__(self, s: CommonSettings, topic: str) -> None:
-        self.consumer = Consumer(client_config(s.kafka_bootstrap, **{
-            "group.id": f"bench-tail-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False,
-            "isolation.level": "read_committed"}))
+        self.consumer = Consumer(
+            client_config(
+                s.kafka_bootstrap,
+                **{
+                    "group.id": f"bench-tail-{uuid.uuid4().hex[:6]}",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                },
+            )
+        )
         parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         self.prefix, self.records = "\0", []
@@ -174,15 +212,17 @@ def _wait_scored(scores: Tail, expected: int, patience: float) -> None:
             seen, moved = n, time.monotonic()
 
 
-def measure_rate(bench, s: CommonSettings, procs: dict, tails: dict[str, Tail], rate: int, seconds: float,
-                 phase: int) -> dict:
+def measure_rate(
+    bench, s: CommonSettings, procs: dict, tails: dict[str, Tail], rate: int, seconds: float, phase: int
+) -> dict:
     prefix, seq_from = f"L{phase}x{uuid.uuid4().hex[:4]}", phase * SEQ_BLOCK
     acked_path = bench.stack.home / f"acked-{phase}.tsv"
     for t in tails.values():
         t.start_phase(prefix)
     with Sampler(procs) as sampler:
-        summary = run_loadgen(s, rate=rate, devices=rate, prefix=prefix, seq_start=seq_from, seconds=seconds,
-                              acked=acked_path)
+        summary = run_loadgen(
+            s, rate=rate, devices=rate, prefix=prefix, seq_start=seq_from, seconds=seconds, acked=acked_path
+        )
         _wait_scored(tails["scores"], summary["acked"], patience=30)
     for t in tails.values():
         t.poll()
@@ -192,12 +232,17 @@ def measure_rate(bench, s: CommonSettings, procs: dict, tails: dict[str, Tail], 
     keys = [(b["device_id"], b["seq"]) for b in scored]
     latency = sorted((b["scored_at"] - b["ts"]) * 1000 for b in scored)
     return {
-        "offered": rate, "seconds": seconds, "devices": rate, "loadgen": summary,
+        "offered": rate,
+        "seconds": seconds,
+        "devices": rate,
+        "loadgen": summary,
         "raw_per_s": round(_rate([t for _, t in tails["raw"].records]), 1),
         "features_per_s": round(_rate([t for _, t in tails["features"].records]), 1),
         "scores_per_s": round(_rate([b["scored_at"] for b in scored]), 1),
-        "scored": len(keys), "duplicate_scores": len(keys) - len(set(keys)),
-        "lost": len(acked - set(keys) - dead), "deadlettered": len(dead),
+        "scored": len(keys),
+        "duplicate_scores": len(keys) - len(set(keys)),
+        "lost": len(acked - set(keys) - dead),
+        "deadlettered": len(dead),
         "latency_p50_ms": round(statistics.median(latency), 1) if latency else None,
         "latency_p99_ms": round(latency[max(0, int(len(latency) * 0.99) - 1)], 1) if latency else None,
         "programs": sampler.report(),
@@ -206,27 +251,46 @@ def measure_rate(bench, s: CommonSettings, procs: dict, tails: dict[str, Tail], 
 
 def add_figures(bench, r: dict) -> None:
     rate, n = r["offered"], r["scored"]
-    note = f"lost={r['lost']} dup={r['duplicate_scores']} raw {r['raw_per_s']:.0f}/s features {r['features_per_s']:.0f}/s"
-    bench.add(bench.Figure(f"pipeline @{rate}/s: scored", n, "scores", r["scores_per_s"], "offered", rate, "rec/s",
-                           note))
+    note = (
+        f"lost={r['lost']} dup={r['duplicate_scores']} raw {r['raw_per_s']:.0f}/s features {r['features_per_s']:.0f}/s"
+    )
+    bench.add(
+        bench.Figure(f"pipeline @{rate}/s: scored", n, "scores", r["scores_per_s"], "offered", rate, "rec/s", note)
+    )
     for q in ("p50", "p99"):
         if r[f"latency_{q}_ms"] is not None:
-            bench.add(bench.Figure(f"pipeline @{rate}/s: device->score {q}", n, "latency", r[f"latency_{q}_ms"],
-                                   "", 0, "ms"))
+            bench.add(
+                bench.Figure(f"pipeline @{rate}/s: device->score {q}", n, "latency", r[f"latency_{q}_ms"], "", 0, "ms")
+            )
     for name, u in r["programs"].items():
-        bench.add(bench.Figure(f"pipeline @{rate}/s: {name} CPU", n, "cpu", 100 * u["cores"], "", 0, "% core",
-                               f"peak RSS {u['rss_mb']:.0f} MB"))
+        bench.add(
+            bench.Figure(
+                f"pipeline @{rate}/s: {name} CPU",
+                n,
+                "cpu",
+                100 * u["cores"],
+                "",
+                0,
+                "% core",
+                f"peak RSS {u['rss_mb']:.0f} MB",
+            )
+        )
 
 
 def run(bench, rates: list[int], seconds: float, ingest: str = "bridge") -> list[dict]:
     from streamtrain.trainer.train import TrainSettings, train_once
+
     if ingest != "bridge":
         raise ValueError(f"ingest {ingest!r}: only the bridge is wired into this stage so far")
     s = bench.settings()
     logdir = bench.stack.home / "load-logs"
     logdir.mkdir(exist_ok=True)
-    bridge = Program("bridge", ["bridge"], settings_env(s, log_format="json", share_group="load", client_id="load",
-                                                        connections=4), logdir)
+    bridge = Program(
+        "bridge",
+        ["bridge"],
+        settings_env(s, log_format="json", share_group="load", client_id="load", connections=4),
+        logdir,
+    )
     bridge.wait_log('"mqtt_subscribed"')
     preprocess = Program("preprocess", ["preprocess"], settings_env(s, log_format="json", group_id="load-pre"), logdir)
     programs = [bridge, preprocess]
@@ -237,8 +301,15 @@ def run(bench, rates: list[int], seconds: float, ingest: str = "bridge") -> list
             if time.monotonic() > _wait_features:
                 raise RuntimeError("warm-up readings did not reach the features topic")
             time.sleep(2)
-        train_once(TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features,
-                                 topic_models=s.topic_models, train_records=WARMUP, epochs=2))
+        train_once(
+            TrainSettings(
+                kafka_bootstrap=s.kafka_bootstrap,
+                topic_features=s.topic_features,
+                topic_models=s.topic_models,
+                train_records=WARMUP,
+                epochs=2,
+            )
+        )
         scorer = Program("scorer", ["score"], settings_env(s, log_format="json", group_id="load-score"), logdir)
         programs.append(scorer)
         scorer.wait_log('"champion_switched"')
@@ -260,19 +331,27 @@ def run(bench, rates: list[int], seconds: float, ingest: str = "bridge") -> list
 def main() -> None:
     from bench.run import Bench
     from streamtrain import logs
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") == "1")
     ap.add_argument("--rates", help="offered readings/s, comma-separated (default 1000,2500,5000,10000)")
     ap.add_argument("--seconds", type=float, help="seconds per rate (default 120; quick 15)")
     ap.add_argument("--ingest", default="bridge", choices=["bridge"], help="ingestion under test")
     args = ap.parse_args()
-    rates = [int(r) for r in args.rates.split(",")] if args.rates else [1000, 2500] if args.quick \
+    rates = (
+        [int(r) for r in args.rates.split(",")]
+        if args.rates
+        else [1000, 2500]
+        if args.quick
         else [1000, 2500, 5000, 10_000]
+    )
     seconds = args.seconds or (15 if args.quick else 120)
     logs.configure("WARNING", "console")
     bench = Bench(args.quick)
-    print(f"pipeline under load on {platform.node()}: {os.cpu_count()} cores; rates {rates}, {seconds:.0f} s each",
-          flush=True)
+    print(
+        f"pipeline under load on {platform.node()}: {os.cpu_count()} cores; rates {rates}, {seconds:.0f} s each",
+        flush=True,
+    )
     bench.stack.up(create_topics=False)
     try:
         results = run(bench, rates, seconds, args.ingest)
@@ -280,9 +359,17 @@ def main() -> None:
         bench.stack.down()
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "load.json").write_text(json.dumps({
-        "machine": {"node": platform.node(), "cores": os.cpu_count()}, "ingest": args.ingest,
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rates": results}, indent=2))
+    (out / "load.json").write_text(
+        json.dumps(
+            {
+                "machine": {"node": platform.node(), "cores": os.cpu_count()},
+                "ingest": args.ingest,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "rates": results,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out / 'load.json'}")
 
 

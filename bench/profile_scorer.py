@@ -3,6 +3,7 @@
 Starts its own brokers like bench/run.py, fills the features topic, trains v1, then runs
 `streamtrain score` under pyinstrument until every record is scored and stops it with SIGTERM.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,15 +24,37 @@ def main(n: int = 30000) -> None:
     try:
         s = bench.settings()
         fill_features(s, n)
-        train_once(TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features,
-                                 topic_models=s.topic_models, train_records=5000, epochs=2))
+        train_once(
+            TrainSettings(
+                kafka_bootstrap=s.kafka_bootstrap,
+                topic_features=s.topic_features,
+                topic_models=s.topic_models,
+                train_records=5000,
+                epochs=2,
+            )
+        )
         out = REPO / "bench" / "profiles"
         out.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **{f"STREAMTRAIN_{k.upper()}": str(v) for k, v in s.model_dump().items() if v is not None},
-               "STREAMTRAIN_GROUP_ID": "profile"}
-        proc = subprocess.Popen([sys.executable, "-m", "pyinstrument", "-o", str(out / "scorer.txt"),
-                                 "-m", "streamtrain.cli.main", "score"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            **{f"STREAMTRAIN_{k.upper()}": str(v) for k, v in s.model_dump().items() if v is not None},
+            "STREAMTRAIN_GROUP_ID": "profile",
+        }
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pyinstrument",
+                "-o",
+                str(out / "scorer.txt"),
+                "-m",
+                "streamtrain.cli.main",
+                "score",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         t0 = time.monotonic()
         read_topic(s.kafka_bootstrap, s.topic_scores, until=lambda m: len(m) >= n, timeout=600)
         print(f"scored {n} records in {time.monotonic() - t0:.1f}s (incl. start-up)")

@@ -22,6 +22,7 @@ delete them on arrival).
 
 Prints the table and writes bench/results/quality.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,11 +39,11 @@ import numpy as np
 
 from bench.baselines import run_baselines
 from bench.quality_offline import HEADER, quality_of, row
-from streamtrain.simulator.recorded import CHANNELS, RecordedConfig, write_recordings
-from streamtrain.stack.local import LocalStack, free_port
 from streamtrain.kafka import ensure_topics, read_topic
 from streamtrain.quality import Quality
 from streamtrain.settings import CommonSettings, StackSettings, settings_env
+from streamtrain.simulator.recorded import CHANNELS, RecordedConfig, write_recordings
+from streamtrain.stack.local import LocalStack, free_port
 from streamtrain.topics import TopicSpec, pipeline_topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,8 +56,7 @@ TRAIN_ARGS = ["--baselines", "device", "--max-records", "1000000"]
 class Program:
     def __init__(self, name: str, args: list[str], env: dict, logs: Path) -> None:
         self.name, self.log = name, logs / f"{name}.log"
-        self.proc = subprocess.Popen(STREAMTRAIN + args, env=env, stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(STREAMTRAIN + args, env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
 
     def wait_log(self, text: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -84,8 +84,9 @@ def run(args: list[str], env: dict, timeout: float = 900) -> str:
 
 def topic_settings(base: CommonSettings, tag: str, part: str) -> CommonSettings:
     """The part's own raw/features topics; models, scores and dead letters shared."""
-    return base.model_copy(update={f"topic_{t}": f"quality{tag}.{part}.{t}"
-                                   for t in ("raw", "features", "windows", "sequences")})
+    return base.model_copy(
+        update={f"topic_{t}": f"quality{tag}.{part}.{t}" for t in ("raw", "features", "windows", "sequences")}
+    )
 
 
 def create_topics(*settings: CommonSettings) -> None:
@@ -111,13 +112,31 @@ def replay(s: CommonSettings, csv_path: Path, expected: int, logs: Path, part: s
     env = settings_env(s, log_format="json", share_group=f"bridge-{part}", client_id=f"bridge-{part}")
     programs = [Program(f"bridge-{part}", ["bridge"], env, logs)]
     programs[0].wait_log('"mqtt_subscribed"')
-    programs.append(Program(f"preprocess-{part}", ["preprocess", "--spec", str(SPEC)],
-                            settings_env(s, log_format="json", group_id=f"preprocess-{part}"), logs))
+    programs.append(
+        Program(
+            f"preprocess-{part}",
+            ["preprocess", "--spec", str(SPEC)],
+            settings_env(s, log_format="json", group_id=f"preprocess-{part}"),
+            logs,
+        )
+    )
     if scorer:
         programs.append(Program("score", ["score"], settings_env(s, log_format="json", group_id="score"), logs))
     try:
-        out = run(["simulate", "--csv", str(csv_path), "--device-column", "device", "--label-column", "label",
-                   "--speed", "0"], settings_env(s, log_format="json"))
+        out = run(
+            [
+                "simulate",
+                "--csv",
+                str(csv_path),
+                "--device-column",
+                "device",
+                "--label-column",
+                "label",
+                "--speed",
+                "0",
+            ],
+            settings_env(s, log_format="json"),
+        )
         print(f"  replayed {part}: {out.strip()[-200:]}", flush=True)
         features = records(s.kafka_bootstrap, s.topic_features, expected)
         if len(features) != expected:
@@ -144,26 +163,42 @@ def main() -> None:
     cfg = RecordedConfig()
     home = Path(tempfile.mkdtemp(prefix="streamtrain-quality-"))
     summary = write_recordings(cfg, home / "recorded")
-    print(f"recorded fleet: {summary['devices']} devices, {summary['train_readings']} training readings, "
-          f"{summary['test_readings']} test readings ({summary['test_faulty']} faulty)", flush=True)
-    stack = LocalStack(StackSettings(home=home, jars=REPO / ".streamtrain" / "lib", kafka_port=free_port(),
-                                     kafka_controller_port=free_port(), mqtt_port=free_port()))
+    print(
+        f"recorded fleet: {summary['devices']} devices, {summary['train_readings']} training readings, "
+        f"{summary['test_readings']} test readings ({summary['test_faulty']} faulty)",
+        flush=True,
+    )
+    stack = LocalStack(
+        StackSettings(
+            home=home,
+            jars=REPO / ".streamtrain" / "lib",
+            kafka_port=free_port(),
+            kafka_controller_port=free_port(),
+            mqtt_port=free_port(),
+        )
+    )
     stack.up(create_topics=False)
     logs = home / "programs"
     logs.mkdir()
     try:
         tag = uuid.uuid4().hex[:6]
-        base = CommonSettings(kafka_bootstrap=stack.bootstrap, mqtt_port=stack.settings.mqtt_port,
-                              topic_models=f"quality{tag}.models", topic_scores=f"quality{tag}.scores",
-                              topic_deadletter=f"quality{tag}.deadletter")
+        base = CommonSettings(
+            kafka_bootstrap=stack.bootstrap,
+            mqtt_port=stack.settings.mqtt_port,
+            topic_models=f"quality{tag}.models",
+            topic_scores=f"quality{tag}.scores",
+            topic_deadletter=f"quality{tag}.deadletter",
+        )
         train_s, test_s = topic_settings(base, tag, "train"), topic_settings(base, tag, "test")
         create_topics(train_s, test_s)
-        train_features = replay(train_s, home / "recorded" / "train.csv", summary["train_readings"], logs, "train",
-                                scorer=False)
+        train_features = replay(
+            train_s, home / "recorded" / "train.csv", summary["train_readings"], logs, "train", scorer=False
+        )
         trained = json.loads(run(["train", *TRAIN_ARGS], settings_env(train_s, log_format="json")).splitlines()[-1])
         print(f"  trained version {trained['version']} on {trained['record_count']} readings", flush=True)
-        test_features = replay(test_s, home / "recorded" / "test.csv", summary["test_readings"], logs, "test",
-                               scorer=True)
+        test_features = replay(
+            test_s, home / "recorded" / "test.csv", summary["test_readings"], logs, "test", scorer=True
+        )
         ours = json.loads(run(["evaluate", "--json"], settings_env(test_s, log_format="json")))
         health = ours.get("training_health", {})
     finally:
@@ -173,17 +208,27 @@ def main() -> None:
     table = {f"StreamTrain (`train {' '.join(TRAIN_ARGS[:2])}`, defaults)": quality_from(ours["overall"])}
     table.update({name: quality_of(flags, labels) for name, (flags, labels) in run_baselines(split).items()})
     verdicts = ", ".join(f"v{v} {h['status']}" for v, h in health.items()) or "n/a"
-    print(f"\nquality on the recorded fleet ({datetime.now(timezone.utc):%Y-%m-%d}, "
-          f"{time.monotonic() - started:.0f} s, training health: {verdicts})\n")
+    print(
+        f"\nquality on the recorded fleet ({datetime.now(timezone.utc):%Y-%m-%d}, "
+        f"{time.monotonic() - started:.0f} s, training health: {verdicts})\n"
+    )
     print(HEADER)
     for name, q in table.items():
         print(row(name, q))
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.json").write_text(json.dumps({
-        "date": f"{datetime.now(timezone.utc):%Y-%m-%d}", "recorded_fleet": {**summary, "episodes": None},
-        "train_args": TRAIN_ARGS, "training_health": health,
-        "detectors": {name: q.as_dict() for name, q in table.items()}}, indent=2))
+    (out / "quality.json").write_text(
+        json.dumps(
+            {
+                "date": f"{datetime.now(timezone.utc):%Y-%m-%d}",
+                "recorded_fleet": {**summary, "episodes": None},
+                "train_args": TRAIN_ARGS,
+                "training_health": health,
+                "detectors": {name: q.as_dict() for name, q in table.items()},
+            },
+            indent=2,
+        )
+    )
 
 
 def quality_from(d: dict) -> Quality:

@@ -1,4 +1,5 @@
 """Bench figures of the trainer, the scorer and the hot swap (called by bench/run.py)."""
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,16 @@ def fill_features(s, n: int, seed: int = 0, rate: float | None = None, stop: thr
     while sent < n and not (stop and stop.is_set()):
         load = rng.uniform(0.2, 0.8)
         d = f"d{sent % 50}"
-        r = {"device_id": d, "ts": time.time(), "seq": sent // 50, "current": 1.5 + 2 * load + rng.normal(0, .03),
-             "pressure": 3 + 1.5 * load + rng.normal(0, .03), "temperature": 60 + 25 * load + rng.normal(0, .4),
-             "vibration": .3 + .4 * load + rng.normal(0, .008), "label": 0}
+        r = {
+            "device_id": d,
+            "ts": time.time(),
+            "seq": sent // 50,
+            "current": 1.5 + 2 * load + rng.normal(0, 0.03),
+            "pressure": 3 + 1.5 * load + rng.normal(0, 0.03),
+            "temperature": 60 + 25 * load + rng.normal(0, 0.4),
+            "vibration": 0.3 + 0.4 * load + rng.normal(0, 0.008),
+            "label": 0,
+        }
         while True:
             try:
                 p.produce(s.topic_features, json.dumps(r).encode(), key=d.encode())
@@ -47,15 +55,24 @@ def fill_features(s, n: int, seed: int = 0, rate: float | None = None, stop: thr
 
 def _train_settings(bench, n: int, epochs: int, **extra):
     from streamtrain.trainer.train import TrainSettings
+
     s = bench.settings()
     fill_features(s, n)
-    return s, TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features,
-                            topic_models=s.topic_models, train_records=n, epochs=epochs, validation_fraction=0, **extra)
+    return s, TrainSettings(
+        kafka_bootstrap=s.kafka_bootstrap,
+        topic_features=s.topic_features,
+        topic_models=s.topic_models,
+        train_records=n,
+        epochs=epochs,
+        validation_fraction=0,
+        **extra,
+    )
 
 
 def _in_memory_rate(ts, meta: dict, n: int, epochs: int) -> float:
     """The limit: the same model, same batches, fed from an in-memory array."""
     from streamtrain.trainer.train import build_autoencoder
+
     x = np.random.default_rng(1).normal(size=(n, len(meta["feature_names"]))).astype(np.float32)
     model = build_autoencoder(x.shape[1], meta["config"]["layers"], ts.learning_rate, ts.seed)
     t0 = time.monotonic()
@@ -65,49 +82,102 @@ def _in_memory_rate(ts, meta: dict, n: int, epochs: int) -> float:
 
 def training(bench, n: int, epochs: int = 3) -> None:
     from streamtrain.trainer.train import train_once
+
     _, ts = _train_settings(bench, n, epochs)
     meta = train_once(ts)
     kafka_rate = meta["record_count"] * epochs / meta["fit_seconds"]
     memory_rate = _in_memory_rate(ts, meta, n, epochs)
-    bench.add(bench.Figure("train from Kafka (tf.data)", n, "kafka", kafka_rate, "in-memory", memory_rate, "rec/s",
-                           f"{epochs} epochs re-read"))
+    bench.add(
+        bench.Figure(
+            "train from Kafka (tf.data)",
+            n,
+            "kafka",
+            kafka_rate,
+            "in-memory",
+            memory_rate,
+            "rec/s",
+            f"{epochs} epochs re-read",
+        )
+    )
     cached = train_once(ts.model_copy(update={"cache": True}), publish=False)
-    bench.add(bench.Figure("train from Kafka, cached", n, "kafka+cache", n * epochs / cached["fit_seconds"],
-                           "in-memory", memory_rate, "rec/s", "first epoch reads Kafka"))
+    bench.add(
+        bench.Figure(
+            "train from Kafka, cached",
+            n,
+            "kafka+cache",
+            n * epochs / cached["fit_seconds"],
+            "in-memory",
+            memory_rate,
+            "rec/s",
+            "first epoch reads Kafka",
+        )
+    )
 
 
 def training_tfio(bench, n: int, epochs: int = 3) -> None:
     """tensorflow-io's Kafka dataset is ~15x slower than ours: its own (smaller) sizes keep the run short."""
     from streamtrain.trainer.train import train_once
+
     _, ts = _train_settings(bench, n, epochs, backend="tfio")
     meta = train_once(ts, publish=False)
-    bench.add(bench.Figure("train via tensorflow-io", n, "tfio", meta["record_count"] * epochs / meta["fit_seconds"],
-                           "in-memory", _in_memory_rate(ts, meta, n, epochs), "rec/s", "reader re-created per epoch"))
+    bench.add(
+        bench.Figure(
+            "train via tensorflow-io",
+            n,
+            "tfio",
+            meta["record_count"] * epochs / meta["fit_seconds"],
+            "in-memory",
+            _in_memory_rate(ts, meta, n, epochs),
+            "rec/s",
+            "reader re-created per epoch",
+        )
+    )
 
 
 def training_workers(bench, n: int, epochs: int = 3, workers: int = 2) -> None:
     """One worker against ``workers`` local worker processes (MultiWorkerMirroredStrategy) on the same range."""
     from streamtrain.trainer.distributed import run_local_workers
     from streamtrain.trainer.train import train_once
+
     s, ts = _train_settings(bench, n, epochs)
     one = train_once(ts)
-    code, out = run_local_workers(ts.model_copy(update={"source_range": json.dumps(one["source"])}), workers,
-                                  timeout=900)
+    code, out = run_local_workers(
+        ts.model_copy(update={"source_range": json.dumps(one["source"])}), workers, timeout=900
+    )
     if code:
         raise RuntimeError(f"{workers} workers exited with {code}: {out}")
     many = read_versions(s.kafka_bootstrap, s.topic_models)[-1].metadata
     rate = lambda meta: meta["record_count"] * epochs / meta["fit_seconds"]  # noqa: E731
-    bench.add(bench.Figure(f"train, {workers} workers vs 1", n, f"{workers} workers", rate(many), "1 worker",
-                           rate(one), "rec/s", f"{epochs} epochs re-read; local processes on one machine"))
+    bench.add(
+        bench.Figure(
+            f"train, {workers} workers vs 1",
+            n,
+            f"{workers} workers",
+            rate(many),
+            "1 worker",
+            rate(one),
+            "rec/s",
+            f"{epochs} epochs re-read; local processes on one machine",
+        )
+    )
 
 
 def scoring(bench, n: int) -> None:
     from streamtrain.scorer.app import ScoreSettings
+
     s = bench.settings()
     fill_features(s, n + 2000, seed=3)
     from streamtrain.trainer.train import TrainSettings, train_once
-    train_once(TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features,
-                             topic_models=s.topic_models, train_records=2000, epochs=2))
+
+    train_once(
+        TrainSettings(
+            kafka_bootstrap=s.kafka_bootstrap,
+            topic_features=s.topic_features,
+            topic_models=s.topic_models,
+            train_records=2000,
+            epochs=2,
+        )
+    )
     model = LoadedModel.from_version(read_versions(s.kafka_bootstrap, s.topic_models)[-1])
     x = np.random.default_rng(2).normal(60, 10, size=(n, len(model.feature_names))).astype(np.float32)
     # The limit: the same model and call the scorer makes, on in-memory rows, as many per call as the
@@ -116,7 +186,7 @@ def scoring(bench, n: int) -> None:
     model.warm()
     t0 = time.monotonic()
     for i in range(0, n, batch):
-        model.score(x[i:i + batch])
+        model.score(x[i : i + batch])
     predict_rate = n / (time.monotonic() - t0)
     total = n + 2000
     proc, log = _scorer(bench, s, "bench-scorer")
@@ -127,20 +197,40 @@ def scoring(bench, n: int) -> None:
     finally:
         proc.terminate()
         proc.wait(60)
-    bench.add(bench.Figure("scorer consume->score->produce", total, "scorer", rate, "batch predict", predict_rate,
-                           "rec/s", f"micro-batch {batch}, exactly once (one transaction per 100 ms)"))
+    bench.add(
+        bench.Figure(
+            "scorer consume->score->produce",
+            total,
+            "scorer",
+            rate,
+            "batch predict",
+            predict_rate,
+            "rec/s",
+            f"micro-batch {batch}, exactly once (one transaction per 100 ms)",
+        )
+    )
     jvm_rate, onnx_rate = streams_scoring(bench, s, total)
-    bench.add(bench.Figure("kafka-streams scorer consume->score->produce", total, "kafka-streams scorer", jvm_rate,
-                           "ONNX Runtime batch", onnx_rate, "rec/s",
-                           f"up to {batch} records per ONNX call, exactly_once_v2; python scorer {rate:,.0f} rec/s"))
+    bench.add(
+        bench.Figure(
+            "kafka-streams scorer consume->score->produce",
+            total,
+            "kafka-streams scorer",
+            jvm_rate,
+            "ONNX Runtime batch",
+            onnx_rate,
+            "rec/s",
+            f"up to {batch} records per ONNX call, exactly_once_v2; python scorer {rate:,.0f} rec/s",
+        )
+    )
 
 
 def streams_scoring(bench, s, total: int) -> tuple[float, float]:
     """The Kafka Streams scorer on the same features and model, into a scores topic of its own, and its
     limit: the same model in ONNX Runtime on in-memory rows (records/s of each)."""
-    from streamtrain.scorer.streams_engine import build, java_command
     from streamtrain.kafka import ensure_topics
+    from streamtrain.scorer.streams_engine import build, java_command
     from streamtrain.topics import TopicSpec
+
     jar = build()
     jvm = s.model_copy(update={"topic_scores": f"{s.topic_scores}.jvm"})
     ensure_topics(jvm.kafka_bootstrap, [TopicSpec(jvm.topic_scores, 3)])
@@ -154,16 +244,26 @@ def streams_scoring(bench, s, total: int) -> tuple[float, float]:
         proc.terminate()
         proc.wait(60)
     java = java_command(jar)[0]
-    out = subprocess.run([java, "-cp", str(jar), "streamtrain.scorer.OnnxCeiling", str(total)],
-                         env=settings_env(jvm), capture_output=True, text=True, timeout=300, check=True)
+    out = subprocess.run(
+        [java, "-cp", str(jar), "streamtrain.scorer.OnnxCeiling", str(total)],
+        env=settings_env(jvm),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     return rate, json.loads(out.stdout.strip().splitlines()[-1])["records_per_s"]
 
 
 def _scorer(bench, s, name: str, engine: str = "python"):
     env = settings_env(s, group_id=f"{name}-{s.topic_scores}")
     log_path = bench.stack.home / f"{name}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "streamtrain.cli.main", "score", "--engine", engine], env=env,
-                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamtrain.cli.main", "score", "--engine", engine],
+        env=env,
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+    )
     return proc, log_path
 
 
@@ -182,8 +282,14 @@ def latency_and_swap(bench, rate: float, seconds: float) -> None:
     s = bench.settings()
     fill_features(s, 3000, seed=5)
     from streamtrain.trainer.train import TrainSettings, train_once
-    ts = TrainSettings(kafka_bootstrap=s.kafka_bootstrap, topic_features=s.topic_features,
-                       topic_models=s.topic_models, train_records=3000, epochs=2)
+
+    ts = TrainSettings(
+        kafka_bootstrap=s.kafka_bootstrap,
+        topic_features=s.topic_features,
+        topic_models=s.topic_models,
+        train_records=3000,
+        epochs=2,
+    )
     train_once(ts)
     proc, log = _scorer(bench, s, "bench-swap")
     stop = threading.Event()
@@ -205,10 +311,23 @@ def latency_and_swap(bench, rate: float, seconds: float) -> None:
     scores = [json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, s.topic_scores, timeout=60)]
     live = [x for x in scores if x["ts"] >= streaming_from]  # the paced stream only, not the backlog
     lat = sorted((x["scored_at"] - x["ts"]) * 1000 for x in live)
-    bench.add(bench.Figure("input->score latency p50", len(lat), "latency", statistics.median(lat), "", 0, "ms",
-                           f"at {rate:.0f} rec/s"))
-    bench.add(bench.Figure("input->score latency p99", len(lat), "latency", lat[int(len(lat) * .99) - 1], "", 0, "ms",
-                           f"at {rate:.0f} rec/s"))
+    bench.add(
+        bench.Figure(
+            "input->score latency p50", len(lat), "latency", statistics.median(lat), "", 0, "ms", f"at {rate:.0f} rec/s"
+        )
+    )
+    bench.add(
+        bench.Figure(
+            "input->score latency p99",
+            len(lat),
+            "latency",
+            lat[int(len(lat) * 0.99) - 1],
+            "",
+            0,
+            "ms",
+            f"at {rate:.0f} rec/s",
+        )
+    )
     # One scored_at per micro-batch: the pause is the gap between batches around the switch.
     batches = sorted({(x["scored_at"], x["model_version"]) for x in live})
     gaps = [(b[0] - a[0]) * 1000 for a, b in zip(batches, batches[1:])]
@@ -217,8 +336,18 @@ def latency_and_swap(bench, rate: float, seconds: float) -> None:
         pause = gaps[switch]
         typical = statistics.median(gaps)
         # Ratio = typical / pause, so 1.0 means the switch cost nothing.
-        bench.add(bench.Figure("hot swap: pause at v1->v2", len(gaps), "typical batch gap", typical,
-                               "pause at switch", pause, "ms", f"{len(batches)} batches; 1.0 = no pause"))
+        bench.add(
+            bench.Figure(
+                "hot swap: pause at v1->v2",
+                len(gaps),
+                "typical batch gap",
+                typical,
+                "pause at switch",
+                pause,
+                "ms",
+                f"{len(batches)} batches; 1.0 = no pause",
+            )
+        )
 
 
 def _training_sizes(bench) -> list[int]:
@@ -231,7 +360,7 @@ def run_training(bench) -> None:
 
 
 def run_training_tfio(bench) -> None:
-    for n in ([2_000] if bench.quick else [2_000, 5_000, 10_000]):
+    for n in [2_000] if bench.quick else [2_000, 5_000, 10_000]:
         training_tfio(bench, n)
 
 
@@ -243,13 +372,17 @@ def run_training_workers(bench) -> None:
 def run_scoring(bench) -> None:
     for n in [5_000] if bench.quick else [10_000, 50_000, 200_000]:
         scoring(bench, n)
-    for rate in ([300] if bench.quick else [100, 300, 1000]):
+    for rate in [300] if bench.quick else [100, 300, 1000]:
         latency_and_swap(bench, rate, 6 if bench.quick else 20)
 
 
 #: Stage groups ``python -m bench.run --only NAME`` runs alone.
-GROUPS = {"training": run_training, "training-tfio": run_training_tfio, "training-workers": run_training_workers,
-          "scoring": run_scoring}
+GROUPS = {
+    "training": run_training,
+    "training-tfio": run_training_tfio,
+    "training-workers": run_training_workers,
+    "scoring": run_scoring,
+}
 
 
 def run(bench) -> None:

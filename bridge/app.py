@@ -7,19 +7,19 @@ with the reason in headers. The MQTT PUBACK is sent only after Kafka confirms de
 in the broker's persistent session to be delivered again. MQTT 5 Receive Maximum bounds the
 messages in flight, which is the back-pressure towards the broker under overload.
 """
+
 from __future__ import annotations
 
 import collections
 import select
-import threading
 import socket
+import threading
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pathlib import Path
-
 from pydantic import Field, SecretStr
 
 from streamtrain import logs, telemetry
@@ -41,23 +41,46 @@ RETRY_DELAY_S = 1.0
 class BridgeSettings(CommonSettings):
     """Settings of `streamtrain bridge` (env prefix STREAMTRAIN_)."""
 
-    client_id: str = Field(default_factory=lambda: f"streamtrain-bridge-{socket.gethostname()}",
-                           description="MQTT client id; keep it stable so a restart resumes the persistent session")
+    client_id: str = Field(
+        default_factory=lambda: f"streamtrain-bridge-{socket.gethostname()}",
+        description="MQTT client id; keep it stable so a restart resumes the persistent session",
+    )
     share_group: str = Field("streamtrain-bridge", description="Shared subscription group of all bridge processes")
     subscription: str = Field("devices/+/telemetry", description="MQTT topic filter of device telemetry")
-    connections: int = Field(1, ge=1, le=64, description=(
-        "MQTT connections in the shared group, each with its own in-flight window. More is faster "
-        "(measured 3.1k -> 5.2k msg/s with 4), but the broker spreads one device's messages over "
-        "them, so per-device order in Kafka is kept only with 1"))
-    receive_maximum: int = Field(1000, ge=1, le=65535, description="Unacknowledged MQTT messages in flight (back-pressure)")
-    session_expiry_s: int = Field(24 * 3600, description="How long the broker keeps this bridge's session while it is away")
-    max_payload_bytes: int = Field(telemetry.MAX_PAYLOAD_BYTES, description="Larger payloads are dead-lettered as oversized")
-    known_devices: str | None = Field(None, description="Comma-separated device ids; others are dead-lettered (default: any)")
-    resubscribe_idle_s: float = Field(5.0, gt=0, description=(
-        "Send the SUBSCRIBE again after this long without a message and with nothing in flight. HiveMQ CE can "
-        "lose track of a shared subscriber that subscribed right after connecting (it then never polls the "
-        "shared queue for it again: hivemq-community-edition#558); a SUBSCRIBE makes it poll. Harmless otherwise"))
-    mqtt_username: str | None = Field(None, description="The bridge's MQTT identity (role bridge in the broker's users file)")
+    connections: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "MQTT connections in the shared group, each with its own in-flight window. More is faster "
+            "(measured 3.1k -> 5.2k msg/s with 4), but the broker spreads one device's messages over "
+            "them, so per-device order in Kafka is kept only with 1"
+        ),
+    )
+    receive_maximum: int = Field(
+        1000, ge=1, le=65535, description="Unacknowledged MQTT messages in flight (back-pressure)"
+    )
+    session_expiry_s: int = Field(
+        24 * 3600, description="How long the broker keeps this bridge's session while it is away"
+    )
+    max_payload_bytes: int = Field(
+        telemetry.MAX_PAYLOAD_BYTES, description="Larger payloads are dead-lettered as oversized"
+    )
+    known_devices: str | None = Field(
+        None, description="Comma-separated device ids; others are dead-lettered (default: any)"
+    )
+    resubscribe_idle_s: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "Send the SUBSCRIBE again after this long without a message and with nothing in flight. HiveMQ CE can "
+            "lose track of a shared subscriber that subscribed right after connecting (it then never polls the "
+            "shared queue for it again: hivemq-community-edition#558); a SUBSCRIBE makes it poll. Harmless otherwise"
+        ),
+    )
+    mqtt_username: str | None = Field(
+        None, description="The bridge's MQTT identity (role bridge in the broker's users file)"
+    )
     mqtt_password: SecretStr | None = Field(None, description="Its password (prefer mqtt_password_file)")
     mqtt_password_file: Path | None = Field(None, description="File holding the password, e.g. a mounted Secret")
 
@@ -73,15 +96,25 @@ class BridgeMetrics:
         r = self.registry
         self.received = Counter("streamtrain_bridge_received", "MQTT messages received", registry=r)
         self.forwarded = Counter("streamtrain_bridge_forwarded", "Messages delivered to the raw topic", registry=r)
-        self.deadlettered = Counter("streamtrain_bridge_deadlettered", "Messages delivered to the dead-letter topic",
-                                    ["reason"], registry=r)
+        self.deadlettered = Counter(
+            "streamtrain_bridge_deadlettered", "Messages delivered to the dead-letter topic", ["reason"], registry=r
+        )
         zero_labels(self.deadlettered, telemetry.REASONS)
-        self.delivery_errors = Counter("streamtrain_bridge_delivery_errors", "Kafka delivery failures (retried)", registry=r)
+        self.delivery_errors = Counter(
+            "streamtrain_bridge_delivery_errors", "Kafka delivery failures (retried)", registry=r
+        )
         self.inflight = Gauge("streamtrain_bridge_inflight", "Messages received and not yet acknowledged", registry=r)
-        self.resubscribes = Counter("streamtrain_bridge_resubscribes",
-                                    "SUBSCRIBEs sent again after an idle spell (shared-queue poll nudges)", registry=r)
-        self.latency = Histogram("streamtrain_bridge_delivery_seconds", "MQTT receive to Kafka delivery",
-                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10), registry=r)
+        self.resubscribes = Counter(
+            "streamtrain_bridge_resubscribes",
+            "SUBSCRIBEs sent again after an idle spell (shared-queue poll nudges)",
+            registry=r,
+        )
+        self.latency = Histogram(
+            "streamtrain_bridge_delivery_seconds",
+            "MQTT receive to Kafka delivery",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
 
 
 class _InOrderAcks:
@@ -121,8 +154,9 @@ class _Link:
 
     def __init__(self, client_id: str, bridge: "Bridge") -> None:
         self.client_id = client_id
-        self.client = make_client(client_id, manual_ack=True, username=bridge.s.mqtt_username,
-                                  password=bridge.s.password())
+        self.client = make_client(
+            client_id, manual_ack=True, username=bridge.s.mqtt_username, password=bridge.s.password()
+        )
         self.client.user_data_set(self)
         self.client.on_connect = bridge._on_connect
         self.client.on_disconnect = bridge._on_disconnect
@@ -142,16 +176,24 @@ class Bridge:
         self.stop = stop or StopFlag()
         self.metrics = BridgeMetrics()
         self.known = frozenset(d.strip() for d in settings.known_devices.split(",")) if settings.known_devices else None
-        self.producer = Producer(producer_config(settings.kafka_bootstrap, **{
-            "client.id": settings.client_id,
-            "queue.buffering.max.messages": 100000,
-            # Every message waits for its delivery before its PUBACK, and the broker sends a
-            # bounded window: throughput = window / latency, so keep latency short.
-            "linger.ms": 1,
-            "error_cb": self._kafka_error,
-        }))
-        ids = [settings.client_id] if settings.connections == 1 else \
-            [f"{settings.client_id}-{i}" for i in range(settings.connections)]
+        self.producer = Producer(
+            producer_config(
+                settings.kafka_bootstrap,
+                **{
+                    "client.id": settings.client_id,
+                    "queue.buffering.max.messages": 100000,
+                    # Every message waits for its delivery before its PUBACK, and the broker sends a
+                    # bounded window: throughput = window / latency, so keep latency short.
+                    "linger.ms": 1,
+                    "error_cb": self._kafka_error,
+                },
+            )
+        )
+        ids = (
+            [settings.client_id]
+            if settings.connections == 1
+            else [f"{settings.client_id}-{i}" for i in range(settings.connections)]
+        )
         self.links = [_Link(cid, self) for cid in ids]
         self.kafka_health = KafkaHealth()
         self.draining = False
@@ -165,8 +207,13 @@ class Bridge:
     # ---------------------------------------------------------------- MQTT side
     def _on_connect(self, client, link: _Link, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("mqtt_refused", client_id=link.client_id, reason=str(reason_code), username=self.s.mqtt_username,
-                      retry_in_s=link.backoff)
+            log.error(
+                "mqtt_refused",
+                client_id=link.client_id,
+                reason=str(reason_code),
+                username=self.s.mqtt_username,
+                retry_in_s=link.backoff,
+            )
             link.next_attempt = time.monotonic() + link.backoff
             link.backoff = min(link.backoff * 2, 10.0)
             return
@@ -176,8 +223,12 @@ class Bridge:
         link.subscribed = False
         link.last_message = time.monotonic()
         link.backoff = 0.5
-        log.info("mqtt_connected", client_id=link.client_id, subscription=self.topic_filter,
-                 session_present=bool(flags.session_present))
+        log.info(
+            "mqtt_connected",
+            client_id=link.client_id,
+            subscription=self.topic_filter,
+            session_present=bool(flags.session_present),
+        )
 
     def _on_subscribe(self, client, link: _Link, mid, reason_codes, properties) -> None:
         failed = [str(rc) for rc in reason_codes if rc.is_failure]
@@ -198,8 +249,12 @@ class Bridge:
     def _nudge_idle(self) -> None:
         now = time.monotonic()
         for link in self.links:
-            if link.subscribed and link.connected and not len(link.acks) \
-                    and now - link.last_message > self.s.resubscribe_idle_s:
+            if (
+                link.subscribed
+                and link.connected
+                and not len(link.acks)
+                and now - link.last_message > self.s.resubscribe_idle_s
+            ):
                 self._resubscribe(link)
 
     def _on_disconnect(self, client, link: _Link, flags, reason_code, properties) -> None:
@@ -214,20 +269,40 @@ class Bridge:
         self.metrics.received.inc()
         self.metrics.inflight.inc()
         token = link.acks.received(msg.mid, msg.qos)
-        result = telemetry.validate(msg.payload, msg.topic, max_bytes=self.s.max_payload_bytes, known_devices=self.known)
+        result = telemetry.validate(
+            msg.payload, msg.topic, max_bytes=self.s.max_payload_bytes, known_devices=self.known
+        )
         if isinstance(result, telemetry.Reading):
             # The record's Kafka timestamp is its arrival (now; the topics append with LogAppendTime anyway), so
             # retention counts from arrival however old the reading is; its event time is the `ts` field.
-            self._produce(self.s.topic_raw, result.device_id.encode(), result.to_json(),
-                          [("mqtt.topic", msg.topic.encode())], link, token, t0, None)
+            self._produce(
+                self.s.topic_raw,
+                result.device_id.encode(),
+                result.to_json(),
+                [("mqtt.topic", msg.topic.encode())],
+                link,
+                token,
+                t0,
+                None,
+            )
         else:
             payload = msg.payload[:DEADLETTER_PAYLOAD_LIMIT]
-            detail = result.detail if len(msg.payload) <= DEADLETTER_PAYLOAD_LIMIT else \
-                f"{result.detail}; payload cut to {DEADLETTER_PAYLOAD_LIMIT} of {len(msg.payload)} bytes"
+            detail = (
+                result.detail
+                if len(msg.payload) <= DEADLETTER_PAYLOAD_LIMIT
+                else f"{result.detail}; payload cut to {DEADLETTER_PAYLOAD_LIMIT} of {len(msg.payload)} bytes"
+            )
             device = telemetry.device_from_topic(msg.topic)
-            self._produce(self.s.topic_deadletter, device.encode() if device else None, payload,
-                          dead_letter_headers(result.reason, f"mqtt:{msg.topic}", detail), link, token, t0,
-                          result.reason)
+            self._produce(
+                self.s.topic_deadletter,
+                device.encode() if device else None,
+                payload,
+                dead_letter_headers(result.reason, f"mqtt:{msg.topic}", detail),
+                link,
+                token,
+                t0,
+                result.reason,
+            )
 
     def _retry_later(self, args: tuple, error) -> None:
         """Idempotent producer retries internally; reaching here means it gave up (or the record was refused
@@ -238,8 +313,13 @@ class Bridge:
         now = time.monotonic()
         if now - self._failure_logged >= 1.0:
             self._failure_logged = now
-            log.warning("kafka_delivery_failed", topic=args[0], error=str(error), action=f"retry in {RETRY_DELAY_S}s",
-                        waiting=len(self.retries))
+            log.warning(
+                "kafka_delivery_failed",
+                topic=args[0],
+                error=str(error),
+                action=f"retry in {RETRY_DELAY_S}s",
+                waiting=len(self.retries),
+            )
 
     def _retry_due(self) -> None:
         now = time.monotonic()
@@ -278,16 +358,22 @@ class Bridge:
 
     # ---------------------------------------------------------------- lifecycle
     def ready(self) -> bool:
-        return all(link.connected for link in self.links) and \
-            self.kafka_health.ok(lambda: self.producer.list_topics(self.s.topic_raw, timeout=2))
+        return all(link.connected for link in self.links) and self.kafka_health.ok(
+            lambda: self.producer.list_topics(self.s.topic_raw, timeout=2)
+        )
 
     def _try_connect(self, link: _Link) -> None:
         now = time.monotonic()
         if now < link.next_attempt:
             return
         try:
-            link.client.connect(self.s.mqtt_host, self.s.mqtt_port, keepalive=30, clean_start=False,
-                                properties=connect_properties(self.s.session_expiry_s, self.s.receive_maximum))
+            link.client.connect(
+                self.s.mqtt_host,
+                self.s.mqtt_port,
+                keepalive=30,
+                clean_start=False,
+                properties=connect_properties(self.s.session_expiry_s, self.s.receive_maximum),
+            )
         except OSError as exc:
             log.warning("mqtt_connect_failed", client_id=link.client_id, error=str(exc), retry_in_s=link.backoff)
             link.next_attempt = now + link.backoff
@@ -299,11 +385,20 @@ class Bridge:
         (With paho's own network thread, every PUBACK sent from the Kafka callback thread wakes
         it through a socket pair and the two threads contend for the GIL.)
         """
-        server = MetricsServer(self.metrics.registry, self.s.metrics_port, self.ready).start() \
-            if self.s.metrics_port else None
-        log.info("bridge_started", mqtt=f"{self.s.mqtt_host}:{self.s.mqtt_port}", kafka=self.s.kafka_bootstrap,
-                 raw_topic=self.s.topic_raw, deadletter_topic=self.s.topic_deadletter,
-                 connections=len(self.links), metrics_port=server.port if server else None)
+        server = (
+            MetricsServer(self.metrics.registry, self.s.metrics_port, self.ready).start()
+            if self.s.metrics_port
+            else None
+        )
+        log.info(
+            "bridge_started",
+            mqtt=f"{self.s.mqtt_host}:{self.s.mqtt_port}",
+            kafka=self.s.kafka_bootstrap,
+            raw_topic=self.s.topic_raw,
+            deadletter_topic=self.s.topic_deadletter,
+            connections=len(self.links),
+            metrics_port=server.port if server else None,
+        )
         try:
             while not self.stop.is_set():
                 for link in self.links:
@@ -338,8 +433,12 @@ class Bridge:
 
     def _shutdown(self, server) -> None:
         inflight = sum(len(link.acks) for link in self.links)
-        log.info("bridge_stopping", reason=self.stop.signal_name or "stop requested", inflight=inflight,
-                 unacknowledged_for_redelivery=len(self.retries))
+        log.info(
+            "bridge_stopping",
+            reason=self.stop.signal_name or "stop requested",
+            inflight=inflight,
+            unacknowledged_for_redelivery=len(self.retries),
+        )
         # Stop taking messages, deliver what was accepted, let the acks go out, then disconnect.
         # No unsubscribe: the persistent session must keep queueing while the bridge is away.
         self.draining = True
@@ -355,5 +454,10 @@ class Bridge:
                 link.client.loop_write()
         if server:
             server.stop()
-        log.info("bridge_stopped", undelivered=remaining, unacked=sum(len(link.acks) for link in self.links),
-                 forwarded=self.metrics.forwarded._value.get(), received=self.metrics.received._value.get())
+        log.info(
+            "bridge_stopped",
+            undelivered=remaining,
+            unacked=sum(len(link.acks) for link in self.links),
+            forwarded=self.metrics.forwarded._value.get(),
+            received=self.metrics.received._value.get(),
+        )

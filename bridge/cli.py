@@ -1,4 +1,5 @@
 """`streamtrain bridge`: MQTT shared subscription -> Kafka raw topic, at least once."""
+
 from __future__ import annotations
 
 import click
@@ -18,7 +19,9 @@ from streamtrain.settings import load
 @click.option("--topic-deadletter", help="Dead-letter topic.")
 @click.option("--metrics-port", type=int, help="Port of /metrics, /healthz, /readyz (0 = off).")
 @click.option("--receive-maximum", type=int, help="MQTT messages in flight before back-pressure (default 1000).")
-@click.option("--connections", type=int, help="MQTT connections (default 1; more is faster but does not keep per-device order).")
+@click.option(
+    "--connections", type=int, help="MQTT connections (default 1; more is faster but does not keep per-device order)."
+)
 @click.option("--known-devices", help="Comma-separated allowed device ids (default: any).")
 @click.pass_context
 def command(ctx, **given) -> None:
@@ -28,6 +31,8 @@ def command(ctx, **given) -> None:
     topic with the reason in headers. A message is acknowledged to MQTT only once Kafka has
     it. Several bridges may run side by side (shared subscription). Stops cleanly on SIGTERM.
     """
-    settings = load(BridgeSettings, **(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None})
+    settings = load(
+        BridgeSettings, **(ctx.obj or {}).get("log", {}), **{k: v for k, v in given.items() if v is not None}
+    )
     require_topics(settings, [settings.topic_raw, settings.topic_deadletter])
     Bridge(settings, StopFlag().install()).run()

@@ -10,6 +10,7 @@ are assigned (preprocessor/state.py), so they survive restarts and move with a p
 replica to another; a revoked partition's devices are forgotten here, never emitted.
 At least once: outputs are flushed, then the offsets stored; a crash repeats records.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,14 @@ from pydantic import Field
 
 from streamtrain import exitcodes, logs
 from streamtrain.dedup import FINGERPRINT_HEADER, Deduplicator, fingerprint
-from streamtrain.kafka import (ExactlyOnce, KafkaHealth, consumer_config, dead_letter_headers, deliver_then_store,
-                               producer_config)
+from streamtrain.kafka import (
+    ExactlyOnce,
+    KafkaHealth,
+    consumer_config,
+    dead_letter_headers,
+    deliver_then_store,
+    producer_config,
+)
 from streamtrain.lag import ConsumerLag
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer, zero_labels
@@ -46,16 +53,30 @@ class PreprocessSettings(CommonSettings):
     group_id: str = Field("streamtrain-preprocess", description="Consumer group of the preprocessors")
     batch_size: int = Field(1000, ge=1, description="Most raw records per batch")
     instance_id: str = Field(default_factory=socket.gethostname, description="Name of this replica (transactional id)")
-    guarantee: Literal["exactly_once", "at_least_once"] = Field("exactly_once", description=(
-        "exactly_once: outputs and raw offsets in one Kafka transaction, repeated readings dropped; "
-        "at_least_once: no transactions, no de-duplication"))
+    guarantee: Literal["exactly_once", "at_least_once"] = Field(
+        "exactly_once",
+        description=(
+            "exactly_once: outputs and raw offsets in one Kafka transaction, repeated readings dropped; "
+            "at_least_once: no transactions, no de-duplication"
+        ),
+    )
     transaction_interval_ms: int = Field(100, ge=1, description="exactly_once: longest time a transaction stays open")
-    dedup_window: int = Field(4096, ge=0, description=(
-        "exactly_once: per device, seqs this far below the highest seen are remembered to drop repeats and "
-        "dead-letter reused seqs (0 = off)"))
-    dedup_restore_records: int = Field(50000, ge=0, description=(
-        "Newest records per features (and windows) partition read back to rebuild the seen readings, open "
-        "windows and sequence histories on assignment (0 = none)"))
+    dedup_window: int = Field(
+        4096,
+        ge=0,
+        description=(
+            "exactly_once: per device, seqs this far below the highest seen are remembered to drop repeats and "
+            "dead-letter reused seqs (0 = off)"
+        ),
+    )
+    dedup_restore_records: int = Field(
+        50000,
+        ge=0,
+        description=(
+            "Newest records per features (and windows) partition read back to rebuild the seen readings, open "
+            "windows and sequence histories on assignment (0 = none)"
+        ),
+    )
 
 
 class Preprocessor:
@@ -122,9 +143,13 @@ class Preprocessor:
                     continue
                 if seen == "reused":
                     repeats["reused"].append((device, seq))
-                    self._dead(m, "seq_reused", f"device {device} seq {seq} already carried a different reading; "
-                               "a replay must continue the device's seqs (a seq column, or `simulate --csv`, which "
-                               "continues after the last seq it published)")
+                    self._dead(
+                        m,
+                        "seq_reused",
+                        f"device {device} seq {seq} already carried a different reading; "
+                        "a replay must continue the device's seqs (a seq column, or `simulate --csv`, which "
+                        "continues after the last seq it published)",
+                    )
                     continue
                 if seen == "too_old":
                     self._dead(m, "too_old", f"seq {seq} is {self.dedup.window}+ below the device's newest")
@@ -137,12 +162,22 @@ class Preprocessor:
         """One line per batch and kind: a replay of thousands of readings must not flood the log."""
         where = f"{msgs[0].topic()}/{msgs[0].partition()}@{msgs[0].offset()}" if msgs else ""
         if repeats["duplicate"]:
-            log.info("duplicates_dropped", count=len(repeats["duplicate"]), first=repeats["duplicate"][:3],
-                     batch_from=where, why="the same reading (device, seq and content) again: at-least-once redelivery")
+            log.info(
+                "duplicates_dropped",
+                count=len(repeats["duplicate"]),
+                first=repeats["duplicate"][:3],
+                batch_from=where,
+                why="the same reading (device, seq and content) again: at-least-once redelivery",
+            )
         if repeats["reused"]:
-            log.warning("seq_reused_deadlettered", count=len(repeats["reused"]), first=repeats["reused"][:3],
-                        batch_from=where, topic=self.s.topic_deadletter,
-                        why="a different reading under a (device, seq) already seen")
+            log.warning(
+                "seq_reused_deadlettered",
+                count=len(repeats["reused"]),
+                first=repeats["reused"][:3],
+                batch_from=where,
+                topic=self.s.topic_deadletter,
+                why="a different reading under a (device, seq) already seen",
+            )
 
     def _process(self, m, record: dict, reading: str | None) -> None:
         result = self.engine.process(record)
@@ -160,14 +195,19 @@ class Preprocessor:
         self.m_out.inc()
         self._emit_windows(result.windows)
         for q in result.sequences:
-            self._send(self.s.topic_sequences, json.dumps(q, separators=(",", ":")).encode(),
-                       key=m.key(), headers=arrived)
+            self._send(
+                self.s.topic_sequences, json.dumps(q, separators=(",", ":")).encode(), key=m.key(), headers=arrived
+            )
         self.m_sequences.inc(len(result.sequences))
         self.producer.poll(0)
 
     def _dead(self, m, reason: str, detail: str) -> None:
-        self._send(self.s.topic_deadletter, m.value(), key=m.key(),
-                   headers=dead_letter_headers(reason, f"kafka:{m.topic()}/{m.partition()}@{m.offset()}", detail))
+        self._send(
+            self.s.topic_deadletter,
+            m.value(),
+            key=m.key(),
+            headers=dead_letter_headers(reason, f"kafka:{m.topic()}/{m.partition()}@{m.offset()}", detail),
+        )
         self.m_dead.labels(reason).inc()
 
     def _forget_uncommitted(self) -> None:
@@ -235,15 +275,22 @@ class Preprocessor:
     def run(self) -> int:
         server = MetricsServer(self.registry, self.s.metrics_port, self.ready).start() if self.s.metrics_port else None
         if self.exactly_once:
-            self.txn = ExactlyOnce(self.producer, self.consumer, self.s.transaction_interval_ms / 1000,
-                                   on_abort=self._forget_uncommitted)
-        self.consumer.subscribe([self.s.topic_raw], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_lost)
-        log.info("preprocess_started", raw_topic=self.s.topic_raw, features_topic=self.s.topic_features,
-                 windows_topic=self.s.topic_windows, features=self.spec.feature_names,
-                 window_s=self.spec.windows.size_seconds if self.spec.windows else None,
-                 sequences_topic=self.s.topic_sequences if self.spec.sequences else None,
-                 sequence_length=self.spec.sequences.length if self.spec.sequences else None)
+            self.txn = ExactlyOnce(
+                self.producer, self.consumer, self.s.transaction_interval_ms / 1000, on_abort=self._forget_uncommitted
+            )
+        self.consumer.subscribe(
+            [self.s.topic_raw], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        log.info(
+            "preprocess_started",
+            raw_topic=self.s.topic_raw,
+            features_topic=self.s.topic_features,
+            windows_topic=self.s.topic_windows,
+            features=self.spec.feature_names,
+            window_s=self.spec.windows.size_seconds if self.spec.windows else None,
+            sequences_topic=self.s.topic_sequences if self.spec.sequences else None,
+            sequence_length=self.spec.sequences.length if self.spec.sequences else None,
+        )
         last_progress = time.monotonic()
         try:
             while not self.stop.is_set():
@@ -263,8 +310,12 @@ class Preprocessor:
                     continue
                 if time.monotonic() - last_progress > 10:
                     last_progress = time.monotonic()
-                    log.info("preprocess_progress", records_in=self.m_in._value.get(),
-                             features_out=self.m_out._value.get(), filtered=self.m_filtered._value.get())
+                    log.info(
+                        "preprocess_progress",
+                        records_in=self.m_in._value.get(),
+                        features_out=self.m_out._value.get(),
+                        filtered=self.m_filtered._value.get(),
+                    )
             return exitcodes.OK
         except KafkaException as exc:
             log.error("preprocess_exiting", reason=f"Kafka: {exc.args[0]}")
@@ -285,5 +336,9 @@ class Preprocessor:
             if server:
                 server.stop()  # first: a scrape asks ready(), which must not meet a closing consumer
             self.consumer.close()
-            log.info("preprocess_stopped", reason=self.stop.signal_name, records_in=self.m_in._value.get(),
-                     features_out=self.m_out._value.get())
+            log.info(
+                "preprocess_stopped",
+                reason=self.stop.signal_name,
+                records_in=self.m_in._value.get(),
+                features_out=self.m_out._value.get(),
+            )

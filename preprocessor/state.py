@@ -7,6 +7,7 @@ a fingerprint of its reading. Both are keyed by device like the raw topic, so wi
 counts raw partition p feeds partition p of each; a partition moving to another replica (or this
 one restarting) takes its devices' state with it, read back with read_committed.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,7 @@ from streamtrain.preprocessing.engine import Engine
 log = logs.get("preprocess")
 
 
-def read_tail(reader: Consumer, topic: str, partitions: list[int], limit: int,
-              handle: Callable[[object], None]) -> int:
+def read_tail(reader: Consumer, topic: str, partitions: list[int], limit: int, handle: Callable[[object], None]) -> int:
     """Hand the newest ``limit`` committed records of each partition (none with 0) to ``handle``, in
     order per partition; returns how many were read."""
     md = reader.list_topics(topic, timeout=10).topics[topic]
@@ -75,9 +75,16 @@ def rebuild(settings, engine: Engine, dedup: Deduplicator | None, assigned: list
     (from every features partition, as it is keyed by device alone): windows and histories would
     mix in devices of other replicas."""
     t0 = time.monotonic()
-    reader = Consumer(client_config(settings.kafka_bootstrap, **{
-        "group.id": f"{settings.group_id}-restore", "enable.auto.commit": False,
-        "isolation.level": "read_committed"}))
+    reader = Consumer(
+        client_config(
+            settings.kafka_bootstrap,
+            **{
+                "group.id": f"{settings.group_id}-restore",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            },
+        )
+    )
     counts = {"windows": 0, "features": 0}
     limit = settings.dedup_restore_records
     devices: dict[int, set[str]] = {p: set() for p in assigned}
@@ -104,8 +111,11 @@ def rebuild(settings, engine: Engine, dedup: Deduplicator | None, assigned: list
     try:
         parts, same[0] = source_partitions(reader, settings.topic_raw, settings.topic_features, assigned)
         if not same[0] and (engine.size or engine.seq_length):
-            log.warning("state_not_restored", what="open windows and sequence histories",
-                        why=f"{settings.topic_features} has another partition count than {settings.topic_raw}")
+            log.warning(
+                "state_not_restored",
+                what="open windows and sequence histories",
+                why=f"{settings.topic_features} has another partition count than {settings.topic_raw}",
+            )
         if engine.size and same[0]:
             windows, same_windows = source_partitions(reader, settings.topic_raw, settings.topic_windows, assigned)
             if same_windows:
@@ -114,7 +124,14 @@ def rebuild(settings, engine: Engine, dedup: Deduplicator | None, assigned: list
             counts["features"] = read_tail(reader, settings.topic_features, parts, limit, feature)
     finally:
         reader.close()
-    log.info("state_restored", partitions=assigned, features=counts["features"], windows=counts["windows"],
-             open_windows=len(engine.open), histories=len(engine.history),
-             dedup_devices=len(dedup) if dedup is not None else None, ms=round((time.monotonic() - t0) * 1000))
+    log.info(
+        "state_restored",
+        partitions=assigned,
+        features=counts["features"],
+        windows=counts["windows"],
+        open_windows=len(engine.open),
+        histories=len(engine.history),
+        dedup_devices=len(dedup) if dedup is not None else None,
+        ms=round((time.monotonic() - t0) * 1000),
+    )
     return devices

@@ -8,6 +8,7 @@ delivery, then store the batch's offsets (committed in the background); a crash 
 records since the last commit. Model switches happen only between batches. Records that cannot
 be scored (missing or non-finite features, not JSON) go to the dead-letter topic with the reason.
 """
+
 from __future__ import annotations
 
 import socket
@@ -20,15 +21,21 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import Field
 
-from streamtrain.scorer.models import ModelRegistry, ModelWatcher
-from streamtrain.scorer.records import BatchDecoder, Decoded, arrivals_s, event_times_s, score_records
 from streamtrain import exitcodes, logs, start_position
-from streamtrain.kafka import (ExactlyOnce, KafkaHealth, consumer_config, dead_letter_headers, deliver_then_store,
-                               producer_config)
+from streamtrain.kafka import (
+    ExactlyOnce,
+    KafkaHealth,
+    consumer_config,
+    dead_letter_headers,
+    deliver_then_store,
+    producer_config,
+)
 from streamtrain.lag import ConsumerLag
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import BatchHistogram, MetricsServer, zero_labels
 from streamtrain.model import BadInput
+from streamtrain.scorer.models import ModelRegistry, ModelWatcher
+from streamtrain.scorer.records import BatchDecoder, Decoded, arrivals_s, event_times_s, score_records
 from streamtrain.settings import CommonSettings
 from streamtrain.start_position import START_AT_HELP, StartAt
 
@@ -43,30 +50,57 @@ class ScoreSettings(CommonSettings):
     batch_size: int = Field(512, ge=1, description="Most records scored in one micro-batch")
     batch_wait_ms: int = Field(50, ge=0, description="Longest wait to fill a micro-batch")
     challenger: bool = Field(False, description="New versions score in shadow until promoted (champion/challenger)")
-    promote_after: int = Field(0, ge=0, description="Auto-promote a challenger after this many shadow records (0 = only on request)")
-    promote_min_agreement: float = Field(0.95, ge=0, le=1, description="Agreement with the champion needed to auto-promote")
-    model_wait_s: float = Field(0, ge=0, description="Exit non-zero if no model arrives in this time (0 = wait forever)")
-    guarantee: Literal["exactly_once", "at_least_once"] = Field("exactly_once", description=(
-        "exactly_once: scores and consumed offsets commit in one Kafka transaction (read the scores "
-        "topic with isolation.level=read_committed); at_least_once: no transactions, a crash re-scores "
-        "the records since the last offset commit (duplicates possible, somewhat faster)"))
-    transaction_interval_ms: int = Field(100, ge=1, description=(
-        "exactly_once: longest time a transaction stays open (batches per commit); scores become "
-        "visible to read_committed readers when it commits"))
-    transaction_timeout_ms: int = Field(30000, ge=1000, description=(
-        "exactly_once: the broker aborts a transaction left open this long by a crashed scorer"))
+    promote_after: int = Field(
+        0, ge=0, description="Auto-promote a challenger after this many shadow records (0 = only on request)"
+    )
+    promote_min_agreement: float = Field(
+        0.95, ge=0, le=1, description="Agreement with the champion needed to auto-promote"
+    )
+    model_wait_s: float = Field(
+        0, ge=0, description="Exit non-zero if no model arrives in this time (0 = wait forever)"
+    )
+    guarantee: Literal["exactly_once", "at_least_once"] = Field(
+        "exactly_once",
+        description=(
+            "exactly_once: scores and consumed offsets commit in one Kafka transaction (read the scores "
+            "topic with isolation.level=read_committed); at_least_once: no transactions, a crash re-scores "
+            "the records since the last offset commit (duplicates possible, somewhat faster)"
+        ),
+    )
+    transaction_interval_ms: int = Field(
+        100,
+        ge=1,
+        description=(
+            "exactly_once: longest time a transaction stays open (batches per commit); scores become "
+            "visible to read_committed readers when it commits"
+        ),
+    )
+    transaction_timeout_ms: int = Field(
+        30000,
+        ge=1000,
+        description=("exactly_once: the broker aborts a transaction left open this long by a crashed scorer"),
+    )
     start_at: StartAt = Field("committed", description=START_AT_HELP)
-    start_at_once: bool = Field(False, description=(
-        "Apply start_at only while the group has no committed offsets (its first start): restarts resume "
-        "where it stopped. The operator sets it, since Pods restart on their own"))
+    start_at_once: bool = Field(
+        False,
+        description=(
+            "Apply start_at only while the group has no committed offsets (its first start): restarts resume "
+            "where it stopped. The operator sets it, since Pods restart on their own"
+        ),
+    )
     engine: Literal["python", "kafka-streams"] = Field(
-        "python", description="python (this process) or kafka-streams (the JVM scorer in scorer/streams)")
+        "python", description="python (this process) or kafka-streams (the JVM scorer in scorer/streams)"
+    )
 
 
-PROCESSING_LAG_HELP = ("Processing lag: the reading's arrival in Kafka (raw topic) to its score's delivery "
-                       "(commit, exactly once); independent of how old the reading is")
-EVENT_AGE_HELP = "Event-time age: the reading's own timestamp (ts) to its score's delivery; years for a replayed recording"
-EVENT_AGE_BUCKETS = (.1, 1, 10, 60, 600, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400, 10 * 365 * 86400)
+PROCESSING_LAG_HELP = (
+    "Processing lag: the reading's arrival in Kafka (raw topic) to its score's delivery "
+    "(commit, exactly once); independent of how old the reading is"
+)
+EVENT_AGE_HELP = (
+    "Event-time age: the reading's own timestamp (ts) to its score's delivery; years for a replayed recording"
+)
+EVENT_AGE_BUCKETS = (0.1, 1, 10, 60, 600, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400, 10 * 365 * 86400)
 
 
 class ScorerMetrics:
@@ -75,26 +109,45 @@ class ScorerMetrics:
         self.lag = ConsumerLag(r, group)
         self.scored = Counter("streamtrain_scorer_records_scored", "Records scored", ["model_version"], registry=r)
         self.flagged = Counter("streamtrain_scorer_anomalies", "Records flagged as anomalous", registry=r)
-        self.deadlettered = Counter("streamtrain_scorer_deadlettered", "Records that could not be scored", ["reason"], registry=r)
+        self.deadlettered = Counter(
+            "streamtrain_scorer_deadlettered", "Records that could not be scored", ["reason"], registry=r
+        )
         zero_labels(self.deadlettered, ("malformed_json", *BadInput.REASONS))
         self.refused = Counter("streamtrain_scorer_models_refused", "Model versions refused", ["reason"], registry=r)
         # A gauge present from the start: a labelled counter born at 1 shows no increase() to an alert.
-        self.last_refused = Gauge("streamtrain_scorer_last_model_refused_timestamp_seconds",
-                                  "Unix time of the latest model refusal (0 = none since start)", registry=r)
-        self.batch_seconds = Histogram("streamtrain_scorer_batch_seconds", "Consume-to-commit time of a micro-batch",
-                                       buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5), registry=r)
+        self.last_refused = Gauge(
+            "streamtrain_scorer_last_model_refused_timestamp_seconds",
+            "Unix time of the latest model refusal (0 = none since start)",
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "streamtrain_scorer_batch_seconds",
+            "Consume-to-commit time of a micro-batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
         # Observed a whole transaction's records at a time (one Histogram.observe per record cost more
         # than decoding them).
-        self.lag_seconds = BatchHistogram("streamtrain_scorer_end_to_end_seconds", PROCESSING_LAG_HELP,
-                                          (.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60), r)
+        self.lag_seconds = BatchHistogram(
+            "streamtrain_scorer_end_to_end_seconds",
+            PROCESSING_LAG_HELP,
+            (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            r,
+        )
         self.event_age = BatchHistogram("streamtrain_scorer_event_age_seconds", EVENT_AGE_HELP, EVENT_AGE_BUCKETS, r)
         self.model_version = Gauge("streamtrain_scorer_model_version", "Champion model version", registry=r)
         self.anomaly_rate = Gauge("streamtrain_scorer_anomaly_rate", "Fraction flagged in the last batch", registry=r)
-        self.challenger_version = Gauge("streamtrain_scorer_challenger_version", "Challenger version (0 = none)", registry=r)
-        self.challenger_agreement = Gauge("streamtrain_scorer_challenger_agreement",
-                                          "Fraction of shadow records where challenger and champion agree", registry=r)
-        self.challenger_anomaly_rate = Gauge("streamtrain_scorer_challenger_anomaly_rate",
-                                             "Fraction the challenger flags", registry=r)
+        self.challenger_version = Gauge(
+            "streamtrain_scorer_challenger_version", "Challenger version (0 = none)", registry=r
+        )
+        self.challenger_agreement = Gauge(
+            "streamtrain_scorer_challenger_agreement",
+            "Fraction of shadow records where challenger and champion agree",
+            registry=r,
+        )
+        self.challenger_anomaly_rate = Gauge(
+            "streamtrain_scorer_challenger_anomaly_rate", "Fraction the challenger flags", registry=r
+        )
 
 
 class _Shadow:
@@ -120,23 +173,30 @@ class Scorer:
         self.metrics = ScorerMetrics(settings.group_id)
         self.registry = ModelRegistry(settings.challenger)
         self._stop_event = threading.Event()
-        self.watcher = ModelWatcher(settings.kafka_bootstrap, settings.topic_models, self.registry,
-                                    self._refused, self._stop_event)
+        self.watcher = ModelWatcher(
+            settings.kafka_bootstrap, settings.topic_models, self.registry, self._refused, self._stop_event
+        )
         self.exactly_once = settings.guarantee == "exactly_once"
         self.kafka_health = KafkaHealth()
         consumer_extra = {"client.id": settings.instance_id, "error_cb": self.kafka_health.error_cb}
         # One delivery callback for the producer, called for failures only: a Python call per delivered
         # score would cost as much as encoding it.
-        producer_extra = {"client.id": settings.instance_id, "linger.ms": 2, "error_cb": self.kafka_health.error_cb,
-                          "on_delivery": self._delivered, "delivery.report.only.error": True}
+        producer_extra = {
+            "client.id": settings.instance_id,
+            "linger.ms": 2,
+            "error_cb": self.kafka_health.error_cb,
+            "on_delivery": self._delivered,
+            "delivery.report.only.error": True,
+        }
         if self.exactly_once:
             # Offsets go through the producer's transaction, never through the consumer; inputs
             # written by transactions are read only once committed.
             consumer_extra.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
             # Stable per replica: a restarted replica fences its dead predecessor and aborts its open
             # transaction at once instead of waiting for the transaction timeout.
-            producer_extra.update({"transactional.id": self.transactional_id,
-                                   "transaction.timeout.ms": settings.transaction_timeout_ms})
+            producer_extra.update(
+                {"transactional.id": self.transactional_id, "transaction.timeout.ms": settings.transaction_timeout_ms}
+            )
         else:
             consumer_extra.update({"enable.auto.commit": True, "auto.commit.interval.ms": 1000})
         self.consumer = Consumer(consumer_config(settings.kafka_bootstrap, settings.group_id, **consumer_extra))
@@ -158,8 +218,11 @@ class Scorer:
         self.metrics.last_refused.set_to_current_time()
 
     def ready(self) -> bool:
-        return (self.registry.champion is not None and self.watcher.is_alive()
-                and self.kafka_health.ok(lambda: self.consumer.list_topics(self.s.topic_features, timeout=2)))
+        return (
+            self.registry.champion is not None
+            and self.watcher.is_alive()
+            and self.kafka_health.ok(lambda: self.consumer.list_topics(self.s.topic_features, timeout=2))
+        )
 
     def _on_revoke(self, consumer, partitions) -> None:
         # Work of a batch is finished before the next poll, so its outputs are complete: commit now
@@ -196,28 +259,42 @@ class Scorer:
 
     # ---------------------------------------------------------------- the loop
     def run(self) -> int:
-        server = MetricsServer(self.metrics.registry, self.s.metrics_port, self.ready).start() \
-            if self.s.metrics_port else None
+        server = (
+            MetricsServer(self.metrics.registry, self.s.metrics_port, self.ready).start()
+            if self.s.metrics_port
+            else None
+        )
         self.watcher.start()
-        log.info("scorer_started", features_topic=self.s.topic_features, scores_topic=self.s.topic_scores,
-                 models_topic=self.s.topic_models, group=self.s.group_id, challenger_mode=self.s.challenger,
-                 metrics_port=server.port if server else None)
+        log.info(
+            "scorer_started",
+            features_topic=self.s.topic_features,
+            scores_topic=self.s.topic_scores,
+            models_topic=self.s.topic_models,
+            group=self.s.group_id,
+            challenger_mode=self.s.challenger,
+            metrics_port=server.port if server else None,
+        )
         try:
             # Offsets `--start-at` means are read now: `latest` scores what arrives after this start.
             start_offsets = start_position.snapshot(
-                self.s.kafka_bootstrap, [self.s.topic_features, self.s.topic_sequences], self.s.start_at)
+                self.s.kafka_bootstrap, [self.s.topic_features, self.s.topic_sequences], self.s.start_at
+            )
             if (code := self._wait_for_model()) is not None:
                 return code
             if self.exactly_once:
                 self.txn = ExactlyOnce(self.producer, self.consumer, self.s.transaction_interval_ms / 1000)
                 log.info("transactions_ready", transactional_id=self.transactional_id)
             # A windowed model scores the per-device sequences, a dense one the feature records.
-            topic = self.s.topic_sequences if self.registry.champion.input_kind == "sequences" else self.s.topic_features
+            topic = (
+                self.s.topic_sequences if self.registry.champion.input_kind == "sequences" else self.s.topic_features
+            )
             log.info("scoring_topic", topic=topic, input_kind=self.registry.champion.input_kind)
-            start_position.apply(self.s.kafka_bootstrap, self.s.group_id, topic, self.s.start_at, start_offsets,
-                                 self.s.start_at_once)
-            self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                    on_lost=self._on_lost)
+            start_position.apply(
+                self.s.kafka_bootstrap, self.s.group_id, topic, self.s.start_at, start_offsets, self.s.start_at_once
+            )
+            self.consumer.subscribe(
+                [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
             while not self.stop.is_set():
                 if self.watcher.error is not None:
                     log.error("scorer_exiting", reason=f"model watcher failed: {self.watcher.error}")
@@ -237,8 +314,11 @@ class Scorer:
             return exitcodes.OK
         except KafkaException as exc:
             # Fatal for the transactional producer (e.g. fenced by a replica with the same instance id).
-            log.error("scorer_exiting", reason=f"Kafka: {exc.args[0]}", transactional_id=self.transactional_id
-                      if self.exactly_once else None)
+            log.error(
+                "scorer_exiting",
+                reason=f"Kafka: {exc.args[0]}",
+                transactional_id=self.transactional_id if self.exactly_once else None,
+            )
             return exitcodes.KAFKA
         finally:
             self._shutdown(server)
@@ -310,8 +390,12 @@ class Scorer:
         if decoded.keep:
             self._produce_scores(decoded, champion, challenger)
         for m, reason, detail in decoded.bad:
-            self._send(self.s.topic_deadletter, m.value(), m.key(),
-                       dead_letter_headers(reason, f"kafka:{m.topic()}/{m.partition()}@{m.offset()}", detail))
+            self._send(
+                self.s.topic_deadletter,
+                m.value(),
+                m.key(),
+                dead_letter_headers(reason, f"kafka:{m.topic()}/{m.partition()}@{m.offset()}", detail),
+            )
             self.metrics.deadlettered.labels(reason).inc()
         self.producer.poll(0)  # serve delivery reports (only failures call back) and errors
         stamps = (arrivals_s(decoded.keep), event_times_s(decoded.rows))
@@ -329,8 +413,11 @@ class Scorer:
         devices = [r.device_id for r in decoded.rows]
         judged = champion.assess(decoded.x, devices)
         shadow = None
-        if challenger is not None and challenger.feature_names == champion.feature_names \
-                and challenger.window == champion.window:
+        if (
+            challenger is not None
+            and challenger.feature_names == champion.feature_names
+            and challenger.window == champion.window
+        ):
             ch_judged = challenger.assess(decoded.x, devices)
             shadow = (challenger.version, ch_judged.scores, ch_judged.flags)
             self.shadow.add(judged.flags, ch_judged.flags)
@@ -352,12 +439,22 @@ class Scorer:
         if self.s.promote_after and self.shadow.records >= self.s.promote_after:
             if self.shadow.agreement >= self.s.promote_min_agreement:
                 event, old, new = self.registry.promote()
-                log.info(event, old_version=old, new_version=new, rule="auto", agreement=round(self.shadow.agreement, 4),
-                         shadow_records=self.shadow.records)
+                log.info(
+                    event,
+                    old_version=old,
+                    new_version=new,
+                    rule="auto",
+                    agreement=round(self.shadow.agreement, 4),
+                    shadow_records=self.shadow.records,
+                )
                 self.shadow = _Shadow()
             elif self.shadow.records % max(1, self.s.promote_after) < self.s.batch_size:
-                log.info("challenger_not_promoted", agreement=round(self.shadow.agreement, 4),
-                         needed=self.s.promote_min_agreement, shadow_records=self.shadow.records)
+                log.info(
+                    "challenger_not_promoted",
+                    agreement=round(self.shadow.agreement, 4),
+                    needed=self.s.promote_min_agreement,
+                    shadow_records=self.shadow.records,
+                )
 
     def _shutdown(self, server) -> None:
         log.info("scorer_stopping", reason=self.stop.signal_name or "stop requested")

@@ -1,4 +1,5 @@
 """`streamtrain evaluate`: quality of the scores topic against the ground truth it carries."""
+
 from __future__ import annotations
 
 import json
@@ -29,12 +30,16 @@ def training_health(bootstrap: str, topic: str, versions: list[int]) -> dict[int
     from confluent_kafka import KafkaException  # noqa: PLC0415
 
     from streamtrain.modelcodec import read_versions  # noqa: PLC0415
+
     try:
         manifests = {mv.version: mv.metadata for mv in read_versions(bootstrap, topic)}
     except KafkaException:
         return {}
-    return {v: manifests.get(v, {}).get("training_health") or {"status": "unknown", "problems": []}
-            for v in sorted(versions) if v in manifests}
+    return {
+        v: manifests.get(v, {}).get("training_health") or {"status": "unknown", "problems": []}
+        for v in sorted(versions)
+        if v in manifests
+    }
 
 
 @click.command("evaluate")
@@ -42,8 +47,12 @@ def training_health(bootstrap: str, topic: str, versions: list[int]) -> dict[int
 @click.option("--topic-scores", help="Scores topic to read (default streamtrain.scores).")
 @click.option("--topic-models", help="Models topic (for the report's model table).")
 @click.option("--per-device", is_flag=True, help="Also print quality per device, per device type and per baseline.")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Also write the HTML report (quality overall and per device, with plots) to this directory.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write the HTML report (quality overall and per device, with plots) to this directory.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def command(ctx, kafka_bootstrap, topic_scores, topic_models, per_device, as_json, report_dir) -> None:
@@ -56,8 +65,11 @@ def command(ctx, kafka_bootstrap, topic_scores, topic_models, per_device, as_jso
     Below the table, each scored version's training health from its manifest (--topic-models):
     whether training converged and beat a constant predictor.
     """
-    given = {k: v for k, v in dict(kafka_bootstrap=kafka_bootstrap, topic_scores=topic_scores,
-                                   topic_models=topic_models).items() if v}
+    given = {
+        k: v
+        for k, v in dict(kafka_bootstrap=kafka_bootstrap, topic_scores=topic_scores, topic_models=topic_models).items()
+        if v
+    }
     s = load(CommonSettings, **(ctx.obj or {}).get("log", {}), **given)
     scores = read_scores(s.kafka_bootstrap, s.topic_scores)
     if not scores:
@@ -66,13 +78,21 @@ def command(ctx, kafka_bootstrap, topic_scores, topic_models, per_device, as_jso
     ev = evaluate(scores)
     health = training_health(s.kafka_bootstrap, s.topic_models, [v for v in ev.by_version if v is not None])
     if as_json:
-        click.echo(json.dumps({"overall": ev.overall.as_dict(),
-                               "by_version": {str(k): q.as_dict() for k, q in ev.by_version.items()},
-                               "by_device": {k: q.as_dict() for k, q in ev.by_device.items()} if per_device else None,
-                               "by_device_type": {k: q.as_dict() for k, q in ev.by_device_type.items()},
-                               "by_baseline": {k: q.as_dict() for k, q in ev.by_baseline.items()},
-                               "unlabelled": ev.unlabelled, "duplicates": ev.duplicates,
-                               "training_health": {str(v): h for v, h in health.items()}}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "overall": ev.overall.as_dict(),
+                    "by_version": {str(k): q.as_dict() for k, q in ev.by_version.items()},
+                    "by_device": {k: q.as_dict() for k, q in ev.by_device.items()} if per_device else None,
+                    "by_device_type": {k: q.as_dict() for k, q in ev.by_device_type.items()},
+                    "by_baseline": {k: q.as_dict() for k, q in ev.by_baseline.items()},
+                    "unlabelled": ev.unlabelled,
+                    "duplicates": ev.duplicates,
+                    "training_health": {str(v): h for v, h in health.items()},
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(format_table(ev))
     if health:
@@ -83,6 +103,7 @@ def command(ctx, kafka_bootstrap, topic_scores, topic_models, per_device, as_jso
     if report_dir is not None:
         from streamtrain.modelcodec import read_versions  # noqa: PLC0415
         from streamtrain.scorer.report import write_report  # noqa: PLC0415
+
         models = [mv.metadata for mv in read_versions(s.kafka_bootstrap, s.topic_models)]
         path = write_report(report_dir, scores, ev, models, f"StreamTrain quality: {s.topic_scores}")
         click.echo(f"report: {path}")

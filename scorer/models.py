@@ -5,6 +5,7 @@ fully, and only then offers it to the scoring loop, which switches references be
 batches (never mid-batch, never unloading first). A version that cannot be loaded is
 refused, counted and logged; the current one keeps serving.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streamtrain import logs
 from streamtrain.kafka import READER_GROUP, client_config
-from streamtrain.modelcodec import ModelAssembler, ModelRejected, ModelVersion
 from streamtrain.model import LoadedModel
+from streamtrain.modelcodec import ModelAssembler, ModelRejected, ModelVersion
 
 log = logs.get("scorer.models")
 
@@ -81,9 +82,12 @@ class ModelRegistry:
             if self.challenger is not None and self.challenger.version == promote:
                 events.append(self.promote())
             else:
-                log.warning("promotion_refused", version=promote,
-                            reason="not the current challenger",
-                            challenger=self.challenger.version if self.challenger else None)
+                log.warning(
+                    "promotion_refused",
+                    version=promote,
+                    reason="not the current challenger",
+                    challenger=self.challenger.version if self.challenger else None,
+                )
         return events
 
     def promote(self) -> tuple[str, int | None, int]:
@@ -109,8 +113,9 @@ class ModelWatcher(threading.Thread):
             model = LoadedModel.from_version(mv)
             serving = self.registry.champion or self.registry.challenger
             if serving is not None and model.input_kind != serving.input_kind:
-                raise ModelRejected("incompatible", f"input {model.input_kind!r}, this scorer reads "
-                                                    f"{serving.input_kind!r} records")
+                raise ModelRejected(
+                    "incompatible", f"input {model.input_kind!r}, this scorer reads {serving.input_kind!r} records"
+                )
             model.warm()
         except ModelRejected as exc:
             self._refuse(mv.metadata.get("version"), exc.reason, exc.detail)
@@ -118,8 +123,13 @@ class ModelWatcher(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - any failure to load means: refuse, keep serving
             self._refuse(mv.metadata.get("version"), "load_failed", repr(exc)[:300])
             return None
-        log.info("model_loaded", version=model.version, features=model.feature_names, threshold=model.threshold,
-                 load_ms=round((time.monotonic() - t0) * 1000, 1))
+        log.info(
+            "model_loaded",
+            version=model.version,
+            features=model.feature_names,
+            threshold=model.threshold,
+            load_ms=round((time.monotonic() - t0) * 1000, 1),
+        )
         return model
 
     def _refuse(self, version, reason: str, detail: str) -> None:
@@ -127,9 +137,17 @@ class ModelWatcher(threading.Thread):
         self.on_refused(reason)
 
     def run(self) -> None:
-        consumer = Consumer(client_config(self.bootstrap, **{"group.id": f"{READER_GROUP}.model-watcher",
-                             "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                             "fetch.message.max.bytes": 4 * 1024 * 1024}))
+        consumer = Consumer(
+            client_config(
+                self.bootstrap,
+                **{
+                    "group.id": f"{READER_GROUP}.model-watcher",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "fetch.message.max.bytes": 4 * 1024 * 1024,
+                },
+            )
+        )
         try:
             _, end = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=10)
             consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
@@ -152,8 +170,14 @@ class ModelWatcher(threading.Thread):
         finally:
             consumer.close()
 
-    def handle(self, assembler: ModelAssembler, backlog: list[ModelVersion], key: bytes | None, value: bytes | None,
-               headers=None) -> None:
+    def handle(
+        self,
+        assembler: ModelAssembler,
+        backlog: list[ModelVersion],
+        key: bytes | None,
+        value: bytes | None,
+        headers=None,
+    ) -> None:
         """One record of the models topic: a control request, part of a version, or refused."""
         if (key or b"").startswith(CONTROL_PREFIX):
             self._control(key, value)

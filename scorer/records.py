@@ -7,6 +7,7 @@ it does not accept goes through the reference path, one record at a time (``json
 ``LoadedModel.extract``), which alone decides each dead letter's reason, so both paths accept and
 refuse exactly the same records for the same reasons.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,12 @@ def _row_type(feature_names: list[str]) -> type:
     fields: list = [(f"f{i}", float) for i in range(len(feature_names))]
     passed = [("device_id", None), ("seq", None), ("ts", None)] + [(name, UNSET) for name, _ in GROUND_TRUTH]
     fields += [(name, Any, default) for name, default in passed if name not in feature_names]
-    aliases = {name: property(attrgetter(f"f{feature_names.index(name)}")) for name, _ in passed
-               if name in feature_names}
-    return msgspec.defstruct("FeatureRow", fields, rename={f"f{i}": n for i, n in enumerate(feature_names)},
-                             namespace=aliases)
+    aliases = {
+        name: property(attrgetter(f"f{feature_names.index(name)}")) for name, _ in passed if name in feature_names
+    }
+    return msgspec.defstruct(
+        "FeatureRow", fields, rename={f"f{i}": n for i, n in enumerate(feature_names)}, namespace=aliases
+    )
 
 
 @dataclass
@@ -147,9 +150,20 @@ def score_records(decoded: Decoded, judged, version: int, challenger, instance: 
         ch_version, ch_scores, ch_flags = challenger[0], challenger[1].tolist(), challenger[2].tolist()
     out = []
     for i, (m, r) in enumerate(zip(decoded.keep, decoded.rows)):
-        rec = {"device_id": r.device_id, "seq": r.seq, "ts": r.ts, "model_version": version, "score": scores[i],
-               "threshold": thresholds[i], "is_anomaly": flags[i], **judged.fields(i), "scored_at": now,
-               "scorer": "python", "instance": instance, "source": {"partition": m.partition(), "offset": m.offset()}}
+        rec = {
+            "device_id": r.device_id,
+            "seq": r.seq,
+            "ts": r.ts,
+            "model_version": version,
+            "score": scores[i],
+            "threshold": thresholds[i],
+            "is_anomaly": flags[i],
+            **judged.fields(i),
+            "scored_at": now,
+            "scorer": "python",
+            "instance": instance,
+            "source": {"partition": m.partition(), "offset": m.offset()},
+        }
         for name, as_name in GROUND_TRUTH:
             value = getattr(r, name)
             if value is not UNSET:
@@ -178,5 +192,6 @@ def arrivals_s(msgs: list) -> np.ndarray:
 
 def event_times_s(rows: list) -> np.ndarray:
     """The readings' own times (``ts``) where they are numbers."""
-    return np.array([r.ts for r in rows if isinstance(r.ts, (int, float)) and not isinstance(r.ts, bool)],
-                    dtype=np.float64)
+    return np.array(
+        [r.ts for r in rows if isinstance(r.ts, (int, float)) and not isinstance(r.ts, bool)], dtype=np.float64
+    )

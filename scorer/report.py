@@ -1,6 +1,7 @@
 """HTML report of a run: training loss per version, anomaly score over time with the true
 anomalies marked, quality per model version, and quality per device, device type and baseline
 (precision, recall, F1, false- and missed-alarm rates). Plots are embedded PNGs (one file to share)."""
+
 from __future__ import annotations
 
 import base64
@@ -84,9 +85,17 @@ def write_report(directory: Path, scores: list[dict], ev: Evaluation, models: li
             ax.plot(seq, [r.get("threshold") for r in rows], "k--", lw=0.8, label="threshold")
             truth = [r.get("seq") for r in rows if r.get("label")]
             if truth:
-                ax.scatter(truth, [r.get("score") for r in rows if r.get("label")], c="red", s=12,
-                           label="true anomaly", zorder=3)
-            switches = [b.get("seq") for a, b in zip(rows, rows[1:]) if a.get("model_version") != b.get("model_version")]
+                ax.scatter(
+                    truth,
+                    [r.get("score") for r in rows if r.get("label")],
+                    c="red",
+                    s=12,
+                    label="true anomaly",
+                    zorder=3,
+                )
+            switches = [
+                b.get("seq") for a, b in zip(rows, rows[1:]) if a.get("model_version") != b.get("model_version")
+            ]
             for x in switches:
                 ax.axvline(x, color="green", lw=1)
             ax.set_yscale("log")
@@ -100,8 +109,12 @@ def write_report(directory: Path, scores: list[dict], ev: Evaluation, models: li
         versions = sorted(v for v in ev.by_version if v is not None)
         width = 0.25
         for i, metric in enumerate(("precision", "recall", "f1")):
-            ax.bar([v + (i - 1) * width for v in versions], [getattr(ev.by_version[v], metric) for v in versions],
-                   width, label=metric)
+            ax.bar(
+                [v + (i - 1) * width for v in versions],
+                [getattr(ev.by_version[v], metric) for v in versions],
+                width,
+                label=metric,
+            )
         ax.set_xticks(versions, [f"v{v}" for v in versions]), ax.set_ylim(0, 1.05), ax.legend()
         plots.append(("Quality per model version", _png(fig)))
 
@@ -110,14 +123,19 @@ def write_report(directory: Path, scores: list[dict], ev: Evaluation, models: li
 
     table = [(f"v{v}", q.as_dict()) for v, q in sorted(ev.by_version.items(), key=lambda kv: (kv[0] is None, kv[0]))]
     table.append(("all", ev.overall.as_dict()))
-    breakdowns = [(heading, first, [(str(k), q.as_dict()) for k, q in sorted(groups.items(), key=lambda kv: str(kv[0]))])
-                  for heading, first, groups in (("Quality per device type", "type", ev.by_device_type),
-                                                 ("Quality per baseline (which normalization scored)", "baseline",
-                                                  ev.by_baseline),
-                                                 ("Quality per device", "device", ev.by_device)) if groups]
+    breakdowns = [
+        (heading, first, [(str(k), q.as_dict()) for k, q in sorted(groups.items(), key=lambda kv: str(kv[0]))])
+        for heading, first, groups in (
+            ("Quality per device type", "type", ev.by_device_type),
+            ("Quality per baseline (which normalization scored)", "baseline", ev.by_baseline),
+            ("Quality per device", "device", ev.by_device),
+        )
+        if groups
+    ]
     path = directory / "index.html"
-    path.write_text(PAGE.render(title=title, cols=COLS, rows=table, ev=ev, models=models, plots=plots,
-                                breakdowns=breakdowns))
+    path.write_text(
+        PAGE.render(title=title, cols=COLS, rows=table, ev=ev, models=models, plots=plots, breakdowns=breakdowns)
+    )
     return path
 
 

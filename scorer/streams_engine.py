@@ -4,6 +4,7 @@ process with the same STREAMTRAIN_ settings, so signals and the exit code are th
 
 A build runs the scorer's unit tests (src/test: its topology on Kafka's TopologyTestDriver with
 real ONNX models, a few seconds) unless it is the one `score` makes on the way to starting."""
+
 from __future__ import annotations
 
 import os

@@ -14,6 +14,7 @@ on every affected reading, with ``anomaly`` naming the kind:
 - ``correlated``: temperature and current rise while pressure falls (a real fault breaks
   the usual correlation between channels).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,9 +69,9 @@ class Fleet:
         self.drift_period = self.rng.uniform(2000, 6000, (n, 1))
         self.drift_phase = self.rng.uniform(0, 2 * np.pi, (n, len(CHANNELS)))
         # Anomaly episode state per device.
-        self.kind = np.full(n, -1)          # index into ANOMALY_KINDS, -1 = healthy
+        self.kind = np.full(n, -1)  # index into ANOMALY_KINDS, -1 = healthy
         self.left = np.zeros(n, dtype=int)  # readings left in the episode
-        self.age = np.zeros(n, dtype=int)   # readings since the episode started
+        self.age = np.zeros(n, dtype=int)  # readings since the episode started
         self.channel = np.zeros(n, dtype=int)
         self.sign = np.ones(n)
         self.seq = 0
@@ -122,12 +123,14 @@ class Fleet:
         """The next seq as (device_id, telemetry dict) pairs; ``ts`` is each device's timestamp."""
         seq = self.seq
         values, label, kind = self.step()
-        return telemetry_messages(self.device_ids, ts, seq, values, label, kind, ANOMALY_KINDS,
-                                  [self.cfg.device_type] * len(self.device_ids))
+        return telemetry_messages(
+            self.device_ids, ts, seq, values, label, kind, ANOMALY_KINDS, [self.cfg.device_type] * len(self.device_ids)
+        )
 
 
-def telemetry_messages(device_ids, ts, seq: int, values: np.ndarray, label: np.ndarray, kind: np.ndarray,
-                       kind_names, device_types) -> list[tuple[str, dict]]:
+def telemetry_messages(
+    device_ids, ts, seq: int, values: np.ndarray, label: np.ndarray, kind: np.ndarray, kind_names, device_types
+) -> list[tuple[str, dict]]:
     """One step of a fleet as (device_id, telemetry dict) pairs; ``kind`` indexes ``kind_names`` (-1: normal)."""
     out = []
     for i, device_id in enumerate(device_ids):

@@ -21,6 +21,7 @@ Anomalies are episodes; ``label`` = 1 on every reading of an episode, ``anomaly`
 0.01, long faulty periods at 0.3): the episode start probability is derived from it and the
 mean episode length. A seed reproduces the exact values whatever the timing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -33,22 +34,31 @@ from streamtrain.simulator.fleet import CHANNELS, telemetry_messages
 #: Per device type and channel: (baseline, device-to-device spread of the baseline, load gain, noise sigma).
 DEVICE_TYPES: dict[str, dict[str, tuple[float, float, float, float]]] = {
     "pump": {
-        "temperature": (62.0, 8.0, 12.0, 0.30), "current": (1.8, 0.45, 1.0, 0.02),
-        "vibration": (0.30, 0.10, 0.25, 0.006), "pressure": (3.0, 0.6, 1.2, 0.03)},
+        "temperature": (62.0, 8.0, 12.0, 0.30),
+        "current": (1.8, 0.45, 1.0, 0.02),
+        "vibration": (0.30, 0.10, 0.25, 0.006),
+        "pressure": (3.0, 0.6, 1.2, 0.03),
+    },
     "compressor": {
-        "temperature": (88.0, 8.0, 18.0, 0.50), "current": (4.0, 0.8, 2.5, 0.05),
-        "vibration": (0.60, 0.15, 0.50, 0.012), "pressure": (8.0, 1.0, 3.0, 0.06)},
+        "temperature": (88.0, 8.0, 18.0, 0.50),
+        "current": (4.0, 0.8, 2.5, 0.05),
+        "vibration": (0.60, 0.15, 0.50, 0.012),
+        "pressure": (8.0, 1.0, 3.0, 0.06),
+    },
     "fan": {
-        "temperature": (42.0, 6.0, 8.0, 0.25), "current": (0.9, 0.25, 0.6, 0.015),
-        "vibration": (0.15, 0.06, 0.20, 0.004), "pressure": (1.2, 0.3, 0.4, 0.015)},
+        "temperature": (42.0, 6.0, 8.0, 0.25),
+        "current": (0.9, 0.25, 0.6, 0.015),
+        "vibration": (0.15, 0.06, 0.20, 0.004),
+        "pressure": (1.2, 0.3, 0.4, 0.015),
+    },
 }
 HETERO_KINDS = ("spike", "degraded", "stuck")
 #: Degraded patterns: channel index -> shift in units of the device's spread of that channel.
 _PATTERNS = (
-    {2: 2.0, 0: 1.2},    # worn bearing: vibration and temperature up
-    {3: 2.0, 1: 1.2},    # clogged filter: pressure and current up
-    {0: -2.2},           # sensor reading low
-    {1: 1.8, 0: 1.1},    # winding fault: current and temperature up
+    {2: 2.0, 0: 1.2},  # worn bearing: vibration and temperature up
+    {3: 2.0, 1: 1.2},  # clogged filter: pressure and current up
+    {0: -2.2},  # sensor reading low
+    {1: 1.8, 0: 1.1},  # winding fault: current and temperature up
 )
 
 
@@ -57,12 +67,12 @@ class HeteroConfig:
     devices: int = 30
     seed: int = 42
     types: tuple[str, ...] = tuple(DEVICE_TYPES)
-    fault_fraction: float = 0.05          # aimed share of anomalous readings
+    fault_fraction: float = 0.05  # aimed share of anomalous readings
     anomaly_kinds: tuple[str, ...] = ("spike", "degraded")
     episode_readings: tuple[int, int] = (20, 180)  # length of lasting episodes (degraded, stuck)
     device_prefix: str = "dev"
     noise_factor: tuple[float, float] = (0.5, 2.0)
-    anomaly_size: float = 1.4             # multiplies every anomaly shift
+    anomaly_size: float = 1.4  # multiplies every anomaly shift
 
 
 class HeterogeneousFleet:
@@ -88,7 +98,7 @@ class HeterogeneousFleet:
         self.type_index = np.arange(n) % len(cfg.types)  # types interleaved: every type in any prefix of the fleet
         self.device_types = [cfg.types[t] for t in self.type_index]
         model = np.array([[DEVICE_TYPES[t][c] for c in CHANNELS] for t in cfg.types])  # [types, channels, 4]
-        per = model[self.type_index]                                                     # [n, channels, 4]
+        per = model[self.type_index]  # [n, channels, 4]
         self.base = per[:, :, 0] + per[:, :, 1] * rng.standard_normal((n, len(CHANNELS)))
         self.gain = per[:, :, 2] * rng.uniform(0.85, 1.15, (n, 1))
         self.noise = per[:, :, 3] * rng.uniform(*cfg.noise_factor, (n, 1))

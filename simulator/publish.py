@@ -1,4 +1,5 @@
 """Publishing loops: the simulated fleet and the CSV replay, both over MQTT QoS 1."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from streamtrain.simulator.fleet import Fleet
 from streamtrain import logs, telemetry
 from streamtrain.lifecycle import StopFlag
 from streamtrain.mqtt import AsyncPublisher, MqttError
+from streamtrain.simulator.fleet import Fleet
 
 log = logs.get("simulator")
 
@@ -34,7 +35,9 @@ class PublishReport:
     refused: dict | None = None
 
     def as_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "per_device_last_seq" and not (k == "refused" and v is None)}
+        d = {
+            k: v for k, v in self.__dict__.items() if k != "per_device_last_seq" and not (k == "refused" and v is None)
+        }
         d["rate_per_s"] = round(self.published / self.seconds, 1) if self.seconds else 0.0
         return d
 
@@ -44,8 +47,12 @@ def topic_for(device_id: str) -> str:
 
 
 async def _open(host: str, port: int, connections: int, max_inflight: int, prefix: str) -> list[AsyncPublisher]:
-    pubs = [AsyncPublisher(host, port, client_id=f"{prefix}-{i}-{int(time.time() * 1000) % 10**8}",
-                           max_inflight=max_inflight) for i in range(connections)]
+    pubs = [
+        AsyncPublisher(
+            host, port, client_id=f"{prefix}-{i}-{int(time.time() * 1000) % 10**8}", max_inflight=max_inflight
+        )
+        for i in range(connections)
+    ]
     await asyncio.gather(*(p.connect() for p in pubs))
     return pubs
 
@@ -62,8 +69,9 @@ def require_passwords(device_ids, passwords: dict[str, str]) -> None:
         raise ValueError(f"the credentials file has no password for {len(missing)} device(s): {shown}")
 
 
-async def _open_devices(host: str, port: int, device_ids, passwords: dict[str, str], max_inflight: int,
-                        report: PublishReport) -> dict[str, AsyncPublisher]:
+async def _open_devices(
+    host: str, port: int, device_ids, passwords: dict[str, str], max_inflight: int, report: PublishReport
+) -> dict[str, AsyncPublisher]:
     """One connection per device, authenticated as the device (client id = user = device id).
 
     A device the broker refuses (CONNACK failure: bad user name or password, not authorized) is
@@ -72,8 +80,10 @@ async def _open_devices(host: str, port: int, device_ids, passwords: dict[str, s
     """
     require_passwords(device_ids, passwords)
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    pubs = {d: AsyncPublisher(host, port, client_id=d, username=d, password=passwords[d], max_inflight=max_inflight)
-            for d in dict.fromkeys(device_ids)}
+    pubs = {
+        d: AsyncPublisher(host, port, client_id=d, username=d, password=passwords[d], max_inflight=max_inflight)
+        for d in dict.fromkeys(device_ids)
+    }
 
     async def one(pub: AsyncPublisher) -> None:
         async with gate:
@@ -95,11 +105,17 @@ async def _open_devices(host: str, port: int, device_ids, passwords: dict[str, s
     if failure is not None:
         await asyncio.gather(*(p.close() for p in pubs.values()))
         raise failure
-    log.info("simulator_devices_connected", connected=len(pubs), refused=len(report.refused),
-             seconds=round(time.monotonic() - started, 3))
+    log.info(
+        "simulator_devices_connected",
+        connected=len(pubs),
+        refused=len(report.refused),
+        seconds=round(time.monotonic() - started, 3),
+    )
     if not pubs:
-        raise MqttError(f"the broker refused every device ({len(report.refused)}), e.g. "
-                        f"{next(iter(report.refused))}: {next(iter(report.refused.values()))}")
+        raise MqttError(
+            f"the broker refused every device ({len(report.refused)}), e.g. "
+            f"{next(iter(report.refused))}: {next(iter(report.refused.values()))}"
+        )
     return pubs
 
 
@@ -111,10 +127,21 @@ async def _close(pubs: list[AsyncPublisher], report: PublishReport, drain_timeou
     await asyncio.gather(*(p.close() for p in pubs))
 
 
-async def run_fleet(fleet: Fleet, host: str, port: int, *, rate: float, count: int | None,
-                    duration: float | None, connections: int, max_inflight: int = 500,
-                    stop: StopFlag | None = None, progress_every: float = 5.0,
-                    drain_timeout: float = 60.0, passwords: dict[str, str] | None = None) -> PublishReport:
+async def run_fleet(
+    fleet: Fleet,
+    host: str,
+    port: int,
+    *,
+    rate: float,
+    count: int | None,
+    duration: float | None,
+    connections: int,
+    max_inflight: int = 500,
+    stop: StopFlag | None = None,
+    progress_every: float = 5.0,
+    drain_timeout: float = 60.0,
+    passwords: dict[str, str] | None = None,
+) -> PublishReport:
     """Publish ``count`` readings per device (or for ``duration`` seconds) at ``rate`` per device.
 
     Each device keeps its own phase within the period, so the fleet's load is spread evenly.
@@ -157,7 +184,9 @@ async def run_fleet(fleet: Fleet, host: str, port: int, *, rate: float, count: i
                         await asyncio.sleep(delay)
                 device_id, msg = msgs[i]
                 report.anomalies += msg["label"]
-                await targets[i % connections].publish(topic_for(device_id), json.dumps(msg, separators=(",", ":")).encode())
+                await targets[i % connections].publish(
+                    topic_for(device_id), json.dumps(msg, separators=(",", ":")).encode()
+                )
                 if pos % 256 == 255:
                     await asyncio.sleep(0)  # let other tasks run when publishing flat out
             k += 1
@@ -165,8 +194,13 @@ async def run_fleet(fleet: Fleet, host: str, port: int, *, rate: float, count: i
             if now - last_progress >= progress_every:
                 last_progress = now
                 sent = sum(p.published for p in pubs)
-                log.info("simulator_progress", seq=k, published=sent, acked=sum(p.acked for p in pubs),
-                         rate_per_s=round(sent / (now - started), 1))
+                log.info(
+                    "simulator_progress",
+                    seq=k,
+                    published=sent,
+                    acked=sum(p.acked for p in pubs),
+                    rate_per_s=round(sent / (now - started), 1),
+                )
     finally:
         report.seconds = time.monotonic() - started
         await _close(pubs, report, drain_timeout)
@@ -179,12 +213,12 @@ async def run_fleet(fleet: Fleet, host: str, port: int, *, rate: float, count: i
 @dataclass
 class CsvReplayConfig:
     path: Path
-    device_id: str | None = None          # one device for the whole file...
-    device_column: str | None = None      # ...or one per row from this column
+    device_id: str | None = None  # one device for the whole file...
+    device_column: str | None = None  # ...or one per row from this column
     timestamp_column: str = "timestamp"
     label_column: str | None = None
-    speed: float = 1.0                    # 1 = real time, 10 = ten times faster, 0 = as fast as possible
-    seq_column: str = "seq"               # the readings' seqs, when the file has this column...
+    speed: float = 1.0  # 1 = real time, 10 = ten times faster, 0 = as fast as possible
+    seq_column: str = "seq"  # the readings' seqs, when the file has this column...
     first_seqs: dict = field(default_factory=dict)  # ...else each device's seqs start here (default 0)
 
 
@@ -281,9 +315,17 @@ def _rows(cfg: CsvReplayConfig, reader: csv.DictReader) -> list[tuple[str, dict]
     return rows
 
 
-async def replay_csv(cfg: CsvReplayConfig, host: str, port: int, *, max_inflight: int = 500,
-                     stop: StopFlag | None = None, drain_timeout: float = 60.0,
-                     passwords: dict[str, str] | None = None, report: PublishReport | None = None) -> PublishReport:
+async def replay_csv(
+    cfg: CsvReplayConfig,
+    host: str,
+    port: int,
+    *,
+    max_inflight: int = 500,
+    stop: StopFlag | None = None,
+    drain_timeout: float = 60.0,
+    passwords: dict[str, str] | None = None,
+    report: PublishReport | None = None,
+) -> PublishReport:
     """Publish the CSV's rows in file order; timing follows the timestamp column / speed.
 
     ``report`` (filled as the replay goes, also when it fails half-way) says what was published.

@@ -26,20 +26,31 @@ flow sensor. ``label`` is ground truth for evaluation, never a feature.
 ``python -m streamtrain.simulator.recorded --out DIR`` writes ``DIR/train.csv`` and ``DIR/test.csv``
 (columns: device, timestamp, seq, the channels, label); a seed reproduces every value.
 """
-from __future__ import annotations
 
-from typing import Any
+from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 
-CHANNELS = ("accel1", "accel2", "current", "pressure", "suction", "temperature", "thermocouple", "voltage",
-            "flow", "speed", "valve")
+CHANNELS = (
+    "accel1",
+    "accel2",
+    "current",
+    "pressure",
+    "suction",
+    "temperature",
+    "thermocouple",
+    "voltage",
+    "flow",
+    "speed",
+    "valve",
+)
 #: Per channel: (level, device-to-device spread of the level, gain on the operating point, noise, resolution).
 _CHANNEL_MODEL = {
     "accel1": (0.21, 0.02, 0.05, 0.004, 0.0),
@@ -67,10 +78,10 @@ FAULTS = {
 class RecordedConfig:
     devices: int = 8
     seed: int = 14
-    train_readings: int = 400         # normal readings at the start of each recording, for training
+    train_readings: int = 400  # normal readings at the start of each recording, for training
     test_readings: int = 800
     fault_share: tuple[float, float] = (0.33, 0.5)  # share of the test period inside fault episodes
-    constant_voltage_share: float = 0.5             # devices whose voltage channel never moves
+    constant_voltage_share: float = 0.5  # devices whose voltage channel never moves
 
 
 def _regimes(rng: np.random.Generator, n: int, train: int) -> np.ndarray:
@@ -82,7 +93,7 @@ def _regimes(rng: np.random.Generator, n: int, train: int) -> np.ndarray:
     while k < n:
         dwell = int(rng.integers(60, 250)) if k >= train else max(40, train // len(points))
         j = order[i % len(order)] if k < train else int(rng.integers(len(points)))
-        out[k:k + dwell] = points[j]
+        out[k : k + dwell] = points[j]
         k, i = k + dwell, i + 1
     return out
 
@@ -125,7 +136,7 @@ def device_recording(cfg: RecordedConfig, index: int) -> tuple[np.ndarray, np.nd
     values += gain * 0.03 * rng.standard_normal(len(CHANNELS)) * np.sin(np.arange(n) / 300)[:, None]
     # Vibration grows with the square of the speed: a relation no linear model holds exactly.
     for name in ("accel1", "accel2"):
-        values[:, CHANNELS.index(name)] += 0.08 * smooth ** 2
+        values[:, CHANNELS.index(name)] += 0.08 * smooth**2
     labels = np.zeros(n, dtype=np.int8)
     episodes = _episodes(rng, cfg)
     unit = np.where(gain != 0, np.abs(gain), noise * 5)
@@ -155,7 +166,7 @@ def device_recording(cfg: RecordedConfig, index: int) -> tuple[np.ndarray, np.nd
         if resolution:
             values[:, c] = np.round(values[:, c] / resolution) * resolution
     # The valve position: a two-state channel that follows the operating point.
-    values[:, CHANNELS.index("valve")] = (smooth > np.median(op[:cfg.train_readings])).astype(float)
+    values[:, CHANNELS.index("valve")] = (smooth > np.median(op[: cfg.train_readings])).astype(float)
     return values, labels, episodes
 
 
@@ -168,7 +179,13 @@ def write_recordings(cfg: RecordedConfig, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     header = ["device", "timestamp", "seq", *CHANNELS, "label"]
-    summary: dict[str, Any] = {"devices": cfg.devices, "train_readings": 0, "test_readings": 0, "test_faulty": 0, "episodes": {}}
+    summary: dict[str, Any] = {
+        "devices": cfg.devices,
+        "train_readings": 0,
+        "test_readings": 0,
+        "test_faulty": 0,
+        "episodes": {},
+    }
     with open(out / "train.csv", "w", newline="") as ftrain, open(out / "test.csv", "w", newline="") as ftest:
         writers = (csv.writer(ftrain), csv.writer(ftest))
         for w in writers:
@@ -182,7 +199,7 @@ def write_recordings(cfg: RecordedConfig, out: Path) -> dict:
                 writers[part].writerow([device, ts, k, *(f"{v:.6g}" for v in row), int(label)])
             summary["train_readings"] += cfg.train_readings
             summary["test_readings"] += cfg.test_readings
-            summary["test_faulty"] += int(labels[cfg.train_readings:].sum())
+            summary["test_faulty"] += int(labels[cfg.train_readings :].sum())
             summary["episodes"][device] = [(s, e, kind) for s, e, kind in episodes]
     return summary
 
@@ -200,20 +217,36 @@ def load_split(cfg: RecordedConfig):
 
 
 @click.command("recorded")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Directory for train.csv and test.csv.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for train.csv and test.csv.",
+)
 @click.option("--devices", type=int, default=RecordedConfig.devices, show_default=True, help="Recordings (devices).")
 @click.option("--seed", type=int, default=RecordedConfig.seed, show_default=True, help="Random seed.")
-@click.option("--train-readings", type=int, default=RecordedConfig.train_readings, show_default=True,
-              help="Normal readings at the start of each recording (the training part).")
-@click.option("--test-readings", type=int, default=RecordedConfig.test_readings, show_default=True,
-              help="Readings after the training part (with the fault episodes).")
+@click.option(
+    "--train-readings",
+    type=int,
+    default=RecordedConfig.train_readings,
+    show_default=True,
+    help="Normal readings at the start of each recording (the training part).",
+)
+@click.option(
+    "--test-readings",
+    type=int,
+    default=RecordedConfig.test_readings,
+    show_default=True,
+    help="Readings after the training part (with the fault episodes).",
+)
 def main(out: Path, devices: int, seed: int, train_readings: int, test_readings: int) -> None:
     """Write a recorded fleet (old timestamps, constant and quantised channels, short histories,
     long faults, regime changes) as train.csv and test.csv for `streamtrain simulate --csv`."""
     summary = write_recordings(RecordedConfig(devices, seed, train_readings, test_readings), out)
-    click.echo(f"{out}: {summary['devices']} devices, {summary['train_readings']} training readings, "
-               f"{summary['test_readings']} test readings of which {summary['test_faulty']} faulty")
+    click.echo(
+        f"{out}: {summary['devices']} devices, {summary['train_readings']} training readings, "
+        f"{summary['test_readings']} test readings of which {summary['test_faulty']} faulty"
+    )
 
 
 if __name__ == "__main__":

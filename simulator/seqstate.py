@@ -6,6 +6,7 @@ readings from 0 again would reuse identities (the preprocessor dead-letters such
 newest seq published for the device to the same broker in an earlier run, remembered in a small
 JSON file ({"host:port": {"device": newest_seq}}).
 """
+
 from __future__ import annotations
 
 import json

@@ -18,10 +18,18 @@ class SimulatorSettings(CommonSettings):
     seed: int = Field(42, description="Seed that makes a run reproducible")
     connections: int = Field(4, ge=1, description="MQTT connections the fleet's devices share")
     max_inflight: int = Field(500, ge=1, description="Unacknowledged QoS 1 messages per connection")
-    credentials_file: Path | None = Field(None, description=(
-        "device_id:password lines (mode 0600, e.g. from `streamtrain stack passwd-fleet`): each device then "
-        "connects on its own MQTT connection as itself, the fleet's device ids are the file's (--devices takes "
-        "the first N) and --connections is ignored; a CSV replay needs a line for each of its devices"))
-    seq_state_file: Path = Field(Path(".streamtrain/replay-seqs.json"), description=(
-        "CSV replay without a seq column: the newest seq published per broker and device; the next replay of a "
-        "device continues after it, so a second replay never reuses a (device, seq) the pipeline has seen"))
+    credentials_file: Path | None = Field(
+        None,
+        description=(
+            "device_id:password lines (mode 0600, e.g. from `streamtrain stack passwd-fleet`): each device then "
+            "connects on its own MQTT connection as itself, the fleet's device ids are the file's (--devices takes "
+            "the first N) and --connections is ignored; a CSV replay needs a line for each of its devices"
+        ),
+    )
+    seq_state_file: Path = Field(
+        Path(".streamtrain/replay-seqs.json"),
+        description=(
+            "CSV replay without a seq column: the newest seq published per broker and device; the next replay of a "
+            "device continues after it, so a second replay never reuses a (device, seq) the pipeline has seen"
+        ),
+    )

@@ -1,4 +1,5 @@
 """HiveMQ CE on loopback: its configuration, its command line and the probe that says it is up."""
+
 from __future__ import annotations
 
 import time
@@ -58,16 +59,26 @@ def command(java: str, lib: Path, base: Path, port: int, users: Path | None, hos
     if users is not None and not Path(users).is_file():
         raise StackError(f"MQTT users file {users} does not exist; create it with `streamtrain stack passwd`")
     conf, data, ext = write_config(base, port, host)
-    return [java, "-Xms128m", "-Xmx768m", "-cp", f"{lib}/*", str(JAVA_DIR / "HiveMQLauncher.java"),
-            str(conf), str(data), str(ext)] + ([str(Path(users).resolve())] if users else [])
+    return [
+        java,
+        "-Xms128m",
+        "-Xmx768m",
+        "-cp",
+        f"{lib}/*",
+        str(JAVA_DIR / "HiveMQLauncher.java"),
+        str(conf),
+        str(data),
+        str(ext),
+    ] + ([str(Path(users).resolve())] if users else [])
 
 
 def ready(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a broker answers a CONNECT on ``port`` (any CONNACK, even a refusal, counts)."""
     if not port_open(port, host):
         return False
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamtrain-probe-{uuid.uuid4().hex[:8]}",
-                         protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamtrain-probe-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+    )
     answered = []
     # Any CONNACK means the broker is up; with authentication on, the probe's is a refusal.
     client.on_connect = lambda c, u, flags, reason, props: answered.append(reason)

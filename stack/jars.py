@@ -1,4 +1,5 @@
 """Broker jars from Maven Central: resolved once by Maven into ``<lib root>/<name>-<version>``."""
+
 from __future__ import annotations
 
 import shutil
@@ -26,9 +27,16 @@ def resolve(pom: str, version_prop: str, version: str, target: Path) -> Path:
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("resolving_jars", pom=pom, version=version, target=str(target))
-    cmd = [mvn, "-q", "-B", "-f", str(JAVA_DIR / pom), f"-D{version_prop}={version}",
-           "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
-           f"-DoutputDirectory={tmp}"]
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(JAVA_DIR / pom),
+        f"-D{version_prop}={version}",
+        "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
+        f"-DoutputDirectory={tmp}",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise StackError(f"Maven could not resolve {pom} ({version}):\n{res.stdout[-2000:]}{res.stderr[-2000:]}")

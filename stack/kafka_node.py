@@ -1,4 +1,5 @@
 """One Apache Kafka KRaft node on loopback: its properties, storage formatting, command line and probe."""
+
 from __future__ import annotations
 
 import base64
@@ -14,8 +15,9 @@ from streamtrain.stack.jars import JAVA_DIR
 from streamtrain.stack.processes import StackError, port_open
 
 
-def server_properties(node_id: int, port: int, cport: int, data: Path, voters: str, nodes: int,
-                      host: str = "127.0.0.1") -> dict[str, str]:
+def server_properties(
+    node_id: int, port: int, cport: int, data: Path, voters: str, nodes: int, host: str = "127.0.0.1"
+) -> dict[str, str]:
     """A combined broker and controller node with a PLAINTEXT client listener on ``host`` (controllers on
     loopback), one of ``nodes``
     whose controllers are ``voters``. With three or more nodes every topic (the internal ones and
@@ -67,17 +69,34 @@ def new_cluster_id() -> str:
 def format_storage(java: str, lib: Path, conf: Path, cluster_id: str, extra: Sequence[str] = ()) -> None:
     """Format the node's log dirs (once, before its first start)."""
     # "--cluster-id=" form: an id starting with "-" would otherwise be read as an option.
-    cmd = [java, "-cp", f"{lib}/*", "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-           "-c", str(conf), *extra]
+    cmd = [
+        java,
+        "-cp",
+        f"{lib}/*",
+        "kafka.tools.StorageTool",
+        "format",
+        f"--cluster-id={cluster_id}",
+        "-c",
+        str(conf),
+        *extra,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise StackError(f"formatting Kafka storage failed:\n{res.stdout}{res.stderr}")
 
 
 def command(java: str, lib: Path, conf: Path, heap: str = "1g") -> list[str]:
-    return [java, "-Xms128m" if heap.endswith("m") else "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC",
-            f"-Dlog4j.configuration=file:{JAVA_DIR / 'kafka-log4j.properties'}",
-            "-cp", f"{lib}/*", "kafka.Kafka", str(conf)]
+    return [
+        java,
+        "-Xms128m" if heap.endswith("m") else "-Xms256m",
+        f"-Xmx{heap}",
+        "-XX:+UseG1GC",
+        f"-Dlog4j.configuration=file:{JAVA_DIR / 'kafka-log4j.properties'}",
+        "-cp",
+        f"{lib}/*",
+        "kafka.Kafka",
+        str(conf),
+    ]
 
 
 def ready(port: int, security: dict, brokers: int = 1, host: str = "127.0.0.1") -> bool:
@@ -86,8 +105,9 @@ def ready(port: int, security: dict, brokers: int = 1, host: str = "127.0.0.1") 
     if not port_open(port, host):
         return False
     try:
-        md = AdminClient(client_config(f"{host}:{port}", **security, **{"socket.timeout.ms": 2000}))\
-            .list_topics(timeout=2)
+        md = AdminClient(client_config(f"{host}:{port}", **security, **{"socket.timeout.ms": 2000})).list_topics(
+            timeout=2
+        )
         if brokers > 1:
             return len(md.brokers) >= brokers
         return md.controller_id >= 0 or bool(md.brokers)

@@ -4,6 +4,7 @@ Jars come from Maven Central (resolved once by Maven, copied under ``<home>/lib`
 broker data and logs live under ``<home>`` too, so ``rm -rf .streamtrain`` resets everything.
 The pieces live beside this module: ``jars``, ``kafka_node``, ``hivemq``, ``security``, ``processes``.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -11,20 +12,42 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from streamtrain.stack import ingest_extension as extension
 from streamtrain import logs
 from streamtrain.kafka import client_config, ensure_topics
 from streamtrain.settings import CommonSettings, StackSettings
 from streamtrain.stack import hivemq, jars, kafka_node, security
+from streamtrain.stack import ingest_extension as extension
 from streamtrain.stack.hivemq import hivemq_config_xml
-from streamtrain.stack.processes import (Service, StackError, free_port, free_port_range, java, port_open, spawn, stop, stop_all,
-                                        wait_ready)
+from streamtrain.stack.processes import (
+    Service,
+    StackError,
+    free_port,
+    free_port_range,
+    java,
+    port_open,
+    spawn,
+    stop,
+    stop_all,
+    wait_ready,
+)
 from streamtrain.stack.security import ADMIN, BROKER_DN, SCRAM, StackSecrets
 from streamtrain.topics import pipeline_topics
 
 # Names other modules and tests import from here.
-__all__ = ["ADMIN", "BROKER_DN", "SCRAM", "LocalStack", "Service", "StackError", "free_port", "hivemq_config_xml",
-           "free_port_range", "port_open", "spawn", "stop"]
+__all__ = [
+    "ADMIN",
+    "BROKER_DN",
+    "SCRAM",
+    "LocalStack",
+    "Service",
+    "StackError",
+    "free_port",
+    "hivemq_config_xml",
+    "free_port_range",
+    "port_open",
+    "spawn",
+    "stop",
+]
 
 log = logs.get("stack")
 
@@ -45,8 +68,10 @@ class LocalStack:
         self.lib_root = (self.settings.jars or self.home / "lib").resolve()
         self.secrets = StackSecrets(self.home / "kafka", self.settings.bind_host)
         #: Node 1 keeps the single node's names (service ``kafka``, data in <home>/kafka/data).
-        self.kafka_nodes = [Service("kafka" if i == 1 else f"kafka-{i}", self.settings.kafka_port + i - 1, self.home)
-                            for i in range(1, self.settings.kafka_brokers + 1)]
+        self.kafka_nodes = [
+            Service("kafka" if i == 1 else f"kafka-{i}", self.settings.kafka_port + i - 1, self.home)
+            for i in range(1, self.settings.kafka_brokers + 1)
+        ]
         self.kafka = self.kafka_nodes[0]
         self.hivemq = Service("hivemq", self.settings.mqtt_port, self.home)
 
@@ -100,8 +125,9 @@ class LocalStack:
     def admin(self):
         return AdminClient(client_config(self.bootstrap, **self.client_security()))
 
-    def kafka_user(self, user: str, program: str, group: str | None = None,
-                   topics: CommonSettings | None = None) -> dict[str, str]:
+    def kafka_user(
+        self, user: str, program: str, group: str | None = None, topics: CommonSettings | None = None
+    ) -> dict[str, str]:
         """Create (or re-key) a SCRAM user holding exactly ``program``'s ACLs on the topics named by
         ``topics`` (default: this stack's settings); returns the user's client env."""
         if not self.scram:
@@ -125,8 +151,12 @@ class LocalStack:
     def ingest_properties(self) -> dict[str, str]:
         """streamtrain-ingest.properties of the HiveMQ extension: this stack's Kafka and topics."""
         s = self.settings
-        return {"kafka.bootstrap": self.bootstrap, "topic.raw": s.topic_raw, "topic.deadletter": s.topic_deadletter,
-                "metrics.port": str(s.ingest_metrics_port)}
+        return {
+            "kafka.bootstrap": self.bootstrap,
+            "topic.raw": s.topic_raw,
+            "topic.deadletter": s.topic_deadletter,
+            "metrics.port": str(s.ingest_metrics_port),
+        }
 
     # ---------------------------------------------------------------- processes
     def start_kafka(self) -> None:
@@ -142,8 +172,9 @@ class LocalStack:
             raise StackError(f"port {svc.port} is taken by another process; pick another with --kafka-port")
         lib, conf_dir, n = self.kafka_lib(), self.node_dir(node), len(self.kafka_nodes)
         cports = [self.controller_port + i for i in range(n)]
-        props = kafka_node.server_properties(node, svc.port, cports[node - 1], conf_dir / "data",
-                                             kafka_node.voters(cports), n, self.settings.bind_host)
+        props = kafka_node.server_properties(
+            node, svc.port, cports[node - 1], conf_dir / "data", kafka_node.voters(cports), n, self.settings.bind_host
+        )
         if self.scram:
             props.update(self.secrets.broker_props(svc.port, cports[node - 1]))
         conf = kafka_node.write_properties(conf_dir / "server.properties", props)
@@ -151,21 +182,26 @@ class LocalStack:
         formatted_auth, formatted_brokers = self.home / "kafka" / "auth", self.home / "kafka" / "brokers"
         recorded = int(formatted_brokers.read_text()) if formatted_brokers.exists() else 1
         if (self.home / "kafka" / "data" / "meta.properties").exists() and recorded != n:
-            raise StackError(f"the Kafka data under {self.home / 'kafka'} was made for {recorded} broker(s); stop "
-                             f"the stack and remove that folder to start it with {n}")
+            raise StackError(
+                f"the Kafka data under {self.home / 'kafka'} was made for {recorded} broker(s); stop "
+                f"the stack and remove that folder to start it with {n}"
+            )
         if not meta.exists():
             # Every node of a cluster is formatted with the same id, chosen by the first.
             id_file = self.home / "kafka" / "cluster-id"
             if not id_file.exists():
                 id_file.write_text(kafka_node.new_cluster_id())
             # With SCRAM the admin must exist before the first start: its credential goes into the metadata log.
-            kafka_node.format_storage(java(), lib, conf, id_file.read_text().strip(),
-                                      self.secrets.format_args() if self.scram else [])
+            kafka_node.format_storage(
+                java(), lib, conf, id_file.read_text().strip(), self.secrets.format_args() if self.scram else []
+            )
             formatted_auth.write_text(self.settings.kafka_auth)
             formatted_brokers.write_text(str(n))
         elif self.scram and (formatted_auth.read_text().strip() if formatted_auth.exists() else "none") != "scram":
-            raise StackError(f"the Kafka data under {meta.parent} was made without authentication, so it has no "
-                             f"admin user; stop the stack and remove {meta.parent} to start it with --kafka-auth scram")
+            raise StackError(
+                f"the Kafka data under {meta.parent} was made without authentication, so it has no "
+                f"admin user; stop the stack and remove {meta.parent} to start it with --kafka-auth scram"
+            )
         # Several nodes share two cores and the programs' memory: each gets a smaller heap.
         spawn(svc, kafka_node.command(java(), lib, conf, "1g" if n == 1 else "512m"), cwd=self.home)
 
@@ -173,9 +209,17 @@ class LocalStack:
         if self.hivemq.pid():
             return
         if port_open(self.settings.mqtt_port, self.settings.bind_host):
-            raise StackError(f"port {self.settings.mqtt_port} is taken by another process; pick another with --mqtt-port")
-        cmd = hivemq.command(java(), self.hivemq_lib(), self.home / "hivemq", self.settings.mqtt_port,
-                             self.settings.mqtt_users_file, self.settings.bind_host)
+            raise StackError(
+                f"port {self.settings.mqtt_port} is taken by another process; pick another with --mqtt-port"
+            )
+        cmd = hivemq.command(
+            java(),
+            self.hivemq_lib(),
+            self.home / "hivemq",
+            self.settings.mqtt_port,
+            self.settings.mqtt_users_file,
+            self.settings.bind_host,
+        )
         self.install_ingest()
         spawn(self.hivemq, cmd, cwd=self.home)
 
@@ -184,8 +228,9 @@ class LocalStack:
         return all(self.kafka_node_ready(i) for i in range(1, len(self.kafka_nodes) + 1))
 
     def kafka_node_ready(self, node: int) -> bool:
-        return kafka_node.ready(self.kafka_nodes[node - 1].port, self.client_security(), len(self.kafka_nodes),
-                                self.settings.bind_host)
+        return kafka_node.ready(
+            self.kafka_nodes[node - 1].port, self.client_security(), len(self.kafka_nodes), self.settings.bind_host
+        )
 
     def hivemq_ready(self) -> bool:
         return hivemq.ready(self.settings.mqtt_port, self.settings.bind_host)
@@ -215,17 +260,28 @@ class LocalStack:
         return self.status()
 
     def status(self) -> dict:
-        nodes = [{"node": i, "pid": svc.pid(), "port": svc.port, "ready": self.kafka_node_ready(i),
-                  "log": str(svc.log_file)} for i, svc in enumerate(self.kafka_nodes, start=1)]
+        nodes = [
+            {"node": i, "pid": svc.pid(), "port": svc.port, "ready": self.kafka_node_ready(i), "log": str(svc.log_file)}
+            for i, svc in enumerate(self.kafka_nodes, start=1)
+        ]
         return {
-            "kafka": {"pid": self.kafka.pid(), "bootstrap": self.bootstrap, "ready": all(n["ready"] for n in nodes),
-                      "log": str(self.kafka.log_file),
-                      **({"brokers": nodes} if len(nodes) > 1 else {}),
-                      **({"security": "SASL_SSL/" + SCRAM, "admin": self.client_env(ADMIN)} if self.scram else {})},
-            "hivemq": {"pid": self.hivemq.pid(), "mqtt": f"{self.settings.bind_host}:{self.settings.mqtt_port}",
-                       "ready": self.hivemq_ready(), "log": str(self.hivemq.log_file),
-                       "ingest": "extension" if (self.home / "hivemq" / "extensions" / "streamtrain-ingest").exists()
-                       else "bridge"},
+            "kafka": {
+                "pid": self.kafka.pid(),
+                "bootstrap": self.bootstrap,
+                "ready": all(n["ready"] for n in nodes),
+                "log": str(self.kafka.log_file),
+                **({"brokers": nodes} if len(nodes) > 1 else {}),
+                **({"security": "SASL_SSL/" + SCRAM, "admin": self.client_env(ADMIN)} if self.scram else {}),
+            },
+            "hivemq": {
+                "pid": self.hivemq.pid(),
+                "mqtt": f"{self.settings.bind_host}:{self.settings.mqtt_port}",
+                "ready": self.hivemq_ready(),
+                "log": str(self.hivemq.log_file),
+                "ingest": "extension"
+                if (self.home / "hivemq" / "extensions" / "streamtrain-ingest").exists()
+                else "bridge",
+            },
             "home": str(self.home),
         }
 

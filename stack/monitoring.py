@@ -3,6 +3,7 @@ alerting rules loaded: the same labels a Kubernetes ServiceMonitor gives the ser
 `app_kubernetes_io_instance`, ...), added here by relabelling, so the chart's dashboard and
 alerts work unchanged on a laptop.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,22 +36,30 @@ class Target:
     host: str = "127.0.0.1"
 
 
-def prometheus_config(targets: list[Target], rule_files: list[Path], namespace: str = "local",
-                      instance: str = "local", interval: str = "15s") -> dict:
+def prometheus_config(
+    targets: list[Target],
+    rule_files: list[Path],
+    namespace: str = "local",
+    instance: str = "local",
+    interval: str = "15s",
+) -> dict:
     """prometheus.yml: one scrape job over the programs' /metrics, relabelled like the chart's ServiceMonitor
     (targetLabels app.kubernetes.io/instance and part-of, podTargetLabels app.kubernetes.io/component)."""
-    static = [{"targets": [f"{t.host}:{t.port}"], "labels": {"app_kubernetes_io_component": t.component}}
-              for t in targets]
+    static = [
+        {"targets": [f"{t.host}:{t.port}"], "labels": {"app_kubernetes_io_component": t.component}} for t in targets
+    ]
     fixed = {"namespace": namespace, "app_kubernetes_io_instance": instance, "app_kubernetes_io_part_of": "streamtrain"}
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [{
-            "job_name": "streamtrain",
-            "metrics_path": "/metrics",
-            "static_configs": static,
-            "relabel_configs": [{"target_label": k, "replacement": v} for k, v in fixed.items()],
-        }],
+        "scrape_configs": [
+            {
+                "job_name": "streamtrain",
+                "metrics_path": "/metrics",
+                "static_configs": static,
+                "relabel_configs": [{"target_label": k, "replacement": v} for k, v in fixed.items()],
+            }
+        ],
     }
 
 
@@ -84,10 +93,19 @@ class LocalPrometheus:
         if port_open(self.service.port):
             raise StackError(f"port {self.service.port} is taken by another process; pick another Prometheus port")
         (self.dir / "port").write_text(str(self.service.port))
-        spawn(self.service, [prometheus_binary(), f"--config.file={config_file}",
-                             f"--storage.tsdb.path={self.dir / 'data'}", "--storage.tsdb.retention.time=2d",
-                             f"--web.listen-address=127.0.0.1:{self.service.port}", "--web.enable-lifecycle",
-                             "--log.format=json"], cwd=self.dir)
+        spawn(
+            self.service,
+            [
+                prometheus_binary(),
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                "--storage.tsdb.retention.time=2d",
+                f"--web.listen-address=127.0.0.1:{self.service.port}",
+                "--web.enable-lifecycle",
+                "--log.format=json",
+            ],
+            cwd=self.dir,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.ready():

@@ -1,4 +1,5 @@
 """Detached broker processes: a pid file and a log per service, start, readiness wait, stop."""
+
 from __future__ import annotations
 
 import os
@@ -97,8 +98,15 @@ def spawn(svc: Service, cmd: list[str], env: dict | None = None, cwd: Path | Non
     svc.log_file.parent.mkdir(parents=True, exist_ok=True)
     svc.pid_file.parent.mkdir(parents=True, exist_ok=True)
     with open(svc.log_file, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, **(env or {})}, cwd=cwd or svc.home)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=cwd or svc.home,
+        )
     svc.pid_file.write_text(str(proc.pid))
     log.info("process_started", service=svc.name, pid=proc.pid, port=svc.port, log=str(svc.log_file))
     return proc.pid

@@ -1,12 +1,13 @@
 """SASL/SCRAM over TLS for the local Kafka: secrets in 0600 files, a self-signed broker certificate,
 the broker properties that turn it on, client settings and per-program users with their ACLs."""
+
 from __future__ import annotations
 
 import secrets
 import shutil
 import subprocess
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
@@ -60,14 +61,48 @@ class StackSecrets:
             keytool = shutil.which("keytool") or str(Path(java()).resolve().parent / "keytool")
             store.unlink(missing_ok=True)
             san = ",".join(f"ip:{ip}" for ip in dict.fromkeys(("127.0.0.1", self.host))) + ",dns:localhost"
-            for cmd in ([keytool, "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
-                         "-dname", BROKER_DN, "-ext", f"SAN={san}", "-validity", "3650",
-                         "-storetype", "PKCS12", "-keystore", str(store), "-storepass", password],
-                        [keytool, "-exportcert", "-rfc", "-alias", "broker", "-keystore", str(store),
-                         "-storepass", password, "-file", str(self.ca_file)]):
+            for cmd in (
+                [
+                    keytool,
+                    "-genkeypair",
+                    "-alias",
+                    "broker",
+                    "-keyalg",
+                    "RSA",
+                    "-keysize",
+                    "2048",
+                    "-dname",
+                    BROKER_DN,
+                    "-ext",
+                    f"SAN={san}",
+                    "-validity",
+                    "3650",
+                    "-storetype",
+                    "PKCS12",
+                    "-keystore",
+                    str(store),
+                    "-storepass",
+                    password,
+                ],
+                [
+                    keytool,
+                    "-exportcert",
+                    "-rfc",
+                    "-alias",
+                    "broker",
+                    "-keystore",
+                    str(store),
+                    "-storepass",
+                    password,
+                    "-file",
+                    str(self.ca_file),
+                ],
+            ):
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode != 0:
-                    raise StackError(f"making the broker's TLS certificate failed ({cmd[1]}):\n{res.stdout}{res.stderr}")
+                    raise StackError(
+                        f"making the broker's TLS certificate failed ({cmd[1]}):\n{res.stdout}{res.stderr}"
+                    )
             store.chmod(0o600)
             log.info("tls_certificate_created", subject=BROKER_DN, ca=str(self.ca_file))
         return store, password
@@ -76,7 +111,9 @@ class StackSecrets:
         """Broker properties for SCRAM clients on ``port`` and certificate-authenticated controllers on ``cport``."""
         store, store_password = self.tls()
         admin = self.secret(ADMIN)
-        jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" password="{admin}";'
+        jaas = (
+            f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" password="{admin}";'
+        )
         return {
             "listeners": f"SASL_SSL://{self.host}:{port},CONTROLLER://127.0.0.1:{cport}",
             "advertised.listeners": f"SASL_SSL://{self.host}:{port}",
@@ -105,8 +142,13 @@ class StackSecrets:
 
     def security_fields(self, user: str) -> dict[str, str]:
         """``user``'s KafkaSecurity fields against this stack."""
-        return {"security_protocol": "SASL_SSL", "sasl_mechanism": SCRAM, "username": user,
-                "password_file": str(self.password_file(user)), "ca_file": str(self.ca_file)}
+        return {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": SCRAM,
+            "username": user,
+            "password_file": str(self.password_file(user)),
+            "ca_file": str(self.ca_file),
+        }
 
 
 def client_security(fields: dict[str, Any]) -> dict:
@@ -119,14 +161,16 @@ def client_env(fields: dict[str, str]) -> dict[str, str]:
     return {f"STREAMTRAIN_KAFKA_{k.upper()}": v for k, v in fields.items()}
 
 
-def create_user(admin, stack_secrets: StackSecrets, user: str, program: str, group: str | None,
-                topics: CommonSettings) -> None:
+def create_user(
+    admin, stack_secrets: StackSecrets, user: str, program: str, group: str | None, topics: CommonSettings
+) -> None:
     """Create (or re-key) a SCRAM user holding exactly ``program``'s ACLs on the topics named by ``topics``."""
     if user == ADMIN:
         raise StackError(f"{ADMIN!r} is the stack's super user; pick another name")
     password = stack_secrets.secret(user)
-    upsert = UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
-                                          password.encode())
+    upsert = UserScramCredentialUpsertion(
+        user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), password.encode()
+    )
     bindings = acl_bindings(program, user, topics, group)
     try:
         for fut in admin.alter_user_scram_credentials([upsert]).values():
@@ -135,5 +179,10 @@ def create_user(admin, stack_secrets: StackSecrets, user: str, program: str, gro
             fut.result()
     except KafkaException as exc:
         raise StackError(f"creating Kafka user {user!r} failed: {exc.args[0]}") from exc
-    log.info("kafka_user_ready", user=user, program=program, acls=len(bindings),
-             password_file=str(stack_secrets.password_file(user)))
+    log.info(
+        "kafka_user_ready",
+        user=user,
+        program=program,
+        acls=len(bindings),
+        password_file=str(stack_secrets.password_file(user)),
+    )

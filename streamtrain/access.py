@@ -6,6 +6,7 @@ the least privilege a program runs with is the same everywhere and is tested aga
 broker. A program's consumer group doubles as the prefix of its transactional ids
 (``<group>.<instance>``) and of its helper groups (``<group>-restore``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,8 +53,10 @@ _READER = [Grant("group", READER_GROUP, "prefix", ("Describe",))]
 
 def _group(group: str) -> list[Grant]:
     # Prefix: the group itself, its helper groups and its transactional ids share the name.
-    return [Grant("group", group, "prefix", ("Read", "Describe")),
-            Grant("transactionalId", group, "prefix", ("Write", "Describe"))]
+    return [
+        Grant("group", group, "prefix", ("Read", "Describe")),
+        Grant("transactionalId", group, "prefix", ("Write", "Describe")),
+    ]
 
 
 def ksqldb_grants(s: CommonSettings, service_id: str, windows: bool = True) -> list[Grant]:
@@ -69,9 +72,13 @@ def ksqldb_grants(s: CommonSettings, service_id: str, windows: bool = True) -> l
     out = [Grant("cluster", operations=("DescribeConfigs",)), *_read(s.topic_raw), *_write(s.topic_features)]
     if windows:  # the windows table is computed from the features stream
         out += [*_read(s.topic_features), *_write(s.topic_windows)]
-    return [*out, Grant("topic", internal, "prefix", ("All",)), Grant("group", internal, "prefix", ("All",)),
-            Grant("transactionalId", internal, "prefix", ("Write", "Describe")),
-            Grant("topic", f"{service_id}ksql_processing_log", operations=("All",))]
+    return [
+        *out,
+        Grant("topic", internal, "prefix", ("All",)),
+        Grant("group", internal, "prefix", ("All",)),
+        Grant("transactionalId", internal, "prefix", ("Write", "Describe")),
+        Grant("topic", f"{service_id}ksql_processing_log", operations=("All",)),
+    ]
 
 
 def grants(program: str, s: CommonSettings, group: str | None = None, windows: bool = True) -> list[Grant]:
@@ -97,16 +104,28 @@ def _needs(program: str, s: CommonSettings, group: str | None, windows: bool) ->
         return [*_write(s.topic_raw, s.topic_deadletter), *produce]
     if program == "preprocess":
         # Reads back its own committed features to rebuild the readings it has seen (dedup).
-        return [*_read(s.topic_raw, s.topic_features),
-                *_write(s.topic_features, s.topic_windows, s.topic_sequences, s.topic_deadletter),
-                *_group(group), *produce]
+        return [
+            *_read(s.topic_raw, s.topic_features),
+            *_write(s.topic_features, s.topic_windows, s.topic_sequences, s.topic_deadletter),
+            *_group(group),
+            *produce,
+        ]
     if program == "train":
         # Reads the models topic for the parent version; produces model versions.
-        return [*_read(s.topic_features, s.topic_windows, s.topic_sequences, s.topic_models),
-                *_write(s.topic_models), *_READER, *produce]
+        return [
+            *_read(s.topic_features, s.topic_windows, s.topic_sequences, s.topic_models),
+            *_write(s.topic_models),
+            *_READER,
+            *produce,
+        ]
     if program in ("score", "score-streams"):
-        return [*_read(s.topic_features, s.topic_sequences, s.topic_models),
-                *_write(s.topic_scores, s.topic_deadletter), *_group(group), *_READER, *produce]
+        return [
+            *_read(s.topic_features, s.topic_sequences, s.topic_models),
+            *_write(s.topic_scores, s.topic_deadletter),
+            *_group(group),
+            *_READER,
+            *produce,
+        ]
     # evaluate: reads scores and the model versions they name, writes nothing.
     return [*_read(s.topic_scores, s.topic_models), *_READER]
 
@@ -115,25 +134,47 @@ def strimzi_acls(program: str, s: CommonSettings, group: str | None = None, wind
     """The ``spec.authorization.acls`` of a Strimzi ``KafkaUser`` for ``program``."""
     out = []
     for g in grants(program, s, group, windows):
-        resource = {"type": g.resource} if g.resource == "cluster" else \
-            {"type": g.resource, "name": g.name, "patternType": g.pattern}
+        resource = (
+            {"type": g.resource}
+            if g.resource == "cluster"
+            else {"type": g.resource, "name": g.name, "patternType": g.pattern}
+        )
         out.append({"resource": resource, "operations": list(g.operations), "host": "*"})
     return out
 
 
-def acl_bindings(program: str, principal: str, s: CommonSettings, group: str | None = None,
-                 windows: bool = True) -> list:
+def acl_bindings(
+    program: str, principal: str, s: CommonSettings, group: str | None = None, windows: bool = True
+) -> list:
     """confluent-kafka ``AclBinding``s for ``User:<principal>`` (the local stack's authorizer)."""
-    kinds = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
-             "transactionalId": ResourceType.TRANSACTIONAL_ID, "cluster": ResourceType.BROKER}
+    kinds = {
+        "topic": ResourceType.TOPIC,
+        "group": ResourceType.GROUP,
+        "transactionalId": ResourceType.TRANSACTIONAL_ID,
+        "cluster": ResourceType.BROKER,
+    }
     patterns = {"literal": ResourcePatternType.LITERAL, "prefix": ResourcePatternType.PREFIXED}
-    ops = {"Read": AclOperation.READ, "Write": AclOperation.WRITE, "Describe": AclOperation.DESCRIBE,
-           "IdempotentWrite": AclOperation.IDEMPOTENT_WRITE, "DescribeConfigs": AclOperation.DESCRIBE_CONFIGS,
-           "All": AclOperation.ALL}
+    ops = {
+        "Read": AclOperation.READ,
+        "Write": AclOperation.WRITE,
+        "Describe": AclOperation.DESCRIBE,
+        "IdempotentWrite": AclOperation.IDEMPOTENT_WRITE,
+        "DescribeConfigs": AclOperation.DESCRIBE_CONFIGS,
+        "All": AclOperation.ALL,
+    }
     out = []
     for g in grants(program, s, group, windows):
         name = "kafka-cluster" if g.resource == "cluster" else g.name
         for op in g.operations:
-            out.append(AclBinding(kinds[g.resource], name, patterns[g.pattern], f"User:{principal}", "*",
-                                  ops[op], AclPermissionType.ALLOW))
+            out.append(
+                AclBinding(
+                    kinds[g.resource],
+                    name,
+                    patterns[g.pattern],
+                    f"User:{principal}",
+                    "*",
+                    ops[op],
+                    AclPermissionType.ALLOW,
+                )
+            )
     return out

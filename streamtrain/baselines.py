@@ -22,6 +22,7 @@ In the version's metadata (JSON, additive to the codec's required fields)::
 not know baselines still gets a fleet-wide model; the ``requires`` list names what a reader
 must implement to score the version as trained.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,21 +38,29 @@ BASELINE_KINDS = ("device", "warmup", "fallback", "global")
 class DeviceBaselines:
     warmup_records: int
     index: dict[str, int]
-    mean: np.ndarray        # [devices, features]
-    std: np.ndarray         # [devices, features]
-    threshold: np.ndarray   # [devices]
-    records: np.ndarray     # [devices]
-    seen: dict[str, int]    # devices with too little history: their training records
+    mean: np.ndarray  # [devices, features]
+    std: np.ndarray  # [devices, features]
+    threshold: np.ndarray  # [devices]
+    records: np.ndarray  # [devices]
+    seen: dict[str, int]  # devices with too little history: their training records
 
     def as_metadata(self, digits: int = 7) -> dict:
         ids = sorted(self.index, key=self.index.__getitem__)
 
         def r(v):
             return float(f"{float(v):.{digits}g}")
-        return {"scope": "device", "key": "device_id", "warmup_records": int(self.warmup_records), "devices": ids,
-                "mean": [[r(v) for v in row] for row in self.mean], "std": [[r(v) for v in row] for row in self.std],
-                "threshold": [r(v) for v in self.threshold], "records": [int(v) for v in self.records],
-                "seen": {k: int(v) for k, v in sorted(self.seen.items())}}
+
+        return {
+            "scope": "device",
+            "key": "device_id",
+            "warmup_records": int(self.warmup_records),
+            "devices": ids,
+            "mean": [[r(v) for v in row] for row in self.mean],
+            "std": [[r(v) for v in row] for row in self.std],
+            "threshold": [r(v) for v in self.threshold],
+            "records": [int(v) for v in self.records],
+            "seen": {k: int(v) for k, v in sorted(self.seen.items())},
+        }
 
     @classmethod
     def from_metadata(cls, meta: dict, n_features: int) -> "DeviceBaselines | None":

@@ -7,6 +7,7 @@ telemetry). Only hashes are stored; passwords come from the operator (stdin, fil
 A device side file (``streamtrain simulate --credentials``) holds ``device_id:password`` lines:
 the passwords themselves, so it is written 0600 and never printed.
 """
+
 from __future__ import annotations
 
 import base64

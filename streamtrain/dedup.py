@@ -9,6 +9,7 @@ it. Per device this keeps, for the seqs within ``window`` of the highest one, a 
 reading; a seq older than that is ``too_old`` (it cannot be told apart from a repeat, so it is
 dead-lettered too).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@ values (tests/test_exitcodes.py holds them together and provokes each with a rea
 An orchestrator reads them: CONFIG will fail again until someone changes the input, so a
 restart loop is pointless; NO_MODEL, MODEL_WATCHER and KAFKA may pass on a restart.
 """
+
 from __future__ import annotations
 
 #: Done, or stopped cleanly by SIGTERM / SIGINT.

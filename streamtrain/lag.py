@@ -7,6 +7,7 @@ over time (interpolated between the two samples around its offset, like kafka-la
 Event time plays no part, so replayed old readings do not count as lag. Both are 0 when the
 consumer is caught up; a consumer that has just started with a backlog counts from its start.
 """
+
 from __future__ import annotations
 
 import collections
@@ -23,16 +24,23 @@ class ConsumerLag:
     """Call ``update(consumer)`` after each batch's work is done (it rate-limits itself) and
     ``forget(partitions)`` when partitions are revoked or lost."""
 
-    def __init__(self, registry: CollectorRegistry, group: str, interval_s: float = 0.5,
-                 refresh_s: float = 10.0) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, group: str, interval_s: float = 0.5, refresh_s: float = 10.0
+    ) -> None:
         self.group = group
         self.interval_s, self.refresh_s = interval_s, refresh_s
-        self.records = Gauge("streamtrain_consumer_lag_records",
-                             "Records in the partition not yet processed by this consumer group member",
-                             ["group", "topic", "partition"], registry=registry)
-        self.seconds = Gauge("streamtrain_consumer_lag_seconds",
-                             "Processing time since the oldest unprocessed record was first seen (0 = caught up)",
-                             ["group", "topic", "partition"], registry=registry)
+        self.records = Gauge(
+            "streamtrain_consumer_lag_records",
+            "Records in the partition not yet processed by this consumer group member",
+            ["group", "topic", "partition"],
+            registry=registry,
+        )
+        self.seconds = Gauge(
+            "streamtrain_consumer_lag_seconds",
+            "Processing time since the oldest unprocessed record was first seen (0 = caught up)",
+            ["group", "topic", "partition"],
+            registry=registry,
+        )
         self._samples: dict[tuple[str, int], collections.deque] = {}
         self._last = self._last_refresh = float("-inf")
 

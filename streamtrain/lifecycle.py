@@ -1,4 +1,5 @@
 """Graceful stop on SIGTERM / SIGINT shared by every long-running program."""
+
 from __future__ import annotations
 
 import signal

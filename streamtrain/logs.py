@@ -1,4 +1,5 @@
 """Structured logging: one line per event, JSON by default."""
+
 from __future__ import annotations
 
 import logging
@@ -9,11 +10,7 @@ import structlog
 
 def configure(level: str = "INFO", fmt: str = "json") -> None:
     """Configure structlog and stdlib logging to emit one structured line per event on stderr."""
-    renderer = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s", force=True)
     structlog.configure(
         processors=[

@@ -1,4 +1,5 @@
 """Prometheus metrics and health endpoints on one small HTTP server per program."""
+
 from __future__ import annotations
 
 import threading
@@ -32,8 +33,9 @@ class ReadyCollector(Collector):
         return [GaugeMetricFamily(READY, "1 when the program is ready (/readyz answers 200), else 0")]
 
     def collect(self):
-        yield GaugeMetricFamily(READY, "1 when the program is ready (/readyz answers 200), else 0",
-                                value=1.0 if self.ready() else 0.0)
+        yield GaugeMetricFamily(
+            READY, "1 when the program is ready (/readyz answers 200), else 0", value=1.0 if self.ready() else 0.0
+        )
 
 
 class BatchHistogram(Collector):
@@ -65,15 +67,20 @@ class BatchHistogram(Collector):
     def collect(self):
         with self._lock:
             cumulative, total = np.cumsum(self.counts).tolist(), self.sum
-        yield HistogramMetricFamily(self.name, self.documentation, sum_value=total,
-                                    buckets=[(floatToGoString(le), c) for le, c in zip(self.upper, cumulative)])
+        yield HistogramMetricFamily(
+            self.name,
+            self.documentation,
+            sum_value=total,
+            buckets=[(floatToGoString(le), c) for le, c in zip(self.upper, cumulative)],
+        )
 
 
 class MetricsServer:
     """Serves /metrics (Prometheus text, with ``streamtrain_ready``), /healthz (alive) and /readyz (ready() is True)."""
 
-    def __init__(self, registry: CollectorRegistry, port: int, ready: Callable[[], bool] = lambda: True,
-                 host: str = "0.0.0.0") -> None:
+    def __init__(
+        self, registry: CollectorRegistry, port: int, ready: Callable[[], bool] = lambda: True, host: str = "0.0.0.0"
+    ) -> None:
         self.registry = registry
         self.ready = ready
         registry.register(ReadyCollector(ready))

@@ -8,6 +8,7 @@ score is the reconstruction error of the newest reading). Optional k-of-m smooth
 only) flags a reading when at least k of the device's last m readings exceed the threshold;
 the window carries those m readings, so the scorer stays stateless.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,6 +32,7 @@ SUPPORTED = {"device_baselines", "sequences", "smoothing"}
 def _keras():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # noqa: PLC0415 - TensorFlow loads only in programs that need it
+
     return keras
 
 
@@ -62,8 +64,14 @@ class BadInput(ValueError):
 class Assessment:
     """Scores of one batch: score, threshold and decision per row, and which baseline applied."""
 
-    def __init__(self, scores: np.ndarray, thresholds: np.ndarray, flags: np.ndarray, baselines: list[str],
-                 baseline_records: list[int] | None) -> None:
+    def __init__(
+        self,
+        scores: np.ndarray,
+        thresholds: np.ndarray,
+        flags: np.ndarray,
+        baselines: list[str],
+        baseline_records: list[int] | None,
+    ) -> None:
         self.scores, self.thresholds, self.flags = scores, thresholds, flags
         self.baselines, self.baseline_records = baselines, baseline_records
 
@@ -125,8 +133,11 @@ class LoadedModel:
             raise ModelRejected("bad_metadata", "normalization must be an object with mean and std")
         for key in ("mean", "std"):
             vals = norm.get(key)
-            if not isinstance(vals, list) or len(vals) != len(names) or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in vals):
+            if (
+                not isinstance(vals, list)
+                or len(vals) != len(names)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in vals)
+            ):
                 raise ModelRejected("bad_metadata", f"normalization.{key} must have {len(names)} finite numbers")
         unknown = set(meta.get("requires") or []) - SUPPORTED
         if unknown:

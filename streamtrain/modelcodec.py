@@ -16,6 +16,7 @@ reader that sees it has every chunk before it (one partition keeps order). Compa
 the newest record per key, so every version stays complete on the topic. Readers verify size
 and checksum before a version is handed on; anything else is a ``ModelRejected`` with a reason.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,7 +59,7 @@ class ModelVersion:
 
 
 def _split(data: bytes) -> list[bytes]:
-    return [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+    return [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
 
 
 def encode(artefact: bytes, metadata: dict, attachments: dict[str, bytes] | None = None) -> list[tuple[bytes, bytes]]:
@@ -81,16 +82,26 @@ def encode(artefact: bytes, metadata: dict, attachments: dict[str, bytes] | None
             if not ATTACHMENT_NAME.match(name):
                 raise ValueError(f"attachment name {name!r} must match {ATTACHMENT_NAME.pattern}")
             part = _split(data)
-            manifest["attachments"][name] = {"first_chunk": len(chunks), "chunks": len(part), "size": len(data),
-                                             "sha256": hashlib.sha256(data).hexdigest()}
+            manifest["attachments"][name] = {
+                "first_chunk": len(chunks),
+                "chunks": len(part),
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
             chunks.extend(part)
     records = [(f"model/{version}/chunk/{i}".encode(), c) for i, c in enumerate(chunks)]
     records.append((f"model/{version}/manifest".encode(), json.dumps(manifest).encode()))
     return records
 
 
-def publish_model(producer, topic: str, artefact: bytes, metadata: dict, timeout: float = 60.0,
-                  attachments: dict[str, bytes] | None = None) -> None:
+def publish_model(
+    producer,
+    topic: str,
+    artefact: bytes,
+    metadata: dict,
+    timeout: float = 60.0,
+    attachments: dict[str, bytes] | None = None,
+) -> None:
     """Write one version to the models topic and wait until Kafka has all of it."""
     errors: list[str] = []
 
@@ -108,8 +119,9 @@ def publish_model(producer, topic: str, artefact: bytes, metadata: dict, timeout
         producer.poll(0)
     remaining = producer.flush(timeout)
     if remaining or errors:
-        raise RuntimeError(f"model v{metadata.get('version')} not fully published: "
-                           f"{remaining} undelivered, errors {errors[:3]}")
+        raise RuntimeError(
+            f"model v{metadata.get('version')} not fully published: {remaining} undelivered, errors {errors[:3]}"
+        )
 
 
 class ModelAssembler:
@@ -148,8 +160,9 @@ class ModelAssembler:
             # OverflowError: "size": Infinity would otherwise escape and stop the model watcher.
             raise ModelRejected("bad_metadata", f"v{version}: {str(exc)[:200]}") from None
         if manifest.get("codec") != FORMAT_VERSION:
-            raise ModelRejected("incompatible", f"v{version}: codec {str(manifest.get('codec'))[:40]!r}, "
-                                                f"expected {FORMAT_VERSION}")
+            raise ModelRejected(
+                "incompatible", f"v{version}: codec {str(manifest.get('codec'))[:40]!r}, expected {FORMAT_VERSION}"
+            )
         # Checked before anything loops over them: a manifest claiming 10^9 chunks must not stall the reader.
         if not 0 <= size <= MAX_ARTEFACT_BYTES:
             raise ModelRejected("too_large" if size > 0 else "bad_metadata", f"v{version}: size {size}")
@@ -182,7 +195,9 @@ def _attachments(version: int, manifest: dict, parts: dict[int, bytes], artefact
             first, count = int(info["first_chunk"]), int(info["chunks"])
             size, digest = int(info["size"]), str(info["sha256"])
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise ModelRejected("bad_metadata", f"v{version}: attachment {str(name)[:40]!r}: {str(exc)[:200]}") from None
+            raise ModelRejected(
+                "bad_metadata", f"v{version}: attachment {str(name)[:40]!r}: {str(exc)[:200]}"
+            ) from None
         if first < artefact_chunks or count < 1:
             raise ModelRejected("bad_metadata", f"v{version}: attachment {name!r} overlaps the artefact's chunks")
         # As for the artefact: bounds first, so a claim of 10^9 chunks cannot stall the reader.
@@ -193,7 +208,9 @@ def _attachments(version: int, manifest: dict, parts: dict[int, bytes], artefact
             raise ModelRejected("truncated", f"v{version}: attachment {name!r} chunks {missing[:5]} missing")
         data = b"".join(parts[i] for i in range(first, first + count))
         if len(data) != size:
-            raise ModelRejected("truncated", f"v{version}: attachment {name!r} has {len(data)} bytes, manifest says {size}")
+            raise ModelRejected(
+                "truncated", f"v{version}: attachment {name!r} has {len(data)} bytes, manifest says {size}"
+            )
         if hashlib.sha256(data).hexdigest() != digest:
             raise ModelRejected("checksum", f"v{version}: attachment {name!r} sha256 mismatch")
         out[name] = data
@@ -202,8 +219,17 @@ def _attachments(version: int, manifest: dict, parts: dict[int, bytes], artefact
 
 def read_versions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[ModelVersion]:
     """Every complete, valid version on the topic, in topic order (bad ones are skipped)."""
-    c = Consumer(client_config(bootstrap, **{"group.id": f"{READER_GROUP}.models", "enable.auto.commit": False,
-                  "auto.offset.reset": "earliest", "fetch.message.max.bytes": 4 * 1024 * 1024}))
+    c = Consumer(
+        client_config(
+            bootstrap,
+            **{
+                "group.id": f"{READER_GROUP}.models",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.message.max.bytes": 4 * 1024 * 1024,
+            },
+        )
+    )
     try:
         _, end = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=timeout)
         if end == 0:
@@ -228,4 +254,3 @@ def read_versions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Mod
         return out
     finally:
         c.close()
-

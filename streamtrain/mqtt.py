@@ -4,6 +4,7 @@ QoS 1 publishing stalls under load when nothing bounds the messages awaiting PUB
 ``AsyncPublisher`` puts an asyncio semaphore in front of paho: at most ``max_inflight``
 messages per connection are unacknowledged, and ``publish`` waits (back-pressure) otherwise.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,14 +13,24 @@ import time
 import uuid
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 
-def make_client(client_id: str | None = None, *, manual_ack: bool = False, protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5,
-                username: str | None = None, password: str | None = None) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"st-{uuid.uuid4().hex[:12]}",
-                         protocol=protocol, manual_ack=manual_ack)
+def make_client(
+    client_id: str | None = None,
+    *,
+    manual_ack: bool = False,
+    protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5,
+    username: str | None = None,
+    password: str | None = None,
+) -> mqtt.Client:
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id or f"st-{uuid.uuid4().hex[:12]}",
+        protocol=protocol,
+        manual_ack=manual_ack,
+    )
     if username is not None:
         client.username_pw_set(username, password)
     return client
@@ -61,8 +72,17 @@ class AsyncPublisher:
     the event loop (``loop_read`` / ``loop_write`` on readiness) keeps everything on one thread.
     """
 
-    def __init__(self, host: str, port: int, *, client_id: str | None = None, max_inflight: int = 500,
-                 qos: int = 1, username: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        client_id: str | None = None,
+        max_inflight: int = 500,
+        qos: int = 1,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.host, self.port, self.qos = host, port, qos
         self.max_inflight = max_inflight
         # MQTT 3.1.1 for devices: a v5 PUBACK costs paho a Properties and a ReasonCode object each.
@@ -151,7 +171,9 @@ class AsyncPublisher:
             if self.refused_reason or time.monotonic() > deadline:
                 await self.close()  # no reconnect attempts in the background after a refusal
                 if self.refused_reason:
-                    raise MqttError(f"MQTT broker {self.host}:{self.port} refused the connection: {self.refused_reason}")
+                    raise MqttError(
+                        f"MQTT broker {self.host}:{self.port} refused the connection: {self.refused_reason}"
+                    )
                 raise MqttError(f"could not connect to MQTT broker {self.host}:{self.port} within {timeout:.0f}s")
             await asyncio.sleep(0.01)
 

@@ -7,17 +7,23 @@ same order as numpy/Keras, so scores agree to float32 rounding. Built from the K
 weights with the ``onnx`` helpers; architectures other than a chain of Dense layers are
 not exported (``NotExportable``), and the version then travels without an ONNX attachment.
 """
+
 from __future__ import annotations
 
-import numpy as np
 from collections.abc import Callable
+
+import numpy as np
 
 ONNX_ATTACHMENT = "onnx"
 OPSET = 17
 INPUT, OUTPUT = "features", "score"
 _ACTIVATIONS = {"linear": None, "tanh": "Tanh", "relu": "Relu", "sigmoid": "Sigmoid"}
-_NUMPY: dict[str, Callable[[np.ndarray], np.ndarray]] = {"linear": lambda a: a, "tanh": np.tanh, "relu": lambda a: np.maximum(a, 0),
-          "sigmoid": lambda a: 1 / (1 + np.exp(-a))}
+_NUMPY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "linear": lambda a: a,
+    "tanh": np.tanh,
+    "relu": lambda a: np.maximum(a, 0),
+    "sigmoid": lambda a: 1 / (1 + np.exp(-a)),
+}
 
 
 class NotExportable(Exception):
@@ -61,27 +67,36 @@ def export_scoring_graph(keras_model, mean, std, check_rows: np.ndarray | None =
         _check_against_keras(keras_model, layers, mean, std, check_rows)
 
     inits = [numpy_helper.from_array(mean, "mean"), numpy_helper.from_array(std, "std")]
-    nodes = [helper.make_node("Sub", [INPUT, "mean"], ["centred"]),
-             helper.make_node("Div", ["centred", "std"], ["normalized"])]
+    nodes = [
+        helper.make_node("Sub", [INPUT, "mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "std"], ["normalized"]),
+    ]
     h = "normalized"
     for i, (kernel, bias, act) in enumerate(layers):
         inits += [numpy_helper.from_array(kernel, f"kernel_{i}"), numpy_helper.from_array(bias, f"bias_{i}")]
-        nodes += [helper.make_node("MatMul", [h, f"kernel_{i}"], [f"matmul_{i}"]),
-                  helper.make_node("Add", [f"matmul_{i}", f"bias_{i}"], [f"dense_{i}"])]
+        nodes += [
+            helper.make_node("MatMul", [h, f"kernel_{i}"], [f"matmul_{i}"]),
+            helper.make_node("Add", [f"matmul_{i}", f"bias_{i}"], [f"dense_{i}"]),
+        ]
         h = f"dense_{i}"
         if _ACTIVATIONS[act]:
             nodes.append(helper.make_node(_ACTIVATIONS[act], [h], [f"act_{i}"]))
             h = f"act_{i}"
-    nodes += [helper.make_node("Sub", ["normalized", h], ["residual"]),
-              helper.make_node("Mul", ["residual", "residual"], ["squared"]),
-              helper.make_node("ReduceMean", ["squared"], [OUTPUT], axes=[1], keepdims=0)]
+    nodes += [
+        helper.make_node("Sub", ["normalized", h], ["residual"]),
+        helper.make_node("Mul", ["residual", "residual"], ["squared"]),
+        helper.make_node("ReduceMean", ["squared"], [OUTPUT], axes=[1], keepdims=0),
+    ]
     graph = helper.make_graph(
-        nodes, "streamtrain_score",
+        nodes,
+        "streamtrain_score",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["rows", n])],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["rows"])],
-        initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="streamtrain", ir_version=8)
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="streamtrain", ir_version=8
+    )
     onnx.checker.check_model(model)
     return model.SerializeToString()
 

@@ -1,4 +1,5 @@
 """Detection quality of scores against ground-truth labels: precision, recall, F1, alarm rates."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -50,10 +51,19 @@ class Quality:
         return self.fn / (self.fn + self.tp) if self.fn + self.tp else 0.0
 
     def as_dict(self) -> dict:
-        return {"records": self.records, "anomalies": self.tp + self.fn, "tp": self.tp, "fp": self.fp,
-                "fn": self.fn, "tn": self.tn, "precision": round(self.precision, 4), "recall": round(self.recall, 4),
-                "f1": round(self.f1, 4), "false_alarm_rate": round(self.false_alarm_rate, 4),
-                "missed_alarm_rate": round(self.missed_alarm_rate, 4)}
+        return {
+            "records": self.records,
+            "anomalies": self.tp + self.fn,
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "tn": self.tn,
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+            "f1": round(self.f1, 4),
+            "false_alarm_rate": round(self.false_alarm_rate, 4),
+            "missed_alarm_rate": round(self.missed_alarm_rate, 4),
+        }
 
 
 @dataclass
@@ -63,7 +73,7 @@ class Evaluation:
     by_device: dict[str, Quality]
     unlabelled: int
     duplicates: int
-    by_baseline: dict[str, Quality] = field(default_factory=dict)     # device / warmup / fallback / global
+    by_baseline: dict[str, Quality] = field(default_factory=dict)  # device / warmup / fallback / global
     by_device_type: dict[str, Quality] = field(default_factory=dict)
 
 
@@ -92,8 +102,9 @@ def evaluate(scores: list[dict], skip_warmup: bool = True) -> Evaluation:
         by_baseline[s.get("baseline") or "global"].add(predicted, actual)
         if s.get("device_type") is not None:
             by_type[s["device_type"]].add(predicted, actual)
-    return Evaluation(overall, dict(by_version), dict(by_device), unlabelled, duplicates, dict(by_baseline),
-                      dict(by_type))
+    return Evaluation(
+        overall, dict(by_version), dict(by_device), unlabelled, duplicates, dict(by_baseline), dict(by_type)
+    )
 
 
 COLUMNS = ("records", "anomalies", "precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate")
@@ -141,6 +152,8 @@ def format_health(health: dict[int, dict]) -> str:
         elif h.get("status") == "ok":
             lines.append(f"v{v} training: ok (error {h.get('error_ratio')} x a constant predictor's)")
         else:
-            lines.append(f"v{v} training: WARNING {h.get('status')}: " + "; ".join(h.get("problems") or
-                                                                                 ["no health in its manifest"]))
+            lines.append(
+                f"v{v} training: WARNING {h.get('status')}: "
+                + "; ".join(h.get("problems") or ["no health in its manifest"])
+            )
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 The same names work on a laptop (env vars or CLI flags) and in a Pod (env from the
 operator). Program-specific classes extend ``CommonSettings``.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,12 @@ def load(cls: type[S], **values) -> S:
         return cls(**values)
     except ValidationError as exc:
         problems = [f"{'.'.join(map(str, e['loc'])) or cls.__name__}: {e['msg']}" for e in exc.errors()]
-        logs.get("settings").error("settings_invalid", settings=cls.__name__, problems=problems,
-                                   fix="set the option or its STREAMTRAIN_ variable to a valid value")
+        logs.get("settings").error(
+            "settings_invalid",
+            settings=cls.__name__,
+            problems=problems,
+            fix="set the option or its STREAMTRAIN_ variable to a valid value",
+        )
         raise SystemExit(exitcodes.CONFIG) from None
 
 
@@ -52,8 +57,10 @@ class CommonSettings(BaseSettings):
     topic_deadletter: str = Field("streamtrain.deadletter", description="Rejected input with the reason in headers")
     topic_features: str = Field("streamtrain.telemetry.features", description="Preprocessed feature records")
     topic_windows: str = Field("streamtrain.telemetry.windows", description="Per-device tumbling-window aggregates")
-    topic_sequences: str = Field("streamtrain.telemetry.sequences",
-                                 description="Per-device windows of the last N feature records (windowed models)")
+    topic_sequences: str = Field(
+        "streamtrain.telemetry.sequences",
+        description="Per-device windows of the last N feature records (windowed models)",
+    )
     topic_models: str = Field("streamtrain.models", description="Compacted topic carrying model versions")
     topic_scores: str = Field("streamtrain.scores", description="Anomaly scores, one per feature record")
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR")
@@ -66,29 +73,52 @@ class StackSettings(CommonSettings):
 
     home: Path = Field(Path(".streamtrain"), description="Project-local directory for jars, broker data and logs")
     jars: Path | None = Field(None, description="Where resolved broker jars are cached; default <home>/lib")
-    bind_host: str = Field("127.0.0.1", description=(
-        "Address the brokers listen on and advertise (Kafka's controllers stay on 127.0.0.1): 127.0.0.1 "
-        "serves this machine only; a bridge's address serves containers on it too (a test node's Pods)"))
+    bind_host: str = Field(
+        "127.0.0.1",
+        description=(
+            "Address the brokers listen on and advertise (Kafka's controllers stay on 127.0.0.1): 127.0.0.1 "
+            "serves this machine only; a bridge's address serves containers on it too (a test node's Pods)"
+        ),
+    )
     kafka_port: int = Field(9092, description="Kafka client listener port on bind_host")
-    kafka_controller_port: int = Field(0, description=(
-        "KRaft controller port (of the first node); 0 means kafka_port + the number of brokers"))
-    kafka_brokers: int = Field(1, ge=1, le=9, description=(
-        "Kafka nodes (combined broker and controller, a quorum of all of them) on ports kafka_port, "
-        "kafka_port+1, ...; with 3 or more, topics get 3 replicas and min.insync.replicas=2. "
-        "Chosen when the Kafka data is first made"))
+    kafka_controller_port: int = Field(
+        0, description=("KRaft controller port (of the first node); 0 means kafka_port + the number of brokers")
+    )
+    kafka_brokers: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description=(
+            "Kafka nodes (combined broker and controller, a quorum of all of them) on ports kafka_port, "
+            "kafka_port+1, ...; with 3 or more, topics get 3 replicas and min.insync.replicas=2. "
+            "Chosen when the Kafka data is first made"
+        ),
+    )
     kafka_version: str = Field("3.9.1", description="Apache Kafka version resolved from Maven Central")
     hivemq_version: str = Field("2025.5", description="HiveMQ CE embedded version resolved from Maven Central")
     partitions: int = Field(6, description="Partitions of the raw, features and scores topics")
     retention_hours: int = Field(72, description="Retention of the stream topics")
     ready_timeout_s: float = Field(120.0, description="How long `stack up` waits for both brokers to be ready")
-    kafka_auth: Literal["none", "scram"] = Field("none", description=(
-        "none: a PLAINTEXT listener; scram: SASL/SCRAM-SHA-512 over TLS (a self-signed certificate made "
-        "on first start), ACLs enforced, an admin user; add program users with `stack kafka-user`"))
-    ingest: Literal["bridge", "extension"] = Field("bridge", description=(
-        "bridge: HiveMQ as it is, `streamtrain bridge` moves telemetry to Kafka; extension: StreamTrain's HiveMQ "
-        "extension (bridge/hivemq-extension, built with Maven) validates and writes each PUBLISH to Kafka inside "
-        "the broker before its PUBACK, and no bridge is needed"))
+    kafka_auth: Literal["none", "scram"] = Field(
+        "none",
+        description=(
+            "none: a PLAINTEXT listener; scram: SASL/SCRAM-SHA-512 over TLS (a self-signed certificate made "
+            "on first start), ACLs enforced, an admin user; add program users with `stack kafka-user`"
+        ),
+    )
+    ingest: Literal["bridge", "extension"] = Field(
+        "bridge",
+        description=(
+            "bridge: HiveMQ as it is, `streamtrain bridge` moves telemetry to Kafka; extension: StreamTrain's HiveMQ "
+            "extension (bridge/hivemq-extension, built with Maven) validates and writes each PUBLISH to Kafka inside "
+            "the broker before its PUBACK, and no bridge is needed"
+        ),
+    )
     ingest_metrics_port: int = Field(0, description="Prometheus port of the ingestion extension (0: none)")
-    mqtt_users_file: Path | None = Field(None, description=(
-        "MQTT credentials (`streamtrain stack passwd`); when set, HiveMQ refuses clients not in it, "
-        "devices publish only to devices/<user>/telemetry and only bridges subscribe"))
+    mqtt_users_file: Path | None = Field(
+        None,
+        description=(
+            "MQTT credentials (`streamtrain stack passwd`); when set, HiveMQ refuses clients not in it, "
+            "devices publish only to devices/<user>/telemetry and only bridges subscribe"
+        ),
+    )

@@ -8,6 +8,7 @@ it started; from then on it commits as usual (a later restart with ``committed``
 stopped). Kafka refuses to move the offsets of a group that has running members: then nothing is
 moved, the program joins them and resumes from the committed offsets, and says so in its log.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -21,11 +22,13 @@ from streamtrain.kafka import READER_GROUP, client_config
 log = logs.get("start_position")
 
 StartAt = Literal["committed", "earliest", "latest"]
-START_AT_HELP = ("Where the consumer group starts: committed (default: resume from its committed offsets; "
-                 "partitions it never committed start at the oldest record), earliest (the oldest retained "
-                 "record, ignoring committed offsets) or latest (only records that arrive after this start). "
-                 "earliest/latest move the group's offsets before joining and are refused (logged) while "
-                 "other members of the group run.")
+START_AT_HELP = (
+    "Where the consumer group starts: committed (default: resume from its committed offsets; "
+    "partitions it never committed start at the oldest record), earliest (the oldest retained "
+    "record, ignoring committed offsets) or latest (only records that arrive after this start). "
+    "earliest/latest move the group's offsets before joining and are refused (logged) while "
+    "other members of the group run."
+)
 
 
 def snapshot(bootstrap: str, topics: list[str], start_at: StartAt) -> dict[str, list[TopicPartition]]:
@@ -51,8 +54,14 @@ def snapshot(bootstrap: str, topics: list[str], start_at: StartAt) -> dict[str, 
         consumer.close()
 
 
-def apply(bootstrap: str, group: str, topic: str, start_at: StartAt,
-          taken: dict[str, list[TopicPartition]], new_group_only: bool = False) -> bool:
+def apply(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    start_at: StartAt,
+    taken: dict[str, list[TopicPartition]],
+    new_group_only: bool = False,
+) -> bool:
     """Move ``group``'s committed offsets on ``topic`` to the snapshot ``taken`` (see ``snapshot``).
     With ``new_group_only``, only if the group has committed nothing on ``topic`` yet (a long-running
     service whose restarts must resume, not skip). Returns whether they moved; logs how many offsets
@@ -66,21 +75,40 @@ def apply(bootstrap: str, group: str, topic: str, start_at: StartAt,
     admin = AdminClient(client_config(bootstrap))
     before = _committed(admin, group, topic)
     if new_group_only and before:
-        log.info("start_position", group=group, topic=topic, start_at="committed", asked=start_at,
-                 why="the group has committed offsets: a restart resumes (start_at_once)")
+        log.info(
+            "start_position",
+            group=group,
+            topic=topic,
+            start_at="committed",
+            asked=start_at,
+            why="the group has committed offsets: a restart resumes (start_at_once)",
+        )
         return False
     try:
         future = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, offsets)])[group]
         future.result(timeout=30)
     except KafkaException as exc:
-        log.warning("start_position_not_applied", group=group, topic=topic, start_at=start_at,
-                    error=str(exc.args[0]), action="joining the group's running members at its committed offsets")
+        log.warning(
+            "start_position_not_applied",
+            group=group,
+            topic=topic,
+            start_at=start_at,
+            error=str(exc.args[0]),
+            action="joining the group's running members at its committed offsets",
+        )
         return False
     moved = {tp.partition: tp.offset for tp in offsets}
     skipped = sum(max(0, moved[p] - before.get(p, 0)) for p in moved)
     again = sum(max(0, before[p] - moved[p]) for p in moved if p in before)
-    log.info("start_position", group=group, topic=topic, start_at=start_at, offsets=moved,
-             offsets_skipped=skipped, offsets_to_read_again=again)
+    log.info(
+        "start_position",
+        group=group,
+        topic=topic,
+        start_at=start_at,
+        offsets=moved,
+        offsets_skipped=skipped,
+        offsets_to_read_again=again,
+    )
     return True
 
 

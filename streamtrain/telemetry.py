@@ -14,6 +14,7 @@ accepts (tests/ingest/test_telemetry.py checks that on generated input) and take
 pattern, reserved fields and limits from that file; it is hand-written because it runs on every
 message of the bridge and names the reason of each rejection.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,16 @@ MAX_CHANNELS = MAX_FIELDS - len(RESERVED)
 GROUND_TRUTH = ("label", "anomaly")
 
 REASONS = (
-    "oversized", "malformed_json", "not_an_object", "missing_field", "wrong_type",
-    "non_finite", "bad_topic", "topic_mismatch", "unknown_device", "too_many_fields",
+    "oversized",
+    "malformed_json",
+    "not_an_object",
+    "missing_field",
+    "wrong_type",
+    "non_finite",
+    "bad_topic",
+    "topic_mismatch",
+    "unknown_device",
+    "too_many_fields",
 )
 
 
@@ -94,8 +103,13 @@ def device_from_topic(topic: str) -> str | None:
     return m.group(1) if m else None
 
 
-def validate(payload: bytes, topic: str | None = None, *, max_bytes: int = MAX_PAYLOAD_BYTES,
-             known_devices: frozenset[str] | None = None) -> Reading | Rejection:
+def validate(
+    payload: bytes,
+    topic: str | None = None,
+    *,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    known_devices: frozenset[str] | None = None,
+) -> Reading | Rejection:
     """Check one MQTT payload (and its topic, when given) against the telemetry schema."""
     if len(payload) > max_bytes:
         return Rejection("oversized", f"{len(payload)} bytes > limit {max_bytes}")

@@ -1,5 +1,6 @@
 """The pipeline's topics, named after the steps a message takes:
 device -> MQTT -> bridge -> raw -> preprocess -> features -> trainer -> models -> scorer -> scores."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,13 +39,20 @@ def pipeline_topics(settings: CommonSettings, partitions: int = 6, retention_hou
         TopicSpec(settings.topic_sequences, partitions, stream),
         TopicSpec(settings.topic_scores, partitions, stream),
         # Dead letters are kept longer: someone has to look at them.
-        TopicSpec(settings.topic_deadletter, 3, {"retention.ms": str(14 * 24 * HOUR_MS), "cleanup.policy": "delete",
-                                                **ARRIVAL_TIME}),
+        TopicSpec(
+            settings.topic_deadletter,
+            3,
+            {"retention.ms": str(14 * 24 * HOUR_MS), "cleanup.policy": "delete", **ARRIVAL_TIME},
+        ),
         # One partition keeps versions in order; compaction keeps the newest record per key forever.
-        TopicSpec(settings.topic_models, 1, {
-            "cleanup.policy": "compact",
-            "retention.ms": "-1",
-            "max.message.bytes": str(2 * 1024 * 1024),
-            "min.cleanable.dirty.ratio": "0.5",
-        }),
+        TopicSpec(
+            settings.topic_models,
+            1,
+            {
+                "cleanup.policy": "compact",
+                "retention.ms": "-1",
+                "max.message.bytes": str(2 * 1024 * 1024),
+                "min.cleanable.dirty.ratio": "0.5",
+            },
+        ),
     ]

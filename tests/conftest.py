@@ -1,6 +1,7 @@
 """Shared fixtures. End-to-end tests run against a real Kafka + HiveMQ started once per
 test session on free loopback ports, with data in a temporary directory (the jar cache
 under .streamtrain/lib is reused). Each test gets its own topic names."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,9 +23,18 @@ REPO = Path(__file__).resolve().parents[1]
 def running_stack(home: Path, **overrides):
     """Kafka + HiveMQ on free loopback ports with data under ``home`` (the jar cache is shared), stopped at the end."""
     from streamtrain.stack.local import LocalStack, free_port
-    stack = LocalStack(StackSettings(home=home, jars=REPO / ".streamtrain" / "lib", kafka_port=free_port(),
-                                     kafka_controller_port=free_port(), mqtt_port=free_port(), partitions=3,
-                                     **overrides))
+
+    stack = LocalStack(
+        StackSettings(
+            home=home,
+            jars=REPO / ".streamtrain" / "lib",
+            kafka_port=free_port(),
+            kafka_controller_port=free_port(),
+            mqtt_port=free_port(),
+            partitions=3,
+            **overrides,
+        )
+    )
     try:
         stack.up(create_topics=False)
         yield stack

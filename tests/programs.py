@@ -1,4 +1,5 @@
 """Run StreamTrain programs as real subprocesses in tests, with their logs kept for failures."""
+
 from __future__ import annotations
 
 import signal

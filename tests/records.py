@@ -1,4 +1,5 @@
 """Checks records that a producer really emitted against their schema (streamtrain/schemas)."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """Every `--flag` the README and docs show for a streamtrain command exists on some streamtrain command
 (flags of other tools in the docs: kubectl, helm, kind, minikube, docker, kafka-configs.sh, are listed)."""
+
 import re
 from pathlib import Path
 
@@ -8,9 +9,28 @@ import click
 from streamtrain.cli.main import cli
 
 REPO = Path(__file__).resolve().parents[1]
-OTHER_TOOLS = {"--add-config", "--alter", "--bootstrap-server", "--build-arg", "--cpus", "--create-namespace", "--entity-name",
-               "--entity-type", "--follow", "--from", "--from-file", "--from-literal", "--memory", "--name",
-               "--namespace", "--set", "--tail", "--type", "--version", "--watch"}
+OTHER_TOOLS = {
+    "--add-config",
+    "--alter",
+    "--bootstrap-server",
+    "--build-arg",
+    "--cpus",
+    "--create-namespace",
+    "--entity-name",
+    "--entity-type",
+    "--follow",
+    "--from",
+    "--from-file",
+    "--from-literal",
+    "--memory",
+    "--name",
+    "--namespace",
+    "--set",
+    "--tail",
+    "--type",
+    "--version",
+    "--watch",
+}
 
 
 def all_options(group: click.Group) -> set[str]:

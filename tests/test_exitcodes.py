@@ -1,6 +1,7 @@
 """Exit codes are written once per language (streamtrain/exitcodes.py, the Kafka Streams scorer's
 ExitCodes.java): the two agree, no program exits with a bare number, and each code a program
 documents is what a real failure of that program returns."""
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,7 @@ PYTHON_CODES = {k: v for k, v in vars(exitcodes).items() if k.isupper() and isin
 
 
 def test_python_and_java_exit_codes_are_the_same_names_and_values():
-    java = {name: int(value) for name, value in
-            re.findall(r"static final int (\w+) = (\d+);", JAVA_CODES.read_text())}
+    java = {name: int(value) for name, value in re.findall(r"static final int (\w+) = (\d+);", JAVA_CODES.read_text())}
     assert java == PYTHON_CODES
     assert len(set(PYTHON_CODES.values())) == len(PYTHON_CODES), "one meaning per code"
 
@@ -43,15 +43,19 @@ def _run(args: list[str], env: dict, timeout: float = 120) -> subprocess.Complet
 
 def _env(**extra) -> dict:
     from streamtrain.settings import CommonSettings
+
     return settings_env(CommonSettings(), **extra)
 
 
-@pytest.mark.parametrize("program,bad", [
-    (["score"], {"batch_size": "0"}),
-    (["bridge"], {"connections": "many"}),
-    (["preprocess"], {"guarantee": "sometimes"}),
-    (["simulate", "--count", "1"], {"rate": "fast"}),
-])
+@pytest.mark.parametrize(
+    "program,bad",
+    [
+        (["score"], {"batch_size": "0"}),
+        (["bridge"], {"connections": "many"}),
+        (["preprocess"], {"guarantee": "sometimes"}),
+        (["simulate", "--count", "1"], {"rate": "fast"}),
+    ],
+)
 def test_invalid_settings_exit_config_before_touching_a_broker(program, bad):
     # Port 9 (discard) has no broker: a program that got as far as connecting would hang or fail differently.
     done = _run(STREAMTRAIN + program, _env(kafka_bootstrap="127.0.0.1:9", mqtt_port=9, **bad))
@@ -75,8 +79,10 @@ def test_the_streams_scorer_exits_config_on_invalid_settings():
 @pytest.mark.e2e
 @pytest.mark.parametrize("engine", ["python", "kafka-streams"])
 def test_both_scorers_exit_no_model_when_none_arrives_in_time(pipeline, engine):
-    done = _run(STREAMTRAIN + ["score", "--engine", engine, "--model-wait", "1"],
-                settings_env(pipeline, group_id=f"exit-{engine}-{pipeline.topic_scores}"))
+    done = _run(
+        STREAMTRAIN + ["score", "--engine", engine, "--model-wait", "1"],
+        settings_env(pipeline, group_id=f"exit-{engine}-{pipeline.topic_scores}"),
+    )
     assert done.returncode == exitcodes.NO_MODEL, done.stdout[-2000:] + done.stderr[-2000:]
     assert '"no_model"' in done.stdout + done.stderr
 

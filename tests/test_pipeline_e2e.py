@@ -1,6 +1,7 @@
 """The whole pipeline, as `make demo` runs it, on the session's real brokers:
 simulator -> HiveMQ -> bridge -> Kafka -> preprocess -> train v1 -> live scorer -> train v2 -> hot swap.
 Quality is computed here from the scores topic, not taken from the demo's own output."""
+
 from __future__ import annotations
 
 import json
@@ -19,20 +20,50 @@ from streamtrain.quality import evaluate
 def test_demo_pipeline_reaches_f1_090_from_the_scores_topic(local_stack, tmp_path):
     run = f"t{uuid.uuid4().hex[:6]}"
     st = local_stack.settings
-    env = {**os.environ, "STREAMTRAIN_HOME": str(st.home), "STREAMTRAIN_JARS": str(st.jars),
-           "STREAMTRAIN_KAFKA_PORT": str(st.kafka_port), "STREAMTRAIN_KAFKA_CONTROLLER_PORT": str(st.kafka_controller_port),
-           "STREAMTRAIN_MQTT_PORT": str(st.mqtt_port)}
-    proc = subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "--log-format", "console", "demo",
-                           "--run-id", run, "--keep-stack", "--devices", "40", "--rate", "10",
-                           "--v1-records", "12000", "--v2-records", "8000", "--epochs", "15",
-                           "--report", str(tmp_path / "report")],
-                          env=env, capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "STREAMTRAIN_HOME": str(st.home),
+        "STREAMTRAIN_JARS": str(st.jars),
+        "STREAMTRAIN_KAFKA_PORT": str(st.kafka_port),
+        "STREAMTRAIN_KAFKA_CONTROLLER_PORT": str(st.kafka_controller_port),
+        "STREAMTRAIN_MQTT_PORT": str(st.mqtt_port),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamtrain.cli.main",
+            "--log-format",
+            "console",
+            "demo",
+            "--run-id",
+            run,
+            "--keep-stack",
+            "--devices",
+            "40",
+            "--rate",
+            "10",
+            "--v1-records",
+            "12000",
+            "--v2-records",
+            "8000",
+            "--epochs",
+            "15",
+            "--report",
+            str(tmp_path / "report"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "precision" in proc.stdout and "f1" in proc.stdout  # the quality table is printed
     assert (tmp_path / "report" / "index.html").exists()
 
-    scores = [json.loads(m.value()) for m in
-              read_topic(local_stack.bootstrap, f"streamtrain.demo-{run}.scores", timeout=60)]
+    scores = [
+        json.loads(m.value()) for m in read_topic(local_stack.bootstrap, f"streamtrain.demo-{run}.scores", timeout=60)
+    ]
     features = read_topic(local_stack.bootstrap, f"streamtrain.demo-{run}.features", timeout=60)
     ev = evaluate(scores)
     print(proc.stdout[-2500:])

@@ -1,4 +1,5 @@
 """Waiting on a condition with a deadline (tests never sleep a fixed time)."""
+
 from __future__ import annotations
 
 import time

@@ -2,6 +2,7 @@
 
 Rendering (``render``) is pure; ``handlers`` is the thin kopf layer on top.
 """
+
 GROUP = "streamtrain.io"
 VERSION = "v1alpha1"
 PLURAL = "streamingtrainings"

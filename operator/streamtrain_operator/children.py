@@ -1,5 +1,6 @@
 """Pure glue between one StreamingTraining object and its children: desired set (rendered, adopted),
 what to prune, and which observed object belongs to which component. No I/O."""
+
 from __future__ import annotations
 
 import copy
@@ -38,7 +39,9 @@ def stale(existing: list[Manifest], wanted: list[Manifest]) -> list[Manifest]:
     return [m for m in existing if key(m) not in names and m["kind"] != "Job"]
 
 
-def observed_by_component(wanted: list[Manifest], existing: list[Manifest]) -> dict[str, list[tuple[Manifest, Manifest | None]]]:
+def observed_by_component(
+    wanted: list[Manifest], existing: list[Manifest]
+) -> dict[str, list[tuple[Manifest, Manifest | None]]]:
     found = {key(m): m for m in existing}
     out: dict[str, list[tuple[Manifest, Manifest | None]]] = {}
     for m in wanted:
@@ -48,5 +51,8 @@ def observed_by_component(wanted: list[Manifest], existing: list[Manifest]) -> d
 
 
 def training_jobs(existing: list[Manifest]) -> list[Manifest]:
-    return [m for m in existing if m["kind"] == "Job"
-            and m["metadata"]["labels"].get("app.kubernetes.io/component") == "train"]
+    return [
+        m
+        for m in existing
+        if m["kind"] == "Job" and m["metadata"]["labels"].get("app.kubernetes.io/component") == "train"
+    ]

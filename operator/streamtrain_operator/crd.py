@@ -4,6 +4,7 @@ schema of ``PreprocessSpec`` (one source of truth) turned into a structural Open
 ``python -m streamtrain.operator.crd > charts/streamtrain/crds/streamingtrainings.yaml``
 regenerates the committed file; a test fails when they drift apart.
 """
+
 from __future__ import annotations
 
 import sys
@@ -11,8 +12,8 @@ import sys
 import yaml
 
 from streamtrain import __version__
-from streamtrain.preprocessing.spec import PreprocessSpec, json_schema
 from streamtrain.operator import GROUP, KIND, PLURAL, VERSION
+from streamtrain.preprocessing.spec import PreprocessSpec, json_schema
 
 #: Pydantic JSON-schema keys the Kubernetes structural schema does not accept.
 _DROP = {"title", "$defs", "examples"}
@@ -43,43 +44,61 @@ def _structural(node: dict, defs: dict) -> dict:
         else:
             out[key] = value
     if out.get("additionalProperties") is False:
-        del out["additionalProperties"]  # not allowed next to properties in a structural schema; validate.py closes objects
+        del out[
+            "additionalProperties"
+        ]  # not allowed next to properties in a structural schema; validate.py closes objects
     return out
 
 
 def preprocessing_schema() -> dict:
     raw = json_schema()
     schema = _structural(raw, raw.get("$defs", {}))
-    schema["description"] = ("Preprocessing of raw telemetry into features: the same spec as "
-                             "`streamtrain preprocess --spec` (filter, features, derived, windows, label)")
+    schema["description"] = (
+        "Preprocessing of raw telemetry into features: the same spec as "
+        "`streamtrain preprocess --spec` (filter, features, derived, windows, label)"
+    )
     schema["properties"]["engine"] = {
-        "type": "string", "enum": ["embedded", "ksqldb"], "default": "embedded",
+        "type": "string",
+        "enum": ["embedded", "ksqldb"],
+        "default": "embedded",
         "description": "embedded: the `streamtrain preprocess` program; ksqldb: a ksqlDB server running the rendered queries",
     }
     schema["properties"]["replicas"] = _int(
-        "Preprocessor instances (embedded) or ksqlDB servers, one consumer group: at most kafka.partitions",
-        1, 1, 1024)
+        "Preprocessor instances (embedded) or ksqlDB servers, one consumer group: at most kafka.partitions", 1, 1, 1024
+    )
     schema["default"] = PreprocessSpec.default().model_dump(mode="json") | {"engine": "embedded", "replicas": 1}
     return schema
 
 
 def secret_key_ref(what: str) -> dict:
     return {
-        "type": "object", "description": f"{what}, only ever read from a Secret",
+        "type": "object",
+        "description": f"{what}, only ever read from a Secret",
         "required": ["secretKeyRef"],
-        "properties": {"secretKeyRef": {
-            "type": "object", "required": ["name", "key"],
-            "properties": {"name": {"type": "string", "minLength": 1, "description": "Secret name (same namespace)"},
-                           "key": {"type": "string", "minLength": 1, "description": "Key inside the Secret"}},
-        }},
+        "properties": {
+            "secretKeyRef": {
+                "type": "object",
+                "required": ["name", "key"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1, "description": "Secret name (same namespace)"},
+                    "key": {"type": "string", "minLength": 1, "description": "Key inside the Secret"},
+                },
+            }
+        },
     }
 
 
 def secret_key(what: str) -> dict:
     """A {name, key} reference to one key of a Secret in the resource's namespace."""
-    return {"type": "object", "description": f"{what}, only ever read from a Secret", "required": ["name", "key"],
-            "properties": {"name": {"type": "string", "minLength": 1, "description": "Secret name (same namespace)"},
-                           "key": {"type": "string", "minLength": 1, "description": "Key inside the Secret"}}}
+    return {
+        "type": "object",
+        "description": f"{what}, only ever read from a Secret",
+        "required": ["name", "key"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "description": "Secret name (same namespace)"},
+            "key": {"type": "string", "minLength": 1, "description": "Key inside the Secret"},
+        },
+    }
 
 
 def _obj(description: str, properties: dict, **extra) -> dict:
@@ -136,225 +155,407 @@ DNS_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 #: Consumers beyond the partition count of their topic get no partition: replicas are bounded by it. The
 #: error names the field (fieldPath) although the rule reads two branches of the spec.
 PARTITION_BOUNDS = [
-    {"rule": "self.scorer.replicas <= self.kafka.partitions", "fieldPath": ".scorer.replicas",
-     "message": "scorer.replicas cannot exceed kafka.partitions (a scorer beyond the partition count gets none)"},
-    {"rule": "self.preprocessing.replicas <= self.kafka.partitions", "fieldPath": ".preprocessing.replicas",
-     "message": "preprocessing.replicas cannot exceed kafka.partitions (an instance beyond the partition count "
-                "gets none)"},
-    {"rule": "!has(self.scorer.autoscaling.maxReplicas) || self.scorer.autoscaling.maxReplicas <= self.kafka.partitions",
-     "fieldPath": ".scorer.autoscaling.maxReplicas",
-     "message": "scorer.autoscaling.maxReplicas cannot exceed kafka.partitions"},
-    {"rule": "self.scorer.autoscaling.minReplicas <= (has(self.scorer.autoscaling.maxReplicas) "
-             "? self.scorer.autoscaling.maxReplicas : self.kafka.partitions)",
-     "fieldPath": ".scorer.autoscaling.minReplicas",
-     "message": "scorer.autoscaling.minReplicas cannot exceed maxReplicas (empty: kafka.partitions)"},
+    {
+        "rule": "self.scorer.replicas <= self.kafka.partitions",
+        "fieldPath": ".scorer.replicas",
+        "message": "scorer.replicas cannot exceed kafka.partitions (a scorer beyond the partition count gets none)",
+    },
+    {
+        "rule": "self.preprocessing.replicas <= self.kafka.partitions",
+        "fieldPath": ".preprocessing.replicas",
+        "message": "preprocessing.replicas cannot exceed kafka.partitions (an instance beyond the partition count "
+        "gets none)",
+    },
+    {
+        "rule": "!has(self.scorer.autoscaling.maxReplicas) || self.scorer.autoscaling.maxReplicas <= self.kafka.partitions",
+        "fieldPath": ".scorer.autoscaling.maxReplicas",
+        "message": "scorer.autoscaling.maxReplicas cannot exceed kafka.partitions",
+    },
+    {
+        "rule": "self.scorer.autoscaling.minReplicas <= (has(self.scorer.autoscaling.maxReplicas) "
+        "? self.scorer.autoscaling.maxReplicas : self.kafka.partitions)",
+        "fieldPath": ".scorer.autoscaling.minReplicas",
+        "message": "scorer.autoscaling.minReplicas cannot exceed maxReplicas (empty: kafka.partitions)",
+    },
 ]
 
 
 def spec_schema() -> dict:
-    return _obj("Desired pipeline: fleet -> MQTT -> bridge -> Kafka -> preprocess -> trainer -> scorer", {
-        "image": _obj("Image of the StreamTrain programs (images/Dockerfile)", {
-            "repository": _str("Image repository", "ghcr.io/streamtrain/streamtrain", minLength=1),
-            "tag": _str("Image tag", __version__, minLength=1),
-            "pullPolicy": _str("Image pull policy", "IfNotPresent", enum=["Always", "IfNotPresent", "Never"]),
-        }),
-        "fleet": _obj("Simulated device fleet; turn it off when real devices publish to MQTT", {
-            "simulated": {"type": "boolean", "default": True, "description": "Run the simulator Deployment"},
-            "devices": _int("Number of simulated devices", 100, 1, 100000),
-            "rate": _num("Readings per second per device", 1.0, 0.0, 1000.0),
-            "anomalyRate": _num("Probability per reading that an anomaly episode starts", 0.004, 0.0, 0.5),
-            "seed": _int("Seed that makes the simulated fleet reproducible", 42),
-            "credentialsSecretRef": secret_key(
-                "The simulator's device_id:password lines (`streamtrain stack passwd-fleet --out`), one MQTT identity "
-                "per device (required with mqtt.authentication: credentials); it needs at least `devices` lines"),
-        }),
-        "mqtt": _obj("MQTT broker the devices publish to", {
-            "mode": _str("managed: a HiveMQ CE Deployment owned by this resource; external: an existing broker",
-                         "managed", enum=["managed", "external"]),
-            "host": _str("External broker host (mode=external)", pattern=DNS_NAME),
-            "port": _int("Broker TCP port", 1883, 1, 65535),
-            "image": _str("HiveMQ CE image (mode=managed, authentication none)", "hivemq/hivemq-ce:2025.5"),
-            "authentication": _str(
-                "Who may connect to the managed broker. none: anyone (the stock image's allow-all extension). "
-                "credentials: HiveMQ runs StreamTrain's launcher (images/hivemq.Dockerfile) with the users file of "
-                "usersSecretRef: unknown users and wrong passwords are refused, a device publishes only to "
-                "devices/<its user>/telemetry, only bridge users subscribe; needs usersSecretRef, username and "
-                "password (the bridge's identity) and, for a simulated fleet, fleet.credentialsSecretRef",
-                "none", enum=["none", "credentials"]),
-            "usersSecretRef": secret_key("The broker's users file: user:role:pbkdf2_sha256$... lines, hashes only "
-                                         "(`streamtrain stack passwd` / `passwd-fleet`; authentication credentials)"),
-            "launcherImage": _str("Image of HiveMQ CE run by StreamTrain's launcher (authentication credentials); "
-                                  "empty: <image.repository>-hivemq:<image.tag>", ""),
-            "username": secret_key_ref("MQTT user name of the bridge (role bridge in the users file)"),
-            "password": secret_key_ref("MQTT password of the bridge"),
-        }, **{"x-kubernetes-validations": [
-            {"rule": "self.mode != 'external' || has(self.host)",
-             "message": "mqtt.host is required when mqtt.mode is external"},
-            {"rule": "self.authentication != 'credentials' || self.mode == 'managed'",
-             "message": "mqtt.authentication credentials is for mode managed (an external broker checks its own users)"},
-            {"rule": "self.authentication != 'credentials' || "
-                     "(has(self.usersSecretRef) && has(self.username) && has(self.password))",
-             "message": "mqtt.usersSecretRef, mqtt.username and mqtt.password are required when "
-                        "mqtt.authentication is credentials"},
-            {"rule": "!has(self.usersSecretRef) || self.authentication == 'credentials'",
-             "message": "mqtt.usersSecretRef needs mqtt.authentication: credentials"}]}),
-        "kafka": _obj("Kafka cluster of the pipeline's topics", {
-            "mode": _str("managed: a Strimzi Kafka (KRaft) owned by this resource; external: an existing cluster",
-                         "managed", enum=["managed", "external"]),
-            "bootstrap": _str("External bootstrap servers host:port[,host:port] (mode=external)",
-                              pattern=r"^[^,\s]+:[0-9]+(,[^,\s]+:[0-9]+)*$"),
-            "version": _str("Kafka version run by Strimzi (mode=managed; Strimzi 1.2.0 runs 4.2.0-4.3.1)", "4.2.0",
-                            pattern=r"^4\.[23]\.[0-9]+$"),
-            "replicas": _int("Broker+controller nodes of the managed cluster", 1, 1, 9),
-            "storage": _str("Persistent volume size per node (mode=managed)", "10Gi", pattern=QUANTITY),
-            "partitions": _int("Partitions of the raw, features, windows and scores topics; they bound the "
-                               "preprocessor and scorer replicas (for mode external: what those topics have)",
-                               6, 1, 1024),
-            "replicationFactor": _int("Replication factor of every topic", 1, 1, 9),
-            "retentionHours": _int("Retention of the stream topics", 72, 1, 24 * 365),
-            "authentication": _str(
-                "How the programs authenticate to Kafka. scram-sha-512: SASL SCRAM-SHA-512 over TLS; for a managed "
-                "cluster the operator creates one KafkaUser per program with exactly its ACLs (the default: "
-                "secure unless `none` is chosen); for an external cluster give username and passwordSecretRef "
-                "(and caSecretRef unless the brokers' CA is publicly trusted). none: plaintext, no users (the "
-                "default for an external cluster)", enum=["scram-sha-512", "none"]),
-            "username": _str("SASL user of every program on an external cluster (mode=external, scram-sha-512)",
-                             minLength=1),
-            "passwordSecretRef": secret_key("SASL password of `username` (mode=external, scram-sha-512)"),
-            "caSecretRef": secret_key("PEM CA certificate that signed the external brokers' certificates"),
-        }, **{"x-kubernetes-validations": [
-            {"rule": "self.mode != 'external' || has(self.bootstrap)",
-             "message": "kafka.bootstrap is required when kafka.mode is external"},
-            {"rule": "self.replicationFactor <= self.replicas || self.mode == 'external'",
-             "message": "kafka.replicationFactor cannot exceed kafka.replicas"},
-            {"rule": "self.mode != 'external' || !has(self.authentication) || self.authentication != 'scram-sha-512' "
-                     "|| (has(self.username) && has(self.passwordSecretRef))",
-             "message": "kafka.username and kafka.passwordSecretRef are required for scram-sha-512 on an external Kafka"},
-            {"rule": "self.mode == 'external' || (!has(self.username) && !has(self.passwordSecretRef) "
-                     "&& !has(self.caSecretRef))",
-             "message": "kafka.username, passwordSecretRef and caSecretRef are for mode external; "
-                        "the operator creates the managed cluster's users"},
-            {"rule": "(!has(self.username) && !has(self.passwordSecretRef) && !has(self.caSecretRef)) "
-                     "|| (has(self.authentication) && self.authentication == 'scram-sha-512')",
-             "message": "kafka.username, passwordSecretRef and caSecretRef need kafka.authentication: scram-sha-512"}]}),
-        "preprocessing": preprocessing_schema(),
-        "model": _obj("Autoencoder and training data", {
-            "layers": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 4096},
-                       "minItems": 1, "maxItems": 16, "default": [16, 4, 16], "description": "Hidden layer widths"},
-            "epochs": _int("Passes over the same offset range", 20, 1, 1000),
-            "trainRecords": _int("Records per training run (the newest)", 20000, 100),
-            "thresholdK": _num("Anomaly threshold = median + k * MAD of training errors", 10.0, 0.1),
-        }),
-        "training": _obj("When model versions are trained; each run is one Job that publishes one version", {
-            "schedule": _str("Cron schedule of retraining (a CronJob); empty: a single Job per spec change",
-                             "", pattern=r"^$|" + CRON),
-            "resources": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                          "description": "Container resources of the trainer (requests/limits)"},
-        }),
-        "scorer": _obj("Live scoring with hot model swaps", {
-            "replicas": _int("Scorer replicas (one consumer group): at most kafka.partitions, since a scorer "
-                             "beyond the partition count gets none", 2, 1, 1024),
-            "autoscaling": _obj("Scale the scorers on their consumer group's lag with a KEDA ScaledObject "
-                                "(needs KEDA 2.x in the cluster); scorer.replicas is then unused: the "
-                                "HorizontalPodAutoscaler KEDA makes keeps the count within min/maxReplicas", {
-                "enabled": {"type": "boolean", "default": False, "description": "Render the KEDA ScaledObject"},
-                "minReplicas": _int("Fewest scorers", 1, 1, 1024),
-                "maxReplicas": _int("Most scorers; empty: kafka.partitions (the most that get a partition)",
-                                    None, 1, 1024),
-                "lagThreshold": _int("Target lag per scorer in records: KEDA adds scorers while the group's lag "
-                                     "divided by the scorers is above it", 1000, 1),
-                "pollingInterval": _int("Seconds between KEDA's lag checks", 15, 1, 3600),
-            }),
-            "engine": _str("python (micro-batches, TensorFlow) or kafka-streams (JVM Kafka Streams application, "
-                           "ONNX Runtime, exactly once)", "python", enum=["python", "kafka-streams"]),
-            "startAt": _str("Where a new scorer group starts reading: committed (its offsets, else the earliest), "
-                            "earliest, or latest (only what arrives after it starts); applied on the group's first "
-                            "start only, so Pod restarts resume", "committed", enum=["committed", "earliest", "latest"]),
-            "streamsImage": _str("Image of the kafka-streams scorer (images/scorer-streams.Dockerfile); "
-                                 "empty: <image.repository>-scorer-streams:<image.tag>", ""),
-            "challenger": _obj("Champion/challenger: new versions score in shadow until promoted", {
-                "enabled": {"type": "boolean", "default": False, "description": "Shadow new versions first"},
-                "promoteAfter": _int("Auto-promote after this many shadow records (0 = only on request)", 0, 0),
-                "minAgreement": _num("Agreement with the champion needed to auto-promote", 0.95, 0.0, 1.0),
-            }),
-        }),
-    }, **{"x-kubernetes-validations": [
-        {"rule": "self.fleet.simulated == false || self.mqtt.mode == 'managed' || has(self.mqtt.host)",
-         "message": "a simulated fleet needs a broker: mqtt.mode managed or mqtt.host"},
-        {"rule": "self.fleet.simulated == false || self.mqtt.authentication != 'credentials' "
-                 "|| has(self.fleet.credentialsSecretRef)",
-         "message": "fleet.credentialsSecretRef is required for a simulated fleet when mqtt.authentication is credentials"},
-        {"rule": "!has(self.fleet.credentialsSecretRef) || self.mqtt.authentication == 'credentials'",
-         "message": "fleet.credentialsSecretRef needs mqtt.authentication: credentials"},
-        *PARTITION_BOUNDS]})
+    return _obj(
+        "Desired pipeline: fleet -> MQTT -> bridge -> Kafka -> preprocess -> trainer -> scorer",
+        {
+            "image": _obj(
+                "Image of the StreamTrain programs (images/Dockerfile)",
+                {
+                    "repository": _str("Image repository", "ghcr.io/streamtrain/streamtrain", minLength=1),
+                    "tag": _str("Image tag", __version__, minLength=1),
+                    "pullPolicy": _str("Image pull policy", "IfNotPresent", enum=["Always", "IfNotPresent", "Never"]),
+                },
+            ),
+            "fleet": _obj(
+                "Simulated device fleet; turn it off when real devices publish to MQTT",
+                {
+                    "simulated": {"type": "boolean", "default": True, "description": "Run the simulator Deployment"},
+                    "devices": _int("Number of simulated devices", 100, 1, 100000),
+                    "rate": _num("Readings per second per device", 1.0, 0.0, 1000.0),
+                    "anomalyRate": _num("Probability per reading that an anomaly episode starts", 0.004, 0.0, 0.5),
+                    "seed": _int("Seed that makes the simulated fleet reproducible", 42),
+                    "credentialsSecretRef": secret_key(
+                        "The simulator's device_id:password lines (`streamtrain stack passwd-fleet --out`), one MQTT identity "
+                        "per device (required with mqtt.authentication: credentials); it needs at least `devices` lines"
+                    ),
+                },
+            ),
+            "mqtt": _obj(
+                "MQTT broker the devices publish to",
+                {
+                    "mode": _str(
+                        "managed: a HiveMQ CE Deployment owned by this resource; external: an existing broker",
+                        "managed",
+                        enum=["managed", "external"],
+                    ),
+                    "host": _str("External broker host (mode=external)", pattern=DNS_NAME),
+                    "port": _int("Broker TCP port", 1883, 1, 65535),
+                    "image": _str("HiveMQ CE image (mode=managed, authentication none)", "hivemq/hivemq-ce:2025.5"),
+                    "authentication": _str(
+                        "Who may connect to the managed broker. none: anyone (the stock image's allow-all extension). "
+                        "credentials: HiveMQ runs StreamTrain's launcher (images/hivemq.Dockerfile) with the users file of "
+                        "usersSecretRef: unknown users and wrong passwords are refused, a device publishes only to "
+                        "devices/<its user>/telemetry, only bridge users subscribe; needs usersSecretRef, username and "
+                        "password (the bridge's identity) and, for a simulated fleet, fleet.credentialsSecretRef",
+                        "none",
+                        enum=["none", "credentials"],
+                    ),
+                    "usersSecretRef": secret_key(
+                        "The broker's users file: user:role:pbkdf2_sha256$... lines, hashes only "
+                        "(`streamtrain stack passwd` / `passwd-fleet`; authentication credentials)"
+                    ),
+                    "launcherImage": _str(
+                        "Image of HiveMQ CE run by StreamTrain's launcher (authentication credentials); "
+                        "empty: <image.repository>-hivemq:<image.tag>",
+                        "",
+                    ),
+                    "username": secret_key_ref("MQTT user name of the bridge (role bridge in the users file)"),
+                    "password": secret_key_ref("MQTT password of the bridge"),
+                },
+                **{
+                    "x-kubernetes-validations": [
+                        {
+                            "rule": "self.mode != 'external' || has(self.host)",
+                            "message": "mqtt.host is required when mqtt.mode is external",
+                        },
+                        {
+                            "rule": "self.authentication != 'credentials' || self.mode == 'managed'",
+                            "message": "mqtt.authentication credentials is for mode managed (an external broker checks its own users)",
+                        },
+                        {
+                            "rule": "self.authentication != 'credentials' || "
+                            "(has(self.usersSecretRef) && has(self.username) && has(self.password))",
+                            "message": "mqtt.usersSecretRef, mqtt.username and mqtt.password are required when "
+                            "mqtt.authentication is credentials",
+                        },
+                        {
+                            "rule": "!has(self.usersSecretRef) || self.authentication == 'credentials'",
+                            "message": "mqtt.usersSecretRef needs mqtt.authentication: credentials",
+                        },
+                    ]
+                },
+            ),
+            "kafka": _obj(
+                "Kafka cluster of the pipeline's topics",
+                {
+                    "mode": _str(
+                        "managed: a Strimzi Kafka (KRaft) owned by this resource; external: an existing cluster",
+                        "managed",
+                        enum=["managed", "external"],
+                    ),
+                    "bootstrap": _str(
+                        "External bootstrap servers host:port[,host:port] (mode=external)",
+                        pattern=r"^[^,\s]+:[0-9]+(,[^,\s]+:[0-9]+)*$",
+                    ),
+                    "version": _str(
+                        "Kafka version run by Strimzi (mode=managed; Strimzi 1.2.0 runs 4.2.0-4.3.1)",
+                        "4.2.0",
+                        pattern=r"^4\.[23]\.[0-9]+$",
+                    ),
+                    "replicas": _int("Broker+controller nodes of the managed cluster", 1, 1, 9),
+                    "storage": _str("Persistent volume size per node (mode=managed)", "10Gi", pattern=QUANTITY),
+                    "partitions": _int(
+                        "Partitions of the raw, features, windows and scores topics; they bound the "
+                        "preprocessor and scorer replicas (for mode external: what those topics have)",
+                        6,
+                        1,
+                        1024,
+                    ),
+                    "replicationFactor": _int("Replication factor of every topic", 1, 1, 9),
+                    "retentionHours": _int("Retention of the stream topics", 72, 1, 24 * 365),
+                    "authentication": _str(
+                        "How the programs authenticate to Kafka. scram-sha-512: SASL SCRAM-SHA-512 over TLS; for a managed "
+                        "cluster the operator creates one KafkaUser per program with exactly its ACLs (the default: "
+                        "secure unless `none` is chosen); for an external cluster give username and passwordSecretRef "
+                        "(and caSecretRef unless the brokers' CA is publicly trusted). none: plaintext, no users (the "
+                        "default for an external cluster)",
+                        enum=["scram-sha-512", "none"],
+                    ),
+                    "username": _str(
+                        "SASL user of every program on an external cluster (mode=external, scram-sha-512)", minLength=1
+                    ),
+                    "passwordSecretRef": secret_key("SASL password of `username` (mode=external, scram-sha-512)"),
+                    "caSecretRef": secret_key("PEM CA certificate that signed the external brokers' certificates"),
+                },
+                **{
+                    "x-kubernetes-validations": [
+                        {
+                            "rule": "self.mode != 'external' || has(self.bootstrap)",
+                            "message": "kafka.bootstrap is required when kafka.mode is external",
+                        },
+                        {
+                            "rule": "self.replicationFactor <= self.replicas || self.mode == 'external'",
+                            "message": "kafka.replicationFactor cannot exceed kafka.replicas",
+                        },
+                        {
+                            "rule": "self.mode != 'external' || !has(self.authentication) || self.authentication != 'scram-sha-512' "
+                            "|| (has(self.username) && has(self.passwordSecretRef))",
+                            "message": "kafka.username and kafka.passwordSecretRef are required for scram-sha-512 on an external Kafka",
+                        },
+                        {
+                            "rule": "self.mode == 'external' || (!has(self.username) && !has(self.passwordSecretRef) "
+                            "&& !has(self.caSecretRef))",
+                            "message": "kafka.username, passwordSecretRef and caSecretRef are for mode external; "
+                            "the operator creates the managed cluster's users",
+                        },
+                        {
+                            "rule": "(!has(self.username) && !has(self.passwordSecretRef) && !has(self.caSecretRef)) "
+                            "|| (has(self.authentication) && self.authentication == 'scram-sha-512')",
+                            "message": "kafka.username, passwordSecretRef and caSecretRef need kafka.authentication: scram-sha-512",
+                        },
+                    ]
+                },
+            ),
+            "preprocessing": preprocessing_schema(),
+            "model": _obj(
+                "Autoencoder and training data",
+                {
+                    "layers": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 1, "maximum": 4096},
+                        "minItems": 1,
+                        "maxItems": 16,
+                        "default": [16, 4, 16],
+                        "description": "Hidden layer widths",
+                    },
+                    "epochs": _int("Passes over the same offset range", 20, 1, 1000),
+                    "trainRecords": _int("Records per training run (the newest)", 20000, 100),
+                    "thresholdK": _num("Anomaly threshold = median + k * MAD of training errors", 10.0, 0.1),
+                },
+            ),
+            "training": _obj(
+                "When model versions are trained; each run is one Job that publishes one version",
+                {
+                    "schedule": _str(
+                        "Cron schedule of retraining (a CronJob); empty: a single Job per spec change",
+                        "",
+                        pattern=r"^$|" + CRON,
+                    ),
+                    "resources": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                        "description": "Container resources of the trainer (requests/limits)",
+                    },
+                },
+            ),
+            "scorer": _obj(
+                "Live scoring with hot model swaps",
+                {
+                    "replicas": _int(
+                        "Scorer replicas (one consumer group): at most kafka.partitions, since a scorer "
+                        "beyond the partition count gets none",
+                        2,
+                        1,
+                        1024,
+                    ),
+                    "autoscaling": _obj(
+                        "Scale the scorers on their consumer group's lag with a KEDA ScaledObject "
+                        "(needs KEDA 2.x in the cluster); scorer.replicas is then unused: the "
+                        "HorizontalPodAutoscaler KEDA makes keeps the count within min/maxReplicas",
+                        {
+                            "enabled": {
+                                "type": "boolean",
+                                "default": False,
+                                "description": "Render the KEDA ScaledObject",
+                            },
+                            "minReplicas": _int("Fewest scorers", 1, 1, 1024),
+                            "maxReplicas": _int(
+                                "Most scorers; empty: kafka.partitions (the most that get a partition)", None, 1, 1024
+                            ),
+                            "lagThreshold": _int(
+                                "Target lag per scorer in records: KEDA adds scorers while the group's lag "
+                                "divided by the scorers is above it",
+                                1000,
+                                1,
+                            ),
+                            "pollingInterval": _int("Seconds between KEDA's lag checks", 15, 1, 3600),
+                        },
+                    ),
+                    "engine": _str(
+                        "python (micro-batches, TensorFlow) or kafka-streams (JVM Kafka Streams application, "
+                        "ONNX Runtime, exactly once)",
+                        "python",
+                        enum=["python", "kafka-streams"],
+                    ),
+                    "startAt": _str(
+                        "Where a new scorer group starts reading: committed (its offsets, else the earliest), "
+                        "earliest, or latest (only what arrives after it starts); applied on the group's first "
+                        "start only, so Pod restarts resume",
+                        "committed",
+                        enum=["committed", "earliest", "latest"],
+                    ),
+                    "streamsImage": _str(
+                        "Image of the kafka-streams scorer (images/scorer-streams.Dockerfile); "
+                        "empty: <image.repository>-scorer-streams:<image.tag>",
+                        "",
+                    ),
+                    "challenger": _obj(
+                        "Champion/challenger: new versions score in shadow until promoted",
+                        {
+                            "enabled": {
+                                "type": "boolean",
+                                "default": False,
+                                "description": "Shadow new versions first",
+                            },
+                            "promoteAfter": _int(
+                                "Auto-promote after this many shadow records (0 = only on request)", 0, 0
+                            ),
+                            "minAgreement": _num("Agreement with the champion needed to auto-promote", 0.95, 0.0, 1.0),
+                        },
+                    ),
+                },
+            ),
+        },
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.fleet.simulated == false || self.mqtt.mode == 'managed' || has(self.mqtt.host)",
+                    "message": "a simulated fleet needs a broker: mqtt.mode managed or mqtt.host",
+                },
+                {
+                    "rule": "self.fleet.simulated == false || self.mqtt.authentication != 'credentials' "
+                    "|| has(self.fleet.credentialsSecretRef)",
+                    "message": "fleet.credentialsSecretRef is required for a simulated fleet when mqtt.authentication is credentials",
+                },
+                {
+                    "rule": "!has(self.fleet.credentialsSecretRef) || self.mqtt.authentication == 'credentials'",
+                    "message": "fleet.credentialsSecretRef needs mqtt.authentication: credentials",
+                },
+                *PARTITION_BOUNDS,
+            ]
+        },
+    )
 
 
 def status_schema() -> dict:
-    return {"type": "object", "description": "Observed state, written by the operator", "properties": {
-        "phase": _str("Pending, Progressing, Ready or Failed"),
-        "observedGeneration": {"type": "integer", "format": "int64"},
-        "modelVersion": _str("Newest model version on the models topic"),
-        "anomalyRate": _str("Share of recent scores flagged as anomalies"),
-        "lastTraining": {"type": "object", "description": "Result of the newest trainer run", "properties": {
-            "job": _str("Job name"), "result": _str("Succeeded, Failed or Running"),
-            "finishedAt": _str("RFC 3339 time", format="date-time")}},
-        "children": {"type": "array", "description": "Children this resource owns",
-                     "items": {"type": "string"}},
-        "conditions": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
-                       "items": {"type": "object", "required": ["type", "status"], "properties": {
-                           "type": _str("Ready, or <Child>Ready for each child"),
-                           "status": _str("True, False or Unknown", enum=["True", "False", "Unknown"]),
-                           "reason": _str("CamelCase reason"),
-                           "message": _str("Human-readable detail"),
-                           "lastTransitionTime": _str("When status last changed", format="date-time"),
-                           "observedGeneration": {"type": "integer", "format": "int64"}}}},
-    }}
+    return {
+        "type": "object",
+        "description": "Observed state, written by the operator",
+        "properties": {
+            "phase": _str("Pending, Progressing, Ready or Failed"),
+            "observedGeneration": {"type": "integer", "format": "int64"},
+            "modelVersion": _str("Newest model version on the models topic"),
+            "anomalyRate": _str("Share of recent scores flagged as anomalies"),
+            "lastTraining": {
+                "type": "object",
+                "description": "Result of the newest trainer run",
+                "properties": {
+                    "job": _str("Job name"),
+                    "result": _str("Succeeded, Failed or Running"),
+                    "finishedAt": _str("RFC 3339 time", format="date-time"),
+                },
+            },
+            "children": {"type": "array", "description": "Children this resource owns", "items": {"type": "string"}},
+            "conditions": {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+                "items": {
+                    "type": "object",
+                    "required": ["type", "status"],
+                    "properties": {
+                        "type": _str("Ready, or <Child>Ready for each child"),
+                        "status": _str("True, False or Unknown", enum=["True", "False", "Unknown"]),
+                        "reason": _str("CamelCase reason"),
+                        "message": _str("Human-readable detail"),
+                        "lastTransitionTime": _str("When status last changed", format="date-time"),
+                        "observedGeneration": {"type": "integer", "format": "int64"},
+                    },
+                },
+            },
+        },
+    }
 
 
 def crd() -> dict:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}",
-                     "labels": {"app.kubernetes.io/name": "streamtrain", "app.kubernetes.io/part-of": "streamtrain"}},
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "streamtrain", "app.kubernetes.io/part-of": "streamtrain"},
+        },
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
-            "names": {"plural": PLURAL, "singular": "streamingtraining", "kind": KIND,
-                      "shortNames": ["st"], "categories": ["streamtrain"]},
-            "versions": [{
-                "name": VERSION, "served": True, "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                    {"name": "Model", "type": "string", "jsonPath": ".status.modelVersion"},
-                    {"name": "AnomalyRate", "type": "string", "jsonPath": ".status.anomalyRate"},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "description": "A streaming training pipeline for an IoT fleet",
-                    "required": ["spec"],
-                    # Children are named "<name>-<role>[-<hash>]"; Services must stay DNS-1035 labels (63)
-                    # with Strimzi's "-kafka-bootstrap", and CronJob names at most 52 characters.
-                    "x-kubernetes-validations": [
-                        {"rule": "self.metadata.name.size() <= 40",
-                         "message": "metadata.name must be at most 40 characters (children append suffixes)"}],
-                    "properties": {
-                        "apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": spec_schema(),
-                        "status": status_schema(),
+            "names": {
+                "plural": PLURAL,
+                "singular": "streamingtraining",
+                "kind": KIND,
+                "shortNames": ["st"],
+                "categories": ["streamtrain"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {"name": "Model", "type": "string", "jsonPath": ".status.modelVersion"},
+                        {"name": "AnomalyRate", "type": "string", "jsonPath": ".status.anomalyRate"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A streaming training pipeline for an IoT fleet",
+                            "required": ["spec"],
+                            # Children are named "<name>-<role>[-<hash>]"; Services must stay DNS-1035 labels (63)
+                            # with Strimzi's "-kafka-bootstrap", and CronJob names at most 52 characters.
+                            "x-kubernetes-validations": [
+                                {
+                                    "rule": "self.metadata.name.size() <= 40",
+                                    "message": "metadata.name must be at most 40 characters (children append suffixes)",
+                                }
+                            ],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": status_schema(),
+                            },
+                        }
                     },
-                }},
-            }],
+                }
+            ],
         },
     }
 
 
 def main() -> None:
-    sys.stdout.write("# Generated by `python -m streamtrain.operator.crd` (operator/streamtrain_operator/crd.py).\n"
-                     "# Do not edit by hand: a test compares this file with the generator.\n")
+    sys.stdout.write(
+        "# Generated by `python -m streamtrain.operator.crd` (operator/streamtrain_operator/crd.py).\n"
+        "# Do not edit by hand: a test compares this file with the generator.\n"
+    )
     yaml.safe_dump(crd(), sys.stdout, sort_keys=False, width=120)
 
 

@@ -1,5 +1,6 @@
 """kopf handlers: thin. Each reads the resource, calls the pure functions of ``children``/``status``
 and the few API calls of ``kube``, and writes ``patch.status``. Run with ``kopf run operator/main.py``."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,7 +33,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.persistence.finalizer = f"{GROUP}/operator"  # none is added (below); kopf removes an old one
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
+        prefix=GROUP, key="last-handled-configuration"
+    )
     settings.watching.server_timeout = 270  # reconnect the watch before proxies drop it
     # No finalizer: children go with their owner by garbage collection, so nothing needs the operator
     # at deletion. (A kopf timer or daemon would add one, and a resource deleted while the operator
@@ -58,8 +60,16 @@ def probe(memo: kopf.Memo, **_) -> int:
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 @kopf.on.resume(*RESOURCE)
-async def reconcile(body: kopf.Body, name: str, namespace: str, meta: kopf.Meta, patch: kopf.Patch,
-                    memo: kopf.Memo, logger: kopf.Logger, **_) -> None:
+async def reconcile(
+    body: kopf.Body,
+    name: str,
+    namespace: str,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_,
+) -> None:
     """Bring the children to the spec: create or patch each, delete those no longer wanted.
 
     Idempotent (create, 409 -> merge patch), so a restart or a replayed event repeats no work."""
@@ -67,8 +77,15 @@ async def reconcile(body: kopf.Body, name: str, namespace: str, meta: kopf.Meta,
         wanted = children.desired(body)
     except INVALID_SPEC as exc:
         patch.status["phase"] = "Failed"
-        patch.status["conditions"] = [{"type": "Ready", "status": "False", "reason": "InvalidSpec",
-                                       "message": str(exc)[:1000], "lastTransitionTime": status.now()}]
+        patch.status["conditions"] = [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "InvalidSpec",
+                "message": str(exc)[:1000],
+                "lastTransitionTime": status.now(),
+            }
+        ]
         raise kopf.PermanentError(f"spec cannot run: {exc}") from exc
     for child in wanted:
         outcome = await kube.apply(child)
@@ -108,8 +125,9 @@ async def observe(body: dict) -> None:
     except INVALID_SPEC:
         return  # the reconcile handler reports an invalid spec
     existing = await kube.owned(namespace, name)
-    conds = status.conditions(children.observed_by_component(wanted, existing), current.get("conditions") or [],
-                              meta.get("generation"))
+    conds = status.conditions(
+        children.observed_by_component(wanted, existing), current.get("conditions") or [], meta.get("generation")
+    )
     new: dict = {"conditions": conds, "phase": status.phase(conds)}
     training = status.last_training(children.training_jobs(existing))
     if training:

@@ -3,6 +3,7 @@
 Configuration comes from the environment the way kopf's own login does: in-cluster ServiceAccount
 first, then $KUBECONFIG (or ~/.kube/config) as the fallback on a laptop.
 """
+
 from __future__ import annotations
 
 from functools import cache
@@ -20,15 +21,29 @@ from streamtrain.operator import PLURAL as CR_PLURAL
 Manifest = dict[str, Any]
 
 #: Resource (plural) of every kind the operator renders; RBAC in the chart grants exactly these.
-PLURAL = {"Deployment": "deployments", "Service": "services", "ConfigMap": "configmaps", "Job": "jobs",
-          "CronJob": "cronjobs", "Kafka": "kafkas", "KafkaNodePool": "kafkanodepools", "KafkaTopic": "kafkatopics",
-          "KafkaUser": "kafkausers", "PodDisruptionBudget": "poddisruptionbudgets", "ScaledObject": "scaledobjects",
-          "TriggerAuthentication": "triggerauthentications"}
+PLURAL = {
+    "Deployment": "deployments",
+    "Service": "services",
+    "ConfigMap": "configmaps",
+    "Job": "jobs",
+    "CronJob": "cronjobs",
+    "Kafka": "kafkas",
+    "KafkaNodePool": "kafkanodepools",
+    "KafkaTopic": "kafkatopics",
+    "KafkaUser": "kafkausers",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "ScaledObject": "scaledobjects",
+    "TriggerAuthentication": "triggerauthentications",
+}
 #: Kind by apiVersion, for listing what already exists (pruning and readiness).
-KINDS = {"v1": ("Service", "ConfigMap"), "apps/v1": ("Deployment",), "batch/v1": ("Job", "CronJob"),
-         "policy/v1": ("PodDisruptionBudget",),
-         "kafka.strimzi.io/v1": ("Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"),
-         "keda.sh/v1alpha1": ("ScaledObject", "TriggerAuthentication")}
+KINDS = {
+    "v1": ("Service", "ConfigMap"),
+    "apps/v1": ("Deployment",),
+    "batch/v1": ("Job", "CronJob"),
+    "policy/v1": ("PodDisruptionBudget",),
+    "kafka.strimzi.io/v1": ("Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"),
+    "keda.sh/v1alpha1": ("ScaledObject", "TriggerAuthentication"),
+}
 FIELD_MANAGER = "streamtrain-operator"
 
 
@@ -88,8 +103,10 @@ async def owned(namespace: str, instance: str) -> list[Manifest]:
     for api_version, kinds in KINDS.items():
         for kind in kinds:
             try:
-                found = [obj async for obj in client().list(resource(api_version, kind), namespace=namespace,
-                                                            labels=selector)]
+                found = [
+                    obj
+                    async for obj in client().list(resource(api_version, kind), namespace=namespace, labels=selector)
+                ]
             except HTTPStatusError as exc:
                 if _code(exc) != 404:
                     raise
@@ -106,8 +123,11 @@ async def owned(namespace: str, instance: str) -> list[Manifest]:
 
 async def delete(manifest: Manifest) -> None:
     try:
-        await client().delete(resource(manifest["apiVersion"], manifest["kind"]), manifest["metadata"]["name"],
-                              namespace=manifest["metadata"]["namespace"])
+        await client().delete(
+            resource(manifest["apiVersion"], manifest["kind"]),
+            manifest["metadata"]["name"],
+            namespace=manifest["metadata"]["namespace"],
+        )
     except HTTPStatusError as exc:
         if _code(exc) != 404:  # already gone is what we wanted
             raise
@@ -126,8 +146,9 @@ async def streaming_trainings() -> list[Manifest]:
 async def patch_status(namespace: str, name: str, status: dict) -> None:
     """Merge-patch the status subresource (a None value removes that key). Gone already: nothing to do."""
     try:
-        await client().patch(custom_resource().Status, name, {"status": status}, namespace=namespace,
-                             patch_type=PatchType.MERGE)
+        await client().patch(
+            custom_resource().Status, name, {"status": status}, namespace=namespace, patch_type=PatchType.MERGE
+        )
     except HTTPStatusError as exc:
         if _code(exc) != 404:
             raise
@@ -136,8 +157,7 @@ async def patch_status(namespace: str, name: str, status: dict) -> None:
 async def endpoint_addresses(namespace: str, service: str) -> list[str]:
     """Addresses of the ready endpoints of a Service, from its EndpointSlices."""
     out = []
-    async for eps in client().list(EndpointSlice, namespace=namespace,
-                                   labels={"kubernetes.io/service-name": service}):
+    async for eps in client().list(EndpointSlice, namespace=namespace, labels={"kubernetes.io/service-name": service}):
         for ep in eps.endpoints or []:
             if ep.conditions is None or ep.conditions.ready is not False:
                 out += ep.addresses

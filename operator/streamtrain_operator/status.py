@@ -2,6 +2,7 @@
 
 kopf has no conditions of its own; these functions decide them so the handlers only read and write.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -11,9 +12,16 @@ from typing import Any
 Manifest = dict[str, Any]
 
 #: Condition type of each child component (one per component, not per object).
-CONDITION = {"hivemq": "HivemqReady", "simulator": "SimulatorReady", "bridge": "BridgeReady", "kafka": "KafkaReady",
-             "preprocess": "PreprocessingReady", "ksqldb": "PreprocessingReady", "train": "TrainingReady",
-             "scorer": "ScorerReady"}
+CONDITION = {
+    "hivemq": "HivemqReady",
+    "simulator": "SimulatorReady",
+    "bridge": "BridgeReady",
+    "kafka": "KafkaReady",
+    "preprocess": "PreprocessingReady",
+    "ksqldb": "PreprocessingReady",
+    "train": "TrainingReady",
+    "scorer": "ScorerReady",
+}
 
 
 def now() -> str:
@@ -21,8 +29,9 @@ def now() -> str:
 
 
 def _strimzi_ready(obj: Manifest) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (obj.get("status") or {}).get("conditions", []))
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in (obj.get("status") or {}).get("conditions", [])
+    )
 
 
 def child_ready(obj: Manifest | None) -> tuple[bool, str]:
@@ -49,8 +58,9 @@ def child_ready(obj: Manifest | None) -> tuple[bool, str]:
     return True, f"{name}: exists"  # Services, ConfigMaps, CronJobs are ready once they exist
 
 
-def conditions(observed: dict[str, list[tuple[Manifest, Manifest | None]]], previous: list[dict],
-               generation: int | None) -> list[dict]:
+def conditions(
+    observed: dict[str, list[tuple[Manifest, Manifest | None]]], previous: list[dict], generation: int | None
+) -> list[dict]:
     """One condition per component from (desired, observed) pairs, plus the overall ``Ready``.
 
     lastTransitionTime only moves when a condition's status flips, as Kubernetes conventions ask.
@@ -67,19 +77,29 @@ def conditions(observed: dict[str, list[tuple[Manifest, Manifest | None]]], prev
         prev = out.get(ctype)
         if prev is not None:  # two components on one condition: ready only if both are
             ok = ok and prev["status"] == "True"
-        out[ctype] = {"type": ctype, "status": "True" if ok else "False",
-                      "reason": "ChildrenReady" if ok else "ChildrenNotReady", "message": "; ".join(msgs)}
+        out[ctype] = {
+            "type": ctype,
+            "status": "True" if ok else "False",
+            "reason": "ChildrenReady" if ok else "ChildrenNotReady",
+            "message": "; ".join(msgs),
+        }
     pending = sorted(t for t, c in out.items() if c["status"] != "True")
-    out["Ready"] = {"type": "Ready", "status": "False" if pending else "True",
-                    "reason": "Waiting" if pending else "PipelineReady",
-                    "message": ("waiting for " + ", ".join(pending)) if pending else "every child is ready"}
+    out["Ready"] = {
+        "type": "Ready",
+        "status": "False" if pending else "True",
+        "reason": "Waiting" if pending else "PipelineReady",
+        "message": ("waiting for " + ", ".join(pending)) if pending else "every child is ready",
+    }
     result = []
     for ctype, cond in out.items():
         if generation is not None:
             cond["observedGeneration"] = generation
         old = before.get(ctype)
-        cond["lastTransitionTime"] = old["lastTransitionTime"] if old and old.get("status") == cond["status"] \
-            and old.get("lastTransitionTime") else now()
+        cond["lastTransitionTime"] = (
+            old["lastTransitionTime"]
+            if old and old.get("status") == cond["status"] and old.get("lastTransitionTime")
+            else now()
+        )
         result.append(cond)
     return result
 
@@ -110,7 +130,9 @@ def last_training(jobs: list[Manifest]) -> dict | None:
     return {"job": job["metadata"]["name"], "result": result, "finishedAt": st.get("completionTime")}
 
 
-_SAMPLE = re.compile(r"^(streamtrain_scorer_model_version|streamtrain_scorer_anomaly_rate)(?:\{[^}]*\})?\s+(\S+)$", re.M)
+_SAMPLE = re.compile(
+    r"^(streamtrain_scorer_model_version|streamtrain_scorer_anomaly_rate)(?:\{[^}]*\})?\s+(\S+)$", re.M
+)
 
 
 def scorer_metrics(text: str) -> dict[str, str]:

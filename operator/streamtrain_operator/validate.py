@@ -5,6 +5,7 @@ Here the schema is checked with ``jsonschema`` (objects closed, as ``kubectl`` s
 validation does) and each CEL rule by its Python twin in ``CEL_TWINS``; a test fails if a rule
 has no twin. The same module fills in the schema's defaults, as the API server does on create.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,43 +29,59 @@ CEL_TWINS: dict[str, Callable[[Any], bool]] = {  # a rule's `self` is an object 
     "self.metadata.name.size() <= 40": lambda r: len(_get(r, "metadata.name", "")) <= 40,
     "self.mode != 'external' || has(self.host)": lambda s: s.get("mode") != "external" or "host" in s,
     "self.mode != 'external' || has(self.bootstrap)": lambda s: s.get("mode") != "external" or "bootstrap" in s,
-    "self.replicationFactor <= self.replicas || self.mode == 'external'":
-        lambda s: s.get("replicationFactor", 1) <= s.get("replicas", 1) or s.get("mode") == "external",
+    "self.replicationFactor <= self.replicas || self.mode == 'external'": lambda s: (
+        s.get("replicationFactor", 1) <= s.get("replicas", 1) or s.get("mode") == "external"
+    ),
     "self.mode != 'external' || !has(self.authentication) || self.authentication != 'scram-sha-512' "
-    "|| (has(self.username) && has(self.passwordSecretRef))":
-        lambda s: s.get("mode") != "external" or s.get("authentication") != "scram-sha-512"
-        or ("username" in s and "passwordSecretRef" in s),
-    "self.mode == 'external' || (!has(self.username) && !has(self.passwordSecretRef) && !has(self.caSecretRef))":
-        lambda s: s.get("mode") == "external" or not ({"username", "passwordSecretRef", "caSecretRef"} & set(s)),
+    "|| (has(self.username) && has(self.passwordSecretRef))": lambda s: (
+        s.get("mode") != "external"
+        or s.get("authentication") != "scram-sha-512"
+        or ("username" in s and "passwordSecretRef" in s)
+    ),
+    "self.mode == 'external' || (!has(self.username) && !has(self.passwordSecretRef) && !has(self.caSecretRef))": lambda s: (
+        s.get("mode") == "external" or not ({"username", "passwordSecretRef", "caSecretRef"} & set(s))
+    ),
     "(!has(self.username) && !has(self.passwordSecretRef) && !has(self.caSecretRef)) "
-    "|| (has(self.authentication) && self.authentication == 'scram-sha-512')":
-        lambda s: not ({"username", "passwordSecretRef", "caSecretRef"} & set(s)) or s.get("authentication") == "scram-sha-512",
-    "self.fleet.simulated == false || self.mqtt.mode == 'managed' || has(self.mqtt.host)":
-        lambda s: not _get(s, "fleet.simulated", True) or _get(s, "mqtt.mode") == "managed" or "host" in s["mqtt"],
-    "self.authentication != 'credentials' || self.mode == 'managed'":
-        lambda s: s.get("authentication") != "credentials" or s.get("mode") == "managed",
-    "self.authentication != 'credentials' || (has(self.usersSecretRef) && has(self.username) && has(self.password))":
-        lambda s: s.get("authentication") != "credentials" or {"usersSecretRef", "username", "password"} <= set(s),
-    "!has(self.usersSecretRef) || self.authentication == 'credentials'":
-        lambda s: "usersSecretRef" not in s or s.get("authentication") == "credentials",
-    "self.fleet.simulated == false || self.mqtt.authentication != 'credentials' || has(self.fleet.credentialsSecretRef)":
-        lambda s: not _get(s, "fleet.simulated", True) or _get(s, "mqtt.authentication") != "credentials"
-        or "credentialsSecretRef" in s["fleet"],
+    "|| (has(self.authentication) && self.authentication == 'scram-sha-512')": lambda s: (
+        not ({"username", "passwordSecretRef", "caSecretRef"} & set(s)) or s.get("authentication") == "scram-sha-512"
+    ),
+    "self.fleet.simulated == false || self.mqtt.mode == 'managed' || has(self.mqtt.host)": lambda s: (
+        not _get(s, "fleet.simulated", True) or _get(s, "mqtt.mode") == "managed" or "host" in s["mqtt"]
+    ),
+    "self.authentication != 'credentials' || self.mode == 'managed'": lambda s: (
+        s.get("authentication") != "credentials" or s.get("mode") == "managed"
+    ),
+    "self.authentication != 'credentials' || (has(self.usersSecretRef) && has(self.username) && has(self.password))": lambda s: (
+        s.get("authentication") != "credentials" or {"usersSecretRef", "username", "password"} <= set(s)
+    ),
+    "!has(self.usersSecretRef) || self.authentication == 'credentials'": lambda s: (
+        "usersSecretRef" not in s or s.get("authentication") == "credentials"
+    ),
+    "self.fleet.simulated == false || self.mqtt.authentication != 'credentials' || has(self.fleet.credentialsSecretRef)": lambda s: (
+        not _get(s, "fleet.simulated", True)
+        or _get(s, "mqtt.authentication") != "credentials"
+        or "credentialsSecretRef" in s["fleet"]
+    ),
     # Fractional bounds (crd._num): fleet.anomalyRate, model.thresholdK.
     "self <= 0.5": lambda v: v <= 0.5,
     "self >= 0.1": lambda v: v >= 0.1,
-    "!has(self.fleet.credentialsSecretRef) || self.mqtt.authentication == 'credentials'":
-        lambda s: "credentialsSecretRef" not in s["fleet"] or _get(s, "mqtt.authentication") == "credentials",
-    "self.scorer.replicas <= self.kafka.partitions":
-        lambda s: _get(s, "scorer.replicas") <= _get(s, "kafka.partitions"),
-    "self.preprocessing.replicas <= self.kafka.partitions":
-        lambda s: _get(s, "preprocessing.replicas") <= _get(s, "kafka.partitions"),
-    "!has(self.scorer.autoscaling.maxReplicas) || self.scorer.autoscaling.maxReplicas <= self.kafka.partitions":
-        lambda s: _get(s, "scorer.autoscaling.maxReplicas", 0) <= _get(s, "kafka.partitions"),
+    "!has(self.fleet.credentialsSecretRef) || self.mqtt.authentication == 'credentials'": lambda s: (
+        "credentialsSecretRef" not in s["fleet"] or _get(s, "mqtt.authentication") == "credentials"
+    ),
+    "self.scorer.replicas <= self.kafka.partitions": lambda s: (
+        _get(s, "scorer.replicas") <= _get(s, "kafka.partitions")
+    ),
+    "self.preprocessing.replicas <= self.kafka.partitions": lambda s: (
+        _get(s, "preprocessing.replicas") <= _get(s, "kafka.partitions")
+    ),
+    "!has(self.scorer.autoscaling.maxReplicas) || self.scorer.autoscaling.maxReplicas <= self.kafka.partitions": lambda s: (
+        _get(s, "scorer.autoscaling.maxReplicas", 0) <= _get(s, "kafka.partitions")
+    ),
     "self.scorer.autoscaling.minReplicas <= (has(self.scorer.autoscaling.maxReplicas) "
-    "? self.scorer.autoscaling.maxReplicas : self.kafka.partitions)":
-        lambda s: _get(s, "scorer.autoscaling.minReplicas")
-        <= _get(s, "scorer.autoscaling.maxReplicas", _get(s, "kafka.partitions")),
+    "? self.scorer.autoscaling.maxReplicas : self.kafka.partitions)": lambda s: (
+        _get(s, "scorer.autoscaling.minReplicas")
+        <= _get(s, "scorer.autoscaling.maxReplicas", _get(s, "kafka.partitions"))
+    ),
 }
 
 
@@ -133,8 +150,12 @@ def errors(resource: dict) -> list[str]:
         out.append(f"{where}: {err.message}")
     if not out:
         out = _cel_errors(schema, defaulted(resource), "<root>")
-        out = [e.replace("<root>.", "").replace("<root>: ", "metadata.name: ") if "metadata.name" in e
-               else e.replace("<root>.", "") for e in out]
+        out = [
+            e.replace("<root>.", "").replace("<root>: ", "metadata.name: ")
+            if "metadata.name" in e
+            else e.replace("<root>.", "")
+            for e in out
+        ]
     return out
 
 
@@ -149,5 +170,6 @@ def cel_rules() -> list[str]:
         elif isinstance(node, list):
             for v in node:
                 walk(v)
+
     walk(openapi_schema())
     return found

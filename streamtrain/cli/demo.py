@@ -4,6 +4,7 @@ stack up -> bridge, preprocess -> simulator with anomalies -> train v1 from Kafk
 train v2 on newer data while traffic flows -> scorer swaps to v2 live -> quality per version
 -> HTML report -> everything stopped.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ class Proc:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self.out = open(self.log_path, "ab")
-        self.p = subprocess.Popen([sys.executable, "-m", "streamtrain.cli.main", *args], env=env,
-                                  stdout=self.out, stderr=subprocess.STDOUT)
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "streamtrain.cli.main", *args], env=env, stdout=self.out, stderr=subprocess.STDOUT
+        )
 
     def alive(self) -> bool:
         return self.p.poll() is None
@@ -63,8 +65,12 @@ def _behind(s: CommonSettings, topic: str, group: str) -> int:
     the same transaction as the scores, so 0 means every record's score is committed). Counted by
     reading them: a transactional topic's end offset also counts commit markers."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-    c = Consumer(client_config(s.kafka_bootstrap, **{"group.id": group, "enable.auto.commit": False,
-                  "isolation.level": "read_committed"}))
+
+    c = Consumer(
+        client_config(
+            s.kafka_bootstrap, **{"group.id": group, "enable.auto.commit": False, "isolation.level": "read_committed"}
+        )
+    )
     try:
         parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
         ends, start = {}, []
@@ -90,6 +96,7 @@ def _behind(s: CommonSettings, topic: str, group: str) -> int:
 
 def _count(s: CommonSettings, topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
+
     c = Consumer(client_config(s.kafka_bootstrap, **{"group.id": f"{READER_GROUP}.demo-count"}))
     try:
         md = c.list_topics(topic, timeout=10)
@@ -129,6 +136,7 @@ def _stable(counter, polls: int = 4):
         seen.append(counter())
         recent = seen[-polls:]
         return len(recent) == polls and len(set(recent)) == 1, f"{seen[-1]} records"
+
     return cond
 
 
@@ -144,12 +152,15 @@ def _train(name: str, s: CommonSettings, env: dict, logdir: Path, args: list[str
         raise DemoError(f"{name} failed ({p.p.returncode}):\n{p.tail()}")
     p.stop()
     from streamtrain.modelcodec import read_versions
+
     versions = read_versions(s.kafka_bootstrap, s.topic_models)
     if not versions:
         raise DemoError(f"{name} finished but no model version is on {s.topic_models}")
     meta = versions[-1].metadata
-    click.echo(f"  ✓ {name}: model v{meta['version']} trained on {meta.get('record_count', '?')} records "
-               f"in {time.monotonic() - t0:.0f}s (threshold {meta.get('threshold', 0):.4g})")
+    click.echo(
+        f"  ✓ {name}: model v{meta['version']} trained on {meta.get('record_count', '?')} records "
+        f"in {time.monotonic() - t0:.0f}s (threshold {meta.get('threshold', 0):.4g})"
+    )
     return meta
 
 
@@ -161,12 +172,16 @@ def _program_envs(stack, s: CommonSettings, run: str):
     users: dict[str, dict] = {}
     if stack.settings.kafka_auth == "scram":
         from streamtrain.stack.local import ADMIN
+
         os.environ.update(stack.client_env(ADMIN))
-        users = {p: stack.kafka_user(f"demo-{run}-{p}", p, topics=s) for p in ("bridge", "preprocess", "train", "score")}
+        users = {
+            p: stack.kafka_user(f"demo-{run}-{p}", p, topics=s) for p in ("bridge", "preprocess", "train", "score")
+        }
 
     def env(program: str, **extra) -> dict:
         out = {k: v for k, v in settings_env(s, **extra).items() if k not in security}
         return {**out, **users.get(program, {})}
+
     return env
 
 
@@ -177,33 +192,52 @@ def _program_envs(stack, s: CommonSettings, run: str):
 @click.option("--v2-records", default=15000, show_default=True, help="Newer feature records before training v2.")
 @click.option("--epochs", default=15, show_default=True, help="Training epochs per version.")
 @click.option("--seed", default=42, show_default=True, help="Simulator seed.")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=Path("reports/demo"),
-              show_default=True, help="Where the HTML report goes.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path),
+    default=Path("reports/demo"),
+    show_default=True,
+    help="Where the HTML report goes.",
+)
 @click.option("--keep-stack", is_flag=True, help="Leave Kafka and HiveMQ running at the end.")
 @click.option("--run-id", default=None, help="Names this run's topics streamtrain.demo-<run-id>.* (default: random).")
-@click.option("--kafka-auth", type=click.Choice(["none", "scram"]), default=None,
-              help="scram: Kafka with SASL/SCRAM over TLS and ACLs; each program runs as its own Kafka user "
-                   "holding only its topics (default: as the stack was made, else none).")
+@click.option(
+    "--kafka-auth",
+    type=click.Choice(["none", "scram"]),
+    default=None,
+    help="scram: Kafka with SASL/SCRAM over TLS and ACLs; each program runs as its own Kafka user "
+    "holding only its topics (default: as the stack was made, else none).",
+)
 @click.pass_context
-def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir, keep_stack, run_id,
-            kafka_auth) -> None:
+def command(
+    ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir, keep_stack, run_id, kafka_auth
+) -> None:
     """Run the whole pipeline locally on real Kafka + HiveMQ and print the quality table.
 
     Ports and the data directory follow the stack settings (STREAMTRAIN_KAFKA_PORT,
     STREAMTRAIN_MQTT_PORT, STREAMTRAIN_HOME); an already running stack is reused.
     """
     from streamtrain.stack.local import LocalStack, StackError
+
     started = time.monotonic()
     run = run_id or uuid.uuid4().hex[:6]
-    stack_settings = StackSettings(**(ctx.obj or {}).get("log", {}), **({"kafka_auth": kafka_auth} if kafka_auth else {}))
+    stack_settings = StackSettings(
+        **(ctx.obj or {}).get("log", {}), **({"kafka_auth": kafka_auth} if kafka_auth else {})
+    )
     stack = LocalStack(stack_settings)
     logdir = stack.home / "logs" / f"demo-{run}"
     logdir.mkdir(parents=True, exist_ok=True)
-    topics: dict[str, Any] = {f"topic_{t}": f"streamtrain.demo-{run}.{t}"
-                              for t in ("raw", "features", "windows", "sequences", "scores", "models")}
+    topics: dict[str, Any] = {
+        f"topic_{t}": f"streamtrain.demo-{run}.{t}"
+        for t in ("raw", "features", "windows", "sequences", "scores", "models")
+    }
     s = CommonSettings(
-        kafka_bootstrap=stack.bootstrap, mqtt_port=stack_settings.mqtt_port, **topics,
-        topic_deadletter=f"streamtrain.demo-{run}.deadletter", log_format="json",
+        kafka_bootstrap=stack.bootstrap,
+        mqtt_port=stack_settings.mqtt_port,
+        **topics,
+        topic_deadletter=f"streamtrain.demo-{run}.deadletter",
+        log_format="json",
     )
     click.echo(f"StreamTrain demo {run}: {devices} devices × {rate}/s, topics streamtrain.demo-{run}.*, logs {logdir}")
     procs: list[Proc] = []
@@ -213,8 +247,11 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
         env = _program_envs(stack, s, run)
         from streamtrain.kafka import ensure_topics
         from streamtrain.topics import pipeline_topics
+
         ensure_topics(s.kafka_bootstrap, pipeline_topics(s, partitions=3))
-        security = "SASL/SCRAM over TLS, a Kafka user per program" if stack.settings.kafka_auth == "scram" else "plaintext"
+        security = (
+            "SASL/SCRAM over TLS, a Kafka user per program" if stack.settings.kafka_auth == "scram" else "plaintext"
+        )
         click.echo(f"  ✓ Kafka {stack.bootstrap} ({security}), MQTT 127.0.0.1:{stack_settings.mqtt_port}")
 
         click.echo("2/7 starting bridge and preprocessing …")
@@ -224,11 +261,19 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
         _wait("bridge subscribed", lambda: ('"mqtt_subscribed"' in bridge.tail(100000), "starting"), 60, procs)
 
         click.echo("3/7 simulating the fleet with injected anomalies …")
-        sim = Proc("simulator", ["simulate", "--devices", str(devices), "--rate", str(rate), "--seed", str(seed)],
-                   env("simulate"), logdir)
+        sim = Proc(
+            "simulator",
+            ["simulate", "--devices", str(devices), "--rate", str(rate), "--seed", str(seed)],
+            env("simulate"),
+            logdir,
+        )
         procs.append(sim)
-        _wait(f"{v1_records} feature records", lambda: ((n := _count(s, s.topic_features)) >= v1_records,
-                                                        f"{n} records"), 300, procs)
+        _wait(
+            f"{v1_records} feature records",
+            lambda: ((n := _count(s, s.topic_features)) >= v1_records, f"{n} records"),
+            300,
+            procs,
+        )
 
         click.echo("4/7 training model v1 straight from Kafka …")
         _train("train-v1", s, env("train"), logdir, ["--epochs", str(epochs), "--max-records", str(v1_records)], procs)
@@ -240,10 +285,20 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
 
         click.echo("6/7 training model v2 on newer data while traffic flows …")
         start = _count(s, s.topic_features)
-        _wait(f"{v2_records} newer feature records",
-              lambda: ((n := _count(s, s.topic_features) - start) >= v2_records, f"{n} records"), 300, procs)
-        v2 = _train("train-v2", s, env("train"), logdir, ["--epochs", str(epochs), "--max-records", str(v2_records),
-                                            "--from-end"], procs)
+        _wait(
+            f"{v2_records} newer feature records",
+            lambda: ((n := _count(s, s.topic_features) - start) >= v2_records, f"{n} records"),
+            300,
+            procs,
+        )
+        v2 = _train(
+            "train-v2",
+            s,
+            env("train"),
+            logdir,
+            ["--epochs", str(epochs), "--max-records", str(v2_records), "--from-end"],
+            procs,
+        )
         _wait("scorer on v2", lambda: (f'"new_version": {v2["version"]}' in scorer.tail(200000), "waiting"), 120, procs)
         time.sleep(5)  # some traffic scored by v2
 
@@ -254,15 +309,23 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
         published = [int(x) for x in re.findall(r'"published": (\d+)', sim.tail(100000))]
         if not published:
             raise DemoError(f"simulator ended without its report:\n{sim.tail()}")
-        _wait("bridge drained", lambda: ((n := _count(s, s.topic_raw)) >= published[-1],
-                                         f"{n}/{published[-1]} in the raw topic"), 120, procs)
+        _wait(
+            "bridge drained",
+            lambda: ((n := _count(s, s.topic_raw)) >= published[-1], f"{n}/{published[-1]} in the raw topic"),
+            120,
+            procs,
+        )
         bridge.stop()
         procs.remove(bridge)
         _wait("preprocessing drained", _stable(lambda: _count(s, s.topic_features)), 120, procs)
         pre.stop()
         procs.remove(pre)
-        _wait("every feature record scored",
-              lambda: ((n := _behind(s, s.topic_features, "streamtrain-scorer")) == 0, f"{n} to score"), 120, procs)
+        _wait(
+            "every feature record scored",
+            lambda: ((n := _behind(s, s.topic_features, "streamtrain-scorer")) == 0, f"{n} to score"),
+            120,
+            procs,
+        )
     except (DemoError, StackError, KafkaException) as exc:
         click.echo(f"error: {exc}", err=True)
         for p in procs:
@@ -276,8 +339,9 @@ def command(ctx, devices, rate, v1_records, v2_records, epochs, seed, report_dir
     ev = evaluate(scores)
     click.echo("")
     click.echo(format_table(ev))
-    from streamtrain.scorer.report import write_report
     from streamtrain.modelcodec import read_versions
+    from streamtrain.scorer.report import write_report
+
     models = [mv.metadata for mv in read_versions(s.kafka_bootstrap, s.topic_models)]
     path = write_report(report_dir, scores, ev, models, title=f"StreamTrain demo {run}")
     click.echo(f"\nreport: {path}")

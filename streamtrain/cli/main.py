@@ -1,5 +1,6 @@
 """`streamtrain` command line. Each subcommand imports its program lazily, so
 `streamtrain --help` stays fast and a program's heavy imports load only when it runs."""
+
 from __future__ import annotations
 
 import importlib
@@ -24,10 +25,19 @@ def _overrides(**kwargs) -> dict:
 
 #: Subcommands that live in the programs' own packages, as "module:attribute" of a click command.
 PROGRAMS = {
-    "simulate": ("streamtrain.simulator.cli:command", "Publish telemetry from a simulated fleet or a CSV replay over MQTT."),
+    "simulate": (
+        "streamtrain.simulator.cli:command",
+        "Publish telemetry from a simulated fleet or a CSV replay over MQTT.",
+    ),
     "bridge": ("streamtrain.bridge.cli:command", "Forward MQTT telemetry to the Kafka raw topic, at least once."),
-    "preprocess": ("streamtrain.preprocessor.cli:command", "Preprocess the raw topic into features (embedded engine) or print ksqlDB."),
-    "train": ("streamtrain.trainer.cli:command", "Train a model from the features topic and publish it to the models topic."),
+    "preprocess": (
+        "streamtrain.preprocessor.cli:command",
+        "Preprocess the raw topic into features (embedded engine) or print ksqlDB.",
+    ),
+    "train": (
+        "streamtrain.trainer.cli:command",
+        "Train a model from the features topic and publish it to the models topic.",
+    ),
     "score": ("streamtrain.scorer.cli:command", "Score the features stream live with hot model updates."),
     "evaluate": ("streamtrain.scorer.evaluate:command", "Quality of the scores topic against ground-truth labels."),
     "demo": ("streamtrain.cli.demo:command", "Run the whole pipeline locally on real brokers and report quality."),
@@ -48,22 +58,29 @@ class LazyGroup(click.Group):
             except ModuleNotFoundError as exc:
                 if exc.name and module.startswith(exc.name):
                     reason = f"{name}: not available: {exc}"  # `exc` is unbound once the except block ends
-                    return click.Command(name, help=f"(not available in this build: {exc})",
-                                         callback=lambda: sys.exit(reason))
+                    return click.Command(
+                        name, help=f"(not available in this build: {exc})", callback=lambda: sys.exit(reason)
+                    )
                 raise
         return super().get_command(ctx, name)
 
     def format_commands(self, ctx, formatter):
-        rows = [(n, PROGRAMS[n][1] if n in PROGRAMS else super(LazyGroup, self).get_command(ctx, n).get_short_help_str())
-                for n in self.list_commands(ctx)]
+        rows = [
+            (n, PROGRAMS[n][1] if n in PROGRAMS else super(LazyGroup, self).get_command(ctx, n).get_short_help_str())
+            for n in self.list_commands(ctx)
+        ]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (env STREAMTRAIN_LOG_LEVEL).")
-@click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
-              help="Structured JSON lines (default) or console lines (env STREAMTRAIN_LOG_FORMAT).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "console"]),
+    default=None,
+    help="Structured JSON lines (default) or console lines (env STREAMTRAIN_LOG_FORMAT).",
+)
 @click.pass_context
 def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> None:
     """StreamTrain: streaming machine learning for IoT fleets.
@@ -85,8 +102,12 @@ def stack() -> None:
 
 
 def _stack_options(f):
-    f = click.option("--home", type=click.Path(path_type=Path), default=None,
-                     help="Directory for jars, broker data and logs (default .streamtrain).")(f)
+    f = click.option(
+        "--home",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Directory for jars, broker data and logs (default .streamtrain).",
+    )(f)
     f = click.option("--kafka-port", type=int, default=None, help="Kafka listener port (default 9092).")(f)
     f = click.option("--mqtt-port", type=int, default=None, help="MQTT listener port (default 1883).")(f)
     return f
@@ -94,31 +115,50 @@ def _stack_options(f):
 
 def _local_stack(ctx, home, kafka_port, mqtt_port):
     from streamtrain.stack.local import LocalStack
-    return LocalStack(StackSettings(**ctx.obj["log"], **_overrides(home=home, kafka_port=kafka_port, mqtt_port=mqtt_port)))
+
+    return LocalStack(
+        StackSettings(**ctx.obj["log"], **_overrides(home=home, kafka_port=kafka_port, mqtt_port=mqtt_port))
+    )
 
 
 @stack.command("up")
 @_stack_options
-@click.option("--kafka-auth", type=click.Choice(["none", "scram"]), default=None,
-              help="scram: SASL/SCRAM-SHA-512 over TLS with ACLs (env STREAMTRAIN_KAFKA_AUTH; default none). "
-                   "Chosen when the Kafka data is first made.")
-@click.option("--kafka-brokers", type=click.IntRange(1, 9), default=None,
-              help="Kafka nodes (broker and controller each, one quorum) on --kafka-port and the ports after it; "
-                   "with 3, topics get 3 replicas and min.insync.replicas=2 (env STREAMTRAIN_KAFKA_BROKERS; "
-                   "default 1). Chosen when the Kafka data is first made; status and down find it.")
-@click.option("--monitoring", is_flag=True,
-              help="Also run Prometheus (Debian's prometheus package) with StreamTrain's alerts, scraping the "
-                   "bridge, preprocess and score programs started with --metrics-port 9401, 9402 and 9403.")
+@click.option(
+    "--kafka-auth",
+    type=click.Choice(["none", "scram"]),
+    default=None,
+    help="scram: SASL/SCRAM-SHA-512 over TLS with ACLs (env STREAMTRAIN_KAFKA_AUTH; default none). "
+    "Chosen when the Kafka data is first made.",
+)
+@click.option(
+    "--kafka-brokers",
+    type=click.IntRange(1, 9),
+    default=None,
+    help="Kafka nodes (broker and controller each, one quorum) on --kafka-port and the ports after it; "
+    "with 3, topics get 3 replicas and min.insync.replicas=2 (env STREAMTRAIN_KAFKA_BROKERS; "
+    "default 1). Chosen when the Kafka data is first made; status and down find it.",
+)
+@click.option(
+    "--monitoring",
+    is_flag=True,
+    help="Also run Prometheus (Debian's prometheus package) with StreamTrain's alerts, scraping the "
+    "bridge, preprocess and score programs started with --metrics-port 9401, 9402 and 9403.",
+)
 @click.option("--prometheus-port", type=int, default=None, help="Prometheus web port with --monitoring (default 9090).")
-@click.option("--ingest", type=click.Choice(["bridge", "extension"]), default=None,
-              help="bridge (default): run `streamtrain bridge` to move telemetry to Kafka; extension: install "
-                   "StreamTrain's HiveMQ extension (built with Maven), which writes each PUBLISH to Kafka inside "
-                   "the broker before its PUBACK (env STREAMTRAIN_INGEST). Takes effect when HiveMQ starts.")
+@click.option(
+    "--ingest",
+    type=click.Choice(["bridge", "extension"]),
+    default=None,
+    help="bridge (default): run `streamtrain bridge` to move telemetry to Kafka; extension: install "
+    "StreamTrain's HiveMQ extension (built with Maven), which writes each PUBLISH to Kafka inside "
+    "the broker before its PUBACK (env STREAMTRAIN_INGEST). Takes effect when HiveMQ starts.",
+)
 @click.pass_context
 def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, kafka_brokers, monitoring, prometheus_port, ingest) -> None:
     """Start both brokers (if not running), wait until ready, create the pipeline topics."""
     from streamtrain.stack.ingest_extension import BuildError
     from streamtrain.stack.local import StackError
+
     try:
         if kafka_auth:
             ctx.obj["log"]["kafka_auth"] = kafka_auth
@@ -129,7 +169,14 @@ def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, kafka_brokers, monito
         stack = _local_stack(ctx, home, kafka_port, mqtt_port)
         status = stack.up()
         if monitoring:
-            from streamtrain.stack.monitoring import PROMETHEUS_PORT, RULES, LocalPrometheus, local_targets, prometheus_config
+            from streamtrain.stack.monitoring import (
+                PROMETHEUS_PORT,
+                RULES,
+                LocalPrometheus,
+                local_targets,
+                prometheus_config,
+            )
+
             prom = LocalPrometheus(stack.home, prometheus_port or PROMETHEUS_PORT)
             prom.start(prometheus_config(local_targets(), [RULES], interval="5s"))
             status["prometheus"] = prom.status()
@@ -141,8 +188,12 @@ def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, kafka_brokers, monito
 
 @stack.command("kafka-user")
 @click.argument("user")
-@click.option("--program", type=click.Choice(list(KAFKA_PROGRAMS)),
-              required=True, help="Grant exactly this program's topics, consumer group and transactional ids.")
+@click.option(
+    "--program",
+    type=click.Choice(list(KAFKA_PROGRAMS)),
+    required=True,
+    help="Grant exactly this program's topics, consumer group and transactional ids.",
+)
 @click.option("--group", default=None, help="The program's consumer group, if not its default.")
 @_stack_options
 @click.pass_context
@@ -153,6 +204,7 @@ def stack_kafka_user(ctx, user, program, group, home, kafka_port, mqtt_port) -> 
     STREAMTRAIN_KAFKA_* lines to export before starting the program as that user.
     """
     from streamtrain.stack.local import StackError
+
     try:
         env = _local_stack(ctx, home, kafka_port, mqtt_port).kafka_user(user, program, group)
     except StackError as exc:
@@ -168,6 +220,7 @@ def stack_status(ctx, home, kafka_port, mqtt_port) -> None:
     """Show pids, endpoints and readiness of both brokers (exit 1 unless both are ready), and of
     Prometheus when `stack up --monitoring` started it."""
     from streamtrain.stack.monitoring import running_prometheus
+
     stack = _local_stack(ctx, home, kafka_port, mqtt_port)
     status = stack.status()
     if (prom := running_prometheus(stack.home)) is not None:
@@ -178,10 +231,19 @@ def stack_status(ctx, home, kafka_port, mqtt_port) -> None:
 
 @stack.command("passwd")
 @click.argument("user")
-@click.option("--role", type=click.Choice(["device", "bridge"]), required=True,
-              help="device: publishes only to devices/<user>/telemetry; bridge: subscribes to device telemetry.")
-@click.option("--file", "path", type=click.Path(path_type=Path), default=None,
-              help="Credentials file (default: STREAMTRAIN_MQTT_USERS_FILE or <home>/mqtt-users).")
+@click.option(
+    "--role",
+    type=click.Choice(["device", "bridge"]),
+    required=True,
+    help="device: publishes only to devices/<user>/telemetry; bridge: subscribes to device telemetry.",
+)
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Credentials file (default: STREAMTRAIN_MQTT_USERS_FILE or <home>/mqtt-users).",
+)
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin instead of prompting.")
 @click.pass_context
 def stack_passwd(ctx, user, role, path, password_stdin) -> None:
@@ -190,10 +252,14 @@ def stack_passwd(ctx, user, role, path, password_stdin) -> None:
     Start the stack with STREAMTRAIN_MQTT_USERS_FILE pointing at the file to enforce it.
     """
     from streamtrain.credentials import set_user
+
     settings = StackSettings(**ctx.obj["log"])
     path = path or settings.mqtt_users_file or settings.home / "mqtt-users"
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else \
-        click.prompt("password", hide_input=True, confirmation_prompt=True)
+    password = (
+        sys.stdin.readline().rstrip("\n")
+        if password_stdin
+        else click.prompt("password", hide_input=True, confirmation_prompt=True)
+    )
     try:
         set_user(path, user, role, password)
     except ValueError as exc:
@@ -204,12 +270,25 @@ def stack_passwd(ctx, user, role, path, password_stdin) -> None:
 
 @stack.command("passwd-fleet")
 @click.option("--devices", type=int, required=True, help="How many device identities to make.")
-@click.option("--prefix", default="dev", show_default=True,
-              help="Device ids are <prefix>-00000, <prefix>-00001, ... (the simulator's own naming).")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Where to write the device_id:password lines for `simulate --credentials` (mode 0600).")
-@click.option("--file", "path", type=click.Path(path_type=Path), default=None,
-              help="Broker credentials file (default: STREAMTRAIN_MQTT_USERS_FILE or <home>/mqtt-users).")
+@click.option(
+    "--prefix",
+    default="dev",
+    show_default=True,
+    help="Device ids are <prefix>-00000, <prefix>-00001, ... (the simulator's own naming).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to write the device_id:password lines for `simulate --credentials` (mode 0600).",
+)
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Broker credentials file (default: STREAMTRAIN_MQTT_USERS_FILE or <home>/mqtt-users).",
+)
 @click.pass_context
 def stack_passwd_fleet(ctx, devices, prefix, out, path) -> None:
     """Make a fleet's MQTT identities in one go: a random password per device, its PBKDF2 hash
@@ -220,6 +299,7 @@ def stack_passwd_fleet(ctx, devices, prefix, out, path) -> None:
     import time
 
     from streamtrain.credentials import make_fleet
+
     settings = StackSettings(**ctx.obj["log"])
     path = path or settings.mqtt_users_file or settings.home / "mqtt-users"
     started = time.monotonic()
@@ -228,8 +308,10 @@ def stack_passwd_fleet(ctx, devices, prefix, out, path) -> None:
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exitcodes.CONFIG)
-    click.echo(f"{len(ids)} devices ({ids[0]} .. {ids[-1]}, role device) written to {path}, "
-               f"passwords to {out} (0600) in {time.monotonic() - started:.1f}s")
+    click.echo(
+        f"{len(ids)} devices ({ids[0]} .. {ids[-1]}, role device) written to {path}, "
+        f"passwords to {out} (0600) in {time.monotonic() - started:.1f}s"
+    )
 
 
 @stack.command("down")
@@ -239,6 +321,7 @@ def stack_down(ctx, home, kafka_port, mqtt_port) -> None:
     """Stop Prometheus (if `stack up --monitoring` started it), HiveMQ and Kafka cleanly (SIGTERM, then
     SIGKILL after a grace period)."""
     from streamtrain.stack.monitoring import running_prometheus
+
     stack = _local_stack(ctx, home, kafka_port, mqtt_port)
     if (prom := running_prometheus(stack.home)) is not None:
         prom.stop()

@@ -26,8 +26,10 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 3
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
-         for s in missing],
+        [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
+            for s in missing
+        ],
         operation_timeout=timeout,
     )
     created = []

@@ -3,6 +3,7 @@
 SQL semantics where they matter: a missing field or a division by zero is an error of that
 record (dead-lettered by the caller), a non-finite result too.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,15 @@ from sqlglot import exp
 
 class EvalError(ValueError):
     #: Every reason an evaluation fails with (dead-letter reasons; exported at 0 from the start).
-    REASONS = ("missing_field", "wrong_type", "division_by_zero", "domain_error", "non_finite", "expression_error",
-               "unsupported")
+    REASONS = (
+        "missing_field",
+        "wrong_type",
+        "division_by_zero",
+        "domain_error",
+        "non_finite",
+        "expression_error",
+        "unsupported",
+    )
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -54,11 +62,28 @@ def _round(a, d=0):
     return math.floor(abs(a) * q + 0.5) / q * (1 if a >= 0 else -1)
 
 
-BINARY = {exp.Add: lambda a, b: a + b, exp.Sub: lambda a, b: a - b, exp.Mul: lambda a, b: a * b, exp.Div: _div,
-          exp.GT: lambda a, b: a > b, exp.GTE: lambda a, b: a >= b, exp.LT: lambda a, b: a < b,
-          exp.LTE: lambda a, b: a <= b, exp.EQ: lambda a, b: a == b, exp.NEQ: lambda a, b: a != b}
-UNARY = {exp.Neg: lambda a: -a, exp.Abs: abs, exp.Sqrt: _sqrt, exp.Ln: _ln, exp.Exp: math.exp,
-         exp.Floor: math.floor, exp.Ceil: math.ceil, exp.Sign: lambda a: (a > 0) - (a < 0)}
+BINARY = {
+    exp.Add: lambda a, b: a + b,
+    exp.Sub: lambda a, b: a - b,
+    exp.Mul: lambda a, b: a * b,
+    exp.Div: _div,
+    exp.GT: lambda a, b: a > b,
+    exp.GTE: lambda a, b: a >= b,
+    exp.LT: lambda a, b: a < b,
+    exp.LTE: lambda a, b: a <= b,
+    exp.EQ: lambda a, b: a == b,
+    exp.NEQ: lambda a, b: a != b,
+}
+UNARY = {
+    exp.Neg: lambda a: -a,
+    exp.Abs: abs,
+    exp.Sqrt: _sqrt,
+    exp.Ln: _ln,
+    exp.Exp: math.exp,
+    exp.Floor: math.floor,
+    exp.Ceil: math.ceil,
+    exp.Sign: lambda a: (a > 0) - (a < 0),
+}
 
 
 def compile_expr(node: exp.Expression) -> Fn:
@@ -71,6 +96,7 @@ def compile_expr(node: exp.Expression) -> Fn:
             if name not in r or r[name] is None:
                 raise EvalError("missing_field", f"field {name!r} is missing")
             return _num(r[name])
+
         return column
     if isinstance(node, exp.Literal):
         value = float(node.this) if any(c in node.this for c in ".eE") else int(node.this)

@@ -13,6 +13,7 @@ Windows and histories live in memory and are a function of a device's feature re
 replays committed feature records (and ``emitted`` the windows already written) to rebuild them
 when a device's partition moves to this process (a restart, another replica's partitions).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,10 +28,10 @@ PASSTHROUGH = ("device_type", "label", "anomaly")
 
 @dataclass
 class Result:
-    features: dict | None = None          # the feature record, or None when filtered out / failed
+    features: dict | None = None  # the feature record, or None when filtered out / failed
     windows: list[dict] = field(default_factory=list)
     sequences: list[dict] = field(default_factory=list)
-    error: EvalError | None = None        # why the record could not be processed (dead letter)
+    error: EvalError | None = None  # why the record could not be processed (dead letter)
     filtered: bool = False
 
 
@@ -116,7 +117,11 @@ class Engine:
 
     def _close(self, device: str, w: _Window) -> dict:
         self.closed[device] = w.start
-        out = {"device_id": device, "window_start_ms": int(w.start * 1000), "window_end_ms": int((w.start + self.size) * 1000)}
+        out = {
+            "device_id": device,
+            "window_start_ms": int(w.start * 1000),
+            "window_end_ms": int((w.start + self.size) * 1000),
+        }
         for a in self.aggs:
             vals = w.values[a.field]
             if a.fn == "avg":

@@ -7,6 +7,7 @@ The features stream therefore carries ``event_ms`` (``ts`` in milliseconds) and 
 ``TIMESTAMP``: ROWTIME downstream, and so the windows, use event time like the engine does.
 Statements are deterministic text, kept under golden tests.
 """
+
 from __future__ import annotations
 
 from streamtrain.preprocessing.spec import PreprocessSpec, parse_expression
@@ -48,14 +49,23 @@ def select_windows(spec: PreprocessSpec, source: str = STREAM_FEATURES) -> str |
     for a in spec.windows.aggregates:
         fn = "COUNT" if a.fn == "count" else a.fn.upper()
         aggs.append(f"{fn}({a.field}) AS {a.name}")
-    return (f"SELECT device_id, WINDOWSTART AS window_start_ms, WINDOWEND AS window_end_ms, {', '.join(aggs)}\n"
-            f"FROM {source}\nWINDOW TUMBLING (SIZE {spec.windows.size_seconds} SECONDS)\nGROUP BY device_id")
+    return (
+        f"SELECT device_id, WINDOWSTART AS window_start_ms, WINDOWEND AS window_end_ms, {', '.join(aggs)}\n"
+        f"FROM {source}\nWINDOW TUMBLING (SIZE {spec.windows.size_seconds} SECONDS)\nGROUP BY device_id"
+    )
 
 
 def render(spec: PreprocessSpec, settings: CommonSettings) -> list[str]:
     label_cols = [f"{spec.label} INT"] if spec.label else []
-    raw_cols = ["device_id VARCHAR KEY", "ts DOUBLE", "seq BIGINT", *(f"{f} DOUBLE" for f in spec.features),
-                "device_type VARCHAR", *label_cols, "anomaly VARCHAR"]
+    raw_cols = [
+        "device_id VARCHAR KEY",
+        "ts DOUBLE",
+        "seq BIGINT",
+        *(f"{f} DOUBLE" for f in spec.features),
+        "device_type VARCHAR",
+        *label_cols,
+        "anomaly VARCHAR",
+    ]
     statements = [
         f"CREATE STREAM IF NOT EXISTS {STREAM_RAW} (\n  " + ",\n  ".join(raw_cols) + "\n) WITH (KAFKA_TOPIC='"
         f"{settings.topic_raw}', KEY_FORMAT='KAFKA', VALUE_FORMAT='JSON');",
@@ -64,10 +74,14 @@ def render(spec: PreprocessSpec, settings: CommonSettings) -> list[str]:
     ]
     windows = select_windows(spec)
     if windows:
-        statements.append(f"CREATE TABLE IF NOT EXISTS {TABLE_WINDOWS} WITH (KAFKA_TOPIC='{settings.topic_windows}', "
-                          f"KEY_FORMAT='KAFKA', VALUE_FORMAT='JSON') AS\n{windows}\nEMIT FINAL;")
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {TABLE_WINDOWS} WITH (KAFKA_TOPIC='{settings.topic_windows}', "
+            f"KEY_FORMAT='KAFKA', VALUE_FORMAT='JSON') AS\n{windows}\nEMIT FINAL;"
+        )
     if spec.sequences:
         # ksqlDB has no "last N rows of a key" per record; the embedded engine builds them.
-        statements.append(f"-- sequences (last {spec.sequences.length} records per device) for "
-                          f"'{settings.topic_sequences}' are built by `streamtrain preprocess`, not by ksqlDB.")
+        statements.append(
+            f"-- sequences (last {spec.sequences.length} records per device) for "
+            f"'{settings.topic_sequences}' are built by `streamtrain preprocess`, not by ksqlDB."
+        )
     return statements

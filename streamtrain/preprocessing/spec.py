@@ -16,6 +16,7 @@ Expressions are parsed with sqlglot and checked before anything runs: only arith
 comparisons, boolean logic and a few scalar functions that both ksqlDB and the embedded
 engine implement; only known fields; never the label.
 """
+
 from __future__ import annotations
 
 import re
@@ -78,8 +79,11 @@ class PreprocessSpec(BaseModel):
     features: list[str] = Field(min_length=1, description="Raw numeric fields used as model features")
     derived: list[Derived] = Field(default_factory=list, description="Derived features, computed in order")
     windows: Windows | None = Field(None, description="Per-device tumbling-window aggregates")
-    sequences: Sequences | None = Field(None, description="Per-device sliding windows of the last N feature records "
-                                                          "(sequences topic, input of windowed models)")
+    sequences: Sequences | None = Field(
+        None,
+        description="Per-device sliding windows of the last N feature records "
+        "(sequences topic, input of windowed models)",
+    )
     label: str | None = Field("label", description="Ground-truth field, passed through and never a feature")
 
     @property
@@ -135,8 +139,10 @@ def _check_nodes(tree: exp.Expression, allowed: tuple, where: str) -> None:
                 raise SpecError(f"{where}: qualified column {node.sql()} not supported")
             continue
         if not isinstance(node, allowed):
-            raise SpecError(f"{where}: {node.key.upper()} ({node.sql()[:60]}) is not supported; allowed: "
-                            "+ - * /, comparisons, AND/OR/NOT, ABS SQRT LN EXP ROUND FLOOR CEIL SIGN GREATEST LEAST")
+            raise SpecError(
+                f"{where}: {node.key.upper()} ({node.sql()[:60]}) is not supported; allowed: "
+                "+ - * /, comparisons, AND/OR/NOT, ABS SQRT LN EXP ROUND FLOOR CEIL SIGN GREATEST LEAST"
+            )
 
 
 def check(spec: PreprocessSpec) -> None:
@@ -177,8 +183,10 @@ def check(spec: PreprocessSpec) -> None:
             raise SpecError("windows: duplicate aggregate names")
         for a in spec.windows.aggregates:
             if a.field not in spec.feature_names:
-                raise SpecError(f"windows: aggregate {a.name!r} uses {a.field!r}, which is not a feature "
-                                f"(features: {spec.feature_names})")
+                raise SpecError(
+                    f"windows: aggregate {a.name!r} uses {a.field!r}, which is not a feature "
+                    f"(features: {spec.feature_names})"
+                )
 
 
 def _check_refs(refs: list[str], known: set[str], forbidden: set[str], where: str) -> None:

@@ -5,6 +5,7 @@ topic) and ``score`` (Python and Kafka Streams scorers -> scores topic). The pro
 records with their own fast code, which takes its limits from these files (streamtrain/telemetry.py);
 the tests of every producer, the Java scorer's included, validate what it really emits against them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,5 +36,7 @@ def validator(name: str):
 
 def errors(name: str, record) -> list[str]:
     """Why ``record`` is not a valid ``name`` record: one line per violation, empty when it is valid."""
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(record)'}: {e.message}"
-            for e in sorted(validator(name).iter_errors(record), key=lambda e: list(map(str, e.absolute_path)))]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '(record)'}: {e.message}"
+        for e in sorted(validator(name).iter_errors(record), key=lambda e: list(map(str, e.absolute_path)))
+    ]

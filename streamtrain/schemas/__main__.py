@@ -1,4 +1,5 @@
 """`python -m streamtrain.schemas > docs/records.md`: the records' reference, generated from the schemas."""
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,11 @@ def _type(spec: dict, schema: dict) -> str:
         return "one of " + ", ".join(f"`{json.dumps(v)}`" for v in spec["enum"])
     kind = spec.get("type", "any")
     text = " or ".join(kind) if isinstance(kind, list) else kind
-    limits = [f"{word} {spec[key]}" for key, word in (("minimum", "≥"), ("exclusiveMinimum", ">"),
-                                                      ("maximum", "≤"), ("minLength", "length ≥"))
-              if key in spec and abs(spec[key]) < 1e300]
+    limits = [
+        f"{word} {spec[key]}"
+        for key, word in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("minLength", "length ≥"))
+        if key in spec and abs(spec[key]) < 1e300
+    ]
     if "pattern" in spec:
         limits.append(f"matching `{spec['pattern']}`")
     if abs(spec.get("maximum", 0)) >= 1e300:
@@ -55,7 +58,9 @@ def markdown() -> str:
         extra = schema.get("additionalProperties")
         if extra:
             limit = f"; at most {schema['maxProperties']} fields in all" if "maxProperties" in schema else ""
-            out.append(f"| any other | {_type(extra, schema)} | no | {extra.get('description', '').rstrip('.')}{limit} |")
+            out.append(
+                f"| any other | {_type(extra, schema)} | no | {extra.get('description', '').rstrip('.')}{limit} |"
+            )
         else:
             out.append("\nNo other field.")
         out.append("")

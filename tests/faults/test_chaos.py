@@ -4,6 +4,7 @@ and HiveMQ are restarted. At the end every reading (device, seq) is scored exact
 committed scores, and the health endpoints said "not ready" while a broker was down.
 
 Run with `make test-faults` (CI runs it after `make test`)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,12 +18,12 @@ import uuid
 
 import pytest
 
-from streamtrain.simulator.fleet import Fleet, FleetConfig
-from streamtrain.simulator.publish import run_fleet
-from streamtrain.stack.local import LocalStack, free_port
 from streamtrain.kafka import ensure_topics, read_topic
 from streamtrain.lifecycle import StopFlag
 from streamtrain.settings import CommonSettings, StackSettings
+from streamtrain.simulator.fleet import Fleet, FleetConfig
+from streamtrain.simulator.publish import run_fleet
+from streamtrain.stack.local import LocalStack, free_port
 from streamtrain.topics import pipeline_topics
 from tests.conftest import REPO
 from tests.programs import Program, settings_env
@@ -34,9 +35,16 @@ DEVICES, RATE = 20, 4.0  # 80 readings/s
 
 @pytest.fixture
 def own_stack(tmp_path_factory):
-    stack = LocalStack(StackSettings(home=tmp_path_factory.mktemp("chaos-stack"), jars=REPO / ".streamtrain" / "lib",
-                                     kafka_port=free_port(), kafka_controller_port=free_port(),
-                                     mqtt_port=free_port(), partitions=3))
+    stack = LocalStack(
+        StackSettings(
+            home=tmp_path_factory.mktemp("chaos-stack"),
+            jars=REPO / ".streamtrain" / "lib",
+            kafka_port=free_port(),
+            kafka_controller_port=free_port(),
+            mqtt_port=free_port(),
+            partitions=3,
+        )
+    )
     try:
         stack.up(create_topics=False)
         yield stack
@@ -70,11 +78,12 @@ def covers(expected: set):
     done = [0]
 
     def until(msgs) -> bool:
-        for m in msgs[done[0]:]:
+        for m in msgs[done[0] :]:
             b = json.loads(m.value())
             seen.add((b["device_id"], b["seq"]))
         done[0] = len(msgs)
         return expected <= seen
+
     return until
 
 
@@ -88,9 +97,16 @@ class Pipeline:
     def start(self, name: str, **extra) -> Program:
         self.starts[name] += 1
         args = {"bridge": ["bridge"], "preprocess": ["preprocess"], "score": ["score"]}[name]
-        env = settings_env(self.s, metrics_port=self.ports[name], instance_id=f"chaos-{name}",
-                           client_id=f"chaos-bridge-{self.s.topic_raw}", share_group=f"g-{self.s.topic_raw}",
-                           group_id=f"{name}-{self.s.topic_raw}", batch_size=200, **extra)
+        env = settings_env(
+            self.s,
+            metrics_port=self.ports[name],
+            instance_id=f"chaos-{name}",
+            client_id=f"chaos-bridge-{self.s.topic_raw}",
+            share_group=f"g-{self.s.topic_raw}",
+            group_id=f"{name}-{self.s.topic_raw}",
+            batch_size=200,
+            **extra,
+        )
         prog = Program(args, env, self.tmp / f"{name}-{self.starts[name]}.log").start()
         self.procs[name] = prog
         return prog
@@ -119,9 +135,11 @@ def cleanup():
 
 def test_kill_everything_and_restart_both_brokers_every_reading_scored_exactly_once(own_stack, tmp_path, cleanup):
     tag = uuid.uuid4().hex[:6]
-    s = CommonSettings(kafka_bootstrap=own_stack.bootstrap, mqtt_port=own_stack.settings.mqtt_port,
-                       **{f"topic_{t}": f"chaos{tag}.{t}" for t in ("raw", "deadletter", "features", "windows",
-                                                                     "models", "scores")})
+    s = CommonSettings(
+        kafka_bootstrap=own_stack.bootstrap,
+        mqtt_port=own_stack.settings.mqtt_port,
+        **{f"topic_{t}": f"chaos{tag}.{t}" for t in ("raw", "deadletter", "features", "windows", "models", "scores")},
+    )
     ensure_topics(s.kafka_bootstrap, pipeline_topics(s, partitions=3))
     p = Pipeline(s, tmp_path)
     cleanup.append(p.procs)
@@ -134,8 +152,20 @@ def test_kill_everything_and_restart_both_brokers_every_reading_scored_exactly_o
     result = {}
 
     def publish():
-        result["report"] = asyncio.run(run_fleet(fleet, "127.0.0.1", s.mqtt_port, rate=RATE, count=None,
-                                                 duration=None, connections=2, stop=stop, drain_timeout=120))
+        result["report"] = asyncio.run(
+            run_fleet(
+                fleet,
+                "127.0.0.1",
+                s.mqtt_port,
+                rate=RATE,
+                count=None,
+                duration=None,
+                connections=2,
+                stop=stop,
+                drain_timeout=120,
+            )
+        )
+
     fleet_thread = threading.Thread(target=publish, daemon=True)
     fleet_thread.start()
 
@@ -169,8 +199,9 @@ def test_kill_everything_and_restart_both_brokers_every_reading_scored_exactly_o
     time.sleep(3)
     own_stack.start_kafka()
     own_stack._wait(own_stack.kafka, own_stack.kafka_ready, 120)
-    back = {n: round(wait_until(lambda n=n: ready(p.ports[n]), f"{n} ready after Kafka restart", 120), 1)
-            for n in p.ports}
+    back = {
+        n: round(wait_until(lambda n=n: ready(p.ports[n]), f"{n} ready after Kafka restart", 120), 1) for n in p.ports
+    }
     table.append(("Kafka stopped (SIGTERM) and restarted", f"all not ready while down; ready again after {back} s"))
 
     own_stack.stop_service(own_stack.hivemq)
@@ -179,8 +210,12 @@ def test_kill_everything_and_restart_both_brokers_every_reading_scored_exactly_o
     own_stack.start_hivemq()
     own_stack._wait(own_stack.hivemq, own_stack.hivemq_ready, 120)
     t = wait_until(lambda: ready(p.ports["bridge"]), "bridge ready after HiveMQ restart", 120)
-    table.append(("HiveMQ stopped (SIGTERM) and restarted", f"bridge not ready while down, reconnected in {t:.1f} s; "
-                                                            "devices resent unacknowledged messages"))
+    table.append(
+        (
+            "HiveMQ stopped (SIGTERM) and restarted",
+            f"bridge not ready while down, reconnected in {t:.1f} s; devices resent unacknowledged messages",
+        )
+    )
 
     time.sleep(3)
     stop.set()
@@ -188,7 +223,9 @@ def test_kill_everything_and_restart_both_brokers_every_reading_scored_exactly_o
     report = result["report"]
     assert report.unacked_at_exit == 0, report.as_dict()
 
-    complete_rounds = {(d, q) for d in fleet.device_ids for q in range(report.per_device_last_seq[fleet.device_ids[0]] + 1)}
+    complete_rounds = {
+        (d, q) for d in fleet.device_ids for q in range(report.per_device_last_seq[fleet.device_ids[0]] + 1)
+    }
     raw = distinct(read_topic(s.kafka_bootstrap, s.topic_raw, until=covers(complete_rounds), timeout=240))
     lost = complete_rounds - set(raw)
     assert not lost, f"{len(lost)} readings never reached Kafka, e.g. {sorted(lost)[:5]} ... {sorted(lost)[-5:]}"
@@ -198,11 +235,16 @@ def test_kill_everything_and_restart_both_brokers_every_reading_scored_exactly_o
     duplicates = sum(c - 1 for c in scores.values())
     raw_repeats = sum(c - 1 for c in raw.values())
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{p.ports['preprocess']}/metrics", timeout=5).read().decode()
-    dropped = next(float(line.split()[-1]) for line in metrics.splitlines()
-                   if line.startswith("streamtrain_preprocess_duplicates_total"))
-    print(f"\npublished={report.published} readings={len(expected)} raw records={sum(raw.values())} "
-          f"(repeats from at-least-once ingestion={raw_repeats}) scored={len(scores)} missing={len(missing)} "
-          f"duplicate scores={duplicates} repeats dropped by the current preprocessor={dropped:.0f}")
+    dropped = next(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("streamtrain_preprocess_duplicates_total")
+    )
+    print(
+        f"\npublished={report.published} readings={len(expected)} raw records={sum(raw.values())} "
+        f"(repeats from at-least-once ingestion={raw_repeats}) scored={len(scores)} missing={len(missing)} "
+        f"duplicate scores={duplicates} repeats dropped by the current preprocessor={dropped:.0f}"
+    )
     print("| fault | what happened | messages lost | duplicate scores |")
     for fault, what in table:
         print(f"| {fault} | {what} | 0 | 0 |")

@@ -4,6 +4,7 @@ in-flight count and the RSS of bridge and scorer stay under the documented bound
 burst is over the backlog drains with every reading scored exactly once.
 
 Run with `make test-faults` (CI runs it after `make test`)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,10 +18,10 @@ import uuid
 import psutil
 import pytest
 
+from streamtrain.kafka import read_topic
 from streamtrain.simulator.fleet import Fleet, FleetConfig
 from streamtrain.simulator.publish import run_fleet
 from streamtrain.stack.local import free_port
-from streamtrain.kafka import read_topic
 from tests.programs import Program, settings_env
 
 pytestmark = pytest.mark.faults
@@ -68,9 +69,15 @@ def test_10x_burst_memory_bounded_backlog_drains_nothing_lost(pipeline, tmp_path
     ports = {n: free_port() for n in ("bridge", "preprocess", "score")}
 
     def start(name: str, args: list[str], **extra) -> Program:
-        env = settings_env(pipeline, metrics_port=ports.get(name, 0), client_id=f"ov-{pipeline.topic_raw}",
-                           share_group=f"ov-{pipeline.topic_raw}", group_id=f"{name}-{pipeline.topic_raw}",
-                           instance_id=f"ov-{name}", **extra)
+        env = settings_env(
+            pipeline,
+            metrics_port=ports.get(name, 0),
+            client_id=f"ov-{pipeline.topic_raw}",
+            share_group=f"ov-{pipeline.topic_raw}",
+            group_id=f"{name}-{pipeline.topic_raw}",
+            instance_id=f"ov-{name}",
+            **extra,
+        )
         prog = Program(args, env, tmp_path / f"{name}.log").start()
         started.append(prog)
         return prog
@@ -94,11 +101,21 @@ def test_10x_burst_memory_bounded_backlog_drains_nothing_lost(pipeline, tmp_path
 
     async def scenario():
         # Steady load for the whole run; the burst (10x) for 12 s in the middle of it.
-        steady_task = asyncio.create_task(run_fleet(steady, "127.0.0.1", pipeline.mqtt_port, rate=STEADY / 20,
-                                                    count=STEADY_COUNT, duration=None, connections=1))
+        steady_task = asyncio.create_task(
+            run_fleet(
+                steady,
+                "127.0.0.1",
+                pipeline.mqtt_port,
+                rate=STEADY / 20,
+                count=STEADY_COUNT,
+                duration=None,
+                connections=1,
+            )
+        )
         await asyncio.sleep(5)
-        burst_report = await run_fleet(burst, "127.0.0.1", pipeline.mqtt_port, rate=BURST / 200,
-                                       count=BURST_COUNT, duration=None, connections=4)
+        burst_report = await run_fleet(
+            burst, "127.0.0.1", pipeline.mqtt_port, rate=BURST / 200, count=BURST_COUNT, duration=None, connections=4
+        )
         return await steady_task, burst_report
 
     def watch_inflight(stop: threading.Event):
@@ -116,21 +133,28 @@ def test_10x_burst_memory_bounded_backlog_drains_nothing_lost(pipeline, tmp_path
     offered_s = time.monotonic() - t0
     burst_rate = burst_report.published / burst_report.seconds
     assert steady_report.unacked_at_exit == 0 and burst_report.unacked_at_exit == 0
-    expected = {(d, q) for f, n in ((warm, 60), (steady, STEADY_COUNT), (burst, BURST_COUNT))
-                for d in f.device_ids for q in range(n)}
+    expected = {
+        (d, q)
+        for f, n in ((warm, 60), (steady, STEADY_COUNT), (burst, BURST_COUNT))
+        for d in f.device_ids
+        for q in range(n)
+    }
 
     def complete(msgs):
         return expected <= {(b["device_id"], b["seq"]) for b in (json.loads(m.value()) for m in msgs)}
+
     scores = read_topic(pipeline.kafka_bootstrap, pipeline.topic_scores, until=complete, timeout=300)
     drained_s = time.monotonic() - t0
     stop_watch.set()
     sampler.done.set()
     keys = collections.Counter((b["device_id"], b["seq"]) for b in (json.loads(m.value()) for m in scores))
     peak_mb = {name: round(rss / 2**20) for name, rss in sampler.peak.items()}
-    print(f"\noffered {len(expected)} readings (steady {STEADY}/s; burst {BURST}/s planned, {burst_rate:.0f}/s "
-          f"reached, for {burst_report.seconds:.0f} s) in {offered_s:.0f} s, "
-          f"all scored after {drained_s:.0f} s; peak RSS MB {peak_mb} (bounds bridge {BRIDGE_RSS_MB}, "
-          f"scorer {SCORER_RSS_MB}); peak bridge in-flight {inflight_peak[0]:.0f}")
+    print(
+        f"\noffered {len(expected)} readings (steady {STEADY}/s; burst {BURST}/s planned, {burst_rate:.0f}/s "
+        f"reached, for {burst_report.seconds:.0f} s) in {offered_s:.0f} s, "
+        f"all scored after {drained_s:.0f} s; peak RSS MB {peak_mb} (bounds bridge {BRIDGE_RSS_MB}, "
+        f"scorer {SCORER_RSS_MB}); peak bridge in-flight {inflight_peak[0]:.0f}"
+    )
     for prog in (bridge, pre, scorer):
         assert prog.stop() == 0, prog.log()[-2000:]
     assert set(keys) == expected

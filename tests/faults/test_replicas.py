@@ -3,6 +3,7 @@ a broker killed with SIGKILL mid-stream, and replicas of every program added and
 fleet publishes. Every reading (device, seq) ends up scored exactly once in the committed scores.
 
 Run with `make test-faults`. Small fleets and counts: three brokers and a dozen programs share two cores."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,8 +42,16 @@ PARTITIONS = 6  # room for four replicas of each consumer
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     base = free_port_range(7)  # three client ports, three controller ports, MQTT
-    stack = LocalStack(StackSettings(home=tmp_path_factory.mktemp("replicas-stack"), jars=REPO / ".streamtrain" / "lib",
-                                     kafka_port=base, kafka_brokers=3, mqtt_port=base + 6, partitions=PARTITIONS))
+    stack = LocalStack(
+        StackSettings(
+            home=tmp_path_factory.mktemp("replicas-stack"),
+            jars=REPO / ".streamtrain" / "lib",
+            kafka_port=base,
+            kafka_brokers=3,
+            mqtt_port=base + 6,
+            partitions=PARTITIONS,
+        )
+    )
     try:
         stack.up(create_topics=False)
         yield stack
@@ -59,8 +68,9 @@ def model(cluster, tmp_path_factory):
         if (f := engine.process(r).features) is not None:
             producer.produce(s.topic_features, json.dumps(f).encode(), key=f["device_id"].encode())
     assert producer.flush(30) == 0
-    trainer = Program(["train"], settings_env(s, train_records=500, epochs=1),
-                      tmp_path_factory.mktemp("seed") / "train.log").start()
+    trainer = Program(
+        ["train"], settings_env(s, train_records=500, epochs=1), tmp_path_factory.mktemp("seed") / "train.log"
+    ).start()
     assert trainer.proc.wait(300) == 0, trainer.log()[-3000:]
     (version,) = read_versions(s.kafka_bootstrap, s.topic_models)
     return version
@@ -68,8 +78,10 @@ def model(cluster, tmp_path_factory):
 
 def topics(cluster: LocalStack, name: str) -> CommonSettings:
     tag = f"{name}{uuid.uuid4().hex[:6]}"
-    names: dict[str, Any] = {f"topic_{t}": f"{tag}.{t}" for t in ("raw", "deadletter", "features", "windows",
-                                                                  "sequences", "models", "scores")}
+    names: dict[str, Any] = {
+        f"topic_{t}": f"{tag}.{t}"
+        for t in ("raw", "deadletter", "features", "windows", "sequences", "models", "scores")
+    }
     s = CommonSettings(kafka_bootstrap=cluster.bootstrap, mqtt_port=cluster.settings.mqtt_port, **names)
     ensure_topics(s.kafka_bootstrap, pipeline_topics(s, partitions=PARTITIONS))
     return s
@@ -84,9 +96,15 @@ class Replicas:
 
     def start(self, name: str, replica: int) -> Program:
         key = f"{name}-{replica}"
-        env = settings_env(self.s, instance_id=key, client_id=f"bridge-{self.s.topic_raw}-{replica}",
-                           share_group=f"g-{self.s.topic_raw}", group_id=f"{name}-{self.s.topic_raw}",
-                           batch_size=100, **self.extra.get(name, {}))
+        env = settings_env(
+            self.s,
+            instance_id=key,
+            client_id=f"bridge-{self.s.topic_raw}-{replica}",
+            share_group=f"g-{self.s.topic_raw}",
+            group_id=f"{name}-{self.s.topic_raw}",
+            batch_size=100,
+            **self.extra.get(name, {}),
+        )
         self.procs[key] = prog = Program([name], env, self.tmp / f"{key}.log").start()
         return prog
 
@@ -106,9 +124,24 @@ class Publishing:
         self.fleet = Fleet(FleetConfig(devices=devices, seed=9, device_prefix=tag))
         self.stop_flag = StopFlag()
         self.result: dict[str, Any] = {}
-        self.thread = threading.Thread(target=lambda: self.result.update(report=asyncio.run(run_fleet(
-            self.fleet, "127.0.0.1", s.mqtt_port, rate=rate, count=None, duration=None, connections=2,
-            stop=self.stop_flag, drain_timeout=120))), daemon=True)
+        self.thread = threading.Thread(
+            target=lambda: self.result.update(
+                report=asyncio.run(
+                    run_fleet(
+                        self.fleet,
+                        "127.0.0.1",
+                        s.mqtt_port,
+                        rate=rate,
+                        count=None,
+                        duration=None,
+                        connections=2,
+                        stop=self.stop_flag,
+                        drain_timeout=120,
+                    )
+                )
+            ),
+            daemon=True,
+        )
         self.thread.start()
 
     def finish(self) -> set[tuple[str, int]]:
@@ -137,10 +170,14 @@ def check_exactly_once(s: CommonSettings, published: set) -> tuple[dict, list, l
     assert not lost, f"{len(lost)} readings never reached Kafka, e.g. {sorted(lost)[:5]}"
     score_msgs = read_topic(s.kafka_bootstrap, s.topic_scores, until=covers(set(raw)), timeout=240)
     scores = distinct(score_msgs)
-    numbers = {"published": len(published), "raw records": sum(raw.values()),
-               "raw repeats (at-least-once ingestion)": sum(c - 1 for c in raw.values()),
-               "scored": len(scores), "missing scores": len(set(raw) - set(scores)),
-               "duplicate scores": sum(c - 1 for c in scores.values())}
+    numbers = {
+        "published": len(published),
+        "raw records": sum(raw.values()),
+        "raw repeats (at-least-once ingestion)": sum(c - 1 for c in raw.values()),
+        "scored": len(scores),
+        "missing scores": len(set(raw) - set(scores)),
+        "duplicate scores": sum(c - 1 for c in scores.values()),
+    }
     print("\n" + " ".join(f"{k}={v}" for k, v in numbers.items()))
     assert numbers["missing scores"] == 0 and numbers["duplicate scores"] == 0 and set(scores) == set(raw)
     return numbers, raw_msgs, score_msgs
@@ -153,9 +190,21 @@ def leaders(admin, names: list[str]) -> dict[tuple[str, int], int]:
 
 def test_a_broker_killed_mid_stream_loses_and_repeats_no_score(cluster, model, tmp_path):
     # `stack status` finds the three nodes from the data folder alone (no --kafka-brokers).
-    status = subprocess.run(STREAMTRAIN + ["stack", "status", "--home", str(cluster.home), "--kafka-port",
-                                           str(cluster.settings.kafka_port), "--mqtt-port",
-                                           str(cluster.settings.mqtt_port)], capture_output=True, text=True)
+    status = subprocess.run(
+        STREAMTRAIN
+        + [
+            "stack",
+            "status",
+            "--home",
+            str(cluster.home),
+            "--kafka-port",
+            str(cluster.settings.kafka_port),
+            "--mqtt-port",
+            str(cluster.settings.mqtt_port),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert status.returncode == 0, status.stdout + status.stderr
     nodes = json.loads(status.stdout)["kafka"]["brokers"]
     assert [n["node"] for n in nodes if n["ready"]] == [1, 2, 3]
@@ -201,9 +250,11 @@ def test_a_broker_killed_mid_stream_loses_and_repeats_no_score(cluster, model, t
         published = fleet.finish()
         numbers, _, _ = check_exactly_once(s, published)
         worst = max(leaderless.values())
-        print(f"broker {victim} SIGKILLed, {len(led)} partitions it led; time without a leader: "
-              f"max {worst:.1f} s, median {sorted(leaderless.values())[len(led) // 2]:.1f} s; "
-              f"restarted after {down_for:.0f} s")
+        print(
+            f"broker {victim} SIGKILLed, {len(led)} partitions it led; time without a leader: "
+            f"max {worst:.1f} s, median {sorted(leaderless.values())[len(led) // 2]:.1f} s; "
+            f"restarted after {down_for:.0f} s"
+        )
         for key in list(programs.procs):
             programs.stop(key)
     finally:
@@ -259,15 +310,21 @@ def test_replicas_added_and_removed_mid_stream_keep_every_score_once_and_in_orde
             q = json.loads(m.value())
             sequences[q["device_id"]].append(q["values"])
         for device, rows in features.items():
-            assert sequences[device] == [rows[i - 3:i + 1] for i in range(3, len(rows))], device
+            assert sequences[device] == [rows[i - 3 : i + 1] for i in range(3, len(rows))], device
         windows = [json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, s.topic_windows, timeout=60)]
         keys = collections.Counter((w["device_id"], w["window_start_ms"]) for w in windows)
         assert windows and max(keys.values()) == 1
-        restored = [json.loads(x) for p in programs.procs.values() for x in p.log().splitlines()
-                    if x.startswith("{") and '"state_restored"' in x]
-        print(f"replicas 3 -> 4 -> 3 of bridge, preprocess and score; sequences={sum(map(len, sequences.values()))} "
-              f"windows={len(windows)} raw seq inversions from the shared MQTT subscription={inversions} "
-              f"state restores={len(restored)} (features replayed {sum(r['features'] for r in restored)})")
+        restored = [
+            json.loads(x)
+            for p in programs.procs.values()
+            for x in p.log().splitlines()
+            if x.startswith("{") and '"state_restored"' in x
+        ]
+        print(
+            f"replicas 3 -> 4 -> 3 of bridge, preprocess and score; sequences={sum(map(len, sequences.values()))} "
+            f"windows={len(windows)} raw seq inversions from the shared MQTT subscription={inversions} "
+            f"state restores={len(restored)} (features replayed {sum(r['features'] for r in restored)})"
+        )
         for key in [k for k, p in programs.procs.items() if p.proc.poll() is None]:
             programs.stop(key)
     finally:

@@ -1,6 +1,7 @@
 """A heterogeneous fleet stream on real Kafka for the fleet tests: raw telemetry produced to the
 raw topic (the bridge is covered by tests/ingest), the real preprocessor builds features and
 per-device sequences, trainers and scorers run in-process on top."""
+
 from __future__ import annotations
 
 import json
@@ -11,13 +12,13 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
-from streamtrain.preprocessor.app import PreprocessSettings, Preprocessor
-from streamtrain.scorer.app import Scorer, ScoreSettings
-from streamtrain.simulator.hetero import HeteroConfig, HeterogeneousFleet
 from streamtrain.kafka import ensure_topics, producer_config, read_topic
 from streamtrain.lifecycle import StopFlag
 from streamtrain.preprocessing.spec import PreprocessSpec
+from streamtrain.preprocessor.app import Preprocessor, PreprocessSettings
+from streamtrain.scorer.app import Scorer, ScoreSettings
 from streamtrain.settings import CommonSettings
+from streamtrain.simulator.hetero import HeteroConfig, HeterogeneousFleet
 from streamtrain.topics import pipeline_topics
 
 SEQUENCE_LENGTH = 16
@@ -25,8 +26,10 @@ SEQUENCE_LENGTH = 16
 
 def fleet_settings(bootstrap: str, tag: str | None = None) -> CommonSettings:
     tag = tag or uuid.uuid4().hex[:8]
-    topics: dict[str, Any] = {f"topic_{t}": f"f{tag}.{t}" for t in
-                              ("raw", "deadletter", "features", "windows", "sequences", "models", "scores")}
+    topics: dict[str, Any] = {
+        f"topic_{t}": f"f{tag}.{t}"
+        for t in ("raw", "deadletter", "features", "windows", "sequences", "models", "scores")
+    }
     s = CommonSettings(kafka_bootstrap=bootstrap, **topics)
     ensure_topics(bootstrap, pipeline_topics(s, partitions=3))
     return s
@@ -40,6 +43,7 @@ def spec_with_sequences() -> PreprocessSpec:
 
 def count(bootstrap: str, topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
+
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "fleet-test-count"})
     try:
         total = 0
@@ -115,17 +119,33 @@ def preprocessor(s: CommonSettings) -> InProcess:
     return InProcess(Preprocessor(ps, spec_with_sequences(), StopFlag())).start()
 
 
-def score_all(s: CommonSettings, topic_models: str, topic_scores: str, expected: int, timeout: float = 180.0) -> list[dict]:
+def score_all(
+    s: CommonSettings, topic_models: str, topic_scores: str, expected: int, timeout: float = 180.0
+) -> list[dict]:
     """Run the live scorer on one models topic until every input of ``input_topic`` is scored."""
-    ensure_topics(s.kafka_bootstrap, [t for t in pipeline_topics(
-        s.model_copy(update={"topic_models": topic_models, "topic_scores": topic_scores}), partitions=3)
-        if t.name in (topic_models, topic_scores)])
-    ss = ScoreSettings(**{**s.model_dump(), "topic_models": topic_models, "topic_scores": topic_scores},
-                       group_id=f"score-{topic_scores}", batch_size=500, instance_id="fleet-test")
+    ensure_topics(
+        s.kafka_bootstrap,
+        [
+            t
+            for t in pipeline_topics(
+                s.model_copy(update={"topic_models": topic_models, "topic_scores": topic_scores}), partitions=3
+            )
+            if t.name in (topic_models, topic_scores)
+        ],
+    )
+    ss = ScoreSettings(
+        **{**s.model_dump(), "topic_models": topic_models, "topic_scores": topic_scores},
+        group_id=f"score-{topic_scores}",
+        batch_size=500,
+        instance_id="fleet-test",
+    )
     prog = InProcess(Scorer(ss, StopFlag())).start()
     try:
-        wait_until(f"{expected} scores on {topic_scores}",
-                   lambda: ((n := count(s.kafka_bootstrap, topic_scores)) >= expected, f"{n}/{expected}"), timeout)
+        wait_until(
+            f"{expected} scores on {topic_scores}",
+            lambda: ((n := count(s.kafka_bootstrap, topic_scores)) >= expected, f"{n}/{expected}"),
+            timeout,
+        )
     finally:
         assert prog.stop() == 0
     return [json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, topic_scores, timeout=60)]

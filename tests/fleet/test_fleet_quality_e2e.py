@@ -6,23 +6,22 @@ states and spikes (fixed seed). The real preprocessor builds features and per-de
 sequences; the trainer learns from Kafka; the live scorer scores every input; quality is
 computed from the scores topic. A device that joined just before training is marked
 ``warmup``; devices first seen after training are scored with the fallback and marked."""
+
 from __future__ import annotations
 
 import collections
 
 import numpy as np
 import pytest
-
 from confluent_kafka import Producer
 
-from streamtrain.simulator.hetero import HeteroConfig, HeterogeneousFleet
 from streamtrain.kafka import ensure_topics, producer_config
 from streamtrain.modelcodec import publish_model, read_versions
 from streamtrain.quality import evaluate, format_table
+from streamtrain.simulator.hetero import HeteroConfig, HeterogeneousFleet
 from streamtrain.topics import pipeline_topics
-from tests.fleet.stream import (SEQUENCE_LENGTH, FleetFeed, count, fleet_settings, preprocessor, score_all,
-                                wait_until)
 from streamtrain.trainer.train import TrainSettings, train_once
+from tests.fleet.stream import SEQUENCE_LENGTH, FleetFeed, count, fleet_settings, preprocessor, score_all, wait_until
 from tests.records import assert_valid
 
 TRAIN_STEPS, TOTAL_STEPS, LATE_STEPS = 300, 480, 20
@@ -39,30 +38,48 @@ def fleet_run(local_stack):
     try:
         feed.steps(TRAIN_STEPS - LATE_STEPS)
         feed.steps(LATE_STEPS, extra=[("late", late)])  # 20 readings, 5 sequences: both below the warm-up
-        wait_until("training data preprocessed",
-                   lambda: ((n := count(s.kafka_bootstrap, s.topic_features)) >= feed.produced, f"{n}/{feed.produced}"))
+        wait_until(
+            "training data preprocessed",
+            lambda: ((n := count(s.kafka_bootstrap, s.topic_features)) >= feed.produced, f"{n}/{feed.produced}"),
+        )
         models = {}
         for kind in ("dense", "windowed"):
             for baselines in ("device", "global"):
                 topic = f"{s.topic_models}.{kind}-{baselines}"
-                ensure_topics(s.kafka_bootstrap, [t for t in pipeline_topics(s.model_copy(update={"topic_models": topic}))
-                                                  if t.name == topic])
-                ts = TrainSettings(**{**s.model_dump(), "topic_models": topic}, train_records=10**6, model_kind=kind,
-                                   baselines=baselines, layers="16,1,16", threshold_k=8.0, warmup_records=50,
-                                   epochs=12 if kind == "dense" else 6, min_records=500, cache=True)
+                ensure_topics(
+                    s.kafka_bootstrap,
+                    [t for t in pipeline_topics(s.model_copy(update={"topic_models": topic})) if t.name == topic],
+                )
+                ts = TrainSettings(
+                    **{**s.model_dump(), "topic_models": topic},
+                    train_records=10**6,
+                    model_kind=kind,
+                    baselines=baselines,
+                    layers="16,1,16",
+                    threshold_k=8.0,
+                    warmup_records=50,
+                    epochs=12 if kind == "dense" else 6,
+                    min_records=500,
+                    cache=True,
+                )
                 models[(kind, baselines)] = (topic, train_once(ts))
         # The same windowed version with 2-of-3 smoothing of the decision (no retraining).
         mv = read_versions(s.kafka_bootstrap, models[("windowed", "device")][0])[-1]
         topic = f"{s.topic_models}.windowed-smoothed"
-        ensure_topics(s.kafka_bootstrap, [t for t in pipeline_topics(s.model_copy(update={"topic_models": topic}))
-                                          if t.name == topic])
+        ensure_topics(
+            s.kafka_bootstrap,
+            [t for t in pipeline_topics(s.model_copy(update={"topic_models": topic})) if t.name == topic],
+        )
         meta = {**mv.metadata, "smoothing": {"k": 2, "m": 3}, "requires": mv.metadata["requires"] + ["smoothing"]}
         publish_model(Producer(producer_config(s.kafka_bootstrap)), topic, mv.artefact, meta)
         models[("windowed", "device 2of3")] = (topic, meta)
         feed.steps(TOTAL_STEPS - TRAIN_STEPS, extra=[("late", late), ("new", new)])
         per_device = collections.Counter()
-        for fleet, steps in ((feed.fleet, TOTAL_STEPS), (late, TOTAL_STEPS - TRAIN_STEPS + LATE_STEPS),
-                             (new, TOTAL_STEPS - TRAIN_STEPS)):
+        for fleet, steps in (
+            (feed.fleet, TOTAL_STEPS),
+            (late, TOTAL_STEPS - TRAIN_STEPS + LATE_STEPS),
+            (new, TOTAL_STEPS - TRAIN_STEPS),
+        ):
             for d in fleet.device_ids:
                 per_device[d] = steps
         n_seq = sum(max(0, n - SEQUENCE_LENGTH + 1) for n in per_device.values())
@@ -70,14 +87,16 @@ def fleet_run(local_stack):
         def preprocessed():
             nf, nq = count(s.kafka_bootstrap, s.topic_features), count(s.kafka_bootstrap, s.topic_sequences)
             return nf >= feed.produced and nq >= n_seq, f"features {nf}/{feed.produced}, sequences {nq}/{n_seq}"
+
         wait_until("everything preprocessed", preprocessed)
     finally:
         pre.stop()
     scores = {}
     for (kind, baselines), (topic, _) in models.items():
         expected = feed.produced if kind == "dense" else n_seq
-        scores[(kind, baselines)] = score_all(s, topic, f"{s.topic_scores}.{kind}-{baselines.replace(' ', '-')}",
-                                              expected)
+        scores[(kind, baselines)] = score_all(
+            s, topic, f"{s.topic_scores}.{kind}-{baselines.replace(' ', '-')}", expected
+        )
     return s, models, scores, feed.produced, n_seq
 
 
@@ -96,8 +115,10 @@ def test_per_device_baselines_beat_global_normalization_on_a_heterogeneous_fleet
         print(f"\n== {key[0]} model, {key[1]} normalization ==\n{format_table(ev)}")
     print("\nmodel     baselines    records  precision  recall     f1  false_alarm  missed_alarm")
     for (kind, baselines), d in table.items():
-        print(f"{kind:9} {baselines:11} {d['records']:8} {d['precision']:10} {d['recall']:7} {d['f1']:6} "
-              f"{d['false_alarm_rate']:12} {d['missed_alarm_rate']:13}")
+        print(
+            f"{kind:9} {baselines:11} {d['records']:8} {d['precision']:10} {d['recall']:7} {d['f1']:6} "
+            f"{d['false_alarm_rate']:12} {d['missed_alarm_rate']:13}"
+        )
 
     dense = evaluate(scores[("dense", "device")])
     assert dense.overall.records == produced and dense.duplicates == 0, "every feature record scored exactly once"
@@ -148,19 +169,35 @@ def test_evaluate_prints_quality_per_device_and_writes_the_report(fleet_run, tmp
     import sys
 
     from tests.programs import settings_env
+
     s, _, scores, _, _ = fleet_run
     topic = f"{s.topic_scores}.dense-device"
     env = settings_env(s.model_copy(update={"topic_scores": topic, "topic_models": f"{s.topic_models}.dense-device"}))
-    proc = subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "evaluate", "--per-device", "--report",
-                           str(tmp_path / "report")], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamtrain.cli.main",
+            "evaluate",
+            "--per-device",
+            "--report",
+            str(tmp_path / "report"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     for column in ("precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate"):
         assert column in out
     ev = evaluate(scores[("dense", "device")])
     overall_row = next(line.split() for line in out.splitlines() if line.strip().startswith("all "))
-    assert overall_row[1:] == [str(ev.overall.as_dict()[c]) for c in ("records", "anomalies", "precision", "recall",
-                                                                        "f1", "false_alarm_rate", "missed_alarm_rate")]
+    assert overall_row[1:] == [
+        str(ev.overall.as_dict()[c])
+        for c in ("records", "anomalies", "precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate")
+    ]
     for device in ("dev-00000", "new-00002", "late-00000", "compressor", "fallback", "warmup"):
         assert device in out
     html = (tmp_path / "report" / "index.html").read_text()

@@ -1,14 +1,15 @@
 """Unit tests without brokers: the heterogeneous simulator, per-device sequences in the engine,
 per-device baselines in a model version, k-of-m smoothing, quality per device."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from streamtrain.simulator.fleet import CHANNELS
-from streamtrain.simulator.hetero import _PATTERNS, HETERO_KINDS, HeteroConfig, HeterogeneousFleet
 from streamtrain.preprocessing.engine import Engine
 from streamtrain.quality import evaluate, format_devices
+from streamtrain.simulator.fleet import CHANNELS
+from streamtrain.simulator.hetero import _PATTERNS, HETERO_KINDS, HeteroConfig, HeterogeneousFleet
 from tests.fleet.stream import spec_with_sequences
 
 
@@ -63,8 +64,16 @@ def test_engine_builds_per_device_sequences_of_the_last_n_readings():
     out = []
     for seq in range(n + 2):
         for dev in ("a", "b"):
-            rec = {"device_id": dev, "ts": 1000.0 + seq, "seq": seq, "temperature": 50.0 + seq, "current": 1.0,
-                   "vibration": 0.2, "pressure": 2.0 if dev == "a" else 3.0, "label": int(seq == n + 1)}
+            rec = {
+                "device_id": dev,
+                "ts": 1000.0 + seq,
+                "seq": seq,
+                "temperature": 50.0 + seq,
+                "current": 1.0,
+                "vibration": 0.2,
+                "pressure": 2.0 if dev == "a" else 3.0,
+                "label": int(seq == n + 1),
+            }
             out += engine.process(rec).sequences
     assert [(q["device_id"], q["seq"]) for q in out] == [(d, s) for s in (n - 1, n, n + 1) for d in ("a", "b")]
     last = out[-1]
@@ -78,17 +87,35 @@ def test_engine_builds_per_device_sequences_of_the_last_n_readings():
 def _model(meta_extra: dict, window: int | None = None):
     from streamtrain.model import LoadedModel
     from streamtrain.trainer.train import build_autoencoder, build_conv_autoencoder
-    km = build_autoencoder(2, [4, 1, 4], 0.01, 1) if window is None else build_conv_autoencoder(window, 2, [4, 1], 3,
-                                                                                                  0.01, 1)
-    meta = {"version": 1, "feature_names": ["a", "b"], "threshold": 0.5, "format": "keras-v3",
-            "normalization": {"mean": [0.0, 0.0], "std": [1.0, 1.0]}, **meta_extra}
+
+    km = (
+        build_autoencoder(2, [4, 1, 4], 0.01, 1)
+        if window is None
+        else build_conv_autoencoder(window, 2, [4, 1], 3, 0.01, 1)
+    )
+    meta = {
+        "version": 1,
+        "feature_names": ["a", "b"],
+        "threshold": 0.5,
+        "format": "keras-v3",
+        "normalization": {"mean": [0.0, 0.0], "std": [1.0, 1.0]},
+        **meta_extra,
+    }
     return LoadedModel(km, meta)
 
 
 def test_per_device_baselines_normalize_each_device_and_mark_fallback_and_warmup():
     from streamtrain.baselines import DeviceBaselines
-    b = DeviceBaselines(50, {"hot": 0}, np.array([[100.0, 10.0]]), np.array([[2.0, 1.0]]), np.array([0.25]),
-                        np.array([300]), {"young": 7})
+
+    b = DeviceBaselines(
+        50,
+        {"hot": 0},
+        np.array([[100.0, 10.0]]),
+        np.array([[2.0, 1.0]]),
+        np.array([0.25]),
+        np.array([300]),
+        {"young": 7},
+    )
     model = _model({"baselines": b.as_metadata(), "requires": ["device_baselines"]})
     x = np.array([[100.0, 10.0], [100.0, 10.0], [100.0, 10.0]], np.float32)
     judged = model.assess(x, ["hot", "young", "stranger"])
@@ -104,9 +131,13 @@ def test_per_device_baselines_normalize_each_device_and_mark_fallback_and_warmup
 
 def test_k_of_m_smoothing_flags_only_when_k_of_the_last_m_readings_exceed():
     model = _model({"input": {"kind": "sequences", "length": 8}, "smoothing": {"k": 2, "m": 3}}, window=8)
-    errors = np.array([[0, 0, 0, 0, 0, 0, 0, 1.0],      # one reading over: not flagged
-                       [0, 0, 0, 0, 0, 1.0, 0, 1.0],    # two of the last three: flagged
-                       [0, 0, 0, 0, 1.0, 1.0, 0, 0]])   # two, but only one within the last three
+    errors = np.array(
+        [
+            [0, 0, 0, 0, 0, 0, 0, 1.0],  # one reading over: not flagged
+            [0, 0, 0, 0, 0, 1.0, 0, 1.0],  # two of the last three: flagged
+            [0, 0, 0, 0, 1.0, 1.0, 0, 0],
+        ]
+    )  # two, but only one within the last three
     model._errors = lambda xn: errors  # the decision rule, independent of the network
     judged = model.assess(np.zeros((3, 8, 2), np.float32), ["a", "b", "c"])
     assert judged.flags.tolist() == [False, True, False]
@@ -116,6 +147,7 @@ def test_k_of_m_smoothing_flags_only_when_k_of_the_last_m_readings_exceed():
 
 def test_model_refuses_what_it_cannot_score():
     from streamtrain.model import BadInput
+
     model = _model({"input": {"kind": "sequences", "length": 8}}, window=8)
     with pytest.raises(BadInput, match="8"):
         model.extract({"features": ["a", "b"], "values": [[1, 2]] * 5})
@@ -125,10 +157,13 @@ def test_model_refuses_what_it_cannot_score():
 
 
 def test_quality_per_device_and_per_baseline():
-    scores = [{"device_id": "a", "seq": i, "label": int(i < 10), "is_anomaly": i < 8, "baseline": "device"}
-              for i in range(100)]
-    scores += [{"device_id": "b", "seq": i, "label": 0, "is_anomaly": i < 5, "baseline": "fallback"}
-               for i in range(100)]
+    scores = [
+        {"device_id": "a", "seq": i, "label": int(i < 10), "is_anomaly": i < 8, "baseline": "device"}
+        for i in range(100)
+    ]
+    scores += [
+        {"device_id": "b", "seq": i, "label": 0, "is_anomaly": i < 5, "baseline": "fallback"} for i in range(100)
+    ]
     ev = evaluate(scores)
     a, b = ev.by_device["a"], ev.by_device["b"]
     assert (a.tp, a.fn, a.fp) == (8, 2, 0) and a.recall == 0.8
@@ -142,6 +177,7 @@ def test_fleet_spec_in_docs_is_the_default_plus_sequences():
     from pathlib import Path
 
     from streamtrain.preprocessing.spec import PreprocessSpec
+
     spec = PreprocessSpec.load(Path(__file__).resolve().parents[2] / "docs" / "fleet_spec.yaml")
     assert spec.sequences.length == 16
     assert spec.model_copy(update={"sequences": None}) == PreprocessSpec.default()
@@ -151,6 +187,7 @@ def test_simulate_profiles_build_the_right_fleet_and_reject_bad_options():
     from streamtrain.simulator.cli import make_fleet
     from streamtrain.simulator.fleet import Fleet
     from streamtrain.simulator.settings import SimulatorSettings
+
     s = SimulatorSettings(devices=6, seed=1)
     assert isinstance(make_fleet("uniform", s, None, "pump", 0.05, "20,180"), Fleet)
     fleet = make_fleet("heterogeneous", s, "spike,degraded,stuck", "pump,fan", 0.3, "30,60")

@@ -1,6 +1,7 @@
 """The simulator answers a Pod's probes: /healthz, /readyz and /metrics on STREAMTRAIN_METRICS_PORT
 while it publishes. Found on a real node (tests/k8s/test_real_node.py): without them the kubelet's
 liveness probe killed the simulator every 30 s and data stopped flowing between restarts."""
+
 from __future__ import annotations
 
 import urllib.request
@@ -24,8 +25,11 @@ def get(url: str) -> tuple[int, str]:
 
 def test_simulator_serves_health_and_metrics_while_publishing(pipeline, tmp_path):
     port = free_port()
-    sim = Program(["simulate", "--devices", "2", "--rate", "5"], settings_env(pipeline, metrics_port=port),
-                  tmp_path / "simulate.log").start()
+    sim = Program(
+        ["simulate", "--devices", "2", "--rate", "5"],
+        settings_env(pipeline, metrics_port=port),
+        tmp_path / "simulate.log",
+    ).start()
     try:
         sim.wait_log("simulator_progress", timeout=60)  # publishing, and still answering:
         assert eventually(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200, "/healthz")

@@ -1,6 +1,7 @@
 """The windowed model live: trained from the sequences topic, scored by the real scorer process,
 hot-swapped to a new version (with k-of-m smoothing) while sequences flow. Every sequence is
 scored exactly once, and each partition switches from v1 to v2 exactly once."""
+
 from __future__ import annotations
 
 import collections
@@ -11,12 +12,12 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from streamtrain.simulator.hetero import HeteroConfig, HeterogeneousFleet
 from streamtrain.kafka import producer_config, read_topic
 from streamtrain.preprocessing.engine import Engine
+from streamtrain.simulator.hetero import HeteroConfig, HeterogeneousFleet
+from streamtrain.trainer.train import TrainSettings, train_once
 from tests.fleet.stream import SEQUENCE_LENGTH, spec_with_sequences
 from tests.programs import Program, settings_env
-from streamtrain.trainer.train import TrainSettings, train_once
 
 
 class SequenceStream:
@@ -24,8 +25,9 @@ class SequenceStream:
 
     def __init__(self, pipeline, devices: int = 20, seed: int = 17) -> None:
         self.pipeline = pipeline
-        self.fleet = HeterogeneousFleet(HeteroConfig(devices=devices, seed=seed, fault_fraction=0.05,
-                                                     episode_readings=(15, 60)))
+        self.fleet = HeterogeneousFleet(
+            HeteroConfig(devices=devices, seed=seed, fault_fraction=0.05, episode_readings=(15, 60))
+        )
         self.engine = Engine(spec_with_sequences())
         self.producer = Producer(producer_config(pipeline.kafka_bootstrap))
         self.sent: list[tuple[str, int]] = []
@@ -37,8 +39,7 @@ class SequenceStream:
             ts = [time.time()] * self.fleet.cfg.devices
             for device_id, msg in self.fleet.messages(ts):
                 for q in self.engine.process(msg).sequences:
-                    self.producer.produce(self.pipeline.topic_sequences, json.dumps(q).encode(),
-                                          key=device_id.encode())
+                    self.producer.produce(self.pipeline.topic_sequences, json.dumps(q).encode(), key=device_id.encode())
                     self.sent.append((q["device_id"], q["seq"]))
             self.producer.poll(0)
         assert self.producer.flush(30) == 0
@@ -48,6 +49,7 @@ class SequenceStream:
             while not self._stop.is_set():
                 self.send(1)
                 time.sleep(1 / steps_per_second)
+
         self._thread = threading.Thread(target=loop, daemon=True)
         self._thread.start()
 
@@ -58,23 +60,36 @@ class SequenceStream:
 
 
 def scores_of(pipeline, until=None, timeout: float = 30) -> list[dict]:
-    return [json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, pipeline.topic_scores,
-                                                      until=until, timeout=timeout)]
+    return [
+        json.loads(m.value())
+        for m in read_topic(pipeline.kafka_bootstrap, pipeline.topic_scores, until=until, timeout=timeout)
+    ]
 
 
 @pytest.mark.e2e
 def test_windowed_model_trains_from_kafka_and_hot_swaps_live_scoring_every_sequence_once(pipeline, tmp_path):
     stream = SequenceStream(pipeline)
     stream.send(100)  # 20 devices x (100 - 15) sequences
-    base = dict(kafka_bootstrap=pipeline.kafka_bootstrap, topic_sequences=pipeline.topic_sequences,
-                topic_models=pipeline.topic_models, model_kind="windowed", baselines="device", epochs=3,
-                cache=True, min_records=500, warmup_records=30)
+    base = dict(
+        kafka_bootstrap=pipeline.kafka_bootstrap,
+        topic_sequences=pipeline.topic_sequences,
+        topic_models=pipeline.topic_models,
+        model_kind="windowed",
+        baselines="device",
+        epochs=3,
+        cache=True,
+        min_records=500,
+        warmup_records=30,
+    )
     v1 = train_once(TrainSettings(**base))
     assert v1["input"] == {"kind": "sequences", "length": SEQUENCE_LENGTH}
     assert v1["kafka_reads_during_fit"] >= 1 and v1["source"]["topic"] == pipeline.topic_sequences
 
-    scorer = Program(["score"], settings_env(pipeline, group_id=f"scorer-{pipeline.topic_scores}", batch_size=200),
-                     tmp_path / "scorer.log").start()
+    scorer = Program(
+        ["score"],
+        settings_env(pipeline, group_id=f"scorer-{pipeline.topic_scores}", batch_size=200),
+        tmp_path / "scorer.log",
+    ).start()
     scorer.wait_log('"new_version": 1', timeout=120)
     stream.start(steps_per_second=10)  # 200 sequences/s
     deadline = time.monotonic() + 60
@@ -89,6 +104,7 @@ def test_windowed_model_trains_from_kafka_and_hot_swaps_live_scoring_every_seque
 
     def complete(msgs):
         return expected <= {(json.loads(m.value())["device_id"], json.loads(m.value())["seq"]) for m in msgs}
+
     scores = scores_of(pipeline, until=complete, timeout=180)
     assert scorer.stop() == 0, scorer.log()[-3000:]
 

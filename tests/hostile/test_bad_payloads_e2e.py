@@ -1,6 +1,7 @@
 """10,000 generated hostile payloads over real MQTT into a real bridge, with good traffic in the
 same run: the bridge never crashes, every bad payload lands in the dead-letter topic with its
 reason, the metrics count them, and every good reading reaches the raw topic."""
+
 from __future__ import annotations
 
 import collections
@@ -11,9 +12,9 @@ import uuid
 
 import paho.mqtt.client as mqtt
 
-from streamtrain.stack.local import free_port
 from streamtrain import telemetry
 from streamtrain.kafka import headers_dict, read_topic
+from streamtrain.stack.local import free_port
 from tests.ingest.test_bridge_e2e import bridge_factory, raw_keys, read_until_complete, scrape, simulate  # noqa: F401
 
 BAD = 10_000
@@ -36,13 +37,15 @@ def hostile_payloads(prefix: str, n: int, seed: int = 8) -> list[tuple[str, byte
         lambda d, i: json.dumps({**reading(d, i), "temperature": rng.choice(["warm", [1], {"c": 1}, True])}).encode(),
         lambda d, i: json.dumps({**reading(d, i), "seq": rng.choice([-1, 1.5, "7", True, None])}).encode(),
         lambda d, i: json.dumps({**reading(d, i), "ts": rng.choice(["now", None, [1]])}).encode(),
-        lambda d, i: json.dumps({k: v for k, v in reading(d, i).items() if k != rng.choice(["device_id", "ts", "seq"])}).encode(),
+        lambda d, i: json.dumps(
+            {k: v for k, v in reading(d, i).items() if k != rng.choice(["device_id", "ts", "seq"])}
+        ).encode(),
         lambda d, i: json.dumps(reading(d, i)).encode().replace(b'"temperature":', b'"temperature":1e999,"x":'),
         lambda d, i: json.dumps({**reading(d, i), "pad": "x" * 20_000}).encode(),
         lambda d, i: json.dumps({**reading(d, i), **{f"c{k}": k for k in range(100)}}).encode(),
         lambda d, i: json.dumps({**reading(d, i), "label": rng.choice([2, -1, "yes", 0.5])}).encode(),
         lambda d, i: json.dumps({**reading(d, i), "device_id": d + "/../x"}).encode(),
-        lambda d, i: "{\"device_id\": \"é\ud800\"}".encode("utf-8", "surrogatepass"),
+        lambda d, i: '{"device_id": "é\ud800"}'.encode("utf-8", "surrogatepass"),
     ]
     while len(out) < n:
         i = len(out)

@@ -4,6 +4,7 @@ Every container runs as Kubernetes runs our Pods: read-only root filesystem, the
 image (10001, given explicitly like the Pods' runAsUser), writable paths only where a volume is
 mounted (/tmp, and HiveMQ's data and log folders, each a tmpfs owned by root as podman mounts it).
 Programs reach the session's real Kafka (tests/conftest.py) through the host network."""
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from tests.conftest import REPO
-
 from streamtrain.operator import validate
 from streamtrain.operator.render import hivemq, objects
+from tests.conftest import REPO
 
 os.environ["CONTAINERS_CONF"] = str(REPO / "tools/images/containers.conf")
 USER = f"{objects.UID}:{objects.UID}"
@@ -35,21 +35,26 @@ def _chart(path: str, pattern: str) -> str:
 
 #: The programs' image: a StreamingTraining's default spec.image; the operator's: the chart's.
 REPOSITORY = validate.defaulted({"spec": {}})["spec"]["image"]["repository"]
-OPERATOR_REPOSITORY = _chart("charts/streamtrain/values.yaml", r"^operator:\n  image:\n(?:    #.*\n)*    repository: (\S+)")
+OPERATOR_REPOSITORY = _chart(
+    "charts/streamtrain/values.yaml", r"^operator:\n  image:\n(?:    #.*\n)*    repository: (\S+)"
+)
 VERSION = _chart("charts/streamtrain/Chart.yaml", r'^appVersion: "?([^"\s]+)"?')
 #: The names the chart and the operator use (render/hivemq.py, render/programs.py: <repository>-hivemq, <repository>-scorer-streams).
-IMAGES = {"streamtrain": f"{REPOSITORY}:{VERSION}",
-          "operator": f"{OPERATOR_REPOSITORY}:{VERSION}",
-          "hivemq": hivemq.hivemq_launcher_image({"image": {"repository": REPOSITORY, "tag": VERSION}, "mqtt": {}}),
-          "scorer-streams": f"{REPOSITORY}-scorer-streams:{VERSION}"}
+IMAGES = {
+    "streamtrain": f"{REPOSITORY}:{VERSION}",
+    "operator": f"{OPERATOR_REPOSITORY}:{VERSION}",
+    "hivemq": hivemq.hivemq_launcher_image({"image": {"repository": REPOSITORY, "tag": VERSION}, "mqtt": {}}),
+    "scorer-streams": f"{REPOSITORY}-scorer-streams:{VERSION}",
+}
 PAUSE = "registry.k8s.io/pause:3.10"
 
 
 def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args)} exited with {done.returncode}:\n{done.stdout[-3000:]}"
-                             f"\n{done.stderr[-3000:]}")
+        raise AssertionError(
+            f"podman {' '.join(args)} exited with {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return done
 
 

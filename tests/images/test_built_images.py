@@ -3,6 +3,7 @@ program's --help, health endpoints, the HiveMQ launcher image with StreamTrain's
 carrying a device's messages through the bridge image into real Kafka, the Kafka Streams scorer
 image ready on real Kafka, clean exits on SIGTERM, and the locally made pause image.
 Marker `images`: not in the default run (`make test-images` builds, then runs these)."""
+
 from __future__ import annotations
 
 import json
@@ -13,14 +14,14 @@ import uuid
 
 import pytest
 
-from streamtrain.stack.local import free_port
 from streamtrain.kafka import read_topic
 from streamtrain.operator.render import connections, hivemq, objects
+from streamtrain.stack.local import free_port
 from tests.conftest import REPO
 from tests.images.conftest import HARDENED, IMAGES, PAUSE, USER, container_env, podman
 from tests.ingest.test_auth_e2e import Device, reading, wait_for
-from tests.score.test_scorer_e2e import FeatureStream, wait_scores
 from tests.programs import settings_env
+from tests.score.test_scorer_e2e import FeatureStream, wait_scores
 
 pytestmark = pytest.mark.images
 
@@ -34,36 +35,50 @@ def test_runs_as_the_pods_non_root_uid_on_a_read_only_root(name):
     assert podman("image", "inspect", "--format", "{{.Config.User}}", image).stdout.strip() == USER
     # The image's own user (no --user), as a runtime without runAsUser starts it.
     assert podman("run", "--rm", "--read-only", "--entrypoint", "id", image, "-u").stdout.strip() == str(objects.UID)
-    wrote = podman("run", "--rm", "--read-only", "--entrypoint", "sh", image, "-c", "touch /app/x /opt/x",
-                   check=False)
+    wrote = podman("run", "--rm", "--read-only", "--entrypoint", "sh", image, "-c", "touch /app/x /opt/x", check=False)
     assert wrote.returncode != 0 and "Read-only file system" in wrote.stderr
 
 
 def test_every_streamtrain_command_answers_help_and_the_operator_imports():
     from streamtrain.cli.main import cli
+
     commands = sorted(cli.list_commands(None))
     assert {"simulate", "bridge", "preprocess", "train", "score"} <= set(commands)
     script = "streamtrain --help >/dev/null || exit 1; " + " ".join(
-        f"streamtrain {c} --help | grep -q Usage: || {{ echo {c} failed; exit 1; }};" for c in commands)
+        f"streamtrain {c} --help | grep -q Usage: || {{ echo {c} failed; exit 1; }};" for c in commands
+    )
     done = podman("run", "--rm", *HARDENED, "--entrypoint", "sh", IMAGES["streamtrain"], "-c", script, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     # The default command is --help (CMD), and the operator's handlers import as `kopf run` loads them.
     assert "Usage:" in podman("run", "--rm", *HARDENED, IMAGES["streamtrain"]).stdout
-    operator = podman("run", "--rm", *HARDENED, "--entrypoint", "python", IMAGES["streamtrain"], "-c",
-                      "import streamtrain.operator.handlers; print('operator-ok')", check=False)
+    operator = podman(
+        "run",
+        "--rm",
+        *HARDENED,
+        "--entrypoint",
+        "python",
+        IMAGES["streamtrain"],
+        "-c",
+        "import streamtrain.operator.handlers; print('operator-ok')",
+        check=False,
+    )
     assert "operator-ok" in operator.stdout, operator.stdout + operator.stderr
 
 
 def test_operator_image_runs_the_operator_and_carries_no_tensorflow():
     """The chart's operator Deployment and `helm test` Pod run this image (EXTRAS=operator)."""
-    script = ("import importlib.util, streamtrain.operator.handlers, streamtrain.operator.selftest; "
-              "print('operator-ok', [m for m in ('tensorflow', 'keras', 'matplotlib') if importlib.util.find_spec(m)])")
+    script = (
+        "import importlib.util, streamtrain.operator.handlers, streamtrain.operator.selftest; "
+        "print('operator-ok', [m for m in ('tensorflow', 'keras', 'matplotlib') if importlib.util.find_spec(m)])"
+    )
     done = podman("run", "--rm", *HARDENED, "--entrypoint", "python", IMAGES["operator"], "-c", script, check=False)
     assert "operator-ok []" in done.stdout, done.stdout + done.stderr
     kopf = podman("run", "--rm", *HARDENED, "--entrypoint", "kopf", IMAGES["operator"], "run", "--help", check=False)
     assert kopf.returncode == 0 and "--standalone" in kopf.stdout, kopf.stdout + kopf.stderr
-    sizes = {name: int(podman("image", "inspect", "--format", "{{.Size}}", IMAGES[name]).stdout)
-             for name in ("streamtrain", "operator")}
+    sizes = {
+        name: int(podman("image", "inspect", "--format", "{{.Size}}", IMAGES[name]).stdout)
+        for name in ("streamtrain", "operator")
+    }
     assert sizes["operator"] < sizes["streamtrain"] / 2, sizes
 
 
@@ -86,9 +101,24 @@ def test_launcher_refuses_a_read_only_data_folder_with_a_clear_error():
 def users_file(tmp_path):
     users = tmp_path / "users"
     for user, password in PASSWORDS.items():
-        subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "stack", "passwd", user, "--role",
-                        "bridge" if user.startswith("bridge") else "device", "--file", str(users), "--password-stdin"],
-                       input=password + "\n", text=True, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "streamtrain.cli.main",
+                "stack",
+                "passwd",
+                user,
+                "--role",
+                "bridge" if user.startswith("bridge") else "device",
+                "--file",
+                str(users),
+                "--password-stdin",
+            ],
+            input=password + "\n",
+            text=True,
+            check=True,
+        )
     # As the Pod mounts its Secret: defaultMode 0440, group fsGroup.
     os.chown(users, 0, objects.UID)
     users.chmod(0o440)
@@ -99,9 +129,21 @@ def test_launcher_and_bridge_images_carry_a_device_into_kafka(pipeline, users_fi
     mqtt_port, metrics_port = free_port(), free_port()
     # The finding: podman's --tmpfs is root-owned and takes the image folder's mode; HiveMQ locks
     # data.lock in it as uid 10001.
-    hivemq = containers(IMAGES["hivemq"], f"{connections.MQTT_USERS_MOUNT}/users", options=[
-        *HARDENED, "--tmpfs", HIVEMQ_DATA, "--tmpfs", HIVEMQ_LOG, "-p", f"127.0.0.1:{mqtt_port}:1883",
-        "-v", f"{users_file}:{connections.MQTT_USERS_MOUNT}/users:ro"])
+    hivemq = containers(
+        IMAGES["hivemq"],
+        f"{connections.MQTT_USERS_MOUNT}/users",
+        options=[
+            *HARDENED,
+            "--tmpfs",
+            HIVEMQ_DATA,
+            "--tmpfs",
+            HIVEMQ_LOG,
+            "-p",
+            f"127.0.0.1:{mqtt_port}:1883",
+            "-v",
+            f"{users_file}:{connections.MQTT_USERS_MOUNT}/users:ro",
+        ],
+    )
     hivemq.wait_log('"hivemq_started"')
     owner = podman("exec", hivemq.name, "stat", "-c", "%U %a", HIVEMQ_DATA, f"{HIVEMQ_DATA}/data.lock").stdout.split()
     assert owner == ["root", "1777", "streamtrain", "644"], owner
@@ -112,11 +154,23 @@ def test_launcher_and_bridge_images_carry_a_device_into_kafka(pipeline, users_fi
     os.chown(password, 0, objects.UID)
     password.chmod(0o440)
     group = f"img-{uuid.uuid4().hex[:6]}"
-    env = container_env(settings_env(pipeline, mqtt_port=mqtt_port, client_id=group, share_group=group,
-                                     metrics_port=metrics_port, mqtt_username="bridge-1",
-                                     mqtt_password_file="/var/run/streamtrain/mqtt-bridge/password"))
-    bridge = containers(IMAGES["streamtrain"], "bridge", env=env, options=[
-        *HARDENED, "--network", "host", "-v", f"{password}:/var/run/streamtrain/mqtt-bridge/password:ro"])
+    env = container_env(
+        settings_env(
+            pipeline,
+            mqtt_port=mqtt_port,
+            client_id=group,
+            share_group=group,
+            metrics_port=metrics_port,
+            mqtt_username="bridge-1",
+            mqtt_password_file="/var/run/streamtrain/mqtt-bridge/password",
+        )
+    )
+    bridge = containers(
+        IMAGES["streamtrain"],
+        "bridge",
+        env=env,
+        options=[*HARDENED, "--network", "host", "-v", f"{password}:/var/run/streamtrain/mqtt-bridge/password:ro"],
+    )
     bridge.wait_log('"mqtt_subscribed"')
     bridge.wait_http(f"http://127.0.0.1:{metrics_port}/healthz")
     bridge.wait_http(f"http://127.0.0.1:{metrics_port}/readyz")
@@ -143,8 +197,12 @@ def test_trainer_image_trains_and_the_streams_scorer_image_scores_with_its_model
     stream = FeatureStream(pipeline, seed=5)
     stream.send(100)
     # TensorFlow on a read-only root: caches and HOME under /tmp.
-    trainer = containers(IMAGES["streamtrain"], "train", options=[*HARDENED, "--network", "host"],
-                         env=container_env(settings_env(pipeline, train_records=2000, epochs=3)))
+    trainer = containers(
+        IMAGES["streamtrain"],
+        "train",
+        options=[*HARDENED, "--network", "host"],
+        env=container_env(settings_env(pipeline, train_records=2000, epochs=3)),
+    )
     assert trainer.wait_exit(300) == 0, trainer.logs()[-4000:]
     assert "model_published" in trainer.logs(), trainer.logs()[-2000:]
 
@@ -174,8 +232,12 @@ def test_pause_image_holds_a_sandbox_and_ends_on_sigint(containers):
 
 def test_built_from_the_repository_dockerfiles():
     """The images carry the Dockerfiles' own entrypoints (built unmodified, tools/images/build.sh)."""
-    for name, dockerfile in {"streamtrain": "Dockerfile", "operator": "Dockerfile", "hivemq": "hivemq.Dockerfile",
-                             "scorer-streams": "scorer-streams.Dockerfile"}.items():
+    for name, dockerfile in {
+        "streamtrain": "Dockerfile",
+        "operator": "Dockerfile",
+        "hivemq": "hivemq.Dockerfile",
+        "scorer-streams": "scorer-streams.Dockerfile",
+    }.items():
         text = (REPO / "images" / dockerfile).read_text().replace("\\\n", "")
         declared = json.loads(next(line for line in text.splitlines() if line.startswith("ENTRYPOINT "))[11:])
         built = json.loads(podman("image", "inspect", "--format", "{{json .Config.Entrypoint}}", IMAGES[name]).stdout)

@@ -1,6 +1,7 @@
 """MQTT authentication and authorization on a real HiveMQ with the embedded auth extension:
 per-device credentials, devices publish only to their own topic, the bridge has its own identity.
 Its own HiveMQ on free ports (users file given at start), the session's Kafka."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,9 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 
-from streamtrain.stack.local import LocalStack, free_port
 from streamtrain.kafka import read_topic
 from streamtrain.settings import StackSettings
+from streamtrain.stack.local import LocalStack, free_port
 from tests.conftest import REPO
 from tests.programs import Program, settings_env
 
@@ -31,14 +32,53 @@ def auth_broker(local_stack, tmp_path_factory):
     for user, password in PASSWORDS.items():
         role = "bridge" if user.startswith("bridge") else "device"
         # Through the CLI, as an operator would (password on stdin, never on the command line).
-        subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "stack", "passwd", user, "--role", role,
-                        "--file", str(users), "--password-stdin"], input=password + "\n", text=True, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "streamtrain.cli.main",
+                "stack",
+                "passwd",
+                user,
+                "--role",
+                role,
+                "--file",
+                str(users),
+                "--password-stdin",
+            ],
+            input=password + "\n",
+            text=True,
+            check=True,
+        )
     # A simulated fleet's identities in one go, as an operator would.
-    subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "stack", "passwd-fleet", "--devices", str(FLEET),
-                    "--prefix", "fleet", "--out", str(home / "fleet-creds"), "--file", str(users)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamtrain.cli.main",
+            "stack",
+            "passwd-fleet",
+            "--devices",
+            str(FLEET),
+            "--prefix",
+            "fleet",
+            "--out",
+            str(home / "fleet-creds"),
+            "--file",
+            str(users),
+        ],
+        check=True,
+    )
     assert "secret" not in users.read_text()
-    stack = LocalStack(StackSettings(home=home, jars=REPO / ".streamtrain" / "lib", mqtt_port=free_port(),
-                                     kafka_port=local_stack.settings.kafka_port, mqtt_users_file=users))
+    stack = LocalStack(
+        StackSettings(
+            home=home,
+            jars=REPO / ".streamtrain" / "lib",
+            mqtt_port=free_port(),
+            kafka_port=local_stack.settings.kafka_port,
+            mqtt_users_file=users,
+        )
+    )
     stack.start_hivemq()
     stack._wait(stack.hivemq, stack.hivemq_ready, 120)
     yield stack
@@ -49,8 +89,9 @@ class Device:
     """A paho MQTT 5 client that records CONNACK, PUBACK and SUBACK reason codes."""
 
     def __init__(self, port: int, user: str | None, password: str | None) -> None:
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuid.uuid4().hex[:6]}",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5
+        )
         if user is not None:
             self.client.username_pw_set(user, password)
         self.connack = None
@@ -90,8 +131,15 @@ def test_devices_and_bridge_authenticate_and_devices_publish_only_to_their_own_t
     password_file = tmp_path / "bridge-password"
     password_file.write_text(PASSWORDS["bridge-1"] + "\n")
     metrics_port = free_port()
-    env = settings_env(pipeline, mqtt_port=port, client_id=group, share_group=group, metrics_port=metrics_port,
-                       mqtt_username="bridge-1", mqtt_password_file=password_file)
+    env = settings_env(
+        pipeline,
+        mqtt_port=port,
+        client_id=group,
+        share_group=group,
+        metrics_port=metrics_port,
+        mqtt_username="bridge-1",
+        mqtt_password_file=password_file,
+    )
     bridge = Program(["bridge"], env, tmp_path / "bridge.log").start()
     wrong = None
     try:
@@ -99,9 +147,19 @@ def test_devices_and_bridge_authenticate_and_devices_publish_only_to_their_own_t
 
         # A bridge with a wrong password is refused, logs it and is not ready.
         intruder_port = free_port()
-        wrong = Program(["bridge"], settings_env(pipeline, mqtt_port=port, client_id=f"{group}-x", share_group=group,
-                                                 metrics_port=intruder_port, mqtt_username="bridge-1",
-                                                 mqtt_password="guess"), tmp_path / "intruder-bridge.log").start()
+        wrong = Program(
+            ["bridge"],
+            settings_env(
+                pipeline,
+                mqtt_port=port,
+                client_id=f"{group}-x",
+                share_group=group,
+                metrics_port=intruder_port,
+                mqtt_username="bridge-1",
+                mqtt_password="guess",
+            ),
+            tmp_path / "intruder-bridge.log",
+        ).start()
         wrong.wait_log('"mqtt_refused"', timeout=60)
 
         good = Device(port, "dev-a", PASSWORDS["dev-a"])
@@ -116,6 +174,7 @@ def test_devices_and_bridge_authenticate_and_devices_publish_only_to_their_own_t
             wait_for(lambda: mid in good.pubacks, "PUBACK of a spoofed message")
             assert good.pubacks[mid].getName() == "Not authorized"
         wait_for(lambda: good.client.is_connected(), "device reconnect")
+
         # Devices may not read other devices' telemetry. A SUBSCRIBE sent while HiveMQ is still closing the
         # connection of the last refused publish is lost with it: ask again on the new connection.
         def suback() -> bool:
@@ -123,6 +182,7 @@ def test_devices_and_bridge_authenticate_and_devices_publish_only_to_their_own_t
                 good.client.subscribe("devices/+/telemetry", qos=1)
                 time.sleep(2)
             return bool(good.subacks)
+
         wait_for(suback, "SUBACK")
         assert good.subacks and all(code.is_failure for code in good.subacks)
 
@@ -137,8 +197,9 @@ def test_devices_and_bridge_authenticate_and_devices_publish_only_to_their_own_t
         assert sorted(json.loads(m.value())["seq"] for m in msgs) == list(range(20))
         assert all(m.key() == b"dev-a" for m in msgs)
         time.sleep(1)  # give any wrongly forwarded message the chance to show up
-        after = read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, timeout=10) + \
-            read_topic(pipeline.kafka_bootstrap, pipeline.topic_deadletter, timeout=10)
+        after = read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, timeout=10) + read_topic(
+            pipeline.kafka_bootstrap, pipeline.topic_deadletter, timeout=10
+        )
         assert not [m for m in after if b"dev-b" in (m.value() or b"")]
 
         broker_log = log_path.read_text()
@@ -171,8 +232,15 @@ def start_bridge(pipeline, port: int, tmp_path) -> Program:
     group = f"auth-{uuid.uuid4().hex[:6]}"
     password_file = tmp_path / "bridge-password"
     password_file.write_text(PASSWORDS["bridge-1"] + "\n")
-    env = settings_env(pipeline, mqtt_port=port, client_id=group, share_group=group, metrics_port=free_port(),
-                       mqtt_username="bridge-1", mqtt_password_file=password_file)
+    env = settings_env(
+        pipeline,
+        mqtt_port=port,
+        client_id=group,
+        share_group=group,
+        metrics_port=free_port(),
+        mqtt_username="bridge-1",
+        mqtt_password_file=password_file,
+    )
     bridge = Program(["bridge"], env, tmp_path / "bridge.log").start()
     bridge.wait_log('"mqtt_subscribed"', timeout=60)
     return bridge
@@ -181,8 +249,13 @@ def start_bridge(pipeline, port: int, tmp_path) -> Program:
 def simulate(pipeline, port: int, *args: str) -> tuple[int, dict, str]:
     """`streamtrain simulate ARGS` against ``port``: exit code, JSON report, stderr (with the JSON log)."""
     env = settings_env(pipeline, mqtt_port=port)
-    done = subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "simulate", *args], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "streamtrain.cli.main", "simulate", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     report = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
     return done.returncode, report, done.stderr
 
@@ -195,7 +268,7 @@ def connect_seconds(stderr: str) -> float:
 def arrived(pipeline, expected: int) -> list[tuple[str, int]]:
     msgs = read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, until=lambda m: len(m) >= expected, timeout=60)
     time.sleep(1)  # anything beyond the expected shows up too
-    msgs += read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, timeout=5)[len(msgs):]
+    msgs += read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, timeout=5)[len(msgs) :]
     pairs = []
     for m in msgs:
         body = json.loads(m.value())
@@ -217,9 +290,10 @@ def test_simulated_fleet_and_csv_replay_publish_each_device_as_itself(pipeline, 
         assert code == 2 and "refused the connection: Bad user name or password" in err
 
         # The fleet: the file's first FLEET - 3 devices, 10 readings each, flat out.
-        fleet = ids[:FLEET - 3]
-        code, report, err = simulate(pipeline, port, "--credentials", str(creds), "--devices", str(len(fleet)),
-                                     "--count", "10", "--rate", "0")
+        fleet = ids[: FLEET - 3]
+        code, report, err = simulate(
+            pipeline, port, "--credentials", str(creds), "--devices", str(len(fleet)), "--count", "10", "--rate", "0"
+        )
         assert code == 0, err[-3000:]
         assert report["devices"] == len(fleet) and report["refused"] == {}
         assert report["published"] == report["acked"] == 10 * len(fleet) and report["unacked_at_exit"] == 0
@@ -227,21 +301,38 @@ def test_simulated_fleet_and_csv_replay_publish_each_device_as_itself(pipeline, 
 
         # CSV replay of the other three devices, one connection each, ids from the device column.
         csv = tmp_path / "replay.csv"
-        csv.write_text("timestamp,device,temperature\n" + "".join(
-            f"{1700000000 + r},{d},{20 + r}\n" for r in range(4) for d in ids[FLEET - 3:]))
-        code, report, err = simulate(pipeline, port, "--credentials", str(creds), "--csv", str(csv),
-                                     "--device-column", "device", "--speed", "0",
-                                     "--seq-state", str(tmp_path / "replay-seqs.json"))
+        csv.write_text(
+            "timestamp,device,temperature\n"
+            + "".join(f"{1700000000 + r},{d},{20 + r}\n" for r in range(4) for d in ids[FLEET - 3 :])
+        )
+        code, report, err = simulate(
+            pipeline,
+            port,
+            "--credentials",
+            str(creds),
+            "--csv",
+            str(csv),
+            "--device-column",
+            "device",
+            "--speed",
+            "0",
+            "--seq-state",
+            str(tmp_path / "replay-seqs.json"),
+        )
         assert code == 0, err[-3000:]
         assert report["devices"] == 3 and report["published"] == report["acked"] == 12 and report["refused"] == {}
 
-        expected = {(d, k) for d in fleet for k in range(10)} | {(d, k) for d in ids[FLEET - 3:] for k in range(4)}
+        expected = {(d, k) for d in fleet for k in range(10)} | {(d, k) for d in ids[FLEET - 3 :] for k in range(4)}
         pairs = arrived(pipeline, len(expected))
         assert sorted(pairs) == sorted(expected)  # every (device, seq) once, nothing else
 
         broker_log = auth_broker.hivemq.log_file.read_text()
-        assert not any(f'"username":"{d}"' in line for d in ids for line in broker_log.splitlines()
-                       if '"mqtt_auth_refused"' in line or '"mqtt_publish_refused"' in line)
+        assert not any(
+            f'"username":"{d}"' in line
+            for d in ids
+            for line in broker_log.splitlines()
+            if '"mqtt_auth_refused"' in line or '"mqtt_publish_refused"' in line
+        )
         assert not any(p in err for p in passwords.values())
         assert bridge.stop() == 0
     finally:
@@ -269,10 +360,14 @@ def test_a_device_with_a_wrong_password_is_refused_by_name_and_nothing_of_it_arr
 
         pairs = arrived(pipeline, 5 * (FLEET - 1))
         assert not [p for p in pairs if p[0] == victim]
-        assert sorted(pairs) == sorted((line.split(":", 1)[0], k) for line in lines if not line.startswith(victim)
-                                       for k in range(5))
-        refused = [json.loads(line) for line in auth_broker.hivemq.log_file.read_text().splitlines()
-                   if '"mqtt_auth_refused"' in line and f'"username":"{victim}"' in line]
+        assert sorted(pairs) == sorted(
+            (line.split(":", 1)[0], k) for line in lines if not line.startswith(victim) for k in range(5)
+        )
+        refused = [
+            json.loads(line)
+            for line in auth_broker.hivemq.log_file.read_text().splitlines()
+            if '"mqtt_auth_refused"' in line and f'"username":"{victim}"' in line
+        ]
         # Refused once: no reconnect attempts after the refusal.
         assert len(refused) == 1 and refused[0]["reason"] == "wrong password" and refused[0]["client_id"] == victim
         assert bridge.stop() == 0

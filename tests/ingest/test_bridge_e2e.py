@@ -1,4 +1,5 @@
 """Ingestion end to end on the real brokers: simulator -> HiveMQ -> bridge -> Kafka."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,10 +13,10 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 
+from streamtrain.kafka import headers_dict, read_topic
 from streamtrain.simulator.fleet import Fleet, FleetConfig
 from streamtrain.simulator.publish import CsvReplayConfig, replay_csv, run_fleet
 from streamtrain.stack.local import free_port
-from streamtrain.kafka import headers_dict, read_topic
 from tests.programs import Program, drop_mqtt_session, settings_env
 from tests.records import assert_valid
 
@@ -53,13 +54,15 @@ def raw_keys(messages) -> collections.Counter:
 def read_until_complete(pipeline, expected: set, timeout: float = 120.0):
     def done(msgs):
         return expected <= set(raw_keys(msgs))
+
     return read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, until=done, timeout=timeout)
 
 
 def simulate(pipeline, devices: int, count: int, prefix: str, rate: float = 0.0, **kw):
     fleet = Fleet(FleetConfig(devices=devices, seed=7, device_prefix=prefix))
-    report = asyncio.run(run_fleet(fleet, "127.0.0.1", pipeline.mqtt_port, rate=rate, count=count,
-                                   duration=None, connections=4, **kw))
+    report = asyncio.run(
+        run_fleet(fleet, "127.0.0.1", pipeline.mqtt_port, rate=rate, count=count, duration=None, connections=4, **kw)
+    )
     assert report.unacked_at_exit == 0
     return fleet, report
 
@@ -202,8 +205,9 @@ def test_bridge_sigkill_mid_stream_loses_nothing(pipeline, bridge_factory):
     fleet = Fleet(FleetConfig(devices=devices, seed=11, device_prefix=prefix))
 
     async def scenario():
-        task = asyncio.create_task(run_fleet(fleet, "127.0.0.1", pipeline.mqtt_port, rate=20.0, count=count,
-                                             duration=None, connections=2))
+        task = asyncio.create_task(
+            run_fleet(fleet, "127.0.0.1", pipeline.mqtt_port, rate=20.0, count=count, duration=None, connections=2)
+        )
         # Kill once part of the stream has gone through the bridge.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -238,8 +242,16 @@ def test_csv_replay_arrives_in_order_per_device(pipeline, bridge_factory, tmp_pa
         w = csv.writer(fh)
         w.writerow(["timestamp", "machine", "temp", "flow", "note", "is_fault"])
         for i in range(300):
-            w.writerow([f"2024-03-01T10:{i // 60:02d}:{i % 60:02d}Z", dev_a if i % 3 else dev_b,
-                        20 + i * 0.1, 5 - i * 0.01, "ok", 1 if i % 50 == 0 else 0])
+            w.writerow(
+                [
+                    f"2024-03-01T10:{i // 60:02d}:{i % 60:02d}Z",
+                    dev_a if i % 3 else dev_b,
+                    20 + i * 0.1,
+                    5 - i * 0.01,
+                    "ok",
+                    1 if i % 50 == 0 else 0,
+                ]
+            )
     cfg = CsvReplayConfig(path, device_column="machine", label_column="is_fault", speed=0)
     report = asyncio.run(replay_csv(cfg, "127.0.0.1", pipeline.mqtt_port))
     assert report.published == 300 and report.unacked_at_exit == 0
@@ -270,8 +282,12 @@ def test_two_bridges_side_by_side_share_the_load(pipeline, bridge_factory):
     assert sum(c - 1 for c in counts.values()) == 0
     for prog in (first, second):
         assert prog.stop() == 0
-    forwarded = [int(float(line.split('"forwarded": ')[1].split(",")[0])) for prog in (first, second)
-                 for line in prog.log().splitlines() if '"bridge_stopped"' in line]
+    forwarded = [
+        int(float(line.split('"forwarded": ')[1].split(",")[0]))
+        for prog in (first, second)
+        for line in prog.log().splitlines()
+        if '"bridge_stopped"' in line
+    ]
     # Together they forwarded each message once. How HiveMQ spreads the group is its own choice
     # (seen: sometimes all to one member while it keeps up), so the split is reported, not asserted.
     assert sum(forwarded) == len(expected)

@@ -1,5 +1,6 @@
 """Device credentials for `streamtrain simulate --credentials` and `stack passwd-fleet`: the file
 parser's refusals (never showing a password), the fleet's device ids, the users file it feeds."""
+
 from __future__ import annotations
 
 import os
@@ -8,10 +9,12 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from streamtrain.simulator.cli import command as simulate, fleet_device_ids, make_fleet
+from streamtrain.credentials import make_fleet as make_fleet_credentials
+from streamtrain.credentials import read_device_passwords, verify_password
+from streamtrain.simulator.cli import command as simulate
+from streamtrain.simulator.cli import fleet_device_ids, make_fleet
 from streamtrain.simulator.publish import require_passwords
 from streamtrain.simulator.settings import SimulatorSettings
-from streamtrain.credentials import make_fleet as make_fleet_credentials, read_device_passwords, verify_password
 
 
 def write(tmp_path, text: str, mode: int = 0o600):
@@ -27,17 +30,20 @@ def test_reads_device_passwords_in_file_order_skipping_blanks_and_comments(tmp_p
     assert list(read_device_passwords(path)) == ["dev-b", "dev-a"]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("dev-a:ok\nno-colon-s3cret\n", r"creds:2: expected device_id:password \(no ':' on the line\)"),
-    ("dev-a:\n", r"creds:1: empty password for dev-a"),
-    (":s3cret\n", r"creds:1: device id '' is not"),
-    ("dev a:s3cret\n", r"creds:1: device id 'dev a' is not"),
-    ("dév:s3cret\n", r"creds:1: device id 'dév' is not"),
-    ("x" * 65 + ":s3cret\n", r"creds:1: device id 'x+' is not 1-64"),
-    ("dev-a:s3cret\ndev-a:s3cret2\n", r"creds:2: device dev-a appears twice"),
-    ("# only a comment\n\n", r"no device_id:password lines"),
-    ("", r"no device_id:password lines"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("dev-a:ok\nno-colon-s3cret\n", r"creds:2: expected device_id:password \(no ':' on the line\)"),
+        ("dev-a:\n", r"creds:1: empty password for dev-a"),
+        (":s3cret\n", r"creds:1: device id '' is not"),
+        ("dev a:s3cret\n", r"creds:1: device id 'dev a' is not"),
+        ("dév:s3cret\n", r"creds:1: device id 'dév' is not"),
+        ("x" * 65 + ":s3cret\n", r"creds:1: device id 'x+' is not 1-64"),
+        ("dev-a:s3cret\ndev-a:s3cret2\n", r"creds:2: device dev-a appears twice"),
+        ("# only a comment\n\n", r"no device_id:password lines"),
+        ("", r"no device_id:password lines"),
+    ],
+)
 def test_malformed_files_are_refused_with_the_line_and_never_the_password(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(ValueError, match=message) as info:
@@ -89,8 +95,9 @@ def test_simulate_refuses_a_bad_credentials_file_before_connecting(tmp_path):
     path = write(tmp_path, "dev-a:s3cret\n")
     csv = tmp_path / "r.csv"
     csv.write_text("timestamp,device,t\n1,dev-a,1\n2,dev-b,2\n")
-    result = runner.invoke(simulate, [*base, "--credentials", str(path), "--csv", str(csv), "--device-column",
-                                      "device"], obj={})
+    result = runner.invoke(
+        simulate, [*base, "--credentials", str(path), "--csv", str(csv), "--device-column", "device"], obj={}
+    )
     assert result.exit_code == 2 and "no password for 1 device(s): dev-b" in result.output
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 import zipfile
 
-from streamtrain.stack import ingest_extension as extension
 from streamtrain.settings import StackSettings
+from streamtrain.stack import ingest_extension as extension
 from streamtrain.stack.local import LocalStack
 from tests.conftest import REPO
 

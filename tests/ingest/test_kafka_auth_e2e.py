@@ -1,6 +1,7 @@
 """Kafka with SASL/SCRAM-SHA-512 over TLS and ACLs, on a real broker started for this module
 (`stack up --kafka-auth scram`): strangers are refused, each program's user holds exactly the
 topics of streamtrain.access, and the whole pipeline runs with every program as its own user."""
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,11 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streamtrain.stack.local import ADMIN
 from streamtrain.access import PROGRAMS, grants
 from streamtrain.kafka import READER_GROUP, ensure_topics, read_topic
 from streamtrain.quality import evaluate
 from streamtrain.settings import CommonSettings
+from streamtrain.stack.local import ADMIN
 from streamtrain.topics import pipeline_topics
 from tests.conftest import running_stack
 
@@ -34,8 +35,10 @@ def scram_stack(tmp_path_factory):
 @pytest.fixture
 def topics(scram_stack) -> CommonSettings:
     tag = uuid.uuid4().hex[:8]
-    topics: dict[str, Any] = {f"topic_{t}": f"a{tag}.{t}" for t in
-                              ("raw", "deadletter", "features", "windows", "sequences", "models", "scores")}
+    topics: dict[str, Any] = {
+        f"topic_{t}": f"a{tag}.{t}"
+        for t in ("raw", "deadletter", "features", "windows", "sequences", "models", "scores")
+    }
     s = CommonSettings(kafka_bootstrap=scram_stack.bootstrap, mqtt_port=scram_stack.settings.mqtt_port, **topics)
     ensure_topics(s.kafka_bootstrap, pipeline_topics(s, partitions=1), **scram_stack.client_security())
     return s
@@ -101,9 +104,11 @@ def _can_read(config: dict, topic: str, group: str) -> bool:
 
 
 def _refused(err) -> bool:
-    assert err.code() in (err.TOPIC_AUTHORIZATION_FAILED, err.GROUP_AUTHORIZATION_FAILED,
-                          err.CLUSTER_AUTHORIZATION_FAILED), \
-        f"expected an authorization refusal, got {err}"
+    assert err.code() in (
+        err.TOPIC_AUTHORIZATION_FAILED,
+        err.GROUP_AUTHORIZATION_FAILED,
+        err.CLUSTER_AUTHORIZATION_FAILED,
+    ), f"expected an authorization refusal, got {err}"
     return False
 
 
@@ -142,15 +147,46 @@ def test_pipeline_runs_with_every_program_as_its_own_kafka_user(scram_stack, tmp
     run = f"a{uuid.uuid4().hex[:6]}"
     st = scram_stack.settings
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMTRAIN_KAFKA_")}
-    env.update({"STREAMTRAIN_HOME": str(st.home), "STREAMTRAIN_JARS": str(st.jars),
-                "STREAMTRAIN_KAFKA_PORT": str(st.kafka_port),
-                "STREAMTRAIN_KAFKA_CONTROLLER_PORT": str(st.kafka_controller_port),
-                "STREAMTRAIN_MQTT_PORT": str(st.mqtt_port)})
-    proc = subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "--log-format", "console", "demo",
-                           "--kafka-auth", "scram", "--run-id", run, "--keep-stack", "--devices", "10",
-                           "--rate", "10", "--v1-records", "1500", "--v2-records", "1000", "--epochs", "3",
-                           "--report", str(tmp_path / "report")],
-                          env=env, capture_output=True, text=True, timeout=900)
+    env.update(
+        {
+            "STREAMTRAIN_HOME": str(st.home),
+            "STREAMTRAIN_JARS": str(st.jars),
+            "STREAMTRAIN_KAFKA_PORT": str(st.kafka_port),
+            "STREAMTRAIN_KAFKA_CONTROLLER_PORT": str(st.kafka_controller_port),
+            "STREAMTRAIN_MQTT_PORT": str(st.mqtt_port),
+        }
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamtrain.cli.main",
+            "--log-format",
+            "console",
+            "demo",
+            "--kafka-auth",
+            "scram",
+            "--run-id",
+            run,
+            "--keep-stack",
+            "--devices",
+            "10",
+            "--rate",
+            "10",
+            "--v1-records",
+            "1500",
+            "--v2-records",
+            "1000",
+            "--epochs",
+            "3",
+            "--report",
+            str(tmp_path / "report"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "a Kafka user per program" in proc.stdout
     for program in ("bridge", "preprocess", "train", "score"):
@@ -185,8 +221,11 @@ def test_kafka_streams_scorer_runs_as_its_own_kafka_user(scram_stack, topics, tm
     train(topics, tmp_path, "train-v1", records=2000)
     group = f"streams-{uuid.uuid4().hex[:6]}"
     run_as(scram_stack.kafka_user(f"streams-{uuid.uuid4().hex[:4]}", "score-streams", group=group, topics=topics))
-    java = Program(["score", "--engine", "kafka-streams"], settings_env(topics, group_id=group, instance_id="auth"),
-                   tmp_path / "streams-scorer.log").start()
+    java = Program(
+        ["score", "--engine", "kafka-streams"],
+        settings_env(topics, group_id=group, instance_id="auth"),
+        tmp_path / "streams-scorer.log",
+    ).start()
     try:
         run_as(scram_stack.client_env(ADMIN))
         scores = wait_scores(topics, set(stream.sent))

@@ -1,4 +1,5 @@
 """The local stack: real brokers, idempotent `up`, the pipeline topics as declared."""
+
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from streamtrain.kafka import ensure_topics

@@ -1,8 +1,10 @@
 """Unit tests of the telemetry schema: each kind of bad input gets its reason; nothing raises."""
+
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamtrain import telemetry
 from streamtrain.telemetry import Reading, Rejection, validate
@@ -18,21 +20,24 @@ def test_good_reading_keeps_channels_and_ground_truth_apart():
     assert json.loads(r.to_json())["label"] == 0
 
 
-@pytest.mark.parametrize("payload,topic,reason", [
-    (b"x" * (telemetry.MAX_PAYLOAD_BYTES + 1), "devices/dev-1/telemetry", "oversized"),
-    (b"{not json", "devices/dev-1/telemetry", "malformed_json"),
-    (b"[1,2]", "devices/dev-1/telemetry", "not_an_object"),
-    (json.dumps({"device_id": "dev-1", "ts": 1.0}).encode(), "devices/dev-1/telemetry", "missing_field"),
-    (json.dumps({**GOOD, "temperature": "hot"}).encode(), "devices/dev-1/telemetry", "wrong_type"),
-    (json.dumps({**GOOD, "seq": -1}).encode(), "devices/dev-1/telemetry", "wrong_type"),
-    (json.dumps({**GOOD, "seq": True}).encode(), "devices/dev-1/telemetry", "wrong_type"),
-    (b'{"device_id":"dev-1","ts":1.0,"seq":1,"temperature":NaN}', "devices/dev-1/telemetry", "non_finite"),
-    (b'{"device_id":"dev-1","ts":1.0,"seq":1,"temperature":Infinity}', "devices/dev-1/telemetry", "non_finite"),
-    (json.dumps({**GOOD, "temperature": 1e400}).encode(), "devices/dev-1/telemetry", "non_finite"),
-    (json.dumps(GOOD).encode(), "devices/dev-2/telemetry", "topic_mismatch"),
-    (json.dumps(GOOD).encode(), "sensors/dev-1", "bad_topic"),
-    (json.dumps({**GOOD, "label": 7}).encode(), "devices/dev-1/telemetry", "wrong_type"),
-])
+@pytest.mark.parametrize(
+    "payload,topic,reason",
+    [
+        (b"x" * (telemetry.MAX_PAYLOAD_BYTES + 1), "devices/dev-1/telemetry", "oversized"),
+        (b"{not json", "devices/dev-1/telemetry", "malformed_json"),
+        (b"[1,2]", "devices/dev-1/telemetry", "not_an_object"),
+        (json.dumps({"device_id": "dev-1", "ts": 1.0}).encode(), "devices/dev-1/telemetry", "missing_field"),
+        (json.dumps({**GOOD, "temperature": "hot"}).encode(), "devices/dev-1/telemetry", "wrong_type"),
+        (json.dumps({**GOOD, "seq": -1}).encode(), "devices/dev-1/telemetry", "wrong_type"),
+        (json.dumps({**GOOD, "seq": True}).encode(), "devices/dev-1/telemetry", "wrong_type"),
+        (b'{"device_id":"dev-1","ts":1.0,"seq":1,"temperature":NaN}', "devices/dev-1/telemetry", "non_finite"),
+        (b'{"device_id":"dev-1","ts":1.0,"seq":1,"temperature":Infinity}', "devices/dev-1/telemetry", "non_finite"),
+        (json.dumps({**GOOD, "temperature": 1e400}).encode(), "devices/dev-1/telemetry", "non_finite"),
+        (json.dumps(GOOD).encode(), "devices/dev-2/telemetry", "topic_mismatch"),
+        (json.dumps(GOOD).encode(), "sensors/dev-1", "bad_topic"),
+        (json.dumps({**GOOD, "label": 7}).encode(), "devices/dev-1/telemetry", "wrong_type"),
+    ],
+)
 def test_bad_input_is_rejected_with_its_reason(payload, topic, reason):
     r = validate(payload, topic)
     assert isinstance(r, Rejection), r
@@ -46,9 +51,15 @@ def test_unknown_device_is_rejected_when_a_registry_is_given():
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode)
-       | st.dictionaries(st.text(max_size=10), st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
-                                                          st.text(max_size=5)), max_size=8).map(lambda d: json.dumps(d).encode()))
+@given(
+    st.binary(max_size=300)
+    | st.text(max_size=300).map(str.encode)
+    | st.dictionaries(
+        st.text(max_size=10),
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5)),
+        max_size=8,
+    ).map(lambda d: json.dumps(d).encode())
+)
 def test_validate_never_raises(payload):
     r = validate(payload, "devices/dev-1/telemetry")
     assert isinstance(r, (Reading, Rejection))
@@ -57,16 +68,27 @@ def test_validate_never_raises(payload):
 
 
 _FIELD_NAMES = st.sampled_from(sorted(telemetry.RESERVED)) | st.text(max_size=6)
-_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.integers(), st.floats(allow_nan=False),
-                    st.sampled_from([0, 1, 2.0, 1e308, 10**400, -(10**400)]), st.text(max_size=4),
-                    st.sampled_from(["dev-1", "x" * 65, "bad id", "pump"]), st.lists(st.integers(), max_size=2))
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.sampled_from([0, 1, 2.0, 1e308, 10**400, -(10**400)]),
+    st.text(max_size=4),
+    st.sampled_from(["dev-1", "x" * 65, "bad id", "pump"]),
+    st.lists(st.integers(), max_size=2),
+)
 
 
 @st.composite
 def _readings(draw):
     """Objects near the schema's edges: the required fields mostly right, each sometimes wrong."""
-    obj = {"device_id": draw(st.sampled_from(["dev-1", "a:b.c_d-9"]) | _VALUES),
-           "ts": draw(st.floats(0, 2e9) | _VALUES), "seq": draw(st.integers(0, 10**6) | _VALUES)}
+    obj = {
+        "device_id": draw(st.sampled_from(["dev-1", "a:b.c_d-9"]) | _VALUES),
+        "ts": draw(st.floats(0, 2e9) | _VALUES),
+        "seq": draw(st.integers(0, 10**6) | _VALUES),
+    }
     for name in ("device_id", "ts", "seq"):
         if draw(st.integers(0, 15)) == 0:
             del obj[name]

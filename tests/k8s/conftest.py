@@ -1,5 +1,6 @@
 """Kubernetes tests: no cluster, no network. The operator is the installed package
 ``streamtrain.operator`` (its source lives in operator/streamtrain_operator/)."""
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ def assert_pinned_multi_stage_non_root(text: str) -> None:
     import re
 
     from streamtrain.operator.render import objects
+
     for arg in ("MAVEN_IMAGE", "JRE_IMAGE"):
         base = re.search(rf"^ARG {arg}=(\S+)$", text, re.M).group(1)
         assert re.search(r":\d+\.\d+\.\d+", base) and "latest" not in base, base
@@ -51,10 +53,16 @@ CHART = ROOT / "charts/streamtrain"
 RELEASE, RELEASE_NS = "st", "streamtrain"
 #: The Strimzi and KEDA kinds the operator creates, served here from Strimzi 1.2.0's and KEDA 2.21.0's own
 #: schemas (their operators cannot run here, so their CRDs stand in for their installation).
-STRIMZI_KINDS = {"kafka": ("Kafka", "kafkas"), "kafkanodepool": ("KafkaNodePool", "kafkanodepools"),
-                 "kafkatopic": ("KafkaTopic", "kafkatopics"), "kafkauser": ("KafkaUser", "kafkausers")}
-KEDA_KINDS = {"scaledobject": ("ScaledObject", "scaledobjects"),
-              "triggerauthentication": ("TriggerAuthentication", "triggerauthentications")}
+STRIMZI_KINDS = {
+    "kafka": ("Kafka", "kafkas"),
+    "kafkanodepool": ("KafkaNodePool", "kafkanodepools"),
+    "kafkatopic": ("KafkaTopic", "kafkatopics"),
+    "kafkauser": ("KafkaUser", "kafkausers"),
+}
+KEDA_KINDS = {
+    "scaledobject": ("ScaledObject", "scaledobjects"),
+    "triggerauthentication": ("TriggerAuthentication", "triggerauthentications"),
+}
 FOREIGN_CRDS = {"strimzi-1.2.0": STRIMZI_KINDS, "keda-2.21.0": KEDA_KINDS}
 
 
@@ -63,20 +71,34 @@ def foreign_crds() -> list[dict]:
     for folder, kinds in FOREIGN_CRDS.items():
         for stem, (kind, plural) in kinds.items():
             schema = json.loads((ROOT / f"tests/k8s/schemas/{folder}/{stem}.json").read_text())
-            out.append({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                        "metadata": {"name": f"{plural}.{schema['group']}"},
-                        "spec": {"group": schema["group"], "scope": "Namespaced",
-                                 "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
-                                           "listKind": f"{kind}List"},
-                                 "versions": [{"name": schema["version"], "served": True, "storage": True,
-                                               "subresources": {"status": {}},
-                                               "schema": {"openAPIV3Schema": schema["openAPIV3Schema"]}}]}})
+            out.append(
+                {
+                    "apiVersion": "apiextensions.k8s.io/v1",
+                    "kind": "CustomResourceDefinition",
+                    "metadata": {"name": f"{plural}.{schema['group']}"},
+                    "spec": {
+                        "group": schema["group"],
+                        "scope": "Namespaced",
+                        "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+                        "versions": [
+                            {
+                                "name": schema["version"],
+                                "served": True,
+                                "storage": True,
+                                "subresources": {"status": {}},
+                                "schema": {"openAPIV3Schema": schema["openAPIV3Schema"]},
+                            }
+                        ],
+                    },
+                }
+            )
     return out
 
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory):
     from tests.k8s import controlplane
+
     with controlplane.running(tmp_path_factory.mktemp("kube")) as cp:
         yield cp
 
@@ -88,8 +110,14 @@ def crds(control_plane):
     crds = foreign_crds()
     for crd in crds:
         cp.kubectl("create", "-f", "-", input=json.dumps(crd))
-    cp.kubectl("wait", "--for", "condition=Established", "--timeout", "60s",
-               *[f"crd/{crd['metadata']['name']}" for crd in crds])
+    cp.kubectl(
+        "wait",
+        "--for",
+        "condition=Established",
+        "--timeout",
+        "60s",
+        *[f"crd/{crd['metadata']['name']}" for crd in crds],
+    )
     cp.helm("install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", "--wait", "--timeout", "180s")
     cp.kubectl("wait", "--for", "condition=Established", "--timeout", "60s", "crd/streamingtrainings.streamtrain.io")
     return cp

@@ -8,6 +8,7 @@ also on failure.
 
     python -m tests.k8s.controlplane up [--node]   # in the foreground; prints KUBECONFIG; Ctrl-C stops it
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,13 @@ def free_port() -> int:
 
 def build(node: bool = False) -> Path:
     """Build (once, cached) and return the folder of the binaries."""
-    out = subprocess.run(["bash", str(BUILD), *(["--node"] if node else [])], check=True, text=True,
-                         stdout=subprocess.PIPE, env={**os.environ, "K8S_VERSION": K8S_VERSION})
+    out = subprocess.run(
+        ["bash", str(BUILD), *(["--node"] if node else [])],
+        check=True,
+        text=True,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "K8S_VERSION": K8S_VERSION},
+    )
     return Path(out.stdout.strip().splitlines()[-1])
 
 
@@ -59,35 +65,91 @@ def _openssl(*args: str, cwd: Path) -> None:
 def make_pki(d: Path) -> None:
     """CA, API server serving cert, admin client cert (system:masters), service-account key pair."""
     d.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-             "-subj", "/CN=streamtrain-test-ca", cwd=d)
-    sans = "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default," \
-           "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-    for name, subject, ext in (("apiserver", "/CN=kube-apiserver", sans),
-                               ("admin", "/O=system:masters/CN=admin", None)):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", subject, cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=streamtrain-test-ca",
+        cwd=d,
+    )
+    sans = (
+        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    )
+    for name, subject, ext in (
+        ("apiserver", "/CN=kube-apiserver", sans),
+        ("admin", "/O=system:masters/CN=admin", None),
+    ):
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            subject,
+            cwd=d,
+        )
         extfile = d / f"{name}.ext"
         extfile.write_text((ext or "basicConstraints=CA:FALSE") + "\n")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.crt", "-days", "2", "-extfile", extfile.name, cwd=d)
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            extfile.name,
+            cwd=d,
+        )
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
 
 
-def kubeconfig(server: str, pki: Path, user: str = "admin", token: str | None = None, namespace: str = "default") -> str:
-    cred = {"token": token} if token else {"client-certificate": str(pki / "admin.crt"),
-                                           "client-key": str(pki / "admin.key")}
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")}}],
-        "users": [{"name": user, "user": cred}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": user, "namespace": namespace}}]})
+def kubeconfig(
+    server: str, pki: Path, user: str = "admin", token: str | None = None, namespace: str = "default"
+) -> str:
+    cred = (
+        {"token": token}
+        if token
+        else {"client-certificate": str(pki / "admin.crt"), "client-key": str(pki / "admin.key")}
+    )
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "test",
+            "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")}}],
+            "users": [{"name": user, "user": cred}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": user, "namespace": namespace}}],
+        }
+    )
 
 
 @dataclass
 class ControlPlane:
     """One running control plane; ``kubectl(...)`` and ``kubeconfig`` point at it as admin."""
+
     workdir: Path
     bin: Path
     port: int = 0
@@ -108,33 +170,41 @@ class ControlPlane:
     def env(self) -> dict[str, str]:
         """Environment for kubectl/helm/the operator as admin on this cluster (nothing of the host's)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
-        env.update(KUBECONFIG=str(self.kubeconfig), PATH=f"{self.bin}:{env.get('PATH', '')}",
-                   HELM_CACHE_HOME=str(self.workdir / "helm/cache"), HELM_CONFIG_HOME=str(self.workdir / "helm/config"),
-                   HELM_DATA_HOME=str(self.workdir / "helm/data"))
+        env.update(
+            KUBECONFIG=str(self.kubeconfig),
+            PATH=f"{self.bin}:{env.get('PATH', '')}",
+            HELM_CACHE_HOME=str(self.workdir / "helm/cache"),
+            HELM_CONFIG_HOME=str(self.workdir / "helm/config"),
+            HELM_DATA_HOME=str(self.workdir / "helm/data"),
+        )
         return env
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                kubeconfig: Path | None = None) -> subprocess.CompletedProcess:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, kubeconfig: Path | None = None
+    ) -> subprocess.CompletedProcess:
         env = self.env()
         if kubeconfig:
             env["KUBECONFIG"] = str(kubeconfig)
-        res = subprocess.run([str(self.bin / "kubectl"), *args], env=env, input=input, text=True,
-                             capture_output=True, timeout=120)
+        res = subprocess.run(
+            [str(self.bin / "kubectl"), *args], env=env, input=input, text=True, capture_output=True, timeout=120
+        )
         if check and res.returncode:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
         return res
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        res = subprocess.run([str(self.bin / "helm"), *args], env=self.env(), text=True, capture_output=True,
-                             timeout=600)
+        res = subprocess.run(
+            [str(self.bin / "helm"), *args], env=self.env(), text=True, capture_output=True, timeout=600
+        )
         if check and res.returncode:
             raise AssertionError(f"helm {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
         return res
 
     def _start(self, name: str, *args: str) -> None:
         log = open(self.workdir / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen([str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            [str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def _ready(self, deadline: float) -> None:
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
@@ -160,54 +230,137 @@ class ControlPlane:
         etcd_port, etcd_peer = free_port(), free_port()
         self.port = free_port()
         self.kubeconfig.write_text(kubeconfig(self.server, self.pki))
-        self._start("etcd", "--data-dir", str(self.workdir / "etcd"), "--name", "test",
-                    "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
-                    "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
-                    "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-                    "--initial-cluster", f"test=http://127.0.0.1:{etcd_peer}",
-                    "--unsafe-no-fsync", "--log-level", "warn")
+        self._start(
+            "etcd",
+            "--data-dir",
+            str(self.workdir / "etcd"),
+            "--name",
+            "test",
+            "--listen-client-urls",
+            f"http://127.0.0.1:{etcd_port}",
+            "--advertise-client-urls",
+            f"http://127.0.0.1:{etcd_port}",
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{etcd_peer}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{etcd_peer}",
+            "--initial-cluster",
+            f"test=http://127.0.0.1:{etcd_peer}",
+            "--unsafe-no-fsync",
+            "--log-level",
+            "warn",
+        )
         pki = self.pki
-        self._start("kube-apiserver", "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
-                    "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
-                    "--secure-port", str(self.port), "--client-ca-file", str(pki / "ca.crt"),
-                    "--tls-cert-file", str(pki / "apiserver.crt"), "--tls-private-key-file", str(pki / "apiserver.key"),
-                    "--service-account-key-file", str(pki / "sa.pub"),
-                    "--service-account-signing-key-file", str(pki / "sa.key"),
-                    "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-                    "--service-cluster-ip-range", SERVICE_CIDR, "--authorization-mode", "RBAC",
-                    "--enable-admission-plugins", EXTRA_ADMISSION, "--allow-privileged=true",
-                    "--endpoint-reconciler-type", "none",
-                    # A real node (node.py) is reached at its address: its name resolves nowhere here.
-                    "--kubelet-preferred-address-types", "InternalIP,Hostname", "-v", "1")
+        self._start(
+            "kube-apiserver",
+            "--etcd-servers",
+            f"http://127.0.0.1:{etcd_port}",
+            "--bind-address",
+            "127.0.0.1",
+            "--advertise-address",
+            "127.0.0.1",
+            "--secure-port",
+            str(self.port),
+            "--client-ca-file",
+            str(pki / "ca.crt"),
+            "--tls-cert-file",
+            str(pki / "apiserver.crt"),
+            "--tls-private-key-file",
+            str(pki / "apiserver.key"),
+            "--service-account-key-file",
+            str(pki / "sa.pub"),
+            "--service-account-signing-key-file",
+            str(pki / "sa.key"),
+            "--service-account-issuer",
+            "https://kubernetes.default.svc.cluster.local",
+            "--service-cluster-ip-range",
+            SERVICE_CIDR,
+            "--authorization-mode",
+            "RBAC",
+            "--enable-admission-plugins",
+            EXTRA_ADMISSION,
+            "--allow-privileged=true",
+            "--endpoint-reconciler-type",
+            "none",
+            # A real node (node.py) is reached at its address: its name resolves nowhere here.
+            "--kubelet-preferred-address-types",
+            "InternalIP,Hostname",
+            "-v",
+            "1",
+        )
         self._ready(deadline)
         kc = str(self.kubeconfig)
-        self._start("kube-controller-manager", "--kubeconfig", kc, "--leader-elect=false",
-                    "--secure-port", str(free_port()), "--bind-address", "127.0.0.1",
-                    "--service-account-private-key-file", str(pki / "sa.key"), "--root-ca-file", str(pki / "ca.crt"),
-                    "--cluster-signing-cert-file", str(pki / "ca.crt"), "--cluster-signing-key-file", str(pki / "ca.key"),
-                    "--use-service-account-credentials=false", "-v", "1")
-        self._start("kube-scheduler", "--kubeconfig", kc, "--leader-elect=false",
-                    "--secure-port", str(free_port()), "--bind-address", "127.0.0.1", "-v", "1")
+        self._start(
+            "kube-controller-manager",
+            "--kubeconfig",
+            kc,
+            "--leader-elect=false",
+            "--secure-port",
+            str(free_port()),
+            "--bind-address",
+            "127.0.0.1",
+            "--service-account-private-key-file",
+            str(pki / "sa.key"),
+            "--root-ca-file",
+            str(pki / "ca.crt"),
+            "--cluster-signing-cert-file",
+            str(pki / "ca.crt"),
+            "--cluster-signing-key-file",
+            str(pki / "ca.key"),
+            "--use-service-account-credentials=false",
+            "-v",
+            "1",
+        )
+        self._start(
+            "kube-scheduler",
+            "--kubeconfig",
+            kc,
+            "--leader-elect=false",
+            "--secure-port",
+            str(free_port()),
+            "--bind-address",
+            "127.0.0.1",
+            "-v",
+            "1",
+        )
         self._start_kwok()
         return self
 
     def _start_kwok(self) -> None:
         stages = self.bin.parent / "kwok-stages"
-        configs = [p for sub in ("node/fast", "node/heartbeat-with-lease", "pod/fast")
-                   for p in sorted((stages / sub).glob("*.yaml")) if p.name != "kustomization.yaml"]
+        configs = [
+            p
+            for sub in ("node/fast", "node/heartbeat-with-lease", "pod/fast")
+            for p in sorted((stages / sub).glob("*.yaml"))
+            if p.name != "kustomization.yaml"
+        ]
         configs += sorted((Path(__file__).parent / "kwok").glob("*.yaml"))
-        args = ["--kubeconfig", str(self.kubeconfig), "--manage-all-nodes=false",
-                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                "--node-ip", "127.0.0.1", "--server-address", f"127.0.0.1:{free_port()}"]
+        args = [
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--node-ip",
+            "127.0.0.1",
+            "--server-address",
+            f"127.0.0.1:{free_port()}",
+        ]
         for c in configs:
             args += ["--config", str(c)]
         self._start("kwok", *args)
-        node = {"apiVersion": "v1", "kind": "Node", "metadata": {
-            "name": FAKE_NODE, "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"kubernetes.io/hostname": FAKE_NODE, "kubernetes.io/os": "linux", "type": "kwok"}},
-            "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "pods": "500"},
-                       "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"}}}
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": FAKE_NODE,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {"kubernetes.io/hostname": FAKE_NODE, "kubernetes.io/os": "linux", "type": "kwok"},
+            },
+            "status": {
+                "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "500"},
+                "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"},
+            },
+        }
         self.kubectl("apply", "-f", "-", input=json.dumps(node))
         # Schedulable once kwok reports it Ready and the node-lifecycle controller lifts the not-ready taint.
         end = time.monotonic() + 60
@@ -251,13 +404,19 @@ def running(workdir: Path | None = None, node: bool = False):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.k8s.controlplane", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.k8s.controlplane",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("command", choices=["up", "build"], help="up: start and wait for Ctrl-C; build: only build")
     parser.add_argument("--dir", type=Path, help="working folder (default: a temporary one, removed at the end)")
-    parser.add_argument("--node", action="store_true",
-                        help="also a real node: build the kubelet, kube-proxy, CoreDNS, crictl; with up, start it "
-                             "(root; tests/k8s/node.py)")
+    parser.add_argument(
+        "--node",
+        action="store_true",
+        help="also a real node: build the kubelet, kube-proxy, CoreDNS, crictl; with up, start it "
+        "(root; tests/k8s/node.py)",
+    )
     args = parser.parse_args(argv)
     if args.command == "build":
         print(build(node=args.node))
@@ -268,9 +427,13 @@ def main(argv: list[str] | None = None) -> int:
         cp = stack.enter_context(running(args.dir, node=args.node))
         if args.node:
             from tests.k8s import node  # noqa: PLC0415 - node.py builds on this module
+
             stack.enter_context(node.running(cp))
-        print(f"control plane {K8S_VERSION}{' and a real node' if args.node else ''} ready at {cp.server}\n"
-              f"export KUBECONFIG={cp.kubeconfig}\nexport PATH={cp.bin}:$PATH", flush=True)
+        print(
+            f"control plane {K8S_VERSION}{' and a real node' if args.node else ''} ready at {cp.server}\n"
+            f"export KUBECONFIG={cp.kubeconfig}\nexport PATH={cp.bin}:$PATH",
+            flush=True,
+        )
         try:
             while not stop["now"]:
                 time.sleep(0.5)

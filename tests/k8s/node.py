@@ -14,6 +14,7 @@ through the CRI (``crictl``) so their network namespaces and addresses are relea
 
     python -m tests.k8s.controlplane up --node    # control plane + node in the foreground; Ctrl-C stops both
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,8 +54,11 @@ def ensure_packages() -> None:
     missing = [p for p, path in PACKAGES.items() if not Path(path).exists()]
     if missing:
         subprocess.run(["apt-get", "update", "-q"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], check=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
 
 
 def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -96,6 +100,7 @@ def _listening(host: str, port: int) -> bool:
 @dataclass
 class Node:
     """One kubelet on containerd, registered with ``cp`` as ``name``."""
+
     cp: ControlPlane
     workdir: Path
     name: str = NODE_NAME
@@ -110,8 +115,15 @@ class Node:
         return _run("ctr", "--address", self.socket, "--namespace", "k8s.io", *args, check=check)
 
     def crictl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return _run(str(self.cp.bin / "crictl"), "--runtime-endpoint", f"unix://{self.socket}",
-                    "--timeout", "60s", *args, check=check)
+        return _run(
+            str(self.cp.bin / "crictl"),
+            "--runtime-endpoint",
+            f"unix://{self.socket}",
+            "--timeout",
+            "60s",
+            *args,
+            check=check,
+        )
 
     def _start(self, name: str, *cmd: str) -> None:
         log = open(self.workdir / f"{name}.log", "ab")
@@ -162,8 +174,10 @@ class Node:
         and an archive is imported again only when it changed (a stamp of its size and mtime)."""
         missing = [a for a in ARCHIVES if not (IMAGES / f"{a}.tar").exists()]
         if missing:
-            raise RuntimeError(f"image archives {missing} missing in {IMAGES}: run `make images-export` "
-                               "(or `make images` on a clean machine)")
+            raise RuntimeError(
+                f"image archives {missing} missing in {IMAGES}: run `make images-export` "
+                "(or `make images` on a clean machine)"
+            )
         for a in ARCHIVES:
             archive, stamp = IMAGES / f"{a}.tar", self.root / f"imported-{a}"
             mark = f"{archive.stat().st_size} {archive.stat().st_mtime_ns}"
@@ -180,20 +194,58 @@ class Node:
         and ``role`` (a ClusterRole) bound to it when given."""
         pki, stem = self.cp.pki, user.replace(":", "-")
         subject = (f"/O={group}" if group else "") + f"/CN={user}"
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{stem}.key", "-out", f"{stem}.csr",
-                 "-subj", subject, cwd=pki)
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{stem}.key",
+            "-out",
+            f"{stem}.csr",
+            "-subj",
+            subject,
+            cwd=pki,
+        )
         (pki / f"{stem}.ext").write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
-        _openssl("x509", "-req", "-in", f"{stem}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{stem}.crt", "-days", "2", "-extfile", f"{stem}.ext", cwd=pki)
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{stem}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{stem}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            f"{stem}.ext",
+            cwd=pki,
+        )
         if role:
-            self.cp.kubectl("apply", "-f", "-", input=json.dumps({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                "metadata": {"name": f"streamtrain-test-{stem}"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}))
+            self.cp.kubectl(
+                "apply",
+                "-f",
+                "-",
+                input=json.dumps(
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "ClusterRoleBinding",
+                        "metadata": {"name": f"streamtrain-test-{stem}"},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+                    }
+                ),
+            )
         cfg = yaml.safe_load(kubeconfig(self.cp.server, pki, user=user))
-        cfg["users"][0]["user"] = {"client-certificate": str(pki / f"{stem}.crt"),
-                                   "client-key": str(pki / f"{stem}.key")}
+        cfg["users"][0]["user"] = {
+            "client-certificate": str(pki / f"{stem}.crt"),
+            "client-key": str(pki / f"{stem}.key"),
+        }
         path = self.workdir / f"{stem}.kubeconfig"
         path.write_text(yaml.safe_dump(cfg))
         return path
@@ -204,37 +256,88 @@ class Node:
         for ctl in ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer", "systemd"):
             Path(f"/sys/fs/cgroup/{ctl}{CGROUP_ROOT}").mkdir(exist_ok=True)
         config = d / "config.yaml"
-        config.write_text(yaml.safe_dump(kubelet_config(d, self.socket, self.cp.pki / "ca.crt", free_port(),
-                                                        free_port())))
-        self._start("kubelet", str(self.cp.bin / "kubelet"), "--config", str(config),
-                    # The built-in system:node role: the control plane authorizes with RBAC alone.
-                    "--kubeconfig", str(self.credentials(f"system:node:{self.name}", "system:nodes", "system:node")),
-                    "--root-dir", str(d / "root"),
-                    "--cert-dir", str(d / "pki"), "--hostname-override", self.name, "--node-ip", GATEWAY,
-                    "--node-labels", "streamtrain.io/test-node=true", "-v", "1")
+        config.write_text(
+            yaml.safe_dump(kubelet_config(d, self.socket, self.cp.pki / "ca.crt", free_port(), free_port()))
+        )
+        self._start(
+            "kubelet",
+            str(self.cp.bin / "kubelet"),
+            "--config",
+            str(config),
+            # The built-in system:node role: the control plane authorizes with RBAC alone.
+            "--kubeconfig",
+            str(self.credentials(f"system:node:{self.name}", "system:nodes", "system:node")),
+            "--root-dir",
+            str(d / "root"),
+            "--cert-dir",
+            str(d / "pki"),
+            "--hostname-override",
+            self.name,
+            "--node-ip",
+            GATEWAY,
+            "--node-labels",
+            "streamtrain.io/test-node=true",
+            "-v",
+            "1",
+        )
         self._wait(f"node {self.name}", self.ready, 120)
 
     def kube_proxy(self) -> None:
         """Service addresses (iptables mode) for the Pods and this machine. system:kube-proxy is bound
         to system:node-proxier by the API server's own defaults. Conntrack sysctls are left alone."""
-        self._start("kube-proxy", str(self.cp.bin / "kube-proxy"),
-                    "--kubeconfig", str(self.credentials("system:kube-proxy")), "--hostname-override", self.name,
-                    "--proxy-mode", "iptables", "--cluster-cidr", SUBNET,
-                    "--metrics-bind-address", f"127.0.0.1:{free_port()}",
-                    "--healthz-bind-address", f"127.0.0.1:{free_port()}",
-                    "--conntrack-max-per-core", "0", "--conntrack-tcp-timeout-established", "0",
-                    "--conntrack-tcp-timeout-close-wait", "0", "--iptables-localhost-nodeports=false", "-v", "1")
+        self._start(
+            "kube-proxy",
+            str(self.cp.bin / "kube-proxy"),
+            "--kubeconfig",
+            str(self.credentials("system:kube-proxy")),
+            "--hostname-override",
+            self.name,
+            "--proxy-mode",
+            "iptables",
+            "--cluster-cidr",
+            SUBNET,
+            "--metrics-bind-address",
+            f"127.0.0.1:{free_port()}",
+            "--healthz-bind-address",
+            f"127.0.0.1:{free_port()}",
+            "--conntrack-max-per-core",
+            "0",
+            "--conntrack-tcp-timeout-established",
+            "0",
+            "--conntrack-tcp-timeout-close-wait",
+            "0",
+            "--iptables-localhost-nodeports=false",
+            "-v",
+            "1",
+        )
 
     def dns(self) -> None:
         """CoreDNS on the gateway: Service and Pod names of cluster.local from the API server, the
         rest forwarded to this machine's resolvers. Read-only rights of its own (ClusterRole below)."""
-        self.cp.kubectl("apply", "-f", "-", input=json.dumps({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "streamtrain-test-coredns"},
-            "rules": [{"apiGroups": [""], "resources": ["services", "pods", "namespaces"],
-                       "verbs": ["list", "watch"]},
-                      {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-                       "verbs": ["list", "watch"]}]}))
+        self.cp.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps(
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRole",
+                    "metadata": {"name": "streamtrain-test-coredns"},
+                    "rules": [
+                        {
+                            "apiGroups": [""],
+                            "resources": ["services", "pods", "namespaces"],
+                            "verbs": ["list", "watch"],
+                        },
+                        {
+                            "apiGroups": ["discovery.k8s.io"],
+                            "resources": ["endpointslices"],
+                            "verbs": ["list", "watch"],
+                        },
+                    ],
+                }
+            ),
+        )
         kc = self.credentials("streamtrain-test-coredns", role="streamtrain-test-coredns")
         corefile = self.workdir / "Corefile"
         corefile.write_text(f""".:53 {{
@@ -252,8 +355,9 @@ class Node:
         self._wait("coredns", lambda: _listening(GATEWAY, 53), 60)
 
     def ready(self) -> bool:
-        res = self.cp.kubectl("get", "node", self.name, "-o",
-                              'jsonpath={.status.conditions[?(@.type=="Ready")].status}', check=False)
+        res = self.cp.kubectl(
+            "get", "node", self.name, "-o", 'jsonpath={.status.conditions[?(@.type=="Ready")].status}', check=False
+        )
         return res.returncode == 0 and res.stdout.strip() == "True"
 
     def up(self) -> Node:
@@ -280,8 +384,11 @@ class Node:
             self._stop(name)
         if (self.cp.bin / "kube-proxy").exists():  # its iptables chains outlive it
             _run(str(self.cp.bin / "kube-proxy"), "--cleanup", "--proxy-mode", "iptables", check=False)
-        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
-                  if line.split()[1].startswith(str(self.workdir))]
+        mounts = [
+            line.split()[1]
+            for line in Path("/proc/self/mounts").read_text().splitlines()
+            if line.split()[1].startswith(str(self.workdir))
+        ]
         for m in sorted(mounts, key=len, reverse=True):
             _run("umount", "-l", m, check=False)
         for ctl in Path("/sys/fs/cgroup").iterdir():

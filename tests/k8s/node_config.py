@@ -1,5 +1,6 @@
 """What a test node is made of, as data: its names and addresses, and the configuration of
 containerd, the CNI network and the kubelet (``node.py`` writes them out and starts the processes)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,12 @@ CGROUP_ROOT = "/streamtrain-node"
 CLUSTER_DOMAIN = "cluster.local"
 NODE_NAME = "node-0"
 #: Debian packages of the node (installed by `ensure_packages` when missing).
-PACKAGES = {"containerd": "/usr/bin/containerd", "runc": "/usr/sbin/runc",
-            "containernetworking-plugins": str(CNI_BIN / "bridge"), "iptables": "/usr/sbin/iptables"}
+PACKAGES = {
+    "containerd": "/usr/bin/containerd",
+    "runc": "/usr/sbin/runc",
+    "containernetworking-plugins": str(CNI_BIN / "bridge"),
+    "iptables": "/usr/sbin/iptables",
+}
 
 
 def containerd_config(d: Path, root: Path) -> str:
@@ -55,30 +60,69 @@ state = "{d}/state"
 
 
 def cni_config(ipam_dir: Path) -> dict:
-    return {"cniVersion": "1.0.0", "name": "streamtrain", "plugins": [
-        {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": True, "hairpinMode": True,
-         "ipam": {"type": "host-local", "dataDir": str(ipam_dir), "routes": [{"dst": "0.0.0.0/0"}],
-                  "ranges": [[{"subnet": SUBNET, "gateway": GATEWAY}]]}},
-        {"type": "portmap", "capabilities": {"portMappings": True}},
-        {"type": "firewall", "backend": "iptables"}]}
+    return {
+        "cniVersion": "1.0.0",
+        "name": "streamtrain",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": True,
+                "ipMasq": True,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": str(ipam_dir),
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "ranges": [[{"subnet": SUBNET, "gateway": GATEWAY}]],
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "firewall", "backend": "iptables"},
+        ],
+    }
 
 
 def kubelet_config(d: Path, socket: str, ca: Path, port: int, healthz: int) -> dict:
     """cgroup v1 (hybrid) with the cgroupfs driver; no swap check; OOM scores left alone (no
     CAP_SYS_RESOURCE); eviction thresholds low enough that a busy shared disk does not evict the Pods."""
-    return {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-            "cgroupDriver": "cgroupfs", "failCgroupV1": False, "failSwapOn": False, "cgroupRoot": CGROUP_ROOT,
-            "containerRuntimeEndpoint": f"unix://{socket}", "podLogsDir": str(d / "pod-logs"),
-            "address": GATEWAY, "port": port, "readOnlyPort": 0, "healthzBindAddress": "127.0.0.1",
-            "healthzPort": healthz,
-            # The API server reaches the kubelet (logs, exec) without a client certificate here.
-            "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False},
-                               "x509": {"clientCAFile": str(ca)}},
-            "authorization": {"mode": "AlwaysAllow"},
-            "oomScoreAdj": 0, "registerNode": True, "serializeImagePulls": False,
-            "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
-                             "nodefs.inodesFree": "1%"},
-            "resolvConf": "/etc/resolv.conf", "clusterDomain": CLUSTER_DOMAIN, "clusterDNS": [GATEWAY],
-            "staticPodPath": "", "syncFrequency": "10s", "nodeStatusUpdateFrequency": "5s",
-            "shutdownGracePeriod": "0s"}
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "cgroupDriver": "cgroupfs",
+        "failCgroupV1": False,
+        "failSwapOn": False,
+        "cgroupRoot": CGROUP_ROOT,
+        "containerRuntimeEndpoint": f"unix://{socket}",
+        "podLogsDir": str(d / "pod-logs"),
+        "address": GATEWAY,
+        "port": port,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": healthz,
+        # The API server reaches the kubelet (logs, exec) without a client certificate here.
+        "authentication": {
+            "anonymous": {"enabled": True},
+            "webhook": {"enabled": False},
+            "x509": {"clientCAFile": str(ca)},
+        },
+        "authorization": {"mode": "AlwaysAllow"},
+        "oomScoreAdj": 0,
+        "registerNode": True,
+        "serializeImagePulls": False,
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+        },
+        "resolvConf": "/etc/resolv.conf",
+        "clusterDomain": CLUSTER_DOMAIN,
+        "clusterDNS": [GATEWAY],
+        "staticPodPath": "",
+        "syncFrequency": "10s",
+        "nodeStatusUpdateFrequency": "5s",
+        "shutdownGracePeriod": "0s",
+    }

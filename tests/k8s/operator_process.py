@@ -1,5 +1,6 @@
 """The operator as a process (``kopf run -m streamtrain.operator.handlers``) on a real control plane, authenticated
 with a token of the chart's ServiceAccount: it never runs as admin."""
+
 from __future__ import annotations
 
 import os
@@ -17,18 +18,31 @@ class Operator:
     def __init__(self, cp, workdir):
         self.cp, self.proc = cp, None
         self.log = workdir / "operator.log"
-        sa = cp.kubectl("get", "serviceaccount", "-n", RELEASE_NS, "-l", f"app.kubernetes.io/instance={RELEASE}",
-                        "-o", "jsonpath={.items[0].metadata.name}").stdout
+        sa = cp.kubectl(
+            "get",
+            "serviceaccount",
+            "-n",
+            RELEASE_NS,
+            "-l",
+            f"app.kubernetes.io/instance={RELEASE}",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ).stdout
         token = cp.kubectl("create", "token", sa, "-n", RELEASE_NS, "--duration", "2h").stdout.strip()
         self.kubeconfig = workdir / "operator.kubeconfig"
-        self.kubeconfig.write_text(kubeconfig(cp.server, cp.pki, user=f"system:serviceaccount:{RELEASE_NS}:{sa}",
-                                              token=token))
+        self.kubeconfig.write_text(
+            kubeconfig(cp.server, cp.pki, user=f"system:serviceaccount:{RELEASE_NS}:{sa}", token=token)
+        )
 
     def start(self) -> None:
         env = {**self.cp.env(), "KUBECONFIG": str(self.kubeconfig), "STREAMTRAIN_OPERATOR_STATUS_INTERVAL": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "kopf", "run", "--standalone", "-A",
-                                      "-m", "streamtrain.operator.handlers"], env=env, stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kopf", "run", "--standalone", "-A", "-m", "streamtrain.operator.handlers"],
+            env=env,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def stop(self) -> int:
         os.killpg(self.proc.pid, signal.SIGTERM)

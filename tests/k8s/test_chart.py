@@ -1,5 +1,6 @@
 """The Helm chart rendered by a real Helm (helm-python-sdk: the Helm Go SDK, no binary), linted
 strictly, and every manifest validated offline for several Kubernetes versions."""
+
 from __future__ import annotations
 
 import json
@@ -10,16 +11,16 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
-
 from streamtrain import __version__
 from streamtrain.operator import kube, render, validate
 from streamtrain.operator.render import strimzi
+from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 
 CHART = ROOT / "charts/streamtrain"
-EVERYTHING = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
-                          "prometheusRule": {"enabled": True}},
-              "grafana": {"enabled": True}}
+EVERYTHING = {
+    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}, "prometheusRule": {"enabled": True}},
+    "grafana": {"enabled": True},
+}
 #: Kinds served by CRDs of other projects: kubernetes-validate has no schema for them (the Prometheus
 #: Operator's are checked against its CRD schemas in test_prometheus_rule.py).
 FOREIGN = {"ServiceMonitor", "PrometheusRule"}
@@ -72,8 +73,11 @@ def test_optional_pieces_follow_their_flags():
 
 
 def test_dashboard_queries_metrics_the_programs_export():
-    source = "".join(p.read_text() for d in ("streamtrain", "bridge", "scorer", "preprocessor", "trainer")
-                     for p in (ROOT / d).rglob("*.py"))
+    source = "".join(
+        p.read_text()
+        for d in ("streamtrain", "bridge", "scorer", "preprocessor", "trainer")
+        for p in (ROOT / d).rglob("*.py")
+    )
     exported = set(re.findall(r'(?:Counter|Gauge|Histogram)\(\s*"([a-z_]+)"', source))
     dash = json.loads((CHART / "dashboards/streamtrain.json").read_text())
     used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"streamtrain_[a-z_]+", t["expr"])}
@@ -112,10 +116,12 @@ def test_long_release_names_are_truncated_to_63():
 def test_values_schema_rejects_bad_values():
     chart = helm.Chart.load(str(CHART))
     chart.validate_schema({})
-    for bad in ({"operator": {"replicas": 2, "image": {"repository": "x"}}},
-                {"operator": {"image": {"repository": "x", "pullPolicy": "Sometimes"}, "replicas": 1}},
-                {"metrics": {"serviceMonitor": {"enabled": "yes"}}},
-                {"typo": True}):
+    for bad in (
+        {"operator": {"replicas": 2, "image": {"repository": "x"}}},
+        {"operator": {"image": {"repository": "x", "pullPolicy": "Sometimes"}, "replicas": 1}},
+        {"metrics": {"serviceMonitor": {"enabled": "yes"}}},
+        {"typo": True},
+    ):
         with pytest.raises(helm.HelmError):
             chart.validate_schema(bad)
 
@@ -152,7 +158,9 @@ def test_rbac_is_commented_and_covers_every_child():
         if line.strip().startswith("- apiGroups:"):
             assert rule_lines[i - 1].strip().startswith("#"), f"rule without a reason: {line}"
     role = next(d for d in rendered() if d["kind"] == "ClusterRole")
-    allowed = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    allowed = {
+        (g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+    }
     assert all("*" not in v for v in allowed.values()) and all("*" not in r for _, r in allowed)
     for example in ("minimal", "full", "external", "production"):
         spec = validate.defaulted(load_example(ROOT / f"examples/{example}.yaml"))["spec"]
@@ -176,8 +184,12 @@ def test_operator_and_test_pod_run_the_operator_image_without_tensorflow():
     programs = validate.defaulted({"spec": {}})["spec"]["image"]
     assert f"{programs['repository']}:{programs['tag']}" != operator_image
     custom = rendered({"operator": {"image": {"repository": "r.example/op", "tag": "t1"}, "replicas": 1}})
-    assert {c["image"] for d in custom if d["kind"] in ("Deployment", "Pod")
-            for c in (d["spec"].get("template", d)["spec"]["containers"])} == {"r.example/op:t1"}
+    assert {
+        c["image"]
+        for d in custom
+        if d["kind"] in ("Deployment", "Pod")
+        for c in (d["spec"].get("template", d)["spec"]["containers"])
+    } == {"r.example/op:t1"}
 
 
 def test_helm_test_pod():
@@ -190,8 +202,10 @@ def test_helm_test_pod():
 def test_notes_name_the_namespace():
     text = notes(namespace="pipelines")
     assert "kubectl --namespace pipelines apply -f examples/minimal.yaml" in text
-    assert ("helm install strimzi oci://quay.io/strimzi-helm/strimzi-kafka-operator --version 1.2.0 \\\n"
-            "       --namespace pipelines") in text
+    assert (
+        "helm install strimzi oci://quay.io/strimzi-helm/strimzi-kafka-operator --version 1.2.0 \\\n"
+        "       --namespace pipelines"
+    ) in text
 
 
 def test_no_chart_dependency_and_strimzi_pinned_in_the_notes():

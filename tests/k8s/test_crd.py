@@ -1,5 +1,6 @@
 """The StreamingTraining CRD: generated file in sync, valid for Kubernetes, examples accepted,
 invalid resources rejected with a message that names the field."""
+
 from __future__ import annotations
 
 import copy
@@ -8,17 +9,17 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.k8s.conftest import EXAMPLES, KUBE_VERSIONS, ROOT, load_example
-
 from streamtrain.operator import crd as crd_module  # noqa: E402  (path set in conftest)
 from streamtrain.operator import validate
+from tests.k8s.conftest import EXAMPLES, KUBE_VERSIONS, ROOT, load_example
 
 CRD_FILE = ROOT / "charts/streamtrain/crds/streamingtrainings.yaml"
 
 
 def test_committed_crd_matches_generator():
     assert yaml.safe_load(CRD_FILE.read_text()) == crd_module.crd(), (
-        "regenerate: python -m streamtrain.operator.crd > " + str(CRD_FILE.relative_to(ROOT)))
+        "regenerate: python -m streamtrain.operator.crd > " + str(CRD_FILE.relative_to(ROOT))
+    )
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
@@ -69,6 +70,7 @@ def test_every_cel_rule_has_a_python_twin():
 
 def test_preprocessing_default_is_the_local_default():
     from streamtrain.preprocessing.spec import PreprocessSpec
+
     pre = validate.defaulted(load_example(ROOT / "examples/minimal.yaml"))["spec"]["preprocessing"]
     assert pre.pop("engine") == "embedded" and pre.pop("replicas") == 1
     assert PreprocessSpec.model_validate(pre) == PreprocessSpec.default()
@@ -103,29 +105,56 @@ INVALID = [
     ({"mqtt": {"mode": "external"}}, "spec.mqtt: Invalid value: mqtt.host is required when mqtt.mode is external"),
     ({"mqtt": {"mode": "cloud"}}, "spec.mqtt.mode: 'cloud' is not one of ['managed', 'external']"),
     ({"mqtt": {"password": "hunter2"}}, "spec.mqtt.password: 'hunter2' is not of type 'object'"),
-    ({"mqtt": {"password": {"secretKeyRef": {"name": "s"}}}}, "spec.mqtt.password.secretKeyRef: 'key' is a required property"),
-    ({"kafka": {"mode": "external"}}, "spec.kafka: Invalid value: kafka.bootstrap is required when kafka.mode is external"),
+    (
+        {"mqtt": {"password": {"secretKeyRef": {"name": "s"}}}},
+        "spec.mqtt.password.secretKeyRef: 'key' is a required property",
+    ),
+    (
+        {"kafka": {"mode": "external"}},
+        "spec.kafka: Invalid value: kafka.bootstrap is required when kafka.mode is external",
+    ),
     ({"kafka": {"mode": "external", "bootstrap": "kafka"}}, "spec.kafka.bootstrap: 'kafka' does not match"),
-    ({"kafka": {"replicationFactor": 3}}, "spec.kafka: Invalid value: kafka.replicationFactor cannot exceed kafka.replicas"),
+    (
+        {"kafka": {"replicationFactor": 3}},
+        "spec.kafka: Invalid value: kafka.replicationFactor cannot exceed kafka.replicas",
+    ),
     ({"kafka": {"partitions": 0}}, "spec.kafka.partitions: 0 is less than the minimum of 1"),
     ({"preprocessing": {"features": []}}, "spec.preprocessing.features: [] should be non-empty"),
     ({"preprocessing": {"features": ["t"], "engine": "flink"}}, "spec.preprocessing.engine: 'flink' is not one of"),
-    ({"preprocessing": {"features": ["t"], "windows": {"size_seconds": 0}}},
-     "spec.preprocessing.windows.size_seconds: 0 is less than the minimum of 1"),
+    (
+        {"preprocessing": {"features": ["t"], "windows": {"size_seconds": 0}}},
+        "spec.preprocessing.windows.size_seconds: 0 is less than the minimum of 1",
+    ),
     ({"training": {"schedule": "every hour"}}, "spec.training.schedule: 'every hour' does not match"),
     ({"scorer": {"replicas": 0}}, "spec.scorer.replicas: 0 is less than the minimum of 1"),
-    ({"scorer": {"replicas": 7}}, "spec.scorer.replicas: Invalid value: scorer.replicas cannot exceed kafka.partitions"),
-    ({"kafka": {"partitions": 3}, "scorer": {"replicas": 4}},
-     "spec.scorer.replicas: Invalid value: scorer.replicas cannot exceed kafka.partitions"),
-    ({"preprocessing": {"features": ["t"], "replicas": 7}},
-     "spec.preprocessing.replicas: Invalid value: preprocessing.replicas cannot exceed kafka.partitions"),
-    ({"preprocessing": {"features": ["t"], "replicas": 0}}, "spec.preprocessing.replicas: 0 is less than the minimum of 1"),
-    ({"scorer": {"autoscaling": {"enabled": True, "maxReplicas": 12}}},
-     "spec.scorer.autoscaling.maxReplicas: Invalid value: scorer.autoscaling.maxReplicas cannot exceed kafka.partitions"),
-    ({"scorer": {"replicas": 1, "autoscaling": {"minReplicas": 7}}},
-     "spec.scorer.autoscaling.minReplicas: Invalid value: scorer.autoscaling.minReplicas cannot exceed maxReplicas"),
-    ({"scorer": {"replicas": 1, "autoscaling": {"minReplicas": 3, "maxReplicas": 2}}},
-     "spec.scorer.autoscaling.minReplicas: Invalid value: scorer.autoscaling.minReplicas cannot exceed maxReplicas"),
+    (
+        {"scorer": {"replicas": 7}},
+        "spec.scorer.replicas: Invalid value: scorer.replicas cannot exceed kafka.partitions",
+    ),
+    (
+        {"kafka": {"partitions": 3}, "scorer": {"replicas": 4}},
+        "spec.scorer.replicas: Invalid value: scorer.replicas cannot exceed kafka.partitions",
+    ),
+    (
+        {"preprocessing": {"features": ["t"], "replicas": 7}},
+        "spec.preprocessing.replicas: Invalid value: preprocessing.replicas cannot exceed kafka.partitions",
+    ),
+    (
+        {"preprocessing": {"features": ["t"], "replicas": 0}},
+        "spec.preprocessing.replicas: 0 is less than the minimum of 1",
+    ),
+    (
+        {"scorer": {"autoscaling": {"enabled": True, "maxReplicas": 12}}},
+        "spec.scorer.autoscaling.maxReplicas: Invalid value: scorer.autoscaling.maxReplicas cannot exceed kafka.partitions",
+    ),
+    (
+        {"scorer": {"replicas": 1, "autoscaling": {"minReplicas": 7}}},
+        "spec.scorer.autoscaling.minReplicas: Invalid value: scorer.autoscaling.minReplicas cannot exceed maxReplicas",
+    ),
+    (
+        {"scorer": {"replicas": 1, "autoscaling": {"minReplicas": 3, "maxReplicas": 2}}},
+        "spec.scorer.autoscaling.minReplicas: Invalid value: scorer.autoscaling.minReplicas cannot exceed maxReplicas",
+    ),
     ({"scorer": {"challenger": {"minAgreement": 1.5}}}, "spec.scorer.challenger.minAgreement: 1.5 is greater than"),
     ({"model": {"layers": []}}, "spec.model.layers: [] should be non-empty"),
 ]
@@ -147,10 +176,12 @@ def test_missing_spec_rejected():
 def test_long_names_rejected_and_the_longest_allowed_fits_every_child():
     from streamtrain.operator import render
     from streamtrain.operator.render import connections
+
     r = load_example(ROOT / "examples/full.yaml")
     r["metadata"]["name"] = "p" * 41
-    assert validate.errors(r) == ["metadata.name: Invalid value: metadata.name must be at most 40 characters "
-                                  "(children append suffixes)"]
+    assert validate.errors(r) == [
+        "metadata.name: Invalid value: metadata.name must be at most 40 characters (children append suffixes)"
+    ]
     r["metadata"]["name"] = "p" * 40
     assert validate.errors(r) == []
     children = render.render(r["metadata"]["name"], "ns", validate.defaulted(r)["spec"])

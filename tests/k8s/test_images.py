@@ -1,13 +1,13 @@
 """images/Dockerfile, checked structurally (no Docker engine here, so it is not built in tests):
 pinned base, multi-stage, non-root numeric user matching the Pods, read-only-root friendly, and
 every path it copies exists."""
+
 from __future__ import annotations
 
 import re
 
-from tests.k8s.conftest import ROOT, assert_pinned_multi_stage_non_root
-
 from streamtrain.operator.render import hivemq, objects
+from tests.k8s.conftest import ROOT, assert_pinned_multi_stage_non_root
 
 DOCKERFILE = (ROOT / "images/Dockerfile").read_text()
 INSTRUCTIONS = [line for line in DOCKERFILE.splitlines() if line and not line.startswith("#")]
@@ -74,6 +74,7 @@ def test_every_module_the_operator_imports_is_installed_with_the_operator_extra(
     import ast
     import sys
     from importlib import metadata
+
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
@@ -93,8 +94,13 @@ def test_every_module_the_operator_imports_is_installed_with_the_operator_extra(
     providers = metadata.packages_distributions()
     for path in (ROOT / "operator").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                else []
+            )
             for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"streamtrain"}:
                 dists = {canonicalize_name(d) for d in providers.get(top, [])}
                 assert dists & installed, f"{path.name} imports {top} ({dists or 'not installed'}): not in the image"

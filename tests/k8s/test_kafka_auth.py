@@ -2,6 +2,7 @@
 one KafkaUser per program with exactly the topics it uses, each Pod wired to its own user Secret and the
 cluster CA only, no credential value anywhere, nothing of it with ``authentication: none``, and the
 third-party Pods (HiveMQ, ksqlDB) with a read-only root."""
+
 from __future__ import annotations
 
 import copy
@@ -12,17 +13,21 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.k8s.conftest import EXAMPLES, ROOT, load_example
-
 from streamtrain.kafka import READER_GROUP, KafkaSecurity
 from streamtrain.operator import crd, render, validate
 from streamtrain.operator.render import connections, strimzi
+from tests.k8s.conftest import EXAMPLES, ROOT, load_example
 
 STRIMZI = Path(__file__).parent / "schemas/strimzi-1.2.0"
 SECURITY = {f: KafkaSecurity.model_config["env_prefix"] + f.upper() for f in KafkaSecurity.model_fields}
-EXTERNAL_SCRAM = {"mode": "external", "bootstrap": "kafka-0.example.com:9094", "authentication": "scram-sha-512",
-                  "username": "plant-streamtrain", "passwordSecretRef": {"name": "plant-kafka", "key": "pw"},
-                  "caSecretRef": {"name": "plant-kafka-ca", "key": "ca.pem"}}
+EXTERNAL_SCRAM = {
+    "mode": "external",
+    "bootstrap": "kafka-0.example.com:9094",
+    "authentication": "scram-sha-512",
+    "username": "plant-streamtrain",
+    "passwordSecretRef": {"name": "plant-kafka", "key": "pw"},
+    "caSecretRef": {"name": "plant-kafka-ca", "key": "ca.pem"},
+}
 
 
 def resource(example: str = "minimal", change=None) -> dict:
@@ -47,7 +52,10 @@ VARIANTS = {
     "minimal": ("minimal", None),
     "full": ("full", None),
     "streams-scorer": ("minimal", lambda s: s.setdefault("scorer", {}).update(engine="kafka-streams")),
-    "ksqldb-no-windows": ("minimal", lambda s: s.update(preprocessing={"engine": "ksqldb", "features": ["temperature"]})),
+    "ksqldb-no-windows": (
+        "minimal",
+        lambda s: s.update(preprocessing={"engine": "ksqldb", "features": ["temperature"]}),
+    ),
     "external-scram": ("external", lambda s: s.update(kafka=dict(EXTERNAL_SCRAM))),
 }
 
@@ -82,12 +90,13 @@ def mounted_secret(pod: dict, path: str) -> tuple[str, str]:
         if path.startswith(m["mountPath"].rstrip("/") + "/"):
             vol = next(v for v in pod["spec"]["volumes"] if v["name"] == m["name"])
             assert m.get("readOnly") is True, f"{path} is on a writable mount"
-            item = next(i for i in vol["secret"]["items"] if i["path"] == path[len(m["mountPath"]) + 1:])
+            item = next(i for i in vol["secret"]["items"] if i["path"] == path[len(m["mountPath"]) + 1 :])
             return vol["secret"]["secretName"], item["key"]
     raise AssertionError(f"nothing mounted at {path}")
 
 
 # --- Strimzi schema ------------------------------------------------------------------------------------
+
 
 def _validator(kind: str) -> jsonschema.Draft7Validator:
     data = json.loads((STRIMZI / f"{kind.lower()}.json").read_text())
@@ -101,7 +110,9 @@ def test_kafka_users_and_secured_kafka_validate_against_strimzi(variant):
     for m in children:
         if m["kind"] in ("KafkaUser", "Kafka"):
             assert m["apiVersion"] == strimzi.STRIMZI_API
-            errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in _validator(m["kind"]).iter_errors(m)]
+            errors = [
+                f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in _validator(m["kind"]).iter_errors(m)
+            ]
             assert errors == [], (m["metadata"]["name"], errors)
             checked += 1
     assert checked == 5  # the Kafka and four users: bridge, preprocessing, trainer, scorer
@@ -116,11 +127,17 @@ def test_strimzi_schema_catches_a_bad_acl():
 def test_managed_cluster_is_secure_by_default():
     children = rendered()
     k = next(m for m in children if m["kind"] == "Kafka")["spec"]
-    assert k["kafka"]["listeners"] == [{"name": "tls", "port": 9093, "type": "internal", "tls": True,
-                                        "authentication": {"type": "scram-sha-512"}}]
+    assert k["kafka"]["listeners"] == [
+        {"name": "tls", "port": 9093, "type": "internal", "tls": True, "authentication": {"type": "scram-sha-512"}}
+    ]
     assert k["kafka"]["authorization"] == {"type": "simple"}
     assert "userOperator" in k["entityOperator"]
-    assert set(users(children)) == {"demo-bridge-kafka", "demo-preprocess-kafka", "demo-train-kafka", "demo-scorer-kafka"}
+    assert set(users(children)) == {
+        "demo-bridge-kafka",
+        "demo-preprocess-kafka",
+        "demo-train-kafka",
+        "demo-scorer-kafka",
+    }
     for u in users(children).values():
         assert u["metadata"]["labels"]["strimzi.io/cluster"] == "demo"
         assert u["spec"]["authentication"] == {"type": "scram-sha-512"}
@@ -128,6 +145,7 @@ def test_managed_cluster_is_secure_by_default():
 
 
 # --- each Pod: its own user, the CA, nothing else ----------------------------------------------------
+
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_each_pod_uses_exactly_its_own_user_secret_and_the_ca(variant):
@@ -153,11 +171,13 @@ def test_each_pod_uses_exactly_its_own_user_secret_and_the_ca(variant):
             assert env["KSQL_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
             assert env["KSQL_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
             assert env["KSQL_SSL_TRUSTSTORE_TYPE"]["value"] == "PEM"
-            assert mounted_secret(pod, env["KSQL_SSL_TRUSTSTORE_LOCATION"]["value"]) == \
-                (ca, "ca.pem" if external else "ca.crt")
+            assert mounted_secret(pod, env["KSQL_SSL_TRUSTSTORE_LOCATION"]["value"]) == (
+                ca,
+                "ca.pem" if external else "ca.crt",
+            )
             jaas = env["KSQL_SASL_JAAS_CONFIG"]
             if external:  # assembled by the kubelet from the password Secret: only a reference here
-                assert '$(KAFKA_SASL_PASSWORD)' in jaas["value"] and 'username="plant-streamtrain"' in jaas["value"]
+                assert "$(KAFKA_SASL_PASSWORD)" in jaas["value"] and 'username="plant-streamtrain"' in jaas["value"]
                 assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": own, "key": "pw"}
             else:
                 assert jaas["valueFrom"]["secretKeyRef"] == {"name": own, "key": "sasl.jaas.config"}
@@ -167,7 +187,8 @@ def test_each_pod_uses_exactly_its_own_user_secret_and_the_ca(variant):
         assert mounted_secret(pod, env[SECURITY["password_file"]]["value"]) == (own, "pw" if external else "password")
         assert mounted_secret(pod, env[SECURITY["ca_file"]]["value"]) == (ca, "ca.pem" if external else "ca.crt")
         assert env["STREAMTRAIN_KAFKA_BOOTSTRAP"]["value"] == (
-            "kafka-0.example.com:9094" if external else f"{name}-kafka-bootstrap:9093")
+            "kafka-0.example.com:9094" if external else f"{name}-kafka-bootstrap:9093"
+        )
 
 
 def test_external_scram_creates_no_users():
@@ -176,6 +197,7 @@ def test_external_scram_creates_no_users():
 
 
 # --- no credential values ----------------------------------------------------------------------------
+
 
 def _walk(node, path=""):
     if isinstance(node, dict):
@@ -200,7 +222,9 @@ def test_no_credential_value_in_rendered_manifests(variant):
                 for e in value:
                     sensitive = any(w in e["name"].upper() for w in CREDENTIAL) and not e["name"].endswith("_FILE")
                     if sensitive and "value" in e:  # only the external ksqlDB JAAS line, with a reference in it
-                        assert e["name"] == "KSQL_SASL_JAAS_CONFIG" and 'password="$(KAFKA_SASL_PASSWORD)"' in e["value"], e
+                        assert (
+                            e["name"] == "KSQL_SASL_JAAS_CONFIG" and 'password="$(KAFKA_SASL_PASSWORD)"' in e["value"]
+                        ), e
             if "password" in key.lower() and key != "passwordSecretRef":
                 assert not isinstance(value, str), f"{m['metadata']['name']}{path}"
         text = json.dumps(m)
@@ -215,18 +239,26 @@ def test_examples_name_credentials_only_by_secret_reference(path):
 
 
 def test_crd_refuses_inline_kafka_credentials():
-    assert any("passwordSecretRef" in e for e in validate.errors(resource(change=kafka(**{
-        **EXTERNAL_SCRAM, "passwordSecretRef": "hunter2"}))))
+    assert any(
+        "passwordSecretRef" in e
+        for e in validate.errors(resource(change=kafka(**{**EXTERNAL_SCRAM, "passwordSecretRef": "hunter2"})))
+    )
     assert any("password" in e for e in validate.errors(resource(change=kafka(**{**EXTERNAL_SCRAM, "password": "x"}))))
 
 
 INVALID = [
-    ({"mode": "external", "bootstrap": "k:9092", "authentication": "scram-sha-512"},
-     "spec.kafka: Invalid value: kafka.username and kafka.passwordSecretRef are required"),
-    ({"username": "me", "authentication": "scram-sha-512"},
-     "spec.kafka: Invalid value: kafka.username, passwordSecretRef and caSecretRef are for mode external"),
-    ({"mode": "external", "bootstrap": "k:9092", "username": "me", "passwordSecretRef": {"name": "s", "key": "k"}},
-     "spec.kafka: Invalid value: kafka.username, passwordSecretRef and caSecretRef need kafka.authentication"),
+    (
+        {"mode": "external", "bootstrap": "k:9092", "authentication": "scram-sha-512"},
+        "spec.kafka: Invalid value: kafka.username and kafka.passwordSecretRef are required",
+    ),
+    (
+        {"username": "me", "authentication": "scram-sha-512"},
+        "spec.kafka: Invalid value: kafka.username, passwordSecretRef and caSecretRef are for mode external",
+    ),
+    (
+        {"mode": "external", "bootstrap": "k:9092", "username": "me", "passwordSecretRef": {"name": "s", "key": "k"}},
+        "spec.kafka: Invalid value: kafka.username, passwordSecretRef and caSecretRef need kafka.authentication",
+    ),
     ({"authentication": "plain"}, "spec.kafka.authentication: 'plain' is not one of"),
     ({**EXTERNAL_SCRAM, "caSecretRef": {"name": "ca"}}, "spec.kafka.caSecretRef: 'key' is a required property"),
 ]
@@ -246,26 +278,37 @@ def test_authentication_field_in_the_crd():
 
 # --- ACLs: exactly the topics each program uses -------------------------------------------------------
 
-SETTINGS = {"bridge": "streamtrain.bridge.app:BridgeSettings", "preprocess": "streamtrain.preprocessor.app:PreprocessSettings",
-            "train": "streamtrain.trainer.train:TrainSettings", "scorer": "streamtrain.scorer.app:ScoreSettings"}
+SETTINGS = {
+    "bridge": "streamtrain.bridge.app:BridgeSettings",
+    "preprocess": "streamtrain.preprocessor.app:PreprocessSettings",
+    "train": "streamtrain.trainer.train:TrainSettings",
+    "scorer": "streamtrain.scorer.app:ScoreSettings",
+}
 
 
 def uses(component: str, s, windows: bool) -> tuple[set[str], set[str]]:
     """(read, write) topics of each component, written out independently of streamtrain.access."""
     return {
         "bridge": (set(), {s.topic_raw, s.topic_deadletter}),
-        "preprocess": ({s.topic_raw, s.topic_features},
-                       {s.topic_features, s.topic_windows, s.topic_sequences, s.topic_deadletter}),
-        "ksqldb": ({s.topic_raw} | ({s.topic_features} if windows else set()),
-                   {s.topic_features} | ({s.topic_windows} if windows else set())),
+        "preprocess": (
+            {s.topic_raw, s.topic_features},
+            {s.topic_features, s.topic_windows, s.topic_sequences, s.topic_deadletter},
+        ),
+        "ksqldb": (
+            {s.topic_raw} | ({s.topic_features} if windows else set()),
+            {s.topic_features} | ({s.topic_windows} if windows else set()),
+        ),
         "train": ({s.topic_features, s.topic_windows, s.topic_sequences, s.topic_models}, {s.topic_models}),
         "scorer": ({s.topic_features, s.topic_sequences, s.topic_models}, {s.topic_scores, s.topic_deadletter}),
     }[component]
 
 
 def literal_topics(acls: list[dict], op: str) -> set[str]:
-    return {a["resource"]["name"] for a in acls if a["resource"]["type"] == "topic"
-            and a["resource"]["patternType"] == "literal" and op in a["operations"]}
+    return {
+        a["resource"]["name"]
+        for a in acls
+        if a["resource"]["type"] == "topic" and a["resource"]["patternType"] == "literal" and op in a["operations"]
+    }
 
 
 @pytest.mark.parametrize("variant", ["minimal", "full", "streams-scorer", "ksqldb-no-windows"])
@@ -291,12 +334,14 @@ def test_acls_cover_exactly_the_topics_each_program_uses(variant, monkeypatch):
         assert literal_topics(acls, "Read") == read, component
         assert literal_topics(acls, "Write") == write, component
         assert s.topic_raw not in literal_topics(acls, "Write") or component == "bridge"
-        assert not any("All" in a["operations"] or a["resource"]["type"] == "cluster"
-                       for a in acls if component != "ksqldb"), component
+        assert not any(
+            "All" in a["operations"] or a["resource"]["type"] == "cluster" for a in acls if component != "ksqldb"
+        ), component
         groups = {a["resource"]["name"] for a in acls if a["resource"]["type"] == "group"}
         # Assign-only readers (trainer ranges, model watcher) only look up the shared reader prefix.
-        readers = {a["resource"]["name"] for a in acls if a["resource"]["type"] == "group"
-                   and a["operations"] == ["Describe"]}
+        readers = {
+            a["resource"]["name"] for a in acls if a["resource"]["type"] == "group" and a["operations"] == ["Describe"]
+        }
         assert readers == ({READER_GROUP} if component in ("train", "scorer") else set()), component
         groups -= readers
         if component == "ksqldb":
@@ -321,6 +366,7 @@ def test_scorer_may_not_write_raw_or_models():
 
 # --- authentication: none ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("example", ["minimal", "full"])
 def test_authentication_none_renders_what_it_did_before(example):
     children = rendered(example, kafka(authentication="none"))
@@ -331,7 +377,9 @@ def test_authentication_none_renders_what_it_did_before(example):
     for component, pod in pods(children).items():
         env = env_of(pod)
         assert not set(SECURITY.values()) & set(env) and not any(n.startswith("KSQL_S") for n in env), component
-        assert not any(m["mountPath"].startswith("/var/run/streamtrain") for m in pod["spec"]["containers"][0]["volumeMounts"])
+        assert not any(
+            m["mountPath"].startswith("/var/run/streamtrain") for m in pod["spec"]["containers"][0]["volumeMounts"]
+        )
         if "STREAMTRAIN_KAFKA_BOOTSTRAP" in env:
             assert env["STREAMTRAIN_KAFKA_BOOTSTRAP"]["value"].endswith("-kafka-bootstrap:9092")
 
@@ -343,6 +391,7 @@ def test_external_without_authentication_is_plaintext():
 
 
 # --- HiveMQ and ksqlDB: read-only root ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("component", ["hivemq", "ksqldb"])
 def test_third_party_pods_are_read_only_and_hardened(component):
@@ -364,6 +413,7 @@ def test_third_party_pods_are_read_only_and_hardened(component):
 
 def test_turning_authentication_off_prunes_the_users():
     from streamtrain.operator import children
+
     before, after = rendered(), rendered(change=kafka(authentication="none"))
     pruned = {children.key(m) for m in children.stale(before, after)}
     assert pruned == {("KafkaUser", u) for u in users(before)}

@@ -3,6 +3,7 @@ with the users file (a Secret key, read-only) as its last argument; the bridge a
 reference exactly their own Secret and get the *_FILE settings their programs read; no secret value
 appears anywhere; the CRD refuses credentials without the Secret references. The launcher image
 (images/hivemq.Dockerfile) is checked structurally against the Pod the operator renders."""
+
 from __future__ import annotations
 
 import copy
@@ -12,11 +13,10 @@ import re
 import pytest
 import yaml
 
-from tests.k8s.conftest import ROOT, assert_pinned_multi_stage_non_root, load_example
-
 from streamtrain import __version__
 from streamtrain.operator import render, validate
 from streamtrain.operator.render import hivemq, objects
+from tests.k8s.conftest import ROOT, assert_pinned_multi_stage_non_root, load_example
 
 SECURE = load_example(ROOT / "examples/secure.yaml")
 DOCKERFILE = (ROOT / "images/hivemq.Dockerfile").read_text()
@@ -81,6 +81,7 @@ def _hardened(pod: dict) -> None:
 
 # --- HiveMQ ------------------------------------------------------------------------------------------
 
+
 def test_hivemq_runs_the_launcher_image_with_the_users_file_mounted_read_only():
     pod = _pod(_secure(), "hivemq")
     c = pod["containers"][0]
@@ -124,10 +125,14 @@ def test_without_authentication_nothing_changes():
 
 # --- the bridge and the simulator ---------------------------------------------------------------------
 
+
 def test_bridge_references_only_its_own_secret_and_reads_the_password_from_a_file(monkeypatch, tmp_path):
     pod = _pod(_secure(), "bridge")
     env = _env(pod)
-    assert env["STREAMTRAIN_MQTT_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "secure-mqtt-bridge", "key": "username"}
+    assert env["STREAMTRAIN_MQTT_USERNAME"]["valueFrom"]["secretKeyRef"] == {
+        "name": "secure-mqtt-bridge",
+        "key": "username",
+    }
     assert "STREAMTRAIN_MQTT_PASSWORD" not in env
     volume = _volume(pod, "mqtt-password")
     assert volume["secret"]["secretName"] == "secure-mqtt-bridge"
@@ -135,11 +140,14 @@ def test_bridge_references_only_its_own_secret_and_reads_the_password_from_a_fil
     mount = _mount_of(pod, "mqtt-password")
     assert mount["readOnly"] is True
     assert env["STREAMTRAIN_MQTT_PASSWORD_FILE"]["value"] == f"{mount['mountPath']}/password"
-    mqtt_refs = {ref for ref in _secret_refs(pod) if not ref[0].endswith("-kafka") and ref[0] != "secure-cluster-ca-cert"}
+    mqtt_refs = {
+        ref for ref in _secret_refs(pod) if not ref[0].endswith("-kafka") and ref[0] != "secure-cluster-ca-cert"
+    }
     assert mqtt_refs == {("secure-mqtt-bridge", "username"), ("secure-mqtt-bridge", "password")}
     _hardened(pod)
     # The bridge program reads exactly this: its settings take the file and return its content.
     from streamtrain.bridge.app import BridgeSettings
+
     (tmp_path / "password").write_text("from-the-secret\n")
     monkeypatch.setenv("STREAMTRAIN_MQTT_PASSWORD_FILE", str(tmp_path / "password"))
     monkeypatch.setenv("STREAMTRAIN_MQTT_USERNAME", "bridge")
@@ -159,6 +167,7 @@ def test_simulator_gets_its_devices_file_and_never_the_bridge_identity(monkeypat
     assert _secret_refs(pod) == {("secure-devices", "credentials")}  # the simulator speaks MQTT only
     _hardened(pod)
     from streamtrain.simulator.settings import SimulatorSettings
+
     monkeypatch.setenv("STREAMTRAIN_CREDENTIALS_FILE", env["STREAMTRAIN_CREDENTIALS_FILE"]["value"])
     assert str(SimulatorSettings().credentials_file) == env["STREAMTRAIN_CREDENTIALS_FILE"]["value"]
 
@@ -170,8 +179,11 @@ def test_no_other_workload_sees_an_mqtt_secret():
         for name, _ in _secret_refs(m):
             if name in mqtt_secrets:
                 owners.setdefault(name, set()).add(m["metadata"]["name"])
-    assert owners == {"secure-mqtt-users": {"secure-hivemq"}, "secure-mqtt-bridge": {"secure-bridge"},
-                      "secure-devices": {"secure-simulator"}}
+    assert owners == {
+        "secure-mqtt-users": {"secure-hivemq"},
+        "secure-mqtt-bridge": {"secure-bridge"},
+        "secure-devices": {"secure-simulator"},
+    }
 
 
 def test_no_secret_value_in_any_manifest():
@@ -179,7 +191,7 @@ def test_no_secret_value_in_any_manifest():
     and no users-file or device-password line appears in the rendered text."""
     children = _secure()
     for m in children:
-        for c in (m.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])):
+        for c in m.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
             for e in c.get("env", []):
                 if re.search(r"PASSWORD|CREDENTIALS|SECRET|JAAS", e["name"]) and "value" in e:
                     assert e["name"].endswith("_FILE") and e["value"].startswith("/var/run/streamtrain/"), e
@@ -190,6 +202,7 @@ def test_no_secret_value_in_any_manifest():
 
 
 # --- the CRD -----------------------------------------------------------------------------------------
+
 
 def _without(path: str) -> dict:
     r = copy.deepcopy(SECURE)
@@ -202,13 +215,21 @@ def _without(path: str) -> dict:
 
 
 REFUSED = [
-    (_without("mqtt.usersSecretRef"), "spec.mqtt: Invalid value: mqtt.usersSecretRef, mqtt.username and mqtt.password "
-                                      "are required when mqtt.authentication is credentials"),
+    (
+        _without("mqtt.usersSecretRef"),
+        "spec.mqtt: Invalid value: mqtt.usersSecretRef, mqtt.username and mqtt.password "
+        "are required when mqtt.authentication is credentials",
+    ),
     (_without("mqtt.username"), "spec.mqtt: Invalid value: mqtt.usersSecretRef, mqtt.username and mqtt.password"),
     (_without("mqtt.password"), "spec.mqtt: Invalid value: mqtt.usersSecretRef, mqtt.username and mqtt.password"),
-    (_without("fleet.credentialsSecretRef"),
-     "spec: Invalid value: fleet.credentialsSecretRef is required for a simulated fleet when mqtt.authentication is credentials"),
-    (_without("mqtt.authentication"), "spec.mqtt: Invalid value: mqtt.usersSecretRef needs mqtt.authentication: credentials"),
+    (
+        _without("fleet.credentialsSecretRef"),
+        "spec: Invalid value: fleet.credentialsSecretRef is required for a simulated fleet when mqtt.authentication is credentials",
+    ),
+    (
+        _without("mqtt.authentication"),
+        "spec.mqtt: Invalid value: mqtt.usersSecretRef needs mqtt.authentication: credentials",
+    ),
 ]
 
 
@@ -227,11 +248,15 @@ def test_crd_refuses_inline_secrets_and_misplaced_refs():
     assert any("'key' is a required property" in e for e in validate.errors(r))
     r = copy.deepcopy(load_example(ROOT / "examples/minimal.yaml"))
     r["spec"] = {"fleet": {"credentialsSecretRef": {"name": "d", "key": "k"}}}
-    assert validate.errors(r) == ["spec: Invalid value: fleet.credentialsSecretRef needs mqtt.authentication: credentials"]
+    assert validate.errors(r) == [
+        "spec: Invalid value: fleet.credentialsSecretRef needs mqtt.authentication: credentials"
+    ]
     r = copy.deepcopy(SECURE)
     r["spec"]["mqtt"].update(mode="external", host="mqtt.example.com")
-    assert "spec.mqtt: Invalid value: mqtt.authentication credentials is for mode managed (an external broker " \
-           "checks its own users)" in validate.errors(r)
+    assert (
+        "spec.mqtt: Invalid value: mqtt.authentication credentials is for mode managed (an external broker "
+        "checks its own users)" in validate.errors(r)
+    )
 
 
 def test_real_devices_need_no_fleet_credentials():
@@ -243,6 +268,7 @@ def test_real_devices_need_no_fleet_credentials():
 
 
 # --- the launcher image ------------------------------------------------------------------------------
+
 
 def _entrypoint() -> list[str]:
     m = re.search(r"^ENTRYPOINT (\[.*?\])$", DOCKERFILE.replace("\\\n", ""), re.M | re.S)
@@ -275,7 +301,7 @@ def test_entrypoint_and_pod_args_are_the_launchers_arguments():
     assert "COPY --from=build /opt/streamtrain/classes /opt/streamtrain/classes" in runtime
     assert "HiveMQLauncher.java" not in runtime
     i = ep.index("HiveMQLauncher")
-    conf, data, ext = ep[i + 1:]
+    conf, data, ext = ep[i + 1 :]
     assert f"COPY images/hivemq-config.xml {conf}/config.xml" in DOCKERFILE
     assert data == hivemq.WRITES["data"]
     assert f"HIVEMQ_LOG_FOLDER={hivemq.WRITES['log']}" in DOCKERFILE
@@ -283,11 +309,12 @@ def test_entrypoint_and_pod_args_are_the_launchers_arguments():
     # conf, data, ext from the image plus the users file from the Pod: the launcher's 4-argument form.
     assert "args.length != 3 && args.length != 4" in LAUNCHER
     pod_args = _pod(_secure(), "hivemq")["containers"][0]["args"]
-    assert len(ep[i + 1:] + pod_args) == 4
+    assert len(ep[i + 1 :] + pod_args) == 4
 
 
 def test_shipped_config_is_the_local_stacks_listening_on_every_interface():
     from streamtrain.stack.local import hivemq_config_xml
+
     shipped = (ROOT / "images/hivemq-config.xml").read_text()
     assert shipped == hivemq_config_xml(1883, "0.0.0.0")
     pod = _pod(_secure(), "hivemq")

@@ -1,6 +1,7 @@
 """The chart's PrometheusRule (metrics.prometheusRule.enabled) and ServiceMonitor, rendered by the Helm SDK
 and validated against the Prometheus Operator's published CRD schemas (schemas/prometheus-operator-0.93.0);
 the PrometheusRule embeds charts/streamtrain/rules/streamtrain-alerts.yaml, the file a local Prometheus loads."""
+
 from __future__ import annotations
 
 import copy
@@ -11,14 +12,14 @@ import jsonschema
 import pytest
 import yaml
 
+from streamtrain.operator import validate
 from streamtrain.stack.monitoring import CHART, RULES
 from tests.k8s.conftest import ROOT
 
-from streamtrain.operator import validate
-
 SCHEMAS = ROOT / "tests/k8s/schemas/prometheus-operator-0.93.0"
-ENABLED = {"metrics": {"prometheusRule": {"enabled": True, "labels": {"release": "kps"}},
-                       "serviceMonitor": {"enabled": True}}}
+ENABLED = {
+    "metrics": {"prometheusRule": {"enabled": True, "labels": {"release": "kps"}}, "serviceMonitor": {"enabled": True}}
+}
 
 
 def rendered(values: dict) -> list[dict]:
@@ -67,6 +68,7 @@ def test_notes_point_to_the_alerts_only_when_monitoring_is_on():
     def notes(values: dict) -> str:
         out = helm.Chart.load(str(CHART)).render(values, name="st", namespace="pipelines")
         return next(t for p, t in out.items() if p.endswith("NOTES.txt"))
+
     assert "StreamTrain* alerts" not in notes({})
     text = notes(ENABLED)
     assert "get prometheusrule st-streamtrain-alerts" in text and "--namespace pipelines" in text

@@ -3,6 +3,7 @@
 The offline checks (tests/k8s/test_crd.py) cannot see what only the server does: CEL rules evaluated
 against literal defaults, its own error messages, pruning of unknown fields. These tests fail on a CRD
 with ``default: {}`` under rules that read nested keys."""
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,9 @@ def namespace(crds):
 
 def server_create(cp, resource: dict, *extra: str):
     resource = {**resource, "metadata": {**resource["metadata"], "namespace": NS}}
-    return cp.kubectl("create", "--dry-run=server", "-n", NS, "-f", "-", *extra, check=False,
-                      input=json.dumps(resource))
+    return cp.kubectl(
+        "create", "--dry-run=server", "-n", NS, "-f", "-", *extra, check=False, input=json.dumps(resource)
+    )
 
 
 def test_crd_is_established_with_its_printer_columns(crds):

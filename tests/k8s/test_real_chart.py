@@ -2,6 +2,7 @@
 API server (the install is the session fixture ``crds``; `helm uninstall` is the last test of
 test_real_operator.py). Pods run on a kwok fake node: they are scheduled, become ready and, for
 run-to-completion Pods, succeed without containers; the real node is tested elsewhere."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,16 @@ def release(cp) -> dict:
 
 
 def operator_deployment(cp) -> dict:
-    name = cp.kubectl("get", "deployment", "-n", RELEASE_NS, "-l",
-                      f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator",
-                      "-o", "jsonpath={.items[0].metadata.name}").stdout
+    name = cp.kubectl(
+        "get",
+        "deployment",
+        "-n",
+        RELEASE_NS,
+        "-l",
+        f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ).stdout
     return json.loads(cp.kubectl("get", "deployment", name, "-n", RELEASE_NS, "-o", "json").stdout)
 
 
@@ -29,16 +37,28 @@ def test_install_deployed_the_operator_ready_on_a_node(crds):
     assert rel["info"]["status"] == "deployed" and rel["version"] >= 1
     dep = operator_deployment(crds)
     assert dep["status"].get("readyReplicas") == 1, dep["status"]
-    pod = json.loads(crds.kubectl("get", "pods", "-n", RELEASE_NS, "-l", "app.kubernetes.io/component=operator",
-                                  "-o", "json").stdout)["items"][0]
+    pod = json.loads(
+        crds.kubectl("get", "pods", "-n", RELEASE_NS, "-l", "app.kubernetes.io/component=operator", "-o", "json").stdout
+    )["items"][0]
     assert pod["spec"]["nodeName"] and pod["spec"]["securityContext"]["runAsNonRoot"] is True
     assert "kubectl -n streamtrain" in rel["info"]["notes"] or RELEASE_NS in rel["info"]["notes"]
 
 
 def test_upgrade_rolls_the_operator_with_the_new_values(crds):
     before = release(crds)["version"]
-    crds.helm("upgrade", RELEASE, str(CHART), "-n", RELEASE_NS, "--reuse-values", "--set", "operator.logLevel=DEBUG",
-              "--wait", "--timeout", "180s")
+    crds.helm(
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "-n",
+        RELEASE_NS,
+        "--reuse-values",
+        "--set",
+        "operator.logLevel=DEBUG",
+        "--wait",
+        "--timeout",
+        "180s",
+    )
     assert release(crds)["version"] == before + 1
     dep = operator_deployment(crds)
     assert "--verbose" in dep["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -11,6 +11,7 @@ Evidence asked for: the trainer Job's Pod ran on the kubelet (containerd contain
 scorer Pod runs, status.modelVersion becomes the first version and the scores on Kafka carry it;
 then a changed model spec trains a second version, which the running scorer takes without a restart.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,17 @@ def node(crds, tmp_path_factory):
 @pytest.fixture(scope="module")
 def stack(node, tmp_path_factory):
     """Kafka and HiveMQ CE on the bridge gateway, where the Pods (and this test) reach them."""
-    s = LocalStack(StackSettings(home=tmp_path_factory.mktemp("stack"), jars=ROOT / ".streamtrain/lib",
-                                 kafka_port=free_port(), kafka_controller_port=free_port(), mqtt_port=free_port(),
-                                 bind_host=real_node.GATEWAY, partitions=3))
+    s = LocalStack(
+        StackSettings(
+            home=tmp_path_factory.mktemp("stack"),
+            jars=ROOT / ".streamtrain/lib",
+            kafka_port=free_port(),
+            kafka_controller_port=free_port(),
+            mqtt_port=free_port(),
+            bind_host=real_node.GATEWAY,
+            partitions=3,
+        )
+    )
     s.up()
     yield s
     s.down()
@@ -64,9 +73,11 @@ def secrets(crds, tmp_path_factory) -> None:
     make_fleet(d / "users", d / "devices", DEVICES, "dev")
     (d / "password").write_text(bridge_password)
     crds.kubectl("create", "namespace", NS, check=False)
-    for name, sources in (("mqtt-users", [f"--from-file=users={d / 'users'}"]),
-                          ("mqtt-bridge", ["--from-literal=username=bridge", f"--from-file=password={d / 'password'}"]),
-                          ("devices", [f"--from-file=credentials={d / 'devices'}"])):
+    for name, sources in (
+        ("mqtt-users", [f"--from-file=users={d / 'users'}"]),
+        ("mqtt-bridge", ["--from-literal=username=bridge", f"--from-file=password={d / 'password'}"]),
+        ("devices", [f"--from-file=credentials={d / 'devices'}"]),
+    ):
         crds.kubectl("create", "secret", "generic", f"{NAME}-{name}", "-n", NS, *sources)
 
 
@@ -79,19 +90,28 @@ def operator(crds, stack, secrets, tmp_path_factory):
 
 
 def resource(stack) -> dict:
-    return {"apiVersion": "streamtrain.io/v1alpha1", "kind": "StreamingTraining",
-            "metadata": {"name": NAME, "namespace": NS},
-            "spec": {"fleet": {"devices": DEVICES, "rate": 5.0,
-                               "credentialsSecretRef": {"name": f"{NAME}-devices", "key": "credentials"}},
-                     "mqtt": {"authentication": "credentials",
-                              "usersSecretRef": {"name": f"{NAME}-mqtt-users", "key": "users"},
-                              "username": {"secretKeyRef": {"name": f"{NAME}-mqtt-bridge", "key": "username"}},
-                              "password": {"secretKeyRef": {"name": f"{NAME}-mqtt-bridge", "key": "password"}}},
-                     "kafka": {"mode": "external", "bootstrap": stack.bootstrap},
-                     "model": {"trainRecords": 600, "epochs": 2, "layers": [8, 2, 8]},
-                     "training": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
-                                                "limits": {"memory": "2Gi"}}},
-                     "scorer": {"replicas": 1, "startAt": "latest"}}}
+    return {
+        "apiVersion": "streamtrain.io/v1alpha1",
+        "kind": "StreamingTraining",
+        "metadata": {"name": NAME, "namespace": NS},
+        "spec": {
+            "fleet": {
+                "devices": DEVICES,
+                "rate": 5.0,
+                "credentialsSecretRef": {"name": f"{NAME}-devices", "key": "credentials"},
+            },
+            "mqtt": {
+                "authentication": "credentials",
+                "usersSecretRef": {"name": f"{NAME}-mqtt-users", "key": "users"},
+                "username": {"secretKeyRef": {"name": f"{NAME}-mqtt-bridge", "key": "username"}},
+                "password": {"secretKeyRef": {"name": f"{NAME}-mqtt-bridge", "key": "password"}},
+            },
+            "kafka": {"mode": "external", "bootstrap": stack.bootstrap},
+            "model": {"trainRecords": 600, "epochs": 2, "layers": [8, 2, 8]},
+            "training": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}},
+            "scorer": {"replicas": 1, "startAt": "latest"},
+        },
+    }
 
 
 def get(cp, kind: str, name: str) -> dict | None:
@@ -100,9 +120,18 @@ def get(cp, kind: str, name: str) -> dict | None:
 
 
 def pods(cp, component: str) -> list[dict]:
-    return json.loads(cp.kubectl("get", "pods", "-n", NS, "-o", "json", "-l",
-                                 f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component={component}"
-                                 ).stdout)["items"]
+    return json.loads(
+        cp.kubectl(
+            "get",
+            "pods",
+            "-n",
+            NS,
+            "-o",
+            "json",
+            "-l",
+            f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component={component}",
+        ).stdout
+    )["items"]
 
 
 def model_version(cp) -> int:
@@ -112,14 +141,21 @@ def model_version(cp) -> int:
 
 def succeeded_job(cp, node, jobs_before: set[str]) -> dict:
     """The new trainer Job once it succeeded; its Pod ran in a containerd container on the real node."""
+
     def done():
-        jobs = json.loads(cp.kubectl("get", "jobs", "-n", NS, "-o", "json", "-l",
-                                     f"app.kubernetes.io/instance={NAME}").stdout)["items"]
-        return next((j for j in jobs if j["metadata"]["name"] not in jobs_before and j["status"].get("succeeded")),
-                    None)
+        jobs = json.loads(
+            cp.kubectl("get", "jobs", "-n", NS, "-o", "json", "-l", f"app.kubernetes.io/instance={NAME}").stdout
+        )["items"]
+        return next(
+            (j for j in jobs if j["metadata"]["name"] not in jobs_before and j["status"].get("succeeded")), None
+        )
+
     job = eventually(done, "the trainer Job to succeed on the real node", timeout=600, every=2)
-    pod = next(p for p in pods(cp, "train") if p["metadata"]["labels"].get("job-name") == job["metadata"]["name"]
-               and p["status"]["phase"] == "Succeeded")
+    pod = next(
+        p
+        for p in pods(cp, "train")
+        if p["metadata"]["labels"].get("job-name") == job["metadata"]["name"] and p["status"]["phase"] == "Succeeded"
+    )
     assert pod["spec"]["nodeName"] == node.name
     term = pod["status"]["containerStatuses"][0]
     assert term["containerID"].startswith("containerd://") and term["state"]["terminated"]["exitCode"] == 0, term
@@ -131,16 +167,19 @@ def scores_of(stack, version: int) -> list:
     seen = {"checked": 0}
 
     def found(ms: list) -> bool:
-        new, seen["checked"] = ms[seen["checked"]:], len(ms)
+        new, seen["checked"] = ms[seen["checked"] :], len(ms)
         return any(json.loads(m.value()).get("model_version") == version for m in new)
+
     ms = read_topic(stack.bootstrap, stack.settings.topic_scores, timeout=120, until=found)
     return [m for m in ms if json.loads(m.value()).get("model_version") == version]
 
 
 def diagnose(cp, node, operator) -> str:
     """What a failure needs: Pods, their containers and logs, the status, the operator and kubelet logs."""
-    out = [cp.kubectl("get", "pods,jobs", "-n", NS, "-o", "wide", check=False).stdout,
-           json.dumps((get(cp, "streamingtraining", NAME) or {}).get("status"), indent=1)]
+    out = [
+        cp.kubectl("get", "pods,jobs", "-n", NS, "-o", "wide", check=False).stdout,
+        json.dumps((get(cp, "streamingtraining", NAME) or {}).get("status"), indent=1),
+    ]
     for p in json.loads(cp.kubectl("get", "pods", "-n", NS, "-o", "json").stdout)["items"]:
         name = p["metadata"]["name"]
         out.append(f"--- {name}: {json.dumps(p['status'].get('containerStatuses'))[:600]}")
@@ -173,14 +212,23 @@ def run_pipeline(cp, node, stack) -> None:
     eventually(lambda: model_version(cp) >= 1, "status.modelVersion from the scorer", timeout=300, every=2)
     v1 = model_version(cp)
     stage(t0, f"status.modelVersion {v1}")
-    scorer = eventually(lambda: [p for p in pods(cp, "scorer") if p["status"]["phase"] == "Running"],
-                        "a running scorer Pod")[0]
+    scorer = eventually(
+        lambda: [p for p in pods(cp, "scorer") if p["status"]["phase"] == "Running"], "a running scorer Pod"
+    )[0]
     assert scorer["spec"]["nodeName"] == node.name
     assert scores_of(stack, v1), f"no score by version {v1} on Kafka"
 
     # A changed model recipe: a new Job, a new version, taken by the same scorer Pod without a restart.
-    cp.kubectl("patch", "streamingtraining", NAME, "-n", NS, "--type=merge",
-               "-p", json.dumps({"spec": {"model": {"epochs": 3}}}))
+    cp.kubectl(
+        "patch",
+        "streamingtraining",
+        NAME,
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"model": {"epochs": 3}}}),
+    )
     second = succeeded_job(cp, node, {first["metadata"]["name"]})
     stage(t0, f"trainer Job {second['metadata']['name']} succeeded")
     eventually(lambda: model_version(cp) > v1, f"status.modelVersion after {v1}", timeout=300, every=2)
@@ -192,6 +240,10 @@ def run_pipeline(cp, node, stack) -> None:
     stage(t0, f"scores by version {v2} on Kafka")
 
     cp.kubectl("delete", "streamingtraining", NAME, "-n", NS, "--wait=true", "--timeout", "120s")
-    eventually(lambda: not json.loads(cp.kubectl("get", "pods", "-n", NS, "-o", "json").stdout)["items"],
-               "every Pod of the pipeline gone from the node", timeout=180, every=2)
+    eventually(
+        lambda: not json.loads(cp.kubectl("get", "pods", "-n", NS, "-o", "json").stdout)["items"],
+        "every Pod of the pipeline gone from the node",
+        timeout=180,
+        every=2,
+    )
     stage(t0, "every Pod gone")

@@ -4,6 +4,7 @@ Pods run on a kwok fake node (they become ready, and Job Pods complete, without 
 controller-manager's Deployment, Job and garbage-collection controllers are the real ones. Strimzi's
 CRDs are served but its operator cannot run here, so the test marks Kafka resources ready as Strimzi
 would. The last test uninstalls the chart (tests in this file run in order, after test_real_chart.py)."""
+
 from __future__ import annotations
 
 import copy
@@ -20,8 +21,6 @@ pytestmark = pytest.mark.kube
 
 NS = "plant"
 STRIMZI_KINDS = ("Kafka", "KafkaTopic", "KafkaUser")
-
-
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +45,13 @@ def create(cp, name: str, example: str = "minimal") -> dict:
 
 
 def owned_children(cp, name: str) -> list[dict]:
-    kinds = ("deployments,services,configmaps,jobs,cronjobs,poddisruptionbudgets,kafkas,kafkanodepools,kafkatopics,"
-             "kafkausers,scaledobjects,triggerauthentications")
-    items = json.loads(cp.kubectl("get", kinds, "-n", NS, "-l", f"app.kubernetes.io/instance={name}",
-                                  "-o", "json").stdout)["items"]
+    kinds = (
+        "deployments,services,configmaps,jobs,cronjobs,poddisruptionbudgets,kafkas,kafkanodepools,kafkatopics,"
+        "kafkausers,scaledobjects,triggerauthentications"
+    )
+    items = json.loads(
+        cp.kubectl("get", kinds, "-n", NS, "-l", f"app.kubernetes.io/instance={name}", "-o", "json").stdout
+    )["items"]
     return items
 
 
@@ -59,6 +61,7 @@ def wait_for_children(cp, body: dict) -> list[dict]:
     def all_there():
         have = {(o["kind"], o["metadata"]["name"]) for o in owned_children(cp, body["metadata"]["name"])}
         return have if wanted <= have else None
+
     eventually(all_there, f"every child of {body['metadata']['name']}: {sorted(wanted)}")
     return [o for o in owned_children(cp, body["metadata"]["name"]) if children.key(o) in wanted]
 
@@ -67,9 +70,17 @@ def act_as_strimzi(cp, objs: list[dict]) -> None:
     """What the Strimzi operator would write: Ready conditions on its resources."""
     for o in objs:
         if o["kind"] in STRIMZI_KINDS:
-            cp.kubectl("patch", o["kind"].lower(), o["metadata"]["name"], "-n", NS, "--subresource=status",
-                       "--type=merge", "-p", json.dumps({"status": {"conditions": [
-                           {"type": "Ready", "status": "True"}]}}))
+            cp.kubectl(
+                "patch",
+                o["kind"].lower(),
+                o["metadata"]["name"],
+                "-n",
+                NS,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                json.dumps({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+            )
 
 
 def check_last_training(cp, status: dict) -> None:
@@ -86,9 +97,11 @@ def check_last_training(cp, status: dict) -> None:
 
 def test_operator_identity_is_least_privilege(operator):
     def can(verb_resource: str, ns: str = NS) -> bool:
-        res = operator.cp.kubectl("auth", "can-i", *verb_resource.split(), "-n", ns, check=False,
-                                  kubeconfig=operator.kubeconfig)
+        res = operator.cp.kubectl(
+            "auth", "can-i", *verb_resource.split(), "-n", ns, check=False, kubeconfig=operator.kubeconfig
+        )
         return res.stdout.strip() == "yes"
+
     assert can("create deployments") and can("patch streamingtrainings/status") and can("create events")
     assert can("update streamingtrainings --subresource=finalizers")  # OwnerReferencesPermissionEnforcement needs it
     assert not can("get secrets") and not can("create pods") and not can("delete namespaces")
@@ -102,15 +115,23 @@ def test_lifecycle_children_status_update_events_delete(operator):
     objs = wait_for_children(cp, body)
     uid = body["metadata"]["uid"]
     for o in objs:  # accepted by the server's admission (blockOwnerDeletion needs the finalizers right)
-        assert o["metadata"]["ownerReferences"] == [{
-            "apiVersion": "streamtrain.io/v1alpha1", "kind": "StreamingTraining", "name": "plant-1", "uid": uid,
-            "controller": True, "blockOwnerDeletion": True}], o["metadata"]
+        assert o["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "streamtrain.io/v1alpha1",
+                "kind": "StreamingTraining",
+                "name": "plant-1",
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ], o["metadata"]
 
     # Conditions follow the real controllers: not ready while Strimzi has not reported ...
     def status():
         st = (get(cp, "streamingtraining", "plant-1") or {}).get("status") or {}
         check_last_training(cp, st)
         return st
+
     st = eventually(lambda: (s := status()).get("conditions") and s, "conditions")
     assert st["phase"] == "Progressing"
     # ... kwok-run Pods make the Deployments ready and the trainer Job complete; Strimzi's part is played here.
@@ -120,8 +141,11 @@ def test_lifecycle_children_status_update_events_delete(operator):
     job = next(o for o in objs if o["kind"] == "Job")
     st = eventually(lambda: (s := status()).get("lastTraining", {}).get("result") == "Succeeded" and s, "training")
     done = get(cp, "job", job["metadata"]["name"])
-    assert st["lastTraining"] == {"job": job["metadata"]["name"], "result": "Succeeded",
-                                  "finishedAt": done["status"]["completionTime"]}
+    assert st["lastTraining"] == {
+        "job": job["metadata"]["name"],
+        "result": "Succeeded",
+        "finishedAt": done["status"]["completionTime"],
+    }
     table = cp.kubectl("get", "st", "plant-1", "-n", NS).stdout
     assert table.split("\n")[0].split()[:3] == ["NAME", "PHASE", "MODEL"] and " Ready " in table, table
 
@@ -137,29 +161,51 @@ def test_lifecycle_children_status_update_events_delete(operator):
     def updated():
         sim = get(cp, "deployment", "plant-1-simulator")
         env = {e["name"]: e.get("value") for e in sim["spec"]["template"]["spec"]["containers"][0]["env"]}
-        state = {"devices": env["STREAMTRAIN_DEVICES"], "hivemq gone": get(cp, "deployment", "plant-1-hivemq") is None,
-                 "jobs": [o["metadata"]["name"] for o in owned_children(cp, "plant-1") if o["kind"] == "Job"]}
+        state = {
+            "devices": env["STREAMTRAIN_DEVICES"],
+            "hivemq gone": get(cp, "deployment", "plant-1-hivemq") is None,
+            "jobs": [o["metadata"]["name"] for o in owned_children(cp, "plant-1") if o["kind"] == "Job"],
+        }
         seen.append(state)
         return state["devices"] == "50" and state["hivemq gone"] and new_job in state["jobs"]
+
     seen: list[dict] = []
     try:
         eventually(updated, "the spec change reconciled")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; wanted Job {new_job}, last seen {seen[-1:]}") from None
-    st = eventually(lambda: (s := status()).get("lastTraining", {}).get("job") == new_job
-                    and s["lastTraining"]["result"] == "Succeeded" and s, "the new Job in lastTraining")
+    st = eventually(
+        lambda: (
+            (s := status()).get("lastTraining", {}).get("job") == new_job
+            and s["lastTraining"]["result"] == "Succeeded"
+            and s
+        ),
+        "the new Job in lastTraining",
+    )
     assert st["lastTraining"]["finishedAt"] == get(cp, "job", new_job)["status"]["completionTime"]
 
     # A spec the operator cannot run: Failed, InvalidSpec, and a Kubernetes Event saying why.
-    cp.kubectl("patch", "streamingtraining", "plant-1", "-n", NS, "--type=merge",
-               "-p", json.dumps({"spec": {"preprocessing": {"filter": "temperature >>> 3"}}}))
+    cp.kubectl(
+        "patch",
+        "streamingtraining",
+        "plant-1",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"preprocessing": {"filter": "temperature >>> 3"}}}),
+    )
     st = eventually(lambda: (s := status()).get("phase") == "Failed" and s, "phase Failed")
     assert st["conditions"][0]["reason"] == "InvalidSpec" and "temperature" in st["conditions"][0]["message"]
 
     def event():
-        evs = json.loads(cp.kubectl("get", "events", "-n", NS, "-o", "json",
-                                    "--field-selector", "involvedObject.name=plant-1").stdout)["items"]
+        evs = json.loads(
+            cp.kubectl(
+                "get", "events", "-n", NS, "-o", "json", "--field-selector", "involvedObject.name=plant-1"
+            ).stdout
+        )["items"]
         return [e for e in evs if "spec cannot run" in e.get("message", "")]
+
     evs = eventually(event, "an Event for the invalid spec")
     assert evs[0]["involvedObject"]["kind"] == "StreamingTraining" and evs[0]["type"] != "Normal", evs[0]
 
@@ -182,10 +228,20 @@ def test_production_children_under_the_operators_identity(operator):
     assert len([o for o in objs if o["kind"] == "PodDisruptionBudget"]) == len(deployments)
     # What KEDA's HorizontalPodAutoscaler would do; the next reconcile must leave it be.
     cp.kubectl("scale", "deployment", "fleet-1-scorer", "-n", NS, "--replicas=5")
-    cp.kubectl("patch", "streamingtraining", "fleet-1", "-n", NS, "--type=merge",
-               "-p", json.dumps({"spec": {"fleet": {"devices": 7}}}))
-    eventually(lambda: get(cp, "streamingtraining", "fleet-1")["status"].get("observedGeneration") == 2,
-               "the spec change reconciled")
+    cp.kubectl(
+        "patch",
+        "streamingtraining",
+        "fleet-1",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"fleet": {"devices": 7}}}),
+    )
+    eventually(
+        lambda: get(cp, "streamingtraining", "fleet-1")["status"].get("observedGeneration") == 2,
+        "the spec change reconciled",
+    )
     assert get(cp, "deployment", "fleet-1-scorer")["spec"]["replicas"] == 5
     assert get(cp, "deployment", "fleet-1-preprocess")["spec"]["replicas"] == 3
     cp.kubectl("delete", "streamingtraining", "fleet-1", "-n", NS, "--wait=true", "--timeout=60s")

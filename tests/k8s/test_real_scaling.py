@@ -3,6 +3,7 @@ production example is accepted, replicas above the partition count are refused b
 rules naming the field (also when partitions are lowered later), every rendered child — PDBs, KEDA's
 ScaledObject and TriggerAuthentication (served from KEDA 2.21.0's CRDs), Strimzi's kinds, Deployments
 with their topology spread — is accepted, and a rendered PDB selects its Deployment's real Pods."""
+
 from __future__ import annotations
 
 import copy
@@ -10,10 +11,9 @@ import json
 
 import pytest
 
+from streamtrain.operator import render, validate
 from tests.k8s.conftest import ROOT, load_example
 from tests.waiting import eventually
-
-from streamtrain.operator import render, validate
 
 pytestmark = pytest.mark.kube
 
@@ -46,13 +46,20 @@ def test_production_example_is_accepted_as_written(cp):
     spec = json.loads(res.stdout)["spec"]
     assert (spec["kafka"]["replicas"], spec["kafka"]["replicationFactor"], spec["kafka"]["partitions"]) == (3, 3, 12)
     assert spec["preprocessing"]["replicas"] == 3 and spec["scorer"]["replicas"] == 3
-    assert spec["scorer"]["autoscaling"] == {"enabled": True, "minReplicas": 3, "maxReplicas": 12,
-                                             "lagThreshold": 5000, "pollingInterval": 15}  # the server's default
+    assert spec["scorer"]["autoscaling"] == {
+        "enabled": True,
+        "minReplicas": 3,
+        "maxReplicas": 12,
+        "lagThreshold": 5000,
+        "pollingInterval": 15,
+    }  # the server's default
 
 
-BOUNDED = [("spec.scorer.replicas", lambda s, n: s["scorer"].update(replicas=n)),
-           ("spec.preprocessing.replicas", lambda s, n: s["preprocessing"].update(replicas=n)),
-           ("spec.scorer.autoscaling.maxReplicas", lambda s, n: s["scorer"]["autoscaling"].update(maxReplicas=n))]
+BOUNDED = [
+    ("spec.scorer.replicas", lambda s, n: s["scorer"].update(replicas=n)),
+    ("spec.preprocessing.replicas", lambda s, n: s["preprocessing"].update(replicas=n)),
+    ("spec.scorer.autoscaling.maxReplicas", lambda s, n: s["scorer"]["autoscaling"].update(maxReplicas=n)),
+]
 
 
 @pytest.mark.parametrize("field,change", BOUNDED, ids=[f for f, _ in BOUNDED])
@@ -73,8 +80,18 @@ def test_lowering_the_partitions_below_the_replicas_is_refused(cp):
     body["metadata"]["name"] = "fleet-lower"
     res = create(cp, body)
     assert res.returncode == 0, res.stderr
-    res = cp.kubectl("patch", "streamingtraining", "fleet-lower", "-n", NS, "--type=merge", "--dry-run=server",
-                     "-p", json.dumps({"spec": {"kafka": {"partitions": 2}}}), check=False)
+    res = cp.kubectl(
+        "patch",
+        "streamingtraining",
+        "fleet-lower",
+        "-n",
+        NS,
+        "--type=merge",
+        "--dry-run=server",
+        "-p",
+        json.dumps({"spec": {"kafka": {"partitions": 2}}}),
+        check=False,
+    )
     assert res.returncode != 0, "partitions lowered below the replicas"
     for field in ("spec.scorer.replicas", "spec.preprocessing.replicas", "spec.scorer.autoscaling.maxReplicas"):
         assert f"{field}: Invalid value" in res.stderr, res.stderr
@@ -90,10 +107,16 @@ def rendered(resource: dict, change=None) -> list[dict]:
 
 def cases() -> dict[str, list[dict]]:
     minimal = load_example(ROOT / "examples/minimal.yaml")
-    return {"production": rendered(production()),
-            "minimal-autoscaled-plain-kafka": rendered(minimal, lambda s: s.update(
-                kafka={"authentication": "none"}, scorer={"autoscaling": {"enabled": True, "maxReplicas": 4}})),
-            "full": rendered(load_example(ROOT / "examples/full.yaml"))}
+    return {
+        "production": rendered(production()),
+        "minimal-autoscaled-plain-kafka": rendered(
+            minimal,
+            lambda s: s.update(
+                kafka={"authentication": "none"}, scorer={"autoscaling": {"enabled": True, "maxReplicas": 4}}
+            ),
+        ),
+        "full": rendered(load_example(ROOT / "examples/full.yaml")),
+    }
 
 
 @pytest.mark.parametrize("case", ["production", "minimal-autoscaled-plain-kafka", "full"])
@@ -109,8 +132,9 @@ def test_every_rendered_child_is_accepted_by_the_server(cp, case):
         accepted.append(obj)
         while at < len(res.stdout) and res.stdout[at].isspace():
             at += 1
-    assert sorted((m["kind"], m["metadata"]["name"]) for m in accepted) == \
-        sorted((m["kind"], m["metadata"]["name"]) for m in children)
+    assert sorted((m["kind"], m["metadata"]["name"]) for m in accepted) == sorted(
+        (m["kind"], m["metadata"]["name"]) for m in children
+    )
 
 
 def test_the_server_enforces_kedas_schema(cp):
@@ -119,7 +143,9 @@ def test_the_server_enforces_kedas_schema(cp):
     inverted = copy.deepcopy(so)
     inverted["spec"]["minReplicaCount"] = 20
     res = dry_run(cp, inverted)
-    assert res.returncode != 0 and "minReplicaCount must be less than or equal to maxReplicaCount" in res.stderr, res.stderr
+    assert res.returncode != 0 and "minReplicaCount must be less than or equal to maxReplicaCount" in res.stderr, (
+        res.stderr
+    )
     typo = copy.deepcopy(so)
     typo["spec"]["maxReplicas"] = typo["spec"].pop("maxReplicaCount")
     res = dry_run(cp, typo)
@@ -131,7 +157,9 @@ def test_a_rendered_budget_guards_its_deployments_real_pods(cp):
     one of which a drain may evict."""
     children = cases()["production"]
     dep = next(m for m in children if m["kind"] == "Deployment" and m["metadata"]["name"] == "fleet-preprocess")
-    pdb = next(m for m in children if m["kind"] == "PodDisruptionBudget" and m["metadata"]["name"] == "fleet-preprocess")
+    pdb = next(
+        m for m in children if m["kind"] == "PodDisruptionBudget" and m["metadata"]["name"] == "fleet-preprocess"
+    )
     for obj in (dep, pdb):  # as rendered: kwok runs Pods without mounting their Secrets and ConfigMap
         res = create(cp, obj)
         assert res.returncode == 0, res.stderr
@@ -139,10 +167,12 @@ def test_a_rendered_budget_guards_its_deployments_real_pods(cp):
     def status():
         got = json.loads(cp.kubectl("get", "pdb", "fleet-preprocess", "-n", NS, "-o", "json").stdout).get("status", {})
         return got if got.get("expectedPods") == 3 and got.get("currentHealthy") == 3 else None
+
     st = eventually(status, "the budget counting three healthy preprocessors", timeout=120)
     assert st["disruptionsAllowed"] == 1 and st["desiredHealthy"] == 2, st
-    pods = json.loads(cp.kubectl("get", "pods", "-n", NS, "-l", "app.kubernetes.io/component=preprocess",
-                                 "-o", "json").stdout)["items"]
+    pods = json.loads(
+        cp.kubectl("get", "pods", "-n", NS, "-l", "app.kubernetes.io/component=preprocess", "-o", "json").stdout
+    )["items"]
     assert len(pods) == 3
     selector = dep["spec"]["selector"]["matchLabels"]
     for p in pods:  # each Pod spreads against its own rollout: pod-template-hash kept, or merged into the selector
@@ -151,5 +181,7 @@ def test_a_rendered_budget_guards_its_deployments_real_pods(cp):
         own = {"key": "pod-template-hash", "operator": "In", "values": [p["metadata"]["labels"]["pod-template-hash"]]}
         for c in spread:
             assert c["labelSelector"]["matchLabels"] == selector, spread
-            assert c.get("matchLabelKeys") == ["pod-template-hash"] or own in c["labelSelector"].get("matchExpressions", []), spread
+            assert c.get("matchLabelKeys") == ["pod-template-hash"] or own in c["labelSelector"].get(
+                "matchExpressions", []
+            ), spread
     cp.kubectl("delete", "deployment,pdb", "fleet-preprocess", "-n", NS, "--wait=true")

@@ -1,6 +1,7 @@
 """Pure rendering of a StreamingTraining into children, validated offline: Kubernetes kinds against
 the schemas of several Kubernetes versions (strict: unknown fields fail), Strimzi kinds against
 Strimzi 1.2.0's published CRD schemas, and every environment variable against the program's settings."""
+
 from __future__ import annotations
 
 import copy
@@ -12,14 +13,18 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
-
 from streamtrain.kafka import KafkaSecurity
 from streamtrain.operator import render, validate
 from streamtrain.operator.render import connections, objects, programs, trainer
+from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 
 STRIMZI = Path(__file__).parent / "schemas/strimzi-1.2.0"
-STRIMZI_KINDS = {"Kafka": "kafka", "KafkaNodePool": "kafkanodepool", "KafkaTopic": "kafkatopic", "KafkaUser": "kafkauser"}
+STRIMZI_KINDS = {
+    "Kafka": "kafka",
+    "KafkaNodePool": "kafkanodepool",
+    "KafkaTopic": "kafkatopic",
+    "KafkaUser": "kafkauser",
+}
 #: Settings fields the operator passes although no program reads them yet (credentials are Secret-only by design).
 NOT_YET_READ = {"MQTT_USERNAME", "MQTT_PASSWORD"}
 
@@ -69,7 +74,9 @@ def _strimzi_validator(kind: str) -> jsonschema.Draft7Validator:
 def test_strimzi_children_validate_against_strimzi_schema(item):
     _, m = item
     assert m["apiVersion"] == "kafka.strimzi.io/v1"
-    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in _strimzi_validator(m["kind"]).iter_errors(m)]
+    errors = [
+        f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in _strimzi_validator(m["kind"]).iter_errors(m)
+    ]
     assert errors == []
 
 
@@ -81,10 +88,18 @@ def test_strimzi_schema_catches_a_mistake():
 
 def test_managed_pipeline_is_complete_and_kraft():
     kinds = [(m["kind"], m["metadata"]["name"]) for m in children("full")]
-    for expected in [("Kafka", "plant-7"), ("KafkaNodePool", "plant-7-dual"), ("Deployment", "plant-7-hivemq"),
-                     ("Service", "plant-7-hivemq"), ("Deployment", "plant-7-simulator"), ("Deployment", "plant-7-bridge"),
-                     ("ConfigMap", "plant-7-ksqldb-queries"), ("Deployment", "plant-7-ksqldb"),
-                     ("CronJob", "plant-7-train"), ("Deployment", "plant-7-scorer")]:
+    for expected in [
+        ("Kafka", "plant-7"),
+        ("KafkaNodePool", "plant-7-dual"),
+        ("Deployment", "plant-7-hivemq"),
+        ("Service", "plant-7-hivemq"),
+        ("Deployment", "plant-7-simulator"),
+        ("Deployment", "plant-7-bridge"),
+        ("ConfigMap", "plant-7-ksqldb-queries"),
+        ("Deployment", "plant-7-ksqldb"),
+        ("CronJob", "plant-7-train"),
+        ("Deployment", "plant-7-scorer"),
+    ]:
         assert expected in kinds
     pool = next(m for m in children("full") if m["kind"] == "KafkaNodePool")
     assert pool["metadata"]["labels"]["strimzi.io/cluster"] == "plant-7"
@@ -109,6 +124,7 @@ def test_external_pipeline_has_no_brokers_or_simulator():
 
 def test_ksqldb_queries_are_the_rendered_preprocessing():
     from streamtrain.preprocessing import ksql
+
     spec = validate.defaulted(load_example(ROOT / "examples/full.yaml"))["spec"]
     cm = next(m for m in children("full") if m["metadata"]["name"] == "plant-7-ksqldb-queries")
     for statement in ksql.render(connections.preprocess_spec(spec), connections.settings_for("plant-7", spec)):
@@ -121,9 +137,13 @@ def test_ksqldb_queries_are_the_rendered_preprocessing():
     assert mounts["/etc/ksqldb-queries"]["readOnly"] and not mounts["/etc/ksqldb"].get("readOnly")
 
 
-SETTINGS = {"simulate": "streamtrain.simulator.settings:SimulatorSettings", "bridge": "streamtrain.bridge.app:BridgeSettings",
-            "preprocess": "streamtrain.preprocessor.app:PreprocessSettings", "train": "streamtrain.trainer.train:TrainSettings",
-            "score": "streamtrain.scorer.app:ScoreSettings"}
+SETTINGS = {
+    "simulate": "streamtrain.simulator.settings:SimulatorSettings",
+    "bridge": "streamtrain.bridge.app:BridgeSettings",
+    "preprocess": "streamtrain.preprocessor.app:PreprocessSettings",
+    "train": "streamtrain.trainer.train:TrainSettings",
+    "score": "streamtrain.scorer.app:ScoreSettings",
+}
 
 
 @pytest.mark.parametrize("program", SETTINGS)
@@ -131,6 +151,7 @@ SETTINGS = {"simulate": "streamtrain.simulator.settings:SimulatorSettings", "bri
 def test_env_is_what_the_program_reads(program, example, monkeypatch, tmp_path):
     """Every STREAMTRAIN_* variable names a settings field and parses; a typo in the mapping fails here."""
     import importlib
+
     module, cls = SETTINGS[program].split(":")
     settings_cls = getattr(importlib.import_module(module), cls)
     spec = validate.defaulted(load_example(ROOT / f"examples/{example}.yaml"))["spec"]
@@ -139,13 +160,18 @@ def test_env_is_what_the_program_reads(program, example, monkeypatch, tmp_path):
     security = {KafkaSecurity.model_config["env_prefix"] + f.upper() for f in KafkaSecurity.model_fields}
     for e in env:
         key = e["name"].removeprefix("STREAMTRAIN_")
-        assert key in fields or key in NOT_YET_READ or e["name"] in security, f"{program}: {e['name']} is no field of {cls}"
+        assert key in fields or key in NOT_YET_READ or e["name"] in security, (
+            f"{program}: {e['name']} is no field of {cls}"
+        )
         if "value" in e:
             monkeypatch.setenv(e["name"], e["value"])
     settings = settings_cls()
     if program != "simulate" and any(e["name"] in security for e in env):
         # The Kafka client security parses too, with the mounted files where the Pod has them.
-        for var, content in (("STREAMTRAIN_KAFKA_PASSWORD_FILE", "not-a-real-password"), ("STREAMTRAIN_KAFKA_CA_FILE", "PEM")):
+        for var, content in (
+            ("STREAMTRAIN_KAFKA_PASSWORD_FILE", "not-a-real-password"),
+            ("STREAMTRAIN_KAFKA_CA_FILE", "PEM"),
+        ):
             if var in os.environ:
                 f = tmp_path / os.path.basename(os.environ[var])
                 f.write_text(content)
@@ -157,8 +183,11 @@ def test_env_is_what_the_program_reads(program, example, monkeypatch, tmp_path):
 
 
 def test_fleet_size_reaches_the_simulator():
-    dep = next(m for m in children("minimal", lambda s: s.update(fleet={"devices": 2500}))
-               if m["metadata"]["name"] == "demo-simulator")
+    dep = next(
+        m
+        for m in children("minimal", lambda s: s.update(fleet={"devices": 2500}))
+        if m["metadata"]["name"] == "demo-simulator"
+    )
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["STREAMTRAIN_DEVICES"] == "2500"
 
@@ -166,6 +195,7 @@ def test_fleet_size_reaches_the_simulator():
 def test_new_recipe_new_training_job_same_schedule_same_cronjob():
     def job(change=None):
         return next(m["metadata"]["name"] for m in children("full", change) if m["kind"] == "Job")
+
     assert job() == job()
     assert job() != job(lambda s: s["model"].update(epochs=5))
     assert job() != job(lambda s: s["preprocessing"].update(filter="temperature > 0"))
@@ -176,6 +206,7 @@ def test_preprocessing_change_rolls_the_preprocessor():
     def annotation(change=None):
         dep = next(m for m in children("minimal", change) if m["metadata"]["name"] == "demo-preprocess")
         return dep["spec"]["template"]["metadata"]["annotations"]["streamtrain.io/preprocessing-hash"]
+
     assert annotation() != annotation(lambda s: s.update(preprocessing={"features": ["temperature"]}))
 
 
@@ -186,7 +217,9 @@ def test_program_pods_are_hardened_and_probed():
         c = m["spec"]["template"]["spec"]["containers"][0]
         assert c["securityContext"]["readOnlyRootFilesystem"] is True and c["securityContext"]["runAsNonRoot"] is True
         assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
-        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert (
+            c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        )
         sel = m["spec"]["selector"]["matchLabels"]
         assert set(sel) == {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}
         assert sel.items() <= m["spec"]["template"]["metadata"]["labels"].items()
@@ -194,9 +227,14 @@ def test_program_pods_are_hardened_and_probed():
 
 def test_bad_preprocessing_is_refused_before_rendering():
     from streamtrain.preprocessing.spec import SpecError
+
     with pytest.raises((SpecError, ValueError), match="label"):
-        children("minimal", lambda s: s.update(preprocessing={"features": ["temperature"], "derived": [
-            {"name": "leak", "expr": "label * 2"}]}))
+        children(
+            "minimal",
+            lambda s: s.update(
+                preprocessing={"features": ["temperature"], "derived": [{"name": "leak", "expr": "label * 2"}]}
+            ),
+        )
 
 
 def test_kafka_streams_engine_runs_the_jvm_scorer_image_with_the_same_settings():
@@ -204,15 +242,20 @@ def test_kafka_streams_engine_runs_the_jvm_scorer_image_with_the_same_settings()
         return next(m for m in children("minimal", change) if m["metadata"]["name"] == "demo-scorer")
 
     py = scorer()["spec"]["template"]["spec"]["containers"][0]
-    jvm = scorer(lambda s: s.setdefault("scorer", {}).update(engine="kafka-streams"))["spec"]["template"]["spec"]["containers"][0]
+    jvm = scorer(lambda s: s.setdefault("scorer", {}).update(engine="kafka-streams"))["spec"]["template"]["spec"][
+        "containers"
+    ][0]
     assert py["args"] == ["score"] and "args" not in jvm
     assert jvm["image"] == py["image"].replace(":", "-scorer-streams:", 1)
     env = {e["name"]: e.get("value") for e in jvm["env"]}
     assert env["STREAMTRAIN_ENGINE"] == "kafka-streams"
-    assert {k: v for k, v in env.items() if k != "STREAMTRAIN_ENGINE"} == \
-        {e["name"]: e.get("value") for e in py["env"] if e["name"] != "STREAMTRAIN_ENGINE"}
+    assert {k: v for k, v in env.items() if k != "STREAMTRAIN_ENGINE"} == {
+        e["name"]: e.get("value") for e in py["env"] if e["name"] != "STREAMTRAIN_ENGINE"
+    }
     assert jvm["securityContext"] == py["securityContext"] and jvm["readinessProbe"] == py["readinessProbe"]
-    custom = scorer(lambda s: s.setdefault("scorer", {}).update(engine="kafka-streams", streamsImage="reg/jvm-scorer:1"))
+    custom = scorer(
+        lambda s: s.setdefault("scorer", {}).update(engine="kafka-streams", streamsImage="reg/jvm-scorer:1")
+    )
     assert custom["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/jvm-scorer:1"
 
 
@@ -233,6 +276,7 @@ def test_scorer_start_position_reaches_the_scorer_for_its_groups_first_start_onl
     def scorer_env(change=None):
         dep = next(m for m in children("minimal", change) if m["metadata"]["name"] == "demo-scorer")
         return {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+
     assert scorer_env()["STREAMTRAIN_START_AT"] == "committed"
     env = scorer_env(lambda s: s.setdefault("scorer", {}).update(startAt="latest"))
     assert env["STREAMTRAIN_START_AT"] == "latest" and env["STREAMTRAIN_START_AT_ONCE"] == "true"

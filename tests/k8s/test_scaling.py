@@ -1,6 +1,7 @@
 """Replicas, autoscaling and availability, offline: partition-bounded replicas reach the Deployments,
 the KEDA children validate against KEDA 2.21.0's published CRD schemas (strict), every Deployment has a
 PodDisruptionBudget and a topology spread, and the production example is a replicated Kafka."""
+
 from __future__ import annotations
 
 import copy
@@ -10,11 +11,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.k8s.conftest import ROOT, load_example
-from tests.k8s.test_chart import rendered
-
 from streamtrain.operator import render, validate
 from streamtrain.operator.render import connections, trainer
+from tests.k8s.conftest import ROOT, load_example
+from tests.k8s.test_chart import rendered
 
 KEDA = Path(__file__).parent / "schemas/keda-2.21.0"
 KEDA_KINDS = {"ScaledObject": "scaledobject", "TriggerAuthentication": "triggerauthentication"}
@@ -70,6 +70,7 @@ def test_replicas_up_to_the_partitions_reach_the_deployments(replicas):
         s["kafka"] = {"partitions": 6}
         s["scorer"] = {"replicas": replicas}
         s["preprocessing"] = {"features": ["temperature"], "replicas": replicas}
+
     ms = children("minimal", change)
     assert named(ms, "Deployment", "demo-scorer")["spec"]["replicas"] == replicas
     assert named(ms, "Deployment", "demo-preprocess")["spec"]["replicas"] == replicas
@@ -77,13 +78,22 @@ def test_replicas_up_to_the_partitions_reach_the_deployments(replicas):
     assert named(ksql, "Deployment", "demo-ksqldb")["spec"]["replicas"] == replicas
 
 
-@pytest.mark.parametrize("field,change", [
-    ("spec.scorer.replicas", lambda s: s.update(kafka={"partitions": 4}, scorer={"replicas": 5})),
-    ("spec.preprocessing.replicas",
-     lambda s: s.update(kafka={"partitions": 4}, preprocessing={"features": ["temperature"], "replicas": 5})),
-    ("spec.scorer.autoscaling.maxReplicas",
-     lambda s: s.update(kafka={"partitions": 4}, scorer={"replicas": 2, "autoscaling": {"enabled": True, "maxReplicas": 5}})),
-])
+@pytest.mark.parametrize(
+    "field,change",
+    [
+        ("spec.scorer.replicas", lambda s: s.update(kafka={"partitions": 4}, scorer={"replicas": 5})),
+        (
+            "spec.preprocessing.replicas",
+            lambda s: s.update(kafka={"partitions": 4}, preprocessing={"features": ["temperature"], "replicas": 5}),
+        ),
+        (
+            "spec.scorer.autoscaling.maxReplicas",
+            lambda s: s.update(
+                kafka={"partitions": 4}, scorer={"replicas": 2, "autoscaling": {"enabled": True, "maxReplicas": 5}}
+            ),
+        ),
+    ],
+)
 def test_replicas_above_the_partitions_are_refused_naming_the_field(field, change):
     errs = validate.errors(resource("minimal", change))
     assert len(errs) == 1 and errs[0].startswith(f"{field}: Invalid value: ") and "kafka.partitions" in errs[0], errs
@@ -144,12 +154,18 @@ def test_scaled_object_watches_the_scorers_group_on_the_features_topic():
     meta = trigger["metadata"]
     assert meta["consumerGroup"] == env["STREAMTRAIN_GROUP_ID"]
     assert meta["bootstrapServers"] == env["STREAMTRAIN_KAFKA_BOOTSTRAP"]
-    assert meta["topic"] == connections.settings_for("demo", validate.defaulted(resource("minimal"))["spec"]).topic_features
+    assert (
+        meta["topic"]
+        == connections.settings_for("demo", validate.defaulted(resource("minimal"))["spec"]).topic_features
+    )
     assert all(isinstance(v, str) for v in meta.values())  # KEDA's trigger metadata is map[string]string
     assert meta["offsetResetPolicy"] == "earliest" and meta["allowIdleConsumers"] == "false"
-    latest = children("minimal", lambda s: s.setdefault("scorer", {}).update(startAt="latest",
-                                                                           autoscaling={"enabled": True}))
-    assert named(latest, "ScaledObject", "demo-scorer")["spec"]["triggers"][0]["metadata"]["offsetResetPolicy"] == "latest"
+    latest = children(
+        "minimal", lambda s: s.setdefault("scorer", {}).update(startAt="latest", autoscaling={"enabled": True})
+    )
+    assert (
+        named(latest, "ScaledObject", "demo-scorer")["spec"]["triggers"][0]["metadata"]["offsetResetPolicy"] == "latest"
+    )
 
 
 def test_kafka_lag_is_read_with_the_scorers_own_identity():
@@ -159,14 +175,21 @@ def test_kafka_lag_is_read_with_the_scorers_own_identity():
     auth = named(ms, "TriggerAuthentication", so["spec"]["triggers"][0]["authenticationRef"]["name"])
     assert so["spec"]["triggers"][0]["metadata"]["sasl"] == "scram_sha512"
     pod = named(ms, "Deployment", "demo-scorer")["spec"]["template"]["spec"]
-    mounted = {(v["secret"]["secretName"], i["key"]) for v in pod["volumes"] if "secret" in v for i in v["secret"]["items"]}
+    mounted = {
+        (v["secret"]["secretName"], i["key"]) for v in pod["volumes"] if "secret" in v for i in v["secret"]["items"]
+    }
     lent = {(r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
     assert lent == mounted and {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"password", "ca"}
     (user,) = auth["spec"]["env"]
     container = next(c for c in pod["containers"] if c["name"] == user["containerName"])
     assert user["parameter"] == "username" and user["name"] in {e["name"] for e in container["env"]}
-    plain = children("minimal", lambda s: (s.update(kafka={"authentication": "none"}),
-                                           s.setdefault("scorer", {}).update(autoscaling={"enabled": True})))
+    plain = children(
+        "minimal",
+        lambda s: (
+            s.update(kafka={"authentication": "none"}),
+            s.setdefault("scorer", {}).update(autoscaling={"enabled": True}),
+        ),
+    )
     assert not [m for m in plain if m["kind"] == "TriggerAuthentication"]
     meta = named(plain, "ScaledObject", "demo-scorer")["spec"]["triggers"][0]
     assert "authenticationRef" not in meta and "sasl" not in meta["metadata"]
@@ -196,7 +219,11 @@ def test_chart_operator_has_a_disruption_budget_and_a_topology_spread():
     assert pdb["spec"]["selector"]["matchLabels"] == selector and pdb["spec"]["maxUnavailable"] == 1
     spread = dep["spec"]["template"]["spec"]["topologySpreadConstraints"]
     assert [c["topologyKey"] for c in spread] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
-    assert all(c["labelSelector"]["matchLabels"] == selector and c["whenUnsatisfiable"] == "ScheduleAnyway"
-               for c in spread)
-    assert not [d for d in rendered({"operator": {"podDisruptionBudget": {"enabled": False}}})
-                if d["kind"] == "PodDisruptionBudget"]
+    assert all(
+        c["labelSelector"]["matchLabels"] == selector and c["whenUnsatisfiable"] == "ScheduleAnyway" for c in spread
+    )
+    assert not [
+        d
+        for d in rendered({"operator": {"podDisruptionBudget": {"enabled": False}}})
+        if d["kind"] == "PodDisruptionBudget"
+    ]

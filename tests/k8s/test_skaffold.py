@@ -1,5 +1,6 @@
 """skaffold.yaml against skaffold's own published JSON schema (v4beta11, vendored), plus what the
 schema cannot know: the paths exist, the chart gets the built image, profiles for kind and minikube."""
+
 from __future__ import annotations
 
 import copy
@@ -9,9 +10,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from tests.k8s.conftest import ROOT
-
 from streamtrain.operator import validate
+from tests.k8s.conftest import ROOT
 
 SCHEMA = json.loads((Path(__file__).parent / "schemas/skaffold/v4beta11.json").read_text())
 CONFIG = yaml.safe_load((ROOT / "skaffold.yaml").read_text())

@@ -1,12 +1,12 @@
 """Pure status logic and the adopted children, without a cluster."""
+
 from __future__ import annotations
 
 import kubernetes_validate
 import pytest
 
-from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
-
 from streamtrain.operator import children, status
+from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 
 
 def body(example: str = "full") -> dict:
@@ -30,13 +30,20 @@ def test_stale_children_are_pruned_but_training_jobs_kept():
     now = children.desired(external)
     old_job = {"kind": "Job", "metadata": {"name": "plant-7-train-old"}}
     gone = {children.key(m) for m in children.stale(wanted + [old_job], now)}
-    assert gone == {("Deployment", "plant-7-hivemq"), ("Service", "plant-7-hivemq"),
-                    ("PodDisruptionBudget", "plant-7-hivemq")}
+    assert gone == {
+        ("Deployment", "plant-7-hivemq"),
+        ("Service", "plant-7-hivemq"),
+        ("PodDisruptionBudget", "plant-7-hivemq"),
+    }
 
 
 def deployment(name: str, want: int, ready: int) -> dict:
-    return {"kind": "Deployment", "metadata": {"name": name}, "spec": {"replicas": want},
-            "status": {"readyReplicas": ready}}
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"replicas": want},
+        "status": {"readyReplicas": ready},
+    }
 
 
 def test_conditions_follow_children_and_keep_transition_times():
@@ -47,10 +54,17 @@ def test_conditions_follow_children_and_keep_transition_times():
     assert by["KafkaReady"]["message"] == "not created yet"
     assert by["Ready"]["status"] == "False" and "KafkaReady" in by["Ready"]["message"]
     assert status.phase(conds) == "Progressing" and by["Ready"]["observedGeneration"] == 3
-    kafka = {"kind": "Kafka", "metadata": {"name": "x"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    kafka = {
+        "kind": "Kafka",
+        "metadata": {"name": "x"},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
     ok = deployment("x-scorer", 2, 2)
-    conds2 = status.conditions({"scorer": [(ok, ok)], "kafka": [(kafka, kafka)]},
-                               [{**c, "lastTransitionTime": "2020-01-01T00:00:00Z"} for c in conds], 3)
+    conds2 = status.conditions(
+        {"scorer": [(ok, ok)], "kafka": [(kafka, kafka)]},
+        [{**c, "lastTransitionTime": "2020-01-01T00:00:00Z"} for c in conds],
+        3,
+    )
     assert status.phase(conds2) == "Ready"
     # Flipped conditions get a new transition time; none stays at the old one here since all flipped.
     assert all(c["lastTransitionTime"] != "2020-01-01T00:00:00Z" for c in conds2)
@@ -59,15 +73,25 @@ def test_conditions_follow_children_and_keep_transition_times():
 
 
 def test_last_training_and_scorer_metrics():
-    jobs = [{"kind": "Job", "metadata": {"name": "a", "creationTimestamp": "2026-01-01T00:00:00Z"},
-             "status": {"succeeded": 1, "completionTime": "2026-01-01T00:05:00Z"}},
-            {"kind": "Job", "metadata": {"name": "b", "creationTimestamp": "2026-01-02T00:00:00Z"},
-             "status": {"conditions": [{"type": "Failed", "status": "True"}]}}]
+    jobs = [
+        {
+            "kind": "Job",
+            "metadata": {"name": "a", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"succeeded": 1, "completionTime": "2026-01-01T00:05:00Z"},
+        },
+        {
+            "kind": "Job",
+            "metadata": {"name": "b", "creationTimestamp": "2026-01-02T00:00:00Z"},
+            "status": {"conditions": [{"type": "Failed", "status": "True"}]},
+        },
+    ]
     # finishedAt is null, not absent: a JSON merge patch must remove the previous Job's time.
     assert status.last_training(jobs) == {"job": "b", "result": "Failed", "finishedAt": None}
     assert status.last_training(jobs[:1]) == {"job": "a", "result": "Succeeded", "finishedAt": "2026-01-01T00:05:00Z"}
-    text = ("# HELP streamtrain_scorer_model_version Champion model version\n"
-            "streamtrain_scorer_model_version 7.0\nstreamtrain_scorer_anomaly_rate 0.0125\n")
+    text = (
+        "# HELP streamtrain_scorer_model_version Champion model version\n"
+        "streamtrain_scorer_model_version 7.0\nstreamtrain_scorer_anomaly_rate 0.0125\n"
+    )
     assert status.scorer_metrics(text) == {"modelVersion": "7", "anomalyRate": "0.0125"}
     assert status.scorer_metrics("streamtrain_scorer_model_version 0.0\n") == {}
 
@@ -75,8 +99,11 @@ def test_last_training_and_scorer_metrics():
 def test_scorer_replicas_combine_into_one_status():
     # The newest version any replica serves; the mean rate of those that report one; a replica
     # without a model yet (no version) does not hide the others'.
-    per = [{"modelVersion": "3", "anomalyRate": "0.0100"}, {"modelVersion": "4", "anomalyRate": "0.0300"},
-           {"anomalyRate": "0.0200"}]
+    per = [
+        {"modelVersion": "3", "anomalyRate": "0.0100"},
+        {"modelVersion": "4", "anomalyRate": "0.0300"},
+        {"anomalyRate": "0.0200"},
+    ]
     assert status.combine_scorers(per) == {"modelVersion": "4", "anomalyRate": "0.0200"}
     assert status.combine_scorers([{}, {}]) == {}
     assert status.combine_scorers([]) == {}

@@ -1,6 +1,7 @@
 """The alerting rules checked by the real promtool (Debian's prometheus package): syntax, and a unit test
 per alert that makes it fire and resolve; labelled dead-letter counters start at 0. The chart's
 PrometheusRule (the same file) is tested in tests/k8s/test_prometheus_rule.py."""
+
 from __future__ import annotations
 
 import re
@@ -11,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamtrain.stack.monitoring import CHART, RULES
 from streamtrain.model import BadInput
 from streamtrain.preprocessing.compile import EvalError
+from streamtrain.stack.monitoring import CHART, RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
@@ -59,7 +60,7 @@ def test_every_alert_fires_and_resolves_in_promtool_unit_tests():
         for check in sorted(case["alert_rule_test"], key=lambda c: _minutes(c["eval_time"])):
             by_alert.setdefault(check["alertname"], []).append(bool(check["exp_alerts"]))
         for name, states in by_alert.items():
-            if True in states and False in states[states.index(True):]:
+            if True in states and False in states[states.index(True) :]:
                 covered.add(name)
     assert covered == set(alerts()), f"without a fire-and-resolve case: {set(alerts()) - covered}"
     assert len(alerts()) == 7

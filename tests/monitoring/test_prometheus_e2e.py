@@ -3,6 +3,7 @@ HiveMQ: bridge, preprocessor and scorer as subprocesses, with bad payloads at ev
 model and a backlog. Its series get the labels the chart's ServiceMonitor gives them on Kubernetes
 (`namespace`, `app_kubernetes_io_instance`, ...) by relabelling, and every expression of the Grafana
 dashboard is evaluated as Grafana does (a range query) and compared with what the test sent."""
+
 from __future__ import annotations
 
 import json
@@ -16,13 +17,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from confluent_kafka import Producer
 
-from streamtrain.simulator.fleet import Fleet, FleetConfig
-from streamtrain.stack.local import free_port
-from streamtrain.stack.monitoring import DASHBOARD, RULES, LocalPrometheus, Target, prometheus_config
 from streamtrain.kafka import ensure_topics, producer_config, read_topic
 from streamtrain.modelcodec import publish_model, read_versions
 from streamtrain.preprocessing.engine import Engine
 from streamtrain.preprocessing.spec import PreprocessSpec
+from streamtrain.simulator.fleet import Fleet, FleetConfig
+from streamtrain.stack.local import free_port
+from streamtrain.stack.monitoring import DASHBOARD, RULES, LocalPrometheus, Target, prometheus_config
 from streamtrain.topics import TopicSpec
 from tests.ingest.test_bridge_e2e import bad_payloads, bridge_factory, scrape, simulate  # noqa: F401
 from tests.programs import Program, settings_env
@@ -64,13 +65,22 @@ def train_v1(pipeline, tag: str) -> None:
     """v1 from the preprocessor's own features of other readings, on a topic of its own: the scorer's
     features topic stays empty until the burst, so Prometheus sees its counters at 0 first."""
     from streamtrain.trainer.train import TrainSettings, train_once
+
     topic = f"t{tag}.train-features"
     ensure_topics(pipeline.kafka_bootstrap, [TopicSpec(topic, 3)])
     engine = Engine(PreprocessSpec.default())
     feats = [f for r in readings(f"tr{tag}", 20, 100, seed=3) if (f := engine.process(r).features)]
     produce(pipeline.kafka_bootstrap, topic, [(f["device_id"].encode(), json.dumps(f).encode()) for f in feats])
-    train_once(TrainSettings(kafka_bootstrap=pipeline.kafka_bootstrap, topic_features=topic,
-                             topic_models=pipeline.topic_models, train_records=len(feats), epochs=2, min_records=100))
+    train_once(
+        TrainSettings(
+            kafka_bootstrap=pipeline.kafka_bootstrap,
+            topic_features=topic,
+            topic_models=pipeline.topic_models,
+            train_records=len(feats),
+            epochs=2,
+            min_records=100,
+        )
+    )
 
 
 def publish_mqtt(port: int, payloads: list[tuple[str, bytes, str]]) -> None:
@@ -84,8 +94,11 @@ def publish_mqtt(port: int, payloads: list[tuple[str, bytes, str]]) -> None:
 
 
 def ours(result: list[dict], instance: str) -> list[dict]:
-    return [s for s in result if s["metric"].get("namespace") == NAMESPACE
-            and s["metric"].get("app_kubernetes_io_instance") == instance]
+    return [
+        s
+        for s in result
+        if s["metric"].get("namespace") == NAMESPACE and s["metric"].get("app_kubernetes_io_instance") == instance
+    ]
 
 
 def values(series: dict) -> list[float]:
@@ -126,28 +139,36 @@ def test_every_dashboard_expression_has_data_of_the_right_magnitude(pipeline, br
     instance = f"pipe-{tag}"
     ports = {"bridge": free_port(), "preprocess": free_port(), "scorer": free_port()}
     prom = LocalPrometheus(tmp_path / "prom", free_port())
-    prom.start(prometheus_config([Target(c, p) for c, p in ports.items()], [RULES], namespace=NAMESPACE,
-                                 instance=instance, interval="1s"))
+    prom.start(
+        prometheus_config(
+            [Target(c, p) for c, p in ports.items()], [RULES], namespace=NAMESPACE, instance=instance, interval="1s"
+        )
+    )
     programs: list[Program] = []
     try:
         t0 = time.time()
         bridge_factory(metrics_port=ports["bridge"])
         for name, args, extra in (("preprocess", ["preprocess"], {}), ("scorer", ["score"], {"batch_size": 200})):
-            env = settings_env(pipeline, metrics_port=ports[name], group_id=f"{name}-{tag}", instance_id=f"{name}-{tag}",
-                               **extra)
+            env = settings_env(
+                pipeline, metrics_port=ports[name], group_id=f"{name}-{tag}", instance_id=f"{name}-{tag}", **extra
+            )
             programs.append(Program(args, env, tmp_path / f"{name}.log").start())
         preprocess, scorer = programs
 
         def up() -> bool:
             got = {s["metric"]["app_kubernetes_io_component"] for s in ours(prom.query("up == 1"), instance)}
             return got == set(ports)
+
         wait_for("all three programs scraped", up, timeout=90)
         assert ours(prom.query("streamtrain_scorer_model_version == 0"), instance)  # waiting for a model
 
         train_v1(pipeline, tag)
         scorer.wait_log('"new_version": 1', timeout=120)
-        wait_for("the scorer's v1 counter seen at 0", lambda: ours(prom.query(
-            'streamtrain_scorer_records_scored_total{model_version="1"} == 0'), instance), timeout=30)
+        wait_for(
+            "the scorer's v1 counter seen at 0",
+            lambda: ours(prom.query('streamtrain_scorer_records_scored_total{model_version="1"} == 0'), instance),
+            timeout=30,
+        )
 
         # A refused model: a well-formed envelope around something that is not a model.
         good = read_versions(pipeline.kafka_bootstrap, pipeline.topic_models)[-1]
@@ -157,14 +178,24 @@ def test_every_dashboard_expression_has_data_of_the_right_magnitude(pipeline, br
         scorer.wait_log('"model_refused"', timeout=60)
 
         # The burst: a backlog of raw readings, bad records at each stage, good and bad MQTT traffic.
-        raw = [(r["device_id"].encode(), json.dumps(r).encode()) for r in readings(f"bk{tag}", 40, BACKLOG // 40, seed=5)]
+        raw = [
+            (r["device_id"].encode(), json.dumps(r).encode()) for r in readings(f"bk{tag}", 40, BACKLOG // 40, seed=5)
+        ]
         drain = DrainClock(ports["preprocess"], BACKLOG).start()
         burst = time.time()
-        produce(pipeline.kafka_bootstrap, pipeline.topic_raw, raw + [(b"x", b"{not json %d" % i) for i in range(BAD_RAW)])
+        produce(
+            pipeline.kafka_bootstrap, pipeline.topic_raw, raw + [(b"x", b"{not json %d" % i) for i in range(BAD_RAW)]
+        )
         produced = time.time()
-        produce(pipeline.kafka_bootstrap, pipeline.topic_features,
-                [(b"x", b"not json")] * 13 + [(b"x", json.dumps({"device_id": "x", "ts": time.time(), "seq": i}).encode())
-                                              for i in range(BAD_FEATURES - 13)])
+        produce(
+            pipeline.kafka_bootstrap,
+            pipeline.topic_features,
+            [(b"x", b"not json")] * 13
+            + [
+                (b"x", json.dumps({"device_id": "x", "ts": time.time(), "seq": i}).encode())
+                for i in range(BAD_FEATURES - 13)
+            ],
+        )
         publish_mqtt(pipeline.mqtt_port, bad_payloads(f"bad{tag}", BAD_MQTT))
         simulate(pipeline, MQTT_DEVICES, MQTT_READINGS, f"mq{tag}")
         good_total = BACKLOG + MQTT_DEVICES * MQTT_READINGS
@@ -174,12 +205,15 @@ def test_every_dashboard_expression_has_data_of_the_right_magnitude(pipeline, br
             done = sum(v for k, v in m.items() if k.startswith("streamtrain_scorer_records_scored_total"))
             dead = sum(v for k, v in m.items() if k.startswith("streamtrain_scorer_deadlettered_total"))
             return done >= good_total and dead >= BAD_FEATURES
+
         wait_for("every record scored or dead-lettered", scored, timeout=180)
         drain.stop()
         drained_s = drain.reached - produced  # the backlog's last records waited about this long
         time.sleep(3)  # a few more scrapes of the final values
         end = time.time()
-        scores = [json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, pipeline.topic_scores, timeout=60)]
+        scores = [
+            json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, pipeline.topic_scores, timeout=60)
+        ]
         assert len(scores) == good_total
 
         # Every dashboard expression, as Grafana runs it: a range query over the run.
@@ -199,12 +233,14 @@ def test_every_dashboard_expression_has_data_of_the_right_magnitude(pipeline, br
             return values(s)[-1]
 
         measured = {}
-        expect = {("Bridge: MQTT messages forwarded to Kafka /s", ()): MQTT_DEVICES * MQTT_READINGS / WINDOW_S,
-                  ("Dead-lettered /s by program", (("program", "bridge"),)): BAD_MQTT / WINDOW_S,
-                  ("Dead-lettered /s by program", (("program", "preprocess"),)): BAD_RAW / WINDOW_S,
-                  ("Dead-lettered /s by program", (("program", "scorer"),)): BAD_FEATURES / WINDOW_S,
-                  ("Preprocess: features out /s", ()): good_total / WINDOW_S,
-                  ("Scorer: records scored /s", ()): good_total / WINDOW_S}
+        expect = {
+            ("Bridge: MQTT messages forwarded to Kafka /s", ()): MQTT_DEVICES * MQTT_READINGS / WINDOW_S,
+            ("Dead-lettered /s by program", (("program", "bridge"),)): BAD_MQTT / WINDOW_S,
+            ("Dead-lettered /s by program", (("program", "preprocess"),)): BAD_RAW / WINDOW_S,
+            ("Dead-lettered /s by program", (("program", "scorer"),)): BAD_FEATURES / WINDOW_S,
+            ("Preprocess: features out /s", ()): good_total / WINDOW_S,
+            ("Scorer: records scored /s", ()): good_total / WINDOW_S,
+        }
         for (title, labels), want in expect.items():
             got = measured[f"{title} {dict(labels) or ''}"] = last(title, **dict(labels))
             assert within(got, want), f"{title} {dict(labels)}: {got:.4f}/s, sent {want:.4f}/s"
@@ -213,15 +249,20 @@ def test_every_dashboard_expression_has_data_of_the_right_magnitude(pipeline, br
         measured["anomaly rate"] = rate = last("Scorer: anomaly rate")
         assert 0.0 <= rate <= 1.0
         truth = float(np.percentile([s["scored_at"] - s["ts"] for s in scores], 95))
-        measured["score latency p95"], measured["true p95 (scored_at - ts)"] = last("Device -> score latency p95"), truth
+        measured["score latency p95"], measured["true p95 (scored_at - ts)"] = (
+            last("Device -> score latency p95"),
+            truth,
+        )
         # Buckets .01 .05 .1 .25 .5 1 2.5 5 10 30 60: interpolation within one bucket is off by < 3x.
         assert within(measured["score latency p95"], max(truth, 0.01)), measured
         measured["bridge delivery p95"] = last("Bridge: Kafka delivery p95")
         assert 0.0005 <= measured["bridge delivery p95"] <= 5.0
 
         lag = {s["metric"]["group"]: max(values(s)) for s in results["Consumer lag: records not yet processed"]}
-        waited = {s["metric"]["group"]: max(values(s))
-                  for s in results["Consumer lag: oldest unprocessed record waiting (processing time)"]}
+        waited = {
+            s["metric"]["group"]: max(values(s))
+            for s in results["Consumer lag: oldest unprocessed record waiting (processing time)"]
+        }
         measured["max lag records"], measured["max lag seconds"] = lag, waited
         pre = f"preprocess-{tag}"
         assert {pre, f"scorer-{tag}"} <= set(lag) and {pre, f"scorer-{tag}"} <= set(waited)
@@ -234,8 +275,11 @@ def test_every_dashboard_expression_has_data_of_the_right_magnitude(pipeline, br
         # The rules load and evaluate on the real Prometheus; the refused model raised its alert.
         groups = prom.api("rules")["groups"]
         assert [r["health"] for g in groups for r in g["rules"]] == ["ok"] * 7, groups
-        firing = {a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]
-                  if a["state"] == "firing" and a["labels"].get("app_kubernetes_io_instance") == instance}
+        firing = {
+            a["labels"]["alertname"]
+            for a in prom.api("alerts")["alerts"]
+            if a["state"] == "firing" and a["labels"].get("app_kubernetes_io_instance") == instance
+        }
         assert "StreamTrainModelRefused" in firing, firing
         print("measured:", json.dumps(measured, indent=1, default=str))
     finally:

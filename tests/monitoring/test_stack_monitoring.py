@@ -1,5 +1,6 @@
 """`streamtrain stack up --monitoring` on the session's running stack: a real Prometheus with the
 pipeline's three scrape targets (labelled like the chart's ServiceMonitor) and the alerting rules."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,27 @@ from streamtrain.stack.monitoring import LOCAL_PORTS, running_prometheus
 def cli(local_stack, *args: str) -> subprocess.CompletedProcess:
     st = local_stack.settings
     env = {**os.environ, "STREAMTRAIN_JARS": str(st.jars)}
-    return subprocess.run([sys.executable, "-m", "streamtrain.cli.main", "--log-format", "console", "stack", *args,
-                           "--home", str(st.home), "--kafka-port", str(st.kafka_port), "--mqtt-port", str(st.mqtt_port)],
-                          env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamtrain.cli.main",
+            "--log-format",
+            "console",
+            "stack",
+            *args,
+            "--home",
+            str(st.home),
+            "--kafka-port",
+            str(st.kafka_port),
+            "--mqtt-port",
+            str(st.mqtt_port),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_stack_up_monitoring_runs_prometheus_with_the_pipeline_targets_and_rules(local_stack):
@@ -34,8 +53,9 @@ def test_stack_up_monitoring_runs_prometheus_with_the_pipeline_targets_and_rules
         while not (targets := prom.api("targets")["activeTargets"]) and time.monotonic() < deadline:
             time.sleep(0.5)
         got = {t["labels"]["app_kubernetes_io_component"]: t for t in targets}
-        assert {c: t["scrapeUrl"] for c, t in got.items()} == \
-            {c: f"http://127.0.0.1:{p}/metrics" for c, p in LOCAL_PORTS.items()}
+        assert {c: t["scrapeUrl"] for c, t in got.items()} == {
+            c: f"http://127.0.0.1:{p}/metrics" for c, p in LOCAL_PORTS.items()
+        }
         for t in got.values():  # the labels the dashboard and the alerts group by
             assert t["labels"]["namespace"] == "local" and t["labels"]["app_kubernetes_io_instance"] == "local"
         rules = [r["name"] for g in prom.api("rules")["groups"] for r in g["rules"]]

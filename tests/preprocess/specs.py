@@ -1,4 +1,5 @@
 """Specs shared by the preprocessing tests: the default one and one using every construct."""
+
 from streamtrain.preprocessing.spec import PreprocessSpec
 
 EVERY_CONSTRUCT = {
@@ -11,13 +12,16 @@ EVERY_CONSTRUCT = {
         {"name": "stepped", "expr": "ROUND(temperature, 1) + FLOOR(current) + CEIL(pressure) + SIGN(temperature - 70)"},
         {"name": "bounded", "expr": "GREATEST(current, pressure, 2) - LEAST(vibration, 1) + power / 4"},
     ],
-    "windows": {"size_seconds": 5, "aggregates": [
-        {"name": "t_avg", "fn": "avg", "field": "temperature"},
-        {"name": "t_min", "fn": "min", "field": "temperature"},
-        {"name": "t_max", "fn": "max", "field": "temperature"},
-        {"name": "power_sum", "fn": "sum", "field": "power"},
-        {"name": "n", "fn": "count", "field": "current"},
-    ]},
+    "windows": {
+        "size_seconds": 5,
+        "aggregates": [
+            {"name": "t_avg", "fn": "avg", "field": "temperature"},
+            {"name": "t_min", "fn": "min", "field": "temperature"},
+            {"name": "t_max", "fn": "max", "field": "temperature"},
+            {"name": "power_sum", "fn": "sum", "field": "power"},
+            {"name": "n", "fn": "count", "field": "current"},
+        ],
+    },
     "label": "label",
 }
 

@@ -1,6 +1,8 @@
 """Repeated (device, seq) readings are recognised, a different reading under a seen (device, seq) is told
 apart from a repeat; an aborted transaction's readings are forgotten."""
-from hypothesis import given, settings, strategies as st
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamtrain.dedup import Deduplicator, fingerprint
 

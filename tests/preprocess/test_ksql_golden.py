@@ -1,4 +1,5 @@
 """The ksqlDB rendering is kept under golden files (STREAMTRAIN_REGEN_GOLDEN=1 rewrites them)."""
+
 import os
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """`streamtrain preprocess` on real Kafka: raw -> features/windows/dead letters, offsets after delivery."""
+
 import json
 
 from confluent_kafka import Producer
@@ -26,10 +27,12 @@ def test_preprocess_program_writes_exactly_what_the_engine_computes(pipeline, tm
     filtered = sum(1 for r in records if Engine(spec).process(r).filtered)
     assert filtered > 0 and len(expected) > 100
 
-    prog = Program(["preprocess"], settings_env(pipeline, group_id=f"pp-{pipeline.topic_raw}"),
-                   tmp_path / "preprocess.log").start()
-    feats = read_topic(pipeline.kafka_bootstrap, pipeline.topic_features, until=lambda m: len(m) >= len(expected),
-                       timeout=90)
+    prog = Program(
+        ["preprocess"], settings_env(pipeline, group_id=f"pp-{pipeline.topic_raw}"), tmp_path / "preprocess.log"
+    ).start()
+    feats = read_topic(
+        pipeline.kafka_bootstrap, pipeline.topic_features, until=lambda m: len(m) >= len(expected), timeout=90
+    )
     dead = read_topic(pipeline.kafka_bootstrap, pipeline.topic_deadletter, until=lambda m: len(m) >= 2, timeout=30)
     assert prog.stop() == 0, prog.log()[-2000:]
     got = {(f["device_id"], f["seq"]): f for f in (json.loads(m.value()) for m in feats)}
@@ -47,8 +50,18 @@ def test_preprocess_program_writes_exactly_what_the_engine_computes(pipeline, tm
 
 def test_after_a_restart_a_repeat_is_dropped_and_a_reused_seq_dead_lettered(pipeline, tmp_path):
     """The seen readings and their fingerprints come back from the features topic's headers."""
-    readings = [{"device_id": "r", "ts": 100.0 + i, "seq": i, "temperature": 70.0, "current": 1.0, "vibration": 0.3,
-                 "pressure": 3.0} for i in range(10)]
+    readings = [
+        {
+            "device_id": "r",
+            "ts": 100.0 + i,
+            "seq": i,
+            "temperature": 70.0,
+            "current": 1.0,
+            "vibration": 0.3,
+            "pressure": 3.0,
+        }
+        for i in range(10)
+    ]
     p = Producer(producer_config(pipeline.kafka_bootstrap))
 
     def send(batch):
@@ -57,8 +70,9 @@ def test_after_a_restart_a_repeat_is_dropped_and_a_reused_seq_dead_lettered(pipe
         assert p.flush(30) == 0
 
     def run_until(features: int, dead: int, log: str) -> Program:
-        prog = Program(["preprocess"], settings_env(pipeline, group_id=f"pr-{pipeline.topic_raw}"),
-                       tmp_path / log).start()
+        prog = Program(
+            ["preprocess"], settings_env(pipeline, group_id=f"pr-{pipeline.topic_raw}"), tmp_path / log
+        ).start()
         read_topic(pipeline.kafka_bootstrap, pipeline.topic_features, until=lambda m: len(m) >= features, timeout=90)
         read_topic(pipeline.kafka_bootstrap, pipeline.topic_deadletter, until=lambda m: len(m) >= dead, timeout=30)
         assert prog.stop() == 0, prog.log()[-2000:]

@@ -1,5 +1,6 @@
 """The embedded engine's per-device state (open windows, sequence histories) rebuilt from what an
 earlier owner committed: continuing on a rebuilt engine gives exactly the outputs of one engine."""
+
 from __future__ import annotations
 
 from streamtrain.preprocessing.engine import Engine

@@ -1,5 +1,6 @@
 """CSV replay keeps readings' identities: a seq column is taken as is, otherwise a device's seqs
 continue after the newest seq an earlier replay published to the same broker."""
+
 import pytest
 
 from streamtrain.simulator import seqstate

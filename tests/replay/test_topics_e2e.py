@@ -1,5 +1,6 @@
 """Topics keep records by arrival, custom topic names work on first use, and training says when
 records it should have had are gone (real Kafka)."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def test_stream_topics_stamp_records_with_their_arrival_whatever_the_producer_sa
         assert topic_config(pipeline.kafka_bootstrap, topic)["message.timestamp.type"] == "LogAppendTime"
     before = time.time() * 1000
     producer = Producer(producer_config(pipeline.kafka_bootstrap))
-    producer.produce(pipeline.topic_raw, b'{"device_id":"d","ts":1500000000.0,"seq":0,"x":1}', key=b"d",
-                     timestamp=YEARS_AGO_MS)
+    producer.produce(
+        pipeline.topic_raw, b'{"device_id":"d","ts":1500000000.0,"seq":0,"x":1}', key=b"d", timestamp=YEARS_AGO_MS
+    )
     assert producer.flush(30) == 0
     (msg,) = read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, timeout=30)
     # Retention counts from this timestamp: the record stays its 72 h although its reading is from 2017.
@@ -37,8 +39,12 @@ def test_stream_topics_stamp_records_with_their_arrival_whatever_the_producer_sa
 
 
 def test_a_custom_topic_is_created_on_first_use_with_the_pipelines_settings(pipeline):
-    custom = pipeline.model_copy(update={"topic_models": f"{pipeline.topic_models}.windowed{uuid.uuid4().hex[:4]}",
-                                         "topic_scores": f"{pipeline.topic_scores}.windowed"})
+    custom = pipeline.model_copy(
+        update={
+            "topic_models": f"{pipeline.topic_models}.windowed{uuid.uuid4().hex[:4]}",
+            "topic_scores": f"{pipeline.topic_scores}.windowed",
+        }
+    )
     created = create_missing_topics(custom, [custom.topic_models, custom.topic_scores, custom.topic_deadletter])
     assert sorted(created) == sorted([custom.topic_models, custom.topic_scores])  # the dead-letter topic existed
     models = topic_config(pipeline.kafka_bootstrap, custom.topic_models)
@@ -61,13 +67,15 @@ def test_a_topic_kafka_refuses_to_create_names_the_command_that_creates_it(pipel
 def test_training_range_reports_records_deleted_before_it(pipeline):
     producer = Producer(producer_config(pipeline.kafka_bootstrap))
     for i in range(30):
-        producer.produce(pipeline.topic_features, json.dumps({"device_id": "d", "seq": i, "x": 1.0}).encode(),
-                         key=b"d")
+        producer.produce(pipeline.topic_features, json.dumps({"device_id": "d", "seq": i, "x": 1.0}).encode(), key=b"d")
     assert producer.flush(30) == 0
     assert resolve_range(pipeline.kafka_bootstrap, pipeline.topic_features).gone == 0
     md = AdminClient({"bootstrap.servers": pipeline.kafka_bootstrap}).list_topics(timeout=10).topics
-    (part,) = [p for p in md[pipeline.topic_features].partitions
-               if resolve_range(pipeline.kafka_bootstrap, pipeline.topic_features).partitions[p][1] > 0]
+    (part,) = [
+        p
+        for p in md[pipeline.topic_features].partitions
+        if resolve_range(pipeline.kafka_bootstrap, pipeline.topic_features).partitions[p][1] > 0
+    ]
     admin = AdminClient({"bootstrap.servers": pipeline.kafka_bootstrap})
     (fut,) = admin.delete_records([TopicPartition(pipeline.topic_features, part, 12)]).values()
     fut.result(30)

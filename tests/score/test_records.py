@@ -1,6 +1,7 @@
 """The scorer's batch decoder (scorer/records.py): its msgspec fast path keeps, refuses and passes
 through exactly what the reference path (json.loads + LoadedModel.extract, one record at a time)
 does, for the same reasons, whatever the batch mixes; and score records keep their fields."""
+
 from __future__ import annotations
 
 import json
@@ -38,10 +39,18 @@ def model() -> LoadedModel:
     return LoadedModel(None, {"version": 1, "feature_names": FEATURES, "threshold": 1.0})
 
 
-numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**40, 10**40), st.booleans(),
-                    st.text(max_size=3), st.none(), st.just(3.5e38), st.just(-3.4e38))
-passthrough = st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5),
-                        st.lists(st.integers(), max_size=2))
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**40), 10**40),
+    st.booleans(),
+    st.text(max_size=3),
+    st.none(),
+    st.just(3.5e38),
+    st.just(-3.4e38),
+)
+passthrough = st.one_of(
+    st.none(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5), st.lists(st.integers(), max_size=2)
+)
 
 
 @st.composite
@@ -75,8 +84,12 @@ def reference(decoder: BatchDecoder, msgs: list):
 
 def summary(decoded):
     passed = [(r.device_id, r.seq, r.ts, r.label, r.anomaly, r.device_type) for r in decoded.rows]
-    return ([m.offset() for m in decoded.keep], decoded.x.tolist(), passed,
-            [(m.offset(), reason) for m, reason, _ in decoded.bad])
+    return (
+        [m.offset() for m in decoded.keep],
+        decoded.x.tolist(),
+        passed,
+        [(m.offset(), reason) for m, reason, _ in decoded.bad],
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -91,13 +104,16 @@ def test_fast_path_decodes_exactly_as_the_reference_path(batch):
 
 def test_a_clean_batch_takes_the_fast_path_and_keeps_order_and_fields():
     decoder = BatchDecoder(model())
-    bodies = [{"temperature": 60 + i, "vib.rms": 0.3, "ts": 1.5 * i, "device_id": f"d{i}", "seq": i, "label": i % 2}
-              for i in range(5)]
+    bodies = [
+        {"temperature": 60 + i, "vib.rms": 0.3, "ts": 1.5 * i, "device_id": f"d{i}", "seq": i, "label": i % 2}
+        for i in range(5)
+    ]
     decoded = decoder.decode([Msg(json.dumps(b).encode(), i) for i, b in enumerate(bodies)])
     assert type(decoded.rows[0]).__name__ == "FeatureRow"  # not the reference path
     assert decoded.x[:, 0].tolist() == [60, 61, 62, 63, 64] and not decoded.bad
-    assert [(r.device_id, r.seq, r.ts, r.label, r.anomaly) for r in decoded.rows] == \
-        [(f"d{i}", i, 1.5 * i, i % 2, UNSET) for i in range(5)]
+    assert [(r.device_id, r.seq, r.ts, r.label, r.anomaly) for r in decoded.rows] == [
+        (f"d{i}", i, 1.5 * i, i % 2, UNSET) for i in range(5)
+    ]
 
 
 def test_one_bad_record_is_dead_lettered_with_its_reason_and_the_rest_scored_in_order():
@@ -107,7 +123,11 @@ def test_one_bad_record_is_dead_lettered_with_its_reason_and_the_rest_scored_in_
     decoded = decoder.decode([Msg(json.dumps(b).encode(), i) for i, b in enumerate(batch)] + [Msg(b"{x", 5)])
     assert [m.offset() for m in decoded.keep] == [0, 3]
     assert [(m.offset(), reason) for m, reason, _ in decoded.bad] == [
-        (1, "bad_feature_value"), (2, "missing_feature"), (4, "bad_feature_value"), (5, "malformed_json")]
+        (1, "bad_feature_value"),
+        (2, "missing_feature"),
+        (4, "bad_feature_value"),
+        (5, "malformed_json"),
+    ]
 
 
 class Judged:
@@ -124,12 +144,29 @@ def test_score_records_carry_the_reference_fields_and_non_finite_scores_stay_rea
     decoder = BatchDecoder(model())
     body = {"temperature": 1, "vib.rms": 2, "ts": 3, "device_id": "d1", "seq": 7, "anomaly": "spike", "label": 1}
     decoded = decoder.decode([Msg(json.dumps(body).encode(), 40), Msg(json.dumps(body).encode(), 41)])
-    out = [json.loads(v) for v in score_records(decoded, Judged([0.25, 0.75]), 3, (4, np.array([.9, .1]),
-                                                np.array([True, False])), "me", 10.0)]
-    assert out[0] == {"device_id": "d1", "seq": 7, "ts": 3, "model_version": 3, "score": 0.25, "threshold": 0.5,
-                      "is_anomaly": False, "baseline": "global", "scored_at": 10.0, "scorer": "python",
-                      "instance": "me", "source": {"partition": 0, "offset": 40}, "label": 1, "anomaly_kind": "spike",
-                      "challenger": {"model_version": 4, "score": 0.9, "is_anomaly": True}}
+    out = [
+        json.loads(v)
+        for v in score_records(
+            decoded, Judged([0.25, 0.75]), 3, (4, np.array([0.9, 0.1]), np.array([True, False])), "me", 10.0
+        )
+    ]
+    assert out[0] == {
+        "device_id": "d1",
+        "seq": 7,
+        "ts": 3,
+        "model_version": 3,
+        "score": 0.25,
+        "threshold": 0.5,
+        "is_anomaly": False,
+        "baseline": "global",
+        "scored_at": 10.0,
+        "scorer": "python",
+        "instance": "me",
+        "source": {"partition": 0, "offset": 40},
+        "label": 1,
+        "anomaly_kind": "spike",
+        "challenger": {"model_version": 4, "score": 0.9, "is_anomaly": True},
+    }
     assert out[1]["is_anomaly"] is True and out[1]["challenger"]["is_anomaly"] is False
     inf = [json.loads(v) for v in score_records(decoded, Judged([np.inf, 0.1]), 3, None, "me", 10.0)]
     assert inf[0]["score"] == float("inf") and "challenger" not in inf[0]

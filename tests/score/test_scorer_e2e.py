@@ -1,5 +1,6 @@
 """The live scorer on real Kafka and real TensorFlow: hot swap under load, corrupt models,
 SIGKILL recovery. Models are trained by the real trainer from the features topic."""
+
 from __future__ import annotations
 
 import collections
@@ -33,12 +34,16 @@ class FeatureStream:
 
     def record(self, device: str, anomalous: bool = False) -> dict:
         load = self.rng.uniform(0.2, 0.8)
-        r: dict[str, Any] = {"device_id": device, "ts": time.time(), "seq": self.seq[device],
-             "temperature": 60 + 25 * load + self.rng.normal(0, 0.4),
-             "current": 1.5 + 2 * load + self.rng.normal(0, 0.03),
-             "vibration": 0.3 + 0.4 * load + self.rng.normal(0, 0.008),
-             "pressure": 3 + 1.5 * load + self.rng.normal(0, 0.03),
-             "label": int(anomalous)}
+        r: dict[str, Any] = {
+            "device_id": device,
+            "ts": time.time(),
+            "seq": self.seq[device],
+            "temperature": 60 + 25 * load + self.rng.normal(0, 0.4),
+            "current": 1.5 + 2 * load + self.rng.normal(0, 0.03),
+            "vibration": 0.3 + 0.4 * load + self.rng.normal(0, 0.008),
+            "pressure": 3 + 1.5 * load + self.rng.normal(0, 0.03),
+            "label": int(anomalous),
+        }
         if anomalous:
             r["temperature"] += 30
         self.seq[device] += 1
@@ -58,6 +63,7 @@ class FeatureStream:
             while not self._stop.is_set():
                 self.send(1)
                 time.sleep(len(DEVICES) / per_second)
+
         self._thread = threading.Thread(target=loop, daemon=True)
         self._thread.start()
 
@@ -83,8 +89,11 @@ def start_scorer(pipeline, tmp_path, name: str = "scorer", **extra) -> Program:
 def wait_scores(pipeline, expected: set, timeout: float = 180) -> list[dict]:
     def complete(msgs):
         return expected <= {(json.loads(m.value())["device_id"], json.loads(m.value())["seq"]) for m in msgs}
-    return [json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, pipeline.topic_scores,
-                                                      until=complete, timeout=timeout)]
+
+    return [
+        json.loads(m.value())
+        for m in read_topic(pipeline.kafka_bootstrap, pipeline.topic_scores, until=complete, timeout=timeout)
+    ]
 
 
 @pytest.mark.e2e
@@ -134,8 +143,12 @@ def test_corrupt_model_is_refused_and_previous_version_keeps_serving(pipeline, t
     good = read_versions(pipeline.kafka_bootstrap, pipeline.topic_models)[-1]
     producer = Producer(producer_config(pipeline.kafka_bootstrap))
     # A well-formed envelope around an artefact that is not a model at all.
-    publish_model(producer, pipeline.topic_models, b"this is not a keras model" * 100,
-                  {**good.metadata, "version": 2, "parent_version": 1})
+    publish_model(
+        producer,
+        pipeline.topic_models,
+        b"this is not a keras model" * 100,
+        {**good.metadata, "version": 2, "parent_version": 1},
+    )
     # Garbage records that are not part of any model.
     producer.produce(pipeline.topic_models, b"\x00\xff garbage", key=b"model/garbage")
     producer.produce(pipeline.topic_models, b"{}", key=None)
@@ -188,8 +201,11 @@ def test_batch_scoring_through_tf_data_matches_the_model(pipeline, tmp_path):
     stream.send(60)
     train(pipeline, tmp_path, "train-v1", records=1200)
     out = f"{pipeline.topic_scores}.batch"
-    prog = Program(["score", "--batch", "--max-records", "600", "--output-topic", out], settings_env(pipeline),
-                   tmp_path / "batch.log").start()
+    prog = Program(
+        ["score", "--batch", "--max-records", "600", "--output-topic", out],
+        settings_env(pipeline),
+        tmp_path / "batch.log",
+    ).start()
     assert prog.proc.wait(300) == 0, prog.log()[-3000:]
     scores = [json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, out, timeout=30)]
     assert len(scores) == 600
@@ -197,9 +213,13 @@ def test_batch_scoring_through_tf_data_matches_the_model(pipeline, tmp_path):
     assert {s["scorer"] for s in scores} == {"python-batch"}
     model = LoadedModel.from_version(read_versions(pipeline.kafka_bootstrap, pipeline.topic_models)[-1])
     by_key = {(s["device_id"], s["seq"]): s["score"] for s in scores}
-    rows = [r for r in (json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, pipeline.topic_features,
-                                                                   timeout=30))
-            if (r["device_id"], r["seq"]) in by_key]
+    rows = [
+        r
+        for r in (
+            json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, pipeline.topic_features, timeout=30)
+        )
+        if (r["device_id"], r["seq"]) in by_key
+    ]
     x = np.asarray([[r[f] for f in model.feature_names] for r in rows], np.float32)
     expected = model.score(x)
     got = np.asarray([by_key[(r["device_id"], r["seq"])] for r in rows])
@@ -211,8 +231,12 @@ def test_challenger_scores_in_shadow_until_promoted(pipeline, tmp_path):
     stream = FeatureStream(pipeline, seed=13)
     stream.send(100)
     train(pipeline, tmp_path, "train-v1", records=2000)
-    scorer = start_scorer(pipeline, tmp_path, challenger="true", metrics_port=(port := __import__(
-        "streamtrain.stack.local", fromlist=["free_port"]).free_port()))
+    scorer = start_scorer(
+        pipeline,
+        tmp_path,
+        challenger="true",
+        metrics_port=(port := __import__("streamtrain.stack.local", fromlist=["free_port"]).free_port()),
+    )
     scorer.wait_log('"new_version": 1', timeout=120)
     train(pipeline, tmp_path, "train-v2", records=2000)
     scorer.wait_log('"challenger_loaded"', timeout=120)
@@ -223,8 +247,12 @@ def test_challenger_scores_in_shadow_until_promoted(pipeline, tmp_path):
     prog = Program(["score", "--promote", "2"], settings_env(pipeline), tmp_path / "promote.log").start()
     assert prog.proc.wait(60) == 0, prog.log()
     scorer.wait_log('"challenger_promoted"', timeout=60)
-    metrics = __import__("urllib.request", fromlist=["urlopen"]).urlopen(
-        f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    metrics = (
+        __import__("urllib.request", fromlist=["urlopen"])
+        .urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        .read()
+        .decode()
+    )
     stream.send(30)
     scores = wait_scores(pipeline, set(stream.sent))
     assert scorer.stop() == 0

@@ -1,4 +1,5 @@
 """Unit tests of what the JVM scorer relies on: codec attachments and the ONNX scoring graph."""
+
 from __future__ import annotations
 
 import json
@@ -23,6 +24,7 @@ META = {"version": 3, "feature_names": ["a"], "threshold": 1.0, "format": "keras
 
 def test_attachments_round_trip_and_old_readers_see_only_the_artefact(monkeypatch):
     import streamtrain.modelcodec as codec
+
     monkeypatch.setattr(codec, "CHUNK_BYTES", 7)
     artefact, onnx_bytes = b"artefact-bytes" * 3, b"onnx-graph" * 5
     records = encode(artefact, META, {"onnx": onnx_bytes})
@@ -59,8 +61,13 @@ def test_onnx_scoring_graph_matches_loaded_model_scores():
     x = rng.normal([60, 2, 0.5, 4], [5, 0.5, 0.1, 0.4], size=(300, 4)).astype(np.float32)
     mean, std = x.mean(0), x.std(0)
     std[2] = 0.0  # a constant feature: both sides must fall back to 1
-    meta = {"version": 1, "feature_names": list("abcd"), "threshold": 0.5, "format": "keras-v3",
-            "normalization": {"mean": mean.tolist(), "std": std.tolist()}}
+    meta = {
+        "version": 1,
+        "feature_names": list("abcd"),
+        "threshold": 0.5,
+        "format": "keras-v3",
+        "normalization": {"mean": mean.tolist(), "std": std.tolist()},
+    }
     expected = LoadedModel(km, meta).score(x)
     graph = export_scoring_graph(km, mean, std, check_rows=x[:32])
     got = ReferenceEvaluator(graph).run(None, {"features": x})[0]
@@ -85,7 +92,7 @@ def test_topology_test_fixture_holds_what_the_python_scorer_scores():
     import base64
 
     from streamtrain.model import LoadedModel
-    from tests.score_streams.topology_fixture import FIXTURE, FEATURES, rows
+    from tests.score_streams.topology_fixture import FEATURES, FIXTURE, rows
 
     data = json.loads(FIXTURE.read_text())
     x = rows()

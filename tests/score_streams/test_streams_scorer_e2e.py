@@ -3,6 +3,7 @@ trained by the real trainer: same flags and scores as the Python scorer, exactly
 swap under load, records held for a batched ONNX call forwarded before every commit (SIGKILL
 and restart lose or repeat none), corrupt model versions refused while the previous one keeps
 serving."""
+
 from __future__ import annotations
 
 import collections
@@ -14,8 +15,8 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
-from streamtrain.stack.local import free_port
 from streamtrain.kafka import ensure_topics, producer_config, read_topic
+from streamtrain.stack.local import free_port
 from streamtrain.topics import TopicSpec
 from tests.programs import Program, settings_env
 from tests.records import assert_valid
@@ -58,8 +59,11 @@ def test_java_and_python_scorers_agree_on_flags_and_scores(pipeline, tmp_path, p
 
     java_scores = f"{pipeline.topic_scores}.java"
     ensure_topics(pipeline.kafka_bootstrap, [TopicSpec(java_scores, partitions=3)])
-    python = Program(["score"], settings_env(pipeline, group_id=f"py-{pipeline.topic_scores}", batch_size=200),
-                     tmp_path / "python-scorer.log").start()
+    python = Program(
+        ["score"],
+        settings_env(pipeline, group_id=f"py-{pipeline.topic_scores}", batch_size=200),
+        tmp_path / "python-scorer.log",
+    ).start()
     programs.append(python)
     java = start_streams_scorer(pipeline.model_copy(update={"topic_scores": java_scores}), tmp_path, programs)
     py_scores = wait_scores(pipeline, expected)
@@ -114,6 +118,7 @@ def test_streams_hot_swap_under_load_scores_every_input_exactly_once_in_version_
     scorer.wait_log('"new_version": 1', timeout=180)
     stream.start(per_second=400)
     import time
+
     deadline = time.monotonic() + 60
     while len(stream.sent) < 6000 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -150,6 +155,7 @@ def test_streams_held_records_are_scored_before_each_commit_and_survive_sigkill(
     runs; a SIGKILL with records held and a restart show no commit took the offset of an unscored record
     (every input scored, none twice, read_committed)."""
     import time
+
     stream = FeatureStream(pipeline, seed=13)
     stream.send(100)
     train(pipeline, tmp_path, "train-v1", records=2000)
@@ -186,17 +192,31 @@ def test_streams_scorer_refuses_corrupt_models_and_keeps_serving(pipeline, tmp_p
     assert "onnx" in good.attachments
     producer = Producer(producer_config(pipeline.kafka_bootstrap))
     # v2: a well-formed envelope around an artefact that is not a model at all.
-    publish_model(producer, pipeline.topic_models, b"this is not a keras model" * 100,
-                  {**good.metadata, "version": 2, "parent_version": 1}, attachments={"onnx": b"not onnx"})
+    publish_model(
+        producer,
+        pipeline.topic_models,
+        b"this is not a keras model" * 100,
+        {**good.metadata, "version": 2, "parent_version": 1},
+        attachments={"onnx": b"not onnx"},
+    )
     # v3: the real Keras artefact, but its ONNX graph is garbage (checksums fine).
-    publish_model(producer, pipeline.topic_models, good.artefact, {**good.metadata, "version": 3},
-                  attachments={"onnx": good.attachments["onnx"][:100]})
+    publish_model(
+        producer,
+        pipeline.topic_models,
+        good.artefact,
+        {**good.metadata, "version": 3},
+        attachments={"onnx": good.attachments["onnx"][:100]},
+    )
     # v4: a real model without the ONNX export (as published before the trainer exported it).
     publish_model(producer, pipeline.topic_models, good.artefact, {**good.metadata, "version": 4})
     # A record that is not part of any model (a compacted topic takes no record without a key).
     errors = []
-    producer.produce(pipeline.topic_models, b"\x00\xff garbage", key=b"model/garbage",
-                     on_delivery=lambda err, _: errors.append(err) if err else None)
+    producer.produce(
+        pipeline.topic_models,
+        b"\x00\xff garbage",
+        key=b"model/garbage",
+        on_delivery=lambda err, _: errors.append(err) if err else None,
+    )
     assert producer.flush(10) == 0 and not errors
     for reason in ("not_a_model", "load_failed", "incompatible", "bad_key"):
         scorer.wait_log(f'"reason": "{reason}"', timeout=60)
@@ -209,7 +229,7 @@ def test_streams_scorer_refuses_corrupt_models_and_keeps_serving(pipeline, tmp_p
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     for reason in ("not_a_model", "load_failed", "incompatible", "bad_key"):
         assert f'streamtrain_scorer_models_refused_total{{reason="{reason}"}} 1.0' in metrics, metrics
-    assert 'streamtrain_scorer_model_version 1.0' in metrics
+    assert "streamtrain_scorer_model_version 1.0" in metrics
     scored = re.search(r'^streamtrain_scorer_records_scored_total\{model_version="1"\} (\S+)$', metrics, re.M)
     assert scored and float(scored.group(1)) >= len(scores)  # a retried (aborted) transaction counts again
     assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10).status == 200

@@ -6,6 +6,7 @@ them under each version. The Java tests must reproduce those numbers.
 
     python -m tests.score_streams.topology_fixture   # rewrites scorer/streams/src/test/resources/models.json
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,9 +35,13 @@ def _version(version: int, seed: int):
     km = build_autoencoder(len(FEATURES), [8, 2, 8], 1e-2, seed=seed)
     km.fit(xn, xn, epochs=40, batch_size=128, verbose=0)
     errors = reconstruction_error(xn, km(xn, training=False).numpy())
-    meta = {"version": version, "feature_names": FEATURES, "format": ARTEFACT_FORMAT,
-            "threshold": float(np.quantile(errors, 0.99) * 1.5),
-            "normalization": {"mean": mean.tolist(), "std": std.tolist()}}
+    meta = {
+        "version": version,
+        "feature_names": FEATURES,
+        "format": ARTEFACT_FORMAT,
+        "threshold": float(np.quantile(errors, 0.99) * 1.5),
+        "normalization": {"mean": mean.tolist(), "std": std.tolist()},
+    }
     graph = export_scoring_graph(km, mean, std, check_rows=x[:32])
     records = encode(save_artefact(km), meta, {ONNX_ATTACHMENT: graph})
     return LoadedModel(km, meta), records
@@ -60,8 +65,10 @@ def make() -> dict:
         judged = model.assess(x, devices)
         out["versions"][str(version)] = {
             "records": [[k.decode(), base64.b64encode(v).decode()] for k, v in records],
-            "threshold": model.threshold, "scores": judged.scores.astype(float).tolist(),
-            "flags": judged.flags.astype(bool).tolist()}
+            "threshold": model.threshold,
+            "scores": judged.scores.astype(float).tolist(),
+            "flags": judged.flags.astype(bool).tolist(),
+        }
     return out
 
 

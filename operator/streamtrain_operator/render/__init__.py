@@ -7,9 +7,19 @@ shape is tested without a cluster. One module per kind of child, named after the
 ``availability`` gives every Deployment its PodDisruptionBudget, ``connections`` says how the children
 reach the brokers and ``objects`` holds the shapes they share (with the topology spread of every Pod).
 """
+
 from __future__ import annotations
 
-from streamtrain.operator.render import autoscaling, availability, hivemq, ksqldb, monitoring, programs, strimzi, trainer
+from streamtrain.operator.render import (
+    autoscaling,
+    availability,
+    hivemq,
+    ksqldb,
+    monitoring,
+    programs,
+    strimzi,
+    trainer,
+)
 from streamtrain.operator.render.objects import Manifest
 
 

@@ -2,10 +2,16 @@
 ScaledObject over the scorers' Deployment with KEDA's Kafka scaler and, when Kafka authenticates, a
 TriggerAuthentication that lends KEDA the scorers' own identity (the same KafkaUser, whose ACLs already
 cover describing its group and the features topic). Pinned against KEDA 2.21's CRD schemas."""
+
 from __future__ import annotations
 
 from streamtrain.operator.render.connections import (
-    group_id, kafka_bootstrap, kafka_credentials, kafka_security_variable, settings_for)
+    group_id,
+    kafka_bootstrap,
+    kafka_credentials,
+    kafka_security_variable,
+    settings_for,
+)
 from streamtrain.operator.render.objects import Manifest, meta
 
 KEDA_API = "keda.sh/v1alpha1"
@@ -19,11 +25,21 @@ def trigger_authentication(name: str, namespace: str, creds: dict) -> Manifest:
     secrets = [{"parameter": "password", **creds["password"]}]
     if creds["ca"] is not None:
         secrets.append({"parameter": "ca", **creds["ca"]})
-    return {"apiVersion": KEDA_API, "kind": "TriggerAuthentication",
-            "metadata": meta(name, f"{name}-scorer-kafka-lag", "scorer", namespace),
-            "spec": {"secretTargetRef": secrets,
-                     "env": [{"parameter": "username", "name": kafka_security_variable("username"),
-                              "containerName": SCORER_CONTAINER}]}}
+    return {
+        "apiVersion": KEDA_API,
+        "kind": "TriggerAuthentication",
+        "metadata": meta(name, f"{name}-scorer-kafka-lag", "scorer", namespace),
+        "spec": {
+            "secretTargetRef": secrets,
+            "env": [
+                {
+                    "parameter": "username",
+                    "name": kafka_security_variable("username"),
+                    "containerName": SCORER_CONTAINER,
+                }
+            ],
+        },
+    }
 
 
 def scorer_autoscaling(name: str, namespace: str, spec: dict) -> list[Manifest]:
@@ -31,26 +47,37 @@ def scorer_autoscaling(name: str, namespace: str, spec: dict) -> list[Manifest]:
     if not a["enabled"]:
         return []
     creds = kafka_credentials(name, spec, "scorer")
-    trigger: Manifest = {"type": "kafka", "metadata": {
-        "bootstrapServers": kafka_bootstrap(name, spec),
-        "consumerGroup": group_id(name, "scorer"),
-        "topic": settings_for(name, spec).topic_features,
-        "lagThreshold": str(a["lagThreshold"]),
-        # A group without offsets yet starts where the scorers start: all of the topic is lag, or none.
-        "offsetResetPolicy": "latest" if spec["scorer"]["startAt"] == "latest" else "earliest",
-        # Never more scorers than partitions: an idle member only slows every rebalance.
-        "allowIdleConsumers": "false"}}
+    trigger: Manifest = {
+        "type": "kafka",
+        "metadata": {
+            "bootstrapServers": kafka_bootstrap(name, spec),
+            "consumerGroup": group_id(name, "scorer"),
+            "topic": settings_for(name, spec).topic_features,
+            "lagThreshold": str(a["lagThreshold"]),
+            # A group without offsets yet starts where the scorers start: all of the topic is lag, or none.
+            "offsetResetPolicy": "latest" if spec["scorer"]["startAt"] == "latest" else "earliest",
+            # Never more scorers than partitions: an idle member only slows every rebalance.
+            "allowIdleConsumers": "false",
+        },
+    }
     out: list[Manifest] = []
     if creds is not None:
         auth = trigger_authentication(name, namespace, creds)
         trigger["metadata"].update({"sasl": "scram_sha512", "tls": "enable"})
         trigger["authenticationRef"] = {"name": auth["metadata"]["name"]}
         out.append(auth)
-    out.append({"apiVersion": KEDA_API, "kind": "ScaledObject",
-                "metadata": meta(name, f"{name}-scorer", "scorer", namespace),
-                "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{name}-scorer"},
-                         "minReplicaCount": a["minReplicas"],
-                         "maxReplicaCount": a.get("maxReplicas") or spec["kafka"]["partitions"],
-                         "pollingInterval": a["pollingInterval"],
-                         "triggers": [trigger]}})
+    out.append(
+        {
+            "apiVersion": KEDA_API,
+            "kind": "ScaledObject",
+            "metadata": meta(name, f"{name}-scorer", "scorer", namespace),
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{name}-scorer"},
+                "minReplicaCount": a["minReplicas"],
+                "maxReplicaCount": a.get("maxReplicas") or spec["kafka"]["partitions"],
+                "pollingInterval": a["pollingInterval"],
+                "triggers": [trigger],
+            },
+        }
+    )
     return out

@@ -1,5 +1,6 @@
 """Voluntary disruptions (node drains, cluster upgrades): one PodDisruptionBudget per Deployment, so a
 drain takes at most one Pod of a component at a time. Kafka's brokers get theirs from Strimzi."""
+
 from __future__ import annotations
 
 from streamtrain.operator.render.objects import Manifest
@@ -11,10 +12,16 @@ def disruption_budget(deployment: Manifest) -> Manifest:
     ready anyway may always be evicted (unhealthyPodEvictionPolicy), so a crash-looping Pod never blocks
     a drain."""
     meta = deployment["metadata"]
-    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": dict(meta["labels"])},
-            "spec": {"maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow",
-                     "selector": {"matchLabels": dict(deployment["spec"]["selector"]["matchLabels"])}}}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": dict(meta["labels"])},
+        "spec": {
+            "maxUnavailable": 1,
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+            "selector": {"matchLabels": dict(deployment["spec"]["selector"]["matchLabels"])},
+        },
+    }
 
 
 def with_disruption_budgets(children: list[Manifest]) -> list[Manifest]:

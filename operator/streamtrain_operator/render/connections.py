@@ -1,6 +1,7 @@
 """How every child reaches Kafka and MQTT: endpoints, identities (KafkaUsers, MQTT users) and their
 credentials as read-only Secret files and STREAMTRAIN_KAFKA_* settings, plus the settings every
 program shares."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -56,8 +57,13 @@ def kafka_principals(name: str, spec: dict) -> list[tuple[str, str, str | None]]
     else:
         out.append(("preprocess", "preprocess", group_id(name, "preprocess")))
     out.append(("train", "train", None))
-    out.append(("scorer", "score-streams" if spec["scorer"]["engine"] == "kafka-streams" else "score",
-                group_id(name, "scorer")))
+    out.append(
+        (
+            "scorer",
+            "score-streams" if spec["scorer"]["engine"] == "kafka-streams" else "score",
+            group_id(name, "scorer"),
+        )
+    )
     return out
 
 
@@ -74,18 +80,33 @@ def kafka_credentials(name: str, spec: dict, component: str) -> dict | None:
         return None
     if k["mode"] == "managed":
         user = kafka_user(name, component)
-        return {"username": user, "password": {"name": user, "key": "password"},
-                "jaas": {"name": user, "key": "sasl.jaas.config"},
-                "ca": {"name": f"{name}-cluster-ca-cert", "key": "ca.crt"}}
-    return {"username": k["username"], "password": dict(k["passwordSecretRef"]), "jaas": None,
-            "ca": dict(k["caSecretRef"]) if "caSecretRef" in k else None}
+        return {
+            "username": user,
+            "password": {"name": user, "key": "password"},
+            "jaas": {"name": user, "key": "sasl.jaas.config"},
+            "ca": {"name": f"{name}-cluster-ca-cert", "key": "ca.crt"},
+        }
+    return {
+        "username": k["username"],
+        "password": dict(k["passwordSecretRef"]),
+        "jaas": None,
+        "ca": dict(k["caSecretRef"]) if "caSecretRef" in k else None,
+    }
 
 
 def secret_file_volume(volume: str, ref: dict, filename: str, mount: str) -> tuple[dict, dict]:
     """One key of a Secret as a read-only file ``mount/filename``: the volume and its mount."""
-    return ({"name": volume, "secret": {"secretName": ref["name"], "items": [{"key": ref["key"], "path": filename}],
-                                        "defaultMode": 0o440}},
-            {"name": volume, "mountPath": mount, "readOnly": True})
+    return (
+        {
+            "name": volume,
+            "secret": {
+                "secretName": ref["name"],
+                "items": [{"key": ref["key"], "path": filename}],
+                "defaultMode": 0o440,
+            },
+        },
+        {"name": volume, "mountPath": mount, "readOnly": True},
+    )
 
 
 def kafka_volumes(creds: dict | None, password_file: bool = True) -> tuple[list[dict], list[dict]]:
@@ -94,8 +115,10 @@ def kafka_volumes(creds: dict | None, password_file: bool = True) -> tuple[list[
     if creds is None:
         return [], []
     volumes, mounts = [], []
-    for vol, ref, path, mount in (("kafka-user", creds["password"] if password_file else None, "password", KAFKA_USER_MOUNT),
-                                  ("kafka-ca", creds["ca"], "ca.crt", KAFKA_CA_MOUNT)):
+    for vol, ref, path, mount in (
+        ("kafka-user", creds["password"] if password_file else None, "password", KAFKA_USER_MOUNT),
+        ("kafka-ca", creds["ca"], "ca.crt", KAFKA_CA_MOUNT),
+    ):
         if ref is None:
             continue
         v, m = secret_file_volume(vol, ref, path, mount)
@@ -119,8 +142,12 @@ def kafka_security_env(creds: dict | None) -> list[dict]:
     """STREAMTRAIN_KAFKA_* of a StreamTrain program: SASL_SSL with the mounted password and CA files."""
     if creds is None:
         return []
-    out = [_security("security_protocol", "SASL_SSL"), _security("sasl_mechanism", SASL_MECHANISM),
-           _security("username", creds["username"]), _security("password_file", f"{KAFKA_USER_MOUNT}/password")]
+    out = [
+        _security("security_protocol", "SASL_SSL"),
+        _security("sasl_mechanism", SASL_MECHANISM),
+        _security("username", creds["username"]),
+        _security("password_file", f"{KAFKA_USER_MOUNT}/password"),
+    ]
     if creds["ca"] is not None:
         out.append(_security("ca_file", f"{KAFKA_CA_MOUNT}/ca.crt"))
     return out
@@ -142,11 +169,13 @@ def mqtt_volumes(program: str, spec: dict) -> tuple[list[dict], list[dict]]:
     if not mqtt_credentials(spec):
         return [], []
     if program == "bridge":
-        v, m = secret_file_volume("mqtt-password", spec["mqtt"]["password"]["secretKeyRef"], "password",
-                                  MQTT_PASSWORD_MOUNT)
+        v, m = secret_file_volume(
+            "mqtt-password", spec["mqtt"]["password"]["secretKeyRef"], "password", MQTT_PASSWORD_MOUNT
+        )
     elif program == "simulate":
-        v, m = secret_file_volume("mqtt-devices", spec["fleet"]["credentialsSecretRef"], "credentials",
-                                  MQTT_DEVICES_MOUNT)
+        v, m = secret_file_volume(
+            "mqtt-devices", spec["fleet"]["credentialsSecretRef"], "credentials", MQTT_DEVICES_MOUNT
+        )
     else:
         return [], []
     return [v], [m]

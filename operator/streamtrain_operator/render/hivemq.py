@@ -7,6 +7,7 @@ spec.mqtt.usersSecretRef mounted read-only and passed as its last argument: it r
 and wrong passwords and authorizes devices and the bridge (README "Who may connect"). The launcher
 reads the file at start: after changing the Secret, restart the Deployment.
 """
+
 from __future__ import annotations
 
 from streamtrain.operator.render.connections import MQTT_USERS_MOUNT, mqtt_credentials, secret_file_volume
@@ -31,28 +32,49 @@ def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
     volumes = [{"name": v, "emptyDir": {}} for v in WRITES]
     mounts = [{"name": v, "mountPath": path} for v, path in WRITES.items()]
     if mqtt_credentials(spec):
-        users_vol, users_mount = secret_file_volume("mqtt-users", spec["mqtt"]["usersSecretRef"], "users",
-                                                    MQTT_USERS_MOUNT)
+        users_vol, users_mount = secret_file_volume(
+            "mqtt-users", spec["mqtt"]["usersSecretRef"], "users", MQTT_USERS_MOUNT
+        )
         volumes.append(users_vol)
         mounts.append(users_mount)
         uid = UID
-        image = {"image": hivemq_launcher_image(spec), "imagePullPolicy": spec["image"]["pullPolicy"],
-                 "args": [f"{MQTT_USERS_MOUNT}/users"]}
+        image = {
+            "image": hivemq_launcher_image(spec),
+            "imagePullPolicy": spec["image"]["pullPolicy"],
+            "args": [f"{MQTT_USERS_MOUNT}/users"],
+        }
     else:
         uid = HIVEMQ_UID
         image = {"image": spec["mqtt"]["image"]}
-    pod = {"metadata": {"labels": labels(name, "hivemq")}, "spec": {
-        "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "fsGroup": uid},
-        "containers": [{
-            "name": "hivemq", **image,
-            "ports": [{"name": MQTT_PORT_NAME, "containerPort": 1883, "protocol": "TCP"}],
-            "readinessProbe": {"tcpSocket": {"port": MQTT_PORT_NAME}, "periodSeconds": 5},
-            "livenessProbe": {"tcpSocket": {"port": MQTT_PORT_NAME}, "initialDelaySeconds": 30, "periodSeconds": 10},
-            "securityContext": image_security(uid),
-            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
-            "volumeMounts": mounts,
-        }],
-        "volumes": volumes}}
-    return [deployment(name, namespace, "hivemq", 1, pod),
-            service(name, namespace, "hivemq", [{"name": MQTT_PORT_NAME, "port": port, "targetPort": MQTT_PORT_NAME,
-                                                 "protocol": "TCP"}])]
+    pod = {
+        "metadata": {"labels": labels(name, "hivemq")},
+        "spec": {
+            "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "fsGroup": uid},
+            "containers": [
+                {
+                    "name": "hivemq",
+                    **image,
+                    "ports": [{"name": MQTT_PORT_NAME, "containerPort": 1883, "protocol": "TCP"}],
+                    "readinessProbe": {"tcpSocket": {"port": MQTT_PORT_NAME}, "periodSeconds": 5},
+                    "livenessProbe": {
+                        "tcpSocket": {"port": MQTT_PORT_NAME},
+                        "initialDelaySeconds": 30,
+                        "periodSeconds": 10,
+                    },
+                    "securityContext": image_security(uid),
+                    "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+                    "volumeMounts": mounts,
+                }
+            ],
+            "volumes": volumes,
+        },
+    }
+    return [
+        deployment(name, namespace, "hivemq", 1, pod),
+        service(
+            name,
+            namespace,
+            "hivemq",
+            [{"name": MQTT_PORT_NAME, "port": port, "targetPort": MQTT_PORT_NAME, "protocol": "TCP"}],
+        ),
+    ]

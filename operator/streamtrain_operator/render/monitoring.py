@@ -1,4 +1,5 @@
 """What Prometheus and the operator's status loop read: the metrics Services."""
+
 from __future__ import annotations
 
 from streamtrain.operator.render.objects import METRICS_PORT, Manifest, service

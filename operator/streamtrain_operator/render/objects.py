@@ -1,5 +1,6 @@
 """What every child shares: labels and selectors, metadata, the Deployment and Service shapes, the
 Pod hardening and the content hashes that roll Pods or name Jobs."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,15 +14,22 @@ UID = 10001  # the non-root user of images/Dockerfile
 
 
 def labels(name: str, component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "streamtrain", "app.kubernetes.io/instance": name,
-            "app.kubernetes.io/component": component, "app.kubernetes.io/part-of": "streamtrain",
-            "app.kubernetes.io/managed-by": "streamtrain-operator"}
+    return {
+        "app.kubernetes.io/name": "streamtrain",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "streamtrain",
+        "app.kubernetes.io/managed-by": "streamtrain-operator",
+    }
 
 
 def selector(name: str, component: str) -> dict[str, str]:
     """Only immutable identity: a Deployment's selector can never change."""
-    return {"app.kubernetes.io/name": "streamtrain", "app.kubernetes.io/instance": name,
-            "app.kubernetes.io/component": component}
+    return {
+        "app.kubernetes.io/name": "streamtrain",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": component,
+    }
 
 
 def meta(name: str, child: str, component: str, namespace: str) -> dict:
@@ -29,9 +37,15 @@ def meta(name: str, child: str, component: str, namespace: str) -> dict:
 
 
 def container_security() -> dict:
-    return {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def image_security(uid: int) -> dict:
@@ -46,9 +60,16 @@ SPREAD_KEYS = ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
 
 
 def topology_spread(name: str, component: str) -> list[dict]:
-    return [{"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
-             "labelSelector": {"matchLabels": selector(name, component)}, "matchLabelKeys": ["pod-template-hash"]}
-            for key in SPREAD_KEYS]
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector(name, component)},
+            "matchLabelKeys": ["pod-template-hash"],
+        }
+        for key in SPREAD_KEYS
+    ]
 
 
 def deployment(name: str, namespace: str, component: str, replicas: int | None, pod: dict) -> Manifest:
@@ -57,13 +78,21 @@ def deployment(name: str, namespace: str, component: str, replicas: int | None, 
     spec = {"replicas": replicas, "selector": {"matchLabels": selector(name, component)}, "template": pod}
     if replicas is None:
         del spec["replicas"]
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": meta(name, f"{name}-{component}", component, namespace), "spec": spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(name, f"{name}-{component}", component, namespace),
+        "spec": spec,
+    }
 
 
 def service(name: str, namespace: str, component: str, ports: list[dict]) -> Manifest:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": meta(name, f"{name}-{component}", component, namespace),
-            "spec": {"selector": selector(name, component), "ports": ports}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(name, f"{name}-{component}", component, namespace),
+        "spec": {"selector": selector(name, component), "ports": ports},
+    }
 
 
 def without_nulls(data: Any) -> Any:

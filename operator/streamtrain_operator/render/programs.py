@@ -1,6 +1,7 @@
 """StreamTrain's own programs as Pods: the one place spec fields become STREAMTRAIN_* settings (the
 same names as locally), the hardened Pod template, and the Deployments of the simulator, the bridge,
 the embedded preprocessor and the scorers."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -8,15 +9,38 @@ from typing import Any
 import yaml
 
 from streamtrain.operator.render.connections import (
-    MQTT_DEVICES_MOUNT, MQTT_PASSWORD_MOUNT, group_id, kafka_credentials, kafka_security_env, kafka_volumes,
-    mqtt_credentials, mqtt_volumes, preprocess_spec, settings_for)
+    MQTT_DEVICES_MOUNT,
+    MQTT_PASSWORD_MOUNT,
+    group_id,
+    kafka_credentials,
+    kafka_security_env,
+    kafka_volumes,
+    mqtt_credentials,
+    mqtt_volumes,
+    preprocess_spec,
+    settings_for,
+)
 from streamtrain.operator.render.objects import (
-    METRICS_PORT, UID, Manifest, container_security, deployment, digest, labels, meta)
+    METRICS_PORT,
+    UID,
+    Manifest,
+    container_security,
+    deployment,
+    digest,
+    labels,
+    meta,
+)
 
 SPEC_MOUNT = "/etc/streamtrain"
 
 #: Component (child name suffix, KafkaUser) of each program.
-COMPONENT = {"simulate": "simulator", "bridge": "bridge", "preprocess": "preprocess", "train": "train", "score": "scorer"}
+COMPONENT = {
+    "simulate": "simulator",
+    "bridge": "bridge",
+    "preprocess": "preprocess",
+    "train": "train",
+    "score": "scorer",
+}
 
 
 def _v(key: str, value: Any) -> dict:
@@ -42,31 +66,48 @@ def env(program: str, name: str, spec: dict) -> list[dict]:
             if program == "simulate":
                 out.append(_v("CREDENTIALS_FILE", f"{MQTT_DEVICES_MOUNT}/credentials"))
             else:
-                out += [_secret("MQTT_USERNAME", spec["mqtt"]["username"]),
-                        _v("MQTT_PASSWORD_FILE", f"{MQTT_PASSWORD_MOUNT}/password")]
+                out += [
+                    _secret("MQTT_USERNAME", spec["mqtt"]["username"]),
+                    _v("MQTT_PASSWORD_FILE", f"{MQTT_PASSWORD_MOUNT}/password"),
+                ]
         else:
             for field, key in (("username", "MQTT_USERNAME"), ("password", "MQTT_PASSWORD")):
                 if field in spec["mqtt"]:
                     out.append(_secret(key, spec["mqtt"][field]))
     if program == "simulate":
         f = spec["fleet"]
-        out += [_v("DEVICES", f["devices"]), _v("RATE", f["rate"]), _v("ANOMALY_RATE", f["anomalyRate"]),
-                _v("SEED", f["seed"])]
+        out += [
+            _v("DEVICES", f["devices"]),
+            _v("RATE", f["rate"]),
+            _v("ANOMALY_RATE", f["anomalyRate"]),
+            _v("SEED", f["seed"]),
+        ]
     elif program == "bridge":
         out += [_v("SHARE_GROUP", f"{name}-bridge")]
     elif program == "preprocess":
         out += [_v("SPEC_PATH", f"{SPEC_MOUNT}/preprocessing.yaml"), _v("GROUP_ID", group_id(name, "preprocess"))]
     elif program == "train":
         m = spec["model"]
-        out += [_v("TRAIN_RECORDS", m["trainRecords"]), _v("FROM_END", True), _v("EPOCHS", m["epochs"]),
-                _v("LAYERS", ",".join(str(w) for w in m["layers"])), _v("THRESHOLD_K", m["thresholdK"]),
-                _v("FEATURES", ",".join(preprocess_spec(spec).feature_names))]
+        out += [
+            _v("TRAIN_RECORDS", m["trainRecords"]),
+            _v("FROM_END", True),
+            _v("EPOCHS", m["epochs"]),
+            _v("LAYERS", ",".join(str(w) for w in m["layers"])),
+            _v("THRESHOLD_K", m["thresholdK"]),
+            _v("FEATURES", ",".join(preprocess_spec(spec).feature_names)),
+        ]
     elif program == "score":
         c = spec["scorer"]["challenger"]
-        out += [_v("GROUP_ID", group_id(name, "scorer")), _v("ENGINE", spec["scorer"]["engine"]), _v("CHALLENGER", c["enabled"]),
-                _v("PROMOTE_AFTER", c["promoteAfter"]), _v("PROMOTE_MIN_AGREEMENT", c["minAgreement"]),
-                # Where a new scorer group starts; Pods restart on their own, so only the group's first start.
-                _v("START_AT", spec["scorer"].get("startAt", "committed")), _v("START_AT_ONCE", True)]
+        out += [
+            _v("GROUP_ID", group_id(name, "scorer")),
+            _v("ENGINE", spec["scorer"]["engine"]),
+            _v("CHALLENGER", c["enabled"]),
+            _v("PROMOTE_AFTER", c["promoteAfter"]),
+            _v("PROMOTE_MIN_AGREEMENT", c["minAgreement"]),
+            # Where a new scorer group starts; Pods restart on their own, so only the group's first start.
+            _v("START_AT", spec["scorer"].get("startAt", "committed")),
+            _v("START_AT_ONCE", True),
+        ]
     return out + kafka_security_env(kafka_credentials(name, spec, COMPONENT.get(program, program)))
 
 
@@ -74,8 +115,15 @@ def _probe(path: str) -> dict:
     return {"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": 10, "failureThreshold": 3}
 
 
-def program_pod(program: str, name: str, spec: dict, component: str, config_map: str | None = None,
-                resources: dict | None = None, restart: str = "Always") -> dict:
+def program_pod(
+    program: str,
+    name: str,
+    spec: dict,
+    component: str,
+    config_map: str | None = None,
+    resources: dict | None = None,
+    restart: str = "Always",
+) -> dict:
     """Pod template of a StreamTrain program: non-root, read-only root, /tmp on an emptyDir, probes on /healthz, /readyz."""
     img = spec["image"]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
@@ -90,19 +138,31 @@ def program_pod(program: str, name: str, spec: dict, component: str, config_map:
     volumes += mqtt_vols
     mounts += mqtt_mounts
     container = {
-        "name": program, "image": f"{img['repository']}:{img['tag']}", "imagePullPolicy": img["pullPolicy"],
-        "args": [program], "env": env(program, name, spec),
+        "name": program,
+        "image": f"{img['repository']}:{img['tag']}",
+        "imagePullPolicy": img["pullPolicy"],
+        "args": [program],
+        "env": env(program, name, spec),
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
-        "securityContext": container_security(), "volumeMounts": mounts,
+        "securityContext": container_security(),
+        "volumeMounts": mounts,
         "resources": resources or {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
     }
     if restart == "Always":
         container["livenessProbe"] = _probe("/healthz")
         container["readinessProbe"] = _probe("/readyz")
-    return {"metadata": {"labels": labels(name, component),
-                         "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT)}},
-            "spec": {"restartPolicy": restart, "securityContext": {"runAsNonRoot": True, "fsGroup": UID},
-                     "containers": [container], "volumes": volumes}}
+    return {
+        "metadata": {
+            "labels": labels(name, component),
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT)},
+        },
+        "spec": {
+            "restartPolicy": restart,
+            "securityContext": {"runAsNonRoot": True, "fsGroup": UID},
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }
 
 
 def simulator(name: str, namespace: str, spec: dict) -> list[Manifest]:
@@ -116,8 +176,12 @@ def bridge(name: str, namespace: str, spec: dict) -> list[Manifest]:
 def preprocessor(name: str, namespace: str, spec: dict) -> list[Manifest]:
     """The embedded engine (`streamtrain preprocess`) with the spec as a mounted file."""
     pre = preprocess_spec(spec)
-    cm: Manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(name, f"{name}-preprocessing", "preprocess", namespace),
-          "data": {"preprocessing.yaml": yaml.safe_dump(pre.model_dump(mode="json"), sort_keys=False)}}
+    cm: Manifest = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta(name, f"{name}-preprocessing", "preprocess", namespace),
+        "data": {"preprocessing.yaml": yaml.safe_dump(pre.model_dump(mode="json"), sort_keys=False)},
+    }
     pod = program_pod("preprocess", name, spec, "preprocess", config_map=cm["metadata"]["name"])
     # A changed spec must restart the preprocessors: the hash in the template rolls the Deployment.
     pod["metadata"]["annotations"]["streamtrain.io/preprocessing-hash"] = digest(cm["data"])
@@ -140,5 +204,8 @@ def scorer(name: str, namespace: str, spec: dict) -> list[Manifest]:
     """The scorers' Deployment. Autoscaled, it names no replica count: KEDA's HorizontalPodAutoscaler owns
     it, and a count in every reconcile's patch would fight it (a new Deployment then starts with one)."""
     s = spec["scorer"]
-    return [deployment(name, namespace, "scorer", None if s["autoscaling"]["enabled"] else s["replicas"],
-                       scorer_pod(name, spec))]
+    return [
+        deployment(
+            name, namespace, "scorer", None if s["autoscaling"]["enabled"] else s["replicas"], scorer_pod(name, spec)
+        )
+    ]
