@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from streamtrain import logs
+from streamtrain.maven import BuildError, package, stale
 from streamtrain.settings import CommonSettings, settings_env
 
 log = logs.get("scorer.streams")
@@ -21,33 +21,13 @@ MODULE = Path(__file__).resolve().parent / "streams"
 JAR = MODULE / "target" / "streamtrain-scorer-streams.jar"
 
 
-class BuildError(RuntimeError):
-    pass
-
-
-def _stale() -> bool:
-    if not JAR.exists():
-        return True
-    built = JAR.stat().st_mtime
-    sources = [MODULE / "pom.xml", *(p for p in (MODULE / "src").rglob("*") if p.is_file())]
-    return any(p.stat().st_mtime > built for p in sources)
-
-
 def build(force: bool = False, tests: bool = True) -> Path:
     """The runnable jar (dependencies in target/lib), built after its unit tests pass (``tests``) when it is
     missing or older than its sources; Maven runs offline first, online if the cache lacks something."""
-    if not force and not _stale():
+    if not force and not stale(JAR, MODULE, MODULE / "src"):
         return JAR
-    mvn = shutil.which("mvn")
-    if not mvn:
-        raise BuildError("Maven (mvn) is not on PATH; it builds the Kafka Streams scorer (scorer/streams)")
-    base = [mvn, "-q", "-B", "-f", str(MODULE / "pom.xml"), "package", *([] if tests else ["-DskipTests"])]
-    for cmd in (base[:1] + ["-o"] + base[1:], base):
-        log.info("building_streams_scorer", command=" ".join(cmd[1:]))
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode == 0 and JAR.exists():
-            return JAR
-    raise BuildError(f"mvn package failed for {MODULE}:\n{(res.stdout + res.stderr)[-3000:]}")
+    options = [] if tests else ["-DskipTests"]
+    return package(MODULE, JAR, "the Kafka Streams scorer", "building_streams_scorer", *options)
 
 
 def java_command(jar: Path) -> list[str]:

@@ -8,10 +8,11 @@ dead-letter headers and metric names) and holds each PUBACK until Kafka has the 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 from streamtrain import logs
+from streamtrain.maven import BuildError as BuildError  # raised by build(); callers catch it from here
+from streamtrain.maven import package, stale
 
 log = logs.get("stack.ingest_extension")
 
@@ -21,34 +22,11 @@ JAR = MODULE / "target" / "streamtrain-ingest.jar"
 EXTENSION_ID = "streamtrain-ingest"
 
 
-class BuildError(RuntimeError):
-    pass
-
-
-def _stale() -> bool:
-    if not JAR.exists():
-        return True
-    built = JAR.stat().st_mtime
-    sources = [MODULE / "pom.xml", *(p for p in (MODULE / "src" / "main").rglob("*") if p.is_file())]
-    return any(p.stat().st_mtime > built for p in sources)
-
-
 def build(force: bool = False) -> Path:
     """The extension jar (dependencies inside); Maven runs offline first, online if the cache lacks something."""
-    if not force and not _stale():
+    if not force and not stale(JAR, MODULE, MODULE / "src" / "main"):
         return JAR
-    mvn = shutil.which("mvn")
-    if not mvn:
-        raise BuildError(
-            "Maven (mvn) is not on PATH; it builds the HiveMQ ingestion extension (bridge/hivemq-extension)"
-        )
-    base = [mvn, "-q", "-B", "-f", str(MODULE / "pom.xml"), "-DskipTests", "package"]
-    for cmd in (base[:1] + ["-o"] + base[1:], base):
-        log.info("building_ingest_extension", command=" ".join(cmd[1:]))
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode == 0 and JAR.exists():
-            return JAR
-    raise BuildError(f"mvn package failed for {MODULE}:\n{(res.stdout + res.stderr)[-3000:]}")
+    return package(MODULE, JAR, "the HiveMQ ingestion extension", "building_ingest_extension", "-DskipTests")
 
 
 def install(extensions: Path, properties: dict[str, str]) -> Path:
