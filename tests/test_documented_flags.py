@@ -22,6 +22,7 @@ OTHER_TOOLS = {
     "--from",
     "--from-file",
     "--from-literal",
+    "--kubelet-preferred-address-types",  # kube-apiserver (docs/kubernetes.md, the real node)
     "--memory",
     "--name",
     "--namespace",
