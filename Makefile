@@ -7,7 +7,7 @@ STREAMTRAIN ?= .venv/bin/streamtrain
 .PHONY: help install demo test test-faults stack-up monitoring stack-down stack-status
 
 help: ## List every target with its description
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 install: ## Create .venv and install the pinned dependencies (requirements.lock) and the project
 	bash .ci/install

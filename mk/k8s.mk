@@ -1,5 +1,5 @@
 # Kubernetes: CRD, operator, chart, image, skaffold. Tests need no cluster; the run targets do.
-# Target names avoid digits: `make help` lists names matching [a-zA-Z_-]+.
+# `make help` lists every target named [a-zA-Z0-9_-]+ with a `## ` description.
 .PHONY: test-k8s test-node kube-node-up kube-build kube-up kube-test kube-crd kube-lint kube-template kube-kind kube-minikube kube-down
 
 KIND_CLUSTER ?= streamtrain
