@@ -15,6 +15,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from streamtrain.stack import jars
 from streamtrain.stack.local import LocalStack
 
 POM = Path(__file__).resolve().parent / "java" / "kafka-tools-pom.xml"
@@ -28,7 +29,8 @@ class PerfToolError(RuntimeError):
 
 def tools_classpath(stack: LocalStack) -> str:
     version = stack.settings.kafka_version
-    lib = stack._resolve(str(POM), "kafka.version", version, stack.lib_root / f"kafka-tools-{version}")
+    # An absolute pom path: jars.resolve joins it onto the stack's java folder, which keeps it as is.
+    lib = jars.resolve(str(POM), "kafka.version", version, stack.lib_root / f"kafka-tools-{version}")
     return f"{lib}/*"
 
 
