@@ -47,12 +47,6 @@ def quality(mv, x: np.ndarray, y: np.ndarray) -> dict:
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    strict=True,
-    reason="not working yet: Keras 3.15 fit() under MultiWorkerMirroredStrategy fails "
-    "reducing its logs (mean_reduce_helper: 'Invalid reduction dimension 0 for input with 0 "
-    "dimensions'); see trainer/distributed.py",
-)
 def test_two_workers_publish_one_version_as_good_as_one_worker(pipeline):
     produce_features(pipeline, 6000, seed=11)
     s = TrainSettings(
