@@ -3,7 +3,8 @@
 Keras' ``fit()`` does not run under this strategy (see ``_train_in_step``): the epochs run as our
 own step, ``strategy.run`` of a gradient step with the model's loss and optimizer.
 
-Every worker learns the same normalization from the whole range (so the version is the same
+The chief resolves the range (unless it is given) and sends it to the others (``from_chief``), so
+every worker trains on the same records. Every worker learns the same normalization from the whole range (so the version is the same
 model a single worker would normalize with), then trains on **its own partitions** of the
 range (dealt round-robin: worker i of N reads partitions i, i+N, ...); gradients are summed
 across workers each step, so all hold the same weights. The chief (worker 0) chooses the
@@ -214,6 +215,28 @@ def _train_in_step(
             history["val_loss"].append(float(run_steps(replica_validate, val_it, tf.constant(val_steps))))
         epoch_log.on_epoch_end(epoch, {k: v[-1] for k, v in history.items()})
     return history
+
+
+def from_chief(strategy, cluster: Cluster, text: str) -> str:
+    """The chief's ``text`` on every worker (the others' is ignored): two all-reduces, the length then
+    the bytes, each worker adding zeros but the chief."""
+    import numpy as np  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    @tf.function
+    def all_sum(values):
+        return strategy.run(
+            lambda v: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, v), args=(values,)
+        )
+
+    def summed(values: np.ndarray) -> np.ndarray:
+        return strategy.experimental_local_results(all_sum(tf.constant(values, tf.float32)))[0].numpy()
+
+    mine = text.encode() if cluster.chief else b""
+    size = int(round(float(summed(np.array([len(mine)], np.float32))[0])))
+    buf = np.zeros(max(size, 1), np.float32)  # byte values and lengths below 2**24 are exact in float32
+    buf[: len(mine)] = np.frombuffer(mine, np.uint8)
+    return bytes(np.rint(summed(buf)).astype(np.uint8)[:size]).decode()
 
 
 def barrier(strategy) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from streamtrain.kafka_dataset import KafkaSource, SourceRange
 from streamtrain.modelcodec import read_versions
-from streamtrain.trainer.distributed import Cluster, barrier, fit_distributed, start_strategy
+from streamtrain.trainer.distributed import Cluster, barrier, fit_distributed, from_chief, start_strategy
 from streamtrain.trainer.fit import fit
 from streamtrain.trainer.manifest import MAX_METADATA_BYTES, build_manifest
 from streamtrain.trainer.networks import build_autoencoder, build_conv_autoencoder
@@ -63,8 +63,10 @@ def train_once(
     strategy = start_strategy(cluster) if cluster else None
     if source_range is None and s.source_range:
         source_range = SourceRange.from_dict(json.loads(s.source_range))
-    if cluster and source_range is None and s.until_ms is None:
-        raise TrainError("several workers must resolve the same range: give them --until-ms (or the exact range)")
+    if cluster and source_range is None:
+        # Every worker must train on the same records: the chief resolves the range, the others take its.
+        chosen = plan_training(s, None).source_range.as_dict() if cluster.chief else None
+        source_range = SourceRange.from_dict(json.loads(from_chief(strategy, cluster, json.dumps(chosen))))
     plan = plan_training(s, source_range)
     source = KafkaSource(s.kafka_bootstrap, plan.source_range, plan.features, plan.window, readers=s.readers)
     norm = learn_normalization(s, source)

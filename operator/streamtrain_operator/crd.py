@@ -210,6 +210,13 @@ def spec_schema() -> dict:
                         "x-kubernetes-preserve-unknown-fields": True,
                         "description": "Container resources of the trainer (requests/limits)",
                     },
+                    "workers": _int(
+                        "Training workers (MultiWorkerMirroredStrategy as an indexed Job, each reading its own "
+                        "partitions of the range): at most kafka.partitions; 1 trains in one Pod",
+                        1,
+                        1,
+                        64,
+                    ),
                 },
             ),
             "scorer": _obj(

@@ -158,6 +158,11 @@ PARTITION_BOUNDS = [
         "gets none)",
     },
     {
+        "rule": "self.training.workers <= self.kafka.partitions",
+        "fieldPath": ".training.workers",
+        "message": "training.workers cannot exceed kafka.partitions (each worker reads its own partitions)",
+    },
+    {
         "rule": "!has(self.scorer.autoscaling.maxReplicas) || self.scorer.autoscaling.maxReplicas <= self.kafka.partitions",
         "fieldPath": ".scorer.autoscaling.maxReplicas",
         "message": "scorer.autoscaling.maxReplicas cannot exceed kafka.partitions",

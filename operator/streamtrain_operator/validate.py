@@ -74,6 +74,9 @@ CEL_TWINS: dict[str, Callable[[Any], bool]] = {  # a rule's `self` is an object 
     "self.preprocessing.replicas <= self.kafka.partitions": lambda s: (
         _get(s, "preprocessing.replicas") <= _get(s, "kafka.partitions")
     ),
+    "self.training.workers <= self.kafka.partitions": lambda s: (
+        _get(s, "training.workers") <= _get(s, "kafka.partitions")
+    ),
     "!has(self.scorer.autoscaling.maxReplicas) || self.scorer.autoscaling.maxReplicas <= self.kafka.partitions": lambda s: (
         _get(s, "scorer.autoscaling.maxReplicas", 0) <= _get(s, "kafka.partitions")
     ),

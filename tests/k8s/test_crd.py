@@ -155,6 +155,11 @@ INVALID = [
         {"scorer": {"replicas": 1, "autoscaling": {"minReplicas": 3, "maxReplicas": 2}}},
         "spec.scorer.autoscaling.minReplicas: Invalid value: scorer.autoscaling.minReplicas cannot exceed maxReplicas",
     ),
+    (
+        {"training": {"workers": 7}},
+        "spec.training.workers: Invalid value: training.workers cannot exceed kafka.partitions",
+    ),
+    ({"training": {"workers": 0}}, "spec.training.workers: 0 is less than the minimum of 1"),
     ({"scorer": {"challenger": {"minAgreement": 1.5}}}, "spec.scorer.challenger.minAgreement: 1.5 is greater than"),
     ({"model": {"layers": []}}, "spec.model.layers: [] should be non-empty"),
 ]

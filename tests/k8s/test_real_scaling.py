@@ -59,6 +59,7 @@ BOUNDED = [
     ("spec.scorer.replicas", lambda s, n: s["scorer"].update(replicas=n)),
     ("spec.preprocessing.replicas", lambda s, n: s["preprocessing"].update(replicas=n)),
     ("spec.scorer.autoscaling.maxReplicas", lambda s, n: s["scorer"]["autoscaling"].update(maxReplicas=n)),
+    ("spec.training.workers", lambda s, n: s["training"].update(workers=n)),
 ]
 
 
