@@ -223,14 +223,16 @@ def from_chief(strategy, cluster: Cluster, text: str) -> str:
     import numpy as np  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    @tf.function
-    def all_sum(values):
-        return strategy.run(
-            lambda v: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, v), args=(values,)
-        )
-
     def summed(values: np.ndarray) -> np.ndarray:
-        return strategy.experimental_local_results(all_sum(tf.constant(values, tf.float32)))[0].numpy()
+        @tf.function
+        def all_sum():
+            return strategy.run(
+                lambda: tf.distribute.get_replica_context().all_reduce(
+                    tf.distribute.ReduceOp.SUM, tf.constant(values, tf.float32)
+                )
+            )
+
+        return strategy.experimental_local_results(all_sum())[0].numpy()
 
     mine = text.encode() if cluster.chief else b""
     size = int(round(float(summed(np.array([len(mine)], np.float32))[0])))
