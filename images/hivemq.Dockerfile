@@ -23,24 +23,32 @@ RUN mvn -q -B -f hivemq-pom.xml -Dhivemq.version=${HIVEMQ_VERSION} \
 # single-file source program (as the local stack does) would need.
 COPY stack/java/HiveMQLauncher.java ./HiveMQLauncher.java
 RUN javac --release 17 -cp '/opt/hivemq/lib/*' -d /opt/streamtrain/classes HiveMQLauncher.java
+# StreamTrain's ingestion extension (spec.mqtt.ingest: extension), with its shared test vectors; it
+# stays idle unless STREAMTRAIN_INGEST_KAFKA_BOOTSTRAP is set (the operator sets it for that mode).
+COPY bridge/hivemq-extension /src/extension
+COPY tests/ingest/vectors /src/vectors
+RUN mvn -q -B -f /src/extension/pom.xml -Dvectors.dir=/src/vectors package \
+ && mkdir -p /opt/hivemq/extensions/streamtrain-ingest \
+ && cp /src/extension/target/streamtrain-ingest.jar /src/extension/hivemq-extension.xml /opt/hivemq/extensions/streamtrain-ingest/
 
 # ---- runtime: the JRE, the jars, the compiled launcher and config.xml, a fixed non-root user -----
 FROM ${JRE_IMAGE} AS runtime
 ARG UID=10001
 RUN groupadd --system --gid ${UID} streamtrain \
  && useradd --system --uid ${UID} --gid ${UID} --home-dir /opt/hivemq --shell /usr/sbin/nologin streamtrain \
- && mkdir -p /opt/hivemq/data /opt/hivemq/log /opt/hivemq/extensions \
+ && mkdir -p /opt/hivemq/data /opt/hivemq/log \
  && chown ${UID}:${UID} /opt/hivemq/data /opt/hivemq/log \
  && chmod 1777 /opt/hivemq/data /opt/hivemq/log
 COPY --from=build /opt/hivemq/lib /opt/hivemq/lib
 COPY --from=build /opt/streamtrain/classes /opt/streamtrain/classes
+COPY --from=build /opt/hivemq/extensions /opt/hivemq/extensions
 # The local stack's config.xml (stack/hivemq.py hivemq_config_xml) with the listener on 0.0.0.0:1883.
 COPY images/hivemq-config.xml /opt/streamtrain/conf/config.xml
 # Read-only root filesystem: HiveMQ writes only its data folder (file persistence), its log folder
 # and the JVM's temporary files (Netty unpacks its native transport there), emptyDirs in the Pod the
 # operator renders. Data and log folders are mode 1777 like /tmp: a tmpfs mounted there without
-# options (podman's --tmpfs is root-owned and takes the folder's mode) is writable by any uid. The extensions folder stays empty and read-only: the launcher embeds its
-# authentication extension itself.
+# options (podman's --tmpfs is root-owned and takes the folder's mode) is writable by any uid. The extensions folder is read-only and holds only the ingestion
+# extension (idle unless configured): the launcher embeds its authentication extension itself.
 ENV HOME=/tmp \
     HIVEMQ_HOME=/opt/hivemq \
     HIVEMQ_LOG_FOLDER=/opt/hivemq/log

@@ -79,9 +79,17 @@ def spec_schema() -> dict:
                         "(`streamtrain stack passwd` / `passwd-fleet`; authentication credentials)"
                     ),
                     "launcherImage": _str(
-                        "Image of HiveMQ CE run by StreamTrain's launcher (authentication credentials); "
+                        "Image of HiveMQ CE run by StreamTrain's launcher (authentication credentials, ingest extension); "
                         "empty: <image.repository>-hivemq:<image.tag>",
                         "",
+                    ),
+                    "ingest": _str(
+                        "Where telemetry enters Kafka. bridge: the `streamtrain bridge` Deployment (a shared MQTT "
+                        "subscription; works with any broker). extension: StreamTrain's HiveMQ extension inside the "
+                        "managed broker (the launcher image), each PUBACK held until Kafka has the record, per-device "
+                        "order kept; needs mqtt.mode managed and a Kafka without authentication",
+                        "bridge",
+                        enum=["bridge", "extension"],
                     ),
                     "username": secret_key_ref("MQTT user name of the bridge (role bridge in the users file)"),
                     "password": secret_key_ref("MQTT password of the bridge"),
@@ -301,6 +309,18 @@ def spec_schema() -> dict:
                 {
                     "rule": "!has(self.fleet.credentialsSecretRef) || self.mqtt.authentication == 'credentials'",
                     "message": "fleet.credentialsSecretRef needs mqtt.authentication: credentials",
+                },
+                {
+                    "rule": "self.mqtt.ingest != 'extension' || self.mqtt.mode == 'managed'",
+                    "fieldPath": ".mqtt.ingest",
+                    "message": "mqtt.ingest extension runs inside the managed broker: it needs mqtt.mode managed",
+                },
+                {
+                    "rule": "self.mqtt.ingest != 'extension' || (has(self.kafka.authentication) "
+                    "? self.kafka.authentication == 'none' : self.kafka.mode == 'external')",
+                    "fieldPath": ".mqtt.ingest",
+                    "message": "mqtt.ingest extension does not authenticate to Kafka yet: it needs kafka.authentication "
+                    "none (a managed Kafka defaults to scram-sha-512)",
                 },
                 *PARTITION_BOUNDS,
             ]

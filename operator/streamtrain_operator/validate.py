@@ -74,6 +74,18 @@ CEL_TWINS: dict[str, Callable[[Any], bool]] = {  # a rule's `self` is an object 
     "self.preprocessing.replicas <= self.kafka.partitions": lambda s: (
         _get(s, "preprocessing.replicas") <= _get(s, "kafka.partitions")
     ),
+    "self.mqtt.ingest != 'extension' || self.mqtt.mode == 'managed'": lambda s: (
+        _get(s, "mqtt.ingest") != "extension" or _get(s, "mqtt.mode") == "managed"
+    ),
+    "self.mqtt.ingest != 'extension' || (has(self.kafka.authentication) "
+    "? self.kafka.authentication == 'none' : self.kafka.mode == 'external')": lambda s: (
+        _get(s, "mqtt.ingest") != "extension"
+        or (
+            _get(s, "kafka.authentication") == "none"
+            if "authentication" in s["kafka"]
+            else _get(s, "kafka.mode") == "external"
+        )
+    ),
     "self.training.workers <= self.kafka.partitions": lambda s: (
         _get(s, "training.workers") <= _get(s, "kafka.partitions")
     ),

@@ -160,6 +160,14 @@ INVALID = [
         "spec.training.workers: Invalid value: training.workers cannot exceed kafka.partitions",
     ),
     ({"training": {"workers": 0}}, "spec.training.workers: 0 is less than the minimum of 1"),
+    (
+        {"mqtt": {"ingest": "extension"}},
+        "spec.mqtt.ingest: Invalid value: mqtt.ingest extension does not authenticate to Kafka yet",
+    ),
+    (
+        {"mqtt": {"ingest": "extension", "mode": "external", "host": "broker"}, "kafka": {"authentication": "none"}},
+        "spec.mqtt.ingest: Invalid value: mqtt.ingest extension runs inside the managed broker",
+    ),
     ({"scorer": {"challenger": {"minAgreement": 1.5}}}, "spec.scorer.challenger.minAgreement: 1.5 is greater than"),
     ({"model": {"layers": []}}, "spec.model.layers: [] should be non-empty"),
 ]

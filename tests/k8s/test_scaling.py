@@ -18,7 +18,7 @@ from tests.k8s.test_chart import rendered
 
 KEDA = Path(__file__).parent / "schemas/keda-2.21.0"
 KEDA_KINDS = {"ScaledObject": "scaledobject", "TriggerAuthentication": "triggerauthentication"}
-EXAMPLES = ("minimal", "full", "external", "secure", "production")
+EXAMPLES = ("minimal", "full", "external", "secure", "production", "ingest-extension")
 
 
 def resource(example: str, change=None) -> dict:

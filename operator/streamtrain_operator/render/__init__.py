@@ -30,7 +30,8 @@ def render(name: str, namespace: str, spec: dict) -> list[Manifest]:
         children += hivemq.hivemq(name, namespace, spec)
     if spec["fleet"]["simulated"]:
         children += programs.simulator(name, namespace, spec)
-    children += programs.bridge(name, namespace, spec)
+    if spec["mqtt"]["ingest"] == "bridge":  # else the managed broker writes to Kafka itself (hivemq)
+        children += programs.bridge(name, namespace, spec)
     if spec["kafka"]["mode"] == "managed":
         children += strimzi.strimzi(name, namespace, spec)
     if spec["preprocessing"]["engine"] == "ksqldb":

@@ -6,12 +6,31 @@ allow-all extension. With spec.mqtt.authentication: credentials, StreamTrain's l
 spec.mqtt.usersSecretRef mounted read-only and passed as its last argument: it refuses unknown users
 and wrong passwords and authorizes devices and the bridge (README "Who may connect"). The launcher
 reads the file at start: after changing the Secret, restart the Deployment.
+
+With spec.mqtt.ingest: extension the launcher image runs too: it carries StreamTrain's ingestion
+extension (bridge/hivemq-extension), configured here by STREAMTRAIN_INGEST_* variables, which writes
+every accepted publish to the raw topic (dead letters with their reason) before its PUBACK, and serves
+its metrics on the programs' metrics port. No bridge Deployment is rendered then.
 """
 
 from __future__ import annotations
 
-from streamtrain.operator.render.connections import MQTT_USERS_MOUNT, mqtt_credentials, secret_file_volume
-from streamtrain.operator.render.objects import UID, Manifest, deployment, image_security, labels, service
+from streamtrain.operator.render.connections import (
+    MQTT_USERS_MOUNT,
+    kafka_bootstrap,
+    mqtt_credentials,
+    secret_file_volume,
+    settings_for,
+)
+from streamtrain.operator.render.objects import (
+    METRICS_PORT,
+    UID,
+    Manifest,
+    deployment,
+    image_security,
+    labels,
+    service,
+)
 
 MQTT_PORT_NAME = "mqtt"
 #: The uid the stock HiveMQ CE image runs as.
@@ -25,6 +44,19 @@ WRITES = {"data": "/opt/hivemq/data", "log": "/opt/hivemq/log", "tmp": "/tmp"}
 def hivemq_launcher_image(spec: dict) -> str:
     img = spec["image"]
     return spec["mqtt"].get("launcherImage") or f"{img['repository']}-hivemq:{img['tag']}"
+
+
+def ingest_env(name: str, spec: dict) -> list[dict]:
+    """The ingestion extension's settings (IngestSettings.java reads STREAMTRAIN_INGEST_<KEY>)."""
+    s = settings_for(name, spec)
+    values = {
+        "KAFKA_BOOTSTRAP": kafka_bootstrap(name, spec),
+        "TOPIC_RAW": s.topic_raw,
+        "TOPIC_DEADLETTER": s.topic_deadletter,
+        "METRICS_HOST": "0.0.0.0",  # scraped through the Pod's IP
+        "METRICS_PORT": str(METRICS_PORT),
+    }
+    return [{"name": f"STREAMTRAIN_INGEST_{k}", "value": v} for k, v in values.items()]
 
 
 def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
@@ -43,9 +75,16 @@ def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
             "imagePullPolicy": spec["image"]["pullPolicy"],
             "args": [f"{MQTT_USERS_MOUNT}/users"],
         }
+    elif spec["mqtt"]["ingest"] == "extension":
+        uid = UID
+        image = {"image": hivemq_launcher_image(spec), "imagePullPolicy": spec["image"]["pullPolicy"]}
     else:
         uid = HIVEMQ_UID
         image = {"image": spec["mqtt"]["image"]}
+    ports = [{"name": MQTT_PORT_NAME, "containerPort": 1883, "protocol": "TCP"}]
+    if spec["mqtt"]["ingest"] == "extension":
+        image["env"] = ingest_env(name, spec)
+        ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
     pod = {
         "metadata": {"labels": labels(name, "hivemq")},
         "spec": {
@@ -54,7 +93,7 @@ def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
                 {
                     "name": "hivemq",
                     **image,
-                    "ports": [{"name": MQTT_PORT_NAME, "containerPort": 1883, "protocol": "TCP"}],
+                    "ports": ports,
                     "readinessProbe": {"tcpSocket": {"port": MQTT_PORT_NAME}, "periodSeconds": 5},
                     "livenessProbe": {
                         "tcpSocket": {"port": MQTT_PORT_NAME},

@@ -24,6 +24,12 @@ public final class IngestMain implements ExtensionMain {
     public void extensionStart(ExtensionStartInput input, ExtensionStartOutput output) {
         try {
             Path folder = input.getExtensionInformation().getExtensionHomeFolder().toPath();
+            if (!IngestSettings.configured(folder, System.getenv())) {
+                // In the image for every managed broker; this one ingests through the bridge instead.
+                Log.event("ingest_disabled", "reason", "no " + IngestSettings.FILE + " and no "
+                        + IngestSettings.ENV_PREFIX + "KAFKA_BOOTSTRAP: MQTT messages are not written to Kafka here");
+                return;
+            }
             IngestSettings s = IngestSettings.load(folder, System.getenv());
             producer = newProducer(s);
             metrics = new IngestMetrics();

@@ -42,6 +42,14 @@ record IngestSettings(
         return mode;
     }
 
+    /**
+     * Whether this broker is configured to ingest: a settings file beside the jar, or the Kafka
+     * bootstrap in the environment. An image may carry the extension for brokers that do not ingest.
+     */
+    static boolean configured(Path folder, Map<String, String> env) {
+        return Files.exists(folder.resolve(FILE)) || env.containsKey(ENV_PREFIX + "KAFKA_BOOTSTRAP");
+    }
+
     static IngestSettings load(Path folder, Map<String, String> env) throws IOException {
         Properties p = new Properties();
         Path file = folder.resolve(FILE);

@@ -1,0 +1,106 @@
+"""spec.mqtt.ingest: extension, rendered and checked offline: the managed HiveMQ runs our launcher
+image, whose ingestion extension is configured by STREAMTRAIN_INGEST_* variables that IngestSettings
+reads, with the same Kafka and topics the other programs use; no bridge Deployment; the extension's
+metrics on the port every program's metrics use; the CRD refuses the modes it cannot serve."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import kubernetes_validate
+import pytest
+
+from streamtrain.operator import render, validate
+from streamtrain.operator.render import connections, objects
+from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
+
+MINIMAL = load_example(ROOT / "examples/minimal.yaml")
+SETTINGS_JAVA = (ROOT / "bridge/hivemq-extension/src/main/java/io/streamtrain/ingest/IngestSettings.java").read_text()
+DOCKERFILE = (ROOT / "images/hivemq.Dockerfile").read_text()
+
+
+def resource(**mqtt) -> dict:
+    r = copy.deepcopy(MINIMAL)
+    r["spec"].setdefault("mqtt", {}).update(mqtt)
+    r["spec"].setdefault("kafka", {}).update(authentication="none")
+    return r
+
+
+def children(r: dict) -> list[dict]:
+    assert validate.errors(r) == []
+    return render.render(r["metadata"]["name"], "pipelines", validate.defaulted(r)["spec"])
+
+
+def deployments(out: list[dict]) -> dict[str, dict]:
+    return {m["metadata"]["labels"]["app.kubernetes.io/component"]: m for m in out if m["kind"] == "Deployment"}
+
+
+def test_the_broker_ingests_and_no_bridge_runs():
+    r = resource(ingest="extension")
+    out = children(r)
+    d = deployments(out)
+    assert "bridge" not in d and "bridge" in deployments(children(resource()))  # the default keeps the bridge
+    container = d["hivemq"]["spec"]["template"]["spec"]["containers"][0]
+    name, spec = r["metadata"]["name"], validate.defaulted(r)["spec"]
+    assert container["image"].endswith("-hivemq:" + spec["image"]["tag"])  # the launcher image carries the extension
+    env = {e["name"]: e["value"] for e in container["env"]}
+    settings = connections.settings_for(name, spec)
+    assert env == {
+        "STREAMTRAIN_INGEST_KAFKA_BOOTSTRAP": connections.kafka_bootstrap(name, spec),
+        "STREAMTRAIN_INGEST_TOPIC_RAW": settings.topic_raw,
+        "STREAMTRAIN_INGEST_TOPIC_DEADLETTER": settings.topic_deadletter,
+        "STREAMTRAIN_INGEST_METRICS_HOST": "0.0.0.0",
+        "STREAMTRAIN_INGEST_METRICS_PORT": str(objects.METRICS_PORT),
+    }
+    assert {"name": "metrics", "containerPort": objects.METRICS_PORT, "protocol": "TCP"} in container["ports"]
+
+
+def test_every_variable_rendered_is_one_the_extension_reads():
+    """IngestSettings maps STREAMTRAIN_INGEST_A_B to the property a.b; each rendered one must be read."""
+    read = set(re.findall(r'p\.getProperty\("([a-z.]+)"', SETTINGS_JAVA))
+    for m in children(resource(ingest="extension")):
+        for c in m.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            for e in c.get("env", []):
+                if e["name"].startswith("STREAMTRAIN_INGEST_"):
+                    assert e["name"][len("STREAMTRAIN_INGEST_") :].lower().replace("_", ".") in read, e["name"]
+
+
+def test_the_launcher_image_carries_the_extension_idle_unless_configured():
+    assert "/opt/hivemq/extensions/streamtrain-ingest" in DOCKERFILE
+    assert "COPY --from=build /opt/hivemq/extensions /opt/hivemq/extensions" in DOCKERFILE
+    assert 'ENV_PREFIX + "KAFKA_BOOTSTRAP"' in SETTINGS_JAVA  # what makes it ingest
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_rendered_children_validate_strictly(version):
+    for m in children(resource(ingest="extension")):
+        if m["apiVersion"].startswith(("kafka.strimzi.io", "monitoring.coreos.com", "keda.sh")):
+            continue  # other projects' kinds: their schemas are checked in test_render/test_scaling
+        kubernetes_validate.validate(m, version, strict=True)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            lambda s: s["mqtt"].update(mode="external", host="broker.example"),
+            "spec.mqtt.ingest: Invalid value: mqtt.ingest extension runs inside the managed broker",
+        ),
+        (
+            lambda s: s["kafka"].pop("authentication"),
+            "spec.mqtt.ingest: Invalid value: mqtt.ingest extension does not authenticate to Kafka yet",
+        ),
+        (
+            lambda s: s["kafka"].update(authentication="scram-sha-512"),
+            "spec.mqtt.ingest: Invalid value: mqtt.ingest extension does not authenticate to Kafka yet",
+        ),
+        (lambda s: s["mqtt"].update(ingest="kafka-connect"), "spec.mqtt.ingest: 'kafka-connect' is not one of"),
+    ],
+    ids=["external-broker", "managed-kafka-default-scram", "scram", "unknown"],
+)
+def test_modes_the_extension_cannot_serve_are_refused(change, message):
+    r = resource(ingest="extension")
+    change(r["spec"])
+    errs = validate.errors(r)
+    assert any(e.startswith(message) for e in errs), errs
