@@ -6,7 +6,7 @@ latency p50/p99, CPU (cores) and peak RSS of every program and broker, and every
 reading that did not come out scored or dead-lettered (must be 0). Figures go into the bench table
 and bench/results/load.json (docs/capacity.md is computed from it).
 
-``python -m bench.pipeline_load [--quick] [--rates 1000,2500] [--seconds 60] [--ingest bridge]``
+``python -m bench.pipeline_load [--quick] [--rates 1000,2500] [--seconds 60] [--ingest bridge|extension]``
 """
 
 from __future__ import annotations
@@ -280,20 +280,29 @@ def add_figures(bench, r: dict) -> None:
 def run(bench, rates: list[int], seconds: float, ingest: str = "bridge") -> list[dict]:
     from streamtrain.trainer.train import TrainSettings, train_once
 
-    if ingest != "bridge":
-        raise ValueError(f"ingest {ingest!r}: only the bridge is wired into this stage so far")
     s = bench.settings()
     logdir = bench.stack.home / "load-logs"
     logdir.mkdir(exist_ok=True)
-    bridge = Program(
-        "bridge",
-        ["bridge"],
-        settings_env(s, log_format="json", share_group="load", client_id="load", connections=4),
-        logdir,
-    )
-    bridge.wait_log('"mqtt_subscribed"')
+    programs = []
+    if ingest == "extension":
+        # HiveMQ writes to Kafka itself: the extension is installed with this run's topics and the broker
+        # restarted to load it.
+        stack = bench.stack
+        stack.settings = stack.settings.model_copy(
+            update={"ingest": "extension", "topic_raw": s.topic_raw, "topic_deadletter": s.topic_deadletter}
+        )
+        stack.restart_service(stack.hivemq)
+    else:
+        bridge = Program(
+            "bridge",
+            ["bridge"],
+            settings_env(s, log_format="json", share_group="load", client_id="load", connections=4),
+            logdir,
+        )
+        programs.append(bridge)
+        bridge.wait_log('"mqtt_subscribed"')
     preprocess = Program("preprocess", ["preprocess"], settings_env(s, log_format="json", group_id="load-pre"), logdir)
-    programs = [bridge, preprocess]
+    programs.append(preprocess)
     try:
         run_loadgen(s, rate=2000, devices=500, prefix="warm", seq_start=0, count=WARMUP)
         _wait_features = time.monotonic() + 300
@@ -336,7 +345,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") == "1")
     ap.add_argument("--rates", help="offered readings/s, comma-separated (default 1000,2500,5000,10000)")
     ap.add_argument("--seconds", type=float, help="seconds per rate (default 120; quick 15)")
-    ap.add_argument("--ingest", default="bridge", choices=["bridge"], help="ingestion under test")
+    ap.add_argument(
+        "--ingest",
+        default="bridge",
+        choices=["bridge", "extension"],
+        help="ingestion under test: the bridge (4 connections, shared subscription) or the HiveMQ extension",
+    )
     args = ap.parse_args()
     rates = (
         [int(r) for r in args.rates.split(",")]
@@ -359,7 +373,8 @@ def main() -> None:
         bench.stack.down()
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "load.json").write_text(
+    result = out / ("load.json" if args.ingest == "bridge" else f"load-{args.ingest}.json")
+    result.write_text(
         json.dumps(
             {
                 "machine": {"node": platform.node(), "cores": os.cpu_count()},
@@ -370,7 +385,7 @@ def main() -> None:
             indent=2,
         )
     )
-    print(f"wrote {out / 'load.json'}")
+    print(f"wrote {result}")
 
 
 if __name__ == "__main__":
