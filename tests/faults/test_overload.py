@@ -22,6 +22,7 @@ from streamtrain.kafka import read_topic
 from streamtrain.simulator.fleet import Fleet, FleetConfig
 from streamtrain.simulator.publish import run_fleet
 from streamtrain.stack.local import free_port
+from tests.faults.test_chaos import wait_until
 from tests.programs import Program, settings_env
 
 pytestmark = pytest.mark.faults
@@ -88,6 +89,14 @@ def test_10x_burst_memory_bounded_backlog_drains_nothing_lost(pipeline, tmp_path
     tag = uuid.uuid4().hex[:5]
     warm = Fleet(FleetConfig(devices=20, seed=3, device_prefix=f"w{tag}"))
     asyncio.run(run_fleet(warm, "127.0.0.1", pipeline.mqtt_port, rate=0, count=60, duration=None, connections=2))
+    # The trainer takes what the features topic holds when it starts: wait for the warm-up readings there
+    # (a preprocessor still joining its group under load made it find none and exit 2).
+    wait_until(
+        lambda: len(read_topic(pipeline.kafka_bootstrap, pipeline.topic_features, timeout=5)) >= 1000,
+        "the warm-up readings in the features topic",
+        timeout=180,
+        every=2,
+    )
     trainer = Program(["train"], settings_env(pipeline, train_records=1000, epochs=2), tmp_path / "train.log").start()
     assert trainer.proc.wait(300) == 0, trainer.log()[-2000:]
     scorer = start("score", ["score"])
