@@ -28,6 +28,7 @@ from streamtrain.dedup import FINGERPRINT_HEADER, Deduplicator, fingerprint
 from streamtrain.kafka import (
     ExactlyOnce,
     KafkaHealth,
+    client_config,
     consumer_config,
     dead_letter_headers,
     deliver_then_store,
@@ -103,6 +104,7 @@ class Preprocessor:
         else:
             consumer_extra["enable.auto.commit"] = True
         self.consumer = Consumer(consumer_config(s.kafka_bootstrap, s.group_id, **consumer_extra))
+        self.lag.start_refresh(client_config(s.kafka_bootstrap))
         self.producer = Producer(producer_config(s.kafka_bootstrap, **producer_extra))
         self.txn: ExactlyOnce | None = None
         self.dedup = Deduplicator(s.dedup_window) if self.exactly_once and s.dedup_window else None
@@ -335,6 +337,7 @@ class Preprocessor:
                 log.debug("final_commit", detail=str(exc))
             if server:
                 server.stop()  # first: a scrape asks ready(), which must not meet a closing consumer
+            self.lag.close()
             self.consumer.close()
             log.info(
                 "preprocess_stopped",

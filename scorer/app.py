@@ -25,6 +25,7 @@ from streamtrain import exitcodes, logs, start_position
 from streamtrain.kafka import (
     ExactlyOnce,
     KafkaHealth,
+    client_config,
     consumer_config,
     dead_letter_headers,
     deliver_then_store,
@@ -200,6 +201,7 @@ class Scorer:
         else:
             consumer_extra.update({"enable.auto.commit": True, "auto.commit.interval.ms": 1000})
         self.consumer = Consumer(consumer_config(settings.kafka_bootstrap, settings.group_id, **consumer_extra))
+        self.metrics.lag.start_refresh(client_config(settings.kafka_bootstrap))
         self.producer = Producer(producer_config(settings.kafka_bootstrap, **producer_extra))
         self.txn: ExactlyOnce | None = None
         self.shadow = _Shadow()
@@ -470,6 +472,7 @@ class Scorer:
             log.debug("final_commit", detail=str(exc))
         if server:
             server.stop()  # first: a scrape asks ready(), which must not meet a closing consumer
+        self.metrics.lag.close()
         self.consumer.close()
         self.watcher.join(5)
         log.info("scorer_stopped")
