@@ -217,42 +217,38 @@ def _train_in_step(
     return history
 
 
+def _all_sum(strategy, values):
+    """``values`` summed over every worker (one all-reduce of a constant made inside the replica: an
+    argument tensor has no destinations under this strategy)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    @tf.function
+    def reduce():
+        return strategy.run(
+            lambda: tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, tf.constant(values, tf.float32)
+            )
+        )
+
+    return strategy.experimental_local_results(reduce())[0].numpy()
+
+
 def from_chief(strategy, cluster: Cluster, text: str) -> str:
     """The chief's ``text`` on every worker (the others' is ignored): two all-reduces, the length then
     the bytes, each worker adding zeros but the chief."""
     import numpy as np  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
-
-    def summed(values: np.ndarray) -> np.ndarray:
-        @tf.function
-        def all_sum():
-            return strategy.run(
-                lambda: tf.distribute.get_replica_context().all_reduce(
-                    tf.distribute.ReduceOp.SUM, tf.constant(values, tf.float32)
-                )
-            )
-
-        return strategy.experimental_local_results(all_sum())[0].numpy()
 
     mine = text.encode() if cluster.chief else b""
-    size = int(round(float(summed(np.array([len(mine)], np.float32))[0])))
+    size = int(round(float(_all_sum(strategy, np.array([len(mine)], np.float32))[0])))
     buf = np.zeros(max(size, 1), np.float32)  # byte values and lengths below 2**24 are exact in float32
     buf[: len(mine)] = np.frombuffer(mine, np.uint8)
-    return bytes(np.rint(summed(buf)).astype(np.uint8)[:size]).decode()
+    return bytes(np.rint(_all_sum(strategy, buf)).astype(np.uint8)[:size]).decode()
 
 
 def barrier(strategy) -> None:
     """Wait until every worker gets here (one all-reduce): the others wait for the chief to publish, so no
     worker leaves the cluster while the chief still runs."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    @tf.function
-    def arrive():
-        return strategy.run(
-            lambda: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.constant(1.0))
-        )
-
-    arrived = float(strategy.experimental_local_results(arrive())[0])
+    arrived = float(_all_sum(strategy, 1.0))
     if int(round(arrived)) != strategy.num_replicas_in_sync:
         raise TrainError(f"barrier: {arrived} of {strategy.num_replicas_in_sync} workers arrived")
 

@@ -57,7 +57,8 @@ def tfio_dataset(bootstrap: str, rng: SourceRange, feature_names: list[str], bat
         return tf.data.Dataset.range(1).flat_map(read)
 
     # ``readers`` groups of partitions are read at once (each group prefetches on its own thread).
-    groups = [spans[i :: max(1, min(readers, len(spans)))] for i in range(max(1, min(readers, len(spans))))]
+    at_once = max(1, min(readers, len(spans)))
+    groups = [spans[i::at_once] for i in range(at_once)]
     streams = []
     for group in groups:
         parts = [partition_dataset(p, start, end) for p, start, end in group]

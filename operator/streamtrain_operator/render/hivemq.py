@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from streamtrain.operator.render.connections import (
     MQTT_USERS_MOUNT,
-    kafka_bootstrap,
     mqtt_credentials,
     secret_file_volume,
     settings_for,
@@ -50,7 +49,7 @@ def ingest_env(name: str, spec: dict) -> list[dict]:
     """The ingestion extension's settings (IngestSettings.java reads STREAMTRAIN_INGEST_<KEY>)."""
     s = settings_for(name, spec)
     values = {
-        "KAFKA_BOOTSTRAP": kafka_bootstrap(name, spec),
+        "KAFKA_BOOTSTRAP": s.kafka_bootstrap,
         "TOPIC_RAW": s.topic_raw,
         "TOPIC_DEADLETTER": s.topic_deadletter,
         "METRICS_HOST": "0.0.0.0",  # scraped through the Pod's IP
@@ -61,6 +60,7 @@ def ingest_env(name: str, spec: dict) -> list[dict]:
 
 def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
     port = spec["mqtt"]["port"]
+    extension = spec["mqtt"]["ingest"] == "extension"
     volumes = [{"name": v, "emptyDir": {}} for v in WRITES]
     mounts = [{"name": v, "mountPath": path} for v, path in WRITES.items()]
     if mqtt_credentials(spec):
@@ -75,14 +75,14 @@ def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
             "imagePullPolicy": spec["image"]["pullPolicy"],
             "args": [f"{MQTT_USERS_MOUNT}/users"],
         }
-    elif spec["mqtt"]["ingest"] == "extension":
+    elif extension:
         uid = UID
         image = {"image": hivemq_launcher_image(spec), "imagePullPolicy": spec["image"]["pullPolicy"]}
     else:
         uid = HIVEMQ_UID
         image = {"image": spec["mqtt"]["image"]}
     ports = [{"name": MQTT_PORT_NAME, "containerPort": 1883, "protocol": "TCP"}]
-    if spec["mqtt"]["ingest"] == "extension":
+    if extension:
         image["env"] = ingest_env(name, spec)
         ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
     pod = {
