@@ -8,6 +8,13 @@
    the record, so the load generator's acknowledged rate is the ingestion rate; the raw topic is
    counted to prove it.
 
+Each HiveMQ figure is measured at steady state: the same number of messages, on the same connections,
+is published first (the JVM compiles the broker's and the extension's paths while it runs; a short
+cold run measures the JIT compiler, not the path). Every figure also reports the CPU time each process
+spent per message (HiveMQ, Kafka, the load generator): the extension's work is HiveMQ's CPU beyond
+the ceiling's, plus Kafka's. `--profile` records the extension's broker with Java Flight Recorder and
+writes where its CPU time goes to bench/profiles/ingest-extension.txt.
+
 Prints one JSON line per figure and a summary with each ratio to the ceiling of the same connections.
 Run: `make bench-ingest` (COUNT=... to change the messages per figure).
 """
@@ -45,10 +52,39 @@ def raw_count(stack: LocalStack) -> int:
         consumer.close()
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (0 when it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def publish(stack: LocalStack, count: int, connections: int, prefix: str) -> dict:
-    return loadgen.run(
+    """Publish with the load generator; its summary plus the CPU microseconds per message of each process."""
+    pids = {"hivemq": stack.hivemq.pid(), "kafka": stack.kafka.pid()}
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    children = os.times()
+    result = loadgen.run(
         stack.settings.mqtt_port, connections=connections, inflight=64, devices=1000, count=count, device_prefix=prefix
     )
+    after = os.times()
+    spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    spent["loadgen"] = (after.children_user - children.children_user) + (
+        after.children_system - children.children_system
+    )
+    acked = max(result.get("acked") or 0, 1)
+    result["cpu_us_per_msg"] = {name: round(1e6 * sec / acked, 1) for name, sec in spent.items()}
+    return result
+
+
+def steady(stack: LocalStack, count: int, connections: int, prefix: str) -> dict:
+    """A figure at steady state: ``count`` messages on the same connections first, unmeasured."""
+    publish(stack, count, connections, f"w{prefix}")
+    return publish(stack, count, connections, prefix)
 
 
 def through_bridge(stack: LocalStack, count: int, bridge_connections: int, home: Path) -> dict:
@@ -90,10 +126,107 @@ def through_bridge(stack: LocalStack, count: int, bridge_connections: int, home:
         bridge.wait(60)
 
 
+# Where the broker's CPU time goes, by the frames a sampled stack contains (a sample counts once in each).
+PROFILE_PARTS = [
+    ("HiveMQ's extension task executor (queues the interceptor calls)", "com/hivemq/extensions/executor"),
+    ("our publish interceptor, all of it", "io/streamtrain/ingest/KafkaIngestInterceptor.onInboundPublish"),
+    (
+        "  validating the payload and writing the record (TelemetryValidator)",
+        "io/streamtrain/ingest/TelemetryValidator",
+    ),
+    ("  KafkaProducer.send (partition, append to a batch)", "org/apache/kafka/clients/producer/KafkaProducer.doSend"),
+    ("Kafka producer's network thread (compress, send, acks)", "org/apache/kafka/clients/producer/internals/Sender"),
+    ("lz4 compression", "org/apache/kafka/common/compress"),
+    ("holding PUBACKs until Kafka confirms (PubackGate)", "io/streamtrain/ingest/PubackGate"),
+    ("HiveMQ's MQTT codec", "com/hivemq/codec"),
+    ("netty event loops (sockets)", "io/netty/channel/nio/NioEventLoop"),
+]
+
+
+def jfr_summary(jfr_file: Path, msg_per_s: float) -> str:
+    """Java Flight Recorder's execution samples of the broker, as shares by thread and by part of the path."""
+    import collections
+    import re
+    import shutil
+
+    jfr = shutil.which("jfr") or str(Path(os.path.realpath(shutil.which("java") or "java")).parent / "jfr")
+    text = subprocess.run(
+        [jfr, "print", "--stack-depth", "64", "--events", "jdk.ExecutionSample", "--json", str(jfr_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    events = json.loads(text)["recording"]["events"]
+    threads: collections.Counter[str] = collections.Counter()
+    parts: collections.Counter[str] = collections.Counter()
+    leaves: collections.Counter[str] = collections.Counter()
+    for event in events:
+        values = event["values"]
+        frames = [
+            f["method"]["type"]["name"] + "." + f["method"]["name"]
+            for f in (values.get("stackTrace") or {}).get("frames", [])
+        ]
+        threads[re.sub(r"-?\d+$", "", (values.get("sampledThread") or {}).get("javaName") or "?")] += 1
+        for name, marker in PROFILE_PARTS:
+            if any(marker in f for f in frames):
+                parts[name] += 1
+        if frames:
+            leaves[frames[0]] += 1
+    n = max(len(events), 1)
+    pct = lambda c: f"{100 * c / n:5.1f}%"  # noqa: E731
+    return (
+        "\n".join(
+            [
+                f"HiveMQ CE with the StreamTrain extension, 16 connections, {msg_per_s:,.0f} msg/s while recorded "
+                f"(Java Flight Recorder, settings=profile, slows it): {len(events)} execution samples of Java code",
+                "",
+                "by thread:",
+                *(f"  {pct(c)}  {k}" for k, c in threads.most_common(6)),
+                "",
+                "samples whose stack contains (a sample counts in every line it matches):",
+                *(f"  {pct(parts[name])}  {name}" for name, _ in PROFILE_PARTS),
+                "",
+                "hottest methods (self):",
+                *(f"  {pct(c)}  {k}" for k, c in leaves.most_common(20)),
+            ]
+        )
+        + "\n"
+    )
+
+
+def profile_extension(stack: LocalStack, count: int) -> None:
+    """Record HiveMQ (with the extension, warm) under JFR while 16 connections publish; write the summary."""
+    import shutil
+
+    pid = str(stack.hivemq.pid())
+    jcmd = shutil.which("jcmd") or str(Path(os.path.realpath(shutil.which("java") or "java")).parent / "jcmd")
+    jfr_file = stack.settings.home / "extension.jfr"
+    subprocess.run(
+        [jcmd, pid, "JFR.start", "name=bench", "settings=profile", f"filename={jfr_file}"],
+        check=True,
+        capture_output=True,
+    )
+    result = publish(stack, count, 16, "profile")
+    subprocess.run([jcmd, pid, "JFR.stop", "name=bench"], check=True, capture_output=True)
+    target = REPO / "bench" / "profiles" / "ingest-extension.txt"
+    target.write_text(jfr_summary(jfr_file, result["msg_per_s"]))
+    print(json.dumps({"profile": str(target), "msg_per_s_while_recorded": result["msg_per_s"]}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--count", type=int, default=int(os.environ.get("COUNT") or 40000), help="messages per figure (default 40000)"
+        "--count",
+        type=int,
+        default=int(os.environ.get("COUNT") or 100000),
+        help="messages per figure, and as many before it to reach steady state (default 100000)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        default=bool(os.environ.get("PROFILE")),
+        help="also record the extension's broker with Java Flight Recorder (16 connections) and write "
+        "bench/profiles/ingest-extension.txt",
     )
     parser.add_argument("--keep", action="store_true", help="leave the stack's folder for a look at its logs")
     args = parser.parse_args()
@@ -117,21 +250,22 @@ def main() -> None:
 
     try:
         stack.up()
-        publish(stack, 10000, 4, "warm")  # JIT warm-up of the broker
         for conns in (4, 16):
-            figure(f"hivemq_alone_{conns}conn", publish(stack, args.count, conns, f"a{conns}"))
+            figure(f"hivemq_alone_{conns}conn", steady(stack, args.count, conns, f"a{conns}"))
         for bridge_conns in (1, 4):
             figure(f"python_bridge_{bridge_conns}conn", through_bridge(stack, args.count, bridge_conns, home))
         stack.stop_service(stack.hivemq)
         stack.settings = stack.settings.model_copy(update={"ingest": "extension"})
         stack.start_hivemq()
         stack._wait(stack.hivemq, stack.hivemq_ready, 120)
-        publish(stack, 10000, 4, "warmx")
         for conns in (4, 16):
+            publish(stack, args.count, conns, f"wx{conns}")
             before = raw_count(stack)
             result = publish(stack, args.count, conns, f"x{conns}")
             result["in_raw_topic"] = raw_count(stack) - before
             figure(f"extension_{conns}conn", result)
+        if args.profile:
+            profile_extension(stack, args.count)
         # ack.mode=async for comparison: HiveMQ lets one async interceptor call per connection wait at a time.
         stack.stop_service(stack.hivemq)
         os.environ["STREAMTRAIN_INGEST_ACK_MODE"] = "async"
@@ -146,6 +280,7 @@ def main() -> None:
     summary = {
         "count": args.count,
         "hivemq_alone_msg_per_s": ceiling,
+        "cpu_us_per_msg": {name: figures[name]["cpu_us_per_msg"] for name in figures},
         "extension_ratio": {c: round(figures[f"extension_{c}conn"]["msg_per_s"] / ceiling[c], 3) for c in (4, 16)},
         "extension_lost": {
             c: figures[f"extension_{c}conn"]["acked"] - figures[f"extension_{c}conn"]["in_raw_topic"] for c in (4, 16)

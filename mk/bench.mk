@@ -1,7 +1,7 @@
 .PHONY: bench
 bench: install loadgen ## Benchmarks as ratios against limits measured in the same run (QUICK=1 for a short run), then ingestion against HiveMQ's own QoS 1 rate (bench-ingest)
 	QUICK=$(QUICK) $(PY) -m bench.run
-	COUNT=$(if $(QUICK),10000,40000) $(PY) -m bench.ingest_ceiling
+	COUNT=$(if $(QUICK),10000,) $(PY) -m bench.ingest_ceiling
 
 .PHONY: bench-quality
 bench-quality: install ## Detection quality on the recorded fleet through the live pipeline, next to PCA T2+Q and Isolation Forest (~5 min)
@@ -10,3 +10,9 @@ bench-quality: install ## Detection quality on the recorded fleet through the li
 .PHONY: bench-load
 bench-load: install loadgen ## The whole pipeline under load (Go load generator -> HiveMQ -> ingestion -> preprocess -> score) at 1k-10k readings/s (~12 min; QUICK=1: 2 short rates; INGEST=extension: HiveMQ writes to Kafka)
 	QUICK=$(QUICK) $(PY) -m bench.pipeline_load --ingest $(or $(INGEST),bridge)
+
+.PHONY: bench-profiles
+bench-profiles: install loadgen ## Profiles of the remaining gaps into bench/profiles/: scorer (pyinstrument), training at 200k (py-spy, every thread, native frames), the extension's broker (Java Flight Recorder) (~15 min)
+	$(PY) -m bench.profile_scorer
+	$(PY) -m bench.profile_training
+	PROFILE=1 $(PY) -m bench.ingest_ceiling

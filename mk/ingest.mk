@@ -11,7 +11,7 @@ loadgen: ## Build the Go MQTT load generator into .streamtrain/bin/loadgen (go b
 ingest-extension: ## Build and unit-test the HiveMQ ingestion extension (bridge/hivemq-extension, Maven; shared vectors)
 	mvn -q -B -f bridge/hivemq-extension/pom.xml package
 
-bench-ingest: install loadgen ## Ingestion as a ratio of HiveMQ's own QoS 1 rate (Go load generator, 4/16 connections): extension and Python bridge (COUNT=40000)
+bench-ingest: install loadgen ## Ingestion as a ratio of HiveMQ's own QoS 1 rate (Go load generator, 4/16 connections): extension and Python bridge, each at steady state (COUNT=100000; PROFILE=1: JFR profile of the extension)
 	COUNT=$(COUNT) $(PY) -m bench.ingest_ceiling
 
 test-ingest-units: ## Unit tests of the Go load generator and of the extension's validator on the shared vectors (Maven Surefire)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import queue
+import signal
 import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
@@ -33,6 +36,7 @@ __all__ = [
     "iter_json",
     "iter_messages",
     "read_decoded",
+    "ReaderProcess",
     "resolve_range",
 ]
 
@@ -289,6 +293,107 @@ def read_decoded(
         stop.set()  # the threads close their consumers on their own: nobody waits for that
 
 
+_END = "end"  # what the reader process sends after the last batch of a read
+
+
+def _reader_process(env: dict, conn) -> None:
+    """The child of ``ReaderProcess``: with the parent's environment (its Kafka security settings), it
+    serves one read request at a time, sending back the decoded batches and then ``_END``; it ends
+    when the parent closes the pipe."""
+    # Ctrl-C reaches the whole process group: the trainer decides when reading stops. SIGTERM is how
+    # the trainer (or multiprocessing at its exit) ends a child that does not stop on its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        while True:
+            bootstrap, rng, spec, readers, depth = conn.recv()
+            try:
+                for item in read_decoded(bootstrap, rng, BatchDecoder(*spec), readers, depth):
+                    conn.send(item)
+                conn.send(_END)
+            except (BrokenPipeError, ConnectionResetError, EOFError):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - handed to the parent, raised there
+                try:
+                    conn.send(exc)
+                except Exception:  # noqa: BLE001 - an exception that does not pickle: its text then
+                    conn.send(RuntimeError(f"{type(exc).__name__}: {exc}"))
+    except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
+        return  # the parent went away
+    finally:
+        conn.close()
+
+
+class ReaderProcess:
+    """``read_decoded`` in a child process: the same batches, in the same order per partition.
+
+    Reading and decoding (confluent-kafka messages, msgspec, numpy) hold the GIL; in threads of the
+    training process they starve its training step, which needs the GIL between TensorFlow calls
+    (bench/profiles/training.txt). In a child process they run on another core; the decoded arrays
+    come back pickled through a pipe, whose buffer and the child's queue of ``depth`` batches bound
+    how far reading runs ahead. The child is forked from a forkserver (no TensorFlow in it) at the
+    first read and serves every later read (each epoch) of this object; it reads with this process's
+    environment. A read abandoned before its end stops the child; the next read starts another."""
+
+    def __init__(self) -> None:
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._conn: Any = None
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        parent, child = ctx.Pipe(duplex=True)
+        self._proc = ctx.Process(
+            target=_reader_process, args=(dict(os.environ), child), name="kafka-reader", daemon=True
+        )
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def read(self, bootstrap: str, rng: SourceRange, decoder: BatchDecoder, readers: int = 3, depth: int = 8):
+        if not split_range(rng, readers):
+            return
+        if self._proc is None or not self._proc.is_alive():
+            self.close()
+            self._start()
+        assert self._conn is not None
+        self._conn.send((bootstrap, rng, (decoder.feature_names, decoder.window, decoder.identities), readers, depth))
+        done = False
+        try:
+            while True:
+                try:
+                    item = self._conn.recv()
+                except EOFError:
+                    if self._proc is not None:
+                        self._proc.join(5)
+                    code = self._proc.exitcode if self._proc is not None else None
+                    raise RuntimeError(
+                        f"the Kafka reader process ended before the read was done (exit code {code})"
+                    ) from None
+                if isinstance(item, str) and item == _END:
+                    done = True
+                    return
+                if isinstance(item, BaseException):
+                    done = True  # the child reported it and waits for the next request
+                    raise item
+                yield item
+        finally:
+            if not done:
+                self.close()  # abandoned mid-read: the child may still be sending
+
+    def close(self) -> None:
+        """Stop the child (its pipe closed, then terminated if it lingers)."""
+        conn, proc, self._conn, self._proc = self._conn, self._proc, None, None
+        if conn is not None:
+            conn.close()
+        if proc is not None:
+            proc.join(2)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+
+
 def shuffled_batches(
     chunks: Iterator[np.ndarray], batch_size: int, buffer: int, rng: np.random.Generator | None
 ) -> Iterator[np.ndarray]:
@@ -316,18 +421,38 @@ def shuffled_batches(
 
 class KafkaSource:
     """Feature rows (or, with ``window``, sequences of rows) of a fixed range, as numpy batches
-    or a re-readable ``tf.data.Dataset``. ``readers`` threads read the partitions in parallel."""
+    or a re-readable ``tf.data.Dataset``. ``readers`` threads read the partitions in parallel; with
+    ``apart`` they run in a child process."""
 
     def __init__(
-        self, bootstrap: str, rng: SourceRange, feature_names: list[str], window: int | None = None, readers: int = 3
+        self,
+        bootstrap: str,
+        rng: SourceRange,
+        feature_names: list[str],
+        window: int | None = None,
+        readers: int = 3,
+        apart: bool = False,
     ) -> None:
         self.bootstrap, self.range, self.feature_names = bootstrap, rng, list(feature_names)
         self.window = window
         self.readers = readers
+        #: Read and decode in a child process (``ReaderProcess``) rather than in threads of this one.
+        self.process = ReaderProcess() if apart else None
         self.decoder = BatchDecoder(self.feature_names, window)
         self.inputs_only = BatchDecoder(self.feature_names, window, identities=False)
         self.skipped = 0
         self.reads = 0
+
+    def close(self) -> None:
+        """Stop the reader process, if any (a later read starts it again)."""
+        if self.process is not None:
+            self.process.close()
+
+    def __enter__(self) -> "KafkaSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def shape(self) -> tuple:
@@ -351,7 +476,8 @@ class KafkaSource:
     def _read(self, decoder: BatchDecoder) -> Iterator[Decoded]:
         self.reads += 1
         skipped = 0
-        for d in read_decoded(self.bootstrap, self.range, decoder, self.readers):
+        read = self.process.read if self.process is not None else read_decoded
+        for d in read(self.bootstrap, self.range, decoder, self.readers):
             skipped += d.skipped
             if len(d.x):
                 yield d

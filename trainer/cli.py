@@ -63,6 +63,12 @@ log = logs.get("trainer")
 @click.option("--cache/--reread", default=None, help="Cache the first Kafka read instead of re-reading per epoch.")
 @click.option("--backend", type=click.Choice(["confluent", "tfio"]), help="Kafka reader behind tf.data.")
 @click.option("--readers", type=int, help="Partitions read in parallel, decoding ahead of training (default 3).")
+@click.option(
+    "--reader-process/--reader-threads",
+    "reader_process",
+    default=None,
+    help="Read and decode Kafka in a child process, off the training step's GIL (default), or in threads.",
+)
 @click.option("--tensorboard-dir", type=click.Path(path_type=Path), help="Write TensorBoard logs here.")
 @click.option("--continuous", is_flag=True, help="Retrain every --every-records new records or --every-seconds.")
 @click.option(

@@ -97,6 +97,8 @@ def fit_distributed(
     import tensorflow as tf  # noqa: PLC0415
 
     shares = assignment(plan.source_range, cluster.workers)
+    # Read in threads of this process: the endless dataset below is left part way through after the last
+    # step, which would stop a reader process mid-send (--reader-process serves single-worker fits).
     mine = KafkaSource(s.kafka_bootstrap, shares[cluster.index], plan.features, plan.window, readers=s.readers)
     per_worker_batch = max(1, s.batch_size // cluster.workers)
     epochs = epochs_for(s, norm.training_rows)

@@ -63,6 +63,11 @@ class TrainSettings(CommonSettings):
         description="Partitions of the range read in parallel (threads, each with its own "
         "consumer), decoding ahead of the training step",
     )
+    reader_process: bool = Field(
+        True,
+        description="Read and decode the range in a child process (off the training process's GIL); "
+        "false: in threads of the training process (multi-worker fits always read in threads)",
+    )
     model_kind: Literal["dense", "windowed"] = Field(
         "dense",
         description="dense: autoencoder on single feature records (features topic); windowed: 1-D conv "

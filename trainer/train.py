@@ -68,48 +68,53 @@ def train_once(
         chosen = plan_training(s, None).source_range.as_dict() if cluster.chief else None
         source_range = SourceRange.from_dict(json.loads(from_chief(strategy, cluster, json.dumps(chosen))))
     plan = plan_training(s, source_range)
-    source = KafkaSource(s.kafka_bootstrap, plan.source_range, plan.features, plan.window, readers=s.readers)
-    norm = learn_normalization(s, source)
-    if cluster:
-        fitted, distribution = fit_distributed(s, plan, norm, cluster, strategy, version)
-        if not cluster.chief:  # the chief alone chooses thresholds and publishes
-            barrier(strategy)
-            return {
-                "version": None,
-                "worker": cluster.index,
-                "record_count": norm.rows,
-                "threshold": None,
-                "source": plan.source_range.as_dict(),
-                "_model": fitted.model,
-            }
-    else:
-        fitted = fit(s, plan, source, norm, version)
-        distribution = {
-            "strategy": None,
-            "workers": 1,
-            "partitions": {"0": sorted(p for p, (a, b) in plan.source_range.partitions.items() if b > a)},
-        }
-    th = choose_thresholds(source, norm, fitted, s.threshold_k)
-    if publish:
-        version, parent = number_version(s, version, parent)
-    meta = build_manifest(
-        s,
-        plan,
-        norm,
-        fitted,
-        th,
-        version=version,
-        parent=parent,
-        skipped=source.skipped,
-        started=started,
-        distribution=distribution,
+    source = KafkaSource(
+        s.kafka_bootstrap, plan.source_range, plan.features, plan.window, readers=s.readers, apart=s.reader_process
     )
-    if publish:
-        publish_version(s, fitted.model, meta, norm, th.raw_sample)
-    if cluster:
-        barrier(strategy)
-    meta["_model"] = fitted.model
-    return meta
+    try:
+        norm = learn_normalization(s, source)
+        if cluster:
+            fitted, distribution = fit_distributed(s, plan, norm, cluster, strategy, version)
+            if not cluster.chief:  # the chief alone chooses thresholds and publishes
+                barrier(strategy)
+                return {
+                    "version": None,
+                    "worker": cluster.index,
+                    "record_count": norm.rows,
+                    "threshold": None,
+                    "source": plan.source_range.as_dict(),
+                    "_model": fitted.model,
+                }
+        else:
+            fitted = fit(s, plan, source, norm, version)
+            distribution = {
+                "strategy": None,
+                "workers": 1,
+                "partitions": {"0": sorted(p for p, (a, b) in plan.source_range.partitions.items() if b > a)},
+            }
+        th = choose_thresholds(source, norm, fitted, s.threshold_k)
+        if publish:
+            version, parent = number_version(s, version, parent)
+        meta = build_manifest(
+            s,
+            plan,
+            norm,
+            fitted,
+            th,
+            version=version,
+            parent=parent,
+            skipped=source.skipped,
+            started=started,
+            distribution=distribution,
+        )
+        if publish:
+            publish_version(s, fitted.model, meta, norm, th.raw_sample)
+        if cluster:
+            barrier(strategy)
+        meta["_model"] = fitted.model
+        return meta
+    finally:
+        source.close()  # its reader process, if any
 
 
 def reproduce(s: TrainSettings, version: int) -> dict:

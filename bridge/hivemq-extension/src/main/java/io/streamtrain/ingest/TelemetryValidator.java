@@ -14,7 +14,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
@@ -73,9 +72,36 @@ public final class TelemetryValidator {
         this.knownDevices = knownDevices;
     }
 
+    /** The device of {@code devices/<id>/telemetry}: {@link #TOPIC}'s group, matched by hand (it runs per message). */
     public static String deviceFromTopic(String topic) {
-        Matcher m = TOPIC.matcher(topic);
-        return m.lookingAt() ? m.group(1) : null;
+        if (!topic.startsWith("devices/")) {
+            return null;
+        }
+        int slash = topic.indexOf('/', 8);
+        if (slash <= 8) {
+            return null;  // no second '/' or an empty id
+        }
+        int rest = topic.length() - slash;  // "/telemetry", or "/telemetry\n" ('$' matches before a final newline)
+        boolean tail = (rest == 10 || rest == 11 && topic.charAt(topic.length() - 1) == '\n')
+                && topic.startsWith("/telemetry", slash);
+        return tail ? topic.substring(8, slash) : null;
+    }
+
+    /** {@link #DEVICE_ID}'s lookingAt(), by hand (it runs per message). */
+    static boolean validDeviceId(String id) {
+        int n = id.endsWith("\n") ? id.length() - 1 : id.length();
+        if (n < 1 || n > 64) {
+            return false;
+        }
+        for (int i = 0; i < n; i++) {
+            char c = id.charAt(i);
+            boolean ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.'
+                    || c == ':' || c == '-';
+            if (!ok) {
+                return false;
+            }
+        }
+        return true;
     }
 
     public Result validate(byte[] payload, String topic) {
@@ -105,7 +131,7 @@ public final class TelemetryValidator {
             }
         }
         Object deviceId = obj.get("device_id"), ts = obj.get("ts"), seq = obj.get("seq");
-        if (!(deviceId instanceof String id) || !DEVICE_ID.matcher(id).lookingAt()) {
+        if (!(deviceId instanceof String id) || !validDeviceId(id)) {
             return new Rejected("wrong_type", "device_id must be a string of 1-64 characters [A-Za-z0-9_.:-]");
         }
         if (!isNumber(ts)) {

@@ -92,4 +92,60 @@ class TelemetryValidatorTest {
         String s = "\uD83D\uDE00".repeat(3);
         assertEquals("\uD83D\uDE00\uD83D\uDE00", KafkaIngestInterceptor.firstCodePoints(s, 2));
     }
+
+    @Test
+    void fastFloatDigitsAgreeWithBigDecimal() {
+        java.util.Random r = new java.util.Random(7);
+        int fast = 0;
+        for (int i = 0; i < 300_000; i++) {
+            double d = switch (i % 3) {
+                case 0 -> Double.longBitsToDouble(r.nextLong() & Long.MAX_VALUE);  // any bit pattern
+                case 1 -> Math.round(r.nextGaussian() * 1e6) / Math.pow(10, r.nextInt(8));  // sensor-like decimals
+                default -> r.nextDouble() * Math.pow(10, r.nextInt(40) - 20);
+            };
+            if (!(d >= Double.MIN_NORMAL) || Double.isInfinite(d)) {
+                continue;
+            }
+            java.math.BigDecimal b = new java.math.BigDecimal(Double.toString(d)).stripTrailingZeros();
+            String got = PyFormat.javaDigits(Double.toString(d));
+            if (b.precision() > 15) {
+                assertEquals(null, got, () -> "more than 15 digits take the slow path: " + d);
+                continue;
+            }
+            String digits = b.unscaledValue().toString();
+            assertEquals(digits + " " + (digits.length() - 1 - b.scale()), got, () -> "digits of " + d);
+            fast++;
+        }
+        assertTrue(fast > 50_000, "the fast path was taken " + fast + " times");
+    }
+
+    @Test
+    void handWrittenMatchersAgreeWithTheRegexes() {
+        java.util.Random r = new java.util.Random(11);
+        String alphabet = "aZ09_.:-/\n x\u00e9";
+        List<String> cases = new ArrayList<>(List.of("devices/a/telemetry", "devices/a/telemetry\n", "devices//telemetry",
+                "devices/a/telemetry\n\n", "devices/a\nb/telemetry", "devices/a/b/telemetry", "devices/a/telemetryx",
+                "xdevices/a/telemetry", "devices/a/Telemetry", "devices/", "devices", "", "\n", "a\n", "a".repeat(64),
+                "a".repeat(65), "a".repeat(64) + "\n", "a b"));
+        for (int i = 0; i < 200_000; i++) {
+            StringBuilder sb = new StringBuilder();
+            if (r.nextBoolean()) {
+                sb.append("devices/");
+            }
+            int len = r.nextInt(r.nextInt(10) == 0 ? 80 : 6);
+            for (int k = 0; k < len; k++) {
+                sb.append(alphabet.charAt(r.nextInt(alphabet.length())));
+            }
+            if (r.nextBoolean()) {
+                sb.append(r.nextBoolean() ? "/telemetry" : "/telemetry\n");
+            }
+            cases.add(sb.toString());
+        }
+        for (String c : cases) {
+            java.util.regex.Matcher m = TelemetryValidator.TOPIC.matcher(c);
+            assertEquals(m.lookingAt() ? m.group(1) : null, TelemetryValidator.deviceFromTopic(c), () -> "topic " + c);
+            assertEquals(TelemetryValidator.DEVICE_ID.matcher(c).lookingAt(), TelemetryValidator.validDeviceId(c),
+                    () -> "device id " + c);
+        }
+    }
 }
