@@ -96,7 +96,20 @@ def training(bench, n: int, epochs: int = 3) -> None:
             "in-memory",
             memory_rate,
             "rec/s",
-            f"{epochs} epochs re-read",
+            f"{epochs} epochs re-read; reader process (the default)",
+        )
+    )
+    threads = train_once(ts.model_copy(update={"reader_process": False}), publish=False)
+    bench.add(
+        bench.Figure(
+            "train from Kafka, reader threads",
+            n,
+            "kafka (threads)",
+            threads["record_count"] * epochs / threads["fit_seconds"],
+            "in-memory",
+            memory_rate,
+            "rec/s",
+            f"{epochs} epochs re-read; --reader-threads: decoding in the trainer's own threads",
         )
     )
     cached = train_once(ts.model_copy(update={"cache": True}), publish=False)
