@@ -4,6 +4,7 @@ errors raised in the trainer, an abandoned read stops the child, nothing left ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -39,32 +40,35 @@ def test_child_reads_the_same_rows_labels_and_devices_as_threads(pipeline):
     assert not child.is_alive()  # closed with the source
 
 
-def test_abandoned_read_stops_the_child_and_the_next_read_starts_another(pipeline):
-    produce_features(pipeline, 3000, seed=12)
-    rng = resolve_range(pipeline.kafka_bootstrap, pipeline.topic_features, max_records=3000, newest=True)
+@contextlib.contextmanager
+def read_started(pipeline, seed: int, n: int = 3000):
+    """A source reading ``n`` fresh records apart, one batch taken: (source, the read, its child)."""
+    produce_features(pipeline, n, seed=seed)
+    rng = resolve_range(pipeline.kafka_bootstrap, pipeline.topic_features, max_records=n, newest=True)
     with KafkaSource(pipeline.kafka_bootstrap, rng, FEATURES, apart=True) as source:
-        first = source.inputs()
-        next(first)
-        child = source.process._proc
-        first.close()  # a consumer that stops part way (an error in training, a stop signal)
-        assert child is not None and not child.is_alive()
+        reading = source.inputs()
+        next(reading)
+        assert source.process is not None and source.process._proc is not None
+        yield source, reading, source.process._proc
+
+
+def test_abandoned_read_stops_the_child_and_the_next_read_starts_another(pipeline):
+    with read_started(pipeline, seed=12) as (source, reading, child):
+        reading.close()  # a consumer that stops part way (an error in training, a stop signal)
+        assert not child.is_alive()
         assert len(np.concatenate(list(source.inputs()))) == 3000
 
 
 def test_a_child_killed_mid_read_is_an_error_in_the_trainer_not_a_hang(pipeline):
     """The reader process dies (the OOM killer, a crash): the trainer's read fails with the exit code,
     and the next read (a retry) starts a new child."""
-    produce_features(pipeline, 3000, seed=13)
-    rng = resolve_range(pipeline.kafka_bootstrap, pipeline.topic_features, max_records=3000, newest=True)
-    with KafkaSource(pipeline.kafka_bootstrap, rng, FEATURES, apart=True) as source:
-        reading = source.inputs()
-        next(reading)
-        child = source.process._proc
-        assert child is not None
+    # More records than the child can hold ahead (8 decoded batches of up to 5,000 in its queue, one
+    # socket buffer in the pipe): it is still reading when it is killed.
+    with read_started(pipeline, seed=13, n=100_000) as (source, reading, child):
         os.kill(child.pid, signal.SIGKILL)
         with pytest.raises(RuntimeError, match=r"reader process ended before the read was done \(exit code -9\)"):
             list(reading)
-        assert len(np.concatenate(list(source.inputs()))) == 3000
+        assert len(np.concatenate(list(source.inputs()))) == 100_000
 
 
 def test_trainer_reads_apart_by_default_and_in_threads_when_asked(pipeline):
