@@ -24,12 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from confluent_kafka import Consumer, TopicPartition
 
 from streamtrain import logs
@@ -37,6 +39,7 @@ from streamtrain.kafka import client_config
 from streamtrain.settings import StackSettings, settings_env
 from streamtrain.stack import loadgen
 from streamtrain.stack.local import LocalStack, free_port
+from streamtrain.stack.processes import java
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,10 +60,15 @@ def cpu_seconds(pid: int | None) -> float:
     if pid is None:
         return 0.0
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return t.user + t.system
+
+
+def jdk_tool(name: str) -> str:
+    """A tool of the JDK that runs the brokers (jcmd, jfr): on PATH, else beside its java."""
+    return shutil.which(name) or str(Path(os.path.realpath(java())).parent / name)
 
 
 def publish(stack: LocalStack, count: int, connections: int, prefix: str) -> dict:
@@ -147,11 +155,9 @@ def jfr_summary(jfr_file: Path, msg_per_s: float) -> str:
     """Java Flight Recorder's execution samples of the broker, as shares by thread and by part of the path."""
     import collections
     import re
-    import shutil
 
-    jfr = shutil.which("jfr") or str(Path(os.path.realpath(shutil.which("java") or "java")).parent / "jfr")
     text = subprocess.run(
-        [jfr, "print", "--stack-depth", "64", "--events", "jdk.ExecutionSample", "--json", str(jfr_file)],
+        [jdk_tool("jfr"), "print", "--stack-depth", "64", "--events", "jdk.ExecutionSample", "--json", str(jfr_file)],
         capture_output=True,
         text=True,
         check=True,
@@ -196,10 +202,8 @@ def jfr_summary(jfr_file: Path, msg_per_s: float) -> str:
 
 def profile_extension(stack: LocalStack, count: int) -> None:
     """Record HiveMQ (with the extension, warm) under JFR while 16 connections publish; write the summary."""
-    import shutil
-
     pid = str(stack.hivemq.pid())
-    jcmd = shutil.which("jcmd") or str(Path(os.path.realpath(shutil.which("java") or "java")).parent / "jcmd")
+    jcmd = jdk_tool("jcmd")
     jfr_file = stack.settings.home / "extension.jfr"
     subprocess.run(
         [jcmd, pid, "JFR.start", "name=bench", "settings=profile", f"filename={jfr_file}"],
@@ -303,8 +307,6 @@ def main() -> None:
     }
     print(json.dumps({"summary": summary}), flush=True)
     if not args.keep:
-        import shutil
-
         shutil.rmtree(home, ignore_errors=True)
 
 

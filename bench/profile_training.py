@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.ingest_ceiling import cpu_seconds
 from bench.run import REPO, Bench
-from bench.stages import fill_features
+from bench.stages import _train_settings
 from streamtrain.trainer.train import TrainSettings, train_once
 
 # Where a sampled stack spends its time: the first rule whose pattern is in any frame wins, so the
@@ -140,17 +140,8 @@ def main() -> None:
     bench = Bench(quick=True)
     bench.stack.up(create_topics=False)
     try:
-        s = bench.settings()
         print(f"filling {args.records} feature records ...", flush=True)
-        fill_features(s, args.records)
-        ts = TrainSettings(
-            kafka_bootstrap=s.kafka_bootstrap,
-            topic_features=s.topic_features,
-            topic_models=s.topic_models,
-            train_records=args.records,
-            epochs=args.epochs,
-            validation_fraction=0,
-        )
+        _, ts = _train_settings(bench, args.records, args.epochs)  # the bench's training stage, same settings
         raw = Path(tempfile.mkdtemp(prefix="profile-training-")) / "stacks.txt"
         print("training under py-spy ...", flush=True)
         meta, seconds = profiled(ts, raw, args.rate)

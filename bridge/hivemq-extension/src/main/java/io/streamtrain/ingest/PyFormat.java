@@ -22,23 +22,12 @@ final class PyFormat {
             return;
         }
         double abs = Math.abs(d);
-        String digits;
-        int exp10;  // value = d.ddd x 10^exp10
-        String fast = abs >= Double.MIN_NORMAL ? javaDigits(Double.toString(abs)) : null;
-        if (fast != null) {
-            exp10 = Integer.parseInt(fast.substring(fast.indexOf(' ') + 1));
-            digits = fast.substring(0, fast.indexOf(' '));
-        } else {
-            BigDecimal shortest = shortest(abs);
-            digits = shortest.unscaledValue().toString();
-            // Strip trailing zeros of the digit string (keep at least one digit).
-            int end = digits.length();
-            while (end > 1 && digits.charAt(end - 1) == '0') {
-                end--;
-            }
-            exp10 = digits.length() - 1 - shortest.scale();
-            digits = digits.substring(0, end);
+        Digits shortest = abs >= Double.MIN_NORMAL ? javaDigits(Double.toString(abs)) : null;
+        if (shortest == null) {
+            shortest = shortest(abs);
         }
+        String digits = shortest.digits();
+        int exp10 = shortest.exp10();
         if (d < 0) {
             out.append('-');
         }
@@ -73,10 +62,9 @@ final class PyFormat {
     /**
      * The fast path of {@link #shortest}, read straight off Java's text without BigDecimal (the extension
      * formats every reading's values; the BigDecimal way cost ~7 % of the broker's CPU at 16 connections):
-     * {@code "<significant digits> <exp10>"}, or null when Java's digits may not be the shortest (more than
-     * 15 of them). {@code text} is {@code Double.toString} of a positive normal double: "123.45" or "1.2345E-7".
+     * its digits, or null when they may not be the shortest (more than 15 of them). {@code text} is {@code Double.toString} of a positive normal double: "123.45" or "1.2345E-7".
      */
-    static String javaDigits(String text) {
+    static Digits javaDigits(String text) {
         int e = text.indexOf('E');
         int exponent = e < 0 ? 0 : Integer.parseInt(text.substring(e + 1));
         String mantissa = e < 0 ? text : text.substring(0, e);
@@ -95,18 +83,27 @@ final class PyFormat {
             return null;
         }
         // value = 0.<all> x 10^(point + exponent); each leading zero dropped moves the point one place.
-        return all.substring(lead, end) + ' ' + (point + exponent - lead - 1);
+        return new Digits(all.substring(lead, end), point + exponent - lead - 1);
     }
 
-    /** The shortest decimal that reads back as {@code d} (> 0); of two such, the nearer (as David Gay's dtoa). */
-    private static BigDecimal shortest(double d) {
-        // Fast path: Java 17's Double.toString reads back as d but is not always the shortest. With 15
-        // significant digits or fewer it is: two decimals of <= 15 digits never read as the same normal
-        // double (subnormals have fewer digits of precision, so they take the slow path).
-        BigDecimal java = new BigDecimal(Double.toString(d)).stripTrailingZeros();
-        if (d >= Double.MIN_NORMAL && java.precision() <= 15) {
-            return java;
+    /** Significant digits without trailing zeros (at least one) and the exponent: value = d.ddd x 10^exp10. */
+    record Digits(String digits, int exp10) {
+        static Digits of(BigDecimal positive) {
+            BigDecimal b = positive.stripTrailingZeros();
+            String digits = b.unscaledValue().toString();
+            return new Digits(digits, digits.length() - 1 - b.scale());
         }
+    }
+
+    /**
+     * The shortest decimal that reads back as {@code d} (> 0); of two such, the nearer (as David Gay's dtoa).
+     * The path for what {@link #javaDigits} leaves: more than 15 significant digits, or a subnormal.
+     */
+    private static Digits shortest(double d) {
+        return Digits.of(shortestDecimal(d));
+    }
+
+    private static BigDecimal shortestDecimal(double d) {
         BigDecimal exact = new BigDecimal(d);
         for (int p = 1; p <= 17; p++) {
             BigDecimal nearest = exact.round(new MathContext(p, RoundingMode.HALF_EVEN));

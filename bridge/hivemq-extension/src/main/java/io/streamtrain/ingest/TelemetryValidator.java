@@ -24,7 +24,8 @@ import java.util.regex.Pattern;
  */
 public final class TelemetryValidator {
     // Python's re.match: anchored at the start only, and '$' also matches before one final "\n" (UNIX_LINES:
-    // no other line terminator); hence lookingAt(), not matches().
+    // no other line terminator); hence lookingAt(), not matches(). The reference for deviceFromTopic and
+    // validDeviceId, which match the same by hand per message (TelemetryValidatorTest compares them).
     static final Pattern DEVICE_ID = Pattern.compile("^[A-Za-z0-9_.:-]{1,64}$", Pattern.UNIX_LINES);
     static final Pattern TOPIC = Pattern.compile("^devices/([^/]+)/telemetry$", Pattern.UNIX_LINES);
     public static final int MAX_PAYLOAD_BYTES = 16 * 1024;

@@ -107,13 +107,13 @@ class TelemetryValidatorTest {
                 continue;
             }
             java.math.BigDecimal b = new java.math.BigDecimal(Double.toString(d)).stripTrailingZeros();
-            String got = PyFormat.javaDigits(Double.toString(d));
+            PyFormat.Digits got = PyFormat.javaDigits(Double.toString(d));
             if (b.precision() > 15) {
                 assertEquals(null, got, () -> "more than 15 digits take the slow path: " + d);
                 continue;
             }
             String digits = b.unscaledValue().toString();
-            assertEquals(digits + " " + (digits.length() - 1 - b.scale()), got, () -> "digits of " + d);
+            assertEquals(new PyFormat.Digits(digits, digits.length() - 1 - b.scale()), got, () -> "digits of " + d);
             fast++;
         }
         assertTrue(fast > 50_000, "the fast path was taken " + fast + " times");
