@@ -35,7 +35,7 @@ import psutil
 from confluent_kafka import Consumer, TopicPartition
 
 from streamtrain import logs
-from streamtrain.kafka import client_config
+from streamtrain.kafka import client_config, watermarks
 from streamtrain.settings import StackSettings, settings_env
 from streamtrain.stack import loadgen
 from streamtrain.stack.local import LocalStack, free_port
@@ -50,7 +50,7 @@ def raw_count(stack: LocalStack) -> int:
     consumer = Consumer(client_config(stack.bootstrap, **{"group.id": "bench-ingest-count"}))
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+        return sum(watermarks(consumer, TopicPartition(topic, p))[1] for p in parts)
     finally:
         consumer.close()
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streamtrain import logs
-from streamtrain.kafka import READER_GROUP, client_config
+from streamtrain.kafka import READER_GROUP, client_config, watermarks
 from streamtrain.model import LoadedModel
 from streamtrain.modelcodec import ModelAssembler, ModelRejected, ModelVersion
 
@@ -149,7 +149,7 @@ class ModelWatcher(threading.Thread):
             )
         )
         try:
-            _, end = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=10)
+            _, end = watermarks(consumer, TopicPartition(self.topic, 0))
             consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
             assembler = ModelAssembler()
             backlog: list[ModelVersion] = []

@@ -22,7 +22,7 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
 from streamtrain import logs
-from streamtrain.kafka import READER_GROUP, client_config
+from streamtrain.kafka import READER_GROUP, client_config, watermarks
 from streamtrain.record_decode import BatchDecoder, Decoded, decode, decode_body, decode_window
 
 __all__ = [
@@ -104,7 +104,7 @@ def resolve_range(
         parts = sorted(md.topics[topic].partitions)
         bounds, oldest = {}, {}
         for p in parts:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = watermarks(c, TopicPartition(topic, p))
             oldest[p] = low
             if after is not None and p in after.partitions:
                 low = max(low, after.partitions[p][1])

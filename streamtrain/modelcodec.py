@@ -28,7 +28,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from streamtrain.kafka import READER_GROUP, client_config
+from streamtrain.kafka import READER_GROUP, client_config, watermarks
 
 CHUNK_BYTES = 900 * 1024
 MAX_ARTEFACT_BYTES = 256 * 1024 * 1024
@@ -231,7 +231,7 @@ def read_versions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Mod
         )
     )
     try:
-        _, end = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=timeout)
+        _, end = watermarks(c, TopicPartition(topic, 0), timeout)
         if end == 0:
             return []
         c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])

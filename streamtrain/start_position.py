@@ -17,7 +17,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicP
 from confluent_kafka.admin import AdminClient
 
 from streamtrain import logs
-from streamtrain.kafka import READER_GROUP, client_config
+from streamtrain.kafka import READER_GROUP, client_config, watermarks
 
 log = logs.get("start_position")
 
@@ -46,7 +46,7 @@ def snapshot(bootstrap: str, topics: list[str], start_at: StartAt) -> dict[str, 
                 continue
             offsets = []
             for p in sorted(md[topic].partitions):
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                low, high = watermarks(consumer, TopicPartition(topic, p))
                 offsets.append(TopicPartition(topic, p, low if start_at == "earliest" else high))
             out[topic] = offsets
         return out

@@ -22,7 +22,7 @@ import click
 from confluent_kafka import KafkaException
 
 from streamtrain import exitcodes, logs
-from streamtrain.kafka import READER_GROUP, KafkaSecurity, client_config, read_topic
+from streamtrain.kafka import READER_GROUP, KafkaSecurity, client_config, read_topic, watermarks
 from streamtrain.quality import evaluate, format_table
 from streamtrain.settings import CommonSettings, StackSettings, settings_env
 
@@ -75,7 +75,7 @@ def _behind(s: CommonSettings, topic: str, group: str) -> int:
         parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
         ends, start = {}, []
         for tp in c.committed(parts, timeout=10):
-            _, hi = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+            _, hi = watermarks(c, TopicPartition(topic, tp.partition))
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             if hi > max(tp.offset, 0):
                 ends[tp.partition] = hi
@@ -102,7 +102,7 @@ def _count(s: CommonSettings, topic: str) -> int:
         md = c.list_topics(topic, timeout=10)
         total = 0
         for p in md.topics[topic].partitions:
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            lo, hi = watermarks(c, TopicPartition(topic, p))
             total += hi - lo
         return total
     finally:

@@ -18,11 +18,16 @@ _SETTLING = {
 }
 
 
-def _end_offset(consumer, partition, deadline: float) -> int:
-    """High watermark of one partition, asking again while its leadership settles (until ``deadline``)."""
+def watermarks(consumer, partition, timeout: float = 30.0) -> tuple[int, int]:
+    """(low, high) watermarks of one partition, asking again while its leadership settles.
+
+    Right after a topic is created, or while a broker restarts, the broker answers "not leader" or
+    "leader not available" for a moment; those are retried until ``timeout`` seconds have passed,
+    anything else is raised at once."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            return consumer.get_watermark_offsets(partition, timeout=10)[1]
+            return consumer.get_watermark_offsets(partition, timeout=10)
         except KafkaException as exc:
             err = exc.args[0]
             if not (err.retriable() or err.code() in _SETTLING) or time.monotonic() > deadline:
@@ -55,7 +60,7 @@ def read_topic(
         if md.topics[topic].error is not None:
             raise RuntimeError(f"topic {topic}: {md.topics[topic].error}")
         parts = sorted(md.topics[topic].partitions)
-        ends = {p: _end_offset(consumer, TopicPartition(topic, p), time.monotonic() + timeout) for p in parts}
+        ends = {p: watermarks(consumer, TopicPartition(topic, p), timeout)[1] for p in parts}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         out = []
         deadline = time.monotonic() + timeout

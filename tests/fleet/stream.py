@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
-from streamtrain.kafka import ensure_topics, producer_config, read_topic
+from streamtrain.kafka import ensure_topics, producer_config, read_topic, watermarks
 from streamtrain.lifecycle import StopFlag
 from streamtrain.preprocessing.spec import PreprocessSpec
 from streamtrain.preprocessor.app import Preprocessor, PreprocessSettings
@@ -48,7 +48,7 @@ def count(bootstrap: str, topic: str) -> int:
     try:
         total = 0
         for p in c.list_topics(topic, timeout=10).topics[topic].partitions:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = watermarks(c, TopicPartition(topic, p))
             total += high - low
         return total
     finally:
