@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -193,33 +194,54 @@ def scoring(bench, n: int) -> None:
     )
     model = LoadedModel.from_version(read_versions(s.kafka_bootstrap, s.topic_models)[-1])
     x = np.random.default_rng(2).normal(60, 10, size=(n, len(model.feature_names))).astype(np.float32)
-    # The limit: the same model and call the scorer makes, on in-memory rows, as many per call as the
-    # scorer's micro-batch holds.
+    # The limit: Keras' own batch predict of the same network on in-memory rows, as many per call as the
+    # scorer's micro-batch holds. Beside it, the scorer's in-memory call (normalize, reconstruct, decide
+    # per device): what the Kafka part costs on top of it.
     batch = ScoreSettings.model_fields["batch_size"].default
     model.warm()
+    xn = model.normalize(x)
+    model.keras_model.predict(xn[:batch], batch_size=batch, verbose=0)  # its predict function, traced once
+    t0 = time.monotonic()
+    model.keras_model.predict(xn, batch_size=batch, verbose=0)
+    predict_rate = n / (time.monotonic() - t0)
+    devices = [f"d{i % 50}" for i in range(batch)]
     t0 = time.monotonic()
     for i in range(0, n, batch):
-        model.score(x[i : i + batch])
-    predict_rate = n / (time.monotonic() - t0)
+        model.assess(x[i : i + batch], devices[: len(x[i : i + batch])])
+    call_rate = n / (time.monotonic() - t0)
     total = n + 2000
+    group = f"bench-scorer-{s.topic_scores}"
     proc, log = _scorer(bench, s, "bench-scorer")
     try:
         t0 = _wait_first_score(s, proc, log)
-        read_topic(s.kafka_bootstrap, s.topic_scores, until=lambda m: len(m) >= total, timeout=600)
+        cpu = CpuMeter({"scorer": proc.pid, "kafka": bench.stack.kafka.pid()})
+        # Done when the scorer's transactions have committed the offset of the last input: its scores
+        # commit in the same transactions. (Reading the scores meanwhile would put a third program on the
+        # two cores; they are counted after.)
+        _wait_committed(s.kafka_bootstrap, group, s.topic_features, timeout=600)
         rate = total / (time.monotonic() - t0)
+        cpu_us = cpu.per_record(total)
     finally:
         proc.terminate()
         proc.wait(60)
+    cpu_bound = (os.cpu_count() or 1) * 1e6 / max(sum(cpu_us.values()), 1e-9)
+    scored = len(read_topic(s.kafka_bootstrap, s.topic_scores, until=lambda m: len(m) >= total, timeout=120))
+    if scored != total:
+        raise RuntimeError(f"the scorer wrote {scored} scores for {total} records")
     bench.add(
         bench.Figure(
             "scorer consume->score->produce",
             total,
             "scorer",
             rate,
-            "batch predict",
+            "Keras batch predict",
             predict_rate,
             "rec/s",
-            f"micro-batch {batch}, exactly once (one transaction per 100 ms)",
+            f"micro-batch {batch}, exactly once (one transaction per 100 ms), {scored:,} scores; "
+            f"the scorer's in-memory call {call_rate:,.0f} rec/s (ours / it {rate / call_rate:.2f}); "
+            f"CPU per record: scorer {cpu_us['scorer']} us, Kafka {cpu_us['kafka']} us, so on "
+            f"{os.cpu_count()} cores these two alone allow at most {cpu_bound:,.0f} rec/s "
+            f"({cpu_bound / predict_rate:.2f} of predict)",
         )
     )
     jvm_rate, onnx_rate = streams_scoring(bench, s, total)
@@ -266,6 +288,48 @@ def streams_scoring(bench, s, total: int) -> tuple[float, float]:
         check=True,
     )
     return rate, json.loads(out.stdout.strip().splitlines()[-1])["records_per_s"]
+
+
+class CpuMeter:
+    """CPU time (user + system) of named processes from now on."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        from bench.ingest_ceiling import cpu_seconds  # noqa: PLC0415 - psutil, the bench's helper
+
+        self._cpu = cpu_seconds
+        self.pids = pids
+        self.before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def per_record(self, records: int) -> dict[str, float]:
+        """Microseconds of CPU per record of each process since the meter started."""
+        return {
+            name: round(1e6 * (self._cpu(pid) - self.before[name]) / max(records, 1), 1)
+            for name, pid in self.pids.items()
+        }
+
+
+def _wait_committed(bootstrap: str, group: str, topic: str, timeout: float) -> None:
+    """Until ``group`` has committed every partition of ``topic`` up to its end offset now."""
+    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition  # noqa: PLC0415
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    from streamtrain.kafka import READER_GROUP, client_config, watermarks  # noqa: PLC0415
+
+    c = Consumer(client_config(bootstrap, **{"group.id": READER_GROUP}))
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: watermarks(c, TopicPartition(topic, p))[1] for p in parts}
+    finally:
+        c.close()
+    admin = AdminClient(client_config(bootstrap))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(30)
+        done = {tp.partition: tp.offset for tp in res.topic_partitions if tp.topic == topic}
+        if all(done.get(p, -1) >= end for p, end in ends.items()):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"group {group} did not commit {topic} to its end within {timeout:.0f}s")
 
 
 def _scorer(bench, s, name: str, engine: str = "python"):

