@@ -96,7 +96,7 @@ class LoadedModel:
 
     def __init__(self, keras_model, metadata: dict) -> None:
         self.keras_model = keras_model
-        self._infer = None
+        self._infer: Any = None  # the traced graph, made on first use (reconstruct)
         self.metadata = metadata
         self.version = int(metadata["version"])
         self.feature_names = list(metadata["feature_names"])
