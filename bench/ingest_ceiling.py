@@ -66,6 +66,22 @@ def cpu_seconds(pid: int | None) -> float:
     return t.user + t.system
 
 
+class CpuMeter:
+    """CPU time (user + system) of named processes from now on."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = pids
+        self.before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def spent(self) -> dict[str, float]:
+        """CPU seconds of each process since the meter started."""
+        return {name: cpu_seconds(pid) - self.before[name] for name, pid in self.pids.items()}
+
+    def per_record(self, records: int) -> dict[str, float]:
+        """Microseconds of CPU per record of each process since the meter started."""
+        return {name: round(1e6 * sec / max(records, 1), 1) for name, sec in self.spent().items()}
+
+
 def jdk_tool(name: str) -> str:
     """A tool of the JDK that runs the brokers (jcmd, jfr): on PATH, else beside its java."""
     return shutil.which(name) or str(Path(os.path.realpath(java())).parent / name)
@@ -73,14 +89,13 @@ def jdk_tool(name: str) -> str:
 
 def publish(stack: LocalStack, count: int, connections: int, prefix: str) -> dict:
     """Publish with the load generator; its summary plus the CPU microseconds per message of each process."""
-    pids = {"hivemq": stack.hivemq.pid(), "kafka": stack.kafka.pid()}
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    brokers = CpuMeter({"hivemq": stack.hivemq.pid(), "kafka": stack.kafka.pid()})
     children = os.times()
     result = loadgen.run(
         stack.settings.mqtt_port, connections=connections, inflight=64, devices=1000, count=count, device_prefix=prefix
     )
     after = os.times()
-    spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    spent = brokers.spent()
     spent["loadgen"] = (after.children_user - children.children_user) + (
         after.children_system - children.children_system
     )

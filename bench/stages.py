@@ -13,6 +13,7 @@ import time
 import numpy as np
 from confluent_kafka import Producer
 
+from bench.ingest_ceiling import CpuMeter
 from streamtrain.kafka import producer_config, read_topic
 from streamtrain.model import LoadedModel
 from streamtrain.modelcodec import read_versions
@@ -207,7 +208,8 @@ def scoring(bench, n: int) -> None:
     devices = [f"d{i % 50}" for i in range(batch)]
     t0 = time.monotonic()
     for i in range(0, n, batch):
-        model.assess(x[i : i + batch], devices[: len(x[i : i + batch])])
+        rows = x[i : i + batch]
+        model.assess(rows, devices[: len(rows)])
     call_rate = n / (time.monotonic() - t0)
     total = n + 2000
     group = f"bench-scorer-{s.topic_scores}"
@@ -290,42 +292,18 @@ def streams_scoring(bench, s, total: int) -> tuple[float, float]:
     return rate, json.loads(out.stdout.strip().splitlines()[-1])["records_per_s"]
 
 
-class CpuMeter:
-    """CPU time (user + system) of named processes from now on."""
-
-    def __init__(self, pids: dict[str, int | None]) -> None:
-        from bench.ingest_ceiling import cpu_seconds  # noqa: PLC0415 - psutil, the bench's helper
-
-        self._cpu = cpu_seconds
-        self.pids = pids
-        self.before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-
-    def per_record(self, records: int) -> dict[str, float]:
-        """Microseconds of CPU per record of each process since the meter started."""
-        return {
-            name: round(1e6 * (self._cpu(pid) - self.before[name]) / max(records, 1), 1)
-            for name, pid in self.pids.items()
-        }
-
-
 def _wait_committed(bootstrap: str, group: str, topic: str, timeout: float) -> None:
     """Until ``group`` has committed every partition of ``topic`` up to its end offset now."""
-    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition  # noqa: PLC0415
     from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
-    from streamtrain.kafka import READER_GROUP, client_config, watermarks  # noqa: PLC0415
+    from streamtrain import start_position  # noqa: PLC0415
+    from streamtrain.kafka import client_config  # noqa: PLC0415
 
-    c = Consumer(client_config(bootstrap, **{"group.id": READER_GROUP}))
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: watermarks(c, TopicPartition(topic, p))[1] for p in parts}
-    finally:
-        c.close()
+    ends = {tp.partition: tp.offset for tp in start_position.snapshot(bootstrap, [topic], "latest")[topic]}
     admin = AdminClient(client_config(bootstrap))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(30)
-        done = {tp.partition: tp.offset for tp in res.topic_partitions if tp.topic == topic}
+        done = start_position.committed(admin, group, topic)
         if all(done.get(p, -1) >= end for p, end in ends.items()):
             return
         time.sleep(0.05)

@@ -218,15 +218,10 @@ class LoadedModel:
 
     def _errors(self, xn: np.ndarray) -> np.ndarray:
         """Reconstruction errors: [rows] (dense) or [windows, steps] (windowed)."""
-        return reconstruction_error(xn, self.reconstruct(xn))
-
-    def reconstruct(self, xn: np.ndarray) -> np.ndarray:
-        """The network's output for normalized rows (or windows), by an eager Keras call.
-
-        A traced graph (``tf.function``) costs a sixth per batch but its float32 results differ in the
-        last bits (relative 7e-6 on the smallest scores), and the Kafka Streams scorer's topology fixture
-        holds the eager numbers; kept eager until that fixture is regenerated and checked in Java."""
-        return self.keras_model(np.asarray(xn, dtype=np.float32), training=False).numpy()
+        # Eager on purpose: a traced graph (tf.function) costs a sixth per batch, but its float32 results
+        # differ in the last bits (relative 7e-6 on the smallest scores) from the numbers the Kafka Streams
+        # scorer's topology fixture holds; switching means regenerating it and re-running the Java tests.
+        return reconstruction_error(xn, self.keras_model(xn, training=False).numpy())
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Fleet-wide score (global normalization) of each row or window's newest reading."""

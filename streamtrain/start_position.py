@@ -73,7 +73,7 @@ def apply(
     if offsets is None:  # the topic did not exist at the snapshot: everything on it is new
         offsets = snapshot(bootstrap, [topic], "earliest").get(topic, [])
     admin = AdminClient(client_config(bootstrap))
-    before = _committed(admin, group, topic)
+    before = committed(admin, group, topic)
     if new_group_only and before:
         log.info(
             "start_position",
@@ -112,7 +112,8 @@ def apply(
     return True
 
 
-def _committed(admin: AdminClient, group: str, topic: str) -> dict[int, int]:
+def committed(admin: AdminClient, group: str, topic: str) -> dict[int, int]:
+    """The offsets ``group`` has committed on ``topic``, by partition (empty when the broker cannot say)."""
     try:
         result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=30)
     except KafkaException:
