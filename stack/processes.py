@@ -46,14 +46,7 @@ class Service:
             return None
         except PermissionError:
             return pid
-        # A zombie left by a parent that never reaped it is not running.
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-            if state == "Z":
-                return None
-        except (FileNotFoundError, IndexError):
-            return None
-        return pid
+        return None if _exited(pid) else pid
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
@@ -124,6 +117,20 @@ def wait_ready(svc: Service, ready: Callable[[], bool], timeout: float) -> None:
             raise StackError(f"{svc.name} exited during start-up; last lines of {svc.log_file}:\n{tail}")
         time.sleep(0.5)
     raise StackError(f"{svc.name} not ready on port {svc.port} after {timeout:.0f}s; see {svc.log_file}")
+
+
+def _exited(pid: int) -> bool:
+    """Whether every thread of ``pid`` has exited (a zombie left by a parent that never reaped it has).
+
+    The group leader of a killed JVM turns zombie while its other threads are still exiting; they hold
+    its sockets until the last one is gone, so a leader in state Z alone does not mean the port is free.
+    """
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+    return state in ("Z", "X") and tasks in ([], [str(pid)])
 
 
 def stop(svc: Service, timeout: float = 45.0, kill: bool = False) -> None:
