@@ -5,7 +5,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from stack.processes import Service, port_open, stop
+from streamtrain.stack.processes import Service, port_open, stop
 from tests.waiting import eventually
 
 # The main thread leaves with the thread-only exit syscall while another thread keeps the listening
