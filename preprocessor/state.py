@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streamtrain import logs
 from streamtrain.dedup import FINGERPRINT_HEADER, Deduplicator
-from streamtrain.kafka import client_config
+from streamtrain.kafka import client_config, watermarks
 from streamtrain.preprocessing.engine import Engine
 
 log = logs.get("preprocess")
@@ -31,7 +31,7 @@ def read_tail(reader: Consumer, topic: str, partitions: list[int], limit: int, h
     parts = [p for p in partitions if p in md.partitions] if len(md.partitions) else []
     assign, ends = [], {}
     for p in parts:
-        lo, hi = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        lo, hi = watermarks(reader, TopicPartition(topic, p))
         if hi > lo:
             start = max(lo, hi - limit) if limit else hi
             assign.append(TopicPartition(topic, p, start if start > lo else OFFSET_BEGINNING))

@@ -15,6 +15,8 @@ _SETTLING = {
     KafkaError.UNKNOWN_TOPIC_OR_PART,
     KafkaError._TRANSPORT,
     KafkaError._TIMED_OUT,
+    # A request queued for a broker that had just gone (SIGKILL) and was not sent before its timeout.
+    KafkaError._TIMED_OUT_QUEUE,
 }
 
 

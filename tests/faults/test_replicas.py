@@ -144,6 +144,11 @@ class Publishing:
         )
         self.thread.start()
 
+    def stop(self) -> None:
+        """Stop publishing (a test's teardown: the next test's bridges share the MQTT topics)."""
+        self.stop_flag.set()
+        self.thread.join(180)
+
     def finish(self) -> set[tuple[str, int]]:
         """Stop, and the (device, seq) of every reading published and acknowledged."""
         self.stop_flag.set()
@@ -216,7 +221,7 @@ def test_a_broker_killed_mid_stream_loses_and_repeats_no_score(cluster, model, t
     assert all(len(p.replicas) == 3 for p in md.partitions.values())
     assert config["min.insync.replicas"].value == "2"
     publish_model(Producer(producer_config(s.kafka_bootstrap)), s.topic_models, model.artefact, model.metadata)
-    programs = Replicas(s, tmp_path)
+    programs, fleet, victim = Replicas(s, tmp_path), None, None
     try:
         programs.start("bridge", 1).wait_log('"mqtt_subscribed"', 90)
         programs.start("preprocess", 1)
@@ -259,6 +264,12 @@ def test_a_broker_killed_mid_stream_loses_and_repeats_no_score(cluster, model, t
             programs.stop(key)
     finally:
         programs.kill_all()
+        if fleet is not None:
+            fleet.stop()
+        if victim is not None and not cluster.kafka_node_ready(victim):
+            # The next test needs all three nodes, whatever stopped this one.
+            cluster.start_kafka_node(victim)
+            cluster._wait(cluster.kafka_nodes[victim - 1], lambda: cluster.kafka_node_ready(victim), 120)
 
 
 def test_replicas_added_and_removed_mid_stream_keep_every_score_once_and_in_order(cluster, model, tmp_path):
@@ -266,7 +277,7 @@ def test_replicas_added_and_removed_mid_stream_keep_every_score_once_and_in_orde
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({**PreprocessSpec.default().model_dump(exclude_none=True), "sequences": {"length": 4}}))
     publish_model(Producer(producer_config(s.kafka_bootstrap)), s.topic_models, model.artefact, model.metadata)
-    programs = Replicas(s, tmp_path, preprocess={"spec_path": str(spec)})
+    programs, fleet = Replicas(s, tmp_path, preprocess={"spec_path": str(spec)}), None
     try:
         for name in ("bridge", "preprocess", "score"):
             for replica in (1, 2, 3):
@@ -329,3 +340,5 @@ def test_replicas_added_and_removed_mid_stream_keep_every_score_once_and_in_orde
             programs.stop(key)
     finally:
         programs.kill_all()
+        if fleet is not None:
+            fleet.stop()
