@@ -151,8 +151,7 @@ class Publishing:
 
     def finish(self) -> set[tuple[str, int]]:
         """Stop, and the (device, seq) of every reading published and acknowledged."""
-        self.stop_flag.set()
-        self.thread.join(180)
+        self.stop()
         report = self.result["report"]
         assert report.unacked_at_exit == 0, report.as_dict()
         return {(d, q) for d, last in report.per_device_last_seq.items() for q in range(last + 1)}
@@ -268,8 +267,7 @@ def test_a_broker_killed_mid_stream_loses_and_repeats_no_score(cluster, model, t
             fleet.stop()
         if victim is not None and not cluster.kafka_node_ready(victim):
             # The next test needs all three nodes, whatever stopped this one.
-            cluster.start_kafka_node(victim)
-            cluster._wait(cluster.kafka_nodes[victim - 1], lambda: cluster.kafka_node_ready(victim), 120)
+            cluster.restart_service(cluster.kafka_nodes[victim - 1])
 
 
 def test_replicas_added_and_removed_mid_stream_keep_every_score_once_and_in_order(cluster, model, tmp_path):
