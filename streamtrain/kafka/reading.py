@@ -29,7 +29,8 @@ def watermarks(consumer, partition, timeout: float = 30.0) -> tuple[int, int]:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return consumer.get_watermark_offsets(partition, timeout=10)
+            # At most 5 s per ask, so a request stuck behind a dead broker leaves time to ask again.
+            return consumer.get_watermark_offsets(partition, timeout=min(5.0, max(0.5, deadline - time.monotonic())))
         except KafkaException as exc:
             err = exc.args[0]
             if not (err.retriable() or err.code() in _SETTLING) or time.monotonic() > deadline:
