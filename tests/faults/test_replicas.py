@@ -158,7 +158,7 @@ class Publishing:
 
 
 def count(s: CommonSettings, topic: str) -> int:
-    return len(read_topic(s.kafka_bootstrap, topic, timeout=10))
+    return len(read_topic(s.kafka_bootstrap, topic, timeout=30))  # a killed broker can stall one ask for 10 s
 
 
 def scores_grow(s: CommonSettings, by: int, what: str, timeout: float = 120) -> None:
