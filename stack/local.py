@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient
 
 from streamtrain import logs
 from streamtrain.kafka import client_config, ensure_topics
+from streamtrain.ports import free_port, free_port_range
 from streamtrain.settings import CommonSettings, StackSettings
 from streamtrain.stack import hivemq, jars, kafka_node, security
 from streamtrain.stack import ingest_extension as extension
@@ -21,8 +22,6 @@ from streamtrain.stack.hivemq import hivemq_config_xml
 from streamtrain.stack.processes import (
     Service,
     StackError,
-    free_port,
-    free_port_range,
     java,
     port_open,
     spawn,

@@ -55,30 +55,6 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_port_range(count: int, attempts: int = 50) -> int:
-    """The first of ``count`` consecutive loopback ports that are free now (a multi-node stack's)."""
-    for _ in range(attempts):
-        base = free_port()
-        if base + count <= 65535 and all(_bindable(base + i) for i in range(count)):
-            return base
-    raise StackError(f"found no {count} consecutive free ports on 127.0.0.1")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def java() -> str:
     path = shutil.which("java")
     if not path:

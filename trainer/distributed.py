@@ -22,7 +22,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 
 from streamtrain import logs
 from streamtrain.kafka_dataset import KafkaSource, SourceRange, split_range
+from streamtrain.ports import free_port
 from streamtrain.settings import settings_env
 from streamtrain.trainer.fit import FitResult, build_network, split_validation
 from streamtrain.trainer.networks import progress_log
@@ -259,19 +259,13 @@ def barrier(strategy) -> None:
 EXIT_GRACE = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_local_workers(
     s: TrainSettings, workers: int, args: list[str] | None = None, timeout: float | None = None
 ) -> tuple[int, str]:
     """Run ``streamtrain train`` as ``workers`` local processes of one cluster; (exit code, chief's stdout).
 
     ``s`` reaches the workers as STREAMTRAIN_ variables; SIGTERM/SIGINT are passed on to them."""
-    hosts = [f"127.0.0.1:{_free_port()}" for _ in range(workers)]
+    hosts = [f"127.0.0.1:{free_port()}" for _ in range(workers)]
     procs = []
     for i in range(workers):
         env = settings_env(s)

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from streamtrain.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "tools/kube/build.sh"
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.35.4")
@@ -38,12 +39,6 @@ EXTRA_ADMISSION = "OwnerReferencesPermissionEnforcement"
 FAKE_NODE = "kwok-node-0"
 #: Service addresses (ClusterIPs); a real node (node.py) routes what kube-proxy does not translate nowhere.
 SERVICE_CIDR = "10.96.0.0/16"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build(node: bool = False) -> Path:

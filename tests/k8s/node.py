@@ -32,7 +32,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.k8s.controlplane import SERVICE_CIDR, ControlPlane, _openssl, free_port, kubeconfig
+from streamtrain.ports import free_port
+from tests.k8s.controlplane import SERVICE_CIDR, ControlPlane, _openssl, kubeconfig
 from tests.k8s.node_config import (
     ARCHIVES,
     BRIDGE,

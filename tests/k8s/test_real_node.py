@@ -21,11 +21,12 @@ import pytest
 
 from streamtrain.credentials import make_fleet, new_password, set_user
 from streamtrain.kafka import read_topic
+from streamtrain.ports import free_port
 from streamtrain.settings import StackSettings
 from streamtrain.stack.local import LocalStack
 from tests.k8s import node as real_node
 from tests.k8s.conftest import ROOT
-from tests.k8s.controlplane import FAKE_NODE, build, free_port
+from tests.k8s.controlplane import FAKE_NODE, build
 from tests.k8s.operator_process import Operator
 from tests.waiting import eventually
 
