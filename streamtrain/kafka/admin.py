@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -40,22 +41,46 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 3
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
-    # Metadata propagates asynchronously; wait until every topic is visible with leaders.
+    # Metadata reaches each broker on its own: wait until every broker shows every topic with leaders, so
+    # the next request finds them whichever broker it goes to (DescribeConfigs once met "unknown topic").
     deadline = time.monotonic() + timeout
     names = {s.name for s in missing}
-    while time.monotonic() < deadline:
-        md = admin.list_topics(timeout=timeout)
-        if all(
-            n in md.topics
-            and md.topics[n].error is None
-            and all(p.leader >= 0 for p in md.topics[n].partitions.values())
-            for n in names
-        ):
-            break
-        time.sleep(0.2)
+    _wait_visible(lambda: admin, names, deadline)
+    brokers = admin.list_topics(timeout=timeout).brokers
+    if len(brokers) > 1:
+        for b in brokers.values():
+            # A client that knows one broker only sends its first metadata request there.
+            conf = client_config(f"{b.host}:{b.port}", **client)
+            _wait_visible(functools.partial(AdminClient, conf), names, deadline, b.id)
     for name in created:
         log.info("topic_created", topic=name)
     return created
+
+
+def _visible(admin: AdminClient, names: set[str], timeout: float) -> bool:
+    md = admin.list_topics(timeout=timeout)
+    return all(
+        n in md.topics and md.topics[n].error is None and all(p.leader >= 0 for p in md.topics[n].partitions.values())
+        for n in names
+    )
+
+
+def _wait_visible(
+    admin: Callable[[], AdminClient], names: set[str], deadline: float, broker: int | None = None
+) -> None:
+    """Ask ``admin()`` (a fresh client each time, for one broker) until ``names`` all show with leaders."""
+    while True:
+        try:
+            if _visible(admin(), names, max(1.0, min(5.0, deadline - time.monotonic()))):
+                return
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                log.warning("topics_not_visible", broker=broker, topics=sorted(names), error=str(exc))
+                return
+        if time.monotonic() > deadline:
+            log.warning("topics_not_visible", broker=broker, topics=sorted(names))
+            return
+        time.sleep(0.1)
 
 
 class TopicsMissing(RuntimeError):
