@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import structlog.testing
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamtrain.kafka import watermarks
@@ -81,7 +82,7 @@ class StuckClient:
         self.closed = True
 
 
-def test_read_topic_asks_through_a_new_client_when_one_stays_stuck(monkeypatch, capsys):
+def test_read_topic_asks_through_a_new_client_when_one_stays_stuck(monkeypatch):
     # What test_replicas met after a broker was SIGKILLed: one client's requests stayed queued for it
     # for 30 s, while clients made later were answered.
     from streamtrain.kafka import reading
@@ -89,9 +90,11 @@ def test_read_topic_asks_through_a_new_client_when_one_stays_stuck(monkeypatch, 
     StuckClient.made = []
     monkeypatch.setattr(reading, "Consumer", StuckClient)
     monkeypatch.setattr(reading, "_STALL", 0.3)
-    assert reading.read_topic("127.0.0.1:1", "t", timeout=5) == []
+    with structlog.testing.capture_logs() as logged:
+        assert reading.read_topic("127.0.0.1:1", "t", timeout=5) == []
     assert len(StuckClient.made) == 2 and all(c.closed for c in StuckClient.made)
-    assert "watermarks_stalled" in "".join(capsys.readouterr())
+    (stalled,) = [e for e in logged if e["event"] == "watermarks_stalled"]
+    assert (stalled["topic"], stalled["partition"], stalled["log_level"]) == ("t", 0, "warning")
 
 
 def test_read_topic_gives_up_on_a_stall_that_outlasts_its_timeout(monkeypatch):
