@@ -22,7 +22,8 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 3
     Replicas: the spec's, or the cluster's ``default.replication.factor`` (one on a single broker,
     three on the local 3-broker stack or a production cluster)."""
     admin = AdminClient(client_config(bootstrap, **client))
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    md = admin.list_topics(timeout=timeout)
+    existing = set(md.topics)
     missing = [s for s in specs if s.name not in existing]
     if not missing:
         return []
@@ -45,13 +46,13 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 3
     # the next request finds them whichever broker it goes to (DescribeConfigs once met "unknown topic").
     deadline = time.monotonic() + timeout
     names = {s.name for s in missing}
-    _wait_visible(lambda: admin, names, deadline)
-    brokers = admin.list_topics(timeout=timeout).brokers
-    if len(brokers) > 1:
-        for b in brokers.values():
+    if len(md.brokers) > 1:
+        for b in md.brokers.values():
             # A client that knows one broker only sends its first metadata request there.
             conf = client_config(f"{b.host}:{b.port}", **client)
             _wait_visible(functools.partial(AdminClient, conf), names, deadline, b.id)
+    else:
+        _wait_visible(lambda: admin, names, deadline)
     for name in created:
         log.info("topic_created", topic=name)
     return created
@@ -69,16 +70,15 @@ def _wait_visible(
     admin: Callable[[], AdminClient], names: set[str], deadline: float, broker: int | None = None
 ) -> None:
     """Ask ``admin()`` (a fresh client each time, for one broker) until ``names`` all show with leaders."""
+    error = None
     while True:
         try:
             if _visible(admin(), names, max(1.0, min(5.0, deadline - time.monotonic()))):
                 return
         except KafkaException as exc:
-            if time.monotonic() > deadline:
-                log.warning("topics_not_visible", broker=broker, topics=sorted(names), error=str(exc))
-                return
+            error = str(exc)
         if time.monotonic() > deadline:
-            log.warning("topics_not_visible", broker=broker, topics=sorted(names))
+            log.warning("topics_not_visible", broker=broker, topics=sorted(names), error=error)
             return
         time.sleep(0.1)
 
