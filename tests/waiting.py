@@ -6,9 +6,16 @@ import time
 from typing import Any, Callable
 
 
-def eventually(check: Callable[[], Any], what: str, timeout: float = 120.0, every: float = 0.5) -> Any:
+def eventually(
+    check: Callable[[], Any],
+    what: str,
+    timeout: float = 120.0,
+    every: float = 0.5,
+    explain: Callable[[], str] | None = None,
+) -> Any:
     """Poll ``check`` until it returns a truthy value and return that value; fail naming ``what`` and
-    the last value seen when ``timeout`` seconds pass first."""
+    the last value seen when ``timeout`` seconds pass first, followed by what ``explain`` returns
+    then (the state that tells why)."""
     end = time.monotonic() + timeout
     last = None
     while time.monotonic() < end:
@@ -16,4 +23,5 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = 120.0, ever
         if last:
             return last
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+    detail = f"\n{explain()}" if explain else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}{detail}")

@@ -339,6 +339,12 @@ class ControlPlane:
             "127.0.0.1",
             "--server-address",
             f"127.0.0.1:{free_port()}",
+            # The node's heartbeat is a Lease renewed every 10 s, as a kubelet's. kwok's own default is
+            # no lease: the stage then reports the node's status every ~55 s, past the controller-manager's
+            # 50 s grace, so the node went NotReady each time and every Pod on it was marked not ready for good
+            # (kwok readies Pending Pods only).
+            "--node-lease-duration-seconds",
+            "40",
         ]
         for c in configs:
             args += ["--config", str(c)]
@@ -382,6 +388,42 @@ class ControlPlane:
     def logs(self, name: str, tail: int = 4000) -> str:
         path = self.workdir / f"{name}.log"
         return path.read_text(errors="replace")[-tail:] if path.exists() else ""
+
+    def describe(self, namespace: str, tail: int = 3000) -> str:
+        """What a failed wait needs to be explained: the namespace's workloads, Pods and Events, the
+        nodes with their taints, conditions and leases, which components still run, and the ends of
+        the controller-manager's, scheduler's and kwok's logs."""
+        out = []
+        for args in (
+            ("get", "deployments,replicasets,pods,pdb", "-n", namespace, "-o", "wide"),
+            ("get", "events", "-n", namespace, "--sort-by=.lastTimestamp"),
+            (
+                "get",
+                "nodes",
+                "-o",
+                "custom-columns=NAME:.metadata.name,TAINTS:.spec.taints,"
+                "CONDITIONS:.status.conditions[*].type,STATUS:.status.conditions[*].status",
+            ),
+            (
+                "get",
+                "leases",
+                "-n",
+                "kube-node-lease",
+                "-o",
+                "custom-columns=NAME:.metadata.name,HOLDER:.spec.holderIdentity,RENEWED:.spec.renewTime",
+            ),
+        ):
+            res = self.kubectl(*args, check=False)
+            out.append(f"$ kubectl {' '.join(args)}\n{res.stdout}{res.stderr}")
+        out.append(
+            "components: "
+            + ", ".join(
+                f"{n} {'running' if p.poll() is None else f'exited {p.returncode}'}" for n, p in self.procs.items()
+            )
+        )
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            out.append(f"--- {name} (last {tail} characters)\n{self.logs(name, tail)}")
+        return "\n".join(out)
 
 
 @contextlib.contextmanager

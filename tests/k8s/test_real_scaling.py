@@ -165,11 +165,21 @@ def test_a_rendered_budget_guards_its_deployments_real_pods(cp):
         res = create(cp, obj)
         assert res.returncode == 0, res.stderr
 
+    seen: list[dict] = [{}]
+
     def status():
-        got = json.loads(cp.kubectl("get", "pdb", "fleet-preprocess", "-n", NS, "-o", "json").stdout).get("status", {})
+        seen[0] = json.loads(cp.kubectl("get", "pdb", "fleet-preprocess", "-n", NS, "-o", "json").stdout).get(
+            "status", {}
+        )
+        got = seen[0]
         return got if got.get("expectedPods") == 3 and got.get("currentHealthy") == 3 else None
 
-    st = eventually(status, "the budget counting three healthy preprocessors", timeout=120)
+    st = eventually(
+        status,
+        "the budget counting three healthy preprocessors",
+        timeout=120,
+        explain=lambda: f"budget status: {seen[0]}\n{cp.describe(NS)}",
+    )
     assert st["disruptionsAllowed"] == 1 and st["desiredHealthy"] == 2, st
     pods = json.loads(
         cp.kubectl("get", "pods", "-n", NS, "-l", "app.kubernetes.io/component=preprocess", "-o", "json").stdout
