@@ -23,5 +23,10 @@ def eventually(
         if last:
             return last
         time.sleep(every)
-    detail = f"\n{explain()}" if explain else ""
+    detail = ""
+    if explain:
+        try:
+            detail = f"\n{explain()}"
+        except Exception as exc:  # noqa: BLE001 - the timeout is the failure to report, not this
+            detail = f"\n(explaining failed too: {exc!r})"
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}{detail}")

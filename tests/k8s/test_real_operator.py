@@ -136,10 +136,19 @@ def test_lifecycle_children_status_update_events_delete(operator):
     assert st["phase"] == "Progressing"
     # ... kwok-run Pods make the Deployments ready and the trainer Job complete; Strimzi's part is played here.
     act_as_strimzi(cp, objs)
-    st = eventually(lambda: (s := status()).get("phase") == "Ready" and s, "phase Ready", timeout=180)
+    st = eventually(
+        lambda: (s := status()).get("phase") == "Ready" and s,
+        "phase Ready",
+        timeout=180,
+        explain=lambda: f"status: {status()}\n{cp.describe(NS)}",
+    )
     assert all(c["status"] == "True" for c in st["conditions"]), st["conditions"]
     job = next(o for o in objs if o["kind"] == "Job")
-    st = eventually(lambda: (s := status()).get("lastTraining", {}).get("result") == "Succeeded" and s, "training")
+    st = eventually(
+        lambda: (s := status()).get("lastTraining", {}).get("result") == "Succeeded" and s,
+        "training",
+        explain=lambda: f"status: {status()}\n{cp.describe(NS)}",
+    )
     done = get(cp, "job", job["metadata"]["name"])
     assert st["lastTraining"] == {
         "job": job["metadata"]["name"],
