@@ -168,10 +168,9 @@ def test_a_rendered_budget_guards_its_deployments_real_pods(cp):
     seen: list[dict] = [{}]
 
     def status():
-        seen[0] = json.loads(cp.kubectl("get", "pdb", "fleet-preprocess", "-n", NS, "-o", "json").stdout).get(
+        got = seen[0] = json.loads(cp.kubectl("get", "pdb", "fleet-preprocess", "-n", NS, "-o", "json").stdout).get(
             "status", {}
         )
-        got = seen[0]
         return got if got.get("expectedPods") == 3 and got.get("currentHealthy") == 3 else None
 
     st = eventually(
