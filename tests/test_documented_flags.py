@@ -1,5 +1,5 @@
 """Every `--flag` the README and docs show for a streamtrain command exists on some streamtrain command
-(flags of other tools in the docs: kubectl, helm, kind, minikube, docker, kafka-configs.sh, are listed)."""
+(flags of other tools in the docs: kubectl, helm, kind, minikube, docker, kafka-configs.sh, kube-apiserver, kwok, are listed)."""
 
 import re
 from pathlib import Path
@@ -24,6 +24,7 @@ OTHER_TOOLS = {
     "--from-literal",
     "--kubelet-preferred-address-types",  # kube-apiserver (docs/kubernetes.md, the real node)
     "--memory",
+    "--node-lease-duration-seconds",  # kwok (docs/kubernetes.md, the fake node's Lease)
     "--name",
     "--namespace",
     "--set",
