@@ -165,19 +165,14 @@ def test_a_rendered_budget_guards_its_deployments_real_pods(cp):
         res = create(cp, obj)
         assert res.returncode == 0, res.stderr
 
-    seen: list[dict] = [{}]
-
-    def status():
-        got = seen[0] = json.loads(cp.kubectl("get", "pdb", "fleet-preprocess", "-n", NS, "-o", "json").stdout).get(
-            "status", {}
-        )
-        return got if got.get("expectedPods") == 3 and got.get("currentHealthy") == 3 else None
+    def status() -> dict:
+        return json.loads(cp.kubectl("get", "pdb", "fleet-preprocess", "-n", NS, "-o", "json").stdout).get("status", {})
 
     st = eventually(
-        status,
+        lambda: (s := status()).get("expectedPods") == 3 and s.get("currentHealthy") == 3 and s,
         "the budget counting three healthy preprocessors",
         timeout=120,
-        explain=lambda: f"budget status: {seen[0]}\n{cp.describe(NS)}",
+        explain=lambda: f"budget status: {status()}\n{cp.describe(NS)}",
     )
     assert st["disruptionsAllowed"] == 1 and st["desiredHealthy"] == 2, st
     pods = json.loads(
