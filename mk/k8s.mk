@@ -1,12 +1,17 @@
 # Kubernetes: CRD, operator, chart, image, skaffold. Tests need no cluster; the run targets do.
 # `make help` lists every target named [a-zA-Z0-9_-]+ with a `## ` description.
-.PHONY: test-k8s test-node kube-node-up kube-build kube-up kube-test kube-crd kube-lint kube-template kube-kind kube-minikube kube-down
+.PHONY: test-k8s test-cold test-node kube-node-up kube-build kube-up kube-test kube-crd kube-lint kube-template kube-kind kube-minikube kube-down
 
 KIND_CLUSTER ?= streamtrain
 K8S_VERSION ?= v1.32.0
 
-test-k8s: install ## Real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok; built once, ~10 min cold): CRD, helm install/upgrade/test/uninstall, the operator under its ServiceAccount
+test-k8s: install kube-build ## Real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok; built first, ~10 min cold): CRD, helm install/upgrade/test/uninstall, the operator under its ServiceAccount
 	$(PY) -m pytest -q -m "kube and not node" tests/k8s
+
+test-cold: install ## test-k8s from empty caches (a fresh Go build and module cache and control-plane cache under .streamtrain/cold, removed after): proves a new machine passes
+	rm -rf .streamtrain/cold && mkdir -p .streamtrain/cold/gocache .streamtrain/cold/gomod .streamtrain/cold/kube
+	GOCACHE=$(CURDIR)/.streamtrain/cold/gocache GOMODCACHE=$(CURDIR)/.streamtrain/cold/gomod STREAMTRAIN_KUBE_CACHE=$(CURDIR)/.streamtrain/cold/kube \
+	  $(MAKE) test-k8s; status=$$?; chmod -R u+w .streamtrain/cold; rm -rf .streamtrain/cold; exit $$status
 
 test-node: install ## A StreamingTraining on a real node (containerd + runc + kubelet; root): real Pods from our images, a model version rolled to the running scorer (needs `make images-export`)
 	bash tools/kube/build.sh --node

@@ -99,7 +99,8 @@ def foreign_crds() -> list[dict]:
 def control_plane(tmp_path_factory):
     from tests.k8s import controlplane
 
-    with controlplane.running(tmp_path_factory.mktemp("kube")) as cp:
+    # Built by `make kube-build` before pytest starts (make test-k8s does it): never inside this fixture.
+    with controlplane.running(tmp_path_factory.mktemp("kube"), build_missing=False) as cp:
         yield cp
 
 

@@ -41,15 +41,20 @@ FAKE_NODE = "kwok-node-0"
 SERVICE_CIDR = "10.96.0.0/16"
 
 
-def build(node: bool = False) -> Path:
-    """Build (once, cached) and return the folder of the binaries."""
-    out = subprocess.run(
-        ["bash", str(BUILD), *(["--node"] if node else [])],
-        check=True,
-        text=True,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "K8S_VERSION": K8S_VERSION},
-    )
+def build(node: bool = False, check: bool = False) -> Path:
+    """Build (once, cached) and return the folder of the binaries.
+
+    With ``check`` nothing is built: the test fixtures run under pytest's per-test timeout, which a
+    cold build (about 10 minutes) outlasts, so they only check and name the make target that builds.
+    """
+    args = ["bash", str(BUILD), *(["--node"] if node else []), *(["--check"] if check else [])]
+    env = {**os.environ, "K8S_VERSION": K8S_VERSION}
+    if check:
+        out = subprocess.run(args, text=True, capture_output=True, env=env, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr.strip() or f"{BUILD} --check exited {out.returncode}")
+    else:
+        out = subprocess.run(args, check=True, text=True, stdout=subprocess.PIPE, env=env)
     return Path(out.stdout.strip().splitlines()[-1])
 
 
@@ -427,11 +432,15 @@ class ControlPlane:
 
 
 @contextlib.contextmanager
-def running(workdir: Path | None = None, node: bool = False):
-    """A started control plane, stopped (and its temporary folder removed) on exit, also on failure."""
+def running(workdir: Path | None = None, node: bool = False, build_missing: bool = True):
+    """A started control plane, stopped (and its temporary folder removed) on exit, also on failure.
+
+    ``build_missing=False`` (the test fixtures) refuses to start when the binaries are not built.
+    """
+    binaries = build(node=node, check=not build_missing)
     own = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="streamtrain-kube-")) if own else workdir
-    cp = ControlPlane(workdir=workdir, bin=build(node=node))
+    cp = ControlPlane(workdir=workdir, bin=binaries)
     try:
         yield cp.up()
     finally:

@@ -39,7 +39,7 @@ DEVICES = 20
 
 @pytest.fixture(scope="module")
 def node(crds, tmp_path_factory):
-    build(node=True)
+    build(node=True, check=True)  # built by `make test-node` before pytest starts
     crds.kubectl("cordon", FAKE_NODE)  # the chart's own Pods stay where they are; new ones go to the real node
     with real_node.running(crds, tmp_path_factory.mktemp("node")) as n:
         yield n

@@ -5,6 +5,8 @@
 # kube-proxy (Service addresses), CoreDNS (Service names; only the plugins a node's DNS needs) and
 # crictl (stops a node's Pods through the CRI, so their networks are released).
 # Cold: about 10 minutes on 2 cores. Warm: it only checks that every binary is there.
+# --check builds nothing: it prints the folder when every binary is there, else names the missing
+# ones and exits 1 (the test fixtures use it: a build never runs inside a timed test).
 #
 # The wrapper module requires k8s.io/kubernetes and replaces every staging module that
 # kubernetes' own go.mod replaces with the matching published v0.x version; the list is read
@@ -22,13 +24,28 @@ cache=${STREAMTRAIN_KUBE_CACHE:-$root/.streamtrain/kube}
 bin=$cache/$K8S_VERSION/bin
 work=$cache/$K8S_VERSION/src
 with_node=0
+check_only=0
 for arg in "$@"; do
   case $arg in
     --node) with_node=1 ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; echo "usage: $0 [--node]"; exit 0 ;;
+    --check) check_only=1 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; echo "usage: $0 [--node] [--check]"; exit 0 ;;
     *) echo "error: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
+if [ "$check_only" = 1 ]; then
+  wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm kwok)
+  [ "$with_node" = 1 ] && wanted+=(kubelet kube-proxy crictl coredns)
+  missing=()
+  for name in "${wanted[@]}"; do [ -x "$bin/$name" ] || missing+=("$name"); done
+  [ -d "$cache/$K8S_VERSION/kwok-stages" ] || missing+=(kwok-stages)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "error: not built yet in $bin: ${missing[*]}; run \`make kube-build\`$([ "$with_node" = 1 ] && echo ' (with --node: bash tools/kube/build.sh --node)') first (cold: about 10 minutes)" >&2
+    exit 1
+  fi
+  echo "$bin"
+  exit 0
+fi
 command -v go >/dev/null || { echo "error: go is required to build the control plane" >&2; exit 1; }
 mkdir -p "$bin" "$work"
 export GOFLAGS="${GOFLAGS:--buildvcs=false} -p=2"
