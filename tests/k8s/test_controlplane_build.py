@@ -29,7 +29,10 @@ def test_check_names_the_missing_binaries_and_the_make_target(tmp_path):
 
 def test_the_fixture_path_refuses_instead_of_building(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAMTRAIN_KUBE_CACHE", str(tmp_path))
-    with pytest.raises(RuntimeError, match="make kube-build"), controlplane.running(tmp_path / "w", build_missing=False):
+    with (
+        pytest.raises(RuntimeError, match="make kube-build"),
+        controlplane.running(tmp_path / "w", build_missing=False),
+    ):
         pass
     assert not (tmp_path / "w").exists()
 
