@@ -285,7 +285,7 @@ def _rows(cfg: CsvReplayConfig, reader: csv.DictReader) -> list[tuple[str, dict]
     for row in reader:
         where = f"{cfg.path}:{reader.line_num}"
         device_id = row[cfg.device_column] if cfg.device_column else cfg.device_id
-        if not isinstance(device_id, str) or not telemetry.DEVICE_ID.match(device_id):
+        if not telemetry.valid_device_id(device_id):
             raise ValueError(f"{where}: device id {device_id!r} is not 1-64 characters [A-Za-z0-9_.:-]")
         try:
             msg: dict[str, Any] = {"device_id": device_id, "ts": _parse_ts(row[cfg.timestamp_column])}

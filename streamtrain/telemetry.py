@@ -26,7 +26,7 @@ from streamtrain import schemas
 
 _SCHEMA = schemas.load("telemetry")
 DEVICE_ID = re.compile(_SCHEMA["properties"]["device_id"]["pattern"])
-TOPIC = re.compile(r"^devices/([^/]+)/telemetry$")
+TOPIC = re.compile(r"devices/([^/]+)/telemetry")  # fullmatch: no "\n" after the level
 MAX_PAYLOAD_BYTES: int = _SCHEMA["x-streamtrain"]["max_payload_bytes"]
 #: Fields that are not sensor channels.
 RESERVED = set(_SCHEMA["properties"])
@@ -99,8 +99,34 @@ def _finite(v: int | float) -> bool:
 
 
 def device_from_topic(topic: str) -> str | None:
-    m = TOPIC.match(topic)
+    m = TOPIC.fullmatch(topic)
     return m.group(1) if m else None
+
+
+def valid_device_id(device_id: object) -> bool:
+    """A device id is the whole string: re.match's ``$`` would also accept ``dev-1\\n``, a second identity."""
+    return isinstance(device_id, str) and DEVICE_ID.fullmatch(device_id) is not None
+
+
+def check_identity(obj: dict) -> tuple[str, float, int] | Rejection:
+    """The identity of a reading (``device_id``, ``ts``, ``seq``) present and well typed, as the schema
+    says; ``seq`` written as 3.0 is the integer 3. ``validate`` and the preprocessor (whose raw topic
+    anything with write access can fill, bypassing the bridge) both ask this."""
+    for name in ("device_id", "ts", "seq"):
+        if name not in obj:
+            return Rejection("missing_field", f"required field {name!r} is missing")
+    device_id, ts, seq = obj["device_id"], obj["ts"], obj["seq"]
+    if not valid_device_id(device_id):
+        return Rejection("wrong_type", "device_id must be a string of 1-64 characters [A-Za-z0-9_.:-]")
+    if not _is_number(ts):
+        return Rejection("wrong_type", "ts must be a number (epoch seconds)")
+    if not _finite(ts):
+        return Rejection("non_finite", "ts is not finite")
+    if isinstance(seq, float) and seq.is_integer():
+        seq = int(seq)  # 3.0 is the integer 3 in JSON (and in the schema)
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        return Rejection("wrong_type", "seq must be a non-negative integer")
+    return device_id, float(ts), seq
 
 
 def validate(
@@ -130,20 +156,10 @@ def validate(
         return Rejection("malformed_json", "JSON nested too deeply")
     if not isinstance(obj, dict):
         return Rejection("not_an_object", f"payload is a JSON {type(obj).__name__}, not an object")
-    for name in ("device_id", "ts", "seq"):
-        if name not in obj:
-            return Rejection("missing_field", f"required field {name!r} is missing")
-    device_id, ts, seq = obj["device_id"], obj["ts"], obj["seq"]
-    if not isinstance(device_id, str) or not DEVICE_ID.match(device_id):
-        return Rejection("wrong_type", "device_id must be a string of 1-64 characters [A-Za-z0-9_.:-]")
-    if not _is_number(ts):
-        return Rejection("wrong_type", "ts must be a number (epoch seconds)")
-    if not _finite(ts):
-        return Rejection("non_finite", "ts is not finite")
-    if isinstance(seq, float) and seq.is_integer():
-        seq = int(seq)  # 3.0 is the integer 3 in JSON (and in the schema)
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        return Rejection("wrong_type", "seq must be a non-negative integer")
+    identity = check_identity(obj)
+    if isinstance(identity, Rejection):
+        return identity
+    device_id, ts, seq = identity
     if topic_device is not None and topic_device != device_id:
         return Rejection("topic_mismatch", f"device_id {device_id!r} published on the topic of {topic_device!r}")
     if known_devices is not None and device_id not in known_devices:
@@ -171,4 +187,4 @@ def validate(
     device_type = obj.get("device_type")
     if device_type is not None and not isinstance(device_type, str):
         return Rejection("wrong_type", "device_type must be a string or null")
-    return Reading(device_id, float(ts), seq, channels, label, anomaly, device_type)
+    return Reading(device_id, ts, seq, channels, label, anomaly, device_type)

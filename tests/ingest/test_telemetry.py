@@ -110,3 +110,13 @@ def test_validate_accepts_exactly_what_the_telemetry_schema_accepts(obj):
     assert isinstance(r, Reading) == (not problems), (r, problems)
     if isinstance(r, Reading):
         assert schemas.errors("telemetry", json.loads(r.to_json())) == []
+
+
+@pytest.mark.parametrize("device_id", ["dev-1\n", "dev-1\r", "\ndev-1", "dev-1\n\n"])
+def test_device_id_is_the_whole_string_never_a_second_identity(device_id):
+    """Issue 24, finding 10: '$' also matches before a final newline, so "dev-1\\n" passed as another device."""
+    payload = json.dumps({**GOOD, "device_id": device_id}).encode()
+    for topic in (None, f"devices/{device_id}/telemetry"):
+        r = validate(payload, topic, known_devices=frozenset({"dev-1", device_id}))
+        assert isinstance(r, Rejection) and r.reason == "wrong_type", r
+    assert telemetry.device_from_topic("devices/dev-1/telemetry\n") is None

@@ -178,10 +178,24 @@ case(
     ok('{"device_id":"' + "d" * 64 + '","ts":1.0,"seq":1}'),
     topic="devices/" + "d" * 64 + "/telemetry",
 )
+# A device id is the whole string: "$" of Python's re.match and Java's lookingAt also matches before a
+# final newline, which made dev-00001\n a second identity of dev-00001 (issue 24, finding 10).
 case(
-    "device_id with a final newline passes the pattern, as in Python",
+    "device_id with a final newline is refused",
     '{"device_id":"dev-00001\\n","ts":1,"seq":1}',
-    bad("topic_mismatch", "device_id 'dev-00001\\n' published on the topic of 'dev-00001'"),
+    bad("wrong_type", DT),
+)
+case(
+    "device_id with a final newline on its own topic is refused",
+    '{"device_id":"dev-00001\\n","ts":1,"seq":1}',
+    bad("wrong_type", DT),
+    topic="devices/dev-00001\n/telemetry",
+)
+case(
+    "topic with a final newline is refused",
+    '{"device_id":"dev-00001","ts":1,"seq":1}',
+    bad("bad_topic", "topic 'devices/dev-00001/telemetry\\n' is not devices/<id>/telemetry"),
+    topic="devices/dev-00001/telemetry\n",
 )
 case("ts string", rec(ts="1"), bad("wrong_type", "ts must be a number (epoch seconds)"))
 case("ts bool", rec(ts=True), bad("wrong_type", "ts must be a number (epoch seconds)"))

@@ -23,11 +23,11 @@ import java.util.regex.Pattern;
  * Known difference: the detail of {@code malformed_json} is Jackson's message, not Python's.
  */
 public final class TelemetryValidator {
-    // Python's re.match: anchored at the start only, and '$' also matches before one final "\n" (UNIX_LINES:
-    // no other line terminator); hence lookingAt(), not matches(). The reference for deviceFromTopic and
+    // Whole strings, as Python's re.fullmatch: matches(), never lookingAt() with '$', which also matches before
+    // a final "\n" and made "dev-1\n" a second identity of "dev-1". The reference for deviceFromTopic and
     // validDeviceId, which match the same by hand per message (TelemetryValidatorTest compares them).
-    static final Pattern DEVICE_ID = Pattern.compile("^[A-Za-z0-9_.:-]{1,64}$", Pattern.UNIX_LINES);
-    static final Pattern TOPIC = Pattern.compile("^devices/([^/]+)/telemetry$", Pattern.UNIX_LINES);
+    static final Pattern DEVICE_ID = Pattern.compile("[A-Za-z0-9_.:-]{1,64}");
+    static final Pattern TOPIC = Pattern.compile("devices/([^/]+)/telemetry");
     public static final int MAX_PAYLOAD_BYTES = 16 * 1024;
     static final int MAX_CHANNELS = 64;
     static final Set<String> RESERVED = Set.of("device_id", "ts", "seq", "label", "anomaly", "device_type");
@@ -82,15 +82,13 @@ public final class TelemetryValidator {
         if (slash <= 8) {
             return null;  // no second '/' or an empty id
         }
-        int rest = topic.length() - slash;  // "/telemetry", or "/telemetry\n" ('$' matches before a final newline)
-        boolean tail = (rest == 10 || rest == 11 && topic.charAt(topic.length() - 1) == '\n')
-                && topic.startsWith("/telemetry", slash);
+        boolean tail = topic.length() - slash == 10 && topic.startsWith("/telemetry", slash);
         return tail ? topic.substring(8, slash) : null;
     }
 
-    /** {@link #DEVICE_ID}'s lookingAt(), by hand (it runs per message). */
+    /** {@link #DEVICE_ID}'s matches(), by hand (it runs per message). */
     static boolean validDeviceId(String id) {
-        int n = id.endsWith("\n") ? id.length() - 1 : id.length();
+        int n = id.length();
         if (n < 1 || n > 64) {
             return false;
         }

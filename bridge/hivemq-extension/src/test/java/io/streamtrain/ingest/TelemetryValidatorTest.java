@@ -143,8 +143,8 @@ class TelemetryValidatorTest {
         }
         for (String c : cases) {
             java.util.regex.Matcher m = TelemetryValidator.TOPIC.matcher(c);
-            assertEquals(m.lookingAt() ? m.group(1) : null, TelemetryValidator.deviceFromTopic(c), () -> "topic " + c);
-            assertEquals(TelemetryValidator.DEVICE_ID.matcher(c).lookingAt(), TelemetryValidator.validDeviceId(c),
+            assertEquals(m.matches() ? m.group(1) : null, TelemetryValidator.deviceFromTopic(c), () -> "topic " + c);
+            assertEquals(TelemetryValidator.DEVICE_ID.matcher(c).matches(), TelemetryValidator.validDeviceId(c),
                     () -> "device id " + c);
         }
     }
