@@ -19,6 +19,8 @@ from streamtrain.preprocessing.spec import SpecError
 #: How often child readiness is re-read into status.conditions (seconds).
 STATUS_INTERVAL = float(os.environ.get("STREAMTRAIN_OPERATOR_STATUS_INTERVAL", "10"))
 RESOURCE = (GROUP, VERSION, PLURAL)
+#: Seconds before a reconcile blocked by an object we do not own (or a field another manager set) is retried.
+CONFLICT_RETRY = float(os.environ.get("STREAMTRAIN_OPERATOR_CONFLICT_RETRY", "60"))
 #: What rendering raises for a spec the schema accepted but the pipeline cannot run.
 INVALID_SPEC = (SpecError, pydantic.ValidationError, ValueError)
 
@@ -70,9 +72,11 @@ async def reconcile(
     logger: kopf.Logger,
     **_,
 ) -> None:
-    """Bring the children to the spec: create or patch each, delete those no longer wanted.
+    """Bring the children to the spec: server-side apply each, delete those no longer wanted.
 
-    Idempotent (create, 409 -> merge patch), so a restart or a replayed event repeats no work."""
+    Idempotent (apply), so a restart or a replayed event repeats no work. Only what this resource owns
+    (an owner reference with its UID) is written or pruned: a child whose name another object already
+    has is left untouched and reported (NameConflict condition and Event), and kopf retries later."""
     try:
         wanted = children.desired(body)
     except INVALID_SPEC as exc:
@@ -87,29 +91,81 @@ async def reconcile(
             }
         ]
         raise kopf.PermanentError(f"spec cannot run: {exc}") from exc
+    uid = meta["uid"]
+    conflicts: list[str] = []
+    refused: list[str] = []
     for child in wanted:
-        outcome = await kube.apply(child)
+        try:
+            outcome = await kube.apply(child, uid)
+        except kube.NameConflict as exc:
+            conflicts.append(exc.child)
+            kopf.warn(body, reason="NameConflict", message=str(exc))
+            logger.info("name_conflict %s", exc)
+            continue
+        except kube.FieldConflict as exc:
+            refused.append(str(exc))
+            logger.warning("apply_refused %s", exc)
+            continue
         logger.info("%s %s/%s", outcome, child["kind"], child["metadata"]["name"])
-    for old in children.stale(await kube.owned(namespace, name), wanted):
+    existing = await kube.owned(namespace, name, uid)
+    for old in children.stale(existing, wanted):
         await kube.delete(old)
         logger.info("deleted %s/%s", old["kind"], old["metadata"]["name"])
-    patch.status["children"] = [f"{c['kind']}/{c['metadata']['name']}" for c in wanted]
+    patch.status["children"] = [c for c in ("/".join(children.key(m)) for m in wanted) if c not in conflicts]
     patch.status["observedGeneration"] = meta.get("generation")
-    if (body.get("status") or {}).get("phase") in (None, "Failed", "Pending"):
+    current = body.get("status") or {}
+    if conflicts:
+        conds = status.conditions(
+            children.observed_by_component(wanted, existing),
+            current.get("conditions") or [],
+            meta.get("generation"),
+            conflicts,
+        )
+        patch.status["conditions"] = conds
+        patch.status["phase"] = status.phase(conds)
+    elif current.get("phase") in (None, "Failed", "Pending"):
         patch.status["phase"] = "Progressing"
+    if conflicts or refused:
+        # Temporary: a person may rename or delete the other object, or give the field back.
+        blocked = ([f"names taken by objects not ours: {', '.join(conflicts)}"] if conflicts else []) + refused
+        raise kopf.TemporaryError("; ".join(blocked), delay=CONFLICT_RETRY)
     memo["reconciled"] = memo.get("reconciled", 0) + 1
 
 
 async def observe_forever(logger: logging.Logger | logging.LoggerAdapter) -> None:
-    """Every STATUS_INTERVAL: each StreamingTraining's children -> its status. A failed API call is
-    logged and retried on the next round (this is a loop, not a kopf handler that could retry)."""
+    """Every STATUS_INTERVAL: each StreamingTraining's children -> its status. This is a loop, not a
+    kopf handler that could retry, so it never ends on an error: a failed round or one resource's
+    failure (an API error, a scorer's odd /metrics, a bug) is logged and tried again next round, and
+    the other resources' status goes on."""
     while True:
         await asyncio.sleep(STATUS_INTERVAL)
         try:
-            for body in await kube.streaming_trainings():
-                await observe(body)
+            bodies = await kube.streaming_trainings()
         except (httpx2.HTTPError, OSError) as exc:
-            logger.warning("status round failed, retrying in %.0f s: %s", STATUS_INTERVAL, exc)
+            logger.warning("status_round_failed retry_in=%.0fs error=%s", STATUS_INTERVAL, exc)
+            continue
+        except Exception:
+            logger.exception("status_round_failed retry_in=%.0fs", STATUS_INTERVAL)
+            continue
+        for body in bodies:
+            meta = body.get("metadata") or {}
+            try:
+                await observe(body)
+            except (httpx2.HTTPError, OSError) as exc:
+                logger.warning(
+                    "status_observe_failed namespace=%s name=%s retry_in=%.0fs error=%s",
+                    meta.get("namespace"),
+                    meta.get("name"),
+                    STATUS_INTERVAL,
+                    exc,
+                )
+            except Exception:
+                logger.exception(
+                    "status_observe_failed namespace=%s name=%s retry_in=%.0fs",
+                    meta.get("namespace"),
+                    meta.get("name"),
+                    STATUS_INTERVAL,
+                )
 
 
 async def observe(body: dict) -> None:
@@ -119,14 +175,17 @@ async def observe(body: dict) -> None:
         return
     if current.get("phase") == "Failed" and (current.get("conditions") or [{}])[0].get("reason") == "InvalidSpec":
         return  # nothing to observe until the spec is fixed
-    name, namespace = meta["name"], meta["namespace"]
+    name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     try:
         wanted = children.desired(body)
     except INVALID_SPEC:
         return  # the reconcile handler reports an invalid spec
-    existing = await kube.owned(namespace, name)
+    existing = await kube.owned(namespace, name, uid)
     conds = status.conditions(
-        children.observed_by_component(wanted, existing), current.get("conditions") or [], meta.get("generation")
+        children.observed_by_component(wanted, existing),
+        current.get("conditions") or [],
+        meta.get("generation"),
+        await name_conflicts(wanted, existing, uid),
     )
     new: dict = {"conditions": conds, "phase": status.phase(conds)}
     training = status.last_training(children.training_jobs(existing))
@@ -135,6 +194,20 @@ async def observe(body: dict) -> None:
     new.update(await scorer_metrics(name, namespace))
     if _strip(new) != _strip({k: current.get(k) for k in new}):
         await kube.patch_status(namespace, name, new)
+
+
+async def name_conflicts(wanted: list[dict], existing: list[dict], uid: str) -> list[str]:
+    """Wanted children that are not among ours because an object we do not own has the name (read only
+    for the missing ones: none once the pipeline stands)."""
+    have = {children.key(m) for m in existing}
+    out = []
+    for m in wanted:
+        if children.key(m) in have:
+            continue
+        other = await kube.get(m["apiVersion"], m["kind"], m["metadata"]["name"], m["metadata"]["namespace"])
+        if other is not None and not kube.owned_by(other, uid):
+            out.append("/".join(children.key(m)))
+    return out
 
 
 def _strip(s: dict) -> dict:
@@ -163,7 +236,9 @@ async def scorer_metrics(name: str, namespace: str) -> dict[str, str]:
         return {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         texts = await asyncio.gather(*(_metrics_text(session, address) for address in addresses))
-    return status.combine_scorers([status.scorer_metrics(t) for t in texts if t is not None])
+    return status.combine_scorers(
+        [status.scorer_metrics(t, source=a) for a, t in zip(addresses, texts, strict=True) if t is not None]
+    )
 
 
 async def _metrics_text(session: aiohttp.ClientSession, address: str) -> str | None:

@@ -6,6 +6,7 @@ first, then $KUBECONFIG (or ~/.kube/config) as the fallback on a laptop.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any
 
@@ -64,23 +65,93 @@ def client() -> AsyncClient:
     return AsyncClient(config=KubeConfig.from_env(), field_manager=FIELD_MANAGER)
 
 
-async def apply(manifest: Manifest) -> str:
-    """Merge-patch the child to the desired state, or create it when it does not exist yet. Returns
-    what happened. Patch first: children exist on every reconcile but the first, so one call each.
+class NameConflict(Exception):
+    """An object with a child's name exists and this resource does not own it (no owner reference with
+    its UID): someone else's, left untouched. Not retried by itself: it stays until a person renames or
+    deletes one of the two."""
 
-    Any other API error propagates: kopf retries the handler (never log-and-continue).
+    def __init__(self, manifest: Manifest, existing: Manifest):
+        self.child = f"{manifest['kind']}/{manifest['metadata']['name']}"
+        owners = [f"{r.get('kind')}/{r.get('name')}" for r in existing["metadata"].get("ownerReferences") or []]
+        super().__init__(
+            f"{self.child} exists and is not owned by this StreamingTraining "
+            f"(owners: {', '.join(owners) or 'none'}); left untouched"
+        )
+
+
+class FieldConflict(Exception):
+    """Server-side apply refused: another field manager (a person's ``kubectl edit``, another
+    controller) set fields of our child to other values. The operator does not force them; it retries."""
+
+
+def owned_by(obj: Manifest, uid: str) -> bool:
+    """Whether ``obj`` has an owner reference to the object with this UID. Labels prove nothing:
+    anyone who can write an object can set them."""
+    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+_CONFLICT_MANAGER = re.compile(r'conflict with "([^"]*)"')
+
+
+def _conflicting_managers(exc: HTTPStatusError) -> set[str] | None:
+    """Field managers a refused server-side apply names (409, FieldManagerConflict causes); None for any
+    other error."""
+    if _code(exc) != 409:
+        return None
+    try:
+        causes = (exc.response.json().get("details") or {}).get("causes") or []
+    except ValueError:
+        return None
+    found = {m.group(1) for c in causes if (m := _CONFLICT_MANAGER.search(c.get("message", "")))}
+    return found or None
+
+
+async def _server_side_apply(res: Any, manifest: Manifest, force: bool) -> None:
+    meta = manifest["metadata"]
+    await client().patch(
+        res,
+        meta["name"],
+        manifest,
+        namespace=meta["namespace"],
+        patch_type=PatchType.APPLY,
+        field_manager=FIELD_MANAGER,
+        force=force,
+    )
+
+
+async def apply(manifest: Manifest, owner_uid: str) -> str:
+    """Bring one child to ``manifest`` by server-side apply (field manager ``streamtrain-operator``, no
+    force): keys we stop rendering are removed, fields other managers own (an autoscaler's replicas)
+    are kept. Returns what happened.
+
+    Only what this resource owns is touched: an existing object without an owner reference to
+    ``owner_uid`` raises NameConflict and is neither read further nor written. A missing object is
+    created by the same apply. (Between the read and the apply, an object created in that instant by
+    someone else would be applied to; the read cannot be made atomic with the apply.)
+
+    A refused apply whose only conflicting manager is our own name is repeated with force: operator
+    0.1.0 wrote with merge patches (manager ``streamtrain-operator``, operation Update),
+    and those fields become the apply's. Any other conflict raises FieldConflict; every other API
+    error propagates, and kopf retries the handler (never log-and-continue).
     """
     res = resource(manifest["apiVersion"], manifest["kind"])
     meta = manifest["metadata"]
+    existing = await get(manifest["apiVersion"], manifest["kind"], meta["name"], meta["namespace"])
+    if existing is not None and not owned_by(existing, owner_uid):
+        raise NameConflict(manifest, existing)
     try:
-        await client().patch(res, meta["name"], manifest, namespace=meta["namespace"], patch_type=PatchType.MERGE)
-        return "patched"
+        await _server_side_apply(res, manifest, force=False)
     except HTTPStatusError as exc:
-        if _code(exc) != 404:
+        managers = _conflicting_managers(exc)
+        if managers is None:
             raise
-    # lightkube types create() per resource class; a generic resource built at run time matches none
-    await client().create(res.from_dict(manifest), namespace=meta["namespace"])  # type: ignore[call-overload]
-    return "created"
+        if managers != {FIELD_MANAGER}:
+            raise FieldConflict(
+                f"{manifest['kind']}/{meta['name']}: fields set to other values by {', '.join(sorted(managers))}; "
+                "not forced"
+            ) from exc
+        await _server_side_apply(res, manifest, force=True)
+    return "created" if existing is None else "applied"
 
 
 async def get(api_version: str, kind: str, name: str, namespace: str) -> Manifest | None:
@@ -93,8 +164,10 @@ async def get(api_version: str, kind: str, name: str, namespace: str) -> Manifes
     return obj.to_dict()
 
 
-async def owned(namespace: str, instance: str) -> list[Manifest]:
-    """Every child this operator labelled for one StreamingTraining (label selector, one list per kind).
+async def owned(namespace: str, instance: str, uid: str) -> list[Manifest]:
+    """Every child of one StreamingTraining: listed by the labels this operator sets (one list per kind),
+    kept only with an owner reference to ``uid``. The labels narrow the lists; ownership is the UID,
+    since anyone who can write an object can label it (and pruning deletes what this returns).
 
     A kind the cluster does not serve (404: KEDA or Strimzi not installed) has no objects: a pipeline
     that needs none of them must not fail for their absence."""
@@ -115,6 +188,8 @@ async def owned(namespace: str, instance: str) -> list[Manifest]:
                 d = obj.to_dict()
                 if not selector.items() <= (d["metadata"].get("labels") or {}).items():
                     continue  # the server filtered already; this keeps the contract without relying on it
+                if not owned_by(d, uid):
+                    continue  # our labels on someone else's object: not ours to prune or report
                 d.setdefault("apiVersion", api_version)
                 d.setdefault("kind", kind)
                 out.append(d)

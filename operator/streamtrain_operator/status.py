@@ -6,10 +6,13 @@ kopf has no conditions of its own; these functions decide them so the handlers o
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import math
 import re
 from typing import Any
 
 Manifest = dict[str, Any]
+log = logging.getLogger(__name__)
 
 #: Condition type of each child component (one per component, not per object).
 CONDITION = {
@@ -59,11 +62,17 @@ def child_ready(obj: Manifest | None) -> tuple[bool, str]:
 
 
 def conditions(
-    observed: dict[str, list[tuple[Manifest, Manifest | None]]], previous: list[dict], generation: int | None
+    observed: dict[str, list[tuple[Manifest, Manifest | None]]],
+    previous: list[dict],
+    generation: int | None,
+    conflicts: list[str] | None = None,
 ) -> list[dict]:
     """One condition per component from (desired, observed) pairs, plus the overall ``Ready``.
 
-    lastTransitionTime only moves when a condition's status flips, as Kubernetes conventions ask.
+    ``conflicts``: children (``Kind/name``) whose name an object this resource does not own already
+    has; they add a ``NameConflict`` condition and keep ``Ready`` False until someone renames or deletes
+    one of the two. lastTransitionTime only moves when a condition's status flips, as Kubernetes
+    conventions ask.
     """
     before = {c["type"]: c for c in previous or []}
     out: dict[str, dict] = {}
@@ -84,11 +93,27 @@ def conditions(
             "message": "; ".join(msgs),
         }
     pending = sorted(t for t, c in out.items() if c["status"] != "True")
+    if conflicts:
+        out["NameConflict"] = {
+            "type": "NameConflict",
+            "status": "True",
+            "reason": "ObjectNotOwned",
+            "message": (
+                f"{', '.join(sorted(conflicts))} already exist and are not owned by this StreamingTraining; "
+                "left untouched: rename this resource or remove them"
+            )[:1000],
+        }
     out["Ready"] = {
         "type": "Ready",
-        "status": "False" if pending else "True",
-        "reason": "Waiting" if pending else "PipelineReady",
-        "message": ("waiting for " + ", ".join(pending)) if pending else "every child is ready",
+        "status": "False" if pending or conflicts else "True",
+        "reason": "NameConflict" if conflicts else "Waiting" if pending else "PipelineReady",
+        "message": (
+            "children not created: names taken by objects this resource does not own"
+            if conflicts
+            else ("waiting for " + ", ".join(pending))
+            if pending
+            else "every child is ready"
+        ),
     }
     result = []
     for ctype, cond in out.items():
@@ -105,7 +130,8 @@ def conditions(
 
 
 def phase(conds: list[dict], failed: bool = False) -> str:
-    if failed:
+    """Failed needs a person: an invalid spec, or a child's name taken by an object we do not own."""
+    if failed or any(c["type"] == "NameConflict" and c["status"] == "True" for c in conds):
         return "Failed"
     ready = next((c for c in conds if c["type"] == "Ready"), None)
     if ready is None:
@@ -133,11 +159,37 @@ def last_training(jobs: list[Manifest]) -> dict | None:
 _SAMPLE = re.compile(
     r"^(streamtrain_scorer_model_version|streamtrain_scorer_anomaly_rate)(?:\{[^}]*\})?\s+(\S+)$", re.M
 )
+#: Model versions are at most nine digits (the models topic's key pattern ``model/\d{1,9}/...``).
+MAX_MODEL_VERSION = 999_999_999
 
 
-def scorer_metrics(text: str) -> dict[str, str]:
-    """modelVersion and anomalyRate from a scorer's Prometheus /metrics text (what the printer columns show)."""
-    found = {m.group(1): float(m.group(2)) for m in _SAMPLE.finditer(text)}
+def _sample_value(metric: str, raw: str) -> float | None:
+    """One sample's value if it is a finite number in the metric's range, else None. A scorer's /metrics
+    is input from a Pod (any Pod a tenant labels as a scorer can serve one): NaN, Inf, words or
+    a version of 10**30 must not stop the status of anyone else."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    if metric == "streamtrain_scorer_model_version" and (value != int(value) or value > MAX_MODEL_VERSION):
+        return None
+    if metric == "streamtrain_scorer_anomaly_rate" and value > 1:
+        return None
+    return value
+
+
+def scorer_metrics(text: str, source: str = "scorer") -> dict[str, str]:
+    """modelVersion and anomalyRate from a scorer's Prometheus /metrics text (what the printer columns show).
+    A value that is not a number in range is logged and skipped; the other metric still counts."""
+    found: dict[str, float] = {}
+    for m in _SAMPLE.finditer(text):
+        value = _sample_value(m.group(1), m.group(2))
+        if value is None:
+            log.warning("scorer_metric_rejected metric=%s value=%.40r source=%s", m.group(1), m.group(2), source)
+            continue
+        found[m.group(1)] = value
     out = {}
     if found.get("streamtrain_scorer_model_version"):
         out["modelVersion"] = str(int(found["streamtrain_scorer_model_version"]))

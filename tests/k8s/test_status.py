@@ -107,3 +107,31 @@ def test_scorer_replicas_combine_into_one_status():
     assert status.combine_scorers(per) == {"modelVersion": "4", "anomalyRate": "0.0200"}
     assert status.combine_scorers([{}, {}]) == {}
     assert status.combine_scorers([]) == {}
+
+
+@pytest.mark.parametrize(
+    "version_line",
+    ["NaN", "+Inf", "-Inf", "-1", "3.5", "1e30", "seven", "1e9"],
+)
+def test_a_scorer_metric_out_of_range_is_skipped_not_raised(version_line, caplog):
+    # A scorer's /metrics is served by a Pod (issue 24, finding 11): NaN made int() raise ValueError.
+    text = f"streamtrain_scorer_model_version {version_line}\nstreamtrain_scorer_anomaly_rate 0.0125\n"
+    assert status.scorer_metrics(text, source="10.0.0.9") == {"anomalyRate": "0.0125"}
+    assert "scorer_metric_rejected metric=streamtrain_scorer_model_version" in caplog.text
+    assert "source=10.0.0.9" in caplog.text
+    for rate in ("NaN", "Infinity", "1.5", "-0.1"):
+        assert status.scorer_metrics(f"streamtrain_scorer_anomaly_rate {rate}\n") == {}
+    assert status.scorer_metrics("streamtrain_scorer_model_version 999999999\n") == {"modelVersion": "999999999"}
+
+
+def test_a_name_conflict_fails_the_phase_and_names_the_objects():
+    ok = deployment("x-scorer", 1, 1)
+    conds = status.conditions({"scorer": [(ok, ok)]}, [], 2, ["ConfigMap/x-preprocessing", "Service/x-hivemq"])
+    by = {c["type"]: c for c in conds}
+    assert by["NameConflict"]["status"] == "True" and by["NameConflict"]["reason"] == "ObjectNotOwned"
+    assert "ConfigMap/x-preprocessing, Service/x-hivemq" in by["NameConflict"]["message"]
+    assert by["Ready"]["status"] == "False" and by["Ready"]["reason"] == "NameConflict"
+    assert status.phase(conds) == "Failed"
+    # Resolved: the condition goes, the phase follows the children again.
+    conds = status.conditions({"scorer": [(ok, ok)]}, conds, 2, [])
+    assert "NameConflict" not in {c["type"] for c in conds} and status.phase(conds) == "Ready"
