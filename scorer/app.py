@@ -35,6 +35,7 @@ from streamtrain.lag import ConsumerLag
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import BatchHistogram, MetricsServer, zero_labels
 from streamtrain.model import BadInput
+from streamtrain.modelsign import ModelTrust
 from streamtrain.scorer.models import ModelRegistry, ModelWatcher
 from streamtrain.scorer.records import BatchDecoder, Decoded, arrivals_s, event_times_s, score_records
 from streamtrain.settings import CommonSettings
@@ -175,7 +176,12 @@ class Scorer:
         self.registry = ModelRegistry(settings.challenger)
         self._stop_event = threading.Event()
         self.watcher = ModelWatcher(
-            settings.kafka_bootstrap, settings.topic_models, self.registry, self._refused, self._stop_event
+            settings.kafka_bootstrap,
+            settings.topic_models,
+            self.registry,
+            self._refused,
+            self._stop_event,
+            ModelTrust.from_settings(settings),
         )
         self.exactly_once = settings.guarantee == "exactly_once"
         self.kafka_health = KafkaHealth()

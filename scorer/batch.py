@@ -18,6 +18,7 @@ from streamtrain.kafka import ensure_topics, flush_or_raise, producer_config
 from streamtrain.kafka_dataset import decode, iter_messages, resolve_range
 from streamtrain.model import LoadedModel
 from streamtrain.modelcodec import read_versions
+from streamtrain.modelsign import ModelTrust
 from streamtrain.quality import evaluate
 from streamtrain.topics import TopicSpec
 
@@ -29,7 +30,8 @@ def score_range(
 ) -> dict:
     import tensorflow as tf  # noqa: PLC0415
 
-    versions = {mv.version: mv for mv in read_versions(settings.kafka_bootstrap, settings.topic_models)}
+    trust = ModelTrust.from_settings(settings)  # the live scorer's rule: unsigned or out-of-range versions never score
+    versions = {mv.version: mv for mv in read_versions(settings.kafka_bootstrap, settings.topic_models, trust=trust)}
     if not versions:
         raise ValueError(f"no model version on {settings.topic_models}")
     chosen = versions[version] if version is not None else versions[max(versions)]

@@ -19,6 +19,7 @@ from streamtrain import logs
 from streamtrain.kafka import READER_GROUP, client_config, watermarks
 from streamtrain.model import LoadedModel
 from streamtrain.modelcodec import ModelAssembler, ModelRejected, ModelVersion
+from streamtrain.modelsign import ModelTrust
 
 log = logs.get("scorer.models")
 
@@ -97,11 +98,21 @@ class ModelRegistry:
 
 
 class ModelWatcher(threading.Thread):
-    """Tails the models topic (one partition, read from the start, no consumer group)."""
+    """Tails the models topic (one partition, read from the start, no consumer group); versions ``trust``
+    refuses (unsigned, wrongly signed, numbered out of range) are refused like corrupt ones."""
 
-    def __init__(self, bootstrap: str, topic: str, registry: ModelRegistry, on_refused, stop_event) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        registry: ModelRegistry,
+        on_refused,
+        stop_event,
+        trust: ModelTrust | None = None,
+    ) -> None:
         super().__init__(name="model-watcher", daemon=True)
         self.bootstrap, self.topic, self.registry = bootstrap, topic, registry
+        self.trust = trust or ModelTrust()
         self.on_refused = on_refused
         self.stop_event = stop_event
         self.caught_up = threading.Event()
@@ -151,18 +162,17 @@ class ModelWatcher(threading.Thread):
         try:
             _, end = watermarks(consumer, TopicPartition(self.topic, 0))
             consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
-            assembler = ModelAssembler()
+            assembler = ModelAssembler(self.trust)
             backlog: list[ModelVersion] = []
-            position = 0
             if end == 0:
                 self._catch_up(backlog)
             while not self.stop_event.is_set():
                 msg = consumer.poll(0.2)
-                if msg is None or msg.error():
-                    continue
-                position = msg.offset() + 1
-                self.handle(assembler, backlog, msg.key(), msg.value(), msg.headers())
-                if not self.caught_up.is_set() and position >= end:
+                if msg is not None and not msg.error():
+                    self.handle(assembler, backlog, msg.key(), msg.value(), msg.headers())
+                # The position, not the last record's offset: the trainer publishes in transactions, and
+                # a commit marker takes the topic's last offset without ever being returned as a record.
+                if not self.caught_up.is_set() and consumer.position([TopicPartition(self.topic, 0)])[0].offset >= end:
                     self._catch_up(backlog)
         except Exception as exc:  # noqa: BLE001 - surfaced to the scoring loop, which exits non-zero
             self.error = exc

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
 
 from streamtrain.kafka import READER_GROUP
+from streamtrain.modelcodec import publisher_transactional_id
 from streamtrain.settings import CommonSettings
 
 #: Programs that talk to Kafka and the group each uses by default (the simulator speaks MQTT only).
@@ -111,10 +112,12 @@ def _needs(program: str, s: CommonSettings, group: str | None, windows: bool) ->
             *produce,
         ]
     if program == "train":
-        # Reads the models topic for the parent version; produces model versions.
+        # Reads the models topic for the parent version; produces model versions in transactions under one id
+        # per models topic, so two trainers of a pipeline fence each other instead of sharing a number.
         return [
             *_read(s.topic_features, s.topic_windows, s.topic_sequences, s.topic_models),
             *_write(s.topic_models),
+            Grant("transactionalId", publisher_transactional_id(s.topic_models), operations=("Write", "Describe")),
             *_READER,
             *produce,
         ]

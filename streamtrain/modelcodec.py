@@ -15,6 +15,8 @@ Chunks let artefacts larger than one Kafka message through; the manifest comes l
 reader that sees it has every chunk before it (one partition keeps order). Compaction keeps
 the newest record per key, so every version stays complete on the topic. Readers verify size
 and checksum before a version is handed on; anything else is a ``ModelRejected`` with a reason.
+Who may publish (signatures over the manifest) and how high a version may be numbered is
+``streamtrain.modelsign``'s part: the assembler asks it about each manifest before reading it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streamtrain.kafka import READER_GROUP, client_config, watermarks
+from streamtrain.modelsign import ModelSigner, ModelTrust
 
 CHUNK_BYTES = 900 * 1024
 MAX_ARTEFACT_BYTES = 256 * 1024 * 1024
@@ -36,6 +39,12 @@ FORMAT_VERSION = 1
 KEY = re.compile(rb"^model/(\d{1,9})/(manifest|chunk/(\d{1,6}))$")
 ATTACHMENT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 REQUIRED = ("version", "feature_names", "threshold", "format")
+
+
+def publisher_transactional_id(topic: str) -> str:
+    """The one transactional id of every trainer publishing to ``topic``: a starting trainer fences the others
+    (streamtrain.trainer.publish), and it is the id ``streamtrain.access`` grants the trainer."""
+    return f"streamtrain-trainer.{topic}"
 
 
 class ModelRejected(Exception):
@@ -101,8 +110,10 @@ def publish_model(
     metadata: dict,
     timeout: float = 60.0,
     attachments: dict[str, bytes] | None = None,
+    signer: ModelSigner | None = None,
 ) -> None:
-    """Write one version to the models topic and wait until Kafka has all of it."""
+    """Write one version to the models topic and wait until Kafka has all of it (its manifest signed by
+    ``signer``, if given)."""
     errors: list[str] = []
 
     def delivered(err, msg):
@@ -110,9 +121,10 @@ def publish_model(
             errors.append(str(err))
 
     for key, value in encode(artefact, metadata, attachments):
+        headers = [signer.header(value)] if signer is not None and key.endswith(b"/manifest") else None
         while True:
             try:
-                producer.produce(topic, value, key=key, on_delivery=delivered)
+                producer.produce(topic, value, key=key, headers=headers, on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -125,10 +137,12 @@ def publish_model(
 
 
 class ModelAssembler:
-    """Feed it every record of the models topic in order; it returns each version it completes."""
+    """Feed it every record of the models topic in order; it returns each version it completes and
+    ``trust`` accepts (default: any signature or none, numbers up to the default bound)."""
 
-    def __init__(self) -> None:
+    def __init__(self, trust: ModelTrust | None = None) -> None:
         self._chunks: dict[int, dict[int, bytes]] = {}
+        self.trust = trust or ModelTrust()
 
     def add(self, key: bytes | None, value: bytes | None, headers=None) -> ModelVersion | None:
         if key is None:
@@ -141,6 +155,8 @@ class ModelAssembler:
             self._chunks.pop(version, None)  # tombstone: the version was deleted
             return None
         if m.group(2) != b"manifest":
+            if version > self.trust.max_version:
+                return None  # not kept: its manifest, if it comes, is refused and logged as out of range
             parts = self._chunks.setdefault(version, {})
             parts[int(m.group(3))] = value
             if sum(len(p) for p in parts.values()) > MAX_ARTEFACT_BYTES:
@@ -148,6 +164,10 @@ class ModelAssembler:
                 raise ModelRejected("too_large", f"v{version} exceeds {MAX_ARTEFACT_BYTES} bytes")
             return None
         parts = self._chunks.pop(version, {})
+        # Before the manifest is even parsed: an unsigned or out-of-range version is not read at all.
+        refusal = self.trust.refusal(version, value, headers)
+        if refusal is not None:
+            raise ModelRejected(*refusal)
         try:
             manifest = json.loads(value)
             if not isinstance(manifest, dict):
@@ -217,8 +237,10 @@ def _attachments(version: int, manifest: dict, parts: dict[int, bytes], artefact
     return out
 
 
-def read_versions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[ModelVersion]:
-    """Every complete, valid version on the topic, in topic order (bad ones are skipped)."""
+def read_versions(
+    bootstrap: str, topic: str, timeout: float = 10.0, trust: ModelTrust | None = None
+) -> list[ModelVersion]:
+    """Every complete, valid version on the topic that ``trust`` accepts, in topic order (others are skipped)."""
     c = Consumer(
         client_config(
             bootstrap,
@@ -235,14 +257,14 @@ def read_versions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Mod
         if end == 0:
             return []
         c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        assembler, out = ModelAssembler(), []
+        assembler, out = ModelAssembler(trust), []
         deadline = time.monotonic() + timeout
-        position = -1
-        while position < end - 1 and time.monotonic() < deadline:
+        # The consumer's position, not the last record's offset: a transaction's commit marker (the
+        # trainer publishes in transactions) takes the last offset and is never returned as a record.
+        while c.position([TopicPartition(topic, 0)])[0].offset < end and time.monotonic() < deadline:
             msg = c.poll(0.5)
             if msg is None or msg.error():
                 continue
-            position = msg.offset()
             if (msg.key() or b"").startswith(b"control/"):
                 continue
             try:

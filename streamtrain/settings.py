@@ -10,10 +10,11 @@ import os
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamtrain import exitcodes, logs
+from streamtrain.modelsign import DEFAULT_MAX_VERSION, KEY_PATTERN_MAX, parse_public_keys
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -66,6 +67,29 @@ class CommonSettings(BaseSettings):
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR")
     log_format: str = Field("json", description="Log line format: json or console")
     metrics_port: int = Field(0, description="Prometheus /metrics and /healthz port; 0 disables the server")
+    model_verify_keys: str = Field(
+        "",
+        description=(
+            "Ed25519 public keys (base64 of the 32 raw bytes, comma-separated; several while a key is rotated): "
+            "a model version is served, and numbered after, only if its manifest is signed by one of them; "
+            "empty: signatures are not checked"
+        ),
+    )
+    model_max_version: int = Field(
+        DEFAULT_MAX_VERSION,
+        ge=1,
+        lt=KEY_PATTERN_MAX,
+        description=(
+            "Highest model version number accepted: a version claiming more is refused (logged, counted) and "
+            "ignored for numbering; the trainer refuses to number past it"
+        ),
+    )
+
+    @field_validator("model_verify_keys")
+    @classmethod
+    def _verify_keys_parse(cls, value: str) -> str:
+        parse_public_keys(value)  # SigningKeyError is a ValueError: reported like any invalid setting
+        return value
 
 
 class StackSettings(CommonSettings):

@@ -140,13 +140,14 @@ def _local_workers(s: TrainSettings, workers: int, reproduce_version: int | None
 def _continuous(s: TrainSettings, every_records: int, every_seconds: float) -> None:
     from streamtrain.kafka_dataset import SourceRange, resolve_range
     from streamtrain.modelcodec import read_versions
+    from streamtrain.modelsign import ModelTrust
 
     stop = StopFlag().install()
     s = s.model_copy(update={"since_last": True, "from_end": True})
     last = time.monotonic()
     log.info("continuous_training", every_records=every_records, every_seconds=every_seconds or None)
     while not stop.is_set():
-        versions = read_versions(s.kafka_bootstrap, s.topic_models)
+        versions = read_versions(s.kafka_bootstrap, s.topic_models, trust=ModelTrust.from_settings(s))
         after = SourceRange.from_dict(versions[-1].metadata["source"]) if versions else None
         topic = s.topic_sequences if s.model_kind == "windowed" else s.topic_features
         fresh = resolve_range(s.kafka_bootstrap, topic, after=after).records

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from streamtrain import logs
 from streamtrain.kafka_dataset import SourceRange, infer_features, infer_window, resolve_range
 from streamtrain.modelcodec import read_versions
+from streamtrain.modelsign import ModelTrust
 from streamtrain.trainer.settings import TrainError, TrainSettings
 
 log = logs.get("trainer")
@@ -63,7 +64,7 @@ def resolve_source_range(s: TrainSettings) -> SourceRange:
     """The exact per-partition offsets the settings' bounds ask for."""
     after = None
     if s.since_last:
-        previous = read_versions(s.kafka_bootstrap, s.topic_models)
+        previous = read_versions(s.kafka_bootstrap, s.topic_models, trust=ModelTrust.from_settings(s))
         if previous:
             after = SourceRange.from_dict(previous[-1].metadata["source"])
     return resolve_range(

@@ -88,3 +88,8 @@ class TrainSettings(CommonSettings):
         "16,1", description="Windowed models: filters of the encoder's causal conv layers; the last is the bottleneck"
     )
     kernel_size: int = Field(5, ge=1, description="Windowed models: kernel size of the causal conv layers")
+    model_signing_key_file: Path | None = Field(
+        None,
+        description="Ed25519 private key (PEM, e.g. a mounted Secret) the trainer signs each version's manifest "
+        "with; scorers given its public key in model_verify_keys refuse versions it did not sign. Unset: unsigned",
+    )

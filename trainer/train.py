@@ -24,14 +24,13 @@ import time
 import numpy as np
 
 from streamtrain.kafka_dataset import KafkaSource, SourceRange
-from streamtrain.modelcodec import read_versions
 from streamtrain.trainer.distributed import Cluster, barrier, fit_distributed, from_chief, start_strategy
 from streamtrain.trainer.fit import fit
 from streamtrain.trainer.manifest import MAX_METADATA_BYTES, build_manifest
 from streamtrain.trainer.networks import build_autoencoder, build_conv_autoencoder
 from streamtrain.trainer.normalization import learn_normalization
 from streamtrain.trainer.plan import plan_training
-from streamtrain.trainer.publish import number_version, publish_version
+from streamtrain.trainer.publish import Publisher, accepted_versions
 from streamtrain.trainer.settings import TrainError, TrainSettings
 from streamtrain.trainer.statistics import epochs_for
 from streamtrain.trainer.thresholds import choose_thresholds
@@ -93,8 +92,9 @@ def train_once(
                 "partitions": {"0": sorted(p for p, (a, b) in plan.source_range.partitions.items() if b > a)},
             }
         th = choose_thresholds(source, norm, fitted, s.threshold_k)
-        if publish:
-            version, parent = number_version(s, version, parent)
+        publisher = Publisher(s) if publish else None  # fences other trainers of the topic before numbering
+        if publisher:
+            version, parent = publisher.number(version, parent)
         meta = build_manifest(
             s,
             plan,
@@ -107,8 +107,8 @@ def train_once(
             started=started,
             distribution=distribution,
         )
-        if publish:
-            publish_version(s, fitted.model, meta, norm, th.raw_sample)
+        if publisher:
+            publisher.publish(fitted.model, meta, norm, th.raw_sample)
         if cluster:
             barrier(strategy)
         meta["_model"] = fitted.model
@@ -119,7 +119,7 @@ def train_once(
 
 def reproduce(s: TrainSettings, version: int) -> dict:
     """Retrain a published version from its metadata: same offsets, features, config, seed."""
-    versions = {mv.version: mv for mv in read_versions(s.kafka_bootstrap, s.topic_models)}
+    versions = {mv.version: mv for mv in accepted_versions(s)}
     if version not in versions:
         raise TrainError(f"version {version} is not on {s.topic_models} (have {sorted(versions)})")
     meta = versions[version].metadata
