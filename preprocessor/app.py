@@ -9,6 +9,16 @@ sequence histories are rebuilt from the committed windows and features topics wh
 are assigned (preprocessor/state.py), so they survive restarts and move with a partition from one
 replica to another; a revoked partition's devices are forgotten here, never emitted.
 At least once: outputs are flushed, then the offsets stored; a crash repeats records.
+
+Nothing the raw topic carries crashes it (anything with write access can fill that topic, not only
+the bridge): a record it cannot process is dead-lettered with its reason, counted per reason and
+logged (one line per batch and reason). Ingestion limits: a ``ts`` further ahead of its arrival than
+``max_clock_skew_s`` is ``clock_skew``, a ``seq`` further above its device's newest than
+``max_seq_jump`` is ``seq_jump``; neither moves the device's state. Readings too late for any
+window are counted and logged. Per-device state is bounded: a device silent for ``window_idle_s``
+has its open window emitted by a timer, one silent for ``device_idle_s`` (or the least recently
+active beyond ``max_devices``) is evicted, its open window emitted first; evictions are counted
+and logged.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +34,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 
-from streamtrain import exitcodes, logs
+from streamtrain import exitcodes, logs, telemetry
 from streamtrain.dedup import FINGERPRINT_HEADER, Deduplicator, fingerprint
 from streamtrain.kafka import (
     ExactlyOnce,
@@ -78,6 +89,50 @@ class PreprocessSettings(CommonSettings):
             "windows and sequence histories on assignment (0 = none)"
         ),
     )
+    max_clock_skew_s: float = Field(
+        900.0,
+        ge=0,
+        description=(
+            "A reading whose ts is more than this many seconds ahead of its arrival in Kafka is dead-lettered as "
+            "clock_skew (a ts in milliseconds would open a window in the far future and leave every later reading "
+            "of its device out of the windows); 0 = no limit"
+        ),
+    )
+    max_seq_jump: int = Field(
+        1_000_000,
+        ge=0,
+        description=(
+            "exactly_once: a seq more than this far above its device's newest is dead-lettered as seq_jump and "
+            "moves nothing (one seq of 10**30 would make every later reading of the device too_old); 0 = no limit"
+        ),
+    )
+    max_devices: int = Field(
+        100_000,
+        ge=1,
+        description=(
+            "Most devices whose state (open window, sequence history, seen readings) one replica holds; beyond it "
+            "the least recently active device is evicted, its open window emitted first"
+        ),
+    )
+    window_idle_s: float = Field(
+        60.0,
+        gt=0,
+        description="A device silent this many seconds (processing time) has its open window emitted",
+    )
+    device_idle_s: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "A device silent this many seconds (processing time) has its state evicted, its open window emitted "
+            "first; a device whose readings are all refused for this long starts afresh"
+        ),
+    )
+
+
+#: Reasons the preprocessor dead-letters a raw record with (exported at 0 from the start).
+DEAD_LETTER_REASONS = ("malformed_json", "too_old", "seq_reused", "seq_jump", "clock_skew", "unprocessable")
+#: A 64-bit counter: the largest seq any reader (Java's long, ksqlDB's BIGINT) holds.
+MAX_SEQ = 2**63 - 1
 
 
 class Preprocessor:
@@ -90,7 +145,21 @@ class Preprocessor:
         self.m_out = Counter("streamtrain_preprocess_features_out", "Feature records produced", registry=r)
         self.m_filtered = Counter("streamtrain_preprocess_filtered", "Records dropped by the spec's filter", registry=r)
         self.m_dead = Counter("streamtrain_preprocess_deadlettered", "Records that failed", ["reason"], registry=r)
-        zero_labels(self.m_dead, ("malformed_json", "too_old", *EvalError.REASONS))
+        zero_labels(self.m_dead, (*DEAD_LETTER_REASONS, *EvalError.REASONS))
+        self.m_late = Counter(
+            "streamtrain_preprocess_late",
+            "Readings too late for any window (in the features, in no window)",
+            registry=r,
+        )
+        self.m_evicted = Counter(
+            "streamtrain_preprocess_devices_evicted", "Devices whose state was evicted", ["why"], registry=r
+        )
+        zero_labels(self.m_evicted, ("idle", "capacity"))
+        self.m_idle_windows = Counter(
+            "streamtrain_preprocess_idle_windows_closed",
+            "Open windows emitted because their device fell silent",
+            registry=r,
+        )
         self.m_windows = Counter("streamtrain_preprocess_windows_out", "Window aggregates produced", registry=r)
         self.m_duplicates = Counter("streamtrain_preprocess_duplicates", "Repeated readings dropped", registry=r)
         self.lag = ConsumerLag(r, s.group_id)
@@ -110,6 +179,11 @@ class Preprocessor:
         self.dedup = Deduplicator(s.dedup_window) if self.exactly_once and s.dedup_window else None
         self._txn_seen: list[tuple[str, int]] = []  # readings first seen in the open transaction
         self.devices: dict[int, set[str]] = {}  # per raw partition, the devices whose state is held here
+        # Every device with state here, least recently active first, with when (monotonic) it last had a
+        # reading accepted: what the idle timer and the max_devices bound evict by.
+        self.activity: OrderedDict[str, float] = OrderedDict()
+        self._dropped: dict[str, list[dict]] = {}  # this batch's dead letters per reason, logged once per batch
+        self._late: list[dict] = []  # this batch's late readings, logged once per batch
         self.m_sequences = Counter("streamtrain_preprocess_sequences_out", "Per-device sequences produced", registry=r)
         self.errors: list[str] = []
 
@@ -126,8 +200,6 @@ class Preprocessor:
         repeats: dict[str, list[tuple[str, int]]] = {"duplicate": [], "reused": []}
         for m in msgs:
             self.m_in.inc()
-            if m.key():
-                self.devices.setdefault(m.partition(), set()).add(m.key().decode("utf-8", "replace"))
             try:
                 record = json.loads(m.value())
                 if not isinstance(record, dict) or "device_id" not in record or "ts" not in record:
@@ -135,9 +207,18 @@ class Preprocessor:
             except (ValueError, RecursionError) as exc:
                 self._dead(m, "malformed_json", str(exc)[:200] or type(exc).__name__)
                 continue
+            identity = telemetry.check_identity(record)
+            if isinstance(identity, telemetry.Rejection):
+                self._dead(m, identity.reason, identity.detail)
+                continue
+            device, ts, seq = identity
+            problem = self._beyond_limits(m, device, ts, seq)
+            if problem is not None:
+                self._dead(m, *problem)
+                continue
             reading = None
-            if self.dedup is not None and isinstance(record.get("seq"), int):
-                device, seq, reading = str(record["device_id"]), record["seq"], fingerprint(record)
+            if self.dedup is not None:
+                reading = fingerprint(record)
                 seen = self.dedup.check(device, seq, reading)
                 if seen == "duplicate":
                     self.m_duplicates.inc()
@@ -157,8 +238,102 @@ class Preprocessor:
                     self._dead(m, "too_old", f"seq {seq} is {self.dedup.window}+ below the device's newest")
                     continue
                 self._txn_seen.append((device, seq))
+            self._touch(m.partition(), device)
             self._process(m, record, reading)
         self._log_repeats(repeats, msgs)
+        self._log_dropped(msgs)
+
+    def _beyond_limits(self, m, device: str, ts: float, seq: int) -> tuple[str, str] | None:
+        """The ingestion limits: how far ahead of its arrival a reading's ts, and how far above its
+        device's newest its seq, may be. A reading beyond them would move the device's state where
+        every later reading is refused (too_old) or left out of the windows."""
+        skew = self.s.max_clock_skew_s
+        if skew:
+            kind, arrived_ms = m.timestamp()
+            arrived = arrived_ms / 1000 if kind and arrived_ms > 0 else time.time()
+            if ts - arrived > skew:
+                return (
+                    "clock_skew",
+                    f"ts {ts} is {ts - arrived:.0f} s ahead of its arrival {arrived:.3f} (limit {skew} s)",
+                )
+        if seq > MAX_SEQ:
+            return "seq_jump", f"seq {seq} does not fit a 64-bit counter"
+        newest = self.dedup.newest(device) if self.dedup is not None else None
+        if self.s.max_seq_jump and newest is not None and seq - newest > self.s.max_seq_jump:
+            return (
+                "seq_jump",
+                f"seq {seq} is {seq - newest} above the device's newest {newest} (limit {self.s.max_seq_jump})",
+            )
+        return None
+
+    def _touch(self, partition: int, device: str) -> None:
+        """A reading of ``device`` was accepted: it is active now; beyond max_devices the least recently
+        active device is evicted."""
+        self.devices.setdefault(partition, set()).add(device)
+        self.activity[device] = time.monotonic()
+        self.activity.move_to_end(device)
+        if len(self.activity) > self.s.max_devices:
+            oldest = next(iter(self.activity))
+            self._evict([oldest], "capacity")
+
+    def _evict(self, devices: list[str], why: str) -> None:
+        """Drop the state of ``devices``, their open windows emitted first (in the open transaction)."""
+        self._emit_windows(self.engine.close(devices))
+        self.engine.forget(devices)
+        if self.dedup is not None:
+            self.dedup.forget(devices)
+        for d in devices:
+            self.activity.pop(d, None)
+        for held in self.devices.values():
+            held.difference_update(devices)
+        self.m_evicted.labels(why).inc(len(devices))
+        log.info("devices_evicted", why=why, count=len(devices), first=devices[:3], held=len(self.activity))
+
+    def expire_idle(self, now: float | None = None) -> None:
+        """The idle timer: emit the open windows of devices silent for window_idle_s, evict those silent for
+        device_idle_s. The least recently active come first, so the walk stops at the first active one."""
+        now = time.monotonic() if now is None else now
+        to_close, to_evict = [], []
+        for device, last in self.activity.items():
+            silent = now - last
+            if silent < self.s.window_idle_s:
+                break
+            if silent >= self.s.device_idle_s:
+                to_evict.append(device)
+            elif device in self.engine.open:
+                to_close.append(device)
+        if not to_close and not to_evict:
+            return
+        if self.txn is not None:
+            self.txn.begin()
+        if to_close:
+            windows = self.engine.close(to_close)
+            self._emit_windows(windows)
+            self.m_idle_windows.inc(len(windows))
+            log.info("idle_windows_closed", count=len(windows), first=to_close[:3], idle_s=self.s.window_idle_s)
+        if to_evict:
+            self._evict(to_evict, "idle")
+
+    def _log_dropped(self, msgs) -> None:
+        """One line per batch and reason for the dead letters, one for the late readings: what was dropped,
+        where from and why, without a line per record (a flood of bad input must not flood the log)."""
+        for reason, first in self._dropped.items():
+            log.warning(
+                "records_deadlettered",
+                reason=reason,
+                count=first[0]["count"],
+                first=[{k: v for k, v in f.items() if k != "count"} for f in first],
+                topic=self.s.topic_deadletter,
+            )
+        self._dropped.clear()
+        if self._late:
+            log.info(
+                "late_readings",
+                count=self._late[0]["count"],
+                first=[{k: v for k, v in f.items() if k != "count"} for f in self._late],
+                why="older than the device's open or last emitted window: in the features, in no window",
+            )
+            self._late.clear()
 
     def _log_repeats(self, repeats: dict[str, list[tuple[str, int]]], msgs) -> None:
         """One line per batch and kind: a replay of thousands of readings must not flood the log."""
@@ -182,13 +357,20 @@ class Preprocessor:
             )
 
     def _process(self, m, record: dict, reading: str | None) -> None:
-        result = self.engine.process(record)
+        try:
+            result = self.engine.process(record)
+        except Exception as exc:  # noqa: BLE001 - a record must never crash-loop every replica
+            self._dead(m, "unprocessable", f"{type(exc).__name__}: {exc}"[:500])
+            return
         if result.error is not None:
             self._dead(m, result.error.reason, str(result.error))
             return
         if result.filtered:
             self.m_filtered.inc()
             return
+        if result.late:
+            self.m_late.inc()
+            self._note(self._late, {"device_id": record["device_id"], "ts": record["ts"], "source": _source(m)})
         # Outputs are stamped with their arrival (the topics append with LogAppendTime): retention counts
         # from arrival. Event time stays in `ts`; when the reading reached Kafka travels in a header.
         arrived = [(ARRIVED_HEADER, str(m.timestamp()[1]).encode())]
@@ -205,12 +387,20 @@ class Preprocessor:
 
     def _dead(self, m, reason: str, detail: str) -> None:
         self._send(
-            self.s.topic_deadletter,
-            m.value(),
-            key=m.key(),
-            headers=dead_letter_headers(reason, f"kafka:{m.topic()}/{m.partition()}@{m.offset()}", detail),
+            self.s.topic_deadletter, m.value(), key=m.key(), headers=dead_letter_headers(reason, _source(m), detail)
         )
         self.m_dead.labels(reason).inc()
+        if reason != "seq_reused":  # _log_repeats has its line
+            self._note(self._dropped.setdefault(reason, []), {"source": _source(m), "detail": detail[:200]})
+
+    @staticmethod
+    def _note(first: list[dict], what: dict) -> None:
+        """Keep the first three of a batch's events for its log line; the first one counts them all."""
+        if not first:
+            first.append({**what, "count": 0})
+        elif len(first) < 3:
+            first.append(what)
+        first[0]["count"] += 1
 
     def _forget_uncommitted(self) -> None:
         """An aborted transaction's records come again: the state they changed goes back to the committed."""
@@ -266,10 +456,15 @@ class Preprocessor:
         self.engine.forget(gone)
         if self.dedup is not None:
             self.dedup.forget(gone)
+        for d in gone:
+            self.activity.pop(d, None)
 
     def _restore_state(self, partitions: list[int]) -> None:
+        now = time.monotonic()
         for p, devices in rebuild(self.s, self.engine, self.dedup, partitions).items():
             self.devices.setdefault(p, set()).update(devices)
+            for d in devices:  # the idle timer and the bound see restored devices too
+                self.activity.setdefault(d, now)
 
     def ready(self) -> bool:
         return self.kafka_health.ok(lambda: self.consumer.list_topics(self.s.topic_raw, timeout=2))
@@ -293,10 +488,13 @@ class Preprocessor:
             sequences_topic=self.s.topic_sequences if self.spec.sequences else None,
             sequence_length=self.spec.sequences.length if self.spec.sequences else None,
         )
-        last_progress = time.monotonic()
+        last_progress = last_expiry = time.monotonic()
         try:
             while not self.stop.is_set():
                 msgs = [m for m in self.consumer.consume(self.s.batch_size, 0.2) if not m.error()]
+                if time.monotonic() - last_expiry >= 1.0:
+                    last_expiry = time.monotonic()
+                    self.expire_idle(last_expiry)
                 if msgs:
                     if self.txn is not None:
                         self.txn.begin()
@@ -345,3 +543,7 @@ class Preprocessor:
                 records_in=self.m_in._value.get(),
                 features_out=self.m_out._value.get(),
             )
+
+
+def _source(m) -> str:
+    return f"kafka:{m.topic()}/{m.partition()}@{m.offset()}"

@@ -56,6 +56,11 @@ class Deduplicator:
         if len(self._seen) > self.max_devices:
             self._seen.popitem(last=False)
 
+    def newest(self, device: str) -> int | None:
+        """The highest seq seen of ``device``, None when it has none."""
+        entry = self._seen.get(device)
+        return entry[0] if entry is not None and entry[0] >= 0 else None
+
     def remove(self, device: str, seq: int) -> None:
         """Undo ``check``'s remembering (its transaction was aborted and the record will come again)."""
         entry = self._seen.get(device)

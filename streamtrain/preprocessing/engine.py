@@ -2,7 +2,13 @@
 
 filter -> features + derived (+ identity and ground truth passed through) -> per-device
 event-time tumbling windows over the records that passed. A window [k*size, (k+1)*size) of a
-device is emitted when a later record of that device arrives past its end, or on flush().
+device is emitted when a later record of that device arrives past its end, when the caller
+closes it (``close``: the device fell silent, or its state is evicted), or on flush(). A record
+older than its device's open or last emitted window is ``late``: in the features, in no window.
+
+A record whose identity (``device_id``, ``ts``, ``seq``) is missing or ill-typed is answered
+with an error (streamtrain.telemetry.check_identity's reason), never an exception: anything
+that can write the raw topic can send one, and an exception would crash-loop every replica.
 
 With ``sequences``, every feature record of a device that has at least N records also yields
 a sequence: the device's last N feature vectors (oldest first), with the identity and ground
@@ -20,6 +26,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+from streamtrain import telemetry
 from streamtrain.preprocessing.compile import EvalError, compile_expr, finite
 from streamtrain.preprocessing.spec import IDENTITY, PreprocessSpec, parse_expression
 
@@ -33,6 +40,7 @@ class Result:
     sequences: list[dict] = field(default_factory=list)
     error: EvalError | None = None  # why the record could not be processed (dead letter)
     filtered: bool = False
+    late: bool = False  # older than its device's open (or last emitted) window: aggregated in none
 
 
 class _Window:
@@ -58,6 +66,9 @@ class Engine:
         self.history: dict[str, deque] = {}
 
     def process(self, record: dict) -> Result:
+        identity = telemetry.check_identity(record)
+        if isinstance(identity, telemetry.Rejection):
+            return Result(error=EvalError(identity.reason, identity.detail))
         try:
             if self.filter is not None and not self.filter(record):
                 return Result(filtered=True)
@@ -76,9 +87,9 @@ class Engine:
             return Result(error=exc)
         except (TypeError, ValueError, OverflowError) as exc:
             return Result(error=EvalError("expression_error", str(exc)))
-        windows = self._window(out) if self.size else []
+        windows, late = self._window(out) if self.size else ([], False)
         sequences = self._sequence(out) if self.seq_length else []
-        return Result(features=out, windows=windows, sequences=sequences)
+        return Result(features=out, windows=windows, sequences=sequences, late=late)
 
     def _sequence(self, rec: dict) -> list[dict]:
         names = self.spec.feature_names
@@ -96,7 +107,8 @@ class Engine:
                 out[k] = rec[k]
         return [out]
 
-    def _window(self, rec: dict) -> list[dict]:
+    def _window(self, rec: dict) -> tuple[list[dict], bool]:
+        """The windows this record closes, and whether it came too late for any window."""
         device, ts = rec["device_id"], float(rec["ts"])
         start = math.floor(ts / self.size) * self.size
         emitted = []
@@ -106,14 +118,13 @@ class Engine:
             w = None
         if w is None:
             if start <= self.closed.get(device, -math.inf):
-                return emitted  # its window was emitted already (by a stop's flush): late, not aggregated
+                return emitted, True  # its window was emitted already (closed by a timer or a stop's flush)
             w = self.open[device] = _Window(start, self.agg_fields)
         if start < w.start:
-            # Late record for a window already emitted: counted by the caller as late, not aggregated.
-            return emitted
+            return emitted, True  # for a window already emitted: counted by the caller as late
         for f in self.agg_fields:
             w.values[f].append(rec[f])
-        return emitted
+        return emitted, False
 
     def _close(self, device: str, w: _Window) -> dict:
         self.closed[device] = w.start
@@ -134,6 +145,16 @@ class Engine:
                 out[a.name] = sum(vals)
             elif a.fn == "count":
                 out[a.name] = len(vals)
+        return out
+
+    def close(self, devices) -> list[dict]:
+        """Emit the open windows of ``devices`` now (they fell silent, or their state is being evicted);
+        a later record of theirs for the same window is late."""
+        out = []
+        for d in devices:
+            w = self.open.pop(d, None)
+            if w is not None and (any(w.values.values()) or not self.agg_fields):
+                out.append(self._close(d, w))
         return out
 
     def flush(self) -> list[dict]:
