@@ -38,7 +38,7 @@ DEADLETTER_PAYLOAD_LIMIT = 512 * 1024
 RETRY_DELAY_S = 1.0
 
 
-class BridgeSettings(CommonSettings):
+class BridgeSettings(CommonSettings, telemetry.IngestLimits):
     """Settings of `streamtrain bridge` (env prefix STREAMTRAIN_)."""
 
     client_id: str = Field(
@@ -99,7 +99,7 @@ class BridgeMetrics:
         self.deadlettered = Counter(
             "streamtrain_bridge_deadlettered", "Messages delivered to the dead-letter topic", ["reason"], registry=r
         )
-        zero_labels(self.deadlettered, telemetry.REASONS)
+        zero_labels(self.deadlettered, (*telemetry.REASONS, *telemetry.LIMIT_REASONS))
         self.delivery_errors = Counter(
             "streamtrain_bridge_delivery_errors", "Kafka delivery failures (retried)", registry=r
         )
@@ -272,6 +272,8 @@ class Bridge:
         result = telemetry.validate(
             msg.payload, msg.topic, max_bytes=self.s.max_payload_bytes, known_devices=self.known
         )
+        if isinstance(result, telemetry.Reading):
+            result = self.s.clock_skew(result.ts, time.time()) or result
         if isinstance(result, telemetry.Reading):
             # The record's Kafka timestamp is its arrival (now; the topics append with LogAppendTime anyway), so
             # retention counts from arrival however old the reading is; its event time is the `ts` field.

@@ -58,7 +58,7 @@ from streamtrain.topics import ARRIVED_HEADER
 log = logs.get("preprocess")
 
 
-class PreprocessSettings(CommonSettings):
+class PreprocessSettings(CommonSettings, telemetry.IngestLimits):
     """Settings of `streamtrain preprocess` (env prefix STREAMTRAIN_)."""
 
     spec_path: Path | None = Field(None, description="Preprocessing spec (YAML/JSON); default: the built-in spec")
@@ -87,15 +87,6 @@ class PreprocessSettings(CommonSettings):
         description=(
             "Newest records per features (and windows) partition read back to rebuild the seen readings, open "
             "windows and sequence histories on assignment (0 = none)"
-        ),
-    )
-    max_clock_skew_s: float = Field(
-        900.0,
-        ge=0,
-        description=(
-            "A reading whose ts is more than this many seconds ahead of its arrival in Kafka is dead-lettered as "
-            "clock_skew (a ts in milliseconds would open a window in the far future and leave every later reading "
-            "of its device out of the windows); 0 = no limit"
         ),
     )
     max_seq_jump: int = Field(
@@ -130,7 +121,7 @@ class PreprocessSettings(CommonSettings):
 
 
 #: Reasons the preprocessor dead-letters a raw record with (exported at 0 from the start).
-DEAD_LETTER_REASONS = ("malformed_json", "too_old", "seq_reused", "seq_jump", "clock_skew", "unprocessable")
+DEAD_LETTER_REASONS = ("malformed_json", "too_old", "seq_reused", "seq_jump", "unprocessable", *telemetry.LIMIT_REASONS)
 #: A 64-bit counter: the largest seq any reader (Java's long, ksqlDB's BIGINT) holds.
 MAX_SEQ = 2**63 - 1
 
@@ -247,15 +238,10 @@ class Preprocessor:
         """The ingestion limits: how far ahead of its arrival a reading's ts, and how far above its
         device's newest its seq, may be. A reading beyond them would move the device's state where
         every later reading is refused (too_old) or left out of the windows."""
-        skew = self.s.max_clock_skew_s
-        if skew:
-            kind, arrived_ms = m.timestamp()
-            arrived = arrived_ms / 1000 if kind and arrived_ms > 0 else time.time()
-            if ts - arrived > skew:
-                return (
-                    "clock_skew",
-                    f"ts {ts} is {ts - arrived:.0f} s ahead of its arrival {arrived:.3f} (limit {skew} s)",
-                )
+        kind, arrived_ms = m.timestamp()
+        skew = self.s.clock_skew(ts, arrived_ms / 1000 if kind and arrived_ms > 0 else time.time())
+        if skew is not None:
+            return skew.reason, skew.detail
         if seq > MAX_SEQ:
             return "seq_jump", f"seq {seq} does not fit a 64-bit counter"
         newest = self.dedup.newest(device) if self.dedup is not None else None

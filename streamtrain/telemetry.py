@@ -9,7 +9,9 @@ other field is a finite number (a sensor channel) except the reserved ones below
 and ``anomaly`` carry ground truth and are never used as features.
 
 ``validate`` turns raw MQTT input into a ``Reading`` or a ``Rejection`` with a reason code;
-it never raises on bad input. It accepts exactly the objects streamtrain/schemas/telemetry.schema.json
+it never raises on bad input. ``IngestLimits`` holds what a valid reading must also respect to be
+ingested (how far ahead of its arrival its ``ts`` may be), mixed into the settings of the bridge and
+the preprocessor. It accepts exactly the objects streamtrain/schemas/telemetry.schema.json
 accepts (tests/ingest/test_telemetry.py checks that on generated input) and takes its device id
 pattern, reserved fields and limits from that file; it is hand-written because it runs on every
 message of the bridge and names the reason of each rejection.
@@ -21,6 +23,9 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamtrain import schemas
 
@@ -48,6 +53,8 @@ REASONS = (
     "unknown_device",
     "too_many_fields",
 )
+#: Reasons of IngestLimits: a valid record refused all the same.
+LIMIT_REASONS = ("clock_skew",)
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,32 @@ class Reading:
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+class IngestLimits(BaseSettings):
+    """Limits on valid readings, one field each for every program that ingests them (mixed into the
+    settings of the bridge and of the preprocessor, whose raw topic the bridge does not guard alone)."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMTRAIN_", extra="ignore")
+
+    max_clock_skew_s: float = Field(
+        900.0,
+        ge=0,
+        description=(
+            "A reading whose ts is more than this many seconds ahead of its arrival is dead-lettered as clock_skew "
+            "(a ts in milliseconds would open a window in the far future and leave every later reading of its "
+            "device out of the windows); 0 = no limit"
+        ),
+    )
+
+    def clock_skew(self, ts: float, arrived: float) -> Rejection | None:
+        """A ``clock_skew`` rejection when ``ts`` is beyond the limit ahead of ``arrived`` (epoch seconds)."""
+        limit = self.max_clock_skew_s
+        if limit and ts - arrived > limit:
+            return Rejection(
+                "clock_skew", f"ts {ts} is {ts - arrived:.0f} s ahead of its arrival {arrived:.3f} (limit {limit:g} s)"
+            )
+        return None
 
 
 def _reject_constant(token: str):
