@@ -4,7 +4,7 @@ STREAMTRAIN ?= .venv/bin/streamtrain
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test test-faults stack-up monitoring stack-down stack-status
+.PHONY: help install demo test test-unit test-faults stack-up monitoring stack-down stack-status
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ demo: install ## Run the whole pipeline locally on real Kafka + HiveMQ and print
 
 test: install ## Run the default test suite (real brokers, real TensorFlow)
 	$(PY) -m pytest -q
+
+test-unit: install ## Unit tier: every test without a broker, a JVM cluster or a control plane (tests carry e2e/faults/kube/node/images otherwise)
+	$(PY) -m pytest -q -m "not e2e and not faults and not kube and not node and not images"
 
 test-faults: install ## Chaos, overload, per-program Kafka ACLs, a 3-broker kill and replicas added/removed: exactly-once scores (~15 min)
 	$(PY) -m pytest -q -s -m faults tests

@@ -17,6 +17,49 @@ from streamtrain.settings import CommonSettings, StackSettings
 from streamtrain.topics import pipeline_topics
 
 REPO = Path(__file__).resolve().parents[1]
+#: A test that starts or uses brokers carries one of these; `make test-unit` runs the rest.
+BROKER_MARKERS = ("e2e", "faults", "kube", "node", "images")
+pytest_plugins = ["pytester"]
+_running: dict[str, pytest.Item | None] = {"item": None}
+
+
+def _marked(item: pytest.Item) -> bool:
+    return any(item.get_closest_marker(m) for m in BROKER_MARKERS)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses the session's brokers without a marker would start them in the unit tier."""
+    unmarked = [i.nodeid for i in items if "local_stack" in getattr(i, "fixturenames", ()) and not _marked(i)]
+    if unmarked:
+        raise pytest.UsageError(
+            f"{len(unmarked)} test(s) use the brokers (fixture local_stack) without one of the markers "
+            f"{', '.join(BROKER_MARKERS)}: {', '.join(unmarked[:10])}"
+        )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _running["item"] = item
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _brokers_only_in_marked_tests():
+    """Brokers started any other way (a LocalStack of a test's own) are refused in an unmarked test too."""
+    from streamtrain.stack.local import LocalStack
+
+    up = LocalStack.up
+
+    def guarded_up(self, *args, **kwargs):
+        item = _running["item"]
+        if item is not None and not _marked(item):
+            pytest.fail(
+                f"{item.nodeid} starts brokers without one of the markers {', '.join(BROKER_MARKERS)}", pytrace=False
+            )
+        return up(self, *args, **kwargs)
+
+    LocalStack.up = guarded_up  # type: ignore[method-assign]
+    yield
+    LocalStack.up = up  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager

@@ -11,11 +11,14 @@ import urllib.request
 import uuid
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from streamtrain import telemetry
 from streamtrain.kafka import headers_dict, read_topic
 from streamtrain.stack.local import free_port
 from tests.ingest.test_bridge_e2e import bridge_factory, raw_keys, read_until_complete, scrape, simulate  # noqa: F401
+
+pytestmark = pytest.mark.e2e
 
 BAD = 10_000
 

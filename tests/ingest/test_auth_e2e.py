@@ -21,6 +21,8 @@ from streamtrain.stack.local import LocalStack, free_port
 from tests.conftest import REPO
 from tests.programs import Program, settings_env
 
+pytestmark = pytest.mark.e2e
+
 PASSWORDS = {"dev-a": "alpha-secret", "dev-b": "bravo-secret", "bridge-1": "bridge-secret"}
 FLEET = 20  # simulated devices with their own credentials (stack passwd-fleet)
 

@@ -20,6 +20,8 @@ from streamtrain.stack.local import free_port
 from tests.programs import Program, drop_mqtt_session, settings_env
 from tests.records import assert_valid
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def bridge_factory(pipeline, tmp_path):

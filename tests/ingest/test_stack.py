@@ -1,9 +1,12 @@
 """The local stack: real brokers, idempotent `up`, the pipeline topics as declared."""
 
+import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from streamtrain.kafka import ensure_topics
 from streamtrain.topics import pipeline_topics
+
+pytestmark = pytest.mark.e2e
 
 
 def test_up_twice_is_harmless_and_status_is_ready(local_stack):

@@ -9,8 +9,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from streamtrain.stack.local import free_port
 from streamtrain.stack.monitoring import LOCAL_PORTS, running_prometheus
+
+pytestmark = pytest.mark.e2e
 
 
 def cli(local_stack, *args: str) -> subprocess.CompletedProcess:

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from confluent_kafka import Producer
 
 from streamtrain.kafka import headers_dict, producer_config, read_topic
@@ -10,6 +11,8 @@ from streamtrain.preprocessing.spec import PreprocessSpec
 from tests.preprocess.test_agreement import simulated
 from tests.programs import Program, settings_env
 from tests.records import assert_valid
+
+pytestmark = pytest.mark.e2e
 
 
 def test_preprocess_program_writes_exactly_what_the_engine_computes(pipeline, tmp_path):
