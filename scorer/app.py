@@ -278,6 +278,8 @@ class Scorer:
             features_topic=self.s.topic_features,
             scores_topic=self.s.topic_scores,
             models_topic=self.s.topic_models,
+            signed_models_only=bool(self.watcher.trust.keys),
+            model_max_version=self.watcher.trust.max_version,
             group=self.s.group_id,
             challenger_mode=self.s.challenger,
             metrics_port=server.port if server else None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 
 from confluent_kafka import KafkaException, Producer
 
@@ -70,8 +71,8 @@ class Publisher:
 
     def publish(self, model, meta: dict, norm: Normalization, raw_sample) -> None:
         artefact = save_artefact(model)
-        self.producer.begin_transaction()
         try:
+            self.producer.begin_transaction()
             publish_model(
                 self.producer,
                 self.s.topic_models,
@@ -80,13 +81,12 @@ class Publisher:
                 attachments={} if meta["requires"] else exports(model, norm, raw_sample),
                 signer=self.signer,
             )
-        except Exception:
-            with contextlib.suppress(KafkaException):  # fenced: nothing to abort; the first error says why
-                self.producer.abort_transaction(30)
-            raise
-        try:
             self.producer.commit_transaction(60)
-        except KafkaException as exc:
+        except Exception as exc:
+            with contextlib.suppress(KafkaException):  # fenced: nothing left to abort
+                self.producer.abort_transaction(30)
+            if not isinstance(exc, KafkaException):
+                raise
             # Fenced by a trainer of the same topic that started later: nothing of this version is visible.
             log.error("model_publish_failed", version=meta["version"], topic=self.s.topic_models, error=str(exc))
             raise TrainError(f"model v{meta['version']} not published to {self.s.topic_models}: {exc}") from None
@@ -109,8 +109,15 @@ class Publisher:
 
     def read_back(self, version: int, sha256: str) -> None:
         """Fail unless readers with these settings see exactly this version as the newest."""
-        accepted = accepted_versions(self.s, timeout=30)
-        mine = [mv for mv in accepted if mv.version == version]
+        deadline = time.monotonic() + 30
+        while True:
+            # Right after the commit the transaction's markers may not be written yet: the last stable
+            # offset, which a read_committed reader ends at, still stops before this version.
+            accepted = accepted_versions(self.s)
+            mine = [mv for mv in accepted if mv.version == version]
+            if mine or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         newest = max((mv.version for mv in accepted), default=None)
         problem = None
         if not mine:
