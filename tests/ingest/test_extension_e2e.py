@@ -124,6 +124,9 @@ def test_bad_payloads_are_dead_lettered_as_the_bridge_does(ingest_stack):
         and c["topic"].startswith("devices/")
         and c["topic"].endswith("/telemetry")
         and c["topic"].count("/") == 2
+        # HiveMQ disconnects a client that publishes to a topic with a control character (MQTT 5 1.5.4: a
+        # topic SHOULD NOT hold one); the validators' verdict on such topics is the vectors' unit tests'.
+        and not any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in c["topic"])
     ]
     assert sum("reason" in c for c in cases) > 40
     run = uuid.uuid4().hex[:6]
