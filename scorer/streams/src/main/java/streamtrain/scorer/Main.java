@@ -105,7 +105,8 @@ public final class Main {
         // Offsets STREAMTRAIN_START_AT means are read now: latest scores what arrives after this start.
         Map<TopicPartition, Long> startOffsets = StartPosition.snapshot(s);
         LOG.info("scorer_started", "features_topic", s.topicFeatures(), "scores_topic", s.topicScores(),
-                "models_topic", s.topicModels(), "group", s.groupId(), "challenger_mode", s.challenger(),
+                "models_topic", s.topicModels(), "signed_models_only", s.modelTrust().checksSignatures(),
+                "model_max_version", s.modelTrust().maxVersion, "group", s.groupId(), "challenger_mode", s.challenger(),
                 "metrics_port", port, "engine", "kafka-streams", "guarantee", s.guarantee());
         int rc = ExitCodes.OK;
         try {

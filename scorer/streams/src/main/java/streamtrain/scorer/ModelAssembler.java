@@ -31,8 +31,23 @@ final class ModelAssembler {
     record Version(int version, JsonNode metadata, byte[] artefact, Map<String, byte[]> attachments) {}
 
     private final Map<Integer, Map<Integer, byte[]>> chunks = new HashMap<>();
+    private final ModelTrust trust;
+
+    ModelAssembler() {
+        this(ModelTrust.none());
+    }
+
+    /** Versions {@code trust} refuses (unsigned, wrongly signed, numbered out of range) are refused. */
+    ModelAssembler(ModelTrust trust) {
+        this.trust = trust;
+    }
 
     Version add(byte[] key, byte[] value) throws ModelRejected {
+        return add(key, value, null);
+    }
+
+    /** {@code signature}: the record's streamtrain.signature header (null if it has none). */
+    Version add(byte[] key, byte[] value, byte[] signature) throws ModelRejected {
         if (key == null) {
             throw new ModelRejected("bad_key", "record without a key on the models topic");
         }
@@ -47,6 +62,9 @@ final class ModelAssembler {
             return null;
         }
         if (!m.group(2).equals("manifest")) {
+            if (version > trust.maxVersion) {
+                return null;  // not kept: its manifest, if it comes, is refused and logged as out of range
+            }
             Map<Integer, byte[]> parts = chunks.computeIfAbsent(version, v -> new HashMap<>());
             parts.put(Integer.parseInt(m.group(3)), value);
             long total = parts.values().stream().mapToLong(p -> p.length).sum();
@@ -60,6 +78,8 @@ final class ModelAssembler {
         if (parts == null) {
             parts = Map.of();
         }
+        // Before the manifest is even parsed: an unsigned or out-of-range version is not read at all.
+        trust.check(version, value, signature);
         JsonNode manifest;
         long count;
         long size;

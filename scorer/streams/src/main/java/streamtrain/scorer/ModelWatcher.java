@@ -13,6 +13,7 @@ import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 
 /**
@@ -27,7 +28,7 @@ final class ModelWatcher extends Thread {
     private final Settings settings;
     private final ModelRegistry registry;
     private final Consumer<String> onRefused;
-    private final ModelAssembler assembler = new ModelAssembler();
+    private final ModelAssembler assembler;
     /** Versions read before the watcher caught up with the topic's end: only the newest loadable is loaded. */
     private final List<ModelAssembler.Version> backlog = new ArrayList<>();
     private volatile boolean stopping;
@@ -40,6 +41,7 @@ final class ModelWatcher extends Thread {
         this.settings = settings;
         this.registry = registry;
         this.onRefused = onRefused;
+        this.assembler = new ModelAssembler(settings.modelTrust());
     }
 
     boolean caughtUp() {
@@ -70,7 +72,8 @@ final class ModelWatcher extends Thread {
             }
             while (!stopping) {
                 for (ConsumerRecord<byte[], byte[]> rec : consumer.poll(Duration.ofMillis(200))) {
-                    accept(rec.key(), rec.value());
+                    Header signature = rec.headers().lastHeader(ModelTrust.SIGNATURE_HEADER);
+                    accept(rec.key(), rec.value(), signature == null ? null : signature.value());
                 }
                 if (!caughtUp && consumer.position(tp) >= end) {
                     catchUp();
@@ -82,8 +85,12 @@ final class ModelWatcher extends Thread {
         }
     }
 
-    /** One record of the models topic, in topic order: a control request, or part of a model version. */
     void accept(byte[] key, byte[] value) {
+        accept(key, value, null);
+    }
+
+    /** One record of the models topic, in topic order: a control request, or part of a model version. */
+    void accept(byte[] key, byte[] value, byte[] signature) {
         String k = new String(key == null ? new byte[0] : key, StandardCharsets.UTF_8);
         if (k.startsWith("control/")) {
             control(k, value);
@@ -91,7 +98,7 @@ final class ModelWatcher extends Thread {
         }
         ModelAssembler.Version mv = null;
         try {
-            mv = assembler.add(key, value);
+            mv = assembler.add(key, value, signature);
         } catch (ModelRejected e) {
             refuse(null, e.reason, e.detail);
         }

@@ -30,7 +30,8 @@ record Settings(
         long transactionTimeoutMs,
         String startAt,
         boolean startAtOnce,
-        Map<String, String> kafkaSecurity) {
+        Map<String, String> kafkaSecurity,
+        ModelTrust modelTrust) {
 
     static Settings fromEnv(Map<String, String> env) {
         return new Settings(
@@ -52,7 +53,9 @@ record Settings(
                 Long.parseLong(get(env, "TRANSACTION_TIMEOUT_MS", "30000")),
                 oneOf(get(env, "START_AT", "committed"), "committed", "earliest", "latest"),
                 bool(get(env, "START_AT_ONCE", "false")),
-                kafkaSecurity(env));
+                kafkaSecurity(env),
+                ModelTrust.fromSettings(get(env, "MODEL_VERIFY_KEYS", ""),
+                        get(env, "MODEL_MAX_VERSION", String.valueOf(ModelTrust.DEFAULT_MAX_VERSION))));
     }
 
     /**
