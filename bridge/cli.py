@@ -10,6 +10,12 @@ from streamtrain.lifecycle import StopFlag
 from streamtrain.settings import load
 
 
+def _help(name: str) -> str:
+    """An option's help is its settings field's description, written once."""
+    field = BridgeSettings.model_fields[name]
+    return f"{field.description} (default {field.default})."
+
+
 @click.command("bridge")
 @click.option("--mqtt-host", help="MQTT broker host (default 127.0.0.1).")
 @click.option("--mqtt-port", type=int, help="MQTT broker port (default 1883).")
@@ -23,6 +29,7 @@ from streamtrain.settings import load
     "--connections", type=int, help="MQTT connections (default 1; more is faster but does not keep per-device order)."
 )
 @click.option("--known-devices", help="Comma-separated allowed device ids (default: any).")
+@click.option("--max-clock-skew-s", type=float, help=_help("max_clock_skew_s"))
 @click.pass_context
 def command(ctx, **given) -> None:
     """Forward device telemetry from MQTT to Kafka.

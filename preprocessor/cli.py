@@ -17,6 +17,12 @@ from streamtrain.preprocessor.app import Preprocessor, PreprocessSettings
 from streamtrain.settings import load
 
 
+def _help(name: str) -> str:
+    """An option's help is its settings field's description, written once."""
+    field = PreprocessSettings.model_fields[name]
+    return f"{field.description} (default {field.default})."
+
+
 @click.command("preprocess")
 @click.option(
     "--spec",
@@ -45,6 +51,11 @@ from streamtrain.settings import load
     "dead-letter reused seqs (default 4096; 0 = off; older ones are dead-lettered as too_old).",
 )
 @click.option("--group-id", help="Consumer group of the preprocessors (default streamtrain-preprocess).")
+@click.option("--max-clock-skew-s", type=float, help=_help("max_clock_skew_s"))
+@click.option("--max-seq-jump", type=int, help=_help("max_seq_jump"))
+@click.option("--max-devices", type=int, help=_help("max_devices"))
+@click.option("--window-idle-s", type=float, help=_help("window_idle_s"))
+@click.option("--device-idle-s", type=float, help=_help("device_idle_s"))
 @click.pass_context
 def command(ctx, spec_path, ksql, check, **given) -> None:
     """Filter, select and derive features and per-device windows from the raw stream.

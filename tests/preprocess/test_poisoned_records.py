@@ -234,3 +234,15 @@ def test_rejected_records_leave_no_state_behind(make_preprocessor):
     pp, _ = make_preprocessor()
     pp.process_batch([Msg(b"{broken", key_=f"k{i}".encode()) for i in range(100)])
     assert pp.devices == {} and len(pp.activity) == 0
+
+
+def test_a_device_whose_readings_are_all_refused_for_device_idle_s_starts_afresh(make_preprocessor):
+    """A real restart of a device's counter far above its old one is refused as seq_jump, but only until
+    its state is evicted: then the new counter is its start."""
+    pp, sent = make_preprocessor(max_seq_jump=1000, device_idle_s=600)
+    pp.process_batch(batch(reading(seq=0)))
+    start = time.monotonic()
+    pp.process_batch(batch(reading(seq=50_000), first_offset=1))
+    pp.expire_idle(start + 601)
+    pp.process_batch(batch(reading(seq=50_001), first_offset=2))
+    assert dead(sent) == ["seq_jump"] and [f["seq"] for f in features(sent)] == [0, 50_001]
