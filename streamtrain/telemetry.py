@@ -9,12 +9,14 @@ other field is a finite number (a sensor channel) except the reserved ones below
 and ``anomaly`` carry ground truth and are never used as features.
 
 ``validate`` turns raw MQTT input into a ``Reading`` or a ``Rejection`` with a reason code;
-it never raises on bad input. ``IngestLimits`` holds what a valid reading must also respect to be
-ingested (how far ahead of its arrival its ``ts`` may be), mixed into the settings of the bridge and
-the preprocessor. It accepts exactly the objects streamtrain/schemas/telemetry.schema.json
+it never raises on bad input. It accepts exactly the objects streamtrain/schemas/telemetry.schema.json
 accepts (tests/ingest/test_telemetry.py checks that on generated input) and takes its device id
 pattern, reserved fields and limits from that file; it is hand-written because it runs on every
-message of the bridge and names the reason of each rejection.
+message of the bridge and names the reason of each rejection. ``check_identity`` is its check of
+``device_id``, ``ts`` and ``seq``, which the preprocessor asks too.
+
+``IngestLimits`` holds what a valid reading must also respect to be ingested (how far ahead of its
+arrival its ``ts`` may be), mixed into the settings of the bridge and the preprocessor.
 """
 
 from __future__ import annotations
