@@ -140,6 +140,9 @@ final class ModelWatcher extends Thread {
             model = OnnxModel.load(mv);
             model.warm();
         } catch (ModelRejected e) {
+            if (model != null) {  // refused at warm-up: its session goes
+                model.close();
+            }
             refuse(mv.version(), e.reason, e.detail);
             return null;
         } catch (Exception e) {

@@ -133,6 +133,8 @@ final class OnnxModel implements AutoCloseable {
             throw new ModelRejected("incompatible", "version has no '" + ATTACHMENT + "' attachment (published by a "
                     + "trainer without ONNX export, or a model the export does not cover)");
         }
+        // Before a session exists: ONNX Runtime would read an external tensor's path or address while loading.
+        OnnxGraphCheck.refuseExternalData(graph);
         OrtSession session;
         try {
             OrtSession.SessionOptions opts = new OrtSession.SessionOptions();
@@ -201,13 +203,25 @@ final class OnnxModel implements AutoCloseable {
         }
     }
 
+    /**
+     * Runs the graph as scoring will, one row and a batch, and refuses it unless each row gets exactly one
+     * score: a graph whose output has another length would pass a load and then fail the stream thread on
+     * every restart.
+     */
     void warm() throws Exception {
         int n = featureNames.size();
         float[] x = new float[8 * n];
         for (int i = 0; i < 8; i++) {
             System.arraycopy(mean, 0, x, i * n, n);
         }
-        score(x, 8);
+        for (int rows : new int[] {8, 3}) {
+            int got = score(x, rows).length;
+            if (got != rows) {
+                throw new ModelRejected("incompatible", "scoring graph returns " + got + " scores for " + rows
+                        + " rows");
+            }
+        }
+        scoreOne(mean);
     }
 
     @Override
