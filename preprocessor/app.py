@@ -192,47 +192,53 @@ class Preprocessor:
         for m in msgs:
             self.m_in.inc()
             try:
-                record = json.loads(m.value())
-                if not isinstance(record, dict) or "device_id" not in record or "ts" not in record:
-                    raise ValueError("not a telemetry object")
-            except (ValueError, RecursionError) as exc:
-                self._dead(m, "malformed_json", str(exc)[:200] or type(exc).__name__)
-                continue
-            identity = telemetry.check_identity(record)
-            if isinstance(identity, telemetry.Rejection):
-                self._dead(m, identity.reason, identity.detail)
-                continue
-            device, ts, seq = identity
-            problem = self._beyond_limits(m, device, ts, seq)
-            if problem is not None:
-                self._dead(m, *problem)
-                continue
-            reading = None
-            if self.dedup is not None:
-                reading = fingerprint(record)
-                seen = self.dedup.check(device, seq, reading)
-                if seen == "duplicate":
-                    self.m_duplicates.inc()
-                    repeats["duplicate"].append((device, seq))
-                    continue
-                if seen == "reused":
-                    repeats["reused"].append((device, seq))
-                    self._dead(
-                        m,
-                        "seq_reused",
-                        f"device {device} seq {seq} already carried a different reading; "
-                        "a replay must continue the device's seqs (a seq column, or `simulate --csv`, which "
-                        "continues after the last seq it published)",
-                    )
-                    continue
-                if seen == "too_old":
-                    self._dead(m, "too_old", f"seq {seq} is {self.dedup.window}+ below the device's newest")
-                    continue
-                self._txn_seen.append((device, seq))
-            self._touch(m.partition(), device)
-            self._process(m, record, reading)
+                self._record(m, repeats)
+            except Exception as exc:  # noqa: BLE001 - one record must never crash-loop every replica
+                self._dead(m, "unprocessable", f"{type(exc).__name__}: {exc}"[:500])
         self._log_repeats(repeats, msgs)
         self._log_dropped(msgs)
+
+    def _record(self, m, repeats: dict[str, list[tuple[str, int]]]) -> None:
+        try:
+            record = json.loads(m.value())
+            if not isinstance(record, dict) or "device_id" not in record or "ts" not in record:
+                raise ValueError("not a telemetry object")
+        except (ValueError, TypeError, RecursionError) as exc:  # TypeError: a record without a value
+            self._dead(m, "malformed_json", str(exc)[:200] or type(exc).__name__)
+            return
+        identity = telemetry.check_identity(record)
+        if isinstance(identity, telemetry.Rejection):
+            self._dead(m, identity.reason, identity.detail)
+            return
+        device, ts, seq = identity
+        problem = self._beyond_limits(m, device, ts, seq)
+        if problem is not None:
+            self._dead(m, *problem)
+            return
+        reading = None
+        if self.dedup is not None:
+            reading = fingerprint(record)
+            seen = self.dedup.check(device, seq, reading)
+            if seen == "duplicate":
+                self.m_duplicates.inc()
+                repeats["duplicate"].append((device, seq))
+                return
+            if seen == "reused":
+                repeats["reused"].append((device, seq))
+                self._dead(
+                    m,
+                    "seq_reused",
+                    f"device {device} seq {seq} already carried a different reading; "
+                    "a replay must continue the device's seqs (a seq column, or `simulate --csv`, which "
+                    "continues after the last seq it published)",
+                )
+                return
+            if seen == "too_old":
+                self._dead(m, "too_old", f"seq {seq} is {self.dedup.window}+ below the device's newest")
+                return
+            self._txn_seen.append((device, seq))
+        self._touch(m.partition(), device)
+        self._process(m, record, reading)
 
     def _beyond_limits(self, m, device: str, ts: float, seq: int) -> tuple[str, str] | None:
         """The ingestion limits: how far ahead of its arrival a reading's ts, and how far above its
@@ -343,11 +349,7 @@ class Preprocessor:
             )
 
     def _process(self, m, record: dict, reading: str | None) -> None:
-        try:
-            result = self.engine.process(record)
-        except Exception as exc:  # noqa: BLE001 - a record must never crash-loop every replica
-            self._dead(m, "unprocessable", f"{type(exc).__name__}: {exc}"[:500])
-            return
+        result = self.engine.process(record)
         if result.error is not None:
             self._dead(m, result.error.reason, str(result.error))
             return

@@ -34,6 +34,7 @@ def test_poisoned_raw_records_are_dead_lettered_and_the_next_good_ones_come_out(
         (b'{"device_id":null,"ts":1,"seq":22,"temperature":70}', "wrong_type"),
         (b'{"device_id":"p\\n","ts":1,"seq":23,"temperature":70}', "wrong_type"),
         (b'{"device_id":"p","ts":1e999,"seq":24,"temperature":70}', "non_finite"),
+        (None, "malformed_json"),  # a record without a value (kcat -Z, a tombstone)
         (good(25).replace(b'"seq": 25', b'"seq": ' + str(10**30).encode()), "seq_jump"),
         (good(26).replace(str(now - 120 + 26).encode(), str((now + 26) * 1000).encode()), "clock_skew"),
     ]

@@ -32,7 +32,7 @@ def reading(device: str = "d", seq: int = 0, ts: float | None = None, **kw) -> d
 class Msg:
     """A consumed record as confluent-kafka's Message answers."""
 
-    body: bytes
+    body: bytes | None
     key_: bytes | None = b"d"
     offset_: int = 0
     arrived_ms: int = int(NOW * 1000)
@@ -96,7 +96,9 @@ def make_preprocessor():
 
 def batch(*bodies, first_offset: int = 0, **kw) -> list[Msg]:
     return [
-        Msg(b if isinstance(b, bytes) else json.dumps(b).encode(), offset_=first_offset + i, **kw)
+        b
+        if isinstance(b, Msg)
+        else Msg(b if isinstance(b, bytes) else json.dumps(b).encode(), offset_=first_offset + i, **kw)
         for i, b in enumerate(bodies)
     ]
 
@@ -144,9 +146,12 @@ def test_poisoned_raw_records_are_dead_lettered_with_reasons_and_good_ones_still
         b'{"device_id":"d","ts":1e999,"seq":4,"temperature":70}',
         b'{"device_id":"d","ts":1,"seq":5,"temperature":null}',
     ]
+    msgs = batch(reading(seq=0), *poisoned, Msg(None), reading(seq=6, ts=NOW - 50))
+    for i, m in enumerate(msgs):
+        m.offset_ = i
     with capture_logs() as logs:
-        pp.process_batch(batch(reading(seq=0), *poisoned, reading(seq=6, ts=NOW - 50)))
-    assert dead(sent) == ["wrong_type", "non_finite", "wrong_type", "non_finite", "missing_field"]
+        pp.process_batch(msgs)
+    assert dead(sent) == ["wrong_type", "non_finite", "wrong_type", "non_finite", "missing_field", "malformed_json"]
     assert [f["seq"] for f in features(sent)] == [0, 6]
     assert len(windows(sent)) == 1  # the second good reading closed the first one's window
     assert pp.m_dead.labels("wrong_type")._value.get() == 2
