@@ -1,15 +1,25 @@
-"""Structured logging: one line per event, JSON by default."""
+"""Structured logging: one line per event, JSON unless a person reads it at a terminal."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
 
 
-def configure(level: str = "INFO", fmt: str = "json") -> None:
+def resolve_format(fmt: str) -> str:
+    """``auto``: console lines for a person at a terminal, JSON for a pipe, a file or a Pod's log."""
+    if fmt != "auto":
+        return fmt
+    in_pod = "KUBERNETES_SERVICE_HOST" in os.environ
+    return "console" if sys.stderr.isatty() and not in_pod else "json"
+
+
+def configure(level: str = "INFO", fmt: str = "auto") -> None:
     """Configure structlog and stdlib logging to emit one structured line per event on stderr."""
+    fmt = resolve_format(fmt)
     renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s", force=True)
     structlog.configure(

@@ -46,7 +46,28 @@ def settings_env(settings: BaseSettings, **extra) -> dict[str, str]:
     return env
 
 
-class CommonSettings(BaseSettings):
+class LogSettings(BaseSettings):
+    """How every program logs: the only settings `streamtrain` itself reads before a subcommand runs."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMTRAIN_", extra="ignore")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level: DEBUG, INFO, WARNING or ERROR"
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="Log lines: json, console, or auto (console on a terminal, json otherwise and in a Pod)",
+    )
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _case_insensitive(cls, value: object, info) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
+
+
+class CommonSettings(LogSettings):
     """Connection and topic settings shared by every StreamTrain program."""
 
     model_config = SettingsConfigDict(env_prefix="STREAMTRAIN_", extra="ignore")
@@ -64,8 +85,6 @@ class CommonSettings(BaseSettings):
     )
     topic_models: str = Field("streamtrain.models", description="Compacted topic carrying model versions")
     topic_scores: str = Field("streamtrain.scores", description="Anomaly scores, one per feature record")
-    log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR")
-    log_format: str = Field("json", description="Log line format: json or console")
     metrics_port: int = Field(0, description="Prometheus /metrics and /healthz port; 0 disables the server")
     model_verify_keys: str = Field(
         "",

@@ -57,9 +57,9 @@ def _brokers_only_in_marked_tests():
             )
         return up(self, *args, **kwargs)
 
-    LocalStack.up = guarded_up  # type: ignore[method-assign]
+    LocalStack.up = guarded_up
     yield
-    LocalStack.up = up  # type: ignore[method-assign]
+    LocalStack.up = up
 
 
 @contextlib.contextmanager

@@ -7,13 +7,15 @@ import importlib
 import json
 import os
 import sys
+import typing
 from pathlib import Path
 
 import click
 
+import streamtrain
 from streamtrain import exitcodes, logs
 from streamtrain.access import PROGRAMS as KAFKA_PROGRAMS
-from streamtrain.settings import StackSettings, load
+from streamtrain.settings import LogSettings, StackSettings, load
 
 # TensorFlow's C++ INFO/WARNING lines (e.g. the end of every tf.data epoch) are not events.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -44,8 +46,36 @@ PROGRAMS = {
 }
 
 
+#: Options of the group that may also be written after the subcommand (``streamtrain score --log-level DEBUG``).
+GLOBAL_OPTIONS = ("--log-level", "--log-format")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move the global options found after the subcommand in front of it (up to a ``--``)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            takes_next = "=" not in arg and i + 1 < len(args)
+            front.extend(args[i : i + 2] if takes_next else [arg])
+            i += 2 if takes_next else 1
+            continue
+        rest.append(arg)
+        i += 1
+    return front + rest
+
+
 class LazyGroup(click.Group):
     """Loads a program's command only when it is invoked (or its help is asked for)."""
+
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, hoist_global_options(list(args)))
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(PROGRAMS))
@@ -73,14 +103,21 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+def _log_option(name: str):
+    """A global option made from its LogSettings field: the same values, description and variable."""
+    field = LogSettings.model_fields[name]
+    return click.option(
+        f"--{name.replace('_', '-')}",
+        type=click.Choice(typing.get_args(field.annotation), case_sensitive=False),
+        default=None,
+        help=f"{field.description} (env STREAMTRAIN_{name.upper()}; default {field.default}).",
+    )
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (env STREAMTRAIN_LOG_LEVEL).")
-@click.option(
-    "--log-format",
-    type=click.Choice(["json", "console"]),
-    default=None,
-    help="Structured JSON lines (default) or console lines (env STREAMTRAIN_LOG_FORMAT).",
-)
+@click.version_option(streamtrain.__version__, "-V", "--version", prog_name="streamtrain")
+@_log_option("log_level")
+@_log_option("log_format")
 @click.pass_context
 def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> None:
     """StreamTrain: streaming machine learning for IoT fleets.
@@ -88,10 +125,15 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> No
     Devices publish over MQTT, the bridge forwards to Kafka, the stream is preprocessed,
     a TensorFlow model is trained straight from Kafka, and the scorer picks up each new
     model version from the models topic while it scores the live stream.
+
+    The global options may also follow the subcommand.
     """
     ctx.ensure_object(dict)
     ctx.obj["log"] = _overrides(log_level=log_level, log_format=log_format)
-    base = load(StackSettings, **ctx.obj["log"])
+    # Only the log settings are read here: a bad value of another variable is the subcommand's to
+    # report (exit 2, naming it), and never stops its --help.
+    logs.configure()  # the defaults, on stderr, until the log settings themselves are read
+    base = load(LogSettings, **ctx.obj["log"])
     logs.configure(base.log_level, base.log_format)
 
 
@@ -117,7 +159,7 @@ def _local_stack(ctx, home, kafka_port, mqtt_port):
     from streamtrain.stack.local import LocalStack
 
     return LocalStack(
-        StackSettings(**ctx.obj["log"], **_overrides(home=home, kafka_port=kafka_port, mqtt_port=mqtt_port))
+        load(StackSettings, **ctx.obj["log"], **_overrides(home=home, kafka_port=kafka_port, mqtt_port=mqtt_port))
     )
 
 
@@ -253,7 +295,7 @@ def stack_passwd(ctx, user, role, path, password_stdin) -> None:
     """
     from streamtrain.credentials import set_user
 
-    settings = StackSettings(**ctx.obj["log"])
+    settings = load(StackSettings, **ctx.obj["log"])
     path = path or settings.mqtt_users_file or settings.home / "mqtt-users"
     password = (
         sys.stdin.readline().rstrip("\n")
@@ -300,7 +342,7 @@ def stack_passwd_fleet(ctx, devices, prefix, out, path) -> None:
 
     from streamtrain.credentials import make_fleet
 
-    settings = StackSettings(**ctx.obj["log"])
+    settings = load(StackSettings, **ctx.obj["log"])
     path = path or settings.mqtt_users_file or settings.home / "mqtt-users"
     started = time.monotonic()
     try:
@@ -330,4 +372,4 @@ def stack_down(ctx, home, kafka_port, mqtt_port) -> None:
 
 
 if __name__ == "__main__":
-    cli()
+    cli(prog_name="streamtrain")
