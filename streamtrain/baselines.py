@@ -43,6 +43,9 @@ class DeviceBaselines:
     threshold: np.ndarray  # [devices]
     records: np.ndarray  # [devices]
     seen: dict[str, int]  # devices with too little history: their training records
+    window_center: np.ndarray | None = None  # [devices, features]: window score's centre (model.py)
+    window_scale: np.ndarray | None = None  # [devices, features]: and scale
+    window_threshold: np.ndarray | None = None  # [devices]: and threshold
 
     def as_metadata(self, digits: int = 7) -> dict:
         ids = sorted(self.index, key=self.index.__getitem__)
@@ -50,7 +53,7 @@ class DeviceBaselines:
         def r(v):
             return float(f"{float(v):.{digits}g}")
 
-        return {
+        out = {
             "scope": "device",
             "key": "device_id",
             "warmup_records": int(self.warmup_records),
@@ -61,6 +64,11 @@ class DeviceBaselines:
             "records": [int(v) for v in self.records],
             "seen": {k: int(v) for k, v in sorted(self.seen.items())},
         }
+        if self.window_scale is not None and self.window_center is not None and self.window_threshold is not None:
+            out["window_center"] = [[r(v) for v in row] for row in self.window_center]
+            out["window_scale"] = [[r(v) for v in row] for row in self.window_scale]
+            out["window_threshold"] = [r(v) for v in self.window_threshold]
+        return out
 
     @classmethod
     def from_metadata(cls, meta: dict, n_features: int) -> "DeviceBaselines | None":
@@ -75,6 +83,16 @@ class DeviceBaselines:
             records = np.asarray(b["records"], dtype=np.int64).reshape(len(ids))
             warmup = int(b["warmup_records"])
             seen = {str(k): int(v) for k, v in (b.get("seen") or {}).items()}
+            windowed = b.get("window_scale") is not None
+            window_scale = np.asarray(b["window_scale"], np.float32).reshape(len(ids), n_features) if windowed else None
+            window_threshold = np.asarray(b["window_threshold"], np.float32).reshape(len(ids)) if windowed else None
+            window_center = (
+                np.asarray(b.get("window_center") or np.zeros((len(ids), n_features)), np.float32).reshape(
+                    len(ids), n_features
+                )
+                if windowed
+                else None
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelRejected("bad_metadata", f"baselines: {exc}") from None
         if len(set(ids)) != len(ids):
@@ -83,8 +101,25 @@ class DeviceBaselines:
             raise ModelRejected("bad_metadata", "baselines: non-finite statistics")
         if len(threshold) and threshold.min() <= 0:
             raise ModelRejected("bad_metadata", "baselines: thresholds must be positive")
+        if window_scale is not None and not (np.isfinite(window_scale).all() and (window_scale > 0).all()):
+            raise ModelRejected("bad_metadata", "baselines: window_scale must be finite and positive")
+        if window_threshold is not None and not (np.isfinite(window_threshold).all() and (window_threshold > 0).all()):
+            raise ModelRejected("bad_metadata", "baselines: window_threshold must be finite and positive")
+        if window_center is not None and not np.isfinite(window_center).all():
+            raise ModelRejected("bad_metadata", "baselines: window_center must be finite")
         std = np.where(std > 1e-9, std, 1.0).astype(np.float32)
-        return cls(warmup, {d: i for i, d in enumerate(ids)}, mean, std, threshold, records, seen)
+        return cls(
+            warmup,
+            {d: i for i, d in enumerate(ids)},
+            mean,
+            std,
+            threshold,
+            records,
+            seen,
+            window_center,
+            window_scale,
+            window_threshold,
+        )
 
     def lookup(self, devices: list) -> tuple[np.ndarray, list[str], list[int]]:
         """Row index into the statistics per device (-1 = fallback), the baseline kind, the records behind it."""

@@ -1,12 +1,25 @@
 """A model version ready to score: the Keras autoencoder plus what travels with it
 (feature names, normalization, threshold, optional per-device baselines, input kind and
-smoothing). Shared by the trainer (to save) and scorers.
+smoothing, window score). Shared by the trainer (to save) and scorers.
 
 Two input kinds: ``features`` (one feature record per score, a dense autoencoder) and
 ``sequences`` (a device's last N feature records per score, a windowed autoencoder whose
 score is the reconstruction error of the newest reading). Optional k-of-m smoothing (windowed
 only) flags a reading when at least k of the device's last m readings exceed the threshold;
 the window carries those m readings, so the scorer stays stateless.
+
+**Window score** (windowed models, the default since issue 23): two alarms in one score. (1) the
+newest reading's reconstruction error against its threshold (``threshold``: a spike, a broken
+relation between channels); (2) the *window mean* of the device's last N normalized readings
+(``window_score.of = "input"``, or of their reconstruction residuals, ``"residual"``), each feature
+centred and scaled by the median and IQR/1.349 that mean had over the device's own training
+windows, squared and averaged over features, against its own threshold
+(``window_score.center/scale/threshold``; per device ``baselines.window_center/window_scale/
+window_threshold``). The score is the larger of the two, each in units of its threshold, so a
+reading is flagged when its score exceeds 1. Real channels are noisy reading by reading (a motor
+current whose single readings spread 25 % of its level) while a fault shifts their level for
+minutes: the window mean cancels the noise and keeps the shift, and the training windows' own
+spread absorbs the slow drift a device showed while it trained.
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ from streamtrain.modelcodec import ModelRejected, ModelVersion
 ARTEFACT_FORMAT = "keras-v3"
 INPUT_KINDS = ("features", "sequences")
 #: What this reader implements; a version whose ``requires`` names anything else is refused.
-SUPPORTED = {"device_baselines", "sequences", "smoothing"}
+SUPPORTED = {"device_baselines", "sequences", "smoothing", "window_score"}
 
 
 def _keras():
@@ -48,6 +61,20 @@ def save_artefact(model) -> bytes:
 def reconstruction_error(x_norm: np.ndarray, reconstructed: np.ndarray) -> np.ndarray:
     """Mean squared error over the feature axis: [rows] for rows, [windows, steps] for windows."""
     return np.mean(np.square(x_norm - reconstructed), axis=-1)
+
+
+WINDOW_OF = ("input", "residual")
+
+
+def window_means(x_norm: np.ndarray, reconstructed: np.ndarray | None) -> np.ndarray:
+    """[windows, features]: each window's normalized readings (or residuals, input minus
+    reconstruction, when ``reconstructed`` is given) averaged over its readings."""
+    return np.mean(x_norm if reconstructed is None else x_norm - reconstructed, axis=1)
+
+
+def window_score(means: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """[windows]: mean over features of the squared window mean, centred and scaled by its training spread."""
+    return np.mean(np.square((means - center) / scale), axis=-1)
 
 
 class BadInput(ValueError):
@@ -111,6 +138,11 @@ class LoadedModel:
         self.baselines = DeviceBaselines.from_metadata(metadata, n)
         smoothing = metadata.get("smoothing") or {}
         self.smoothing = (int(smoothing["k"]), int(smoothing["m"])) if smoothing else None
+        ws = metadata.get("window_score")
+        self.window_of = ws.get("of", "residual") if ws else None
+        self.window_scale = np.asarray(ws["scale"], dtype=np.float32) if ws else None
+        self.window_center = np.asarray(ws.get("center", [0.0] * n), dtype=np.float32) if ws else None
+        self.window_threshold = float(ws["threshold"]) if ws else None
 
     @classmethod
     def from_version(cls, mv: ModelVersion) -> "LoadedModel":
@@ -160,7 +192,23 @@ class LoadedModel:
                 raise ModelRejected("bad_metadata", "smoothing must be {k, m}") from None
             if not (1 <= k <= m and window and m <= window):
                 raise ModelRejected("bad_metadata", f"smoothing {k} of {m} needs 1 <= k <= m <= window ({window})")
-        DeviceBaselines.from_metadata(meta, len(names))  # raises ModelRejected when malformed
+        ws = meta.get("window_score")
+        if ws:
+            scale = ws.get("scale") if isinstance(ws, dict) else None
+            center = ws.get("center", [0.0] * len(names)) if isinstance(ws, dict) else None
+            if window is None or not isinstance(scale, list) or len(scale) != len(names):
+                raise ModelRejected("bad_metadata", f"window_score needs a windowed model and {len(names)} scales")
+            if not all(_is_number(v) and v > 0 for v in scale):
+                raise ModelRejected("bad_metadata", "window_score.scale must be finite positive numbers")
+            if not isinstance(center, list) or len(center) != len(names) or not all(_is_number(v) for v in center):
+                raise ModelRejected("bad_metadata", f"window_score.center must have {len(names)} finite numbers")
+            if not (_is_number(ws.get("threshold")) and ws["threshold"] > 0):
+                raise ModelRejected("bad_metadata", "window_score.threshold must be a positive number")
+            if ws.get("of", "residual") not in WINDOW_OF:
+                raise ModelRejected("incompatible", f"window_score.of {ws.get('of')!r}, expected one of {WINDOW_OF}")
+        b = DeviceBaselines.from_metadata(meta, len(names))  # raises ModelRejected when malformed
+        if ws and b is not None and b.window_scale is None:
+            raise ModelRejected("bad_metadata", "window_score with per-device baselines needs baselines.window_scale")
         if not zipfile.is_zipfile(io.BytesIO(mv.artefact)):
             raise ModelRejected("not_a_model", f"artefact of {len(mv.artefact)} bytes is not a .keras archive")
         keras = _keras()
@@ -223,10 +271,23 @@ class LoadedModel:
         # scorer's topology fixture holds; switching means regenerating it and re-running the Java tests.
         return reconstruction_error(xn, self.keras_model(xn, training=False).numpy())
 
+    def _window_scores(
+        self, xn: np.ndarray, center: np.ndarray, scale: np.ndarray, newest_threshold, window_threshold
+    ) -> np.ndarray:
+        """The larger of the newest reading's error and the window score, each over its threshold."""
+        recon = self.keras_model(xn, training=False).numpy()
+        newest = reconstruction_error(xn[:, -1], recon[:, -1])
+        ws = window_score(window_means(xn, recon if self.window_of == "residual" else None), center, scale)
+        return np.maximum(newest / newest_threshold, ws / window_threshold)
+
     def score(self, x: np.ndarray) -> np.ndarray:
         """Fleet-wide score (global normalization) of each row or window's newest reading."""
         if len(x) == 0:
             return np.zeros(0, dtype=np.float32)
+        if self.window_scale is not None:
+            return self._window_scores(
+                self.normalize(x), self.window_center, self.window_scale, self.threshold, self.window_threshold
+            )
         e = self._errors(self.normalize(x))
         return e[:, -1] if e.ndim == 2 else e
 
@@ -248,6 +309,17 @@ class LoadedModel:
                 mean, std = mean[:, None, :], std[:, None, :]
         if len(x) == 0:
             return Assessment(np.zeros(0, np.float32), thresholds, np.zeros(0, bool), kinds, records)
+        if self.window_scale is not None:
+            if b is None:
+                center, scale = self.window_center[None, :], self.window_scale[None, :]
+                window_threshold = np.full(len(x), self.window_threshold, np.float32)
+            else:
+                center = np.where(own[:, None], b.window_center[np.maximum(idx, 0)], self.window_center)
+                scale = np.where(own[:, None], b.window_scale[np.maximum(idx, 0)], self.window_scale)
+                window_threshold = np.where(own, b.window_threshold[np.maximum(idx, 0)], self.window_threshold)
+            scores = self._window_scores((x - mean) / std, center, scale, thresholds, window_threshold)
+            ones = np.ones(len(x), np.float32)  # the score is in units of the thresholds
+            return Assessment(scores.astype(np.float32), ones, scores > 1.0, kinds, records)
         e = self._errors((x - mean) / std)
         if e.ndim == 2:
             scores = e[:, -1]

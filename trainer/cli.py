@@ -58,6 +58,23 @@ log = logs.get("trainer")
 @click.option("--threshold-k", type=float, help="Threshold = median + k * MAD of training errors (default 8).")
 @click.option("--warmup-records", type=int, help="Records a device needs before its own baseline is used (default 50).")
 @click.option("--smoothing", help="Windowed model: flag when k of the last m readings exceed the threshold, as k/m.")
+@click.option(
+    "--window-score",
+    type=click.Choice(["input", "residual", "newest"]),
+    help="Windowed model: input (default): alarm on the window mean of the normalized readings (scaled by its "
+    "spread over the training windows) or on the newest reading's error; residual: the window mean of the "
+    "reconstruction residuals instead; newest: the newest reading's error alone.",
+)
+@click.option(
+    "--window-threshold-factor",
+    type=float,
+    help="Windowed model: window score threshold = factor x 99th percentile of the training windows' (default 4).",
+)
+@click.option(
+    "--window-newest-k",
+    type=float,
+    help="Windowed model with a window score: newest reading's threshold = median + k * MAD (default 32).",
+)
 @click.option("--conv-filters", help="Windowed model: encoder filters, the last is the bottleneck (default 16,1).")
 @click.option("--topic-sequences", help="Sequences topic the windowed model trains from.")
 @click.option("--cache/--reread", default=None, help="Cache the first Kafka read instead of re-reading per epoch.")

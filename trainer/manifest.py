@@ -24,7 +24,14 @@ def requirements(s: TrainSettings, plan: TrainingPlan) -> list[str]:
         (["device_baselines"] if s.baselines == "device" else [])
         + (["sequences"] if plan.windowed else [])
         + (["smoothing"] if plan.smoothing else [])
+        + (["window_score"] if window_scored(s, plan) else [])
     )
+
+
+def window_scored(s: TrainSettings, plan: TrainingPlan) -> bool:
+    """The window score applies: a windowed model, window_score input or residual, and no k-of-m
+    smoothing (alarm logic over the newest readings' errors, so it keeps that score)."""
+    return plan.windowed and s.window_score != "newest" and not plan.smoothing
 
 
 def build_manifest(
@@ -60,7 +67,12 @@ def build_manifest(
         "feature_names": plan.features,
         "normalization": {"mean": [float(v) for v in norm.mean], "std": [float(v) for v in norm.std]},
         "threshold": float(th.threshold),
-        "threshold_rule": f"median + {s.threshold_k} * MAD of training reconstruction errors"
+        "threshold_rule": (
+            f"newest reading: median + {s.window_newest_k} * MAD of training reconstruction errors; window "
+            f"score: {s.window_threshold_factor} * 99th percentile of the training windows' scores"
+            if window_scored(s, plan)
+            else f"median + {s.threshold_k} * MAD of training reconstruction errors"
+        )
         + (" (per device; this one is the fleet-wide fallback)" if per_device else ""),
         "training_anomaly_rate": th.anomaly_rate,
         "config": {
@@ -79,6 +91,9 @@ def build_manifest(
             "baselines": s.baselines,
             "warmup_records": s.warmup_records,
             "smoothing": s.smoothing,
+            "window_score": s.window_score,
+            "window_threshold_factor": s.window_threshold_factor,
+            "window_newest_k": s.window_newest_k,
             "conv_filters": plan.filters,
             "kernel_size": s.kernel_size,
             "workers": distribution["workers"],
@@ -100,6 +115,14 @@ def build_manifest(
         }
     if plan.smoothing:
         meta["smoothing"] = {"k": plan.smoothing[0], "m": plan.smoothing[1]}
+    if th.window_scale is not None and th.window_center is not None and th.window_threshold is not None:
+        meta["window_score"] = {
+            "threshold": float(th.window_threshold),
+            "of": s.window_score,
+            "statistic": f"mean over features of ((window mean of the {s.window_score} - centre) / scale)^2",
+            "center": [float(f"{v:.7g}") for v in th.window_center],
+            "scale": [float(f"{v:.7g}") for v in th.window_scale],
+        }
     size = len(json.dumps(meta))
     if size > MAX_METADATA_BYTES:
         raise TrainError(

@@ -84,10 +84,36 @@ class TrainSettings(CommonSettings):
         description="Windowed models: flag when k of the last m readings exceed "
         "the threshold, as 'k/m' (e.g. 2/3); default off",
     )
+    window_score: Literal["input", "residual", "newest"] = Field(
+        "input",
+        description="Windowed models: input (default): flag a reading when the mean of the device's last N "
+        "normalized readings (each feature centred and scaled by that mean's spread over the training "
+        "windows: noise averages out, a lasting fault does not) or the newest reading's reconstruction "
+        "error passes its threshold; residual: the same with the window mean of the reconstruction "
+        "residuals; newest: the newest reading's error alone (also whenever smoothing is set)",
+    )
+    window_threshold_factor: float = Field(
+        4.0,
+        gt=0,
+        description="Windowed models with window_score input or residual: threshold = this factor x the 99th percentile "
+        "of the training windows' scores (per device with per-device baselines)",
+    )
+    window_newest_k: float = Field(
+        32.0,
+        gt=0,
+        description="Windowed models with a window score: the newest reading's own alarm (a spike) next to "
+        "it, at median + k * MAD of the training errors",
+    )
     conv_filters: str = Field(
         "16,1", description="Windowed models: filters of the encoder's causal conv layers; the last is the bottleneck"
     )
     kernel_size: int = Field(5, ge=1, description="Windowed models: kernel size of the causal conv layers")
+    model_keep_versions: int = Field(
+        10,
+        ge=1,
+        description="Model versions kept on the models topic: publishing a version deletes (tombstones) the "
+        "older ones beyond this many, in the same transaction, so readers never hold them all",
+    )
     model_signing_key_file: Path | None = Field(
         None,
         description="Ed25519 private key (PEM, e.g. a mounted Secret) the trainer signs each version's manifest "

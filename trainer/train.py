@@ -26,7 +26,7 @@ import numpy as np
 from streamtrain.kafka_dataset import KafkaSource, SourceRange
 from streamtrain.trainer.distributed import Cluster, barrier, fit_distributed, from_chief, start_strategy
 from streamtrain.trainer.fit import fit
-from streamtrain.trainer.manifest import MAX_METADATA_BYTES, build_manifest
+from streamtrain.trainer.manifest import MAX_METADATA_BYTES, build_manifest, window_scored
 from streamtrain.trainer.networks import build_autoencoder, build_conv_autoencoder
 from streamtrain.trainer.normalization import learn_normalization
 from streamtrain.trainer.plan import plan_training
@@ -91,7 +91,13 @@ def train_once(
                 "workers": 1,
                 "partitions": {"0": sorted(p for p, (a, b) in plan.source_range.partitions.items() if b > a)},
             }
-        th = choose_thresholds(source, norm, fitted, s.threshold_k)
+        th = choose_thresholds(
+            source,
+            norm,
+            fitted,
+            s.threshold_k,
+            (s.window_score, s.window_threshold_factor, s.window_newest_k) if window_scored(s, plan) else None,
+        )
         publisher = Publisher(s) if publish else None  # fences other trainers of the topic before numbering
         if publisher:
             version, parent = publisher.number(version, parent)
@@ -142,8 +148,21 @@ def reproduce(s: TrainSettings, version: int) -> dict:
             "threshold_k": cfg["threshold_k"],
             "min_steps": cfg.get("min_steps", 0),  # versions from before min_steps trained exactly `epochs`
             **{
-                k: cfg[k] for k in ("model_kind", "baselines", "warmup_records", "smoothing", "kernel_size") if k in cfg
+                k: cfg[k]
+                for k in (
+                    "model_kind",
+                    "baselines",
+                    "warmup_records",
+                    "smoothing",
+                    "kernel_size",
+                    "window_score",
+                    "window_threshold_factor",
+                    "window_newest_k",
+                )
+                if k in cfg
             },
+            # versions from before the window score scored the newest reading
+            **({} if "window_score" in cfg else {"window_score": "newest"}),
             **({"conv_filters": ",".join(str(f) for f in cfg["conv_filters"])} if "conv_filters" in cfg else {}),
             ("topic_sequences" if cfg.get("model_kind") == "windowed" else "topic_features"): meta["source"]["topic"],
         }
