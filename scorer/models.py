@@ -201,6 +201,9 @@ class ModelWatcher(threading.Thread):
             self._refuse(None, "bad_record", repr(exc)[:300])
             return
         if mv is None:
+            if value is None and key is not None and key.endswith(b"/manifest"):
+                # A deleted version (the trainer keeps the newest few): not worth holding until catch-up.
+                backlog[:] = [b for b in backlog if f"model/{b.version}/manifest".encode() != key]
             return
         if self.caught_up.is_set():
             model = self._load(mv)

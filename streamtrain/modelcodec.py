@@ -103,6 +103,13 @@ def encode(artefact: bytes, metadata: dict, attachments: dict[str, bytes] | None
     return records
 
 
+def version_keys(mv: ModelVersion) -> list[bytes]:
+    """Every key ``encode`` wrote for ``mv`` (chunks of artefact and attachments, then the manifest): what a
+    deletion tombstones, so compaction removes the whole version."""
+    chunks = len(_split(mv.artefact)) + sum(len(_split(a)) for a in mv.attachments.values())
+    return [f"model/{mv.version}/chunk/{i}".encode() for i in range(chunks)] + [f"model/{mv.version}/manifest".encode()]
+
+
 def publish_model(
     producer,
     topic: str,
@@ -257,7 +264,8 @@ def read_versions(
         if end == 0:
             return []
         c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        assembler, out = ModelAssembler(trust), []
+        assembler = ModelAssembler(trust)
+        out: list[ModelVersion] = []
         deadline = time.monotonic() + timeout
         # The consumer's position, not the last record's offset: a transaction's commit marker (the
         # trainer publishes in transactions) takes the last offset and is never returned as a record.
@@ -267,6 +275,10 @@ def read_versions(
                 continue
             if (msg.key() or b"").startswith(b"control/"):
                 continue
+            deleted = KEY.match(msg.key() or b"")
+            if msg.value() is None and deleted and deleted.group(2) == b"manifest":
+                # A deleted version (the trainer keeps only the newest few): gone even before compaction runs.
+                out = [mv for mv in out if mv.version != int(deleted.group(1))]
             try:
                 mv = assembler.add(msg.key(), msg.value(), msg.headers())
             except ModelRejected:

@@ -24,7 +24,13 @@ from confluent_kafka import KafkaException, Producer
 from streamtrain import logs
 from streamtrain.kafka import producer_config
 from streamtrain.model import save_artefact
-from streamtrain.modelcodec import ModelVersion, publish_model, publisher_transactional_id, read_versions
+from streamtrain.modelcodec import (
+    ModelVersion,
+    publish_model,
+    publisher_transactional_id,
+    read_versions,
+    version_keys,
+)
 from streamtrain.modelsign import ModelSigner, ModelTrust
 from streamtrain.onnx_export import ONNX_ATTACHMENT, NotExportable, export_scoring_graph
 from streamtrain.trainer.normalization import Normalization
@@ -54,10 +60,11 @@ class Publisher:
             )
         )
         self.producer.init_transactions(60)
+        self.previous: list[ModelVersion] = []
 
     def number(self, version: int | None, parent: int | None) -> tuple[int, int | None]:
         """(version, parent): the next free number and the newest accepted version, unless given."""
-        previous = accepted_versions(self.s)
+        previous = self.previous = accepted_versions(self.s)
         if version is None:
             version = max((mv.version for mv in previous), default=0) + 1
         if version > self.s.model_max_version:
@@ -81,6 +88,7 @@ class Publisher:
                 attachments={} if meta["requires"] else exports(model, norm, raw_sample),
                 signer=self.signer,
             )
+            removed = self.remove_old(meta["version"])
             self.producer.commit_transaction(60)
         except Exception as exc:
             with contextlib.suppress(KafkaException):  # fenced: nothing left to abort
@@ -91,6 +99,8 @@ class Publisher:
             log.error("model_publish_failed", version=meta["version"], topic=self.s.topic_models, error=str(exc))
             raise TrainError(f"model v{meta['version']} not published to {self.s.topic_models}: {exc}") from None
         self.read_back(meta["version"], hashlib.sha256(artefact).hexdigest())
+        if removed:
+            log.info("model_versions_removed", versions=removed, kept=self.s.model_keep_versions)
         log.info(
             "model_published",
             version=meta["version"],
@@ -106,6 +116,21 @@ class Publisher:
             training_health=meta["training_health"]["status"],
             devices=len(norm.baselines.index) if norm.baselines else None,
         )
+
+    def remove_old(self, version: int) -> list[int]:
+        """Tombstone every key of the accepted versions older than the newest ``model_keep_versions`` (this one
+        included), inside the open transaction: they vanish together with this version's arrival."""
+        older = sorted({mv.version: mv for mv in self.previous if mv.version < version}.items())
+        drop = older[: max(0, len(older) - (self.s.model_keep_versions - 1))]
+        for _, mv in drop:
+            for key in version_keys(mv):
+                self.producer.produce(self.s.topic_models, None, key=key)
+                self.producer.poll(0)
+        if drop:
+            remaining = self.producer.flush(60)
+            if remaining:
+                raise KafkaException(f"{remaining} tombstones undelivered")
+        return [v for v, _ in drop]
 
     def read_back(self, version: int, sha256: str) -> None:
         """Fail unless readers with these settings see exactly this version as the newest."""

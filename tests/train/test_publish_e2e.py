@@ -69,3 +69,22 @@ def test_numbering_ignores_versions_past_the_bound_and_stops_loudly_at_it(pipeli
     publish_model(producer, pipeline.topic_models, b"x", {**meta(5), "requires": []})
     with pytest.raises(TrainError, match="model_max_version 5"):
         Publisher(settings(pipeline, model_max_version=5)).number(None, None)
+
+
+@pytest.mark.e2e
+def test_publishing_deletes_versions_beyond_the_kept_number_in_the_same_transaction(pipeline):
+    from streamtrain.kafka import read_topic  # noqa: PLC0415
+    from streamtrain.modelcodec import version_keys  # noqa: PLC0415
+
+    model, norm = tiny_model(), SimpleNamespace(baselines=None)
+    for _ in range(3):
+        publisher = Publisher(settings(pipeline, model_keep_versions=2))
+        version, parent = publisher.number(None, None)
+        publisher.publish(model, {**meta(version), "parent_version": parent}, norm, None)
+    versions = read_versions(pipeline.kafka_bootstrap, pipeline.topic_models, timeout=15)
+    assert [mv.version for mv in versions] == [2, 3]  # v1 is gone for readers before compaction runs
+    records = read_topic(pipeline.kafka_bootstrap, pipeline.topic_models, timeout=15)
+    tombstones = [m.key() for m in records if m.value() is None]
+    assert tombstones and all(k.startswith(b"model/1/") for k in tombstones)
+    assert tombstones[-1] == b"model/1/manifest" and len(tombstones) == len(set(tombstones))
+    assert len(tombstones) == len(version_keys(versions[0]))  # v1 and v2 have the same shape here

@@ -103,6 +103,10 @@ final class ModelWatcher extends Thread {
             refuse(null, e.reason, e.detail);
         }
         if (mv == null) {
+            if (value == null && k.endsWith("/manifest")) {
+                // A deleted version (the trainer keeps the newest few): not worth holding until catch-up.
+                backlog.removeIf(b -> k.equals("model/" + b.version() + "/manifest"));
+            }
             return;
         }
         if (!caughtUp) {
