@@ -4,13 +4,16 @@ STREAMTRAIN ?= .venv/bin/streamtrain
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test test-unit test-faults stack-up monitoring stack-down stack-status
+.PHONY: help install docs demo test test-unit test-faults stack-up monitoring stack-down stack-status
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 install: ## Create .venv and install the pinned dependencies (requirements.lock) and the project
 	bash .ci/install
+
+docs: install ## Regenerate docs/reference.md (every command, STREAMTRAIN_ variable and CRD field) from the code
+	$(PY) -m streamtrain.cli.reference > docs/reference.md
 
 demo: install ## Run the whole pipeline locally on real Kafka + HiveMQ and print the quality table
 	$(STREAMTRAIN) --log-format console demo

@@ -49,7 +49,10 @@ def all_options(group: click.Group) -> set[str]:
 
 def test_every_documented_flag_exists():
     documented = set()
-    for doc in [REPO / "README.md", *(REPO / "docs").glob("*.md"), REPO / "scorer" / "streams" / "README.md"]:
+    # docs/reference.md is generated from the commands themselves (its own freshness test holds it);
+    # click wraps its help text at hyphens, which would cut a flag in two here.
+    written = [p for p in (REPO / "docs").glob("*.md") if p.name != "reference.md"]
+    for doc in [REPO / "README.md", *written, REPO / "scorer" / "streams" / "README.md"]:
         documented |= set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", doc.read_text()))
     known = all_options(cli) | {o for p in cli.params for o in p.opts} | {"--help"}
     assert sorted(documented - known - OTHER_TOOLS) == []
