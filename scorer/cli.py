@@ -13,12 +13,14 @@ from streamtrain.kafka import flush_or_raise, producer_config, require_topics
 from streamtrain.lifecycle import StopFlag
 from streamtrain.scorer.app import Scorer, ScoreSettings
 from streamtrain.scorer.models import promote_record
-from streamtrain.settings import load
+from streamtrain.settings import field_option, load
 from streamtrain.start_position import START_AT_HELP
 
 
 @click.command("score")
 @click.option("--kafka-bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:9092).")
+@field_option(ScoreSettings, "model_verify_keys", metavar="KEYS")
+@field_option(ScoreSettings, "model_max_version", type=int)
 @click.option(
     "--engine",
     type=click.Choice(["python", "kafka-streams"]),

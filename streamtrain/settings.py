@@ -35,6 +35,21 @@ def load(cls: type[S], **values) -> S:
         raise SystemExit(exitcodes.CONFIG) from None
 
 
+def field_option(cls: type[BaseSettings], name: str, **click_options):
+    """A command-line option made from a settings field: its description and default are the field's, so
+    they are written once (``click_options``: type, metavar)."""
+    import click  # noqa: PLC0415 - settings load in programs that print no help
+
+    field = cls.model_fields[name]
+    default = "none" if field.default in (None, "") else field.default
+    return click.option(
+        f"--{name.replace('_', '-')}",
+        default=None,
+        help=f"{field.description} (env STREAMTRAIN_{name.upper()}; default {default}).",
+        **click_options,
+    )
+
+
 def settings_env(settings: BaseSettings, **extra) -> dict[str, str]:
     """This process's environment plus ``settings`` (and ``extra`` fields) as STREAMTRAIN_ variables:
     how a parent hands its settings to a child program (demo, tests, bench)."""

@@ -12,7 +12,7 @@ import click
 from streamtrain import exitcodes, logs
 from streamtrain.kafka import require_topics
 from streamtrain.lifecycle import StopFlag
-from streamtrain.settings import load
+from streamtrain.settings import field_option, load
 from streamtrain.trainer.distributed import run_local_workers
 from streamtrain.trainer.plan import resolve_source_range
 from streamtrain.trainer.train import TrainError, TrainSettings, reproduce, train_once
@@ -22,6 +22,10 @@ log = logs.get("trainer")
 
 @click.command("train")
 @click.option("--kafka-bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:9092).")
+@field_option(TrainSettings, "model_signing_key_file", type=click.Path(dir_okay=False, path_type=Path))
+@field_option(TrainSettings, "model_verify_keys", metavar="KEYS")
+@field_option(TrainSettings, "model_max_version", type=int)
+@field_option(TrainSettings, "model_keep_versions", type=int)
 @click.option("--topic-features", help="Features topic to train from.")
 @click.option("--topic-models", help="Models topic to publish to.")
 @click.option("--max-records", "train_records", type=int, help="Records to train on (default 20000).")

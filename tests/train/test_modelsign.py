@@ -154,3 +154,15 @@ def test_a_key_written_by_openssl_style_pem_signs(tmp_path):
     )
     key = ModelSigner.from_file(path)
     assert [mv.version for mv in assemble(trusting(key), key)] == [3]
+
+
+@pytest.mark.parametrize("command", ["train", "score"])
+def test_the_commands_offer_the_trust_settings_with_their_descriptions(command):
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from streamtrain.cli.main import cli  # noqa: PLC0415
+
+    text = CliRunner().invoke(cli, [command, "--help"], terminal_width=200).output
+    assert "--model-verify-keys" in text and "STREAMTRAIN_MODEL_VERIFY_KEYS" in text
+    assert "--model-max-version" in text and "default 99999999" in text
+    assert ("--model-signing-key-file" in text) == (command == "train")
