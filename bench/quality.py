@@ -20,7 +20,13 @@ preprocessor drops a (device, seq) it has seen), and the stream topics keep reco
 (retention.ms=-1: the recordings' timestamps are years old, and time-based retention would
 delete them on arrival).
 
-Prints the table and writes bench/results/quality.json.
+Then SKAB (bench/skab.py), the public real benchmark, replayed the same way: one spec for its
+eight channels, `train --model windowed --baselines device` with every other setting at its
+default, scored live, next to PCA T²+Q, Isolation Forest and an offline convolutional autoencoder
+computed in the same run, and the SKAB leaderboard's published figures (``--skab-data``, default
+../shared/data/skab; ``--only skab`` runs just that part).
+
+Prints the tables and writes bench/results/quality.json (and skab.json).
 """
 
 from __future__ import annotations
@@ -35,8 +41,10 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import click
 import numpy as np
 
+from bench import skab
 from bench.baselines import run_baselines
 from bench.quality_offline import HEADER, quality_of, row
 from streamtrain.kafka import ensure_topics, read_topic
@@ -158,7 +166,105 @@ def by_device(features: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {d: (np.asarray([x for x, _ in r]), np.asarray([y for _, y in r])) for d, r in rows.items()}
 
 
-def main() -> None:
+def skab_live(stack: LocalStack, home: Path, experiments: list) -> tuple[list[dict], dict]:
+    """SKAB's training rows replayed, the windowed model trained with the defaults, the test rows
+    replayed and scored by a scorer started at the end of the topics: the score records and the
+    trained version's metadata."""
+    logs = home / "skab-programs"
+    logs.mkdir(exist_ok=True)
+    tag = uuid.uuid4().hex[:6]
+    s = CommonSettings(
+        kafka_bootstrap=stack.bootstrap,
+        mqtt_port=stack.settings.mqtt_port,
+        **{f"topic_{t}": f"skab{tag}.{t}" for t in ("raw", "features", "windows", "sequences", "models", "scores")},
+        topic_deadletter=f"skab{tag}.deadletter",
+    )
+    create_topics(s)
+    spec = home / "skab_spec.yaml"
+    spec.write_text(skab.SPEC)
+    seq_state = home / "skab-seqs.json"
+    n_train = skab.write_csv(home / "skab-train.csv", experiments, "train")
+    n_test = skab.write_csv(home / "skab-test.csv", experiments, "test")
+    env = settings_env(s, log_format="json")
+    bridge = Program("skab-bridge", ["bridge"], settings_env(s, log_format="json", share_group=f"sb{tag}"), logs)
+    programs = [bridge]
+    try:
+        bridge.wait_log('"mqtt_subscribed"')
+        programs.append(
+            Program("skab-preprocess", ["preprocess", "--spec", str(spec), "--group-id", f"sp{tag}"], env, logs)
+        )
+        t0 = time.monotonic()
+        skab.replay(home / "skab-train.csv", env, seq_state, STREAMTRAIN)
+        records(s.kafka_bootstrap, s.topic_sequences, n_train - len(experiments) * (skab.WINDOW - 1))
+        skab.timed(f"replayed {n_train} training rows", t0)
+        meta = json.loads(run(["train", *skab.TRAIN_ARGS], env).splitlines()[-1])
+        skab.timed(f"trained version {meta['version']} on {meta['record_count']} windows", t0)
+        scorer = Program("skab-score", ["score", "--start-at", "latest", "--group-id", f"ss{tag}"], env, logs)
+        programs.append(scorer)
+        scorer.wait_log('"start_position"', timeout=180)
+        skab.replay(home / "skab-test.csv", env, seq_state, STREAMTRAIN)
+        scores = records(s.kafka_bootstrap, s.topic_scores, n_test, timeout=600)
+        skab.timed(f"scored {len(scores)} of {n_test} test rows", t0)
+    finally:
+        for p in reversed(programs):
+            p.stop()
+    return scores, meta
+
+
+def skab_tables(data: Path, stack: LocalStack, home: Path, conv_ae: bool) -> dict:
+    experiments = skab.load(data)
+    print(f"SKAB: {len(experiments)} experiments from {data}", flush=True)
+    scores, meta = skab_live(stack, home, experiments)
+    ours = skab.live_flags(scores, experiments)
+    keys = {(r["device_id"], r["seq"]) for r in scores}
+    table = {f"StreamTrain live (`train {' '.join(skab.TRAIN_ARGS[:4])}`, defaults)": skab.pooled(ours)}
+    print(HEADER + "\n" + row(*next(iter(table.items()))), flush=True)
+    print("  baselines (the conv AE trains once per experiment) ...", flush=True)
+    for name, flags in skab.baseline_flags(experiments, conv_ae).items():
+        table[name] = skab.pooled({e.name: (flags[e.name], e.test_labels) for e in experiments})
+    always = {e.name: (np.ones(len(e.test_labels), bool), e.test_labels) for e in experiments}
+    table["alarm on every reading"] = skab.pooled(always)
+    print(
+        f"\nSKAB, pooled over the test rows of {len(experiments)} experiments ({datetime.now(timezone.utc):%Y-%m-%d})"
+    )
+    print(
+        f"scores: {len(scores)} records, {len(keys)} distinct readings; training health {meta.get('training_health', {}).get('status')}\n"
+    )
+    print(HEADER)
+    for name, q in table.items():
+        print(row(name, q))
+    for name, f1, far, mar in skab.LEADERBOARD:
+        print(f"| {name} | | | | **{f1:.2f}** | {100 * far:.2f} % | {100 * mar:.2f} % |")
+    print("\nStreamTrain per experiment:\n" + skab.per_experiment_table(ours))
+    return {
+        "experiments": len(experiments),
+        "scores": len(scores),
+        "distinct_scored": len(keys),
+        "train_args": skab.TRAIN_ARGS,
+        "training_health": meta.get("training_health"),
+        "detectors": {name: q.as_dict() for name, q in table.items()},
+        "leaderboard": [{"detector": n, "f1": f, "far": a, "mar": m} for n, f, a, m in skab.LEADERBOARD],
+        "per_experiment": {n: skab.quality_of(f, y).as_dict() for n, (f, y) in ours.items()},
+    }
+
+
+@click.command()
+@click.option(
+    "--skab-data",
+    type=click.Path(path_type=Path),
+    default=skab.DEFAULT_DATA,
+    show_default=True,
+    help="SKAB checkout (github.com/waico/SKAB): the folder holding data/valve1 ...",
+)
+@click.option("--only", type=click.Choice(["all", "recorded", "skab"]), default="all", show_default=True)
+@click.option("--conv-ae/--no-conv-ae", default=True, show_default=True, help="SKAB: the offline conv AE baseline.")
+def main(skab_data: Path, only: str, conv_ae: bool) -> None:
+    """Detection quality through the live pipeline: the recorded fleet, then SKAB."""
+    if only != "recorded":
+        try:
+            skab.load(skab_data, only=["valve1-0"])
+        except skab.SkabMissing as exc:
+            raise click.ClickException(str(exc)) from None
     started = time.monotonic()
     cfg = RecordedConfig()
     home = Path(tempfile.mkdtemp(prefix="streamtrain-quality-"))
@@ -180,7 +286,11 @@ def main() -> None:
     stack.up(create_topics=False)
     logs = home / "programs"
     logs.mkdir()
+    skab_result = None
     try:
+        if only == "skab":
+            skab_result = skab_tables(skab_data, stack, home, conv_ae)
+            return
         tag = uuid.uuid4().hex[:6]
         base = CommonSettings(
             kafka_bootstrap=stack.bootstrap,
@@ -201,8 +311,14 @@ def main() -> None:
         )
         ours = json.loads(run(["evaluate", "--json"], settings_env(test_s, log_format="json")))
         health = ours.get("training_health", {})
+        if only == "all":
+            skab_result = skab_tables(skab_data, stack, home, conv_ae)
     finally:
         stack.down()
+        if skab_result is not None:
+            out = REPO / "bench" / "results"
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "skab.json").write_text(json.dumps(skab_result, indent=2))
     train, test = by_device(train_features), by_device(test_features)
     split = {d: (train[d][0], test[d][0], test[d][1]) for d in sorted(test)}
     table = {f"StreamTrain (`train {' '.join(TRAIN_ARGS[:2])}`, defaults)": quality_from(ours["overall"])}
