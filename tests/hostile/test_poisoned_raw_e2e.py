@@ -73,3 +73,29 @@ def test_poisoned_raw_records_are_dead_lettered_and_the_next_good_ones_come_out(
     assert logged == {r for _, r in poisoned}
     windows = [json.loads(m.value()) for m in read_topic(pipeline.kafka_bootstrap, pipeline.topic_windows)]
     assert sum(w["readings"] for w in windows) == 20  # every good reading in a window, the poisoned in none
+
+
+def test_a_device_that_falls_silent_gets_its_last_window_emitted_by_the_timer(pipeline, tmp_path):
+    """Issue 24, finding 9: with no later reading to close it, a silent device's open window used to wait
+    for the next stop; the idle timer emits it (in a committed transaction) while the program runs."""
+    now = time.time()
+    p = Producer(producer_config(pipeline.kafka_bootstrap))
+    for seq in range(5):
+        r = {"device_id": "s", "ts": now - 300 + seq, "seq": seq, "temperature": 70.0, "current": 1.0}
+        p.produce(pipeline.topic_raw, json.dumps({**r, "vibration": 0.3, "pressure": 3.0}).encode(), key=b"s")
+    assert p.flush(30) == 0
+    env = settings_env(pipeline, group_id=f"idle-{uuid.uuid4().hex[:6]}", window_idle_s=2, device_idle_s=5)
+    prog = Program(["preprocess"], env, tmp_path / "preprocess.log").start()
+    try:
+        windows = read_topic(pipeline.kafka_bootstrap, pipeline.topic_windows, until=lambda m: len(m) >= 1, timeout=90)
+        prog.wait_log('"devices_evicted"', timeout=30)
+        assert prog.proc.poll() is None
+    finally:
+        assert prog.stop() == 0, prog.log()[-3000:]
+    (w,) = [json.loads(m.value()) for m in windows]
+    assert w["device_id"] == "s" and w["readings"] == 5
+    lines = [json.loads(x) for x in prog.log().splitlines() if x.startswith("{")]
+    assert any(x["event"] == "idle_windows_closed" and x["count"] == 1 for x in lines)
+    assert any(x["event"] == "devices_evicted" and x["why"] == "idle" for x in lines)
+    # Emitted once: the stop found nothing open.
+    assert len(read_topic(pipeline.kafka_bootstrap, pipeline.topic_windows)) == 1
