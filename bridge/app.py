@@ -18,12 +18,15 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
+from streamtrain import ingest_mapping as mappings
 from streamtrain import logs, telemetry
 from streamtrain.kafka import KafkaHealth, dead_letter_headers, producer_config
+from streamtrain.kafka.config import READER_GROUP, client_config
+from streamtrain.kafka.reading import watermarks
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer, zero_labels
 from streamtrain.mqtt import connect_properties, make_client, no_delay
@@ -36,6 +39,10 @@ DEADLETTER_PAYLOAD_LIMIT = 512 * 1024
 #: A record Kafka would not take (broker gone past the producer's retries, topic not authorized)
 #: is produced again after this pause; its MQTT message stays unacknowledged meanwhile.
 RETRY_DELAY_S = 1.0
+#: Header of a raw record of a device without seq: the fingerprint of the MQTT message it came from.
+FINGERPRINT_HEADER = "streamtrain.mqtt.fingerprint"
+#: One log line per this many messages on topics no pattern of the mapping matches (all are counted).
+UNMATCHED_LOG_EVERY = 100
 
 
 class BridgeSettings(CommonSettings, telemetry.IngestLimits):
@@ -46,7 +53,28 @@ class BridgeSettings(CommonSettings, telemetry.IngestLimits):
         description="MQTT client id; keep it stable so a restart resumes the persistent session",
     )
     share_group: str = Field("streamtrain-bridge", description="Shared subscription group of all bridge processes")
-    subscription: str = Field("devices/+/telemetry", description="MQTT topic filter of device telemetry")
+    ingest_mapping: str = Field(
+        "streamtrain",
+        description=(
+            "How devices publish: a preset (" + ", ".join(mappings.PRESETS) + ") or a YAML mapping file "
+            "(docs/devices.md); the MQTT subscriptions are derived from its topic patterns"
+        ),
+    )
+    subscription: str | None = Field(
+        None,
+        description=(
+            "MQTT topic filters, comma-separated, to subscribe instead of the mapping's (e.g. '#'); messages on "
+            "topics no pattern matches are dead-lettered as bad_topic, counted and logged (sampled)"
+        ),
+    )
+    redelivery_lookback: int = Field(
+        10000,
+        ge=0,
+        description=(
+            "For a mapping whose devices send no seq: the last records of each raw partition read at start to "
+            "recognise messages the broker delivers again after a crash (at least receive_maximum x connections)"
+        ),
+    )
     connections: int = Field(
         1,
         ge=1,
@@ -84,6 +112,20 @@ class BridgeSettings(CommonSettings, telemetry.IngestLimits):
     mqtt_password: SecretStr | None = Field(None, description="Its password (prefer mqtt_password_file)")
     mqtt_password_file: Path | None = Field(None, description="File holding the password, e.g. a mounted Secret")
 
+    @field_validator("ingest_mapping")
+    @classmethod
+    def _mapping_loads(cls, value: str) -> str:
+        mappings.load_mapping(value)  # a bad file or preset is an invalid setting (exit CONFIG)
+        return value
+
+    def mapping(self) -> mappings.IngestMapping:
+        return mappings.load_mapping(self.ingest_mapping)
+
+    def filters(self) -> list[str]:
+        if self.subscription:
+            return [f.strip() for f in self.subscription.split(",") if f.strip()]
+        return self.mapping().subscriptions
+
     def password(self) -> str | None:
         if self.mqtt_password_file is not None:
             return self.mqtt_password_file.read_text().strip()
@@ -104,6 +146,16 @@ class BridgeMetrics:
             "streamtrain_bridge_delivery_errors", "Kafka delivery failures (retried)", registry=r
         )
         self.inflight = Gauge("streamtrain_bridge_inflight", "Messages received and not yet acknowledged", registry=r)
+        self.unmatched = Counter(
+            "streamtrain_bridge_unmatched_topics",
+            "Messages on topics no pattern of the ingest mapping matches (dead-lettered as bad_topic)",
+            registry=r,
+        )
+        self.redelivered = Counter(
+            "streamtrain_bridge_redelivered_duplicates",
+            "Messages delivered again by the broker whose reading is already in the raw topic (acknowledged, not written)",
+            registry=r,
+        )
         self.resubscribes = Counter(
             "streamtrain_bridge_resubscribes",
             "SUBSCRIBEs sent again after an idle spell (shared-queue poll nudges)",
@@ -176,6 +228,11 @@ class Bridge:
         self.stop = stop or StopFlag()
         self.metrics = BridgeMetrics()
         self.known = frozenset(d.strip() for d in settings.known_devices.split(",")) if settings.known_devices else None
+        self.mapping = settings.mapping()
+        self.arrival_seq = mappings.ArrivalSeq()
+        #: Fingerprints of the messages written to the raw topic (devices without seq), oldest first.
+        self.forwarded: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.forwarded_max = max(100_000, 2 * settings.redelivery_lookback)
         self.producer = Producer(
             producer_config(
                 settings.kafka_bootstrap,
@@ -201,8 +258,56 @@ class Bridge:
         self._failure_logged = 0.0
 
     @property
-    def topic_filter(self) -> str:
-        return f"$share/{self.s.share_group}/{self.s.subscription}"
+    def topic_filters(self) -> list[str]:
+        return [f"$share/{self.s.share_group}/{f}" for f in self.s.filters()]
+
+    def _subscribe(self, client) -> None:
+        client.subscribe([(f, 1) for f in self.topic_filters])
+
+    def _remember(self, fp: str) -> None:
+        self.forwarded[fp] = None
+        if len(self.forwarded) > self.forwarded_max:
+            self.forwarded.popitem(last=False)
+
+    def load_fingerprints(self) -> int:
+        """The fingerprints of the newest raw records (devices without seq): a message delivered again after a
+        crash, whose reading the last run had written, is then recognised and not written twice."""
+        if not self.mapping.derives_seq or not self.s.redelivery_lookback:
+            return 0
+        consumer = Consumer(
+            client_config(
+                self.s.kafka_bootstrap,
+                **{"group.id": READER_GROUP, "enable.auto.commit": False, "isolation.level": "read_committed"},
+            )
+        )
+        loaded = 0
+        try:
+            md = consumer.list_topics(self.s.topic_raw, timeout=10)
+            ends: dict[int, int] = {}
+            starts = []
+            for p in md.topics[self.s.topic_raw].partitions:
+                low, high = watermarks(consumer, TopicPartition(self.s.topic_raw, p))
+                if high > low:
+                    ends[p] = high
+                    starts.append(TopicPartition(self.s.topic_raw, p, max(low, high - self.s.redelivery_lookback)))
+            consumer.assign(starts)
+            deadline = time.monotonic() + 60
+            while ends and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is None or msg.error():
+                    continue
+                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                    ends.pop(msg.partition(), None)
+                for name, value in msg.headers() or ():
+                    if name == FINGERPRINT_HEADER and value:
+                        self._remember(value.decode())
+                        loaded += 1
+        finally:
+            consumer.close()
+        log.info(
+            "redelivery_fingerprints_loaded", topic=self.s.topic_raw, fingerprints=loaded, unread_partitions=len(ends)
+        )
+        return loaded
 
     # ---------------------------------------------------------------- MQTT side
     def _on_connect(self, client, link: _Link, flags, reason_code, properties) -> None:
@@ -218,7 +323,7 @@ class Bridge:
             link.backoff = min(link.backoff * 2, 10.0)
             return
         no_delay(client.socket())
-        client.subscribe(self.topic_filter, qos=1)
+        self._subscribe(client)
         link.connected = True
         link.subscribed = False
         link.last_message = time.monotonic()
@@ -226,7 +331,8 @@ class Bridge:
         log.info(
             "mqtt_connected",
             client_id=link.client_id,
-            subscription=self.topic_filter,
+            subscription=self.topic_filters,
+            mapping=self.mapping.name,
             session_present=bool(flags.session_present),
         )
 
@@ -236,15 +342,15 @@ class Bridge:
             log.error("mqtt_subscribe_refused", client_id=link.client_id, reasons=failed)
         elif not link.subscribed:
             link.subscribed = True
-            log.info("mqtt_subscribed", client_id=link.client_id, subscription=self.topic_filter)
+            log.info("mqtt_subscribed", client_id=link.client_id, subscription=self.topic_filters)
             # Once more now that the broker has surely finished its connect-time poll (see resubscribe_idle_s).
             self._resubscribe(link)
 
     def _resubscribe(self, link: _Link) -> None:
-        link.client.subscribe(self.topic_filter, qos=1)
+        self._subscribe(link.client)
         link.last_message = time.monotonic()
         self.metrics.resubscribes.inc()
-        log.debug("mqtt_resubscribed", client_id=link.client_id, subscription=self.topic_filter)
+        log.debug("mqtt_resubscribed", client_id=link.client_id, subscription=self.topic_filters)
 
     def _nudge_idle(self) -> None:
         now = time.monotonic()
@@ -269,19 +375,46 @@ class Bridge:
         self.metrics.received.inc()
         self.metrics.inflight.inc()
         token = link.acks.received(msg.mid, msg.qos)
-        result = telemetry.validate(
-            msg.payload, msg.topic, max_bytes=self.s.max_payload_bytes, known_devices=self.known
+        arrived = time.time()
+        result = mappings.apply(
+            self.mapping,
+            msg.topic,
+            msg.payload,
+            arrived,
+            max_bytes=self.s.max_payload_bytes,
+            known_devices=self.known,
+            arrival_seq=self.arrival_seq,
         )
         if isinstance(result, telemetry.Reading):
-            result = self.s.clock_skew(result.ts, time.time()) or result
+            result = self.s.clock_skew(result.ts, arrived) or result
+        elif result.reason == "bad_topic" and self.mapping.match_topic(msg.topic) is None:
+            self.metrics.unmatched.inc()
+            seen = int(self.metrics.unmatched._value.get())
+            if seen % UNMATCHED_LOG_EVERY == 1:
+                log.warning("topic_unmatched", topic=msg.topic, mapping=self.mapping.name, unmatched_so_far=seen)
         if isinstance(result, telemetry.Reading):
+            headers = [("mqtt.topic", msg.topic.encode())]
+            if self.mapping.derives_seq:
+                fp = mappings.fingerprint(msg.topic, msg.payload)
+                # With a timestamp from the device, the same message is the same reading; with the arrival time,
+                # only the broker's redelivery (DUP) of a message already written is.
+                if fp in self.forwarded and (msg.dup or self.mapping.ts_path is not None):
+                    self.metrics.redelivered.inc()
+                    self.metrics.inflight.dec()
+                    log.info(
+                        "redelivery_skipped", device=result.device_id, topic=msg.topic, fingerprint=fp, dup=msg.dup
+                    )
+                    link.acks.done(token)
+                    return
+                self._remember(fp)
+                headers.append((FINGERPRINT_HEADER, fp.encode()))
             # The record's Kafka timestamp is its arrival (now; the topics append with LogAppendTime anyway), so
             # retention counts from arrival however old the reading is; its event time is the `ts` field.
             self._produce(
                 self.s.topic_raw,
                 result.device_id.encode(),
                 result.to_json(),
-                [("mqtt.topic", msg.topic.encode())],
+                headers,
                 link,
                 token,
                 t0,
@@ -294,7 +427,11 @@ class Bridge:
                 if len(msg.payload) <= DEADLETTER_PAYLOAD_LIMIT
                 else f"{result.detail}; payload cut to {DEADLETTER_PAYLOAD_LIMIT} of {len(msg.payload)} bytes"
             )
-            device = telemetry.device_from_topic(msg.topic)
+            device = (
+                telemetry.device_from_topic(msg.topic)
+                if self.mapping.format == "streamtrain"
+                else self.mapping.device_from_topic(msg.topic)
+            )
             self._produce(
                 self.s.topic_deadletter,
                 device.encode() if device else None,
@@ -400,8 +537,11 @@ class Bridge:
             deadletter_topic=self.s.topic_deadletter,
             connections=len(self.links),
             metrics_port=server.port if server else None,
+            mapping=self.mapping.name,
+            subscription=self.s.filters(),
         )
         try:
+            self.load_fingerprints()
             while not self.stop.is_set():
                 for link in self.links:
                     if link.client.socket() is None:

@@ -30,6 +30,8 @@ def _help(name: str) -> str:
 )
 @click.option("--known-devices", help="Comma-separated allowed device ids (default: any).")
 @click.option("--max-clock-skew-s", type=float, help=_help("max_clock_skew_s"))
+@click.option("--mapping", "ingest_mapping", help=_help("ingest_mapping"))
+@click.option("--subscription", help=_help("subscription"))
 @click.pass_context
 def command(ctx, **given) -> None:
     """Forward device telemetry from MQTT to Kafka.

@@ -1,0 +1,416 @@
+"""How devices publish, declared once: topic patterns and payload paths that turn a message into a reading.
+
+A mapping names its topics with patterns whose levels are literal, ``+`` or ``{name}``
+(``tele/{device_id}/SENSOR``); the MQTT subscription filters are derived from them. The device id
+comes from the ``{device_id}`` level or a payload path, the timestamp from a path (epoch seconds,
+milliseconds, or ISO 8601 with a time zone to assume when it names none) or else the arrival time,
+and the channels from every number under a root path, nested objects flattened
+(``ENERGY.Power`` becomes ``ENERGY_Power``), filtered by include/exclude patterns and renamed.
+
+``seq`` comes from a path, or, when the device sends none, is derived: the reading's timestamp in
+milliseconds. A device's readings then keep one identity however often they are delivered (the
+same payload gives the same ``(device_id, seq)``), and the bridge recognises a redelivered message by
+its content (see ``fingerprint``). A device without a timestamp gets its arrival time, which a
+redelivery cannot repeat: there the content fingerprint alone is the identity (docs/devices.md).
+
+The preset ``streamtrain`` is today's shape, validated by ``telemetry.validate`` itself: it
+behaves exactly as before mappings existed. Every refusal is a ``telemetry.Rejection`` with one of
+``telemetry.REASONS``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import math
+import re
+from collections import OrderedDict
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from streamtrain import telemetry
+from streamtrain.telemetry import Reading, Rejection
+
+_LEVEL = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class TopicPattern:
+    """One topic pattern: levels literal, ``+`` (any) or ``{name}`` (any, kept under its name)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.levels: list[tuple[str, str | None]] = []  # (literal or "", name or None)
+        for level in text.split("/"):
+            named = _LEVEL.fullmatch(level)
+            if named:
+                self.levels.append(("", named.group(1)))
+            elif level == "+":
+                self.levels.append(("", None))
+            elif "{" in level or "}" in level or "#" in level or "+" in level:
+                raise ValueError(f"topic pattern {text!r}: level {level!r} must be literal, '+' or a whole '{{name}}'")
+            else:
+                self.levels.append((level, None))
+        self.names = [name for _, name in self.levels if name]
+        self.wild = [not literal for literal, _ in self.levels]
+
+    @property
+    def subscription(self) -> str:
+        """The MQTT topic filter that carries this pattern's topics."""
+        return "/".join("+" if wild else literal for (literal, _), wild in zip(self.levels, self.wild))
+
+    def match(self, topic: str) -> dict[str, str] | None:
+        parts = topic.split("/")
+        if len(parts) != len(self.levels):
+            return None
+        named: dict[str, str] = {}
+        for part, (literal, name), wild in zip(parts, self.levels, self.wild):
+            if not wild and part != literal:
+                return None
+            if wild and not part:
+                return None  # an empty level names nothing
+            if name:
+                named[name] = part
+        return named
+
+
+class IngestMapping(BaseModel):
+    """Topics and payload paths of one kind of device (a YAML file, or a preset by name)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("custom", description="Name of the mapping, logged by the bridge")
+    format: Literal["streamtrain", "json"] = Field(
+        "json",
+        description="streamtrain: today's flat record checked by the telemetry schema; json: any JSON object mapped below",
+    )
+    topics: list[str] = Field(
+        ["devices/{device_id}/telemetry"],
+        min_length=1,
+        description="Topic patterns: levels literal, '+' or '{name}'; the subscription filters are derived from them",
+    )
+    device_id_path: str | None = Field(
+        None, description="Payload path of the device id (dotted); default: the topic level {device_id}"
+    )
+    ts_path: str | None = Field(None, description="Payload path of the timestamp; none: the arrival time")
+    ts_format: Literal["s", "ms", "iso8601"] = Field("s", description="Epoch seconds, milliseconds, or ISO 8601")
+    ts_timezone: str = Field("UTC", description="Time zone of an ISO 8601 timestamp that names none (IANA name)")
+    seq_path: str | None = Field(
+        None, description="Payload path of the per-device reading number; none: the timestamp in milliseconds"
+    )
+    channels_root: str | None = Field(None, description="Payload path of the object holding the channels; none: all")
+    separator: str = Field("_", description="Joins the keys of nested objects into one channel name")
+    include: list[str] = Field(["*"], description="Channel names (before renaming) kept: shell-style patterns")
+    exclude: list[str] = Field([], description="Channel names (before renaming) left out: shell-style patterns")
+    rename: dict[str, str] = Field({}, description="Channel name (flattened) -> name in the reading")
+    booleans: Literal["number", "skip"] = Field("number", description="true/false as channels 1/0, or left out")
+    non_numeric: Literal["skip", "refuse"] = Field(
+        "skip", description="Strings, lists and nulls among the channels: left out, or the payload is refused"
+    )
+
+    @field_validator("topics")
+    @classmethod
+    def _patterns(cls, topics: list[str]) -> list[str]:
+        for t in topics:
+            TopicPattern(t)
+        return topics
+
+    @field_validator("ts_timezone")
+    @classmethod
+    def _zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {zone!r}") from None
+        return zone
+
+    @model_validator(mode="after")
+    def _device_named(self) -> "IngestMapping":
+        if self.format == "streamtrain":
+            if self.topics != ["devices/{device_id}/telemetry"]:
+                raise ValueError("format streamtrain takes the topic devices/{device_id}/telemetry only")
+            return self
+        if self.device_id_path is None:
+            for t in self.topics:
+                if "device_id" not in TopicPattern(t).names:
+                    raise ValueError(f"topic pattern {t!r} has no {{device_id}} level and device_id_path is not set")
+        return self
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def patterns(self) -> list[TopicPattern]:
+        return [TopicPattern(t) for t in self.topics]
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return list(dict.fromkeys(p.subscription for p in self.patterns))
+
+    @property
+    def derives_seq(self) -> bool:
+        """The device sends no seq: identity is the timestamp (and the content, see ``fingerprint``)."""
+        return self.format == "json" and self.seq_path is None
+
+    def match_topic(self, topic: str) -> dict[str, str] | None:
+        for pattern in self.patterns:
+            named = pattern.match(topic)
+            if named is not None:
+                return named
+        return None
+
+    def device_from_topic(self, topic: str) -> str | None:
+        named = self.match_topic(topic)
+        device = named.get("device_id") if named else None
+        return device if telemetry.valid_device_id(device) else None
+
+
+def fingerprint(topic: str, payload: bytes) -> str:
+    """What a redelivered message repeats exactly: its topic and payload."""
+    h = hashlib.blake2b(topic.encode(), digest_size=12)
+    h.update(b"\0")
+    h.update(payload)
+    return h.hexdigest()
+
+
+class ArrivalSeq:
+    """Per-device seqs from arrival times in ms, strictly increasing even within one millisecond."""
+
+    def __init__(self, max_devices: int = 200_000) -> None:
+        self.last: OrderedDict[str, int] = OrderedDict()
+        self.max_devices = max_devices
+
+    def next(self, device: str, ts_ms: int) -> int:
+        seq = max(ts_ms, self.last.pop(device, -1) + 1)
+        self.last[device] = seq
+        if len(self.last) > self.max_devices:
+            self.last.popitem(last=False)
+        return seq
+
+
+# ---------------------------------------------------------------------------- presets
+PRESETS: dict[str, IngestMapping] = {
+    "streamtrain": IngestMapping(name="streamtrain", format="streamtrain"),
+    "zigbee2mqtt": IngestMapping(
+        name="zigbee2mqtt",
+        # zigbee2mqtt/bridge/... (its own state) has more levels, so it never matches.
+        topics=["zigbee2mqtt/{device_id}"],
+        exclude=["last_seen", "elapsed", "update_*", "device_*"],
+    ),
+    "tasmota": IngestMapping(
+        name="tasmota",
+        topics=["tele/{device_id}/SENSOR"],
+        ts_path="Time",
+        ts_format="iso8601",
+        exclude=["*TotalStartTime", "TempUnit", "PressureUnit", "SpeedUnit"],
+    ),
+    "cloud": IngestMapping(
+        name="cloud",
+        topics=["{fleet}/{device_id}/data"],
+        device_id_path="deviceId",
+        ts_path="timestamp",
+        ts_format="ms",
+        channels_root="telemetry",
+    ),
+}
+
+
+def load_mapping(spec: str) -> IngestMapping:
+    """A preset by name, or a YAML file (a mapping, or ``preset: <name>`` plus fields that override it)."""
+    if spec in PRESETS:
+        return PRESETS[spec]
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"ingest mapping {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"ingest mapping {spec}: a YAML mapping is expected")
+    base = data.pop("preset", None)
+    if base is not None:
+        if base not in PRESETS:
+            raise ValueError(f"ingest mapping {spec}: unknown preset {base!r}")
+        data = {**PRESETS[base].model_dump(), **data}
+    data.setdefault("name", path.stem)
+    return IngestMapping.model_validate(data)
+
+
+# ---------------------------------------------------------------------------- applying
+def _reject_constant(token: str):
+    raise ValueError(f"non-finite number {token}")
+
+
+def _path(obj: dict, path: str) -> tuple[bool, object]:
+    node: object = obj
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return False, None
+        node = node[key]
+    return True, node
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v: float) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _timestamp(mapping: IngestMapping, value: object) -> float | Rejection:
+    path = mapping.ts_path
+    if mapping.ts_format == "iso8601":
+        if not isinstance(value, str):
+            return Rejection("wrong_type", f"{path} must be an ISO 8601 string")
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return Rejection("wrong_type", f"{path} {value[:40]!r} is not ISO 8601")
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=ZoneInfo(mapping.ts_timezone))
+        return when.timestamp()
+    if not _number(value):
+        return Rejection("wrong_type", f"{path} must be a number (epoch {mapping.ts_format})")
+    if not _finite(value):  # type: ignore[arg-type]
+        return Rejection("non_finite", f"{path} is not finite")
+    ts = float(value)  # type: ignore[arg-type]
+    return ts / 1000.0 if mapping.ts_format == "ms" else ts
+
+
+def _flatten(node: dict, prefix: tuple[str, ...], out: list[tuple[tuple[str, ...], object]], depth: int = 0) -> None:
+    for key, value in node.items():
+        path = (*prefix, key)
+        if isinstance(value, dict) and depth < 8:
+            _flatten(value, path, out, depth + 1)
+        else:
+            out.append((path, value))
+
+
+def apply(
+    mapping: IngestMapping,
+    topic: str,
+    payload: bytes,
+    arrived: float,
+    *,
+    max_bytes: int = telemetry.MAX_PAYLOAD_BYTES,
+    known_devices: frozenset[str] | None = None,
+    arrival_seq: ArrivalSeq | None = None,
+) -> Reading | Rejection:
+    """One MQTT message as a reading, or the reason it is refused (never raises on bad input)."""
+    if mapping.format == "streamtrain":
+        return telemetry.validate(payload, topic, max_bytes=max_bytes, known_devices=known_devices)
+    if len(payload) > max_bytes:
+        return Rejection("oversized", f"{len(payload)} bytes > limit {max_bytes}")
+    named = mapping.match_topic(topic)
+    if named is None:
+        return Rejection(
+            "bad_topic", f"topic {topic!r} matches no pattern of mapping {mapping.name} ({mapping.topics})"
+        )
+    try:
+        obj = json.loads(payload, parse_constant=_reject_constant)
+    except ValueError as exc:
+        if "non-finite" in str(exc):
+            return Rejection("non_finite", str(exc))
+        return Rejection("malformed_json", str(exc)[:200])
+    except RecursionError:
+        return Rejection("malformed_json", "JSON nested too deeply")
+    if not isinstance(obj, dict):
+        return Rejection("not_an_object", f"payload is a JSON {type(obj).__name__}, not an object")
+
+    topic_device = named.get("device_id")
+    if topic_device is not None and not telemetry.valid_device_id(topic_device):
+        return Rejection("bad_topic", "the topic's device level is not a device id (1-64 characters [A-Za-z0-9_.:-])")
+    device = topic_device
+    if mapping.device_id_path is not None:
+        found, value = _path(obj, mapping.device_id_path)
+        if not found:
+            return Rejection("missing_field", f"required field {mapping.device_id_path!r} is missing")
+        if not telemetry.valid_device_id(value):
+            return Rejection(
+                "wrong_type", f"{mapping.device_id_path} must be a string of 1-64 characters [A-Za-z0-9_.:-]"
+            )
+        if topic_device is not None and value != topic_device:
+            return Rejection("topic_mismatch", f"device id {value!r} published on the topic of {topic_device!r}")
+        device = value  # type: ignore[assignment]
+    assert device is not None  # the model requires a {device_id} level or a path
+    if known_devices is not None and device not in known_devices:
+        return Rejection("unknown_device", f"device {device!r} is not registered")
+
+    if mapping.ts_path is None:
+        ts = arrived
+    else:
+        found, value = _path(obj, mapping.ts_path)
+        if not found:
+            return Rejection("missing_field", f"required field {mapping.ts_path!r} is missing")
+        stamp = _timestamp(mapping, value)
+        if isinstance(stamp, Rejection):
+            return stamp
+        ts = stamp
+    if ts < 0:
+        return Rejection("wrong_type", f"timestamp {ts} is before 1970")
+
+    if mapping.seq_path is not None:
+        found, value = _path(obj, mapping.seq_path)
+        if not found:
+            return Rejection("missing_field", f"required field {mapping.seq_path!r} is missing")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return Rejection("wrong_type", f"{mapping.seq_path} must be a non-negative integer")
+        seq = value
+    else:
+        ts_ms = round(ts * 1000)
+        seq = arrival_seq.next(device, ts_ms) if mapping.ts_path is None and arrival_seq is not None else ts_ms
+
+    channels = _channels(mapping, obj)
+    if isinstance(channels, Rejection):
+        return channels
+    return Reading(device, ts, seq, channels)
+
+
+def _channels(mapping: IngestMapping, obj: dict) -> dict[str, float] | Rejection:
+    root: object = obj
+    prefix: tuple[str, ...] = ()
+    if mapping.channels_root is not None:
+        found, root = _path(obj, mapping.channels_root)
+        if not found or not isinstance(root, dict):
+            return Rejection("missing_field", f"required object {mapping.channels_root!r} is missing")
+        prefix = tuple(mapping.channels_root.split("."))
+    consumed = {
+        tuple(p.split(".")) for p in (mapping.device_id_path, mapping.ts_path, mapping.seq_path) if p is not None
+    }
+    leaves: list[tuple[tuple[str, ...], object]] = []
+    _flatten(root, prefix, leaves)  # type: ignore[arg-type]
+    channels: dict[str, float] = {}
+    for path, value in leaves:
+        if path in consumed:
+            continue
+        flat = mapping.separator.join(path[len(prefix) :])
+        if not any(fnmatch.fnmatchcase(flat, p) for p in mapping.include) or any(
+            fnmatch.fnmatchcase(flat, p) for p in mapping.exclude
+        ):
+            continue
+        if isinstance(value, bool):
+            if mapping.booleans == "skip":
+                continue
+            value = int(value)
+        if not _number(value):
+            if mapping.non_numeric == "skip":
+                continue
+            return Rejection("wrong_type", f"channel {flat!r} must be a number, got {type(value).__name__}")
+        if not _finite(value):  # type: ignore[arg-type]
+            return Rejection("non_finite", f"channel {flat!r} is not finite")
+        name = mapping.rename.get(flat, flat)
+        if name in telemetry.RESERVED:
+            return Rejection("wrong_type", f"channel {flat!r} would be named {name!r}, a reserved field: rename it")
+        channels[name] = float(value)  # type: ignore[arg-type]
+    if not channels:
+        return Rejection("missing_field", "no numeric channel in the payload")
+    if len(channels) > telemetry.MAX_CHANNELS:
+        return Rejection("too_many_fields", f"{len(channels)} channels > limit {telemetry.MAX_CHANNELS}")
+    return channels
