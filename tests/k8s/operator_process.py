@@ -15,29 +15,41 @@ from tests.k8s.controlplane import kubeconfig
 class Operator:
     """Started and stopped by the tests; its log is kept in ``workdir/operator.log``."""
 
-    def __init__(self, cp, workdir):
-        self.cp, self.proc = cp, None
+    def __init__(self, cp, workdir, release: str = RELEASE, release_ns: str = RELEASE_NS, namespaces: tuple = ()):
+        """``namespaces``: run as the chart does with watchNamespaces (kopf --namespace for each, and the
+        status task told the same); empty: --all-namespaces."""
+        self.cp = cp
+        self.proc: subprocess.Popen | None = None
+        self.namespaces = namespaces
         self.log = workdir / "operator.log"
         sa = cp.kubectl(
             "get",
             "serviceaccount",
             "-n",
-            RELEASE_NS,
+            release_ns,
             "-l",
-            f"app.kubernetes.io/instance={RELEASE}",
+            f"app.kubernetes.io/instance={release}",
             "-o",
             "jsonpath={.items[0].metadata.name}",
         ).stdout
-        token = cp.kubectl("create", "token", sa, "-n", RELEASE_NS, "--duration", "2h").stdout.strip()
+        token = cp.kubectl("create", "token", sa, "-n", release_ns, "--duration", "2h").stdout.strip()
         self.kubeconfig = workdir / "operator.kubeconfig"
         self.kubeconfig.write_text(
-            kubeconfig(cp.server, cp.pki, user=f"system:serviceaccount:{RELEASE_NS}:{sa}", token=token)
+            kubeconfig(cp.server, cp.pki, user=f"system:serviceaccount:{release_ns}:{sa}", token=token)
         )
 
-    def start(self) -> None:
-        env = {**self.cp.env(), "KUBECONFIG": str(self.kubeconfig), "STREAMTRAIN_OPERATOR_STATUS_INTERVAL": "1"}
+    def start(self, **settings: str) -> None:
+        """``settings``: extra environment, e.g. ``STREAMTRAIN_OPERATOR_CONFLICT_RETRY="2"``."""
+        env = {
+            **self.cp.env(),
+            "KUBECONFIG": str(self.kubeconfig),
+            "STREAMTRAIN_OPERATOR_STATUS_INTERVAL": "1",
+            **({"STREAMTRAIN_OPERATOR_NAMESPACES": ",".join(self.namespaces)} if self.namespaces else {}),
+            **settings,
+        }
+        scope = [f"--namespace={n}" for n in self.namespaces] or ["-A"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kopf", "run", "--standalone", "-A", "-m", "streamtrain.operator.handlers"],
+            [sys.executable, "-m", "kopf", "run", "--standalone", *scope, "-m", "streamtrain.operator.handlers"],
             env=env,
             stdout=open(self.log, "ab"),
             stderr=subprocess.STDOUT,
@@ -45,6 +57,7 @@ class Operator:
         )
 
     def stop(self) -> int:
+        assert self.proc is not None, "not started"
         os.killpg(self.proc.pid, signal.SIGTERM)
         code = self.proc.wait(timeout=60)
         self.proc = None
