@@ -290,10 +290,10 @@ class Preprocessor:
             silent = now - last
             if silent < self.s.window_idle_s:
                 break
+            if device in self.engine.open:
+                to_close.append(device)
             if silent >= self.s.device_idle_s:
                 to_evict.append(device)
-            elif device in self.engine.open:
-                to_close.append(device)
         if not to_close and not to_evict:
             return
         if self.txn is not None:

@@ -78,17 +78,17 @@ def test_poisoned_raw_records_are_dead_lettered_and_the_next_good_ones_come_out(
 def test_a_device_that_falls_silent_gets_its_last_window_emitted_by_the_timer(pipeline, tmp_path):
     """Issue 24, finding 9: with no later reading to close it, a silent device's open window used to wait
     for the next stop; the idle timer emits it (in a committed transaction) while the program runs."""
-    now = time.time()
+    start = (time.time() - 300) // 10 * 10  # one 10 s window (the default spec's) holds all five
     p = Producer(producer_config(pipeline.kafka_bootstrap))
     for seq in range(5):
-        r = {"device_id": "s", "ts": now - 300 + seq, "seq": seq, "temperature": 70.0, "current": 1.0}
+        r = {"device_id": "s", "ts": start + 1 + seq, "seq": seq, "temperature": 70.0, "current": 1.0}
         p.produce(pipeline.topic_raw, json.dumps({**r, "vibration": 0.3, "pressure": 3.0}).encode(), key=b"s")
     assert p.flush(30) == 0
-    env = settings_env(pipeline, group_id=f"idle-{uuid.uuid4().hex[:6]}", window_idle_s=2, device_idle_s=5)
+    env = settings_env(pipeline, group_id=f"idle-{uuid.uuid4().hex[:6]}", window_idle_s=2, device_idle_s=10)
     prog = Program(["preprocess"], env, tmp_path / "preprocess.log").start()
     try:
         windows = read_topic(pipeline.kafka_bootstrap, pipeline.topic_windows, until=lambda m: len(m) >= 1, timeout=90)
-        prog.wait_log('"devices_evicted"', timeout=30)
+        prog.wait_log('"devices_evicted"', timeout=60)
         assert prog.proc.poll() is None
     finally:
         assert prog.stop() == 0, prog.log()[-3000:]

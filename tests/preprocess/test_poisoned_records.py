@@ -251,3 +251,12 @@ def test_a_device_whose_readings_are_all_refused_for_device_idle_s_starts_afresh
     pp.expire_idle(start + 601)
     pp.process_batch(batch(reading(seq=50_001), first_offset=2))
     assert dead(sent) == ["seq_jump"] and [f["seq"] for f in features(sent)] == [0, 50_001]
+
+
+def test_a_device_evicted_at_the_first_look_of_the_timer_still_gets_its_window_emitted(make_preprocessor):
+    """A stalled process may first look after device_idle_s: the window is emitted and counted all the same."""
+    pp, sent = make_preprocessor(window_idle_s=30, device_idle_s=600)
+    pp.process_batch(batch(reading(seq=0)))
+    pp.expire_idle(time.monotonic() + 601)
+    assert len(windows(sent)) == 1 and pp.m_idle_windows._value.get() == 1
+    assert pp.m_evicted.labels("idle")._value.get() == 1 and len(pp.activity) == 0
