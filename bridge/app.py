@@ -75,6 +75,15 @@ class BridgeSettings(CommonSettings, telemetry.IngestLimits):
             "recognise messages the broker delivers again after a crash (at least receive_maximum x connections)"
         ),
     )
+    redelivery_window_s: float = Field(
+        300.0,
+        ge=0,
+        description=(
+            "For a mapping without timestamp nor seq: a message identical (topic and payload) to one written this "
+            "long ago or less is the broker's redelivery, not a new reading (HiveMQ redelivers a shared "
+            "subscription's messages without the DUP flag, so only the content tells); skipped, counted, logged"
+        ),
+    )
     connections: int = Field(
         1,
         ge=1,
@@ -231,7 +240,7 @@ class Bridge:
         self.mapping = settings.mapping()
         self.arrival_seq = mappings.ArrivalSeq()
         #: Fingerprints of the messages written to the raw topic (devices without seq), oldest first.
-        self.forwarded: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.forwarded: collections.OrderedDict[str, float] = collections.OrderedDict()  # -> when written
         self.forwarded_max = max(100_000, 2 * settings.redelivery_lookback)
         self.producer = Producer(
             producer_config(
@@ -264,8 +273,9 @@ class Bridge:
     def _subscribe(self, client) -> None:
         client.subscribe([(f, 1) for f in self.topic_filters])
 
-    def _remember(self, fp: str) -> None:
-        self.forwarded[fp] = None
+    def _remember(self, fp: str, when: float) -> None:
+        self.forwarded.pop(fp, None)
+        self.forwarded[fp] = when
         if len(self.forwarded) > self.forwarded_max:
             self.forwarded.popitem(last=False)
 
@@ -300,7 +310,7 @@ class Bridge:
                     ends.pop(msg.partition(), None)
                 for name, value in msg.headers() or ():
                     if name == FINGERPRINT_HEADER and value:
-                        self._remember(value.decode())
+                        self._remember(value.decode(), msg.timestamp()[1] / 1000.0)
                         loaded += 1
         finally:
             consumer.close()
@@ -397,8 +407,11 @@ class Bridge:
             if self.mapping.derives_seq:
                 fp = mappings.fingerprint(msg.topic, msg.payload)
                 # With a timestamp from the device, the same message is the same reading; with the arrival time,
-                # only the broker's redelivery (DUP) of a message already written is.
-                if fp in self.forwarded and (msg.dup or self.mapping.ts_path is not None):
+                # the same message within redelivery_window_s is taken for the broker's redelivery.
+                written = self.forwarded.get(fp)
+                if written is not None and (
+                    self.mapping.ts_path is not None or arrived - written <= self.s.redelivery_window_s
+                ):
                     self.metrics.redelivered.inc()
                     self.metrics.inflight.dec()
                     log.info(
@@ -406,7 +419,7 @@ class Bridge:
                     )
                     link.acks.done(token)
                     return
-                self._remember(fp)
+                self._remember(fp, arrived)
                 headers.append((FINGERPRINT_HEADER, fp.encode()))
             # The record's Kafka timestamp is its arrival (now; the topics append with LogAppendTime anyway), so
             # retention counts from arrival however old the reading is; its event time is the `ts` field.
