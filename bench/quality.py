@@ -48,6 +48,7 @@ from bench import skab
 from bench.baselines import run_baselines
 from bench.quality_offline import HEADER, quality_of, row
 from streamtrain.kafka import ensure_topics, read_topic
+from streamtrain.modelcodec import read_versions
 from streamtrain.quality import Quality
 from streamtrain.settings import CommonSettings, StackSettings, settings_env
 from streamtrain.simulator.recorded import CHANNELS, RecordedConfig, write_recordings
@@ -197,7 +198,10 @@ def skab_live(stack: LocalStack, home: Path, experiments: list) -> tuple[list[di
         skab.replay(home / "skab-train.csv", env, seq_state, STREAMTRAIN)
         records(s.kafka_bootstrap, s.topic_sequences, n_train - len(experiments) * (skab.WINDOW - 1))
         skab.timed(f"replayed {n_train} training rows", t0)
-        meta = json.loads(run(["train", *skab.TRAIN_ARGS], env).splitlines()[-1])
+        trained = json.loads(run(["train", *skab.TRAIN_ARGS], env).splitlines()[-1])
+        meta = next(
+            v.metadata for v in read_versions(s.kafka_bootstrap, s.topic_models) if v.version == trained["version"]
+        )
         skab.timed(f"trained version {meta['version']} on {meta['record_count']} windows", t0)
         scorer = Program("skab-score", ["score", "--start-at", "latest", "--group-id", f"ss{tag}"], env, logs)
         programs.append(scorer)

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 from streamtrain.kafka import read_topic
+from streamtrain.modelcodec import read_versions
 from streamtrain.settings import CommonSettings
 from tests.fleet.stream import wait_until
 from tests.programs import STREAMTRAIN, Program, drop_mqtt_session, settings_env
@@ -53,7 +54,7 @@ def train_and_score(
     test_rows: int,
     train_args: list[str],
 ) -> tuple[dict, list[dict]]:
-    """(the trained version's metadata, every score record) of the two replays."""
+    """(the trained version's metadata as published, every score record) of the two replays."""
     tag = uuid.uuid4().hex[:6]
     (tmp / "spec.yaml").write_text(spec)
     seq_state = tmp / "seqs.json"
@@ -77,7 +78,10 @@ def train_and_score(
             [*STREAMTRAIN, "train", *train_args], env=env, capture_output=True, text=True, timeout=600
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        meta = json.loads(done.stdout.strip().splitlines()[-1])
+        version = json.loads(done.stdout.strip().splitlines()[-1])["version"]
+        meta = next(
+            v.metadata for v in read_versions(pipeline.kafka_bootstrap, pipeline.topic_models) if v.version == version
+        )
         scorer = Program(["score", "--start-at", "latest", "--group-id", f"ls-{tag}"], env, tmp / "s.log").start()
         scorer.wait_log('"start_position"', timeout=120)
         replay(test_csv, env, seq_state)

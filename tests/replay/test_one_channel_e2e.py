@@ -63,4 +63,6 @@ def test_one_channel_devices_at_any_scale_train_healthily_and_their_faults_are_c
         for s in scores:
             if s["device_id"] == device:
                 q.add(bool(s["is_anomaly"]), bool(s["label"]))
-        assert q.recall >= 0.8 and q.false_alarm_rate <= 0.08, (device, q.as_dict())
+        # A window holds fault readings for WINDOW - 1 readings after the fault ends: those alarms are
+        # the price of the window mean; beyond them, at most 8 false alarms in 200 normal readings.
+        assert q.recall >= 0.8 and q.fp <= WINDOW - 1 + 8, (device, q.as_dict())
