@@ -120,6 +120,24 @@ class OnnxHostileGraphTest {
         assertEquals(List.of("incompatible", "external_data"), refused);
     }
 
+    @Test
+    void aVersionDeletedBeforeCatchUpIsNotLoaded() throws Exception {
+        byte[] good = Base64.getDecoder().decode(fixture().get("cases").get(0).get("graph").asText());
+        ModelRegistry registry = new ModelRegistry(false);
+        List<String> refused = new ArrayList<>();
+        ModelWatcher watcher = new ModelWatcher(Settings.fromEnv(Map.of("STREAMTRAIN_INSTANCE_ID", "deleted")),
+                registry, refused::add);
+        publish(watcher, 1, good);
+        publish(watcher, 2, good);
+        for (String key : new String[] {"model/2/chunk/0", "model/2/chunk/1", "model/2/manifest"}) {
+            watcher.accept(key.getBytes(StandardCharsets.UTF_8), null);  // the trainer's tombstones of v2
+        }
+        watcher.catchUp();
+        registry.apply();
+        assertEquals(1, registry.champion().version);
+        assertEquals(List.of(), refused);
+    }
+
     /** A version's records as the trainer writes them (streamtrain/modelcodec.py encode), fed to the watcher. */
     private static void publish(ModelWatcher watcher, int version, byte[] graph) throws Exception {
         byte[] artefact = keras();
