@@ -4,8 +4,8 @@ bench: install loadgen ## Benchmarks as ratios against limits measured in the sa
 	COUNT=$(if $(QUICK),10000,) $(PY) -m bench.ingest_ceiling
 
 .PHONY: bench-quality
-bench-quality: install ## Detection quality on the recorded fleet through the live pipeline, next to PCA T2+Q and Isolation Forest (~5 min)
-	$(PY) -m bench.quality
+bench-quality: install ## Detection quality through the live pipeline: the recorded fleet, then SKAB (SKAB=path of its checkout, default ../shared/data/skab; ONLY=recorded|skab), next to PCA T2+Q, Isolation Forest, a conv AE (~20 min)
+	$(PY) -m bench.quality $(if $(SKAB),--skab-data $(SKAB)) $(if $(ONLY),--only $(ONLY))
 
 .PHONY: bench-load
 bench-load: install loadgen ## The whole pipeline under load (Go load generator -> HiveMQ -> ingestion -> preprocess -> score) at 1k-10k readings/s (~12 min; QUICK=1: 2 short rates; INGEST=extension: HiveMQ writes to Kafka)
