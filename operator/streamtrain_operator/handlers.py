@@ -18,6 +18,9 @@ from streamtrain.preprocessing.spec import SpecError
 
 #: How often child readiness is re-read into status.conditions (seconds).
 STATUS_INTERVAL = float(os.environ.get("STREAMTRAIN_OPERATOR_STATUS_INTERVAL", "10"))
+#: Namespaces the operator serves, comma-separated (the chart's watchNamespaces, also passed as kopf
+#: --namespace flags); empty: every namespace. The status task lists StreamingTrainings only there.
+NAMESPACES = tuple(n for n in os.environ.get("STREAMTRAIN_OPERATOR_NAMESPACES", "").split(",") if n)
 RESOURCE = (GROUP, VERSION, PLURAL)
 #: Seconds before a reconcile blocked by an object we do not own (or a field another manager set) is retried.
 CONFLICT_RETRY = float(os.environ.get("STREAMTRAIN_OPERATOR_CONFLICT_RETRY", "60"))
@@ -140,7 +143,7 @@ async def observe_forever(logger: logging.Logger | logging.LoggerAdapter) -> Non
     while True:
         await asyncio.sleep(STATUS_INTERVAL)
         try:
-            bodies = await kube.streaming_trainings()
+            bodies = await kube.streaming_trainings(NAMESPACES)
         except (httpx2.HTTPError, OSError) as exc:
             logger.warning("status_round_failed retry_in=%.0fs error=%s", STATUS_INTERVAL, exc)
             continue

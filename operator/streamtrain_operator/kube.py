@@ -130,7 +130,7 @@ async def apply(manifest: Manifest, owner_uid: str) -> str:
     someone else would be applied to; the read cannot be made atomic with the apply.)
 
     A refused apply whose only conflicting manager is our own name is repeated with force: operator
-    0.1.0 wrote with merge patches (manager ``streamtrain-operator``, operation Update),
+    versions before server-side apply wrote with merge patches (manager ``streamtrain-operator``, operation Update),
     and those fields become the apply's. Any other conflict raises FieldConflict; every other API
     error propagates, and kopf retries the handler (never log-and-continue).
     """
@@ -213,9 +213,13 @@ def custom_resource():
     return create_namespaced_resource(GROUP, VERSION, KIND, CR_PLURAL)
 
 
-async def streaming_trainings() -> list[Manifest]:
-    """Every StreamingTraining in the namespaces the operator can list."""
-    return [obj.to_dict() async for obj in client().list(custom_resource(), namespace="*")]
+async def streaming_trainings(namespaces: list[str] | tuple[str, ...] = ()) -> list[Manifest]:
+    """Every StreamingTraining in ``namespaces``, or in all of them when none is named (a namespace-scoped
+    install may list only its own: one list each)."""
+    out = []
+    for namespace in namespaces or ("*",):
+        out += [obj.to_dict() async for obj in client().list(custom_resource(), namespace=namespace)]
+    return out
 
 
 async def patch_status(namespace: str, name: str, status: dict) -> None:

@@ -224,3 +224,47 @@ def test_helm_lint_strict(version):
         report = helm.lint(str(CHART), values, strict=True, kube_version=version)
         assert report["errors"] == [], report
         assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_watch_namespaces_scope_the_operator_to_a_role_in_each(version):
+    """Issue 24: with watchNamespaces the operator holds rights only in those namespaces (a compromised
+    operator cannot create Pods in kube-system); its ClusterRole keeps reading CRDs only."""
+    cluster_wide = rendered()
+    everywhere = next(d for d in cluster_wide if d["kind"] == "ClusterRole")["rules"]
+    assert not [d for d in cluster_wide if d["kind"] in ("Role", "RoleBinding")]
+    args = next(d for d in cluster_wide if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--all-namespaces" in args["args"] and not any(a.startswith("--namespace") for a in args["args"])
+
+    docs = rendered({"watchNamespaces": ["team-a", "team-b"]})
+    for d in docs:
+        if d["kind"] not in FOREIGN:
+            kubernetes_validate.validate(d, version, strict=True)
+    crd_rule = {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"]}
+    crd_rule["verbs"] = ["get", "list", "watch"]
+    assert next(d for d in docs if d["kind"] == "ClusterRole")["rules"] == [crd_rule]
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
+    assert set(roles) == set(bindings) == {"team-a", "team-b"}
+    for ns, role in roles.items():
+        assert role["rules"] == [r for r in everywhere if r != crd_rule], ns
+        assert bindings[ns]["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": role["metadata"]["name"],
+        }
+        sa = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]
+        assert bindings[ns]["subjects"] == [
+            {"kind": "ServiceAccount", "name": sa["name"], "namespace": sa["namespace"]}
+        ]
+    c = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--all-namespaces" not in c["args"]
+    assert [a for a in c["args"] if a.startswith("--namespace")] == ["--namespace=team-a", "--namespace=team-b"]
+    # The status task lists only these namespaces (handlers.NAMESPACES reads this variable).
+    assert {"name": "STREAMTRAIN_OPERATOR_NAMESPACES", "value": "team-a,team-b"} in c["env"]
+    pod = next(d for d in docs if d["kind"] == "Pod")
+    assert {"name": "STREAMTRAIN_NAMESPACE", "value": "team-a"} in pod["spec"]["containers"][0]["env"]
+    chart = helm.Chart.load(str(CHART))
+    for bad in (["Team_A"], ["a", "a"], "team-a"):
+        with pytest.raises(helm.HelmError):
+            chart.validate_schema({"watchNamespaces": bad})

@@ -35,7 +35,7 @@ class FakeCluster:
         address = {"victim-scorer": "10.0.0.1", "healthy-scorer": "10.0.0.2"}
         by_address = {address[f"{n}-scorer"]: text for n, text in metrics.items()}
 
-        async def streaming_trainings():
+        async def streaming_trainings(namespaces=()):
             self.rounds += 1
             return [resource("victim"), resource("healthy")]
 
@@ -113,7 +113,7 @@ def test_a_failed_list_of_resources_is_retried_next_round(monkeypatch, caplog):
     listed = kube.streaming_trainings
     calls = 0
 
-    async def flaky():
+    async def flaky(namespaces=()):
         nonlocal calls
         calls += 1
         if calls == 1:

@@ -157,7 +157,7 @@ def test_server_side_apply_removes_keys_we_stop_rendering_and_forces_nothing_of_
     run_in_process(op, monkeypatch, apply_over_them)
     assert get(cp, "configmap", "ssa-config")["data"] == {"a": "theirs"}
 
-    # Written as operator 0.1.0 did (merge patch, manager streamtrain-operator, operation Update):
+    # Written as operator versions before server-side apply did (merge patch, manager streamtrain-operator, operation Update):
     # the apply takes its own fields over and a removed key goes.
     create_as_admin(cp, configmap("ssa-legacy", {"a": "1", "b": "2"}, owner))
     cp.kubectl(

@@ -280,3 +280,22 @@ def test_scorer_start_position_reaches_the_scorer_for_its_groups_first_start_onl
     assert scorer_env()["STREAMTRAIN_START_AT"] == "committed"
     env = scorer_env(lambda s: s.setdefault("scorer", {}).update(startAt="latest"))
     assert env["STREAMTRAIN_START_AT"] == "latest" and env["STREAMTRAIN_START_AT_ONCE"] == "true"
+
+
+def pod_templates(m: dict) -> list[dict]:
+    if m["kind"] in ("Deployment", "Job"):
+        return [m["spec"]["template"]]
+    if m["kind"] == "CronJob":
+        return [m["spec"]["jobTemplate"]["spec"]["template"]]
+    return []
+
+
+def test_no_pod_of_a_pipeline_mounts_a_service_account_token():
+    # Issue 24: no program, HiveMQ nor ksqlDB calls the Kubernetes API; a mounted token would only serve an intruder.
+    seen = set()
+    for path in sorted((ROOT / "examples").glob("*.yaml")):
+        for m in children(path.stem):
+            for pod in pod_templates(m):
+                assert pod["spec"]["automountServiceAccountToken"] is False, (path.stem, m["metadata"]["name"])
+                seen.add(pod["metadata"]["labels"]["app.kubernetes.io/component"])
+    assert {"hivemq", "simulator", "bridge", "preprocess", "ksqldb", "train", "scorer"} <= seen, seen

@@ -88,6 +88,7 @@ def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
     pod = {
         "metadata": {"labels": labels(name, "hivemq")},
         "spec": {
+            "automountServiceAccountToken": False,  # HiveMQ never calls the Kubernetes API
             "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "fsGroup": uid},
             "containers": [
                 {

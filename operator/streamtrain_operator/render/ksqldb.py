@@ -73,6 +73,7 @@ def ksqldb(name: str, namespace: str, spec: dict) -> list[Manifest]:
             "annotations": {"streamtrain.io/queries-hash": digest(cm["data"])},
         },
         "spec": {
+            "automountServiceAccountToken": False,  # ksqlDB never calls the Kubernetes API
             "securityContext": {"runAsNonRoot": True, "runAsUser": KSQL_UID, "fsGroup": KSQL_UID},
             "containers": [
                 {

@@ -158,6 +158,8 @@ def program_pod(
         },
         "spec": {
             "restartPolicy": restart,
+            # No program calls the Kubernetes API: a token in the Pod would only serve an intruder.
+            "automountServiceAccountToken": False,
             "securityContext": {"runAsNonRoot": True, "fsGroup": UID},
             "containers": [container],
             "volumes": volumes,
