@@ -245,9 +245,10 @@ def _attachments(version: int, manifest: dict, parts: dict[int, bytes], artefact
 
 
 def read_versions(
-    bootstrap: str, topic: str, timeout: float = 10.0, trust: ModelTrust | None = None
+    bootstrap: str, topic: str, timeout: float = 10.0, trust: ModelTrust | None = None, keep_deleted: bool = False
 ) -> list[ModelVersion]:
-    """Every complete, valid version on the topic that ``trust`` accepts, in topic order (others are skipped)."""
+    """Every complete, valid version on the topic that ``trust`` accepts, in topic order (others are skipped);
+    versions deleted since (a manifest tombstone) only with ``keep_deleted``."""
     c = Consumer(
         client_config(
             bootstrap,
@@ -276,7 +277,7 @@ def read_versions(
             if (msg.key() or b"").startswith(b"control/"):
                 continue
             deleted = KEY.match(msg.key() or b"")
-            if msg.value() is None and deleted and deleted.group(2) == b"manifest":
+            if msg.value() is None and deleted and deleted.group(2) == b"manifest" and not keep_deleted:
                 # A deleted version (the trainer keeps only the newest few): gone even before compaction runs.
                 out = [mv for mv in out if mv.version != int(deleted.group(1))]
             try:

@@ -39,9 +39,11 @@ from streamtrain.trainer.settings import TrainError, TrainSettings
 log = logs.get("trainer")
 
 
-def accepted_versions(s: TrainSettings, timeout: float = 10.0) -> list[ModelVersion]:
+def accepted_versions(s: TrainSettings, timeout: float = 10.0, keep_deleted: bool = False) -> list[ModelVersion]:
     """The versions on the models topic that readers with these settings accept, in topic order."""
-    return read_versions(s.kafka_bootstrap, s.topic_models, timeout=timeout, trust=ModelTrust.from_settings(s))
+    return read_versions(
+        s.kafka_bootstrap, s.topic_models, timeout=timeout, trust=ModelTrust.from_settings(s), keep_deleted=keep_deleted
+    )
 
 
 class Publisher:
@@ -66,7 +68,9 @@ class Publisher:
         """(version, parent): the next free number and the newest accepted version, unless given."""
         previous = self.previous = accepted_versions(self.s)
         if version is None:
-            version = max((mv.version for mv in previous), default=0) + 1
+            # A deleted version's number is not reused: a scorer that served it would ignore its successor.
+            ever = accepted_versions(self.s, keep_deleted=True)
+            version = max((mv.version for mv in ever), default=0) + 1
         if version > self.s.model_max_version:
             raise TrainError(
                 f"version {version} would exceed model_max_version {self.s.model_max_version}: readers would refuse "

@@ -73,7 +73,9 @@ def test_numbering_ignores_versions_past_the_bound_and_stops_loudly_at_it(pipeli
 
 @pytest.mark.e2e
 def test_publishing_deletes_versions_beyond_the_kept_number_in_the_same_transaction(pipeline):
-    from streamtrain.kafka import read_topic  # noqa: PLC0415
+    from confluent_kafka import Producer  # noqa: PLC0415
+
+    from streamtrain.kafka import producer_config, read_topic  # noqa: PLC0415
     from streamtrain.modelcodec import version_keys  # noqa: PLC0415
 
     model, norm = tiny_model(), SimpleNamespace(baselines=None)
@@ -88,3 +90,8 @@ def test_publishing_deletes_versions_beyond_the_kept_number_in_the_same_transact
     assert tombstones and all(k.startswith(b"model/1/") for k in tombstones)
     assert tombstones[-1] == b"model/1/manifest" and len(tombstones) == len(set(tombstones))
     assert len(tombstones) == len(version_keys(versions[0]))  # v1 and v2 have the same shape here
+    # Someone deletes the newest version: its number is still not given again.
+    producer = Producer(producer_config(pipeline.kafka_bootstrap))
+    producer.produce(pipeline.topic_models, None, key=b"model/3/manifest")
+    assert producer.flush(10) == 0
+    assert Publisher(settings(pipeline)).number(None, None) == (4, 2)
