@@ -32,6 +32,7 @@ PROGRAMS = {
         "Publish telemetry from a simulated fleet or a CSV replay over MQTT.",
     ),
     "bridge": ("streamtrain.bridge.cli:command", "Forward MQTT telemetry to the Kafka raw topic, at least once."),
+    "ingest": ("streamtrain.bridge.check:group", "Check how devices' messages map to readings (dry run)."),
     "preprocess": (
         "streamtrain.preprocessor.cli:command",
         "Preprocess the raw topic into features (embedded engine) or print ksqlDB.",
@@ -43,6 +44,7 @@ PROGRAMS = {
     "score": ("streamtrain.scorer.cli:command", "Score the features stream live with hot model updates."),
     "evaluate": ("streamtrain.scorer.evaluate:command", "Quality of the scores topic against ground-truth labels."),
     "demo": ("streamtrain.cli.demo:command", "Run the whole pipeline locally on real brokers and report quality."),
+    "models": ("streamtrain.cli.models:group", "Model versions on the models topic: list, show, export, promote."),
 }
 
 
