@@ -4,7 +4,7 @@ STREAMTRAIN ?= .venv/bin/streamtrain
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install docs demo test test-unit test-faults stack-up monitoring stack-down stack-status
+.PHONY: help install docs demo test test-unit test-faults test-stress stack-up monitoring stack-down stack-status
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ test-unit: install ## Unit tier: every test without a broker, a JVM cluster or a
 
 test-faults: install ## Chaos, overload, per-program Kafka ACLs, a 3-broker kill and replicas added/removed: exactly-once scores (~15 min)
 	$(PY) -m pytest -q -s -m faults tests
+
+test-stress: install ## The fault tier and the timing e2e tests 5 times in a row under a CPU hog, with each test's pass count (hours; not in CI)
+	$(PY) tools/stress.py --runs $(or $(RUNS),5)
 
 stack-up: install ## Start Kafka and HiveMQ on loopback and create the topics
 	$(STREAMTRAIN) --log-format console stack up
