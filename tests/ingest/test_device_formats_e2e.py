@@ -133,10 +133,10 @@ def test_wider_subscription_counts_logs_and_dead_letters_unmatched_topics(pipeli
     raw = read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, until=lambda m: len(m) >= 1, timeout=60)
     assert [json.loads(m.value())["device_id"] for m in raw] == [f"z{tag}"]
     dead = read_topic(pipeline.kafka_bootstrap, pipeline.topic_deadletter, until=lambda m: len(m) >= 2, timeout=60)
-    assert sorted(headers_dict(m)["streamtrain.source"] for m in dead) == [
+    assert {headers_dict(m)["streamtrain.source"] for m in dead} == {
         "mqtt:zigbee2mqtt/bridge/state",
         f"mqtt:zigbee2mqtt/{tag}/availability",
-    ]
+    }
     assert {headers_dict(m)["streamtrain.reason"] for m in dead} == {"bad_topic"}
     deadline = time.monotonic() + 10
     while scrape(port).get("streamtrain_bridge_unmatched_topics_total", 0) < 2:
@@ -273,3 +273,42 @@ def test_message_forwarded_but_not_acknowledged_is_not_written_again(pipeline, t
         if bridge is not None:
             assert bridge.stop() == 0
         drop_mqtt_session(pipeline.mqtt_port, cid)
+
+
+def test_ingest_check_prints_readings_refusals_and_unmatched_topics(pipeline):
+    """The dry run on the real broker: retained and live messages, nothing written to Kafka."""
+    import subprocess
+
+    from tests.programs import STREAMTRAIN, settings_env
+
+    tag = uuid.uuid4().hex[:6]
+    retained = [
+        (f"tele/t{tag}/SENSOR", p.encode(p.TASMOTA)),
+        (f"tele/u{tag}/SENSOR", b'{"Time":"never","ENERGY":{"Power":1}}'),
+        (f"tele/t{tag}/STATE", b'{"Uptime":"0T01:00:00"}'),
+    ]
+    client = publisher(pipeline.mqtt_port)
+    try:
+        for topic, payload in retained:
+            client.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
+        env = settings_env(pipeline)
+        out = subprocess.run(
+            [*STREAMTRAIN, "ingest", "check", "--mapping", "tasmota", "--subscription", "tele/#", "--seconds", "5"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        for topic, _ in retained:
+            client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)  # clears the retained message
+        client.disconnect()
+        client.loop_stop()
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    reading = next(line for line in lines if line.startswith(f"reading  tele/t{tag}/SENSOR -> "))
+    body = json.loads(reading.split(" -> ", 1)[1])
+    assert body["device_id"] == f"t{tag}" and body["ts"] == p.TASMOTA_TS and body["ENERGY_Power"] == 42.0
+    assert any(line.startswith(f"refused  tele/u{tag}/SENSOR -> wrong_type") for line in lines), out.stdout
+    assert f"  tele/t{tag}/STATE (1)" in lines, out.stdout
+    assert not read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, timeout=5)
