@@ -36,6 +36,7 @@ from pydantic import Field
 
 from streamtrain import exitcodes, logs, telemetry
 from streamtrain.dedup import FINGERPRINT_HEADER, Deduplicator, fingerprint
+from streamtrain.ingest_mapping import is_timestamp_seq
 from streamtrain.kafka import (
     ExactlyOnce,
     KafkaHealth,
@@ -251,7 +252,13 @@ class Preprocessor:
         if seq > MAX_SEQ:
             return "seq_jump", f"seq {seq} does not fit a 64-bit counter"
         newest = self.dedup.newest(device) if self.dedup is not None else None
-        if self.s.max_seq_jump and newest is not None and seq - newest > self.s.max_seq_jump:
+        if (
+            self.s.max_seq_jump
+            and newest is not None
+            and seq - newest > self.s.max_seq_jump
+            # A seq derived from the timestamp (devices without seq) moves with time; the skew limit bounds it.
+            and not (self.s.max_clock_skew_s and is_timestamp_seq(ts, seq))
+        ):
             return (
                 "seq_jump",
                 f"seq {seq} is {seq - newest} above the device's newest {newest} (limit {self.s.max_seq_jump})",

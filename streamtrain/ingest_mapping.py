@@ -176,6 +176,17 @@ def fingerprint(topic: str, payload: bytes) -> str:
     return h.hexdigest()
 
 
+#: How far above its timestamp's milliseconds a derived seq may be (ArrivalSeq's bumps within one ms).
+TIMESTAMP_SEQ_SLACK = 1000
+
+
+def is_timestamp_seq(ts: float, seq: int) -> bool:
+    """``seq`` is the reading's timestamp in ms, as a mapping without seq derives it: it grows with time, so
+    a device silent for an hour jumps by 3,600,000, and how far ahead it may be is the clock-skew limit's
+    to say, not a limit on seq jumps."""
+    return 0 <= seq - round(ts * 1000) <= TIMESTAMP_SEQ_SLACK
+
+
 class ArrivalSeq:
     """Per-device seqs from arrival times in ms, strictly increasing even within one millisecond."""
 
