@@ -27,6 +27,10 @@ from streamtrain.operator.openapi import (
     secret_key_ref,
 )
 
+#: A namespace name (DNS-1123 label) and an IPv4 or IPv6 block, as NetworkPolicy peers take them.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+CIDR = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}|[0-9a-fA-F:]+/[0-9]{1,3})$"
+
 
 def spec_schema() -> dict:
     return _obj(
@@ -290,6 +294,61 @@ def spec_schema() -> dict:
                                 "Auto-promote after this many shadow records (0 = only on request)", 0, 0
                             ),
                             "minAgreement": _num("Agreement with the champion needed to auto-promote", 0.95, 0.0, 1.0),
+                        },
+                    ),
+                },
+            ),
+            "networkPolicies": _obj(
+                "Ingress NetworkPolicies for the pipeline's Pods: every port closed but what a client needs "
+                "(egress stays open; the managed Kafka cluster keeps Strimzi's own policies)",
+                {
+                    "enabled": {
+                        "type": "boolean",
+                        "default": True,
+                        "description": "Render the NetworkPolicies (they need a network plugin that enforces them)",
+                    },
+                    "devices": _obj(
+                        "Who may connect to the managed broker's MQTT listener besides the simulator and the bridge",
+                        {
+                            "anywhere": {
+                                "type": "boolean",
+                                "default": True,
+                                "description": "Any source, inside or outside the cluster (real devices publish from "
+                                "outside); false: only the cidrs, the namespaces and this pipeline's simulator and bridge",
+                            },
+                            "cidrs": {
+                                "type": "array",
+                                "items": _str("An IP block the devices publish from", pattern=CIDR),
+                                "maxItems": 64,
+                                "default": [],
+                                "description": "IP blocks of the devices (used when anywhere is false)",
+                            },
+                            "namespaces": {
+                                "type": "array",
+                                "items": _str("A namespace", pattern=DNS_LABEL),
+                                "maxItems": 64,
+                                "default": [],
+                                "description": "Namespaces whose Pods may publish (used when anywhere is false)",
+                            },
+                        },
+                    ),
+                    "monitoring": _obj(
+                        "Who may read the metrics port of every Pod (the operator itself always may)",
+                        {
+                            "namespaces": {
+                                "type": "array",
+                                "items": _str("A namespace", pattern=DNS_LABEL),
+                                "maxItems": 64,
+                                "default": [],
+                                "description": "Namespaces of the monitoring Pods; empty: any namespace",
+                            },
+                            "podLabels": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string"},
+                                "default": {"app.kubernetes.io/name": "prometheus"},
+                                "description": "Labels of the monitoring Pods (the Prometheus Operator's label by default); "
+                                "{}: every Pod of those namespaces",
+                            },
                         },
                     ),
                 },

@@ -35,6 +35,7 @@ PLURAL = {
     "PodDisruptionBudget": "poddisruptionbudgets",
     "ScaledObject": "scaledobjects",
     "TriggerAuthentication": "triggerauthentications",
+    "NetworkPolicy": "networkpolicies",
 }
 #: Kind by apiVersion, for listing what already exists (pruning and readiness).
 KINDS = {
@@ -44,6 +45,7 @@ KINDS = {
     "policy/v1": ("PodDisruptionBudget",),
     "kafka.strimzi.io/v1": ("Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"),
     "keda.sh/v1alpha1": ("ScaledObject", "TriggerAuthentication"),
+    "networking.k8s.io/v1": ("NetworkPolicy",),
 }
 FIELD_MANAGER = "streamtrain-operator"
 

@@ -34,6 +34,7 @@ def test_stale_children_are_pruned_but_training_jobs_kept():
         ("Deployment", "plant-7-hivemq"),
         ("Service", "plant-7-hivemq"),
         ("PodDisruptionBudget", "plant-7-hivemq"),
+        ("NetworkPolicy", "plant-7-mqtt"),  # the broker's listener policy goes with the broker
     }
 
 

@@ -4,7 +4,8 @@ No Kubernetes client here: every function takes data and returns data, so the wh
 shape is tested without a cluster. One module per kind of child, named after the data flow:
 ``hivemq`` -> ``programs`` (simulator, bridge) -> ``strimzi`` -> ``programs`` (preprocessor) or
 ``ksqldb`` -> ``trainer`` -> ``programs`` (scorers) and ``autoscaling`` -> ``monitoring``;
-``availability`` gives every Deployment its PodDisruptionBudget, ``connections`` says how the children
+``availability`` gives every Deployment its PodDisruptionBudget, ``network`` says who may connect to
+which Pod, ``connections`` says how the children
 reach the brokers and ``objects`` holds the shapes they share (with the topology spread of every Pod).
 """
 
@@ -16,6 +17,7 @@ from streamtrain.operator.render import (
     hivemq,
     ksqldb,
     monitoring,
+    network,
     programs,
     strimzi,
     trainer,
@@ -42,4 +44,5 @@ def render(name: str, namespace: str, spec: dict) -> list[Manifest]:
     children += programs.scorer(name, namespace, spec)
     children += autoscaling.scorer_autoscaling(name, namespace, spec)
     children += monitoring.metrics_services(name, namespace)
-    return availability.with_disruption_budgets(children)
+    children = availability.with_disruption_budgets(children)
+    return children + network.network_policies(name, namespace, spec, children)

@@ -4,6 +4,9 @@ that many cooperating Pods, named by a headless Service (``training_workers``)."
 
 from __future__ import annotations
 
+import copy
+
+from streamtrain.operator.render.network import SCHEDULED_RUN, TRAINING_RUN_LABEL
 from streamtrain.operator.render.objects import Manifest, digest, labels, meta, selector
 from streamtrain.operator.render.programs import program_pod
 from streamtrain.operator.training_workers import indexed_job_spec, workers_service
@@ -40,6 +43,10 @@ def trainer(name: str, namespace: str, spec: dict) -> list[Manifest]:
     if workers > 1:
         out.append(workers_service(name, namespace, labels(name, "train"), selector(name, "train")))
     if spec["training"]["schedule"]:
+        # Its Jobs are named at run time: this label tells their Pods apart from the one-off Job's
+        # (render.network opens the training workers' port between the Pods of one Job only).
+        scheduled = copy.deepcopy(job_spec)
+        scheduled["template"]["metadata"]["labels"][TRAINING_RUN_LABEL] = SCHEDULED_RUN
         out.append(
             {
                 "apiVersion": "batch/v1",
@@ -50,7 +57,7 @@ def trainer(name: str, namespace: str, spec: dict) -> list[Manifest]:
                     "concurrencyPolicy": "Forbid",
                     "successfulJobsHistoryLimit": 3,
                     "failedJobsHistoryLimit": 3,
-                    "jobTemplate": {"metadata": {"labels": labels(name, "train")}, "spec": job_spec},
+                    "jobTemplate": {"metadata": {"labels": labels(name, "train")}, "spec": scheduled},
                 },
             }
         )
