@@ -99,7 +99,7 @@ class TrainSettings(CommonSettings):
         "of the training windows' scores (per device with per-device baselines)",
     )
     window_newest_k: float = Field(
-        32.0,
+        8.0,
         gt=0,
         description="Windowed models with a window score: the newest reading's own alarm (a spike) next to "
         "it, at median + k * MAD of the training errors",
