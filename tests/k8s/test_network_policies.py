@@ -225,3 +225,20 @@ def test_disabled_renders_no_network_policy():
     off = children("full", lambda s: s.update(networkPolicies={"enabled": False}))
     assert not policies_of(off)
     assert {m["kind"] for m in off} == {m["kind"] for m in children("full")} - {"NetworkPolicy"}
+
+
+@pytest.mark.parametrize("values", [{}, {"watchNamespaces": ["team-a"]}], ids=["cluster", "namespaced"])
+def test_the_operator_may_apply_and_prune_network_policies_in_both_installs(values):
+    from tests.k8s.test_chart import rendered
+
+    roles = [d for d in rendered(values) if d["kind"] in ("ClusterRole", "Role")]
+    verbs = {
+        (d["kind"], v)
+        for d in roles
+        for rule in d["rules"]
+        if "networking.k8s.io" in rule["apiGroups"] and "networkpolicies" in rule["resources"]
+        for v in rule["verbs"]
+    }
+    kind = "Role" if values else "ClusterRole"
+    assert {v for k, v in verbs if k == kind} == {"get", "list", "create", "patch", "delete"}, verbs
+    assert all(k == kind for k, _ in verbs), "rights in the namespaces served only"
