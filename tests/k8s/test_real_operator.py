@@ -47,7 +47,7 @@ def create(cp, name: str, example: str = "minimal") -> dict:
 def owned_children(cp, name: str) -> list[dict]:
     kinds = (
         "deployments,services,configmaps,jobs,cronjobs,poddisruptionbudgets,kafkas,kafkanodepools,kafkatopics,"
-        "kafkausers,scaledobjects,triggerauthentications"
+        "kafkausers,scaledobjects,triggerauthentications,networkpolicies"
     )
     items = json.loads(
         cp.kubectl("get", kinds, "-n", NS, "-l", f"app.kubernetes.io/instance={name}", "-o", "json").stdout

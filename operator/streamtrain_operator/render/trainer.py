@@ -24,7 +24,7 @@ def trainer(name: str, namespace: str, spec: dict) -> list[Manifest]:
         "requests": {"cpu": "500m", "memory": "1Gi"},
         "limits": {"memory": "3Gi"},
     }
-    job_spec = {
+    job_spec: Manifest = {
         "backoffLimit": 8,  # the first run may start before enough features exist: retry with back-off
         "template": program_pod("train", name, spec, "train", resources=resources, restart="OnFailure"),
     }
