@@ -5,7 +5,7 @@ A mapping names its topics with patterns whose levels are literal, ``+`` or ``{n
 comes from the ``{device_id}`` level or a payload path, the timestamp from a path (epoch seconds,
 milliseconds, or ISO 8601 with a time zone to assume when it names none) or else the arrival time,
 and the channels from every number under a root path, nested objects flattened
-(``ENERGY.Power`` becomes ``ENERGY_Power``), filtered by include/exclude patterns and renamed.
+(``ENERGY.Power`` becomes ``energy_power``), filtered by include/exclude patterns and renamed.
 
 ``seq`` comes from a path, or, when the device sends none, is derived: the reading's timestamp in
 milliseconds. A device's readings then keep one identity however often they are delivered (the
@@ -38,6 +38,13 @@ from streamtrain import telemetry
 from streamtrain.telemetry import Reading, Rejection
 
 _LEVEL = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_NOT_SNAKE = re.compile(r"[^a-z0-9]+")
+
+
+def snake_case(name: str) -> str:
+    """``ENERGY_ApparentPower`` -> ``energy_apparent_power``, ``co2-level`` -> ``co2_level``."""
+    return _NOT_SNAKE.sub("_", _CAMEL.sub("_", name).lower()).strip("_")
 
 
 class TopicPattern:
@@ -108,6 +115,11 @@ class IngestMapping(BaseModel):
     include: list[str] = Field(["*"], description="Channel names (before renaming) kept: shell-style patterns")
     exclude: list[str] = Field([], description="Channel names (before renaming) left out: shell-style patterns")
     rename: dict[str, str] = Field({}, description="Channel name (flattened) -> name in the reading")
+    names: Literal["snake_case", "keep"] = Field(
+        "snake_case",
+        description="Channel names not renamed: lower_snake_case as preprocessing specs name features "
+        "(ENERGY_ApparentPower -> energy_apparent_power), or kept as sent",
+    )
     booleans: Literal["number", "skip"] = Field("number", description="true/false as channels 1/0, or left out")
     non_numeric: Literal["skip", "refuse"] = Field(
         "skip", description="Strings, lists and nulls among the channels: left out, or the payload is refused"
@@ -416,7 +428,7 @@ def _channels(mapping: IngestMapping, obj: dict) -> dict[str, float] | Rejection
             return Rejection("wrong_type", f"channel {flat!r} must be a number, got {type(value).__name__}")
         if not _finite(value):  # type: ignore[arg-type]
             return Rejection("non_finite", f"channel {flat!r} is not finite")
-        name = mapping.rename.get(flat, flat)
+        name = mapping.rename.get(flat) or (snake_case(flat) if mapping.names == "snake_case" else flat)
         if name in telemetry.RESERVED:
             return Rejection("wrong_type", f"channel {flat!r} would be named {name!r}, a reserved field: rename it")
         channels[name] = float(value)  # type: ignore[arg-type]

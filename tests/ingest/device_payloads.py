@@ -55,19 +55,19 @@ TASMOTA = {
     "TempUnit": "C",
 }
 TASMOTA_TS = datetime(2026, 12, 6, 10, 15, tzinfo=ZoneInfo("UTC")).timestamp()
-TASMOTA_CHANNELS = {
-    "ENERGY_Total": 12.345,
-    "ENERGY_Yesterday": 0.8,
-    "ENERGY_Today": 0.41,
-    "ENERGY_Power": 42.0,
-    "ENERGY_ApparentPower": 50.0,
-    "ENERGY_ReactivePower": 27.0,
-    "ENERGY_Factor": 0.84,
-    "ENERGY_Voltage": 231.0,
-    "ENERGY_Current": 0.18,
-    "AM2301_Temperature": 22.1,
-    "AM2301_Humidity": 45.3,
-    "AM2301_DewPoint": 9.7,
+TASMOTA_CHANNELS = {  # flattened, then lower_snake_case as preprocessing specs name features
+    "energy_total": 12.345,
+    "energy_yesterday": 0.8,
+    "energy_today": 0.41,
+    "energy_power": 42.0,
+    "energy_apparent_power": 50.0,
+    "energy_reactive_power": 27.0,
+    "energy_factor": 0.84,
+    "energy_voltage": 231.0,
+    "energy_current": 0.18,
+    "am2301_temperature": 22.1,
+    "am2301_humidity": 45.3,
+    "am2301_dew_point": 9.7,
 }
 
 # Cloud-IoT style firmware: <fleet>/<device>/data, device id and ms timestamp in the payload.

@@ -308,7 +308,40 @@ def test_ingest_check_prints_readings_refusals_and_unmatched_topics(pipeline):
     lines = out.stdout.splitlines()
     reading = next(line for line in lines if line.startswith(f"reading  tele/t{tag}/SENSOR -> "))
     body = json.loads(reading.split(" -> ", 1)[1])
-    assert body["device_id"] == f"t{tag}" and body["ts"] == p.TASMOTA_TS and body["ENERGY_Power"] == 42.0
+    assert body["device_id"] == f"t{tag}" and body["ts"] == p.TASMOTA_TS and body["energy_power"] == 42.0
     assert any(line.startswith(f"refused  tele/u{tag}/SENSOR -> wrong_type") for line in lines), out.stdout
     assert f"  tele/t{tag}/STATE (1)" in lines, out.stdout
     assert not read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, timeout=5)
+
+
+def test_tasmota_plug_through_bridge_and_preprocessor_to_features(pipeline, bridge_factory, tmp_path):  # noqa: F811
+    """The derived seq (ms of Tasmota's Time) through the exactly-once preprocessor: every reading becomes a
+    feature record, an hour of silence included, and a redelivered one does not come out twice."""
+    from tests.programs import Program, settings_env
+
+    bridge_factory(ingest_mapping="tasmota")
+    spec = tmp_path / "plug.yaml"
+    spec.write_text("features: [energy_power, energy_voltage, energy_current]\n")
+    env = settings_env(pipeline, group_id=f"pp-{uuid.uuid4().hex[:6]}")
+    pre = Program(["preprocess", "--spec", str(spec)], env, tmp_path / "preprocess.log").start()
+    try:
+        dev = f"t{uuid.uuid4().hex[:6]}"
+        start = int(time.time()) - 7200
+        stamps = [start + i for i in range(5)] + [start + 3600 + i for i in range(5)]  # an hour's silence
+        messages = [
+            (
+                f"tele/{dev}/SENSOR",
+                p.encode({**p.TASMOTA, "Time": _iso_utc(ts), "ENERGY": {"Power": i, "Voltage": 230, "Current": 0.1}}),
+            )
+            for i, ts in enumerate(stamps)
+        ]
+        publish_all(pipeline.mqtt_port, [*messages, messages[3]])  # the device resends one
+        feats = read_topic(pipeline.kafka_bootstrap, pipeline.topic_features, until=lambda m: len(m) >= 10, timeout=90)
+        time.sleep(2)
+        feats = read_topic(pipeline.kafka_bootstrap, pipeline.topic_features, timeout=10)
+        got = sorted(json.loads(m.value())["seq"] for m in feats)
+        assert got == [ts * 1000 for ts in stamps], pre.log()[-3000:]
+        dead = read_topic(pipeline.kafka_bootstrap, pipeline.topic_deadletter, timeout=5)
+        assert not dead, [headers_dict(m) for m in dead]
+    finally:
+        assert pre.stop() == 0, pre.log()[-3000:]

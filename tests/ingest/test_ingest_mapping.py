@@ -185,3 +185,13 @@ def test_fingerprint_is_topic_and_payload():
     assert fingerprint("a/b", b"{}") == fingerprint("a/b", b"{}")
     assert fingerprint("a/b", b"{}") != fingerprint("a/c", b"{}")
     assert len(json.dumps(fingerprint("a", b""))) < 40
+
+
+def test_channel_names_are_snake_case_unless_kept_or_renamed():
+    from streamtrain.ingest_mapping import snake_case
+
+    assert snake_case("ENERGY_ApparentPower") == "energy_apparent_power"
+    assert snake_case("AM2301_DewPoint") == "am2301_dew_point"
+    assert snake_case("co2-level") == "co2_level"
+    m = IngestMapping(topics=["a/{device_id}"], names="keep", rename={"X": "x_renamed"})
+    assert apply(m, "a/d", p.encode({"Temp": 1, "X": 2}), 0.0).channels == {"Temp": 1.0, "x_renamed": 2.0}
