@@ -284,6 +284,20 @@ class Bridge:
         crash, whose reading the last run had written, is then recognised and not written twice."""
         if not self.mapping.derives_seq or not self.s.redelivery_lookback:
             return 0
+        try:
+            return self._read_fingerprints()
+        except (KafkaException, RuntimeError) as exc:
+            # Without them a redelivery after a crash is written again (then counted by the preprocessor's
+            # de-duplication, or dead-lettered as too_old): say so, and how to fix it, but do not stop ingesting.
+            log.warning(
+                "redelivery_fingerprints_unavailable",
+                topic=self.s.topic_raw,
+                error=str(exc),
+                fix="grant the bridge's Kafka identity Read on the raw topic",
+            )
+            return 0
+
+    def _read_fingerprints(self) -> int:
         consumer = Consumer(
             client_config(
                 self.s.kafka_bootstrap,
@@ -293,6 +307,8 @@ class Bridge:
         loaded = 0
         try:
             md = consumer.list_topics(self.s.topic_raw, timeout=10)
+            if md.topics[self.s.topic_raw].error is not None:
+                raise RuntimeError(f"topic {self.s.topic_raw}: {md.topics[self.s.topic_raw].error}")
             ends: dict[int, int] = {}
             starts = []
             for p in md.topics[self.s.topic_raw].partitions:
@@ -304,7 +320,11 @@ class Bridge:
             deadline = time.monotonic() + 60
             while ends and time.monotonic() < deadline:
                 msg = consumer.poll(0.5)
-                if msg is None or msg.error():
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().fatal() or msg.error().code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                        raise KafkaException(msg.error())
                     continue
                 if msg.offset() + 1 >= ends.get(msg.partition(), 0):
                     ends.pop(msg.partition(), None)
