@@ -27,6 +27,7 @@ import math
 import re
 from collections import OrderedDict
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -156,7 +157,13 @@ class IngestMapping(BaseModel):
     # ------------------------------------------------------------------ derived
     @property
     def patterns(self) -> list[TopicPattern]:
-        return [TopicPattern(t) for t in self.topics]
+        return _patterns(tuple(self.topics))
+
+    def channel_name(self, flat: str) -> str | None:
+        """The reading's name of the flattened payload key ``flat``, None when include/exclude leave it out."""
+        return _channel_name(
+            tuple(self.include), tuple(self.exclude), tuple(self.rename.items()), self.names == "snake_case", flat
+        )
 
     @property
     def subscriptions(self) -> list[str]:
@@ -178,6 +185,20 @@ class IngestMapping(BaseModel):
         named = self.match_topic(topic)
         device = named.get("device_id") if named else None
         return device if telemetry.valid_device_id(device) else None
+
+
+@lru_cache(maxsize=256)
+def _patterns(topics: tuple[str, ...]) -> list[TopicPattern]:
+    return [TopicPattern(t) for t in topics]
+
+
+@lru_cache(maxsize=65536)  # payload keys are few per kind of device; the cache is bounded all the same
+def _channel_name(
+    include: tuple[str, ...], exclude: tuple[str, ...], rename: tuple[tuple[str, str], ...], snake: bool, flat: str
+) -> str | None:
+    if not any(fnmatch.fnmatchcase(flat, p) for p in include) or any(fnmatch.fnmatchcase(flat, p) for p in exclude):
+        return None
+    return dict(rename).get(flat) or (snake_case(flat) if snake else flat)
 
 
 def fingerprint(topic: str, payload: bytes) -> str:
@@ -295,7 +316,7 @@ def _timestamp(mapping: IngestMapping, value: object) -> float | Rejection:
         except ValueError:
             return Rejection("wrong_type", f"{path} {value[:40]!r} is not ISO 8601")
         if when.tzinfo is None:
-            when = when.replace(tzinfo=ZoneInfo(mapping.ts_timezone))
+            when = when.replace(tzinfo=ZoneInfo(mapping.ts_timezone))  # ZoneInfo caches its instances
         return when.timestamp()
     if not _number(value):
         return Rejection("wrong_type", f"{path} must be a number (epoch {mapping.ts_format})")
@@ -414,9 +435,8 @@ def _channels(mapping: IngestMapping, obj: dict) -> dict[str, float] | Rejection
         if path in consumed:
             continue
         flat = mapping.separator.join(path[len(prefix) :])
-        if not any(fnmatch.fnmatchcase(flat, p) for p in mapping.include) or any(
-            fnmatch.fnmatchcase(flat, p) for p in mapping.exclude
-        ):
+        name = mapping.channel_name(flat)
+        if name is None:
             continue
         if isinstance(value, bool):
             if mapping.booleans == "skip":
@@ -428,7 +448,6 @@ def _channels(mapping: IngestMapping, obj: dict) -> dict[str, float] | Rejection
             return Rejection("wrong_type", f"channel {flat!r} must be a number, got {type(value).__name__}")
         if not _finite(value):  # type: ignore[arg-type]
             return Rejection("non_finite", f"channel {flat!r} is not finite")
-        name = mapping.rename.get(flat) or (snake_case(flat) if mapping.names == "snake_case" else flat)
         if name in telemetry.RESERVED:
             return Rejection("wrong_type", f"channel {flat!r} would be named {name!r}, a reserved field: rename it")
         channels[name] = float(value)  # type: ignore[arg-type]
