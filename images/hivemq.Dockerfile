@@ -17,7 +17,7 @@ FROM ${MAVEN_IMAGE} AS build
 ARG HIVEMQ_VERSION=2025.5
 WORKDIR /src
 COPY stack/java/hivemq-pom.xml ./hivemq-pom.xml
-RUN mvn -q -B -f hivemq-pom.xml -Dhivemq.version=${HIVEMQ_VERSION} \
+RUN mvn -q -B --strict-checksums -f hivemq-pom.xml -Dhivemq.version=${HIVEMQ_VERSION} \
       org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies -DoutputDirectory=/opt/hivemq/lib
 # The launcher compiled here: a JRE image has no jdk.compiler module, which running it as a
 # single-file source program (as the local stack does) would need.
@@ -27,7 +27,7 @@ RUN javac --release 17 -cp '/opt/hivemq/lib/*' -d /opt/streamtrain/classes HiveM
 # stays idle unless STREAMTRAIN_INGEST_KAFKA_BOOTSTRAP is set (the operator sets it for that mode).
 COPY bridge/hivemq-extension /src/extension
 COPY tests/ingest/vectors /src/vectors
-RUN mvn -q -B -f /src/extension/pom.xml -Dvectors.dir=/src/vectors package \
+RUN mvn -q -B --strict-checksums -f /src/extension/pom.xml -Dvectors.dir=/src/vectors package \
  && mkdir -p /opt/hivemq/extensions/streamtrain-ingest \
  && cp /src/extension/target/streamtrain-ingest.jar /src/extension/hivemq-extension.xml /opt/hivemq/extensions/streamtrain-ingest/
 

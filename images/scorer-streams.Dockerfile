@@ -14,10 +14,10 @@ FROM ${MAVEN_IMAGE} AS build
 WORKDIR /src
 COPY scorer/streams/pom.xml ./pom.xml
 # Dependencies first (a layer that survives source edits).
-RUN mvn -q -B dependency:go-offline
+RUN mvn -q -B --strict-checksums dependency:go-offline
 COPY scorer/streams/src ./src
 # The unit tests (src/test) ran where the sources were checked (make streams-scorer, .ci/install).
-RUN mvn -q -B -o -Dmaven.test.skip=true package
+RUN mvn -q -B --strict-checksums -o -Dmaven.test.skip=true package
 
 # ---- runtime: the JRE, the jar and its dependencies, a fixed non-root user ------------------------
 FROM ${JRE_IMAGE} AS runtime
