@@ -41,7 +41,8 @@ def test_a_skab_slice_replayed_live_with_the_defaults_is_caught_with_few_false_a
     keys = sorted((s["device_id"], s["seq"]) for s in scores)
     assert keys == sorted((e.name, q) for e in experiments for q in range(skab.TRAIN_ROWS, len(e.x)))
     q = skab.pooled(skab.live_flags(scores, experiments))
+    print("skab slice", q.as_dict())
     # Measured 2026-12-07 on this slice: F1 0.754 at 31.4 % false alarms (all 34 experiments: 0.788 at
-    # 23.6 %, the README's SKAB table); scored by the newest reading's error alone (the windowed
-    # model before the window score, STREAMTRAIN_WINDOW_SCORE=newest) the slice stays below F1 0.72.
-    assert q.f1 >= 0.72 and q.false_alarm_rate <= 0.36, q.as_dict()
+    # 23.6 %, the README's SKAB table). The windowed model before the window score (the newest reading's
+    # error alone, STREAMTRAIN_WINDOW_SCORE=newest) scored 0.733 at 29.6 % here and fails the F1 bound.
+    assert q.f1 >= 0.745 and q.false_alarm_rate <= 0.34, q.as_dict()
