@@ -58,11 +58,14 @@ def test_one_channel_devices_at_any_scale_train_healthily_and_their_faults_are_c
     assert meta["training_health"]["status"] == "ok", meta["training_health"]
     assert meta["window_score"]["of"] == "input" and len(meta["baselines"]["window_threshold"]) == len(DEVICES)
     assert len({(s["device_id"], s["seq"]) for s in scores}) == n_test == len(scores)
+    tail = range(FAULT.stop, FAULT.stop + WINDOW - 1)  # windows that still hold fault readings
     for device in DEVICES:
-        q = Quality()
+        q, rest = Quality(), Quality()
         for s in scores:
             if s["device_id"] == device:
                 q.add(bool(s["is_anomaly"]), bool(s["label"]))
-        # A window holds fault readings for WINDOW - 1 readings after the fault ends: those alarms are
-        # the price of the window mean; beyond them, at most 8 false alarms in 200 normal readings.
-        assert q.recall >= 0.8 and q.fp <= WINDOW - 1 + 8, (device, q.as_dict())
+                if s["seq"] not in tail:
+                    rest.add(bool(s["is_anomaly"]), bool(s["label"]))
+        # Alarms in the window's length after a fault ends are the price of the window mean; the
+        # newest reading's own threshold (median + 8 MAD) adds a few per hundred normal readings.
+        assert q.recall >= 0.8 and rest.false_alarm_rate <= 0.1, (device, q.as_dict(), rest.as_dict())
