@@ -26,6 +26,7 @@ OTHER_TOOLS = {
     "--memory",
     "--node-lease-duration-seconds",  # kwok (docs/kubernetes.md, the fake node's Lease)
     "--name",
+    "--no-conv-ae",  # python -m bench.quality (docs/quality.md: skip the slow offline baseline)
     "--namespace",
     "--set",
     "--tail",
