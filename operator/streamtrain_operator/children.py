@@ -18,14 +18,16 @@ def key(m: Manifest) -> tuple[str, str]:
     return m["kind"], m["metadata"]["name"]
 
 
-def desired(body: Mapping[str, Any]) -> list[Manifest]:
-    """Every child of ``body`` with owner references (so Kubernetes GC deletes them with the resource).
+def defaulted_spec(body: Mapping[str, Any]) -> dict:
+    """The spec with the CRD defaults applied again: the API server already did, but an object stored
+    before a new default existed must render the same way."""
+    return validate.defaulted(copy.deepcopy(dict(body)))["spec"]
 
-    Defaults are applied again here: the API server already did, but an object stored before a new
-    default existed must render the same way."""
-    resource = validate.defaulted(copy.deepcopy(dict(body)))
-    meta = resource["metadata"]
-    children = render.render(meta["name"], meta["namespace"], resource["spec"])
+
+def desired(body: Mapping[str, Any]) -> list[Manifest]:
+    """Every child of ``body`` with owner references (so Kubernetes GC deletes them with the resource)."""
+    meta = body["metadata"]
+    children = render.render(meta["name"], meta["namespace"], defaulted_spec(body))
     kopf.adopt(children, owner=body)  # type: ignore[arg-type]  # kopf types it as Body; a plain dict serves too
     return children
 

@@ -207,6 +207,34 @@ def spec_schema() -> dict:
                     "epochs": _int("Passes over the same offset range", 20, 1, 1000),
                     "trainRecords": _int("Records per training run (the newest)", 20000, 100),
                     "thresholdK": _num("Anomaly threshold = median + k * MAD of training errors", 10.0, 0.1),
+                    "signing": _obj(
+                        "Signed model versions: the trainer signs each version with an Ed25519 key, and every scorer "
+                        "refuses versions not signed by it",
+                        {
+                            "enabled": {
+                                "type": "boolean",
+                                "default": True,
+                                "description": "Sign and verify model versions. Without secretRef the operator creates "
+                                "the Secret <name>-model-signing once (a fresh key pair, owned by this resource) and "
+                                "never replaces it",
+                            },
+                            "secretRef": {
+                                "type": "object",
+                                "description": "Your own key Secret instead (same namespace), with the keys "
+                                "signing-key.pem (Ed25519 private key, PEM) and verify-keys (comma-separated base64 "
+                                "public keys: several while a key is rotated)",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "pattern": DNS_NAME,
+                                        "description": "Secret name",
+                                    }
+                                },
+                            },
+                        },
+                    ),
                 },
             ),
             "training": _obj(

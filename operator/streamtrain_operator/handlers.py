@@ -12,8 +12,9 @@ import httpx2
 import kopf
 import pydantic
 
-from streamtrain.operator import GROUP, PLURAL, VERSION, children, kube, status
+from streamtrain.operator import GROUP, PLURAL, VERSION, children, kube, signing, status
 from streamtrain.operator.render import objects
+from streamtrain.operator.render import signing as render_signing
 from streamtrain.preprocessing.spec import SpecError
 
 #: How often child readiness is re-read into status.conditions (seconds).
@@ -95,6 +96,12 @@ async def reconcile(
         ]
         raise kopf.PermanentError(f"spec cannot run: {exc}") from exc
     uid = meta["uid"]
+    if render_signing.operator_made(children.defaulted_spec(body)):
+        # Before the children that read it. Created once, never read or replaced (kube.create_secret_once).
+        secret = signing.new_secret(name, namespace)
+        kopf.adopt(secret, owner=body)
+        outcome = await kube.create_secret_once(secret)
+        logger.info("%s Secret/%s", outcome, secret["metadata"]["name"])  # its name only, never its data
     conflicts: list[str] = []
     refused: list[str] = []
     for child in wanted:

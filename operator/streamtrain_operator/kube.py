@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from httpx2 import HTTPStatusError  # the HTTP library lightkube 1.x is built on
 from lightkube import AsyncClient, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.core_v1 import Secret
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
@@ -154,6 +155,22 @@ async def apply(manifest: Manifest, owner_uid: str) -> str:
             ) from exc
         await _server_side_apply(res, manifest, force=True)
     return "created" if existing is None else "applied"
+
+
+async def create_secret_once(manifest: Manifest) -> str:
+    """Create a Secret, or keep the one that already has its name: "created" or "kept".
+
+    Create only, on purpose, and not ``apply``: the operator may not read Secrets (its RBAC grants only
+    ``create`` on them), so it cannot check an existing one's owner, and it must never write one, since
+    replacing a signing key would make running scorers refuse every later version. 409 AlreadyExists is
+    the normal case after the first reconcile. The Secret's data never reaches a log line."""
+    try:
+        await client().create(cast(Secret, Secret.from_dict(manifest)))  # its namespace is in its metadata
+    except HTTPStatusError as exc:
+        if _code(exc) == 409:
+            return "kept"
+        raise
+    return "created"
 
 
 async def get(api_version: str, kind: str, name: str, namespace: str) -> Manifest | None:

@@ -16,6 +16,7 @@ import pytest
 from streamtrain.kafka import READER_GROUP, KafkaSecurity
 from streamtrain.operator import crd, render, validate
 from streamtrain.operator.render import connections, strimzi
+from streamtrain.operator.render import signing as render_signing
 from tests.k8s.conftest import EXAMPLES, ROOT, load_example
 
 STRIMZI = Path(__file__).parent / "schemas/strimzi-1.2.0"
@@ -157,8 +158,12 @@ def test_each_pod_uses_exactly_its_own_user_secret_and_the_ca(variant):
     ca = "plant-kafka-ca" if external else f"{name}-cluster-ca-cert"
     talkers = {c for c, _, _ in connections.kafka_principals(name, spec)}
     found = users(children)
+    model_signing = render_signing.secret_name(name, spec)
     for component, pod in pods(children).items():
         refs = secrets_referenced(pod) - mqtt
+        if component in ("train", "scorer"):  # the model-signing key pair (test_model_signing.py), no Kafka credential
+            assert model_signing in refs, component
+            refs -= {model_signing}
         env = env_of(pod)
         if component not in talkers:  # simulator, HiveMQ: no Kafka credentials at all
             assert refs == set() and not set(SECURITY.values()) & set(env), component
@@ -378,7 +383,8 @@ def test_authentication_none_renders_what_it_did_before(example):
         env = env_of(pod)
         assert not set(SECURITY.values()) & set(env) and not any(n.startswith("KSQL_S") for n in env), component
         assert not any(
-            m["mountPath"].startswith("/var/run/streamtrain") for m in pod["spec"]["containers"][0]["volumeMounts"]
+            m["mountPath"].startswith("/var/run/streamtrain") and m["mountPath"] != render_signing.SIGNING_MOUNT
+            for m in pod["spec"]["containers"][0]["volumeMounts"]
         )
         if "STREAMTRAIN_KAFKA_BOOTSTRAP" in env:
             assert env["STREAMTRAIN_KAFKA_BOOTSTRAP"]["value"].endswith("-kafka-bootstrap:9092")

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from streamtrain.operator.render import signing
 from streamtrain.operator.render.connections import (
     MQTT_DEVICES_MOUNT,
     MQTT_PASSWORD_MOUNT,
@@ -108,6 +109,7 @@ def env(program: str, name: str, spec: dict) -> list[dict]:
             _v("START_AT", spec["scorer"].get("startAt", "committed")),
             _v("START_AT_ONCE", True),
         ]
+    out += signing.env(program, name, spec)
     return out + kafka_security_env(kafka_credentials(name, spec, COMPONENT.get(program, program)))
 
 
@@ -137,6 +139,9 @@ def program_pod(
     mqtt_vols, mqtt_mounts = mqtt_volumes(program, spec)
     volumes += mqtt_vols
     mounts += mqtt_mounts
+    signing_vols, signing_mounts = signing.volumes(program, name, spec)
+    volumes += signing_vols
+    mounts += signing_mounts
     container = {
         "name": program,
         "image": f"{img['repository']}:{img['tag']}",
