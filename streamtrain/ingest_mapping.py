@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import math
 import re
 from collections import OrderedDict
@@ -282,10 +281,6 @@ def load_mapping(spec: str) -> IngestMapping:
 
 
 # ---------------------------------------------------------------------------- applying
-def _reject_constant(token: str):
-    raise ValueError(f"non-finite number {token}")
-
-
 def _path(obj: dict, path: str) -> tuple[bool, object]:
     node: object = obj
     for key in path.split("."):
@@ -355,16 +350,9 @@ def apply(
         return Rejection(
             "bad_topic", f"topic {topic!r} matches no pattern of mapping {mapping.name} ({mapping.topics})"
         )
-    try:
-        obj = json.loads(payload, parse_constant=_reject_constant)
-    except ValueError as exc:
-        if "non-finite" in str(exc):
-            return Rejection("non_finite", str(exc))
-        return Rejection("malformed_json", str(exc)[:200])
-    except RecursionError:
-        return Rejection("malformed_json", "JSON nested too deeply")
-    if not isinstance(obj, dict):
-        return Rejection("not_an_object", f"payload is a JSON {type(obj).__name__}, not an object")
+    obj = telemetry.decode_object(payload)
+    if isinstance(obj, Rejection):
+        return obj
 
     topic_device = named.get("device_id")
     if topic_device is not None and not telemetry.valid_device_id(topic_device):

@@ -164,6 +164,23 @@ def check_identity(obj: dict) -> tuple[str, float, int] | Rejection:
     return device_id, float(ts), seq
 
 
+def decode_object(payload: bytes) -> dict | Rejection:
+    """A payload as a JSON object, or why it is not one (every device format's first step)."""
+    try:
+        obj = json.loads(payload, parse_constant=_reject_constant)
+    except ValueError as exc:
+        if "non-finite" in str(exc):
+            return Rejection("non_finite", str(exc))
+        return Rejection("malformed_json", str(exc)[:200])
+    except RecursionError:
+        # A few KB of "[[[[" exhaust the decoder's stack; it must not take the bridge down (and
+        # come back with the unacknowledged message after every restart).
+        return Rejection("malformed_json", "JSON nested too deeply")
+    if not isinstance(obj, dict):
+        return Rejection("not_an_object", f"payload is a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
 def validate(
     payload: bytes,
     topic: str | None = None,
@@ -179,18 +196,9 @@ def validate(
         topic_device = device_from_topic(topic)
         if topic_device is None:
             return Rejection("bad_topic", f"topic {topic!r} is not devices/<id>/telemetry")
-    try:
-        obj = json.loads(payload, parse_constant=_reject_constant)
-    except ValueError as exc:
-        if "non-finite" in str(exc):
-            return Rejection("non_finite", str(exc))
-        return Rejection("malformed_json", str(exc)[:200])
-    except RecursionError:
-        # A few KB of "[[[[" exhaust the decoder's stack; it must not take the bridge down (and
-        # come back with the unacknowledged message after every restart).
-        return Rejection("malformed_json", "JSON nested too deeply")
-    if not isinstance(obj, dict):
-        return Rejection("not_an_object", f"payload is a JSON {type(obj).__name__}, not an object")
+    obj = decode_object(payload)
+    if isinstance(obj, Rejection):
+        return obj
     identity = check_identity(obj)
     if isinstance(identity, Rejection):
         return identity
