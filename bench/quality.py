@@ -51,6 +51,7 @@ from streamtrain.kafka import ensure_topics, read_topic
 from streamtrain.modelcodec import read_versions
 from streamtrain.quality import Quality
 from streamtrain.settings import CommonSettings, StackSettings, settings_env
+from streamtrain.simulator.publish import replay_args
 from streamtrain.simulator.recorded import CHANNELS, RecordedConfig, write_recordings
 from streamtrain.stack.local import LocalStack, free_port
 from streamtrain.topics import TopicSpec, pipeline_topics
@@ -133,17 +134,7 @@ def replay(s: CommonSettings, csv_path: Path, expected: int, logs: Path, part: s
         programs.append(Program("score", ["score"], settings_env(s, log_format="json", group_id="score"), logs))
     try:
         out = run(
-            [
-                "simulate",
-                "--csv",
-                str(csv_path),
-                "--device-column",
-                "device",
-                "--label-column",
-                "label",
-                "--speed",
-                "0",
-            ],
+            replay_args(csv_path),
             settings_env(s, log_format="json"),
         )
         print(f"  replayed {part}: {out.strip()[-200:]}", flush=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamtrain.simulator.publish import replay_args
 from streamtrain.simulator.skab import (
     LEADERBOARD,
     SPEC,
@@ -44,20 +45,7 @@ __all__ = ["LEADERBOARD", "SPEC", "TRAIN_ARGS", "WINDOW", "SkabMissing", "live_f
 
 def replay(csv_path: Path, env: dict, seq_state: Path, streamtrain: list[str]) -> dict:
     done = subprocess.run(
-        [
-            *streamtrain,
-            "simulate",
-            "--csv",
-            str(csv_path),
-            "--device-column",
-            "device",
-            "--label-column",
-            "label",
-            "--speed",
-            "0",
-            "--seq-state",
-            str(seq_state),
-        ],
+        [*streamtrain, *replay_args(csv_path, seq_state=seq_state)],
         env=env,
         capture_output=True,
         text=True,

@@ -222,6 +222,18 @@ class CsvReplayConfig:
     first_seqs: dict = field(default_factory=dict)  # ...else each device's seqs start here (default 0)
 
 
+def replay_args(
+    csv_path: Path, *, device_column: str = "device", label_column: str = "label", seq_state: Path | None = None
+) -> list[str]:
+    """`streamtrain` arguments replaying a labelled recording as fast as the brokers take it: the
+    README's way for one's own recordings (benches and tests replay through this, not a copy)."""
+    args = ["simulate", "--csv", str(csv_path), "--device-column", device_column]
+    args += ["--label-column", label_column, "--speed", "0"]
+    if seq_state is not None:
+        args += ["--seq-state", str(seq_state)]
+    return args
+
+
 def _parse_ts(value: str | None) -> float:
     if value is None or not value.strip():
         raise ValueError("empty")

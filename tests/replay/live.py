@@ -11,6 +11,7 @@ from pathlib import Path
 from streamtrain.kafka import read_topic
 from streamtrain.modelcodec import read_versions
 from streamtrain.settings import CommonSettings
+from streamtrain.simulator.publish import replay_args
 from tests.fleet.stream import wait_until
 from tests.programs import STREAMTRAIN, Program, drop_mqtt_session, settings_env
 
@@ -21,20 +22,7 @@ def count(bootstrap: str, topic: str) -> int:
 
 def replay(csv_path: Path, env: dict, seq_state: Path) -> dict:
     done = subprocess.run(
-        [
-            *STREAMTRAIN,
-            "simulate",
-            "--csv",
-            str(csv_path),
-            "--device-column",
-            "device",
-            "--label-column",
-            "label",
-            "--speed",
-            "0",
-            "--seq-state",
-            str(seq_state),
-        ],
+        [*STREAMTRAIN, *replay_args(csv_path, seq_state=seq_state)],
         env=env,
         capture_output=True,
         text=True,
