@@ -36,7 +36,7 @@ from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import BatchHistogram, MetricsServer, zero_labels
 from streamtrain.model import BadInput
 from streamtrain.modelsign import ModelTrust
-from streamtrain.scorer.models import ModelRegistry, ModelWatcher
+from streamtrain.scorer.models import HEALTH_PROBLEMS, ModelRegistry, ModelWatcher, unhealthy_reason
 from streamtrain.scorer.records import BatchDecoder, Decoded, arrivals_s, event_times_s, score_records
 from streamtrain.settings import CommonSettings
 from streamtrain.start_position import START_AT_HELP, StartAt
@@ -141,6 +141,21 @@ class ScorerMetrics:
         self.anomaly_rate = Gauge("streamtrain_scorer_anomaly_rate", "Fraction flagged in the last batch", registry=r)
         self.challenger_version = Gauge(
             "streamtrain_scorer_challenger_version", "Challenger version (0 = none)", registry=r
+        )
+        self.held = Counter(
+            "streamtrain_scorer_versions_held",
+            "Versions held back because their training was not healthy (champion only on a promotion request)",
+            ["reason"],
+            registry=r,
+        )
+        zero_labels(self.held, (*HEALTH_PROBLEMS, "unhealthy"))
+        self.held_version = Gauge(
+            "streamtrain_scorer_held_version", "Newest held-back (unhealthy) version (0 = none)", registry=r
+        )
+        self.champion_unhealthy = Gauge(
+            "streamtrain_scorer_champion_unhealthy",
+            "1 while the champion's training was not healthy (the first version, or promoted on request)",
+            registry=r,
         )
         self.challenger_agreement = Gauge(
             "streamtrain_scorer_challenger_agreement",
@@ -358,15 +373,50 @@ class Scorer:
 
     def _apply_model_events(self) -> None:
         for event, old, new in self.registry.apply():
+            if event == "version_held":
+                self._held(old, new)
+                continue
             log.info(event, old_version=old, new_version=new)
             if event == "challenger_loaded":
                 self.shadow = _Shadow()
+            elif event in ("champion_switched", "held_promoted", "challenger_promoted"):
+                self._check_champion_health(event)
         champion, challenger = self.registry.champion, self.registry.challenger
+        held = self.registry.held
+        self.metrics.held_version.set(held.version if held else 0)
         for model in (champion, challenger):
             if model is not None:  # the version's series at 0 before its first score: rate() counts them all
                 self.metrics.scored.labels(str(model.version))
         self.metrics.model_version.set(champion.version if champion else 0)
         self.metrics.challenger_version.set(challenger.version if challenger else 0)
+
+    def _held(self, serving: int | None, version: int) -> None:
+        held = self.registry.held
+        meta = held.metadata if held is not None and held.version == version else {}
+        reason = unhealthy_reason(meta) or "unhealthy"
+        self.metrics.held.labels(reason).inc()
+        log.warning(
+            "version_held",
+            version=version,
+            serving_version=serving,
+            reason=reason,
+            problems=(meta.get("training_health") or {}).get("problems"),
+            how_to_serve=f"streamtrain models promote {version}",
+        )
+
+    def _check_champion_health(self, event: str) -> None:
+        """Flag a champion whose training was not healthy: served only with nothing else to serve, or on request."""
+        champion = self.registry.champion
+        reason = unhealthy_reason(champion.metadata) if champion is not None else None
+        self.metrics.champion_unhealthy.set(1 if reason else 0)
+        if champion is not None and reason is not None:
+            log.warning(
+                "champion_unhealthy",
+                version=champion.version,
+                reason=reason,
+                why="promoted on request" if event == "held_promoted" else "no healthy version to serve instead",
+                problems=(champion.metadata.get("training_health") or {}).get("problems"),
+            )
 
     def _commit_transaction(self, exclude=()) -> None:
         committed = self.txn.commit(exclude=exclude)

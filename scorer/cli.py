@@ -48,7 +48,10 @@ from streamtrain.start_position import START_AT_HELP
     "--instance-id", help="Name of this replica in logs, scores and its transactional id (default: host name)."
 )
 @click.option(
-    "--promote", "promote_version", type=int, help="Ask running scorers to promote this challenger version, then exit."
+    "--promote",
+    "promote_version",
+    type=int,
+    help="Ask running scorers to promote this challenger (or held, unhealthy) version, then exit.",
 )
 @click.option("--batch", "batch_mode", is_flag=True, help="Score a fixed range offline through tf.data, then exit.")
 @click.option("--max-records", type=int, help="--batch: records to score (default: the whole topic).")
@@ -69,7 +72,8 @@ def command(ctx, promote_version, batch_mode, max_records, from_end, model_versi
 
     The newest valid version on the models topic is loaded at start; each new version is
     loaded and warmed in the background and switched in between two micro-batches. A
-    version that cannot be loaded is refused and the current one keeps serving. By default
+    version that cannot be loaded is refused and the current one keeps serving; one whose training
+    was not healthy is held back until promoted (`streamtrain models promote`). By default
     scores and consumed offsets commit in one Kafka transaction (exactly once for readers with
     isolation.level=read_committed); --guarantee at_least_once commits offsets only after the
     scores are delivered. Stops cleanly on SIGTERM.

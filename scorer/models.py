@@ -4,6 +4,11 @@ A background thread tails the models topic, assembles each version, loads and wa
 fully, and only then offers it to the scoring loop, which switches references between two
 batches (never mid-batch, never unloading first). A version that cannot be loaded is
 refused, counted and logged; the current one keeps serving.
+
+A version whose manifest says its training was not healthy (``training_health.status`` other than
+``ok``: ``not_converged``, ``no_better_than_constant``) is loaded but held back while another version
+serves: it becomes champion only on an explicit promotion request. With nothing else to serve (the
+first version), it serves, flagged, since scoring nothing would leave every reading unscored.
 """
 
 from __future__ import annotations
@@ -31,10 +36,25 @@ def promote_record(version: int) -> tuple[bytes, bytes]:
     return b"control/promote", json.dumps({"version": version, "at": time.time()}).encode()
 
 
+#: ``training_health.status`` values the trainer writes for an unhealthy run (other values count as ``unhealthy``).
+HEALTH_PROBLEMS = ("not_converged", "no_better_than_constant")
+
+
+def unhealthy_reason(metadata: dict) -> str | None:
+    """Why a version's training was not healthy, from its manifest; None when ``ok`` or absent (versions
+    trained before the trainer checked its health are served as before)."""
+    health = metadata.get("training_health")
+    status = health.get("status") if isinstance(health, dict) else None
+    if status is None or status in ("ok", "unknown"):
+        return None
+    return status if status in HEALTH_PROBLEMS else "unhealthy"
+
+
 @dataclass
 class Offer:
     model: LoadedModel
-    role: str  # "champion" or "challenger"
+    role: str  # "champion", "challenger" or "held" (unhealthy: champion only on request)
+    forced: bool = False  # an unhealthy version a promotion request asked for
 
 
 class ModelRegistry:
@@ -47,17 +67,26 @@ class ModelRegistry:
         self._promote: int | None = None
         self.champion: LoadedModel | None = None
         self.challenger: LoadedModel | None = None
+        self.held: LoadedModel | None = None  # the newest unhealthy version, waiting for a promotion request
         self.highest_seen = 0
 
     # watcher thread
-    def offer(self, model: LoadedModel) -> None:
+    def offer(self, model: LoadedModel, forced: bool = False) -> None:
+        """Hand over a loaded version; ``forced``: a promotion request named it (an unhealthy version is then
+        not held)."""
         with self._lock:
             if model.version <= self.highest_seen:
                 log.info("model_ignored", version=model.version, reason=f"not newer than {self.highest_seen}")
                 return
             self.highest_seen = model.version
-            role = "challenger" if self.challenger_mode and self.champion is not None else "champion"
-            self._offers.append(Offer(model, role))
+            has_champion = self.champion is not None or any(o.role == "champion" for o in self._offers)
+            if has_champion and not forced and unhealthy_reason(model.metadata) is not None:
+                role = "held"
+            elif self.challenger_mode and has_champion and not forced:
+                role = "challenger"
+            else:
+                role = "champion"
+            self._offers.append(Offer(model, role, forced))
 
     def request_promotion(self, version: int) -> None:
         with self._lock:
@@ -65,29 +94,41 @@ class ModelRegistry:
 
     # scoring loop, between batches
     def apply(self) -> list[tuple[str, int | None, int]]:
-        """Take pending offers and promotion requests. Returns (event, old_version, new_version) tuples."""
-        events = []
+        """Take pending offers and promotion requests. Returns (event, old_version, new_version) tuples:
+        ``champion_switched``, ``challenger_loaded``, ``version_held`` (old: the champion that keeps
+        serving), ``challenger_promoted`` and ``held_promoted``."""
+        events: list[tuple[str, int | None, int]] = []
         with self._lock:
             offers, self._offers = self._offers, []
             promote, self._promote = self._promote, None
         for offer in offers:
-            if offer.role == "champion" or self.champion is None:
-                old = self.champion.version if self.champion else None
-                self.champion = offer.model
-                events.append(("champion_switched", old, offer.model.version))
-            else:
+            if offer.role == "held" and self.champion is not None:
+                self.held = offer.model
+                events.append(("version_held", self.champion.version, offer.model.version))
+            elif offer.role == "challenger" and self.champion is not None:
                 old = self.challenger.version if self.challenger else None
                 self.challenger = offer.model
                 events.append(("challenger_loaded", old, offer.model.version))
+            else:
+                old = self.champion.version if self.champion else None
+                self.champion = offer.model
+                if self.held is not None and self.held.version < offer.model.version:
+                    self.held = None  # a newer version serves: the held one is no longer the candidate
+                events.append(("champion_switched", old, offer.model.version))
         if promote is not None:
             if self.challenger is not None and self.challenger.version == promote:
                 events.append(self.promote())
+            elif self.held is not None and self.held.version == promote:
+                old = self.champion.version if self.champion else None
+                self.champion, self.held = self.held, None
+                events.append(("held_promoted", old, promote))
             else:
                 log.warning(
                     "promotion_refused",
                     version=promote,
-                    reason="not the current challenger",
+                    reason="neither the current challenger nor a held version",
                     challenger=self.challenger.version if self.challenger else None,
+                    held=self.held.version if self.held else None,
                 )
         return events
 
@@ -117,6 +158,7 @@ class ModelWatcher(threading.Thread):
         self.stop_event = stop_event
         self.caught_up = threading.Event()
         self.error: Exception | None = None
+        self._requested: int | None = None  # the version the newest promotion request on the topic names
 
     def _load(self, mv: ModelVersion) -> LoadedModel | None:
         t0 = time.monotonic()
@@ -213,12 +255,21 @@ class ModelWatcher(threading.Thread):
             backlog.append(mv)
 
     def _catch_up(self, backlog: list[ModelVersion]) -> None:
-        """At start only the newest loadable version matters; older ones fall back in order."""
+        """At start only the newest loadable version matters; older ones fall back in order. When the newest
+        is unhealthy, the newest healthy one before it serves and the unhealthy one is held, as if they had
+        arrived while running, unless the topic's promotion request names it (a promotion outlives restarts)."""
+        newest: LoadedModel | None = None
         for mv in sorted(backlog, key=lambda m: m.metadata.get("version", 0), reverse=True):
             model = self._load(mv)
-            if model is not None:
-                self.registry.offer(model)
-                break
+            if model is None:
+                continue
+            if newest is None and unhealthy_reason(model.metadata) is not None and self._requested != model.version:
+                newest = model  # offered after a healthy predecessor, if there is one
+                continue
+            self.registry.offer(model, forced=self._requested == model.version)
+            break
+        if newest is not None:
+            self.registry.offer(newest)
         backlog.clear()
         self.caught_up.set()
         log.info("models_caught_up", champion=self.registry.highest_seen or None)
@@ -230,6 +281,10 @@ class ModelWatcher(threading.Thread):
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             self._refuse(None, "bad_control", f"{key[:80]!r}: {str(exc)[:200]}")
             return
-        if key == b"control/promote" and self.caught_up.is_set():
+        if key != b"control/promote":
+            return
+        if self.caught_up.is_set():
             log.info("promotion_requested", version=version)
             self.registry.request_promotion(version)
+        else:
+            self._requested = version  # the newest request before catch-up: may name a held version

@@ -212,9 +212,10 @@ def export(ctx, version, directory, kafka_bootstrap, topic_models, timeout) -> N
 @_with_common
 @click.pass_context
 def promote(ctx, version, kafka_bootstrap, topic_models, timeout) -> None:
-    """Ask the running scorers (both engines) to make challenger VERSION their champion. The request is a
-    control record on the models topic; a scorer serving VERSION as challenger switches between two
-    batches and logs it."""
+    """Ask the running scorers (both engines) to make VERSION their champion: a challenger, or a version held
+    back because its training was not healthy. The request is a control record on the models topic; a
+    scorer holding VERSION switches between two batches and logs it, and a restarted scorer reads the
+    request again, so a held version promoted this way stays champion."""
     from streamtrain.scorer.models import promote_record  # noqa: PLC0415 - the scorer's own record shape
 
     s = _settings(ctx, kafka_bootstrap, topic_models)
