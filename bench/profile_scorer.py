@@ -2,6 +2,7 @@
 
 Starts its own brokers like bench/run.py, fills the features topic, trains v1, then runs
 `streamtrain score` under pyinstrument until every record is scored and stops it with SIGTERM.
+RECORDS (default 200000, the size `make bench` compares the scorer with the plain loop at) sets the count.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from streamtrain.kafka import read_topic
 from streamtrain.trainer.train import TrainSettings, train_once
 
 
-def main(n: int = 30000) -> None:
+def main(n: int = int(os.environ.get("RECORDS", "200000"))) -> None:
     bench = Bench(quick=True)
     bench.stack.up(create_topics=False)
     try:

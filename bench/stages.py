@@ -180,19 +180,7 @@ def training_workers(bench, n: int, epochs: int = 3, workers: int = 2) -> None:
 def scoring(bench, n: int) -> None:
     from streamtrain.scorer.app import ScoreSettings
 
-    s = bench.settings()
-    fill_features(s, n + 2000, seed=3)
-    from streamtrain.trainer.train import TrainSettings, train_once
-
-    train_once(
-        TrainSettings(
-            kafka_bootstrap=s.kafka_bootstrap,
-            topic_features=s.topic_features,
-            topic_models=s.topic_models,
-            train_records=2000,
-            epochs=2,
-        )
-    )
+    s, total = _scoring_input(bench, n)
     model = LoadedModel.from_version(read_versions(s.kafka_bootstrap, s.topic_models)[-1])
     x = np.random.default_rng(2).normal(60, 10, size=(n, len(model.feature_names))).astype(np.float32)
     # The limit: Keras' own batch predict of the same network on in-memory rows, as many per call as the
@@ -211,25 +199,8 @@ def scoring(bench, n: int) -> None:
         rows = x[i : i + batch]
         model.assess(rows, devices[: len(rows)])
     call_rate = n / (time.monotonic() - t0)
-    total = n + 2000
-    group = f"bench-scorer-{s.topic_scores}"
-    proc, log = _scorer(bench, s, "bench-scorer")
-    try:
-        t0 = _wait_first_score(s, proc, log)
-        cpu = CpuMeter({"scorer": proc.pid, "kafka": bench.stack.kafka.pid()})
-        # Done when the scorer's transactions have committed the offset of the last input: its scores
-        # commit in the same transactions. (Reading the scores meanwhile would put a third program on the
-        # two cores; they are counted after.)
-        _wait_committed(s.kafka_bootstrap, group, s.topic_features, timeout=600)
-        rate = total / (time.monotonic() - t0)
-        cpu_us = cpu.per_record(total)
-    finally:
-        proc.terminate()
-        proc.wait(60)
+    rate, cpu_us, scored = python_scorer_rate(bench, s, total)
     cpu_bound = (os.cpu_count() or 1) * 1e6 / max(sum(cpu_us.values()), 1e-9)
-    scored = len(read_topic(s.kafka_bootstrap, s.topic_scores, until=lambda m: len(m) >= total, timeout=120))
-    if scored != total:
-        raise RuntimeError(f"the scorer wrote {scored} scores for {total} records")
     bench.add(
         bench.Figure(
             "scorer consume->score->produce",
@@ -246,6 +217,7 @@ def scoring(bench, n: int) -> None:
             f"({cpu_bound / predict_rate:.2f} of predict)",
         )
     )
+    add_plain_loop_figure(bench, s, total, rate, cpu_us)
     jvm_rate, onnx_rate = streams_scoring(bench, s, total)
     bench.add(
         bench.Figure(
@@ -259,6 +231,102 @@ def scoring(bench, n: int) -> None:
             f"up to {batch} records per ONNX call, exactly_once_v2; python scorer {rate:,.0f} rec/s",
         )
     )
+
+
+def _scoring_input(bench, n: int):
+    """Settings of a fresh pipeline whose features topic holds ``n + 2000`` records and whose models
+    topic holds v1 trained on 2000 of them; and that total."""
+    from streamtrain.trainer.train import TrainSettings, train_once
+
+    s = bench.settings()
+    fill_features(s, n + 2000, seed=3)
+    train_once(
+        TrainSettings(
+            kafka_bootstrap=s.kafka_bootstrap,
+            topic_features=s.topic_features,
+            topic_models=s.topic_models,
+            train_records=2000,
+            epochs=2,
+        )
+    )
+    return s, n + 2000
+
+
+def _run_until_committed(bench, s, total: int, proc, log, group: str, marker: bytes, name: str):
+    """Records/s of a scorer process from ``marker`` in its log (its model loaded) until ``group`` has
+    committed the last input offset, its CPU microseconds per record beside Kafka's, and its scores
+    counted after (read_committed; raises unless exactly ``total``)."""
+    try:
+        t0 = _wait_first_score(s, proc, log, marker=marker)
+        cpu = CpuMeter({name: proc.pid, "kafka": bench.stack.kafka.pid()})
+        # Done when the transactions have committed the offset of the last input: its scores commit in
+        # the same transactions. (Reading the scores meanwhile would put a third program on the two
+        # cores; they are counted after.)
+        _wait_committed(s.kafka_bootstrap, group, s.topic_features, timeout=600)
+        rate = total / (time.monotonic() - t0)
+        cpu_us = cpu.per_record(total)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    scored = len(read_topic(s.kafka_bootstrap, s.topic_scores, until=lambda m: len(m) >= total, timeout=120))
+    if scored != total:
+        raise RuntimeError(f"{name} wrote {scored} scores for {total} records")
+    return rate, cpu_us, scored
+
+
+def python_scorer_rate(bench, s, total: int) -> tuple[float, dict[str, float], int]:
+    """`streamtrain score` (exactly once, its defaults) over the features topic: rate, CPU, scores."""
+    proc, log = _scorer(bench, s, "bench-scorer")
+    return _run_until_committed(
+        bench, s, total, proc, log, f"bench-scorer-{s.topic_scores}", b'"champion_switched"', "scorer"
+    )
+
+
+def plain_loop_rate(bench, s, total: int) -> tuple[float, dict[str, float], int]:
+    """bench/plain_scorer.py (the loop a user would write) over the same features topic and model, into
+    a scores topic of its own: rate, CPU, scores."""
+    from streamtrain.kafka import ensure_topics
+    from streamtrain.topics import TopicSpec
+
+    plain = s.model_copy(update={"topic_scores": f"{s.topic_scores}.plain"})
+    ensure_topics(plain.kafka_bootstrap, [TopicSpec(plain.topic_scores, 6)])
+    group = f"bench-plain-{plain.topic_scores}"
+    log_path = bench.stack.home / "bench-plain.log"
+    script = os.path.join(os.path.dirname(__file__), "plain_scorer.py")
+    args = [plain.kafka_bootstrap, plain.topic_features, plain.topic_models, plain.topic_scores, group]
+    proc = subprocess.Popen([sys.executable, script, *args], stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    return _run_until_committed(bench, plain, total, proc, log_path, group, b"model_ready", "plain loop")
+
+
+#: What ``make bench`` asks of the Python scorer against the plain loop (issue 28).
+PLAIN_LOOP_TARGET = 2.0
+
+
+def add_plain_loop_figure(bench, s, total: int, ours: float, ours_cpu: dict[str, float]) -> None:
+    plain, plain_cpu, scored = plain_loop_rate(bench, s, total)
+    ratio = ours / plain if plain else 0.0
+    bench.add(
+        bench.Figure(
+            "scorer vs plain loop",
+            total,
+            "scorer",
+            ours,
+            "plain loop",
+            plain,
+            "rec/s",
+            f"target {PLAIN_LOOP_TARGET:.1f} ({'met' if ratio >= PLAIN_LOOP_TARGET else 'MISSED'}); same features, "
+            f"model, exactly once, transactions every 100 ms, batches of 512 (bench/plain_scorer.py), "
+            f"{scored:,} scores; CPU per record: scorer {ours_cpu['scorer']} us (Kafka {ours_cpu['kafka']}), "
+            f"plain loop {plain_cpu['plain loop']} us (Kafka {plain_cpu['kafka']})",
+        )
+    )
+
+
+def scorer_vs_plain(bench, n: int) -> None:
+    """The Python scorer against the plain loop alone (no Keras ceiling, no JVM scorer)."""
+    s, total = _scoring_input(bench, n)
+    ours, cpu_us, _ = python_scorer_rate(bench, s, total)
+    add_plain_loop_figure(bench, s, total, ours, cpu_us)
 
 
 def streams_scoring(bench, s, total: int) -> tuple[float, float]:
@@ -431,15 +499,22 @@ def run_scoring(bench) -> None:
         latency_and_swap(bench, rate, 6 if bench.quick else 20)
 
 
+def run_scorer_vs_plain(bench) -> None:
+    for n in [5_000] if bench.quick else [200_000]:
+        scorer_vs_plain(bench, n)
+
+
 #: Stage groups ``python -m bench.run --only NAME`` runs alone.
 GROUPS = {
     "training": run_training,
     "training-tfio": run_training_tfio,
     "training-workers": run_training_workers,
     "scoring": run_scoring,
+    "scorer-vs-plain": run_scorer_vs_plain,
 }
 
 
 def run(bench) -> None:
-    for group in GROUPS.values():
-        group(bench)
+    for name, group in GROUPS.items():
+        if name != "scorer-vs-plain":  # the scoring group measures it too
+            group(bench)
