@@ -179,6 +179,11 @@ class ControlPlane:
         )
         return env
 
+    def patch_spec(self, namespace: str, name: str, spec: dict) -> subprocess.CompletedProcess:
+        """Merge-patch a StreamingTraining's spec, as `kubectl patch --type=merge` by a user."""
+        body = json.dumps({"spec": spec})
+        return self.kubectl("patch", "streamingtraining", name, "-n", namespace, "--type=merge", "-p", body)
+
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, kubeconfig: Path | None = None
     ) -> subprocess.CompletedProcess:

@@ -93,16 +93,7 @@ def test_key_secret_created_once_owned_valid_and_referenced_by_the_trainer_and_s
     }
 
     # A spec change reconciles again: the Secret is kept as it was (running scorers trust only its key).
-    cp.kubectl(
-        "patch",
-        "streamingtraining",
-        NAME,
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"fleet": {"devices": 7}}}),
-    )
+    cp.patch_spec(NS, NAME, {"fleet": {"devices": 7}})
 
     def simulator_devices() -> str | None:
         sim = next((d for d in owned(cp, "deployments", uid) if d["metadata"]["name"] == f"{NAME}-simulator"), None)

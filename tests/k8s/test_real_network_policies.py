@@ -70,10 +70,7 @@ def test_policies_are_created_owned_and_removed_when_disabled(operator):
     workers = have[f"{NAME}-train-workers"]["spec"]["podSelector"]["matchLabels"]
     assert workers[network.JOB_NAME_LABEL] == job["metadata"]["name"]
 
-    cp.kubectl(
-        "patch", "streamingtraining", NAME, "-n", NS, "--type=merge",
-        "-p", json.dumps({"spec": {"networkPolicies": {"enabled": False}}}),
-    )  # fmt: skip
+    cp.patch_spec(NS, NAME, {"networkPolicies": {"enabled": False}})
     eventually(lambda: not listed(cp, "networkpolicies"), "NetworkPolicies pruned", explain=operator.output)
     assert listed(cp, "deployments"), "the rest of the pipeline stays"
     cp.kubectl("delete", "streamingtraining", NAME, "-n", NS, "--wait=true", "--timeout=60s")

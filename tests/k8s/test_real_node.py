@@ -220,16 +220,7 @@ def run_pipeline(cp, node, stack) -> None:
     assert scores_of(stack, v1), f"no score by version {v1} on Kafka"
 
     # A changed model recipe: a new Job, a new version, taken by the same scorer Pod without a restart.
-    cp.kubectl(
-        "patch",
-        "streamingtraining",
-        NAME,
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"model": {"epochs": 3}}}),
-    )
+    cp.patch_spec(NS, NAME, {"model": {"epochs": 3}})
     second = succeeded_job(cp, node, {first["metadata"]["name"]})
     stage(t0, f"trainer Job {second['metadata']['name']} succeeded")
     eventually(lambda: model_version(cp) > v1, f"status.modelVersion after {v1}", timeout=300, every=2)

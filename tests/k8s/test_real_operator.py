@@ -163,7 +163,7 @@ def test_lifecycle_children_status_update_events_delete(operator):
     spec["fleet"]["devices"] = 50
     spec["mqtt"] = {"mode": "external", "host": "mqtt.plant.example", "port": 8883}
     spec["model"]["epochs"] = 3
-    cp.kubectl("patch", "streamingtraining", "plant-1", "-n", NS, "--type=merge", "-p", json.dumps({"spec": spec}))
+    cp.patch_spec(NS, "plant-1", spec)
     new_job = next(m["metadata"]["name"] for m in children.desired({**body, "spec": spec}) if m["kind"] == "Job")
     assert new_job != job["metadata"]["name"]
 
@@ -194,16 +194,7 @@ def test_lifecycle_children_status_update_events_delete(operator):
     assert st["lastTraining"]["finishedAt"] == get(cp, "job", new_job)["status"]["completionTime"]
 
     # A spec the operator cannot run: Failed, InvalidSpec, and a Kubernetes Event saying why.
-    cp.kubectl(
-        "patch",
-        "streamingtraining",
-        "plant-1",
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"preprocessing": {"filter": "temperature >>> 3"}}}),
-    )
+    cp.patch_spec(NS, "plant-1", {"preprocessing": {"filter": "temperature >>> 3"}})
     st = eventually(lambda: (s := status()).get("phase") == "Failed" and s, "phase Failed")
     assert st["conditions"][0]["reason"] == "InvalidSpec" and "temperature" in st["conditions"][0]["message"]
 
@@ -237,16 +228,7 @@ def test_production_children_under_the_operators_identity(operator):
     assert len([o for o in objs if o["kind"] == "PodDisruptionBudget"]) == len(deployments)
     # What KEDA's HorizontalPodAutoscaler would do; the next reconcile must leave it be.
     cp.kubectl("scale", "deployment", "fleet-1-scorer", "-n", NS, "--replicas=5")
-    cp.kubectl(
-        "patch",
-        "streamingtraining",
-        "fleet-1",
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"fleet": {"devices": 7}}}),
-    )
+    cp.patch_spec(NS, "fleet-1", {"fleet": {"devices": 7}})
     eventually(
         lambda: get(cp, "streamingtraining", "fleet-1")["status"].get("observedGeneration") == 2,
         "the spec change reconciled",
