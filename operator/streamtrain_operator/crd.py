@@ -13,6 +13,7 @@ import yaml
 
 from streamtrain import __version__
 from streamtrain.operator import GROUP, KIND, PLURAL, VERSION
+from streamtrain.operator.model_settings import MODEL_RULES, model_properties
 from streamtrain.operator.openapi import (
     CRON,
     DNS_NAME,
@@ -194,19 +195,11 @@ def spec_schema() -> dict:
             ),
             "preprocessing": preprocessing_schema(),
             "model": _obj(
-                "Autoencoder and training data",
+                "The anomaly model and how its training range is chosen: the settings of `streamtrain train`, "
+                "generated from them (same defaults and bounds, camelCase names), each rendered into the trainer "
+                "as its STREAMTRAIN_ variable",
                 {
-                    "layers": {
-                        "type": "array",
-                        "items": {"type": "integer", "minimum": 1, "maximum": 4096},
-                        "minItems": 1,
-                        "maxItems": 16,
-                        "default": [16, 4, 16],
-                        "description": "Hidden layer widths",
-                    },
-                    "epochs": _int("Passes over the same offset range", 20, 1, 1000),
-                    "trainRecords": _int("Records per training run (the newest)", 20000, 100),
-                    "thresholdK": _num("Anomaly threshold = median + k * MAD of training errors", 10.0, 0.1),
+                    **model_properties(),
                     "signing": _obj(
                         "Signed model versions: the trainer signs each version with an Ed25519 key, and every scorer "
                         "refuses versions not signed by it",
@@ -410,6 +403,7 @@ def spec_schema() -> dict:
                     "none (a managed Kafka defaults to scram-sha-512)",
                 },
                 *PARTITION_BOUNDS,
+                *MODEL_RULES,
             ]
         },
     )

@@ -62,9 +62,9 @@ CEL_TWINS: dict[str, Callable[[Any], bool]] = {  # a rule's `self` is an object 
         or _get(s, "mqtt.authentication") != "credentials"
         or "credentialsSecretRef" in s["fleet"]
     ),
-    # Fractional bounds (crd._num): fleet.anomalyRate, model.thresholdK.
+    # Fractional bounds (crd._num, model_settings): fleet.anomalyRate, model.validationFraction.
     "self <= 0.5": lambda v: v <= 0.5,
-    "self >= 0.1": lambda v: v >= 0.1,
+    "self < 0.5": lambda v: v < 0.5,
     "!has(self.fleet.credentialsSecretRef) || self.mqtt.authentication == 'credentials'": lambda s: (
         "credentialsSecretRef" not in s["fleet"] or _get(s, "mqtt.authentication") == "credentials"
     ),
@@ -97,6 +97,14 @@ CEL_TWINS: dict[str, Callable[[Any], bool]] = {  # a rule's `self` is an object 
         _get(s, "scorer.autoscaling.minReplicas")
         <= _get(s, "scorer.autoscaling.maxReplicas", _get(s, "kafka.partitions"))
     ),
+    "self.model.kind != 'windowed' || (has(self.preprocessing.sequences) "
+    "&& self.preprocessing.engine == 'embedded')": lambda s: (
+        _get(s, "model.kind") != "windowed"
+        or (_get(s, "preprocessing.sequences") is not None and _get(s, "preprocessing.engine") == "embedded")
+    ),
+    "!has(self.model.smoothing) || self.model.kind == 'windowed'": lambda s: (
+        "smoothing" not in s["model"] or _get(s, "model.kind") == "windowed"
+    ),
 }
 
 
@@ -112,6 +120,9 @@ def to_jsonschema(node: dict) -> dict:
         out["type"] = [node["type"], "null"]
         if "enum" in out:
             out["enum"] = [*out["enum"], None]
+    for side in ("Minimum", "Maximum"):  # OpenAPI v3.0 flags a bound exclusive; JSON Schema names it
+        if out.pop(f"exclusive{side}", False):
+            out[f"exclusive{side}"] = out.pop(side.lower())
     if "properties" in node:
         out["properties"] = {k: to_jsonschema(v) for k, v in node["properties"].items()}
         if not node.get("x-kubernetes-preserve-unknown-fields"):

@@ -92,6 +92,24 @@ def _crd_rows(schema: dict, prefix: str) -> list[str]:
     return rows
 
 
+def _model_note() -> list[str]:
+    """Where spec.model comes from, which fields reproduce the README's detector for recordings, and
+    which trainer settings the resource leaves out (model_settings.NOT_EXPOSED)."""
+    from streamtrain.operator.model_settings import NOT_EXPOSED, OPERATOR_DEFAULTS  # noqa: PLC0415 - operator extra
+
+    differ = ", ".join(f"`{name}`" for name in OPERATOR_DEFAULTS)
+    left_out = ", ".join(f"`{name}`" for name in NOT_EXPOSED)
+    return [
+        "`spec.model` (but `signing`) is generated from the settings of `streamtrain train`: the same "
+        "defaults, bounds and choices, camelCase names, and each field's STREAMTRAIN_ variable in its "
+        f"meaning; the operator sets it in the training Job. Only {differ} has another default on a cluster. "
+        "The README's per-device windowed detector for recordings (`streamtrain train --model windowed "
+        "--baselines device`) is `model: {kind: windowed, baselines: device}` with "
+        "`preprocessing.sequences.length` as its window (`examples/recordings.yaml`); the dense model per "
+        f"device is `model: {{baselines: device}}`. Trainer settings not in the resource: {left_out}.",
+    ]
+
+
 def render() -> str:
     from streamtrain.cli.main import cli  # noqa: PLC0415 - main imports nothing of this module
     from streamtrain.operator.crd import spec_schema  # noqa: PLC0415 - the operator extra, needed here only
@@ -107,7 +125,7 @@ def render() -> str:
         cls = StackSettings if command == "stack" else _class(ref)
         lines += [f"### `streamtrain {command}` ({cls.__name__})", ""]
         lines += [*_settings_table(cls, common), ""]
-    lines += ["## The StreamingTraining resource (`spec`)", ""]
+    lines += ["## The StreamingTraining resource (`spec`)", "", *_model_note(), ""]
     lines += ["| field | type | default | meaning |", "|---|---|---|---|", *_crd_rows(spec_schema(), "spec"), ""]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -100,7 +100,23 @@ def _with(change: dict) -> dict:
 INVALID = [
     ({"fleet": {"devices": 0}}, "spec.fleet.devices: 0 is less than the minimum of 1"),
     ({"fleet": {"anomalyRate": 2}}, "spec.fleet.anomalyRate: Invalid value: should be less than or equal to 0.5"),
-    ({"model": {"thresholdK": 0.05}}, "spec.model.thresholdK: Invalid value: should be greater than or equal to 0.1"),
+    # spec.model's bounds are TrainSettings' (threshold_k gt=0, validation_fraction lt=0.5).
+    ({"model": {"thresholdK": 0}}, "spec.model.thresholdK: 0 is less than or equal to the minimum of 0"),
+    ({"model": {"validationFraction": 0.5}}, "spec.model.validationFraction: Invalid value: should be less than 0.5"),
+    ({"model": {"kind": "lstm"}}, "spec.model.kind: 'lstm' is not one of ['dense', 'windowed']"),
+    ({"model": {"kind": "windowed", "smoothing": "2 of 3"}}, "spec.model.smoothing: '2 of 3' does not match"),
+    (
+        {"model": {"smoothing": "2/3"}},
+        "spec.model.smoothing: Invalid value: model.smoothing needs model.kind windowed",
+    ),
+    (
+        {"model": {"kind": "windowed"}},
+        "spec.model.kind: Invalid value: model.kind windowed trains on the sequences topic",
+    ),
+    (
+        {"model": {"kind": "windowed"}, "preprocessing": {"features": ["t"], "engine": "ksqldb", "sequences": {}}},
+        "spec.model.kind: Invalid value: model.kind windowed trains on the sequences topic",
+    ),
     ({"fleet": {"size": 10}}, "spec.fleet: Additional properties are not allowed ('size' was unexpected)"),
     ({"mqtt": {"mode": "external"}}, "spec.mqtt: Invalid value: mqtt.host is required when mqtt.mode is external"),
     ({"mqtt": {"mode": "cloud"}}, "spec.mqtt.mode: 'cloud' is not one of ['managed', 'external']"),

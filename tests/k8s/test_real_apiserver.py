@@ -64,7 +64,7 @@ def test_defaults_are_filled_by_the_server(namespace):
 
 
 def _limit(message: str) -> str | None:
-    m = re.search(r"(?:minimum of|maximum of|than or equal to) (\S+)", message)
+    m = re.search(r"(?:minimum of|maximum of|than or equal to) (?!the )(\S+)", message)
     return m.group(1) if m else None
 
 
@@ -78,7 +78,12 @@ def test_invalid_resources_rejected_naming_field_and_limit(namespace, spec, mess
     assert field in res.stderr, res.stderr
     limit = _limit(message)
     if limit is not None:  # the server must state the real limit (it once said 0 for anomalyRate's 0.5)
-        assert re.search(rf"{re.escape(field)}\b.*than or equal to {re.escape(limit)}\b", res.stderr), res.stderr
+        # An exclusive bound: "0 is less than or equal to the minimum of 0" offline, "greater than 0" from the server.
+        exclusive = re.search(r"(?:less|greater) than or equal to the (minimum|maximum) of", message)
+        wording = (
+            "than or equal to" if not exclusive else {"minimum": "greater than", "maximum": "less than"}[exclusive[1]]
+        )
+        assert re.search(rf"{re.escape(field)}\b.*{wording} {re.escape(limit)}\b", res.stderr), res.stderr
 
 
 def test_unknown_fields_are_refused_not_pruned(namespace):

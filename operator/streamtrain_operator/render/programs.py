@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from streamtrain.operator.model_settings import model_env
 from streamtrain.operator.render import signing
 from streamtrain.operator.render.connections import (
     MQTT_DEVICES_MOUNT,
@@ -88,15 +89,8 @@ def env(program: str, name: str, spec: dict) -> list[dict]:
     elif program == "preprocess":
         out += [_v("SPEC_PATH", f"{SPEC_MOUNT}/preprocessing.yaml"), _v("GROUP_ID", group_id(name, "preprocess"))]
     elif program == "train":
-        m = spec["model"]
-        out += [
-            _v("TRAIN_RECORDS", m["trainRecords"]),
-            _v("FROM_END", True),
-            _v("EPOCHS", m["epochs"]),
-            _v("LAYERS", ",".join(str(w) for w in m["layers"])),
-            _v("THRESHOLD_K", m["thresholdK"]),
-            _v("FEATURES", ",".join(preprocess_spec(spec).feature_names)),
-        ]
+        # Every model setting of spec.model, named as `streamtrain train` reads it (model_settings).
+        out += [*model_env(spec["model"]), _v("FEATURES", ",".join(preprocess_spec(spec).feature_names))]
     elif program == "score":
         c = spec["scorer"]["challenger"]
         out += [
