@@ -1,5 +1,6 @@
 package streamtrain.scorer;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -8,11 +9,27 @@ import java.util.List;
  * scorer/models.py: the watcher offers fully loaded and warmed versions; the stream thread
  * takes them between two batches, while no processor holds a record (see {@link #held()}), so a
  * record is never scored half by one version and no version is closed while records wait for it.
+ *
+ * <p>As in scorer/models.py, a version whose training was not healthy (its manifest's
+ * {@code training_health.status} is not {@code ok}) is held back while another version serves, and
+ * becomes champion only on a promotion request; with nothing else to serve it serves, flagged.
  */
 final class ModelRegistry {
     record Event(String name, Integer oldVersion, int newVersion) {}
 
     private record Offer(OnnxModel model, String role) {}
+
+    /** {@code training_health.status} values the trainer writes for an unhealthy run (others: "unhealthy"). */
+    static final List<String> HEALTH_PROBLEMS = List.of("not_converged", "no_better_than_constant");
+
+    /** Why a version's training was not healthy, from its manifest; null when ok or absent (older trainers). */
+    static String unhealthyReason(JsonNode metadata) {
+        JsonNode status = metadata == null ? null : metadata.path("training_health").get("status");
+        if (status == null || !status.isTextual() || status.asText().equals("ok") || status.asText().equals("unknown")) {
+            return null;
+        }
+        return HEALTH_PROBLEMS.contains(status.asText()) ? status.asText() : "unhealthy";
+    }
 
     private static final Log LOG = new Log("scorer.models");
     private final boolean challengerMode;
@@ -22,6 +39,8 @@ final class ModelRegistry {
     private int highestSeen;
     private volatile OnnxModel champion;
     private volatile OnnxModel challenger;
+    /** The newest unhealthy version, waiting for a promotion request. */
+    private volatile OnnxModel heldBack;
     /** Records held by score processors for their next ONNX call (stream thread only). */
     private int held;
 
@@ -35,6 +54,10 @@ final class ModelRegistry {
 
     OnnxModel challenger() {
         return challenger;
+    }
+
+    OnnxModel heldBack() {
+        return heldBack;
     }
 
     /** Stream thread: {@code n} more records wait to be scored by the current models. */
@@ -58,13 +81,26 @@ final class ModelRegistry {
 
     // watcher thread
     synchronized boolean offer(OnnxModel model) {
+        return offer(model, false);
+    }
+
+    /** {@code forced}: a promotion request named this version, so an unhealthy one is not held back. */
+    synchronized boolean offer(OnnxModel model, boolean forced) {
         if (model.version <= highestSeen) {
             LOG.info("model_ignored", "version", model.version, "reason", "not newer than " + highestSeen);
             return false;
         }
         highestSeen = model.version;
         boolean hasChampion = champion != null || offers.stream().anyMatch(o -> o.role.equals("champion"));
-        offers.add(new Offer(model, challengerMode && hasChampion ? "challenger" : "champion"));
+        String role;
+        if (hasChampion && !forced && model.unhealthy != null) {
+            role = "held";
+        } else if (challengerMode && hasChampion && !forced) {
+            role = "challenger";
+        } else {
+            role = "champion";
+        }
+        offers.add(new Offer(model, role));
         pending = true;
         return true;
     }
@@ -90,24 +126,41 @@ final class ModelRegistry {
         }
         List<Event> events = new ArrayList<>();
         for (Offer offer : taken) {
-            if (offer.role.equals("champion") || champion == null) {
-                OnnxModel old = champion;
-                champion = offer.model;
-                events.add(new Event("champion_switched", old == null ? null : old.version, offer.model.version));
+            if (offer.role.equals("held") && champion != null) {
+                OnnxModel old = heldBack;
+                heldBack = offer.model;
+                events.add(new Event("version_held", champion.version, offer.model.version));
                 release(old);
-            } else {
+            } else if (offer.role.equals("challenger") && champion != null) {
                 OnnxModel old = challenger;
                 challenger = offer.model;
                 events.add(new Event("challenger_loaded", old == null ? null : old.version, offer.model.version));
                 release(old);
+            } else {
+                OnnxModel old = champion;
+                champion = offer.model;
+                events.add(new Event("champion_switched", old == null ? null : old.version, offer.model.version));
+                release(old);
+                if (heldBack != null && heldBack.version < offer.model.version) {
+                    release(heldBack);  // a newer version serves: the held one is no longer the candidate
+                    heldBack = null;
+                }
             }
         }
         if (promoteVersion != null) {
             if (challenger != null && challenger.version == promoteVersion) {
                 events.add(promote());
+            } else if (heldBack != null && heldBack.version == promoteVersion) {
+                OnnxModel old = champion;
+                champion = heldBack;
+                heldBack = null;
+                release(old);
+                events.add(new Event("held_promoted", old == null ? null : old.version, champion.version));
             } else {
-                LOG.warning("promotion_refused", "version", promoteVersion, "reason", "not the current challenger",
-                        "challenger", challenger == null ? null : challenger.version);
+                LOG.warning("promotion_refused", "version", promoteVersion,
+                        "reason", "neither the current challenger nor a held version",
+                        "challenger", challenger == null ? null : challenger.version,
+                        "held", heldBack == null ? null : heldBack.version);
             }
         }
         return events;

@@ -33,6 +33,8 @@ final class ModelWatcher extends Thread {
     private final List<ModelAssembler.Version> backlog = new ArrayList<>();
     private volatile boolean stopping;
     private volatile boolean caughtUp;
+    /** The version the newest promotion request read before catch-up names (a promotion outlives restarts). */
+    private Integer requested;
     volatile Exception error;
 
     ModelWatcher(Settings settings, ModelRegistry registry, Consumer<String> onRefused) {
@@ -119,17 +121,31 @@ final class ModelWatcher extends Thread {
         }
     }
 
-    /** The backlog is read: load its newest loadable version; later versions load as they arrive. */
+    /**
+     * The backlog is read: load its newest loadable version; later versions load as they arrive. When the
+     * newest is unhealthy, the newest healthy one before it serves and the unhealthy one is held, unless the
+     * topic's promotion request names it.
+     */
     void catchUp() {
         backlog.sort(Comparator.comparingInt(ModelAssembler.Version::version).reversed());
+        OnnxModel newest = null;
         for (ModelAssembler.Version mv : backlog) {
             OnnxModel model = load(mv);
-            if (model != null) {
-                if (!registry.offer(model)) {
-                    model.close();
-                }
-                break;
+            if (model == null) {
+                continue;
             }
+            boolean asked = requested != null && requested == model.version;
+            if (newest == null && model.unhealthy != null && !asked) {
+                newest = model;  // offered after a healthy predecessor, if there is one
+                continue;
+            }
+            if (!registry.offer(model, asked)) {
+                model.close();
+            }
+            break;
+        }
+        if (newest != null && !registry.offer(newest)) {
+            newest.close();
         }
         backlog.clear();
         caughtUp = true;
@@ -142,6 +158,7 @@ final class ModelWatcher extends Thread {
         OnnxModel model = null;
         try {
             model = OnnxModel.load(mv);
+            model.unhealthy = ModelRegistry.unhealthyReason(mv.metadata());
             model.warm();
         } catch (ModelRejected e) {
             if (model != null) {  // refused at warm-up: its session goes
@@ -180,9 +197,14 @@ final class ModelWatcher extends Thread {
             refuse(null, "bad_control", key + ": " + e.getMessage());
             return;
         }
-        if (key.equals("control/promote") && caughtUp) {
+        if (!key.equals("control/promote")) {
+            return;
+        }
+        if (caughtUp) {
             LOG.info("promotion_requested", "version", version);
             registry.requestPromotion(version);
+        } else {
+            requested = version;
         }
     }
 }

@@ -33,6 +33,8 @@ final class OnnxModel implements AutoCloseable {
     /** The threshold as the Python scorer compares it: against float32 scores, in float32. */
     final float thresholdF32;
     final float[] mean;
+    /** Why its training was not healthy ({@link ModelRegistry#unhealthyReason}); null when ok. */
+    String unhealthy;
     private final OrtSession session;
     private final String input;
     /** One row's input, reused: ORT reads a direct buffer in place, so a call allocates only its result. */

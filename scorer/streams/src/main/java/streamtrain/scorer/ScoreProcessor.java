@@ -267,15 +267,38 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
             return;
         }
         for (ModelRegistry.Event e : events) {
+            if (e.name().equals("version_held")) {
+                OnnxModel held = registry.heldBack();
+                String reason = held != null && held.unhealthy != null ? held.unhealthy : "unhealthy";
+                metrics.held.labelValues(reason).inc();
+                LOG.warning("version_held", "version", e.newVersion(), "serving_version", e.oldVersion(),
+                        "reason", reason, "how_to_serve", "streamtrain models promote " + e.newVersion());
+                continue;
+            }
             LOG.info(e.name(), "old_version", e.oldVersion(), "new_version", e.newVersion());
             if (e.name().equals("challenger_loaded")) {
                 shadowRecords = shadowAgree = shadowFlagged = 0;
+            } else {
+                checkChampionHealth(e.name());
             }
         }
         OnnxModel champion = registry.champion();
         OnnxModel challenger = registry.challenger();
+        OnnxModel held = registry.heldBack();
         metrics.modelVersion.set(champion == null ? 0 : champion.version);
         metrics.challengerVersion.set(challenger == null ? 0 : challenger.version);
+        metrics.heldVersion.set(held == null ? 0 : held.version);
+    }
+
+    /** Flags a champion whose training was not healthy: served only with nothing else to serve, or on request. */
+    private void checkChampionHealth(String event) {
+        OnnxModel champion = registry.champion();
+        String reason = champion == null ? null : champion.unhealthy;
+        metrics.championUnhealthy.set(reason == null ? 0 : 1);
+        if (reason != null) {
+            LOG.warning("champion_unhealthy", "version", champion.version, "reason", reason, "why",
+                    event.equals("held_promoted") ? "promoted on request" : "no healthy version to serve instead");
+        }
     }
 
     /** After a batch of {@code rows} shadow-scored records. */

@@ -41,7 +41,22 @@ final class ScorerMetrics {
             .help("Fraction of shadow records where challenger and champion agree").register(registry);
     final Gauge challengerAnomalyRate = Gauge.builder().name("streamtrain_scorer_challenger_anomaly_rate")
             .help("Fraction the challenger flags").register(registry);
+    final Counter held = Counter.builder().name("streamtrain_scorer_versions_held")
+            .help("Versions held back because their training was not healthy (champion only on a promotion request)")
+            .labelNames("reason").register(registry);
+    final Gauge heldVersion = Gauge.builder().name("streamtrain_scorer_held_version")
+            .help("Newest held-back (unhealthy) version (0 = none)").register(registry);
+    final Gauge championUnhealthy = Gauge.builder().name("streamtrain_scorer_champion_unhealthy")
+            .help("1 while the champion's training was not healthy (the first version, or promoted on request)")
+            .register(registry);
     private HttpServer server;
+
+    ScorerMetrics() {
+        for (String reason : ModelRegistry.HEALTH_PROBLEMS) {
+            held.labelValues(reason);
+        }
+        held.labelValues("unhealthy");
+    }
 
     /** /metrics, /healthz (alive) and /readyz (200 once {@code ready} holds, else 503). */
     int serve(int port, BooleanSupplier ready) throws Exception {

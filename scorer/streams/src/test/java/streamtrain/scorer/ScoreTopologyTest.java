@@ -258,6 +258,92 @@ class ScoreTopologyTest {
         return new String(h.value(), StandardCharsets.UTF_8);
     }
 
+    /** Version {@code v}'s records with {@code training_health.status} set in its manifest, as the trainer writes it. */
+    private static List<byte[][]> withHealth(int v, String status) throws Exception {
+        List<byte[][]> out = new ArrayList<>();
+        for (JsonNode rec : fixture.path("versions").path(String.valueOf(v)).path("records")) {
+            String key = rec.get(0).asText();
+            byte[] value = Base64.getDecoder().decode(rec.get(1).asText());
+            if (key.endsWith("/manifest")) {
+                ObjectNode manifest = (ObjectNode) JSON.readTree(value);
+                ((ObjectNode) manifest.path("metadata")).putObject("training_health").put("status", status)
+                        .putArray("problems").add(status + ": test");
+                value = JSON.writeValueAsBytes(manifest);
+            }
+            out.add(new byte[][] {bytes(key), value});
+        }
+        return out;
+    }
+
+    private static byte[] promoteRequest(int version) {
+        return bytes("{\"version\": " + version + ", \"at\": 0}");
+    }
+
+    @Test
+    void anUnhealthyVersionIsHeldWhileTheOldOneScoresUntilPromoted() throws Exception {
+        publish(1);
+        for (int i = 0; i < 4; i++) {
+            send(i);
+        }
+        for (byte[][] rec : withHealth(2, "no_better_than_constant")) {
+            watcher.accept(rec[0], rec[1]);
+        }
+        for (int i = 4; i < 7; i++) {
+            send(i);
+        }
+        assertEquals(1, registry.champion().version);
+        assertEquals(2, registry.heldBack().version);
+        assertEquals(1.0, metrics.held.labelValues("no_better_than_constant").get());
+        assertEquals(0.0, metrics.held.labelValues("not_converged").get());
+        assertEquals(2.0, metrics.heldVersion.get());
+        watcher.accept(bytes("control/promote"), promoteRequest(2));
+        for (int i = 7; i < 10; i++) {
+            send(i);
+        }
+        List<JsonNode> out = readScores();
+        assertEquals(10, out.size());
+        for (int i = 0; i < 10; i++) {
+            assertScoredLikePython(out.get(i), i < 7 ? 1 : 2, i);
+        }
+        assertNull(registry.heldBack());
+        assertEquals(2.0, metrics.modelVersion.get());
+        assertEquals(1.0, metrics.championUnhealthy.get());
+        assertEquals(0.0, metrics.heldVersion.get());
+        assertTrue(refused.isEmpty(), refused.toString());
+    }
+
+    /** A fresh watcher reading v1, an unhealthy v2 and (optionally) a promotion request before it caught up. */
+    private ModelRegistry caughtUp(Integer promote) throws Exception {
+        ModelRegistry fresh = new ModelRegistry(false);
+        ModelWatcher w = new ModelWatcher(settings, fresh, refused::add);
+        for (JsonNode rec : fixture.path("versions").path("1").path("records")) {
+            w.accept(bytes(rec.get(0).asText()), Base64.getDecoder().decode(rec.get(1).asText()));
+        }
+        for (byte[][] rec : withHealth(2, "not_converged")) {
+            w.accept(rec[0], rec[1]);
+        }
+        if (promote != null) {
+            w.accept(bytes("control/promote"), promoteRequest(promote));
+        }
+        w.catchUp();
+        fresh.apply();
+        return fresh;
+    }
+
+    @Test
+    void atStartTheNewestHealthyVersionServesAndAPromotionOnTheTopicOutlivesARestart() throws Exception {
+        ModelRegistry held = caughtUp(null);
+        assertEquals(1, held.champion().version);
+        assertEquals(2, held.heldBack().version);
+        held.champion().close();
+        held.heldBack().close();
+        ModelRegistry promoted = caughtUp(2);
+        assertEquals(2, promoted.champion().version);
+        assertNull(promoted.heldBack());
+        promoted.champion().close();
+        assertTrue(refused.isEmpty(), refused.toString());
+    }
+
     @Test
     void theWatcherOffersAVersionAndOnlyTheStreamThreadTakesIt() {
         assertNull(registry.champion());
