@@ -38,7 +38,9 @@ def spec_schema() -> dict:
         "Desired pipeline: fleet -> MQTT -> bridge -> Kafka -> preprocess -> trainer -> scorer",
         {
             "image": _obj(
-                "Image of the StreamTrain programs (images/Dockerfile)",
+                "Image of the StreamTrain programs (images/Dockerfile): the trainer and the Python scorer run "
+                "<repository>:<tag>; simulate, bridge and preprocess run <repository>-lite:<tag>, the same "
+                "Dockerfile built with no extras (no TensorFlow)",
                 {
                     "repository": _str("Image repository", "ghcr.io/streamtrain/streamtrain", minLength=1),
                     "tag": _str("Image tag", __version__, minLength=1),

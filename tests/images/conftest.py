@@ -39,9 +39,10 @@ OPERATOR_REPOSITORY = _chart(
     "charts/streamtrain/values.yaml", r"^operator:\n  image:\n(?:    #.*\n)*    repository: (\S+)"
 )
 VERSION = _chart("charts/streamtrain/Chart.yaml", r'^appVersion: "?([^"\s]+)"?')
-#: The names the chart and the operator use (render/hivemq.py, render/programs.py: <repository>-hivemq, <repository>-scorer-streams).
+#: The names the chart and the operator use (render/hivemq.py, render/programs.py: <repository>-lite, -hivemq, -scorer-streams).
 IMAGES = {
     "streamtrain": f"{REPOSITORY}:{VERSION}",
+    "lite": f"{REPOSITORY}-lite:{VERSION}",
     "operator": f"{OPERATOR_REPOSITORY}:{VERSION}",
     "hivemq": hivemq.hivemq_launcher_image({"image": {"repository": REPOSITORY, "tag": VERSION}, "mqtt": {}}),
     "scorer-streams": f"{REPOSITORY}-scorer-streams:{VERSION}",

@@ -16,6 +16,7 @@ import pytest
 
 from streamtrain.kafka import read_topic
 from streamtrain.operator.render import connections, hivemq, objects
+from streamtrain.operator.render.programs import LITE_PROGRAMS
 from streamtrain.stack.local import free_port
 from tests.conftest import REPO
 from tests.images.conftest import HARDENED, IMAGES, PAUSE, USER, container_env, podman
@@ -80,6 +81,24 @@ def test_operator_image_runs_the_operator_and_carries_no_tensorflow():
         for name in ("streamtrain", "operator")
     }
     assert sizes["operator"] < sizes["streamtrain"] / 2, sizes
+
+
+def test_lite_image_runs_the_programs_without_tensorflow():
+    """simulate, bridge and preprocess Pods run <repository>-lite (render/programs.py LITE_PROGRAMS)."""
+    script = " ".join(
+        f"streamtrain {c} --help | grep -q Usage: || {{ echo {c} failed; exit 1; }};" for c in sorted(LITE_PROGRAMS)
+    )
+    script += (
+        " python -c \"import importlib.util; print('lite-ok', [m for m in ('tensorflow', 'keras', 'onnxruntime', "
+        "'matplotlib', 'kopf') if importlib.util.find_spec(m)])\""
+    )
+    done = podman("run", "--rm", *HARDENED, "--entrypoint", "sh", IMAGES["lite"], "-c", script, check=False)
+    assert done.returncode == 0 and "lite-ok []" in done.stdout, done.stdout + done.stderr
+    sizes = {
+        name: int(podman("image", "inspect", "--format", "{{.Size}}", IMAGES[name]).stdout)
+        for name in ("streamtrain", "lite")
+    }
+    assert sizes["lite"] < sizes["streamtrain"] / 2, sizes
 
 
 def test_launcher_image_has_no_compiler_and_answers_help():
@@ -166,7 +185,7 @@ def test_launcher_and_bridge_images_carry_a_device_into_kafka(pipeline, users_fi
         )
     )
     bridge = containers(
-        IMAGES["streamtrain"],
+        IMAGES["lite"],  # the image the operator runs the bridge with
         "bridge",
         env=env,
         options=[*HARDENED, "--network", "host", "-v", f"{password}:/var/run/streamtrain/mqtt-bridge/password:ro"],
@@ -234,6 +253,7 @@ def test_built_from_the_repository_dockerfiles():
     """The images carry the Dockerfiles' own entrypoints (built unmodified, tools/images/build.sh)."""
     for name, dockerfile in {
         "streamtrain": "Dockerfile",
+        "lite": "Dockerfile",
         "operator": "Dockerfile",
         "hivemq": "hivemq.Dockerfile",
         "scorer-streams": "scorer-streams.Dockerfile",

@@ -11,7 +11,7 @@ IMAGES = ROOT / ".streamtrain/images"
 #: containerd's root (content store, snapshots) survives runs: importing the images costs a minute.
 CONTAINERD_ROOT = ROOT / ".streamtrain/node/containerd"
 #: OCI archives a node needs (tools/images/build.sh export); pause is the Pods' sandbox image.
-ARCHIVES = ("pause", "streamtrain", "streamtrain-hivemq", "streamtrain-scorer-streams")
+ARCHIVES = ("pause", "streamtrain", "streamtrain-lite", "streamtrain-hivemq", "streamtrain-scorer-streams")
 SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
 CNI_BIN = Path("/usr/lib/cni")
 BRIDGE = "streamtrain0"

@@ -259,6 +259,20 @@ def test_kafka_streams_engine_runs_the_jvm_scorer_image_with_the_same_settings()
     assert custom["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/jvm-scorer:1"
 
 
+def test_only_the_trainer_and_the_python_scorer_run_the_tensorflow_image():
+    images: dict[str, set[str]] = {}
+    for m in children("full") + children("minimal"):  # ksqlDB in one, the embedded preprocessor in the other
+        if m["kind"] in ("Deployment", "Job", "CronJob"):
+            for c in m["spec"].get("jobTemplate", m)["spec"]["template"]["spec"]["containers"]:
+                images.setdefault(c["name"], set()).add(c["image"])
+    image = load_example(ROOT / "examples/full.yaml")["spec"]["image"]
+    repository, tag = image["repository"], image["tag"]
+    assert load_example(ROOT / "examples/minimal.yaml")["spec"].get("image", image) == image
+    for program in ("simulate", "bridge", "preprocess"):
+        assert images[program] == {f"{repository}-lite:{tag}"}, program
+    assert images["train"] == images["score"] == {f"{repository}:{tag}"}
+
+
 def test_a_null_field_and_an_absent_one_are_the_same_recipe():
     """A merge patch that sends `filter: null` removes the key on the server; the Job must not change."""
     spec = validate.defaulted(load_example(ROOT / "examples/minimal.yaml"))["spec"]

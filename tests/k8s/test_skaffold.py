@@ -69,3 +69,22 @@ def test_profiles_for_kind_and_minikube():
     assert profiles["minikube"]["activation"][0]["kubeContext"] == "minikube"
     for p in profiles.values():
         assert p["build"]["local"]["push"] is False
+
+
+def test_every_image_the_dev_pipeline_runs_from_our_repository_is_built():
+    """A Pod of the dev example naming an image skaffold does not build would stay in ErrImagePull."""
+    from streamtrain.operator import render
+
+    example = yaml.safe_load((ROOT / "examples/dev.yaml").read_text())
+    ours = example["spec"]["image"]["repository"]
+    rendered = {
+        c["image"].rsplit(":", 1)[0]
+        for m in render.render("dev", "streamtrain", validate.defaulted(example)["spec"])
+        if m["kind"] in ("Deployment", "Job", "CronJob")
+        for c in m["spec"].get("jobTemplate", m)["spec"]["template"]["spec"]["containers"]
+        if c["image"].startswith(ours)
+    }
+    artifacts = {a["image"]: a for a in CONFIG["build"]["artifacts"]}
+    assert rendered >= {ours, f"{ours}-lite"} and rendered <= set(artifacts), (rendered, set(artifacts))
+    assert artifacts[f"{ours}-lite"]["docker"]["buildArgs"] == {"EXTRAS": ""}  # the base install: no TensorFlow
+    assert "buildArgs" not in artifacts[ours]["docker"]  # the Dockerfile's default: every extra

@@ -8,9 +8,10 @@
 #   bases   stand-in base images, made once and cached in podman's storage: a debootstrap of
 #           bookworm tagged localhost/debian:bookworm, then Python, Maven + JDK 17 and a JRE 17
 #           tagged with the exact names the Dockerfiles' ARG defaults use (docker.io/library/...)
-#   build   images/Dockerfile (twice: the programs' image, and the operator's with EXTRAS=operator,
-#           no TensorFlow), images/hivemq.Dockerfile, images/scorer-streams.Dockerfile as they are,
-#           tagged <repository>[-operator|-hivemq|-scorer-streams]:<appVersion> and :dev (the names
+#   build   images/Dockerfile (three times: the trainer's and scorer's image, the -lite one of the
+#           programs without TensorFlow with EXTRAS empty, and the operator's with EXTRAS=operator),
+#           images/hivemq.Dockerfile, images/scorer-streams.Dockerfile as they are, tagged
+#           <repository>[-lite|-operator|-hivemq|-scorer-streams]:<appVersion> and :dev (the names
 #           the chart, the operator and skaffold use), and the pause image registry.k8s.io/pause:3.10.
 #           IMAGES="streamtrain-operator ..." builds only those.
 #   check   the built images started and checked by pytest (tests/images, marker `images`)
@@ -57,11 +58,13 @@ MAVEN_BASE=$(qualified "$(arg_default images/hivemq.Dockerfile MAVEN_IMAGE)")
 JRE_BASE=$(qualified "$(arg_default images/hivemq.Dockerfile JRE_IMAGE)")
 PAUSE=registry.k8s.io/pause:3.10
 # name (the OCI archive's file name) -> Dockerfile
-declare -A DOCKERFILES=([streamtrain]=images/Dockerfile [streamtrain-operator]=images/Dockerfile
+declare -A DOCKERFILES=([streamtrain]=images/Dockerfile [streamtrain-lite]=images/Dockerfile
+                        [streamtrain-operator]=images/Dockerfile
                         [streamtrain-hivemq]=images/hivemq.Dockerfile
                         [streamtrain-scorer-streams]=images/scorer-streams.Dockerfile)
 # The operator needs only the base install and the `operator` extra: no TensorFlow, no matplotlib.
-declare -A BUILD_ARGS=([streamtrain-operator]="--build-arg EXTRAS=operator")
+# The -lite image (simulate, bridge, preprocess) only the base install.
+declare -A BUILD_ARGS=([streamtrain-operator]="--build-arg EXTRAS=operator" [streamtrain-lite]="--build-arg EXTRAS=")
 # The image name (without tag) of each.
 repository_of() { [ "$1" = streamtrain-operator ] && echo "$OPERATOR_REPOSITORY" || echo "$REPOSITORY${1#streamtrain}"; }
 
@@ -146,7 +149,7 @@ bases() {
 
 build() {
   local name started repository
-  for name in ${IMAGES:-streamtrain streamtrain-operator streamtrain-hivemq streamtrain-scorer-streams}; do
+  for name in ${IMAGES:-streamtrain streamtrain-lite streamtrain-operator streamtrain-hivemq streamtrain-scorer-streams}; do
     [ -n "${DOCKERFILES[$name]:-}" ] || { echo "error: no image $name (${!DOCKERFILES[*]})" >&2; exit 2; }
     started=$(date +%s)
     repository=$(repository_of "$name")

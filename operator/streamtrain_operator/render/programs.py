@@ -111,6 +111,18 @@ def _probe(path: str) -> dict:
     return {"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": 10, "failureThreshold": 3}
 
 
+#: Programs that import no TensorFlow, ONNX or matplotlib: they run the image built with the base
+#: install only (images/Dockerfile with EXTRAS empty), <repository>-lite, a fraction of the full one.
+LITE_PROGRAMS = frozenset({"simulate", "bridge", "preprocess"})
+
+
+def program_image(program: str, img: dict) -> str:
+    """The image a program runs: <repository>-lite:<tag> for LITE_PROGRAMS, <repository>:<tag> (with
+    TensorFlow) for the trainer and the Python scorer."""
+    suffix = "-lite" if program in LITE_PROGRAMS else ""
+    return f"{img['repository']}{suffix}:{img['tag']}"
+
+
 def program_pod(
     program: str,
     name: str,
@@ -138,7 +150,7 @@ def program_pod(
     mounts += signing_mounts
     container = {
         "name": program,
-        "image": f"{img['repository']}:{img['tag']}",
+        "image": program_image(program, img),
         "imagePullPolicy": img["pullPolicy"],
         "args": [program],
         "env": env(program, name, spec),
