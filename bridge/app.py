@@ -20,10 +20,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from streamtrain import ingest_mapping as mappings
-from streamtrain import logs, telemetry
+from streamtrain import logs, sparkplug, telemetry
 from streamtrain.kafka import KafkaHealth, dead_letter_headers, producer_config
 from streamtrain.kafka.config import READER_GROUP, client_config
 from streamtrain.kafka.reading import watermarks
@@ -115,6 +115,14 @@ class BridgeSettings(CommonSettings, telemetry.IngestLimits):
             "shared queue for it again: hivemq-community-edition#558); a SUBSCRIBE makes it poll. Harmless otherwise"
         ),
     )
+    sparkplug_rebirth_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "Sparkplug B: ask an edge node for its births again (NCMD Node Control/Rebirth) when its data comes "
+            "before its NBIRTH, names an unknown alias or skips a seq, at most once per this many seconds; 0 = never"
+        ),
+    )
     mqtt_username: str | None = Field(
         None, description="The bridge's MQTT identity (role bridge in the broker's users file)"
     )
@@ -126,6 +134,14 @@ class BridgeSettings(CommonSettings, telemetry.IngestLimits):
     def _mapping_loads(cls, value: str) -> str:
         mappings.load_mapping(value)  # a bad file or preset is an invalid setting (exit CONFIG)
         return value
+
+    @model_validator(mode="after")
+    def _sparkplug_one_connection(self) -> "BridgeSettings":
+        if self.connections > 1 and self.mapping().format == "sparkplug_b":
+            # The broker spreads a shared subscription's messages over the connections: one would see an edge
+            # node's data without its births, and every seq as a gap.
+            raise ValueError("a sparkplug_b mapping needs connections = 1 (births and seqs are per edge node)")
+        return self
 
     def mapping(self) -> mappings.IngestMapping:
         return mappings.load_mapping(self.ingest_mapping)
@@ -150,7 +166,7 @@ class BridgeMetrics:
         self.deadlettered = Counter(
             "streamtrain_bridge_deadlettered", "Messages delivered to the dead-letter topic", ["reason"], registry=r
         )
-        zero_labels(self.deadlettered, (*telemetry.REASONS, *telemetry.LIMIT_REASONS))
+        zero_labels(self.deadlettered, (*telemetry.REASONS, *telemetry.LIMIT_REASONS, *sparkplug.REASONS))
         self.delivery_errors = Counter(
             "streamtrain_bridge_delivery_errors", "Kafka delivery failures (retried)", registry=r
         )
@@ -163,6 +179,22 @@ class BridgeMetrics:
         self.redelivered = Counter(
             "streamtrain_bridge_redelivered_duplicates",
             "Messages delivered again by the broker whose reading is already in the raw topic (acknowledged, not written)",
+            registry=r,
+        )
+        self.sparkplug_messages = Counter(
+            "streamtrain_bridge_sparkplug_messages",
+            "Sparkplug B messages by type (births, deaths and commands make no reading; invalid: no Sparkplug topic)",
+            ["type"],
+            registry=r,
+        )
+        self.sparkplug_seq_gaps = Counter(
+            "streamtrain_bridge_sparkplug_seq_gaps",
+            "Sparkplug B messages whose seq is not one more than their edge node's last (a message lost or reordered)",
+            registry=r,
+        )
+        self.sparkplug_rebirths = Counter(
+            "streamtrain_bridge_sparkplug_rebirth_requests",
+            "NCMD Node Control/Rebirth sent to edge nodes whose births the bridge misses",
             registry=r,
         )
         self.resubscribes = Counter(
@@ -184,27 +216,36 @@ class _InOrderAcks:
     def __init__(self, client) -> None:
         self.client = client
         self.lock = threading.Lock()
-        self.pending: collections.OrderedDict[int, tuple[int, int, bool]] = collections.OrderedDict()  # mid, qos, done
+        # mid, qos, records still to be delivered (a Sparkplug B message may make several)
+        self.pending: collections.OrderedDict[int, tuple[int, int, int]] = collections.OrderedDict()
         self.seq = 0
 
     def received(self, mid: int, qos: int) -> int:
         with self.lock:
             self.seq += 1
-            self.pending[self.seq] = (mid, qos, False)
+            self.pending[self.seq] = (mid, qos, 1)
             return self.seq
 
-    def done(self, token: int) -> None:
+    def expect(self, token: int, records: int) -> None:
+        """The message of ``token`` is done once ``records`` deliveries are (1 unless said otherwise)."""
         with self.lock:
             mid, qos, _ = self.pending[token]
-            self.pending[token] = (mid, qos, True)
+            self.pending[token] = (mid, qos, records)
+
+    def done(self, token: int) -> bool:
+        """One delivery of the message done; True when it was its last (the message is then acknowledged in order)."""
+        with self.lock:
+            mid, qos, left = self.pending[token]
+            self.pending[token] = (mid, qos, left - 1)
             while self.pending:
                 first = next(iter(self.pending))
-                mid, qos, ok = self.pending[first]
-                if not ok:
+                mid, qos, left = self.pending[first]
+                if left > 0:
                     break
                 del self.pending[first]
                 if qos > 0:
                     self.client.ack(mid, qos)
+            return self.pending.get(token, (0, 0, 0))[2] <= 0
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -239,6 +280,11 @@ class Bridge:
         self.known = frozenset(d.strip() for d in settings.known_devices.split(",")) if settings.known_devices else None
         self.mapping = settings.mapping()
         self.arrival_seq = mappings.ArrivalSeq()
+        self.sparkplug = (
+            sparkplug.SparkplugDecoder(self.mapping, rebirth_interval_s=settings.sparkplug_rebirth_interval_s)
+            if self.mapping.format == "sparkplug_b"
+            else None
+        )
         #: Fingerprints of the messages written to the raw topic (devices without seq), oldest first.
         self.forwarded: collections.OrderedDict[str, float] = collections.OrderedDict()  # -> when written
         self.forwarded_max = max(100_000, 2 * settings.redelivery_lookback)
@@ -406,6 +452,9 @@ class Bridge:
         self.metrics.inflight.inc()
         token = link.acks.received(msg.mid, msg.qos)
         arrived = time.time()
+        if self.sparkplug is not None:
+            self._on_sparkplug(link, msg, token, t0, arrived)
+            return
         result = mappings.apply(
             self.mapping,
             msg.topic,
@@ -430,7 +479,7 @@ class Bridge:
                 # the same message within redelivery_window_s is taken for the broker's redelivery.
                 written = self.forwarded.get(fp)
                 if written is not None and (
-                    self.mapping.ts_path is not None or arrived - written <= self.s.redelivery_window_s
+                    self.mapping.device_timestamps or arrived - written <= self.s.redelivery_window_s
                 ):
                     self.metrics.redelivered.inc()
                     self.metrics.inflight.dec()
@@ -454,26 +503,82 @@ class Bridge:
                 None,
             )
         else:
-            payload = msg.payload[:DEADLETTER_PAYLOAD_LIMIT]
-            detail = (
-                result.detail
-                if len(msg.payload) <= DEADLETTER_PAYLOAD_LIMIT
-                else f"{result.detail}; payload cut to {DEADLETTER_PAYLOAD_LIMIT} of {len(msg.payload)} bytes"
-            )
             device = (
                 telemetry.device_from_topic(msg.topic)
                 if self.mapping.format == "streamtrain"
                 else self.mapping.device_from_topic(msg.topic)
             )
+            self._dead_letter(msg, result, device, link, token, t0)
+
+    def _dead_letter(self, msg, result: telemetry.Rejection, device: str | None, link: _Link, token, t0) -> None:
+        payload = msg.payload[:DEADLETTER_PAYLOAD_LIMIT]
+        detail = (
+            result.detail
+            if len(msg.payload) <= DEADLETTER_PAYLOAD_LIMIT
+            else f"{result.detail}; payload cut to {DEADLETTER_PAYLOAD_LIMIT} of {len(msg.payload)} bytes"
+        )
+        self._produce(
+            self.s.topic_deadletter,
+            device.encode() if device else None,
+            payload,
+            dead_letter_headers(result.reason, f"mqtt:{msg.topic}", detail),
+            link,
+            token,
+            t0,
+            result.reason,
+        )
+
+    def _on_sparkplug(self, link: _Link, msg, token: int, t0: float, arrived: float) -> None:
+        """A Sparkplug B message: DATA as one record per reading, births and deaths remembered and logged."""
+        fp = mappings.fingerprint(msg.topic, msg.payload)
+        if fp in self.forwarded:  # its readings are written: the broker delivers it again (the device's timestamps)
+            self.metrics.redelivered.inc()
+            self.metrics.inflight.dec()
+            log.info("redelivery_skipped", topic=msg.topic, fingerprint=fp, dup=msg.dup)
+            link.acks.done(token)
+            return
+        outcome = self.sparkplug.apply(
+            msg.topic, msg.payload, arrived, max_bytes=self.s.max_payload_bytes, known_devices=self.known
+        )
+        self.metrics.sparkplug_messages.labels(outcome.message_type).inc()
+        for event, fields in outcome.events:
+            if event in ("sparkplug_seq_gap", "sparkplug_no_birth"):
+                log.warning(event, **fields)
+            elif event in ("sparkplug_command_ignored", "sparkplug_host_state_ignored"):
+                log.debug(event, **fields)
+            else:
+                log.info(event, **fields)
+        if outcome.seq_gap:
+            self.metrics.sparkplug_seq_gaps.inc()
+        if outcome.rebirth is not None:
+            topic, payload = outcome.rebirth
+            link.client.publish(topic, payload, qos=0)
+            self.metrics.sparkplug_rebirths.inc()
+        rejection = outcome.rejection
+        if rejection is None:
+            rejection = next((r for r in (self.s.clock_skew(x.ts, arrived) for x in outcome.readings) if r), None)
+        if rejection is not None:
+            if rejection.reason == "bad_topic" and self.mapping.match_topic(msg.topic) is None:
+                self.metrics.unmatched.inc()
+            log.warning(
+                "sparkplug_refused",
+                topic=msg.topic,
+                reason=rejection.reason,
+                detail=rejection.detail,
+                seq_gap=outcome.seq_gap,
+            )
+            self._dead_letter(msg, rejection, outcome.device_id, link, token, t0)
+            return
+        if not outcome.readings:  # a birth, a death or a command: nothing to write
+            self.metrics.inflight.dec()
+            link.acks.done(token)
+            return
+        self._remember(fp, arrived)
+        headers = [("mqtt.topic", msg.topic.encode()), (FINGERPRINT_HEADER, fp.encode())]
+        link.acks.expect(token, len(outcome.readings))
+        for reading in outcome.readings:
             self._produce(
-                self.s.topic_deadletter,
-                device.encode() if device else None,
-                payload,
-                dead_letter_headers(result.reason, f"mqtt:{msg.topic}", detail),
-                link,
-                token,
-                t0,
-                result.reason,
+                self.s.topic_raw, reading.device_id.encode(), reading.to_json(), headers, link, token, t0, None
             )
 
     def _retry_later(self, args: tuple, error) -> None:
@@ -511,8 +616,8 @@ class Bridge:
             else:
                 self.metrics.deadlettered.labels(reason).inc()
             self.metrics.latency.observe(time.monotonic() - t0)
-            self.metrics.inflight.dec()
-            link.acks.done(token)
+            if link.acks.done(token):
+                self.metrics.inflight.dec()
 
         while True:
             try:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import collections
 import json
 import queue
+import threading
 import time
 
 import click
 
 from streamtrain import ingest_mapping as mappings
-from streamtrain import telemetry
+from streamtrain import sparkplug, telemetry
 from streamtrain.bridge.app import BridgeSettings
 from streamtrain.mqtt import make_client, wait_connected
 from streamtrain.settings import load
@@ -47,12 +48,16 @@ def check(ctx, seconds: float, max_messages: int, show: int, subscription: str, 
     inbox: queue.Queue = queue.Queue()
     client = make_client(username=settings.mqtt_username, password=settings.password())
     client.on_message = lambda c, u, m: inbox.put((m.topic, m.payload, time.time()))
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *_: subscribed.set()
     filters = [f.strip() for f in subscription.split(",") if f.strip()]
     client.connect(settings.mqtt_host, settings.mqtt_port, 30)
     client.loop_start()
     try:
         wait_connected(client)
         client.subscribe([(f, 0) for f in filters])
+        if not subscribed.wait(10):  # from here on every live message is read
+            raise click.ClickException(f"no SUBACK from {settings.mqtt_host}:{settings.mqtt_port} within 10 s")
         click.echo(
             f"mapping {mapping.name}: topics {', '.join(mapping.topics)}; reading {', '.join(filters)} on "
             f"{settings.mqtt_host}:{settings.mqtt_port} for up to {seconds:g} s or {max_messages} messages"
@@ -78,6 +83,8 @@ def _read(inbox, mapping, settings, known, seconds, max_messages, show):
     refused: collections.Counter[str] = collections.Counter()
     unmatched: collections.Counter[str] = collections.Counter()
     arrival = mappings.ArrivalSeq()
+    # A dry run asks no edge node for anything: births are only read (an NBIRTH sent before it started is missed).
+    decoder = sparkplug.SparkplugDecoder(mapping, rebirth_interval_s=0) if mapping.format == "sparkplug_b" else None
     deadline = time.monotonic() + seconds
     seen = 0
     while seen < max_messages and time.monotonic() < deadline:
@@ -89,6 +96,21 @@ def _read(inbox, mapping, settings, known, seconds, max_messages, show):
             unmatched[topic] += 1
             continue
         seen += 1
+        if decoder is not None:
+            outcome = decoder.apply(topic, payload, arrived, max_bytes=settings.max_payload_bytes, known_devices=known)
+            for event, fields in outcome.events:
+                click.echo(f"noted    {topic} -> {event} {json.dumps(fields, separators=(',', ':'))}")
+            skew = next((r for r in (settings.clock_skew(x.ts, arrived) for x in outcome.readings) if r), None)
+            rejection = outcome.rejection or skew
+            if rejection is not None:
+                refused[rejection.reason] += 1
+                if refused[rejection.reason] <= show:
+                    click.echo(f"refused  {topic} -> {rejection.reason}: {rejection.detail}")
+            for reading in outcome.readings if rejection is None else ():
+                readings += 1
+                if readings <= show:
+                    click.echo(f"reading  {topic} -> {json.dumps(reading.to_dict(), separators=(',', ':'))}")
+            continue
         result = mappings.apply(
             mapping,
             topic,

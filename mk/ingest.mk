@@ -17,3 +17,8 @@ bench-ingest: install loadgen ## Ingestion as a ratio of HiveMQ's own QoS 1 rate
 test-ingest-units: ## Unit tests of the Go load generator and of the extension's validator on the shared vectors (Maven Surefire)
 	cd tools/loadgen && go test ./...
 	mvn -q -B -f bridge/hivemq-extension/pom.xml package
+
+.PHONY: sparkplug-proto
+
+sparkplug-proto: ## Regenerate streamtrain/sparkplug/sparkplug_b_pb2.py(i) from its .proto (protoc of the pinned grpcio-tools; a test checks they agree)
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. streamtrain/sparkplug/sparkplug_b.proto

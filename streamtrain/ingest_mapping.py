@@ -92,9 +92,10 @@ class IngestMapping(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field("custom", description="Name of the mapping, logged by the bridge")
-    format: Literal["streamtrain", "json"] = Field(
+    format: Literal["streamtrain", "json", "sparkplug_b"] = Field(
         "json",
-        description="streamtrain: today's flat record checked by the telemetry schema; json: any JSON object mapped below",
+        description="streamtrain: today's flat record checked by the telemetry schema; json: any JSON object mapped "
+        "below; sparkplug_b: Sparkplug B edge nodes (protobuf, births and aliases; docs/devices.md)",
     )
     topics: list[str] = Field(
         ["devices/{device_id}/telemetry"],
@@ -147,6 +148,17 @@ class IngestMapping(BaseModel):
             if self.topics != ["devices/{device_id}/telemetry"]:
                 raise ValueError("format streamtrain takes the topic devices/{device_id}/telemetry only")
             return self
+        if self.format == "sparkplug_b":
+            for t in self.topics:
+                levels = t.split("/")
+                if levels[0] != "spBv1.0" or len(levels) not in (4, 5):
+                    raise ValueError(
+                        f"format sparkplug_b: topic pattern {t!r} must be spBv1.0/<group>/<type>/<edge node>[/<device>]"
+                    )
+            for name in ("device_id_path", "ts_path", "seq_path", "channels_root"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"format sparkplug_b takes no {name}: the topic and the payload's metrics say it")
+            return self
         if self.device_id_path is None:
             for t in self.topics:
                 if "device_id" not in TopicPattern(t).names:
@@ -166,12 +178,21 @@ class IngestMapping(BaseModel):
 
     @property
     def subscriptions(self) -> list[str]:
+        if self.format == "sparkplug_b":
+            # One filter per group level: the broker keeps one subscription's messages in order, and an edge node's
+            # births, data (4 and 5 levels) and seqs must arrive in the order it sent them.
+            return list(dict.fromkeys("/".join(p.subscription.split("/")[:2]) + "/#" for p in self.patterns))
         return list(dict.fromkeys(p.subscription for p in self.patterns))
 
     @property
     def derives_seq(self) -> bool:
         """The device sends no seq: identity is the timestamp (and the content, see ``fingerprint``)."""
-        return self.format == "json" and self.seq_path is None
+        return self.format != "streamtrain" and self.seq_path is None
+
+    @property
+    def device_timestamps(self) -> bool:
+        """The reading's time comes from the device (the same message is always the same reading)."""
+        return self.format == "sparkplug_b" or self.ts_path is not None
 
     def match_topic(self, topic: str) -> dict[str, str] | None:
         for pattern in self.patterns:
@@ -258,6 +279,13 @@ PRESETS: dict[str, IngestMapping] = {
         ts_format="ms",
         channels_root="telemetry",
     ),
+    "sparkplug-b": IngestMapping(
+        name="sparkplug-b",
+        format="sparkplug_b",
+        # NBIRTH/NDATA/NDEATH (and NCMD) have 4 levels, DBIRTH/DDATA/DDEATH (and DCMD) 5; STATE has 3, never matched.
+        topics=["spBv1.0/+/+/+", "spBv1.0/+/+/+/+"],
+        exclude=["bdSeq", "Node Control/*", "Device Control/*", "Properties/*"],
+    ),
 }
 
 
@@ -340,7 +368,11 @@ def apply(
     known_devices: frozenset[str] | None = None,
     arrival_seq: ArrivalSeq | None = None,
 ) -> Reading | Rejection:
-    """One MQTT message as a reading, or the reason it is refused (never raises on bad input)."""
+    """One MQTT message as a reading, or the reason it is refused (never raises on bad input).
+
+    Sparkplug B messages need their edge node's births: ``streamtrain.sparkplug.SparkplugDecoder`` maps them."""
+    if mapping.format == "sparkplug_b":
+        raise ValueError("a sparkplug_b mapping is applied by streamtrain.sparkplug.SparkplugDecoder")
     if mapping.format == "streamtrain":
         return telemetry.validate(payload, topic, max_bytes=max_bytes, known_devices=known_devices)
     if len(payload) > max_bytes:
