@@ -10,7 +10,7 @@ import click
 
 from streamtrain import exitcodes
 from streamtrain.kafka import read_topic
-from streamtrain.quality import evaluate, format_devices, format_health, format_table
+from streamtrain.quality import evaluate, format_devices, format_health, format_table, training_ranges
 from streamtrain.settings import CommonSettings, load
 
 
@@ -24,16 +24,23 @@ def read_scores(bootstrap: str, topic: str, timeout: float = 60.0) -> list[dict]
     return out
 
 
-def training_health(bootstrap: str, topic: str, versions: list[int]) -> dict[int, dict]:
-    """{version: its manifest's training_health} for the scored versions (empty when the models
-    topic cannot be read; versions trained before the check existed say ``unknown``)."""
+def read_manifests(bootstrap: str, topic: str) -> dict[int, dict] | None:
+    """{version: manifest} of every version on the models topic, deleted ones too (their scores are still on
+    the scores topic); None when the topic cannot be read."""
     from confluent_kafka import KafkaException  # noqa: PLC0415
 
     from streamtrain.modelcodec import read_versions  # noqa: PLC0415
 
     try:
-        manifests = {mv.version: mv.metadata for mv in read_versions(bootstrap, topic)}
+        return {mv.version: mv.metadata for mv in read_versions(bootstrap, topic, keep_deleted=True)}
     except KafkaException:
+        return None
+
+
+def training_health(manifests: dict[int, dict] | None, versions: list[int]) -> dict[int, dict]:
+    """{version: its manifest's training_health} for the scored versions (empty when the models
+    topic cannot be read; versions trained before the check existed say ``unknown``)."""
+    if manifests is None:
         return {}
     return {
         v: manifests.get(v, {}).get("training_health") or {"status": "unknown", "problems": []}
@@ -64,6 +71,10 @@ def command(ctx, kafka_bootstrap, topic_scores, topic_models, per_device, as_jso
     share of normal readings flagged; missed-alarm rate: share of anomalous readings missed.
     Below the table, each scored version's training health from its manifest (--topic-models):
     whether training converged and beat a constant predictor.
+
+    Quality counts held-out readings only: a reading scored by a version that trained on it (its
+    offset inside the range the version's manifest names) is left out, and the number left out is
+    printed per version as trained_on.
     """
     given = {
         k: v
@@ -75,8 +86,12 @@ def command(ctx, kafka_bootstrap, topic_scores, topic_models, per_device, as_jso
     if not scores:
         click.echo(f"no scores on {s.topic_scores}", err=True)
         sys.exit(exitcodes.FAILED)
-    ev = evaluate(scores)
-    health = training_health(s.kafka_bootstrap, s.topic_models, [v for v in ev.by_version if v is not None])
+    manifests = read_manifests(s.kafka_bootstrap, s.topic_models)
+    ev = evaluate(scores, training=training_ranges((manifests or {}).values()))
+    if manifests is None:
+        click.echo(f"warning: cannot read {s.topic_models}: readings the versions trained on are counted", err=True)
+    scored = {v for v in [*ev.by_version, *ev.trained_on] if v is not None}
+    health = training_health(manifests, sorted(scored))
     if as_json:
         click.echo(
             json.dumps(
@@ -88,6 +103,7 @@ def command(ctx, kafka_bootstrap, topic_scores, topic_models, per_device, as_jso
                     "by_baseline": {k: q.as_dict() for k, q in ev.by_baseline.items()},
                     "unlabelled": ev.unlabelled,
                     "duplicates": ev.duplicates,
+                    "trained_on": {"total": sum(ev.trained_on.values()), "by_version": ev.trained_on},
                     "training_health": {str(v): h for v, h in health.items()},
                 },
                 indent=2,
@@ -101,9 +117,8 @@ def command(ctx, kafka_bootstrap, topic_scores, topic_models, per_device, as_jso
         click.echo("")
         click.echo(format_devices(ev))
     if report_dir is not None:
-        from streamtrain.modelcodec import read_versions  # noqa: PLC0415
         from streamtrain.scorer.report import write_report  # noqa: PLC0415
 
-        models = [mv.metadata for mv in read_versions(s.kafka_bootstrap, s.topic_models)]
+        models = [m for _, m in sorted((manifests or {}).items())]
         path = write_report(report_dir, scores, ev, models, f"StreamTrain quality: {s.topic_scores}")
         click.echo(f"report: {path}")

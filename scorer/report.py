@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from jinja2 import Template  # noqa: E402
 
-from streamtrain.quality import Evaluation  # noqa: E402
+from streamtrain.quality import Evaluation, format_trained_on  # noqa: E402
 
 PAGE = Template("""<!doctype html>
 <html><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -24,7 +24,8 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}
 <h2>Quality per model version</h2>
 <table><tr><th>model</th>{% for c in cols %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for name, row in rows %}<tr><td>{{ name }}</td>{% for c in cols %}<td>{{ row[c] }}</td>{% endfor %}</tr>{% endfor %}
-</table><p>unlabelled: {{ ev.unlabelled }}, duplicate scores: {{ ev.duplicates }}</p>
+</table><p>unlabelled: {{ ev.unlabelled }}, duplicate scores: {{ ev.duplicates }}, scored readings left out
+because the version that scored them trained on them: {{ trained_on }}</p>
 {% for heading, first, table in breakdowns %}<h2>{{ heading }}</h2>
 <table><tr><th>{{ first }}</th>{% for c in cols %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for name, row in table %}<tr><td>{{ name }}</td>{% for c in cols %}<td>{{ row[c] }}</td>{% endfor %}</tr>{% endfor %}
@@ -134,7 +135,16 @@ def write_report(directory: Path, scores: list[dict], ev: Evaluation, models: li
     ]
     path = directory / "index.html"
     path.write_text(
-        PAGE.render(title=title, cols=COLS, rows=table, ev=ev, models=models, plots=plots, breakdowns=breakdowns)
+        PAGE.render(
+            title=title,
+            cols=COLS,
+            rows=table,
+            ev=ev,
+            models=models,
+            plots=plots,
+            breakdowns=breakdowns,
+            trained_on=format_trained_on(ev).split("=", 1)[1],
+        )
     )
     return path
 

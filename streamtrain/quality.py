@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+#: {model version: {partition: (start, end)}}: the offsets each version trained on (end exclusive).
+TrainingRanges = dict[int, dict[int, tuple[int, int]]]
 
 
 @dataclass
@@ -75,10 +79,44 @@ class Evaluation:
     duplicates: int
     by_baseline: dict[str, Quality] = field(default_factory=dict)  # device / warmup / fallback / global
     by_device_type: dict[str, Quality] = field(default_factory=dict)
+    #: Scored readings left out because the version that scored them trained on them, per version.
+    trained_on: dict[int, int] = field(default_factory=dict)
 
 
-def evaluate(scores: list[dict], skip_warmup: bool = True) -> Evaluation:
-    """Quality of score records (first score per (device_id, seq) counts; later ones are duplicates)."""
+def training_ranges(manifests: Iterable[dict]) -> TrainingRanges:
+    """Each version's training range from its manifest's ``source`` (the exact partitions and offsets the
+    trainer read); a manifest without one contributes nothing."""
+    out: TrainingRanges = {}
+    for meta in manifests:
+        source = meta.get("source")
+        if not isinstance(source, dict) or not isinstance(source.get("partitions"), dict):
+            continue
+        try:
+            out[int(meta["version"])] = {int(p): (int(r[0]), int(r[1])) for p, r in source["partitions"].items()}
+        except (KeyError, TypeError, ValueError, IndexError):
+            continue
+    return out
+
+
+def in_training_range(score: dict, ranges: TrainingRanges) -> bool:
+    """Did the version that wrote ``score`` train on the reading it scored? The score's ``source`` (partition,
+    offset of its input) inside that version's range. The scorer reads the topic its version's input kind
+    names, the topic the trainer read for that kind, so partition and offset are enough."""
+    version, source = score.get("model_version"), score.get("source")
+    own = ranges.get(version) if isinstance(version, int) else None
+    if not own or not isinstance(source, dict):
+        return False
+    partition, offset = source.get("partition"), source.get("offset")
+    span = own.get(partition) if isinstance(partition, int) else None
+    return span is not None and isinstance(offset, int) and span[0] <= offset < span[1]
+
+
+def evaluate(scores: list[dict], skip_warmup: bool = True, training: TrainingRanges | None = None) -> Evaluation:
+    """Quality of score records (first score per (device_id, seq) counts; later ones are duplicates).
+
+    ``training``: each version's training range (``training_ranges``); a first score inside the range of
+    the version that wrote it is not counted (quality on held-out readings only) but counted in
+    ``trained_on``."""
     overall = Quality()
     by_version: defaultdict[int | None, Quality] = defaultdict(Quality)
     by_device: defaultdict[str, Quality] = defaultdict(Quality)
@@ -86,12 +124,16 @@ def evaluate(scores: list[dict], skip_warmup: bool = True) -> Evaluation:
     by_type: defaultdict[str, Quality] = defaultdict(Quality)
     seen: set = set()
     unlabelled = duplicates = 0
+    trained_on: defaultdict[int, int] = defaultdict(int)
     for s in scores:
         key = (s.get("device_id"), s.get("seq"))
         if key in seen:
             duplicates += 1
             continue
         seen.add(key)
+        if training and in_training_range(s, training):
+            trained_on[s["model_version"]] += 1
+            continue
         if s.get("label") is None:
             unlabelled += 1
             continue
@@ -103,7 +145,14 @@ def evaluate(scores: list[dict], skip_warmup: bool = True) -> Evaluation:
         if s.get("device_type") is not None:
             by_type[s["device_type"]].add(predicted, actual)
     return Evaluation(
-        overall, dict(by_version), dict(by_device), unlabelled, duplicates, dict(by_baseline), dict(by_type)
+        overall,
+        dict(by_version),
+        dict(by_device),
+        unlabelled,
+        duplicates,
+        dict(by_baseline),
+        dict(by_type),
+        dict(sorted(trained_on.items())),
     )
 
 
@@ -139,8 +188,15 @@ def format_table(ev: Evaluation) -> str:
     for name, q in rows:
         d = q.as_dict()
         lines.append(f"{name:>8} " + " ".join(f"{d[c]:>17}" for c in cols))
-    lines.append(f"unlabelled={ev.unlabelled} duplicates={ev.duplicates}")
+    lines.append(f"unlabelled={ev.unlabelled} duplicates={ev.duplicates} {format_trained_on(ev)}")
     return "\n".join(lines)
+
+
+def format_trained_on(ev: Evaluation) -> str:
+    """How many scored readings were left out because their version trained on them, in total and per version."""
+    total = sum(ev.trained_on.values())
+    per_version = ", ".join(f"v{v}: {n}" for v, n in ev.trained_on.items())
+    return f"trained_on={total}" + (f" ({per_version}; not counted above)" if total else "")
 
 
 def format_health(health: dict[int, dict]) -> str:

@@ -2,7 +2,7 @@
 
 stack up -> bridge, preprocess -> simulator with anomalies -> train v1 from Kafka -> scorer ->
 train v2 on newer data while traffic flows -> scorer swaps to v2 live -> quality per version
--> HTML report -> everything stopped.
+(on readings each version did not train on) -> HTML report -> everything stopped.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from confluent_kafka import KafkaException
 
 from streamtrain import exitcodes, logs
 from streamtrain.kafka import READER_GROUP, KafkaSecurity, client_config, read_topic, watermarks
-from streamtrain.quality import evaluate, format_table
+from streamtrain.quality import evaluate, format_table, training_ranges
 from streamtrain.settings import CommonSettings, StackSettings, settings_env
 
 log = logs.get("demo")
@@ -336,13 +336,14 @@ def command(
     for p in reversed(procs):
         p.stop()
     scores = [json.loads(m.value()) for m in read_topic(s.kafka_bootstrap, s.topic_scores, timeout=60)]
-    ev = evaluate(scores)
-    click.echo("")
-    click.echo(format_table(ev))
     from streamtrain.modelcodec import read_versions
     from streamtrain.scorer.report import write_report
 
-    models = [mv.metadata for mv in read_versions(s.kafka_bootstrap, s.topic_models)]
+    models = [mv.metadata for mv in read_versions(s.kafka_bootstrap, s.topic_models, keep_deleted=True)]
+    # The scorer's new group starts at the oldest record, which v1 trained on: held-out readings only.
+    ev = evaluate(scores, training=training_ranges(models))
+    click.echo("")
+    click.echo(format_table(ev))
     path = write_report(report_dir, scores, ev, models, title=f"StreamTrain demo {run}")
     click.echo(f"\nreport: {path}")
     if not keep_stack:

@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 
 from streamtrain.kafka import ensure_topics, producer_config
 from streamtrain.modelcodec import publish_model, read_versions
-from streamtrain.quality import evaluate, format_table
+from streamtrain.quality import evaluate, format_table, training_ranges
 from streamtrain.simulator.hetero import HeteroConfig, HeterogeneousFleet
 from streamtrain.topics import pipeline_topics
 from streamtrain.trainer.train import TrainSettings, train_once
@@ -192,7 +192,11 @@ def test_evaluate_prints_quality_per_device_and_writes_the_report(fleet_run, tmp
     out = proc.stdout
     for column in ("precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate"):
         assert column in out
-    ev = evaluate(scores[("dense", "device")])
+    # Held-out readings only: the version trained on the fleet's first readings, and the scorer scored them too.
+    trained = training_ranges(mv.metadata for mv in read_versions(s.kafka_bootstrap, f"{s.topic_models}.dense-device"))
+    ev = evaluate(scores[("dense", "device")], training=trained)
+    assert sum(ev.trained_on.values()) > 0
+    assert f"trained_on={sum(ev.trained_on.values())} " in out
     overall_row = next(line.split() for line in out.splitlines() if line.strip().startswith("all "))
     assert overall_row[1:] == [
         str(ev.overall.as_dict()[c])
