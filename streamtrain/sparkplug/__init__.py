@@ -37,6 +37,9 @@ REASONS = ("malformed_protobuf", "unknown_alias")
 REBIRTH_METRIC = "Node Control/Rebirth"
 BD_SEQ_METRIC = "bdSeq"
 SEQ_MODULO = 256
+#: A ms timestamp past this (the year 2248) is no time a device keeps; below it, its seconds as a float give the
+#: same ms back, so the seq derived from it is the reading's timestamp (ingest_mapping.is_timestamp_seq).
+MAX_TIMESTAMP_MS = 2**43
 
 D = pb.DataType
 _SIGNED_BITS = {D.Int8: 8, D.Int16: 16, D.Int32: 32, D.Int64: 64}
@@ -325,6 +328,9 @@ class SparkplugDecoder:
                 ts_ms = message.timestamp
             else:
                 out.rejection = Rejection("missing_field", f"metric {name!r}: no timestamp, nor one for the payload")
+                return
+            if ts_ms > MAX_TIMESTAMP_MS:
+                out.rejection = Rejection("wrong_type", f"metric {name!r}: timestamp {ts_ms} ms is past the year 2248")
                 return
             if m.is_null or m.WhichOneof("value") is None:
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -9,9 +10,12 @@ from pathlib import Path
 import pysparkplug as psp
 import pytest
 from google.protobuf.descriptor import Descriptor
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pysparkplug import _protobuf as psp_pb
 
 from streamtrain import ingest_mapping as mappings
+from streamtrain import telemetry
 from streamtrain.sparkplug import SparkplugDecoder, parse_topic, rebirth_request
 from streamtrain.sparkplug import sparkplug_b_pb2 as pb
 from streamtrain.telemetry import Rejection
@@ -354,3 +358,62 @@ def test_the_bridge_takes_one_connection_for_sparkplug():
         BridgeSettings(ingest_mapping="sparkplug-b", connections=2)
     # One filter: the broker keeps the order of one subscription's messages (births, then data, seqs in turn).
     assert BridgeSettings(ingest_mapping="sparkplug-b").filters() == ["spBv1.0/+/#"]
+
+
+# ---------------------------------------------------------------- hostile input
+_TOPICS = [NODE.format(t) for t in ("NBIRTH", "NDATA", "NDEATH")] + [DEVICE.format(t) for t in ("DBIRTH", "DDATA")]
+
+
+def _metric(draw) -> pb.Payload.Metric:
+    m = pb.Payload.Metric()
+    if draw(st.booleans()):
+        m.name = draw(st.sampled_from(["a", "Motor/Speed RPM", "bdSeq", "ts", "seq", "x" * 70, ""]))
+    if draw(st.booleans()):
+        m.alias = draw(st.integers(0, 20))
+    if draw(st.booleans()):
+        m.datatype = draw(st.integers(0, 40))
+    if draw(st.booleans()):
+        m.timestamp = draw(st.one_of(st.integers(0, 2**64 - 1), st.integers(0, 2**43)))
+    m.is_null = draw(st.booleans())
+    kind = draw(st.sampled_from(["none", "int", "long", "float", "double", "bool", "string", "bytes", "dataset"]))
+    if kind == "int":
+        m.int_value = draw(st.integers(0, 2**32 - 1))
+    elif kind == "long":
+        m.long_value = draw(st.integers(0, 2**64 - 1))
+    elif kind == "float":
+        m.float_value = draw(st.floats(width=32))
+    elif kind == "double":
+        m.double_value = draw(st.floats())
+    elif kind == "bool":
+        m.boolean_value = draw(st.booleans())
+    elif kind == "string":
+        m.string_value = draw(st.text(max_size=5))
+    elif kind == "bytes":
+        m.bytes_value = draw(st.binary(max_size=5))
+    elif kind == "dataset":
+        m.dataset_value.num_of_columns = 1
+    return m
+
+
+@st.composite
+def _payloads(draw) -> bytes:
+    p = pb.Payload()
+    if draw(st.booleans()):
+        p.timestamp = draw(st.one_of(st.integers(0, 2**64 - 1), st.integers(0, 2**43)))
+    if draw(st.booleans()):
+        p.seq = draw(st.integers(0, 300))
+    for _ in range(draw(st.integers(0, 6))):
+        p.metrics.append(_metric(draw))
+    return p.SerializeToString()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_TOPICS), st.one_of(_payloads(), st.binary(max_size=64))), max_size=8))
+def test_any_sequence_of_messages_makes_outcomes_never_exceptions(messages):
+    d = decoder()
+    for topic, payload in messages:
+        out = d.apply(topic, payload, 1.0)
+        assert (out.rejection is None) or (out.rejection.detail and not out.readings)
+        for r in out.readings:
+            assert r.channels and all(math.isfinite(v) for v in r.channels.values())
+            assert mappings.is_timestamp_seq(r.ts, r.seq) and set(r.channels).isdisjoint(telemetry.RESERVED)
