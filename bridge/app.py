@@ -60,6 +60,13 @@ class BridgeSettings(CommonSettings, telemetry.IngestLimits):
             "(docs/devices.md); the MQTT subscriptions are derived from its topic patterns"
         ),
     )
+    ingest_topics: str | None = Field(
+        None,
+        description=(
+            "Topic patterns, comma-separated, instead of the mapping's (e.g. 'plant/{device_id}/SENSOR'); the MQTT "
+            "subscriptions are derived from them"
+        ),
+    )
     subscription: str | None = Field(
         None,
         description=(
@@ -136,15 +143,17 @@ class BridgeSettings(CommonSettings, telemetry.IngestLimits):
         return value
 
     @model_validator(mode="after")
-    def _sparkplug_one_connection(self) -> "BridgeSettings":
-        if self.connections > 1 and self.mapping().format == "sparkplug_b":
+    def _mapping_valid(self) -> "BridgeSettings":
+        mapping = self.mapping()  # the mapping with ingest_topics (a bad pattern is an invalid setting)
+        if self.connections > 1 and mapping.format == "sparkplug_b":
             # The broker spreads a shared subscription's messages over the connections: one would see an edge
             # node's data without its births, and every seq as a gap.
             raise ValueError("a sparkplug_b mapping needs connections = 1 (births and seqs are per edge node)")
         return self
 
     def mapping(self) -> mappings.IngestMapping:
-        return mappings.load_mapping(self.ingest_mapping)
+        topics = [t.strip() for t in self.ingest_topics.split(",") if t.strip()] if self.ingest_topics else None
+        return mappings.load_mapping(self.ingest_mapping, topics)
 
     def filters(self) -> list[str]:
         if self.subscription:

@@ -289,8 +289,16 @@ PRESETS: dict[str, IngestMapping] = {
 }
 
 
-def load_mapping(spec: str) -> IngestMapping:
-    """A preset by name, or a YAML file (a mapping, or ``preset: <name>`` plus fields that override it)."""
+def load_mapping(spec: str, topics: list[str] | None = None) -> IngestMapping:
+    """A preset by name, or a YAML file (a mapping, or ``preset: <name>`` plus fields that override it); with
+    ``topics``, those patterns instead of its own."""
+    mapping = _load_mapping(spec)
+    if topics:
+        mapping = IngestMapping.model_validate({**mapping.model_dump(), "topics": topics})
+    return mapping
+
+
+def _load_mapping(spec: str) -> IngestMapping:
     if spec in PRESETS:
         return PRESETS[spec]
     path = Path(spec)

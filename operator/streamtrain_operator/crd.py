@@ -13,6 +13,7 @@ import yaml
 
 from streamtrain import __version__
 from streamtrain.operator import GROUP, KIND, PLURAL, VERSION
+from streamtrain.operator.ingest import INGEST_RULES, ingest_schema
 from streamtrain.operator.model_settings import MODEL_RULES, model_properties
 from streamtrain.operator.openapi import (
     CRON,
@@ -124,6 +125,7 @@ def spec_schema() -> dict:
                     ]
                 },
             ),
+            "ingest": ingest_schema(),
             "kafka": _obj(
                 "Kafka cluster of the pipeline's topics",
                 {
@@ -406,6 +408,7 @@ def spec_schema() -> dict:
                 },
                 *PARTITION_BOUNDS,
                 *MODEL_RULES,
+                *INGEST_RULES,
             ]
         },
     )

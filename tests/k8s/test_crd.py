@@ -186,6 +186,29 @@ INVALID = [
     ),
     ({"scorer": {"challenger": {"minAgreement": 1.5}}}, "spec.scorer.challenger.minAgreement: 1.5 is greater than"),
     ({"model": {"layers": []}}, "spec.model.layers: [] should be non-empty"),
+    ({"ingest": {"preset": "modbus"}}, "spec.ingest.preset: 'modbus' is not one of"),
+    ({"ingest": {"preset": "tasmota", "topics": []}}, "spec.ingest.topics: [] should be non-empty"),
+    (
+        {"ingest": {"topics": ["plant/{device_id}"]}},
+        "spec.ingest.topics: Invalid value: preset streamtrain takes the topic devices/{device_id}/telemetry only",
+    ),
+    (
+        {"ingest": {"preset": "sparkplug-b"}, "mqtt": {"ingest": "extension"}, "kafka": {"authentication": "none"}},
+        "spec.ingest.preset: Invalid value: mqtt.ingest extension takes the streamtrain shape only",
+    ),
+    (
+        {
+            "ingest": {"preset": "zigbee2mqtt"},
+            "fleet": {"simulated": False},
+            "mqtt": {
+                "authentication": "credentials",
+                "usersSecretRef": {"name": "users", "key": "users"},
+                "username": {"secretKeyRef": {"name": "bridge", "key": "user"}},
+                "password": {"secretKeyRef": {"name": "bridge", "key": "password"}},
+            },
+        },
+        "spec.ingest.preset: Invalid value: mqtt.authentication credentials lets a device publish to",
+    ),
 ]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from streamtrain.operator.ingest import ingest_env
 from streamtrain.operator.model_settings import model_env
 from streamtrain.operator.render import signing
 from streamtrain.operator.render.connections import (
@@ -85,7 +86,7 @@ def env(program: str, name: str, spec: dict) -> list[dict]:
             _v("SEED", f["seed"]),
         ]
     elif program == "bridge":
-        out += [_v("SHARE_GROUP", f"{name}-bridge")]
+        out += [_v("SHARE_GROUP", f"{name}-bridge"), *ingest_env(spec)]
     elif program == "preprocess":
         out += [_v("SPEC_PATH", f"{SPEC_MOUNT}/preprocessing.yaml"), _v("GROUP_ID", group_id(name, "preprocess"))]
     elif program == "train":
