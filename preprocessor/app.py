@@ -49,6 +49,7 @@ from streamtrain.kafka import (
 from streamtrain.lag import ConsumerLag
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer, zero_labels
+from streamtrain.preprocessing.batch import BatchExpressions, dumps, fast_fingerprint, loads
 from streamtrain.preprocessing.compile import EvalError
 from streamtrain.preprocessing.engine import Engine
 from streamtrain.preprocessing.spec import PreprocessSpec
@@ -132,6 +133,8 @@ class Preprocessor:
         self.s, self.spec = s, spec
         self.stop = stop or StopFlag()
         self.engine = Engine(spec)
+        self.batch_expressions = BatchExpressions(spec)
+        self._skew_limit, self._max_devices = s.max_clock_skew_s, s.max_devices
         r = self.registry = CollectorRegistry()
         self.m_in = Counter("streamtrain_preprocess_records_in", "Raw records consumed", registry=r)
         self.m_out = Counter("streamtrain_preprocess_features_out", "Feature records produced", registry=r)
@@ -189,6 +192,119 @@ class Preprocessor:
         self.m_windows.inc(len(windows))
 
     def process_batch(self, msgs) -> None:
+        """The batch step: what ``process_records`` does, with the batch decoded at once, the filter and
+        derived expressions evaluated over the batch's columns (streamtrain.preprocessing.batch), metrics
+        counted once per batch and records written with msgspec. The same outputs in the same order, the
+        same dead letters with the same reasons (tests/preprocess/test_batch_equivalence.py)."""
+        self.m_in.inc(len(msgs))
+        records: list = []
+        for m in msgs:
+            try:
+                records.append(loads(m.value()))
+            except Exception as exc:  # noqa: BLE001 - answered per record in _batch_record
+                records.append(exc)
+        evaluated = self.batch_expressions.evaluate(records)
+        repeats: dict[str, list[tuple[str, int]]] = {"duplicate": [], "reused": []}
+        counts = {"out": 0, "filtered": 0, "late": 0, "windows": 0, "sequences": 0, "duplicates": 0}
+        now = time.monotonic()  # the batch's readings are active as of now (the idle timer's clock)
+        for m, record, pre in zip(msgs, records, evaluated):
+            try:
+                self._batch_record(m, record, pre, repeats, counts, now)
+            except Exception as exc:  # noqa: BLE001 - one record must never crash-loop every replica
+                self._dead(m, "unprocessable", f"{type(exc).__name__}: {exc}"[:500])
+        self.producer.poll(0)
+        self.m_out.inc(counts["out"])
+        self.m_filtered.inc(counts["filtered"])
+        self.m_late.inc(counts["late"])
+        self.m_windows.inc(counts["windows"])
+        self.m_sequences.inc(counts["sequences"])
+        self.m_duplicates.inc(counts["duplicates"])
+        self._log_repeats(repeats, msgs)
+        self._log_dropped(msgs)
+
+    def _batch_record(self, m, record, pre, repeats: dict[str, list[tuple[str, int]]], counts: dict, now) -> None:
+        """``_record`` and ``_process`` of one record of the batch step (``pre``: its evaluated expressions)."""
+        if isinstance(record, BaseException):
+            if not isinstance(record, (ValueError, TypeError, RecursionError)):  # TypeError: a record without a value
+                raise record
+            self._dead(m, "malformed_json", str(record)[:200] or type(record).__name__)
+            return
+        if not isinstance(record, dict) or "device_id" not in record or "ts" not in record:
+            self._dead(m, "malformed_json", "not a telemetry object")
+            return
+        identity = telemetry.check_identity(record)
+        if isinstance(identity, telemetry.Rejection):
+            self._dead(m, identity.reason, identity.detail)
+            return
+        device, ts, seq = identity
+        kind, arrived_ms = stamp = m.timestamp()
+        dedup, skew, jump = self.dedup, self._skew_limit, self.s.max_seq_jump
+        if (
+            not (kind and arrived_ms > 0)
+            or (skew and ts - arrived_ms / 1000 > skew)
+            or seq > MAX_SEQ
+            or (jump and dedup is not None and seq - (dedup.newest(device) or 0) > jump)
+        ):  # rare: the record step's own check says whether and why
+            problem = self._beyond_limits(m, device, ts, seq)
+            if problem is not None:
+                self._dead(m, *problem)
+                return
+        reading = None
+        if dedup is not None:
+            reading = fast_fingerprint(record)
+            seen = dedup.check(device, seq, reading)
+            if seen != "new":
+                self._repeated(m, device, seq, seen, repeats, counts)
+                return
+            self._txn_seen.append((device, seq))
+        partition = m.partition()
+        held = self.devices.get(partition)
+        if held is None:
+            held = self.devices[partition] = set()
+        held.add(device)
+        activity = self.activity
+        activity[device] = now
+        activity.move_to_end(device)
+        if len(activity) > self._max_devices:
+            self._evict([next(iter(activity))], "capacity")
+        if pre is False:
+            counts["filtered"] += 1
+            return
+        result = self.engine.process(record) if pre is None else self.engine.process_evaluated(record, pre)
+        if result.error is not None:
+            self._dead(m, result.error.reason, str(result.error))
+            return
+        if result.filtered:
+            counts["filtered"] += 1
+            return
+        if result.late:
+            counts["late"] += 1
+            self._note(self._late, {"device_id": record["device_id"], "ts": record["ts"], "source": _source(m)})
+        arrived = [(ARRIVED_HEADER, str(stamp[1]).encode())]
+        headers = arrived + [(FINGERPRINT_HEADER, reading.encode())] if reading else arrived
+        send = self._send
+        send(self.s.topic_features, dumps(result.features, self.engine.passthrough), key=m.key(), headers=headers)
+        counts["out"] += 1
+        for w in result.windows:
+            send(self.s.topic_windows, dumps(w), key=w["device_id"].encode())
+        counts["windows"] += len(result.windows)
+        for q in result.sequences:
+            send(self.s.topic_sequences, json.dumps(q, separators=(",", ":")).encode(), key=m.key(), headers=arrived)
+        counts["sequences"] += len(result.sequences)
+
+    def _repeated(self, m, device: str, seq: int, seen: str, repeats, counts: dict) -> None:
+        if seen == "duplicate":
+            counts["duplicates"] += 1
+            repeats["duplicate"].append((device, seq))
+        elif seen == "reused":
+            repeats["reused"].append((device, seq))
+            self._dead(m, "seq_reused", _reused_detail(device, seq))
+        else:
+            self._dead(m, "too_old", f"seq {seq} is {self.dedup.window}+ below the device's newest")
+
+    def process_records(self, msgs) -> None:
+        """The record-by-record step the batch step reproduces: the reference of its equivalence test and
+        of ``bench/preprocess_cpu.py``."""
         repeats: dict[str, list[tuple[str, int]]] = {"duplicate": [], "reused": []}
         for m in msgs:
             self.m_in.inc()
@@ -226,13 +342,7 @@ class Preprocessor:
                 return
             if seen == "reused":
                 repeats["reused"].append((device, seq))
-                self._dead(
-                    m,
-                    "seq_reused",
-                    f"device {device} seq {seq} already carried a different reading; "
-                    "a replay must continue the device's seqs (a seq column, or `simulate --csv`, which "
-                    "continues after the last seq it published)",
-                )
+                self._dead(m, "seq_reused", _reused_detail(device, seq))
                 return
             if seen == "too_old":
                 self._dead(m, "too_old", f"seq {seq} is {self.dedup.window}+ below the device's newest")
@@ -538,6 +648,14 @@ class Preprocessor:
                 records_in=self.m_in._value.get(),
                 features_out=self.m_out._value.get(),
             )
+
+
+def _reused_detail(device: str, seq: int) -> str:
+    return (
+        f"device {device} seq {seq} already carried a different reading; "
+        "a replay must continue the device's seqs (a seq column, or `simulate --csv`, which "
+        "continues after the last seq it published)"
+    )
 
 
 def _source(m) -> str:

@@ -87,6 +87,22 @@ class Engine:
             return Result(error=exc)
         except (TypeError, ValueError, OverflowError) as exc:
             return Result(error=EvalError("expression_error", str(exc)))
+        return self._accepted(out)
+
+    def process_evaluated(self, record: dict, derived: list[float]) -> Result:
+        """``process`` of a record whose identity was checked, which the filter keeps, whose features are
+        finite floats and whose derived values (in the spec's order) were computed already (batch.py)."""
+        out = {k: record[k] for k in IDENTITY if k in record}
+        for name in self.spec.features:
+            out[name] = record[name]
+        for (name, _), value in zip(self.derived, derived):
+            out[name] = value
+        for k in self.passthrough:
+            if k in record:
+                out[k] = record[k]
+        return self._accepted(out)
+
+    def _accepted(self, out: dict) -> Result:
         windows, late = self._window(out) if self.size else ([], False)
         sequences = self._sequence(out) if self.seq_length else []
         return Result(features=out, windows=windows, sequences=sequences, late=late)

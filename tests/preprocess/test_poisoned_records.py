@@ -163,14 +163,24 @@ def test_poisoned_raw_records_are_dead_lettered_with_reasons_and_good_ones_still
     }
 
 
-def test_an_engine_failure_nobody_foresaw_is_dead_lettered_as_unprocessable(make_preprocessor, monkeypatch):
+# The batch step hands the engine a row of floats with its expressions evaluated already
+# (process_evaluated), any other row as it came (process): a failure of either is a dead letter.
+@pytest.mark.parametrize(
+    "entry,temperature", [("process", 70), ("process_evaluated", 70.0)], ids=["engine_evaluates", "numpy_evaluated"]
+)
+@pytest.mark.parametrize("step", ["process_batch", "process_records"])
+def test_an_engine_failure_nobody_foresaw_is_dead_lettered_as_unprocessable(
+    make_preprocessor, monkeypatch, entry, temperature, step
+):
     pp, sent = make_preprocessor()
 
-    def broken(record):
+    def broken(*_args):
         raise KeyError("a bug")
 
     monkeypatch.setattr(pp.engine, "process", broken)
-    pp.process_batch(batch(reading(seq=0)))
+    if step == "process_batch":
+        monkeypatch.setattr(pp.engine, entry, broken)
+    getattr(pp, step)(batch(reading(seq=0, temperature=temperature)))
     assert dead(sent) == ["unprocessable"] and "KeyError" in sent[0].headers_()["streamtrain.detail"]
 
 

@@ -1,0 +1,136 @@
+"""Records per CPU-second of the preprocessor's batch step, no broker (issue 28 item 1).
+
+Raw messages as the bridge writes them (the simulator's fleet readings, compact JSON, keyed by
+device, LogAppendTime) go through ``Preprocessor.process_batch`` in batches of ``batch_size``, with
+exactly-once de-duplication on, the default spec, and the Kafka producer replaced by a counting sink
+(here only: the tests that claim behaviour capture what is sent). Both the record-by-record path
+(the reference) and the batch path run on the same input in the same process, so the ratio is
+measured, not remembered.
+
+    python -m bench.preprocess_cpu [--records 50000] [--devices 500] [--profile out.txt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+
+from streamtrain.preprocessing.spec import PreprocessSpec
+from streamtrain.preprocessor.app import Preprocessor, PreprocessSettings
+from streamtrain.simulator.fleet import Fleet, FleetConfig
+
+
+@dataclass(slots=True)
+class RawMessage:
+    """A consumed raw record as confluent-kafka's Message answers (what process_batch reads of it)."""
+
+    _value: bytes
+    _key: bytes
+    _offset: int
+    _arrived_ms: int
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return self._key
+
+    def topic(self) -> str:
+        return "streamtrain.telemetry.raw"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return 2, self._arrived_ms
+
+    def headers(self) -> list:
+        return []
+
+    def error(self) -> None:
+        return None
+
+
+def raw_messages(n: int, devices: int, seed: int = 42) -> list[RawMessage]:
+    """``n`` readings of a simulated fleet, one step of every device after another, 1 s apart."""
+    fleet = Fleet(FleetConfig(devices=devices, seed=seed))
+    start = time.time() - n // devices - 60
+    out: list[RawMessage] = []
+    step = 0
+    while len(out) < n:
+        ts = [start + step] * devices
+        for device, reading in fleet.messages(ts):  # type: ignore[arg-type]
+            body = json.dumps(reading, separators=(",", ":")).encode()
+            out.append(RawMessage(body, device.encode(), len(out), int((start + step + 0.05) * 1000)))
+        step += 1
+    return out[:n]
+
+
+class CountingSink:
+    """Stands in for the producer: counts records and bytes per topic."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, int] = {}
+        self.bytes = 0
+
+    def send(self, topic: str, value: bytes, **_kw) -> None:
+        self.records[topic] = self.records.get(topic, 0) + 1
+        self.bytes += len(value)
+
+
+def make() -> tuple[Preprocessor, CountingSink]:
+    s = PreprocessSettings(kafka_bootstrap="127.0.0.1:1", topic_raw="streamtrain.telemetry.raw")
+    pp = Preprocessor(s, PreprocessSpec.default())
+    sink = CountingSink()
+    pp._send = sink.send  # type: ignore[method-assign]
+    return pp, sink
+
+
+def run(msgs: list[RawMessage], batch_size: int, batchwise: bool) -> dict:
+    pp, sink = make()
+    step = pp.process_batch if batchwise else pp.process_records
+    try:
+        t0 = time.process_time()
+        for i in range(0, len(msgs), batch_size):
+            step(msgs[i : i + batch_size])
+        cpu = time.process_time() - t0
+    finally:
+        pp.lag.close()
+        pp.consumer.close()
+    return {"cpu_s": cpu, "records_per_cpu_s": len(msgs) / cpu, "sent": dict(sink.records)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=50_000)
+    ap.add_argument("--devices", type=int, default=500)
+    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--only", choices=["record", "batch"], default=None)
+    ap.add_argument("--profile", default=None, help="write a pyinstrument text profile of the chosen path here")
+    a = ap.parse_args()
+    msgs = raw_messages(a.records, a.devices)
+    paths = [a.only] if a.only else ["record", "batch"]
+    if a.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
+        r = run(msgs, a.batch_size, paths[0] == "batch")
+        profiler.stop()
+        with open(a.profile, "w") as f:
+            f.write(profiler.output_text(unicode=False, color=False, show_all=False))
+        print(json.dumps({paths[0]: r}))
+        return
+    results = {p: run(msgs, a.batch_size, p == "batch") for p in paths}
+    if len(results) == 2:
+        results["speedup"] = results["batch"]["records_per_cpu_s"] / results["record"]["records_per_cpu_s"]  # type: ignore[assignment]
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
