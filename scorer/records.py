@@ -24,7 +24,6 @@ from streamtrain.topics import ARRIVED_HEADER
 #: Fields of a feature record copied into its score (``anomaly`` is renamed ``anomaly_kind``).
 GROUND_TRUTH = (("label", "label"), ("anomaly", "anomaly_kind"), ("device_type", "device_type"))
 UNSET = msgspec.UNSET
-_ENCODE = msgspec.json.Encoder().encode
 
 
 def _row_type(feature_names: list[str]) -> type:
@@ -140,54 +139,103 @@ class _Passthrough:
         self.device_type = body.get("device_type", UNSET)
 
 
+class _Source(msgspec.Struct):
+    partition: int
+    offset: int
+
+
+class _Challenger(msgspec.Struct):
+    model_version: int
+    score: float
+    is_anomaly: bool
+
+
+class _Score(msgspec.Struct, kw_only=True):
+    """A score record as msgspec encodes it (fields in the order the records always had); the optional
+    ones are left out while UNSET."""
+
+    device_id: Any
+    seq: Any
+    ts: Any
+    model_version: int
+    score: float
+    threshold: float
+    is_anomaly: bool
+    baseline: str
+    baseline_records: Any = UNSET
+    scored_at: float
+    scorer: str = "python"
+    instance: str
+    source: _Source
+    label: Any = UNSET
+    anomaly_kind: Any = UNSET
+    device_type: Any = UNSET
+    challenger: Any = UNSET
+
+
+_ENCODE_LINES = msgspec.json.Encoder().encode_lines
+
+
 def score_records(decoded: Decoded, judged, version: int, challenger, instance: str, now: float) -> list[bytes]:
     """The score record of each kept message, JSON-encoded. ``challenger`` = (version, scores, flags) or None."""
-    scores, thresholds, flags = judged.scores.tolist(), judged.thresholds.tolist(), judged.flags.tolist()
     finite = np.isfinite(judged.scores).all() and (challenger is None or np.isfinite(challenger[1]).all())
-    # msgspec writes a non-finite float as null; json keeps Infinity, as the score records always had.
-    encode = _ENCODE if finite else (lambda o: json.dumps(o).encode())
+    if not finite:
+        # msgspec writes a non-finite float as null; json keeps Infinity, as the score records always had.
+        return [
+            json.dumps(msgspec.to_builtins(r)).encode()
+            for r in _score_structs(decoded, judged, version, challenger, instance, now)
+        ]
+    records = _score_structs(decoded, judged, version, challenger, instance, now)
+    # One encoder call for the batch, one line per record (JSON escapes line breaks inside strings).
+    return _ENCODE_LINES(records).split(b"\n")[:-1]
+
+
+def _score_structs(decoded: Decoded, judged, version: int, challenger, instance: str, now: float) -> list[_Score]:
+    n = len(decoded.keep)
+    scores, thresholds, flags = judged.scores.tolist(), judged.thresholds.tolist(), judged.flags.tolist()
+    baselines = judged.baselines
+    counts = judged.baseline_records if judged.baseline_records is not None else [UNSET] * n
     if challenger is not None:
-        ch_version, ch_scores, ch_flags = challenger[0], challenger[1].tolist(), challenger[2].tolist()
-    out = []
-    for i, (m, r) in enumerate(zip(decoded.keep, decoded.rows)):
-        rec = {
-            "device_id": r.device_id,
-            "seq": r.seq,
-            "ts": r.ts,
-            "model_version": version,
-            "score": scores[i],
-            "threshold": thresholds[i],
-            "is_anomaly": flags[i],
-            **judged.fields(i),
-            "scored_at": now,
-            "scorer": "python",
-            "instance": instance,
-            "source": {"partition": m.partition(), "offset": m.offset()},
-        }
-        for name, as_name in GROUND_TRUTH:
-            value = getattr(r, name)
-            if value is not UNSET:
-                rec[as_name] = value
-        if challenger is not None:
-            rec["challenger"] = {"model_version": ch_version, "score": ch_scores[i], "is_anomaly": ch_flags[i]}
-        out.append(encode(rec))
-    return out
+        ch_version = challenger[0]
+        shadow: list = [_Challenger(ch_version, s, f) for s, f in zip(challenger[1].tolist(), challenger[2].tolist())]
+    else:
+        shadow = [UNSET] * n
+    return [
+        _Score(
+            device_id=r.device_id,
+            seq=r.seq,
+            ts=r.ts,
+            model_version=version,
+            score=scores[i],
+            threshold=thresholds[i],
+            is_anomaly=flags[i],
+            baseline=baselines[i],
+            baseline_records=counts[i],
+            scored_at=now,
+            instance=instance,
+            source=_Source(m.partition(), m.offset()),
+            label=r.label,
+            anomaly_kind=r.anomaly,
+            device_type=r.device_type,
+            challenger=shadow[i],
+        )
+        for i, (m, r) in enumerate(zip(decoded.keep, decoded.rows))
+    ]
 
 
 def arrivals_s(msgs: list) -> np.ndarray:
     """When each scored record's reading reached Kafka: the preprocessor's header, else the record's own
     (arrival) timestamp."""
-    out = np.empty(len(msgs), np.float64)
-    for i, m in enumerate(msgs):
-        out[i] = m.timestamp()[1] / 1000
-        for key, value in m.headers() or ():
+    out = np.array([m.timestamp()[1] for m in msgs], dtype=np.float64)
+    for i, headers in enumerate([m.headers() for m in msgs]):
+        for key, value in headers or ():
             if key == ARRIVED_HEADER and value:
                 try:
-                    out[i] = int(value) / 1000
+                    out[i] = int(value)
                 except ValueError:
                     pass
                 break
-    return out
+    return out / 1000
 
 
 def event_times_s(rows: list) -> np.ndarray:

@@ -135,9 +135,7 @@ class Judged:
         self.scores = np.asarray(scores, np.float32)
         self.thresholds = np.full(len(scores), 0.5, np.float32)
         self.flags = self.scores > self.thresholds
-
-    def fields(self, i: int) -> dict:
-        return {"baseline": "global"}
+        self.baselines, self.baseline_records = ["global"] * len(scores), None
 
 
 def test_score_records_carry_the_reference_fields_and_non_finite_scores_stay_readable():
@@ -170,3 +168,51 @@ def test_score_records_carry_the_reference_fields_and_non_finite_scores_stay_rea
     assert out[1]["is_anomaly"] is True and out[1]["challenger"]["is_anomaly"] is False
     inf = [json.loads(v) for v in score_records(decoded, Judged([np.inf, 0.1]), 3, None, "me", 10.0)]
     assert inf[0]["score"] == float("inf") and "challenger" not in inf[0]
+
+
+def test_score_records_are_one_json_object_per_record_with_only_the_fields_each_has():
+    """The batch is encoded in one call and split by line: a device id with a line break or a quote stays
+    in its own record; per-device baselines add their record counts; absent ground truth stays absent."""
+    decoder = BatchDecoder(model())
+    bodies = [
+        {"temperature": 1, "vib.rms": 2, "ts": 3, "device_id": 'd"1\n2', "seq": 1, "device_type": "pump"},
+        {"temperature": 1, "vib.rms": 2, "ts": 4, "device_id": "d2", "seq": None, "label": None},
+    ]
+    decoded = decoder.decode([Msg(json.dumps(b).encode(), i) for i, b in enumerate(bodies)])
+    judged = Judged([0.25, 0.75])
+    judged.baselines, judged.baseline_records = ["device", "warmup"], [120, 7]
+    out = [json.loads(v) for v in score_records(decoded, judged, 2, None, "me", 10.0)]
+    assert len(out) == 2
+    assert out[0]["device_id"] == 'd"1\n2' and out[0]["device_type"] == "pump" and "label" not in out[0]
+    assert (out[0]["baseline"], out[0]["baseline_records"]) == ("device", 120)
+    assert out[1]["seq"] is None and out[1]["label"] is None and "device_type" not in out[1]
+    assert (out[1]["baseline"], out[1]["baseline_records"], out[1]["source"]) == (
+        "warmup",
+        7,
+        {"partition": 0, "offset": 1},
+    )
+    assert "challenger" not in out[1] and "anomaly_kind" not in out[1]
+
+
+def test_arrival_times_come_from_the_preprocessors_header_else_the_record_timestamp():
+    from streamtrain.scorer.records import arrivals_s
+    from streamtrain.topics import ARRIVED_HEADER
+
+    class Stamped(Msg):
+        def __init__(self, ts_ms: int, headers) -> None:
+            super().__init__(b"{}", 0)
+            self._ts, self._headers = ts_ms, headers
+
+        def timestamp(self):
+            return (1, self._ts)
+
+        def headers(self):
+            return self._headers
+
+    msgs = [
+        Stamped(5000, None),
+        Stamped(6000, [("other", b"1"), (ARRIVED_HEADER, b"2500")]),
+        Stamped(7000, [(ARRIVED_HEADER, b"not a number")]),
+        Stamped(8000, [(ARRIVED_HEADER, None)]),
+    ]
+    assert arrivals_s(msgs).tolist() == [5.0, 2.5, 7.0, 8.0]
