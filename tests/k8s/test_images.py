@@ -4,12 +4,19 @@ every path it copies exists."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import tomllib
+
+import pytest
 
 from streamtrain.operator.render import hivemq, objects
 from tests.k8s.conftest import ROOT, assert_pinned_multi_stage_non_root
 
 DOCKERFILE = (ROOT / "images/Dockerfile").read_text()
+_spec = importlib.util.spec_from_file_location("hashed_requirements", ROOT / "tools/images/hashed_requirements.py")
+hashed_requirements = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(hashed_requirements)
 INSTRUCTIONS = [line for line in DOCKERFILE.splitlines() if line and not line.startswith("#")]
 
 
@@ -35,8 +42,59 @@ def test_read_only_root_filesystem_friendly():
     assert "HOME=/tmp" in DOCKERFILE and "MPLCONFIGDIR=/tmp" in DOCKERFILE
 
 
-def test_dependencies_are_the_lock():
-    assert "--constraint /tmp/constraints.txt" in DOCKERFILE and "COPY requirements.lock" in DOCKERFILE
+def test_dependencies_are_the_lock_with_its_hashes_before_any_source():
+    assert "COPY requirements.lock" in DOCKERFILE and "--require-hashes" in DOCKERFILE
+    deps = DOCKERFILE.index("--require-hashes")
+    assert deps < DOCKERFILE.index("COPY streamtrain ./streamtrain"), "a source edit must not reinstall them"
+    assert "pip install --no-deps" in DOCKERFILE[deps:], "the project itself adds no unhashed package"
+
+
+def _report(*packages: tuple[str, str]) -> dict:
+    return {"install": [{"metadata": {"name": n, "version": v}} for n, v in packages]}
+
+
+LOCK = """# via comments and blank lines are not entries
+
+confluent-kafka==2.6.1 \\
+    --hash=sha256:aa \\
+    --hash=sha256:bb
+    # via streamtrain (pyproject.toml)
+pyyaml==6.0.2 \\
+    --hash=sha256:cc
+-e file:///src
+"""
+
+
+def test_image_requirements_are_the_lock_entries_of_the_resolution():
+    out = hashed_requirements.requirements(
+        LOCK, _report(("confluent_kafka", "2.6.1"), ("PyYAML", "6.0.2"), ("streamtrain", "0.1.0"))
+    )
+    assert out.splitlines() == [
+        "confluent-kafka==2.6.1 \\",
+        "    --hash=sha256:aa \\",
+        "    --hash=sha256:bb",
+        "pyyaml==6.0.2 \\",
+        "    --hash=sha256:cc",
+    ]
+    assert "pyyaml" not in hashed_requirements.requirements(LOCK, _report(("confluent-kafka", "2.6.1")))
+
+
+def test_a_package_the_lock_does_not_pin_stops_the_image_build():
+    with pytest.raises(SystemExit, match=r"pyyaml 6\.0\.3 \(lock: 6\.0\.2\).*requests 2\.0 \(lock: none\)"):
+        hashed_requirements.requirements(LOCK, _report(("pyyaml", "6.0.3"), ("requests", "2.0")))
+
+
+def test_stubs_lay_out_every_package_where_setuptools_looks(tmp_path, monkeypatch):
+    version = tmp_path / "version.py"
+    version.write_text('__version__ = "9.9"\n')
+    monkeypatch.chdir(tmp_path)
+    hashed_requirements.stubs(ROOT / "pyproject.toml", version)
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package, folder in setuptools["package-dir"].items():
+        assert (tmp_path / folder / "__init__.py").is_file(), package
+    assert (tmp_path / "operator/streamtrain_operator/render/__init__.py").is_file()
+    assert (tmp_path / "streamtrain/kafka/__init__.py").read_text() == ""
+    assert (tmp_path / "streamtrain/__init__.py").read_text() == version.read_text()
 
 
 def test_copied_paths_exist():
