@@ -49,7 +49,7 @@ from streamtrain.kafka import (
 from streamtrain.lag import ConsumerLag
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer, zero_labels
-from streamtrain.preprocessing.batch import BatchExpressions, dumps, fast_fingerprint, loads
+from streamtrain.preprocessing.batch import BatchExpressions, decode, dumps, fast_fingerprint
 from streamtrain.preprocessing.compile import EvalError
 from streamtrain.preprocessing.engine import Engine
 from streamtrain.preprocessing.spec import PreprocessSpec
@@ -135,6 +135,7 @@ class Preprocessor:
         self.engine = Engine(spec)
         self.batch_expressions = BatchExpressions(spec)
         self._skew_limit, self._max_devices = s.max_clock_skew_s, s.max_devices
+        self._valid_ids: set[str] = set()  # device ids check_identity accepted (a cache, not state)
         r = self.registry = CollectorRegistry()
         self.m_in = Counter("streamtrain_preprocess_records_in", "Raw records consumed", registry=r)
         self.m_out = Counter("streamtrain_preprocess_features_out", "Feature records produced", registry=r)
@@ -198,18 +199,116 @@ class Preprocessor:
         same dead letters with the same reasons (tests/preprocess/test_batch_equivalence.py)."""
         self.m_in.inc(len(msgs))
         records: list = []
+        exact: list[bool] = []
         for m in msgs:
             try:
-                records.append(loads(m.value()))
+                record, by_msgspec = decode(m.value())
             except Exception as exc:  # noqa: BLE001 - answered per record in _batch_record
-                records.append(exc)
+                record, by_msgspec = exc, False
+            records.append(record)
+            exact.append(by_msgspec)
         evaluated = self.batch_expressions.evaluate(records)
         repeats: dict[str, list[tuple[str, int]]] = {"duplicate": [], "reused": []}
         counts = {"out": 0, "filtered": 0, "late": 0, "windows": 0, "sequences": 0, "duplicates": 0}
         now = time.monotonic()  # the batch's readings are active as of now (the idle timer's clock)
-        for m, record, pre in zip(msgs, records, evaluated):
+        # What every record needs, looked up once per batch (this loop is the preprocessor's hot path).
+        engine, dedup, send, activity, devices, valid_ids = (
+            self.engine,
+            self.dedup,
+            self._send,
+            self.activity,
+            self.devices,
+            self._valid_ids,
+        )
+        skew, jump, max_devices = self._skew_limit, self.s.max_seq_jump, self._max_devices
+        topic_features, topic_windows, topic_sequences = (
+            self.s.topic_features,
+            self.s.topic_windows,
+            self.s.topic_sequences,
+        )
+        passthrough, txn_seen = engine.passthrough, self._txn_seen
+        for m, record, pre, finite in zip(msgs, records, evaluated, exact):
             try:
-                self._batch_record(m, record, pre, repeats, counts, now)
+                if type(record) is not dict:
+                    self._not_a_reading(m, record)
+                    continue
+                device, ts, seq = record.get("device_id"), record.get("ts"), record.get("seq")
+                if not (  # the usual identity, checked here; anything else as the record step checks it
+                    type(device) is str
+                    and device in valid_ids
+                    and type(ts) is float
+                    and type(seq) is int
+                    and seq >= 0
+                    and ts - ts == 0.0
+                ):
+                    if "device_id" not in record or "ts" not in record:
+                        self._not_a_reading(m, record)
+                        continue
+                    identity = telemetry.check_identity(record)
+                    if isinstance(identity, telemetry.Rejection):
+                        self._dead(m, identity.reason, identity.detail)
+                        continue
+                    device, ts, seq = identity
+                    if len(valid_ids) >= max_devices:
+                        valid_ids.clear()
+                    valid_ids.add(device)
+                kind, arrived_ms = m.timestamp()
+                if (
+                    not (kind and arrived_ms > 0)
+                    or (skew and ts - arrived_ms / 1000 > skew)
+                    or seq > MAX_SEQ
+                    or (jump and dedup is not None and seq - (dedup.newest(device) or 0) > jump)
+                ):  # rare: the record step's own check says whether and why
+                    problem = self._beyond_limits(m, device, ts, seq)
+                    if problem is not None:
+                        self._dead(m, *problem)
+                        continue
+                reading = None
+                if dedup is not None:
+                    reading = fast_fingerprint(record, finite)
+                    seen = dedup.check(device, seq, reading)
+                    if seen != "new":
+                        self._repeated(m, device, seq, seen, repeats, counts)
+                        continue
+                    txn_seen.append((device, seq))
+                held = devices.get(m.partition())
+                if held is None:
+                    held = devices[m.partition()] = set()
+                held.add(device)
+                activity[device] = now
+                activity.move_to_end(device)
+                if len(activity) > max_devices:
+                    self._evict([next(iter(activity))], "capacity")
+                if pre is False:
+                    counts["filtered"] += 1
+                    continue
+                result = engine.process(record) if pre is None else engine.process_evaluated(record, pre)
+                if result.error is not None:
+                    self._dead(m, result.error.reason, str(result.error))
+                    continue
+                if result.filtered:
+                    counts["filtered"] += 1
+                    continue
+                if result.late:
+                    counts["late"] += 1
+                    self._note(self._late, {"device_id": record["device_id"], "ts": record["ts"], "source": _source(m)})
+                arrived = [(ARRIVED_HEADER, str(arrived_ms).encode())]
+                key = m.key()
+                send(
+                    topic_features,
+                    dumps(result.features, passthrough),
+                    key=key,
+                    headers=arrived + [(FINGERPRINT_HEADER, reading.encode())] if reading else arrived,
+                )
+                counts["out"] += 1
+                if result.windows:
+                    for w in result.windows:
+                        send(topic_windows, dumps(w), key=w["device_id"].encode())
+                    counts["windows"] += len(result.windows)
+                if result.sequences:
+                    for q in result.sequences:
+                        send(topic_sequences, dumps(q, passthrough), key=key, headers=arrived)
+                    counts["sequences"] += len(result.sequences)
             except Exception as exc:  # noqa: BLE001 - one record must never crash-loop every replica
                 self._dead(m, "unprocessable", f"{type(exc).__name__}: {exc}"[:500])
         self.producer.poll(0)
@@ -222,75 +321,14 @@ class Preprocessor:
         self._log_repeats(repeats, msgs)
         self._log_dropped(msgs)
 
-    def _batch_record(self, m, record, pre, repeats: dict[str, list[tuple[str, int]]], counts: dict, now) -> None:
-        """``_record`` and ``_process`` of one record of the batch step (``pre``: its evaluated expressions)."""
+    def _not_a_reading(self, m, record) -> None:
+        """A raw record that is no telemetry object: dead-lettered as the record step does."""
         if isinstance(record, BaseException):
             if not isinstance(record, (ValueError, TypeError, RecursionError)):  # TypeError: a record without a value
                 raise record
             self._dead(m, "malformed_json", str(record)[:200] or type(record).__name__)
-            return
-        if not isinstance(record, dict) or "device_id" not in record or "ts" not in record:
+        else:
             self._dead(m, "malformed_json", "not a telemetry object")
-            return
-        identity = telemetry.check_identity(record)
-        if isinstance(identity, telemetry.Rejection):
-            self._dead(m, identity.reason, identity.detail)
-            return
-        device, ts, seq = identity
-        kind, arrived_ms = stamp = m.timestamp()
-        dedup, skew, jump = self.dedup, self._skew_limit, self.s.max_seq_jump
-        if (
-            not (kind and arrived_ms > 0)
-            or (skew and ts - arrived_ms / 1000 > skew)
-            or seq > MAX_SEQ
-            or (jump and dedup is not None and seq - (dedup.newest(device) or 0) > jump)
-        ):  # rare: the record step's own check says whether and why
-            problem = self._beyond_limits(m, device, ts, seq)
-            if problem is not None:
-                self._dead(m, *problem)
-                return
-        reading = None
-        if dedup is not None:
-            reading = fast_fingerprint(record)
-            seen = dedup.check(device, seq, reading)
-            if seen != "new":
-                self._repeated(m, device, seq, seen, repeats, counts)
-                return
-            self._txn_seen.append((device, seq))
-        partition = m.partition()
-        held = self.devices.get(partition)
-        if held is None:
-            held = self.devices[partition] = set()
-        held.add(device)
-        activity = self.activity
-        activity[device] = now
-        activity.move_to_end(device)
-        if len(activity) > self._max_devices:
-            self._evict([next(iter(activity))], "capacity")
-        if pre is False:
-            counts["filtered"] += 1
-            return
-        result = self.engine.process(record) if pre is None else self.engine.process_evaluated(record, pre)
-        if result.error is not None:
-            self._dead(m, result.error.reason, str(result.error))
-            return
-        if result.filtered:
-            counts["filtered"] += 1
-            return
-        if result.late:
-            counts["late"] += 1
-            self._note(self._late, {"device_id": record["device_id"], "ts": record["ts"], "source": _source(m)})
-        arrived = [(ARRIVED_HEADER, str(stamp[1]).encode())]
-        headers = arrived + [(FINGERPRINT_HEADER, reading.encode())] if reading else arrived
-        send = self._send
-        send(self.s.topic_features, dumps(result.features, self.engine.passthrough), key=m.key(), headers=headers)
-        counts["out"] += 1
-        for w in result.windows:
-            send(self.s.topic_windows, dumps(w), key=w["device_id"].encode())
-        counts["windows"] += len(result.windows)
-        for q in result.sequences:
-            send(self.s.topic_sequences, json.dumps(q, separators=(",", ":")).encode(), key=m.key(), headers=arrived)
-        counts["sequences"] += len(result.sequences)
 
     def _repeated(self, m, device: str, seq: int, seen: str, repeats, counts: dict) -> None:
         if seen == "duplicate":

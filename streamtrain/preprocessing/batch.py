@@ -38,12 +38,18 @@ _EXACT_INT = 2**53
 
 def loads(payload):
     """``json.loads(payload)``, faster: the same value, or the same exception."""
+    return decode(payload)[0]
+
+
+def decode(payload) -> tuple[object, bool]:
+    """``json.loads(payload)`` and whether msgspec decoded it: then it holds no NaN or infinity (msgspec
+    refuses those literals and numbers beyond a double, which ``json`` reads)."""
     if type(payload) is bytes:
         try:
-            return _decoder.decode(payload)
+            return _decoder.decode(payload), True
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
             pass
-    return json.loads(payload)
+    return json.loads(payload), False
 
 
 def _plain(value) -> bool:
@@ -68,24 +74,27 @@ def dumps(record: dict, check=None) -> bytes:
         return json.dumps(record).encode()
 
 
-def fingerprint_text(record: dict) -> str:
+def fingerprint_text(record: dict, finite: bool = False) -> str:
     """Exactly ``json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)`` (dedup's
-    fingerprint input), by msgspec where both write the same bytes: finite floats written without an
-    exponent, ASCII text."""
-    for v in record.values():
-        t = type(v)
-        if t is float:
-            if not (1e-4 <= v < 1e16 or -1e16 < v <= -1e-4 or v == 0.0):  # NaN fails every comparison
+    fingerprint input), by msgspec where both write the same bytes. ``finite``: the record holds no NaN or
+    infinity (msgspec decoded it), which msgspec would write as null. Otherwise the two differ only in
+    floats Python writes with an exponent (below 1e-4 or from 1e16 on), in nested values (not looked into
+    here) and in text beyond ASCII: such records go through ``json``."""
+    if finite:
+        for v in record.values():
+            t = type(v)
+            if t is float:
+                if not (1e-4 <= v < 1e16 or -1e16 < v <= -1e-4 or v == 0.0):
+                    break
+            elif t is dict or t is list:
                 break
-        elif t is dict or t is list:
-            break
-    else:
-        try:
-            out = _sorted_encoder.encode(record)
-        except (UnicodeEncodeError, TypeError, OverflowError):
-            out = b"\x80"
-        if out.isascii() and b"\x7f" not in out:
-            return out.decode()
+        else:
+            try:
+                out = _sorted_encoder.encode(record)
+            except (UnicodeEncodeError, TypeError, OverflowError):
+                out = b"\x80"
+            if out.isascii() and b"\x7f" not in out:
+                return out.decode()
     return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
 
 
@@ -250,6 +259,7 @@ class BatchExpressions:
         return answers
 
 
-def fast_fingerprint(record: dict) -> str:
-    """``streamtrain.dedup.fingerprint``, the same digest, with the text written by msgspec where it can."""
-    return hashlib.blake2b(fingerprint_text(record).encode(), digest_size=8).hexdigest()
+def fast_fingerprint(record: dict, finite: bool = False) -> str:
+    """``streamtrain.dedup.fingerprint``, the same digest, with the text written by msgspec where it can
+    (``finite``: as ``fingerprint_text``)."""
+    return hashlib.blake2b(fingerprint_text(record, finite).encode(), digest_size=8).hexdigest()

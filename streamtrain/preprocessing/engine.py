@@ -100,6 +100,14 @@ class Engine:
         for k in self.passthrough:
             if k in record:
                 out[k] = record[k]
+        if self.size and not self.seq_length:
+            # The usual case first: the reading falls in its device's open window (what _window does then).
+            w = self.open.get(out["device_id"])
+            if w is not None and math.floor(float(out["ts"]) / self.size) * self.size == w.start:
+                values = w.values
+                for f in self.agg_fields:
+                    values[f].append(out[f])
+                return Result(features=out)
         return self._accepted(out)
 
     def _accepted(self, out: dict) -> Result:
