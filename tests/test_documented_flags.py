@@ -16,6 +16,7 @@ OTHER_TOOLS = {
     "--build-arg",
     "--cpus",
     "--create-namespace",
+    "--default-repo",  # skaffold (docs/kubernetes.md, a registry to push to)
     "--entity-name",
     "--entity-type",
     "--follow",

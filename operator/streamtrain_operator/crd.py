@@ -46,6 +46,16 @@ def spec_schema() -> dict:
                     "repository": _str("Image repository", "ghcr.io/streamtrain/streamtrain", minLength=1),
                     "tag": _str("Image tag", __version__, minLength=1),
                     "pullPolicy": _str("Image pull policy", "IfNotPresent", enum=["Always", "IfNotPresent", "Never"]),
+                    "full": _str(
+                        "Full reference of the trainer's and the Python scorer's image (what skaffold writes after a "
+                        "build, e.g. with a digest); empty: <repository>:<tag>",
+                        "",
+                    ),
+                    "lite": _str(
+                        "Full reference of the image simulate, bridge and preprocess run; empty: "
+                        "<repository>-lite:<tag>",
+                        "",
+                    ),
                 },
             ),
             "fleet": _obj(

@@ -273,6 +273,22 @@ def test_only_the_trainer_and_the_python_scorer_run_the_tensorflow_image():
     assert images["train"] == images["score"] == {f"{repository}:{tag}"}
 
 
+def test_full_references_win_over_repository_and_tag():
+    """What skaffold writes into spec.image after a build (skaffold.yaml resourceSelector)."""
+    full, lite = "127.0.0.1:5000/st:dev@sha256:" + "a" * 64, "127.0.0.1:5000/st-lite:dev@sha256:" + "b" * 64
+    rendered = children("minimal", lambda s: s.setdefault("image", {}).update(full=full, lite=lite))
+    images = {
+        c["name"]: c["image"]
+        for m in rendered
+        if m["kind"] in ("Deployment", "Job")
+        for c in m["spec"]["template"]["spec"]["containers"]
+    }
+    assert images["train"] == images["score"] == full
+    assert images["simulate"] == images["bridge"] == images["preprocess"] == lite
+    job = next(m for m in rendered if m["kind"] == "Job")["metadata"]["name"]
+    assert job not in {m["metadata"]["name"] for m in children("minimal") if m["kind"] == "Job"}, "new code, new run"
+
+
 def test_a_null_field_and_an_absent_one_are_the_same_recipe():
     """A merge patch that sends `filter: null` removes the key on the server; the Job must not change."""
     spec = validate.defaulted(load_example(ROOT / "examples/minimal.yaml"))["spec"]

@@ -43,7 +43,9 @@ def test_paths_exist_and_the_operator_image_reaches_the_chart():
     assert (ROOT / release["chartPath"] / "Chart.yaml").is_file()
     image = artifact["image"].replace("/", "_").replace(".", "_").replace("-", "_")
     assert release["setValueTemplates"]["operator.image.repository"] == f"{{{{.IMAGE_REPO_{image}}}}}"
-    assert release["setValueTemplates"]["operator.image.tag"] == f"{{{{.IMAGE_TAG_{image}}}}}"
+    # The deployed reference is unique per build (image ID, or tag@digest when pushed): the operator rolls.
+    tag = release["setValueTemplates"]["operator.image.tag"]
+    assert tag == f"{{{{.IMAGE_TAG_{image}}}}}{{{{with .IMAGE_DIGEST_{image}}}}}@{{{{.}}}}{{{{end}}}}"
     for path in CONFIG["manifests"]["rawYaml"]:
         assert (ROOT / path).is_file()
 
@@ -53,6 +55,27 @@ def test_dev_example_runs_the_built_image():
     assert validate.errors(example) == []
     assert example["spec"]["image"]["repository"] == CONFIG["build"]["artifacts"][0]["image"]
     assert example["spec"]["image"]["tag"] == CONFIG["build"]["tagPolicy"]["envTemplate"]["template"]
+    # The fields skaffold rewrites after each build name the artifacts, and skaffold may rewrite them.
+    allowed = next(a for a in CONFIG["resourceSelector"]["allow"] if a["groupKind"].startswith("StreamingTraining."))
+    assert allowed["groupKind"] == f"StreamingTraining.{example['apiVersion'].split('/')[0]}"
+    artifacts = {a["image"] for a in CONFIG["build"]["artifacts"]}
+    for field in ("full", "lite"):
+        assert f".spec.image.{field}" in allowed["image"]
+        assert example["spec"]["image"][field].rsplit(":", 1)[0] in artifacts, field
+
+
+def test_external_kafka_profile_drops_strimzi_and_runs_the_external_example():
+    import jsonpatch
+
+    profile = next(p for p in CONFIG["profiles"] if p["name"] == "external-kafka")
+    config = jsonpatch.apply_patch(CONFIG, profile["patches"])
+    assert [r["name"] for r in config["deploy"]["helm"]["releases"]] == ["streamtrain"]
+    example = yaml.safe_load((ROOT / config["manifests"]["rawYaml"][0]).read_text())
+    assert validate.errors(example) == [] and example["spec"]["kafka"]["mode"] == "external"
+    dev = yaml.safe_load((ROOT / "examples/dev.yaml").read_text())
+    assert {k: v for k, v in example["spec"].items() if k != "kafka"} == {
+        k: v for k, v in dev["spec"].items() if k != "kafka"
+    }
 
 
 def test_strimzi_is_its_own_pinned_release_before_the_chart():
@@ -67,8 +90,8 @@ def test_profiles_for_kind_and_minikube():
     assert set(profiles) >= {"kind", "minikube"}
     assert profiles["kind"]["activation"][0]["kubeContext"] == "kind-.*"
     assert profiles["minikube"]["activation"][0]["kubeContext"] == "minikube"
-    for p in profiles.values():
-        assert p["build"]["local"]["push"] is False
+    for name in ("kind", "minikube"):
+        assert profiles[name]["build"]["local"]["push"] is False
 
 
 def test_every_image_the_dev_pipeline_runs_from_our_repository_is_built():

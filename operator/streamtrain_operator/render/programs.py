@@ -118,10 +118,11 @@ LITE_PROGRAMS = frozenset({"simulate", "bridge", "preprocess"})
 
 
 def program_image(program: str, img: dict) -> str:
-    """The image a program runs: <repository>-lite:<tag> for LITE_PROGRAMS, <repository>:<tag> (with
-    TensorFlow) for the trainer and the Python scorer."""
-    suffix = "-lite" if program in LITE_PROGRAMS else ""
-    return f"{img['repository']}{suffix}:{img['tag']}"
+    """The image a program runs: spec.image.lite or <repository>-lite:<tag> for LITE_PROGRAMS,
+    spec.image.full or <repository>:<tag> (with TensorFlow) for the trainer and the Python scorer."""
+    if program in LITE_PROGRAMS:
+        return img.get("lite") or f"{img['repository']}-lite:{img['tag']}"
+    return img.get("full") or f"{img['repository']}:{img['tag']}"
 
 
 def program_pod(
