@@ -2,6 +2,11 @@
 bench: install loadgen ## Benchmarks as ratios against limits measured in the same run (QUICK=1 for a short run), then ingestion against HiveMQ's own QoS 1 rate (bench-ingest)
 	QUICK=$(QUICK) $(PY) -m bench.run
 	COUNT=$(if $(QUICK),10000,) $(PY) -m bench.ingest_ceiling
+	$(MAKE) --no-print-directory bench-preprocess
+
+.PHONY: bench-preprocess
+bench-preprocess: install ## The preprocessor's records per CPU-second, batch step vs record step, no broker (QUICK=1: 10k records)
+	$(PY) -m bench.preprocess_cpu $(if $(QUICK),--records 10000,)
 
 .PHONY: bench-quality
 bench-quality: install ## Detection quality through the live pipeline: the recorded fleet, then SKAB (SKAB=path of its checkout, default ../shared/data/skab; ONLY=recorded|skab), next to PCA T2+Q, Isolation Forest, a conv AE (~20 min)

@@ -296,7 +296,7 @@ class Preprocessor:
                 key = m.key()
                 send(
                     topic_features,
-                    dumps(result.features, passthrough),
+                    dumps(result.features, () if finite else passthrough),  # msgspec decoded it: no NaN
                     key=key,
                     headers=arrived + [(FINGERPRINT_HEADER, reading.encode())] if reading else arrived,
                 )
@@ -307,7 +307,7 @@ class Preprocessor:
                     counts["windows"] += len(result.windows)
                 if result.sequences:
                     for q in result.sequences:
-                        send(topic_sequences, dumps(q, passthrough), key=key, headers=arrived)
+                        send(topic_sequences, dumps(q, () if finite else passthrough), key=key, headers=arrived)
                     counts["sequences"] += len(result.sequences)
             except Exception as exc:  # noqa: BLE001 - one record must never crash-loop every replica
                 self._dead(m, "unprocessable", f"{type(exc).__name__}: {exc}"[:500])

@@ -65,9 +65,10 @@ def _plain(value) -> bool:
 def dumps(record: dict, check=None) -> bytes:
     """A record as JSON: msgspec when every value is a plain scalar, else ``json.dumps`` (NaN stays NaN).
     ``check``: only these keys can hold anything else (the others are known finite numbers or text)."""
-    for k in record if check is None else check:
-        if k in record and not _plain(record[k]):
-            return json.dumps(record).encode()
+    if check is None or check:
+        for k in record if check is None else check:
+            if k in record and not _plain(record[k]):
+                return json.dumps(record).encode()
     try:
         return _encoder.encode(record)
     except (UnicodeEncodeError, TypeError, OverflowError):

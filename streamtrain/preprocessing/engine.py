@@ -23,6 +23,7 @@ when a device's partition moves to this process (a restart, another replica's pa
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -64,6 +65,9 @@ class Engine:
         self.passthrough = [f for f in PASSTHROUGH if f != spec.label] + ([spec.label] if spec.label else [])
         self.seq_length = spec.sequences.length if spec.sequences else None
         self.history: dict[str, deque] = {}
+        self._identity_and_features = (*IDENTITY, *spec.features)
+        self._get_identity_and_features = operator.itemgetter(*self._identity_and_features)
+        self._derived_names = [name for name, _ in self.derived]
 
     def process(self, record: dict) -> Result:
         identity = telemetry.check_identity(record)
@@ -90,13 +94,11 @@ class Engine:
         return self._accepted(out)
 
     def process_evaluated(self, record: dict, derived: list[float]) -> Result:
-        """``process`` of a record whose identity was checked, which the filter keeps, whose features are
-        finite floats and whose derived values (in the spec's order) were computed already (batch.py)."""
-        out = {k: record[k] for k in IDENTITY if k in record}
-        for name in self.spec.features:
-            out[name] = record[name]
-        for (name, _), value in zip(self.derived, derived):
-            out[name] = value
+        """``process`` of a record whose identity was checked (all three present), which the filter keeps,
+        whose features are finite floats and whose derived values (in the spec's order) were computed
+        already (batch.py)."""
+        out = dict(zip(self._identity_and_features, self._get_identity_and_features(record)))
+        out.update(zip(self._derived_names, derived))
         for k in self.passthrough:
             if k in record:
                 out[k] = record[k]
