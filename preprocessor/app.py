@@ -49,7 +49,7 @@ from streamtrain.kafka import (
 from streamtrain.lag import ConsumerLag
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer, zero_labels
-from streamtrain.preprocessing.batch import BatchExpressions, decode, dumps, fast_fingerprint
+from streamtrain.preprocessing.batch import BatchExpressions, decode, dumps, fast_fingerprint, msgspec_encode
 from streamtrain.preprocessing.compile import EvalError
 from streamtrain.preprocessing.engine import Engine
 from streamtrain.preprocessing.spec import PreprocessSpec
@@ -226,7 +226,7 @@ class Preprocessor:
             self.s.topic_windows,
             self.s.topic_sequences,
         )
-        passthrough, txn_seen = engine.passthrough, self._txn_seen
+        passthrough, txn_seen, encode = engine.passthrough, self._txn_seen, msgspec_encode
         for m, record, pre, finite in zip(msgs, records, evaluated, exact):
             try:
                 if type(record) is not dict:
@@ -296,7 +296,7 @@ class Preprocessor:
                 key = m.key()
                 send(
                     topic_features,
-                    dumps(result.features, () if finite else passthrough),  # msgspec decoded it: no NaN
+                    encode(result.features) if finite else dumps(result.features, passthrough),  # finite: no NaN
                     key=key,
                     headers=arrived + [(FINGERPRINT_HEADER, reading.encode())] if reading else arrived,
                 )

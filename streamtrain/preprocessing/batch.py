@@ -15,9 +15,9 @@ anything else (NaN literals, numbers out of range, lone surrogates, a missing va
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
+from hashlib import blake2b
 from typing import Callable
 
 import msgspec
@@ -32,6 +32,8 @@ VecFn = Callable[[Columns, list[np.ndarray]], np.ndarray]
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 _sorted_encoder = msgspec.json.Encoder(order="sorted")
+#: JSON of a record with no NaN or infinity in it (``dumps`` checks that first).
+msgspec_encode = _encoder.encode
 #: Beyond this an int literal is not exactly a float64.
 _EXACT_INT = 2**53
 
@@ -81,6 +83,10 @@ def fingerprint_text(record: dict, finite: bool = False) -> str:
     infinity (msgspec decoded it), which msgspec would write as null. Otherwise the two differ only in
     floats Python writes with an exponent (below 1e-4 or from 1e16 on), in nested values (not looked into
     here) and in text beyond ASCII: such records go through ``json``."""
+    return _fingerprint_input(record, finite).decode()
+
+
+def _fingerprint_input(record: dict, finite: bool) -> bytes:
     if finite:
         for v in record.values():
             t = type(v)
@@ -95,8 +101,8 @@ def fingerprint_text(record: dict, finite: bool = False) -> str:
             except (UnicodeEncodeError, TypeError, OverflowError):
                 out = b"\x80"
             if out.isascii() and b"\x7f" not in out:
-                return out.decode()
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+                return out
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 # ------------------------------------------------------------ expressions over columns
@@ -263,4 +269,4 @@ class BatchExpressions:
 def fast_fingerprint(record: dict, finite: bool = False) -> str:
     """``streamtrain.dedup.fingerprint``, the same digest, with the text written by msgspec where it can
     (``finite``: as ``fingerprint_text``)."""
-    return hashlib.blake2b(fingerprint_text(record, finite).encode(), digest_size=8).hexdigest()
+    return blake2b(_fingerprint_input(record, finite), digest_size=8).hexdigest()
