@@ -8,45 +8,14 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from streamtrain.mqtt import hivemq_config_xml
 from streamtrain.stack.jars import JAVA_DIR
 from streamtrain.stack.processes import StackError, port_open
 
 
-def hivemq_config_xml(port: int, bind: str) -> str:
-    """HiveMQ's config.xml: one TCP listener on bind:port. The same settings run in the Kubernetes image
-    (images/hivemq-config.xml, bind 0.0.0.0 and port 1883; a test keeps the two equal).
-
-    File persistence keeps sessions and queued QoS 1 messages across broker restarts.
-    The queue must hold a bridge outage's worth of messages for the shared subscription."""
-    return f"""<?xml version="1.0"?>
-<hivemq>
-    <listeners>
-        <tcp-listener>
-            <port>{port}</port>
-            <bind-address>{bind}</bind-address>
-        </tcp-listener>
-    </listeners>
-    <mqtt>
-        <queued-messages>
-            <max-queue-size>2000000</max-queue-size>
-            <strategy>discard</strategy>
-        </queued-messages>
-        <receive-maximum>
-            <server-receive-maximum>1000</server-receive-maximum>
-        </receive-maximum>
-    </mqtt>
-    <persistence>
-        <mode>file</mode>
-    </persistence>
-    <anonymous-usage-statistics>
-        <enabled>false</enabled>
-    </anonymous-usage-statistics>
-</hivemq>
-"""
-
-
 def write_config(base: Path, port: int, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
-    """The conf, data and extensions folders under ``base``, with a config.xml listening on ``host``."""
+    """The conf, data and extensions folders under ``base``, with a config.xml listening on ``host``
+    (``streamtrain.mqtt.hivemq_config_xml``, the text the Kubernetes broker runs too)."""
     conf, data, ext = base / "conf", base / "data", base / "extensions"
     for d in (conf, data, ext):
         d.mkdir(parents=True, exist_ok=True)

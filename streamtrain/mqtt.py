@@ -16,6 +16,56 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from streamtrain.telemetry import MAX_PAYLOAD_BYTES
+
+#: What an MQTT PUBLISH carries besides its payload: fixed header (at most 5 bytes), topic name (2 + its
+#: length: ``devices/<64-char id>/telemetry`` is 84, Sparkplug and mapped topics stay well under the rest),
+#: packet identifier (2) and MQTT 5 properties.
+MQTT_HEADER_ALLOWANCE = 1024
+#: The managed broker's maximum packet size (HiveMQ's ``max-packet-size``; its own default is about 256 MB).
+#: Twice the telemetry payload limit plus the headers: a reading somewhat over the limit still reaches the
+#: bridge or the ingest extension, which dead-letters it as ``oversized`` with its reason and counts it;
+#: anything larger is refused by the broker itself (MQTT 5 DISCONNECT 0x95 "packet too large", MQTT 3 a
+#: closed connection) before it is buffered, so one client cannot make the broker hold huge packets.
+BROKER_MAX_PACKET_BYTES = 2 * MAX_PAYLOAD_BYTES + MQTT_HEADER_ALLOWANCE
+
+
+def hivemq_config_xml(port: int, bind: str, max_packet_bytes: int = BROKER_MAX_PACKET_BYTES) -> str:
+    """HiveMQ CE's config.xml, the one every StreamTrain broker runs: the local stack (bind 127.0.0.1 and a
+    free port), the launcher image (images/hivemq-config.xml: bind 0.0.0.0, port 1883; a test keeps the two
+    equal) and the operator's managed broker (a ConfigMap with the same text).
+
+    File persistence keeps sessions and queued QoS 1 messages across broker restarts.
+    The queue must hold a bridge outage's worth of messages for the shared subscription."""
+    return f"""<?xml version="1.0"?>
+<hivemq>
+    <listeners>
+        <tcp-listener>
+            <port>{port}</port>
+            <bind-address>{bind}</bind-address>
+        </tcp-listener>
+    </listeners>
+    <mqtt>
+        <packets>
+            <max-packet-size>{max_packet_bytes}</max-packet-size>
+        </packets>
+        <queued-messages>
+            <max-queue-size>2000000</max-queue-size>
+            <strategy>discard</strategy>
+        </queued-messages>
+        <receive-maximum>
+            <server-receive-maximum>1000</server-receive-maximum>
+        </receive-maximum>
+    </mqtt>
+    <persistence>
+        <mode>file</mode>
+    </persistence>
+    <anonymous-usage-statistics>
+        <enabled>false</enabled>
+    </anonymous-usage-statistics>
+</hivemq>
+"""
+
 
 def make_client(
     client_id: str | None = None,

@@ -31,6 +31,7 @@ def test_stale_children_are_pruned_but_training_jobs_kept():
     old_job = {"kind": "Job", "metadata": {"name": "plant-7-train-old"}}
     gone = {children.key(m) for m in children.stale(wanted + [old_job], now)}
     assert gone == {
+        ("ConfigMap", "plant-7-hivemq"),  # the broker's config.xml
         ("Deployment", "plant-7-hivemq"),
         ("Service", "plant-7-hivemq"),
         ("PodDisruptionBudget", "plant-7-hivemq"),

@@ -11,10 +11,16 @@ With spec.mqtt.ingest: extension the launcher image runs too: it carries StreamT
 extension (bridge/hivemq-extension), configured here by STREAMTRAIN_INGEST_* variables, which writes
 every accepted publish to the raw topic (dead letters with their reason) before its PUBACK, and serves
 its metrics on the programs' metrics port. No bridge Deployment is rendered then.
+
+Either image runs the config.xml every StreamTrain broker runs (``streamtrain.mqtt.hivemq_config_xml``: the
+maximum packet size from the telemetry payload limit, the queue, file persistence), rendered into a
+ConfigMap and mounted where the image reads it; its hash in the Pod template restarts the broker when the
+text changes.
 """
 
 from __future__ import annotations
 
+from streamtrain.mqtt import hivemq_config_xml
 from streamtrain.operator.render.connections import (
     MQTT_USERS_MOUNT,
     mqtt_credentials,
@@ -26,8 +32,10 @@ from streamtrain.operator.render.objects import (
     UID,
     Manifest,
     deployment,
+    digest,
     image_security,
     labels,
+    meta,
     service,
 )
 
@@ -38,6 +46,21 @@ HIVEMQ_UID = 10000
 #: native transport there). The extensions folder stays the image's own (read-only): an emptyDir there
 #: would hide the stock image's allow-all extension (the launcher embeds its own).
 WRITES = {"data": "/opt/hivemq/data", "log": "/opt/hivemq/log", "tmp": "/tmp"}
+#: Where each image reads config.xml: the stock image from its conf folder (only that file is replaced:
+#: the folder also holds its logback.xml), the launcher from the folder its entrypoint names.
+STOCK_CONFIG = "/opt/hivemq/conf/config.xml"
+LAUNCHER_CONFIG_DIR = "/opt/streamtrain/conf"
+CONFIG_KEY = "config.xml"
+
+
+def hivemq_config(name: str, namespace: str) -> Manifest:
+    """The managed broker's config.xml: listening on every interface of the Pod, on the container port."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta(name, f"{name}-hivemq", "hivemq", namespace),
+        "data": {CONFIG_KEY: hivemq_config_xml(1883, "0.0.0.0")},
+    }
 
 
 def hivemq_launcher_image(spec: dict) -> str:
@@ -61,8 +84,10 @@ def ingest_env(name: str, spec: dict) -> list[dict]:
 def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
     port = spec["mqtt"]["port"]
     extension = spec["mqtt"]["ingest"] == "extension"
+    config = hivemq_config(name, namespace)
     volumes = [{"name": v, "emptyDir": {}} for v in WRITES]
-    mounts = [{"name": v, "mountPath": path} for v, path in WRITES.items()]
+    volumes.append({"name": "config", "configMap": {"name": config["metadata"]["name"]}})
+    mounts: list[dict] = [{"name": v, "mountPath": path} for v, path in WRITES.items()]
     if mqtt_credentials(spec):
         users_vol, users_mount = secret_file_volume(
             "mqtt-users", spec["mqtt"]["usersSecretRef"], "users", MQTT_USERS_MOUNT
@@ -81,12 +106,20 @@ def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
     else:
         uid = HIVEMQ_UID
         image = {"image": spec["mqtt"]["image"]}
+    if uid == HIVEMQ_UID:
+        mounts.append({"name": "config", "mountPath": STOCK_CONFIG, "subPath": CONFIG_KEY, "readOnly": True})
+    else:
+        mounts.append({"name": "config", "mountPath": LAUNCHER_CONFIG_DIR, "readOnly": True})
     ports = [{"name": MQTT_PORT_NAME, "containerPort": 1883, "protocol": "TCP"}]
     if extension:
         image["env"] = ingest_env(name, spec)
         ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
     pod = {
-        "metadata": {"labels": labels(name, "hivemq")},
+        "metadata": {
+            "labels": labels(name, "hivemq"),
+            # HiveMQ reads config.xml once, at start: a changed text must restart it.
+            "annotations": {"streamtrain.io/config-hash": digest(config["data"])},
+        },
         "spec": {
             "automountServiceAccountToken": False,  # HiveMQ never calls the Kubernetes API
             "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "fsGroup": uid},
@@ -110,6 +143,7 @@ def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
         },
     }
     return [
+        config,
         deployment(name, namespace, "hivemq", 1, pod),
         service(
             name,

@@ -1,0 +1,88 @@
+"""The managed broker the operator renders: the config.xml it runs (one text with the local stack and the
+launcher image: the maximum packet size from the telemetry limit) mounted where each image reads it."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+from streamtrain.mqtt import BROKER_MAX_PACKET_BYTES, hivemq_config_xml
+from streamtrain.operator import render, validate
+from streamtrain.operator.render import hivemq, objects
+from streamtrain.telemetry import MAX_PAYLOAD_BYTES
+from tests.k8s.conftest import ROOT, load_example
+
+DOCKERFILE = (ROOT / "images/hivemq.Dockerfile").read_text()
+
+
+def _children(example: str, change=None) -> list[dict]:
+    r = load_example(ROOT / f"examples/{example}.yaml")
+    if change:
+        change(r["spec"])
+    return render.render(r["metadata"]["name"], "pipelines", validate.defaulted(r)["spec"])
+
+
+def _broker(children: list[dict]) -> tuple[dict, dict]:
+    """The broker's ConfigMap and Deployment."""
+    cm = next(m for m in children if m["kind"] == "ConfigMap" and m["metadata"]["name"].endswith("-hivemq"))
+    dep = next(m for m in children if m["kind"] == "Deployment" and m["metadata"]["name"].endswith("-hivemq"))
+    return cm, dep
+
+
+def _config_mount(dep: dict) -> dict:
+    pod = dep["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "configMap" in v]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    return {**mount, "configMap": volume["configMap"]["name"]}
+
+
+def test_the_broker_runs_the_packet_limit_of_the_telemetry_limit():
+    cm, dep = _broker(_children("minimal"))
+    xml = cm["data"]["config.xml"]
+    root = ET.fromstring(xml)
+    assert int(root.findtext("mqtt/packets/max-packet-size")) == BROKER_MAX_PACKET_BYTES
+    assert BROKER_MAX_PACKET_BYTES > MAX_PAYLOAD_BYTES
+    # One text: the launcher image's file and the local stack's, listening on the container port.
+    assert xml == hivemq_config_xml(1883, "0.0.0.0") == (ROOT / "images/hivemq-config.xml").read_text()
+    ports = dep["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert root.findtext("listeners/tcp-listener/port") == str(ports[0]["containerPort"])
+    assert root.findtext("listeners/tcp-listener/bind-address") == "0.0.0.0"
+    assert cm["metadata"]["labels"]["app.kubernetes.io/component"] == "hivemq"
+
+
+def test_the_stock_image_reads_only_its_config_file_from_the_config_map():
+    cm, dep = _broker(_children("minimal"))
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"].startswith("hivemq/hivemq-ce:")
+    mount = _config_mount(dep)
+    # The stock image's conf folder also holds its logback.xml: only config.xml is replaced.
+    assert mount == {
+        "name": "config",
+        "mountPath": "/opt/hivemq/conf/config.xml",
+        "subPath": "config.xml",
+        "readOnly": True,
+        "configMap": cm["metadata"]["name"],
+    }
+
+
+def test_the_launcher_reads_the_config_map_as_its_config_folder():
+    # The folder the image's entrypoint hands the launcher as its config folder.
+    entrypoint_conf = re.search(r'"HiveMQLauncher", \\\s*"([^"]+)"', DOCKERFILE)
+    assert entrypoint_conf and entrypoint_conf.group(1) == hivemq.LAUNCHER_CONFIG_DIR
+    for example in ("secure", "ingest-extension"):  # authentication credentials; ingest extension
+        cm, dep = _broker(_children(example))
+        assert "-hivemq:" in dep["spec"]["template"]["spec"]["containers"][0]["image"]
+        mount = _config_mount(dep)
+        assert mount["mountPath"] == hivemq.LAUNCHER_CONFIG_DIR and mount["readOnly"] and "subPath" not in mount
+        assert mount["configMap"] == cm["metadata"]["name"]
+
+
+def test_a_changed_config_restarts_the_broker(monkeypatch):
+    def annotation() -> str:
+        cm, dep = _broker(_children("minimal"))
+        value = dep["spec"]["template"]["metadata"]["annotations"]["streamtrain.io/config-hash"]
+        assert value == objects.digest(cm["data"])
+        return value
+
+    before = annotation()
+    monkeypatch.setattr(hivemq, "hivemq_config_xml", lambda port, bind: hivemq_config_xml(port, bind, 4096))
+    assert annotation() != before
