@@ -139,34 +139,35 @@ class _Passthrough:
         self.device_type = body.get("device_type", UNSET)
 
 
-class _Source(msgspec.Struct):
+class _Source(msgspec.Struct, gc=False):
     partition: int
     offset: int
 
 
-class _Challenger(msgspec.Struct):
+class _Challenger(msgspec.Struct, gc=False):
     model_version: int
     score: float
     is_anomaly: bool
 
 
-class _Score(msgspec.Struct, kw_only=True):
-    """A score record as msgspec encodes it (fields in the order the records always had); the optional
-    ones are left out while UNSET."""
+class _Score(msgspec.Struct, gc=False):
+    """A score record as msgspec encodes it, fields in the order the records always had; the optional ones
+    are left out while UNSET. Built positionally (every field has a default so the optional ones can sit
+    between the others) and outside the garbage collector (no cycles): half the cost of keywords."""
 
-    device_id: Any
-    seq: Any
-    ts: Any
-    model_version: int
-    score: float
-    threshold: float
-    is_anomaly: bool
-    baseline: str
+    device_id: Any = UNSET
+    seq: Any = UNSET
+    ts: Any = UNSET
+    model_version: int = 0
+    score: float = 0.0
+    threshold: float = 0.0
+    is_anomaly: bool = False
+    baseline: str = ""
     baseline_records: Any = UNSET
-    scored_at: float
+    scored_at: float = 0.0
     scorer: str = "python"
-    instance: str
-    source: _Source
+    instance: str = ""
+    source: Any = UNSET
     label: Any = UNSET
     anomaly_kind: Any = UNSET
     device_type: Any = UNSET
@@ -178,14 +179,10 @@ _ENCODE_LINES = msgspec.json.Encoder().encode_lines
 
 def score_records(decoded: Decoded, judged, version: int, challenger, instance: str, now: float) -> list[bytes]:
     """The score record of each kept message, JSON-encoded. ``challenger`` = (version, scores, flags) or None."""
-    finite = np.isfinite(judged.scores).all() and (challenger is None or np.isfinite(challenger[1]).all())
-    if not finite:
-        # msgspec writes a non-finite float as null; json keeps Infinity, as the score records always had.
-        return [
-            json.dumps(msgspec.to_builtins(r)).encode()
-            for r in _score_structs(decoded, judged, version, challenger, instance, now)
-        ]
     records = _score_structs(decoded, judged, version, challenger, instance, now)
+    if not (np.isfinite(judged.scores).all() and (challenger is None or np.isfinite(challenger[1]).all())):
+        # msgspec writes a non-finite float as null; json keeps Infinity, as the score records always had.
+        return [json.dumps(msgspec.to_builtins(r)).encode() for r in records]
     # One encoder call for the batch, one line per record (JSON escapes line breaks inside strings).
     return _ENCODE_LINES(records).split(b"\n")[:-1]
 
@@ -195,29 +192,29 @@ def _score_structs(decoded: Decoded, judged, version: int, challenger, instance:
     scores, thresholds, flags = judged.scores.tolist(), judged.thresholds.tolist(), judged.flags.tolist()
     baselines = judged.baselines
     counts = judged.baseline_records if judged.baseline_records is not None else [UNSET] * n
+    shadow: list = [UNSET] * n
     if challenger is not None:
         ch_version = challenger[0]
-        shadow: list = [_Challenger(ch_version, s, f) for s, f in zip(challenger[1].tolist(), challenger[2].tolist())]
-    else:
-        shadow = [UNSET] * n
+        shadow = [_Challenger(ch_version, s, f) for s, f in zip(challenger[1].tolist(), challenger[2].tolist())]
     return [
         _Score(
-            device_id=r.device_id,
-            seq=r.seq,
-            ts=r.ts,
-            model_version=version,
-            score=scores[i],
-            threshold=thresholds[i],
-            is_anomaly=flags[i],
-            baseline=baselines[i],
-            baseline_records=counts[i],
-            scored_at=now,
-            instance=instance,
-            source=_Source(m.partition(), m.offset()),
-            label=r.label,
-            anomaly_kind=r.anomaly,
-            device_type=r.device_type,
-            challenger=shadow[i],
+            r.device_id,
+            r.seq,
+            r.ts,
+            version,
+            scores[i],
+            thresholds[i],
+            flags[i],
+            baselines[i],
+            counts[i],
+            now,
+            "python",
+            instance,
+            _Source(m.partition(), m.offset()),
+            r.label,
+            r.anomaly,
+            r.device_type,
+            shadow[i],
         )
         for i, (m, r) in enumerate(zip(decoded.keep, decoded.rows))
     ]
@@ -240,6 +237,7 @@ def arrivals_s(msgs: list) -> np.ndarray:
 
 def event_times_s(rows: list) -> np.ndarray:
     """The readings' own times (``ts``) where they are numbers."""
-    return np.array(
-        [r.ts for r in rows if isinstance(r.ts, (int, float)) and not isinstance(r.ts, bool)], dtype=np.float64
-    )
+    ts = [r.ts for r in rows]
+    if set(map(type, ts)) <= {float, int}:  # the usual batch (a bool's type is bool, not int)
+        return np.array(ts, dtype=np.float64)
+    return np.array([t for t in ts if isinstance(t, (int, float)) and not isinstance(t, bool)], dtype=np.float64)

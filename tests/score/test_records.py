@@ -216,3 +216,14 @@ def test_arrival_times_come_from_the_preprocessors_header_else_the_record_timest
         Stamped(8000, [(ARRIVED_HEADER, None)]),
     ]
     assert arrivals_s(msgs).tolist() == [5.0, 2.5, 7.0, 8.0]
+
+
+def test_event_times_keep_only_numbers():
+    from streamtrain.scorer.records import event_times_s
+
+    class Row:
+        def __init__(self, ts) -> None:
+            self.ts = ts
+
+    assert event_times_s([Row(1.5), Row(2)]).tolist() == [1.5, 2.0]
+    assert event_times_s([Row(1.5), Row(True), Row(None), Row("3"), Row(4)]).tolist() == [1.5, 4.0]
