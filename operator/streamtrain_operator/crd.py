@@ -109,6 +109,24 @@ def spec_schema() -> dict:
                         "bridge",
                         enum=["bridge", "extension"],
                     ),
+                    "storage": _obj(
+                        "The managed broker's data folder (/opt/hivemq/data: sessions and queued QoS 1 messages "
+                        "already acknowledged to devices). A PersistentVolumeClaim <name>-hivemq-data (ReadWriteOnce; "
+                        "the broker is restarted with the Recreate strategy so only one Pod holds it) that survives "
+                        "restarts and rescheduling; deleted with the resource",
+                        {
+                            "size": _str(
+                                "Requested size of the claim; empty: an emptyDir instead (data lost when the Pod goes)",
+                                "1Gi",
+                                pattern=r"^$|" + QUANTITY,
+                            ),
+                            "storageClass": _str(
+                                "StorageClass of the claim; empty: the cluster's default. Fixed once the claim exists",
+                                "",
+                                pattern=r"^$|" + DNS_NAME,
+                            ),
+                        },
+                    ),
                     "username": secret_key_ref("MQTT user name of the bridge (role bridge in the users file)"),
                     "password": secret_key_ref("MQTT password of the bridge"),
                 },

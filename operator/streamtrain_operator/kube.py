@@ -27,6 +27,7 @@ PLURAL = {
     "Deployment": "deployments",
     "Service": "services",
     "ConfigMap": "configmaps",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
     "Job": "jobs",
     "CronJob": "cronjobs",
     "Kafka": "kafkas",
@@ -40,7 +41,7 @@ PLURAL = {
 }
 #: Kind by apiVersion, for listing what already exists (pruning and readiness).
 KINDS = {
-    "v1": ("Service", "ConfigMap"),
+    "v1": ("Service", "ConfigMap", "PersistentVolumeClaim"),
     "apps/v1": ("Deployment",),
     "batch/v1": ("Job", "CronJob"),
     "policy/v1": ("PodDisruptionBudget",),

@@ -86,3 +86,50 @@ def test_a_changed_config_restarts_the_broker(monkeypatch):
     before = annotation()
     monkeypatch.setattr(hivemq, "hivemq_config_xml", lambda port, bind: hivemq_config_xml(port, bind, 4096))
     assert annotation() != before
+
+
+def _data_volume(dep: dict) -> dict:
+    pod = dep["spec"]["template"]["spec"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == hivemq.WRITES["data"]]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    return volume
+
+
+def _claims(children: list[dict]) -> list[dict]:
+    return [m for m in children if m["kind"] == "PersistentVolumeClaim"]
+
+
+def test_broker_data_is_a_persistent_volume_claim_by_default():
+    for example in ("minimal", "secure", "ingest-extension"):
+        kids = _children(example)
+        (claim,) = _claims(kids)
+        _, dep = _broker(kids)
+        assert claim["metadata"]["name"] == dep["metadata"]["name"] + "-data"
+        assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+        assert _data_volume(dep) == {"name": "data", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}
+        # One Pod holds the claim: the old broker stops before the new one starts.
+        assert dep["spec"]["strategy"] == {"type": "Recreate"} and dep["spec"]["replicas"] == 1
+        # The image's writable folders other than data stay scratch space.
+        pod = dep["spec"]["template"]["spec"]
+        assert [v["name"] for v in pod["volumes"] if "emptyDir" in v] == ["log", "tmp"]
+
+
+def test_storage_size_and_class_reach_the_claim():
+    kids = _children(
+        "minimal", lambda s: s.setdefault("mqtt", {}).update(storage={"size": "5Gi", "storageClass": "fast-ssd"})
+    )
+    (claim,) = _claims(kids)
+    assert (
+        claim["spec"]["resources"]["requests"]["storage"] == "5Gi" and claim["spec"]["storageClassName"] == "fast-ssd"
+    )
+
+
+def test_empty_size_keeps_an_empty_dir_and_the_rolling_update():
+    kids = _children("minimal", lambda s: s.setdefault("mqtt", {}).update(storage={"size": ""}))
+    assert _claims(kids) == []
+    _, dep = _broker(kids)
+    assert _data_volume(dep) == {"name": "data", "emptyDir": {}} and "strategy" not in dep["spec"]
+
+
+def test_no_claim_for_an_external_broker():
+    assert _claims(_children("external")) == []

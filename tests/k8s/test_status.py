@@ -32,6 +32,7 @@ def test_stale_children_are_pruned_but_training_jobs_kept():
     gone = {children.key(m) for m in children.stale(wanted + [old_job], now)}
     assert gone == {
         ("ConfigMap", "plant-7-hivemq"),  # the broker's config.xml
+        ("PersistentVolumeClaim", "plant-7-hivemq-data"),  # and its data: an external broker keeps its own
         ("Deployment", "plant-7-hivemq"),
         ("Service", "plant-7-hivemq"),
         ("PodDisruptionBudget", "plant-7-hivemq"),

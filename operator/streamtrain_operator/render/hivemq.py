@@ -12,6 +12,11 @@ extension (bridge/hivemq-extension), configured here by STREAMTRAIN_INGEST_* var
 every accepted publish to the raw topic (dead letters with their reason) before its PUBACK, and serves
 its metrics on the programs' metrics port. No bridge Deployment is rendered then.
 
+The data folder (sessions and queued QoS 1 messages the broker has already acknowledged to devices) is a
+PersistentVolumeClaim by default (spec.mqtt.storage), so a restart or a reschedule loses none of them; the
+Deployment then restarts with the Recreate strategy: a ReadWriteOnce claim cannot be held by an old and a new
+Pod on two nodes, and two brokers must never share one file persistence.
+
 Either image runs the config.xml every StreamTrain broker runs (``streamtrain.mqtt.hivemq_config_xml``: the
 maximum packet size from the telemetry payload limit, the queue, file persistence), rendered into a
 ConfigMap and mounted where the image reads it; its hash in the Pod template restarts the broker when the
@@ -53,6 +58,22 @@ LAUNCHER_CONFIG_DIR = "/opt/streamtrain/conf"
 CONFIG_KEY = "config.xml"
 
 
+def hivemq_data(name: str, namespace: str, spec: dict) -> Manifest | None:
+    """The broker's data claim, or None for an emptyDir (spec.mqtt.storage.size empty)."""
+    storage = spec["mqtt"]["storage"]
+    if not storage["size"]:
+        return None
+    claim: dict = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage["size"]}}}
+    if storage["storageClass"]:
+        claim["storageClassName"] = storage["storageClass"]
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": meta(name, f"{name}-hivemq-data", "hivemq", namespace),
+        "spec": claim,
+    }
+
+
 def hivemq_config(name: str, namespace: str) -> Manifest:
     """The managed broker's config.xml: listening on every interface of the Pod, on the container port."""
     return {
@@ -85,7 +106,13 @@ def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
     port = spec["mqtt"]["port"]
     extension = spec["mqtt"]["ingest"] == "extension"
     config = hivemq_config(name, namespace)
-    volumes = [{"name": v, "emptyDir": {}} for v in WRITES]
+    data = hivemq_data(name, namespace, spec)
+    volumes: list[dict] = [
+        {"name": v, "persistentVolumeClaim": {"claimName": data["metadata"]["name"]}}
+        if v == "data" and data is not None
+        else {"name": v, "emptyDir": {}}
+        for v in WRITES
+    ]
     volumes.append({"name": "config", "configMap": {"name": config["metadata"]["name"]}})
     mounts: list[dict] = [{"name": v, "mountPath": path} for v, path in WRITES.items()]
     if mqtt_credentials(spec):
@@ -142,9 +169,13 @@ def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
             "volumes": volumes,
         },
     }
+    broker = deployment(name, namespace, "hivemq", 1, pod)
+    if data is not None:
+        broker["spec"]["strategy"] = {"type": "Recreate"}
     return [
         config,
-        deployment(name, namespace, "hivemq", 1, pod),
+        *([data] if data is not None else []),
+        broker,
         service(
             name,
             namespace,
