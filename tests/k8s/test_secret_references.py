@@ -72,7 +72,7 @@ def secret_names(node) -> set[str]:
 
 
 def _named(spec: dict) -> set[str]:
-    out = set()
+    out: set[str] = set()
     for path in DOCUMENTED:
         node = spec
         for key in path:
