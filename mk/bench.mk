@@ -1,8 +1,8 @@
 .PHONY: bench
-bench: install loadgen ## Benchmarks as ratios against limits measured in the same run (QUICK=1 for a short run), then ingestion against HiveMQ's own QoS 1 rate (bench-ingest)
-	QUICK=$(QUICK) $(PY) -m bench.run
-	COUNT=$(if $(QUICK),10000,) $(PY) -m bench.ingest_ceiling
-	$(MAKE) --no-print-directory bench-preprocess
+bench: install loadgen ## Benchmarks as ratios against limits measured in the same run (QUICK=1 for a short run; ONLY=scorer-vs-plain|scoring|training|... one stage group alone), then ingestion against HiveMQ's own QoS 1 rate (bench-ingest)
+	QUICK=$(QUICK) $(PY) -m bench.run $(if $(ONLY),--only $(ONLY))
+	$(if $(ONLY),,COUNT=$(if $(QUICK),10000,) $(PY) -m bench.ingest_ceiling)
+	$(if $(ONLY),,$(MAKE) --no-print-directory bench-preprocess)
 
 .PHONY: bench-preprocess
 bench-preprocess: install ## The preprocessor's records per CPU-second, batch step vs record step, no broker (QUICK=1: 10k records)
