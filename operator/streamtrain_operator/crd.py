@@ -112,7 +112,7 @@ def spec_schema() -> dict:
                     "storage": _obj(
                         "The managed broker's data folder (/opt/hivemq/data: sessions and queued QoS 1 messages "
                         "already acknowledged to devices). A PersistentVolumeClaim <name>-hivemq-data (ReadWriteOnce; "
-                        "the broker is restarted with the Recreate strategy so only one Pod holds it) that survives "
+                        "the old broker Pod stops before the new one starts, so only one holds it) that survives "
                         "restarts and rescheduling; deleted with the resource",
                         {
                             "size": _str(

@@ -108,7 +108,11 @@ def test_broker_data_is_a_persistent_volume_claim_by_default():
         assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
         assert _data_volume(dep) == {"name": "data", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}
         # One Pod holds the claim: the old broker stops before the new one starts.
-        assert dep["spec"]["strategy"] == {"type": "Recreate"} and dep["spec"]["replicas"] == 1
+        assert dep["spec"]["replicas"] == 1
+        assert dep["spec"]["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+        }
         # The image's writable folders other than data stay scratch space.
         pod = dep["spec"]["template"]["spec"]
         assert [v["name"] for v in pod["volumes"] if "emptyDir" in v] == ["log", "tmp"]
@@ -124,11 +128,13 @@ def test_storage_size_and_class_reach_the_claim():
     )
 
 
-def test_empty_size_keeps_an_empty_dir_and_the_rolling_update():
+def test_empty_size_keeps_an_empty_dir_and_the_same_rollout():
     kids = _children("minimal", lambda s: s.setdefault("mqtt", {}).update(storage={"size": ""}))
     assert _claims(kids) == []
     _, dep = _broker(kids)
-    assert _data_volume(dep) == {"name": "data", "emptyDir": {}} and "strategy" not in dep["spec"]
+    assert _data_volume(dep) == {"name": "data", "emptyDir": {}}
+    # The same strategy either way: moving to a claim never switches the Deployment's strategy type.
+    assert dep["spec"]["strategy"] == _broker(_children("minimal"))[1]["spec"]["strategy"]
 
 
 def test_no_claim_for_an_external_broker():

@@ -13,9 +13,12 @@ every accepted publish to the raw topic (dead letters with their reason) before 
 its metrics on the programs' metrics port. No bridge Deployment is rendered then.
 
 The data folder (sessions and queued QoS 1 messages the broker has already acknowledged to devices) is a
-PersistentVolumeClaim by default (spec.mqtt.storage), so a restart or a reschedule loses none of them; the
-Deployment then restarts with the Recreate strategy: a ReadWriteOnce claim cannot be held by an old and a new
-Pod on two nodes, and two brokers must never share one file persistence.
+PersistentVolumeClaim by default (spec.mqtt.storage), so a restart or a reschedule loses none of them. The
+broker's rollout stops the old Pod before it starts the new one (a rolling update with no surge), whatever the
+storage: a ReadWriteOnce claim cannot be held by Pods on two nodes, and two brokers must never share one file
+persistence. Not the Recreate type: switching a Deployment's type by server-side apply is refused while
+the server-defaulted rollingUpdate of an existing one stays (a real API server does refuse it), and
+pipelines made before the claim existed must upgrade in place.
 
 Either image runs the config.xml every StreamTrain broker runs (``streamtrain.mqtt.hivemq_config_xml``: the
 maximum packet size from the telemetry payload limit, the queue, file persistence), rendered into a
@@ -56,6 +59,8 @@ WRITES = {"data": "/opt/hivemq/data", "log": "/opt/hivemq/log", "tmp": "/tmp"}
 STOCK_CONFIG = "/opt/hivemq/conf/config.xml"
 LAUNCHER_CONFIG_DIR = "/opt/streamtrain/conf"
 CONFIG_KEY = "config.xml"
+#: The broker's rollout: the old Pod goes before the new one comes (one replica, no surge).
+ONE_AT_A_TIME = {"maxSurge": 0, "maxUnavailable": 1}
 
 
 def hivemq_data(name: str, namespace: str, spec: dict) -> Manifest | None:
@@ -170,8 +175,7 @@ def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
         },
     }
     broker = deployment(name, namespace, "hivemq", 1, pod)
-    if data is not None:
-        broker["spec"]["strategy"] = {"type": "Recreate"}
+    broker["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": ONE_AT_A_TIME}
     return [
         config,
         *([data] if data is not None else []),
