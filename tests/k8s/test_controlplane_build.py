@@ -42,7 +42,16 @@ def test_check_prints_the_folder_when_everything_is_built(tmp_path):
     bin_dir = tmp_path / version / "bin"
     bin_dir.mkdir(parents=True)
     (tmp_path / version / "kwok-stages").mkdir()
-    for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm", "kwok"):
+    for name in (
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubectl",
+        "helm",
+        "kwok",
+        "skaffold",
+    ):
         (bin_dir / name).write_text("#!/bin/sh\n")
         (bin_dir / name).chmod(0o755)
     out = subprocess.run(

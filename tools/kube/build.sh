@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a real Kubernetes control plane from the Go module proxy, once, into the project's
 # cache (.streamtrain/kube/<version>/bin): etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, helm and kwok; with --node also what a real node runs: the kubelet,
+# kube-scheduler, kubectl, helm, kwok and skaffold; with --node also what a real node runs: the kubelet,
 # kube-proxy (Service addresses), CoreDNS (Service names; only the plugins a node's DNS needs) and
 # crictl (stops a node's Pods through the CRI, so their networks are released).
 # Cold: about 10 minutes on 2 cores. Warm: it only checks that every binary is there.
@@ -19,6 +19,7 @@ HELM_VERSION=${HELM_VERSION:-v3.22.0}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 CRICTL_VERSION=${CRICTL_VERSION:-v1.34.0}  # the newest cri-tools the module proxy serves below 1.37
 COREDNS_VERSION=${COREDNS_VERSION:-v1.14.7}
+SKAFFOLD_VERSION=${SKAFFOLD_VERSION:-v2.13.2}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${STREAMTRAIN_KUBE_CACHE:-$root/.streamtrain/kube}
 bin=$cache/$K8S_VERSION/bin
@@ -34,7 +35,7 @@ for arg in "$@"; do
   esac
 done
 if [ "$check_only" = 1 ]; then
-  wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm kwok)
+  wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm kwok skaffold)
   [ "$with_node" = 1 ] && wanted+=(kubelet kube-proxy crictl coredns)
   missing=()
   for name in "${wanted[@]}"; do [ -x "$bin/$name" ] || missing+=("$name"); done
@@ -137,9 +138,31 @@ go_install() { # name module version
   GOBIN=$bin go install -trimpath -ldflags "-s -w" "$2@$3"
 }
 
+# skaffold v2.13.2 does not build with this Go as released: its golang.org/x/tools v0.19.0 fails to
+# compile on today's Go (internal/tokeninternal asserts the old size of token.FileSet), and
+# `go install module@version` cannot take a fix (nor run here: the proxy refuses the version list it
+# reads for deprecations). So its module is copied (its go.mod keeps its excludes), x/tools is raised
+# to v0.34.0 (v0.24-v0.32 still fail the same way), and vbom.ml/util, an old module the proxy no
+# longer serves that the graph names but no package imports, becomes a local empty module. Then
+# `go build -mod=mod` resolves the rest from the proxy.
+build_skaffold() {
+  [ -x "$bin/skaffold" ] && return 0
+  log "building skaffold $SKAFFOLD_VERSION (cold: several minutes)"
+  local dir src=$work/skaffold-$SKAFFOLD_VERSION
+  dir=$(cd "$work" && go mod download -json "github.com/GoogleContainerTools/skaffold/v2@$SKAFFOLD_VERSION" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -n "$dir" ] || { echo "error: could not download skaffold $SKAFFOLD_VERSION" >&2; exit 1; }
+  rm -rf "$src" && mkdir -p "$src" && cp -r "$dir"/. "$src"/ && chmod -R u+w "$src" && rm -rf "$src/vendor"
+  mkdir -p "$src/stub/vbom" && echo 'module vbom.ml/util' >"$src/stub/vbom/go.mod"
+  printf '%s\n' 'replace golang.org/x/tools => golang.org/x/tools v0.34.0' \
+    'replace vbom.ml/util => ./stub/vbom' >>"$src/go.mod"
+  (cd "$src" && GOFLAGS="$GOFLAGS -mod=mod" go build -trimpath -ldflags "-s -w" -o "$bin/skaffold" ./cmd/skaffold)
+}
+
 build_etcd
 build_kubernetes
 go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+build_skaffold
 go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
 if [ "$with_node" = 1 ]; then
   go_install crictl sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION"
