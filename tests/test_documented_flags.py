@@ -23,6 +23,8 @@ OTHER_TOOLS = {
     "--from",
     "--from-file",
     "--from-literal",
+    "--install",  # helm upgrade --install (docs/kubernetes.md: what skaffold runs)
+    "--kube-version",  # helm template (docs/kubernetes.md: skaffold render)
     "--kubelet-preferred-address-types",  # kube-apiserver (docs/kubernetes.md, the real node)
     "--memory",
     "--node-lease-duration-seconds",  # kwok (docs/kubernetes.md, the fake node's Lease)
