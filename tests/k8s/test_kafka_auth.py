@@ -414,7 +414,13 @@ def test_third_party_pods_are_read_only_and_hardened(component):
     vols = {v["name"]: v for v in pod["spec"]["volumes"]}
     for m in c["volumeMounts"]:
         if not m.get("readOnly"):
-            assert "emptyDir" in vols[m["name"]], m
+            if component == "hivemq" and m["mountPath"] == "/opt/hivemq/data":  # durable: the broker's own claim
+                assert vols[m["name"]] == {
+                    "name": m["name"],
+                    "persistentVolumeClaim": {"claimName": "plant-7-hivemq-data"},
+                }, m
+            else:
+                assert "emptyDir" in vols[m["name"]], m
 
 
 def test_turning_authentication_off_prunes_the_users():
