@@ -34,7 +34,9 @@ def bridge_factory(pipeline, tmp_path):
         cid = f"{group}-{client_id}"
         client_ids.add(cid)
         env = settings_env(pipeline, client_id=cid, share_group=group, **extra)
-        prog = Program(["bridge"], env, tmp_path / f"{cid}.log").start()
+        # A log per start: a restarted bridge (same client id, same session) must not find its
+        # predecessor's "mqtt_subscribed" and be taken as ready before it has even started.
+        prog = Program(["bridge"], env, tmp_path / f"{cid}-{len(started)}.log").start()
         prog.wait_log('"mqtt_subscribed"', timeout=60)
         started.append(prog)
         return prog

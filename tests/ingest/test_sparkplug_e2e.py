@@ -231,7 +231,9 @@ def test_no_reading_lost_or_written_twice_across_a_bridge_sigkill(pipeline, brid
             payload = psp.DData(timestamp=ms + 500, seq=seq % 256, metrics=metrics).encode(include_dtypes=True)
             messages.append((f"spBv1.0/{group}/DDATA/{edge}/m{d}", payload))
             seq += 1
-    sender = threading.Thread(target=publish_all, args=(pipeline.mqtt_port, messages, 0.002))
+    # About 30 s of publishing: the bridge is killed while most of it is still to come, however fast
+    # the machine (at 2 ms a message everything was written before the 200th reading was seen).
+    sender = threading.Thread(target=publish_all, args=(pipeline.mqtt_port, messages, 0.05))
     sender.start()
     deadline = time.monotonic() + 60
     while len(read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, timeout=5)) < 200:

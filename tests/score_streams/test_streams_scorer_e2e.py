@@ -83,7 +83,9 @@ def test_java_and_python_scorers_agree_on_flags_and_scores(pipeline, tmp_path, p
     flags_jv = np.array([jv[k]["is_anomaly"] for k in keys])
     assert flags_py.any() and not flags_py.all(), "the input must exercise both flags"
     assert (flags_py == flags_jv).all(), f"{int((flags_py != flags_jv).sum())} flags differ"
-    np.testing.assert_allclose([jv[k]["score"] for k in keys], [py[k]["score"] for k in keys], rtol=1e-5, atol=0)
+    # float32 through two engines that order and fuse the same operations differently (ONNX Runtime;
+    # TensorFlow's traced graph): up to ~1.2e-5 relative measured on 2,600 scores, flags identical.
+    np.testing.assert_allclose([jv[k]["score"] for k in keys], [py[k]["score"] for k in keys], rtol=5e-5, atol=0)
     one_py, one_jv = py[keys[0]], jv[keys[0]]
     assert one_jv["scorer"] == "kafka-streams" and one_py["scorer"] == "python"
     same_fields = {"device_id", "seq", "ts", "model_version", "threshold", "baseline", "label", "source"}
