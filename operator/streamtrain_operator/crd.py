@@ -111,13 +111,14 @@ def spec_schema() -> dict:
                     ),
                     "storage": _obj(
                         "The managed broker's data folder (/opt/hivemq/data: sessions and queued QoS 1 messages "
-                        "already acknowledged to devices). A PersistentVolumeClaim <name>-hivemq-data (ReadWriteOnce; "
-                        "the old broker Pod stops before the new one starts, so only one holds it) that survives "
-                        "restarts and rescheduling; deleted with the resource",
+                        "already acknowledged to devices). With a size: a PersistentVolumeClaim <name>-hivemq-data "
+                        "(ReadWriteOnce; the old broker Pod stops before the new one starts, so only one holds it) "
+                        "that survives restarts and rescheduling, deleted with the resource. Off by default: the claim "
+                        "needs a cluster with a storage provisioner or a free volume, else the broker never starts",
                         {
                             "size": _str(
-                                "Requested size of the claim; empty: an emptyDir instead (data lost when the Pod goes)",
-                                "1Gi",
+                                "Requested size of the claim (e.g. 1Gi); empty: an emptyDir (data lost when the Pod goes)",
+                                "",
                                 pattern=r"^$|" + QUANTITY,
                             ),
                             "storageClass": _str(

@@ -99,9 +99,17 @@ def _claims(children: list[dict]) -> list[dict]:
     return [m for m in children if m["kind"] == "PersistentVolumeClaim"]
 
 
-def test_broker_data_is_a_persistent_volume_claim_by_default():
+def test_broker_data_is_an_empty_dir_by_default():
+    """A claim on a cluster without a provisioner or a free volume would keep the broker from starting."""
     for example in ("minimal", "secure", "ingest-extension"):
         kids = _children(example)
+        assert _claims(kids) == []
+        assert _data_volume(_broker(kids)[1]) == {"name": "data", "emptyDir": {}}
+
+
+def test_broker_data_with_a_size_is_a_persistent_volume_claim():
+    for example in ("minimal", "secure", "ingest-extension"):
+        kids = _children(example, lambda s: s.setdefault("mqtt", {}).update(storage={"size": "1Gi"}))
         (claim,) = _claims(kids)
         _, dep = _broker(kids)
         assert claim["metadata"]["name"] == dep["metadata"]["name"] + "-data"
