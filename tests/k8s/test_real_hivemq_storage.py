@@ -73,12 +73,10 @@ def test_the_broker_moves_to_its_claim_and_back(operator):
 
     # Storage emptied again: the claim is pruned, the broker back on an emptyDir.
     cp.patch_spec(NS, NAME, {"mqtt": {"storage": {"size": ""}}})
-    eventually(
-        lambda: (
-            get(cp, "persistentvolumeclaim", f"{NAME}-hivemq-data") is None
-            or get(cp, "persistentvolumeclaim", f"{NAME}-hivemq-data")["metadata"].get("deletionTimestamp")
-        ),
-        "the claim pruned",
-        explain=operator.output,
-    )
+    def pruned():
+        # One read per check: the claim may vanish between two reads.
+        claim = get(cp, "persistentvolumeclaim", f"{NAME}-hivemq-data")
+        return claim is None or bool(claim["metadata"].get("deletionTimestamp"))
+
+    eventually(pruned, "the claim pruned", explain=operator.output)
     cp.kubectl("delete", "streamingtraining", NAME, "-n", NS, "--wait=true", "--timeout=60s")
