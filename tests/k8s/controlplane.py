@@ -184,6 +184,11 @@ class ControlPlane:
         body = json.dumps({"spec": spec})
         return self.kubectl("patch", "streamingtraining", name, "-n", namespace, "--type=merge", "-p", body)
 
+    def get_object(self, kind: str, name: str, namespace: str, *flags: str) -> dict | None:
+        """One object as JSON, or None when it does not exist (or cannot be read)."""
+        res = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", *flags, check=False)
+        return json.loads(res.stdout) if res.returncode == 0 else None
+
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, kubeconfig: Path | None = None
     ) -> subprocess.CompletedProcess:

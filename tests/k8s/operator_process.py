@@ -7,6 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from tests.k8s.conftest import RELEASE, RELEASE_NS
 from tests.k8s.controlplane import kubeconfig
@@ -65,3 +68,17 @@ class Operator:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-6000:]
+
+
+@contextmanager
+def running_operator(cp, workdir: Path, namespace: str) -> Iterator[Operator]:
+    """An operator (all namespaces) running for the duration, with ``namespace`` created before it starts
+    and deleted (not waited for) after it stops: the module fixture of most operator tests."""
+    cp.kubectl("create", "namespace", namespace, check=False)
+    op = Operator(cp, workdir)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        cp.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

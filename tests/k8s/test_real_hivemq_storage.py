@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests.k8s.conftest import ROOT, load_example
-from tests.k8s.operator_process import Operator
+from tests.k8s.operator_process import running_operator
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.kube
@@ -22,17 +22,12 @@ NAME = "durable"
 
 @pytest.fixture(scope="module")
 def operator(crds, tmp_path_factory):
-    crds.kubectl("create", "namespace", NS, check=False)
-    op = Operator(crds, tmp_path_factory.mktemp("hivemq-storage"))
-    op.start()
-    yield op
-    op.stop()
-    crds.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+    with running_operator(crds, tmp_path_factory.mktemp("hivemq-storage"), NS) as op:
+        yield op
 
 
 def get(cp, kind: str, name: str) -> dict | None:
-    res = cp.kubectl("get", kind, name, "-n", NS, "-o", "json", check=False)
-    return json.loads(res.stdout) if res.returncode == 0 else None
+    return cp.get_object(kind, name, NS)
 
 
 def test_the_broker_moves_to_its_claim_and_back(operator):
@@ -73,6 +68,7 @@ def test_the_broker_moves_to_its_claim_and_back(operator):
 
     # Storage emptied again: the claim is pruned, the broker back on an emptyDir.
     cp.patch_spec(NS, NAME, {"mqtt": {"storage": {"size": ""}}})
+
     def pruned():
         # One read per check: the claim may vanish between two reads.
         claim = get(cp, "persistentvolumeclaim", f"{NAME}-hivemq-data")

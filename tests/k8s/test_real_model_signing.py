@@ -39,8 +39,7 @@ def operator(crds, tmp_path_factory):
 
 
 def get(cp, kind: str, name: str) -> dict | None:
-    res = cp.kubectl("get", kind, name, "-n", NS, "-o", "json", check=False)
-    return json.loads(res.stdout) if res.returncode == 0 else None
+    return cp.get_object(kind, name, NS)
 
 
 def owned(cp, kind: str, uid: str) -> list[dict]:

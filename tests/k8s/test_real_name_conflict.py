@@ -66,8 +66,7 @@ def setup(crds, tmp_path_factory):
 
 
 def get(cp, kind: str, name: str) -> dict | None:
-    res = cp.kubectl("get", kind, name, "-n", NS, "-o", "json", "--show-managed-fields", check=False)
-    return json.loads(res.stdout) if res.returncode == 0 else None
+    return cp.get_object(kind, name, NS, "--show-managed-fields")
 
 
 def create_as_admin(cp, obj: dict) -> dict:

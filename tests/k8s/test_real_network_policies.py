@@ -14,7 +14,7 @@ import pytest
 from streamtrain.operator import children
 from streamtrain.operator.render import network
 from tests.k8s.conftest import ROOT, load_example
-from tests.k8s.operator_process import Operator
+from tests.k8s.operator_process import running_operator
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.kube
@@ -25,12 +25,8 @@ NAME = "fenced"
 
 @pytest.fixture(scope="module")
 def operator(crds, tmp_path_factory):
-    crds.kubectl("create", "namespace", NS, check=False)
-    op = Operator(crds, tmp_path_factory.mktemp("network-policies"))
-    op.start()
-    yield op
-    op.stop()
-    crds.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+    with running_operator(crds, tmp_path_factory.mktemp("network-policies"), NS) as op:
+        yield op
 
 
 def listed(cp, kind: str) -> list[dict]:

@@ -116,8 +116,7 @@ def resource(stack) -> dict:
 
 
 def get(cp, kind: str, name: str) -> dict | None:
-    res = cp.kubectl("get", kind, name, "-n", NS, "-o", "json", check=False)
-    return json.loads(res.stdout) if res.returncode == 0 else None
+    return cp.get_object(kind, name, NS)
 
 
 def pods(cp, component: str) -> list[dict]:

@@ -33,8 +33,7 @@ def operator(crds, tmp_path_factory):
 
 
 def get(cp, kind: str, name: str, ns: str = NS) -> dict | None:
-    res = cp.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
-    return json.loads(res.stdout) if res.returncode == 0 else None
+    return cp.get_object(kind, name, ns)
 
 
 def create(cp, name: str, example: str = "minimal") -> dict:
