@@ -241,12 +241,8 @@ class Preprocessor:
                     and seq >= 0
                     and ts - ts == 0.0
                 ):
-                    if "device_id" not in record or "ts" not in record:
-                        self._not_a_reading(m, record)
-                        continue
-                    identity = telemetry.check_identity(record)
-                    if isinstance(identity, telemetry.Rejection):
-                        self._dead(m, identity.reason, identity.detail)
+                    identity = self._identity(m, record)
+                    if identity is None:
                         continue
                     device, ts, seq = identity
                     if len(valid_ids) >= max_devices:
@@ -268,7 +264,8 @@ class Preprocessor:
                     reading = fast_fingerprint(record, finite)
                     seen = dedup.check(device, seq, reading)
                     if seen != "new":
-                        self._repeated(m, device, seq, seen, repeats, counts)
+                        self._repeated(m, device, seq, seen, repeats)
+                        counts["duplicates"] += seen == "duplicate"
                         continue
                     txn_seen.append((device, seq))
                 held = devices.get(m.partition())
@@ -330,9 +327,21 @@ class Preprocessor:
         else:
             self._dead(m, "malformed_json", "not a telemetry object")
 
-    def _repeated(self, m, device: str, seq: int, seen: str, repeats, counts: dict) -> None:
+    def _identity(self, m, record: dict) -> tuple[str, float, int] | None:
+        """A decoded object's identity (device, ts, seq), or None when it was dead-lettered for lacking one."""
+        if "device_id" not in record or "ts" not in record:
+            self._not_a_reading(m, record)
+            return None
+        identity = telemetry.check_identity(record)
+        if isinstance(identity, telemetry.Rejection):
+            self._dead(m, identity.reason, identity.detail)
+            return None
+        return identity
+
+    def _repeated(self, m, device: str, seq: int, seen: str, repeats) -> None:
+        """A reading the de-duplicator has seen (``seen`` is not "new"): a duplicate is noted (dropped, counted
+        by the caller and logged per batch); a reused or too old seq is dead-lettered."""
         if seen == "duplicate":
-            counts["duplicates"] += 1
             repeats["duplicate"].append((device, seq))
         elif seen == "reused":
             repeats["reused"].append((device, seq))
@@ -356,14 +365,13 @@ class Preprocessor:
     def _record(self, m, repeats: dict[str, list[tuple[str, int]]]) -> None:
         try:
             record = json.loads(m.value())
-            if not isinstance(record, dict) or "device_id" not in record or "ts" not in record:
-                raise ValueError("not a telemetry object")
         except (ValueError, TypeError, RecursionError) as exc:  # TypeError: a record without a value
-            self._dead(m, "malformed_json", str(exc)[:200] or type(exc).__name__)
+            record = exc
+        if type(record) is not dict:
+            self._not_a_reading(m, record)
             return
-        identity = telemetry.check_identity(record)
-        if isinstance(identity, telemetry.Rejection):
-            self._dead(m, identity.reason, identity.detail)
+        identity = self._identity(m, record)
+        if identity is None:
             return
         device, ts, seq = identity
         problem = self._beyond_limits(m, device, ts, seq)
@@ -374,16 +382,10 @@ class Preprocessor:
         if self.dedup is not None:
             reading = fingerprint(record)
             seen = self.dedup.check(device, seq, reading)
-            if seen == "duplicate":
-                self.m_duplicates.inc()
-                repeats["duplicate"].append((device, seq))
-                return
-            if seen == "reused":
-                repeats["reused"].append((device, seq))
-                self._dead(m, "seq_reused", _reused_detail(device, seq))
-                return
-            if seen == "too_old":
-                self._dead(m, "too_old", f"seq {seq} is {self.dedup.window}+ below the device's newest")
+            if seen != "new":
+                self._repeated(m, device, seq, seen, repeats)
+                if seen == "duplicate":
+                    self.m_duplicates.inc()
                 return
             self._txn_seen.append((device, seq))
         self._touch(m.partition(), device)

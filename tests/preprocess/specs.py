@@ -1,4 +1,4 @@
-"""Specs shared by the preprocessing tests: the default one and one using every construct."""
+"""Specs shared by the preprocessing tests: one using every construct, and one the batch step evaluates with numpy."""
 
 from streamtrain.preprocessing.spec import PreprocessSpec
 
@@ -28,3 +28,29 @@ EVERY_CONSTRUCT = {
 
 def every_construct() -> PreprocessSpec:
     return PreprocessSpec.model_validate(EVERY_CONSTRUCT)
+
+
+#: A spec the batch step evaluates with numpy (division, comparisons as numbers, NOT, OR), with sequences.
+VECTORISED = PreprocessSpec.model_validate(
+    {
+        "filter": "temperature > -40 AND NOT temperature >= 150 OR pressure <> 3.5",
+        "features": ["temperature", "current", "vibration", "pressure"],
+        "derived": [
+            {"name": "ratio", "expr": "current / pressure"},
+            {"name": "spread", "expr": "-ABS(vibration - 0.3) * 2.5e-3 + (temperature - 60) / 2"},
+            {"name": "scaled", "expr": "ratio * 1e15 - spread"},
+        ],
+        "windows": {
+            "size_seconds": 5,
+            "aggregates": [
+                {"name": "t_avg", "fn": "avg", "field": "temperature"},
+                {"name": "t_min", "fn": "min", "field": "temperature"},
+                {"name": "r_max", "fn": "max", "field": "ratio"},
+                {"name": "s_sum", "fn": "sum", "field": "scaled"},
+                {"name": "n", "fn": "count", "field": "current"},
+            ],
+        },
+        "sequences": {"length": 3},
+        "label": "label",
+    }
+)

@@ -23,33 +23,9 @@ from streamtrain.dedup import fingerprint
 from streamtrain.preprocessing.batch import BatchExpressions, fast_fingerprint, fingerprint_text, loads
 from streamtrain.preprocessing.spec import PreprocessSpec
 from streamtrain.preprocessor.app import Preprocessor, PreprocessSettings
-from tests.preprocess.specs import every_construct
+from tests.preprocess.specs import VECTORISED, every_construct
 from tests.preprocess.test_poisoned_records import NOW, Msg
 
-#: A spec the batch step evaluates with numpy (division, comparisons as numbers, NOT, OR), with sequences.
-VECTORISED = PreprocessSpec.model_validate(
-    {
-        "filter": "temperature > -40 AND NOT temperature >= 150 OR pressure <> 3.5",
-        "features": ["temperature", "current", "vibration", "pressure"],
-        "derived": [
-            {"name": "ratio", "expr": "current / pressure"},
-            {"name": "spread", "expr": "-ABS(vibration - 0.3) * 2.5e-3 + (temperature - 60) / 2"},
-            {"name": "scaled", "expr": "ratio * 1e15 - spread"},
-        ],
-        "windows": {
-            "size_seconds": 5,
-            "aggregates": [
-                {"name": "t_avg", "fn": "avg", "field": "temperature"},
-                {"name": "t_min", "fn": "min", "field": "temperature"},
-                {"name": "r_max", "fn": "max", "field": "ratio"},
-                {"name": "s_sum", "fn": "sum", "field": "scaled"},
-                {"name": "n", "fn": "count", "field": "current"},
-            ],
-        },
-        "sequences": {"length": 3},
-        "label": "label",
-    }
-)
 REASON_HEADER = "streamtrain.reason"
 SPECS = {"default": PreprocessSpec.default, "every_construct": every_construct, "vectorised": lambda: VECTORISED}
 
