@@ -14,33 +14,19 @@ import sys
 import time
 
 from bench.run import REPO, Bench
-from bench.stages import fill_features
+from bench.stages import scoring_input
 from streamtrain.kafka import read_topic
-from streamtrain.trainer.train import TrainSettings, train_once
+from streamtrain.settings import settings_env
 
 
 def main(n: int = int(os.environ.get("RECORDS", "200000"))) -> None:
     bench = Bench(quick=True)
     bench.stack.up(create_topics=False)
     try:
-        s = bench.settings()
-        fill_features(s, n)
-        train_once(
-            TrainSettings(
-                kafka_bootstrap=s.kafka_bootstrap,
-                topic_features=s.topic_features,
-                topic_models=s.topic_models,
-                train_records=5000,
-                epochs=2,
-            )
-        )
+        s, total = scoring_input(bench, n)
         out = REPO / "bench" / "profiles"
         out.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            **{f"STREAMTRAIN_{k.upper()}": str(v) for k, v in s.model_dump().items() if v is not None},
-            "STREAMTRAIN_GROUP_ID": "profile",
-        }
+        env = settings_env(s, group_id="profile")
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -57,8 +43,8 @@ def main(n: int = int(os.environ.get("RECORDS", "200000"))) -> None:
             stderr=subprocess.DEVNULL,
         )
         t0 = time.monotonic()
-        read_topic(s.kafka_bootstrap, s.topic_scores, until=lambda m: len(m) >= n, timeout=600)
-        print(f"scored {n} records in {time.monotonic() - t0:.1f}s (incl. start-up)")
+        read_topic(s.kafka_bootstrap, s.topic_scores, until=lambda m: len(m) >= total, timeout=600)
+        print(f"scored {total} records in {time.monotonic() - t0:.1f}s (incl. start-up)")
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
         print(f"wrote {out / 'scorer.txt'}")

@@ -180,7 +180,7 @@ def training_workers(bench, n: int, epochs: int = 3, workers: int = 2) -> None:
 def scoring(bench, n: int) -> None:
     from streamtrain.scorer.app import ScoreSettings
 
-    s, total = _scoring_input(bench, n)
+    s, total = scoring_input(bench, n)
     model = LoadedModel.from_version(read_versions(s.kafka_bootstrap, s.topic_models)[-1])
     x = np.random.default_rng(2).normal(60, 10, size=(n, len(model.feature_names))).astype(np.float32)
     # The limit: Keras' own batch predict of the same network on in-memory rows, as many per call as the
@@ -233,7 +233,7 @@ def scoring(bench, n: int) -> None:
     )
 
 
-def _scoring_input(bench, n: int):
+def scoring_input(bench, n: int):
     """Settings of a fresh pipeline whose features topic holds ``n + 2000`` records and whose models
     topic holds v1 trained on 2000 of them; and that total."""
     from streamtrain.trainer.train import TrainSettings, train_once
@@ -328,7 +328,7 @@ def add_plain_loop_figure(bench, s, total: int, ours: float, ours_cpu: dict[str,
 
 def scorer_vs_plain(bench, n: int) -> None:
     """The Python scorer against the plain loop alone (no Keras ceiling, no JVM scorer)."""
-    s, total = _scoring_input(bench, n)
+    s, total = scoring_input(bench, n)
     ours, cpu_us, _ = python_scorer_rate(bench, s, total)
     add_plain_loop_figure(bench, s, total, ours, cpu_us)
 
