@@ -157,6 +157,14 @@ class ScorerMetrics:
             "1 while the champion's training was not healthy (the first version, or promoted on request)",
             registry=r,
         )
+        self.pinned_version = Gauge(
+            "streamtrain_scorer_pinned_version", "Version pinned by `streamtrain models pin` (0 = none)", registry=r
+        )
+        self.not_served = Counter(
+            "streamtrain_scorer_versions_not_served",
+            "Versions that arrived while a pinned version serves (noted, not served)",
+            registry=r,
+        )
         self.challenger_agreement = Gauge(
             "streamtrain_scorer_challenger_agreement",
             "Fraction of shadow records where challenger and champion agree",
@@ -378,11 +386,18 @@ class Scorer:
             if event == "version_held":
                 self._held(old, new)
                 continue
+            if event == "version_not_served":
+                self.metrics.not_served.inc()
+                log.warning(
+                    event, version=new, pinned_version=old, reason="pinned", how_to_serve="streamtrain models unpin"
+                )
+                continue
             log.info(event, old_version=old, new_version=new)
             if event == "challenger_loaded":
                 self.shadow = _Shadow()
-            elif event in ("champion_switched", "held_promoted", "challenger_promoted"):
+            elif event in ("champion_switched", "held_promoted", "challenger_promoted", "pinned", "unpinned"):
                 self._check_champion_health(event)
+        self.metrics.pinned_version.set(self.registry.pinned or 0)
         champion, challenger = self.registry.champion, self.registry.challenger
         held = self.registry.held
         self.metrics.held_version.set(held.version if held else 0)
@@ -416,7 +431,9 @@ class Scorer:
                 "champion_unhealthy",
                 version=champion.version,
                 reason=reason,
-                why="promoted on request" if event == "held_promoted" else "no healthy version to serve instead",
+                why={"held_promoted": "promoted on request", "pinned": "pinned on request"}.get(
+                    event, "no healthy version to serve instead"
+                ),
                 problems=(champion.metadata.get("training_health") or {}).get("problems"),
             )
 

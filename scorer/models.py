@@ -9,11 +9,15 @@ A version whose manifest says its training was not healthy (``training_health.st
 ``ok``: ``not_converged``, ``no_better_than_constant``) is loaded but held back while another version
 serves: it becomes champion only on an explicit promotion request. With nothing else to serve (the
 first version), it serves, flagged, since scoring nothing would leave every reading unscored.
+
+A pin (``streamtrain models pin V``, a ``control/pin`` record) makes V champion whatever its age or health;
+newer versions are then noted (event ``version_not_served``) but not served until an unpin returns to the
+rule of ``streamtrain.modelcontrol.serving_version``. The watcher keeps every version of the topic
+assembled so that an older one can be loaded on request.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass
@@ -23,37 +27,38 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from streamtrain import logs
 from streamtrain.kafka import READER_GROUP, client_config, watermarks
 from streamtrain.model import LoadedModel
-from streamtrain.modelcodec import ModelAssembler, ModelRejected, ModelVersion
+from streamtrain.modelcodec import KEY, ModelAssembler, ModelRejected, ModelVersion
+from streamtrain.modelcontrol import (
+    CONTROL_PREFIX,
+    HEALTH_PROBLEMS,
+    PIN_KEY,
+    PROMOTE_KEY,
+    BadControl,
+    ModelControl,
+    pin_record,
+    promote_record,
+    serving_version,
+    unhealthy_reason,
+)
 from streamtrain.modelsign import ModelTrust
 
+__all__ = [
+    "CONTROL_PREFIX",
+    "HEALTH_PROBLEMS",
+    "ModelRegistry",
+    "ModelWatcher",
+    "pin_record",
+    "promote_record",
+    "unhealthy_reason",
+]
+
 log = logs.get("scorer.models")
-
-CONTROL_PREFIX = b"control/"
-
-
-def promote_record(version: int) -> tuple[bytes, bytes]:
-    """Key and value of a control record on the models topic asking scorers to promote ``version``."""
-    return b"control/promote", json.dumps({"version": version, "at": time.time()}).encode()
-
-
-#: ``training_health.status`` values the trainer writes for an unhealthy run (other values count as ``unhealthy``).
-HEALTH_PROBLEMS = ("not_converged", "no_better_than_constant")
-
-
-def unhealthy_reason(metadata: dict) -> str | None:
-    """Why a version's training was not healthy, from its manifest; None when ``ok`` or absent (versions
-    trained before the trainer checked its health are served as before)."""
-    health = metadata.get("training_health")
-    status = health.get("status") if isinstance(health, dict) else None
-    if status is None or status in ("ok", "unknown"):
-        return None
-    return status if status in HEALTH_PROBLEMS else "unhealthy"
 
 
 @dataclass
 class Offer:
     model: LoadedModel
-    role: str  # "champion", "challenger" or "held" (unhealthy: champion only on request)
+    role: str  # "champion", "challenger", "held" (unhealthy: champion only on request), "pinned", "unpinned"
     forced: bool = False  # an unhealthy version a promotion request asked for
 
 
@@ -69,6 +74,9 @@ class ModelRegistry:
         self.challenger: LoadedModel | None = None
         self.held: LoadedModel | None = None  # the newest unhealthy version, waiting for a promotion request
         self.highest_seen = 0
+        self.pinned: int | None = None  # the version a pin request asked for (set when requested)
+        self._unpin = False
+        self._not_served: list[int] = []  # versions that arrived while pinned
 
     # watcher thread
     def offer(self, model: LoadedModel, forced: bool = False) -> None:
@@ -79,6 +87,9 @@ class ModelRegistry:
                 log.info("model_ignored", version=model.version, reason=f"not newer than {self.highest_seen}")
                 return
             self.highest_seen = model.version
+            if self.pinned is not None:
+                self._not_served.append(model.version)
+                return
             has_champion = self.champion is not None or any(o.role == "champion" for o in self._offers)
             if has_champion and not forced and unhealthy_reason(model.metadata) is not None:
                 role = "held"
@@ -92,17 +103,46 @@ class ModelRegistry:
         with self._lock:
             self._promote = version
 
+    def pin(self, model: LoadedModel) -> None:
+        """Serve ``model`` (any age, any health) from the next batch on, and nothing newer until ``unpin``."""
+        with self._lock:
+            self.pinned = model.version
+            self.highest_seen = max(self.highest_seen, model.version)
+            self._offers.append(Offer(model, "pinned", forced=True))
+
+    def unpin(self, model: LoadedModel | None) -> None:
+        """Back to the rule: serve ``model`` (the version the rule names), or keep the champion when None."""
+        with self._lock:
+            self.pinned = None
+            if model is None:
+                self._unpin = True
+            else:
+                self.highest_seen = max(self.highest_seen, model.version)
+                self._offers.append(Offer(model, "unpinned", forced=True))
+
     # scoring loop, between batches
     def apply(self) -> list[tuple[str, int | None, int]]:
         """Take pending offers and promotion requests. Returns (event, old_version, new_version) tuples:
         ``champion_switched``, ``challenger_loaded``, ``version_held`` (old: the champion that keeps
-        serving), ``challenger_promoted`` and ``held_promoted``."""
+        serving), ``challenger_promoted``, ``held_promoted``, ``pinned``, ``unpinned`` and
+        ``version_not_served`` (old: the pinned version, new: the version that arrived while pinned)."""
         events: list[tuple[str, int | None, int]] = []
         with self._lock:
             offers, self._offers = self._offers, []
             promote, self._promote = self._promote, None
+            not_served, self._not_served = self._not_served, []
+            unpin, self._unpin = self._unpin, False
+            pinned = self.pinned
         for offer in offers:
-            if offer.role == "held" and self.champion is not None:
+            if offer.role in ("pinned", "unpinned"):
+                old = self.champion.version if self.champion else None
+                self.champion = offer.model
+                if offer.role == "pinned":
+                    self.challenger = None  # a pin serves one version: no shadow beside it
+                if self.held is not None and self.held.version <= offer.model.version:
+                    self.held = None
+                events.append((offer.role, old, offer.model.version))
+            elif offer.role == "held" and self.champion is not None:
                 self.held = offer.model
                 events.append(("version_held", self.champion.version, offer.model.version))
             elif offer.role == "challenger" and self.champion is not None:
@@ -115,8 +155,13 @@ class ModelRegistry:
                 if self.held is not None and self.held.version < offer.model.version:
                     self.held = None  # a newer version serves: the held one is no longer the candidate
                 events.append(("champion_switched", old, offer.model.version))
+        if unpin and self.champion is not None:
+            events.append(("unpinned", self.champion.version, self.champion.version))
+        events += [("version_not_served", pinned, version) for version in not_served]
         if promote is not None:
-            if self.challenger is not None and self.challenger.version == promote:
+            if pinned is not None:
+                log.warning("promotion_refused", version=promote, reason="pinned", pinned=pinned)
+            elif self.challenger is not None and self.challenger.version == promote:
                 events.append(self.promote())
             elif self.held is not None and self.held.version == promote:
                 old = self.champion.version if self.champion else None
@@ -158,7 +203,9 @@ class ModelWatcher(threading.Thread):
         self.stop_event = stop_event
         self.caught_up = threading.Event()
         self.error: Exception | None = None
-        self._requested: int | None = None  # the version the newest promotion request on the topic names
+        self.control = ModelControl()  # the newest promotion and pin requests read so far
+        self.available: dict[int, ModelVersion] = {}  # every version assembled and not deleted since
+        self.refused: set[int] = set()  # versions that failed to load: a pin cannot name them
 
     def _load(self, mv: ModelVersion) -> LoadedModel | None:
         t0 = time.monotonic()
@@ -171,9 +218,11 @@ class ModelWatcher(threading.Thread):
                 )
             model.warm()
         except ModelRejected as exc:
+            self.refused.add(mv.version)
             self._refuse(mv.metadata.get("version"), exc.reason, exc.detail)
             return None
         except Exception as exc:  # noqa: BLE001 - any failure to load means: refuse, keep serving
+            self.refused.add(mv.version)
             self._refuse(mv.metadata.get("version"), "load_failed", repr(exc)[:300])
             return None
         log.info(
@@ -246,7 +295,11 @@ class ModelWatcher(threading.Thread):
             if value is None and key is not None and key.endswith(b"/manifest"):
                 # A deleted version (the trainer keeps the newest few): not worth holding until catch-up.
                 backlog[:] = [b for b in backlog if f"model/{b.version}/manifest".encode() != key]
+                deleted = KEY.match(key)
+                if deleted:
+                    self.available.pop(int(deleted.group(1)), None)
             return
+        self.available[mv.version] = mv
         if self.caught_up.is_set():
             model = self._load(mv)
             if model is not None:
@@ -258,15 +311,20 @@ class ModelWatcher(threading.Thread):
         """At start only the newest loadable version matters; older ones fall back in order. When the newest
         is unhealthy, the newest healthy one before it serves and the unhealthy one is held, as if they had
         arrived while running, unless the topic's promotion request names it (a promotion outlives restarts)."""
+        pinned = self._pinned_model() if self.control.pinned is not None else None
+        if pinned is not None:
+            self.registry.pin(pinned)  # the pin outlives the restart; nothing else needs loading
+            backlog.clear()
         newest: LoadedModel | None = None
         for mv in sorted(backlog, key=lambda m: m.metadata.get("version", 0), reverse=True):
             model = self._load(mv)
             if model is None:
                 continue
-            if newest is None and unhealthy_reason(model.metadata) is not None and self._requested != model.version:
+            requested = self.control.promoted == model.version
+            if newest is None and unhealthy_reason(model.metadata) is not None and not requested:
                 newest = model  # offered after a healthy predecessor, if there is one
                 continue
-            self.registry.offer(model, forced=self._requested == model.version)
+            self.registry.offer(model, forced=requested)
             break
         if newest is not None:
             self.registry.offer(newest)
@@ -275,16 +333,51 @@ class ModelWatcher(threading.Thread):
         log.info("models_caught_up", champion=self.registry.highest_seen or None)
 
     def _control(self, key: bytes, value: bytes | None) -> None:
+        """A promotion or pin request; before catch-up only the newest of each counts (read at catch-up)."""
         try:
-            body = json.loads(value or b"{}")
-            version = int(body["version"])
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:
-            self._refuse(None, "bad_control", f"{key[:80]!r}: {str(exc)[:200]}")
+            self.control = self.control.read(key, value)
+        except BadControl as exc:
+            self._refuse(None, "bad_control", str(exc))
             return
-        if key != b"control/promote":
+        if not self.caught_up.is_set():
             return
-        if self.caught_up.is_set():
-            log.info("promotion_requested", version=version)
-            self.registry.request_promotion(version)
-        else:
-            self._requested = version  # the newest request before catch-up: may name a held version
+        if key == PROMOTE_KEY:
+            log.info("promotion_requested", version=self.control.promoted)
+            self.registry.request_promotion(self.control.promoted or 0)
+        elif key == PIN_KEY and self.control.pinned is not None:
+            log.info("pin_requested", version=self.control.pinned)
+            model = self._pinned_model()
+            if model is not None:
+                self.registry.pin(model)
+        elif key == PIN_KEY:
+            log.info("unpin_requested")
+            self._unpin()
+
+    def _pinned_model(self) -> LoadedModel | None:
+        """The pinned version loaded and warmed; None (refused, logged, counted) when it is not on the topic or
+        cannot be served: the scorer keeps serving what it served."""
+        version = self.control.pinned
+        mv = self.available.get(version) if version is not None else None
+        if mv is None or version in self.refused:
+            have = ", ".join(str(v) for v in sorted(set(self.available) - self.refused)) or "none"
+            why = "refused when it arrived" if version in self.refused else "not on the topic"
+            self._refuse(version, "pin_refused", f"version {version} is {why} (versions: {have})")
+            return None
+        model = self._load(mv)
+        if model is None:
+            self._refuse(version, "pin_refused", f"version {version} cannot be loaded")
+        return model
+
+    def healthy(self) -> dict[int, bool]:
+        """``{version: healthy}`` of the versions this watcher could serve (the rule's input)."""
+        return {v: unhealthy_reason(mv.metadata) is None for v, mv in self.available.items() if v not in self.refused}
+
+    def _unpin(self) -> None:
+        """Back to the rule: load the version it names unless it already serves."""
+        target = serving_version(self.healthy(), self.control)
+        champion = self.registry.champion
+        if target is None or (champion is not None and champion.version == target):
+            self.registry.unpin(None)
+            return
+        model = self._load(self.available[target])
+        self.registry.unpin(model)  # None when it failed to load (refused, counted): the champion stays

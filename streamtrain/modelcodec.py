@@ -245,10 +245,16 @@ def _attachments(version: int, manifest: dict, parts: dict[int, bytes], artefact
 
 
 def read_versions(
-    bootstrap: str, topic: str, timeout: float = 10.0, trust: ModelTrust | None = None, keep_deleted: bool = False
+    bootstrap: str,
+    topic: str,
+    timeout: float = 10.0,
+    trust: ModelTrust | None = None,
+    keep_deleted: bool = False,
+    controls: list[tuple[bytes, bytes | None]] | None = None,
 ) -> list[ModelVersion]:
     """Every complete, valid version on the topic that ``trust`` accepts, in topic order (others are skipped);
-    versions deleted since (a manifest tombstone) only with ``keep_deleted``."""
+    versions deleted since (a manifest tombstone) only with ``keep_deleted``. The control records
+    (``streamtrain.modelcontrol``) are appended to ``controls`` in topic order when it is given."""
     c = Consumer(
         client_config(
             bootstrap,
@@ -275,6 +281,8 @@ def read_versions(
             if msg is None or msg.error():
                 continue
             if (msg.key() or b"").startswith(b"control/"):
+                if controls is not None:
+                    controls.append((msg.key(), msg.value()))
                 continue
             deleted = KEY.match(msg.key() or b"")
             if msg.value() is None and deleted and deleted.group(2) == b"manifest" and not keep_deleted:

@@ -1,5 +1,5 @@
 """`streamtrain models`: the model versions on the models topic, which ones the scorers serve, and the
-verbs a user expects of a registry (list, show, export, promote)."""
+verbs a user expects of a registry (list, show, export, promote, pin, unpin, rollback)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ from streamtrain.kafka import flush_or_raise, producer_config
 from streamtrain.kafka.config import READER_GROUP, client_config
 from streamtrain.kafka.reading import watermarks
 from streamtrain.modelcodec import ModelVersion, read_versions
+from streamtrain.modelcontrol import (
+    ModelControl,
+    pin_record,
+    promote_record,
+    rollback_target,
+    serving_version,
+    unhealthy_reason,
+)
 from streamtrain.modelsign import ModelTrust
 from streamtrain.onnx_export import ONNX_ATTACHMENT
 from streamtrain.settings import CommonSettings, load
@@ -53,12 +61,34 @@ def _require(s: CommonSettings, topic: str, timeout: float) -> None:
 
 def _versions(s: CommonSettings, timeout: float) -> list[ModelVersion]:
     """The versions the scorers would accept (the trust settings apply), newest last."""
+    return _registry(s, timeout)[0]
+
+
+def _registry(s: CommonSettings, timeout: float) -> tuple[list[ModelVersion], ModelControl]:
+    """The versions the scorers would accept, newest last, and the newest promotion and pin requests."""
     _require(s, s.topic_models, timeout)
+    controls: list[tuple[bytes, bytes | None]] = []
     try:
-        return read_versions(s.kafka_bootstrap, s.topic_models, timeout=timeout, trust=ModelTrust.from_settings(s))
+        versions = read_versions(
+            s.kafka_bootstrap, s.topic_models, timeout=timeout, trust=ModelTrust.from_settings(s), controls=controls
+        )
     except KafkaException as exc:
         click.echo(f"error: cannot read {s.topic_models}: {exc.args[0].str()}", err=True)
         sys.exit(exitcodes.KAFKA)
+    return versions, ModelControl.of(controls)
+
+
+def _healthy(versions: list[ModelVersion]) -> dict[int, bool]:
+    return {mv.version: unhealthy_reason(mv.metadata) is None for mv in versions}
+
+
+def _health(mv: ModelVersion) -> str:
+    """``ok``, ``held: <status>`` (training not ok: champion only on request) or ``unknown`` (no health check)."""
+    reason = unhealthy_reason(mv.metadata)
+    if reason is not None:
+        return f"held: {reason}"
+    health = mv.metadata.get("training_health")
+    return "ok" if isinstance(health, dict) and health.get("status") == "ok" else "unknown"
 
 
 def serving(s: CommonSettings, timeout: float = 10.0) -> dict[int, set[str]]:
@@ -100,10 +130,9 @@ def serving(s: CommonSettings, timeout: float = 10.0) -> dict[int, set[str]]:
     return out
 
 
-def _row(mv: ModelVersion, roles: set[str]) -> dict:
+def _row(mv: ModelVersion, roles: set[str], rule: str = "-") -> dict:
     meta = mv.metadata
     source = meta.get("source") or {}
-    health = meta.get("training_health") or {}
     losses = (meta.get("metrics") or {}).get("val_loss") or (meta.get("metrics") or {}).get("loss") or []
     return {
         "version": mv.version,
@@ -114,8 +143,9 @@ def _row(mv: ModelVersion, roles: set[str]) -> dict:
         "model": meta.get("model", ""),
         "records": meta.get("record_count"),
         "source": source.get("topic", ""),
-        "health": health.get("status", "unknown") if isinstance(health, dict) else str(health),
+        "health": _health(mv),
         "final_loss": round(float(losses[-1]), 6) if losses else None,
+        "rule": rule,
         "serving": ",".join(sorted(roles)) or "-",
     }
 
@@ -146,7 +176,7 @@ def _with_common(f):
 
 @click.group()
 def group() -> None:
-    """Model versions on the models topic: list, show, export, promote.
+    """Model versions on the models topic: list, show, export, promote, pin, unpin, rollback.
 
     Reads only what the scorers would accept: with STREAMTRAIN_MODEL_VERIFY_KEYS set, unsigned or
     wrongly signed versions are not listed.
@@ -159,11 +189,15 @@ def group() -> None:
 @click.pass_context
 def list_versions(ctx, kafka_bootstrap, topic_models, timeout, as_json) -> None:
     """Every version, oldest first: parent, creation time, model, training records and source topic,
-    training health, last loss, and whether the newest scores come from it (champion or challenger)."""
+    training health (ok, or held: training not ok), last loss, which version the scorers' rule serves
+    (RULE: serves, or serves (pinned)), and whether the newest scores come from it (SERVING: champion or
+    challenger)."""
     s = _settings(ctx, kafka_bootstrap, topic_models)
-    versions = _versions(s, timeout)
+    versions, control = _registry(s, timeout)
+    served = serving_version(_healthy(versions), control)
+    label = "serves (pinned)" if served is not None and served == control.pinned else "serves"
     roles = serving(s, min(timeout, 10.0))
-    rows = [_row(mv, roles.get(mv.version, set())) for mv in versions]
+    rows = [_row(mv, roles.get(mv.version, set()), label if mv.version == served else "-") for mv in versions]
     click.echo("\n".join(json.dumps(r) for r in rows) if as_json else _table(rows))
 
 
@@ -216,12 +250,69 @@ def promote(ctx, version, kafka_bootstrap, topic_models, timeout) -> None:
     back because its training was not healthy. The request is a control record on the models topic; a
     scorer holding VERSION switches between two batches and logs it, and a restarted scorer reads the
     request again, so a held version promoted this way stays champion."""
-    from streamtrain.scorer.models import promote_record  # noqa: PLC0415 - the scorer's own record shape
-
     s = _settings(ctx, kafka_bootstrap, topic_models)
     _one(s, version, timeout)
+    _request(s, promote_record(version))
+    click.echo(f"promotion of version {version} requested on {s.topic_models}")
+
+
+def _request(s: CommonSettings, record: tuple[bytes, bytes]) -> None:
+    """Write one control record to the models topic, where every running scorer (and every restarted one)
+    reads it."""
     producer = Producer(producer_config(s.kafka_bootstrap))
-    key, value = promote_record(version)
+    key, value = record
     producer.produce(s.topic_models, value, key=key)
     flush_or_raise(producer)
-    click.echo(f"promotion of version {version} requested on {s.topic_models}")
+
+
+@group.command("pin")
+@click.argument("version", type=click.IntRange(min=1))
+@_with_common
+@click.pass_context
+def pin(ctx, version, kafka_bootstrap, topic_models, timeout) -> None:
+    """Ask the running scorers (both engines) to serve VERSION as champion and stay on it: it may be older
+    than the champion or held back for its training health. Newer versions are then noted in a log line and
+    the metric streamtrain_scorer_versions_not_served_total, not served, until `streamtrain models unpin`.
+    The pin is a control record on the models topic: a restarted scorer reads it again; a scorer that does
+    not hold VERSION (refused as corrupt or unsigned) refuses the pin and keeps serving."""
+    s = _settings(ctx, kafka_bootstrap, topic_models)
+    _one(s, version, timeout)
+    _request(s, pin_record(version))
+    click.echo(f"pin of version {version} requested on {s.topic_models}")
+
+
+@group.command("unpin")
+@_with_common
+@click.pass_context
+def unpin(ctx, kafka_bootstrap, topic_models, timeout) -> None:
+    """Cancel a pin: the scorers return to their rule (the newest healthy version, or a newer promoted one)."""
+    s = _settings(ctx, kafka_bootstrap, topic_models)
+    versions, control = _registry(s, timeout)
+    _request(s, pin_record(None))
+    served = serving_version(_healthy(versions), ModelControl(promoted=control.promoted))
+    was = f" (was pinned to {control.pinned})" if control.pinned is not None else " (nothing was pinned)"
+    click.echo(f"unpin requested on {s.topic_models}{was}; the rule serves version {served}")
+
+
+@group.command("rollback")
+@_with_common
+@click.pass_context
+def rollback(ctx, kafka_bootstrap, topic_models, timeout) -> None:
+    """Pin the newest healthy version older than the one the scorers serve now (by their rule: the pin, a
+    promotion, or the newest healthy version). Exits 1 when there is none; `streamtrain models unpin`
+    returns to the newest."""
+    s = _settings(ctx, kafka_bootstrap, topic_models)
+    versions, control = _registry(s, timeout)
+    healthy = _healthy(versions)
+    served = serving_version(healthy, control)
+    target = rollback_target(healthy, control)
+    if target is None:
+        have = ", ".join(f"{v}{'' if ok else ' (held)'}" for v, ok in sorted(healthy.items())) or "none"
+        click.echo(
+            f"error: nothing to roll back to: no healthy version older than {served} on {s.topic_models}"
+            f" (versions: {have})",
+            err=True,
+        )
+        sys.exit(exitcodes.FAILED)
+    _request(s, pin_record(target))
+    click.echo(f"rollback from version {served} to {target}: pin of version {target} requested on {s.topic_models}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from streamtrain.modelcodec import ModelAssembler, ModelVersion, encode
-from streamtrain.scorer.models import ModelRegistry, ModelWatcher, promote_record, unhealthy_reason
+from streamtrain.scorer.models import ModelRegistry, ModelWatcher, pin_record, promote_record, unhealthy_reason
 
 META = {"feature_names": ["a", "b"], "threshold": 0.5, "format": "keras-v3"}
 
@@ -106,3 +106,100 @@ def test_at_start_the_newest_healthy_version_serves_and_a_newer_unhealthy_one_is
 def test_a_promotion_request_on_the_topic_outlives_a_restart():
     registry = _caught_up(_health("ok"), _health("not_converged"), promote=2)
     assert registry.champion.version == 2 and registry.held is None
+
+
+def _watching(*manifests: dict, controls=()) -> tuple[ModelRegistry, _Watcher, list[str], ModelAssembler]:
+    """A watcher caught up with ``manifests`` (versions 1, 2, …) and ``controls`` read before catch-up."""
+    registry, refused = ModelRegistry(False), list[str]()
+    watcher = _Watcher("unused:9092", "models", registry, refused.append, threading.Event())
+    assembler, backlog = ModelAssembler(), list[ModelVersion]()
+    for version, extra in enumerate(manifests, start=1):
+        for key, value in encode(b"artefact", {**META, "version": version, **extra}):
+            watcher.handle(assembler, backlog, key, value)
+    for key, value in controls:
+        watcher.handle(assembler, backlog, key, value)
+    watcher._catch_up(backlog)
+    registry.apply()
+    return registry, watcher, refused, assembler
+
+
+def _arrive(watcher: _Watcher, assembler: ModelAssembler, version: int, extra: dict | None = None) -> None:
+    for key, value in encode(b"artefact", {**META, "version": version, **(extra or {})}):
+        watcher.handle(assembler, [], key, value)
+
+
+def test_a_pin_serves_an_older_version_and_newer_ones_are_noted_not_served_until_unpin():
+    registry, watcher, refused, assembler = _watching(_health("ok"), _health("ok"))
+    assert registry.champion.version == 2
+    watcher.handle(assembler, [], *pin_record(1))
+    assert registry.apply() == [("pinned", 2, 1)]
+    assert registry.champion.version == 1 and registry.pinned == 1
+    _arrive(watcher, assembler, 3)
+    assert registry.apply() == [("version_not_served", 1, 3)]
+    assert registry.champion.version == 1
+    watcher.handle(assembler, [], *promote_record(3))  # a pin wins over promotions
+    assert registry.apply() == [] and registry.champion.version == 1
+    watcher.handle(assembler, [], *pin_record(None))
+    assert registry.apply() == [("unpinned", 1, 3)]
+    assert registry.champion.version == 3 and registry.pinned is None and not refused
+
+
+def test_a_pin_may_name_an_unhealthy_version_and_unpin_returns_to_the_newest_healthy():
+    registry, watcher, _, assembler = _watching(_health("ok"), _health("ok"), _health("not_converged"))
+    assert registry.champion.version == 2 and registry.held.version == 3
+    watcher.handle(assembler, [], *pin_record(3))
+    assert registry.apply() == [("pinned", 2, 3)] and registry.held is None
+    watcher.handle(assembler, [], *pin_record(None))
+    assert registry.apply() == [("unpinned", 3, 2)]
+
+
+def test_unpin_while_the_rule_already_serves_the_pinned_version_keeps_it():
+    registry, watcher, _, assembler = _watching(_health("ok"), _health("ok"))
+    watcher.handle(assembler, [], *pin_record(2))
+    registry.apply()
+    watcher.handle(assembler, [], *pin_record(None))
+    assert registry.apply() == [("unpinned", 2, 2)] and registry.pinned is None
+
+
+def test_a_pin_naming_a_missing_or_refused_version_is_refused_and_the_champion_stays():
+    class _RefusesTwo(_Watcher):
+        def _load(self, mv):
+            if mv.version == 2:
+                self.refused.add(2)
+                self._refuse(2, "load_failed", "test")
+                return None
+            return super()._load(mv)
+
+    registry, refused = ModelRegistry(False), list[str]()
+    watcher = _RefusesTwo("unused:9092", "models", registry, refused.append, threading.Event())
+    watcher.caught_up.set()
+    assembler = ModelAssembler()
+    _arrive(watcher, assembler, 1)
+    _arrive(watcher, assembler, 2)
+    registry.apply()
+    assert registry.champion.version == 1 and refused == ["load_failed"]
+    watcher.handle(assembler, [], *pin_record(7))
+    watcher.handle(assembler, [], *pin_record(2))
+    assert registry.apply() == [] and registry.champion.version == 1 and registry.pinned is None
+    assert refused == ["load_failed", "pin_refused", "pin_refused"]
+    for key, _ in encode(b"artefact", {**META, "version": 1}):  # v1 deleted by the trainer: cannot be pinned
+        watcher.handle(assembler, [], key, None)
+    watcher.handle(assembler, [], *pin_record(1))
+    assert refused[-1] == "pin_refused" and registry.apply() == []
+
+
+def test_a_pin_on_the_topic_outlives_a_restart_and_an_unpin_after_it_cancels_it():
+    registry, *_ = _watching(_health("ok"), _health("ok"), _health("ok"), controls=[pin_record(1)])
+    assert registry.champion.version == 1 and registry.pinned == 1 and registry.held is None
+    unpinned, *_ = _watching(_health("ok"), _health("ok"), controls=[pin_record(1), pin_record(None)])
+    assert unpinned.champion.version == 2 and unpinned.pinned is None
+    missing, _, refused, _ = _watching(_health("ok"), _health("ok"), controls=[pin_record(9)])
+    assert missing.champion.version == 2 and missing.pinned is None and refused == ["pin_refused"]
+
+
+def test_bad_control_records_are_refused_with_a_reason():
+    registry, watcher, refused, assembler = _watching(_health("ok"))
+    for value in (b"{}", b'{"version": "2"}', b'{"version": 0}', b"not json", b'{"version": true}'):
+        watcher.handle(assembler, [], b"control/pin", value)
+    watcher.handle(assembler, [], b"control/promote", b'{"version": null}')
+    assert refused == ["bad_control"] * 6 and registry.apply() == [] and registry.pinned is None
