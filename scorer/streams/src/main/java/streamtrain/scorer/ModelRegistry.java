@@ -13,6 +13,10 @@ import java.util.List;
  * <p>As in scorer/models.py, a version whose training was not healthy (its manifest's
  * {@code training_health.status} is not {@code ok}) is held back while another version serves, and
  * becomes champion only on a promotion request; with nothing else to serve it serves, flagged.
+ *
+ * <p>A pin ({@code control/pin}) makes one version champion whatever its age or health; versions arriving
+ * while pinned are noted ({@code version_not_served}) and not served until an unpin returns to
+ * {@link ServingRule}.
  */
 final class ModelRegistry {
     record Event(String name, Integer oldVersion, int newVersion) {}
@@ -35,6 +39,10 @@ final class ModelRegistry {
     private final boolean challengerMode;
     private final List<Offer> offers = new ArrayList<>();
     private Integer promote;
+    /** The version a pin request asked for (set when requested, under this object's lock). */
+    private Integer pinned;
+    private boolean unpinRequested;
+    private final List<Integer> notServed = new ArrayList<>();
     private volatile boolean pending;
     private int highestSeen;
     private volatile OnnxModel champion;
@@ -79,6 +87,10 @@ final class ModelRegistry {
         return highestSeen;
     }
 
+    synchronized Integer pinned() {
+        return pinned;
+    }
+
     // watcher thread
     synchronized boolean offer(OnnxModel model) {
         return offer(model, false);
@@ -91,6 +103,11 @@ final class ModelRegistry {
             return false;
         }
         highestSeen = model.version;
+        if (pinned != null) {
+            notServed.add(model.version);
+            pending = true;
+            return false;  // noted, not served: the caller closes it
+        }
         boolean hasChampion = champion != null || offers.stream().anyMatch(o -> o.role.equals("champion"));
         String role;
         if (hasChampion && !forced && model.unhealthy != null) {
@@ -110,6 +127,26 @@ final class ModelRegistry {
         pending = true;
     }
 
+    /** Serve {@code model} (any age, any health) from the next switch on, and nothing newer until unpinned. */
+    synchronized void pin(OnnxModel model) {
+        pinned = model.version;
+        highestSeen = Math.max(highestSeen, model.version);
+        offers.add(new Offer(model, "pinned"));
+        pending = true;
+    }
+
+    /** Back to the rule: serve {@code model} (the version the rule names), or keep the champion when null. */
+    synchronized void unpin(OnnxModel model) {
+        pinned = null;
+        if (model == null) {
+            unpinRequested = true;
+        } else {
+            highestSeen = Math.max(highestSeen, model.version);
+            offers.add(new Offer(model, "unpinned"));
+        }
+        pending = true;
+    }
+
     /** Stream thread, between records: takes pending offers and promotion requests. */
     List<Event> apply() {
         if (!pending) {
@@ -117,16 +154,37 @@ final class ModelRegistry {
         }
         List<Offer> taken;
         Integer promoteVersion;
+        Integer pinnedNow;
+        List<Integer> noted;
+        boolean unpinned;
         synchronized (this) {
             taken = new ArrayList<>(offers);
             offers.clear();
             promoteVersion = promote;
             promote = null;
+            pinnedNow = pinned;
+            noted = new ArrayList<>(notServed);
+            notServed.clear();
+            unpinned = unpinRequested;
+            unpinRequested = false;
             pending = false;
         }
         List<Event> events = new ArrayList<>();
         for (Offer offer : taken) {
-            if (offer.role.equals("held") && champion != null) {
+            if (offer.role.equals("pinned") || offer.role.equals("unpinned")) {
+                OnnxModel old = champion;
+                champion = offer.model;
+                events.add(new Event(offer.role, old == null ? null : old.version, offer.model.version));
+                release(old);
+                if (offer.role.equals("pinned")) {
+                    release(challenger);  // a pin serves one version: no shadow beside it
+                    challenger = null;
+                }
+                if (heldBack != null && heldBack.version <= offer.model.version) {
+                    release(heldBack);
+                    heldBack = null;
+                }
+            } else if (offer.role.equals("held") && champion != null) {
                 OnnxModel old = heldBack;
                 heldBack = offer.model;
                 events.add(new Event("version_held", champion.version, offer.model.version));
@@ -147,8 +205,16 @@ final class ModelRegistry {
                 }
             }
         }
+        if (unpinned && champion != null) {
+            events.add(new Event("unpinned", champion.version, champion.version));
+        }
+        for (int version : noted) {
+            events.add(new Event("version_not_served", pinnedNow, version));
+        }
         if (promoteVersion != null) {
-            if (challenger != null && challenger.version == promoteVersion) {
+            if (pinnedNow != null) {
+                LOG.warning("promotion_refused", "version", promoteVersion, "reason", "pinned", "pinned", pinnedNow);
+            } else if (challenger != null && challenger.version == promoteVersion) {
                 events.add(promote());
             } else if (heldBack != null && heldBack.version == promoteVersion) {
                 OnnxModel old = champion;

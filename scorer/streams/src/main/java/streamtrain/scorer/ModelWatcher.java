@@ -6,8 +6,12 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Comparator;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Properties;
+import java.util.Set;
+import java.util.TreeMap;
 import java.util.function.Consumer;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
@@ -19,8 +23,8 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 /**
  * Tails the compacted models topic (one partition, from the start, no consumer group) like
  * scorer/models.py ModelWatcher: assembles versions, loads and warms each fully, then offers
- * it. At start only the newest loadable version of the backlog is loaded. Promotion requests
- * arrive as control records.
+ * it. At start only the newest loadable version of the backlog is loaded. Promotion and pin requests
+ * arrive as control records; every assembled version is kept so that a pin can load an older one.
  */
 final class ModelWatcher extends Thread {
     private static final Log LOG = new Log("scorer.models");
@@ -33,8 +37,14 @@ final class ModelWatcher extends Thread {
     private final List<ModelAssembler.Version> backlog = new ArrayList<>();
     private volatile boolean stopping;
     private volatile boolean caughtUp;
-    /** The version the newest promotion request read before catch-up names (a promotion outlives restarts). */
-    private Integer requested;
+    /** The version the newest promotion request names (a promotion outlives restarts). */
+    private Integer promoted;
+    /** The version the newest pin request names; null when none or unpinned (a pin outlives restarts). */
+    private Integer pinned;
+    /** Every version assembled and not deleted since. */
+    private final Map<Integer, ModelAssembler.Version> available = new TreeMap<>();
+    /** Versions that failed to load: a pin cannot name them. */
+    private final Set<Integer> refusedVersions = new HashSet<>();
     volatile Exception error;
 
     ModelWatcher(Settings settings, ModelRegistry registry, Consumer<String> onRefused) {
@@ -108,9 +118,11 @@ final class ModelWatcher extends Thread {
             if (value == null && k.endsWith("/manifest")) {
                 // A deleted version (the trainer keeps the newest few): not worth holding until catch-up.
                 backlog.removeIf(b -> k.equals("model/" + b.version() + "/manifest"));
+                available.keySet().removeIf(v -> k.equals("model/" + v + "/manifest"));
             }
             return;
         }
+        available.put(mv.version(), mv);
         if (!caughtUp) {
             backlog.add(mv);
             return;
@@ -127,6 +139,11 @@ final class ModelWatcher extends Thread {
      * topic's promotion request names it.
      */
     void catchUp() {
+        OnnxModel pinnedModel = pinned == null ? null : pinnedModel();
+        if (pinnedModel != null) {
+            registry.pin(pinnedModel);  // the pin outlives the restart; nothing else needs loading
+            backlog.clear();
+        }
         backlog.sort(Comparator.comparingInt(ModelAssembler.Version::version).reversed());
         OnnxModel newest = null;
         for (ModelAssembler.Version mv : backlog) {
@@ -134,7 +151,7 @@ final class ModelWatcher extends Thread {
             if (model == null) {
                 continue;
             }
-            boolean asked = requested != null && requested == model.version;
+            boolean asked = promoted != null && promoted == model.version;
             if (newest == null && model.unhealthy != null && !asked) {
                 newest = model;  // offered after a healthy predecessor, if there is one
                 continue;
@@ -164,12 +181,14 @@ final class ModelWatcher extends Thread {
             if (model != null) {  // refused at warm-up: its session goes
                 model.close();
             }
+            refusedVersions.add(mv.version());
             refuse(mv.version(), e.reason, e.detail);
             return null;
         } catch (Exception e) {
             if (model != null) {
                 model.close();
             }
+            refusedVersions.add(mv.version());
             refuse(mv.version(), "load_failed", String.valueOf(e));
             return null;
         }
@@ -184,27 +203,88 @@ final class ModelWatcher extends Thread {
         onRefused.accept(reason);
     }
 
+    /** A promotion or pin request (streamtrain/modelcontrol.py); before catch-up only the newest of each counts. */
     private void control(String key, byte[] value) {
-        int version;
+        Integer version;
         try {
             JsonNode body = JSON.readTree(value == null ? "{}".getBytes(StandardCharsets.UTF_8) : value);
-            JsonNode v = body == null ? null : body.get("version");
-            if (v == null || !v.canConvertToInt()) {
-                throw new IllegalArgumentException("no integer 'version'");
+            JsonNode v = body == null || !body.isObject() ? null : body.get("version");
+            if (v == null) {
+                throw new IllegalArgumentException("no 'version'");
             }
-            version = v.asInt();
+            if (v.isNull() && key.equals("control/pin")) {
+                version = null;  // unpin
+            } else if (v.isIntegralNumber() && v.canConvertToInt() && v.asInt() >= 1) {
+                version = v.asInt();
+            } else {
+                throw new IllegalArgumentException("version " + v + " is not a positive integer");
+            }
         } catch (Exception e) {
             refuse(null, "bad_control", key + ": " + e.getMessage());
             return;
         }
-        if (!key.equals("control/promote")) {
+        if (key.equals("control/promote")) {
+            promoted = version;
+            if (caughtUp) {
+                LOG.info("promotion_requested", "version", version);
+                registry.requestPromotion(version);
+            }
+        } else if (key.equals("control/pin")) {
+            pinned = version;
+            if (!caughtUp) {
+                return;
+            }
+            if (version != null) {
+                LOG.info("pin_requested", "version", version);
+                OnnxModel model = pinnedModel();
+                if (model != null) {
+                    registry.pin(model);
+                }
+            } else {
+                LOG.info("unpin_requested");
+                unpin();
+            }
+        }
+    }
+
+    /** {version: healthy} of the versions this watcher could serve (the rule's input). */
+    Map<Integer, Boolean> healthy() {
+        Map<Integer, Boolean> out = new TreeMap<>();
+        for (ModelAssembler.Version mv : available.values()) {
+            if (!refusedVersions.contains(mv.version())) {
+                out.put(mv.version(), ModelRegistry.unhealthyReason(mv.metadata()) == null);
+            }
+        }
+        return out;
+    }
+
+    /**
+     * The pinned version loaded and warmed; null (refused, logged, counted) when it is not on the topic or
+     * cannot be served: the scorer keeps serving what it served.
+     */
+    private OnnxModel pinnedModel() {
+        Integer version = pinned;
+        ModelAssembler.Version mv = available.get(version);
+        if (mv == null || refusedVersions.contains(version)) {
+            String why = refusedVersions.contains(version) ? "refused when it arrived" : "not on the topic";
+            refuse(version, "pin_refused", "version " + version + " is " + why + " (versions: " + healthy().keySet() + ")");
+            return null;
+        }
+        OnnxModel model = load(mv);
+        if (model == null) {
+            refuse(version, "pin_refused", "version " + version + " cannot be loaded");
+        }
+        return model;
+    }
+
+    /** Back to the rule: load the version it names unless it already serves. */
+    private void unpin() {
+        Integer target = ServingRule.servingVersion(healthy(), promoted, null);
+        OnnxModel champion = registry.champion();
+        if (target == null || (champion != null && champion.version == target)) {
+            registry.unpin(null);
             return;
         }
-        if (caughtUp) {
-            LOG.info("promotion_requested", "version", version);
-            registry.requestPromotion(version);
-        } else {
-            requested = version;
-        }
+        registry.unpin(load(available.get(target)));  // null when it failed to load (refused, counted)
     }
 }

@@ -275,6 +275,12 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
                         "reason", reason, "how_to_serve", "streamtrain models promote " + e.newVersion());
                 continue;
             }
+            if (e.name().equals("version_not_served")) {
+                metrics.notServed.inc();
+                LOG.warning("version_not_served", "version", e.newVersion(), "pinned_version", e.oldVersion(),
+                        "reason", "pinned", "how_to_serve", "streamtrain models unpin");
+                continue;
+            }
             LOG.info(e.name(), "old_version", e.oldVersion(), "new_version", e.newVersion());
             if (e.name().equals("challenger_loaded")) {
                 shadowRecords = shadowAgree = shadowFlagged = 0;
@@ -288,6 +294,8 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         metrics.modelVersion.set(champion == null ? 0 : champion.version);
         metrics.challengerVersion.set(challenger == null ? 0 : challenger.version);
         metrics.heldVersion.set(held == null ? 0 : held.version);
+        Integer pinned = registry.pinned();
+        metrics.pinnedVersion.set(pinned == null ? 0 : pinned);
     }
 
     /** Flags a champion whose training was not healthy: served only with nothing else to serve, or on request. */
@@ -297,7 +305,8 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         metrics.championUnhealthy.set(reason == null ? 0 : 1);
         if (reason != null) {
             LOG.warning("champion_unhealthy", "version", champion.version, "reason", reason, "why",
-                    event.equals("held_promoted") ? "promoted on request" : "no healthy version to serve instead");
+                    event.equals("held_promoted") ? "promoted on request"
+                            : event.equals("pinned") ? "pinned on request" : "no healthy version to serve instead");
         }
     }
 

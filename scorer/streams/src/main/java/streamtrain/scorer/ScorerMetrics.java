@@ -49,6 +49,10 @@ final class ScorerMetrics {
     final Gauge championUnhealthy = Gauge.builder().name("streamtrain_scorer_champion_unhealthy")
             .help("1 while the champion's training was not healthy (the first version, or promoted on request)")
             .register(registry);
+    final Gauge pinnedVersion = Gauge.builder().name("streamtrain_scorer_pinned_version")
+            .help("Version pinned by `streamtrain models pin` (0 = none)").register(registry);
+    final Counter notServed = Counter.builder().name("streamtrain_scorer_versions_not_served")
+            .help("Versions that arrived while a pinned version serves (noted, not served)").register(registry);
     private HttpServer server;
 
     ScorerMetrics() {

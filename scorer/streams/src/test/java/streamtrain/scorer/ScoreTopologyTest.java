@@ -344,6 +344,90 @@ class ScoreTopologyTest {
         assertTrue(refused.isEmpty(), refused.toString());
     }
 
+    /** Version {@code from}'s records renumbered as version {@code to} (same model, same scores). */
+    private static List<byte[][]> renumbered(int from, int to) throws Exception {
+        List<byte[][]> out = new ArrayList<>();
+        for (JsonNode rec : fixture.path("versions").path(String.valueOf(from)).path("records")) {
+            String key = rec.get(0).asText().replace("model/" + from + "/", "model/" + to + "/");
+            byte[] value = Base64.getDecoder().decode(rec.get(1).asText());
+            if (key.endsWith("/manifest")) {
+                ObjectNode manifest = (ObjectNode) JSON.readTree(value);
+                ((ObjectNode) manifest.path("metadata")).put("version", to);
+                value = JSON.writeValueAsBytes(manifest);
+            }
+            out.add(new byte[][] {bytes(key), value});
+        }
+        return out;
+    }
+
+    private static byte[] pinRequest(Integer version) {
+        return bytes("{\"version\": " + version + ", \"at\": 0}");
+    }
+
+    @Test
+    void aPinServesAnOlderVersionNewerOnesAreNotedAndUnpinServesTheNewest() throws Exception {
+        publish(1);
+        publish(2);
+        for (int i = 0; i < 3; i++) {
+            send(i);
+        }
+        watcher.accept(bytes("control/pin"), pinRequest(1));
+        for (int i = 3; i < 5; i++) {
+            send(i);
+        }
+        assertEquals(1.0, metrics.pinnedVersion.get());
+        for (byte[][] rec : renumbered(2, 3)) {
+            watcher.accept(rec[0], rec[1]);
+        }
+        for (int i = 5; i < 7; i++) {
+            send(i);
+        }
+        assertEquals(1.0, metrics.notServed.get());
+        watcher.accept(bytes("control/pin"), pinRequest(9));  // not on the topic: refused, v1 keeps serving
+        send(7);
+        assertEquals(List.of("pin_refused"), refused);
+        watcher.accept(bytes("control/pin"), pinRequest(null));
+        for (int i = 8; i < 10; i++) {
+            send(i);
+        }
+        List<JsonNode> out = readScores();
+        assertEquals(10, out.size());
+        for (int i = 0; i < 8; i++) {
+            assertScoredLikePython(out.get(i), i < 3 ? 2 : 1, i);
+        }
+        for (int i = 8; i < 10; i++) {
+            assertEquals(3, out.get(i).get("model_version").asInt(), "unpinned: the newest healthy version");
+        }
+        assertEquals(0.0, metrics.pinnedVersion.get());
+        assertEquals(3.0, metrics.modelVersion.get());
+    }
+
+    @Test
+    void aPinMayNameAHeldVersionAndOutlivesARestart() throws Exception {
+        ModelRegistry fresh = new ModelRegistry(false);
+        ModelWatcher w = new ModelWatcher(settings, fresh, refused::add);
+        for (JsonNode rec : fixture.path("versions").path("1").path("records")) {
+            w.accept(bytes(rec.get(0).asText()), Base64.getDecoder().decode(rec.get(1).asText()));
+        }
+        for (byte[][] rec : withHealth(2, "not_converged")) {
+            w.accept(rec[0], rec[1]);
+        }
+        w.accept(bytes("control/pin"), pinRequest(1));
+        w.accept(bytes("control/pin"), pinRequest(2));
+        w.catchUp();
+        fresh.apply();
+        assertEquals(2, fresh.champion().version);
+        assertEquals(2, fresh.pinned());
+        assertNull(fresh.heldBack());
+        w.accept(bytes("control/pin"), pinRequest(null));
+        assertEquals(List.of("unpinned"), fresh.apply().stream().map(ModelRegistry.Event::name).toList());
+        assertEquals(1, fresh.champion().version, "unpinned: the newest healthy version");
+        fresh.champion().close();
+        w.accept(bytes("control/pin"), bytes("{\"version\": \"2\"}"));
+        w.accept(bytes("control/promote"), bytes("{\"version\": null}"));
+        assertEquals(List.of("bad_control", "bad_control"), refused);
+    }
+
     @Test
     void theWatcherOffersAVersionAndOnlyTheStreamThreadTakesIt() {
         assertNull(registry.champion());
