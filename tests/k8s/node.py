@@ -48,6 +48,7 @@ from tests.k8s.node_config import (
     cni_config,
     containerd_config,
     kubelet_config,
+    registry_hosts,
 )
 
 
@@ -106,6 +107,10 @@ class Node:
     workdir: Path
     name: str = NODE_NAME
     root: Path = CONTAINERD_ROOT
+    #: OCI archives imported before the first Pod (the rest is pulled from ``registries``).
+    archives: tuple[str, ...] = ARCHIVES
+    #: Registries (host:port) containerd pulls from over plain HTTP, e.g. one on loopback.
+    registries: tuple[str, ...] = ()
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -167,19 +172,22 @@ class Node:
         (d / "cni/10-streamtrain.conflist").write_text(json.dumps(cni_config(d / "ipam"), indent=1))
         self.root.mkdir(parents=True, exist_ok=True)
         (d / "config.toml").write_text(containerd_config(d, self.root))
+        for address in self.registries:
+            (d / "certs.d" / address).mkdir(parents=True, exist_ok=True)
+            (d / "certs.d" / address / "hosts.toml").write_text(registry_hosts(address))
         self._start("containerd", "/usr/bin/containerd", "--config", str(d / "config.toml"), "--log-level", "warn")
         self._wait("containerd", lambda: self.ctr("version", check=False).returncode == 0, 60)
 
     def import_images(self) -> None:
         """Each archive once: containerd's root (images, unpacked layers) is kept in the project's cache,
         and an archive is imported again only when it changed (a stamp of its size and mtime)."""
-        missing = [a for a in ARCHIVES if not (IMAGES / f"{a}.tar").exists()]
+        missing = [a for a in self.archives if not (IMAGES / f"{a}.tar").exists()]
         if missing:
             raise RuntimeError(
                 f"image archives {missing} missing in {IMAGES}: run `make images-export` "
                 "(or `make images` on a clean machine)"
             )
-        for a in ARCHIVES:
+        for a in self.archives:
             archive, stamp = IMAGES / f"{a}.tar", self.root / f"imported-{a}"
             mark = f"{archive.stat().st_size} {archive.stat().st_mtime_ns}"
             if stamp.exists() and stamp.read_text() == mark:
@@ -419,11 +427,16 @@ class Node:
 
 
 @contextlib.contextmanager
-def running(cp: ControlPlane, workdir: Path | None = None):
+def running(
+    cp: ControlPlane,
+    workdir: Path | None = None,
+    archives: tuple[str, ...] = ARCHIVES,
+    registries: tuple[str, ...] = (),
+):
     """A node registered with ``cp``, stopped and cleaned up on exit, also on failure."""
     own = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="streamtrain-node-")) if own else workdir
-    node = Node(cp, workdir)
+    node = Node(cp, workdir, archives=archives, registries=registries)
     try:
         yield node.up()
     finally:

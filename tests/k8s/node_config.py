@@ -29,7 +29,8 @@ PACKAGES = {
 
 
 def containerd_config(d: Path, root: Path) -> str:
-    """containerd 1.6 (config version 2): runc with cgroupfs, our pause image, CNI from our folder.
+    """containerd 1.6 (config version 2): runc with cgroupfs, our pause image, CNI from our folder,
+    registries configured per host in ``certs.d/<host>/hosts.toml`` (see ``registry_hosts``).
     restrict_oom_score_adj: root here lacks CAP_SYS_RESOURCE, so no container may ask for a lower
     OOM score than containerd's own."""
     return f"""version = 2
@@ -56,6 +57,8 @@ state = "{d}/state"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN}"
     conf_dir = "{d}/cni"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{d}/certs.d"
 """
 
 
@@ -126,3 +129,13 @@ def kubelet_config(d: Path, socket: str, ca: Path, port: int, healthz: int) -> d
         "nodeStatusUpdateFrequency": "5s",
         "shutdownGracePeriod": "0s",
     }
+
+
+def registry_hosts(address: str) -> str:
+    """containerd's hosts.toml for a registry served over plain HTTP at ``address`` (host:port), as
+    ``certs.d/<address>/hosts.toml``: pulls and resolves go there, never over HTTPS."""
+    return f"""server = "http://{address}"
+
+[host."http://{address}"]
+  capabilities = ["pull", "resolve"]
+"""

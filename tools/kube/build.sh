@@ -3,7 +3,8 @@
 # cache (.streamtrain/kube/<version>/bin): etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl, helm, kwok and skaffold; with --node also what a real node runs: the kubelet,
 # kube-proxy (Service addresses), CoreDNS (Service names; only the plugins a node's DNS needs) and
-# crictl (stops a node's Pods through the CRI, so their networks are released).
+# crictl (stops a node's Pods through the CRI, so their networks are released); with --registry the
+# container registry of distribution/distribution (skaffold pushes to it on loopback, the node pulls).
 # Cold: about 10 minutes on 2 cores. Warm: it only checks that every binary is there.
 # --check builds nothing: it prints the folder when every binary is there, else names the missing
 # ones and exits 1 (the test fixtures use it: a build never runs inside a timed test).
@@ -20,28 +21,32 @@ KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 CRICTL_VERSION=${CRICTL_VERSION:-v1.34.0}  # the newest cri-tools the module proxy serves below 1.37
 COREDNS_VERSION=${COREDNS_VERSION:-v1.14.7}
 SKAFFOLD_VERSION=${SKAFFOLD_VERSION:-v2.13.2}
+REGISTRY_VERSION=${REGISTRY_VERSION:-v3.1.2}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${STREAMTRAIN_KUBE_CACHE:-$root/.streamtrain/kube}
 bin=$cache/$K8S_VERSION/bin
 work=$cache/$K8S_VERSION/src
 with_node=0
+with_registry=0
 check_only=0
 for arg in "$@"; do
   case $arg in
     --node) with_node=1 ;;
+    --registry) with_registry=1 ;;
     --check) check_only=1 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; echo "usage: $0 [--node] [--check]"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; echo "usage: $0 [--node] [--registry] [--check]"; exit 0 ;;
     *) echo "error: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
 if [ "$check_only" = 1 ]; then
   wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm kwok skaffold)
   [ "$with_node" = 1 ] && wanted+=(kubelet kube-proxy crictl coredns)
+  [ "$with_registry" = 1 ] && wanted+=(registry)
   missing=()
   for name in "${wanted[@]}"; do [ -x "$bin/$name" ] || missing+=("$name"); done
   [ -d "$cache/$K8S_VERSION/kwok-stages" ] || missing+=(kwok-stages)
   if [ ${#missing[@]} -gt 0 ]; then
-    echo "error: not built yet in $bin: ${missing[*]}; run \`make kube-build\`$([ "$with_node" = 1 ] && echo ' (with --node: bash tools/kube/build.sh --node)') first (cold: about 10 minutes)" >&2
+    echo "error: not built yet in $bin: ${missing[*]}; run \`make kube-build\`$([ "$with_node" = 1 ] && echo ' (with --node: bash tools/kube/build.sh --node)')$([ "$with_registry" = 1 ] && echo ' (with --registry: bash tools/kube/build.sh --registry)') first (cold: about 10 minutes)" >&2
     exit 1
   fi
   echo "$bin"
@@ -168,6 +173,8 @@ if [ "$with_node" = 1 ]; then
   go_install crictl sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION"
   build_coredns
 fi
+# The registry's main package lives in its module; `go install` takes it as released.
+[ "$with_registry" = 1 ] && go_install registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION"
 # kwok's stage files (fake Pod/Node lifecycles) ship in its module source.
 if [ ! -d "$cache/$K8S_VERSION/kwok-stages" ]; then
   src=$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage
