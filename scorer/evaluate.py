@@ -82,7 +82,18 @@ def command(ctx, kafka_bootstrap, topic_scores, topic_models, per_device, as_jso
         if v
     }
     s = load(CommonSettings, **(ctx.obj or {}).get("log", {}), **given)
-    scores = read_scores(s.kafka_bootstrap, s.topic_scores)
+    from confluent_kafka import KafkaException  # noqa: PLC0415
+
+    try:
+        scores = read_scores(s.kafka_bootstrap, s.topic_scores)
+    except KafkaException as exc:
+        click.echo(
+            f"error: cannot read {s.topic_scores} from Kafka at {s.kafka_bootstrap}: {exc.args[0].str()}", err=True
+        )
+        sys.exit(exitcodes.KAFKA)
+    except RuntimeError as exc:  # the topic does not exist
+        click.echo(f"error: {exc} (set --topic-scores)", err=True)
+        sys.exit(exitcodes.FAILED)
     if not scores:
         click.echo(f"no scores on {s.topic_scores}", err=True)
         sys.exit(exitcodes.FAILED)

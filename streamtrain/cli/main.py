@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 import typing
@@ -49,7 +50,7 @@ PROGRAMS = {
 
 
 #: Options of the group that may also be written after the subcommand (``streamtrain score --log-level DEBUG``).
-GLOBAL_OPTIONS = ("--log-level", "--log-format")
+GLOBAL_OPTIONS = ("--log-level", "--log-format", "-X", "--kafka-property")
 
 
 def hoist_global_options(args: list[str]) -> list[str]:
@@ -116,12 +117,49 @@ def _log_option(name: str):
     )
 
 
+def _kafka_properties(ctx: click.Context, param: click.Parameter, given: tuple[str, ...]) -> dict[str, str]:
+    """``-X key=value`` pairs, each checked: a reserved or secret key, or one librdkafka does not know, is a
+    usage error (exit 2) naming it."""
+    from confluent_kafka import KafkaException, Producer  # noqa: PLC0415 - only when -X is given
+
+    from streamtrain.kafka.config import check_property  # noqa: PLC0415
+
+    props: dict[str, str] = {}
+    for item in given:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected key=value (a librdkafka property)", ctx, param)
+        if why := check_property(key):
+            raise click.BadParameter(f"{key}: {why}", ctx, param)
+        props[key] = value
+    if props:
+        silent = logging.Logger("librdkafka-check")
+        silent.addHandler(logging.NullHandler())
+        try:  # a client that never connects (no bootstrap) tells whether librdkafka knows each property
+            Producer({**props, "logger": silent}).flush(0)
+        except KafkaException as exc:
+            raise click.BadParameter(exc.args[0].str(), ctx, param) from None
+    return props
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(streamtrain.__version__, "-V", "--version", prog_name="streamtrain")
 @_log_option("log_level")
 @_log_option("log_format")
+@click.option(
+    "-X",
+    "--kafka-property",
+    "kafka_properties",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_kafka_properties,
+    help="A librdkafka property for every Kafka client of the command and of the programs it starts "
+    "(repeatable; env STREAMTRAIN_KAFKA_PROPERTIES as a JSON object). Properties the programs' guarantees, "
+    "address or security depend on, and secrets, are refused.",
+)
 @click.pass_context
-def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> None:
+def cli(ctx: click.Context, log_level: str | None, log_format: str | None, kafka_properties: dict[str, str]) -> None:
     """StreamTrain: streaming machine learning for IoT fleets.
 
     Devices publish over MQTT, the bridge forwards to Kafka, the stream is preprocessed,
@@ -137,6 +175,9 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> No
     logs.configure()  # the defaults, on stderr, until the log settings themselves are read
     base = load(LogSettings, **ctx.obj["log"])
     logs.configure(base.log_level, base.log_format)
+    if kafka_properties:  # the environment carries them to every client here and to the programs started
+        known = json.loads(os.environ.get("STREAMTRAIN_KAFKA_PROPERTIES") or "{}")
+        os.environ["STREAMTRAIN_KAFKA_PROPERTIES"] = json.dumps({**known, **kafka_properties})
 
 
 # ------------------------------------------------------------------ stack

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 from pydantic_settings import BaseSettings
 
+from streamtrain.kafka.config import KafkaClientProperties, KafkaSecurity
 from streamtrain.settings import CommonSettings, StackSettings
 
 #: Each command's settings class, as "module:class" (imported only when the page is made).
@@ -72,7 +73,8 @@ def _settings_table(cls: type[BaseSettings], skip: set[str]) -> list[str]:
     for name, field in cls.model_fields.items():
         if name in skip:
             continue
-        rows.append(f"| `STREAMTRAIN_{name.upper()}` | {_cell(_default(field))} | {_cell(field.description)} |")
+        prefix = cls.model_config.get("env_prefix") or "STREAMTRAIN_"
+        rows.append(f"| `{prefix}{name.upper()}` | {_cell(_default(field))} | {_cell(field.description)} |")
     return rows
 
 
@@ -121,6 +123,8 @@ def render() -> str:
     common = set(CommonSettings.model_fields)
     lines += ["## Settings", "", "### Every program", ""]
     lines += [*_settings_table(CommonSettings, set()), ""]
+    lines += ["### Every Kafka client (KafkaSecurity, KafkaClientProperties)", ""]
+    lines += [*_settings_table(KafkaSecurity, set()), *_settings_table(KafkaClientProperties, set())[2:], ""]
     for command, ref in [*PROGRAM_SETTINGS.items(), ("stack", "streamtrain.settings:StackSettings")]:
         cls = StackSettings if command == "stack" else _class(ref)
         lines += [f"### `streamtrain {command}` ({cls.__name__})", ""]
