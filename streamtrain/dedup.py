@@ -31,30 +31,38 @@ class Deduplicator:
     def __init__(self, window: int = 4096, max_devices: int = 200_000) -> None:
         self.window = window
         self.max_devices = max_devices
-        self._seen: OrderedDict[str, tuple[int, dict[int, str | None]]] = OrderedDict()
+        # Per device, most recently used last: [highest seq, {seq: fingerprint}] (a list, updated in place).
+        self._seen: OrderedDict[str, list] = OrderedDict()
 
     def check(self, device: str, seq: int, reading: str | None = None) -> str:
         """'new' (and remember it), 'duplicate' (the same reading again), 'reused' (another reading
         under a seen seq) or 'too_old'. ``reading`` is the fingerprint; None compares as the same."""
-        high, recent = self._seen.get(device, (-1, {}))
-        if seq in recent:
-            known = recent[seq]
-            return "duplicate" if known is None or reading is None or known == reading else "reused"
-        if seq <= high - self.window:
-            return "too_old"
+        entry = self._seen.get(device)
+        if entry is not None:
+            recent = entry[1]
+            if seq in recent:
+                known = recent[seq]
+                return "duplicate" if known is None or reading is None or known == reading else "reused"
+            if seq <= entry[0] - self.window:
+                return "too_old"
         self.add(device, seq, reading)
         return "new"
 
     def add(self, device: str, seq: int, reading: str | None = None) -> None:
-        high, recent = self._seen.pop(device, (-1, {}))
+        seen = self._seen
+        entry = seen.get(device)
+        if entry is None:
+            entry = seen[device] = [-1, {}]
+            if len(seen) > self.max_devices:
+                seen.popitem(last=False)
+        else:
+            seen.move_to_end(device)
+        recent = entry[1]
         recent[seq] = reading
-        if seq > high:
-            high = seq
+        if seq > entry[0]:
+            entry[0] = high = seq
             if len(recent) > 2 * self.window:  # prune now and then, not on every record
-                recent = {s: r for s, r in recent.items() if s > high - self.window}
-        self._seen[device] = (high, recent)  # most recently used last
-        if len(self._seen) > self.max_devices:
-            self._seen.popitem(last=False)
+                entry[1] = {s: r for s, r in recent.items() if s > high - self.window}
 
     def newest(self, device: str) -> int | None:
         """The highest seq seen of ``device``, None when it has none."""
