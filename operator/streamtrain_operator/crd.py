@@ -452,6 +452,8 @@ def status_schema() -> dict:
             "observedGeneration": {"type": "integer", "format": "int64"},
             "modelVersion": _str("Newest model version on the models topic"),
             "anomalyRate": _str("Share of recent scores flagged as anomalies"),
+            "servingVersions": _str("Model versions the scorer replicas serve now, comma-separated"),
+            "pinnedVersion": _str("Version the scorers are pinned to (streamtrain models pin), if any"),
             "lastTraining": {
                 "type": "object",
                 "description": "Result of the newest trainer run",

@@ -228,7 +228,7 @@ def _strip(s: dict) -> dict:
     return out
 
 
-async def scorer_metrics(name: str, namespace: str) -> dict[str, str]:
+async def scorer_metrics(name: str, namespace: str) -> dict[str, str | None]:
     """Model version and anomaly rate from the /metrics of every ready scorer Pod, at the Pod addresses
     the scorer Service's EndpointSlices list: no cluster DNS or Service routing needed, so the same
     works in the cluster and from a machine on the Pod network, and every replica is asked (not one

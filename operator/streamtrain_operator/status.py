@@ -157,7 +157,9 @@ def last_training(jobs: list[Manifest]) -> dict | None:
 
 
 _SAMPLE = re.compile(
-    r"^(streamtrain_scorer_model_version|streamtrain_scorer_anomaly_rate)(?:\{[^}]*\})?\s+(\S+)$", re.M
+    r"^(streamtrain_scorer_model_version|streamtrain_scorer_pinned_version|streamtrain_scorer_anomaly_rate)"
+    r"(?:\{[^}]*\})?\s+(\S+)$",
+    re.M,
 )
 #: Model versions are at most nine digits (the models topic's key pattern ``model/\d{1,9}/...``).
 MAX_MODEL_VERSION = 999_999_999
@@ -173,7 +175,7 @@ def _sample_value(metric: str, raw: str) -> float | None:
         return None
     if not math.isfinite(value) or value < 0:
         return None
-    if metric == "streamtrain_scorer_model_version" and (value != int(value) or value > MAX_MODEL_VERSION):
+    if metric != "streamtrain_scorer_anomaly_rate" and (value != int(value) or value > MAX_MODEL_VERSION):
         return None
     if metric == "streamtrain_scorer_anomaly_rate" and value > 1:
         return None
@@ -181,7 +183,8 @@ def _sample_value(metric: str, raw: str) -> float | None:
 
 
 def scorer_metrics(text: str, source: str = "scorer") -> dict[str, str]:
-    """modelVersion and anomalyRate from a scorer's Prometheus /metrics text (what the printer columns show).
+    """modelVersion, pinnedVersion and anomalyRate from a scorer's Prometheus /metrics text (what the printer
+    columns and ``streamtrain models list`` show).
     A value that is not a number in range is logged and skipped; the other metric still counts."""
     found: dict[str, float] = {}
     for m in _SAMPLE.finditer(text):
@@ -193,18 +196,25 @@ def scorer_metrics(text: str, source: str = "scorer") -> dict[str, str]:
     out = {}
     if found.get("streamtrain_scorer_model_version"):
         out["modelVersion"] = str(int(found["streamtrain_scorer_model_version"]))
+    if found.get("streamtrain_scorer_pinned_version"):
+        out["pinnedVersion"] = str(int(found["streamtrain_scorer_pinned_version"]))
     if "streamtrain_scorer_anomaly_rate" in found:
         out["anomalyRate"] = f"{found['streamtrain_scorer_anomaly_rate']:.4f}"
     return out
 
 
-def combine_scorers(per_scorer: list[dict[str, str]]) -> dict[str, str]:
+def combine_scorers(per_scorer: list[dict[str, str]]) -> dict[str, str | None]:
     """One status from every scorer replica's metrics: the newest model version any of them serves
-    (the CRD's "newest model version") and the mean anomaly rate of those that report one."""
-    out = {}
+    (the CRD's "newest model version"), every version served (more than one while a swap or a pin
+    reaches the replicas), the version pinned (``streamtrain models pin``; null once unpinned, which the
+    status merge patch turns into no key) and the mean anomaly rate of those that report one."""
+    out: dict[str, str | None] = {}
     versions = [int(m["modelVersion"]) for m in per_scorer if "modelVersion" in m]
     if versions:
         out["modelVersion"] = str(max(versions))
+        out["servingVersions"] = ",".join(str(v) for v in sorted(set(versions)))
+        pinned = [int(m["pinnedVersion"]) for m in per_scorer if "pinnedVersion" in m]
+        out["pinnedVersion"] = str(max(pinned)) if pinned else None
     rates = [float(m["anomalyRate"]) for m in per_scorer if "anomalyRate" in m]
     if rates:
         out["anomalyRate"] = f"{sum(rates) / len(rates):.4f}"

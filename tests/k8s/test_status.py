@@ -107,9 +107,30 @@ def test_scorer_replicas_combine_into_one_status():
         {"modelVersion": "4", "anomalyRate": "0.0300"},
         {"anomalyRate": "0.0200"},
     ]
-    assert status.combine_scorers(per) == {"modelVersion": "4", "anomalyRate": "0.0200"}
+    # Not pinned: pinnedVersion null, so the status merge patch removes one left by an earlier pin.
+    assert status.combine_scorers(per) == {
+        "modelVersion": "4",
+        "servingVersions": "3,4",
+        "pinnedVersion": None,
+        "anomalyRate": "0.0200",
+    }
     assert status.combine_scorers([{}, {}]) == {}
     assert status.combine_scorers([]) == {}
+
+
+def test_a_pin_shows_in_the_status_with_every_version_served():
+    # `streamtrain models pin 2` while one replica has swapped and the other still serves 5.
+    texts = [
+        "streamtrain_scorer_model_version 2.0\nstreamtrain_scorer_pinned_version 2.0\n",
+        "streamtrain_scorer_model_version 5.0\nstreamtrain_scorer_pinned_version 0.0\n",
+    ]
+    per = [status.scorer_metrics(t) for t in texts]
+    assert per == [{"modelVersion": "2", "pinnedVersion": "2"}, {"modelVersion": "5"}]
+    assert status.combine_scorers(per) == {"modelVersion": "5", "servingVersions": "2,5", "pinnedVersion": "2"}
+    # A pinned version out of range is skipped like a served one.
+    assert status.scorer_metrics("streamtrain_scorer_model_version 3\nstreamtrain_scorer_pinned_version NaN\n") == {
+        "modelVersion": "3"
+    }
 
 
 @pytest.mark.parametrize(
