@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 #: {model version: {partition: (start, end)}}: the offsets each version trained on (end exclusive).
@@ -111,6 +111,33 @@ def in_training_range(score: dict, ranges: TrainingRanges) -> bool:
     return span is not None and isinstance(offset, int) and span[0] <= offset < span[1]
 
 
+DUPLICATE, TRAINED_ON, UNLABELLED, COUNTED = "duplicate", "trained_on", "unlabelled", "counted"
+
+
+def sort_scores(scores: Iterable[dict], training: TrainingRanges | None = None) -> Iterator[tuple[str, dict]]:
+    """Each score with what ``evaluate`` makes of it: a later score of the same (device_id, seq) is a
+    ``DUPLICATE``; a first one its version trained on (``training``) ``TRAINED_ON``; one without a label
+    ``UNLABELLED``; the rest ``COUNTED`` (the held-out, labelled readings every figure is computed from)."""
+    seen: set = set()
+    for s in scores:
+        key = (s.get("device_id"), s.get("seq"))
+        if key in seen:
+            yield DUPLICATE, s
+            continue
+        seen.add(key)
+        if training and in_training_range(s, training):
+            yield TRAINED_ON, s
+        elif s.get("label") is None:
+            yield UNLABELLED, s
+        else:
+            yield COUNTED, s
+
+
+def counted(scores: Iterable[dict], training: TrainingRanges | None = None) -> Iterator[dict]:
+    """The scores ``evaluate`` counts (held-out, labelled, first per reading), in their order."""
+    return (s for kind, s in sort_scores(scores, training) if kind == COUNTED)
+
+
 def evaluate(scores: list[dict], skip_warmup: bool = True, training: TrainingRanges | None = None) -> Evaluation:
     """Quality of score records (first score per (device_id, seq) counts; later ones are duplicates).
 
@@ -122,19 +149,16 @@ def evaluate(scores: list[dict], skip_warmup: bool = True, training: TrainingRan
     by_device: defaultdict[str, Quality] = defaultdict(Quality)
     by_baseline: defaultdict[str, Quality] = defaultdict(Quality)
     by_type: defaultdict[str, Quality] = defaultdict(Quality)
-    seen: set = set()
     unlabelled = duplicates = 0
     trained_on: defaultdict[int, int] = defaultdict(int)
-    for s in scores:
-        key = (s.get("device_id"), s.get("seq"))
-        if key in seen:
+    for kind, s in sort_scores(scores, training):
+        if kind == DUPLICATE:
             duplicates += 1
             continue
-        seen.add(key)
-        if training and in_training_range(s, training):
+        if kind == TRAINED_ON:
             trained_on[s["model_version"]] += 1
             continue
-        if s.get("label") is None:
+        if kind == UNLABELLED:
             unlabelled += 1
             continue
         predicted, actual = bool(s.get("is_anomaly")), bool(s["label"])
