@@ -7,6 +7,10 @@ topic with read_committed see each input scored once whatever crashes. At least 
 delivery, then store the batch's offsets (committed in the background); a crash re-scores the
 records since the last commit. Model switches happen only between batches. Records that cannot
 be scored (missing or non-finite features, not JSON) go to the dead-letter topic with the reason.
+
+A model that fails on a live batch after its load and warm-up passed fails before anything of the batch is
+produced: its version is marked bad, the previous champion (or the rule's next pick) takes over and scores
+the same batch; with nothing left to serve, the batch's records are dead-lettered (``model_failed``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from streamtrain.kafka import (
 from streamtrain.lag import ConsumerLag
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import BatchHistogram, MetricsServer, zero_labels
-from streamtrain.model import BadInput
+from streamtrain.model import Assessment, BadInput, LoadedModel
 from streamtrain.modelsign import ModelTrust
 from streamtrain.scorer.models import HEALTH_PROBLEMS, ModelRegistry, ModelWatcher, unhealthy_reason
 from streamtrain.scorer.records import BatchDecoder, Decoded, arrivals_s, event_times_s, score_records
@@ -114,7 +118,7 @@ class ScorerMetrics:
         self.deadlettered = Counter(
             "streamtrain_scorer_deadlettered", "Records that could not be scored", ["reason"], registry=r
         )
-        zero_labels(self.deadlettered, ("malformed_json", *BadInput.REASONS))
+        zero_labels(self.deadlettered, ("malformed_json", "model_failed", *BadInput.REASONS))
         self.refused = Counter("streamtrain_scorer_models_refused", "Model versions refused", ["reason"], registry=r)
         # A gauge present from the start: a labelled counter born at 1 shows no increase() to an alert.
         self.last_refused = Gauge(
@@ -159,6 +163,11 @@ class ScorerMetrics:
         )
         self.pinned_version = Gauge(
             "streamtrain_scorer_pinned_version", "Version pinned by `streamtrain models pin` (0 = none)", registry=r
+        )
+        self.failed = Counter(
+            "streamtrain_scorer_versions_failed",
+            "Versions that failed on live input after load and warm-up passed (never served again by this process)",
+            registry=r,
         )
         self.not_served = Counter(
             "streamtrain_scorer_versions_not_served",
@@ -386,6 +395,10 @@ class Scorer:
             if event == "version_held":
                 self._held(old, new)
                 continue
+            if event == "version_refused":
+                self._refused("version_failed")
+                log.warning(event, version=new, serving_version=old, reason="failed on live input after warm-up")
+                continue
             if event == "version_not_served":
                 self.metrics.not_served.inc()
                 log.warning(
@@ -460,15 +473,18 @@ class Scorer:
 
     def _score_batch(self, msgs) -> None:
         """One micro-batch: decode it at once, score it with one model call (and one for the challenger),
-        produce every score and dead letter; delivery is awaited once per transaction (or batch)."""
+        produce every score and dead letter; delivery is awaited once per transaction (or batch). Nothing of
+        the batch is produced before every model call of it returned."""
         t0 = time.monotonic()
         if self.txn is not None:
             self.txn.begin()
-        champion, challenger = self.registry.champion, self.registry.challenger
-        decoded = self._decoder(champion).decode(msgs)
-        if decoded.keep:
-            self._produce_scores(decoded, champion, challenger)
-        for m, reason, detail in decoded.bad:
+        decoded, judged, champion = self._judge(msgs)
+        challenger = self.registry.challenger
+        if judged is not None:
+            self._produce_scores(decoded, judged, champion, challenger)
+        scored = decoded.keep if judged is not None else []
+        failed = [] if judged is not None else decoded.keep
+        for m, reason, detail in [*decoded.bad, *((m, "model_failed", f"v{champion.version} failed") for m in failed)]:
             self._send(
                 self.s.topic_deadletter,
                 m.value(),
@@ -476,8 +492,10 @@ class Scorer:
                 dead_letter_headers(reason, f"kafka:{m.topic()}/{m.partition()}@{m.offset()}", detail),
             )
             self.metrics.deadlettered.labels(reason).inc()
+        if failed:
+            log.error("batch_deadlettered", reason="model_failed", version=champion.version, records=len(failed))
         self.producer.poll(0)  # serve delivery reports (only failures call back) and errors
-        stamps = (arrivals_s(decoded.keep), event_times_s(decoded.rows))
+        stamps = (arrivals_s(scored), event_times_s(decoded.rows if scored else []))
         if self.txn is not None:
             self.txn.add(msgs)
             self._uncommitted_ts.append(stamps)
@@ -485,21 +503,67 @@ class Scorer:
             deliver_then_store(self.producer, self.consumer, msgs, self._delivery_errors, what="scores")
             self._observe_delivered([stamps])
         self.metrics.batch_seconds.observe(time.monotonic() - t0)
-        if challenger is not None:
+        if challenger is not None and self.registry.challenger is challenger:
             self._maybe_promote()
 
-    def _produce_scores(self, decoded: Decoded, champion, challenger) -> None:
+    def _judge(self, msgs) -> tuple[Decoded, Assessment | None, LoadedModel]:
+        """Decode and assess the batch with the champion, before anything of it is produced. A champion that
+        fails (its load and warm-up passed) is marked bad and the version taking over judges the same batch
+        again; None when no version is left to serve (the batch is then dead-lettered)."""
+        while True:
+            champion = self.registry.champion
+            assert champion is not None
+            decoded = self._decoder(champion).decode(msgs)
+            if not decoded.keep or champion.version in self.registry.bad:
+                return decoded, None, champion
+            try:
+                return decoded, champion.assess(decoded.x, [r.device_id for r in decoded.rows]), champion
+            except Exception as exc:  # noqa: BLE001 - any failure of a warmed model: serve another version
+                self._version_failed(champion, exc)
+
+    def _version_failed(self, model: LoadedModel, exc: Exception) -> None:
+        """Mark ``model`` bad and log which version serves now (the champion's successor, or the champion
+        itself when the failed one was the challenger)."""
+        role = "challenger" if model is self.registry.challenger else "champion"
+        fallback = None
+        if role == "champion" and (
+            self.registry.previous is None or self.registry.previous.version in self.registry.bad
+        ):
+            self.registry.bad.add(model.version)  # the rule's pick must not name it
+            fallback = self.watcher.fallback_model()
+        successor = self.registry.fail(model, fallback)
+        serving = self.registry.champion
+        self.metrics.failed.inc()
+        log.error(
+            "version_failed",
+            version=model.version,
+            role=role,
+            error=f"{type(exc).__name__}: {str(exc)[:300]}",
+            serving_version=serving.version
+            if serving is not None and serving.version not in self.registry.bad
+            else None,
+        )
+        if successor is not None:
+            self._check_champion_health("version_failed")
+        self.metrics.model_version.set(serving.version if serving is not None else 0)
+        self.metrics.challenger_version.set(self.registry.challenger.version if self.registry.challenger else 0)
+        self.metrics.pinned_version.set(self.registry.pinned or 0)
+
+    def _produce_scores(self, decoded: Decoded, judged: Assessment, champion, challenger) -> None:
         devices = [r.device_id for r in decoded.rows]
-        judged = champion.assess(decoded.x, devices)
         shadow = None
         if (
             challenger is not None
             and challenger.feature_names == champion.feature_names
             and challenger.window == champion.window
         ):
-            ch_judged = challenger.assess(decoded.x, devices)
-            shadow = (challenger.version, ch_judged.scores, ch_judged.flags)
-            self.shadow.add(judged.flags, ch_judged.flags)
+            try:
+                ch_judged = challenger.assess(decoded.x, devices)
+            except Exception as exc:  # noqa: BLE001 - a failed challenger is dropped, the champion's scores stand
+                self._version_failed(challenger, exc)
+            else:
+                shadow = (challenger.version, ch_judged.scores, ch_judged.flags)
+                self.shadow.add(judged.flags, ch_judged.flags)
         values = score_records(decoded, judged, champion.version, shadow, self.s.instance_id, time.time())
         topic, produce = self.s.topic_scores, self.producer.produce
         for value, m in zip(values, decoded.keep):

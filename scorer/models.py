@@ -14,13 +14,18 @@ A pin (``streamtrain models pin V``, a ``control/pin`` record) makes V champion 
 newer versions are then noted (event ``version_not_served``) but not served until an unpin returns to the
 rule of ``streamtrain.modelcontrol.serving_version``. The watcher keeps every version of the topic
 assembled so that an older one can be loaded on request.
+
+A version that fails on live input after its load and warm-up passed is marked bad (``ModelRegistry.fail``):
+the champion that served before it (kept warm for this), or else the version the rule names without the bad
+ones, takes over, and the bad version is never served again by this process (a later pin or promotion naming
+it is refused).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -77,6 +82,18 @@ class ModelRegistry:
         self.pinned: int | None = None  # the version a pin request asked for (set when requested)
         self._unpin = False
         self._not_served: list[int] = []  # versions that arrived while pinned
+        self.previous: LoadedModel | None = None  # the champion before this one, kept warm to take over
+        self.bad: set[int] = set()  # versions that failed on live input: never served again
+
+    def _crown(self, model: LoadedModel) -> int | None:
+        """Make ``model`` champion; the one it replaces (unless bad) becomes the fallback. Returns the old version."""
+        old = self.champion
+        if old is not None and old is not model and old.version not in self.bad:
+            self.previous = old
+        self.champion = model
+        if self.previous is model:
+            self.previous = None
+        return old.version if old is not None else None
 
     # watcher thread
     def offer(self, model: LoadedModel, forced: bool = False) -> None:
@@ -134,9 +151,15 @@ class ModelRegistry:
             unpin, self._unpin = self._unpin, False
             pinned = self.pinned
         for offer in offers:
-            if offer.role in ("pinned", "unpinned"):
-                old = self.champion.version if self.champion else None
-                self.champion = offer.model
+            if offer.model.version in self.bad:
+                log.warning(
+                    "version_refused", version=offer.model.version, reason="failed after warm-up", role=offer.role
+                )
+                events.append(
+                    ("version_refused", self.champion.version if self.champion else None, offer.model.version)
+                )
+            elif offer.role in ("pinned", "unpinned"):
+                old = self._crown(offer.model)
                 if offer.role == "pinned":
                     self.challenger = None  # a pin serves one version: no shadow beside it
                 if self.held is not None and self.held.version <= offer.model.version:
@@ -150,8 +173,7 @@ class ModelRegistry:
                 self.challenger = offer.model
                 events.append(("challenger_loaded", old, offer.model.version))
             else:
-                old = self.champion.version if self.champion else None
-                self.champion = offer.model
+                old = self._crown(offer.model)
                 if self.held is not None and self.held.version < offer.model.version:
                     self.held = None  # a newer version serves: the held one is no longer the candidate
                 events.append(("champion_switched", old, offer.model.version))
@@ -159,13 +181,16 @@ class ModelRegistry:
             events.append(("unpinned", self.champion.version, self.champion.version))
         events += [("version_not_served", pinned, version) for version in not_served]
         if promote is not None:
-            if pinned is not None:
+            if promote in self.bad:
+                log.warning("promotion_refused", version=promote, reason="failed after warm-up")
+                events.append(("version_refused", self.champion.version if self.champion else None, promote))
+            elif pinned is not None:
                 log.warning("promotion_refused", version=promote, reason="pinned", pinned=pinned)
             elif self.challenger is not None and self.challenger.version == promote:
                 events.append(self.promote())
             elif self.held is not None and self.held.version == promote:
-                old = self.champion.version if self.champion else None
-                self.champion, self.held = self.held, None
+                old = self._crown(self.held)
+                self.held = None
                 events.append(("held_promoted", old, promote))
             else:
                 log.warning(
@@ -178,9 +203,33 @@ class ModelRegistry:
         return events
 
     def promote(self) -> tuple[str, int | None, int]:
-        old = self.champion.version if self.champion else None
-        self.champion, self.challenger = self.challenger, None
-        return ("challenger_promoted", old, self.champion.version)
+        assert self.challenger is not None
+        challenger, self.challenger = self.challenger, None
+        old = self._crown(challenger)
+        return ("challenger_promoted", old, challenger.version)
+
+    def fail(self, model: LoadedModel, fallback: LoadedModel | None = None) -> LoadedModel | None:
+        """Scoring loop: ``model`` failed on live input. Its version is bad from now on; a failed challenger is
+        dropped; a failed champion gives way to the previous champion, else ``fallback`` (the rule's pick without
+        bad versions). Returns the champion that takes over (None: none, the bad one stays to name features)."""
+        with self._lock:
+            self.bad.add(model.version)
+            if self.pinned == model.version:
+                self.pinned = None  # the pin cannot be honoured: back to the rule
+        if self.challenger is model:
+            self.challenger = None
+            return None
+        if self.champion is not model:
+            return None
+        successor = self.previous if self.previous is not None and self.previous.version not in self.bad else None
+        if successor is None and fallback is not None and fallback.version not in self.bad:
+            successor = fallback
+        self.previous = None
+        if successor is not None:
+            self.champion = successor
+            if self.challenger is not None and self.challenger.version == successor.version:
+                self.challenger = None
+        return successor
 
 
 class ModelWatcher(threading.Thread):
@@ -358,6 +407,9 @@ class ModelWatcher(threading.Thread):
         cannot be served: the scorer keeps serving what it served."""
         version = self.control.pinned
         mv = self.available.get(version) if version is not None else None
+        if version in self.registry.bad:
+            self._refuse(version, "pin_refused", f"version {version} failed on live input after warm-up")
+            return None
         if mv is None or version in self.refused:
             have = ", ".join(str(v) for v in sorted(set(self.available) - self.refused)) or "none"
             why = "refused when it arrived" if version in self.refused else "not on the topic"
@@ -370,7 +422,15 @@ class ModelWatcher(threading.Thread):
 
     def healthy(self) -> dict[int, bool]:
         """``{version: healthy}`` of the versions this watcher could serve (the rule's input)."""
-        return {v: unhealthy_reason(mv.metadata) is None for v, mv in self.available.items() if v not in self.refused}
+        bad = self.refused | self.registry.bad
+        return {v: unhealthy_reason(mv.metadata) is None for v, mv in list(self.available.items()) if v not in bad}
+
+    def fallback_model(self) -> LoadedModel | None:
+        """Scoring loop, after a version failed with no previous champion to take over: the version the rule
+        names among the good ones, loaded and warmed (None: nothing left to serve)."""
+        target = serving_version(self.healthy(), replace(self.control, pinned=None))
+        mv = self.available.get(target) if target is not None else None
+        return self._load(mv) if mv is not None else None
 
     def _unpin(self) -> None:
         """Back to the rule: load the version it names unless it already serves."""
