@@ -98,7 +98,11 @@ class Sampler:
 
     def report(self) -> dict[str, dict]:
         return {
-            n: {"cores": round((u.cpu_end - u.cpu_start) / self.seconds, 3), "rss_mb": round(u.rss_peak / 2**20, 1)}
+            n: {
+                "cores": round((u.cpu_end - u.cpu_start) / self.seconds, 3),
+                "cpu_s": round(u.cpu_end - u.cpu_start, 3),
+                "rss_mb": round(u.rss_peak / 2**20, 1),
+            }
             for n, u in self.usage.items()
         }
 
@@ -249,6 +253,17 @@ def measure_rate(
     }
 
 
+def cpu_per_reading(r: dict) -> dict[str, float]:
+    """CPU microseconds each sampled process (programs and brokers) spent per reading scored in the phase,
+    and their sum from MQTT to score (``pipeline``): the cost a fleet plan scales from."""
+    n = r["scored"]
+    if not n:
+        return {}
+    out = {name: round(u["cpu_s"] / n * 1e6, 1) for name, u in r["programs"].items()}
+    out["pipeline"] = round(sum(out.values()), 1)
+    return out
+
+
 def add_figures(bench, r: dict) -> None:
     rate, n = r["offered"], r["scored"]
     note = (
@@ -262,6 +277,13 @@ def add_figures(bench, r: dict) -> None:
             bench.add(
                 bench.Figure(f"pipeline @{rate}/s: device->score {q}", n, "latency", r[f"latency_{q}_ms"], "", 0, "ms")
             )
+    per_reading = r.get("cpu_us_per_reading") or cpu_per_reading(r)
+    hivemq = per_reading.get("hivemq", 0.0)
+    for name, us in per_reading.items():
+        # Beside HiveMQ alone: what each program (and the whole path) costs per reading relative to the broker.
+        bench.add(
+            bench.Figure(f"pipeline @{rate}/s: {name} CPU per reading", n, "us/reading", us, "hivemq", hivemq, "us")
+        )
     for name, u in r["programs"].items():
         bench.add(
             bench.Figure(
@@ -327,6 +349,7 @@ def run(bench, rates: list[int], seconds: float, ingest: str = "bridge") -> list
         results = []
         for phase, rate in enumerate(rates, start=1):
             r = measure_rate(bench, s, procs, tails, rate, seconds, phase)
+            r["cpu_us_per_reading"] = cpu_per_reading(r)
             add_figures(bench, r)
             results.append(r)
         for t in tails.values():
