@@ -204,11 +204,13 @@ def write_report(directory: Path, scores: list[dict], ev: Evaluation, models: li
     series: defaultdict[str, Series] = defaultdict(Series)
     device_type: dict[str, str] = {}
     first_ts: list[float] = []
+    unplaced = 0
     for kind, s in sort_scores(scores, ranges):
         if kind == DUPLICATE:
             continue
         dev, ts = s.get("device_id"), s.get("ts")
         if dev is None or not isinstance(ts, int | float):
+            unplaced += 1  # counted as evaluate counts it, but nowhere to draw it
             continue
         first_ts.append(ts)
         if s.get("device_type") is not None:
@@ -281,6 +283,7 @@ def write_report(directory: Path, scores: list[dict], ev: Evaluation, models: li
         ("held-out labelled readings counted", ev.overall.records),
         ("unlabelled / duplicate scores", f"{ev.unlabelled} / {ev.duplicates}"),
         ("left out: the scoring version trained on them", sum(ev.trained_on.values())),
+        ("readings without a device or event time (in the counts, in no plot)", unplaced),
     ]
     path = directory / "index.html"
     path.write_text(

@@ -5,6 +5,7 @@ streamtrain.quality's for the same scores."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -151,3 +152,15 @@ def test_tradeoff_at_the_applied_threshold_is_what_evaluate_counts():
         assert {k: int(c[one]) for k, c in counts[v].items()} == {"tp": q.tp, "fp": q.fp, "tn": q.tn, "fn": q.fn}
         # Raising the threshold never adds alarms.
         assert list(counts[v]["tp"] + counts[v]["fp"]) == sorted(counts[v]["tp"] + counts[v]["fp"], reverse=True)
+
+
+def test_readings_without_an_event_time_are_counted_and_said(tmp_path):
+    """A score with no ts cannot be drawn: it stays in the counts (evaluate's) and the page says how many."""
+    scores, models = fleet.scores(5, readings=30), fleet.manifests()
+    for s in scores[:3]:
+        s["ts"] = None
+    ev = evaluate(scores, training=training_ranges(models))
+    html = write_report(tmp_path / "report", scores, ev, models, "no time").read_text()
+    assert "(in the counts, in no plot)</th><td>3</td>" in html
+    assert f'<tr data-version="all"><td class="name">all</td>\n<td class="records">{ev.overall.records}</td>' in html
+    assert "None" not in re.sub(r"base64,[A-Za-z0-9+/=]+", "", html)  # no Python repr outside the images
