@@ -3,6 +3,8 @@ package streamtrain.scorer;
 import com.fasterxml.jackson.databind.JsonNode;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 
 /**
  * Hand-over point between the model watcher thread and the stream thread, as in
@@ -17,6 +19,10 @@ import java.util.List;
  * <p>A pin ({@code control/pin}) makes one version champion whatever its age or health; versions arriving
  * while pinned are noted ({@code version_not_served}) and not served until an unpin returns to
  * {@link ServingRule}.
+ *
+ * <p>A version that fails on live input after its load and warm-up passed is marked bad ({@link #fail}): the
+ * champion that served before it (kept open for this) takes over, or, with none, the watcher loads the version
+ * the rule names without the bad ones ({@link #takeFallbackRequest}); a bad version is never served again.
  */
 final class ModelRegistry {
     record Event(String name, Integer oldVersion, int newVersion) {}
@@ -51,6 +57,11 @@ final class ModelRegistry {
     private volatile OnnxModel heldBack;
     /** Records held by score processors for their next ONNX call (stream thread only). */
     private int held;
+    /** The champion before this one, kept open to take over if this one fails on live input. */
+    private volatile OnnxModel previous;
+    /** Versions that failed on live input after warm-up: never served again by this process. */
+    private final Set<Integer> bad = ConcurrentHashMap.newKeySet();
+    private volatile boolean fallbackWanted;
 
     ModelRegistry(boolean challengerMode) {
         this.challengerMode = challengerMode;
@@ -81,6 +92,77 @@ final class ModelRegistry {
     /** Records waiting for the current models: models switch only when none do. */
     int held() {
         return held;
+    }
+
+    OnnxModel previous() {
+        return previous;
+    }
+
+    boolean isBad(int version) {
+        return bad.contains(version);
+    }
+
+    /** Watcher thread: true once after a champion failed with no previous one to take over. */
+    boolean takeFallbackRequest() {
+        if (!fallbackWanted) {
+            return false;
+        }
+        fallbackWanted = false;
+        return true;
+    }
+
+    /** Watcher thread: {@code model}, the rule's pick without bad versions, replaces a failed champion. */
+    synchronized void fallback(OnnxModel model) {
+        offers.add(new Offer(model, "fallback"));
+        pending = true;
+    }
+
+    /**
+     * Stream thread: {@code model} failed on live input. Its version is bad from now on; a failed challenger is
+     * dropped; a failed champion gives way to the previous champion. Returns the champion that takes over, or
+     * null (a challenger failed, or nothing took over: the bad champion stays only to name the features, its
+     * records are dead-lettered, and the watcher is asked for the rule's pick).
+     */
+    OnnxModel fail(OnnxModel model) {
+        bad.add(model.version);
+        synchronized (this) {
+            if (pinned != null && pinned == model.version) {
+                pinned = null;  // the pin cannot be honoured: back to the rule
+            }
+        }
+        if (challenger == model) {
+            challenger = null;
+            release(model);
+            return null;
+        }
+        if (champion != model) {
+            return null;
+        }
+        OnnxModel successor = previous != null && !bad.contains(previous.version) ? previous : null;
+        previous = null;
+        if (successor == null) {
+            fallbackWanted = true;
+            return null;
+        }
+        champion = successor;
+        release(model);
+        return successor;
+    }
+
+    /** Makes {@code model} champion; the one it replaces (unless bad) is kept as the fallback. */
+    private Integer crown(OnnxModel model) {
+        OnnxModel old = champion;
+        champion = model;
+        if (previous == model) {
+            previous = null;
+        }
+        if (old != null && old != model && !bad.contains(old.version)) {
+            release(previous);
+            previous = old;
+        } else if (old != model) {
+            release(old);
+        }
+        return old == null ? null : old.version;
     }
 
     synchronized int highestSeen() {
@@ -171,11 +253,22 @@ final class ModelRegistry {
         }
         List<Event> events = new ArrayList<>();
         for (Offer offer : taken) {
-            if (offer.role.equals("pinned") || offer.role.equals("unpinned")) {
-                OnnxModel old = champion;
-                champion = offer.model;
-                events.add(new Event(offer.role, old == null ? null : old.version, offer.model.version));
-                release(old);
+            if (bad.contains(offer.model.version)) {
+                LOG.warning("version_refused", "version", offer.model.version, "reason", "failed after warm-up",
+                        "role", offer.role);
+                events.add(new Event("version_refused", champion == null ? null : champion.version,
+                        offer.model.version));
+                release(offer.model);
+            } else if (offer.role.equals("fallback")) {
+                if (champion == null || bad.contains(champion.version)) {
+                    Integer old = crown(offer.model);
+                    events.add(new Event("champion_switched", old, offer.model.version));
+                } else {
+                    release(offer.model);  // another version took over meanwhile
+                }
+            } else if (offer.role.equals("pinned") || offer.role.equals("unpinned")) {
+                Integer old = crown(offer.model);
+                events.add(new Event(offer.role, old, offer.model.version));
                 if (offer.role.equals("pinned")) {
                     release(challenger);  // a pin serves one version: no shadow beside it
                     challenger = null;
@@ -195,10 +288,8 @@ final class ModelRegistry {
                 events.add(new Event("challenger_loaded", old == null ? null : old.version, offer.model.version));
                 release(old);
             } else {
-                OnnxModel old = champion;
-                champion = offer.model;
-                events.add(new Event("champion_switched", old == null ? null : old.version, offer.model.version));
-                release(old);
+                Integer old = crown(offer.model);
+                events.add(new Event("champion_switched", old, offer.model.version));
                 if (heldBack != null && heldBack.version < offer.model.version) {
                     release(heldBack);  // a newer version serves: the held one is no longer the candidate
                     heldBack = null;
@@ -212,16 +303,17 @@ final class ModelRegistry {
             events.add(new Event("version_not_served", pinnedNow, version));
         }
         if (promoteVersion != null) {
-            if (pinnedNow != null) {
+            if (bad.contains(promoteVersion)) {
+                LOG.warning("promotion_refused", "version", promoteVersion, "reason", "failed after warm-up");
+                events.add(new Event("version_refused", champion == null ? null : champion.version, promoteVersion));
+            } else if (pinnedNow != null) {
                 LOG.warning("promotion_refused", "version", promoteVersion, "reason", "pinned", "pinned", pinnedNow);
             } else if (challenger != null && challenger.version == promoteVersion) {
                 events.add(promote());
             } else if (heldBack != null && heldBack.version == promoteVersion) {
-                OnnxModel old = champion;
-                champion = heldBack;
+                OnnxModel promoted = heldBack;
                 heldBack = null;
-                release(old);
-                events.add(new Event("held_promoted", old == null ? null : old.version, champion.version));
+                events.add(new Event("held_promoted", crown(promoted), promoted.version));
             } else {
                 LOG.warning("promotion_refused", "version", promoteVersion,
                         "reason", "neither the current challenger nor a held version",
@@ -233,11 +325,9 @@ final class ModelRegistry {
     }
 
     Event promote() {
-        OnnxModel old = champion;
-        champion = challenger;
+        OnnxModel promoted = challenger;
         challenger = null;
-        release(old);
-        return new Event("challenger_promoted", old == null ? null : old.version, champion.version);
+        return new Event("challenger_promoted", crown(promoted), promoted.version);
     }
 
     /** Only the stream thread scores, and it has switched already: the old session can go. */

@@ -90,6 +90,7 @@ final class ModelWatcher extends Thread {
                 if (!caughtUp && consumer.position(tp) >= end) {
                     catchUp();
                 }
+                serveFallbackIfAsked();
             }
         } catch (Exception e) {
             error = e;
@@ -251,7 +252,7 @@ final class ModelWatcher extends Thread {
     Map<Integer, Boolean> healthy() {
         Map<Integer, Boolean> out = new TreeMap<>();
         for (ModelAssembler.Version mv : available.values()) {
-            if (!refusedVersions.contains(mv.version())) {
+            if (!refusedVersions.contains(mv.version()) && !registry.isBad(mv.version())) {
                 out.put(mv.version(), ModelRegistry.unhealthyReason(mv.metadata()) == null);
             }
         }
@@ -265,6 +266,10 @@ final class ModelWatcher extends Thread {
     private OnnxModel pinnedModel() {
         Integer version = pinned;
         ModelAssembler.Version mv = available.get(version);
+        if (registry.isBad(version)) {
+            refuse(version, "pin_refused", "version " + version + " failed on live input after warm-up");
+            return null;
+        }
         if (mv == null || refusedVersions.contains(version)) {
             String why = refusedVersions.contains(version) ? "refused when it arrived" : "not on the topic";
             refuse(version, "pin_refused", "version " + version + " is " + why + " (versions: " + healthy().keySet() + ")");
@@ -275,6 +280,21 @@ final class ModelWatcher extends Thread {
             refuse(version, "pin_refused", "version " + version + " cannot be loaded");
         }
         return model;
+    }
+
+    /** After a champion failed with no previous one: load the version the rule names without the bad ones. */
+    void serveFallbackIfAsked() {
+        if (!caughtUp || !registry.takeFallbackRequest()) {
+            return;
+        }
+        Integer target = ServingRule.servingVersion(healthy(), promoted, null);
+        OnnxModel model = target == null ? null : load(available.get(target));
+        if (model == null) {
+            LOG.error("no_version_to_serve", "reason", "every version failed or was refused", "versions",
+                    available.keySet());
+            return;
+        }
+        registry.fallback(model);
     }
 
     /** Back to the rule: load the version it names unless it already serves. */

@@ -32,6 +32,11 @@ import org.apache.kafka.streams.processor.internals.ProcessorRecordContext;
  * score is forwarded with its own input's record context, as if processed alone. So no commit ever
  * takes the offset of a record whose score was not forwarded in the same transaction. Model
  * switches and promotions happen only while no processor of this scorer holds a record.
+ *
+ * <p>A model that fails on a batch after its load and warm-up passed fails before any score of the batch is
+ * forwarded: its version is marked bad ({@link ModelRegistry#fail}), the previous champion takes over and
+ * scores the same records; with none, they go to the dead-letter sink ({@code model_failed}) while the
+ * watcher loads the rule's next pick. No record is lost, none is scored twice.
  */
 final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> {
     static final String SCORES_SINK = "scores";
@@ -57,6 +62,8 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
     private ProcessorNode<?, ?, ?, ?> node;
     private final List<Held> held = new ArrayList<>();
     private float[] x = new float[0];
+    /** The features {@code x}'s rows hold (the champion's when the batch's first record came). */
+    private List<String> xFeatures = List.of();
     private long shadowRecords, shadowAgree, shadowFlagged;
     private int windowRecords, windowFlagged;
 
@@ -126,6 +133,12 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
             deadLetter(record, where, "missing_feature", "missing " + missing);
             return;
         }
+        if (held.isEmpty()) {
+            xFeatures = features;
+        } else if (!xFeatures.equals(features)) {
+            flush();  // a failed version gave way to one reading other features: finish the rows built so far
+            xFeatures = features;
+        }
         int n = features.size();
         if (x.length < batching.size() * n) {
             x = new float[batching.size() * n];
@@ -152,19 +165,35 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         if (held.isEmpty()) {
             return;
         }
-        OnnxModel champion = registry.champion();
+        float[] scores = null;
+        OnnxModel champion = null;
+        while (scores == null) {
+            champion = registry.champion();
+            if (registry.isBad(champion.version)) {
+                deadLetterHeld("model_failed", "v" + champion.version + " failed on live input; no version to serve");
+                return;
+            }
+            if (!champion.featureNames.equals(xFeatures) && !rebuild(champion.featureNames)) {
+                return;  // every held record lacked a feature of the version that took over: dead-lettered
+            }
+            try {
+                scores = champion.score(x, held.size());
+            } catch (Exception e) {
+                // The graph ran at warm-up; failing now is the version's fault, not these records': serve another.
+                versionFailed(champion, e);
+            }
+        }
+        int rows = held.size();
         OnnxModel challenger = registry.challenger();
         boolean shadow = challenger != null && challenger.featureNames.equals(champion.featureNames);
-        int rows = held.size();
-        float[] scores, chScores = null;
-        try {
-            scores = champion.score(x, rows);
-            if (shadow) {
+        float[] chScores = null;
+        if (shadow) {
+            try {
                 chScores = challenger.score(x, rows);
+            } catch (Exception e) {
+                versionFailed(challenger, e);
+                shadow = false;
             }
-        } catch (Exception e) {
-            // The graph ran at load time; failing now is not these records' fault: stop rather than drop them.
-            throw new IllegalStateException("scoring failed with model v" + champion.version, e);
         }
         double now = System.currentTimeMillis() / 1000.0;
         for (int r = 0; r < rows; r++) {
@@ -196,6 +225,70 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         if (shadow) {
             maybePromote(rows);
         }
+    }
+
+    /** Rebuilds {@code x} for {@code features}; held records lacking one are dead-lettered. False when none is left. */
+    private boolean rebuild(List<String> features) {
+        int n = features.size();
+        List<Held> keep = new ArrayList<>();
+        float[] rebuilt = new float[Math.max(batching.size(), held.size()) * n];
+        for (Held h : held) {
+            boolean ok = true;
+            for (int i = 0; i < n && ok; i++) {
+                JsonNode v = h.body.get(features.get(i));
+                ok = v != null && v.isNumber() && Double.isFinite(v.asDouble()) && Math.abs(v.asDouble()) <= Float.MAX_VALUE;
+                if (ok) {
+                    rebuilt[keep.size() * n + i] = (float) v.asDouble();
+                }
+            }
+            if (ok) {
+                keep.add(h);
+            } else {
+                deadLetterHeld(h, "missing_feature", "not a record of the features " + features);
+            }
+        }
+        registry.letGo(held.size() - keep.size());
+        held.clear();
+        held.addAll(keep);
+        x = rebuilt;
+        xFeatures = features;
+        return !held.isEmpty();
+    }
+
+    /** Marks {@code model} bad; logs and counts it with the version that serves now. */
+    private void versionFailed(OnnxModel model, Exception e) {
+        String role = model == registry.champion() ? "champion" : "challenger";
+        OnnxModel successor = registry.fail(model);
+        OnnxModel serving = registry.champion();
+        metrics.versionsFailed.inc();
+        LOG.error("version_failed", "version", model.version, "role", role, "error",
+                e.getClass().getSimpleName() + ": " + String.valueOf(e.getMessage()).substring(0,
+                        Math.min(300, String.valueOf(e.getMessage()).length())),
+                "serving_version", serving == null || registry.isBad(serving.version) ? null : serving.version);
+        if (successor != null) {
+            checkChampionHealth("version_failed");
+        }
+        metrics.modelVersion.set(serving == null || registry.isBad(serving.version) ? 0 : serving.version);
+        OnnxModel challenger = registry.challenger();
+        metrics.challengerVersion.set(challenger == null ? 0 : challenger.version);
+        Integer pinned = registry.pinned();
+        metrics.pinnedVersion.set(pinned == null ? 0 : pinned);
+    }
+
+    /** Every held record to the dead-letter sink with {@code reason}. */
+    private void deadLetterHeld(String reason, String detail) {
+        for (Held h : held) {
+            deadLetterHeld(h, reason, detail);
+        }
+        LOG.error("batch_deadlettered", "reason", reason, "records", held.size(), "detail", detail);
+        registry.letGo(held.size());
+        held.clear();
+    }
+
+    private void deadLetterHeld(Held h, String reason, String detail) {
+        forwardAs(h, new Record<>(h.record.key(), h.record.value(), h.record.timestamp(),
+                deadLetterHeaders(reason, h.topic, h.partition, h.offset, detail)), DEADLETTER_SINK);
+        metrics.deadlettered.labelValues(reason).inc();
     }
 
     private ObjectNode scoreRecord(Held h, OnnxModel champion, float score, boolean flag, double now) {
@@ -275,6 +368,12 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
                         "reason", reason, "how_to_serve", "streamtrain models promote " + e.newVersion());
                 continue;
             }
+            if (e.name().equals("version_refused")) {
+                metrics.refused.labelValues("version_failed").inc();
+                LOG.warning("version_refused", "version", e.newVersion(), "serving_version", e.oldVersion(),
+                        "reason", "failed on live input after warm-up");
+                continue;
+            }
             if (e.name().equals("version_not_served")) {
                 metrics.notServed.inc();
                 LOG.warning("version_not_served", "version", e.newVersion(), "pinned_version", e.oldVersion(),
@@ -334,16 +433,22 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
     }
 
     private void deadLetter(Record<byte[], byte[]> record, RecordMetadata where, String reason, String detail) {
+        RecordHeaders headers = deadLetterHeaders(reason, where.topic(), where.partition(), where.offset(), detail);
+        context.forward(new Record<>(record.key(), record.value(), record.timestamp(), headers), DEADLETTER_SINK);
+        metrics.deadlettered.labelValues(reason).inc();
+    }
+
+    private static RecordHeaders deadLetterHeaders(String reason, String topic, int partition, long offset,
+                                                   String detail) {
         RecordHeaders headers = new RecordHeaders();
         headers.add("streamtrain.reason", reason.getBytes(StandardCharsets.UTF_8));
-        headers.add("streamtrain.source", ("kafka:" + where.topic() + "/" + where.partition() + "@" + where.offset())
+        headers.add("streamtrain.source", ("kafka:" + topic + "/" + partition + "@" + offset)
                 .getBytes(StandardCharsets.UTF_8));
         if (!detail.isEmpty()) {
             headers.add("streamtrain.detail", detail.substring(0, Math.min(1000, detail.length()))
                     .getBytes(StandardCharsets.UTF_8));
         }
-        context.forward(new Record<>(record.key(), record.value(), record.timestamp(), headers), DEADLETTER_SINK);
-        metrics.deadlettered.labelValues(reason).inc();
+        return headers;
     }
 
     /** When the record's reading reached Kafka: the preprocessor's header, else the record's (arrival) timestamp. */

@@ -53,6 +53,9 @@ final class ScorerMetrics {
             .help("Version pinned by `streamtrain models pin` (0 = none)").register(registry);
     final Counter notServed = Counter.builder().name("streamtrain_scorer_versions_not_served")
             .help("Versions that arrived while a pinned version serves (noted, not served)").register(registry);
+    final Counter versionsFailed = Counter.builder().name("streamtrain_scorer_versions_failed")
+            .help("Versions that failed on live input after load and warm-up passed (never served again by this "
+                  + "process)").register(registry);
     private HttpServer server;
 
     ScorerMetrics() {
@@ -60,6 +63,7 @@ final class ScorerMetrics {
             held.labelValues(reason);
         }
         held.labelValues("unhealthy");
+        deadlettered.labelValues("model_failed");
     }
 
     /** /metrics, /healthz (alive) and /readyz (200 once {@code ready} holds, else 503). */

@@ -435,4 +435,83 @@ class ScoreTopologyTest {
         assertEquals(1, registry.highestSeen());
         assertNull(registry.champion(), "taken by the stream thread between records, not by the watcher");
     }
+
+    /** Version 3 of failing_version.json: v1's manifest, models that pass warm-up and fail on live input. */
+    private static List<byte[][]> failingVersion() throws Exception {
+        JsonNode failing;
+        try (InputStream in = ScoreTopologyTest.class.getResourceAsStream("/failing_version.json")) {
+            failing = JSON.readTree(in);
+        }
+        List<byte[][]> out = new ArrayList<>();
+        for (JsonNode rec : failing.path("records")) {
+            out.add(new byte[][] {bytes(rec.get(0).asText()), Base64.getDecoder().decode(rec.get(1).asText())});
+        }
+        return out;
+    }
+
+    @Test
+    void aVersionFailingAfterWarmUpGivesWayToThePreviousOneAndIsNeverServedAgain() throws Exception {
+        publish(1);
+        for (int i = 0; i < 3; i++) {
+            send(i);
+        }
+        for (byte[][] rec : failingVersion()) {
+            watcher.accept(rec[0], rec[1]);
+        }
+        assertTrue(refused.isEmpty(), "v3 passes load and warm-up: " + refused);
+        for (int i = 3; i < 10; i++) {
+            send(i);
+        }
+        List<JsonNode> out = readScores();
+        assertEquals(10, out.size(), "every record scored exactly once");
+        for (int i = 0; i < 10; i++) {
+            assertScoredLikePython(out.get(i), 1, i);
+        }
+        assertTrue(deadLetters.isEmpty());
+        assertEquals(1, registry.champion().version);
+        assertTrue(registry.isBad(3));
+        assertEquals(1.0, metrics.versionsFailed.get());
+        assertEquals(1.0, metrics.modelVersion.get());
+        watcher.accept(bytes("control/promote"), promoteRequest(3));
+        watcher.accept(bytes("control/pin"), promoteRequest(3));
+        send(0);
+        assertEquals(1, readScores().get(0).get("model_version").asInt());
+        assertEquals(List.of("pin_refused"), refused);
+        assertEquals(1.0, metrics.refused.labelValues("version_failed").get());
+        assertFalse(watcher.healthy().containsKey(3));
+    }
+
+    @Test
+    void aFailedVersionWithNoneBeforeItDeadLettersItsRecordsUntilTheRulePickServes() throws Exception {
+        ModelWatcher fresh = new ModelWatcher(settings, registry, refused::add);
+        publishTo(fresh, 1);
+        for (byte[][] rec : failingVersion()) {
+            fresh.accept(rec[0], rec[1]);
+        }
+        fresh.catchUp();  // only the newest loads at start: v3, with nothing kept before it
+        send(0);
+        send(1);
+        assertTrue(readScores().isEmpty());
+        List<TestRecord<byte[], byte[]>> dead = deadLetters.readRecordsToList();
+        assertEquals(2, dead.size());
+        assertEquals("model_failed", header(dead.get(0).headers(), "streamtrain.reason"));
+        assertEquals(2.0, metrics.deadlettered.labelValues("model_failed").get());
+        fresh.serveFallbackIfAsked();  // the watcher thread's loop: v1, the rule's pick without v3
+        for (int i = 2; i < 5; i++) {
+            send(i);
+        }
+        List<JsonNode> out = readScores();
+        assertEquals(3, out.size());
+        for (int i = 0; i < 3; i++) {
+            assertScoredLikePython(out.get(i), 1, i + 2);
+        }
+        assertEquals(1.0, metrics.versionsFailed.get());
+        assertTrue(refused.isEmpty(), refused.toString());
+    }
+
+    private static void publishTo(ModelWatcher w, int v) {
+        for (JsonNode rec : fixture.path("versions").path(String.valueOf(v)).path("records")) {
+            w.accept(bytes(rec.get(0).asText()), Base64.getDecoder().decode(rec.get(1).asText()));
+        }
+    }
 }
