@@ -48,6 +48,26 @@ def _score_ticks(low: float, high: float) -> list[float]:
     return [m * 10.0**d for d in decades for m in mantissas if low <= m * 10.0**d <= high]
 
 
+def _line_points(ts: list[float], score: list[float], x) -> list[int]:
+    """Indices of the readings the line goes through: all of them when they fit the width, else each pixel
+    column's lowest and highest score in time order, so every spike still shows."""
+    if len(ts) <= 2 * (x(ts[-1]) - x(ts[0]) + 1):
+        return list(range(len(ts)))
+    keep: list[int] = []
+    column, low, high = None, 0, 0
+    for i, t in enumerate(ts):
+        c = int(x(t))
+        if c != column:
+            if column is not None:
+                keep += sorted({low, high})
+            column, low, high = c, i, i
+        elif score[i] < score[low]:
+            low = i
+        elif score[i] > score[high]:
+            high = i
+    return keep + sorted({low, high})
+
+
 def score_svg(s: Series, width: int = 860, height: int = 200) -> str:
     """The series as an SVG document, base64-encoded for a ``data:image/svg+xml`` URI."""
     t0, t1 = (s.ts[0], s.ts[-1]) if s.ts else (0.0, 1.0)
@@ -92,23 +112,26 @@ def score_svg(s: Series, width: int = 860, height: int = 200) -> str:
                 f'<text x="{x(s.ts[i]) + 3:.1f}" y="{TOP + 10}" fill="green">v{escape(str(s.version[i]))}</text>'
             )
     if s.ts:
-        steps = []
-        for i, t in enumerate(s.ts):
-            steps.append(f"{x(t):.1f},{y(s.threshold[i]):.1f}")
-            nxt = s.ts[i + 1] if i + 1 < len(s.ts) else t
-            steps.append(f"{x(nxt):.1f},{y(s.threshold[i]):.1f}")
+        # The threshold as steps, a corner only where it changes.
+        steps = [f"{x(s.ts[0]):.1f},{y(s.threshold[0]):.1f}"]
+        for i in range(1, len(s.ts)):
+            if s.threshold[i] != s.threshold[i - 1]:
+                steps += [f"{x(s.ts[i]):.1f},{y(s.threshold[i - 1]):.1f}", f"{x(s.ts[i]):.1f},{y(s.threshold[i]):.1f}"]
+        steps.append(f"{x(s.ts[-1]):.1f},{y(s.threshold[-1]):.1f}")
         out.append(f'<polyline points="{" ".join(steps)}" fill="none" stroke="black" stroke-dasharray="4 3"/>')
-        line = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in zip(s.ts, s.score))
+        line = " ".join(f"{x(s.ts[i]):.1f},{y(s.score[i]):.1f}" for i in _line_points(s.ts, s.score, x))
         out.append(f'<polyline points="{line}" fill="none" stroke="#1f77b4" stroke-width="0.9"/>')
+    # Markers: one per pixel each (thousands of readings on 800 pixels would repeat the same circle).
+    drawn: set[tuple[str, int, int]] = set()
     for i, t in enumerate(s.ts):
-        if not s.counted[i]:
-            out.append(f'<circle cx="{x(t):.1f}" cy="{y(s.score[i]):.1f}" r="1.8" fill="#999"/>')
-        if s.label[i]:
-            out.append(f'<circle cx="{x(t):.1f}" cy="{y(s.score[i]):.1f}" r="2.8" fill="red"/>')
-        if s.alarm[i]:
-            out.append(
-                f'<circle cx="{x(t):.1f}" cy="{y(s.score[i]):.1f}" r="4.8" fill="none" stroke="darkorange" '
-                'stroke-width="1.3"/>'
-            )
+        cx, cy = x(t), y(s.score[i])
+        for kind, show, mark in (
+            ("trained", not s.counted[i], 'r="1.8" fill="#999"'),
+            ("label", s.label[i], 'r="2.8" fill="red"'),
+            ("alarm", s.alarm[i], 'r="4.8" fill="none" stroke="darkorange" stroke-width="1.3"'),
+        ):
+            if show and (kind, round(cx), round(cy)) not in drawn:
+                drawn.add((kind, round(cx), round(cy)))
+                out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" {mark}/>')
     out.append("</svg>")
     return base64.b64encode("".join(out).encode()).decode()
