@@ -1,6 +1,6 @@
 # Kubernetes: CRD, operator, chart, image, skaffold. Tests need no cluster; the run targets do.
 # `make help` lists every target named [a-zA-Z0-9_-]+ with a `## ` description.
-.PHONY: test-k8s test-cold test-node kube-node-up kube-build kube-up kube-test kube-crd kube-lint kube-template kube-kind kube-minikube kube-down
+.PHONY: test-k8s test-cold test-node test-skaffold kube-node-up kube-build kube-up kube-test kube-crd kube-lint kube-template kube-kind kube-minikube kube-down
 
 KIND_CLUSTER ?= streamtrain
 K8S_VERSION ?= v1.32.0
@@ -15,7 +15,12 @@ test-cold: install ## test-k8s from empty caches (a fresh Go build and module ca
 
 test-node: install ## A StreamingTraining on a real node (containerd + runc + kubelet; root): real Pods from our images, a model version rolled to the running scorer (needs `make images-export`)
 	bash tools/kube/build.sh --node
-	$(PY) -m pytest -q -s -m node tests/k8s
+	$(PY) -m pytest -q -s -m "node and not skaffold" tests/k8s
+
+test-skaffold: install ## skaffold run and the skaffold dev loop on the real node (root): images built through podman's API, pushed to a loopback registry, rebuilt and rolled out after a source change
+	bash tools/kube/build.sh --node --registry
+	@mkdir -p .streamtrain/images && { [ -f .streamtrain/images/pause.tar ] || podman save -q --format oci-archive -o .streamtrain/images/pause.tar registry.k8s.io/pause:3.10; }
+	$(PY) -m pytest -q -s -m skaffold tests/k8s
 
 kube-node-up: install ## Start a real control plane and a real node (root) in the foreground (prints KUBECONFIG; Ctrl-C stops it)
 	bash tools/kube/build.sh --node

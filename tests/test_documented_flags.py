@@ -23,6 +23,7 @@ OTHER_TOOLS = {
     "--from",
     "--from-file",
     "--from-literal",
+    "--insecure-registry",  # skaffold (docs/kubernetes.md, a registry on loopback over plain HTTP)
     "--install",  # helm upgrade --install (docs/kubernetes.md: what skaffold runs)
     "--kube-version",  # helm template (docs/kubernetes.md: skaffold render)
     "--kubelet-preferred-address-types",  # kube-apiserver (docs/kubernetes.md, the real node)
@@ -31,8 +32,11 @@ OTHER_TOOLS = {
     "--name",
     "--no-conv-ae",  # python -m bench.quality (docs/quality.md: skip the slow offline baseline)
     "--namespace",
+    "--network",  # podman build --network host (docs/kubernetes.md: what skaffold's builds do through podman)
+    "--registry",  # tools/kube/build.sh --registry (docs/kubernetes.md, the skaffold tier's registry)
     "--set",
     "--tail",
+    "--time",  # podman system service --time=0 (docs/kubernetes.md, skaffold's Docker API)
     "--type",
     "--version",
     "--watch",
