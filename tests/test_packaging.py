@@ -28,7 +28,7 @@ def _locked() -> dict[str, str]:
     for line in (REPO / "requirements.lock").read_text().splitlines():
         if "==" in line and not line.startswith((" ", "#")):
             name, version = line.split(" ", 1)[0].split("==")
-            out[canonicalize_name(name)] = version
+            out[str(canonicalize_name(name))] = version
     return out
 
 
