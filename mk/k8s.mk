@@ -5,7 +5,7 @@
 KIND_CLUSTER ?= streamtrain
 K8S_VERSION ?= v1.32.0
 
-test-k8s: install kube-build ## Real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok; built first, ~10 min cold): CRD, helm install/upgrade/test/uninstall, the operator under its ServiceAccount
+test-k8s: install kube-build ## Real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok; built first, ~12 min cold): CRD, helm install/upgrade/test/uninstall and from an OCI registry, the operator under its ServiceAccount
 	$(PY) -m pytest -q -m "kube and not node" tests/k8s
 
 test-cold: install ## test-k8s from empty caches (a fresh Go build and module cache and control-plane cache under .streamtrain/cold, removed after): proves a new machine passes
@@ -26,8 +26,8 @@ kube-node-up: install ## Start a real control plane and a real node (root) in th
 	bash tools/kube/build.sh --node
 	$(PY) -m tests.k8s.controlplane up --node
 
-kube-build: ## Build the control plane, kubectl, helm and kwok from the Go module proxy into .streamtrain/kube (cached)
-	bash tools/kube/build.sh
+kube-build: ## Build the control plane, kubectl, helm, kwok and a container registry from the Go module proxy into .streamtrain/kube (cached)
+	bash tools/kube/build.sh --registry
 
 kube-up: install ## Start a real control plane on loopback in the foreground (prints KUBECONFIG; Ctrl-C stops it)
 	$(PY) -m tests.k8s.controlplane up

@@ -41,13 +41,14 @@ FAKE_NODE = "kwok-node-0"
 SERVICE_CIDR = "10.96.0.0/16"
 
 
-def build(node: bool = False, check: bool = False) -> Path:
+def build(node: bool = False, check: bool = False, registry: bool = False) -> Path:
     """Build (once, cached) and return the folder of the binaries.
 
     With ``check`` nothing is built: the test fixtures run under pytest's per-test timeout, which a
     cold build (about 10 minutes) outlasts, so they only check and name the make target that builds.
     """
-    args = ["bash", str(BUILD), *(["--node"] if node else []), *(["--check"] if check else [])]
+    flags = [*(["--node"] if node else []), *(["--registry"] if registry else []), *(["--check"] if check else [])]
+    args = ["bash", str(BUILD), *flags]
     env = {**os.environ, "K8S_VERSION": K8S_VERSION}
     if check:
         out = subprocess.run(args, text=True, capture_output=True, env=env, check=False)

@@ -48,6 +48,7 @@ from tests.k8s import controlplane
 from tests.k8s import node as real_node
 from tests.k8s.conftest import ROOT, foreign_crds
 from tests.k8s.node_config import IMAGES, SANDBOX_IMAGE
+from tests.k8s.registry import running_registry
 from tests.k8s.test_real_node import scores_of
 from tests.waiting import eventually
 
@@ -84,11 +85,6 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30
             proc.wait(timeout=10)
 
 
-def _answers(url: str) -> bool:
-    res = subprocess.run(["curl", "-fsS", "-o", "/dev/null", url], capture_output=True, timeout=10, check=False)
-    return res.returncode == 0
-
-
 @contextlib.contextmanager
 def heavy_lock() -> Iterator[None]:
     with open(HEAVY_LOCK, "a") as f:
@@ -105,39 +101,14 @@ def heavy_lock() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def binaries() -> Path:
     # Built by `make test-skaffold` before pytest starts (tools/kube/build.sh --node --registry).
-    return controlplane.build(node=True, check=True)
+    return controlplane.build(node=True, check=True, registry=True)
 
 
 @pytest.fixture(scope="module")
 def registry(binaries, tmp_path_factory) -> Iterator[str]:
     """distribution's registry on loopback; yields its address (host:port)."""
-    d = tmp_path_factory.mktemp("registry")
-    address = f"127.0.0.1:{free_port()}"
-    (CACHE / "registry").mkdir(parents=True, exist_ok=True)
-    config = {
-        "version": 0.1,
-        "log": {"level": "warn"},
-        "storage": {"filesystem": {"rootdirectory": str(CACHE / "registry")}, "delete": {"enabled": True}},
-        "http": {"addr": address},
-    }
-    (d / "config.yml").write_text(yaml.safe_dump(config))
-    log = open(d / "registry.log", "ab")
-    proc = subprocess.Popen(
-        [str(binaries / "registry"), "serve", str(d / "config.yml")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        eventually(
-            lambda: proc.poll() is not None or _answers(f"http://{address}/v2/"),
-            "the registry to answer",
-            timeout=60,
-        )
-        assert proc.poll() is None, (d / "registry.log").read_text()[-3000:]
+    with running_registry(binaries, tmp_path_factory.mktemp("registry"), CACHE / "registry") as address:
         yield address
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture(scope="module")
