@@ -133,6 +133,8 @@ class ModelRegistry:
             self.pinned = None
             if model is None:
                 self._unpin = True
+                # A pin not applied yet is what this unpin undoes: the champion the watcher saw stays.
+                self._offers = [o for o in self._offers if o.role != "pinned"]
             else:
                 self.highest_seen = max(self.highest_seen, model.version)
                 self._offers.append(Offer(model, "unpinned", forced=True))

@@ -161,6 +161,16 @@ def test_unpin_while_the_rule_already_serves_the_pinned_version_keeps_it():
     assert registry.apply() == [("unpinned", 2, 2)] and registry.pinned is None
 
 
+def test_unpin_before_the_scoring_loop_applied_the_pin_leaves_the_rule_serving():
+    # The watcher reads pin 1 and unpin in one poll, before the scoring loop takes the pin: the unpin
+    # undoes the pending pin, so v2 (the rule's pick) keeps serving rather than v1 staying pinned.
+    registry, watcher, _, assembler = _watching(_health("ok"), _health("ok"))
+    watcher.handle(assembler, [], *pin_record(1))
+    watcher.handle(assembler, [], *pin_record(None))
+    assert registry.apply() == [("unpinned", 2, 2)]
+    assert registry.champion.version == 2 and registry.pinned is None
+
+
 def test_a_pin_naming_a_missing_or_refused_version_is_refused_and_the_champion_stays():
     class _RefusesTwo(_Watcher):
         def _load(self, mv):

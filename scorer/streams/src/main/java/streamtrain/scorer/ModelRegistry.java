@@ -222,6 +222,14 @@ final class ModelRegistry {
         pinned = null;
         if (model == null) {
             unpinRequested = true;
+            // A pin not applied yet is what this unpin undoes: the champion the watcher saw stays.
+            offers.removeIf(o -> {
+                if (o.role().equals("pinned")) {
+                    o.model().close();
+                    return true;
+                }
+                return false;
+            });
         } else {
             highestSeen = Math.max(highestSeen, model.version);
             offers.add(new Offer(model, "unpinned"));

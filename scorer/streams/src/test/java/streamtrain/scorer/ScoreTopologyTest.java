@@ -403,6 +403,28 @@ class ScoreTopologyTest {
     }
 
     @Test
+    void anUnpinBeforeThePinIsAppliedLeavesTheRuleServing() throws Exception {
+        // Pin 1 and unpin read in one poll, before the stream thread takes the pin: v2 keeps serving.
+        ModelRegistry fresh = new ModelRegistry(false);
+        ModelWatcher w = new ModelWatcher(settings, fresh, refused::add);
+        for (JsonNode rec : fixture.path("versions").path("1").path("records")) {
+            w.accept(bytes(rec.get(0).asText()), Base64.getDecoder().decode(rec.get(1).asText()));
+        }
+        for (byte[][] rec : withHealth(2, "ok")) {
+            w.accept(rec[0], rec[1]);
+        }
+        w.catchUp();
+        fresh.apply();
+        assertEquals(2, fresh.champion().version);
+        w.accept(bytes("control/pin"), pinRequest(1));
+        w.accept(bytes("control/pin"), pinRequest(null));
+        assertEquals(List.of("unpinned"), fresh.apply().stream().map(ModelRegistry.Event::name).toList());
+        assertEquals(2, fresh.champion().version, "the pending pin was undone");
+        assertNull(fresh.pinned());
+        fresh.champion().close();
+    }
+
+    @Test
     void aPinMayNameAHeldVersionAndOutlivesARestart() throws Exception {
         ModelRegistry fresh = new ModelRegistry(false);
         ModelWatcher w = new ModelWatcher(settings, fresh, refused::add);
