@@ -13,6 +13,7 @@ import pytest
 
 from streamtrain.stack.local import free_port
 from streamtrain.stack.monitoring import LOCAL_PORTS, running_prometheus
+from tests.monitoring.test_alert_rules import alerts
 
 pytestmark = pytest.mark.e2e
 
@@ -63,7 +64,7 @@ def test_stack_up_monitoring_runs_prometheus_with_the_pipeline_targets_and_rules
         for t in got.values():  # the labels the dashboard and the alerts group by
             assert t["labels"]["namespace"] == "local" and t["labels"]["app_kubernetes_io_instance"] == "local"
         rules = [r["name"] for g in prom.api("rules")["groups"] for r in g["rules"]]
-        assert len(rules) == 7 and "StreamTrainProgramNotReady" in rules
+        assert sorted(rules) == sorted(alerts()) and "StreamTrainProgramNotReady" in rules
 
         again = cli(local_stack, "status")
         assert json.loads(again.stdout)["prometheus"]["ready"] is True
