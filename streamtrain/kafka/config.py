@@ -149,35 +149,35 @@ def _librdkafka_logger() -> logging.Logger:
 def client_config(bootstrap: str, **overrides) -> dict:
     """The base of every Kafka client: bootstrap plus this process's security settings, librdkafka's lines
     routed to the structured log, and the user's ``-X`` properties (over the programs' tuning defaults)."""
-    extra = load_properties()
-    return {
-        "bootstrap.servers": bootstrap,
-        **KafkaSecurity().librdkafka(),
-        "logger": _librdkafka_logger(),
-        **overrides,
-        **extra,
-    }
+    return _with_properties(_base_config(bootstrap), overrides)
+
+
+def _base_config(bootstrap: str) -> dict:
+    return {"bootstrap.servers": bootstrap, **KafkaSecurity().librdkafka(), "logger": _librdkafka_logger()}
+
+
+def _with_properties(cfg: dict, overrides: dict) -> dict:
+    """The program's ``overrides`` over ``cfg``, then the user's ``-X`` properties over both (read once)."""
+    return {**cfg, **overrides, **load_properties()}
 
 
 def producer_config(bootstrap: str, **overrides) -> dict:
     """Idempotent producer: retries never duplicate or reorder within a partition."""
     cfg = {
-        **client_config(bootstrap),
+        **_base_config(bootstrap),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "lz4",
         "message.max.bytes": 2 * 1024 * 1024,
     }
-    cfg.update(overrides)
-    cfg.update(load_properties())
-    return cfg
+    return _with_properties(cfg, overrides)
 
 
 def consumer_config(bootstrap: str, group_id: str, **overrides) -> dict:
     """Offsets are stored only after the work on a record is done (``store_offsets``)."""
     cfg = {
-        **client_config(bootstrap),
+        **_base_config(bootstrap),
         "group.id": group_id,
         "enable.auto.commit": True,
         "enable.auto.offset.store": False,
@@ -186,6 +186,4 @@ def consumer_config(bootstrap: str, group_id: str, **overrides) -> dict:
         "heartbeat.interval.ms": 1000,
         "partition.assignment.strategy": "cooperative-sticky",
     }
-    cfg.update(overrides)
-    cfg.update(load_properties())
-    return cfg
+    return _with_properties(cfg, overrides)
