@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +16,21 @@ from streamtrain.settings import CommonSettings
 from streamtrain.settings import settings_env as streamtrain_settings_env
 
 STREAMTRAIN = [sys.executable, "-m", "streamtrain.cli.main"]
+
+
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Stop a process started with ``start_new_session=True`` and everything it started: ``sig`` to its
+    process group, SIGKILL to the group if it is still there after ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 def settings_env(s: CommonSettings, **extra) -> dict:

@@ -22,7 +22,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -50,6 +49,7 @@ from tests.k8s.node_config import (
     kubelet_config,
     registry_hosts,
 )
+from tests.programs import stop_group
 
 
 def ensure_packages() -> None:
@@ -416,14 +416,8 @@ class Node:
 
     def _stop(self, name: str) -> None:
         proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        if proc is not None:
+            stop_group(proc)
 
 
 @contextlib.contextmanager

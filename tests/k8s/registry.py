@@ -4,8 +4,6 @@ pushes images to and the node pulls from, and where `helm push` puts the chart a
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from streamtrain.ports import free_port
+from tests.programs import stop_group
 from tests.waiting import eventually
 
 
@@ -48,10 +47,4 @@ def running_registry(binaries: Path, workdir: Path, storage: Path) -> Iterator[s
         assert proc.poll() is None, log.read_text()[-3000:]
         yield address
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_group(proc)

@@ -50,6 +50,7 @@ from tests.k8s.conftest import ROOT, foreign_crds
 from tests.k8s.node_config import IMAGES, SANDBOX_IMAGE
 from tests.k8s.registry import running_registry
 from tests.k8s.test_real_node import scores_of
+from tests.programs import stop_group
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.kube, pytest.mark.node, pytest.mark.skaffold]
@@ -71,18 +72,6 @@ ANCHOR = 'log = logs.get("simulator")\n'
 
 def stage(t0: float, what: str) -> None:
     print(f"skaffold test: {what} after {time.monotonic() - t0:.0f} s", flush=True)
-
-
-def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -145,7 +134,7 @@ def docker_host(registry, tmp_path_factory) -> Iterator[str]:
         assert proc.poll() is None, (d / "podman.log").read_text()[-3000:]
         yield host
     finally:
-        _stop(proc)
+        stop_group(proc)
         with contextlib.suppress(FileNotFoundError):
             Path(PODMAN_SOCKET).unlink()
 
@@ -459,7 +448,7 @@ def test_skaffold_run_then_dev_rebuilds_on_a_source_change_and_cleans_up(
         # Only the new code logs the marker: the Pods from skaffold run never did.
         assert all(marker not in line for line in (workspace.parent / "skaffold-run.log").read_text().splitlines())
     except AssertionError as exc:
-        _stop(dev, signal.SIGINT, timeout=300)
+        stop_group(dev, signal.SIGINT, timeout=300)
         raise AssertionError(f"{exc}\n{diagnose(cp, node, dev_log)}") from None
 
     # 3. Ctrl-C: skaffold dev deletes what it deployed (the example, then the chart's release).
@@ -467,7 +456,7 @@ def test_skaffold_run_then_dev_rebuilds_on_a_source_change_and_cleans_up(
     try:
         dev.wait(timeout=600)
     except subprocess.TimeoutExpired:
-        _stop(dev)
+        stop_group(dev)
         raise AssertionError("skaffold dev did not stop on SIGINT\n" + dev_log.read_text(errors="replace")[-4000:])
     dev_out.close()
     stage(t0, f"skaffold dev stopped ({dev.returncode})")
