@@ -60,19 +60,26 @@ def served_by(stream: FeatureStream, pipeline) -> set[int]:
     return {s["model_version"] for s in scores if (s["device_id"], s["seq"]) in fresh}
 
 
+def start_engine(engine: str, pipeline, tmp_path, running: list) -> tuple:
+    """(scorer, its metrics port): the Python or the Kafka Streams scorer, started and caught up with the
+    models topic."""
+    port = free_port()
+    if engine == "python":
+        scorer = start_scorer(pipeline, tmp_path, metrics_port=port)
+        running.append(scorer)
+    else:
+        scorer = start_streams_scorer(pipeline, tmp_path, running, metrics_port=port)
+    wait_event(scorer, "models_caught_up", 1)
+    return scorer, port
+
+
 @pytest.mark.parametrize("engine", ["python", "kafka-streams"])
 def test_pin_unpin_and_rollback_change_what_a_running_scorer_serves(pipeline, tmp_path, programs, engine):  # noqa: F811
     stream = FeatureStream(pipeline, seed=23)
     stream.send(100)
     train(pipeline, tmp_path, "train-v1", records=2000)
     train(pipeline, tmp_path, "train-v2", records=2000)
-    port = free_port()
-    if engine == "python":
-        scorer = start_scorer(pipeline, tmp_path, metrics_port=port)
-        programs.append(scorer)
-    else:
-        scorer = start_streams_scorer(pipeline, tmp_path, programs, metrics_port=port)
-    wait_event(scorer, "models_caught_up", 1)
+    scorer, port = start_engine(engine, pipeline, tmp_path, programs)
     assert served_by(stream, pipeline) == {2}
     nothing = models(pipeline, "list", "--json")
     assert [r["rule"] for r in map(json.loads, nothing.stdout.splitlines())] == ["-", "serves"], nothing.stderr

@@ -122,3 +122,28 @@ def crds(control_plane):
     cp.helm("install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", "--wait", "--timeout", "180s")
     cp.kubectl("wait", "--for", "condition=Established", "--timeout", "60s", "crd/streamingtrainings.streamtrain.io")
     return cp
+
+
+@pytest.fixture(scope="module")
+def stack(node, tmp_path_factory):
+    """Kafka and HiveMQ CE on the real node's bridge gateway, where its Pods (and the test) reach them;
+    ``node`` is the module's own real node."""
+    from streamtrain.ports import free_port
+    from streamtrain.settings import StackSettings
+    from streamtrain.stack.local import LocalStack
+    from tests.k8s.node import GATEWAY
+
+    s = LocalStack(
+        StackSettings(
+            home=tmp_path_factory.mktemp("stack"),
+            jars=ROOT / ".streamtrain/lib",
+            kafka_port=free_port(),
+            kafka_controller_port=free_port(),
+            mqtt_port=free_port(),
+            bind_host=GATEWAY,
+            partitions=3,
+        )
+    )
+    s.up()
+    yield s
+    s.down()

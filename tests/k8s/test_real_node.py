@@ -21,11 +21,7 @@ import pytest
 
 from streamtrain.credentials import make_fleet, new_password, set_user
 from streamtrain.kafka import read_topic
-from streamtrain.ports import free_port
-from streamtrain.settings import StackSettings
-from streamtrain.stack.local import LocalStack
 from tests.k8s import node as real_node
-from tests.k8s.conftest import ROOT
 from tests.k8s.controlplane import FAKE_NODE, build
 from tests.k8s.operator_process import Operator
 from tests.waiting import eventually
@@ -43,25 +39,6 @@ def node(crds, tmp_path_factory):
     crds.kubectl("cordon", FAKE_NODE)  # the chart's own Pods stay where they are; new ones go to the real node
     with real_node.running(crds, tmp_path_factory.mktemp("node")) as n:
         yield n
-
-
-@pytest.fixture(scope="module")
-def stack(node, tmp_path_factory):
-    """Kafka and HiveMQ CE on the bridge gateway, where the Pods (and this test) reach them."""
-    s = LocalStack(
-        StackSettings(
-            home=tmp_path_factory.mktemp("stack"),
-            jars=ROOT / ".streamtrain/lib",
-            kafka_port=free_port(),
-            kafka_controller_port=free_port(),
-            mqtt_port=free_port(),
-            bind_host=real_node.GATEWAY,
-            partitions=3,
-        )
-    )
-    s.up()
-    yield s
-    s.down()
 
 
 @pytest.fixture(scope="module")

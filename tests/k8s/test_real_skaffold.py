@@ -42,8 +42,6 @@ import yaml
 
 from streamtrain.credentials import make_fleet, new_password, set_user
 from streamtrain.ports import free_port
-from streamtrain.settings import StackSettings
-from streamtrain.stack.local import LocalStack
 from tests.k8s import controlplane
 from tests.k8s import node as real_node
 from tests.k8s.conftest import ROOT, foreign_crds
@@ -218,25 +216,6 @@ def api_for_pods(cluster, node) -> Iterator[None]:
     finally:
         stop.set()
         server.close()
-
-
-@pytest.fixture(scope="module")
-def stack(node, tmp_path_factory):
-    """Kafka and HiveMQ CE on the bridge gateway, where the Pods (and this test) reach them."""
-    s = LocalStack(
-        StackSettings(
-            home=tmp_path_factory.mktemp("stack"),
-            jars=ROOT / ".streamtrain/lib",
-            kafka_port=free_port(),
-            kafka_controller_port=free_port(),
-            mqtt_port=free_port(),
-            bind_host=real_node.GATEWAY,
-            partitions=3,
-        )
-    )
-    s.up()
-    yield s
-    s.down()
 
 
 @pytest.fixture(scope="module")

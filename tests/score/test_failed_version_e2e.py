@@ -15,7 +15,7 @@ from streamtrain.model import ARTEFACT_FORMAT
 from streamtrain.modelcodec import publish_model, read_versions
 from streamtrain.modelcontrol import promote_record
 from streamtrain.stack.local import free_port
-from tests.cli.test_models_pin_e2e import events, served_by, wait_event
+from tests.cli.test_models_pin_e2e import events, served_by, start_engine, wait_event
 from tests.score.failing_model import failing_version
 from tests.score.test_scorer_e2e import FeatureStream, start_scorer, train, wait_scores
 from tests.score.test_unhealthy_version_e2e import metric
@@ -29,13 +29,7 @@ def test_a_version_failing_after_warm_up_gives_way_to_the_previous_one(pipeline,
     stream = FeatureStream(pipeline, seed=29)
     stream.send(100)
     train(pipeline, tmp_path, "train-v1", records=2000)
-    port = free_port()
-    if engine == "python":
-        scorer = start_scorer(pipeline, tmp_path, metrics_port=port)
-        programs.append(scorer)
-    else:
-        scorer = start_streams_scorer(pipeline, tmp_path, programs, metrics_port=port)
-    wait_event(scorer, "models_caught_up", 1)
+    scorer, port = start_engine(engine, pipeline, tmp_path, programs)
     assert served_by(stream, pipeline) == {1}
 
     v1 = read_versions(pipeline.kafka_bootstrap, pipeline.topic_models)[-1]
