@@ -85,11 +85,9 @@ class ScoreTopologyTest {
         }
     }
 
-    /** Publishes version {@code v} of the fixture to the watcher, record by record, as the models topic holds it. */
+    /** Publishes version {@code v} of the fixture to the test's watcher. */
     private void publish(int v) {
-        for (JsonNode rec : fixture.path("versions").path(String.valueOf(v)).path("records")) {
-            watcher.accept(bytes(rec.get(0).asText()), Base64.getDecoder().decode(rec.get(1).asText()));
-        }
+        publishTo(watcher, v);
     }
 
     private static byte[] bytes(String s) {
@@ -312,32 +310,38 @@ class ScoreTopologyTest {
         assertTrue(refused.isEmpty(), refused.toString());
     }
 
-    /** A fresh watcher reading v1, an unhealthy v2 and (optionally) a promotion request before it caught up. */
-    private ModelRegistry caughtUp(Integer promote) throws Exception {
+    /** A fresh watcher and its registry, caught up with the models topic as it was at start. */
+    private record Started(ModelWatcher watcher, ModelRegistry registry) {
+    }
+
+    /**
+     * A fresh watcher reading v1, v2 with training health {@code v2Health} and then {@code controls}
+     * (key, value) before it caught up: what a restarted scorer finds on the models topic.
+     */
+    private Started caughtUp(String v2Health, byte[][]... controls) throws Exception {
         ModelRegistry fresh = new ModelRegistry(false);
         ModelWatcher w = new ModelWatcher(settings, fresh, refused::add);
-        for (JsonNode rec : fixture.path("versions").path("1").path("records")) {
-            w.accept(bytes(rec.get(0).asText()), Base64.getDecoder().decode(rec.get(1).asText()));
-        }
-        for (byte[][] rec : withHealth(2, "not_converged")) {
+        publishTo(w, 1);
+        for (byte[][] rec : withHealth(2, v2Health)) {
             w.accept(rec[0], rec[1]);
         }
-        if (promote != null) {
-            w.accept(bytes("control/promote"), promoteRequest(promote));
+        for (byte[][] control : controls) {
+            w.accept(control[0], control[1]);
         }
         w.catchUp();
         fresh.apply();
-        return fresh;
+        return new Started(w, fresh);
     }
 
     @Test
     void atStartTheNewestHealthyVersionServesAndAPromotionOnTheTopicOutlivesARestart() throws Exception {
-        ModelRegistry held = caughtUp(null);
+        ModelRegistry held = caughtUp("not_converged").registry();
         assertEquals(1, held.champion().version);
         assertEquals(2, held.heldBack().version);
         held.champion().close();
         held.heldBack().close();
-        ModelRegistry promoted = caughtUp(2);
+        ModelRegistry promoted =
+                caughtUp("not_converged", new byte[][] {bytes("control/promote"), promoteRequest(2)}).registry();
         assertEquals(2, promoted.champion().version);
         assertNull(promoted.heldBack());
         promoted.champion().close();
@@ -405,16 +409,9 @@ class ScoreTopologyTest {
     @Test
     void anUnpinBeforeThePinIsAppliedLeavesTheRuleServing() throws Exception {
         // Pin 1 and unpin read in one poll, before the stream thread takes the pin: v2 keeps serving.
-        ModelRegistry fresh = new ModelRegistry(false);
-        ModelWatcher w = new ModelWatcher(settings, fresh, refused::add);
-        for (JsonNode rec : fixture.path("versions").path("1").path("records")) {
-            w.accept(bytes(rec.get(0).asText()), Base64.getDecoder().decode(rec.get(1).asText()));
-        }
-        for (byte[][] rec : withHealth(2, "ok")) {
-            w.accept(rec[0], rec[1]);
-        }
-        w.catchUp();
-        fresh.apply();
+        Started started = caughtUp("ok");
+        ModelWatcher w = started.watcher();
+        ModelRegistry fresh = started.registry();
         assertEquals(2, fresh.champion().version);
         w.accept(bytes("control/pin"), pinRequest(1));
         w.accept(bytes("control/pin"), pinRequest(null));
@@ -426,18 +423,10 @@ class ScoreTopologyTest {
 
     @Test
     void aPinMayNameAHeldVersionAndOutlivesARestart() throws Exception {
-        ModelRegistry fresh = new ModelRegistry(false);
-        ModelWatcher w = new ModelWatcher(settings, fresh, refused::add);
-        for (JsonNode rec : fixture.path("versions").path("1").path("records")) {
-            w.accept(bytes(rec.get(0).asText()), Base64.getDecoder().decode(rec.get(1).asText()));
-        }
-        for (byte[][] rec : withHealth(2, "not_converged")) {
-            w.accept(rec[0], rec[1]);
-        }
-        w.accept(bytes("control/pin"), pinRequest(1));
-        w.accept(bytes("control/pin"), pinRequest(2));
-        w.catchUp();
-        fresh.apply();
+        Started started = caughtUp("not_converged", new byte[][] {bytes("control/pin"), pinRequest(1)},
+                new byte[][] {bytes("control/pin"), pinRequest(2)});
+        ModelWatcher w = started.watcher();
+        ModelRegistry fresh = started.registry();
         assertEquals(2, fresh.champion().version);
         assertEquals(2, fresh.pinned());
         assertNull(fresh.heldBack());
@@ -531,6 +520,7 @@ class ScoreTopologyTest {
         assertTrue(refused.isEmpty(), refused.toString());
     }
 
+    /** Publishes version {@code v} of the fixture to {@code w}, record by record, as the models topic holds it. */
     private static void publishTo(ModelWatcher w, int v) {
         for (JsonNode rec : fixture.path("versions").path(String.valueOf(v)).path("records")) {
             w.accept(bytes(rec.get(0).asText()), Base64.getDecoder().decode(rec.get(1).asText()));
