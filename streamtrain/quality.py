@@ -138,8 +138,9 @@ def counted(scores: Iterable[dict], training: TrainingRanges | None = None) -> I
     return (s for kind, s in sort_scores(scores, training) if kind == COUNTED)
 
 
-def evaluate(scores: list[dict], skip_warmup: bool = True, training: TrainingRanges | None = None) -> Evaluation:
-    """Quality of score records (first score per (device_id, seq) counts; later ones are duplicates).
+def evaluate(scores: Iterable[dict], skip_warmup: bool = True, training: TrainingRanges | None = None) -> Evaluation:
+    """Quality of score records (first score per (device_id, seq) counts; later ones are duplicates), read
+    once as they come: ``scores`` may be a stream that is never held.
 
     ``training``: each version's training range (``training_ranges``); a first score inside the range of
     the version that wrote it is not counted (quality on held-out readings only) but counted in

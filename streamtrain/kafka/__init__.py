@@ -6,7 +6,7 @@
 - ``delivery``: at least once (outputs delivered, then offsets stored)
 - ``transactions``: exactly once (consume -> produce -> commit in a transaction)
 - ``health``: broker reachability for /readyz
-- ``reading``: a whole topic without a consumer group; a partition's watermarks while leadership settles
+- ``reading``: a whole topic (or a time range of it, streamed) without a consumer group; a partition's watermarks while leadership settles
 
 Programs import the names from here (``from streamtrain.kafka import producer_config``).
 """
@@ -23,7 +23,7 @@ from streamtrain.kafka.config import (
 from streamtrain.kafka.deadletter import dead_letter_headers, headers_dict
 from streamtrain.kafka.delivery import deliver_then_store, flush_or_raise, next_offsets
 from streamtrain.kafka.health import KafkaHealth
-from streamtrain.kafka.reading import read_topic, watermarks
+from streamtrain.kafka.reading import TopicStalled, iter_topic, read_topic, watermarks
 from streamtrain.kafka.transactions import ExactlyOnce
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "KafkaHealth",
     "KafkaSecurity",
     "KafkaSecurityError",
+    "TopicStalled",
     "TopicsMissing",
     "client_config",
     "consumer_config",
@@ -40,6 +41,7 @@ __all__ = [
     "deliver_then_store",
     "ensure_topics",
     "flush_or_raise",
+    "iter_topic",
     "headers_dict",
     "next_offsets",
     "producer_config",
