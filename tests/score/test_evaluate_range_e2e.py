@@ -77,3 +77,27 @@ def test_evaluate_counts_the_scores_inside_the_range(pipeline):
     empty = evaluate(pipeline, "--until", iso(min(first) - 1))
     assert empty.returncode == 1, empty.stdout
     assert f"no scores on {pipeline.topic_scores} from the beginning to " in empty.stderr and empty.stdout == ""
+
+
+def test_a_transaction_left_open_ends_the_read_at_what_was_committed(pipeline):
+    """A scorer's transaction still open when evaluate starts: read committed, the end offsets seen at the
+    start are the last stable ones, so the read ends there (not stalled behind the open transaction) and
+    nothing of the open transaction is counted."""
+    done = Producer(producer_config(pipeline.kafka_bootstrap))
+    for i in range(10):
+        done.produce(pipeline.topic_scores, json.dumps({"seq": i}).encode(), partition=0)
+    assert done.flush(30) == 0
+    open_tx = Producer(
+        producer_config(pipeline.kafka_bootstrap, **{"transactional.id": f"{pipeline.topic_scores}.open"})
+    )
+    open_tx.init_transactions(30)
+    open_tx.begin_transaction()
+    open_tx.produce(pipeline.topic_scores, b'{"seq": 99}', partition=0)
+    assert open_tx.flush(30) == 0
+    try:
+        read = [json.loads(m.value())["seq"] for m in iter_topic(pipeline.kafka_bootstrap, pipeline.topic_scores)]
+        assert read == list(range(10))
+    finally:
+        open_tx.abort_transaction(30)
+    # Aborted: still the ten, the read past the abort marker.
+    assert len(list(iter_topic(pipeline.kafka_bootstrap, pipeline.topic_scores))) == 10
