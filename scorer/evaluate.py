@@ -199,7 +199,7 @@ def command(
     manifests = read_manifests(s.kafka_bootstrap, s.topic_models)
     stream = read_scores(s.kafka_bootstrap, s.topic_scores, since_ms=since_ms, until_ms=until_ms)
     # Only the report needs the scores themselves; the figures are counted as they stream by.
-    kept: list[dict] | None = [] if report_dir is not None else None
+    kept: list[dict] | None = [] if report_dir is not None and not as_json else None
     scores = stream if kept is None else _keeping(stream, kept)
     try:
         ev = evaluate(scores, training=training_ranges((manifests or {}).values()))
@@ -221,7 +221,7 @@ def command(
     if stream.read == stream.undecodable:
         click.echo(f"no scores on {s.topic_scores}{span}", err=True)
         sys.exit(exitcodes.FAILED)
-    if stream.read >= PROGRESS_EVERY:
+    if stream.read >= PROGRESS_EVERY and stream.read % PROGRESS_EVERY:  # the last progress line, unless just printed
         click.echo(f"{s.topic_scores}: {stream.read} records read{span}", err=True)
     if manifests is None:
         click.echo(f"warning: cannot read {s.topic_models}: readings the versions trained on are counted", err=True)
