@@ -62,6 +62,18 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]
     assert producer.flush(30) == 0
 
 
+def raw_arrivals(bootstrap: str, topic: str) -> dict[tuple[str, int], float]:
+    """(device_id, seq) -> when the reading reached the raw topic (its Kafka timestamp, s)."""
+    out = {}
+    for m in read_topic(bootstrap, topic, timeout=60):
+        try:
+            r = json.loads(m.value())
+            out[(r["device_id"], r["seq"])] = m.timestamp()[1] / 1000
+        except (ValueError, KeyError, TypeError):
+            continue  # the bad records sent on purpose
+    return out
+
+
 def train_v1(pipeline, tag: str) -> None:
     """v1 from the preprocessor's own features of other readings, on a topic of its own: the scorer's
     features topic stays empty until the burst, so Prometheus sees its counters at 0 first."""
@@ -249,8 +261,11 @@ def test_every_dashboard_expression_has_data_of_the_right_magnitude(pipeline, br
         assert last("Scorer: model version (champion)") == 1.0  # v2 was refused
         measured["anomaly rate"] = rate = last("Scorer: anomaly rate")
         assert 0.0 <= rate <= 1.0
-        truth = float(np.percentile([s["scored_at"] - s["ts"] for s in scores], 95))
-        measured["score latency p95"], measured["true p95 (scored_at - ts)"] = (
+        # The panel's histogram is the processing lag: the reading's arrival in the raw topic to its
+        # score (not the reading's own ts, which the backlog's generation already made seconds old).
+        arrived = raw_arrivals(pipeline.kafka_bootstrap, pipeline.topic_raw)
+        truth = float(np.percentile([s["scored_at"] - arrived[(s["device_id"], s["seq"])] for s in scores], 95))
+        measured["score latency p95"], measured["true p95 (scored_at - raw arrival)"] = (
             last("Device -> score latency p95"),
             truth,
         )
