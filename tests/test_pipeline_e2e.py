@@ -48,8 +48,6 @@ def test_demo_pipeline_reaches_f1_090_from_the_scores_topic(local_stack, tmp_pat
             "12000",
             "--v2-records",
             "8000",
-            "--epochs",
-            "15",
             "--report",
             str(tmp_path / "report"),
         ],

@@ -190,7 +190,11 @@ def _program_envs(stack, s: CommonSettings, run: str):
 @click.option("--rate", default=10.0, show_default=True, help="Readings per second per device.")
 @click.option("--v1-records", default=15000, show_default=True, help="Feature records before training v1.")
 @click.option("--v2-records", default=15000, show_default=True, help="Newer feature records before training v2.")
-@click.option("--epochs", default=15, show_default=True, help="Training epochs per version.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    help="Training epochs per version (default: the trainer's own rule, enough epochs for its minimum steps).",
+)
 @click.option("--seed", default=42, show_default=True, help="Simulator seed.")
 @click.option(
     "--report",
@@ -241,6 +245,7 @@ def command(
     )
     click.echo(f"StreamTrain demo {run}: {devices} devices × {rate}/s, topics streamtrain.demo-{run}.*, logs {logdir}")
     procs: list[Proc] = []
+    epoch_args = ["--epochs", str(epochs)] if epochs else []
     try:
         click.echo("1/7 starting Kafka (KRaft) and HiveMQ CE …")
         stack.up()
@@ -276,7 +281,7 @@ def command(
         )
 
         click.echo("4/7 training model v1 straight from Kafka …")
-        _train("train-v1", s, env("train"), logdir, ["--epochs", str(epochs), "--max-records", str(v1_records)], procs)
+        _train("train-v1", s, env("train"), logdir, [*epoch_args, "--max-records", str(v1_records)], procs)
 
         click.echo("5/7 starting the live scorer …")
         scorer = Proc("scorer", ["score"], env("score"), logdir)
@@ -296,7 +301,7 @@ def command(
             s,
             env("train"),
             logdir,
-            ["--epochs", str(epochs), "--max-records", str(v2_records), "--from-end"],
+            [*epoch_args, "--max-records", str(v2_records), "--from-end"],
             procs,
         )
         _wait("scorer on v2", lambda: (f'"new_version": {v2["version"]}' in scorer.tail(200000), "waiting"), 120, procs)
