@@ -99,7 +99,7 @@ class TrainSettings(CommonSettings):
         8.0,
         gt=0,
         description="Windowed models with a window score: the newest reading's own alarm (a spike) next to "
-        "it, at median + k * MAD of the training errors",
+        "it, at median + k * MAD of the training errors (one channel: at least their 99th percentile)",
     )
     conv_filters: str = Field(
         "16,1", description="Windowed models: filters of the encoder's causal conv layers; the last is the bottleneck"

@@ -77,7 +77,8 @@ log = logs.get("trainer")
 @click.option(
     "--window-newest-k",
     type=float,
-    help="Windowed model with a window score: newest reading's threshold = median + k * MAD (default 8).",
+    help="Windowed model with a window score: newest reading's threshold = median + k * MAD (default 8; "
+    "one channel: at least the 99th percentile).",
 )
 @click.option("--conv-filters", help="Windowed model: encoder filters, the last is the bottleneck (default 16,1).")
 @click.option("--topic-sequences", help="Sequences topic the windowed model trains from.")

@@ -68,7 +68,8 @@ def build_manifest(
         "normalization": {"mean": [float(v) for v in norm.mean], "std": [float(v) for v in norm.std]},
         "threshold": float(th.threshold),
         "threshold_rule": (
-            f"newest reading: median + {s.window_newest_k} * MAD of training reconstruction errors; window "
+            f"newest reading: median + {s.window_newest_k} * MAD of training reconstruction errors (one "
+            f"channel: at least their 99th percentile); window "
             f"score: {s.window_threshold_factor} * 99th percentile of the training windows' scores"
             if window_scored(s, plan)
             else f"median + {s.threshold_k} * MAD of training reconstruction errors"
