@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 
 import pytest
+import structlog
 from click.testing import CliRunner
 
 from streamtrain import logs
@@ -87,8 +89,19 @@ def test_evaluate_counts_a_stream_it_reads_once():
     assert ev.overall.as_dict()["records"] == 40 and ev.duplicates == 1 and ev.unlabelled == 1
 
 
-def test_the_score_stream_yields_one_at_a_time_and_counts_what_it_cannot_read(capsys):
-    logs.configure(fmt="json")  # as the command does: every log line on stderr
+@pytest.fixture
+def json_logs():
+    """JSON log lines on stderr, as the command configures them, for one test; then structlog and logging as
+    they were (this test's stderr is a capture closed when it ends: later tests must not log into it)."""
+    config, handlers, level = structlog.get_config(), logging.root.handlers[:], logging.root.level
+    logs.configure(fmt="json")
+    yield
+    structlog.configure(**config)
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
+
+
+def test_the_score_stream_yields_one_at_a_time_and_counts_what_it_cannot_read(json_logs, capsys):
     values = [json.dumps(score(i)).encode() for i in range(7)]
     values[2], values[5] = b"{not json", b"[1, 2]"
     produced: list[int] = []
