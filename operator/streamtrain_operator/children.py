@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from streamtrain.operator import render, validate
+from streamtrain.operator.render import models
 
 Manifest = dict[str, Any]
 
@@ -24,10 +25,12 @@ def defaulted_spec(body: Mapping[str, Any]) -> dict:
     return validate.defaulted(copy.deepcopy(dict(body)))["spec"]
 
 
-def desired(body: Mapping[str, Any]) -> list[Manifest]:
-    """Every child of ``body`` with owner references (so Kubernetes GC deletes them with the resource)."""
+def desired(body: Mapping[str, Any], existing: list[Manifest] | None = None) -> list[Manifest]:
+    """Every child of ``body`` with owner references (so Kubernetes GC deletes them with the resource).
+    ``existing``: the children it owns now (whether it ever asked for a pin decides an unpin Job)."""
     meta = body["metadata"]
-    children = render.render(meta["name"], meta["namespace"], defaulted_spec(body))
+    pinned_before = any(models.is_request(m) for m in existing or [])
+    children = render.render(meta["name"], meta["namespace"], defaulted_spec(body), pinned_before)
     kopf.adopt(children, owner=body)  # type: ignore[arg-type]  # kopf types it as Body; a plain dict serves too
     return children
 
@@ -35,10 +38,10 @@ def desired(body: Mapping[str, Any]) -> list[Manifest]:
 def stale(existing: list[Manifest], wanted: list[Manifest]) -> list[Manifest]:
     """Children that exist but are no longer desired (e.g. mqtt.mode -> external removes HiveMQ).
 
-    Jobs are never pruned: each is one model version's training run, kept for its logs and removed
-    with the resource by garbage collection."""
+    Training Jobs are never pruned: each is one model version's training run, kept for its logs and
+    removed with the resource by garbage collection. A pin Job is, once a newer request replaces it."""
     names = {key(m) for m in wanted}
-    return [m for m in existing if key(m) not in names and m["kind"] != "Job"]
+    return [m for m in existing if key(m) not in names and (m["kind"] != "Job" or models.is_request(m))]
 
 
 def observed_by_component(

@@ -12,6 +12,7 @@ import sys
 import yaml
 
 from streamtrain import __version__
+from streamtrain.modelsign import KEY_PATTERN_MAX
 from streamtrain.operator import GROUP, KIND, PLURAL, VERSION
 from streamtrain.operator.ingest import INGEST_RULES, ingest_schema
 from streamtrain.operator.model_settings import MODEL_RULES, model_properties
@@ -330,6 +331,15 @@ def spec_schema() -> dict:
                         "start only, so Pod restarts resume",
                         "committed",
                         enum=["committed", "earliest", "latest"],
+                    ),
+                    "pinnedVersion": _int(
+                        "Serve exactly this model version (streamtrain models pin, run as a Job with the "
+                        "trainer's Kafka identity); the scorers switch without a restart. Removing it unpins "
+                        "(the scorers return to the newest healthy version). A version not on the models "
+                        "topic fails the Job (condition PinApplied)",
+                        None,
+                        1,
+                        KEY_PATTERN_MAX,
                     ),
                     "streamsImage": _str(
                         "Image of the kafka-streams scorer (images/scorer-streams.Dockerfile); "

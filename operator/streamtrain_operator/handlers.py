@@ -82,7 +82,7 @@ async def reconcile(
     (an owner reference with its UID) is written or pruned: a child whose name another object already
     has is left untouched and reported (NameConflict condition and Event), and kopf retries later."""
     try:
-        wanted = children.desired(body)
+        wanted = children.desired(body, await kube.owned(namespace, name, meta["uid"]))
     except INVALID_SPEC as exc:
         patch.status["phase"] = "Failed"
         patch.status["conditions"] = [
@@ -186,11 +186,11 @@ async def observe(body: dict) -> None:
     if current.get("phase") == "Failed" and (current.get("conditions") or [{}])[0].get("reason") == "InvalidSpec":
         return  # nothing to observe until the spec is fixed
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+    existing = await kube.owned(namespace, name, uid)
     try:
-        wanted = children.desired(body)
+        wanted = children.desired(body, existing)
     except INVALID_SPEC:
         return  # the reconcile handler reports an invalid spec
-    existing = await kube.owned(namespace, name, uid)
     conds = status.conditions(
         children.observed_by_component(wanted, existing),
         current.get("conditions") or [],

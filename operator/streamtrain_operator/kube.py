@@ -15,7 +15,7 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Secret
 from lightkube.resources.discovery_v1 import EndpointSlice
-from lightkube.types import PatchType
+from lightkube.types import CascadeType, PatchType
 
 from streamtrain.operator import GROUP, KIND, VERSION
 from streamtrain.operator import PLURAL as CR_PLURAL
@@ -222,6 +222,7 @@ async def delete(manifest: Manifest) -> None:
             resource(manifest["apiVersion"], manifest["kind"]),
             manifest["metadata"]["name"],
             namespace=manifest["metadata"]["namespace"],
+            cascade=CascadeType.BACKGROUND,  # a Job's Pods too (the API's default for Jobs orphans them)
         )
     except HTTPStatusError as exc:
         if _code(exc) != 404:  # already gone is what we wanted

@@ -24,6 +24,7 @@ CONDITION = {
     "ksqldb": "PreprocessingReady",
     "train": "TrainingReady",
     "scorer": "ScorerReady",
+    "models": "PinApplied",  # the Job of scorer.pinnedVersion (or of its removal) has run
 }
 
 

@@ -5,6 +5,7 @@ scored exactly once by the version the request named."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -13,8 +14,11 @@ from confluent_kafka import Producer
 from streamtrain import exitcodes
 from streamtrain.kafka import producer_config
 from streamtrain.modelcontrol import pin_record
+from streamtrain.operator import children
 from streamtrain.stack.local import free_port
 from tests.cli.test_models_e2e import models
+from tests.k8s.conftest import ROOT, load_example
+from tests.programs import STREAMTRAIN, settings_env
 from tests.score.test_scorer_e2e import FeatureStream, start_scorer, train, wait_scores
 from tests.score.test_unhealthy_version_e2e import metric
 from tests.score_streams.test_streams_scorer_e2e import programs, start_streams_scorer  # noqa: F401 - fixture
@@ -137,3 +141,58 @@ def test_pin_unpin_and_rollback_change_what_a_running_scorer_serves(pipeline, tm
     scores = wait_scores(pipeline, set(stream.sent))
     keys = [(s["device_id"], s["seq"]) for s in scores]
     assert len(keys) == len(set(keys)) == len(stream.sent)
+
+
+def run_rendered_request(
+    pipeline, pinned: int | None, existing: list[dict]
+) -> tuple[list[dict], subprocess.CompletedProcess]:
+    """Render a pipeline on this test's Kafka with ``scorer.pinnedVersion`` = ``pinned`` (the operator's own
+    rendering, ``existing`` its owned children), then run its pin or unpin Job's container as a process:
+    the same arguments and environment (every variable a literal: external Kafka without authentication,
+    signing off), plus this test's topic names, which the resource leaves at their defaults."""
+    resource = load_example(ROOT / "examples/external.yaml")
+    resource["metadata"].update(namespace="plant", uid="u-pin")
+    spec = resource["spec"]
+    spec["kafka"]["bootstrap"] = pipeline.kafka_bootstrap
+    spec.setdefault("model", {})["signing"] = {"enabled": False}
+    spec.setdefault("scorer", {})["pinnedVersion"] = pinned
+    wanted = children.desired(resource, existing)
+    (job,) = [
+        m for m in wanted if m["kind"] == "Job" and m["metadata"]["labels"]["app.kubernetes.io/component"] == "models"
+    ]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert all("value" in e for e in container["env"]), container["env"]
+    env = {**settings_env(pipeline), **{e["name"]: e["value"] for e in container["env"]}}
+    assert env["STREAMTRAIN_KAFKA_BOOTSTRAP"] == pipeline.kafka_bootstrap
+    done = subprocess.run([*STREAMTRAIN, *container["args"]], env=env, capture_output=True, text=True, timeout=180)
+    return wanted, done
+
+
+def test_the_operators_pin_job_pins_and_its_unpin_job_unpins_a_running_scorer(pipeline, tmp_path, programs):  # noqa: F811
+    """What scorer.pinnedVersion does on a cluster, with the Job's own command and environment: the running
+    scorer switches to the pinned version between two batches, and back to the newest once the field goes."""
+    stream = FeatureStream(pipeline, seed=29)
+    stream.send(100)
+    train(pipeline, tmp_path, "train-v1", records=2000)
+    train(pipeline, tmp_path, "train-v2", records=2000)
+    scorer, port = start_engine("python", pipeline, tmp_path, programs)
+    assert served_by(stream, pipeline) == {2}
+
+    pinned, done = run_rendered_request(pipeline, 1, existing=[])
+    assert done.returncode == 0, done.stderr
+    assert wait_event(scorer, "pinned", 1, stream=stream)["new_version"] == 1
+    assert served_by(stream, pipeline) == {1}
+    assert metric(port, "streamtrain_scorer_pinned_version") == 1
+
+    _, done = run_rendered_request(pipeline, None, existing=pinned)
+    assert done.returncode == 0, done.stderr
+    assert "was pinned to 1" in done.stdout
+    assert wait_event(scorer, "unpinned", 1, stream=stream)["new_version"] == 2
+    assert served_by(stream, pipeline) == {2}
+    assert metric(port, "streamtrain_scorer_pinned_version") == 0
+
+    # A version that is not on the topic: the Job's container fails (the Job retries, then PinApplied is False).
+    _, done = run_rendered_request(pipeline, 7, existing=pinned)
+    assert done.returncode == exitcodes.FAILED and "version 7 is not on" in done.stderr, done.stderr
+    assert served_by(stream, pipeline) == {2}
+    assert scorer.stop() == 0, scorer.log()[-3000:]

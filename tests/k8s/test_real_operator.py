@@ -240,6 +240,61 @@ def test_production_children_under_the_operators_identity(operator):
     assert "Traceback" not in operator.output(), operator.output()
 
 
+def test_pinned_version_is_one_job_per_request_and_its_removal_unpins(operator):
+    """scorer.pinnedVersion set, changed and removed by a user's merge patches: each request becomes its own
+    Job (kwok completes its Pod), the older one is deleted with its Pods, and PinApplied follows the Job."""
+    cp = operator.cp
+    operator.start()
+    wait_for_children(cp, create(cp, "plant-pin"))
+
+    def requests() -> dict[str, dict]:
+        return {
+            o["metadata"]["name"]: o
+            for o in owned_children(cp, "plant-pin")
+            if o["kind"] == "Job" and o["metadata"]["labels"]["app.kubernetes.io/component"] == "models"
+        }
+
+    def pods(job: str) -> list[dict]:
+        out = cp.kubectl("get", "pods", "-n", NS, "-l", f"job-name={job}", "-o", "json").stdout
+        return json.loads(out)["items"]
+
+    def applied(generation: int):
+        st = get(cp, "streamingtraining", "plant-pin").get("status") or {}
+        conds = {c["type"]: c for c in st.get("conditions") or []}
+        pin = conds.get("PinApplied", {})
+        return pin.get("status") == "True" and pin.get("observedGeneration") == generation and pin
+
+    assert requests() == {}
+    cp.patch_spec(NS, "plant-pin", {"scorer": {"pinnedVersion": 2}})
+    jobs = eventually(lambda: (r := requests()) and r, "the pin Job")
+    assert list(jobs) == ["plant-pin-pin-2"]
+    c = jobs["plant-pin-pin-2"]["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"] == ["models", "pin", "2"]
+    assert "plant-pin-pin-2: succeeded" in eventually(lambda: applied(2), "PinApplied after the pin")["message"]
+    assert pods("plant-pin-pin-2")
+
+    cp.patch_spec(NS, "plant-pin", {"scorer": {"pinnedVersion": 3}})
+    eventually(lambda: list(requests()) == ["plant-pin-pin-3"], "the newer request alone")
+    eventually(lambda: pods("plant-pin-pin-2") == [], "the older request's Pods deleted with it")
+    eventually(lambda: applied(3), "PinApplied after the second pin")
+
+    cp.patch_spec(NS, "plant-pin", {"scorer": {"pinnedVersion": None}})  # the user removes the field
+    eventually(lambda: list(requests()) == ["plant-pin-unpin"], "an unpin Job in place of the pin")
+    unpin = requests()["plant-pin-unpin"]["spec"]["template"]["spec"]["containers"][0]
+    assert unpin["args"] == ["models", "unpin"]
+    eventually(lambda: applied(4), "PinApplied after the unpin")
+    # Later reconciles keep it, and do not run it again.
+    uid = requests()["plant-pin-unpin"]["metadata"]["uid"]
+    cp.patch_spec(NS, "plant-pin", {"fleet": {"devices": 9}})
+    eventually(lambda: applied(5), "the next spec change reconciled")
+    assert requests()["plant-pin-unpin"]["metadata"]["uid"] == uid
+
+    cp.kubectl("delete", "streamingtraining", "plant-pin", "-n", NS, "--wait=true", "--timeout=60s")
+    eventually(lambda: owned_children(cp, "plant-pin") == [], "every child of plant-pin garbage-collected")
+    assert operator.stop() == 0, operator.output()
+    assert "Traceback" not in operator.output(), operator.output()
+
+
 def created_then_operator_stopped(operator, name: str) -> dict:
     operator.start()
     body = create(operator.cp, name)

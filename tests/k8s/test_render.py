@@ -143,6 +143,7 @@ SETTINGS = {
     "preprocess": "streamtrain.preprocessor.app:PreprocessSettings",
     "train": "streamtrain.trainer.train:TrainSettings",
     "score": "streamtrain.scorer.app:ScoreSettings",
+    "models": "streamtrain.settings:CommonSettings",  # the pin Job: `streamtrain models pin`
 }
 
 

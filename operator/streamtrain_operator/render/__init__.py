@@ -3,7 +3,8 @@
 No Kubernetes client here: every function takes data and returns data, so the whole pipeline's
 shape is tested without a cluster. One module per kind of child, named after the data flow:
 ``hivemq`` -> ``programs`` (simulator, bridge) -> ``strimzi`` -> ``programs`` (preprocessor) or
-``ksqldb`` -> ``trainer`` -> ``programs`` (scorers) and ``autoscaling`` -> ``monitoring``;
+``ksqldb`` -> ``trainer`` -> ``programs`` (scorers) and ``autoscaling`` -> ``models`` (a pin Job)
+-> ``monitoring``;
 ``availability`` gives every Deployment its PodDisruptionBudget, ``network`` says who may connect to
 which Pod, ``connections`` says how the children
 reach the brokers and ``objects`` holds the shapes they share (with the topology spread of every Pod).
@@ -16,6 +17,7 @@ from streamtrain.operator.render import (
     availability,
     hivemq,
     ksqldb,
+    models,
     monitoring,
     network,
     programs,
@@ -25,8 +27,9 @@ from streamtrain.operator.render import (
 from streamtrain.operator.render.objects import Manifest
 
 
-def render(name: str, namespace: str, spec: dict) -> list[Manifest]:
-    """Every child of one StreamingTraining, in data-flow order. ``spec`` must already carry the CRD defaults."""
+def render(name: str, namespace: str, spec: dict, pinned_before: bool = False) -> list[Manifest]:
+    """Every child of one StreamingTraining, in data-flow order. ``spec`` must already carry the CRD defaults;
+    ``pinned_before``: the resource owns a pin Job (see ``models``)."""
     children: list[Manifest] = []
     if spec["mqtt"]["mode"] == "managed":
         children += hivemq.hivemq(name, namespace, spec)
@@ -43,6 +46,7 @@ def render(name: str, namespace: str, spec: dict) -> list[Manifest]:
     children += trainer.trainer(name, namespace, spec)
     children += programs.scorer(name, namespace, spec)
     children += autoscaling.scorer_autoscaling(name, namespace, spec)
+    children += models.pin_requests(name, namespace, spec, pinned_before)
     children += monitoring.metrics_services(name, namespace)
     children = availability.with_disruption_budgets(children)
     return children + network.network_policies(name, namespace, spec, children)

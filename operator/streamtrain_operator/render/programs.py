@@ -43,6 +43,8 @@ COMPONENT = {
     "preprocess": "preprocess",
     "train": "train",
     "score": "scorer",
+    # `streamtrain models pin/unpin` (render.models) writes the models topic: only the trainer may.
+    "models": "train",
 }
 
 

@@ -1,7 +1,8 @@
 """Signed model versions (``streamtrain.modelsign``): which Secret holds a pipeline's key pair, and what of
 it each Pod sees. The trainer gets the private key as one file (only that key of the Secret); every scorer,
 Python or Kafka Streams, gets the public keys in STREAMTRAIN_MODEL_VERIFY_KEYS and refuses versions not
-signed by one of them. The trainer gets them too, so its read-back sees what the scorers accept.
+signed by one of them. The trainer gets them too, so its read-back sees what the scorers accept, and so
+does a pin Job (``render.models``), which pins only a version the scorers would accept.
 
 The operator's own Secret (no ``secretRef``) is made by ``streamtrain.operator.signing``, not rendered here:
 its key is random, and rendering stays a pure function of the spec."""
@@ -37,7 +38,7 @@ def operator_made(spec: dict) -> bool:
 
 def env(program: str, name: str, spec: dict) -> list[dict]:
     secret = secret_name(name, spec)
-    if secret is None or program not in ("train", "score"):
+    if secret is None or program not in ("train", "score", "models"):
         return []
     out = [
         {
