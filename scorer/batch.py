@@ -14,7 +14,7 @@ import numpy as np
 from confluent_kafka import Producer
 
 from streamtrain import logs
-from streamtrain.kafka import ensure_topics, flush_or_raise, producer_config
+from streamtrain.kafka import Deliveries, ensure_topics, flush_or_raise, producer_config
 from streamtrain.kafka_dataset import decode, iter_messages, resolve_range
 from streamtrain.model import LoadedModel
 from streamtrain.modelcodec import read_versions
@@ -84,6 +84,7 @@ def score_range(
     seconds = time.monotonic() - t0
     ensure_topics(settings.kafka_bootstrap, [TopicSpec(output_topic, 3)])
     producer = Producer(producer_config(settings.kafka_bootstrap))
+    deliveries = Deliveries()
     out = []
     for meta, s in zip(ids, scores):
         rec = {
@@ -95,9 +96,11 @@ def score_range(
             "scorer": "python-batch",
         }
         out.append(rec)
-        producer.produce(output_topic, json.dumps(rec).encode(), key=str(meta["device_id"]).encode())
+        producer.produce(
+            output_topic, json.dumps(rec).encode(), key=str(meta["device_id"]).encode(), on_delivery=deliveries.report
+        )
         producer.poll(0)
-    flush_or_raise(producer)
+    flush_or_raise(producer, deliveries)
     ev = evaluate(out)
     summary = {
         "model_version": model.version,

@@ -9,7 +9,7 @@ import click
 from confluent_kafka import Producer
 
 from streamtrain import exitcodes
-from streamtrain.kafka import flush_or_raise, producer_config, require_topics
+from streamtrain.kafka import Deliveries, DeliveryFailed, flush_or_raise, producer_config, require_topics
 from streamtrain.lifecycle import StopFlag
 from streamtrain.scorer.app import Scorer, ScoreSettings
 from streamtrain.scorer.models import promote_record
@@ -93,8 +93,13 @@ def command(ctx, promote_version, batch_mode, max_records, from_end, model_versi
     if promote_version is not None:
         producer = Producer(producer_config(settings.kafka_bootstrap))
         key, value = promote_record(promote_version)
-        producer.produce(settings.topic_models, value, key=key)
-        flush_or_raise(producer)
+        deliveries = Deliveries()
+        producer.produce(settings.topic_models, value, key=key, on_delivery=deliveries.report)
+        try:
+            flush_or_raise(producer, deliveries)
+        except DeliveryFailed as exc:
+            click.echo(f"error: the promotion was not written: {exc}", err=True)
+            sys.exit(exitcodes.KAFKA)
         click.echo(f"promotion of version {promote_version} requested on {settings.topic_models}")
         return
     if batch_mode:

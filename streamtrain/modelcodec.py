@@ -30,7 +30,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from streamtrain.kafka import READER_GROUP, client_config, watermarks
+from streamtrain.kafka import READER_GROUP, Deliveries, DeliveryFailed, client_config, flush_or_raise, watermarks
 from streamtrain.modelsign import ModelSigner, ModelTrust
 
 CHUNK_BYTES = 900 * 1024
@@ -121,26 +121,20 @@ def publish_model(
 ) -> None:
     """Write one version to the models topic and wait until Kafka has all of it (its manifest signed by
     ``signer``, if given)."""
-    errors: list[str] = []
-
-    def delivered(err, msg):
-        if err is not None:
-            errors.append(str(err))
-
+    deliveries = Deliveries()
     for key, value in encode(artefact, metadata, attachments):
         headers = [signer.header(value)] if signer is not None and key.endswith(b"/manifest") else None
         while True:
             try:
-                producer.produce(topic, value, key=key, headers=headers, on_delivery=delivered)
+                producer.produce(topic, value, key=key, headers=headers, on_delivery=deliveries.report)
                 break
             except BufferError:
                 producer.poll(0.1)
         producer.poll(0)
-    remaining = producer.flush(timeout)
-    if remaining or errors:
-        raise RuntimeError(
-            f"model v{metadata.get('version')} not fully published: {remaining} undelivered, errors {errors[:3]}"
-        )
+    try:
+        flush_or_raise(producer, deliveries, timeout)
+    except DeliveryFailed as exc:
+        raise DeliveryFailed(f"model v{metadata.get('version')} not fully published: {exc}") from exc
 
 
 class ModelAssembler:

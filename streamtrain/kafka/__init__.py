@@ -21,7 +21,7 @@ from streamtrain.kafka.config import (
     producer_config,
 )
 from streamtrain.kafka.deadletter import dead_letter_headers, headers_dict
-from streamtrain.kafka.delivery import deliver_then_store, flush_or_raise, next_offsets
+from streamtrain.kafka.delivery import Deliveries, DeliveryFailed, deliver_then_store, flush_or_raise, next_offsets
 from streamtrain.kafka.health import KafkaHealth
 from streamtrain.kafka.reading import TopicStalled, iter_topic, read_topic, watermarks
 from streamtrain.kafka.transactions import ExactlyOnce
@@ -41,6 +41,8 @@ __all__ = [
     "deliver_then_store",
     "ensure_topics",
     "flush_or_raise",
+    "Deliveries",
+    "DeliveryFailed",
     "iter_topic",
     "headers_dict",
     "next_offsets",

@@ -36,8 +36,27 @@ def deliver_then_store(producer: Producer, consumer, msgs, errors: list[str], wh
         consumer.store_offsets(offsets=next_offsets(msgs))
 
 
-def flush_or_raise(producer: Producer, timeout: float = 30.0) -> None:
-    """Wait until everything produced is delivered; raise if some of it is not within ``timeout``."""
+class DeliveryFailed(RuntimeError):
+    """Some produced records did not reach Kafka: refused (e.g. not authorised) or still queued at the deadline."""
+
+
+class Deliveries:
+    """The delivery reports of one producer's records: pass ``report`` as each ``produce``'s ``on_delivery``.
+    Without it a refused record leaves the queue like a delivered one, and ``flush`` returns 0 all the same."""
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def report(self, err, msg) -> None:
+        if err is not None:
+            self.failed.append(f"{msg.topic()}: {err.str()}")
+
+
+def flush_or_raise(producer: Producer, deliveries: Deliveries, timeout: float = 30.0) -> None:
+    """Wait until everything produced is delivered; ``DeliveryFailed`` if a record was refused, or some are not
+    delivered within ``timeout``."""
     remaining = producer.flush(timeout)
+    if deliveries.failed:
+        raise DeliveryFailed(f"{len(deliveries.failed)} Kafka records refused: {'; '.join(deliveries.failed[:3])}")
     if remaining:
-        raise RuntimeError(f"{remaining} Kafka messages still undelivered after {timeout}s")
+        raise DeliveryFailed(f"{remaining} Kafka records still undelivered after {timeout}s")

@@ -205,6 +205,8 @@ def test_pipeline_runs_with_every_program_as_its_own_kafka_user(scram_stack, tmp
 def test_kafka_streams_scorer_runs_as_its_own_kafka_user(scram_stack, topics, tmp_path, monkeypatch):
     """The JVM scorer reads the same STREAMTRAIN_KAFKA_* variables: over SASL/SCRAM + TLS, holding only the
     score-streams ACLs (its application id is its group and transactional-id prefix), it scores every record."""
+    from streamtrain import exitcodes
+    from tests.cli.test_models_e2e import models
     from tests.programs import Program, settings_env
     from tests.score.test_scorer_e2e import FeatureStream, train, wait_scores
 
@@ -219,8 +221,13 @@ def test_kafka_streams_scorer_runs_as_its_own_kafka_user(scram_stack, topics, tm
     stream.send(100)
     run_as(scram_stack.kafka_user(f"train-{uuid.uuid4().hex[:4]}", "train", topics=topics))
     train(topics, tmp_path, "train-v1", records=2000)
+    # spec.scorer.pinnedVersion's Job runs `streamtrain models pin` as the trainer's user: it may write the pin.
+    pinned = models(topics, "pin", "1")
+    assert pinned.returncode == 0, pinned.stderr
     group = f"streams-{uuid.uuid4().hex[:6]}"
     run_as(scram_stack.kafka_user(f"streams-{uuid.uuid4().hex[:4]}", "score-streams", group=group, topics=topics))
+    refused = models(topics, "pin", "1")  # a scorer's user reads the models topic, never writes it
+    assert refused.returncode == exitcodes.KAFKA and "Topic authorization failed" in refused.stderr, refused.stderr
     java = Program(
         ["score", "--engine", "kafka-streams"],
         settings_env(topics, group_id=group, instance_id="auth"),
