@@ -6,7 +6,10 @@ LOADGEN := .streamtrain/bin/loadgen
 loadgen: ## Build the Go MQTT load generator into .streamtrain/bin/loadgen (go build cache: seconds when warm)
 	cd tools/loadgen && go build -trimpath -o $(CURDIR)/$(LOADGEN) .
 
-.PHONY: ingest-extension bench-ingest test-ingest-units
+.PHONY: ingest-extension ingest-presets bench-ingest test-ingest-units
+
+ingest-presets: ## Regenerate the extension's ingest-presets.json from streamtrain.ingest_mapping.PRESETS (tests/ingest/test_ingest_presets_resource.py checks it)
+	$(PY) -m streamtrain.ingest_mapping > bridge/hivemq-extension/src/main/resources/ingest-presets.json
 
 ingest-extension: ## Build and unit-test the HiveMQ ingestion extension (bridge/hivemq-extension, Maven; shared vectors)
 	mvn -q -B -f bridge/hivemq-extension/pom.xml package

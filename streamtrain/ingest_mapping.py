@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import math
 import re
+import sys
 from collections import OrderedDict
 from datetime import datetime
 from functools import lru_cache
@@ -484,3 +486,21 @@ def _channels(mapping: IngestMapping, obj: dict) -> dict[str, float] | Rejection
     if len(channels) > telemetry.MAX_CHANNELS:
         return Rejection("too_many_fields", f"{len(channels)} channels > limit {telemetry.MAX_CHANNELS}")
     return channels
+
+
+# ---------------------------------------------------------------------------- for the HiveMQ extension
+#: The presets as the HiveMQ ingestion extension reads them (a resource of its jar, generated from PRESETS).
+PRESETS_RESOURCE = "bridge/hivemq-extension/src/main/resources/ingest-presets.json"
+
+
+def presets_json() -> str:
+    """Every preset, each field written out: ``python -m streamtrain.ingest_mapping > PRESETS_RESOURCE``."""
+    doc = {
+        "comment": "Generated from streamtrain.ingest_mapping.PRESETS by `make ingest-presets`; do not edit.",
+        "presets": {name: m.model_dump(mode="json") for name, m in PRESETS.items()},
+    }
+    return json.dumps(doc, indent=1, ensure_ascii=True) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(presets_json())
