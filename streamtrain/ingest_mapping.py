@@ -497,6 +497,7 @@ def presets_json() -> str:
     """Every preset, each field written out: ``python -m streamtrain.ingest_mapping > PRESETS_RESOURCE``."""
     doc = {
         "comment": "Generated from streamtrain.ingest_mapping.PRESETS by `make ingest-presets`; do not edit.",
+        "defaults": IngestMapping().model_dump(mode="json"),  # of a mapping file's fields it does not set
         "presets": {name: m.model_dump(mode="json") for name, m in PRESETS.items()},
     }
     return json.dumps(doc, indent=1, ensure_ascii=True) + "\n"

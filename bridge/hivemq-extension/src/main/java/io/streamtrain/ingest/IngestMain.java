@@ -31,6 +31,14 @@ public final class IngestMain implements ExtensionMain {
                 return;
             }
             IngestSettings s = IngestSettings.load(folder, System.getenv());
+            if (s.mapping().format.equals("sparkplug_b")) {
+                // Births, aliases and seqs per edge node need one ordered consumer: the bridge, not an interceptor.
+                String why = "ingest mapping " + s.mapping().name + " is sparkplug_b: sparkplug_b needs mqtt.ingest "
+                        + "bridge (streamtrain bridge); this extension takes the json and streamtrain formats";
+                Log.event("ingest_start_refused", "mapping", s.mapping().name, "reason", why);
+                output.preventExtensionStartup(why);
+                return;
+            }
             producer = newProducer(s);
             metrics = new IngestMetrics();
             PubackGate gate = s.ackMode().equals("puback") ? new PubackGate(s.publishTimeoutS()) : null;
@@ -45,7 +53,8 @@ public final class IngestMain implements ExtensionMain {
                     client.addPubackOutboundInterceptor(gate);
                 }
             });
-            Log.event("ingest_started", "kafka", s.kafkaBootstrap(), "raw_topic", s.topicRaw(),
+            Log.event("ingest_started", "mapping", s.mapping().name, "topics", String.join(",", s.mapping().topics),
+                    "kafka", s.kafkaBootstrap(), "raw_topic", s.topicRaw(),
                     "deadletter_topic", s.topicDeadletter(), "max_inflight", String.valueOf(s.maxInflight()), "ack_mode", s.ackMode(),
                     "deliver_to_subscribers", String.valueOf(s.deliverToSubscribers()),
                     "metrics_port", String.valueOf(metrics.port()));

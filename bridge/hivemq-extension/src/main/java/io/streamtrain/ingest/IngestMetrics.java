@@ -26,6 +26,9 @@ final class IngestMetrics {
     final Counter deliveryErrors = Counter.builder().name("streamtrain_bridge_delivery_errors")
             .help("Kafka delivery failures (the publish is not acknowledged; the client sends it again)")
             .register(registry);
+    final Counter unmatched = Counter.builder().name("streamtrain_bridge_unmatched_topics")
+            .help("Messages on topics no pattern of the ingest mapping matches (not written to Kafka; HiveMQ "
+                    + "handles them as usual)").register(registry);
     final Gauge inflight = Gauge.builder().name("streamtrain_bridge_inflight")
             .help("Messages received and not yet acknowledged").register(registry);
     final Histogram latency = Histogram.builder().name("streamtrain_bridge_delivery_seconds")

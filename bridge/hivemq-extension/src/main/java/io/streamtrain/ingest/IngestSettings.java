@@ -6,6 +6,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Properties;
@@ -17,6 +18,12 @@ import java.util.stream.Collectors;
  * overridable by an environment variable STREAMTRAIN_INGEST_&lt;KEY&gt; (upper case, dots as underscores),
  * e.g. STREAMTRAIN_INGEST_KAFKA_BOOTSTRAP. Keys starting with {@code producer.} go to the Kafka producer
  * as they are (security settings: producer.security.protocol, producer.sasl.jaas.config, ...).
+ *
+ * <p>How devices publish, with the bridge's variables and meaning (one variable means one thing everywhere):
+ * {@code mapping} (STREAMTRAIN_INGEST_MAPPING) a preset of ingest-presets.json (generated from the bridge's
+ * PRESETS) or the path of a JSON mapping file (a mapping, or {@code "preset"} plus the fields it overrides; JSON
+ * is YAML, so the bridge reads the same file), default {@code streamtrain}; {@code topics}
+ * (STREAMTRAIN_INGEST_TOPICS) topic patterns, comma-separated, instead of the mapping's.
  */
 record IngestSettings(
         String kafkaBootstrap,
@@ -30,10 +37,15 @@ record IngestSettings(
         boolean deliverToSubscribers,
         int publishTimeoutS,
         String ackMode,
+        IngestMapping mapping,
         Properties producer) {
 
     static final String FILE = "streamtrain-ingest.properties";
     static final String ENV_PREFIX = "STREAMTRAIN_INGEST_";
+
+    static List<String> topics(String commaSeparated) {
+        return Arrays.stream(commaSeparated.split(",")).map(String::strip).filter(t -> !t.isEmpty()).toList();
+    }
 
     static String ackMode(String mode) {
         if (!mode.equals("puback") && !mode.equals("async")) {
@@ -83,6 +95,7 @@ record IngestSettings(
                 Boolean.parseBoolean(p.getProperty("deliver.to.subscribers", "false")),
                 Integer.parseInt(p.getProperty("publish.timeout.s", "60")),
                 ackMode(p.getProperty("ack.mode", "puback")),
+                IngestMapping.load(p.getProperty("mapping", "streamtrain").strip(), topics(p.getProperty("topics", ""))),
                 producer);
     }
 }

@@ -14,6 +14,7 @@ import org.apache.kafka.common.header.internals.RecordHeader;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
@@ -22,18 +23,26 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
- * Every PUBLISH on devices/+/telemetry: validated, written to Kafka (raw topic keyed by device id, or
+ * Every PUBLISH on a topic of the ingest mapping (devices/+/telemetry with the default preset streamtrain):
+ * mapped to a reading as the bridge maps it ({@link IngestMapping}), validated, written to Kafka (raw topic keyed by device id, or
  * the dead-letter topic with the reason in headers), and only then acknowledged. ack.mode=puback (default):
  * the PUBACK waits in {@link PubackGate}; ack.mode=async: it waits in HiveMQ's async output of this
  * interceptor (one message per connection at a time). A failed or late delivery is never acknowledged:
  * the client is disconnected (MQTT 5 in async mode: an error PUBACK), so it sends the message again.
+ * A PUBLISH on a topic no pattern of the mapping matches is counted, logged (the first and then every
+ * {@value #UNMATCHED_LOG_EVERY}th) and left to HiveMQ as before: not written to Kafka.
  */
 final class KafkaIngestInterceptor implements PublishInboundInterceptor {
     /** Dead letters keep the payload; beyond this size it is cut (bridge/app.py DEADLETTER_PAYLOAD_LIMIT). */
     static final int DEADLETTER_PAYLOAD_LIMIT = 512 * 1024;
+    /** One log line per this many publishes on topics the mapping does not take (all are counted). */
+    static final long UNMATCHED_LOG_EVERY = 1000;
 
     private final IngestSettings settings;
-    private final TelemetryValidator validator;
+    private final IngestMapping mapping;
+    private final boolean streamtrainFormat;
+    private final IngestMapping.ArrivalSeq arrivalSeq = new IngestMapping.ArrivalSeq(200_000);
+    private final AtomicLong unmatchedSeen = new AtomicLong();
     private final Producer<byte[], byte[]> producer;
     private final IngestMetrics metrics;
     private final Semaphore inflight;
@@ -46,7 +55,8 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
                            PubackGate gate) {
         this.settings = settings;
         this.gate = gate;
-        this.validator = new TelemetryValidator(settings.maxPayloadBytes(), settings.knownDevices());
+        this.mapping = settings.mapping();
+        this.streamtrainFormat = mapping.format.equals("streamtrain");
         this.producer = producer;
         this.metrics = metrics;
         this.inflight = new Semaphore(settings.maxInflight());
@@ -63,13 +73,17 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
     @Override
     public void onInboundPublish(PublishInboundInput input, PublishInboundOutput output) {
         String topic = input.getPublishPacket().getTopic();
-        if (!isTelemetry(topic)) {
+        if (!(streamtrainFormat ? isTelemetry(topic) : mapping.subscribed(topic))) {
+            unmatched(topic, input.getClientInformation().getClientId());
             return;  // not device telemetry: HiveMQ handles it as usual
         }
         long t0 = System.nanoTime();
         metrics.received.inc();
         byte[] payload = input.getPublishPacket().getPayload().map(KafkaIngestInterceptor::bytes).orElse(new byte[0]);
-        TelemetryValidator.Result result = validator.validate(payload, topic);
+        Instant now = Instant.now();
+        double arrived = now.getEpochSecond() + now.getNano() / 1e9;
+        TelemetryValidator.Result result = mapping.apply(topic, payload, arrived, settings.maxPayloadBytes(),
+                settings.knownDevices(), arrivalSeq);
         ProducerRecord<byte[], byte[]> record;
         String reason = null;
         if (result instanceof TelemetryValidator.Accepted ok) {
@@ -78,6 +92,9 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
         } else {
             TelemetryValidator.Rejected bad = (TelemetryValidator.Rejected) result;
             reason = bad.reason();
+            if (reason.equals("bad_topic") && mapping.matchTopic(topic) == null) {
+                unmatched(topic, input.getClientInformation().getClientId());  // e.g. an empty level: as the bridge counts
+            }
             record = deadLetter(topic, payload, bad);
             Log.event("message_deadlettered", "reason", bad.reason(), "detail", bad.detail(), "topic", topic,
                     "client_id", input.getClientInformation().getClientId(), "bytes", String.valueOf(payload.length));
@@ -105,6 +122,16 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
             producer.send(record, (md, error) -> delivered(output, async, deadReason, t0, error));
         } catch (RuntimeException e) {  // e.g. a record too large, a closed producer
             delivered(output, async, deadReason, t0, e);
+        }
+    }
+
+    /** A publish the mapping does not take: counted, and logged for the first and every UNMATCHED_LOG_EVERYth. */
+    private void unmatched(String topic, String clientId) {
+        metrics.unmatched.inc();
+        long seen = unmatchedSeen.incrementAndGet();
+        if (seen % UNMATCHED_LOG_EVERY == 1) {
+            Log.event("topic_unmatched", "topic", topic, "mapping", mapping.name, "client_id", clientId,
+                    "unmatched_so_far", String.valueOf(seen));
         }
     }
 
@@ -183,7 +210,7 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
             value = java.util.Arrays.copyOf(payload, DEADLETTER_PAYLOAD_LIMIT);
             detail = detail + "; payload cut to " + DEADLETTER_PAYLOAD_LIMIT + " of " + payload.length + " bytes";
         }
-        String device = TelemetryValidator.deviceFromTopic(topic);
+        String device = mapping.deviceFromTopic(topic);
         List<org.apache.kafka.common.header.Header> headers = new ArrayList<>(3);
         headers.add(new RecordHeader("streamtrain.reason", bad.reason().getBytes(StandardCharsets.UTF_8)));
         headers.add(new RecordHeader("streamtrain.source", ("mqtt:" + topic).getBytes(StandardCharsets.UTF_8)));

@@ -216,16 +216,30 @@ public final class TelemetryValidator {
         return new Accepted(id, out.append('}').toString().getBytes(StandardCharsets.US_ASCII));
     }
 
-    private static Object integer(BigInteger i) {
+    /** A payload as a JSON object (keys in order), or why it is not one: Python's {@code telemetry.decode_object}. */
+    static Object decodeObject(byte[] payload) {
+        Object doc;
+        try {
+            doc = parse(payload);
+        } catch (Invalid e) {
+            return new Rejected(e.reason, e.getMessage());
+        }
+        if (!(doc instanceof Map)) {
+            return new Rejected("not_an_object", "payload is a JSON " + PyFormat.typeName(doc) + ", not an object");
+        }
+        return doc;
+    }
+
+    static Object integer(BigInteger i) {
         return i.bitLength() < 64 ? (Object) i.longValue() : i;
     }
 
-    private static boolean isNumber(Object v) {
+    static boolean isNumber(Object v) {
         return v instanceof Long || v instanceof BigInteger || v instanceof Double;
     }
 
     /** Python's float(v); an int too large for a double reads as infinite here (Python raises OverflowError). */
-    private static double asDouble(Object v) {
+    static double asDouble(Object v) {
         if (v instanceof Double d) {
             return d;
         }
@@ -235,7 +249,7 @@ public final class TelemetryValidator {
         return ((BigInteger) v).doubleValue();
     }
 
-    private static int signum(Object v) {
+    static int signum(Object v) {
         return v instanceof Long l ? Long.signum(l) : ((BigInteger) v).signum();
     }
 

@@ -38,4 +38,14 @@ class IngestSettingsTest {
         assertEquals(9400, s.metricsPort());
         assertEquals("5", s.producer().getProperty("linger.ms"));
     }
+
+    @Test
+    void theMappingIsTheBridgesVariables(@TempDir Path folder) throws IOException {
+        IngestSettings s = IngestSettings.load(folder, Map.of());
+        assertEquals("streamtrain", s.mapping().name);
+        s = IngestSettings.load(folder, Map.of("STREAMTRAIN_INGEST_MAPPING", "tasmota",
+                "STREAMTRAIN_INGEST_TOPICS", "plant/{device_id}/SENSOR, ,x/{device_id}"));
+        assertEquals("tasmota", s.mapping().name);
+        assertEquals(java.util.List.of("plant/{device_id}/SENSOR", "x/{device_id}"), s.mapping().topics);
+    }
 }
