@@ -2,9 +2,11 @@
 
 A preset of the bridge's ingestion mappings (``streamtrain.ingest_mapping.PRESETS``, the CRD's enum) and,
 optionally, topic patterns instead of the preset's; rendered into the bridge as ``STREAMTRAIN_INGEST_MAPPING``
-and ``STREAMTRAIN_INGEST_TOPICS``, the variables ``streamtrain bridge`` reads. The HiveMQ extension and the
-broker's device permissions (``mqtt.authentication: credentials``) know the ``streamtrain`` shape only: the
-API server refuses other presets with them.
+and ``STREAMTRAIN_INGEST_TOPICS``, the variables ``streamtrain bridge`` reads and, with ``mqtt.ingest:
+extension``, the HiveMQ extension reads with the same meaning (IngestSettings.java). The extension takes the
+JSON presets and ``streamtrain``, not ``sparkplug-b`` (its births and aliases need the bridge); the broker's
+device permissions (``mqtt.authentication: credentials``) know the ``streamtrain`` shape only: the API server
+refuses the presets they cannot serve.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ def ingest_schema() -> dict:
 #: Combinations the bridge or the broker cannot serve, refused by the API server (rules on spec).
 INGEST_RULES = [
     {
-        "rule": "self.ingest.preset == 'streamtrain' || self.mqtt.ingest == 'bridge'",
+        "rule": "self.ingest.preset != 'sparkplug-b' || self.mqtt.ingest == 'bridge'",
         "fieldPath": ".ingest.preset",
-        "message": "mqtt.ingest extension takes the streamtrain shape only: other presets need mqtt.ingest bridge",
+        "message": "sparkplug-b needs mqtt.ingest bridge (births, aliases and seqs per edge node): mqtt.ingest "
+        "extension takes the JSON presets and streamtrain",
     },
     {
         "rule": "self.ingest.preset == 'streamtrain' || self.mqtt.authentication != 'credentials'",
@@ -56,7 +59,7 @@ INGEST_RULES = [
 
 
 def ingest_env(spec: dict) -> list[dict]:
-    """The bridge's variables; raises ValueError (pydantic's) when the topic patterns are not valid ones."""
+    """The bridge's variables, which the HiveMQ extension reads too; raises ValueError (pydantic's) when the topic patterns are not valid ones."""
     ingest = spec.get("ingest") or {}
     preset = ingest.get("preset", "streamtrain")
     topics = ingest.get("topics")

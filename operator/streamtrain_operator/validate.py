@@ -105,8 +105,8 @@ CEL_TWINS: dict[str, Callable[[Any], bool]] = {  # a rule's `self` is an object 
     "!has(self.model.smoothing) || self.model.kind == 'windowed'": lambda s: (
         "smoothing" not in s["model"] or _get(s, "model.kind") == "windowed"
     ),
-    "self.ingest.preset == 'streamtrain' || self.mqtt.ingest == 'bridge'": lambda s: (
-        _get(s, "ingest.preset") == "streamtrain" or _get(s, "mqtt.ingest") == "bridge"
+    "self.ingest.preset != 'sparkplug-b' || self.mqtt.ingest == 'bridge'": lambda s: (
+        _get(s, "ingest.preset") != "sparkplug-b" or _get(s, "mqtt.ingest") == "bridge"
     ),
     "self.ingest.preset == 'streamtrain' || self.mqtt.authentication != 'credentials'": lambda s: (
         _get(s, "ingest.preset") == "streamtrain" or _get(s, "mqtt.authentication") != "credentials"

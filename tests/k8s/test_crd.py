@@ -194,7 +194,7 @@ INVALID = [
     ),
     (
         {"ingest": {"preset": "sparkplug-b"}, "mqtt": {"ingest": "extension"}, "kafka": {"authentication": "none"}},
-        "spec.ingest.preset: Invalid value: mqtt.ingest extension takes the streamtrain shape only",
+        "spec.ingest.preset: Invalid value: sparkplug-b needs mqtt.ingest bridge",
     ),
     (
         {

@@ -6,6 +6,7 @@ metrics on the port every program's metrics use; the CRD refuses the modes it ca
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import kubernetes_validate
@@ -18,6 +19,7 @@ from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
 MINIMAL = load_example(ROOT / "examples/minimal.yaml")
 SETTINGS_JAVA = (ROOT / "bridge/hivemq-extension/src/main/java/io/streamtrain/ingest/IngestSettings.java").read_text()
 DOCKERFILE = (ROOT / "images/hivemq.Dockerfile").read_text()
+PRESETS_RESOURCE = json.loads((ROOT / "bridge/hivemq-extension/src/main/resources/ingest-presets.json").read_text())
 
 
 def resource(**mqtt) -> dict:
@@ -52,8 +54,49 @@ def test_the_broker_ingests_and_no_bridge_runs():
         "STREAMTRAIN_INGEST_TOPIC_DEADLETTER": settings.topic_deadletter,
         "STREAMTRAIN_INGEST_METRICS_HOST": "0.0.0.0",
         "STREAMTRAIN_INGEST_METRICS_PORT": str(objects.METRICS_PORT),
+        "STREAMTRAIN_INGEST_MAPPING": "streamtrain",  # spec.ingest's default, as the bridge would get it
     }
     assert {"name": "metrics", "containerPort": objects.METRICS_PORT, "protocol": "TCP"} in container["ports"]
+
+
+def broker_env(r: dict) -> dict[str, str]:
+    container = deployments(children(r))["hivemq"]["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+@pytest.mark.parametrize(
+    "ingest",
+    [
+        {"preset": "zigbee2mqtt"},
+        {"preset": "tasmota", "topics": ["home/tele/{device_id}/SENSOR", "lab/{device_id}/SENSOR"]},
+        {"preset": "cloud"},
+    ],
+)
+def test_json_presets_reach_the_extension_as_the_bridges_variables(ingest):
+    r = resource(ingest="extension")
+    r["spec"]["ingest"] = ingest
+    env = broker_env(r)
+    assert env["STREAMTRAIN_INGEST_MAPPING"] == ingest["preset"]
+    assert env.get("STREAMTRAIN_INGEST_TOPICS") == (",".join(ingest["topics"]) if "topics" in ingest else None)
+    # The preset is one the extension's generated resource holds, as a JSON mapping.
+    assert PRESETS_RESOURCE["presets"][ingest["preset"]]["format"] == "json"
+    # The same two variables the bridge gets with mqtt.ingest bridge.
+    r["spec"]["mqtt"]["ingest"] = "bridge"
+    bridge = deployments(children(r))["bridge"]["spec"]["template"]["spec"]["containers"][0]
+    bridge_env = {e["name"]: e.get("value") for e in bridge["env"]}
+    for key in ("STREAMTRAIN_INGEST_MAPPING", "STREAMTRAIN_INGEST_TOPICS"):
+        assert bridge_env.get(key) == env.get(key), key
+
+
+def test_sparkplug_b_needs_the_bridge():
+    r = resource(ingest="extension")
+    r["spec"]["ingest"] = {"preset": "sparkplug-b"}
+    errs = validate.errors(r)
+    assert any(e.startswith("spec.ingest.preset: Invalid value: sparkplug-b needs mqtt.ingest bridge") for e in errs), (
+        errs
+    )
+    r["spec"]["mqtt"]["ingest"] = "bridge"
+    assert validate.errors(r) == []
 
 
 def test_every_variable_rendered_is_one_the_extension_reads():

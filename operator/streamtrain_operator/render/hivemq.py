@@ -8,8 +8,8 @@ and wrong passwords and authorizes devices and the bridge (README "Who may conne
 reads the file at start: after changing the Secret, restart the Deployment.
 
 With spec.mqtt.ingest: extension the launcher image runs too: it carries StreamTrain's ingestion
-extension (bridge/hivemq-extension), configured here by STREAMTRAIN_INGEST_* variables, which writes
-every accepted publish to the raw topic (dead letters with their reason) before its PUBACK, and serves
+extension (bridge/hivemq-extension), configured here by STREAMTRAIN_INGEST_* variables (spec.ingest's
+mapping with the bridge's STREAMTRAIN_INGEST_MAPPING / _TOPICS), which writes every accepted publish to the raw topic (dead letters with their reason) before its PUBACK, and serves
 its metrics on the programs' metrics port. No bridge Deployment is rendered then.
 
 The data folder (sessions and queued QoS 1 messages the broker has already acknowledged to devices) is a
@@ -29,6 +29,7 @@ text changes.
 from __future__ import annotations
 
 from streamtrain.mqtt import hivemq_config_xml
+from streamtrain.operator.ingest import ingest_env as mapping_env
 from streamtrain.operator.render.connections import (
     MQTT_USERS_MOUNT,
     mqtt_credentials,
@@ -95,7 +96,8 @@ def hivemq_launcher_image(spec: dict) -> str:
 
 
 def ingest_env(name: str, spec: dict) -> list[dict]:
-    """The ingestion extension's settings (IngestSettings.java reads STREAMTRAIN_INGEST_<KEY>)."""
+    """The ingestion extension's settings (IngestSettings.java reads STREAMTRAIN_INGEST_<KEY>), the ingestion
+    mapping as the bridge's variables."""
     s = settings_for(name, spec)
     values = {
         "KAFKA_BOOTSTRAP": s.kafka_bootstrap,
@@ -104,7 +106,7 @@ def ingest_env(name: str, spec: dict) -> list[dict]:
         "METRICS_HOST": "0.0.0.0",  # scraped through the Pod's IP
         "METRICS_PORT": str(METRICS_PORT),
     }
-    return [{"name": f"STREAMTRAIN_INGEST_{k}", "value": v} for k, v in values.items()]
+    return [{"name": f"STREAMTRAIN_INGEST_{k}", "value": v} for k, v in values.items()] + mapping_env(spec)
 
 
 def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
