@@ -20,7 +20,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from streamtrain import ingest_mapping as mappings
 from streamtrain import logs, sparkplug, telemetry
@@ -45,7 +45,7 @@ FINGERPRINT_HEADER = "streamtrain.mqtt.fingerprint"
 UNMATCHED_LOG_EVERY = 100
 
 
-class BridgeSettings(CommonSettings, telemetry.IngestLimits):
+class BridgeSettings(CommonSettings, telemetry.IngestLimits, mappings.IngestMappingSettings):
     """Settings of `streamtrain bridge` (env prefix STREAMTRAIN_)."""
 
     client_id: str = Field(
@@ -53,20 +53,6 @@ class BridgeSettings(CommonSettings, telemetry.IngestLimits):
         description="MQTT client id; keep it stable so a restart resumes the persistent session",
     )
     share_group: str = Field("streamtrain-bridge", description="Shared subscription group of all bridge processes")
-    ingest_mapping: str = Field(
-        "streamtrain",
-        description=(
-            "How devices publish: a preset (" + ", ".join(mappings.PRESETS) + ") or a YAML mapping file "
-            "(docs/devices.md); the MQTT subscriptions are derived from its topic patterns"
-        ),
-    )
-    ingest_topics: str | None = Field(
-        None,
-        description=(
-            "Topic patterns, comma-separated, instead of the mapping's (e.g. 'plant/{device_id}/SENSOR'); the MQTT "
-            "subscriptions are derived from them"
-        ),
-    )
     subscription: str | None = Field(
         None,
         description=(
@@ -136,12 +122,6 @@ class BridgeSettings(CommonSettings, telemetry.IngestLimits):
     mqtt_password: SecretStr | None = Field(None, description="Its password (prefer mqtt_password_file)")
     mqtt_password_file: Path | None = Field(None, description="File holding the password, e.g. a mounted Secret")
 
-    @field_validator("ingest_mapping")
-    @classmethod
-    def _mapping_loads(cls, value: str) -> str:
-        mappings.load_mapping(value)  # a bad file or preset is an invalid setting (exit CONFIG)
-        return value
-
     @model_validator(mode="after")
     def _mapping_valid(self) -> "BridgeSettings":
         mapping = self.mapping()  # the mapping with ingest_topics (a bad pattern is an invalid setting)
@@ -150,10 +130,6 @@ class BridgeSettings(CommonSettings, telemetry.IngestLimits):
             # node's data without its births, and every seq as a gap.
             raise ValueError("a sparkplug_b mapping needs connections = 1 (births and seqs are per edge node)")
         return self
-
-    def mapping(self) -> mappings.IngestMapping:
-        topics = [t.strip() for t in self.ingest_topics.split(",") if t.strip()] if self.ingest_topics else None
-        return mappings.load_mapping(self.ingest_mapping, topics)
 
     def filters(self) -> list[str]:
         if self.subscription:

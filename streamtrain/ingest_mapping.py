@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamtrain import telemetry
 from streamtrain.telemetry import Reading, Rejection
@@ -316,6 +317,40 @@ def _load_mapping(spec: str) -> IngestMapping:
         data = {**PRESETS[base].model_dump(), **data}
     data.setdefault("name", path.stem)
     return IngestMapping.model_validate(data)
+
+
+class IngestMappingSettings(BaseSettings):
+    """How devices publish, one setting for every program that maps messages to readings (env
+    STREAMTRAIN_INGEST_MAPPING / STREAMTRAIN_INGEST_TOPICS): the bridge, and the local stack's HiveMQ
+    extension, which reads the same two variables (bridge/hivemq-extension IngestSettings)."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMTRAIN_", extra="ignore")
+
+    ingest_mapping: str = Field(
+        "streamtrain",
+        description=(
+            "How devices publish: a preset (" + ", ".join(PRESETS) + ") or a YAML mapping file "
+            "(docs/devices.md); the MQTT subscriptions are derived from its topic patterns. The HiveMQ extension "
+            "takes the presets but sparkplug-b, and JSON mapping files (JSON is YAML)"
+        ),
+    )
+    ingest_topics: str | None = Field(
+        None,
+        description=(
+            "Topic patterns, comma-separated, instead of the mapping's (e.g. 'plant/{device_id}/SENSOR'); the MQTT "
+            "subscriptions are derived from them"
+        ),
+    )
+
+    @field_validator("ingest_mapping")
+    @classmethod
+    def _mapping_loads(cls, value: str) -> str:
+        load_mapping(value)  # a bad file or preset is an invalid setting (exit CONFIG)
+        return value
+
+    def mapping(self) -> IngestMapping:
+        topics = [t.strip() for t in self.ingest_topics.split(",") if t.strip()] if self.ingest_topics else None
+        return load_mapping(self.ingest_mapping, topics)
 
 
 # ---------------------------------------------------------------------------- applying

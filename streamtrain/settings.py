@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamtrain import exitcodes, logs
+from streamtrain.ingest_mapping import IngestMappingSettings
 from streamtrain.modelsign import DEFAULT_MAX_VERSION, KEY_PATTERN_MAX, parse_public_keys
 
 S = TypeVar("S", bound=BaseSettings)
@@ -126,7 +127,7 @@ class CommonSettings(LogSettings):
         return value
 
 
-class StackSettings(CommonSettings):
+class StackSettings(CommonSettings, IngestMappingSettings):
     """Where the local broker stack keeps its jars, data and logs."""
 
     home: Path = Field(Path(".streamtrain"), description="Project-local directory for jars, broker data and logs")

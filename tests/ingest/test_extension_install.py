@@ -3,12 +3,16 @@ stack's Kafka and topics, or loses it (no broker needed: the folder is what Hive
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 import zipfile
 
+import pytest
+
+from streamtrain.ingest_mapping import PRESETS, IngestMapping, load_mapping
 from streamtrain.settings import StackSettings
 from streamtrain.stack import ingest_extension as extension
-from streamtrain.stack.local import LocalStack
+from streamtrain.stack.local import LocalStack, StackError
 from tests.conftest import REPO
 
 
@@ -41,10 +45,31 @@ def test_ingest_choice_installs_or_removes_the_extension(tmp_path):
         "topic.raw": "t.raw",
         "topic.deadletter": "t.dead",
         "metrics.port": "19404",
+        "mapping": str(folder / extension.MAPPING_FILE),  # the default preset, resolved
     }
+    assert json.loads((folder / extension.MAPPING_FILE).read_text()) == PRESETS["streamtrain"].model_dump(mode="json")
     assert stack.status()["hivemq"]["ingest"] == "extension"
 
     stack.settings = settings.model_copy(update={"ingest": "bridge"})
     stack.install_ingest()
     assert not folder.exists()
     assert stack.status()["hivemq"]["ingest"] == "bridge"
+
+
+def test_the_stack_hands_the_extension_its_mapping_resolved(tmp_path):
+    """STREAMTRAIN_INGEST_MAPPING / _TOPICS (the bridge's settings) reach the extension as one JSON mapping file."""
+    settings = StackSettings(
+        home=tmp_path,
+        jars=REPO / ".streamtrain" / "lib",
+        ingest="extension",
+        ingest_mapping="tasmota",
+        ingest_topics="home/{device_id}/SENSOR, lab/{device_id}/SENSOR",
+    )
+    stack = LocalStack(settings)
+    folder = stack.install_ingest() / extension.EXTENSION_ID
+    written = IngestMapping.model_validate(json.loads((folder / extension.MAPPING_FILE).read_text()))
+    assert written == load_mapping("tasmota", ["home/{device_id}/SENSOR", "lab/{device_id}/SENSOR"])
+
+    stack.settings = settings.model_copy(update={"ingest_mapping": "sparkplug-b", "ingest_topics": None})
+    with pytest.raises(StackError, match="sparkplug_b needs --ingest bridge"):
+        stack.install_ingest()
