@@ -1,0 +1,149 @@
+"""The HiveMQ extension applying each JSON preset on the real brokers: a paho client publishes the preset's
+example payloads to a HiveMQ CE with the extension (STREAMTRAIN_INGEST_MAPPING as the bridge reads it), and
+the raw topic holds the readings ``ingest_mapping.apply`` makes of the same messages, byte for byte; refused
+payloads are dead-lettered with the bridge's reason; topics no pattern matches are counted, not written."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from streamtrain import ingest_mapping, telemetry
+from streamtrain.kafka import ensure_topics, headers_dict, read_topic
+from streamtrain.settings import StackSettings
+from streamtrain.stack.local import LocalStack, free_port
+from streamtrain.topics import pipeline_topics
+from tests.conftest import REPO
+from tests.ingest import device_payloads as dp
+
+pytestmark = pytest.mark.e2e
+
+JSON_PRESETS = [name for name, m in ingest_mapping.PRESETS.items() if m.format == "json"]
+
+
+@pytest.fixture(scope="module", params=JSON_PRESETS)
+def mapped_stack(request, local_stack, tmp_path_factory):
+    """A HiveMQ with the extension and one preset, writing to test-unique topics of the session's Kafka."""
+    tag = uuid.uuid4().hex[:8]
+    settings = StackSettings(
+        home=tmp_path_factory.mktemp(f"mapped-{request.param}"),
+        jars=REPO / ".streamtrain" / "lib",
+        kafka_port=local_stack.settings.kafka_port,
+        mqtt_port=free_port(),
+        ingest="extension",
+        ingest_mapping=request.param,
+        ingest_metrics_port=free_port(),
+        topic_raw=f"m{tag}.raw",
+        topic_deadletter=f"m{tag}.deadletter",
+    )
+    stack = LocalStack(settings)
+    wanted = (settings.topic_raw, settings.topic_deadletter)
+    ensure_topics(stack.bootstrap, [t for t in pipeline_topics(settings, partitions=3) if t.name in wanted])
+    stack.start_hivemq()
+    try:
+        stack._wait(stack.hivemq, stack.hivemq_ready, 120)
+        yield request.param, stack
+    finally:
+        stack.stop_service(stack.hivemq)
+
+
+def messages(preset: str, run: str) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+    """(topic, payload) the preset takes (accepted or refused), and ones on topics it does not take."""
+    if preset == "zigbee2mqtt":
+        take = [
+            (f"zigbee2mqtt/{run}-kitchen", dp.encode(dp.ZIGBEE)),
+            (f"zigbee2mqtt/{run}-hall", dp.encode({**dp.ZIGBEE, "temperature": 19.25, "occupancy": True})),
+            (f"zigbee2mqtt/{run}-bad", b'{"temperature": NaN}'),
+            (f"zigbee2mqtt/{run}-empty", dp.encode({"state": "ON"})),
+        ]
+        other = [(f"zigbee2mqtt/bridge/{run}/state", b'{"state": "online"}'), (f"zigbee2mqtt/{run}/set", b"{}")]
+    elif preset == "tasmota":
+        take = [
+            (f"tele/{run}-plug/SENSOR", dp.encode(dp.TASMOTA)),
+            (f"tele/{run}-plug2/SENSOR", dp.encode({**dp.TASMOTA, "Time": "2026-12-06T10:15:00.250+01:00"})),
+            (f"tele/{run}-bad/SENSOR", dp.encode({**dp.TASMOTA, "Time": "yesterday"})),
+            (f"tele/{run}-late/SENSOR", dp.encode({k: v for k, v in dp.TASMOTA.items() if k != "Time"})),
+        ]
+        other = [(f"tele/{run}-plug/STATE", b'{"Uptime": "0T01:00:00"}'), (f"stat/{run}-plug/RESULT", b"{}")]
+    else:
+        device = f"{run}-dev"
+        cloud = {**dp.CLOUD, "deviceId": device}
+        take = [
+            (f"fleet-a/{device}/data", dp.encode(cloud)),
+            (f"fleet-b/{device}/data", dp.encode({**cloud, "timestamp": 1_765_015_201_123})),
+            (f"fleet-a/{device}/data", dp.encode({**cloud, "deviceId": f"{run}-other"})),
+            (f"fleet-a/{device}/data", b"[1, 2, 3]"),
+        ]
+        other = [(f"fleet-a/{device}/status", b"{}"), (f"fleet-a/{device}/data/extra", b"{}")]
+    return take, other
+
+
+def metric(stack, name: str) -> float:
+    url = f"http://127.0.0.1:{stack.settings.ingest_metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith((name + " ", name + "{")))
+
+
+def test_each_json_preset_makes_the_bridges_readings(mapped_stack):
+    preset, stack = mapped_stack
+    mapping = ingest_mapping.PRESETS[preset]
+    run = uuid.uuid4().hex[:6]
+    take, other = messages(preset, run)
+    unmatched_before = metric(stack, "streamtrain_bridge_unmatched_topics_total")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"mapped-{run}", protocol=mqtt.MQTTv311)
+    client.connect("127.0.0.1", stack.settings.mqtt_port)
+    client.loop_start()
+    try:
+        sent_from = time.time()
+        for topic, payload in [*take, *other]:
+            # QoS 1: the PUBACK comes once Kafka has the record (ack.mode puback).
+            client.publish(topic, payload, qos=1).wait_for_publish(30)
+        sent_until = time.time()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+    s = stack.settings
+    # What the Python bridge makes of the same messages; the arrival time is the extension's (in the record).
+    expected = {(t, p): ingest_mapping.apply(mapping, t, p, sent_from) for t, p in take}
+    good = [k for k, r in expected.items() if isinstance(r, telemetry.Reading)]
+    bad = [k for k, r in expected.items() if isinstance(r, telemetry.Rejection)]
+    assert len(good) >= 2 and len(bad) >= 2, expected
+
+    raw = [m for m in read_topic(stack.bootstrap, s.topic_raw, timeout=60) if run in m.key().decode()]
+    assert len(raw) == len(good)
+    by_topic_payload = {(headers_dict(m)["mqtt.topic"], json.loads(m.value())["ts"]): m for m in raw}
+    for topic, payload in good:
+        [(key, m)] = [
+            (k, m) for k, m in by_topic_payload.items() if k[0] == topic and _same(m, expected[topic, payload])
+        ]
+        arrived = key[1] if mapping.ts_path is None else sent_from
+        if mapping.ts_path is None:
+            assert sent_from - 1 <= arrived <= sent_until + 1  # the arrival time, taken by the broker
+        reading = ingest_mapping.apply(mapping, topic, payload, arrived)
+        assert isinstance(reading, telemetry.Reading)
+        assert m.value() == reading.to_json(), topic  # byte for byte what the bridge writes
+        assert m.key() == reading.device_id.encode()
+
+    dead = read_topic(stack.bootstrap, s.topic_deadletter, timeout=60)
+    dead = [m for m in dead if run in headers_dict(m)["streamtrain.source"]]
+    assert len(dead) == len(bad)  # the unmatched topics are not dead-lettered either
+    for topic, payload in bad:
+        [m] = [m for m in dead if headers_dict(m)["streamtrain.source"] == f"mqtt:{topic}" and m.value() == payload]
+        assert headers_dict(m)["streamtrain.reason"] == expected[topic, payload].reason, topic
+        device = mapping.device_from_topic(topic)
+        assert m.key() == (device.encode() if device else None)
+
+    assert metric(stack, "streamtrain_bridge_unmatched_topics_total") - unmatched_before == len(other)
+
+
+def _same(m, reading) -> bool:
+    """The record is this reading's, whatever its arrival time: same device and channels."""
+    got = json.loads(m.value())
+    want = json.loads(reading.to_json())
+    return all(got.get(k) == v for k, v in want.items() if k not in ("ts", "seq"))
