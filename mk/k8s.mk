@@ -35,8 +35,9 @@ kube-up: install ## Start a real control plane on loopback in the foreground (pr
 kube-test: install ## Kubernetes tests without a cluster: CRD, rendering, chart, skaffold, images (the marker kube ones run in test-k8s)
 	$(PY) -m pytest -q tests/k8s
 
-kube-crd: ## Regenerate charts/streamtrain/crds/streamingtrainings.yaml from operator/streamtrain_operator/crd.py
+kube-crd: ## Regenerate the CRD (operator/streamtrain_operator/crd.py) and the Secret-reference policy (secret_refs.py) of the chart
 	$(PY) -m streamtrain.operator.crd > charts/streamtrain/crds/streamingtrainings.yaml
+	$(PY) -m streamtrain.operator.secret_refs > charts/streamtrain/policies/secret-references.yaml
 
 kube-lint: ## helm lint --strict of charts/streamtrain (Helm SDK, no binary; K8S_VERSION=v1.29.0 to change)
 	$(PY) -c "import helm_python as h, json, sys; r = h.lint('charts/streamtrain', {}, strict=True, kube_version='$(K8S_VERSION)'); print(json.dumps(r, indent=1)); sys.exit(bool([e for e in r['errors'] if 'missing these dependencies' not in e]))"

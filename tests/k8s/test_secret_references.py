@@ -15,19 +15,12 @@ from streamtrain.operator import render, validate
 from streamtrain.operator.crd import spec_schema
 from streamtrain.operator.render import connections
 from streamtrain.operator.render import signing as render_signing
+from streamtrain.operator.secret_refs import CHART_FILE, SECRET_REFERENCES, chart_file
 from streamtrain.stack.monitoring import CHART
 from tests.k8s.conftest import ROOT, load_example
 
 #: The spec fields that name a Secret (the path to the reference's ``name``), as docs/security.md lists them.
-DOCUMENTED = (
-    ("fleet", "credentialsSecretRef", "name"),
-    ("mqtt", "usersSecretRef", "name"),
-    ("mqtt", "username", "secretKeyRef", "name"),
-    ("mqtt", "password", "secretKeyRef", "name"),
-    ("kafka", "passwordSecretRef", "name"),
-    ("kafka", "caSecretRef", "name"),
-    ("model", "signing", "secretRef", "name"),
-)
+DOCUMENTED = SECRET_REFERENCES
 EXAMPLES = ("minimal", "full", "external", "secure", "production", "ingest-extension", "dev-external")
 
 
@@ -116,13 +109,20 @@ def test_a_documented_field_is_the_only_way_to_name_a_secret():
     assert connections.kafka_user("secure", "bridge") not in named
 
 
-def _rules(values: dict) -> list[dict]:
+def _docs(values: dict) -> list[dict]:
     out = helm.Chart.load(str(CHART)).render(values, name="st", namespace="streamtrain")
-    docs = [d for path, text in out.items() if not path.endswith("NOTES.txt") for d in yaml.safe_load_all(text) if d]
-    return [rule for d in docs if d["kind"] in ("ClusterRole", "Role") for rule in d["rules"]]
+    return [d for path, text in out.items() if not path.endswith("NOTES.txt") for d in yaml.safe_load_all(text) if d]
+
+
+def _rules(values: dict) -> list[dict]:
+    return [rule for d in _docs(values) if d["kind"] in ("ClusterRole", "Role") for rule in d["rules"]]
 
 
 @pytest.mark.parametrize("values", [{}, {"watchNamespaces": ["team-a"]}], ids=["cluster", "namespaced"])
 def test_the_operator_may_create_secrets_and_never_read_them(values):
     secrets = [r for r in _rules(values) if set(r["apiGroups"]) & {"", "*"} and set(r["resources"]) & {"secrets", "*"}]
     assert secrets and all(r["verbs"] == ["create"] for r in secrets)
+
+
+def test_committed_admission_policy_matches_generator():
+    assert (CHART / CHART_FILE).read_text() == chart_file(), "regenerate: make kube-crd"
