@@ -27,6 +27,12 @@ import java.util.regex.Pattern;
  * tests/ingest/vectors/mappings.json hold both implementations to the same readings.
  *
  * <p>Format {@code sparkplug_b} is not applied here: its births and aliases need the bridge.
+ *
+ * <p>Known differences: ISO 8601 timestamps are read in the forms devices send (calendar dates, extended or
+ * basic, with a time to the hour, minute, second or its fraction, and a zone {@code Z} or {@code ±hh[:mm[:ss]]});
+ * Python 3.11's {@code datetime.fromisoformat} also reads week dates ({@code 2026-W49-7}), which are refused
+ * here as {@code wrong_type}. A channel's name is lower-cased with {@link Locale#ROOT} as Python's
+ * {@code str.lower()} does for every character a device is likely to send.
  */
 final class IngestMapping {
     static final String RESOURCE = "/ingest-presets.json";
