@@ -222,7 +222,13 @@ class LocalStack:
             self.settings.bind_host,
         )
         self.install_ingest()
-        spawn(self.hivemq, cmd, cwd=self.home)
+        metrics = {}
+        if self.settings.broker_metrics_port:
+            metrics = {
+                "STREAMTRAIN_BROKER_METRICS_PORT": str(self.settings.broker_metrics_port),
+                "STREAMTRAIN_BROKER_METRICS_HOST": self.settings.bind_host,
+            }
+        spawn(self.hivemq, cmd, env=metrics, cwd=self.home)
 
     # ---------------------------------------------------------------- readiness
     def kafka_ready(self) -> bool:

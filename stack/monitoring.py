@@ -24,8 +24,9 @@ CHART = REPO / "charts" / "streamtrain"
 #: The alerting rules: one file, used as is by a local Prometheus and embedded by the chart's PrometheusRule.
 RULES = CHART / "rules" / "streamtrain-alerts.yaml"
 DASHBOARD = CHART / "dashboards" / "streamtrain.json"
-#: Where `stack up --monitoring` expects each program's /metrics (start them with --metrics-port <port>).
-LOCAL_PORTS = {"bridge": 9401, "preprocess": 9402, "scorer": 9403}
+#: Where `stack up --monitoring` expects each program's /metrics (start them with --metrics-port <port>), and
+#: where it has HiveMQ serve its own counters (StackSettings.broker_metrics_port).
+LOCAL_PORTS = {"bridge": 9401, "preprocess": 9402, "scorer": 9403, "hivemq": 9404}
 PROMETHEUS_PORT = 9090
 
 

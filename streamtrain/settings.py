@@ -174,6 +174,11 @@ class StackSettings(CommonSettings, IngestMappingSettings):
         ),
     )
     ingest_metrics_port: int = Field(0, description="Prometheus port of the ingestion extension (0: none)")
+    broker_metrics_port: int = Field(
+        0,
+        description="Prometheus port of HiveMQ's own counters: messages it dropped, publishes, connections "
+        "(0: none; `stack up --monitoring`: 9404)",
+    )
     mqtt_users_file: Path | None = Field(
         None,
         description=(

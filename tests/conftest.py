@@ -88,7 +88,10 @@ def running_stack(home: Path, **overrides):
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory):
     logs.configure(os.environ.get("STREAMTRAIN_LOG_LEVEL", "INFO"), "console")
-    with running_stack(tmp_path_factory.mktemp("stack")) as stack:
+    from streamtrain.stack.local import free_port
+
+    # HiveMQ serves its own counters too (tests/ingest/test_broker_drops_e2e.py reads the dropped messages).
+    with running_stack(tmp_path_factory.mktemp("stack"), broker_metrics_port=free_port()) as stack:
         yield stack
 
 

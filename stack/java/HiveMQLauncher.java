@@ -96,7 +96,66 @@ public class HiveMQLauncher {
         }));
         hivemq.start().join();
         System.out.println("{\"event\":\"hivemq_started\"}");
+        BrokerMetrics.serve(hivemq.getMetricRegistry(), System.getenv());
         stopped.await();
+    }
+
+    /**
+     * The broker's own counters in Prometheus text on /metrics, when STREAMTRAIN_BROKER_METRICS_PORT is set
+     * (host: STREAMTRAIN_BROKER_METRICS_HOST, default 0.0.0.0): messages HiveMQ dropped (a client's queue
+     * full, a packet above a client's maximum, ...; HiveMQ counts no reason, its event log names it),
+     * publishes received and sent, and the open connections. A drop is a message accepted from a device that reaches no subscriber
+     * (the bridge): the alert StreamTrainBrokerDroppedMessages fires on any.
+     */
+    static final class BrokerMetrics {
+        static final String DROPPED = "com.hivemq.messages.dropped.count";
+
+        static void serve(com.codahale.metrics.MetricRegistry registry, Map<String, String> env) throws java.io.IOException {
+            String port = env.getOrDefault("STREAMTRAIN_BROKER_METRICS_PORT", "0");
+            if (port.isBlank() || port.equals("0")) {
+                return;
+            }
+            String host = env.getOrDefault("STREAMTRAIN_BROKER_METRICS_HOST", "0.0.0.0");
+            com.sun.net.httpserver.HttpServer server =
+                    com.sun.net.httpserver.HttpServer.create(new java.net.InetSocketAddress(host, Integer.parseInt(port)), 0);
+            server.createContext("/metrics", exchange -> {
+                byte[] body = text(registry).getBytes(StandardCharsets.UTF_8);
+                exchange.getResponseHeaders().set("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+                exchange.sendResponseHeaders(200, body.length);
+                try (var out = exchange.getResponseBody()) {
+                    out.write(body);
+                }
+            });
+            server.setExecutor(null);
+            server.start();
+            log("broker_metrics_serving", "host", host, "port", port);
+        }
+
+        static long count(com.codahale.metrics.MetricRegistry registry, String name) {
+            com.codahale.metrics.Counter c = registry.getCounters().get(name);
+            return c == null ? 0 : c.getCount();
+        }
+
+        static String text(com.codahale.metrics.MetricRegistry registry) {
+            StringBuilder sb = new StringBuilder();
+            metric(sb, "streamtrain_broker_messages_dropped_total", "counter",
+                    "Messages HiveMQ dropped instead of delivering (every reason)", count(registry, DROPPED));
+            metric(sb, "streamtrain_broker_publishes_received_total", "counter", "PUBLISH packets clients sent the broker",
+                    count(registry, "com.hivemq.messages.incoming.publish.count"));
+            metric(sb, "streamtrain_broker_publishes_sent_total", "counter", "PUBLISH packets the broker sent subscribers",
+                    count(registry, "com.hivemq.messages.outgoing.publish.count"));
+            com.codahale.metrics.Gauge<?> connections = registry.getGauges().get("com.hivemq.networking.connections.current");
+            Object open = connections == null ? null : connections.getValue();
+            metric(sb, "streamtrain_broker_connections", "gauge", "Open MQTT connections",
+                    open instanceof Number n ? n.longValue() : 0);
+            return sb.toString();
+        }
+
+        static void metric(StringBuilder sb, String name, String type, String help, long value) {
+            sb.append("# HELP ").append(name).append(' ').append(help).append('\n')
+                    .append("# TYPE ").append(name).append(' ').append(type).append('\n')
+                    .append(name).append(' ').append(value).append('\n');
+        }
     }
 
     /** Why this user cannot create files in the data folder (HiveMQ locks data.lock there), or null. */

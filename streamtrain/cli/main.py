@@ -227,7 +227,8 @@ def _local_stack(ctx, home, kafka_port, mqtt_port):
     "--monitoring",
     is_flag=True,
     help="Also run Prometheus (Debian's prometheus package) with StreamTrain's alerts, scraping the "
-    "bridge, preprocess and score programs started with --metrics-port 9401, 9402 and 9403.",
+    "bridge, preprocess and score programs started with --metrics-port 9401, 9402 and 9403, and HiveMQ's "
+    "own counters on 9404 (dropped messages; when HiveMQ starts).",
 )
 @click.option("--prometheus-port", type=int, default=None, help="Prometheus web port with --monitoring (default 9090).")
 @click.option(
@@ -251,6 +252,12 @@ def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, kafka_brokers, monito
             ctx.obj["log"]["kafka_brokers"] = kafka_brokers
         if ingest:
             ctx.obj["log"]["ingest"] = ingest
+        if monitoring:
+            from streamtrain.stack.monitoring import LOCAL_PORTS
+
+            # HiveMQ's own counters (dropped messages) beside the programs', unless a port is set already.
+            if "STREAMTRAIN_BROKER_METRICS_PORT" not in os.environ:
+                ctx.obj["log"].setdefault("broker_metrics_port", LOCAL_PORTS["hivemq"])
         stack = _local_stack(ctx, home, kafka_port, mqtt_port)
         status = stack.up()
         if monitoring:

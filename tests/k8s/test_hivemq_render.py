@@ -147,3 +147,17 @@ def test_empty_size_keeps_an_empty_dir_and_the_same_rollout():
 
 def test_no_claim_for_an_external_broker():
     assert _claims(_children("external")) == []
+
+
+def test_the_launcher_serves_the_brokers_own_counters_where_prometheus_scrapes():
+    """Authentication on (the launcher image, no extension): HiveMQ's dropped-message counter on the metrics
+    port, which the pipeline's metrics Service and the chart's ServiceMonitor scrape; the stock image has none."""
+    for example, served in (("secure", True), ("minimal", False)):
+        _, broker = _broker(_children(example))
+        c = broker["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        if served:
+            assert env["STREAMTRAIN_BROKER_METRICS_PORT"] == str(ports["metrics"]) == str(objects.METRICS_PORT)
+        else:
+            assert "STREAMTRAIN_BROKER_METRICS_PORT" not in env and "metrics" not in ports

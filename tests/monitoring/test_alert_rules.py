@@ -63,7 +63,7 @@ def test_every_alert_fires_and_resolves_in_promtool_unit_tests():
             if True in states and False in states[states.index(True) :]:
                 covered.add(name)
     assert covered == set(alerts()), f"without a fire-and-resolve case: {set(alerts()) - covered}"
-    assert len(alerts()) == 9
+    assert len(alerts()) == 10
 
 
 def test_unit_tests_fail_when_a_rule_changes(tmp_path):

@@ -148,6 +148,11 @@ def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
     if extension:
         image["env"] = ingest_env(name, spec)
         ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
+    elif uid == UID:
+        # The launcher serves HiveMQ's own counters (messages it dropped: alert StreamTrainBrokerDroppedMessages).
+        # With the extension, its port serves the ingestion's metrics instead.
+        image["env"] = [{"name": "STREAMTRAIN_BROKER_METRICS_PORT", "value": str(METRICS_PORT)}]
+        ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
     pod = {
         "metadata": {
             "labels": labels(name, "hivemq"),
