@@ -6,10 +6,9 @@ import json
 import sys
 
 import click
-from confluent_kafka import Producer
 
 from streamtrain import exitcodes
-from streamtrain.kafka import Deliveries, DeliveryFailed, flush_or_raise, producer_config, require_topics
+from streamtrain.kafka import DeliveryFailed, produce_one, require_topics
 from streamtrain.lifecycle import StopFlag
 from streamtrain.scorer.app import Scorer, ScoreSettings
 from streamtrain.scorer.models import promote_record
@@ -91,12 +90,9 @@ def command(ctx, promote_version, batch_mode, max_records, from_end, model_versi
         else [settings.topic_models, settings.topic_scores, settings.topic_deadletter],
     )
     if promote_version is not None:
-        producer = Producer(producer_config(settings.kafka_bootstrap))
         key, value = promote_record(promote_version)
-        deliveries = Deliveries()
-        producer.produce(settings.topic_models, value, key=key, on_delivery=deliveries.report)
         try:
-            flush_or_raise(producer, deliveries)
+            produce_one(settings.kafka_bootstrap, settings.topic_models, key, value)
         except DeliveryFailed as exc:
             click.echo(f"error: the promotion was not written: {exc}", err=True)
             sys.exit(exitcodes.KAFKA)

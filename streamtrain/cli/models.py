@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import click
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streamtrain import exitcodes
-from streamtrain.kafka import Deliveries, DeliveryFailed, flush_or_raise, producer_config
+from streamtrain.kafka import DeliveryFailed, produce_one
 from streamtrain.kafka.config import READER_GROUP, client_config
 from streamtrain.kafka.reading import watermarks
 from streamtrain.modelcodec import ModelVersion, read_versions
@@ -259,12 +259,9 @@ def promote(ctx, version, kafka_bootstrap, topic_models, timeout) -> None:
 def _request(s: CommonSettings, record: tuple[bytes, bytes]) -> None:
     """Write one control record to the models topic, where every running scorer (and every restarted one)
     reads it; exit KAFKA saying why when the broker refuses it (an identity that may not write the topic)."""
-    producer = Producer(producer_config(s.kafka_bootstrap))
     key, value = record
-    deliveries = Deliveries()
-    producer.produce(s.topic_models, value, key=key, on_delivery=deliveries.report)
     try:
-        flush_or_raise(producer, deliveries)
+        produce_one(s.kafka_bootstrap, s.topic_models, key, value)
     except DeliveryFailed as exc:
         click.echo(f"error: the request was not written, nothing changes: {exc}", err=True)
         sys.exit(exitcodes.KAFKA)

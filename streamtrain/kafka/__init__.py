@@ -21,7 +21,14 @@ from streamtrain.kafka.config import (
     producer_config,
 )
 from streamtrain.kafka.deadletter import dead_letter_headers, headers_dict
-from streamtrain.kafka.delivery import Deliveries, DeliveryFailed, deliver_then_store, flush_or_raise, next_offsets
+from streamtrain.kafka.delivery import (
+    Deliveries,
+    DeliveryFailed,
+    deliver_then_store,
+    flush_or_raise,
+    next_offsets,
+    produce_one,
+)
 from streamtrain.kafka.health import KafkaHealth
 from streamtrain.kafka.reading import TopicStalled, iter_topic, read_topic, watermarks
 from streamtrain.kafka.transactions import ExactlyOnce
@@ -43,6 +50,7 @@ __all__ = [
     "flush_or_raise",
     "Deliveries",
     "DeliveryFailed",
+    "produce_one",
     "iter_topic",
     "headers_dict",
     "next_offsets",

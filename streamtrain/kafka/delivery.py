@@ -5,6 +5,7 @@ from __future__ import annotations
 from confluent_kafka import Producer, TopicPartition
 
 from streamtrain import logs
+from streamtrain.kafka.config import producer_config
 
 log = logs.get("kafka")
 
@@ -60,3 +61,12 @@ def flush_or_raise(producer: Producer, deliveries: Deliveries, timeout: float = 
         raise DeliveryFailed(f"{len(deliveries.failed)} Kafka records refused: {'; '.join(deliveries.failed[:3])}")
     if remaining:
         raise DeliveryFailed(f"{remaining} Kafka records still undelivered after {timeout}s")
+
+
+def produce_one(bootstrap: str, topic: str, key: bytes, value: bytes, timeout: float = 30.0) -> None:
+    """Write one record (a control request) and wait until Kafka has it; ``DeliveryFailed`` saying why when
+    the broker refuses it (an identity that may not write the topic) or does not take it within ``timeout``."""
+    producer = Producer(producer_config(bootstrap))
+    deliveries = Deliveries()
+    producer.produce(topic, value, key=key, on_delivery=deliveries.report)
+    flush_or_raise(producer, deliveries, timeout)

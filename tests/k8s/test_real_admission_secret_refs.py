@@ -77,6 +77,22 @@ def resource(name: str, secret: str) -> dict:
     return body
 
 
+def patch(cp, kubeconfig, name: str, body: dict):
+    """A user's merge patch of a StreamingTraining, as that user."""
+    return cp.kubectl(
+        "patch",
+        "streamingtraining",
+        name,
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        json.dumps(body),
+        check=False,
+        kubeconfig=kubeconfig,
+    )
+
+
 def test_the_chart_installed_the_policy_for_every_documented_field(setup):
     cp, _, _ = setup
     policy = json.loads(
@@ -101,31 +117,10 @@ def test_a_tenant_may_name_its_own_secret_and_not_another_teams(setup):
 
     cp.kubectl("create", "-f", "-", input=json.dumps(resource("own", OURS)), kubeconfig=tenant)
     # Another field of the spec: asked again, and the Secret is still the tenant's to read.
-    cp.kubectl(
-        "patch",
-        "streamingtraining",
-        "own",
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        '{"spec":{"kafka":{"partitions":3}}}',
-        kubeconfig=tenant,
-    )
+    assert patch(cp, tenant, "own", {"spec": {"kafka": {"partitions": 3}}}).returncode == 0
     # Pointing the password at the other team's Secret is refused; the stored object keeps the tenant's.
     swap = {"spec": {"mqtt": {"password": {"secretKeyRef": {"name": THEIRS, "key": "password"}}}}}
-    res = cp.kubectl(
-        "patch",
-        "streamingtraining",
-        "own",
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        json.dumps(swap),
-        check=False,
-        kubeconfig=tenant,
-    )
+    res = patch(cp, tenant, "own", swap)
     assert res.returncode != 0 and THEIRS in res.stderr, res.stderr
     stored = cp.get_object("streamingtraining", "own", NS)
     assert stored["spec"]["mqtt"]["password"]["secretKeyRef"]["name"] == OURS
@@ -137,18 +132,7 @@ def test_a_resource_an_admin_made_with_any_secret_cannot_be_redirected_by_the_te
     cp, tenant, _ = setup
     cp.kubectl("create", "-f", "-", input=json.dumps(resource("admins", THEIRS)))  # the admin may read every Secret
     move = {"spec": {"mqtt": {"host": "mqtt.evil.example"}}}
-    res = cp.kubectl(
-        "patch",
-        "streamingtraining",
-        "admins",
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        json.dumps(move),
-        check=False,
-        kubeconfig=tenant,
-    )
+    res = patch(cp, tenant, "admins", move)
     assert res.returncode != 0 and THEIRS in res.stderr, res.stderr
     assert cp.get_object("streamingtraining", "admins", NS)["spec"]["mqtt"]["host"] == "mqtt.tenant.example"
     # Writes that leave the spec as it is (labels, the operator's annotations) are not asked.
