@@ -11,6 +11,7 @@ messages in flight, which is the back-pressure towards the broker under overload
 from __future__ import annotations
 
 import collections
+import json
 import select
 import socket
 import threading
@@ -265,6 +266,8 @@ class Bridge:
         self.known = frozenset(d.strip() for d in settings.known_devices.split(",")) if settings.known_devices else None
         self.mapping = settings.mapping()
         self.arrival_seq = mappings.ArrivalSeq()
+        #: One value per topic: each device's last channel values (restored from the raw topic at start).
+        self.held = mappings.HeldValues(self.mapping.hold_s) if self.mapping.one_value_per_topic else None
         self.sparkplug = (
             sparkplug.SparkplugDecoder(self.mapping, rebirth_interval_s=settings.sparkplug_rebirth_interval_s)
             if self.mapping.format == "sparkplug_b"
@@ -335,7 +338,7 @@ class Bridge:
                 **{"group.id": READER_GROUP, "enable.auto.commit": False, "isolation.level": "read_committed"},
             )
         )
-        loaded = 0
+        loaded = restored = 0
         try:
             md = consumer.list_topics(self.s.topic_raw, timeout=10)
             if md.topics[self.s.topic_raw].error is not None:
@@ -363,12 +366,31 @@ class Bridge:
                     if name == FINGERPRINT_HEADER and value:
                         self._remember(value.decode(), msg.timestamp()[1] / 1000.0)
                         loaded += 1
+                        if self.held is not None:
+                            restored += self._restore_held(msg.value())
         finally:
             consumer.close()
         log.info(
             "redelivery_fingerprints_loaded", topic=self.s.topic_raw, fingerprints=loaded, unread_partitions=len(ends)
         )
+        if self.held is not None:
+            log.info("held_values_restored", topic=self.s.topic_raw, readings=restored, devices=len(self.held.devices))
         return loaded
+
+    def _restore_held(self, value: bytes | None) -> int:
+        """One value per topic: a reading written before the restart gives its device's last channel values."""
+        try:
+            record = json.loads(value or b"")
+            device, ts = record["device_id"], float(record["ts"])
+        except (ValueError, KeyError, TypeError):
+            return 0  # not a reading of ours: nothing to restore from it
+        channels = {
+            k: float(v)
+            for k, v in record.items()
+            if k not in telemetry.RESERVED and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        self.held.restore(device, ts, channels)
+        return 1
 
     # ---------------------------------------------------------------- MQTT side
     def _on_connect(self, client, link: _Link, flags, reason_code, properties) -> None:
@@ -448,6 +470,7 @@ class Bridge:
             max_bytes=self.s.max_payload_bytes,
             known_devices=self.known,
             arrival_seq=self.arrival_seq,
+            held=self.held,
         )
         if isinstance(result, telemetry.Reading):
             result = self.s.clock_skew(result.ts, arrived) or result

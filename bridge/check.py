@@ -83,6 +83,7 @@ def _read(inbox, mapping, settings, known, seconds, max_messages, show):
     refused: collections.Counter[str] = collections.Counter()
     unmatched: collections.Counter[str] = collections.Counter()
     arrival = mappings.ArrivalSeq()
+    held = mappings.HeldValues(mapping.hold_s) if mapping.one_value_per_topic else None  # as the bridge merges
     # A dry run asks no edge node for anything: births are only read (an NBIRTH sent before it started is missed).
     decoder = sparkplug.SparkplugDecoder(mapping, rebirth_interval_s=0) if mapping.format == "sparkplug_b" else None
     deadline = time.monotonic() + seconds
@@ -119,6 +120,7 @@ def _read(inbox, mapping, settings, known, seconds, max_messages, show):
             max_bytes=settings.max_payload_bytes,
             known_devices=known,
             arrival_seq=arrival,
+            held=held,
         )
         if isinstance(result, telemetry.Reading):
             result = settings.clock_skew(result.ts, arrived) or result

@@ -7,6 +7,12 @@ milliseconds, or ISO 8601 with a time zone to assume when it names none) or else
 and the channels from every number under a root path, nested objects flattened
 (``ENERGY.Power`` becomes ``energy_power``), filtered by include/exclude patterns and renamed.
 
+A pattern with a ``{channel}`` level (``{device_id}/sensor/{channel}/state``) carries one value per
+topic: the payload is that channel's value (a JSON number or boolean, a JSON object flattened under the
+channel's name, or text, which is not a number). A device's topics are merged into readings by time:
+each message makes a reading of its device at its arrival, with the last value of every channel the
+device has published within ``hold_s`` (``HeldValues``), as an as-of join of the device's streams.
+
 ``seq`` comes from a path, or, when the device sends none, is derived: the reading's timestamp in
 milliseconds. A device's readings then keep one identity however often they are delivered (the
 same payload gives the same ``(device_id, seq)``), and the bridge recognises a redelivered message by
@@ -128,6 +134,12 @@ class IngestMapping(BaseModel):
     non_numeric: Literal["skip", "refuse"] = Field(
         "skip", description="Strings, lists and nulls among the channels: left out, or the payload is refused"
     )
+    hold_s: float = Field(
+        900.0,
+        gt=0,
+        description="One value per topic ({channel} level): how long a channel's last value stays part of its "
+        "device's readings after it was published",
+    )
 
     @field_validator("topics")
     @classmethod
@@ -166,6 +178,13 @@ class IngestMapping(BaseModel):
             for t in self.topics:
                 if "device_id" not in TopicPattern(t).names:
                     raise ValueError(f"topic pattern {t!r} has no {{device_id}} level and device_id_path is not set")
+        if self.one_value_per_topic:
+            for name in ("device_id_path", "ts_path", "seq_path", "channels_root"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"topics with a {{channel}} level carry one value each and take no {name}: the device comes "
+                        "from the topic, the time is the arrival"
+                    )
         return self
 
     # ------------------------------------------------------------------ derived
@@ -186,6 +205,11 @@ class IngestMapping(BaseModel):
             # births, data (4 and 5 levels) and seqs must arrive in the order it sent them.
             return list(dict.fromkeys("/".join(p.subscription.split("/")[:2]) + "/#" for p in self.patterns))
         return list(dict.fromkeys(p.subscription for p in self.patterns))
+
+    @property
+    def one_value_per_topic(self) -> bool:
+        """Some topic pattern has a ``{channel}`` level: one value per topic, merged into readings by time."""
+        return any("channel" in p.names for p in self.patterns)
 
     @property
     def derives_seq(self) -> bool:
@@ -258,6 +282,43 @@ class ArrivalSeq:
         return seq
 
 
+class HeldValues:
+    """One value per topic: the last value of each channel of each device and when it came, so that a message
+    makes a reading with every channel its device has published within ``hold_s`` (least recently heard
+    devices forgotten beyond ``max_devices``)."""
+
+    def __init__(self, hold_s: float, max_devices: int = 200_000) -> None:
+        self.hold_s = hold_s
+        self.max_devices = max_devices
+        self.devices: OrderedDict[str, dict[str, tuple[float, float]]] = OrderedDict()  # -> name: (value, ts)
+
+    def merge(self, device: str, ts: float, channels: dict[str, float]) -> dict[str, float] | Rejection:
+        """The reading's channels: ``channels`` over the device's held values not older than ``hold_s`` at ``ts``
+        (each in the order its channel was first heard); nothing is kept when the reading is refused."""
+        held = self.devices.get(device, {})
+        merged = {k: v for k, v in held.items() if ts - v[1] <= self.hold_s}
+        for name, value in channels.items():
+            merged[name] = (value, ts)
+        if len(merged) > telemetry.MAX_CHANNELS:
+            return Rejection("too_many_fields", f"{len(merged)} channels held > limit {telemetry.MAX_CHANNELS}")
+        self.devices.pop(device, None)
+        self.devices[device] = merged
+        if len(self.devices) > self.max_devices:
+            self.devices.popitem(last=False)
+        return {name: value for name, (value, _) in merged.items()}
+
+    def restore(self, device: str, ts: float, channels: dict[str, float]) -> None:
+        """A reading written before a restart, its device's records in order: each channel held since the first
+        reading that had its value (never older than it was, so never held past ``hold_s``)."""
+        held = self.devices.pop(device, {})
+        self.devices[device] = {
+            name: (value, held[name][1] if name in held and held[name][0] == value else ts)
+            for name, value in channels.items()
+        }
+        if len(self.devices) > self.max_devices:
+            self.devices.popitem(last=False)
+
+
 # ---------------------------------------------------------------------------- presets
 PRESETS: dict[str, IngestMapping] = {
     "streamtrain": IngestMapping(name="streamtrain", format="streamtrain"),
@@ -281,6 +342,11 @@ PRESETS: dict[str, IngestMapping] = {
         ts_path="timestamp",
         ts_format="ms",
         channels_root="telemetry",
+    ),
+    "esphome": IngestMapping(
+        name="esphome",
+        # ESPHome's MQTT component: <topic prefix>/sensor/<name>/state, one value each (binary sensors say ON/OFF).
+        topics=["{device_id}/sensor/{channel}/state"],
     ),
     "sparkplug-b": IngestMapping(
         name="sparkplug-b",
@@ -412,8 +478,10 @@ def apply(
     max_bytes: int = telemetry.MAX_PAYLOAD_BYTES,
     known_devices: frozenset[str] | None = None,
     arrival_seq: ArrivalSeq | None = None,
+    held: HeldValues | None = None,
 ) -> Reading | Rejection:
-    """One MQTT message as a reading, or the reason it is refused (never raises on bad input).
+    """One MQTT message as a reading, or the reason it is refused (never raises on bad input). On a topic with a
+    ``{channel}`` level the reading holds, with ``held``, every channel its device published within ``hold_s``.
 
     Sparkplug B messages need their edge node's births: ``streamtrain.sparkplug.SparkplugDecoder`` maps them."""
     if mapping.format == "sparkplug_b":
@@ -427,6 +495,9 @@ def apply(
         return Rejection(
             "bad_topic", f"topic {topic!r} matches no pattern of mapping {mapping.name} ({mapping.topics})"
         )
+    channel = named.get("channel")
+    if channel is not None:
+        return _one_value(mapping, named, channel, payload, arrived, known_devices, arrival_seq, held)
     obj = telemetry.decode_object(payload)
     if isinstance(obj, Rejection):
         return obj
@@ -480,6 +551,53 @@ def apply(
     if isinstance(channels, Rejection):
         return channels
     return Reading(device, ts, seq, channels)
+
+
+def _one_value(
+    mapping: IngestMapping,
+    named: dict[str, str],
+    channel: str,
+    payload: bytes,
+    arrived: float,
+    known_devices: frozenset[str] | None,
+    arrival_seq: ArrivalSeq | None,
+    held: HeldValues | None,
+) -> Reading | Rejection:
+    """A message on a topic with a ``{channel}`` level: its payload is that channel's value."""
+    device = named["device_id"]  # the model requires the level
+    if not telemetry.valid_device_id(device):
+        return Rejection("bad_topic", "the topic's device level is not a device id (1-64 characters [A-Za-z0-9_.:-])")
+    if known_devices is not None and device not in known_devices:
+        return Rejection("unknown_device", f"device {device!r} is not registered")
+    value = _decode_value(payload)
+    if isinstance(value, Rejection):
+        return value
+    channels = _channels(mapping, {channel: value})
+    if isinstance(channels, Rejection):
+        return channels
+    ts_ms = round(arrived * 1000)
+    seq = arrival_seq.next(device, ts_ms) if arrival_seq is not None else ts_ms
+    if held is not None:
+        channels = held.merge(device, arrived, channels)
+        if isinstance(channels, Rejection):
+            return channels
+    return Reading(device, arrived, seq, channels)
+
+
+def _decode_value(payload: bytes) -> object | Rejection:
+    """One value: JSON (a number, true/false, an object...), or else the text itself (``ON``, ``online``)."""
+    try:
+        text = payload.decode()
+    except UnicodeDecodeError:
+        return Rejection("malformed_json", "payload is neither JSON nor UTF-8 text")
+    try:
+        return json.loads(text, parse_constant=telemetry.reject_constant)
+    except ValueError as exc:
+        if "non-finite" in str(exc):
+            return Rejection("non_finite", str(exc))
+        return text
+    except RecursionError:
+        return Rejection("malformed_json", "JSON nested too deeply")
 
 
 def _channels(mapping: IngestMapping, obj: dict) -> dict[str, float] | Rejection:

@@ -116,7 +116,7 @@ class IngestLimits(BaseSettings):
         return None
 
 
-def _reject_constant(token: str):
+def reject_constant(token: str):
     # json.loads would turn NaN / Infinity into floats; keep them as a typed rejection instead.
     raise ValueError(f"non-finite number {token}")
 
@@ -167,7 +167,7 @@ def check_identity(obj: dict) -> tuple[str, float, int] | Rejection:
 def decode_object(payload: bytes) -> dict | Rejection:
     """A payload as a JSON object, or why it is not one (every device format's first step)."""
     try:
-        obj = json.loads(payload, parse_constant=_reject_constant)
+        obj = json.loads(payload, parse_constant=reject_constant)
     except ValueError as exc:
         if "non-finite" in str(exc):
             return Rejection("non_finite", str(exc))

@@ -81,6 +81,16 @@ CLOUD = {
 CLOUD_CHANNELS = {"temp": 36.6, "rpm": 1200.0, "motor_current": 3.2, "motor_vibration": 0.04}
 
 # Today's shape.
+# ESPHome's MQTT component: <topic prefix>/sensor/<object id>/state, one value per topic, published as text
+# (https://esphome.io/components/mqtt: the state topic of a sensor carries its value alone).
+ESPHOME_TOPIC = "kitchen/sensor/temperature/state"
+ESPHOME = "21.5"
+ESPHOME_DEVICE = [  # one node's sensors, each on its own topic: (topic, payload)
+    ("kitchen/sensor/temperature/state", "21.5"),
+    ("kitchen/sensor/humidity/state", "48.2"),
+    ("kitchen/sensor/wifi_signal/state", "-61"),
+]
+
 STREAMTRAIN_TOPIC = "devices/dev-8/telemetry"
 STREAMTRAIN = {"device_id": "dev-8", "ts": 1_765_015_200.25, "seq": 17, "temperature": 71.3, "current": 1.92}
 

@@ -67,6 +67,12 @@ def preset_messages(preset: str, tag: str, now: float) -> tuple[list[tuple[str, 
             body = {**p.TASMOTA, "Time": _iso_utc(ts)}
             out.append((f"tele/{dev}/SENSOR", p.encode(body)))
             want.append({"device_id": dev, "ts": ts, "seq": int(ts * 1000), **p.TASMOTA_CHANNELS})
+        elif preset == "esphome":  # one value per topic: each reading holds the device's last value of every channel
+            dev = f"e{tag}"
+            channel, value = [("temperature", 20.0), ("humidity", 48.0), ("temperature", 21.0)][i]
+            out.append((f"{dev}/sensor/{channel}/state", str(value).encode()))
+            held = {**(want[-1] if want else {}), "device_id": dev, "ts": None, channel: value}
+            want.append(held)
         elif preset == "cloud":
             dev = f"c{tag}"
             ms = int(now * 1000) - 5000 + i
@@ -85,11 +91,12 @@ BAD = {  # a payload on the preset's topic that the mapping refuses, and why
     "zigbee2mqtt": ("zigbee2mqtt/{tag}-switch", b'{"action":"single"}', "missing_field"),
     "tasmota": ("tele/{tag}-plug/SENSOR", b'{"Time":"yesterday","ENERGY":{"Power":1}}', "wrong_type"),
     "cloud": ("fleet/{tag}-a/data", b'{"deviceId":"other","timestamp":1,"telemetry":{"t":1}}', "topic_mismatch"),
+    "esphome": ("{tag}-x/sensor/temperature/state", b"NaN", "non_finite"),
     "streamtrain": ("devices/{tag}-x/telemetry", b'{"device_id":"x"}', "missing_field"),
 }
 
 
-@pytest.mark.parametrize("preset", ["zigbee2mqtt", "tasmota", "cloud", "streamtrain"])
+@pytest.mark.parametrize("preset", ["zigbee2mqtt", "tasmota", "cloud", "esphome", "streamtrain"])
 def test_preset_payloads_arrive_as_readings_and_refusals_as_dead_letters(pipeline, bridge_factory, preset):  # noqa: F811
     bridge_factory(ingest_mapping=preset)
     tag = uuid.uuid4().hex[:6]
@@ -145,9 +152,10 @@ def test_wider_subscription_counts_logs_and_dead_letters_unmatched_topics(pipeli
     assert '"topic_unmatched"' in bridge.log()
 
 
-@pytest.mark.parametrize("preset", ["zigbee2mqtt", "cloud"])
+@pytest.mark.parametrize("preset", ["zigbee2mqtt", "cloud", "esphome"])
 def test_no_seq_devices_neither_lost_nor_duplicated_across_bridge_sigkill(pipeline, bridge_factory, preset):  # noqa: F811
-    """zigbee2mqtt: no timestamp (arrival time); cloud: the device's ms timestamp. Neither sends a seq."""
+    """zigbee2mqtt: no timestamp (arrival time); cloud: the device's ms timestamp; esphome: one value per topic
+    (arrival time). None sends a seq."""
     bridge = bridge_factory("victim", ingest_mapping=preset)
     tag = uuid.uuid4().hex[:5]
     devices, count = 10, 150
@@ -158,6 +166,8 @@ def test_no_seq_devices_neither_lost_nor_duplicated_across_bridge_sigkill(pipeli
             dev = f"n{tag}-{d}"
             if preset == "zigbee2mqtt":
                 messages.append((f"zigbee2mqtt/{dev}", p.encode({"temperature": float(i), "linkquality": d})))
+            elif preset == "esphome":
+                messages.append((f"{dev}/sensor/t/state", str(i).encode()))
             else:
                 body = {"deviceId": dev, "timestamp": int(now * 1000) - 600_000 + i * 100, "telemetry": {"t": i}}
                 messages.append((f"fleet/{dev}/data", p.encode(body)))
@@ -345,3 +355,39 @@ def test_tasmota_plug_through_bridge_and_preprocessor_to_features(pipeline, brid
         assert not dead, [headers_dict(m) for m in dead]
     finally:
         assert pre.stop() == 0, pre.log()[-3000:]
+
+
+def test_one_value_topics_merge_into_readings_and_survive_a_bridge_restart(pipeline, bridge_factory):  # noqa: F811
+    """ESPHome publishes each sensor on its own topic: a reading holds the node's last value of each, and a
+    restarted bridge takes them back from the raw topic (held_values_restored), so its first reading is whole."""
+    tag = uuid.uuid4().hex[:6]
+    dev = f"node-{tag}"
+    first = bridge_factory("held", ingest_mapping="esphome")
+    publish_all(pipeline.mqtt_port, [(f"{dev}/{t.split('/', 1)[1]}", v.encode()) for t, v in p.ESPHOME_DEVICE])
+    raw = bodies(read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, until=lambda m: len(m) >= 3, timeout=60))
+    assert [sorted(k for k in r if k not in ("device_id", "ts", "seq")) for r in raw] == [
+        ["temperature"],
+        ["humidity", "temperature"],
+        ["humidity", "temperature", "wifi_signal"],
+    ]
+    assert raw[-1] | {"ts": 0, "seq": 0} == {
+        "device_id": dev,
+        "ts": 0,
+        "seq": 0,
+        "temperature": 21.5,
+        "humidity": 48.2,
+        "wifi_signal": -61.0,
+    }
+    assert first.stop() == 0
+    second = bridge_factory("held", ingest_mapping="esphome")
+    assert '"held_values_restored"' in second.log()
+    publish_all(pipeline.mqtt_port, [(f"{dev}/sensor/temperature/state", b"22.25")])
+    raw = bodies(read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, until=lambda m: len(m) >= 4, timeout=60))
+    assert len(raw) == 4
+    assert raw[-1]["seq"] > raw[-2]["seq"]
+    assert {k: v for k, v in raw[-1].items() if k not in ("ts", "seq")} == {
+        "device_id": dev,
+        "temperature": 22.25,
+        "humidity": 48.2,
+        "wifi_signal": -61.0,
+    }

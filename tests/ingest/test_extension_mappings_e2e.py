@@ -70,6 +70,15 @@ def messages(preset: str, run: str) -> tuple[list[tuple[str, bytes]], list[tuple
             (f"tele/{run}-late/SENSOR", dp.encode({k: v for k, v in dp.TASMOTA.items() if k != "Time"})),
         ]
         other = [(f"tele/{run}-plug/STATE", b'{"Uptime": "0T01:00:00"}'), (f"stat/{run}-plug/RESULT", b"{}")]
+    elif preset == "esphome":  # one value per topic: the extension holds each node's last values as the bridge does
+        node = f"{run}-kitchen"
+        take = [
+            *((f"{node}/{t.split('/', 1)[1]}", v.encode()) for t, v in dp.ESPHOME_DEVICE),
+            (f"{node}/sensor/temperature/state", b"21.75"),
+            (f"{node}/sensor/status/state", b"online"),
+            (f"{run}-hall/sensor/temperature/state", b"NaN"),
+        ]
+        other = [(f"{node}/binary_sensor/door/state", b"ON"), (f"{node}/status", b"online")]
     else:
         device = f"{run}-dev"
         cloud = {**dp.CLOUD, "deviceId": device}
@@ -109,41 +118,39 @@ def test_each_json_preset_makes_the_bridges_readings(mapped_stack):
         client.loop_stop()
 
     s = stack.settings
-    # What the Python bridge makes of the same messages; the arrival time is the extension's (in the record).
-    expected = {(t, p): ingest_mapping.apply(mapping, t, p, sent_from) for t, p in take}
-    good = [k for k, r in expected.items() if isinstance(r, telemetry.Reading)]
-    bad = [k for k, r in expected.items() if isinstance(r, telemetry.Rejection)]
-    assert len(good) >= 2 and len(bad) >= 2, expected
+    # What the Python bridge makes of the same messages, in the order they were published (one ArrivalSeq, one
+    # HeldValues); the arrival time is the extension's, read from its record when the mapping takes no time.
+    probe = {(t, p): ingest_mapping.apply(mapping, t, p, sent_from) for t, p in take}
+    good = [k for k, r in probe.items() if isinstance(r, telemetry.Reading)]
+    bad = [k for k, r in probe.items() if isinstance(r, telemetry.Rejection)]
+    assert len(good) >= 2 and len(bad) >= 2, probe
 
     raw = [m for m in read_topic(stack.bootstrap, s.topic_raw, timeout=60) if run in m.key().decode()]
     assert len(raw) == len(good)
-    by_topic_payload = {(headers_dict(m)["mqtt.topic"], json.loads(m.value())["ts"]): m for m in raw}
+    per_device: dict[bytes, list] = {}
+    for m in raw:  # a device's records are in one partition, in the order they were published
+        per_device.setdefault(m.key(), []).append(m)
+    seqs, held = ingest_mapping.ArrivalSeq(), ingest_mapping.HeldValues(mapping.hold_s)
     for topic, payload in good:
-        [(key, m)] = [
-            (k, m) for k, m in by_topic_payload.items() if k[0] == topic and _same(m, expected[topic, payload])
-        ]
-        arrived = key[1] if mapping.ts_path is None else sent_from
+        m = per_device[probe[topic, payload].device_id.encode()].pop(0)
+        assert headers_dict(m)["mqtt.topic"] == topic
+        arrived = json.loads(m.value())["ts"] if mapping.ts_path is None else sent_from
         if mapping.ts_path is None:
             assert sent_from - 1 <= arrived <= sent_until + 1  # the arrival time, taken by the broker
-        reading = ingest_mapping.apply(mapping, topic, payload, arrived)
+        reading = ingest_mapping.apply(mapping, topic, payload, arrived, arrival_seq=seqs, held=held)
         assert isinstance(reading, telemetry.Reading)
         assert m.value() == reading.to_json(), topic  # byte for byte what the bridge writes
         assert m.key() == reading.device_id.encode()
+    if mapping.one_value_per_topic:  # the node's last reading holds all its channels
+        assert set(json.loads(m.value())) == {"device_id", "ts", "seq", "temperature", "humidity", "wifi_signal"}
 
     dead = read_topic(stack.bootstrap, s.topic_deadletter, timeout=60)
     dead = [m for m in dead if run in headers_dict(m)["streamtrain.source"]]
     assert len(dead) == len(bad)  # the unmatched topics are not dead-lettered either
     for topic, payload in bad:
         [m] = [m for m in dead if headers_dict(m)["streamtrain.source"] == f"mqtt:{topic}" and m.value() == payload]
-        assert headers_dict(m)["streamtrain.reason"] == expected[topic, payload].reason, topic
+        assert headers_dict(m)["streamtrain.reason"] == probe[topic, payload].reason, topic
         device = mapping.device_from_topic(topic)
         assert m.key() == (device.encode() if device else None)
 
     assert metric(stack, "streamtrain_bridge_unmatched_topics_total") - unmatched_before == len(other)
-
-
-def _same(m, reading) -> bool:
-    """The record is this reading's, whatever its arrival time: same device and channels."""
-    got = json.loads(m.value())
-    want = json.loads(reading.to_json())
-    return all(got.get(k) == v for k, v in want.items() if k not in ("ts", "seq"))

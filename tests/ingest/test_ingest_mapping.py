@@ -8,7 +8,15 @@ import json
 import pytest
 
 from streamtrain import telemetry
-from streamtrain.ingest_mapping import PRESETS, ArrivalSeq, IngestMapping, apply, fingerprint, load_mapping
+from streamtrain.ingest_mapping import (
+    PRESETS,
+    ArrivalSeq,
+    HeldValues,
+    IngestMapping,
+    apply,
+    fingerprint,
+    load_mapping,
+)
 from tests.ingest import device_payloads as p
 
 
@@ -195,3 +203,28 @@ def test_channel_names_are_snake_case_unless_kept_or_renamed():
     assert snake_case("co2-level") == "co2_level"
     m = IngestMapping(topics=["a/{device_id}"], names="keep", rename={"X": "x_renamed"})
     assert apply(m, "a/d", p.encode({"Temp": 1, "X": 2}), 0.0).channels == {"Temp": 1.0, "x_renamed": 2.0}
+
+
+def test_one_value_topics_take_no_payload_paths_and_need_the_device_level():
+    assert PRESETS["esphome"].one_value_per_topic and PRESETS["esphome"].subscriptions == ["+/sensor/+/state"]
+    assert not PRESETS["zigbee2mqtt"].one_value_per_topic
+    for field in ("ts_path", "seq_path", "channels_root", "device_id_path"):
+        with pytest.raises(ValueError, match=f"take no {field}"):
+            IngestMapping(topics=["{device_id}/{channel}"], **{field: "x"})
+    with pytest.raises(ValueError, match="no {device_id} level"):
+        IngestMapping(topics=["sensors/{channel}"])
+
+
+def test_held_values_expire_after_hold_s_and_are_restored_no_older_than_they_were():
+    held = HeldValues(hold_s=10, max_devices=2)
+    assert held.merge("a", 100.0, {"t": 1.0}) == {"t": 1.0}
+    assert held.merge("a", 105.0, {"h": 2.0}) == {"t": 1.0, "h": 2.0}
+    assert held.merge("a", 110.5, {"h": 3.0}) == {"h": 3.0}  # t is 10.5 s old
+    # Restored from the raw topic in order: t kept its value from 200 to 208, so it is held since 200.
+    restored = HeldValues(hold_s=10)
+    restored.restore("a", 200.0, {"t": 1.0})
+    restored.restore("a", 208.0, {"t": 1.0, "h": 2.0})
+    assert restored.merge("a", 210.5, {"x": 0.0}) == {"h": 2.0, "x": 0.0}
+    held.merge("b", 1.0, {"t": 1.0})
+    held.merge("c", 1.0, {"t": 1.0})  # a, the least recently heard, is forgotten
+    assert set(held.devices) == {"b", "c"}

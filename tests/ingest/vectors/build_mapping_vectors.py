@@ -54,6 +54,7 @@ ZT, TT, CT = dp.ZIGBEE_TOPIC, dp.TASMOTA_TOPIC, dp.CLOUD_TOPIC
 case("zigbee2mqtt example", Z, ZT, dp.ZIGBEE)
 case("tasmota example", T, TT, dp.TASMOTA)
 case("cloud example", C, CT, dp.CLOUD)
+case("esphome example", m.PRESETS["esphome"], dp.ESPHOME_TOPIC, dp.ESPHOME)
 case("streamtrain example", m.PRESETS["streamtrain"], dp.STREAMTRAIN_TOPIC, dp.STREAMTRAIN)
 case("streamtrain preset refuses another shape", m.PRESETS["streamtrain"], "devices/dev-8/telemetry", dp.ZIGBEE)
 
@@ -181,20 +182,75 @@ for n in [3, 3.0, 2**70, -1, 3.5, "3", True]:
     case(f"seq {json.dumps(n)}", seq, CT, {**dp.CLOUD, "n": n})
 case("seq missing", seq, CT, dp.CLOUD)
 
+# ---- one value per topic, single messages (no held values: each reading has its own channel only)
+E, ET = m.PRESETS["esphome"], dp.ESPHOME_TOPIC
+for raw in ["21.5", "-3", "1e3", " 7 ", "true", '{"apower": 12.5, "voltage": 231, "output": true, "id": "x"}']:
+    case(f"esphome value {raw}", E, ET, raw)
+for raw in ["ON", "online", "", '"21.5"', "null", "[1, 2]", "NaN", "-Infinity", "+Infinity", "21.5.1"]:
+    case(f"esphome non-numeric value {raw!r}", E, ET, raw)
+case("esphome value refused as non-numeric", mapping("esphome", non_numeric="refuse"), ET, "ON")
+case("esphome value not UTF-8", E, ET, b"\xff\xfe")
+case("esphome value deep JSON", E, ET, "[" * 5000 + "]" * 5000)
+case("esphome value excluded", mapping("esphome", exclude=["wifi*"]), "kitchen/sensor/wifi_signal/state", "-60")
+case("esphome value renamed", mapping("esphome", rename={"temperature": "temp_c"}), ET, "21.5")
+case("esphome bad device level", E, "bad device/sensor/temperature/state", "1")
+case("esphome unknown device", E, ET, "1", known_devices=frozenset({"other"}))
+case("esphome other component", E, "kitchen/binary_sensor/door/state", "ON")
+case("esphome empty channel level", E, "kitchen/sensor//state", "1")
+case(
+    "value topic beside an object topic",
+    mapping("zigbee2mqtt", topics=["z/{device_id}", "v/{device_id}/{channel}"]),
+    "v/plug-1/power",
+    "42",
+)
+case(
+    "object topic beside a value topic",
+    mapping("zigbee2mqtt", topics=["z/{device_id}", "v/{device_id}/{channel}"]),
+    "z/plug-1",
+    dp.ZIGBEE,
+)
+
+
+def sequence(name: str, mp: m.IngestMapping, messages: list[tuple[str, str, float]]) -> None:
+    """Messages applied in order with one ArrivalSeq and one HeldValues: each reading, or "refused: <reason>"."""
+    seqs, held = m.ArrivalSeq(), m.HeldValues(mp.hold_s)
+    msgs, out = [], []
+    for topic, payload, arrived in messages:
+        msgs.append({"topic": topic, "payload": payload, "arrived": arrived})
+        r = m.apply(mp, topic, payload.encode(), arrived, arrival_seq=seqs, held=held)
+        out.append(r.to_json().decode() if isinstance(r, telemetry.Reading) else f"refused: {r.reason}")
+    SEQUENCES.append({"name": name, "mapping": mp.model_dump(mode="json"), "messages": msgs, "records": out})
+
+
 # ---- arrival-time seqs: strictly increasing per device within one ms
 same_ms = [1_765_015_300.0001, 1_765_015_300.0002, 1_765_015_300.0003, 1_765_015_300.002, 1_765_015_299.5]
-for mp, topics in [(Z, [ZT, ZT, "zigbee2mqtt/other", ZT, ZT])]:
-    seqs = m.ArrivalSeq()
-    msgs, out = [], []
-    for topic, arrived in zip(topics, same_ms):
-        payload = json.dumps(dp.ZIGBEE)
-        msgs.append({"topic": topic, "payload": payload, "arrived": arrived})
-        r = m.apply(mp, topic, payload.encode(), arrived, arrival_seq=seqs)
-        assert isinstance(r, telemetry.Reading)
-        out.append(r.to_json().decode())
-    SEQUENCES.append(
-        {"name": "zigbee2mqtt arrivals", "mapping": mp.model_dump(mode="json"), "messages": msgs, "records": out}
-    )
+zigbee = json.dumps(dp.ZIGBEE)
+sequence("zigbee2mqtt arrivals", Z, [(t, zigbee, a) for t, a in zip([ZT, ZT, "zigbee2mqtt/other", ZT, ZT], same_ms)])
+
+# ---- one value per topic merged into readings by time: each channel's last value within hold_s
+T0 = ARRIVED
+sequence(
+    "esphome channels held",
+    mapping("esphome", hold_s=60),
+    [
+        ("kitchen/sensor/temperature/state", "21.5", T0),
+        ("kitchen/sensor/humidity/state", "48", T0 + 1),
+        ("hall/sensor/temperature/state", "19", T0 + 1.0004),
+        ("kitchen/sensor/temperature/state", "21.7", T0 + 2),
+        ("kitchen/sensor/status/state", "online", T0 + 3),  # refused: no number, nothing held changes
+        ("kitchen/sensor/pressure/state", "NaN", T0 + 4),  # refused
+        ("kitchen/sensor/humidity/state", "49", T0 + 2.0001),  # earlier than the last arrival: seq still grows
+        ("kitchen/sensor/power/state", '{"apower": 3.5, "on": true}', T0 + 30),
+        ("kitchen/sensor/temperature/state", "22", T0 + 62.5),  # humidity (T0 + 2.0001) is older than 60 s now
+        ("hall/sensor/temperature/state", "19.5", T0 + 62),  # hall's first value too
+    ],
+)
+many = mapping("esphome")
+sequence(
+    "esphome channels held up to the limit",
+    many,
+    [(f"rack/sensor/c{i}/state", str(i), T0 + i / 10) for i in range(telemetry.MAX_CHANNELS + 2)],
+)
 
 doc = {
     "comment": (
@@ -203,7 +259,8 @@ doc = {
         "A case: a mapping (every field), topic, payload (text, or payload_hex), arrived (epoch s: the arrival "
         "time, applied with a fresh ArrivalSeq), optional max_bytes and known_devices, subscribed (the mapping's "
         "MQTT subscriptions deliver the topic), then record (the exact raw-topic value) or reason and detail "
-        "(Python's wording; Java's may differ). sequences: messages applied in order with one ArrivalSeq."
+        "(Python's wording; Java's may differ). sequences: messages applied in order with one ArrivalSeq and one "
+        "HeldValues, each giving its record or 'refused: <reason>'."
     ),
     "cases": CASES,
     "sequences": SEQUENCES,

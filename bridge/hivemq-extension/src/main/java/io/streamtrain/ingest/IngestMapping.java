@@ -44,7 +44,7 @@ final class IngestMapping {
             + "(?::?(\\d{2})(?:[.,](\\d+))?)?)?(Z|[+-]\\d{2}(?::?\\d{2}(?::?\\d{2}(?:\\.\\d{1,6})?)?)?)?)?");
     private static final Set<String> FIELDS = Set.of("name", "format", "topics", "device_id_path", "ts_path",
             "ts_format", "ts_timezone", "seq_path", "channels_root", "separator", "include", "exclude", "rename",
-            "names", "booleans", "non_numeric");
+            "names", "booleans", "non_numeric", "hold_s");
     /** A channel name the include/exclude patterns leave out (a cache value; compared by identity). */
     private static final String LEFT_OUT = new String("\0left out");
     private static final int NAME_CACHE = 65536;
@@ -65,6 +65,8 @@ final class IngestMapping {
     final boolean snakeCase;
     final boolean skipBooleans;
     final boolean refuseNonNumeric;
+    /** One value per topic: how long (s) a channel's last value stays part of its device's readings. */
+    final double holdS;
     private final List<TopicPattern> patterns = new ArrayList<>();
     private final List<List<String>> consumed = new ArrayList<>();
     private final Map<String, String> names = new ConcurrentHashMap<>();
@@ -154,6 +156,48 @@ final class IngestMapping {
         }
     }
 
+    /**
+     * One value per topic (Python's HeldValues): the last value of each channel of each device and when it came,
+     * so that a message makes a reading with every channel its device published within {@code holdS}.
+     */
+    static final class HeldValues {
+        private final double holdS;
+        private final LinkedHashMap<String, LinkedHashMap<String, double[]>> devices;  // name -> {value, ts}
+
+        HeldValues(double holdS, int maxDevices) {
+            this.holdS = holdS;
+            this.devices = new LinkedHashMap<>(1024, 0.75f, true) {
+                @Override
+                protected boolean removeEldestEntry(Map.Entry<String, LinkedHashMap<String, double[]>> eldest) {
+                    return size() > maxDevices;
+                }
+            };
+        }
+
+        /** The reading's channels, or why it is refused (then nothing is kept). */
+        synchronized Object merge(String device, double ts, Map<String, Double> channels) {
+            LinkedHashMap<String, double[]> merged = new LinkedHashMap<>();
+            LinkedHashMap<String, double[]> held = devices.get(device);
+            if (held != null) {
+                held.forEach((k, v) -> {
+                    if (ts - v[1] <= holdS) {
+                        merged.put(k, v);
+                    }
+                });
+            }
+            channels.forEach((k, v) -> merged.put(k, new double[]{v, ts}));
+            if (merged.size() > TelemetryValidator.MAX_CHANNELS) {
+                return rejected("too_many_fields", merged.size() + " channels held > limit "
+                        + TelemetryValidator.MAX_CHANNELS);
+            }
+            devices.remove(device);
+            devices.put(device, merged);
+            Map<String, Double> out = new LinkedHashMap<>();
+            merged.forEach((k, v) -> out.put(k, v[0]));
+            return out;
+        }
+    }
+
     @SuppressWarnings("unchecked")
     private IngestMapping(Map<String, Object> f) {
         for (String key : f.keySet()) {
@@ -193,6 +237,10 @@ final class IngestMapping {
         snakeCase = oneOf(f, "names", "snake_case", "keep").equals("snake_case");
         skipBooleans = oneOf(f, "booleans", "number", "skip").equals("skip");
         refuseNonNumeric = oneOf(f, "non_numeric", "skip", "refuse").equals("refuse");
+        if (!(f.get("hold_s") instanceof Number hold) || !(hold.doubleValue() > 0)) {
+            throw new IllegalArgumentException("ingest mapping: hold_s must be a number of seconds > 0");
+        }
+        holdS = hold.doubleValue();
         for (String p : new String[]{deviceIdPath, tsPath, seqPath}) {
             if (p != null) {
                 consumed.add(List.of(p.split("\\.", -1)));
@@ -209,6 +257,21 @@ final class IngestMapping {
                 }
             }
         }
+        if (oneValuePerTopic()) {
+            String[][] paths = {{"device_id_path", deviceIdPath}, {"ts_path", tsPath}, {"seq_path", seqPath},
+                {"channels_root", channelsRoot}};
+            for (String[] p : paths) {
+                if (p[1] != null) {
+                    throw new IllegalArgumentException("topics with a {channel} level carry one value each and take no "
+                            + p[0] + ": the device comes from the topic, the time is the arrival");
+                }
+            }
+        }
+    }
+
+    /** Some topic pattern has a {@code {channel}} level: one value per topic, merged into readings by time. */
+    boolean oneValuePerTopic() {
+        return patterns.stream().anyMatch(p -> p.names("channel"));
     }
 
     // ------------------------------------------------------------------ loading
@@ -439,7 +502,7 @@ final class IngestMapping {
      */
     @SuppressWarnings("unchecked")
     TelemetryValidator.Result apply(String topic, byte[] payload, double arrived, int maxBytes, Set<String> known,
-                                    ArrivalSeq arrivalSeq) {
+                                    ArrivalSeq arrivalSeq, HeldValues held) {
         if (format.equals("sparkplug_b")) {
             throw new IllegalStateException("sparkplug_b needs mqtt.ingest bridge");
         }
@@ -453,6 +516,10 @@ final class IngestMapping {
         if (named == null) {
             return rejected("bad_topic", "topic " + PyFormat.repr(topic) + " matches no pattern of mapping " + name
                     + " (" + topics + ")");
+        }
+        String channel = named.get("channel");
+        if (channel != null) {
+            return oneValue(named.get("device_id"), channel, payload, arrived, known, arrivalSeq, held);
         }
         Object doc = TelemetryValidator.decodeObject(payload);
         if (doc instanceof TelemetryValidator.Rejected bad) {
@@ -523,9 +590,55 @@ final class IngestMapping {
         out.append(",\"ts\":");
         PyFormat.appendFloat(out, ts);
         out.append(",\"seq\":").append(seq);
-        TelemetryValidator.Rejected bad = channels(obj, out);
-        if (bad != null) {
+        Object channels = channels(obj);
+        if (channels instanceof TelemetryValidator.Rejected bad) {
             return bad;
+        }
+        return accepted(device, out, (Map<String, Double>) channels);
+    }
+
+    /** A message on a topic with a {@code {channel}} level: its payload is that channel's value. */
+    @SuppressWarnings("unchecked")
+    private TelemetryValidator.Result oneValue(String device, String channel, byte[] payload, double arrived,
+                                               Set<String> known, ArrivalSeq arrivalSeq, HeldValues held) {
+        if (!TelemetryValidator.validDeviceId(device)) {
+            return rejected("bad_topic", "the topic's device level is not a device id (1-64 characters [A-Za-z0-9_.:-])");
+        }
+        if (known != null && !known.contains(device)) {
+            return rejected("unknown_device", "device " + PyFormat.repr(device) + " is not registered");
+        }
+        Object value = TelemetryValidator.decodeValue(payload);
+        if (value instanceof TelemetryValidator.Rejected bad) {
+            return bad;
+        }
+        Map<String, Object> obj = new LinkedHashMap<>();
+        obj.put(channel, value == TelemetryValidator.NULL_VALUE ? null : value);
+        Object channels = channels(obj);
+        if (channels instanceof TelemetryValidator.Rejected bad) {
+            return bad;
+        }
+        long ms = (long) Math.rint(arrived * 1000);
+        long seq = arrivalSeq != null ? arrivalSeq.next(device, ms) : ms;
+        if (held != null) {
+            channels = held.merge(device, arrived, (Map<String, Double>) channels);
+            if (channels instanceof TelemetryValidator.Rejected bad) {
+                return bad;
+            }
+        }
+        StringBuilder out = new StringBuilder(256).append("{\"device_id\":");
+        PyFormat.appendJsonString(out, device);
+        out.append(",\"ts\":");
+        PyFormat.appendFloat(out, arrived);
+        out.append(",\"seq\":").append(seq);
+        return accepted(device, out, (Map<String, Double>) channels);
+    }
+
+    private static TelemetryValidator.Accepted accepted(String device, StringBuilder out, Map<String, Double> channels) {
+        for (Map.Entry<String, Double> c : channels.entrySet()) {
+            out.append(',');
+            PyFormat.appendJsonString(out, c.getKey());
+            out.append(':');
+            PyFormat.appendFloat(out, c.getValue());
         }
         return new TelemetryValidator.Accepted(device, out.append('}').toString().getBytes(StandardCharsets.US_ASCII));
     }
@@ -631,9 +744,9 @@ final class IngestMapping {
     /** Map.entry takes no null value: JSON null among the leaves. */
     private static final Object NULL = new Object();
 
-    /** Appends the channels (",name:value" each) to {@code out}, or says why the payload is refused. */
+    /** The channels (name to value, in the payload's order), or why the payload is refused. */
     @SuppressWarnings("unchecked")
-    private TelemetryValidator.Rejected channels(Map<String, Object> obj, StringBuilder out) {
+    private Object channels(Map<String, Object> obj) {
         Object root = obj;
         List<String> prefix = List.of();
         if (channelsRoot != null) {
@@ -687,12 +800,6 @@ final class IngestMapping {
         if (channels.size() > TelemetryValidator.MAX_CHANNELS) {
             return rejected("too_many_fields", channels.size() + " channels > limit " + TelemetryValidator.MAX_CHANNELS);
         }
-        for (Map.Entry<String, Double> c : channels.entrySet()) {
-            out.append(',');
-            PyFormat.appendJsonString(out, c.getKey());
-            out.append(':');
-            PyFormat.appendFloat(out, c.getValue());
-        }
-        return null;
+        return channels;
     }
 }

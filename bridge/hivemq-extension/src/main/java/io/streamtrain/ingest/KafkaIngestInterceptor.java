@@ -42,6 +42,8 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
     private final IngestMapping mapping;
     private final boolean streamtrainFormat;
     private final IngestMapping.ArrivalSeq arrivalSeq = new IngestMapping.ArrivalSeq(200_000);
+    /** One value per topic: the last value of each device's channels (kept in memory: a restart starts afresh). */
+    private final IngestMapping.HeldValues held;
     private final AtomicLong unmatchedSeen = new AtomicLong();
     private final Producer<byte[], byte[]> producer;
     private final IngestMetrics metrics;
@@ -56,6 +58,7 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
         this.settings = settings;
         this.gate = gate;
         this.mapping = settings.mapping();
+        this.held = new IngestMapping.HeldValues(mapping.holdS, 200_000);
         this.streamtrainFormat = mapping.format.equals("streamtrain");
         this.producer = producer;
         this.metrics = metrics;
@@ -83,7 +86,7 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
         Instant now = Instant.now();
         double arrived = now.getEpochSecond() + now.getNano() / 1e9;
         TelemetryValidator.Result result = mapping.apply(topic, payload, arrived, settings.maxPayloadBytes(),
-                settings.knownDevices(), arrivalSeq);
+                settings.knownDevices(), arrivalSeq, held);
         ProducerRecord<byte[], byte[]> record;
         String reason = null;
         if (result instanceof TelemetryValidator.Accepted ok) {

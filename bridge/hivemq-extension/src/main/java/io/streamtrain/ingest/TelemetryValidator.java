@@ -230,6 +230,31 @@ public final class TelemetryValidator {
         return doc;
     }
 
+    /**
+     * One value of a one-value-per-topic payload (Python's {@code ingest_mapping._decode_value}): any JSON value,
+     * else the text itself; a Rejected for NaN/Infinity, JSON nested too deeply or bytes that are not UTF-8.
+     */
+    static Object decodeValue(byte[] payload) {
+        String text;
+        try {
+            text = StandardCharsets.UTF_8.newDecoder().decode(java.nio.ByteBuffer.wrap(payload)).toString();
+        } catch (java.nio.charset.CharacterCodingException e) {
+            return new Rejected("malformed_json", "payload is neither JSON nor UTF-8 text");
+        }
+        try {
+            Object value = parse(payload);
+            return value == null ? NULL_VALUE : value;
+        } catch (Invalid e) {
+            if (e.reason.equals("non_finite") || e.getMessage().equals("JSON nested too deeply")) {
+                return new Rejected(e.reason, e.getMessage());
+            }
+            return text;
+        }
+    }
+
+    /** JSON null as {@link #decodeValue}'s result (null is no value to return). */
+    static final Object NULL_VALUE = new Object();
+
     static Object integer(BigInteger i) {
         return i.bitLength() < 64 ? (Object) i.longValue() : i;
     }

@@ -60,7 +60,7 @@ class IngestMappingTest {
         String topic = c.get("topic").asText();
         assertEquals(c.get("subscribed").asBoolean(), m.subscribed(topic), "subscribed");
         TelemetryValidator.Result r = m.apply(topic, payload, c.get("arrived").asDouble(), max, known,
-                new IngestMapping.ArrivalSeq(100));
+                new IngestMapping.ArrivalSeq(100), null);
         if (c.has("record")) {
             TelemetryValidator.Accepted ok = assertInstanceOf(TelemetryValidator.Accepted.class, r, r::toString);
             assertEquals(c.get("record").asText(), new String(ok.json(), StandardCharsets.US_ASCII));
@@ -75,13 +75,15 @@ class IngestMappingTest {
         for (JsonNode s : vectors().get("sequences")) {
             IngestMapping m = mapping(s.get("mapping"));
             IngestMapping.ArrivalSeq seqs = new IngestMapping.ArrivalSeq(100);
+            IngestMapping.HeldValues held = new IngestMapping.HeldValues(m.holdS, 100);
             List<String> got = new ArrayList<>();
             for (JsonNode msg : s.get("messages")) {
                 TelemetryValidator.Result r = m.apply(msg.get("topic").asText(),
                         msg.get("payload").asText().getBytes(StandardCharsets.UTF_8), msg.get("arrived").asDouble(),
-                        TelemetryValidator.MAX_PAYLOAD_BYTES, null, seqs);
-                got.add(new String(assertInstanceOf(TelemetryValidator.Accepted.class, r).json(),
-                        StandardCharsets.US_ASCII));
+                        TelemetryValidator.MAX_PAYLOAD_BYTES, null, seqs, held);
+                got.add(r instanceof TelemetryValidator.Rejected bad ? "refused: " + bad.reason()
+                        : new String(assertInstanceOf(TelemetryValidator.Accepted.class, r).json(),
+                                StandardCharsets.US_ASCII));
             }
             List<String> expected = new ArrayList<>();
             s.get("records").forEach(n -> expected.add(n.asText()));
