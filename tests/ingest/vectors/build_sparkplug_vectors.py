@@ -188,7 +188,7 @@ TYPES = [
     ("label", DT.STRING, "left out", 31),
 ]
 D_TYPES = psp.DBirth(timestamp=T0, seq=1, metrics=[metric(n, dt, v, alias=a) for n, dt, v, a in TYPES]).encode()
-I = pb.DataType
+PB_TYPE = pb.DataType
 sequence(
     "every datatype",
     [
@@ -220,7 +220,11 @@ sequence(
         ),
         (D("DDATA"), raw_payload(4, T0 + 3000, {"alias": 20, "double_value": 1.0}), A + 3),  # Int8 sent as a double
         (D("DDATA"), raw_payload(5, T0 + 4000, {"alias": 28, "int_value": 1}), A + 4),  # Float sent as an int
-        (D("DDATA"), raw_payload(6, T0 + 5000, {"name": "blob", "datatype": I.Bytes, "bytes_value": b"\x01"}), A + 5),
+        (
+            D("DDATA"),
+            raw_payload(6, T0 + 5000, {"name": "blob", "datatype": PB_TYPE.Bytes, "bytes_value": b"\x01"}),
+            A + 5,
+        ),
         (
             D("DDATA"),
             raw_payload(7, T0 + 6000, {"name": "odd", "datatype": 99, "int_value": 1}, {"alias": 24, "int_value": 1}),
@@ -319,7 +323,7 @@ sequence(
         (N("NDATA"), raw_payload(1, T0 + 1000, {"alias": 1, "float_value": float("nan")}), A + 1),
         (
             N("NDATA"),
-            raw_payload(2, T0 + 2000, {"name": "x", "datatype": I.Double, "double_value": float("-inf")}),
+            raw_payload(2, T0 + 2000, {"name": "x", "datatype": PB_TYPE.Double, "double_value": float("-inf")}),
             A + 2,
         ),
         (N("NDATA"), raw_payload(3, None, {"alias": 1, "float_value": 1.0}), A + 3),  # no timestamp at all
@@ -331,7 +335,9 @@ sequence(
         (N("NDATA"), raw_payload(9, T0 + 9000), A + 9),  # no metric
         (
             N("NDATA"),
-            raw_payload(10, T0 + 10000, *({"name": f"c{i}", "datatype": I.Int32, "int_value": i} for i in range(70))),
+            raw_payload(
+                10, T0 + 10000, *({"name": f"c{i}", "datatype": PB_TYPE.Int32, "int_value": i} for i in range(70))
+            ),
             A + 10,
         ),
         (N("NDATA"), b"", A + 11),  # an empty payload: a payload without metrics
