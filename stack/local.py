@@ -142,8 +142,6 @@ class LocalStack:
         if self.settings.ingest == "extension":
             if self.scram:
                 raise StackError("--ingest extension does not speak SASL/SCRAM to Kafka yet; use --ingest bridge")
-            if self.settings.mapping().format == "sparkplug_b":
-                raise StackError("ingest mapping sparkplug_b needs --ingest bridge (births and aliases per edge node)")
             extension.install(ext, self.ingest_properties(), self.settings.mapping())
         else:
             extension.uninstall(ext)

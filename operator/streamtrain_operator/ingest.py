@@ -3,8 +3,8 @@
 A preset of the bridge's ingestion mappings (``streamtrain.ingest_mapping.PRESETS``, the CRD's enum) and,
 optionally, topic patterns instead of the preset's; rendered into the bridge as ``STREAMTRAIN_INGEST_MAPPING``
 and ``STREAMTRAIN_INGEST_TOPICS``, the variables ``streamtrain bridge`` reads and, with ``mqtt.ingest:
-extension``, the HiveMQ extension reads with the same meaning (IngestSettings.java). The extension takes the
-JSON presets and ``streamtrain``, not ``sparkplug-b`` (its births and aliases need the bridge); the broker's
+extension``, the HiveMQ extension reads with the same meaning (IngestSettings.java). Both take every preset
+(the extension decodes ``sparkplug-b`` with Eclipse Tahu's classes, SparkplugDecoder.java); the broker's
 device permissions (``mqtt.authentication: credentials``) know the ``streamtrain`` shape only: the API server
 refuses the presets they cannot serve.
 """
@@ -38,12 +38,6 @@ def ingest_schema() -> dict:
 
 #: Combinations the bridge or the broker cannot serve, refused by the API server (rules on spec).
 INGEST_RULES = [
-    {
-        "rule": "self.ingest.preset != 'sparkplug-b' || self.mqtt.ingest == 'bridge'",
-        "fieldPath": ".ingest.preset",
-        "message": "sparkplug-b needs mqtt.ingest bridge (births, aliases and seqs per edge node): mqtt.ingest "
-        "extension takes the JSON presets and streamtrain",
-    },
     {
         "rule": "self.ingest.preset == 'streamtrain' || self.mqtt.authentication != 'credentials'",
         "fieldPath": ".ingest.preset",

@@ -7,12 +7,10 @@ import json
 import xml.etree.ElementTree as ET
 import zipfile
 
-import pytest
-
 from streamtrain.ingest_mapping import PRESETS, IngestMapping, load_mapping
 from streamtrain.settings import StackSettings
 from streamtrain.stack import ingest_extension as extension
-from streamtrain.stack.local import LocalStack, StackError
+from streamtrain.stack.local import LocalStack
 from tests.conftest import REPO
 
 
@@ -71,5 +69,6 @@ def test_the_stack_hands_the_extension_its_mapping_resolved(tmp_path):
     assert written == load_mapping("tasmota", ["home/{device_id}/SENSOR", "lab/{device_id}/SENSOR"])
 
     stack.settings = settings.model_copy(update={"ingest_mapping": "sparkplug-b", "ingest_topics": None})
-    with pytest.raises(StackError, match="sparkplug_b needs --ingest bridge"):
-        stack.install_ingest()
+    folder = stack.install_ingest() / extension.EXTENSION_ID  # the extension decodes Sparkplug B (SparkplugDecoder)
+    written = IngestMapping.model_validate(json.loads((folder / extension.MAPPING_FILE).read_text()))
+    assert written == load_mapping("sparkplug-b", None)

@@ -193,10 +193,6 @@ INVALID = [
         "spec.ingest.topics: Invalid value: preset streamtrain takes the topic devices/{device_id}/telemetry only",
     ),
     (
-        {"ingest": {"preset": "sparkplug-b"}, "mqtt": {"ingest": "extension"}, "kafka": {"authentication": "none"}},
-        "spec.ingest.preset: Invalid value: sparkplug-b needs mqtt.ingest bridge",
-    ),
-    (
         {
             "ingest": {"preset": "zigbee2mqtt"},
             "fleet": {"simulated": False},
@@ -217,6 +213,14 @@ def test_invalid_resources_rejected_with_clear_message(spec, message):
     errs = validate.errors(_with(spec))
     assert errs, f"accepted: {spec}"
     assert any(e.startswith(message) for e in errs), errs
+
+
+def test_sparkplug_b_through_the_extension_accepted():
+    """The extension decodes Sparkplug B as the bridge does (SparkplugDecoder.java): no rule refuses it."""
+    spec = {"ingest": {"preset": "sparkplug-b"}, "mqtt": {"ingest": "extension"}, "kafka": {"authentication": "none"}}
+    assert validate.errors(_with(spec)) == []
+    assert validate.errors(validate.defaulted(_with(spec))) == []
+    assert not [r for r in validate.cel_rules() if "sparkplug" in r]
 
 
 def test_missing_spec_rejected():

@@ -88,15 +88,25 @@ def test_json_presets_reach_the_extension_as_the_bridges_variables(ingest):
         assert bridge_env.get(key) == env.get(key), key
 
 
-def test_sparkplug_b_needs_the_bridge():
+@pytest.mark.parametrize(
+    "ingest", [{"preset": "sparkplug-b"}, {"preset": "sparkplug-b", "topics": ["spBv1.0/plant/+/+"]}]
+)
+def test_sparkplug_b_reaches_the_extension_as_the_bridges_variables(ingest):
+    """Sparkplug B through the extension (SparkplugDecoder.java) is accepted and rendered as the JSON presets are."""
     r = resource(ingest="extension")
-    r["spec"]["ingest"] = {"preset": "sparkplug-b"}
-    errs = validate.errors(r)
-    assert any(e.startswith("spec.ingest.preset: Invalid value: sparkplug-b needs mqtt.ingest bridge") for e in errs), (
-        errs
-    )
+    r["spec"]["ingest"] = ingest
+    assert validate.errors(r) == []
+    env = broker_env(r)
+    assert env["STREAMTRAIN_INGEST_MAPPING"] == "sparkplug-b"
+    assert env.get("STREAMTRAIN_INGEST_TOPICS") == (",".join(ingest["topics"]) if "topics" in ingest else None)
+    assert PRESETS_RESOURCE["presets"]["sparkplug-b"]["format"] == "sparkplug_b"
+    assert "bridge" not in deployments(children(r))  # no bridge: the broker ingests
     r["spec"]["mqtt"]["ingest"] = "bridge"
     assert validate.errors(r) == []
+    bridge = deployments(children(r))["bridge"]["spec"]["template"]["spec"]["containers"][0]
+    bridge_env = {e["name"]: e.get("value") for e in bridge["env"]}
+    for key in ("STREAMTRAIN_INGEST_MAPPING", "STREAMTRAIN_INGEST_TOPICS"):
+        assert bridge_env.get(key) == env.get(key), key
 
 
 def test_every_variable_rendered_is_one_the_extension_reads():

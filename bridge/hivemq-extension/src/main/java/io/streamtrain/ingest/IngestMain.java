@@ -31,14 +31,6 @@ public final class IngestMain implements ExtensionMain {
                 return;
             }
             IngestSettings s = IngestSettings.load(folder, System.getenv());
-            if (s.mapping().format.equals("sparkplug_b")) {
-                // Births, aliases and seqs per edge node need one ordered consumer: the bridge, not an interceptor.
-                String why = "ingest mapping " + s.mapping().name + " is sparkplug_b: sparkplug_b needs mqtt.ingest "
-                        + "bridge (streamtrain bridge); this extension takes the json and streamtrain formats";
-                Log.event("ingest_start_refused", "mapping", s.mapping().name, "reason", why);
-                output.preventExtensionStartup(why);
-                return;
-            }
             producer = newProducer(s);
             metrics = new IngestMetrics();
             PubackGate gate = s.ackMode().equals("puback") ? new PubackGate(s.publishTimeoutS()) : null;

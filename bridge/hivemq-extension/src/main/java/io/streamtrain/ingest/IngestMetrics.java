@@ -34,11 +34,22 @@ final class IngestMetrics {
     final Histogram latency = Histogram.builder().name("streamtrain_bridge_delivery_seconds")
             .help("MQTT receive to Kafka delivery").classicOnly()
             .classicUpperBounds(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10).register(registry);
+    final Counter sparkplugMessages = Counter.builder().name("streamtrain_bridge_sparkplug_messages")
+            .help("Sparkplug B messages by type (births, deaths and commands make no reading; invalid: no Sparkplug "
+                    + "topic)").labelNames("type").register(registry);
+    final Counter sparkplugSeqGaps = Counter.builder().name("streamtrain_bridge_sparkplug_seq_gaps")
+            .help("Sparkplug B messages whose seq is not one more than their edge node's last (a message lost or "
+                    + "reordered)").register(registry);
+    final Counter sparkplugRebirths = Counter.builder().name("streamtrain_bridge_sparkplug_rebirth_requests")
+            .help("NCMD Node Control/Rebirth requests sent to edge nodes").register(registry);
     private HttpServer server;
 
     IngestMetrics() {
         for (String reason : TelemetryValidator.REASONS) {
             deadlettered.labelValues(reason);  // every reason exported from the start, at 0
+        }
+        for (String reason : SparkplugDecoder.REASONS) {
+            deadlettered.labelValues(reason);
         }
     }
 

@@ -37,6 +37,7 @@ record IngestSettings(
         boolean deliverToSubscribers,
         int publishTimeoutS,
         String ackMode,
+        double sparkplugRebirthIntervalS,
         IngestMapping mapping,
         Properties producer) {
 
@@ -95,6 +96,7 @@ record IngestSettings(
                 Boolean.parseBoolean(p.getProperty("deliver.to.subscribers", "false")),
                 Integer.parseInt(p.getProperty("publish.timeout.s", "60")),
                 ackMode(p.getProperty("ack.mode", "puback")),
+                Double.parseDouble(p.getProperty("sparkplug.rebirth.interval.s", "30")),
                 IngestMapping.load(p.getProperty("mapping", "streamtrain").strip(), topics(p.getProperty("topics", ""))),
                 producer);
     }
