@@ -30,7 +30,7 @@ from streamtrain.kafka.config import READER_GROUP, client_config
 from streamtrain.kafka.reading import watermarks
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer, zero_labels
-from streamtrain.mqtt import connect_properties, make_client, no_delay
+from streamtrain.mqtt import MqttTls, connect_properties, make_client, no_delay, tls_pending
 from streamtrain.settings import CommonSettings
 
 log = logs.get("bridge")
@@ -125,6 +125,7 @@ class BridgeSettings(CommonSettings, telemetry.IngestLimits, mappings.IngestMapp
 
     @model_validator(mode="after")
     def _mapping_valid(self) -> "BridgeSettings":
+        MqttTls.from_env()  # a CA file that is not there: an invalid setting, said at start
         mapping = self.mapping()  # the mapping with ingest_topics (a bad pattern is an invalid setting)
         if self.connections > 1 and mapping.format == "sparkplug_b":
             # The broker spreads a shared subscription's messages over the connections: one would see an edge
@@ -705,13 +706,14 @@ class Bridge:
             self.producer.poll(timeout)
             return
         wants = [sock for sock, link in by_sock.items() if link.client.want_write()]
-        readable, _, _ = select.select(list(by_sock), wants, [], timeout)
-        for sock in readable:
+        pending = [sock for sock in by_sock if tls_pending(sock)]  # decrypted already: select cannot tell
+        readable, _, _ = select.select(list(by_sock), wants, [], 0 if pending else timeout)
+        for sock in dict.fromkeys([*pending, *readable]):
             client = by_sock[sock].client
             for _ in range(1000):  # paho reads one packet per call
                 if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or client.socket() is None:
                     break
-                if not select.select([sock], [], [], 0)[0]:
+                if not (tls_pending(sock) or select.select([sock], [], [], 0)[0]):
                     break
         self.producer.poll(0)
         for link in by_sock.values():

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from streamtrain.mqtt import MqttTls
 from streamtrain.settings import CommonSettings
 
 
@@ -33,3 +34,8 @@ class SimulatorSettings(CommonSettings):
             "device continues after it, so a second replay never reuses a (device, seq) the pipeline has seen"
         ),
     )
+
+    @model_validator(mode="after")
+    def _tls_valid(self) -> "SimulatorSettings":
+        MqttTls.from_env()  # a CA file that is not there: an invalid setting, said at start
+        return self

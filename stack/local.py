@@ -64,8 +64,14 @@ class LocalStack:
         brokers = self.home / "kafka" / "brokers"
         if "kafka_brokers" not in self.settings.model_fields_set and brokers.exists():
             self.settings = self.settings.model_copy(update={"kafka_brokers": int(brokers.read_text())})
+        tls_mark = self.home / "hivemq" / "tls"
+        if "mqtt_tls" not in self.settings.model_fields_set and tls_mark.exists():
+            # `status` and `down` of a stack whose broker was started with --mqtt-tls need no flag.
+            self.settings = self.settings.model_copy(update={"mqtt_tls": True})
         self.lib_root = (self.settings.jars or self.home / "lib").resolve()
         self.secrets = StackSecrets(self.home / "kafka", self.settings.bind_host)
+        #: The broker's TLS certificate (its own, not Kafka's): <home>/hivemq/secrets.
+        self.mqtt_secrets = StackSecrets(self.home / "hivemq", self.settings.bind_host)
         #: Node 1 keeps the single node's names (service ``kafka``, data in <home>/kafka/data).
         self.kafka_nodes = [
             Service("kafka" if i == 1 else f"kafka-{i}", self.settings.kafka_port + i - 1, self.home)
@@ -89,6 +95,11 @@ class LocalStack:
     @property
     def scram(self) -> bool:
         return self.settings.kafka_auth == "scram"
+
+    @property
+    def mqtt_ca_file(self) -> Path | None:
+        """The CA MQTT clients trust (STREAMTRAIN_MQTT_CA_FILE) when the broker speaks TLS, else None."""
+        return self.mqtt_secrets.ca_file if self.settings.mqtt_tls else None
 
     # ---------------------------------------------------------------- jars
     def kafka_lib(self) -> Path:
@@ -211,6 +222,12 @@ class LocalStack:
             raise StackError(
                 f"port {self.settings.mqtt_port} is taken by another process; pick another with --mqtt-port"
             )
+        tls_mark = self.home / "hivemq" / "tls"
+        tls_mark.parent.mkdir(parents=True, exist_ok=True)
+        if self.settings.mqtt_tls:
+            tls_mark.write_text("tls\n")
+        else:
+            tls_mark.unlink(missing_ok=True)
         cmd = hivemq.command(
             java(),
             self.hivemq_lib(),
@@ -218,6 +235,7 @@ class LocalStack:
             self.settings.mqtt_port,
             self.settings.mqtt_users_file,
             self.settings.bind_host,
+            self.mqtt_secrets.tls() if self.settings.mqtt_tls else None,
         )
         self.install_ingest()
         metrics = {}
@@ -238,7 +256,7 @@ class LocalStack:
         )
 
     def hivemq_ready(self) -> bool:
-        return hivemq.ready(self.settings.mqtt_port, self.settings.bind_host)
+        return hivemq.ready(self.settings.mqtt_port, self.settings.bind_host, self.mqtt_ca_file)
 
     def _wait(self, svc: Service, ready, timeout: float) -> None:
         wait_ready(svc, ready, timeout)
@@ -281,6 +299,7 @@ class LocalStack:
             "hivemq": {
                 "pid": self.hivemq.pid(),
                 "mqtt": f"{self.settings.bind_host}:{self.settings.mqtt_port}",
+                **({"tls": {"STREAMTRAIN_MQTT_CA_FILE": str(self.mqtt_ca_file)}} if self.mqtt_ca_file else {}),
                 "ready": self.hivemq_ready(),
                 "log": str(self.hivemq.log_file),
                 "ingest": "extension"

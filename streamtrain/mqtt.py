@@ -11,10 +11,13 @@ import asyncio
 import socket
 import time
 import uuid
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamtrain.telemetry import MAX_PAYLOAD_BYTES
 
@@ -30,20 +33,80 @@ MQTT_HEADER_ALLOWANCE = 1024
 BROKER_MAX_PACKET_BYTES = 2 * MAX_PAYLOAD_BYTES + MQTT_HEADER_ALLOWANCE
 
 
-def hivemq_config_xml(port: int, bind: str, max_packet_bytes: int = BROKER_MAX_PACKET_BYTES) -> str:
+class MqttTlsError(ValueError):
+    """The MQTT TLS settings cannot work (a CA file that is not there)."""
+
+
+class MqttTls(BaseSettings):
+    """TLS of every MQTT client of a process, from the environment like KafkaSecurity: the simulator's
+    devices, the bridge's links, ``ingest check`` and the local stack's readiness probe alike."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMTRAIN_MQTT_", extra="ignore")
+
+    ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CA that signed the MQTT broker's certificate: every MQTT client connects "
+        "over TLS and checks the broker's certificate and host name against it; unset: plain TCP",
+    )
+
+    @classmethod
+    def from_env(cls) -> "MqttTls":
+        """The process's MQTT TLS; a CA file that is not there is a MqttTlsError (a ValueError: the settings
+        of programs that speak MQTT call this in a validator, so it ends them with exit CONFIG at start)."""
+        tls = cls()
+        if tls.ca_file is not None and not tls.ca_file.is_file():
+            raise MqttTlsError(f"MQTT CA file {tls.ca_file} does not exist or is not a file (STREAMTRAIN_MQTT_CA_FILE)")
+        return tls
+
+
+def tls_pending(sock) -> bool:
+    """The TLS layer holds decrypted bytes that the socket's readiness no longer shows: read them first."""
+    pending = getattr(sock, "pending", None)
+    return bool(pending and pending())
+
+
+def read_available(client: mqtt.Client) -> int:
+    """``loop_read``, again while TLS holds decrypted bytes (one TLS record may carry many PUBACKs, and select
+    would not wake up for them until more bytes arrive)."""
+    rc = client.loop_read()
+    while rc == mqtt.MQTT_ERR_SUCCESS and tls_pending(client.socket()):
+        rc = client.loop_read()
+    return rc
+
+
+def hivemq_config_xml(
+    port: int, bind: str, max_packet_bytes: int = BROKER_MAX_PACKET_BYTES, tls: tuple[str, str] | None = None
+) -> str:
     """HiveMQ CE's config.xml, the one every StreamTrain broker runs: the local stack (bind 127.0.0.1 and a
     free port), the launcher image (images/hivemq-config.xml: bind 0.0.0.0, port 1883; a test keeps the two
-    equal) and the operator's managed broker (a ConfigMap with the same text).
+    equal) and the operator's managed broker (a ConfigMap with the same text). With ``tls`` (a PKCS12
+    keystore's path and password) the one listener speaks TLS only.
 
     File persistence keeps sessions and queued QoS 1 messages across broker restarts.
     The queue must hold a bridge outage's worth of messages for the shared subscription."""
+    if tls is None:
+        listener = f"""        <tcp-listener>
+            <port>{port}</port>
+            <bind-address>{bind}</bind-address>
+        </tcp-listener>"""
+    else:
+        store, password = tls
+        listener = f"""        <tls-tcp-listener>
+            <port>{port}</port>
+            <bind-address>{bind}</bind-address>
+            <tls>
+                <keystore>
+                    <path>{store}</path>
+                    <password>{password}</password>
+                    <private-key-password>{password}</private-key-password>
+                </keystore>
+                <client-authentication-mode>NONE</client-authentication-mode>
+            </tls>
+        </tls-tcp-listener>"""
     return f"""<?xml version="1.0"?>
 <hivemq>
     <listeners>
-        <tcp-listener>
-            <port>{port}</port>
-            <bind-address>{bind}</bind-address>
-        </tcp-listener>
+{listener}
     </listeners>
     <mqtt>
         <packets>
@@ -83,6 +146,9 @@ def make_client(
     )
     if username is not None:
         client.username_pw_set(username, password)
+    tls = MqttTls.from_env()
+    if tls.ca_file is not None:
+        client.tls_set(ca_certs=str(tls.ca_file))  # the broker's chain and host name checked (paho's default)
     return client
 
 
@@ -161,7 +227,7 @@ class AsyncPublisher:
     # socket readiness -> paho
     def _on_socket_open(self, client, userdata, sock) -> None:
         no_delay(sock)
-        self._loop.add_reader(sock, client.loop_read)
+        self._loop.add_reader(sock, read_available, client)
 
     def _on_socket_close(self, client, userdata, sock) -> None:
         if sock.fileno() >= 0:

@@ -173,6 +173,11 @@ class StackSettings(CommonSettings, IngestMappingSettings):
             "the broker before its PUBACK, and no bridge is needed"
         ),
     )
+    mqtt_tls: bool = Field(
+        False,
+        description="HiveMQ listens with TLS only, on mqtt_port, with a self-signed certificate made on first start "
+        "(<home>/hivemq/secrets): MQTT clients set STREAMTRAIN_MQTT_CA_FILE to its ca.pem (`stack status` names it)",
+    )
     ingest_metrics_port: int = Field(0, description="Prometheus port of the ingestion extension (0: none)")
     broker_metrics_port: int = Field(
         0,

@@ -232,6 +232,13 @@ def _local_stack(ctx, home, kafka_port, mqtt_port):
 )
 @click.option("--prometheus-port", type=int, default=None, help="Prometheus web port with --monitoring (default 9090).")
 @click.option(
+    "--mqtt-tls",
+    is_flag=True,
+    default=None,
+    help=StackSettings.model_fields["mqtt_tls"].description + " (env STREAMTRAIN_MQTT_TLS). Takes effect when "
+    "HiveMQ starts.",
+)
+@click.option(
     "--ingest",
     type=click.Choice(["bridge", "extension"]),
     default=None,
@@ -240,7 +247,9 @@ def _local_stack(ctx, home, kafka_port, mqtt_port):
     "the broker before its PUBACK (env STREAMTRAIN_INGEST). Takes effect when HiveMQ starts.",
 )
 @click.pass_context
-def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, kafka_brokers, monitoring, prometheus_port, ingest) -> None:
+def stack_up(
+    ctx, home, kafka_port, mqtt_port, kafka_auth, kafka_brokers, monitoring, prometheus_port, mqtt_tls, ingest
+) -> None:
     """Start both brokers (if not running), wait until ready, create the pipeline topics."""
     from streamtrain.stack.ingest_extension import BuildError
     from streamtrain.stack.local import StackError
@@ -252,6 +261,8 @@ def stack_up(ctx, home, kafka_port, mqtt_port, kafka_auth, kafka_brokers, monito
             ctx.obj["log"]["kafka_brokers"] = kafka_brokers
         if ingest:
             ctx.obj["log"]["ingest"] = ingest
+        if mqtt_tls:
+            ctx.obj["log"]["mqtt_tls"] = True
         if monitoring:
             from streamtrain.stack.monitoring import LOCAL_PORTS
 

@@ -17,6 +17,7 @@ import click
 from pydantic_settings import BaseSettings
 
 from streamtrain.kafka.config import KafkaClientProperties, KafkaSecurity
+from streamtrain.mqtt import MqttTls
 from streamtrain.settings import CommonSettings, StackSettings
 
 #: Each command's settings class, as "module:class" (imported only when the page is made).
@@ -125,6 +126,8 @@ def render() -> str:
     lines += [*_settings_table(CommonSettings, set()), ""]
     lines += ["### Every Kafka client (KafkaSecurity, KafkaClientProperties)", ""]
     lines += [*_settings_table(KafkaSecurity, set()), *_settings_table(KafkaClientProperties, set())[2:], ""]
+    lines += ["### Every MQTT client (MqttTls)", ""]
+    lines += [*_settings_table(MqttTls, set()), ""]
     for command, ref in [*PROGRAM_SETTINGS.items(), ("stack", "streamtrain.settings:StackSettings")]:
         cls = StackSettings if command == "stack" else _class(ref)
         lines += [f"### `streamtrain {command}` ({cls.__name__})", ""]

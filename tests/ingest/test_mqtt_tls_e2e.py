@@ -1,0 +1,102 @@
+"""MQTT over TLS on the real HiveMQ: `stack up --mqtt-tls` makes a certificate and a TLS-only listener, and
+the real simulator and bridge programs, given the stack's CA (STREAMTRAIN_MQTT_CA_FILE), move every reading
+into Kafka through it; a client that speaks plain MQTT, or TLS without that CA, gets no session."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from streamtrain.kafka import ensure_topics, read_topic
+from streamtrain.settings import CommonSettings, StackSettings
+from streamtrain.stack import hivemq
+from streamtrain.stack.local import LocalStack, free_port
+from streamtrain.topics import pipeline_topics
+from tests.conftest import REPO
+from tests.programs import Program, settings_env
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def tls_stack(local_stack, tmp_path_factory):
+    """A HiveMQ with a TLS-only listener beside the session's Kafka."""
+    settings = StackSettings(
+        home=tmp_path_factory.mktemp("mqtt-tls"),
+        jars=REPO / ".streamtrain" / "lib",
+        kafka_port=local_stack.settings.kafka_port,
+        mqtt_port=free_port(),
+        mqtt_tls=True,
+    )
+    stack = LocalStack(settings)
+    stack.start_hivemq()
+    try:
+        stack._wait(stack.hivemq, stack.hivemq_ready, 120)
+        yield stack
+    finally:
+        stack.stop_service(stack.hivemq)
+
+
+def test_simulator_and_bridge_move_every_reading_over_tls(tls_stack, local_stack, tmp_path):
+    ca = tls_stack.mqtt_ca_file
+    assert ca is not None and ca.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    status = tls_stack.status()["hivemq"]
+    assert status["ready"] and status["tls"] == {"STREAMTRAIN_MQTT_CA_FILE": str(ca)}
+    # A stack opened without the flag (`stack status`) finds the TLS broker and probes it over TLS.
+    assert LocalStack(tls_stack.settings.model_copy(update={"mqtt_tls": False})).hivemq_ready() is False
+    assert LocalStack(StackSettings(home=tls_stack.home, mqtt_port=tls_stack.settings.mqtt_port)).hivemq_ready()
+
+    tag = uuid.uuid4().hex[:8]
+    s = CommonSettings(
+        kafka_bootstrap=local_stack.bootstrap,
+        mqtt_port=tls_stack.settings.mqtt_port,
+        topic_raw=f"tls{tag}.raw",
+        topic_deadletter=f"tls{tag}.deadletter",
+    )
+    wanted = (s.topic_raw, s.topic_deadletter)
+    ensure_topics(s.kafka_bootstrap, [t for t in pipeline_topics(s, partitions=3) if t.name in wanted])
+    env = {"mqtt_ca_file": str(ca)}
+    bridge = Program(
+        ["bridge"], settings_env(s, client_id=f"tls-{tag}", share_group=f"tls-{tag}", **env), tmp_path / "bridge.log"
+    ).start()
+    try:
+        bridge.wait_log('"mqtt_subscribed"', timeout=60)
+        devices, count = 20, 25
+        sim = Program(
+            ["simulate", "--devices", str(devices), "--count", str(count), "--rate", "0"],
+            settings_env(s, **env),
+            tmp_path / "simulate.log",
+        ).start()
+        assert sim.proc.wait(timeout=120) == 0, sim.log()[-3000:]
+        total = devices * count
+        raw = read_topic(s.kafka_bootstrap, s.topic_raw, until=lambda m: len(m) >= total, timeout=120)
+        readings = {(r["device_id"], r["seq"]) for r in (json.loads(m.value()) for m in raw)}
+        assert len(raw) == total and len(readings) == total
+        assert not read_topic(s.kafka_bootstrap, s.topic_deadletter, timeout=3)
+    finally:
+        assert bridge.stop() == 0, bridge.log()[-3000:]
+
+
+def test_plain_clients_and_clients_without_the_ca_get_no_session(tls_stack):
+    port = tls_stack.settings.mqtt_port
+    assert hivemq.ready(port) is False  # plain MQTT on the TLS listener: no CONNACK
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"untrusting-{uuid.uuid4().hex[:6]}")
+    client.tls_set()  # the system's CAs only: the broker's self-signed certificate is not among them
+    with pytest.raises(ssl.SSLCertVerificationError):
+        client.connect("127.0.0.1", port)
+    assert hivemq.ready(port, ca_file=tls_stack.mqtt_ca_file) is True
+
+
+def test_a_program_given_a_missing_ca_file_stops_with_a_config_error(tmp_path):
+    missing = tmp_path / "nope.pem"
+    prog = Program(
+        ["bridge"],
+        settings_env(CommonSettings(mqtt_port=free_port()), mqtt_ca_file=str(missing)),
+        tmp_path / "bridge.log",
+    ).start()
+    assert prog.proc.wait(timeout=60) == 2, prog.log()[-3000:]
+    assert f"MQTT CA file {missing} does not exist" in prog.log()
