@@ -6,6 +6,7 @@ data before a birth make the extension ask the edge node for its births, over MQ
 
 from __future__ import annotations
 
+import json
 import queue
 import time
 import urllib.request
@@ -30,12 +31,22 @@ pytestmark = pytest.mark.e2e
 DT = psp.DataType
 
 
-@pytest.fixture(scope="module")
-def sparkplug_stack(local_stack, tmp_path_factory):
-    """A HiveMQ with the extension and the sparkplug-b preset, writing to test-unique topics of the session's Kafka."""
+class AckModeStack(LocalStack):
+    """The local stack with the extension's ack.mode set (the stack writes puback, the default, otherwise)."""
+
+    ack_mode = "puback"
+
+    def ingest_properties(self) -> dict[str, str]:
+        return {**super().ingest_properties(), "ack.mode": self.ack_mode}
+
+
+@pytest.fixture(scope="module", params=["puback", "async"])
+def sparkplug_stack(request, local_stack, tmp_path_factory):
+    """A HiveMQ with the extension and the sparkplug-b preset, writing to test-unique topics of the session's Kafka;
+    the PUBACK of a message waits for all its records in the outbound interceptor (puback) or in the async output."""
     tag = uuid.uuid4().hex[:8]
     settings = StackSettings(
-        home=tmp_path_factory.mktemp("sparkplug-ext"),
+        home=tmp_path_factory.mktemp(f"sparkplug-ext-{request.param}"),
         jars=REPO / ".streamtrain" / "lib",
         kafka_port=local_stack.settings.kafka_port,
         mqtt_port=free_port(),
@@ -45,7 +56,8 @@ def sparkplug_stack(local_stack, tmp_path_factory):
         topic_raw=f"s{tag}.raw",
         topic_deadletter=f"s{tag}.deadletter",
     )
-    stack = LocalStack(settings)
+    stack = AckModeStack(settings)
+    stack.ack_mode = request.param
     wanted = (settings.topic_raw, settings.topic_deadletter)
     ensure_topics(stack.bootstrap, [t for t in pipeline_topics(settings, partitions=3) if t.name in wanted])
     stack.start_hivemq()
@@ -193,6 +205,11 @@ def test_the_extension_decodes_sparkplug_b_as_the_bridge_does(sparkplug_stack):
         'streamtrain_bridge_deadlettered_total{reason="malformed_protobuf"}': 1.0,
         "streamtrain_bridge_forwarded_total": float(len(readings)),
     }
+    started = [
+        json.loads(line) for line in stack.hivemq.log_file.read_text().splitlines() if '"ingest_started"' in line
+    ]
+    assert [(e["mapping"], e["ack_mode"]) for e in started][-1:] == [("sparkplug-b", stack.ack_mode)]
+
     deadline = time.monotonic() + 10
     while (got := {k: scrape(stack).get(k) for k in want}) != want:
         assert time.monotonic() < deadline, {k: (v, want[k]) for k, v in got.items() if v != want[k]}
