@@ -370,18 +370,27 @@ def load_mapping(spec: str, topics: list[str] | None = None) -> IngestMapping:
 def _load_mapping(spec: str) -> IngestMapping:
     if spec in PRESETS:
         return PRESETS[spec]
-    path = Path(spec)
-    if not path.is_file():
-        raise ValueError(f"ingest mapping {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
-    data = yaml.safe_load(path.read_text()) or {}
+    if spec.lstrip().startswith("{"):  # inline: how the operator hands a StreamingTraining's mapping over
+        where, text, name = "(inline)", spec, "inline"
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise ValueError(
+                f"ingest mapping {spec!r} is neither a preset ({', '.join(PRESETS)}), a file nor an inline JSON object"
+            )
+        where, text, name = spec, path.read_text(), path.stem
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"ingest mapping {where}: not YAML/JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"ingest mapping {spec}: a YAML mapping is expected")
+        raise ValueError(f"ingest mapping {where}: a YAML mapping is expected")
     base = data.pop("preset", None)
     if base is not None:
         if base not in PRESETS:
-            raise ValueError(f"ingest mapping {spec}: unknown preset {base!r}")
+            raise ValueError(f"ingest mapping {where}: unknown preset {base!r}")
         data = {**PRESETS[base].model_dump(), **data}
-    data.setdefault("name", path.stem)
+    data.setdefault("name", name)
     return IngestMapping.model_validate(data)
 
 
@@ -395,9 +404,9 @@ class IngestMappingSettings(BaseSettings):
     ingest_mapping: str = Field(
         "streamtrain",
         description=(
-            "How devices publish: a preset (" + ", ".join(PRESETS) + ") or a YAML mapping file "
-            "(docs/devices.md); the MQTT subscriptions are derived from its topic patterns. The HiveMQ extension "
-            "takes the presets but sparkplug-b, and JSON mapping files (JSON is YAML)"
+            "How devices publish: a preset (" + ", ".join(PRESETS) + "), a YAML mapping file (docs/devices.md) or "
+            "the same as an inline JSON object; the MQTT subscriptions are derived from its topic patterns. The "
+            "HiveMQ extension takes the presets, JSON mapping files (JSON is YAML) and inline JSON"
         ),
     )
     ingest_topics: str | None = Field(

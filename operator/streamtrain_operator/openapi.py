@@ -26,7 +26,10 @@ def _structural(node: dict, defs: dict) -> dict:
                 out["nullable"] = True
                 continue
         if key == "exclusiveMinimum" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            out["minimum"] = value + 1  # only used on integers (PositiveInt)
+            # Integers (PositiveInt): the next one. Numbers: the bound itself (the structural schema's boolean
+            # exclusiveMinimum has no JSON-Schema twin offline); the model refuses the bound when the operator
+            # loads the spec, marking the resource as one that cannot run.
+            out["minimum"] = value + 1 if node.get("type") == "integer" else value
             continue
         if key == "properties":
             out[key] = {k: _structural(v, defs) for k, v in value.items()}

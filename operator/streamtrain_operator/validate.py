@@ -105,14 +105,13 @@ CEL_TWINS: dict[str, Callable[[Any], bool]] = {  # a rule's `self` is an object 
     "!has(self.model.smoothing) || self.model.kind == 'windowed'": lambda s: (
         "smoothing" not in s["model"] or _get(s, "model.kind") == "windowed"
     ),
-    "self.ingest.preset != 'sparkplug-b' || self.mqtt.ingest == 'bridge'": lambda s: (
-        _get(s, "ingest.preset") != "sparkplug-b" or _get(s, "mqtt.ingest") == "bridge"
+    "(self.ingest.preset == 'streamtrain' && !has(self.ingest.mapping)) "
+    "|| self.mqtt.authentication != 'credentials'": lambda s: (
+        (_get(s, "ingest.preset") == "streamtrain" and "mapping" not in s["ingest"])
+        or _get(s, "mqtt.authentication") != "credentials"
     ),
-    "self.ingest.preset == 'streamtrain' || self.mqtt.authentication != 'credentials'": lambda s: (
-        _get(s, "ingest.preset") == "streamtrain" or _get(s, "mqtt.authentication") != "credentials"
-    ),
-    "!has(self.ingest.topics) || self.ingest.preset != 'streamtrain'": lambda s: (
-        "topics" not in s["ingest"] or _get(s, "ingest.preset") != "streamtrain"
+    "!has(self.ingest.topics) || self.ingest.preset != 'streamtrain' || has(self.ingest.mapping)": lambda s: (
+        "topics" not in s["ingest"] or _get(s, "ingest.preset") != "streamtrain" or "mapping" in s["ingest"]
     ),
 }
 

@@ -391,3 +391,28 @@ def test_one_value_topics_merge_into_readings_and_survive_a_bridge_restart(pipel
         "humidity": 48.2,
         "wifi_signal": -61.0,
     }
+
+
+def test_a_resources_whole_mapping_runs_in_the_real_bridge(pipeline, bridge_factory):  # noqa: F811
+    """spec.ingest.mapping as the operator renders it (inline JSON in STREAMTRAIN_INGEST_MAPPING): the plugs'
+    local time zone and a renamed channel, on the resource's own topics."""
+    from streamtrain.operator.ingest import ingest_env
+
+    tag = uuid.uuid4().hex[:6]
+    spec = {
+        "ingest": {
+            "preset": "tasmota",
+            "topics": [f"home-{tag}/{{device_id}}/SENSOR"],
+            "mapping": {"ts_timezone": "Europe/Berlin", "rename": {"ENERGY_Power": "watts"}},
+        }
+    }
+    env = {e["name"]: e["value"] for e in ingest_env(spec)}
+    bridge_factory(ingest_mapping=env["STREAMTRAIN_INGEST_MAPPING"], ingest_topics=env["STREAMTRAIN_INGEST_TOPICS"])
+    publish_all(
+        pipeline.mqtt_port, [(f"home-{tag}/plug-9/SENSOR", p.encode({**p.TASMOTA, "Time": "2026-12-06T11:15:00"}))]
+    )
+    [raw] = bodies(read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, until=lambda m: len(m) >= 1, timeout=60))
+    channels = {("watts" if k == "energy_power" else k): v for k, v in p.TASMOTA_CHANNELS.items()}
+    assert raw == pytest.approx(
+        {"device_id": "plug-9", "ts": p.TASMOTA_TS, "seq": int(p.TASMOTA_TS * 1000), **channels}
+    )  # 11:15 in Berlin is 10:15 UTC

@@ -205,6 +205,21 @@ INVALID = [
         },
         "spec.ingest.preset: Invalid value: mqtt.authentication credentials lets a device publish to",
     ),
+    ({"ingest": {"preset": "tasmota", "mapping": {"names": "camelCase"}}}, "spec.ingest.mapping.names: 'camelCase'"),
+    ({"ingest": {"mapping": {"rename": {"a": 1}}}}, "spec.ingest.mapping.rename.a: 1 is not of type 'string'"),
+    (
+        {
+            "ingest": {"mapping": {"ts_path": "t"}},
+            "fleet": {"simulated": False},
+            "mqtt": {
+                "authentication": "credentials",
+                "usersSecretRef": {"name": "users", "key": "users"},
+                "username": {"secretKeyRef": {"name": "bridge", "key": "user"}},
+                "password": {"secretKeyRef": {"name": "bridge", "key": "password"}},
+            },
+        },
+        "spec.ingest.preset: Invalid value: mqtt.authentication credentials lets a device publish to",
+    ),
 ]
 
 

@@ -58,3 +58,53 @@ def test_the_bridge_settings_read_the_rendered_mapping(monkeypatch, ingest, filt
 def test_topic_patterns_the_bridge_would_refuse_make_the_spec_invalid():
     with pytest.raises(ValueError, match="must be literal"):
         ingest_env({"ingest": {"preset": "tasmota", "topics": ["home/#"]}})
+
+
+@pytest.mark.parametrize(
+    ("ingest", "want", "filters"),
+    [
+        (  # a preset changed: the plugs' local time zone, one channel renamed
+            {"preset": "tasmota", "mapping": {"ts_timezone": "Europe/Berlin", "rename": {"ENERGY_Power": "watts"}}},
+            {"name": "tasmota", "ts_timezone": "Europe/Berlin", "ts_path": "Time", "rename": {"ENERGY_Power": "watts"}},
+            ["tele/+/SENSOR"],
+        ),
+        (  # a mapping of one's own: a mapping file's defaults, topics from ingest.topics
+            {
+                "topics": ["plant/{site}/{device_id}/metrics"],
+                "mapping": {"ts_path": "meta.t", "ts_format": "ms", "channels_root": "values", "hold_s": 60},
+            },
+            {"name": "inline", "format": "json", "ts_path": "meta.t", "ts_format": "ms", "channels_root": "values"},
+            ["plant/+/+/metrics"],
+        ),
+    ],
+)
+def test_a_whole_mapping_reaches_the_bridge_as_inline_json(monkeypatch, ingest, want, filters):
+    env = bridge_env(ingest)
+    assert env["STREAMTRAIN_INGEST_MAPPING"].startswith("{")
+    for key in ("STREAMTRAIN_INGEST_MAPPING", "STREAMTRAIN_INGEST_TOPICS"):
+        if key in env:
+            monkeypatch.setenv(key, env[key])
+    mapping = BridgeSettings().mapping()
+    assert {k: getattr(mapping, k) for k in want} == want
+    assert BridgeSettings().filters() == filters
+
+
+def test_the_mapping_schema_is_the_models_without_defaults():
+    from streamtrain.ingest_mapping import IngestMapping
+    from streamtrain.operator.ingest import NOT_IN_RESOURCE, mapping_schema
+
+    schema = mapping_schema()
+    assert set(schema["properties"]) == set(IngestMapping.model_fields) - set(NOT_IN_RESOURCE)
+
+    def keys(node):
+        return set(node) | {k for v in node.values() if isinstance(v, dict) for k in keys(v)}
+
+    assert "default" not in keys(schema)  # a field left out keeps the preset's value
+    assert schema["properties"]["names"]["enum"] == ["snake_case", "keep"]
+
+
+def test_a_mapping_the_bridge_would_refuse_makes_the_spec_invalid():
+    with pytest.raises(ValueError, match="unknown time zone"):
+        ingest_env({"ingest": {"preset": "tasmota", "mapping": {"ts_timezone": "Mars/Olympus"}}})
+    with pytest.raises(ValueError, match="take no ts_path"):
+        ingest_env({"ingest": {"topics": ["{device_id}/{channel}"], "mapping": {"ts_path": "t"}}})

@@ -86,6 +86,20 @@ def test_invalid_resources_rejected_naming_field_and_limit(namespace, spec, mess
         assert re.search(rf"{re.escape(field)}\b.*{wording} {re.escape(limit)}\b", res.stderr), res.stderr
 
 
+def test_a_whole_ingest_mapping_is_accepted_and_kept(namespace):
+    """spec.ingest.mapping: the fields of a mapping file, kept as written (no defaults filled in: a field left out
+    keeps the preset's value), and one the model does not have refused, not pruned."""
+    resource = copy.deepcopy(load_example(ROOT / "examples/minimal.yaml"))
+    mapping = {"ts_timezone": "Europe/Berlin", "rename": {"ENERGY_Power": "watts"}, "exclude": ["*Unit"], "hold_s": 60}
+    resource["spec"]["ingest"] = {"preset": "tasmota", "topics": ["home/tele/{device_id}/SENSOR"], "mapping": mapping}
+    res = server_create(namespace, resource, "-o", "json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["spec"]["ingest"]["mapping"] == mapping
+    resource["spec"]["ingest"]["mapping"] = {**mapping, "timezone": "UTC"}
+    res = server_create(namespace, resource)
+    assert res.returncode != 0 and 'unknown field "spec.ingest.mapping.timezone"' in res.stderr, res.stderr
+
+
 def test_unknown_fields_are_refused_not_pruned(namespace):
     resource = load_example(ROOT / "examples/minimal.yaml")
     resource["spec"]["fleet"] = {"size": 10}
