@@ -228,3 +228,16 @@ def test_held_values_expire_after_hold_s_and_are_restored_no_older_than_they_wer
     held.merge("b", 1.0, {"t": 1.0})
     held.merge("c", 1.0, {"t": 1.0})  # a, the least recently heard, is forgotten
     assert set(held.devices) == {"b", "c"}
+
+
+def test_an_inline_json_mapping_reads_like_a_mapping_file():
+    changed = load_mapping('{"preset": "tasmota", "ts_timezone": "Europe/Berlin"}')
+    assert changed == PRESETS["tasmota"].model_copy(update={"ts_timezone": "Europe/Berlin"})
+    own = load_mapping(' {"topics": ["plant/{device_id}"], "ts_path": "t"}')
+    assert (own.name, own.format, own.ts_path, own.subscriptions) == ("inline", "json", "t", ["plant/+"])
+    with pytest.raises(ValueError, match=r"ingest mapping \(inline\): not YAML/JSON"):
+        load_mapping('{"ts_path": ')
+    with pytest.raises(ValueError, match="unknown preset 'modbus'"):
+        load_mapping('{"preset": "modbus"}')
+    with pytest.raises(ValueError, match="an inline JSON object"):
+        load_mapping("no-such-preset")
