@@ -205,10 +205,12 @@ def test_the_extension_decodes_sparkplug_b_as_the_bridge_does(sparkplug_stack):
         'streamtrain_bridge_deadlettered_total{reason="malformed_protobuf"}': 1.0,
         "streamtrain_bridge_forwarded_total": float(len(readings)),
     }
-    started = [
-        json.loads(line) for line in stack.hivemq.log_file.read_text().splitlines() if '"ingest_started"' in line
-    ]
+    log = stack.hivemq.log_file.read_text()
+    started = [json.loads(line) for line in log.splitlines() if '"ingest_started"' in line]
     assert [(e["mapping"], e["ack_mode"]) for e in started][-1:] == [("sparkplug-b", stack.ack_mode)]
+    for event in ("sparkplug_birth", "sparkplug_death", "sparkplug_no_birth", "sparkplug_rebirth_requested"):
+        assert f'"event":"{event}"' in log, event
+    assert '"why":"seq 4 after 1"' in log  # edge-2's gap, in its rebirth request (gaps themselves are sampled)
 
     deadline = time.monotonic() + 10
     while (got := {k: scrape(stack).get(k) for k in want}) != want:

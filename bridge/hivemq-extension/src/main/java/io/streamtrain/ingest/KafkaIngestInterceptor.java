@@ -48,7 +48,7 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
     static final int DEADLETTER_PAYLOAD_LIMIT = 512 * 1024;
     /** One log line per this many publishes on topics the mapping does not take (all are counted). */
     static final long UNMATCHED_LOG_EVERY = 1000;
-    /** Sparkplug B: one log line per this many seq gaps or data before a birth (all are counted). */
+    /** Sparkplug B: one log line per this many seq gaps, and per this many data before a birth (all counted). */
     static final long SPARKPLUG_LOG_EVERY = 100;
     /** Edge nodes whose births are kept; beyond, the least recent is forgotten (Python's SparkplugDecoder). */
     static final int SPARKPLUG_MAX_NODES = 100_000;
@@ -62,7 +62,8 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
     private final AtomicLong unmatchedSeen = new AtomicLong();
     /** Format sparkplug_b: the decoder of every edge node; null otherwise. */
     private final SparkplugDecoder sparkplug;
-    private final AtomicLong sparkplugTroubleSeen = new AtomicLong();
+    private final AtomicLong seqGapsSeen = new AtomicLong();
+    private final AtomicLong noBirthSeen = new AtomicLong();
     /** Publishes a rebirth request (topic, payload): HiveMQ's publish service; replaceable in tests. */
     BiConsumer<String, byte[]> rebirthPublisher = KafkaIngestInterceptor::publishRebirth;
     private final Producer<byte[], byte[]> producer;
@@ -150,7 +151,8 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
                 continue;  // counted by type; not the edge node's data
             }
             if (name.equals("sparkplug_seq_gap") || name.equals("sparkplug_no_birth")) {
-                long seen = sparkplugTroubleSeen.incrementAndGet();  // a broken edge node may send many
+                // A broken edge node may send many: the first and every SPARKPLUG_LOG_EVERYth of each kind.
+                long seen = (name.equals("sparkplug_seq_gap") ? seqGapsSeen : noBirthSeen).incrementAndGet();
                 if (seen % SPARKPLUG_LOG_EVERY != 1) {
                     continue;
                 }
