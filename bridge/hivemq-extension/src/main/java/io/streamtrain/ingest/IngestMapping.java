@@ -504,7 +504,7 @@ final class IngestMapping {
     TelemetryValidator.Result apply(String topic, byte[] payload, double arrived, int maxBytes, Set<String> known,
                                     ArrivalSeq arrivalSeq, HeldValues held) {
         if (format.equals("sparkplug_b")) {
-            throw new IllegalStateException("sparkplug_b needs mqtt.ingest bridge");
+            throw new IllegalStateException("sparkplug_b messages go through SparkplugDecoder (births per edge node)");
         }
         if (format.equals("streamtrain")) {
             return new TelemetryValidator(maxBytes, known).validate(payload, topic);
