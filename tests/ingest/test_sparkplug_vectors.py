@@ -35,7 +35,8 @@ def test_sequence(seq):
         where = f"message {i}: {m['topic']}"
         assert out.message_type == m["message_type"], where
         if "reason" in m:
-            assert out.rejection is not None and out.rejection.reason == m["reason"], where
+            assert out.rejection is not None, where
+            assert (out.rejection.reason, out.rejection.detail) == (m["reason"], m["detail"]), where
             assert out.device_id == m["key"], where
         else:
             assert out.rejection is None, (where, out.rejection)

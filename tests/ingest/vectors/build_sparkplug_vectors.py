@@ -109,7 +109,7 @@ def sequence(name: str, messages: list[tuple], **changes) -> None:
             step["max_bytes"] = max_bytes
         step["message_type"] = out.message_type
         if out.rejection is not None:
-            step["reason"] = out.rejection.reason
+            step["reason"], step["detail"] = out.rejection.reason, out.rejection.detail
             step["key"] = out.device_id
         else:
             step["records"] = [{"key": r.device_id, "value": r.to_json().decode()} for r in out.readings]

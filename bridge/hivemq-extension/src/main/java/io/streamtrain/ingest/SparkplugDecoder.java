@@ -194,7 +194,7 @@ final class SparkplugDecoder {
         }
         if (mapping.matchTopic(topic) == null) {
             out.rejection = new TelemetryValidator.Rejected("bad_topic", "topic " + PyFormat.repr(topic)
-                    + " matches no pattern of mapping " + mapping.name + " (" + mapping.topics + ")");
+                    + " matches no pattern of mapping " + mapping.name + " (" + reprList(mapping.topics) + ")");
             return out;
         }
         Object parsed = parseTopic(topic);
@@ -449,6 +449,15 @@ final class SparkplugDecoder {
             PyFormat.appendFloat(out, c.getValue());
         }
         return new TelemetryValidator.Accepted(device, out.append('}').toString().getBytes(StandardCharsets.US_ASCII));
+    }
+
+    /** Python's repr of a list of strings. */
+    static String reprList(List<String> items) {
+        StringBuilder out = new StringBuilder("[");
+        for (String item : items) {
+            out.append(out.length() > 1 ? ", " : "").append(PyFormat.repr(item));
+        }
+        return out.append(']').toString();
     }
 
     private static TelemetryValidator.Rejected rejected(String reason, String detail) {
