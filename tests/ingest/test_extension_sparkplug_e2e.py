@@ -191,6 +191,8 @@ def test_the_extension_decodes_sparkplug_b_as_the_bridge_does(sparkplug_stack):
             payload,
         )
         assert m.key() == outcome.device_id.encode()
+        if outcome.rejection.reason != "malformed_protobuf":  # its detail ends with each protobuf library's message
+            assert h["streamtrain.detail"] == outcome.rejection.detail
     assert {headers_dict(m)["streamtrain.reason"] for m in dead} == {"unknown_alias", "malformed_protobuf"}
 
     want = {
