@@ -92,6 +92,11 @@ def listen(port: int, topic: str) -> tuple[mqtt.Client, queue.Queue]:
     return client, inbox
 
 
+def level(seq: int, ms: int, value: int) -> bytes:
+    """An NDATA of a node whose birth names alias 1 "Level" (UInt16)."""
+    return psp.NData(timestamp=ms, seq=seq, metrics=[psp.Metric(ms, None, DT.UINT16, value, alias=1)]).encode()
+
+
 def test_the_extension_decodes_sparkplug_b_as_the_bridge_does(sparkplug_stack):
     stack, s = sparkplug_stack, sparkplug_stack.settings
     group = f"g{uuid.uuid4().hex[:6]}"
@@ -126,9 +131,6 @@ def test_the_extension_decodes_sparkplug_b_as_the_bridge_does(sparkplug_stack):
             psp.Metric(timestamp=now_ms, name="Level", datatype=DT.UINT16, value=0, alias=1),
         ],
     ).encode()
-
-    def level(seq: int, ms: int, value: int) -> bytes:
-        return psp.NData(timestamp=ms, seq=seq, metrics=[psp.Metric(ms, None, DT.UINT16, value, alias=1)]).encode()
 
     messages = [
         (motor.format("DDATA"), ddata(40, now_ms - 1000, 0)),  # before any birth: unknown alias, a rebirth asked
@@ -218,3 +220,53 @@ def test_the_extension_decodes_sparkplug_b_as_the_bridge_does(sparkplug_stack):
     while (got := {k: scrape(stack).get(k) for k in want}) != want:
         assert time.monotonic() < deadline, {k: (v, want[k]) for k, v in got.items() if v != want[k]}
         time.sleep(0.1)
+
+
+def test_an_edge_nodes_will_is_its_death_to_the_extension(sparkplug_stack):
+    """HiveMQ calls no publish interceptor for a will: the extension notes the NDEATH will all the same."""
+    stack, s = sparkplug_stack, sparkplug_stack.settings
+    group = f"w{uuid.uuid4().hex[:6]}"
+    node = f"spBv1.0/{group}/{{}}/edge-3"
+    now_ms = int(time.time() * 1000)
+    before = scrape(stack)
+    edge = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-3-{group}", protocol=mqtt.MQTTv311)
+    will = psp.NDeath(timestamp=None, bd_seq_metric=psp.Metric(None, "bdSeq", DT.INT64, 5)).encode()
+    edge.will_set(node.format("NDEATH"), will, qos=1)
+    edge.connect("127.0.0.1", s.mqtt_port, keepalive=30)
+    edge.loop_start()
+    birth = psp.NBirth(
+        timestamp=now_ms,
+        seq=0,
+        metrics=[
+            psp.Metric(now_ms, "bdSeq", DT.INT64, 5),
+            psp.Metric(now_ms, "Level", DT.UINT16, 0, alias=1),
+        ],
+    ).encode()
+    try:
+        for topic, payload in [(node.format("NBIRTH"), birth), (node.format("NDATA"), level(1, now_ms + 1, 3))]:
+            edge.publish(topic, payload, qos=1).wait_for_publish(30)
+    finally:
+        edge.loop_stop()
+        edge.socket().close()  # the connection lost, no DISCONNECT: the broker publishes the will
+
+    def changed(key: str) -> float:
+        return scrape(stack).get(key, 0.0) - before.get(key, 0.0)
+
+    deadline = time.monotonic() + 30
+    while changed('streamtrain_bridge_sparkplug_messages_total{type="NDEATH"}') < 1:
+        assert time.monotonic() < deadline, "the will's NDEATH was not noted"
+        time.sleep(0.1)
+    deaths = [json.loads(line) for line in stack.hivemq.log_file.read_text().splitlines() if group in line]
+    assert [(e["event"], e.get("current")) for e in deaths if e["event"] == "sparkplug_death"] == [
+        ("sparkplug_death", "True")
+    ]
+    # The edge node is gone: its data by alias, without a new birth, is refused as the bridge refuses it.
+    late = level(2, now_ms + 2, 4)
+    publish_all(s.mqtt_port, [(node.format("NDATA"), late)])
+    dead = read_topic(
+        stack.bootstrap, s.topic_deadletter, until=lambda m: any(x.value() == late for x in m), timeout=60
+    )
+    [m] = [m for m in dead if m.value() == late]
+    assert headers_dict(m)["streamtrain.reason"] == "unknown_alias"
+    raw = read_topic(stack.bootstrap, s.topic_raw, timeout=10)
+    assert [json.loads(m.value())["level"] for m in raw if m.key() == f"{group}:edge-3".encode()] == [3.0]

@@ -39,6 +39,10 @@ public final class IngestMain implements ExtensionMain {
                 metrics.serve(s.metricsHost(), s.metricsPort(),
                         () -> interceptor.kafkaUp);
             }
+            if (s.mapping().format.equals("sparkplug_b")) {
+                SparkplugWills wills = new SparkplugWills(s.mapping(), interceptor::sparkplugWill);
+                Services.eventRegistry().setClientLifecycleEventListener(providerInput -> wills);
+            }
             Services.initializerRegistry().setClientInitializer((initInput, client) -> {
                 client.addPublishInboundInterceptor(interceptor);
                 if (gate != null) {

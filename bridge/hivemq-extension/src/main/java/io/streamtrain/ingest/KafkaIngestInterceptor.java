@@ -144,6 +144,54 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
                            double arrived, long t0) {
         SparkplugDecoder.Outcome out = sparkplug.apply(topic, payload, arrived, settings.maxPayloadBytes(),
                 settings.knownDevices());
+        noted(out);
+        if (out.rejection != null) {
+            send(input, output, List.of(refused(input, topic, payload, out.rejection, out.deviceId())),
+                    out.rejection.reason(), t0);
+            return;
+        }
+        if (out.readings.isEmpty()) {  // a birth, a death, a command or a host's state: nothing to write
+            String type = out.messageType();
+            boolean forOthers = type.equals("NCMD") || type.equals("DCMD") || type.equals("STATE");
+            if (!settings.deliverToSubscribers() && !forOthers) {
+                output.preventPublishDelivery();
+            }
+            return;
+        }
+        List<ProducerRecord<byte[], byte[]>> records = new ArrayList<>(out.readings.size());
+        for (TelemetryValidator.Accepted reading : out.readings) {
+            records.add(rawRecord(topic, reading));
+        }
+        send(input, output, records, null, t0);
+    }
+
+    /**
+     * Format sparkplug_b: the NDEATH that the broker published as an edge node's will ({@link SparkplugWills}; no
+     * publish interceptor sees a will). Noted as any NDEATH; one that cannot be read is dead-lettered.
+     */
+    void sparkplugWill(String topic, byte[] payload) {
+        metrics.received.inc();
+        Instant now = Instant.now();
+        SparkplugDecoder.Outcome out = sparkplug.apply(topic, payload, now.getEpochSecond() + now.getNano() / 1e9,
+                settings.maxPayloadBytes(), settings.knownDevices());
+        noted(out);
+        if (out.rejection != null) {
+            String reason = out.rejection.reason();
+            Log.event("message_deadlettered", "reason", reason, "detail", out.rejection.detail(), "topic", topic,
+                    "client_id", "(will)", "bytes", String.valueOf(payload.length));
+            producer.send(deadLetter(topic, payload, out.rejection, out.deviceId()), (md, error) -> {
+                if (error == null) {
+                    metrics.deadlettered.labelValues(reason).inc();
+                } else {
+                    metrics.deliveryErrors.inc();
+                    Log.event("kafka_delivery_failed", "error", String.valueOf(error), "action", "a will: lost");
+                }
+            });
+        }
+    }
+
+    /** A Sparkplug B outcome's metrics and log lines (seq gaps and data before a birth sampled). */
+    private void noted(SparkplugDecoder.Outcome out) {
         metrics.sparkplugMessages.labelValues(out.messageType()).inc();
         for (String[] event : out.events) {
             String name = event[0];
@@ -173,24 +221,6 @@ final class KafkaIngestInterceptor implements PublishInboundInterceptor {
                 Log.event("sparkplug_rebirth_failed", "topic", out.rebirthTopic, "error", String.valueOf(e));
             }
         }
-        if (out.rejection != null) {
-            send(input, output, List.of(refused(input, topic, payload, out.rejection, out.deviceId())),
-                    out.rejection.reason(), t0);
-            return;
-        }
-        if (out.readings.isEmpty()) {  // a birth, a death, a command or a host's state: nothing to write
-            String type = out.messageType();
-            boolean forOthers = type.equals("NCMD") || type.equals("DCMD") || type.equals("STATE");
-            if (!settings.deliverToSubscribers() && !forOthers) {
-                output.preventPublishDelivery();
-            }
-            return;
-        }
-        List<ProducerRecord<byte[], byte[]>> records = new ArrayList<>(out.readings.size());
-        for (TelemetryValidator.Accepted reading : out.readings) {
-            records.add(rawRecord(topic, reading));
-        }
-        send(input, output, records, null, t0);
     }
 
     static void publishRebirth(String topic, byte[] payload) {
