@@ -85,6 +85,31 @@ def running_stack(home: Path, **overrides):
         stack.down()
 
 
+@contextlib.contextmanager
+def another_hivemq(local_stack, home: Path, stack_class=None, **overrides):
+    """A HiveMQ of a test's own (the extension, TLS, ...) beside the session's Kafka, writing to test-unique raw
+    and dead-letter topics (created), stopped at the end; ``stack_class``: a LocalStack subclass to run it."""
+    from streamtrain.stack.local import LocalStack, free_port
+
+    tag = uuid.uuid4().hex[:8]
+    settings = StackSettings(
+        home=home,
+        jars=REPO / ".streamtrain" / "lib",
+        kafka_port=local_stack.settings.kafka_port,
+        mqtt_port=free_port(),
+        **{"topic_raw": f"h{tag}.raw", "topic_deadletter": f"h{tag}.deadletter", **overrides},
+    )
+    stack = (stack_class or LocalStack)(settings)
+    wanted = (settings.topic_raw, settings.topic_deadletter)
+    ensure_topics(stack.bootstrap, [t for t in pipeline_topics(settings, partitions=3) if t.name in wanted])
+    stack.start_hivemq()
+    try:
+        stack._wait(stack.hivemq, stack.hivemq_ready, 120)
+        yield stack
+    finally:
+        stack.stop_service(stack.hivemq)
+
+
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory):
     logs.configure(os.environ.get("STREAMTRAIN_LOG_LEVEL", "INFO"), "console")

@@ -16,12 +16,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from streamtrain import telemetry
-from streamtrain.kafka import ensure_topics, headers_dict, read_topic
-from streamtrain.settings import StackSettings
+from streamtrain.kafka import headers_dict, read_topic
 from streamtrain.stack import loadgen
-from streamtrain.stack.local import LocalStack, free_port
-from streamtrain.topics import pipeline_topics
-from tests.conftest import REPO
+from streamtrain.stack.local import free_port
+from tests.conftest import another_hivemq
 from tests.ingest.test_vectors import VECTORS, _payload
 
 pytestmark = pytest.mark.e2e
@@ -30,32 +28,9 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def ingest_stack(local_stack, tmp_path_factory):
     """A second HiveMQ with the extension, writing to test-unique topics of the session's Kafka."""
-    tag = uuid.uuid4().hex[:8]
-    settings = StackSettings(
-        home=tmp_path_factory.mktemp("ingest"),
-        jars=REPO / ".streamtrain" / "lib",
-        kafka_port=local_stack.settings.kafka_port,
-        mqtt_port=free_port(),
-        ingest="extension",
-        ingest_metrics_port=free_port(),
-        topic_raw=f"x{tag}.raw",
-        topic_deadletter=f"x{tag}.deadletter",
-    )
-    stack = LocalStack(settings)
-    ensure_topics(
-        stack.bootstrap,
-        [
-            t
-            for t in pipeline_topics(settings, partitions=3)
-            if t.name in (settings.topic_raw, settings.topic_deadletter)
-        ],
-    )
-    stack.start_hivemq()
-    try:
-        stack._wait(stack.hivemq, stack.hivemq_ready, 120)
+    home = tmp_path_factory.mktemp("ingest")
+    with another_hivemq(local_stack, home, ingest="extension", ingest_metrics_port=free_port()) as stack:
         yield stack
-    finally:
-        stack.stop_service(stack.hivemq)
 
 
 def acked_pairs(path) -> collections.Counter:

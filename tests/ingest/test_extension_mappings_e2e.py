@@ -14,11 +14,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from streamtrain import ingest_mapping, telemetry
-from streamtrain.kafka import ensure_topics, headers_dict, read_topic
-from streamtrain.settings import StackSettings
-from streamtrain.stack.local import LocalStack, free_port
-from streamtrain.topics import pipeline_topics
-from tests.conftest import REPO
+from streamtrain.kafka import headers_dict, read_topic
+from streamtrain.stack.local import free_port
+from tests.conftest import another_hivemq
 from tests.ingest import device_payloads as dp
 
 pytestmark = pytest.mark.e2e
@@ -29,27 +27,10 @@ JSON_PRESETS = [name for name, m in ingest_mapping.PRESETS.items() if m.format =
 @pytest.fixture(scope="module", params=JSON_PRESETS)
 def mapped_stack(request, local_stack, tmp_path_factory):
     """A HiveMQ with the extension and one preset, writing to test-unique topics of the session's Kafka."""
-    tag = uuid.uuid4().hex[:8]
-    settings = StackSettings(
-        home=tmp_path_factory.mktemp(f"mapped-{request.param}"),
-        jars=REPO / ".streamtrain" / "lib",
-        kafka_port=local_stack.settings.kafka_port,
-        mqtt_port=free_port(),
-        ingest="extension",
-        ingest_mapping=request.param,
-        ingest_metrics_port=free_port(),
-        topic_raw=f"m{tag}.raw",
-        topic_deadletter=f"m{tag}.deadletter",
-    )
-    stack = LocalStack(settings)
-    wanted = (settings.topic_raw, settings.topic_deadletter)
-    ensure_topics(stack.bootstrap, [t for t in pipeline_topics(settings, partitions=3) if t.name in wanted])
-    stack.start_hivemq()
-    try:
-        stack._wait(stack.hivemq, stack.hivemq_ready, 120)
+    home = tmp_path_factory.mktemp(f"mapped-{request.param}")
+    settings = {"ingest": "extension", "ingest_mapping": request.param, "ingest_metrics_port": free_port()}
+    with another_hivemq(local_stack, home, **settings) as stack:
         yield request.param, stack
-    finally:
-        stack.stop_service(stack.hivemq)
 
 
 def messages(preset: str, run: str) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:

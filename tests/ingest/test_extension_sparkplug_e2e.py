@@ -17,12 +17,10 @@ import pysparkplug as psp
 import pytest
 
 from streamtrain import ingest_mapping
-from streamtrain.kafka import ensure_topics, headers_dict, read_topic
-from streamtrain.settings import StackSettings
+from streamtrain.kafka import headers_dict, read_topic
 from streamtrain.sparkplug import SparkplugDecoder
 from streamtrain.stack.local import LocalStack, free_port
-from streamtrain.topics import pipeline_topics
-from tests.conftest import REPO
+from tests.conftest import another_hivemq
 from tests.ingest.test_device_formats_e2e import publish_all
 from tests.ingest.test_sparkplug_e2e import births, ddata
 
@@ -44,28 +42,11 @@ class AckModeStack(LocalStack):
 def sparkplug_stack(request, local_stack, tmp_path_factory):
     """A HiveMQ with the extension and the sparkplug-b preset, writing to test-unique topics of the session's Kafka;
     the PUBACK of a message waits for all its records in the outbound interceptor (puback) or in the async output."""
-    tag = uuid.uuid4().hex[:8]
-    settings = StackSettings(
-        home=tmp_path_factory.mktemp(f"sparkplug-ext-{request.param}"),
-        jars=REPO / ".streamtrain" / "lib",
-        kafka_port=local_stack.settings.kafka_port,
-        mqtt_port=free_port(),
-        ingest="extension",
-        ingest_mapping="sparkplug-b",
-        ingest_metrics_port=free_port(),
-        topic_raw=f"s{tag}.raw",
-        topic_deadletter=f"s{tag}.deadletter",
-    )
-    stack = AckModeStack(settings)
-    stack.ack_mode = request.param
-    wanted = (settings.topic_raw, settings.topic_deadletter)
-    ensure_topics(stack.bootstrap, [t for t in pipeline_topics(settings, partitions=3) if t.name in wanted])
-    stack.start_hivemq()
-    try:
-        stack._wait(stack.hivemq, stack.hivemq_ready, 120)
+    home = tmp_path_factory.mktemp(f"sparkplug-ext-{request.param}")
+    stack_class = type("AckModeStack", (AckModeStack,), {"ack_mode": request.param})
+    settings = {"ingest": "extension", "ingest_mapping": "sparkplug-b", "ingest_metrics_port": free_port()}
+    with another_hivemq(local_stack, home, stack_class, **settings) as stack:
         yield stack
-    finally:
-        stack.stop_service(stack.hivemq)
 
 
 def scrape(stack) -> dict[str, float]:

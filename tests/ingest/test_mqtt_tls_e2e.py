@@ -11,12 +11,11 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 
-from streamtrain.kafka import ensure_topics, read_topic
+from streamtrain.kafka import read_topic
 from streamtrain.settings import CommonSettings, StackSettings
 from streamtrain.stack import hivemq
 from streamtrain.stack.local import LocalStack, free_port
-from streamtrain.topics import pipeline_topics
-from tests.conftest import REPO
+from tests.conftest import another_hivemq
 from tests.programs import Program, settings_env
 
 pytestmark = pytest.mark.e2e
@@ -25,20 +24,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def tls_stack(local_stack, tmp_path_factory):
     """A HiveMQ with a TLS-only listener beside the session's Kafka."""
-    settings = StackSettings(
-        home=tmp_path_factory.mktemp("mqtt-tls"),
-        jars=REPO / ".streamtrain" / "lib",
-        kafka_port=local_stack.settings.kafka_port,
-        mqtt_port=free_port(),
-        mqtt_tls=True,
-    )
-    stack = LocalStack(settings)
-    stack.start_hivemq()
-    try:
-        stack._wait(stack.hivemq, stack.hivemq_ready, 120)
+    with another_hivemq(local_stack, tmp_path_factory.mktemp("mqtt-tls"), mqtt_tls=True) as stack:
         yield stack
-    finally:
-        stack.stop_service(stack.hivemq)
 
 
 def test_simulator_and_bridge_move_every_reading_over_tls(tls_stack, local_stack, tmp_path):
@@ -54,11 +41,9 @@ def test_simulator_and_bridge_move_every_reading_over_tls(tls_stack, local_stack
     s = CommonSettings(
         kafka_bootstrap=local_stack.bootstrap,
         mqtt_port=tls_stack.settings.mqtt_port,
-        topic_raw=f"tls{tag}.raw",
-        topic_deadletter=f"tls{tag}.deadletter",
+        topic_raw=tls_stack.settings.topic_raw,
+        topic_deadletter=tls_stack.settings.topic_deadletter,
     )
-    wanted = (s.topic_raw, s.topic_deadletter)
-    ensure_topics(s.kafka_bootstrap, [t for t in pipeline_topics(s, partitions=3) if t.name in wanted])
     env = {"mqtt_ca_file": str(ca)}
     bridge = Program(
         ["bridge"], settings_env(s, client_id=f"tls-{tag}", share_group=f"tls-{tag}", **env), tmp_path / "bridge.log"

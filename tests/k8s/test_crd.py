@@ -97,6 +97,17 @@ def _with(change: dict) -> dict:
     return r
 
 
+#: Real devices behind the managed broker's credentials (they may publish to devices/<user>/telemetry only).
+REAL_DEVICES_WITH_CREDENTIALS = {
+    "fleet": {"simulated": False},
+    "mqtt": {
+        "authentication": "credentials",
+        "usersSecretRef": {"name": "users", "key": "users"},
+        "username": {"secretKeyRef": {"name": "bridge", "key": "user"}},
+        "password": {"secretKeyRef": {"name": "bridge", "key": "password"}},
+    },
+}
+
 INVALID = [
     ({"fleet": {"devices": 0}}, "spec.fleet.devices: 0 is less than the minimum of 1"),
     ({"fleet": {"anomalyRate": 2}}, "spec.fleet.anomalyRate: Invalid value: should be less than or equal to 0.5"),
@@ -195,13 +206,7 @@ INVALID = [
     (
         {
             "ingest": {"preset": "zigbee2mqtt"},
-            "fleet": {"simulated": False},
-            "mqtt": {
-                "authentication": "credentials",
-                "usersSecretRef": {"name": "users", "key": "users"},
-                "username": {"secretKeyRef": {"name": "bridge", "key": "user"}},
-                "password": {"secretKeyRef": {"name": "bridge", "key": "password"}},
-            },
+            **REAL_DEVICES_WITH_CREDENTIALS,
         },
         "spec.ingest.preset: Invalid value: mqtt.authentication credentials lets a device publish to",
     ),
@@ -210,13 +215,7 @@ INVALID = [
     (
         {
             "ingest": {"mapping": {"ts_path": "t"}},
-            "fleet": {"simulated": False},
-            "mqtt": {
-                "authentication": "credentials",
-                "usersSecretRef": {"name": "users", "key": "users"},
-                "username": {"secretKeyRef": {"name": "bridge", "key": "user"}},
-                "password": {"secretKeyRef": {"name": "bridge", "key": "password"}},
-            },
+            **REAL_DEVICES_WITH_CREDENTIALS,
         },
         "spec.ingest.preset: Invalid value: mqtt.authentication credentials lets a device publish to",
     ),
