@@ -6,6 +6,7 @@ payloads are dead-lettered with the bridge's reason; topics no pattern matches a
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 import uuid
@@ -135,3 +136,40 @@ def test_each_json_preset_makes_the_bridges_readings(mapped_stack):
         assert m.key() == (device.encode() if device else None)
 
     assert metric(stack, "streamtrain_bridge_unmatched_topics_total") - unmatched_before == len(other)
+
+
+def test_a_resources_whole_mapping_runs_in_the_extension(local_stack, tmp_path, monkeypatch):
+    """spec.ingest.mapping as the operator renders it into the managed broker (inline JSON in
+    STREAMTRAIN_INGEST_MAPPING, which the extension's environment takes over its properties file)."""
+    from streamtrain.operator.ingest import ingest_env
+
+    run = uuid.uuid4().hex[:6]
+    spec = {
+        "ingest": {
+            "preset": "tasmota",
+            "topics": [f"home-{run}/{{device_id}}/SENSOR"],
+            "mapping": {"ts_timezone": "Europe/Berlin", "rename": {"ENERGY_Power": "watts"}},
+        }
+    }
+    for e in ingest_env(spec):
+        monkeypatch.setenv(e["name"], e["value"])
+    assert os.environ["STREAMTRAIN_INGEST_MAPPING"].startswith("{")
+    with another_hivemq(local_stack, tmp_path, ingest="extension") as stack:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"inline-{run}", protocol=mqtt.MQTTv311)
+        client.connect("127.0.0.1", stack.settings.mqtt_port)
+        client.loop_start()
+        try:
+            payload = dp.encode({**dp.TASMOTA, "Time": "2026-12-06T11:15:00"})  # 10:15 UTC
+            client.publish(f"home-{run}/plug-9/SENSOR", payload, qos=1).wait_for_publish(30)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        [m] = read_topic(stack.bootstrap, stack.settings.topic_raw, until=lambda m: len(m) >= 1, timeout=60)
+    want = ingest_mapping.apply(
+        ingest_mapping.load_mapping(os.environ["STREAMTRAIN_INGEST_MAPPING"], spec["ingest"]["topics"]),
+        f"home-{run}/plug-9/SENSOR",
+        payload,
+        0.0,
+    )
+    assert m.value() == want.to_json()  # byte for byte what the bridge makes of it
+    assert json.loads(m.value())["watts"] == 42.0 and json.loads(m.value())["ts"] == dp.TASMOTA_TS

@@ -311,25 +311,28 @@ final class IngestMapping {
         if (presets.containsKey(spec)) {
             fields = new LinkedHashMap<>(presets.get(spec));
         } else {
-            Path path = Path.of(spec);
-            if (!Files.isRegularFile(path)) {
+            // Inline JSON: how the operator hands a StreamingTraining's spec.ingest.mapping over (Python's too).
+            boolean inline = spec.strip().startsWith("{");
+            Path path = inline ? null : Path.of(spec);
+            if (!inline && !Files.isRegularFile(path)) {
                 throw new IllegalArgumentException("ingest mapping " + PyFormat.repr(spec) + " is neither a preset ("
-                        + String.join(", ", presets.keySet()) + ") nor a file");
+                        + String.join(", ", presets.keySet()) + "), a file nor an inline JSON object");
             }
-            Object doc = json(Files.readAllBytes(path), spec);
+            String where = inline ? "(inline)" : spec;
+            Object doc = json(inline ? spec.getBytes(StandardCharsets.UTF_8) : Files.readAllBytes(path), where);
             if (!(doc instanceof Map)) {
-                throw new IllegalArgumentException("ingest mapping " + spec + ": a JSON object is expected");
+                throw new IllegalArgumentException("ingest mapping " + where + ": a JSON object is expected");
             }
             Map<String, Object> data = new LinkedHashMap<>((Map<String, Object>) doc);
             Object base = data.remove("preset");
             if (base != null && !presets.containsKey(String.valueOf(base))) {
-                throw new IllegalArgumentException("ingest mapping " + spec + ": unknown preset "
+                throw new IllegalArgumentException("ingest mapping " + where + ": unknown preset "
                         + PyFormat.repr(String.valueOf(base)));
             }
             fields = new LinkedHashMap<>(base == null ? (Map<String, Object>) resource.get("defaults")
                     : presets.get(String.valueOf(base)));
             if (base == null) {
-                String stem = path.getFileName().toString();
+                String stem = inline ? "inline" : path.getFileName().toString();
                 fields.put("name", stem.contains(".") ? stem.substring(0, stem.lastIndexOf('.')) : stem);
             }
             fields.putAll(data);

@@ -130,6 +130,22 @@ class IngestMappingTest {
     }
 
     @Test
+    void anInlineJsonMappingReadsLikeAMappingFile() throws IOException {
+        // How the operator renders a StreamingTraining's spec.ingest.mapping into STREAMTRAIN_INGEST_MAPPING.
+        IngestMapping m = IngestMapping.load("{\"preset\":\"tasmota\",\"ts_timezone\":\"Europe/Berlin\"}", null);
+        assertEquals("tasmota", m.name);
+        assertEquals("Time", m.tsPath);
+        assertEquals("Europe/Berlin", m.tsZone.getId());
+        m = IngestMapping.load(" {\"topics\": [\"plant/{device_id}\"], \"ts_path\": \"t\", \"hold_s\": 60}", null);
+        assertEquals("inline", m.name);  // as the bridge names it
+        assertEquals("json", m.format);
+        assertEquals(60.0, m.holdS);
+        assertTrue(m.subscribed("plant/p1"));
+        assertThrows(IllegalArgumentException.class, () -> IngestMapping.load("{\"ts_path\": ", null));
+        assertThrows(IllegalArgumentException.class, () -> IngestMapping.load("{\"preset\": \"modbus\"}", null));
+    }
+
+    @Test
     void badMappingsAreRefusedAtStartup(@TempDir Path dir) throws IOException {
         assertThrows(IllegalArgumentException.class, () -> IngestMapping.load("no-such-preset", null));
         assertThrows(IllegalArgumentException.class, () -> IngestMapping.load("zigbee2mqtt", List.of("a/#")));
