@@ -1,6 +1,7 @@
 """HiveMQ's own drops, counted where Prometheus can see them: the session's real broker (StreamTrain's
-launcher) serves ``streamtrain_broker_messages_dropped_total`` on its metrics port, and the alert
-StreamTrainBrokerDroppedMessages (tests/monitoring/alerts.test.yaml) fires on any increase.
+launcher) serves ``streamtrain_broker_messages_dropped_total`` on its metrics port, a broker with the ingestion
+extension on the extension's port (the managed broker's metrics port with ``mqtt.ingest: extension``), and the
+alert StreamTrainBrokerDroppedMessages (tests/monitoring/alerts.test.yaml) fires on any increase.
 
 A drop is made the way HiveMQ really drops: an MQTT 5 subscriber (a bridge) announces a maximum packet
 size, and the broker discards every message above it for that subscriber after acknowledging it to the
@@ -17,14 +18,25 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from streamtrain.stack.local import free_port
+from tests.conftest import another_hivemq
 from tests.ingest.test_bridge_e2e import scrape
 
 pytestmark = pytest.mark.e2e
 
 
-def test_messages_the_broker_discards_are_counted(local_stack):
-    port = local_stack.settings.broker_metrics_port
-    mqtt_port = local_stack.settings.mqtt_port
+@pytest.fixture(params=["launcher", "extension"])
+def broker(request, local_stack, tmp_path):
+    """(MQTT port, metrics port): the session's broker, or one with the ingestion extension."""
+    if request.param == "launcher":
+        yield local_stack.settings.mqtt_port, local_stack.settings.broker_metrics_port
+        return
+    with another_hivemq(local_stack, tmp_path, ingest="extension", ingest_metrics_port=free_port()) as stack:
+        yield stack.settings.mqtt_port, stack.settings.ingest_metrics_port
+
+
+def test_messages_the_broker_discards_are_counted(broker):
+    mqtt_port, port = broker
     topic = f"drops/{uuid.uuid4().hex[:8]}/telemetry"
     before = scrape(port)
     assert "streamtrain_broker_messages_dropped_total" in before and before["streamtrain_broker_connections"] >= 0

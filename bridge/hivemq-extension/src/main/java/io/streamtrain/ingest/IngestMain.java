@@ -36,6 +36,7 @@ public final class IngestMain implements ExtensionMain {
             PubackGate gate = s.ackMode().equals("puback") ? new PubackGate(s.publishTimeoutS()) : null;
             KafkaIngestInterceptor interceptor = new KafkaIngestInterceptor(s, producer, metrics, gate);
             if (s.metricsPort() > 0) {
+                metrics.brokerCounters(Services.metricRegistry());
                 metrics.serve(s.metricsHost(), s.metricsPort(),
                         () -> interceptor.kafkaUp);
             }

@@ -2,7 +2,9 @@ package io.streamtrain.ingest;
 
 import com.sun.net.httpserver.HttpServer;
 import io.prometheus.metrics.core.metrics.Counter;
+import io.prometheus.metrics.core.metrics.CounterWithCallback;
 import io.prometheus.metrics.core.metrics.Gauge;
+import io.prometheus.metrics.core.metrics.GaugeWithCallback;
 import io.prometheus.metrics.core.metrics.Histogram;
 import io.prometheus.metrics.expositionformats.PrometheusTextFormatWriter;
 import io.prometheus.metrics.model.registry.PrometheusRegistry;
@@ -51,6 +53,35 @@ final class IngestMetrics {
         for (String reason : SparkplugDecoder.REASONS) {
             deadlettered.labelValues(reason);
         }
+    }
+
+    /**
+     * HiveMQ's own counters, under the names StreamTrain's launcher serves them (stack/java/HiveMQLauncher.java
+     * BrokerMetrics): with the extension this port is the broker's metrics port, so the alert
+     * StreamTrainBrokerDroppedMessages sees the messages HiveMQ drops (a subscriber's queue full, a packet above
+     * its maximum size, ...) here too.
+     */
+    void brokerCounters(com.codahale.metrics.MetricRegistry hivemq) {
+        CounterWithCallback.builder().name("streamtrain_broker_messages_dropped")
+                .help("Messages HiveMQ dropped instead of delivering (every reason)")
+                .callback(cb -> cb.call(count(hivemq, "com.hivemq.messages.dropped.count"))).register(registry);
+        CounterWithCallback.builder().name("streamtrain_broker_publishes_received")
+                .help("PUBLISH packets clients sent the broker")
+                .callback(cb -> cb.call(count(hivemq, "com.hivemq.messages.incoming.publish.count"))).register(registry);
+        CounterWithCallback.builder().name("streamtrain_broker_publishes_sent")
+                .help("PUBLISH packets the broker sent subscribers")
+                .callback(cb -> cb.call(count(hivemq, "com.hivemq.messages.outgoing.publish.count"))).register(registry);
+        GaugeWithCallback.builder().name("streamtrain_broker_connections").help("Open MQTT connections")
+                .callback(cb -> {
+                    com.codahale.metrics.Gauge<?> g = hivemq.getGauges().get("com.hivemq.networking.connections.current");
+                    Object open = g == null ? null : g.getValue();
+                    cb.call(open instanceof Number n ? n.doubleValue() : 0);
+                }).register(registry);
+    }
+
+    private static double count(com.codahale.metrics.MetricRegistry registry, String name) {
+        com.codahale.metrics.Counter c = registry.getCounters().get(name);
+        return c == null ? 0 : c.getCount();
     }
 
     /** Serves /metrics and /healthz (200 while {@code healthy}, else 503) on host:port. */
