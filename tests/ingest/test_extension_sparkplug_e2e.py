@@ -7,7 +7,6 @@ data before a birth make the extension ask the edge node for its births, over MQ
 from __future__ import annotations
 
 import json
-import queue
 import time
 import urllib.request
 import uuid
@@ -22,7 +21,7 @@ from streamtrain.sparkplug import SparkplugDecoder
 from streamtrain.stack.local import LocalStack, free_port
 from tests.conftest import another_hivemq
 from tests.ingest.test_device_formats_e2e import publish_all
-from tests.ingest.test_sparkplug_e2e import births, ddata
+from tests.ingest.test_sparkplug_e2e import births, ddata, listen
 
 pytestmark = pytest.mark.e2e
 
@@ -57,20 +56,6 @@ def scrape(stack) -> dict[str, float]:
         for line in text.splitlines()
         if line and not line.startswith("#")
     }
-
-
-def listen(port: int, topic: str) -> tuple[mqtt.Client, queue.Queue]:
-    """The edge nodes' side of their commands: a subscription to their NCMD topics."""
-    inbox: queue.Queue = queue.Queue()
-    subscribed: queue.Queue = queue.Queue()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    client.on_message = lambda c, u, m: inbox.put(m)
-    client.on_subscribe = lambda c, u, mid, rc, p: subscribed.put(mid)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    client.subscribe(topic, qos=0)
-    subscribed.get(timeout=30)
-    return client, inbox
 
 
 def level(seq: int, ms: int, value: int) -> bytes:

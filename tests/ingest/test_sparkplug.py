@@ -19,41 +19,10 @@ from streamtrain import telemetry
 from streamtrain.sparkplug import SparkplugDecoder, parse_topic, rebirth_request
 from streamtrain.sparkplug import sparkplug_b_pb2 as pb
 from streamtrain.telemetry import Rejection
+from tests.ingest.sparkplug_payloads import DT, T0, dbirth, metric, nbirth
 
 REPO = Path(__file__).resolve().parents[2]
 PROTO = "streamtrain/sparkplug/sparkplug_b.proto"
-DT = psp.DataType
-T0 = 1_765_015_200_000  # ms
-
-
-def metric(name, datatype, value, alias=None, timestamp=T0):
-    return psp.Metric(timestamp=timestamp, name=name, datatype=datatype, value=value, alias=alias)
-
-
-def nbirth(seq=0, bd_seq=7):
-    return psp.NBirth(
-        timestamp=T0,
-        seq=seq,
-        metrics=[
-            metric("bdSeq", DT.INT64, bd_seq),
-            metric("Node Control/Rebirth", DT.BOOLEAN, False),
-            metric("Supply/Voltage", DT.FLOAT, 24.0, alias=1),
-        ],
-    ).encode()
-
-
-def dbirth(seq=1):
-    return psp.DBirth(
-        timestamp=T0,
-        seq=seq,
-        metrics=[
-            metric("Motor/Speed RPM", DT.DOUBLE, 0.0, alias=10),
-            metric("Motor/Temperature", DT.FLOAT, 20.0, alias=11),
-            metric("Inputs/Count", DT.INT32, 0, alias=12),
-            metric("Running", DT.BOOLEAN, False, alias=13),
-            metric("Properties/Serial", DT.STRING, "A-17", alias=14),
-        ],
-    ).encode()
 
 
 def ddata(seq, ms=T0 + 1000, rpm=1450.5, temp=61.25, count=-3, **extra):

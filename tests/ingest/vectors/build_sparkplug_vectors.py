@@ -18,49 +18,13 @@ from streamtrain import ingest_mapping as mappings
 from streamtrain import telemetry
 from streamtrain.sparkplug import SparkplugDecoder
 from streamtrain.sparkplug import sparkplug_b_pb2 as pb
+from tests.ingest.sparkplug_payloads import DT, T0, by_alias, dbirth, metric, nbirth
 
-DT = psp.DataType
-T0 = 1_765_015_200_000  # ms: the devices' clock
 ARRIVED = 1_765_015_200.25  # s: the broker's clock
 REBIRTH_INTERVAL_S = 30.0
 NODE = "spBv1.0/plant-a/{}/edge-1"
 DEVICE = "spBv1.0/plant-a/{}/edge-1/motor-3"
 SEQUENCES: list[dict] = []
-
-
-def metric(name, datatype, value, alias=None, timestamp=T0, **kw) -> psp.Metric:
-    return psp.Metric(timestamp=timestamp, name=name, datatype=datatype, value=value, alias=alias, **kw)
-
-
-def by_alias(alias: int, datatype, value, timestamp=T0 + 1000) -> psp.Metric:
-    return psp.Metric(timestamp=timestamp, name=None, datatype=datatype, value=value, alias=alias)
-
-
-def nbirth(seq=0, bd_seq=7, more=()) -> bytes:
-    return psp.NBirth(
-        timestamp=T0,
-        seq=seq,
-        metrics=[
-            metric("bdSeq", DT.INT64, bd_seq),
-            metric("Node Control/Rebirth", DT.BOOLEAN, False),
-            metric("Supply/Voltage", DT.FLOAT, 24.0, alias=1),
-            *more,
-        ],
-    ).encode()
-
-
-def dbirth(seq=1) -> bytes:
-    return psp.DBirth(
-        timestamp=T0,
-        seq=seq,
-        metrics=[
-            metric("Motor/Speed RPM", DT.DOUBLE, 0.0, alias=10),
-            metric("Motor/Temperature", DT.FLOAT, 20.0, alias=11),
-            metric("Inputs/Count", DT.INT32, 0, alias=12),
-            metric("Running", DT.BOOLEAN, False, alias=13),
-            metric("Properties/Serial", DT.STRING, "A-17", alias=14),
-        ],
-    ).encode()
 
 
 def ddata(seq: int, ms: int = T0 + 1000, rpm=1450.5, temp=61.25, count=-3, more=()) -> bytes:
