@@ -31,7 +31,10 @@ from tests.programs import Program, settings_env
 from tests.waiting import eventually
 
 NAMESPACE = "streamtrain-test"
-BACKLOG = 50_000  # raw readings written at once while the preprocessor runs: seconds of work for it
+# Raw readings written at once while the preprocessor runs: seconds of work for it, several scrape intervals (1 s)
+# long, so the lag panel's samples can see the wait the backlog's last records had (50,000 drained in 1.5 s
+# once the preprocessor worked on batches: a 1 s scrape then saw 0.5 s of it, and the test failed in CI).
+BACKLOG = 150_000
 MQTT_DEVICES, MQTT_READINGS = 20, 30
 BAD_MQTT, BAD_RAW, BAD_FEATURES = 45, 30, 25
 WINDOW_S = 300  # the dashboard's rate(...[5m])
