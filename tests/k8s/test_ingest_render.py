@@ -88,6 +88,19 @@ def test_json_presets_reach_the_extension_as_the_bridges_variables(ingest):
         assert bridge_env.get(key) == env.get(key), key
 
 
+def test_a_whole_mapping_reaches_the_extension_as_the_bridges_inline_json():
+    ingest = {"preset": "tasmota", "mapping": {"ts_timezone": "Europe/Berlin", "rename": {"ENERGY_Power": "watts"}}}
+    r = resource(ingest="extension")
+    r["spec"]["ingest"] = ingest
+    env = broker_env(r)
+    assert json.loads(env["STREAMTRAIN_INGEST_MAPPING"]) == {"preset": "tasmota", **ingest["mapping"]}
+    r["spec"]["mqtt"]["ingest"] = "bridge"
+    bridge = deployments(children(r))["bridge"]["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in bridge["env"]}["STREAMTRAIN_INGEST_MAPPING"] == env[
+        "STREAMTRAIN_INGEST_MAPPING"
+    ]
+
+
 @pytest.mark.parametrize(
     "ingest", [{"preset": "sparkplug-b"}, {"preset": "sparkplug-b", "topics": ["spBv1.0/plant/+/+"]}]
 )
