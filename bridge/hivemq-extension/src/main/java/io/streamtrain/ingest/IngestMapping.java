@@ -588,16 +588,11 @@ final class IngestMapping {
             seq = tsPath == null && arrivalSeq != null && tsMs instanceof Long l ? (Object) arrivalSeq.next(device, l)
                     : tsMs;
         }
-        StringBuilder out = new StringBuilder(256).append("{\"device_id\":");
-        PyFormat.appendJsonString(out, device);
-        out.append(",\"ts\":");
-        PyFormat.appendFloat(out, ts);
-        out.append(",\"seq\":").append(seq);
         Object channels = channels(obj);
         if (channels instanceof TelemetryValidator.Rejected bad) {
             return bad;
         }
-        return accepted(device, out, (Map<String, Double>) channels);
+        return record(device, ts, seq, (Map<String, Double>) channels);
     }
 
     /** A message on a topic with a {@code {channel}} level: its payload is that channel's value. */
@@ -628,15 +623,16 @@ final class IngestMapping {
                 return bad;
             }
         }
+        return record(device, arrived, seq, (Map<String, Double>) channels);
+    }
+
+    /** The raw record Python's {@code Reading.to_json} writes: device_id, ts, seq, then the channels in order. */
+    static TelemetryValidator.Accepted record(String device, double ts, Object seq, Map<String, Double> channels) {
         StringBuilder out = new StringBuilder(256).append("{\"device_id\":");
         PyFormat.appendJsonString(out, device);
         out.append(",\"ts\":");
-        PyFormat.appendFloat(out, arrived);
+        PyFormat.appendFloat(out, ts);
         out.append(",\"seq\":").append(seq);
-        return accepted(device, out, (Map<String, Double>) channels);
-    }
-
-    private static TelemetryValidator.Accepted accepted(String device, StringBuilder out, Map<String, Double> channels) {
         for (Map.Entry<String, Double> c : channels.entrySet()) {
             out.append(',');
             PyFormat.appendJsonString(out, c.getKey());

@@ -4,7 +4,6 @@ import com.google.protobuf.InvalidProtocolBufferException;
 import org.eclipse.tahu.protobuf.SparkplugBProto;
 import org.eclipse.tahu.protobuf.SparkplugBProto.Payload.Metric;
 
-import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.HashMap;
@@ -437,18 +436,7 @@ final class SparkplugDecoder {
 
     /** Python's {@code Reading(device, ts_ms / 1000.0, ts_ms, channels).to_json()}. */
     private static TelemetryValidator.Accepted reading(String device, long tsMs, Map<String, Double> channels) {
-        StringBuilder out = new StringBuilder(128).append("{\"device_id\":");
-        PyFormat.appendJsonString(out, device);
-        out.append(",\"ts\":");
-        PyFormat.appendFloat(out, tsMs / 1000.0);
-        out.append(",\"seq\":").append(tsMs);
-        for (Map.Entry<String, Double> c : channels.entrySet()) {
-            out.append(',');
-            PyFormat.appendJsonString(out, c.getKey());
-            out.append(':');
-            PyFormat.appendFloat(out, c.getValue());
-        }
-        return new TelemetryValidator.Accepted(device, out.append('}').toString().getBytes(StandardCharsets.US_ASCII));
+        return IngestMapping.record(device, tsMs / 1000.0, tsMs, channels);
     }
 
     /** Python's repr of a list of strings. */

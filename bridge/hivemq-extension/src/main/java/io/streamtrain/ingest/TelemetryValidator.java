@@ -114,14 +114,9 @@ public final class TelemetryValidator {
                 return new Rejected("bad_topic", "topic " + PyFormat.repr(topic) + " is not devices/<id>/telemetry");
             }
         }
-        Object doc;
-        try {
-            doc = parse(payload);
-        } catch (Invalid e) {
-            return new Rejected(e.reason, e.getMessage());
-        }
-        if (!(doc instanceof Map)) {
-            return new Rejected("not_an_object", "payload is a JSON " + PyFormat.typeName(doc) + ", not an object");
+        Object doc = decodeObject(payload);
+        if (doc instanceof Rejected bad) {
+            return bad;
         }
         @SuppressWarnings("unchecked") Map<String, Object> obj = (Map<String, Object>) doc;
         for (String name : new String[]{"device_id", "ts", "seq"}) {
