@@ -61,3 +61,21 @@ def training_jobs(existing: list[Manifest]) -> list[Manifest]:
         for m in existing
         if m["kind"] == "Job" and m["metadata"]["labels"].get("app.kubernetes.io/component") == "train"
     ]
+
+
+def references_secret(m: Manifest, secret: str) -> bool:
+    """Whether a child's Pods would read Secret ``secret`` (a volume or an environment variable)."""
+
+    def walk(node: Any) -> bool:
+        if isinstance(node, dict):
+            if node.get("secretName") == secret:
+                return True
+            ref = node.get("secretKeyRef")
+            if isinstance(ref, dict) and ref.get("name") == secret:
+                return True
+            return any(walk(v) for v in node.values())
+        if isinstance(node, list):
+            return any(walk(v) for v in node)
+        return False
+
+    return walk(m)

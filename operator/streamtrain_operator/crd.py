@@ -82,7 +82,13 @@ def spec_schema() -> dict:
                         enum=["managed", "external"],
                     ),
                     "host": _str("External broker host (mode=external)", pattern=DNS_NAME),
-                    "port": _int("Broker TCP port", 1883, 1, 65535),
+                    "port": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 65535,
+                        "description": "Broker TCP port (of the external broker, or of the managed broker's Service); "
+                        "unset: 8883 for a managed broker with tls.enabled, else 1883",
+                    },
                     "image": _str("HiveMQ CE image (mode=managed, authentication none)", "hivemq/hivemq-ce:2025.5"),
                     "authentication": _str(
                         "Who may connect to the managed broker. none: anyone (the stock image's allow-all extension). "
@@ -127,6 +133,42 @@ def spec_schema() -> dict:
                                 "",
                                 pattern=r"^$|" + DNS_NAME,
                             ),
+                        },
+                    ),
+                    "tls": _obj(
+                        "MQTT over TLS to the managed broker (mode managed; an external broker's TLS is its own): "
+                        "HiveMQ listens with TLS only, on container port 8883, and every MQTT client of the pipeline "
+                        "(simulator, bridge) checks its certificate and host name (the Service <name>-hivemq) "
+                        "against the CA certificate. Devices outside the cluster need that CA (key ca.crt)",
+                        {
+                            "enabled": {
+                                "type": "boolean",
+                                "default": True,
+                                "description": "TLS only, no plain listener. Without secretRef the operator creates "
+                                "the Secret <name>-mqtt-tls once (a self-signed CA and a server certificate for the "
+                                "Service's names <name>-hivemq[.<namespace>[.svc[.cluster.local]]], owned by this "
+                                "resource) and never replaces it",
+                            },
+                            "secretRef": {
+                                "type": "object",
+                                "description": "Your own Secret instead (same namespace), e.g. a cert-manager "
+                                "Certificate's with keystores.pkcs12.create: keystore.p12 (PKCS12 keystore: the "
+                                "server's key and certificate chain, for names clients use), ca.crt (PEM CA the "
+                                "clients trust) and keystore-password (the keystore's password), unless "
+                                "passwordSecretRef names where the password is",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "pattern": DNS_NAME,
+                                        "description": "Secret name",
+                                    },
+                                    "passwordSecretRef": secret_key(
+                                        "The keystore's password (cert-manager's keystores.pkcs12.passwordSecretRef)"
+                                    ),
+                                },
+                            },
                         },
                     ),
                     "username": secret_key_ref("MQTT user name of the bridge (role bridge in the users file)"),
@@ -490,6 +532,12 @@ def status_schema() -> dict:
                         "observedGeneration": {"type": "integer", "format": "int64"},
                     },
                 },
+            },
+            "createdSecrets": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Secrets this operator created (names only): one of those names held by a Secret "
+                "it did not create is a NameConflict, since it may not read Secrets to check their owner",
             },
         },
     }

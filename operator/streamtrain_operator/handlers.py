@@ -12,7 +12,8 @@ import httpx2
 import kopf
 import pydantic
 
-from streamtrain.operator import GROUP, PLURAL, VERSION, children, kube, signing, status
+from streamtrain.operator import GROUP, PLURAL, VERSION, children, kube, mqtt_tls, signing, status
+from streamtrain.operator.render import mqtt_tls as render_mqtt_tls
 from streamtrain.operator.render import objects
 from streamtrain.operator.render import signing as render_signing
 from streamtrain.preprocessing.spec import SpecError
@@ -96,7 +97,8 @@ async def reconcile(
         ]
         raise kopf.PermanentError(f"spec cannot run: {exc}") from exc
     uid = meta["uid"]
-    if render_signing.operator_made(children.defaulted_spec(body)):
+    spec = children.defaulted_spec(body)
+    if render_signing.operator_made(spec):
         # Before the children that read it. Created once, never read or replaced (kube.create_secret_once).
         secret = signing.new_secret(name, namespace)
         kopf.adopt(secret, owner=body)
@@ -104,6 +106,25 @@ async def reconcile(
         logger.info("%s Secret/%s", outcome, secret["metadata"]["name"])  # its name only, never its data
     conflicts: list[str] = []
     refused: list[str] = []
+    created = list((body.get("status") or {}).get("createdSecrets") or [])
+    if render_mqtt_tls.operator_made(spec):
+        # Created once, never read or replaced (kube.create_secret_once). The operator may not read Secrets:
+        # a 409 for a name status.createdSecrets does not list is someone else's Secret, whose certificate
+        # is not ours to serve.
+        tls_name = render_mqtt_tls.generated_name(name)
+        secret = mqtt_tls.new_secret(name, namespace)
+        kopf.adopt(secret, owner=body)
+        outcome = await kube.create_secret_once(secret)
+        logger.info("%s Secret/%s", outcome, tls_name)  # its name only, never its data
+        if outcome == "created" and tls_name not in created:
+            patch.status["createdSecrets"] = [*created, tls_name]
+        elif outcome == "kept" and tls_name not in created:
+            message = f"Secret/{tls_name} exists and was not made by this operator: it is neither used nor adopted"
+            conflicts.append(f"Secret/{tls_name}")
+            kopf.warn(body, reason="NameConflict", message=message)
+            logger.info("name_conflict %s", message)
+            # Nothing that would mount it: the broker must not serve a key someone else chose.
+            wanted = [c for c in wanted if not children.references_secret(c, tls_name)]
     for child in wanted:
         try:
             outcome = await kube.apply(child, uid)
@@ -195,7 +216,7 @@ async def observe(body: dict) -> None:
         children.observed_by_component(wanted, existing),
         current.get("conditions") or [],
         meta.get("generation"),
-        await name_conflicts(wanted, existing, uid),
+        await name_conflicts(wanted, existing, uid) + secret_conflicts(body),
     )
     new: dict = {"conditions": conds, "phase": status.phase(conds)}
     training = status.last_training(children.training_jobs(existing))
@@ -218,6 +239,19 @@ async def name_conflicts(wanted: list[dict], existing: list[dict], uid: str) -> 
         if other is not None and not kube.owned_by(other, uid):
             out.append("/".join(children.key(m)))
     return out
+
+
+def secret_conflicts(body: dict) -> list[str]:
+    """The operator's Secrets whose name another Secret holds: once the current generation is reconciled,
+    a Secret it should have made that ``status.createdSecrets`` does not list (the operator may not read
+    Secrets, so that record is how it knows its own)."""
+    meta, current = body["metadata"], body.get("status") or {}
+    if current.get("observedGeneration") != meta.get("generation"):
+        return []  # not reconciled yet: the Secret may simply not be made yet
+    spec = children.defaulted_spec(body)
+    made = set(current.get("createdSecrets") or [])
+    wanted = [render_mqtt_tls.generated_name(meta["name"])] if render_mqtt_tls.operator_made(spec) else []
+    return [f"Secret/{n}" for n in wanted if n not in made]
 
 
 def _strip(s: dict) -> dict:

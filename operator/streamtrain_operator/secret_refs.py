@@ -23,6 +23,8 @@ SECRET_REFERENCES: tuple[tuple[str, ...], ...] = (
     ("mqtt", "usersSecretRef", "name"),
     ("mqtt", "username", "secretKeyRef", "name"),
     ("mqtt", "password", "secretKeyRef", "name"),
+    ("mqtt", "tls", "secretRef", "name"),
+    ("mqtt", "tls", "secretRef", "passwordSecretRef", "name"),
     ("kafka", "passwordSecretRef", "name"),
     ("kafka", "caSecretRef", "name"),
     ("model", "signing", "secretRef", "name"),

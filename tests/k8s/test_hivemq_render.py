@@ -37,7 +37,7 @@ def _config_mount(dep: dict) -> dict:
 
 
 def test_the_broker_runs_the_packet_limit_of_the_telemetry_limit():
-    cm, dep = _broker(_children("minimal"))
+    cm, dep = _broker(_children("minimal", lambda s: s.update(mqtt={"tls": {"enabled": False}})))
     xml = cm["data"]["config.xml"]
     root = ET.fromstring(xml)
     assert int(root.findtext("mqtt/packets/max-packet-size")) == BROKER_MAX_PACKET_BYTES
@@ -48,6 +48,12 @@ def test_the_broker_runs_the_packet_limit_of_the_telemetry_limit():
     assert root.findtext("listeners/tcp-listener/port") == str(ports[0]["containerPort"])
     assert root.findtext("listeners/tcp-listener/bind-address") == "0.0.0.0"
     assert cm["metadata"]["labels"]["app.kubernetes.io/component"] == "hivemq"
+    # With TLS (the default) the same text but for its one listener (test_mqtt_tls_render.py).
+    tls_cm, _ = _broker(_children("minimal"))
+    tls_root = ET.fromstring(tls_cm["data"]["config.xml"])
+    assert tls_root.find("listeners/tcp-listener") is None
+    for kept in ("mqtt", "persistence", "anonymous-usage-statistics"):
+        assert ET.tostring(tls_root.find(kept)) == ET.tostring(root.find(kept)), kept
 
 
 def test_the_stock_image_reads_only_its_config_file_from_the_config_map():
@@ -84,7 +90,7 @@ def test_a_changed_config_restarts_the_broker(monkeypatch):
         return value
 
     before = annotation()
-    monkeypatch.setattr(hivemq, "hivemq_config_xml", lambda port, bind: hivemq_config_xml(port, bind, 4096))
+    monkeypatch.setattr(hivemq, "hivemq_config_xml", lambda port, bind, **kw: hivemq_config_xml(port, bind, 4096, **kw))
     assert annotation() != before
 
 

@@ -16,6 +16,7 @@ import pytest
 from streamtrain.kafka import READER_GROUP, KafkaSecurity
 from streamtrain.operator import crd, render, validate
 from streamtrain.operator.render import connections, strimzi
+from streamtrain.operator.render import mqtt_tls as render_mqtt_tls
 from streamtrain.operator.render import signing as render_signing
 from tests.k8s.conftest import EXAMPLES, ROOT, load_example
 
@@ -159,11 +160,17 @@ def test_each_pod_uses_exactly_its_own_user_secret_and_the_ca(variant):
     talkers = {c for c, _, _ in connections.kafka_principals(name, spec)}
     found = users(children)
     model_signing = render_signing.secret_name(name, spec)
+    mqtt_tls_secret = render_mqtt_tls.secret_name(name, spec)
     for component, pod in pods(children).items():
         refs = secrets_referenced(pod) - mqtt
         if component in ("train", "scorer"):  # the model-signing key pair (test_model_signing.py), no Kafka credential
             assert model_signing in refs, component
             refs -= {model_signing}
+        if (
+            component in ("simulator", "bridge", "hivemq") and mqtt_tls_secret
+        ):  # MQTT's CA or keystore, no Kafka credential
+            assert mqtt_tls_secret in refs, component
+            refs -= {mqtt_tls_secret}
         env = env_of(pod)
         if component not in talkers:  # simulator, HiveMQ: no Kafka credentials at all
             assert refs == set() and not set(SECURITY.values()) & set(env), component
@@ -330,7 +337,9 @@ def test_acls_cover_exactly_the_topics_each_program_uses(variant, monkeypatch):
         if component in SETTINGS:  # the program's own settings, read from its Pod's environment
             module, cls = SETTINGS[component].split(":")
             for e in env.values():
-                if e["name"].startswith("STREAMTRAIN_") and "value" in e and e["name"] not in SECURITY.values():
+                # Not the files of mounted Secrets (absent here): Kafka's, MQTT's CA.
+                mounted = {*SECURITY.values(), render_mqtt_tls.ca_file_variable()}
+                if e["name"].startswith("STREAMTRAIN_") and "value" in e and e["name"] not in mounted:
                     monkeypatch.setenv(e["name"], e["value"])
             s = getattr(importlib.import_module(module), cls)()
         else:
@@ -383,7 +392,9 @@ def test_authentication_none_renders_what_it_did_before(example):
         env = env_of(pod)
         assert not set(SECURITY.values()) & set(env) and not any(n.startswith("KSQL_S") for n in env), component
         assert not any(
-            m["mountPath"].startswith("/var/run/streamtrain") and m["mountPath"] != render_signing.SIGNING_MOUNT
+            m["mountPath"].startswith("/var/run/streamtrain")
+            and m["mountPath"]
+            not in (render_signing.SIGNING_MOUNT, render_mqtt_tls.CA_MOUNT, render_mqtt_tls.KEYSTORE_MOUNT)
             for m in pod["spec"]["containers"][0]["volumeMounts"]
         )
         if "STREAMTRAIN_KAFKA_BOOTSTRAP" in env:

@@ -43,6 +43,11 @@ def _pod(children: list[dict], component: str) -> dict:
     return _deployment(children, component)["spec"]["template"]["spec"]
 
 
+def _tls_refs(name: str, *keys: str) -> set[tuple[str, str]]:
+    """The (Secret, key) pairs of the operator's MQTT TLS Secret (on by default) a Pod references."""
+    return {(f"{name}-mqtt-tls", k) for k in keys}
+
+
 def _secret_refs(node) -> set[tuple[str, str]]:
     """Every (Secret name, key) a manifest references, by volume or by environment."""
     found: set[tuple[str, str]] = set()
@@ -94,7 +99,11 @@ def test_hivemq_runs_the_launcher_image_with_the_users_file_mounted_read_only():
     assert mount["readOnly"] is True
     # The launcher's last argument is the mounted file, and only that one (the folders are the entrypoint's).
     assert c["args"] == [f"{mount['mountPath']}/users"]
-    assert _secret_refs(pod) == {("secure-mqtt-users", "users")}
+    # Besides the users file only the broker's TLS keystore and its password (test_mqtt_tls_render.py).
+    assert _secret_refs(pod) == {
+        ("secure-mqtt-users", "users"),
+        *_tls_refs("secure", "keystore.p12", "keystore-password"),
+    }
     _hardened(pod)
     assert c["securityContext"]["runAsUser"] == objects.UID
 
@@ -117,7 +126,7 @@ def test_without_authentication_nothing_changes():
     children = _children(load_example(ROOT / "examples/minimal.yaml"))
     pod = _pod(children, "hivemq")
     assert pod["containers"][0]["image"] == "hivemq/hivemq-ce:2025.5" and "args" not in pod["containers"][0]
-    assert _secret_refs(pod) == set()
+    assert _secret_refs(pod) == _tls_refs("demo", "keystore.p12", "keystore-password")
     assert "STREAMTRAIN_CREDENTIALS_FILE" not in _env(_pod(children, "simulator"))
     full = _children(load_example(ROOT / "examples/full.yaml"))
     bridge = _env(_pod(full, "bridge"))
@@ -145,7 +154,11 @@ def test_bridge_references_only_its_own_secret_and_reads_the_password_from_a_fil
     mqtt_refs = {
         ref for ref in _secret_refs(pod) if not ref[0].endswith("-kafka") and ref[0] != "secure-cluster-ca-cert"
     }
-    assert mqtt_refs == {("secure-mqtt-bridge", "username"), ("secure-mqtt-bridge", "password")}
+    assert mqtt_refs == {
+        ("secure-mqtt-bridge", "username"),
+        ("secure-mqtt-bridge", "password"),
+        *_tls_refs("secure", "ca.crt"),
+    }
     _hardened(pod)
     # The bridge program reads exactly this: its settings take the file and return its content.
     from streamtrain.bridge.app import BridgeSettings
@@ -166,7 +179,8 @@ def test_simulator_gets_its_devices_file_and_never_the_bridge_identity(monkeypat
     mount = _mount_of(pod, "mqtt-devices")
     assert mount["readOnly"] is True
     assert env["STREAMTRAIN_CREDENTIALS_FILE"]["value"] == f"{mount['mountPath']}/credentials"
-    assert _secret_refs(pod) == {("secure-devices", "credentials")}  # the simulator speaks MQTT only
+    # The simulator speaks MQTT only: its devices' file, and the CA of the broker's certificate.
+    assert _secret_refs(pod) == {("secure-devices", "credentials"), *_tls_refs("secure", "ca.crt")}
     _hardened(pod)
     from streamtrain.simulator.settings import SimulatorSettings
 
@@ -319,7 +333,7 @@ def test_shipped_config_is_the_local_stacks_listening_on_every_interface():
 
     shipped = (ROOT / "images/hivemq-config.xml").read_text()
     assert shipped == hivemq_config_xml(1883, "0.0.0.0")
-    pod = _pod(_secure(), "hivemq")
+    pod = _pod(_secure(lambda s: s["mqtt"].update(tls={"enabled": False})), "hivemq")
     assert pod["containers"][0]["ports"][0]["containerPort"] == 1883
     assert "<bind-address>0.0.0.0</bind-address>" in shipped and "127.0.0.1" not in shipped
 

@@ -181,8 +181,12 @@ def test_metrics_are_readable_only_by_the_monitoring_pods_and_the_operator():
 def test_mqtt_is_open_to_devices_by_default_and_to_the_named_sources_on_request():
     rendered = children("full")
     hivemq = component(rendered, "hivemq")
-    port = network.MQTT_CONTAINER_PORT
+    # The port the broker serves: MQTT over TLS by default (test_mqtt_tls_render.py covers plain MQTT).
+    port = 8883
+    broker = next(m for m in rendered if m["kind"] == "Deployment" and m["metadata"]["name"].endswith("-hivemq"))
+    assert broker["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == port
     assert allowed(policies_of(rendered), outside("203.0.113.9"), hivemq, port)  # today's behaviour
+    assert not allowed(policies_of(rendered), outside("203.0.113.9"), hivemq, 1883)
     assert not allowed(policies_of(rendered), outside("203.0.113.9"), hivemq, METRICS + 1)
 
     def devices(spec):

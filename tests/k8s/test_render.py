@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 
 from streamtrain.kafka import KafkaSecurity
+from streamtrain.mqtt import MqttTls
 from streamtrain.operator import render, validate
 from streamtrain.operator.render import connections, objects, programs, trainer
 from tests.k8s.conftest import KUBE_VERSIONS, ROOT, load_example
@@ -159,13 +160,21 @@ def test_env_is_what_the_program_reads(program, example, monkeypatch, tmp_path):
     env = programs.env(program, "x", spec)
     fields = {f.upper() for f in settings_cls.model_fields}
     security = {KafkaSecurity.model_config["env_prefix"] + f.upper() for f in KafkaSecurity.model_fields}
+    mqtt_tls = {MqttTls.model_config["env_prefix"] + f.upper() for f in MqttTls.model_fields}
     for e in env:
         key = e["name"].removeprefix("STREAMTRAIN_")
-        assert key in fields or key in NOT_YET_READ or e["name"] in security, (
+        assert key in fields or key in NOT_YET_READ or e["name"] in security | mqtt_tls, (
             f"{program}: {e['name']} is no field of {cls}"
         )
         if "value" in e:
             monkeypatch.setenv(e["name"], e["value"])
+    if any(e["name"] in mqtt_tls for e in env):
+        # The MQTT client's TLS (read in the programs' settings validators) with the CA file where the Pod has it.
+        ca = tmp_path / "mqtt-ca.crt"
+        ca.write_text("PEM")
+        assert os.environ["STREAMTRAIN_MQTT_CA_FILE"].endswith("/ca.crt")
+        monkeypatch.setenv("STREAMTRAIN_MQTT_CA_FILE", str(ca))
+        assert MqttTls.from_env().ca_file == ca
     settings = settings_cls()
     if program != "simulate" and any(e["name"] in security for e in env):
         # The Kafka client security parses too, with the mounted files where the Pod has them.

@@ -13,7 +13,7 @@ import yaml
 
 from streamtrain.operator import render, validate
 from streamtrain.operator.crd import spec_schema
-from streamtrain.operator.render import connections
+from streamtrain.operator.render import connections, mqtt_tls
 from streamtrain.operator.render import signing as render_signing
 from streamtrain.operator.secret_refs import CHART_FILE, SECRET_REFERENCES, chart_file
 from streamtrain.stack.monitoring import CHART
@@ -82,6 +82,8 @@ def test_children_reach_only_named_or_own_secrets(example):
     spec = validate.defaulted(r)["spec"]
     kids = render.render(name, "pipelines", spec)
     own = {render_signing.generated_name(name)} if render_signing.operator_made(spec) else set()
+    if mqtt_tls.operator_made(spec):
+        own.add(mqtt_tls.generated_name(name))
     if spec["kafka"]["mode"] == "managed":  # Strimzi writes these for the pipeline's own cluster and users
         own |= {m["metadata"]["name"] for m in kids if m["kind"] == "KafkaUser"}
         own.add(f"{name}-cluster-ca-cert")

@@ -19,6 +19,8 @@ CREDENTIALS = "credentials"  # spec.mqtt.authentication: the broker checks every
 SCRAM = "scram-sha-512"  # spec.kafka.authentication; Strimzi's name of the mechanism
 SASL_MECHANISM = "SCRAM-SHA-512"  # the same, as Kafka clients spell it
 PLAIN_PORT, TLS_PORT = 9092, 9093
+#: MQTT's registered ports: plain, and over TLS (the managed broker's container port and the default of spec.mqtt.port).
+MQTT_PLAIN_PORT, MQTT_TLS_PORT = 1883, 8883
 
 
 def kafka_bootstrap(name: str, spec: dict) -> str:
@@ -153,9 +155,23 @@ def kafka_security_env(creds: dict | None) -> list[dict]:
     return out
 
 
-def mqtt_endpoint(name: str, spec: dict) -> tuple[str, int]:
+def mqtt_tls(spec: dict) -> bool:
+    """Whether the managed broker speaks TLS only (spec.mqtt.tls.enabled; render.mqtt_tls says who sees what)."""
     m = spec["mqtt"]
-    return (m["host"], m["port"]) if m["mode"] == "external" else (f"{name}-hivemq", m["port"])
+    return m["mode"] == "managed" and bool((m.get("tls") or {}).get("enabled", False))
+
+
+def mqtt_container_port(spec: dict) -> int:
+    """The managed broker's one listener: 8883 with TLS, 1883 without."""
+    return MQTT_TLS_PORT if mqtt_tls(spec) else MQTT_PLAIN_PORT
+
+
+def mqtt_endpoint(name: str, spec: dict) -> tuple[str, int]:
+    """Host and port the clients connect to: spec.mqtt.port, by default the managed broker's container port
+    (8883 with TLS, 1883 without) and 1883 for an external broker."""
+    m = spec["mqtt"]
+    host = m["host"] if m["mode"] == "external" else f"{name}-hivemq"
+    return host, m.get("port") or mqtt_container_port(spec)
 
 
 def mqtt_credentials(spec: dict) -> bool:

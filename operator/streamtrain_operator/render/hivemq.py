@@ -30,9 +30,12 @@ from __future__ import annotations
 
 from streamtrain.mqtt import hivemq_config_xml
 from streamtrain.operator.ingest import ingest_env as mapping_env
+from streamtrain.operator.render import mqtt_tls
 from streamtrain.operator.render.connections import (
     MQTT_USERS_MOUNT,
+    mqtt_container_port,
     mqtt_credentials,
+    mqtt_endpoint,
     secret_file_volume,
     settings_for,
 )
@@ -80,13 +83,16 @@ def hivemq_data(name: str, namespace: str, spec: dict) -> Manifest | None:
     }
 
 
-def hivemq_config(name: str, namespace: str) -> Manifest:
-    """The managed broker's config.xml: listening on every interface of the Pod, on the container port."""
+def hivemq_config(name: str, namespace: str, spec: dict) -> Manifest:
+    """The managed broker's config.xml: listening on every interface of the Pod, on the container port;
+    with TLS (render.mqtt_tls) a TLS-only listener whose keystore password is a placeholder HiveMQ fills
+    from its environment."""
+    xml = hivemq_config_xml(mqtt_container_port(spec), "0.0.0.0", tls=mqtt_tls.broker_config_tls(spec))
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": meta(name, f"{name}-hivemq", "hivemq", namespace),
-        "data": {CONFIG_KEY: hivemq_config_xml(1883, "0.0.0.0")},
+        "data": {CONFIG_KEY: xml},
     }
 
 
@@ -110,9 +116,9 @@ def ingest_env(name: str, spec: dict) -> list[dict]:
 
 
 def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
-    port = spec["mqtt"]["port"]
+    _, port = mqtt_endpoint(name, spec)
     extension = spec["mqtt"]["ingest"] == "extension"
-    config = hivemq_config(name, namespace)
+    config = hivemq_config(name, namespace, spec)
     data = hivemq_data(name, namespace, spec)
     volumes: list[dict] = [
         {"name": v, "persistentVolumeClaim": {"claimName": data["metadata"]["name"]}}
@@ -144,15 +150,22 @@ def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
         mounts.append({"name": "config", "mountPath": STOCK_CONFIG, "subPath": CONFIG_KEY, "readOnly": True})
     else:
         mounts.append({"name": "config", "mountPath": LAUNCHER_CONFIG_DIR, "readOnly": True})
-    ports = [{"name": MQTT_PORT_NAME, "containerPort": 1883, "protocol": "TCP"}]
+    tls_volumes, tls_mounts = mqtt_tls.broker_volumes(name, spec)
+    volumes += tls_volumes
+    mounts += tls_mounts
+    ports = [{"name": MQTT_PORT_NAME, "containerPort": mqtt_container_port(spec), "protocol": "TCP"}]
+    env: list[dict] = []
     if extension:
-        image["env"] = ingest_env(name, spec)
+        env = ingest_env(name, spec)
         ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
     elif uid == UID:
         # The launcher serves HiveMQ's own counters (messages it dropped: alert StreamTrainBrokerDroppedMessages).
         # With the extension, its port serves the ingestion's metrics instead.
-        image["env"] = [{"name": "STREAMTRAIN_BROKER_METRICS_PORT", "value": str(METRICS_PORT)}]
+        env = [{"name": "STREAMTRAIN_BROKER_METRICS_PORT", "value": str(METRICS_PORT)}]
         ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
+    env += mqtt_tls.broker_env(name, spec)  # the keystore password config.xml names, from the Secret
+    if env:
+        image["env"] = env
     pod = {
         "metadata": {
             "labels": labels(name, "hivemq"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 
+from streamtrain.operator.render.connections import mqtt_container_port
 from streamtrain.operator.render.objects import METRICS_PORT, Manifest, meta
 from streamtrain.operator.training_workers import WORKER_PORT
 
@@ -30,8 +31,6 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 #: On the Pods of the retraining CronJob's Jobs (their Job names are chosen at run time).
 TRAINING_RUN_LABEL = "streamtrain.io/training-run"
 SCHEDULED_RUN = "scheduled"
-#: The container port of the managed broker's MQTT listener (render.hivemq).
-MQTT_CONTAINER_PORT = 1883
 KSQLDB_PORT = 8088
 #: The operator's Pods, as the chart labels them, in whichever namespace it runs.
 OPERATOR_PEER = {
@@ -131,7 +130,7 @@ def network_policies(name: str, namespace: str, spec: dict, children: list[Manif
         ),
     ]
     if "hivemq" in components:
-        rule: dict = {"ports": [_tcp(MQTT_CONTAINER_PORT)]}
+        rule: dict = {"ports": [_tcp(mqtt_container_port(spec))]}
         peers = device_peers(name, settings["devices"])
         if peers is not None:
             rule["from"] = peers

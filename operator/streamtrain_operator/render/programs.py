@@ -10,7 +10,7 @@ import yaml
 
 from streamtrain.operator.ingest import ingest_env
 from streamtrain.operator.model_settings import model_env
-from streamtrain.operator.render import signing
+from streamtrain.operator.render import mqtt_tls, signing
 from streamtrain.operator.render.connections import (
     MQTT_DEVICES_MOUNT,
     MQTT_PASSWORD_MOUNT,
@@ -106,6 +106,7 @@ def env(program: str, name: str, spec: dict) -> list[dict]:
             _v("START_AT", spec["scorer"].get("startAt", "committed")),
             _v("START_AT_ONCE", True),
         ]
+    out += mqtt_tls.client_env(program, name, spec)
     out += signing.env(program, name, spec)
     return out + kafka_security_env(kafka_credentials(name, spec, COMPONENT.get(program, program)))
 
@@ -149,6 +150,9 @@ def program_pod(
     mqtt_vols, mqtt_mounts = mqtt_volumes(program, spec)
     volumes += mqtt_vols
     mounts += mqtt_mounts
+    tls_vols, tls_mounts = mqtt_tls.client_volumes(program, name, spec)
+    volumes += tls_vols
+    mounts += tls_mounts
     signing_vols, signing_mounts = signing.volumes(program, name, spec)
     volumes += signing_vols
     mounts += signing_mounts
