@@ -189,7 +189,12 @@ def _program_envs(stack, s: CommonSettings, run: str):
 @click.option("--devices", default=50, show_default=True, help="Simulated devices.")
 @click.option("--rate", default=10.0, show_default=True, help="Readings per second per device.")
 @click.option("--v1-records", default=15000, show_default=True, help="Feature records before training v1.")
-@click.option("--v2-records", default=15000, show_default=True, help="Newer feature records before training v2.")
+@click.option(
+    "--v2-records",
+    default=15000,
+    show_default=True,
+    help="Feature records newer than v1's range before training v2 (its range: the newest this many).",
+)
 @click.option(
     "--epochs",
     type=click.IntRange(min=1),
@@ -289,10 +294,11 @@ def command(
         _wait("scores flowing", lambda: ((n := _count(s, s.topic_scores)) > 0, f"{n} scores"), 120, procs)
 
         click.echo("6/7 training model v2 on newer data while traffic flows …")
-        start = _count(s, s.topic_features)
+        # Newer than v1's range (its first v1_records records): what arrived while v1 trained counts, so a slow
+        # machine does not leave v1 serving longer than a fast one would.
         _wait(
-            f"{v2_records} newer feature records",
-            lambda: ((n := _count(s, s.topic_features) - start) >= v2_records, f"{n} records"),
+            f"{v2_records} feature records newer than v1's",
+            lambda: ((n := _count(s, s.topic_features) - v1_records) >= v2_records, f"{n} records"),
             300,
             procs,
         )
