@@ -106,6 +106,7 @@ async def reconcile(
         logger.info("%s Secret/%s", outcome, secret["metadata"]["name"])  # its name only, never its data
     conflicts: list[str] = []
     refused: list[str] = []
+    held_back: set[tuple[str, str]] = set()
     created = list((body.get("status") or {}).get("createdSecrets") or [])
     if render_mqtt_tls.operator_made(spec):
         # Created once, never read or replaced (kube.create_secret_once). The operator may not read Secrets:
@@ -123,9 +124,12 @@ async def reconcile(
             conflicts.append(f"Secret/{tls_name}")
             kopf.warn(body, reason="NameConflict", message=message)
             logger.info("name_conflict %s", message)
-            # Nothing that would mount it: the broker must not serve a key someone else chose.
-            wanted = [c for c in wanted if not children.references_secret(c, tls_name)]
+            # Nothing that would mount it is written: the broker must not serve a key someone else chose.
+            # (Still wanted: what stands from before is neither changed nor pruned.)
+            held_back = {children.key(c) for c in wanted if children.references_secret(c, tls_name)}
     for child in wanted:
+        if children.key(child) in held_back:
+            continue
         try:
             outcome = await kube.apply(child, uid)
         except kube.NameConflict as exc:
@@ -142,7 +146,11 @@ async def reconcile(
     for old in children.stale(existing, wanted):
         await kube.delete(old)
         logger.info("deleted %s/%s", old["kind"], old["metadata"]["name"])
-    patch.status["children"] = [c for c in ("/".join(children.key(m)) for m in wanted) if c not in conflicts]
+    patch.status["children"] = [
+        "/".join(children.key(m))
+        for m in wanted
+        if "/".join(children.key(m)) not in conflicts and children.key(m) not in held_back
+    ]
     patch.status["observedGeneration"] = meta.get("generation")
     current = body.get("status") or {}
     if conflicts:
