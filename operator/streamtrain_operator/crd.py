@@ -154,8 +154,8 @@ def spec_schema() -> dict:
                                 "description": "Your own Secret instead (same namespace), e.g. a cert-manager "
                                 "Certificate's with keystores.pkcs12.create: keystore.p12 (PKCS12 keystore: the "
                                 "server's key and certificate chain, for names clients use), ca.crt (PEM CA the "
-                                "clients trust) and keystore-password (the keystore's password), unless "
-                                "passwordSecretRef names where the password is",
+                                "clients trust) and keystore-password (the keystore's password, without <, & or quotes: HiveMQ "
+                                "puts it into its config.xml), unless passwordSecretRef names where the password is",
                                 "required": ["name"],
                                 "properties": {
                                     "name": {
