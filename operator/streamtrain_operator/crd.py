@@ -170,6 +170,14 @@ def spec_schema() -> dict:
                                 },
                             },
                         },
+                        **{
+                            "x-kubernetes-validations": [
+                                {
+                                    "rule": "!has(self.secretRef) || self.enabled",
+                                    "message": "mqtt.tls.secretRef needs mqtt.tls.enabled",
+                                }
+                            ]
+                        },
                     ),
                     "username": secret_key_ref("MQTT user name of the bridge (role bridge in the users file)"),
                     "password": secret_key_ref("MQTT password of the bridge"),
@@ -193,6 +201,10 @@ def spec_schema() -> dict:
                         {
                             "rule": "!has(self.usersSecretRef) || self.authentication == 'credentials'",
                             "message": "mqtt.usersSecretRef needs mqtt.authentication: credentials",
+                        },
+                        {
+                            "rule": "self.mode == 'managed' || !has(self.tls) || !has(self.tls.secretRef)",
+                            "message": "mqtt.tls.secretRef is for mode managed (an external broker serves its own certificate)",
                         },
                     ]
                 },

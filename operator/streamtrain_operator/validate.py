@@ -26,6 +26,10 @@ def _get(d: dict, path: str, default: Any = None) -> Any:
 
 #: CEL rule (as written in the CRD) -> the same predicate in Python, over the defaulted object.
 CEL_TWINS: dict[str, Callable[[Any], bool]] = {  # a rule's `self` is an object or a number
+    "!has(self.secretRef) || self.enabled": lambda s: "secretRef" not in s or bool(s.get("enabled", True)),
+    "self.mode == 'managed' || !has(self.tls) || !has(self.tls.secretRef)": lambda s: (
+        s.get("mode", "managed") == "managed" or "secretRef" not in (s.get("tls") or {})
+    ),
     "self.metadata.name.size() <= 40": lambda r: len(_get(r, "metadata.name", "")) <= 40,
     "self.mode != 'external' || has(self.host)": lambda s: s.get("mode") != "external" or "host" in s,
     "self.mode != 'external' || has(self.bootstrap)": lambda s: s.get("mode") != "external" or "bootstrap" in s,

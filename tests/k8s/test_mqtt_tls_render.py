@@ -300,3 +300,39 @@ def test_the_crd_documents_the_secret_keys_and_the_port_default():
     for key in ("keystore.p12", "ca.crt", "keystore-password"):
         assert key in tls["secretRef"]["description"], key
     assert hivemq.MQTT_PORT_NAME == "mqtt"
+
+
+#: Specs the API server refuses, with the start of its message (also sent to the real one: test_real_mqtt_tls.py).
+INVALID_TLS = [
+    (
+        {"mqtt": {"tls": {"enabled": False, "secretRef": {"name": "plant-mqtt-cert"}}}},
+        "spec.mqtt.tls: Invalid value: mqtt.tls.secretRef needs mqtt.tls.enabled",
+    ),
+    (
+        {"mqtt": {"mode": "external", "host": "mqtt.plant.example", "tls": {"secretRef": {"name": "plant-mqtt-cert"}}}},
+        "spec.mqtt: Invalid value: mqtt.tls.secretRef is for mode managed",
+    ),
+    (
+        {"mqtt": {"tls": {"secretRef": {"name": "Not_A_Name"}}}},
+        "spec.mqtt.tls.secretRef.name: 'Not_A_Name' does not match",
+    ),
+    ({"mqtt": {"port": 0}}, "spec.mqtt.port: 0 is less than the minimum of 1"),
+]
+
+
+def invalid_resource(spec: dict) -> dict:
+    r = _resource()
+    for key, value in spec.items():
+        r["spec"][key] = {**r["spec"].get(key, {}), **value}
+    return r
+
+
+@pytest.mark.parametrize("spec, message", INVALID_TLS, ids=range(len(INVALID_TLS)))
+def test_tls_specs_that_cannot_work_are_refused(spec, message):
+    errs = validate.errors(invalid_resource(spec))
+    assert any(e.startswith(message) for e in errs), errs
+
+
+def test_a_secret_of_ones_own_with_tls_on_is_accepted():
+    r = invalid_resource({"mqtt": {"tls": {"secretRef": {"name": "plant-mqtt-cert"}}}})
+    assert validate.errors(r) == []

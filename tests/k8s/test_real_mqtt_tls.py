@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from streamtrain.operator import kube
 from tests.k8s.conftest import ROOT, load_example
 from tests.k8s.operator_process import Operator
+from tests.k8s.test_mqtt_tls_render import INVALID_TLS, invalid_resource
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.kube
@@ -184,3 +185,23 @@ def test_a_foreign_secret_with_the_name_is_neither_adopted_nor_mounted(operator)
 
     eventually(resolved, "the conflict resolved", explain=lambda: f"{status()}\n{op.output()}")
     cp.kubectl("delete", "streamingtraining", name, "-n", NS, "--wait=true", "--timeout=60s")
+
+
+@pytest.mark.parametrize("spec, message", INVALID_TLS, ids=range(len(INVALID_TLS)))
+def test_the_api_server_refuses_tls_specs_that_cannot_work(operator, spec, message):
+    cp, _ = operator
+    resource = invalid_resource(spec)
+    resource["metadata"] = {"name": "refused", "namespace": NS}
+    res = cp.kubectl("create", "-f", "-", input=json.dumps(resource), check=False)
+    assert res.returncode != 0, f"the server accepted {spec}"
+    field = message.split(":")[0]
+    assert field in res.stderr, res.stderr
+    if "Invalid value: " in message:  # a CEL rule: the server says its message
+        assert message.split("Invalid value: ")[1] in res.stderr, res.stderr
+
+
+def test_the_api_server_accepts_a_secret_of_ones_own(operator):
+    cp, _ = operator
+    resource = invalid_resource({"mqtt": {"tls": {"secretRef": {"name": "plant-mqtt-cert"}}}})
+    resource["metadata"] = {"name": "own-cert", "namespace": NS}
+    cp.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(resource))
