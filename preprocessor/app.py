@@ -49,7 +49,14 @@ from streamtrain.kafka import (
 from streamtrain.lag import ConsumerLag
 from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer, zero_labels
-from streamtrain.preprocessing.batch import BatchExpressions, decode, dumps, fast_fingerprint, msgspec_encode
+from streamtrain.preprocessing.batch import (
+    BatchExpressions,
+    FeatureRecords,
+    decode,
+    dumps,
+    fast_fingerprint,
+    msgspec_encode,
+)
 from streamtrain.preprocessing.compile import EvalError
 from streamtrain.preprocessing.engine import Engine
 from streamtrain.preprocessing.spec import PreprocessSpec
@@ -134,6 +141,7 @@ class Preprocessor:
         self.stop = stop or StopFlag()
         self.engine = Engine(spec)
         self.batch_expressions = BatchExpressions(spec)
+        self.feature_records = FeatureRecords(spec, self.engine.passthrough)
         self._skew_limit, self._max_devices = s.max_clock_skew_s, s.max_devices
         self._valid_ids: set[str] = set()  # device ids check_identity accepted (a cache, not state)
         r = self.registry = CollectorRegistry()
@@ -227,6 +235,10 @@ class Preprocessor:
             self.s.topic_sequences,
         )
         passthrough, txn_seen, encode = engine.passthrough, self._txn_seen, msgspec_encode
+        # The usual reading (msgspec decoded, numpy evaluated, in its device's open window or with no windows
+        # at all) is written from a struct, not a dict; the others take the engine's way.
+        feature_record = self.feature_records.make if self.feature_records.enabled and not engine.seq_length else None
+        window_values = self.feature_records.getter(engine.agg_fields) if engine.size else None
         for m, record, pre, finite in zip(msgs, records, evaluated, exact):
             try:
                 if type(record) is not dict:
@@ -253,7 +265,8 @@ class Preprocessor:
                     not (kind and arrived_ms > 0)
                     or (skew and ts - arrived_ms / 1000 > skew)
                     or seq > MAX_SEQ
-                    or (jump and dedup is not None and seq - (dedup.newest(device) or 0) > jump)
+                    # A seq up to the limit is within it of any newest (seqs are >= 0): no look-up needed.
+                    or (jump and seq > jump and dedup is not None and seq - (dedup.newest(device) or 0) > jump)
                 ):  # rare: the record step's own check says whether and why
                     problem = self._beyond_limits(m, device, ts, seq)
                     if problem is not None:
@@ -279,6 +292,18 @@ class Preprocessor:
                 if pre is False:
                     counts["filtered"] += 1
                     continue
+                if pre is not None and finite and feature_record is not None:
+                    row = feature_record(record, pre)
+                    if window_values is None or engine.extend_open_window(device, ts, window_values(row)):
+                        arrived = [(ARRIVED_HEADER, str(arrived_ms).encode())]
+                        send(
+                            topic_features,
+                            encode(row),
+                            key=m.key(),
+                            headers=arrived + [(FINGERPRINT_HEADER, reading.encode())] if reading else arrived,
+                        )
+                        counts["out"] += 1
+                        continue
                 result = engine.process(record) if pre is None else engine.process_evaluated(record, pre)
                 if result.error is not None:
                     self._dead(m, result.error.reason, str(result.error))

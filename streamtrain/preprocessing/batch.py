@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from hashlib import blake2b
 from typing import Callable
 
@@ -24,7 +25,7 @@ import msgspec
 import numpy as np
 from sqlglot import exp
 
-from streamtrain.preprocessing.spec import PreprocessSpec, parse_expression
+from streamtrain.preprocessing.spec import IDENTITY, PreprocessSpec, parse_expression
 
 Columns = dict[str, np.ndarray]
 VecFn = Callable[[Columns, list[np.ndarray]], np.ndarray]
@@ -210,6 +211,8 @@ class BatchExpressions:
             read |= _columns_of(e) - derived_names
         # Derived expressions may read earlier derived names: those come from the columns computed here.
         self.read = sorted(read)
+        getter = operator.itemgetter(*self.read)
+        self._read = getter if len(self.read) > 1 else (lambda r: (getter(r),))  # always a tuple
         if self.filter is not None and _columns_of(self.filter) & derived_names:
             self.enabled = False
 
@@ -219,15 +222,16 @@ class BatchExpressions:
         if not self.enabled or n == 0:
             return answers
         rows, values = [], []
+        read = self._read
         for i, r in enumerate(records):
             if type(r) is not dict:
                 continue
             try:
-                row = [r[k] for k in self.read]
+                row = read(r)
             except KeyError:
                 continue
             for v in row:
-                if type(v) is not float or v - v != 0.0:  # not a float, or inf/NaN
+                if type(v) is not float:
                     break
             else:
                 rows.append(i)
@@ -235,6 +239,7 @@ class BatchExpressions:
         if not rows:
             return answers
         matrix = np.array(values, dtype=np.float64).reshape(len(rows), len(self.read))
+        infinite = ~np.isfinite(matrix).all(axis=1)  # inf/NaN read: the engine's answer
         cols: Columns = {k: matrix[:, j] for j, k in enumerate(self.read)}
         bad: list[np.ndarray] = []
         with np.errstate(all="ignore"):
@@ -243,7 +248,7 @@ class BatchExpressions:
                 keep = np.broadcast_to(self.vec_filter(cols, bad) != 0, (len(rows),))
             # The engine evaluates derived values only for rows the filter keeps: a division by zero in a
             # filtered-out row is no error there.
-            redo = np.zeros(len(rows), dtype=bool)
+            redo = infinite.copy()
             for m in bad:
                 redo |= m
             bad.clear()
@@ -270,3 +275,41 @@ def fast_fingerprint(record: dict, finite: bool = False) -> str:
     """``streamtrain.dedup.fingerprint``, the same digest, with the text written by msgspec where it can
     (``finite``: as ``fingerprint_text``)."""
     return blake2b(_fingerprint_input(record, finite), digest_size=8).hexdigest()
+
+
+class FeatureRecords:
+    """Feature records of rows ``BatchExpressions`` evaluated, as msgspec structs: the engine's
+    ``process_evaluated`` record (identity, features, derived values, then the pass-through fields the
+    reading carries, in that order) without building a dict, and written by msgspec in one call.
+    ``make`` answers None when the spec's names overlap (a label named like an identity field), where only
+    a dict keeps the engine's order."""
+
+    def __init__(self, spec: PreprocessSpec, passthrough: list[str]) -> None:
+        fixed = [*IDENTITY, *spec.features]
+        names = [*fixed, *(d.name for d in spec.derived), *passthrough]
+        self.enabled = len(set(names)) == len(names)
+        fields = [f"f{i}" for i in range(len(names))]  # any JSON name, renamed: no clash with Struct's own
+        self._fixed = operator.itemgetter(*fixed)
+        self._passthrough = operator.itemgetter(*passthrough) if len(passthrough) > 1 else None
+        self._passthrough_keys = frozenset(passthrough)
+        self._passthrough_fields = list(zip(passthrough, fields[len(names) - len(passthrough) :]))
+        optional = len(names) - len(passthrough)
+        self.Record = msgspec.defstruct(
+            "FeatureRecord",
+            [f if i < optional else (f, object, msgspec.UNSET) for i, f in enumerate(fields)],
+            rename=dict(zip(fields, names)),
+        )
+        self._field_of = dict(zip(names, fields))
+
+    def getter(self, names: list[str]) -> Callable[[object], tuple]:
+        """The values of ``names`` in a feature record, as a tuple."""
+        get = operator.attrgetter(*(self._field_of[n] for n in names)) if names else (lambda r: ())
+        return get if len(names) != 1 else (lambda r: (get(r),))
+
+    def make(self, record: dict, derived: list[float]):
+        """The feature record of ``record`` (identity checked, features finite floats) with ``derived``."""
+        if self._passthrough is not None and record.keys() >= self._passthrough_keys:
+            return self.Record(*self._fixed(record), *derived, *self._passthrough(record))
+        return self.Record(
+            *self._fixed(record), *derived, **{f: record[k] for k, f in self._passthrough_fields if k in record}
+        )

@@ -112,6 +112,17 @@ class Engine:
                 return Result(features=out)
         return self._accepted(out)
 
+    def extend_open_window(self, device: str, ts: float, values: tuple) -> bool:
+        """``_window``'s usual case, for a spec with windows and no sequences: the reading falls in its
+        device's open window, which takes its ``values`` (of ``agg_fields``, in order). False, nothing done,
+        otherwise (the caller then asks ``process_evaluated``)."""
+        w = self.open.get(device)
+        if w is None or math.floor(ts / self.size) * self.size != w.start:
+            return False
+        for f, v in zip(self.agg_fields, values):
+            w.values[f].append(v)
+        return True
+
     def _accepted(self, out: dict) -> Result:
         windows, late = self._window(out) if self.size else ([], False)
         sequences = self._sequence(out) if self.seq_length else []
