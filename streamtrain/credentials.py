@@ -46,6 +46,16 @@ def set_user(path: Path, user: str, role: str, password: str) -> None:
 
 def set_users(path: Path, entries: list[tuple[str, str, str]]) -> None:
     """Add or replace several ``(user, role, password)`` identities with one rewrite of the file."""
+    added = users_lines(entries)
+    names = {user for user, _, _ in entries}
+    lines = path.read_text().splitlines() if path.exists() else []
+    kept = [line for line in lines if line.split(":", 1)[0] not in names]
+    _write_private(path, "\n".join(kept + added) + "\n")
+
+
+def users_lines(entries: list[tuple[str, str, str]]) -> list[str]:
+    """The users file's lines (hashes only) of ``(user, role, password)`` identities; ValueError for a bad
+    name or role or an empty password (never showing a password)."""
     for user, role, password in entries:
         if not NAME.match(user):
             raise ValueError(f"user {user!r} must be 1-64 characters [A-Za-z0-9_.:-] (a device's user is its id)")
@@ -53,11 +63,7 @@ def set_users(path: Path, entries: list[tuple[str, str, str]]) -> None:
             raise ValueError(f"role {role!r} must be one of {ROLES}")
         if not password:
             raise ValueError(f"empty password for {user!r}")
-    names = {user for user, _, _ in entries}
-    lines = path.read_text().splitlines() if path.exists() else []
-    kept = [line for line in lines if line.split(":", 1)[0] not in names]
-    kept += [f"{user}:{role}:{hash_password(password)}" for user, role, password in entries]
-    _write_private(path, "\n".join(kept) + "\n")
+    return [f"{user}:{role}:{hash_password(password)}" for user, role, password in entries]
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -126,22 +132,37 @@ def loose_permissions(path: Path) -> bool:
     return bool(Path(path).stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO))
 
 
+def device_lines(passwords: dict[str, str]) -> str:
+    """The ``device_id:password`` text that ``read_device_passwords`` reads."""
+    return "".join(f"{d}:{p}\n" for d, p in passwords.items())
+
+
 def write_device_passwords(path: Path, passwords: dict[str, str]) -> None:
     """Write ``device_id:password`` lines, mode 0600."""
-    _write_private(Path(path), "".join(f"{d}:{p}\n" for d, p in passwords.items()))
+    _write_private(Path(path), device_lines(passwords))
+
+
+#: The simulator's device ids are <prefix>-00000, ... with this prefix unless told otherwise
+#: (simulator/fleet.py FleetConfig.device_prefix; tests/k8s/test_mqtt_users_render.py checks both agree).
+FLEET_PREFIX = "dev"
+
+
+def fleet_ids(devices: int, prefix: str = FLEET_PREFIX) -> list[str]:
+    """The ids the simulator gives ``devices`` devices: ``<prefix>-00000``... (simulator/fleet.py)."""
+    if devices < 1:
+        raise ValueError("--devices must be at least 1")
+    width = max(5, len(str(devices - 1)))
+    ids = [f"{prefix}-{i:0{width}d}" for i in range(devices)]
+    bad = next((d for d in ids if not DEVICE_USER.match(d)), None)
+    if bad:
+        raise ValueError(f"device id {bad!r} is not 1-64 characters [A-Za-z0-9_.-]: pick another --prefix")
+    return ids
 
 
 def make_fleet(users_file: Path, out: Path, devices: int, prefix: str) -> dict[str, str]:
     """``devices`` device identities ``<prefix>-00000``...: random passwords, hashes (role device) added
     to ``users_file`` and the passwords written 0600 to ``out``; returns ``{device_id: password}``."""
-    if devices < 1:
-        raise ValueError("--devices must be at least 1")
-    width = max(5, len(str(devices - 1)))  # the simulator's own naming (simulator/fleet.py)
-    ids = [f"{prefix}-{i:0{width}d}" for i in range(devices)]
-    bad = next((d for d in ids if not DEVICE_USER.match(d)), None)
-    if bad:
-        raise ValueError(f"device id {bad!r} is not 1-64 characters [A-Za-z0-9_.-]: pick another --prefix")
-    passwords = {d: new_password() for d in ids}
+    passwords = {d: new_password() for d in fleet_ids(devices, prefix)}
     write_device_passwords(out, passwords)  # first: hashes without their passwords would be useless
     set_users(users_file, [(d, "device", p) for d, p in passwords.items()])
     return passwords

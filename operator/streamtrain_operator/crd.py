@@ -69,7 +69,8 @@ def spec_schema() -> dict:
                     "seed": _int("Seed that makes the simulated fleet reproducible", 42),
                     "credentialsSecretRef": secret_key(
                         "The simulator's device_id:password lines (`streamtrain stack passwd-fleet --out`), one MQTT identity "
-                        "per device (required with mqtt.authentication: credentials); it needs at least `devices` lines"
+                        "per device, with your own mqtt.usersSecretRef (required then for a simulated fleet); it needs at "
+                        "least `devices` lines. Without usersSecretRef the operator's <name>-mqtt-credentials holds them"
                     ),
                 },
             ),
@@ -90,18 +91,25 @@ def spec_schema() -> dict:
                         "unset: 8883 for a managed broker with tls.enabled, else 1883",
                     },
                     "image": _str("HiveMQ CE image (mode=managed, authentication none)", "hivemq/hivemq-ce:2025.5"),
-                    "authentication": _str(
-                        "Who may connect to the managed broker. none: anyone (the stock image's allow-all extension). "
-                        "credentials: HiveMQ runs StreamTrain's launcher (images/hivemq.Dockerfile) with the users file of "
-                        "usersSecretRef: unknown users and wrong passwords are refused, a device publishes only to "
-                        "devices/<its user>/telemetry, only bridge users subscribe; needs usersSecretRef, username and "
-                        "password (the bridge's identity) and, for a simulated fleet, fleet.credentialsSecretRef",
-                        "none",
-                        enum=["none", "credentials"],
-                    ),
+                    "authentication": {
+                        "type": "string",
+                        "enum": ["none", "credentials"],
+                        "description": "Who may connect to the managed broker; unset: credentials (mode managed). "
+                        "credentials: HiveMQ runs StreamTrain's launcher (images/hivemq.Dockerfile) with a users file: "
+                        "unknown users and wrong passwords are refused, a device publishes only to "
+                        "devices/<its user>/telemetry, only bridge users subscribe. The file is usersSecretRef's (then "
+                        "username and password name the bridge's identity and, for a simulated fleet, "
+                        "fleet.credentialsSecretRef the devices' passwords) or, without usersSecretRef, the operator's "
+                        "Secret <name>-mqtt-credentials, created once (keys users, username, password and, for a "
+                        "simulated fleet, devices: fleet.devices device_id:password lines) and never replaced: to grow "
+                        "the simulated fleet delete it (the next reconcile makes a new one; restart the broker) or name "
+                        "your own. Real devices need your own users Secret. none: anyone who reaches the Service may "
+                        "connect and publish as any device (the stock image's allow-all extension)",
+                    },
                     "usersSecretRef": secret_key(
-                        "The broker's users file: user:role:pbkdf2_sha256$... lines, hashes only "
-                        "(`streamtrain stack passwd` / `passwd-fleet`; authentication credentials)"
+                        "Your own users file for the broker: user:role:pbkdf2_sha256$... lines, hashes only "
+                        "(`streamtrain stack passwd` / `passwd-fleet`; authentication credentials); unset: the operator's "
+                        "<name>-mqtt-credentials (the bridge and the simulated fleet only)"
                     ),
                     "launcherImage": _str(
                         "Image of HiveMQ CE run by StreamTrain's launcher (authentication credentials, ingest extension); "
@@ -179,8 +187,12 @@ def spec_schema() -> dict:
                             ]
                         },
                     ),
-                    "username": secret_key_ref("MQTT user name of the bridge (role bridge in the users file)"),
-                    "password": secret_key_ref("MQTT password of the bridge"),
+                    "username": secret_key_ref(
+                        "MQTT user name of the bridge (role bridge in usersSecretRef's file; for an external broker its user)"
+                    ),
+                    "password": secret_key_ref(
+                        "MQTT password of the bridge (with usersSecretRef, or an external broker)"
+                    ),
                 },
                 **{
                     "x-kubernetes-validations": [
@@ -189,18 +201,24 @@ def spec_schema() -> dict:
                             "message": "mqtt.host is required when mqtt.mode is external",
                         },
                         {
-                            "rule": "self.authentication != 'credentials' || self.mode == 'managed'",
+                            "rule": "!has(self.authentication) || self.authentication != 'credentials' || self.mode == 'managed'",
                             "message": "mqtt.authentication credentials is for mode managed (an external broker checks its own users)",
                         },
                         {
-                            "rule": "self.authentication != 'credentials' || "
-                            "(has(self.usersSecretRef) && has(self.username) && has(self.password))",
-                            "message": "mqtt.usersSecretRef, mqtt.username and mqtt.password are required when "
-                            "mqtt.authentication is credentials",
+                            "rule": "!has(self.usersSecretRef) || (has(self.username) && has(self.password))",
+                            "message": "mqtt.username and mqtt.password (the bridge's identity) are required with "
+                            "mqtt.usersSecretRef",
                         },
                         {
-                            "rule": "!has(self.usersSecretRef) || self.authentication == 'credentials'",
-                            "message": "mqtt.usersSecretRef needs mqtt.authentication: credentials",
+                            "rule": "has(self.usersSecretRef) || self.mode == 'external' || (has(self.authentication) "
+                            "&& self.authentication == 'none') || (!has(self.username) && !has(self.password))",
+                            "message": "mqtt.username and mqtt.password name the bridge in your own mqtt.usersSecretRef: "
+                            "the operator's <name>-mqtt-credentials holds the bridge's identity otherwise",
+                        },
+                        {
+                            "rule": "!has(self.usersSecretRef) || (self.mode == 'managed' && (!has(self.authentication) "
+                            "|| self.authentication == 'credentials'))",
+                            "message": "mqtt.usersSecretRef needs a managed broker with mqtt.authentication credentials",
                         },
                         {
                             "rule": "self.mode == 'managed' || !has(self.tls) || !has(self.tls.secretRef)",
@@ -479,13 +497,14 @@ def spec_schema() -> dict:
                     "message": "a simulated fleet needs a broker: mqtt.mode managed or mqtt.host",
                 },
                 {
-                    "rule": "self.fleet.simulated == false || self.mqtt.authentication != 'credentials' "
+                    "rule": "self.fleet.simulated == false || !has(self.mqtt.usersSecretRef) "
                     "|| has(self.fleet.credentialsSecretRef)",
-                    "message": "fleet.credentialsSecretRef is required for a simulated fleet when mqtt.authentication is credentials",
+                    "message": "fleet.credentialsSecretRef is required for a simulated fleet with your own mqtt.usersSecretRef",
                 },
                 {
-                    "rule": "!has(self.fleet.credentialsSecretRef) || self.mqtt.authentication == 'credentials'",
-                    "message": "fleet.credentialsSecretRef needs mqtt.authentication: credentials",
+                    "rule": "!has(self.fleet.credentialsSecretRef) || has(self.mqtt.usersSecretRef)",
+                    "message": "fleet.credentialsSecretRef goes with your own mqtt.usersSecretRef (the operator's "
+                    "<name>-mqtt-credentials holds the simulated fleet's passwords otherwise)",
                 },
                 {
                     "rule": "self.mqtt.ingest != 'extension' || self.mqtt.mode == 'managed'",

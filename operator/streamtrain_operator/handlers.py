@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 
 import aiohttp
 import httpx2
 import kopf
 import pydantic
 
-from streamtrain.operator import GROUP, PLURAL, VERSION, children, kube, mqtt_tls, signing, status
+from streamtrain.operator import GROUP, PLURAL, VERSION, children, kube, mqtt_tls, mqtt_users, signing, status
+from streamtrain.operator.render import connections, objects
 from streamtrain.operator.render import mqtt_tls as render_mqtt_tls
-from streamtrain.operator.render import objects
 from streamtrain.operator.render import signing as render_signing
 from streamtrain.preprocessing.spec import SpecError
 
@@ -108,25 +109,33 @@ async def reconcile(
     refused: list[str] = []
     held_back: set[tuple[str, str]] = set()
     created = list((body.get("status") or {}).get("createdSecrets") or [])
+    # The operator's own MQTT Secrets: created once, never read or replaced (kube.create_secret_once). The
+    # operator may not read Secrets: a 409 for a name status.createdSecrets does not list is someone
+    # else's Secret, whose certificate or users are not ours to serve.
+    made: list[tuple[str, Callable[[], objects.Manifest]]] = []
     if render_mqtt_tls.operator_made(spec):
-        # Created once, never read or replaced (kube.create_secret_once). The operator may not read Secrets:
-        # a 409 for a name status.createdSecrets does not list is someone else's Secret, whose certificate
-        # is not ours to serve.
-        tls_name = render_mqtt_tls.generated_name(name)
-        secret = mqtt_tls.new_secret(name, namespace)
-        kopf.adopt(secret, owner=body)
-        outcome = await kube.create_secret_once(secret)
-        logger.info("%s Secret/%s", outcome, tls_name)  # its name only, never its data
-        if outcome == "created" and tls_name not in created:
-            patch.status["createdSecrets"] = [*created, tls_name]
-        elif outcome == "kept" and tls_name not in created:
-            message = f"Secret/{tls_name} exists and was not made by this operator: it is neither used nor adopted"
-            conflicts.append(f"Secret/{tls_name}")
+        made.append((render_mqtt_tls.generated_name(name), lambda: mqtt_tls.new_secret(name, namespace)))
+    if connections.mqtt_users_operator_made(spec):
+        made.append((connections.mqtt_users_generated_name(name), lambda: mqtt_users.new_secret(name, namespace, spec)))
+    for secret_name, make in made:
+        if await kube.secret_name_taken(secret_name, namespace):
+            outcome = "kept"  # no material made (hashing a fleet's passwords costs CPU)
+        else:
+            secret = await asyncio.to_thread(make)
+            kopf.adopt(secret, owner=body)
+            outcome = await kube.create_secret_once(secret)
+        logger.info("%s Secret/%s", outcome, secret_name)  # its name only, never its data
+        if outcome == "created" and secret_name not in created:
+            created = [*created, secret_name]
+            patch.status["createdSecrets"] = created
+        elif outcome == "kept" and secret_name not in created:
+            message = f"Secret/{secret_name} exists and was not made by this operator: it is neither used nor adopted"
+            conflicts.append(f"Secret/{secret_name}")
             kopf.warn(body, reason="NameConflict", message=message)
             logger.info("name_conflict %s", message)
-            # Nothing that would mount it is written: the broker must not serve a key someone else chose.
-            # (Still wanted: what stands from before is neither changed nor pruned.)
-            held_back = {children.key(c) for c in wanted if children.references_secret(c, tls_name)}
+            # Nothing that would mount it is written: the broker must not serve a key or users someone else
+            # chose. (Still wanted: what stands from before is neither changed nor pruned.)
+            held_back |= {children.key(c) for c in wanted if children.references_secret(c, secret_name)}
     for child in wanted:
         if children.key(child) in held_back:
             continue
@@ -259,6 +268,8 @@ def secret_conflicts(body: dict) -> list[str]:
     spec = children.defaulted_spec(body)
     made = set(current.get("createdSecrets") or [])
     wanted = [render_mqtt_tls.generated_name(meta["name"])] if render_mqtt_tls.operator_made(spec) else []
+    if connections.mqtt_users_operator_made(spec):
+        wanted.append(connections.mqtt_users_generated_name(meta["name"]))
     return [f"Secret/{n}" for n in wanted if n not in made]
 
 

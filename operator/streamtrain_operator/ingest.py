@@ -73,11 +73,12 @@ def ingest_schema() -> dict:
 #: Combinations the bridge or the broker cannot serve, refused by the API server (rules on spec).
 INGEST_RULES = [
     {
-        "rule": "(self.ingest.preset == 'streamtrain' && !has(self.ingest.mapping)) "
-        "|| self.mqtt.authentication != 'credentials'",
+        "rule": "(self.ingest.preset == 'streamtrain' && !has(self.ingest.mapping)) || self.mqtt.mode == 'external' "
+        "|| (has(self.mqtt.authentication) && self.mqtt.authentication == 'none')",
         "fieldPath": ".ingest.preset",
         "message": "mqtt.authentication credentials lets a device publish to devices/<its user>/telemetry only: "
-        "other presets and mappings need mqtt.authentication none or an external broker",
+        "other presets and mappings need mqtt.authentication none (a managed broker's default is credentials) "
+        "or an external broker",
     },
     {
         "rule": "!has(self.ingest.topics) || self.ingest.preset != 'streamtrain' || has(self.ingest.mapping)",

@@ -174,6 +174,19 @@ async def create_secret_once(manifest: Manifest) -> str:
     return "created"
 
 
+async def secret_name_taken(name: str, namespace: str) -> bool:
+    """Whether a Secret named ``name`` exists, asked without reading Secrets: a dry-run create of an empty
+    one (nothing is stored) answers 409 AlreadyExists. Spares making costly material that would be kept."""
+    probe = cast(Secret, Secret.from_dict({"metadata": {"name": name, "namespace": namespace}}))
+    try:
+        await client().create(probe, dry_run=True)
+    except HTTPStatusError as exc:
+        if _code(exc) == 409:
+            return True
+        raise
+    return False
+
+
 async def get(api_version: str, kind: str, name: str, namespace: str) -> Manifest | None:
     try:
         obj = await client().get(resource(api_version, kind), name, namespace=namespace)

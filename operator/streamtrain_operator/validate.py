@@ -52,25 +52,34 @@ CEL_TWINS: dict[str, Callable[[Any], bool]] = {  # a rule's `self` is an object 
     "self.fleet.simulated == false || self.mqtt.mode == 'managed' || has(self.mqtt.host)": lambda s: (
         not _get(s, "fleet.simulated", True) or _get(s, "mqtt.mode") == "managed" or "host" in s["mqtt"]
     ),
-    "self.authentication != 'credentials' || self.mode == 'managed'": lambda s: (
+    "!has(self.authentication) || self.authentication != 'credentials' || self.mode == 'managed'": lambda s: (
         s.get("authentication") != "credentials" or s.get("mode") == "managed"
     ),
-    "self.authentication != 'credentials' || (has(self.usersSecretRef) && has(self.username) && has(self.password))": lambda s: (
-        s.get("authentication") != "credentials" or {"usersSecretRef", "username", "password"} <= set(s)
+    "!has(self.usersSecretRef) || (has(self.username) && has(self.password))": lambda s: (
+        "usersSecretRef" not in s or {"username", "password"} <= set(s)
     ),
-    "!has(self.usersSecretRef) || self.authentication == 'credentials'": lambda s: (
-        "usersSecretRef" not in s or s.get("authentication") == "credentials"
+    "has(self.usersSecretRef) || self.mode == 'external' || (has(self.authentication) "
+    "&& self.authentication == 'none') || (!has(self.username) && !has(self.password))": lambda s: (
+        "usersSecretRef" in s
+        or s.get("mode") == "external"
+        or s.get("authentication") == "none"
+        or not ({"username", "password"} & set(s))
     ),
-    "self.fleet.simulated == false || self.mqtt.authentication != 'credentials' || has(self.fleet.credentialsSecretRef)": lambda s: (
+    "!has(self.usersSecretRef) || (self.mode == 'managed' && (!has(self.authentication) "
+    "|| self.authentication == 'credentials'))": lambda s: (
+        "usersSecretRef" not in s
+        or (s.get("mode") == "managed" and s.get("authentication", "credentials") == "credentials")
+    ),
+    "self.fleet.simulated == false || !has(self.mqtt.usersSecretRef) || has(self.fleet.credentialsSecretRef)": lambda s: (
         not _get(s, "fleet.simulated", True)
-        or _get(s, "mqtt.authentication") != "credentials"
+        or "usersSecretRef" not in s["mqtt"]
         or "credentialsSecretRef" in s["fleet"]
     ),
     # Fractional bounds (crd._num, model_settings): fleet.anomalyRate, model.validationFraction.
     "self <= 0.5": lambda v: v <= 0.5,
     "self < 0.5": lambda v: v < 0.5,
-    "!has(self.fleet.credentialsSecretRef) || self.mqtt.authentication == 'credentials'": lambda s: (
-        "credentialsSecretRef" not in s["fleet"] or _get(s, "mqtt.authentication") == "credentials"
+    "!has(self.fleet.credentialsSecretRef) || has(self.mqtt.usersSecretRef)": lambda s: (
+        "credentialsSecretRef" not in s["fleet"] or "usersSecretRef" in s["mqtt"]
     ),
     "self.scorer.replicas <= self.kafka.partitions": lambda s: (
         _get(s, "scorer.replicas") <= _get(s, "kafka.partitions")
@@ -109,10 +118,11 @@ CEL_TWINS: dict[str, Callable[[Any], bool]] = {  # a rule's `self` is an object 
     "!has(self.model.smoothing) || self.model.kind == 'windowed'": lambda s: (
         "smoothing" not in s["model"] or _get(s, "model.kind") == "windowed"
     ),
-    "(self.ingest.preset == 'streamtrain' && !has(self.ingest.mapping)) "
-    "|| self.mqtt.authentication != 'credentials'": lambda s: (
+    "(self.ingest.preset == 'streamtrain' && !has(self.ingest.mapping)) || self.mqtt.mode == 'external' "
+    "|| (has(self.mqtt.authentication) && self.mqtt.authentication == 'none')": lambda s: (
         (_get(s, "ingest.preset") == "streamtrain" and "mapping" not in s["ingest"])
-        or _get(s, "mqtt.authentication") != "credentials"
+        or _get(s, "mqtt.mode") == "external"
+        or s["mqtt"].get("authentication") == "none"
     ),
     "!has(self.ingest.topics) || self.ingest.preset != 'streamtrain' || has(self.ingest.mapping)": lambda s: (
         "topics" not in s["ingest"] or _get(s, "ingest.preset") != "streamtrain" or "mapping" in s["ingest"]

@@ -231,7 +231,11 @@ def test_invalid_resources_rejected_with_clear_message(spec, message):
 
 def test_sparkplug_b_through_the_extension_accepted():
     """The extension decodes Sparkplug B as the bridge does (SparkplugDecoder.java): no rule refuses it."""
-    spec = {"ingest": {"preset": "sparkplug-b"}, "mqtt": {"ingest": "extension"}, "kafka": {"authentication": "none"}}
+    spec = {
+        "ingest": {"preset": "sparkplug-b"},
+        "mqtt": {"ingest": "extension", "authentication": "none"},  # Sparkplug topics: any topic (credentials: one)
+        "kafka": {"authentication": "none"},
+    }
     assert validate.errors(_with(spec)) == []
     assert validate.errors(validate.defaulted(_with(spec))) == []
     assert not [r for r in validate.cel_rules() if "sparkplug" in r]

@@ -57,7 +57,7 @@ def test_the_broker_runs_the_packet_limit_of_the_telemetry_limit():
 
 
 def test_the_stock_image_reads_only_its_config_file_from_the_config_map():
-    cm, dep = _broker(_children("minimal"))
+    cm, dep = _broker(_children("minimal", lambda s: s.setdefault("mqtt", {}).update(authentication="none")))
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"].startswith("hivemq/hivemq-ce:")
     mount = _config_mount(dep)
     # The stock image's conf folder also holds its logback.xml: only config.xml is replaced.
@@ -158,8 +158,9 @@ def test_no_claim_for_an_external_broker():
 def test_the_launcher_serves_the_brokers_own_counters_where_prometheus_scrapes():
     """Authentication on (the launcher image, no extension): HiveMQ's dropped-message counter on the metrics
     port, which the pipeline's metrics Service and the chart's ServiceMonitor scrape; the stock image has none."""
-    for example, served in (("secure", True), ("minimal", False)):
-        _, broker = _broker(_children(example))
+    no_auth = lambda s: s.setdefault("mqtt", {}).update(authentication="none")  # noqa: E731
+    for example, change, served in (("secure", None, True), ("minimal", None, True), ("minimal", no_auth, False)):
+        _, broker = _broker(_children(example, change))
         c = broker["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in c.get("env", [])}
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}

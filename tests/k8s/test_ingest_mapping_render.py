@@ -19,6 +19,7 @@ def bridge_env(ingest: dict | None) -> dict[str, str]:
     r = copy.deepcopy(MINIMAL)
     if ingest is not None:
         r["spec"]["ingest"] = ingest
+        r["spec"].setdefault("mqtt", {})["authentication"] = "none"  # other shapes: any topic (credentials: one)
     assert validate.errors(r) == []
     out = render.render(r["metadata"]["name"], "pipelines", validate.defaulted(r)["spec"])
     [bridge] = [

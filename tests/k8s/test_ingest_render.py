@@ -24,7 +24,9 @@ PRESETS_RESOURCE = json.loads((ROOT / "bridge/hivemq-extension/src/main/resource
 
 def resource(**mqtt) -> dict:
     r = copy.deepcopy(MINIMAL)
-    r["spec"].setdefault("mqtt", {}).update(mqtt)
+    # Other presets and mappings need a broker that lets any topic in: authentication none, named (the
+    # managed broker's default is credentials, test_mqtt_users_render.py).
+    r["spec"].setdefault("mqtt", {}).update({"authentication": "none", **mqtt})
     r["spec"].setdefault("kafka", {}).update(authentication="none")
     return r
 

@@ -155,6 +155,8 @@ def test_each_pod_uses_exactly_its_own_user_secret_and_the_ca(variant):
     name = children[0]["metadata"]["labels"]["app.kubernetes.io/instance"]
     spec = validate.defaulted(resource(*VARIANTS[variant]))["spec"]
     mqtt = {spec["mqtt"][f]["secretKeyRef"]["name"] for f in ("username", "password") if f in spec["mqtt"]}
+    if connections.mqtt_users_operator_made(spec):  # the operator's MQTT identities (test_mqtt_users_render.py)
+        mqtt.add(connections.mqtt_users_generated_name(name))
     external = spec["kafka"]["mode"] == "external"
     ca = "plant-kafka-ca" if external else f"{name}-cluster-ca-cert"
     talkers = {c for c, _, _ in connections.kafka_principals(name, spec)}
@@ -395,6 +397,7 @@ def test_authentication_none_renders_what_it_did_before(example):
             m["mountPath"].startswith("/var/run/streamtrain")
             and m["mountPath"]
             not in (render_signing.SIGNING_MOUNT, render_mqtt_tls.CA_MOUNT, render_mqtt_tls.KEYSTORE_MOUNT)
+            + (connections.MQTT_USERS_MOUNT, connections.MQTT_PASSWORD_MOUNT, connections.MQTT_DEVICES_MOUNT)
             for m in pod["spec"]["containers"][0]["volumeMounts"]
         )
         if "STREAMTRAIN_KAFKA_BOOTSTRAP" in env:

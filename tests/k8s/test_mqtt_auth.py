@@ -123,14 +123,17 @@ def test_every_path_hivemq_writes_is_a_volume():
 
 
 def test_without_authentication_nothing_changes():
-    children = _children(load_example(ROOT / "examples/minimal.yaml"))
+    minimal = load_example(ROOT / "examples/minimal.yaml")
+    minimal["spec"].setdefault("mqtt", {})["authentication"] = "none"  # named: the default is credentials
+    children = _children(minimal)
     pod = _pod(children, "hivemq")
     assert pod["containers"][0]["image"] == "hivemq/hivemq-ce:2025.5" and "args" not in pod["containers"][0]
     assert _secret_refs(pod) == _tls_refs("demo", "keystore.p12", "keystore-password")
     assert "STREAMTRAIN_CREDENTIALS_FILE" not in _env(_pod(children, "simulator"))
-    full = _children(load_example(ROOT / "examples/full.yaml"))
-    bridge = _env(_pod(full, "bridge"))
-    assert bridge["STREAMTRAIN_MQTT_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "plant-mqtt", "key": "password"}
+    # An external broker: the bridge's own user and password, as before.
+    external = _children(load_example(ROOT / "examples/external.yaml"))
+    bridge = _env(_pod(external, "bridge"))
+    assert bridge["STREAMTRAIN_MQTT_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "field-mqtt", "key": "password"}
     assert "STREAMTRAIN_MQTT_PASSWORD_FILE" not in bridge
 
 
@@ -230,21 +233,27 @@ def _without(path: str) -> dict:
     return r
 
 
+def _auth_none() -> dict:
+    r = copy.deepcopy(SECURE)
+    r["spec"]["mqtt"]["authentication"] = "none"
+    return r
+
+
 REFUSED = [
     (
+        # The bridge's identity belongs with the users file that knows it: the operator's Secret holds its own.
         _without("mqtt.usersSecretRef"),
-        "spec.mqtt: Invalid value: mqtt.usersSecretRef, mqtt.username and mqtt.password "
-        "are required when mqtt.authentication is credentials",
+        "spec.mqtt: Invalid value: mqtt.username and mqtt.password name the bridge in your own mqtt.usersSecretRef",
     ),
-    (_without("mqtt.username"), "spec.mqtt: Invalid value: mqtt.usersSecretRef, mqtt.username and mqtt.password"),
-    (_without("mqtt.password"), "spec.mqtt: Invalid value: mqtt.usersSecretRef, mqtt.username and mqtt.password"),
+    (_without("mqtt.username"), "spec.mqtt: Invalid value: mqtt.username and mqtt.password (the bridge's identity)"),
+    (_without("mqtt.password"), "spec.mqtt: Invalid value: mqtt.username and mqtt.password (the bridge's identity)"),
     (
         _without("fleet.credentialsSecretRef"),
-        "spec: Invalid value: fleet.credentialsSecretRef is required for a simulated fleet when mqtt.authentication is credentials",
+        "spec: Invalid value: fleet.credentialsSecretRef is required for a simulated fleet with your own mqtt.usersSecretRef",
     ),
     (
-        _without("mqtt.authentication"),
-        "spec.mqtt: Invalid value: mqtt.usersSecretRef needs mqtt.authentication: credentials",
+        _auth_none(),
+        "spec.mqtt: Invalid value: mqtt.usersSecretRef needs a managed broker with mqtt.authentication credentials",
     ),
 ]
 
@@ -265,7 +274,8 @@ def test_crd_refuses_inline_secrets_and_misplaced_refs():
     r = copy.deepcopy(load_example(ROOT / "examples/minimal.yaml"))
     r["spec"] = {"fleet": {"credentialsSecretRef": {"name": "d", "key": "k"}}}
     assert validate.errors(r) == [
-        "spec: Invalid value: fleet.credentialsSecretRef needs mqtt.authentication: credentials"
+        "spec: Invalid value: fleet.credentialsSecretRef goes with your own mqtt.usersSecretRef (the operator's "
+        "<name>-mqtt-credentials holds the simulated fleet's passwords otherwise)"
     ]
     r = copy.deepcopy(SECURE)
     r["spec"]["mqtt"].update(mode="external", host="mqtt.example.com")

@@ -116,10 +116,12 @@ def test_an_external_broker_keeps_its_port_and_gets_no_tls_of_ours():
 
 @pytest.mark.parametrize(
     "example, image",
-    [("minimal", "stock"), ("secure", "launcher"), ("ingest-extension", "launcher")],
+    [("minimal", "stock"), ("minimal", "launcher"), ("secure", "launcher"), ("ingest-extension", "launcher")],
 )
 def test_the_broker_runs_a_tls_only_listener_with_the_keystore_file_and_the_password_from_its_env(example, image):
-    name, spec, kids = _render(example)
+    # The stock image runs only with authentication none (the managed broker's default is credentials).
+    no_auth = (lambda s: s.setdefault("mqtt", {}).update(authentication="none")) if image == "stock" else None
+    name, spec, kids = _render(example, no_auth)
     secret = f"{name}-mqtt-tls"
     cm = next(m for m in kids if m["kind"] == "ConfigMap" and m["metadata"]["name"] == f"{name}-hivemq")
     text = cm["data"]["config.xml"]
@@ -283,13 +285,17 @@ def test_a_secret_the_operator_did_not_record_is_a_name_conflict_once_reconciled
     r["metadata"].update(namespace=NS, generation=3)
     assert handlers.secret_conflicts(r) == []  # never reconciled: the Secret may simply not be made yet
     r["status"] = {"observedGeneration": 3}
-    assert handlers.secret_conflicts(r) == [f"Secret/{r['metadata']['name']}-mqtt-tls"]
-    r["status"]["createdSecrets"] = [f"{r['metadata']['name']}-mqtt-tls"]
+    # Both of the operator's MQTT Secrets (TLS and credentials are on by default).
+    made = [f"{r['metadata']['name']}-mqtt-tls", f"{r['metadata']['name']}-mqtt-credentials"]
+    assert handlers.secret_conflicts(r) == [f"Secret/{n}" for n in made]
+    r["status"]["createdSecrets"] = made[:1]
+    assert handlers.secret_conflicts(r) == [f"Secret/{made[1]}"]
+    r["status"]["createdSecrets"] = made
     assert handlers.secret_conflicts(r) == []
     off = copy.deepcopy(r)
     off["status"] = {"observedGeneration": 3}
     _tls_off(off["spec"])
-    assert handlers.secret_conflicts(off) == []
+    assert handlers.secret_conflicts(off) == [f"Secret/{made[1]}"]  # TLS off: only the credentials are wanted
 
 
 def test_the_crd_documents_the_secret_keys_and_the_port_default():

@@ -84,6 +84,8 @@ def test_children_reach_only_named_or_own_secrets(example):
     own = {render_signing.generated_name(name)} if render_signing.operator_made(spec) else set()
     if mqtt_tls.operator_made(spec):
         own.add(mqtt_tls.generated_name(name))
+    if connections.mqtt_users_operator_made(spec):
+        own.add(connections.mqtt_users_generated_name(name))
     if spec["kafka"]["mode"] == "managed":  # Strimzi writes these for the pipeline's own cluster and users
         own |= {m["metadata"]["name"] for m in kids if m["kind"] == "KafkaUser"}
         own.add(f"{name}-cluster-ca-cert")

@@ -16,6 +16,10 @@ MQTT_USERS_MOUNT = "/var/run/streamtrain/mqtt-users"  # the broker's users file 
 MQTT_PASSWORD_MOUNT = "/var/run/streamtrain/mqtt-password"  # the bridge's MQTT password
 MQTT_DEVICES_MOUNT = "/var/run/streamtrain/mqtt-devices"  # the simulator's device_id:password lines
 CREDENTIALS = "credentials"  # spec.mqtt.authentication: the broker checks every client against a users file
+NO_AUTHENTICATION = "none"  # spec.mqtt.authentication: anyone who reaches the broker (the stock allow-all extension)
+#: Keys of the operator's Secret <name>-mqtt-credentials (streamtrain.operator.mqtt_users makes it): the broker's
+#: users file (hashes), the bridge's user name and password, the simulated fleet's device_id:password lines.
+USERS_KEY, BRIDGE_USERNAME_KEY, BRIDGE_PASSWORD_KEY, DEVICES_KEY = "users", "username", "password", "devices"
 SCRAM = "scram-sha-512"  # spec.kafka.authentication; Strimzi's name of the mechanism
 SASL_MECHANISM = "SCRAM-SHA-512"  # the same, as Kafka clients spell it
 PLAIN_PORT, TLS_PORT = 9092, 9093
@@ -174,24 +178,59 @@ def mqtt_endpoint(name: str, spec: dict) -> tuple[str, int]:
     return host, m.get("port") or mqtt_container_port(spec)
 
 
+def mqtt_authentication(spec: dict) -> str:
+    """credentials or none. Unset means credentials for a managed broker (with the operator's generated
+    users unless usersSecretRef names the user's) and none for an external one (which checks its own)."""
+    m = spec["mqtt"]
+    return m.get("authentication") or (CREDENTIALS if m["mode"] == "managed" else NO_AUTHENTICATION)
+
+
 def mqtt_credentials(spec: dict) -> bool:
-    """Whether the managed broker authenticates (spec.mqtt.authentication: credentials)."""
-    return spec["mqtt"]["mode"] == "managed" and spec["mqtt"].get("authentication", "none") == CREDENTIALS
+    """Whether the managed broker authenticates (spec.mqtt.authentication credentials, the default)."""
+    return spec["mqtt"]["mode"] == "managed" and mqtt_authentication(spec) == CREDENTIALS
 
 
-def mqtt_volumes(program: str, spec: dict) -> tuple[list[dict], list[dict]]:
+def mqtt_users_generated_name(name: str) -> str:
+    return f"{name}-mqtt-credentials"
+
+
+def mqtt_users_operator_made(spec: dict) -> bool:
+    """Whether the operator creates the broker's users (credentials, no usersSecretRef of the user's)."""
+    return mqtt_credentials(spec) and "usersSecretRef" not in spec["mqtt"]
+
+
+def mqtt_users_ref(name: str, spec: dict) -> dict:
+    """The broker's users file as a {name, key} Secret reference: the user's, else the operator's."""
+    if mqtt_users_operator_made(spec):
+        return {"name": mqtt_users_generated_name(name), "key": USERS_KEY}
+    return dict(spec["mqtt"]["usersSecretRef"])
+
+
+def mqtt_bridge_refs(name: str, spec: dict) -> tuple[dict, dict]:
+    """The bridge's MQTT user name and password as {name, key} Secret references."""
+    if mqtt_users_operator_made(spec):
+        secret = mqtt_users_generated_name(name)
+        return {"name": secret, "key": BRIDGE_USERNAME_KEY}, {"name": secret, "key": BRIDGE_PASSWORD_KEY}
+    m = spec["mqtt"]
+    return dict(m["username"]["secretKeyRef"]), dict(m["password"]["secretKeyRef"])
+
+
+def mqtt_devices_ref(name: str, spec: dict) -> dict:
+    """The simulated fleet's device_id:password lines as a {name, key} Secret reference."""
+    if mqtt_users_operator_made(spec):
+        return {"name": mqtt_users_generated_name(name), "key": DEVICES_KEY}
+    return dict(spec["fleet"]["credentialsSecretRef"])
+
+
+def mqtt_volumes(program: str, name: str, spec: dict) -> tuple[list[dict], list[dict]]:
     """With broker credentials: the bridge's password and the simulator's device passwords, each Pod
     only its own Secret key, as files (never in the environment)."""
     if not mqtt_credentials(spec):
         return [], []
     if program == "bridge":
-        v, m = secret_file_volume(
-            "mqtt-password", spec["mqtt"]["password"]["secretKeyRef"], "password", MQTT_PASSWORD_MOUNT
-        )
+        v, m = secret_file_volume("mqtt-password", mqtt_bridge_refs(name, spec)[1], "password", MQTT_PASSWORD_MOUNT)
     elif program == "simulate":
-        v, m = secret_file_volume(
-            "mqtt-devices", spec["fleet"]["credentialsSecretRef"], "credentials", MQTT_DEVICES_MOUNT
-        )
+        v, m = secret_file_volume("mqtt-devices", mqtt_devices_ref(name, spec), "credentials", MQTT_DEVICES_MOUNT)
     else:
         return [], []
     return [v], [m]

@@ -1,9 +1,10 @@
 """The managed MQTT broker: HiveMQ CE as one Deployment and its Service.
 
-Without authentication the stock image (spec.mqtt.image) runs as its own uid with its bundled
-allow-all extension. With spec.mqtt.authentication: credentials, StreamTrain's launcher
+With spec.mqtt.authentication: none the stock image (spec.mqtt.image) runs as its own uid with its bundled
+allow-all extension. With credentials (the default), StreamTrain's launcher
 (images/hivemq.Dockerfile, uid UID) runs the same broker with the users file of
-spec.mqtt.usersSecretRef mounted read-only and passed as its last argument: it refuses unknown users
+spec.mqtt.usersSecretRef, or of the operator's Secret <name>-mqtt-credentials (streamtrain.operator.mqtt_users),
+mounted read-only and passed as its last argument: it refuses unknown users
 and wrong passwords and authorizes devices and the bridge (README "Who may connect"). The launcher
 reads the file at start: after changing the Secret, restart the Deployment.
 
@@ -36,6 +37,7 @@ from streamtrain.operator.render.connections import (
     mqtt_container_port,
     mqtt_credentials,
     mqtt_endpoint,
+    mqtt_users_ref,
     secret_file_volume,
     settings_for,
 )
@@ -129,9 +131,7 @@ def hivemq(name: str, namespace: str, spec: dict) -> list[Manifest]:
     volumes.append({"name": "config", "configMap": {"name": config["metadata"]["name"]}})
     mounts: list[dict] = [{"name": v, "mountPath": path} for v, path in WRITES.items()]
     if mqtt_credentials(spec):
-        users_vol, users_mount = secret_file_volume(
-            "mqtt-users", spec["mqtt"]["usersSecretRef"], "users", MQTT_USERS_MOUNT
-        )
+        users_vol, users_mount = secret_file_volume("mqtt-users", mqtt_users_ref(name, spec), "users", MQTT_USERS_MOUNT)
         volumes.append(users_vol)
         mounts.append(users_mount)
         uid = UID

@@ -18,6 +18,7 @@ from streamtrain.operator.render.connections import (
     kafka_credentials,
     kafka_security_env,
     kafka_volumes,
+    mqtt_bridge_refs,
     mqtt_credentials,
     mqtt_volumes,
     preprocess_spec,
@@ -72,7 +73,7 @@ def env(program: str, name: str, spec: dict) -> list[dict]:
                 out.append(_v("CREDENTIALS_FILE", f"{MQTT_DEVICES_MOUNT}/credentials"))
             else:
                 out += [
-                    _secret("MQTT_USERNAME", spec["mqtt"]["username"]),
+                    _secret("MQTT_USERNAME", {"secretKeyRef": mqtt_bridge_refs(name, spec)[0]}),
                     _v("MQTT_PASSWORD_FILE", f"{MQTT_PASSWORD_MOUNT}/password"),
                 ]
         else:
@@ -147,7 +148,7 @@ def program_pod(
     kafka_vols, kafka_mounts = kafka_volumes(kafka_credentials(name, spec, COMPONENT[program]))
     volumes += kafka_vols
     mounts += kafka_mounts
-    mqtt_vols, mqtt_mounts = mqtt_volumes(program, spec)
+    mqtt_vols, mqtt_mounts = mqtt_volumes(program, name, spec)
     volumes += mqtt_vols
     mounts += mqtt_mounts
     tls_vols, tls_mounts = mqtt_tls.client_volumes(program, name, spec)
