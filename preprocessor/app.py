@@ -239,6 +239,10 @@ class Preprocessor:
         # at all) is written from a struct, not a dict; the others take the engine's way.
         feature_record = self.feature_records.make if self.feature_records.enabled and not engine.seq_length else None
         window_values = self.feature_records.getter(engine.agg_fields) if engine.size else None
+        # Accepted readings make their devices active (what _touch does); when the batch cannot take the devices
+        # held beyond max_devices (no eviction then), that is done once per device after the loop.
+        touched: list[str] | None = [] if len(activity) + len(msgs) <= max_devices else None
+        touched_partitions: list[int] = []
         for m, record, pre, finite in zip(msgs, records, evaluated, exact):
             try:
                 if type(record) is not dict:
@@ -281,26 +285,27 @@ class Preprocessor:
                         counts["duplicates"] += seen == "duplicate"
                         continue
                     txn_seen.append((device, seq))
-                held = devices.get(m.partition())
-                if held is None:
-                    held = devices[m.partition()] = set()
-                held.add(device)
-                activity[device] = now
-                activity.move_to_end(device)
-                if len(activity) > max_devices:
-                    self._evict([next(iter(activity))], "capacity")
+                if touched is not None:
+                    touched.append(device)
+                    touched_partitions.append(m.partition())
+                else:
+                    self._touch_at(m.partition(), device, now)
                 if pre is False:
                     counts["filtered"] += 1
                     continue
                 if pre is not None and finite and feature_record is not None:
                     row = feature_record(record, pre)
                     if window_values is None or engine.extend_open_window(device, ts, window_values(row)):
-                        arrived = [(ARRIVED_HEADER, str(arrived_ms).encode())]
                         send(
                             topic_features,
                             encode(row),
                             key=m.key(),
-                            headers=arrived + [(FINGERPRINT_HEADER, reading.encode())] if reading else arrived,
+                            headers=[
+                                (ARRIVED_HEADER, str(arrived_ms).encode()),
+                                (FINGERPRINT_HEADER, reading.encode()),
+                            ]
+                            if reading
+                            else [(ARRIVED_HEADER, str(arrived_ms).encode())],
                         )
                         counts["out"] += 1
                         continue
@@ -333,6 +338,8 @@ class Preprocessor:
                     counts["sequences"] += len(result.sequences)
             except Exception as exc:  # noqa: BLE001 - one record must never crash-loop every replica
                 self._dead(m, "unprocessable", f"{type(exc).__name__}: {exc}"[:500])
+        if touched:
+            self._touch_all(touched_partitions, touched, now)
         self.producer.poll(0)
         self.m_out.inc(counts["out"])
         self.m_filtered.inc(counts["filtered"])
@@ -443,12 +450,28 @@ class Preprocessor:
     def _touch(self, partition: int, device: str) -> None:
         """A reading of ``device`` was accepted: it is active now; beyond max_devices the least recently
         active device is evicted."""
+        self._touch_at(partition, device, time.monotonic())
+
+    def _touch_at(self, partition: int, device: str, now: float) -> None:
         self.devices.setdefault(partition, set()).add(device)
-        self.activity[device] = time.monotonic()
+        self.activity[device] = now
         self.activity.move_to_end(device)
         if len(self.activity) > self.s.max_devices:
             oldest = next(iter(self.activity))
             self._evict([oldest], "capacity")
+
+    def _touch_all(self, partitions: list[int], devices: list[str], now: float) -> None:
+        """``_touch_at`` of every (partition, device) in order, where none can evict: the devices end in the
+        order of their last reading, all active as of ``now``."""
+        if len(set(partitions)) == 1:
+            self.devices.setdefault(partitions[0], set()).update(devices)
+        else:
+            for p, d in zip(partitions, devices):
+                self.devices.setdefault(p, set()).add(d)
+        activity = self.activity
+        for device in reversed(dict.fromkeys(reversed(devices))):
+            activity[device] = now
+            activity.move_to_end(device)
 
     def _evict(self, devices: list[str], why: str) -> None:
         """Drop the state of ``devices``, their open windows emitted first (in the open transaction)."""
