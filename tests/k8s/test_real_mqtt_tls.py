@@ -75,7 +75,8 @@ def test_the_tls_secret_is_created_once_owned_recorded_and_never_logged(operator
 
     def recorded() -> dict | None:
         st = (get(cp, "streamingtraining", name) or {}).get("status") or {}
-        return st if st.get("createdSecrets") == [secret_name] else None
+        # With the MQTT identities (on by default too, test_real_mqtt_users.py).
+        return st if set(st.get("createdSecrets") or []) == {secret_name, f"{name}-mqtt-credentials"} else None
 
     eventually(recorded, "status.createdSecrets", explain=op.output)
 
