@@ -101,7 +101,7 @@ def _fingerprint_input(record: dict, finite: bool) -> bytes:
                 out = _sorted_encoder.encode(record)
             except (UnicodeEncodeError, TypeError, OverflowError):
                 out = b"\x80"
-            if out.isascii() and b"\x7f" not in out:
+            if out.isascii() and out.find(b"\x7f") < 0:  # find: faster than `in` on bytes
                 return out
     return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode()
 
@@ -274,7 +274,12 @@ class BatchExpressions:
 def fast_fingerprint(record: dict, finite: bool = False) -> str:
     """``streamtrain.dedup.fingerprint``, the same digest, with the text written by msgspec where it can
     (``finite``: as ``fingerprint_text``)."""
-    return blake2b(_fingerprint_input(record, finite), digest_size=8).hexdigest()
+    digest = _blake2b_8.copy()  # a copy: cheaper than the constructor's keyword arguments
+    digest.update(_fingerprint_input(record, finite))
+    return digest.hexdigest()
+
+
+_blake2b_8 = blake2b(digest_size=8)
 
 
 class FeatureRecords:
