@@ -208,7 +208,7 @@ def test_kafka_streams_scorer_runs_as_its_own_kafka_user(scram_stack, topics, tm
     from streamtrain import exitcodes
     from tests.cli.test_models_e2e import models
     from tests.programs import Program, settings_env
-    from tests.score.test_scorer_e2e import FeatureStream, train, wait_scores
+    from tests.score.test_scorer_e2e import FeatureStream, train_process, wait_scores
 
     def run_as(env: dict) -> None:
         for k in [k for k in os.environ if k.startswith("STREAMTRAIN_KAFKA_")]:
@@ -220,7 +220,7 @@ def test_kafka_streams_scorer_runs_as_its_own_kafka_user(scram_stack, topics, tm
     stream = FeatureStream(topics, seed=5)
     stream.send(100)
     run_as(scram_stack.kafka_user(f"train-{uuid.uuid4().hex[:4]}", "train", topics=topics))
-    train(topics, tmp_path, "train-v1", records=2000)
+    train_process(topics, tmp_path, "train-v1", records=2000)  # as the trainer's Kafka user: a process
     # spec.scorer.pinnedVersion's Job runs `streamtrain models pin` as the trainer's user: it may write the pin.
     pinned = models(topics, "pin", "1")
     assert pinned.returncode == 0, pinned.stderr

@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Producer
 
 from streamtrain.kafka import producer_config, read_topic
+from streamtrain.train_settings import TrainSettings
 from tests.programs import Program, settings_env
 from tests.records import assert_valid
 
@@ -73,7 +74,21 @@ class FeatureStream:
         assert self.producer.flush(30) == 0
 
 
-def train(pipeline, tmp_path, name: str, records: int, **extra) -> Program:
+def train(pipeline, tmp_path, name: str, records: int, **extra) -> dict:
+    """One version from the real trainer (``train_once``, real TensorFlow, read from and published to this
+    test's Kafka topics), run in the test's process: where training is not the subject, TensorFlow is
+    imported once per session instead of once per version. Its metadata, as published. The trainer as a
+    program is tested in tests/train and wherever its log or exit code is the subject (``train_process``)."""
+    from streamtrain.trainer.train import train_once  # noqa: PLC0415 - TensorFlow only where a test trains
+
+    settings = TrainSettings(**{**pipeline.model_dump(), "train_records": records, "epochs": 3, **extra})
+    meta = train_once(settings)
+    meta.pop("_model")
+    return meta
+
+
+def train_process(pipeline, tmp_path, name: str, records: int, **extra) -> Program:
+    """`streamtrain train` as a process, its log kept in ``tmp_path/<name>.log``."""
     env = settings_env(pipeline, train_records=records, epochs=3, **extra)
     prog = Program(["train"], env, tmp_path / f"{name}.log").start()
     rc = prog.proc.wait(300)

@@ -21,7 +21,7 @@ from streamtrain.modelsign import ModelSigner, ModelTrust, parse_public_keys, pu
 from streamtrain.stack.local import free_port
 from streamtrain.topics import TopicSpec
 from tests.programs import Program, settings_env
-from tests.score.test_scorer_e2e import FeatureStream, train, wait_scores
+from tests.score.test_scorer_e2e import FeatureStream, train, train_process, wait_scores
 from tests.score_streams.test_streams_scorer_e2e import programs, start_streams_scorer  # noqa: F401 (fixture)
 
 REFUSALS = ("unsigned", "unknown_key", "bad_signature", "version_out_of_range")
@@ -103,7 +103,9 @@ def test_both_scorers_refuse_unsigned_forged_and_huge_versions_and_serve_the_tra
         assert {s["model_version"] for s in scores if (s["device_id"], s["seq"]) in after_attack} == {1}
 
     # The trainer's next version: numbered after the newest accepted one (1), published, served by both.
-    nxt = train(pipeline, tmp_path, "train-v2", records=2000, from_end=True, model_signing_key_file=key_file, **trust)
+    nxt = train_process(
+        pipeline, tmp_path, "train-v2", records=2000, from_end=True, model_signing_key_file=key_file, **trust
+    )
     [published] = [json.loads(line) for line in nxt.log().splitlines() if '"model_published"' in line]
     assert published["version"] == 2 and published["signed_by"] == trainer_key.key_id
     stream.start(per_second=200)  # versions switch between batches: records must flow
