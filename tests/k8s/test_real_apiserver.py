@@ -92,6 +92,7 @@ def test_a_whole_ingest_mapping_is_accepted_and_kept(namespace):
     resource = copy.deepcopy(load_example(ROOT / "examples/minimal.yaml"))
     mapping = {"ts_timezone": "Europe/Berlin", "rename": {"ENERGY_Power": "watts"}, "exclude": ["*Unit"], "hold_s": 60}
     resource["spec"]["ingest"] = {"preset": "tasmota", "topics": ["home/tele/{device_id}/SENSOR"], "mapping": mapping}
+    resource["spec"]["mqtt"] = {"authentication": "none"}  # other topics than devices/<user>/telemetry: named
     res = server_create(namespace, resource, "-o", "json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["spec"]["ingest"]["mapping"] == mapping
