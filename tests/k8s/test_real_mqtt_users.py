@@ -174,3 +174,44 @@ def test_a_foreign_users_secret_is_neither_adopted_nor_mounted(operator):
     assert secret_name not in (status().get("createdSecrets") or [])
     assert "theirs" not in op.log.read_text()
     cp.kubectl("delete", "streamingtraining", name, "-n", NS, "--wait=true", "--timeout=60s")
+
+
+def _minimal(**spec) -> dict:
+    r = load_example(ROOT / "examples/minimal.yaml")
+    r["metadata"] = {"name": "rules", "namespace": NS}
+    r["spec"] = {**r["spec"], **spec}
+    return r
+
+
+BRIDGE = {"secretKeyRef": {"name": "b", "key": "u"}}
+REFUSED = [
+    (
+        _minimal(mqtt={"username": BRIDGE, "password": BRIDGE}),
+        "mqtt.username and mqtt.password name the bridge in your own mqtt.usersSecretRef",
+    ),
+    (
+        _minimal(mqtt={"authentication": "none", "usersSecretRef": {"name": "u", "key": "users"}}),
+        "mqtt.usersSecretRef needs a managed broker with mqtt.authentication credentials",
+    ),
+    (
+        _minimal(fleet={"credentialsSecretRef": {"name": "d", "key": "credentials"}}),
+        "fleet.credentialsSecretRef goes with your own mqtt.usersSecretRef",
+    ),
+    (_minimal(ingest={"preset": "sparkplug-b"}), "other presets and mappings need mqtt.authentication none"),
+]
+
+
+@pytest.mark.parametrize("resource, message", REFUSED, ids=range(len(REFUSED)))
+def test_the_api_server_refuses_what_the_default_cannot_serve(operator, resource, message):
+    cp, _ = operator
+    res = cp.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(resource), check=False)
+    assert res.returncode != 0 and message in res.stderr, res.stderr
+
+
+def test_the_api_server_accepts_none_named_and_an_external_broker_unset(operator):
+    cp, _ = operator
+    for resource in (
+        _minimal(mqtt={"authentication": "none", "username": BRIDGE}, ingest={"preset": "sparkplug-b"}),
+        _minimal(mqtt={"mode": "external", "host": "mqtt.example.com", "username": BRIDGE, "password": BRIDGE}),
+    ):
+        cp.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(resource))
