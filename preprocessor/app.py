@@ -51,7 +51,6 @@ from streamtrain.lifecycle import StopFlag
 from streamtrain.metrics import MetricsServer, zero_labels
 from streamtrain.preprocessing.batch import (
     BatchExpressions,
-    FeatureRecords,
     decode,
     dumps,
     fast_fingerprint,
@@ -141,7 +140,6 @@ class Preprocessor:
         self.stop = stop or StopFlag()
         self.engine = Engine(spec)
         self.batch_expressions = BatchExpressions(spec)
-        self.feature_records = FeatureRecords(spec, self.engine.passthrough)
         self._skew_limit, self._max_devices = s.max_clock_skew_s, s.max_devices
         self._valid_ids: set[str] = set()  # device ids check_identity accepted (a cache, not state)
         r = self.registry = CollectorRegistry()
@@ -220,14 +218,7 @@ class Preprocessor:
         counts = {"out": 0, "filtered": 0, "late": 0, "windows": 0, "sequences": 0, "duplicates": 0}
         now = time.monotonic()  # the batch's readings are active as of now (the idle timer's clock)
         # What every record needs, looked up once per batch (this loop is the preprocessor's hot path).
-        engine, dedup, send, activity, devices, valid_ids = (
-            self.engine,
-            self.dedup,
-            self._send,
-            self.activity,
-            self.devices,
-            self._valid_ids,
-        )
+        engine, dedup, send, activity, valid_ids = self.engine, self.dedup, self._send, self.activity, self._valid_ids
         skew, jump, max_devices = self._skew_limit, self.s.max_seq_jump, self._max_devices
         topic_features, topic_windows, topic_sequences = (
             self.s.topic_features,
@@ -235,10 +226,6 @@ class Preprocessor:
             self.s.topic_sequences,
         )
         passthrough, txn_seen, encode = engine.passthrough, self._txn_seen, msgspec_encode
-        # The usual reading (msgspec decoded, numpy evaluated, in its device's open window or with no windows
-        # at all) is written from a struct, not a dict; the others take the engine's way.
-        feature_record = self.feature_records.make if self.feature_records.enabled and not engine.seq_length else None
-        window_values = self.feature_records.getter(engine.agg_fields) if engine.size else None
         # Accepted readings make their devices active (what _touch does); when the batch cannot take the devices
         # held beyond max_devices (no eviction then), that is done once per device after the loop.
         touched: list[str] | None = [] if len(activity) + len(msgs) <= max_devices else None
@@ -293,49 +280,39 @@ class Preprocessor:
                 if pre is False:
                     counts["filtered"] += 1
                     continue
-                if pre is not None and finite and feature_record is not None:
-                    row = feature_record(record, pre)
-                    if window_values is None or engine.extend_open_window(device, ts, window_values(row)):
-                        send(
-                            topic_features,
-                            encode(row),
-                            key=m.key(),
-                            headers=[
-                                (ARRIVED_HEADER, str(arrived_ms).encode()),
-                                (FINGERPRINT_HEADER, reading.encode()),
-                            ]
-                            if reading
-                            else [(ARRIVED_HEADER, str(arrived_ms).encode())],
-                        )
-                        counts["out"] += 1
-                        continue
-                result = engine.process(record) if pre is None else engine.process_evaluated(record, pre)
+                if pre is None:
+                    result = engine.process(record)
+                else:  # msgspec decoded (finite): the features may come as a struct, written as the dict would be
+                    result = engine.process_evaluated(record, pre, finite)
                 if result.error is not None:
                     self._dead(m, result.error.reason, str(result.error))
                     continue
                 if result.filtered:
                     counts["filtered"] += 1
                     continue
-                if result.late:
+                # finite: no NaN in it (msgspec writes NaN as null)
+                features = encode(result.features) if finite else dumps(result.features, passthrough)
+                windows, sequences, late = result.windows, result.sequences, result.late
+                if late:
                     counts["late"] += 1
                     self._note(self._late, {"device_id": record["device_id"], "ts": record["ts"], "source": _source(m)})
                 arrived = [(ARRIVED_HEADER, str(arrived_ms).encode())]
                 key = m.key()
                 send(
                     topic_features,
-                    encode(result.features) if finite else dumps(result.features, passthrough),  # finite: no NaN
+                    features,
                     key=key,
-                    headers=arrived + [(FINGERPRINT_HEADER, reading.encode())] if reading else arrived,
+                    headers=[*arrived, (FINGERPRINT_HEADER, reading.encode())] if reading else arrived,
                 )
                 counts["out"] += 1
-                if result.windows:
-                    for w in result.windows:
+                if windows:
+                    for w in windows:
                         send(topic_windows, dumps(w), key=w["device_id"].encode())
-                    counts["windows"] += len(result.windows)
-                if result.sequences:
-                    for q in result.sequences:
+                    counts["windows"] += len(windows)
+                if sequences:
+                    for q in sequences:
                         send(topic_sequences, dumps(q, () if finite else passthrough), key=key, headers=arrived)
-                    counts["sequences"] += len(result.sequences)
+                    counts["sequences"] += len(sequences)
             except Exception as exc:  # noqa: BLE001 - one record must never crash-loop every replica
                 self._dead(m, "unprocessable", f"{type(exc).__name__}: {exc}"[:500])
         if touched:

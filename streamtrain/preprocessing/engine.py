@@ -26,8 +26,10 @@ import math
 import operator
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 from streamtrain import telemetry
+from streamtrain.preprocessing.batch import FeatureRecords
 from streamtrain.preprocessing.compile import EvalError, compile_expr, finite
 from streamtrain.preprocessing.spec import IDENTITY, PreprocessSpec, parse_expression
 
@@ -36,7 +38,7 @@ PASSTHROUGH = ("device_type", "label", "anomaly")
 
 @dataclass
 class Result:
-    features: dict | None = None  # the feature record, or None when filtered out / failed
+    features: Any = None  # the feature record (a dict, or a struct: process_evaluated), None when filtered out / failed
     windows: list[dict] = field(default_factory=list)
     sequences: list[dict] = field(default_factory=list)
     error: EvalError | None = None  # why the record could not be processed (dead letter)
@@ -68,6 +70,8 @@ class Engine:
         self._identity_and_features = (*IDENTITY, *spec.features)
         self._get_identity_and_features = operator.itemgetter(*self._identity_and_features)
         self._derived_names = [name for name, _ in self.derived]
+        self._records = FeatureRecords(spec, self.passthrough)
+        self._window_values = self._records.getter(self.agg_fields)
 
     def process(self, record: dict) -> Result:
         identity = telemetry.check_identity(record)
@@ -93,10 +97,17 @@ class Engine:
             return Result(error=EvalError("expression_error", str(exc)))
         return self._accepted(out)
 
-    def process_evaluated(self, record: dict, derived: list[float]) -> Result:
+    def process_evaluated(self, record: dict, derived: list[float], struct: bool = False) -> Result:
         """``process`` of a record whose identity was checked (all three present), which the filter keeps,
         whose features are finite floats and whose derived values (in the spec's order) were computed
-        already (batch.py)."""
+        already (batch.py). ``struct``: the features may come as a msgspec struct (FeatureRecords), which
+        msgspec writes as it writes the dict (for a record without NaN: msgspec writes NaN as null)."""
+        if struct and self._records.enabled and not self.seq_length:
+            row = self._records.make(record, derived)
+            if not self.size:
+                return Result(features=row)
+            windows, late = self.window(record["device_id"], float(record["ts"]), self._window_values(row))
+            return Result(features=row, windows=windows, late=late)
         out = dict(zip(self._identity_and_features, self._get_identity_and_features(record)))
         out.update(zip(self._derived_names, derived))
         for k in self.passthrough:
@@ -111,17 +122,6 @@ class Engine:
                     values[f].append(out[f])
                 return Result(features=out)
         return self._accepted(out)
-
-    def extend_open_window(self, device: str, ts: float, values: tuple) -> bool:
-        """``_window``'s usual case, for a spec with windows and no sequences: the reading falls in its
-        device's open window, which takes its ``values`` (of ``agg_fields``, in order). False, nothing done,
-        otherwise (the caller then asks ``process_evaluated``)."""
-        w = self.open.get(device)
-        if w is None or math.floor(ts / self.size) * self.size != w.start:
-            return False
-        for f, v in zip(self.agg_fields, values):
-            w.values[f].append(v)
-        return True
 
     def _accepted(self, out: dict) -> Result:
         windows, late = self._window(out) if self.size else ([], False)
@@ -145,22 +145,26 @@ class Engine:
         return [out]
 
     def _window(self, rec: dict) -> tuple[list[dict], bool]:
-        """The windows this record closes, and whether it came too late for any window."""
-        device, ts = rec["device_id"], float(rec["ts"])
+        return self.window(rec["device_id"], float(rec["ts"]), (rec[f] for f in self.agg_fields))
+
+    def window(self, device: str, ts: float, values: Iterable) -> tuple[list[dict], bool]:
+        """The windows a reading of ``device`` at ``ts`` closes, and whether it came too late for any window;
+        if not, its ``values`` (of ``agg_fields``, in order; read only then) join its window."""
         start = math.floor(ts / self.size) * self.size
-        emitted = []
         w = self.open.get(device)
-        if w is not None and start > w.start:
-            emitted.append(self._close(device, w))
-            w = None
-        if w is None:
-            if start <= self.closed.get(device, -math.inf):
-                return emitted, True  # its window was emitted already (closed by a timer or a stop's flush)
-            w = self.open[device] = _Window(start, self.agg_fields)
-        if start < w.start:
-            return emitted, True  # for a window already emitted: counted by the caller as late
-        for f in self.agg_fields:
-            w.values[f].append(rec[f])
+        emitted = []
+        if w is None or start != w.start:  # not the usual case, its device's open window
+            if w is not None and start > w.start:
+                emitted.append(self._close(device, w))
+                w = None
+            if w is None:
+                if start <= self.closed.get(device, -math.inf):
+                    return emitted, True  # its window was emitted already (closed by a timer or a stop's flush)
+                w = self.open[device] = _Window(start, self.agg_fields)
+            if start < w.start:
+                return emitted, True  # for a window already emitted: counted by the caller as late
+        for f, v in zip(self.agg_fields, values):
+            w.values[f].append(v)
         return emitted, False
 
     def _close(self, device: str, w: _Window) -> dict:
