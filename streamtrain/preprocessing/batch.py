@@ -296,7 +296,6 @@ class FeatureRecords:
         fields = [f"f{i}" for i in range(len(names))]  # any JSON name, renamed: no clash with Struct's own
         self._fixed = operator.itemgetter(*fixed)
         self._passthrough = operator.itemgetter(*passthrough) if len(passthrough) > 1 else None
-        self._passthrough_keys = frozenset(passthrough)
         self._passthrough_fields = list(zip(passthrough, fields[len(names) - len(passthrough) :]))
         optional = len(names) - len(passthrough)
         self.Record = msgspec.defstruct(
@@ -313,8 +312,11 @@ class FeatureRecords:
 
     def make(self, record: dict, derived: list[float]):
         """The feature record of ``record`` (identity checked, features finite floats) with ``derived``."""
-        if self._passthrough is not None and record.keys() >= self._passthrough_keys:
-            return self.Record(*self._fixed(record), *derived, *self._passthrough(record))
+        if self._passthrough is not None:
+            try:
+                return self.Record(*self._fixed(record), *derived, *self._passthrough(record))
+            except KeyError:  # a pass-through field it does not carry
+                pass
         return self.Record(
             *self._fixed(record), *derived, **{f: record[k] for k, f in self._passthrough_fields if k in record}
         )

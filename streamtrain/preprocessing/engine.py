@@ -47,11 +47,12 @@ class Result:
 
 
 class _Window:
-    __slots__ = ("start", "values")
+    __slots__ = ("start", "values", "lists")
 
     def __init__(self, start: float, names: list[str]) -> None:
         self.start = start
         self.values: dict[str, list[float]] = {n: [] for n in names}
+        self.lists = list(self.values.values())  # the same lists, in the order of ``names``
 
 
 class Engine:
@@ -163,8 +164,8 @@ class Engine:
                 w = self.open[device] = _Window(start, self.agg_fields)
             if start < w.start:
                 return emitted, True  # for a window already emitted: counted by the caller as late
-        for f, v in zip(self.agg_fields, values):
-            w.values[f].append(v)
+        for values_of_field, v in zip(w.lists, values):
+            values_of_field.append(v)
         return emitted, False
 
     def _close(self, device: str, w: _Window) -> dict:
