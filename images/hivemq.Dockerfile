@@ -7,10 +7,10 @@
 # Build from the repository root:
 #   docker build -f images/hivemq.Dockerfile -t ghcr.io/streamtrain/streamtrain-hivemq:dev .
 #
-# Pinned bases (Maven + JDK 17 to resolve the jars, JRE 17 to run); pin digests in your mirror for
-# byte-for-byte rebuilds. HIVEMQ_VERSION is hivemq-pom.xml's hivemq.version (the local stack's default).
-ARG MAVEN_IMAGE=maven:3.9.9-eclipse-temurin-17
-ARG JRE_IMAGE=eclipse-temurin:17.0.13_11-jre-jammy
+# Pinned bases by digest (Maven + JDK 17 to resolve the jars, JRE 17 to run; images/README.md says how
+# to move them). HIVEMQ_VERSION is hivemq-pom.xml's hivemq.version (the local stack's default).
+ARG MAVEN_IMAGE=maven:3.9.9-eclipse-temurin-17@sha256:f58d59b6273e785ac0a4477f6e9b5ba1d7731c75b906c0f7b34076f1851318cc
+ARG JRE_IMAGE=eclipse-temurin:17.0.13_11-jre-jammy@sha256:7b8b90b35214757840f79fc78794bf4b06cb6ac92a8853429de16366e837c302
 
 # ---- build: the HiveMQ CE jars from Maven Central, as stack/jars.py resolves them --------------
 FROM ${MAVEN_IMAGE} AS build

@@ -5,9 +5,9 @@
 # Build from the repository root:
 #   docker build -f images/scorer-streams.Dockerfile -t streamtrain-scorer-streams:dev .
 #
-# Pinned bases (Maven + JDK 17 to build, JRE 17 to run); pin digests in your mirror for byte-for-byte rebuilds.
-ARG MAVEN_IMAGE=maven:3.9.9-eclipse-temurin-17
-ARG JRE_IMAGE=eclipse-temurin:17.0.13_11-jre-jammy
+# Pinned bases by digest (Maven + JDK 17 to build, JRE 17 to run; images/README.md says how to move them).
+ARG MAVEN_IMAGE=maven:3.9.9-eclipse-temurin-17@sha256:f58d59b6273e785ac0a4477f6e9b5ba1d7731c75b906c0f7b34076f1851318cc
+ARG JRE_IMAGE=eclipse-temurin:17.0.13_11-jre-jammy@sha256:7b8b90b35214757840f79fc78794bf4b06cb6ac92a8853429de16366e837c302
 
 # ---- build: pinned dependencies from Maven Central, then the scorer jar + target/lib -----------
 FROM ${MAVEN_IMAGE} AS build

@@ -26,7 +26,7 @@ def assert_pinned_multi_stage_non_root(text: str) -> None:
 
     for arg in ("MAVEN_IMAGE", "JRE_IMAGE"):
         base = re.search(rf"^ARG {arg}=(\S+)$", text, re.M).group(1)
-        assert re.search(r":\d+\.\d+\.\d+", base) and "latest" not in base, base
+        assert re.search(r":\d+\.\d+\.\d+[^@]*@sha256:[0-9a-f]{64}$", base) and "latest" not in base, base
     assert re.findall(r"^FROM \S+ AS (\w+)$", text, re.M) == ["build", "runtime"]
     runtime = text.split("AS runtime", 1)[1]
     assert re.search(r"^USER \$\{UID\}:\$\{UID\}$", runtime, re.M)

@@ -22,7 +22,7 @@ INSTRUCTIONS = [line for line in DOCKERFILE.splitlines() if line and not line.st
 
 def test_base_is_pinned_to_a_patch_version():
     base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", DOCKERFILE, re.M).group(1)
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+|python@sha256:[0-9a-f]{64}", base), base
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+@sha256:[0-9a-f]{64}", base), base
     assert "latest" not in base
 
 

@@ -55,7 +55,7 @@ pytestmark = [pytest.mark.kube, pytest.mark.node, pytest.mark.skaffold]
 
 NS = "streamtrain"  # the namespace of skaffold.yaml's releases and of the dev example
 NAME = "dev"  # the dev example's StreamingTraining
-PROFILES = "external-kafka,local-registry"
+PROFILES = "external-kafka,local-registry,stand-in-bases"
 PODMAN_SOCKET = "/run/streamtrain-podman.sock"
 #: The registry's blobs survive runs (a warm run pushes only changed layers); skaffold's own
 #: artifact cache too.

@@ -7,7 +7,8 @@
 #   setup   install what is missing (Debian packages) and use tools/images/containers.conf
 #   bases   stand-in base images, made once and cached in podman's storage: a debootstrap of
 #           bookworm tagged localhost/debian:bookworm, then Python, Maven + JDK 17 and a JRE 17
-#           tagged with the exact names the Dockerfiles' ARG defaults use (docker.io/library/...)
+#           tagged with the names the Dockerfiles' ARG defaults pin, without their digests
+#           (docker.io/library/...), which every build passes as --build-arg
 #   build   images/Dockerfile (three times: the trainer's and scorer's image, the -lite one of the
 #           programs without TensorFlow with EXTRAS empty, and the operator's with EXTRAS=operator),
 #           images/hivemq.Dockerfile, images/scorer-streams.Dockerfile as they are, tagged
@@ -53,9 +54,12 @@ qualified() {
 REPOSITORY=$(awk '$1 == "repository:" {print $2; exit}' charts/streamtrain/crds/streamingtrainings.yaml)
 OPERATOR_REPOSITORY=$(awk '/^operator:/ {o = 1} o && $1 == "repository:" {print $2; exit}' charts/streamtrain/values.yaml)
 VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/streamtrain/Chart.yaml)
-PYTHON_BASE=$(qualified "$(arg_default images/Dockerfile PYTHON_IMAGE)")
-MAVEN_BASE=$(qualified "$(arg_default images/hivemq.Dockerfile MAVEN_IMAGE)")
-JRE_BASE=$(qualified "$(arg_default images/hivemq.Dockerfile JRE_IMAGE)")
+# The Dockerfiles pin their bases by digest; a stand-in cannot carry the registry's digest (a digest names
+# content), so the stand-ins are tagged with the pinned tag alone and every build names them (BASE_ARGS).
+PYTHON_BASE=$(qualified "$(arg_default images/Dockerfile PYTHON_IMAGE | sed 's/@sha256:.*//')")
+MAVEN_BASE=$(qualified "$(arg_default images/hivemq.Dockerfile MAVEN_IMAGE | sed 's/@sha256:.*//')")
+JRE_BASE=$(qualified "$(arg_default images/hivemq.Dockerfile JRE_IMAGE | sed 's/@sha256:.*//')")
+BASE_ARGS=(--build-arg "PYTHON_IMAGE=$PYTHON_BASE" --build-arg "MAVEN_IMAGE=$MAVEN_BASE" --build-arg "JRE_IMAGE=$JRE_BASE")
 PAUSE=registry.k8s.io/pause:3.10
 # name (the OCI archive's file name) -> Dockerfile
 declare -A DOCKERFILES=([streamtrain]=images/Dockerfile [streamtrain-lite]=images/Dockerfile
@@ -155,7 +159,7 @@ build() {
     repository=$(repository_of "$name")
     log "building $repository:$VERSION from ${DOCKERFILES[$name]} ${BUILD_ARGS[$name]:-}"
     # shellcheck disable=SC2086  # BUILD_ARGS holds separate words
-    locked podman build --network host --pull=never -f "${DOCKERFILES[$name]}" ${BUILD_ARGS[$name]:-} \
+    locked podman build --network host --pull=never -f "${DOCKERFILES[$name]}" "${BASE_ARGS[@]}" ${BUILD_ARGS[$name]:-} \
       -t "$repository:$VERSION" -t "$repository:dev" .
     log "built $name in $(( $(date +%s) - started )) s with the wait for the lock"
   done
