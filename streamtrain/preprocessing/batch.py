@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import operator
+import re
 from hashlib import blake2b
 from typing import Callable
 
@@ -282,6 +283,10 @@ def fast_fingerprint(record: dict, finite: bool = False) -> str:
 _blake2b_8 = blake2b(digest_size=8)
 
 
+#: What msgspec refuses in a renamed field's name.
+_UNWRITABLE = re.compile(r'["\\\x00-\x1f]')
+
+
 class FeatureRecords:
     """Feature records of rows ``BatchExpressions`` evaluated, as msgspec structs: the engine's
     ``process_evaluated`` record (identity, features, derived values, then the pass-through fields the
@@ -292,16 +297,22 @@ class FeatureRecords:
     def __init__(self, spec: PreprocessSpec, passthrough: list[str]) -> None:
         fixed = [*IDENTITY, *spec.features]
         names = [*fixed, *(d.name for d in spec.derived), *passthrough]
-        self.enabled = len(set(names)) == len(names)
+        # msgspec renames to a JSON name it writes verbatim: one with a quote, a backslash or a control
+        # character (a spec may name its label so) stays with the dict, which msgspec escapes.
+        self.enabled = len(set(names)) == len(names) and not any(_UNWRITABLE.search(n) for n in names)
         fields = [f"f{i}" for i in range(len(names))]  # any JSON name, renamed: no clash with Struct's own
         self._fixed = operator.itemgetter(*fixed)
         self._passthrough = operator.itemgetter(*passthrough) if len(passthrough) > 1 else None
         self._passthrough_fields = list(zip(passthrough, fields[len(names) - len(passthrough) :]))
         optional = len(names) - len(passthrough)
-        self.Record = msgspec.defstruct(
-            "FeatureRecord",
-            [f if i < optional else (f, object, msgspec.UNSET) for i, f in enumerate(fields)],
-            rename=dict(zip(fields, names)),
+        self.Record = (
+            msgspec.defstruct(
+                "FeatureRecord",
+                [f if i < optional else (f, object, msgspec.UNSET) for i, f in enumerate(fields)],
+                rename=dict(zip(fields, names)),
+            )
+            if self.enabled
+            else None
         )
         self._field_of = dict(zip(names, fields))
 

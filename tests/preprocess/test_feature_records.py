@@ -44,3 +44,18 @@ def test_windows_agree_when_fed_structs_or_dicts():
         a, b = by_dict.process_evaluated(record, derived), by_struct.process_evaluated(record, derived, True)
         assert (a.windows, a.late) == (b.windows, b.late)
     assert by_dict.flush() == by_struct.flush()
+
+
+@pytest.mark.parametrize("label", ["\n", 'say "x"', "back\\slash"])
+def test_a_label_msgspec_cannot_rename_to_keeps_the_dict(label):
+    """msgspec refuses a renamed field whose name holds a quote, a backslash or a control character: such a
+    spec compiles, and its records are the engine's dicts (found by tests/hostile/test_parsers.py)."""
+    spec = PreprocessSpec.default().model_copy(update={"label": label})
+    record = {**BASE, label: 1}
+    (derived,) = BatchExpressions(spec).evaluate([record])
+    engine = Engine(spec)
+    features = engine.process_evaluated(record, derived, True).features
+    assert isinstance(features, dict) and features[label] == 1
+    assert msgspec.json.encode(features) == msgspec.json.encode(
+        Engine(spec).process_evaluated(record, derived).features
+    )
