@@ -91,3 +91,23 @@ def drop_mqtt_session(port: int, client_id: str) -> None:
         time.sleep(0.05)
     c.disconnect()
     c.loop_stop()
+
+
+def simulated_readings(s: CommonSettings, tmp_path: Path, env: dict, devices: int, count: int) -> set[tuple[str, int]]:
+    """Run the real simulator (``devices`` × ``count`` readings, as fast as it can, environment ``env``) to its
+    end against a running bridge, and the (device, seq) of what reached the raw topic: every reading, once,
+    and no dead letter."""
+    import json  # noqa: PLC0415
+
+    from streamtrain.kafka import read_topic  # noqa: PLC0415
+
+    sim = Program(
+        ["simulate", "--devices", str(devices), "--count", str(count), "--rate", "0"], env, tmp_path / "simulate.log"
+    ).start()
+    assert sim.proc.wait(timeout=180) == 0, sim.log()[-3000:]
+    total = devices * count
+    raw = read_topic(s.kafka_bootstrap, s.topic_raw, until=lambda m: len(m) >= total, timeout=120)
+    readings = {(r["device_id"], r["seq"]) for r in (json.loads(m.value()) for m in raw)}
+    assert len(raw) == total and len(readings) == total
+    assert not read_topic(s.kafka_bootstrap, s.topic_deadletter, timeout=3)
+    return readings

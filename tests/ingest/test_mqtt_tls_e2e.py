@@ -4,19 +4,17 @@ into Kafka through it; a client that speaks plain MQTT, or TLS without that CA, 
 
 from __future__ import annotations
 
-import json
 import ssl
 import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from streamtrain.kafka import read_topic
 from streamtrain.settings import CommonSettings, StackSettings
 from streamtrain.stack import hivemq
 from streamtrain.stack.local import LocalStack, free_port
 from tests.conftest import another_hivemq
-from tests.programs import Program, settings_env
+from tests.programs import Program, settings_env, simulated_readings
 
 pytestmark = pytest.mark.e2e
 
@@ -50,18 +48,7 @@ def test_simulator_and_bridge_move_every_reading_over_tls(tls_stack, local_stack
     ).start()
     try:
         bridge.wait_log('"mqtt_subscribed"', timeout=60)
-        devices, count = 20, 25
-        sim = Program(
-            ["simulate", "--devices", str(devices), "--count", str(count), "--rate", "0"],
-            settings_env(s, **env),
-            tmp_path / "simulate.log",
-        ).start()
-        assert sim.proc.wait(timeout=120) == 0, sim.log()[-3000:]
-        total = devices * count
-        raw = read_topic(s.kafka_bootstrap, s.topic_raw, until=lambda m: len(m) >= total, timeout=120)
-        readings = {(r["device_id"], r["seq"]) for r in (json.loads(m.value()) for m in raw)}
-        assert len(raw) == total and len(readings) == total
-        assert not read_topic(s.kafka_bootstrap, s.topic_deadletter, timeout=3)
+        simulated_readings(s, tmp_path, settings_env(s, **env), devices=20, count=25)
     finally:
         assert bridge.stop() == 0, bridge.log()[-3000:]
 

@@ -9,7 +9,6 @@ session."""
 
 from __future__ import annotations
 
-import json
 import socket
 import ssl
 import uuid
@@ -18,7 +17,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from streamtrain.kafka import read_topic
 from streamtrain.operator import mqtt_tls, validate
 from streamtrain.operator.render import hivemq as render_hivemq
 from streamtrain.operator.render import mqtt_tls as render_tls
@@ -29,7 +27,7 @@ from streamtrain.stack import hivemq
 from streamtrain.stack.local import LocalStack
 from streamtrain.stack.processes import java, spawn
 from tests.conftest import another_hivemq
-from tests.programs import Program, settings_env
+from tests.programs import Program, settings_env, simulated_readings
 
 pytestmark = pytest.mark.e2e
 
@@ -166,18 +164,7 @@ def test_simulator_and_bridge_given_the_operators_environment_move_every_reading
     ).start()
     try:
         bridge.wait_log('"mqtt_subscribed"', timeout=60)
-        devices, count = 10, 20
-        sim = Program(
-            ["simulate", "--devices", str(devices), "--count", str(count), "--rate", "0"],
-            {**settings_env(s), **ca_env},
-            tmp_path / "simulate.log",
-        ).start()
-        assert sim.proc.wait(timeout=120) == 0, sim.log()[-3000:]
-        total = devices * count
-        raw = read_topic(s.kafka_bootstrap, s.topic_raw, until=lambda m: len(m) >= total, timeout=120)
-        readings = {(r["device_id"], r["seq"]) for r in (json.loads(m.value()) for m in raw)}
-        assert len(raw) == total and len(readings) == total
-        assert not read_topic(s.kafka_bootstrap, s.topic_deadletter, timeout=3)
+        simulated_readings(s, tmp_path, {**settings_env(s), **ca_env}, devices=10, count=20)
     finally:
         assert bridge.stop() == 0, bridge.log()[-3000:]
 

@@ -19,7 +19,6 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from streamtrain import credentials
-from streamtrain.kafka import read_topic
 from streamtrain.operator import mqtt_tls, mqtt_users, validate
 from streamtrain.operator.render import connections, programs
 from streamtrain.operator.render import hivemq as render_hivemq
@@ -29,7 +28,7 @@ from streamtrain.stack import hivemq
 from streamtrain.stack.local import LocalStack
 from streamtrain.stack.processes import java, spawn
 from tests.conftest import another_hivemq
-from tests.programs import Program, settings_env
+from tests.programs import Program, settings_env, simulated_readings
 
 pytestmark = pytest.mark.e2e
 
@@ -193,22 +192,16 @@ def test_the_simulated_fleet_and_the_bridge_with_the_operators_identities_move_e
     bridge = Program(["bridge"], {**bridge_env, **common}, tmp_path / "bridge.log").start()
     try:
         bridge.wait_log('"mqtt_subscribed"', timeout=60)
-        count = 20
-        sim = Program(
-            ["simulate", "--devices", str(DEVICES), "--count", str(count), "--rate", "0"],
-            {**settings_env(s), **common, "STREAMTRAIN_CREDENTIALS_FILE": str(devices)},
-            tmp_path / "simulate.log",
-        ).start()
-        assert sim.proc.wait(timeout=180) == 0, sim.log()[-3000:]
-        total = DEVICES * count
-        raw = read_topic(s.kafka_bootstrap, s.topic_raw, until=lambda m: len(m) >= total, timeout=120)
-        readings = {(r["device_id"], r["seq"]) for r in (json.loads(m.value()) for m in raw)}
-        assert len(raw) == total and len(readings) == total
+        env = {**settings_env(s), **common, "STREAMTRAIN_CREDENTIALS_FILE": str(devices)}
+        readings = simulated_readings(s, tmp_path, env, devices=DEVICES, count=20)
         assert {d for d, _ in readings} == set(credentials.fleet_ids(DEVICES))
-        assert not read_topic(s.kafka_bootstrap, s.topic_deadletter, timeout=3)
     finally:
         assert bridge.stop() == 0, bridge.log()[-3000:]
-    for log in (bridge.log(), sim.log(), stack.hivemq.log_file.read_text(errors="replace")):
+    for log in (
+        bridge.log(),
+        (tmp_path / "simulate.log").read_text(),
+        stack.hivemq.log_file.read_text(errors="replace"),
+    ):
         assert users[connections.BRIDGE_PASSWORD_KEY] not in log
 
 

@@ -3,6 +3,7 @@ with a token of the chart's ServiceAccount: it never runs as admin."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,8 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from streamtrain.operator import kube
 from tests.k8s.conftest import RELEASE, RELEASE_NS
 from tests.k8s.controlplane import kubeconfig
+from tests.waiting import eventually
 
 
 class Operator:
@@ -71,14 +74,50 @@ class Operator:
 
 
 @contextmanager
-def running_operator(cp, workdir: Path, namespace: str) -> Iterator[Operator]:
-    """An operator (all namespaces) running for the duration, with ``namespace`` created before it starts
-    and deleted (not waited for) after it stops: the module fixture of most operator tests."""
+def running_operator(cp, workdir: Path, namespace: str, **settings: str) -> Iterator[Operator]:
+    """An operator (all namespaces; ``settings`` its environment) running for the duration, with ``namespace``
+    created before it starts and deleted (not waited for) after it stops: the module fixture of most
+    operator tests."""
     cp.kubectl("create", "namespace", namespace, check=False)
     op = Operator(cp, workdir)
-    op.start()
+    op.start(**settings)
     try:
         yield op
     finally:
         op.stop()
         cp.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def owned(cp, kind: str, namespace: str, uid: str) -> list[dict]:
+    """The objects of ``kind`` in ``namespace`` that the resource with ``uid`` owns."""
+    items = json.loads(cp.kubectl("get", kind, "-n", namespace, "-o", "json").stdout)["items"]
+    return [o for o in items if kube.owned_by(o, uid)]
+
+
+def assert_secret_kept_across_a_reconcile(cp, op: Operator, namespace: str, name: str, uid: str, secret: dict) -> str:
+    """Change the resource's spec (its fleet to 7 devices), wait for the reconcile that keeps ``secret`` (an
+    operator-made Secret), and check it is the same object with the same data. The operator's log so far."""
+    cp.patch_spec(namespace, name, {"fleet": {"devices": 7}})
+
+    def simulator_devices() -> bool | None:
+        sim = next(
+            (d for d in owned(cp, "deployments", namespace, uid) if d["metadata"]["name"] == f"{name}-simulator"),
+            None,
+        )
+        env = (
+            {e["name"]: e.get("value") for e in sim["spec"]["template"]["spec"]["containers"][0]["env"]} if sim else {}
+        )
+        return env.get("STREAMTRAIN_DEVICES") == "7" or None
+
+    secret_name = secret["metadata"]["name"]
+    eventually(simulator_devices, "the spec change reconciled", explain=op.output)
+    eventually(
+        lambda: op.log.read_text().count(f"kept Secret/{secret_name}") >= 1,
+        "a reconcile keeping the Secret",
+        explain=op.output,
+    )
+    again = cp.get_object("secret", secret_name, namespace)
+    assert again["data"] == secret["data"]
+    assert again["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
+    assert again["metadata"]["uid"] == secret["metadata"]["uid"]
+    return op.log.read_text()

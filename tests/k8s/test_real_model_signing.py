@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from streamtrain.modelsign import public_key_text
-from streamtrain.operator import kube
 from tests.k8s.conftest import ROOT, load_example
-from tests.k8s.operator_process import Operator
+from tests.k8s.operator_process import assert_secret_kept_across_a_reconcile, running_operator
+from tests.k8s.operator_process import owned as owned_in
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.kube
@@ -29,13 +29,8 @@ SECRET = f"{NAME}-model-signing"
 
 @pytest.fixture(scope="module")
 def operator(crds, tmp_path_factory):
-    cp = crds
-    cp.kubectl("create", "namespace", NS)
-    op = Operator(cp, tmp_path_factory.mktemp("model-signing"))
-    op.start()
-    yield cp, op
-    op.stop()
-    cp.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+    with running_operator(crds, tmp_path_factory.mktemp("model-signing"), NS) as op:
+        yield crds, op
 
 
 def get(cp, kind: str, name: str) -> dict | None:
@@ -43,8 +38,7 @@ def get(cp, kind: str, name: str) -> dict | None:
 
 
 def owned(cp, kind: str, uid: str) -> list[dict]:
-    items = json.loads(cp.kubectl("get", kind, "-n", NS, "-o", "json").stdout)["items"]
-    return [o for o in items if kube.owned_by(o, uid)]
+    return owned_in(cp, kind, NS, uid)
 
 
 def test_operator_may_create_secrets_but_not_read_them(operator):
@@ -92,25 +86,6 @@ def test_key_secret_created_once_owned_valid_and_referenced_by_the_trainer_and_s
     }
 
     # A spec change reconciles again: the Secret is kept as it was (running scorers trust only its key).
-    cp.patch_spec(NS, NAME, {"fleet": {"devices": 7}})
-
-    def simulator_devices() -> str | None:
-        sim = next((d for d in owned(cp, "deployments", uid) if d["metadata"]["name"] == f"{NAME}-simulator"), None)
-        env = (
-            {e["name"]: e.get("value") for e in sim["spec"]["template"]["spec"]["containers"][0]["env"]} if sim else {}
-        )
-        return env.get("STREAMTRAIN_DEVICES") == "7" or None
-
-    eventually(simulator_devices, "the spec change reconciled", explain=op.output)
-    eventually(
-        lambda: op.log.read_text().count(f"kept Secret/{SECRET}") >= 1,
-        "a reconcile keeping the Secret",
-        explain=op.output,
-    )
-    again = get(cp, "secret", SECRET)
-    assert again["data"] == secret["data"]
-    assert again["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
-    assert again["metadata"]["uid"] == secret["metadata"]["uid"]
-    log = op.log.read_text()
+    log = assert_secret_kept_across_a_reconcile(cp, op, NS, NAME, uid, secret)
     assert "PRIVATE KEY" not in log and data["verify-keys"].decode() not in log
     cp.kubectl("delete", "streamingtraining", NAME, "-n", NS, "--wait=true", "--timeout=60s")

@@ -16,9 +16,9 @@ import json
 import pytest
 
 from streamtrain import credentials
-from streamtrain.operator import kube
 from tests.k8s.conftest import ROOT, load_example
-from tests.k8s.operator_process import Operator
+from tests.k8s.operator_process import assert_secret_kept_across_a_reconcile, running_operator
+from tests.k8s.operator_process import owned as owned_in
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.kube
@@ -28,13 +28,10 @@ NS = "mqtt-users"
 
 @pytest.fixture(scope="module")
 def operator(crds, tmp_path_factory):
-    cp = crds
-    cp.kubectl("create", "namespace", NS)
-    op = Operator(cp, tmp_path_factory.mktemp("mqtt-users"))
-    op.start(STREAMTRAIN_OPERATOR_CONFLICT_RETRY="2")
-    yield cp, op
-    op.stop()
-    cp.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+    with running_operator(
+        crds, tmp_path_factory.mktemp("mqtt-users"), NS, STREAMTRAIN_OPERATOR_CONFLICT_RETRY="2"
+    ) as op:
+        yield crds, op
 
 
 def get(cp, kind: str, name: str) -> dict | None:
@@ -42,8 +39,7 @@ def get(cp, kind: str, name: str) -> dict | None:
 
 
 def owned(cp, kind: str, uid: str) -> list[dict]:
-    items = json.loads(cp.kubectl("get", kind, "-n", NS, "-o", "json").stdout)["items"]
-    return [o for o in items if kube.owned_by(o, uid)]
+    return owned_in(cp, kind, NS, uid)
 
 
 def create(cp, name: str, devices: int) -> str:
@@ -108,27 +104,7 @@ def test_the_users_secret_is_created_once_owned_recorded_and_never_logged(operat
             assert not secret_keys(d["spec"]["template"]["spec"], secret_name), component
 
     # The fleet grows: a reconcile that keeps the Secret as it was (documented: never replaced).
-    cp.patch_spec(NS, name, {"fleet": {"devices": 7}})
-
-    def simulator_devices() -> bool | None:
-        sim = deployment(cp, uid, f"{name}-simulator")
-        env = (
-            {e["name"]: e.get("value") for e in sim["spec"]["template"]["spec"]["containers"][0]["env"]} if sim else {}
-        )
-        return env.get("STREAMTRAIN_DEVICES") == "7" or None
-
-    eventually(simulator_devices, "the spec change reconciled", explain=op.output)
-    eventually(
-        lambda: op.log.read_text().count(f"kept Secret/{secret_name}") >= 1,
-        "a reconcile keeping the Secret",
-        explain=op.output,
-    )
-    again = get(cp, "secret", secret_name)
-    assert again["data"] == secret["data"]
-    assert again["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
-    assert again["metadata"]["uid"] == secret["metadata"]["uid"]
-
-    log = op.log.read_text()
+    log = assert_secret_kept_across_a_reconcile(cp, op, NS, name, uid, secret)
     events = json.dumps(json.loads(cp.kubectl("get", "events", "-n", NS, "-o", "json").stdout)["items"])
     st = json.dumps(get(cp, "streamingtraining", name)["status"])
     for value in (data["password"], *devices.values(), *secret["data"].values(), *users.values()):
