@@ -19,7 +19,7 @@ demo: install ## Run the whole pipeline locally on real Kafka + HiveMQ and print
 	$(STREAMTRAIN) --log-format console demo
 
 test: install ## Run the default test suite (real brokers, real TensorFlow)
-	$(PY) -m pytest -q --durations=10
+	$(PY) -m pytest -q -n $(or $(WORKERS),3) --dist loadfile --durations=10
 
 test-unit: install ## Unit tier: every test without a broker, a JVM cluster or a control plane (tests carry e2e/faults/kube/node/images otherwise)
 	$(PY) -m pytest -q -m "not e2e and not faults and not kube and not node and not images"

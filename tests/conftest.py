@@ -35,6 +35,10 @@ def pytest_collection_modifyitems(config, items):
             f"{len(unmarked)} test(s) use the brokers (fixture local_stack) without one of the markers "
             f"{', '.join(BROKER_MARKERS)}: {', '.join(unmarked[:10])}"
         )
+    # Files with broker tests first: on `make test`'s workers (pytest-xdist, a file at a time) the long ones
+    # start early and the unit files fill the gaps at the end. Order within a file is kept.
+    brokered = {i.path for i in items if _marked(i)}
+    items.sort(key=lambda i: i.path not in brokered)
 
 
 @pytest.hookimpl(tryfirst=True)

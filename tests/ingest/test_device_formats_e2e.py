@@ -28,11 +28,16 @@ def publisher(port: int) -> mqtt.Client:
     return client
 
 
-def publish_all(port: int, messages: list[tuple[str, bytes]], pause: float = 0.0) -> None:
+def publish_all(
+    port: int, messages: list[tuple[str, bytes]], pause: float = 0.0, hold: tuple[int, threading.Event] | None = None
+) -> None:
+    """Publish at QoS 1 and wait for every PUBACK; ``hold=(k, event)`` waits for ``event`` before message k."""
     client = publisher(port)
     try:
         infos = []
-        for topic, payload in messages:
+        for i, (topic, payload) in enumerate(messages):
+            if hold and i == hold[0]:
+                assert hold[1].wait(120), "the test never released the held messages"
             infos.append(client.publish(topic, payload, qos=1))
             if pause:
                 time.sleep(pause)
@@ -171,13 +176,17 @@ def test_no_seq_devices_neither_lost_nor_duplicated_across_bridge_sigkill(pipeli
             else:
                 body = {"deviceId": dev, "timestamp": int(now * 1000) - 600_000 + i * 100, "telemetry": {"t": i}}
                 messages.append((f"fleet/{dev}/data", p.encode(body)))
-    sender = threading.Thread(target=publish_all, args=(pipeline.mqtt_port, messages, 0.002))
+    # The last third waits for the kill, so the bridge dies mid-stream however slowly the machine reads.
+    killed = threading.Event()
+    hold = (len(messages) * 2 // 3, killed)
+    sender = threading.Thread(target=publish_all, args=(pipeline.mqtt_port, messages, 0.002, hold))
     sender.start()
     deadline = time.monotonic() + 60
     while len(read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, timeout=5)) < devices * 30:
         assert time.monotonic() < deadline, bridge.log()[-3000:]
         time.sleep(0.2)
     bridge.kill()
+    killed.set()
     killed_at = len(read_topic(pipeline.kafka_bootstrap, pipeline.topic_raw, timeout=5))
     time.sleep(1.0)  # devices keep publishing while no bridge runs
     restarted = bridge_factory("victim", ingest_mapping=preset)
