@@ -57,9 +57,10 @@ class Figure:
 class Bench:
     Figure = Figure
 
-    def __init__(self, quick: bool, only: list[str] | None = None) -> None:
+    def __init__(self, quick: bool, only: list[str] | None = None, jfr: Path | None = None) -> None:
         self.quick = quick
         self.only = only or []
+        self.jfr = jfr
         self.figures: list[Figure] = []
         home = Path(tempfile.mkdtemp(prefix="streamtrain-bench-"))
         self.stack = LocalStack(
@@ -427,8 +428,15 @@ def main() -> None:
         choices=sorted(GROUPS),
         help="run only this stage group (repeatable); writes results/latest-<group>.json",
     )
+    ap.add_argument(
+        "--jfr",
+        type=Path,
+        metavar="FILE",
+        help="record the Kafka Streams scorer's JVM with Java Flight Recorder (profile settings) into FILE "
+        "(read it with `jfr print --events jdk.ExecutionSample FILE`); e.g. with --only streams-scorer",
+    )
     args = ap.parse_args()
-    Bench(args.quick, args.only).run()
+    Bench(args.quick, args.only, args.jfr.resolve() if args.jfr else None).run()
 
 
 if __name__ == "__main__":

@@ -218,7 +218,7 @@ def scoring(bench, n: int) -> None:
         )
     )
     add_plain_loop_figure(bench, s, total, rate, cpu_us)
-    jvm_rate, onnx_rate = streams_scoring(bench, s, total)
+    jvm_rate, onnx_rate, jvm_cpu = streams_scoring(bench, s, total)
     bench.add(
         bench.Figure(
             "kafka-streams scorer consume->score->produce",
@@ -228,7 +228,8 @@ def scoring(bench, n: int) -> None:
             "ONNX Runtime batch",
             onnx_rate,
             "rec/s",
-            f"up to {batch} records per ONNX call, exactly_once_v2; python scorer {rate:,.0f} rec/s",
+            f"up to {batch} records per ONNX call, exactly_once_v2; python scorer {rate:,.0f} rec/s; "
+            f"CPU per record: scorer {jvm_cpu['streams scorer']} us, Kafka {jvm_cpu['kafka']} us",
         )
     )
 
@@ -333,9 +334,10 @@ def scorer_vs_plain(bench, n: int) -> None:
     add_plain_loop_figure(bench, s, total, ours, cpu_us)
 
 
-def streams_scoring(bench, s, total: int) -> tuple[float, float]:
+def streams_scoring(bench, s, total: int) -> tuple[float, float, dict[str, float]]:
     """The Kafka Streams scorer on the same features and model, into a scores topic of its own, and its
-    limit: the same model in ONNX Runtime on in-memory rows (records/s of each)."""
+    limit: the same model in ONNX Runtime on in-memory rows (records/s of each); and the CPU microseconds
+    per record of the scorer and of Kafka."""
     from streamtrain.kafka import ensure_topics
     from streamtrain.scorer.streams_engine import build, java_command
     from streamtrain.topics import TopicSpec
@@ -343,15 +345,14 @@ def streams_scoring(bench, s, total: int) -> tuple[float, float]:
     jar = build()
     jvm = s.model_copy(update={"topic_scores": f"{s.topic_scores}.jvm"})
     ensure_topics(jvm.kafka_bootstrap, [TopicSpec(jvm.topic_scores, 3)])
-    proc, log = _scorer(bench, jvm, "bench-streams-scorer", engine="kafka-streams")
-    try:
-        # From the moment its stream thread runs (group joined, first champion in place).
-        t0 = _wait_first_score(jvm, proc, log, marker=b'"state": "RUNNING"')
-        read_topic(jvm.kafka_bootstrap, jvm.topic_scores, until=lambda m: len(m) >= total, timeout=600)
-        rate = total / (time.monotonic() - t0)
-    finally:
-        proc.terminate()
-        proc.wait(60)
+    java_options = None
+    if getattr(bench, "jfr", None):  # bench.run --jfr FILE: a flight recording of the scorer's JVM
+        java_options = f"-XX:StartFlightRecording=filename={bench.jfr},settings=profile,dumponexit=true"
+    proc, log = _scorer(bench, jvm, "bench-streams-scorer", engine="kafka-streams", java_options=java_options)
+    # From the moment its stream thread runs (group joined, first champion in place) until its transactions
+    # have committed the last input offset, as the Python scorer is timed; its scores are counted after.
+    group = f"bench-streams-scorer-{jvm.topic_scores}"
+    rate, cpu_us, _ = _run_until_committed(bench, jvm, total, proc, log, group, b'"state": "RUNNING"', "streams scorer")
     java = java_command(jar)[0]
     out = subprocess.run(
         [java, "-cp", str(jar), "streamtrain.scorer.OnnxCeiling", str(total)],
@@ -361,7 +362,7 @@ def streams_scoring(bench, s, total: int) -> tuple[float, float]:
         timeout=300,
         check=True,
     )
-    return rate, json.loads(out.stdout.strip().splitlines()[-1])["records_per_s"]
+    return rate, json.loads(out.stdout.strip().splitlines()[-1])["records_per_s"], cpu_us
 
 
 def _wait_committed(bootstrap: str, group: str, topic: str, timeout: float) -> None:
@@ -382,8 +383,10 @@ def _wait_committed(bootstrap: str, group: str, topic: str, timeout: float) -> N
     raise RuntimeError(f"group {group} did not commit {topic} to its end within {timeout:.0f}s")
 
 
-def _scorer(bench, s, name: str, engine: str = "python"):
+def _scorer(bench, s, name: str, engine: str = "python", java_options: str | None = None):
     env = settings_env(s, group_id=f"{name}-{s.topic_scores}")
+    if java_options:  # read by the JVM the kafka-streams engine execs into
+        env["JAVA_TOOL_OPTIONS"] = java_options
     log_path = bench.stack.home / f"{name}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamtrain.cli.main", "score", "--engine", engine],
@@ -503,6 +506,35 @@ def run_scoring(bench) -> None:
         latency_and_swap(bench, rate, 6 if bench.quick else 20)
 
 
+def streams_scorer_alone(bench, n: int) -> None:
+    """The Kafka Streams scorer alone (no Python scorer, no plain loop), beside its two limits measured in
+    the same run: ONNX Runtime on in-memory rows, and Kafka's Java consumer reading the same features topic."""
+    from bench import kafka_perf
+
+    s, total = scoring_input(bench, n)
+    jvm_rate, onnx_rate, cpu_us = streams_scoring(bench, s, total)
+    consume_rate = kafka_perf.consume_rate(bench.stack, s.topic_features, total)
+    bench.add(
+        bench.Figure(
+            "kafka-streams scorer consume->score->produce",
+            total,
+            "kafka-streams scorer",
+            jvm_rate,
+            "Kafka Java consumer",
+            consume_rate,
+            "rec/s",
+            f"exactly_once_v2, {total:,} scores; the same features topic read by ConsumerPerformance (group "
+            f"join included); ONNX Runtime batch {onnx_rate:,.0f} rec/s (ours / it {jvm_rate / onnx_rate:.4f}); "
+            f"CPU per record: scorer {cpu_us['streams scorer']} us, Kafka {cpu_us['kafka']} us",
+        )
+    )
+
+
+def run_streams_scorer(bench) -> None:
+    for n in [5_000] if bench.quick else [200_000]:
+        streams_scorer_alone(bench, n)
+
+
 def run_scorer_vs_plain(bench) -> None:
     for n in [5_000] if bench.quick else [200_000]:
         scorer_vs_plain(bench, n)
@@ -515,10 +547,11 @@ GROUPS = {
     "training-workers": run_training_workers,
     "scoring": run_scoring,
     "scorer-vs-plain": run_scorer_vs_plain,
+    "streams-scorer": run_streams_scorer,
 }
 
 
 def run(bench) -> None:
     for name, group in GROUPS.items():
-        if name != "scorer-vs-plain":  # the scoring group measures it too
+        if name not in ("scorer-vs-plain", "streams-scorer"):  # the scoring group measures them too
             group(bench)

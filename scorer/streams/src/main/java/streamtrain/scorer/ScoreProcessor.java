@@ -1,14 +1,15 @@
 package streamtrain.scorer;
 
-import com.fasterxml.jackson.core.json.JsonReadFeature;
+import com.fasterxml.jackson.core.JsonGenerator;
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.json.JsonMapper;
-import com.fasterxml.jackson.databind.node.ObjectNode;
+import com.fasterxml.jackson.databind.node.ValueNode;
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.internals.RecordHeaders;
 import org.apache.kafka.streams.processor.PunctuationType;
@@ -44,13 +45,10 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
     /** streamtrain/topics.py ARRIVED_HEADER: when the reading reached Kafka (epoch ms), set by the preprocessor. */
     static final String ARRIVED_HEADER = "streamtrain.arrived_ms";
     private static final Log LOG = new Log("scorer");
-    // Python's json.loads accepts NaN and Infinity; they are then refused as non-finite values, not as bad JSON.
-    private static final ObjectMapper JSON = JsonMapper.builder()
-            .enable(JsonReadFeature.ALLOW_NON_NUMERIC_NUMBERS).build();
     private static final int RATE_WINDOW = 512;
 
     /** A valid record waiting for its batch's ONNX call; its features are row {@code index} of {@code x}. */
-    private record Held(Record<byte[], byte[]> record, String topic, int partition, long offset, JsonNode body) {}
+    private record Held(Record<byte[], byte[]> record, String topic, int partition, long offset, FeatureRecord body) {}
 
     private final Settings settings;
     private final ModelRegistry registry;
@@ -64,6 +62,12 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
     private float[] x = new float[0];
     /** The features {@code x}'s rows hold (the champion's when the batch's first record came). */
     private List<String> xFeatures = List.of();
+    /** {@link FeatureRecord#index} of the last feature list records were read with. */
+    private List<String> indexed;
+    private Map<String, Integer> featureIndex;
+    /** Where score records are written, one at a time, by one generator (no separator between its root values). */
+    private final ByteArrayOutputStream scoreBytes = new ByteArrayOutputStream(512);
+    private final JsonGenerator scoreWriter;
     private long shadowRecords, shadowAgree, shadowFlagged;
     private int windowRecords, windowFlagged;
 
@@ -76,6 +80,12 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         this.registry = registry;
         this.metrics = metrics;
         this.batching = batching;
+        try {
+            this.scoreWriter = FeatureRecord.JSON.getFactory().createGenerator(scoreBytes);
+            this.scoreWriter.setRootValueSeparator(null);
+        } catch (IOException e) {
+            throw new IllegalStateException(e);
+        }
     }
 
     @Override
@@ -112,23 +122,19 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         }
         OnnxModel champion = registry.champion();
         RecordMetadata where = context.recordMetadata().orElseThrow();
-        JsonNode body;
+        List<String> features = champion.featureNames;
+        if (features != indexed) {
+            featureIndex = FeatureRecord.index(features);
+            indexed = features;
+        }
+        FeatureRecord body;
         try {
-            body = record.value() == null ? null : JSON.readTree(record.value());
-            if (body == null || !body.isObject()) {
-                throw new IllegalArgumentException("not a JSON object");
-            }
+            body = FeatureRecord.read(record.value(), features, featureIndex);
         } catch (Exception e) {
             deadLetter(record, where, "malformed_json", String.valueOf(e.getMessage()));
             return;
         }
-        List<String> features = champion.featureNames;
-        List<String> missing = new ArrayList<>();
-        for (String f : features) {
-            if (!body.has(f)) {
-                missing.add("'" + f + "'");
-            }
-        }
+        String missing = body.missing(features);
         if (!missing.isEmpty()) {
             deadLetter(record, where, "missing_feature", "missing " + missing);
             return;
@@ -143,16 +149,11 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         if (x.length < batching.size() * n) {
             x = new float[batching.size() * n];
         }
-        int base = held.size() * n;
-        for (int i = 0; i < n; i++) {
-            JsonNode v = body.get(features.get(i));
-            // Finite after the cast to float32 too (3.5e38 is a finite double but an infinite float32).
-            if (!v.isNumber() || !Double.isFinite(v.asDouble()) || Math.abs(v.asDouble()) > Float.MAX_VALUE) {
-                deadLetter(record, where, "bad_feature_value", "features must be finite numbers within float32 range");
-                return;
-            }
-            x[base + i] = (float) v.asDouble();
+        if (!body.usable()) {
+            deadLetter(record, where, "bad_feature_value", "features must be finite numbers within float32 range");
+            return;
         }
+        body.copyTo(x, held.size() * n);
         held.add(new Held(record, where.topic(), where.partition(), where.offset(), body));
         registry.hold(1);
         if (internal == null || held.size() >= batching.size()) {
@@ -196,24 +197,23 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
             }
         }
         double now = System.currentTimeMillis() / 1000.0;
+        // Written as Jackson writes finite doubles (Double.toString), once per batch rather than once per record.
+        String threshold = Float.isFinite(champion.thresholdF32) ? Double.toString(champion.thresholdF32) : null;
+        String scoredAt = Double.toString(now);
         for (int r = 0; r < rows; r++) {
             Held h = held.get(r);
             boolean flag = scores[r] > champion.thresholdF32;
-            ObjectNode out = scoreRecord(h, champion, scores[r], flag, now);
+            boolean chFlag = shadow && chScores[r] > challenger.thresholdF32;
             if (shadow) {
-                boolean chFlag = chScores[r] > challenger.thresholdF32;
-                ObjectNode ch = out.putObject("challenger");
-                ch.put("model_version", challenger.version);
-                ch.put("score", (double) chScores[r]);
-                ch.put("is_anomaly", chFlag);
                 shadowRecords++;
                 shadowAgree += chFlag == flag ? 1 : 0;
                 shadowFlagged += chFlag ? 1 : 0;
             }
             byte[] value;
             try {
-                value = JSON.writeValueAsBytes(out);
-            } catch (Exception e) {
+                value = scoreJson(h, champion, scores[r], flag, threshold, scoredAt,
+                        shadow ? challenger : null, shadow ? chScores[r] : 0f, chFlag);
+            } catch (IOException e) {
                 throw new IllegalStateException(e);
             }
             forwardAs(h, new Record<>(h.record.key(), value, h.record.timestamp(), new RecordHeaders()), SCORES_SINK);
@@ -232,17 +232,17 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         int n = features.size();
         List<Held> keep = new ArrayList<>();
         float[] rebuilt = new float[Math.max(batching.size(), held.size()) * n];
+        Map<String, Integer> index = FeatureRecord.index(features);
         for (Held h : held) {
-            boolean ok = true;
-            for (int i = 0; i < n && ok; i++) {
-                JsonNode v = h.body.get(features.get(i));
-                ok = v != null && v.isNumber() && Double.isFinite(v.asDouble()) && Math.abs(v.asDouble()) <= Float.MAX_VALUE;
-                if (ok) {
-                    rebuilt[keep.size() * n + i] = (float) v.asDouble();
-                }
+            FeatureRecord body;
+            try {
+                body = FeatureRecord.read(h.record.value(), features, index);  // read before: it parses
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
             }
-            if (ok) {
-                keep.add(h);
+            if (body.usable()) {
+                body.copyTo(rebuilt, keep.size() * n);
+                keep.add(new Held(h.record, h.topic, h.partition, h.offset, body));
             } else {
                 deadLetterHeld(h, "missing_feature", "not a record of the features " + features);
             }
@@ -291,30 +291,69 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         metrics.deadlettered.labelValues(reason).inc();
     }
 
-    private ObjectNode scoreRecord(Held h, OnnxModel champion, float score, boolean flag, double now) {
-        JsonNode body = h.body;
-        ObjectNode out = JSON.createObjectNode();
-        out.set("device_id", body.get("device_id"));
-        out.set("seq", body.get("seq"));
-        out.set("ts", body.get("ts"));
-        out.put("model_version", champion.version);
-        out.put("score", (double) score);
+    /**
+     * The score record of {@code h}: the Python scorer's fields in its order, the challenger's verdict last when
+     * {@code challenger} is set. Written with Jackson's generator, so byte for byte what its tree model wrote.
+     */
+    private byte[] scoreJson(Held h, OnnxModel champion, float score, boolean flag, String threshold, String scoredAt,
+                             OnnxModel challenger, float chScore, boolean chFlag) throws IOException {
+        JsonNode[] kept = h.body.kept;
+        scoreBytes.reset();
+        JsonGenerator g = scoreWriter;
+        g.writeStartObject();
+        copy(g, "device_id", kept[FeatureRecord.DEVICE_ID]);
+        copy(g, "seq", kept[FeatureRecord.SEQ]);
+        copy(g, "ts", kept[FeatureRecord.TS]);
+        g.writeNumberField("model_version", champion.version);
+        g.writeNumberField("score", (double) score);
         // As streamtrain/model.py Assessment: the threshold applied (float32), and whose baseline it is.
-        out.put("threshold", (double) champion.thresholdF32);
-        out.put("is_anomaly", flag);
-        out.put("baseline", "global");
-        out.put("scored_at", now);
-        out.put("scorer", "kafka-streams");
-        out.put("instance", settings.instanceId());
-        ObjectNode source = out.putObject("source");
-        source.put("partition", h.partition);
-        source.put("offset", h.offset);
-        for (String gt : new String[] {"label", "anomaly", "device_type"}) {
-            if (body.has(gt)) {
-                out.set(gt.equals("anomaly") ? "anomaly_kind" : gt, body.get(gt));
-            }
+        g.writeFieldName("threshold");
+        if (threshold != null) {
+            g.writeNumber(threshold);
+        } else {
+            g.writeNumber((double) champion.thresholdF32);
         }
-        return out;
+        g.writeBooleanField("is_anomaly", flag);
+        g.writeStringField("baseline", "global");
+        g.writeFieldName("scored_at");
+        g.writeNumber(scoredAt);
+        g.writeStringField("scorer", "kafka-streams");
+        g.writeStringField("instance", settings.instanceId());
+        g.writeObjectFieldStart("source");
+        g.writeNumberField("partition", h.partition);
+        g.writeNumberField("offset", h.offset);
+        g.writeEndObject();
+        if (kept[FeatureRecord.LABEL] != null) {
+            copy(g, "label", kept[FeatureRecord.LABEL]);
+        }
+        if (kept[FeatureRecord.ANOMALY] != null) {
+            copy(g, "anomaly_kind", kept[FeatureRecord.ANOMALY]);
+        }
+        if (kept[FeatureRecord.DEVICE_TYPE] != null) {
+            copy(g, "device_type", kept[FeatureRecord.DEVICE_TYPE]);
+        }
+        if (challenger != null) {
+            g.writeObjectFieldStart("challenger");
+            g.writeNumberField("model_version", challenger.version);
+            g.writeNumberField("score", (double) chScore);
+            g.writeBooleanField("is_anomaly", chFlag);
+            g.writeEndObject();
+        }
+        g.writeEndObject();
+        g.flush();
+        return scoreBytes.toByteArray();
+    }
+
+    /** An input field into the score record; null when the input lacks it (as the tree model's set() did). */
+    private static void copy(JsonGenerator g, String name, JsonNode value) throws IOException {
+        g.writeFieldName(name);
+        if (value == null) {
+            g.writeNull();
+        } else if (value instanceof ValueNode) {
+            value.serialize(g, null);
+        } else {
+            FeatureRecord.JSON.writeTree(g, value);
+        }
     }
 
     private void observe(Held h, boolean flag, double now) {
@@ -322,7 +361,7 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
             metrics.flagged.inc();
         }
         metrics.lagSeconds.observe(Math.max(0.0, now - arrivalSeconds(h.record)));
-        JsonNode ts = h.body.get("ts");
+        JsonNode ts = h.body.kept[FeatureRecord.TS];
         if (ts != null && ts.isNumber()) {
             metrics.eventAge.observe(Math.max(0.0, now - ts.asDouble()));
         }

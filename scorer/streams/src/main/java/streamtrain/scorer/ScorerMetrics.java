@@ -12,7 +12,11 @@ import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.util.function.BooleanSupplier;
 
-/** The Python scorer's metrics (same names where they mean the same), served like streamtrain/metrics.py. */
+/**
+ * The Python scorer's metrics (same names where they mean the same), served like streamtrain/metrics.py.
+ * Histograms are classic only: the text format shows no native histogram, and keeping one costs the stream
+ * thread on every record.
+ */
 final class ScorerMetrics {
     final PrometheusRegistry registry = new PrometheusRegistry();
     final Counter scored = Counter.builder().name("streamtrain_scorer_records_scored").help("Records scored")
@@ -26,11 +30,11 @@ final class ScorerMetrics {
     final Histogram lagSeconds = Histogram.builder().name("streamtrain_scorer_end_to_end_seconds")
             .help("Processing lag: the reading's arrival in Kafka (raw topic) to its score (the Kafka Streams scorer: "
                   + "to scoring, before its transaction commits); independent of how old the reading is")
-            .classicUpperBounds(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60).register(registry);
+            .classicUpperBounds(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60).classicOnly().register(registry);
     final Histogram eventAge = Histogram.builder().name("streamtrain_scorer_event_age_seconds")
             .help("Event-time age: the reading's own timestamp (ts) to its score; years for a replayed recording")
             .classicUpperBounds(.1, 1, 10, 60, 600, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400,
-                    10 * 365 * 86400.0).register(registry);
+                    10 * 365 * 86400.0).classicOnly().register(registry);
     final Gauge modelVersion = Gauge.builder().name("streamtrain_scorer_model_version")
             .help("Champion model version").register(registry);
     final Gauge anomalyRate = Gauge.builder().name("streamtrain_scorer_anomaly_rate")

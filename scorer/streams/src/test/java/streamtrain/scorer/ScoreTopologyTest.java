@@ -155,6 +155,52 @@ class ScoreTopologyTest {
         assertTrue(refused.isEmpty(), refused.toString());
     }
 
+    /**
+     * Each score record byte for byte as Jackson's tree model wrote it when the scorer built one ObjectNode per
+     * record: the input's fields (whatever their JSON type) copied, the scorer's own in the same order.
+     */
+    @Test
+    void scoreRecordsAreWrittenByteForByteAsTheTreeModelWroteThem() throws Exception {
+        publish(1);
+        String row = "\"temperature\": 71.25, \"current\": 2.1, \"vibration\": 0.51, \"pressure\": 3.9";
+        String[] inputs = {
+            "{\"device_id\": \"d1\", \"ts\": 1765142481.1234567, \"seq\": 12, " + row + ", \"label\": 0}",
+            "{\"device_id\": \"d\\u00e9\\n\\\"1\", \"ts\": 1e-7, \"seq\": 123456789012345678901234567890, " + row
+                    + ", \"label\": \"x\", \"anomaly\": \"bearing\", \"device_type\": \"pump\"}",
+            "{" + row + ", \"ts\": \"2026-12-07\", \"label\": [0, 1], \"anomaly\": {\"kind\": null, \"at\": 1.5}}",
+            "{\"seq\": null, \"ts\": NaN, \"device_id\": 7, " + row + ", \"device_type\": true, \"seq\": -4}",
+        };
+        for (String in : inputs) {
+            features.pipeInput(bytes("k"), bytes(in));
+        }
+        List<byte[]> out = scores.readValuesToList();
+        assertEquals(inputs.length, out.size(), "dead letters: " + deadLetters.readValuesToList().size());
+        for (int i = 0; i < inputs.length; i++) {
+            JsonNode body = FeatureRecord.JSON.readTree(bytes(inputs[i]));
+            JsonNode got = JSON.readTree(out.get(i));
+            ObjectNode want = JSON.createObjectNode();
+            want.set("device_id", body.get("device_id"));
+            want.set("seq", body.get("seq"));
+            want.set("ts", body.get("ts"));
+            want.put("model_version", 1);
+            want.put("score", got.get("score").asDouble());
+            want.put("threshold", (double) (float) fixture.path("versions").path("1").path("threshold").asDouble());
+            want.put("is_anomaly", got.get("is_anomaly").asBoolean());
+            want.put("baseline", "global");
+            want.put("scored_at", got.get("scored_at").asDouble());
+            want.put("scorer", "kafka-streams");
+            want.put("instance", "topology-test");
+            want.putObject("source").put("partition", 0).put("offset", (long) i);
+            for (String gt : new String[] {"label", "anomaly", "device_type"}) {
+                if (body.has(gt)) {
+                    want.set(gt.equals("anomaly") ? "anomaly_kind" : gt, body.get(gt));
+                }
+            }
+            assertEquals(new String(FeatureRecord.JSON.writeValueAsBytes(want), StandardCharsets.UTF_8),
+                    new String(out.get(i), StandardCharsets.UTF_8));
+        }
+    }
+
     @Test
     void aModelUpdateSwapsTheVersionBetweenTwoRecords() throws Exception {
         publish(1);
