@@ -112,12 +112,7 @@ async def reconcile(
     # The operator's own MQTT Secrets: created once, never read or replaced (kube.create_secret_once). The
     # operator may not read Secrets: a 409 for a name status.createdSecrets does not list is someone
     # else's Secret, whose certificate or users are not ours to serve.
-    made: list[tuple[str, Callable[[], objects.Manifest]]] = []
-    if render_mqtt_tls.operator_made(spec):
-        made.append((render_mqtt_tls.generated_name(name), lambda: mqtt_tls.new_secret(name, namespace)))
-    if connections.mqtt_users_operator_made(spec):
-        made.append((connections.mqtt_users_generated_name(name), lambda: mqtt_users.new_secret(name, namespace, spec)))
-    for secret_name, make in made:
+    for secret_name, make in operator_secrets(name, namespace, spec):
         if await kube.secret_name_taken(secret_name, namespace):
             outcome = "kept"  # no material made (hashing a fleet's passwords costs CPU)
         else:
@@ -265,12 +260,19 @@ def secret_conflicts(body: dict) -> list[str]:
     meta, current = body["metadata"], body.get("status") or {}
     if current.get("observedGeneration") != meta.get("generation"):
         return []  # not reconciled yet: the Secret may simply not be made yet
-    spec = children.defaulted_spec(body)
     made = set(current.get("createdSecrets") or [])
-    wanted = [render_mqtt_tls.generated_name(meta["name"])] if render_mqtt_tls.operator_made(spec) else []
+    wanted = operator_secrets(meta["name"], meta.get("namespace", ""), children.defaulted_spec(body))
+    return [f"Secret/{n}" for n, _ in wanted if n not in made]
+
+
+def operator_secrets(name: str, namespace: str, spec: dict) -> list[tuple[str, Callable[[], objects.Manifest]]]:
+    """The MQTT Secrets the operator makes for this resource: (name, how to make it), in creation order."""
+    out: list[tuple[str, Callable[[], objects.Manifest]]] = []
+    if render_mqtt_tls.operator_made(spec):
+        out.append((render_mqtt_tls.generated_name(name), lambda: mqtt_tls.new_secret(name, namespace)))
     if connections.mqtt_users_operator_made(spec):
-        wanted.append(connections.mqtt_users_generated_name(meta["name"]))
-    return [f"Secret/{n}" for n in wanted if n not in made]
+        out.append((connections.mqtt_users_generated_name(name), lambda: mqtt_users.new_secret(name, namespace, spec)))
+    return out
 
 
 def _strip(s: dict) -> dict:
