@@ -20,6 +20,20 @@ REPO = Path(__file__).resolve().parents[1]
 #: A test that starts or uses brokers carries one of these; `make test-unit` runs the rest.
 BROKER_MARKERS = ("e2e", "faults", "kube", "node", "images")
 pytest_plugins = ["pytester"]
+#: Scheduling only (a stale entry costs minutes, never a result): the files whose tests take longest in total
+#: (`make test`'s --durations), started first so that none of them ends the run alone.
+LONGEST_FILES = (
+    "tests/cli/test_models_pin_e2e.py",
+    "tests/score/test_scorer_e2e.py",
+    "tests/ingest/test_kafka_auth_e2e.py",
+    "tests/test_pipeline_e2e.py",
+    "tests/fleet/test_fleet_quality_e2e.py",
+    "tests/score_streams/test_streams_scorer_e2e.py",
+    "tests/score_streams/test_model_trust_e2e.py",
+    "tests/score/test_failed_version_e2e.py",
+    "tests/cli/test_models_e2e.py",
+    "tests/ingest/test_device_formats_e2e.py",
+)
 _running: dict[str, pytest.Item | None] = {"item": None}
 
 
@@ -35,10 +49,12 @@ def pytest_collection_modifyitems(config, items):
             f"{len(unmarked)} test(s) use the brokers (fixture local_stack) without one of the markers "
             f"{', '.join(BROKER_MARKERS)}: {', '.join(unmarked[:10])}"
         )
-    # Files with broker tests first: on `make test`'s workers (pytest-xdist, a file at a time) the long ones
-    # start early and the unit files fill the gaps at the end. Order within a file is kept.
+    # `make test`'s workers (pytest-xdist) take a file at a time in this order: the longest files first, then
+    # the other broker files, then the unit files to fill the gaps at the end. Order within a file is kept.
     brokered = {i.path for i in items if _marked(i)}
-    items.sort(key=lambda i: i.path not in brokered)
+    root = Path(str(config.rootpath))
+    rank = {root / f: n for n, f in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda i: (i.path not in brokered, rank.get(Path(i.path), len(rank))))
 
 
 @pytest.hookimpl(tryfirst=True)
