@@ -31,8 +31,8 @@ from streamtrain.stack.local import LocalStack, free_port_range
 from streamtrain.topics import pipeline_topics
 from tests.conftest import REPO
 from tests.faults.test_chaos import covers, distinct, wait_until
-from tests.preprocess.test_agreement import simulated
 from tests.programs import STREAMTRAIN, Program, settings_env
+from tests.unit.streamtrain.preprocessing.test_ksql import simulated
 
 pytestmark = pytest.mark.faults
 

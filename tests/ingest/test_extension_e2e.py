@@ -20,7 +20,7 @@ from streamtrain.kafka import headers_dict, read_topic
 from streamtrain.stack import loadgen
 from streamtrain.stack.local import free_port
 from tests.conftest import another_hivemq
-from tests.ingest.test_vectors import VECTORS, _payload
+from tests.unit.repo.test_telemetry_vectors import VECTORS, _payload
 
 pytestmark = pytest.mark.e2e
 

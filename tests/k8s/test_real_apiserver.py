@@ -1,6 +1,6 @@
 """The CRD, the examples and the invalid resources against a real kube-apiserver (``make test-k8s``).
 
-The offline checks (tests/k8s/test_crd.py) cannot see what only the server does: CEL rules evaluated
+The offline checks (tests/unit/streamtrain_operator/test_crd.py) cannot see what only the server does: CEL rules evaluated
 against literal defaults, its own error messages, pruning of unknown fields. These tests fail on a CRD
 with ``default: {}`` under rules that read nested keys."""
 
@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.k8s.conftest import EXAMPLES, ROOT, load_example
-from tests.k8s.test_crd import INVALID
+from tests.unit.streamtrain_operator.test_crd import INVALID
 
 pytestmark = pytest.mark.kube
 

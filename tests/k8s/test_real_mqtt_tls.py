@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from tests.k8s.conftest import ROOT, load_example
 from tests.k8s.operator_process import assert_secret_kept_across_a_reconcile, running_operator
 from tests.k8s.operator_process import owned as owned_in
-from tests.k8s.test_mqtt_tls_render import INVALID_TLS, invalid_resource
+from tests.unit.streamtrain_operator.render.test_mqtt_tls import INVALID_TLS, invalid_resource
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.kube

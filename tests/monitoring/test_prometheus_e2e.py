@@ -26,8 +26,8 @@ from streamtrain.stack.local import free_port
 from streamtrain.stack.monitoring import DASHBOARD, RULES, LocalPrometheus, Target, prometheus_config
 from streamtrain.topics import TopicSpec
 from tests.ingest.test_bridge_e2e import bad_payloads, bridge_factory, scrape, simulate  # noqa: F401
-from tests.monitoring.test_alert_rules import alerts
 from tests.programs import Program, settings_env
+from tests.unit.stack.test_monitoring import alerts
 from tests.waiting import eventually
 
 NAMESPACE = "streamtrain-test"

@@ -13,7 +13,7 @@ import pytest
 
 from streamtrain.stack.local import free_port
 from streamtrain.stack.monitoring import LOCAL_PORTS, running_prometheus
-from tests.monitoring.test_alert_rules import alerts
+from tests.unit.stack.test_monitoring import alerts
 
 pytestmark = pytest.mark.e2e
 

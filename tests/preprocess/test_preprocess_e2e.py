@@ -8,9 +8,9 @@ from confluent_kafka import Producer
 from streamtrain.kafka import headers_dict, producer_config, read_topic
 from streamtrain.preprocessing.engine import Engine
 from streamtrain.preprocessing.spec import PreprocessSpec
-from tests.preprocess.test_agreement import simulated
 from tests.programs import Program, settings_env
 from tests.records import assert_valid
+from tests.unit.streamtrain.preprocessing.test_ksql import simulated
 
 pytestmark = pytest.mark.e2e
 

@@ -2,7 +2,7 @@
 versions exactly as the trainer publishes them (streamtrain.modelcodec.encode, the manifest's
 ``streamtrain.signature`` header from streamtrain.modelsign.ModelSigner), a fixed test key (never used
 anywhere else), and the reason each reader must give: served (null), unsigned, unknown_key, bad_signature,
-version_out_of_range. tests/score_streams/test_signing_fixture.py checks the Python reader against it,
+version_out_of_range. tests/unit/repo/test_signing_fixture.py checks the Python reader against it,
 ModelTrustTest.java the JVM reader, so both accept and refuse the same bytes.
 
     python -m tests.score_streams.signing_fixture   # rewrites the file

@@ -1,6 +1,6 @@
 """Writes tests/ingest/vectors/mappings.json: ingestion mappings applied to device payloads, each outcome
 computed here by the Python implementation (``streamtrain.ingest_mapping.apply``) and asserted by both
-tests/ingest/test_mapping_vectors.py and the HiveMQ extension's IngestMappingTest (Java).
+tests/unit/repo/test_mapping_vectors.py and the HiveMQ extension's IngestMappingTest (Java).
 Run: .venv/bin/python -m tests.ingest.vectors.build_mapping_vectors tests/ingest/vectors/mappings.json"""
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ sequence(
 
 doc = {
     "comment": (
-        "Shared by tests/ingest/test_mapping_vectors.py (Python: streamtrain.ingest_mapping.apply) and the HiveMQ "
+        "Shared by tests/unit/repo/test_mapping_vectors.py (Python: streamtrain.ingest_mapping.apply) and the HiveMQ "
         "extension's IngestMappingTest (Java); written by build_mapping_vectors.py from the Python implementation. "
         "A case: a mapping (every field), topic, payload (text, or payload_hex), arrived (epoch s: the arrival "
         "time, applied with a fresh ArrivalSeq), optional max_bytes and known_devices, subscribed (the mapping's "

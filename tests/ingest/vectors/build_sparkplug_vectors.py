@@ -1,6 +1,6 @@
 """Writes tests/ingest/vectors/sparkplug.json: sequences of Sparkplug B messages, each applied in order to one
 fresh ``streamtrain.sparkplug.SparkplugDecoder``, with what the decoder makes of every message (its raw records,
-or the reason it is refused, its events, a rebirth request). Asserted by tests/ingest/test_sparkplug_vectors.py
+or the reason it is refused, its events, a rebirth request). Asserted by tests/unit/repo/test_sparkplug_vectors.py
 and by the HiveMQ extension's SparkplugDecoderTest (Java), so both decode every payload to the same bytes.
 Payloads are encoded by pysparkplug, an independent Sparkplug library, where it can encode them; the wire forms
 it does not write (8-bit two's complement, a uint64 past 2**63, no timestamp at all, broken protobuf) come from
@@ -311,7 +311,7 @@ sequence(
 doc = {
     "about": "Sparkplug B messages applied in order to one SparkplugDecoder per sequence; written by "
     "tests/ingest/vectors/build_sparkplug_vectors.py from the Python decoder, replayed by "
-    "tests/ingest/test_sparkplug_vectors.py and the extension's SparkplugDecoderTest",
+    "tests/unit/repo/test_sparkplug_vectors.py and the extension's SparkplugDecoderTest",
     "sequences": SEQUENCES,
 }
 

@@ -286,7 +286,7 @@ floats = [f for f in floats if f == f and abs(f) != float("inf")]
 
 doc = {
     "comment": (
-        "Shared by tests/ingest/test_vectors.py (Python: streamtrain.telemetry.validate) and the HiveMQ "
+        "Shared by tests/unit/repo/test_telemetry_vectors.py (Python: streamtrain.telemetry.validate) and the HiveMQ "
         "extension's TelemetryValidatorTest (Java). A case has a topic and a payload (text, or payload_hex "
         "for raw bytes), optional max_bytes and known_devices, then either record (the exact raw-topic value) "
         "or reason (+ detail, exact). Java's detail for malformed_json is its parser's own, so malformed_json "
