@@ -8,7 +8,7 @@ loadgen: ## Build the Go MQTT load generator into .streamtrain/bin/loadgen (go b
 
 .PHONY: ingest-extension ingest-presets bench-ingest test-ingest-units
 
-ingest-presets: ## Regenerate the extension's ingest-presets.json from streamtrain.ingest_mapping.PRESETS (tests/ingest/test_ingest_presets_resource.py checks it)
+ingest-presets: ## Regenerate the extension's ingest-presets.json from streamtrain.ingest_mapping.PRESETS (tests/unit/streamtrain/test_ingest_mapping.py checks it)
 	$(PY) -m streamtrain.ingest_mapping > bridge/hivemq-extension/src/main/resources/ingest-presets.json
 
 ingest-extension: ## Build and unit-test the HiveMQ ingestion extension (bridge/hivemq-extension, Maven; shared vectors)

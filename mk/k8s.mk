@@ -33,7 +33,8 @@ kube-up: install ## Start a real control plane on loopback in the foreground (pr
 	$(PY) -m tests.k8s.controlplane up
 
 kube-test: install ## Kubernetes tests without a cluster: CRD, rendering, chart, skaffold, images (the marker kube ones run in test-k8s)
-	$(PY) -m pytest -q tests/k8s
+	$(PY) -m pytest -q tests/unit/streamtrain_operator tests/unit/repo/test_chart.py tests/unit/repo/test_images.py \
+	  tests/unit/repo/test_skaffold.py tests/unit/repo/test_controlplane_build.py tests/unit/stack/test_monitoring.py
 
 kube-crd: ## Regenerate the CRD (operator/streamtrain_operator/crd.py) and the Secret-reference policy (secret_refs.py) of the chart
 	$(PY) -m streamtrain.operator.crd > charts/streamtrain/crds/streamingtrainings.yaml

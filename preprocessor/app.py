@@ -202,7 +202,7 @@ class Preprocessor:
         """The batch step: what ``process_records`` does, with the batch decoded at once, the filter and
         derived expressions evaluated over the batch's columns (streamtrain.preprocessing.batch), metrics
         counted once per batch and records written with msgspec. The same outputs in the same order, the
-        same dead letters with the same reasons (tests/preprocess/test_batch_equivalence.py)."""
+        same dead letters with the same reasons (tests/unit/streamtrain/preprocessing/test_batch.py)."""
         self.m_in.inc(len(msgs))
         records: list = []
         exact: list[bool] = []

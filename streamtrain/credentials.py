@@ -143,7 +143,7 @@ def write_device_passwords(path: Path, passwords: dict[str, str]) -> None:
 
 
 #: The simulator's device ids are <prefix>-00000, ... with this prefix unless told otherwise
-#: (simulator/fleet.py FleetConfig.device_prefix; tests/k8s/test_mqtt_users_render.py checks both agree).
+#: (simulator/fleet.py FleetConfig.device_prefix; tests/unit/streamtrain_operator/test_mqtt_users.py checks both agree).
 FLEET_PREFIX = "dev"
 
 

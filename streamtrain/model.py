@@ -271,7 +271,7 @@ class LoadedModel:
         An eager Keras call re-runs Python layer code per batch and cost 5x the traced call (26 vs 5 ms
         for 512 rows): most of the scorer's CPU per record. Traced at the first call, which is ``warm()``
         for a scorer's new version, off the scoring thread. Its float32 scores stay within the topology
-        fixture's bounds (tests/score_streams/test_model_exports.py), which the Java scorer is tested on.
+        fixture's bounds (tests/unit/streamtrain/test_onnx_export.py), which the Java scorer is tested on.
         """
         if self._traced is None:
             import tensorflow as tf  # noqa: PLC0415 - loaded with Keras, only where a model scores

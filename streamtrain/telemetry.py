@@ -10,7 +10,7 @@ and ``anomaly`` carry ground truth and are never used as features.
 
 ``validate`` turns raw MQTT input into a ``Reading`` or a ``Rejection`` with a reason code;
 it never raises on bad input. It accepts exactly the objects streamtrain/schemas/telemetry.schema.json
-accepts (tests/ingest/test_telemetry.py checks that on generated input) and takes its device id
+accepts (tests/unit/streamtrain/test_telemetry.py checks that on generated input) and takes its device id
 pattern, reserved fields and limits from that file; it is hand-written because it runs on every
 message of the bridge and names the reason of each rejection. ``check_identity`` is its check of
 ``device_id``, ``ts`` and ``seq``, which the preprocessor asks too.

@@ -18,7 +18,7 @@ from streamtrain.topics import pipeline_topics
 
 REPO = Path(__file__).resolve().parents[1]
 #: A test that starts or uses brokers carries one of these; `make test-unit` runs the rest.
-BROKER_MARKERS = ("e2e", "faults", "kube", "node", "images")
+BROKER_MARKERS = ("e2e", "faults", "kube", "node", "images", "skaffold")
 pytest_plugins = ["pytester"]
 #: Scheduling only (a stale entry costs minutes, never a result): the files whose tests take longest in total
 #: (`make test`'s --durations), started first so that none of them ends the run alone.

@@ -3,7 +3,7 @@
 Every command's --help, every STREAMTRAIN_ variable with its default and description, and every field
 of the StreamingTraining resource are read from where they are defined (the click commands, the
 settings classes, the CRD generator), so the page cannot disagree with them. ``make docs`` writes it;
-tests/cli/test_reference.py fails when the committed page is stale.
+tests/unit/streamtrain/cli/test_reference.py fails when the committed page is stale.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from streamtrain.schemas import NAMES, load
 INTRO = """# The records
 
 Generated from `streamtrain/schemas/*.schema.json` by `python -m streamtrain.schemas > docs/records.md`;
-the schemas are the contract, this page only shows them (tests/test_record_schemas.py keeps it in step).
+the schemas are the contract, this page only shows them (tests/unit/streamtrain/test_schemas.py keeps it in step).
 A record travels as one UTF-8 JSON object per MQTT message or Kafka record value; its key is the
 device id. Every producer's tests validate the records it really emits against its schema: the
 simulator and the bridge (telemetry), the preprocessor (features), the Python scorer, the batch
