@@ -12,6 +12,7 @@ and bench/results/load.json (docs/capacity.md is computed from it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -20,6 +21,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -299,11 +301,14 @@ def add_figures(bench, r: dict) -> None:
         )
 
 
-def run(bench, rates: list[int], seconds: float, ingest: str = "bridge") -> list[dict]:
+@contextlib.contextmanager
+def pipeline(bench, ingest: str = "bridge", group: str = "load") -> Iterator[tuple[CommonSettings, list[Program]]]:
+    """The programs on the bench's stack (ingestion, preprocessor, scorer) with a model trained on WARMUP
+    readings serving; yields the settings and the programs (stopped with SIGTERM at the end)."""
     from streamtrain.trainer.train import TrainSettings, train_once
 
     s = bench.settings()
-    logdir = bench.stack.home / "load-logs"
+    logdir = bench.stack.home / f"{group}-logs"
     logdir.mkdir(exist_ok=True)
     programs = []
     if ingest == "extension":
@@ -318,12 +323,13 @@ def run(bench, rates: list[int], seconds: float, ingest: str = "bridge") -> list
         bridge = Program(
             "bridge",
             ["bridge"],
-            settings_env(s, log_format="json", share_group="load", client_id="load", connections=4),
+            settings_env(s, log_format="json", share_group=group, client_id=group, connections=4),
             logdir,
         )
         programs.append(bridge)
         bridge.wait_log('"mqtt_subscribed"')
-    preprocess = Program("preprocess", ["preprocess"], settings_env(s, log_format="json", group_id="load-pre"), logdir)
+    env = settings_env(s, log_format="json", group_id=f"{group}-pre")
+    preprocess = Program("preprocess", ["preprocess"], env, logdir)
     programs.append(preprocess)
     try:
         run_loadgen(s, rate=2000, devices=500, prefix="warm", seq_start=0, count=WARMUP)
@@ -341,10 +347,24 @@ def run(bench, rates: list[int], seconds: float, ingest: str = "bridge") -> list
                 epochs=2,
             )
         )
-        scorer = Program("scorer", ["score"], settings_env(s, log_format="json", group_id="load-score"), logdir)
+        env = settings_env(s, log_format="json", group_id=f"{group}-score")
+        scorer = Program("scorer", ["score"], env, logdir)
         programs.append(scorer)
         scorer.wait_log('"champion_switched"')
-        procs = {p.name: psutil.Process(p.proc.pid) for p in programs} | broker_processes(bench.stack.home)
+        yield s, programs
+    finally:
+        for p in reversed(programs):
+            p.stop()
+
+
+def program_processes(bench, programs: list[Program]) -> dict[str, psutil.Process]:
+    """Every program and broker of the run, by name, for the samplers."""
+    return {p.name: psutil.Process(p.proc.pid) for p in programs} | broker_processes(bench.stack.home)
+
+
+def run(bench, rates: list[int], seconds: float, ingest: str = "bridge") -> list[dict]:
+    with pipeline(bench, ingest) as (s, programs):
+        procs = program_processes(bench, programs)
         tails = {t: Tail(s, getattr(s, f"topic_{t}")) for t in ("raw", "features", "scores", "deadletter")}
         results = []
         for phase, rate in enumerate(rates, start=1):
@@ -355,9 +375,6 @@ def run(bench, rates: list[int], seconds: float, ingest: str = "bridge") -> list
         for t in tails.values():
             t.close()
         return results
-    finally:
-        for p in reversed(programs):
-            p.stop()
 
 
 def main() -> None:

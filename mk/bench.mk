@@ -21,3 +21,7 @@ bench-profiles: install loadgen ## Profiles of the remaining gaps into bench/pro
 	$(PY) -m bench.profile_scorer
 	$(PY) -m bench.profile_training
 	PROFILE=1 $(PY) -m bench.ingest_ceiling
+
+.PHONY: bench-soak
+bench-soak: install loadgen ## An hour under load: RATE readings/s (5000) for MINUTES (60), a model retrained every RETRAIN minutes (10) and rolled to the scorer; per-minute table, bench/results/soak.json and .png (not in CI)
+	$(PY) -m bench.soak --rate $(or $(RATE),5000) --minutes $(or $(MINUTES),60) --retrain $(or $(RETRAIN),10) --ingest $(or $(INGEST),extension)
