@@ -117,7 +117,11 @@ def render() -> str:
     from streamtrain.cli.main import cli  # noqa: PLC0415 - main imports nothing of this module
     from streamtrain.operator.crd import spec_schema  # noqa: PLC0415 - the operator extra, needed here only
 
-    root = click.Context(cli, info_name="streamtrain", terminal_width=WIDTH, max_content_width=WIDTH)
+    # The group's own context settings (-h as well as --help), as `streamtrain` itself makes its context: the help
+    # text must not depend on whether something in this process ran the CLI before (click caches the option).
+    root = click.Context(
+        cli, info_name="streamtrain", terminal_width=WIDTH, max_content_width=WIDTH, **cli.context_settings
+    )
     lines = [HEADER, "## Commands", ""]
     for path, cmd, ctx in [("streamtrain", cli, root), *_commands(cli, root)]:
         lines += [f"### `{path}`", "", "```text", cmd.get_help(ctx).rstrip(), "```", ""]
